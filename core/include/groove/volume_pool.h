@@ -1,0 +1,307 @@
+// groove/volume_pool.h: a lock-free pool of empty groove volumes.
+//
+// A volume pool is two pieces of memory that may be shared between
+// processes, each process mapping them at its own address:
+//
+//   - the pool header (`PoolHeader`, 256 bytes, 128-byte aligned): a magic
+//     number, the versioned top of a Treiber stack of empty volumes, and
+//     approximate operation counters on their own cache line;
+//   - the volume span: `max_volumes * footprint_bytes` bytes starting at
+//     `volume0`, in which volume `idx` lives at `volume0 + idx * footprint`.
+//     Only the volumes that were added need to be backed by memory.
+//
+// A `VolumePool` is one process's join: a small value holding the local
+// addresses of both pieces. Joins are cheap to copy; all state lives in the
+// shared memory. Many joins (threads, processes) may use one pool at once.
+//
+// Volume life cycle (the header's magic):
+//
+//   not a volume (0) --Add--> empty, on the stack (~kVolumeMagic)
+//   empty --Acquire--> in use (kVolumeMagic) --Release--> empty
+//   empty --Remove--> not a volume (memory handed to the caller)
+//
+// Progress guarantee: Add, Remove, Acquire, Release and Peek are lock-free:
+// a thread stopped at any instant (even inside an operation) never prevents
+// the others from completing theirs. The one exception is the maintenance
+// lock: while a caller holds Lock() (Verify, Reset, recovery), blocking
+// operations spin and non-blocking ones return kAgain. The lock is never
+// taken on the hot path.
+//
+// Example:
+//
+//   alignas(groove::kPoolAlign) groove::PoolHeader header;
+//   groove::VolumePool::Format(&header);
+//   auto pool = groove::VolumePool::Join(&header, span, 16, 1 << 20);
+//   if (!pool.ok()) return pool.status();
+//   pool->Add(/*first_index=*/0, /*count=*/4, "scratch");
+//   groove::VolumeHeader* v = nullptr;
+//   if (pool->Acquire(&v) == groove::PoolError::kSuccess) {
+//     ... use groove::VolumeData(v) ...
+//     pool->Release(v);
+//   }
+
+#ifndef GROOVE_VOLUME_POOL_H_
+#define GROOVE_VOLUME_POOL_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "groove/pool_error.h"
+#include "groove/volume.h"
+
+namespace groove {
+
+// kPoolMagic marks a formatted pool header (the seed's volume-pool magic).
+inline constexpr uint64_t kPoolMagic = 0xfd67007e70190010ULL;
+inline constexpr uint64_t kPoolAlign = 128;
+
+// The versioned top of the stack packs `version << kIndexBits | index`.
+// The index is 34 bits wide; the all-ones index is the null index (empty
+// stack / bottom of the stack), so a pool holds at most kMaxVolumes
+// volumes. The version is the remaining 30 bits: every successful push or
+// pop adds 2, and its lowest bit is the maintenance lock.
+inline constexpr int kIndexBits = 34;
+inline constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+inline constexpr uint64_t kNullIndex = kIndexMask;
+inline constexpr uint64_t kMaxVolumes = kNullIndex;  // indices 0..2^34-2
+inline constexpr int kVersionBits = 64 - kIndexBits;
+
+// PackTop returns the versioned top for `version` (taken modulo 2^30) and
+// `index` (REQUIRES: index <= kIndexMask).
+constexpr uint64_t PackTop(uint64_t version, uint64_t index) {
+  return (version << kIndexBits) | index;
+}
+// TopVersion returns the 30-bit version of a versioned top.
+constexpr uint64_t TopVersion(uint64_t ver_top) {
+  return ver_top >> kIndexBits;
+}
+// TopIndex returns the index of a versioned top (kNullIndex when empty).
+constexpr uint64_t TopIndex(uint64_t ver_top) { return ver_top & kIndexMask; }
+// TopIsLocked returns true when the version's lock bit is set.
+constexpr bool TopIsLocked(uint64_t ver_top) {
+  return (TopVersion(ver_top) & 1) != 0;
+}
+
+// PoolStats are approximate operation counters kept in shared memory, on a
+// cache line of their own so that counting does not slow the stack top.
+// They are updated with relaxed atomics after each operation takes effect:
+// not for synchronization, and exact whenever no operation is in flight.
+// They count since the last Format() or Reset().
+struct alignas(64) PoolStats {
+  std::atomic<uint64_t> volumes_added;      // pushed by Add
+  std::atomic<uint64_t> volumes_removed;    // popped by Remove, header good
+  std::atomic<uint64_t> acquires;           // popped by Acquire, header good
+  std::atomic<uint64_t> releases;           // pushed by Release
+  std::atomic<uint64_t> volumes_quarantined;  // popped with a bad header
+  unsigned char reserved[128 - 5 * 8];
+};
+static_assert(sizeof(PoolStats) == 128);
+
+// PoolHeader is the pool's shared header. Its first 16 bytes are the facts
+// file's layout ({magic, ver_top} in a 128-byte aligned block); the counters
+// follow at offset 128. Format() writes magic last; code that tears a pool
+// down clears magic first.
+struct alignas(kPoolAlign) PoolHeader {
+  std::atomic<uint64_t> magic;    // kPoolMagic once formatted
+  std::atomic<uint64_t> ver_top;  // PackTop(version, index of top or null)
+  unsigned char reserved[kPoolAlign - 16];
+  PoolStats stats;
+};
+static_assert(std::is_standard_layout_v<PoolHeader>);
+static_assert(offsetof(PoolHeader, magic) == 0);
+static_assert(offsetof(PoolHeader, ver_top) == 8);
+static_assert(offsetof(PoolHeader, stats) == 128);
+static_assert(sizeof(PoolHeader) == 256);
+static_assert(alignof(PoolHeader) == 128);
+
+// PoolCounts is a snapshot of PoolStats plus the derived empty count.
+struct PoolCounts {
+  uint64_t volumes_added = 0;
+  uint64_t volumes_removed = 0;
+  uint64_t acquires = 0;
+  uint64_t releases = 0;
+  uint64_t volumes_quarantined = 0;
+  // Volumes on the stack: pushes minus pops, clamped at 0 (a pop can be
+  // counted before the push it took, while an Add is still counting).
+  uint64_t empty_volumes = 0;
+};
+
+// VerifyReport is what a successful Verify found.
+struct VerifyReport {
+  uint64_t empty_volumes = 0;  // volumes on the stack, counted by walking it
+};
+
+// Wait says what an operation does when the pool is locked for maintenance:
+// kBlock spins until the lock is released; kNoBlock returns kAgain at once.
+enum class Wait { kBlock, kNoBlock };
+
+class VolumePool {
+ public:
+  // TestHook, when set on a join, is called by that join's push and pop
+  // between reading the stack top and the CAS that publishes the change:
+  // the window a stalled thread can sit in. Tests use it to stop a thread
+  // mid-operation. Null (the default) costs one predictable branch.
+  using TestHook = void (*)(void* arg);
+
+  // Format writes an empty pool into `header`: an empty stack (version 0,
+  // unlocked), zero counters, then the magic (release store, so a joiner
+  // that sees the magic sees the rest).
+  // REQUIRES: `header` is valid memory, 128-byte aligned, and no process
+  // is using it as a pool. Thread safety: none (it creates the pool).
+  // Cost: O(1).
+  static void Format(PoolHeader* header);
+
+  // Join returns a join of the pool whose header is `header` and whose
+  // volume span starts at `volume0` in this process's address space.
+  // `max_volumes` (1..kMaxVolumes) and `footprint_bytes` (a power of two,
+  // at least kVolumeMinFootprint) must be those every other join uses; the
+  // span `max_volumes * footprint_bytes` must fit in the address space.
+  // Errors: FAILED_PRECONDITION when `header` is not a formatted pool,
+  // INVALID_ARGUMENT for a null/misaligned pointer or a bad geometry.
+  // Joining changes nothing in shared memory. Cost: O(1).
+  static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
+                                         uint64_t max_volumes,
+                                         uint64_t footprint_bytes);
+
+  // Add formats the volumes [first_index, first_index + count) as empty
+  // volumes carrying `info` and pushes them, highest index first, so the
+  // lowest index is handed out first. Info longer than kVolumeInfoMax is
+  // clamped to kVolumeInfoMax bytes (the seed's behaviour; the RPC layer
+  // rejects it instead); bytes past info_sz are zeroed.
+  // REQUIRES: the range's memory is mapped and owned by the caller (no
+  // other party reads or writes those volumes while Add formats them).
+  // Returns kSuccess; kInvalid (count 0, or the range is not inside
+  // [0, max_volumes)) or kKey (a volume in the range already carries the
+  // empty or in-use magic) with nothing changed; kCorrupt when the stack
+  // top is out of range, in which case the volumes pushed before the
+  // corruption was seen stay on the stack and the rest are not volumes.
+  // Thread safety: lock-free with respect to every other operation; spins
+  // while the maintenance lock is held. Cost: O(count).
+  PoolError Add(uint64_t first_index, uint64_t count,
+                absl::string_view info) const;
+
+  // Remove pops one empty volume, checks its header (empty magic, idx
+  // matching its address, info_sz <= kVolumeInfoMax), marks it not a
+  // volume and stores its address in *volume. The caller then owns the
+  // volume's memory (e.g. to give it back to the kernel) and may read its
+  // idx and info.
+  // Returns kSuccess; kEmpty (no empty volume at some point during the
+  // call, *volume = nullptr); kAgain (kNoBlock and the pool was locked);
+  // kCorrupt, either with *volume = nullptr (the stack top or its next is
+  // out of range, nothing popped) or with *volume set to a popped volume
+  // whose header was bad: it is off the stack, quarantined, owned by the
+  // caller and left untouched for inspection.
+  // Thread safety: lock-free. Cost: O(1).
+  PoolError Remove(VolumeHeader** volume, Wait wait = Wait::kBlock) const;
+
+  // Acquire pops one empty volume for a data-plane user, checks its header
+  // as Remove does and marks it in use (kVolumeMagic). Returns as Remove.
+  // Thread safety: lock-free. Cost: O(1).
+  PoolError Acquire(VolumeHeader** volume, Wait wait = Wait::kBlock) const;
+
+  // Release marks an in-use volume empty and pushes it back.
+  // REQUIRES: the caller acquired `volume` from this pool (any join) and
+  // no longer touches it. Returns kSuccess; kInvalid when `volume` is not a
+  // volume address of this pool or is not in use (e.g. a double release),
+  // with nothing changed; kAgain (kNoBlock and locked); kCorrupt when the
+  // stack top is out of range.
+  // Thread safety: lock-free. Cost: O(1).
+  PoolError Release(VolumeHeader* volume, Wait wait = Wait::kBlock) const;
+
+  // PeekTop returns the index of the volume on top of the stack, or
+  // kNullIndex when it is empty. A hint only: it may change at once.
+  // Thread safety: wait-free. Cost: O(1).
+  uint64_t PeekTop() const;
+
+  // Lock sets the maintenance lock. kBlock spins until it is had; kNoBlock
+  // returns kAgain when another party holds it. While locked, push and pop
+  // do not proceed (see Wait). The lock is not owned by a thread or a
+  // process: whoever holds it must Unlock(). Thread safety: lock-free
+  // acquisition of a lock; cost O(1) uncontended.
+  PoolError Lock(Wait wait = Wait::kBlock) const;
+
+  // Unlock releases the maintenance lock.
+  // REQUIRES: the caller holds it (Lock returned kSuccess). Cost: O(1).
+  void Unlock() const;
+
+  // IsLocked returns true when the maintenance lock is held (a hint).
+  bool IsLocked() const;
+
+  // Reset empties the stack (the volumes on it are forgotten: their headers
+  // and memory are untouched) and zeroes the counters. Recovery uses it
+  // before re-adding the volumes it trusts.
+  // REQUIRES: the caller holds the maintenance lock; it stays held.
+  // Cost: O(1).
+  void Reset() const;
+
+  // Verify takes the maintenance lock (spinning while another party holds
+  // it), checks the pool and releases the lock: the one operation that
+  // pauses concurrent pool users, for as long as the walk takes.
+  // Checks: the pool magic; the stack walked from the top ends at the null
+  // index within max_volumes steps (no cycle), every index on it is in
+  // range and every header on it has the empty magic, its own idx, info_sz
+  // <= kVolumeInfoMax and zeros past info_sz.
+  // Returns the report, or DATA_LOSS naming the first problem found.
+  // Cost: O(empty volumes * kVolumeInfoMax).
+  absl::StatusOr<VerifyReport> Verify() const;
+
+  // VerifyLocked is Verify for a caller that already holds the lock.
+  absl::StatusOr<VerifyReport> VerifyLocked() const;
+
+  // Counts returns a snapshot of the shared counters (see PoolStats).
+  // Thread safety: wait-free; the snapshot is not atomic as a whole.
+  PoolCounts Counts() const;
+
+  // VolumeAt returns the local address of volume `index`.
+  // REQUIRES: index < max_volumes(). Cost: O(1), no memory access.
+  VolumeHeader* VolumeAt(uint64_t index) const {
+    return reinterpret_cast<VolumeHeader*>(volume0_ + index * footprint_);
+  }
+
+  // IndexOf returns the index of the volume at local address `volume`, or
+  // kNullIndex when `volume` is not the start of a volume of this pool.
+  uint64_t IndexOf(const VolumeHeader* volume) const;
+
+  PoolHeader* header() const { return header_; }
+  std::byte* volume0() const { return volume0_; }
+  uint64_t max_volumes() const { return max_volumes_; }
+  uint64_t footprint_bytes() const { return footprint_; }
+
+  // SetTestHookForTesting installs `hook` (may be null) on this join only.
+  void SetTestHookForTesting(TestHook hook, void* arg) {
+    test_hook_ = hook;
+    test_hook_arg_ = arg;
+  }
+
+ private:
+  VolumePool(PoolHeader* header, std::byte* volume0, uint64_t max_volumes,
+             uint64_t footprint_bytes)
+      : header_(header),
+        volume0_(volume0),
+        max_volumes_(max_volumes),
+        footprint_(footprint_bytes) {}
+
+  // Push links volume `index` on top of the stack.
+  PoolError Push(uint64_t index, Wait wait) const;
+  // Pop unlinks the top of the stack into *index.
+  PoolError Pop(uint64_t* index, Wait wait) const;
+  // PopChecked pops and checks the header; on success sets its magic to
+  // `new_magic`. Shared by Remove and Acquire.
+  PoolError PopChecked(VolumeHeader** volume, Wait wait,
+                       uint64_t new_magic) const;
+
+  PoolHeader* header_;
+  std::byte* volume0_;
+  uint64_t max_volumes_;
+  uint64_t footprint_;
+  TestHook test_hook_ = nullptr;
+  void* test_hook_arg_ = nullptr;
+};
+
+}  // namespace groove
+
+#endif  // GROOVE_VOLUME_POOL_H_

@@ -1,0 +1,499 @@
+// VolumePool, one thread: bad arguments first, then the seed's randomized
+// add/remove rounds against a simple model, then corruption handling.
+
+#include "groove/volume_pool.h"
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "support/pool_memory.h"
+
+namespace groove {
+namespace {
+
+using testing::PoolMemory;
+
+constexpr uint64_t kSmallFootprint = 4096;
+
+class VolumePoolTest : public ::testing::Test {
+ protected:
+  VolumePoolTest() : memory_(16, kSmallFootprint) {}
+  VolumePool Pool() { return memory_.FormatAndJoin(); }
+  PoolMemory memory_;
+};
+
+// ---- Join ----------------------------------------------------------------
+
+TEST_F(VolumePoolTest, JoinRejectsNullPointers) {
+  VolumePool::Format(memory_.header());
+  EXPECT_EQ(VolumePool::Join(nullptr, memory_.volume0(), 16, kSmallFootprint)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(VolumePool::Join(memory_.header(), nullptr, 16, kSmallFootprint)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(VolumePoolTest, JoinRejectsMisalignedRegions) {
+  VolumePool::Format(memory_.header());
+  EXPECT_EQ(VolumePool::Join(memory_.header(), memory_.volume0() + 512, 15,
+                             kSmallFootprint)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  auto* misaligned_header = reinterpret_cast<PoolHeader*>(
+      reinterpret_cast<std::byte*>(memory_.header()) + 64);
+  EXPECT_EQ(VolumePool::Join(misaligned_header, memory_.volume0(), 16,
+                             kSmallFootprint)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(VolumePoolTest, JoinRejectsBadFootprints) {
+  VolumePool::Format(memory_.header());
+  for (uint64_t footprint : {uint64_t{0}, uint64_t{2048}, uint64_t{4096 + 1},
+                             uint64_t{3 * 4096}}) {
+    EXPECT_EQ(VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                               footprint)
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument)
+        << footprint;
+  }
+}
+
+TEST_F(VolumePoolTest, JoinRejectsBadVolumeCounts) {
+  VolumePool::Format(memory_.header());
+  EXPECT_EQ(
+      VolumePool::Join(memory_.header(), memory_.volume0(), 0, kSmallFootprint)
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(VolumePool::Join(memory_.header(), memory_.volume0(),
+                             kMaxVolumes + 1, kSmallFootprint)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  // A span that would wrap around the address space.
+  EXPECT_EQ(VolumePool::Join(memory_.header(), memory_.volume0(), kMaxVolumes,
+                             uint64_t{1} << 40)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(VolumePoolTest, JoinRefusesAnUnformattedHeader) {
+  memory_.header()->magic.store(0);  // never formatted
+  const absl::Status status =
+      VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                       kSmallFootprint)
+          .status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("format the pool first"),
+            absl::string_view::npos);
+}
+
+TEST_F(VolumePoolTest, FormatLeavesAnEmptyUnlockedPool) {
+  VolumePool pool = Pool();
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+  EXPECT_FALSE(pool.IsLocked());
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 0u);
+  EXPECT_EQ(pool.Counts().empty_volumes, 0u);
+}
+
+// ---- Add: bad arguments ------------------------------------------------------
+
+TEST_F(VolumePoolTest, AddRejectsZeroCount) {
+  VolumePool pool = Pool();
+  EXPECT_EQ(pool.Add(0, 0, "x"), PoolError::kInvalid);
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+}
+
+TEST_F(VolumePoolTest, AddRejectsRangesOutsideThePool) {
+  VolumePool pool = Pool();
+  EXPECT_EQ(pool.Add(16, 1, ""), PoolError::kInvalid);
+  EXPECT_EQ(pool.Add(15, 2, ""), PoolError::kInvalid);
+  EXPECT_EQ(pool.Add(0, 17, ""), PoolError::kInvalid);
+  // first_index + count overflows 64 bits.
+  EXPECT_EQ(pool.Add(1, UINT64_MAX, ""), PoolError::kInvalid);
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+  EXPECT_EQ(pool.Counts().volumes_added, 0u);
+  // Nothing was formatted either.
+  for (uint64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(pool.VolumeAt(i)->magic.load(), kVolumeNotAVolume);
+  }
+}
+
+TEST_F(VolumePoolTest, AddRefusesToFormatOverALiveVolume) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(4, 2, "a"), PoolError::kSuccess);
+  VolumeHeader* in_use = nullptr;
+  ASSERT_EQ(pool.Acquire(&in_use), PoolError::kSuccess);  // index 4
+  // Overlaps the empty volume 5: nothing of [2, 6) is formatted.
+  EXPECT_EQ(pool.Add(2, 4, "b"), PoolError::kKey);
+  // Overlaps the in-use volume 4.
+  EXPECT_EQ(pool.Add(4, 1, "b"), PoolError::kKey);
+  EXPECT_EQ(pool.VolumeAt(2)->magic.load(), kVolumeNotAVolume);
+  EXPECT_EQ(pool.VolumeAt(3)->magic.load(), kVolumeNotAVolume);
+  EXPECT_EQ(pool.Counts().volumes_added, 2u);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 1u);
+}
+
+TEST_F(VolumePoolTest, AddPushesHighestFirstSoLowestIsTakenFirst) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(3, 4, "info"), PoolError::kSuccess);
+  EXPECT_EQ(pool.PeekTop(), 3u);
+  for (uint64_t expected = 3; expected < 7; ++expected) {
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+    EXPECT_EQ(pool.IndexOf(v), expected);
+    EXPECT_EQ(v->idx.load(), expected);
+    EXPECT_EQ(v->magic.load(), kVolumeMagic);
+  }
+}
+
+TEST_F(VolumePoolTest, AddClampsInfoLongerThanTheMaximum) {
+  VolumePool pool = Pool();
+  const std::string info(700, 'z');
+  ASSERT_EQ(pool.Add(0, 1, info), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
+  EXPECT_EQ(v->info_sz.load(), kVolumeInfoMax);
+  EXPECT_EQ(VolumeInfo(*v), info.substr(0, kVolumeInfoMax));
+}
+
+TEST_F(VolumePoolTest, AddZeroesInfoPastItsSize) {
+  VolumePool pool = Pool();
+  std::memset(pool.VolumeAt(0)->info, 0xab, kVolumeInfoMax);  // stale bytes
+  ASSERT_EQ(pool.Add(0, 1, "abc"), PoolError::kSuccess);
+  const VolumeHeader* v = pool.VolumeAt(0);
+  EXPECT_EQ(VolumeInfo(*v), "abc");
+  for (uint64_t i = 3; i < kVolumeInfoMax; ++i) ASSERT_EQ(v->info[i], 0) << i;
+}
+
+// ---- Remove / Acquire / Release ---------------------------------------------
+
+TEST_F(VolumePoolTest, RemoveFromAnEmptyPoolReturnsEmpty) {
+  VolumePool pool = Pool();
+  VolumeHeader* v = reinterpret_cast<VolumeHeader*>(0x1);
+  EXPECT_EQ(pool.Remove(&v), PoolError::kEmpty);
+  EXPECT_EQ(v, nullptr);
+  EXPECT_EQ(pool.Acquire(&v), PoolError::kEmpty);
+}
+
+TEST_F(VolumePoolTest, RemoveMarksTheVolumeNotAVolume) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(2, 1, "keep"), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
+  EXPECT_EQ(v, pool.VolumeAt(2));
+  EXPECT_EQ(v->magic.load(), kVolumeNotAVolume);
+  EXPECT_EQ(VolumeInfo(*v), "keep");
+  EXPECT_EQ(pool.Counts().volumes_removed, 1u);
+  EXPECT_EQ(pool.Counts().empty_volumes, 0u);
+  // Its index can be added again.
+  EXPECT_EQ(pool.Add(2, 1, "again"), PoolError::kSuccess);
+}
+
+TEST_F(VolumePoolTest, ReleasePutsTheVolumeBackOnTop) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 3, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  std::memset(VolumeData(v), 0x5a, kSmallFootprint - kVolumeHeaderBytes);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  EXPECT_EQ(v->magic.load(), kVolumeEmptyMagic);
+  EXPECT_EQ(pool.PeekTop(), 0u);
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.acquires, 1u);
+  EXPECT_EQ(counts.releases, 1u);
+  EXPECT_EQ(counts.empty_volumes, 3u);
+}
+
+TEST_F(VolumePoolTest, ReleaseRejectsADoubleRelease) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  EXPECT_EQ(pool.Release(v), PoolError::kInvalid);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 2u);
+}
+
+TEST_F(VolumePoolTest, ReleaseRejectsAddressesThatAreNotVolumesOfThePool) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 1, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  auto* inside = reinterpret_cast<VolumeHeader*>(
+      reinterpret_cast<std::byte*>(v) + 512);
+  EXPECT_EQ(pool.Release(inside), PoolError::kInvalid);
+  auto* past_end = reinterpret_cast<VolumeHeader*>(
+      memory_.volume0() + 16 * kSmallFootprint);
+  EXPECT_EQ(pool.Release(past_end), PoolError::kInvalid);
+  EXPECT_EQ(pool.Release(reinterpret_cast<VolumeHeader*>(memory_.header())),
+            PoolError::kInvalid);
+  // A never-added index.
+  EXPECT_EQ(pool.Release(pool.VolumeAt(7)), PoolError::kInvalid);
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+  EXPECT_EQ(pool.Release(v), PoolError::kSuccess);
+}
+
+// ---- Lock, Reset ---------------------------------------------------------
+
+TEST_F(VolumePoolTest, LockMakesNonBlockingOperationsReturnAgain) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ(pool.Acquire(&held), PoolError::kSuccess);
+  ASSERT_EQ(pool.Lock(Wait::kNoBlock), PoolError::kSuccess);
+  EXPECT_TRUE(pool.IsLocked());
+  EXPECT_EQ(pool.Lock(Wait::kNoBlock), PoolError::kAgain);
+  VolumeHeader* v = nullptr;
+  EXPECT_EQ(pool.Acquire(&v, Wait::kNoBlock), PoolError::kAgain);
+  EXPECT_EQ(pool.Remove(&v, Wait::kNoBlock), PoolError::kAgain);
+  EXPECT_EQ(pool.Release(held, Wait::kNoBlock), PoolError::kAgain);
+  // A refused release leaves the volume in use, with its owner.
+  EXPECT_EQ(held->magic.load(), kVolumeMagic);
+  pool.Unlock();
+  EXPECT_FALSE(pool.IsLocked());
+  EXPECT_EQ(pool.Release(held, Wait::kNoBlock), PoolError::kSuccess);
+  EXPECT_EQ(pool.Acquire(&v, Wait::kNoBlock), PoolError::kSuccess);
+}
+
+TEST_F(VolumePoolTest, LockAndUnlockAdvanceTheVersionByTwo) {
+  VolumePool pool = Pool();
+  const uint64_t before = memory_.header()->ver_top.load();
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+  EXPECT_EQ(TopVersion(memory_.header()->ver_top.load()),
+            TopVersion(before) + 1);
+  pool.Unlock();
+  const uint64_t after = memory_.header()->ver_top.load();
+  EXPECT_EQ(TopVersion(after), TopVersion(before) + 2);
+  EXPECT_EQ(TopIndex(after), TopIndex(before));
+}
+
+TEST_F(VolumePoolTest, ResetEmptiesTheStackAndZeroesCounters) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 5, ""), PoolError::kSuccess);
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+  pool.Reset();
+  EXPECT_TRUE(pool.IsLocked());
+  pool.Unlock();
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+  EXPECT_EQ(pool.Counts().volumes_added, 0u);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 0u);
+}
+
+// ---- Default (1 GiB) volumes -------------------------------------------------
+
+TEST(VolumePoolDefaultFootprintTest, VolumesAreOneGibibyteApart) {
+  // 4 GiB of address space; only the touched header pages are allocated.
+  PoolMemory memory(4, kVolumeDefaultFootprint);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, 4, "big"), PoolError::kSuccess);
+  for (uint64_t i = 0; i < 4; ++i) {
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+    EXPECT_EQ(reinterpret_cast<std::byte*>(v),
+              memory.volume0() + i * (uint64_t{1} << 30));
+    auto* volume = reinterpret_cast<DefaultVolume*>(v);
+    EXPECT_EQ(reinterpret_cast<std::byte*>(volume->data), VolumeData(v));
+    volume->data[kVolumeDefaultDataMax - 1] = 1;  // last byte is ours
+  }
+}
+
+// ---- The seed's randomized rounds -----------------------------------------
+
+// Checks a removed volume's header against what Add was given.
+void ExpectRemovedVolume(const VolumeHeader& v, uint64_t index,
+                         const std::string& info) {
+  const size_t expected_size = std::min<size_t>(info.size(), kVolumeInfoMax);
+  ASSERT_EQ(v.magic.load(), kVolumeNotAVolume);
+  ASSERT_EQ(v.idx.load(), index);
+  ASSERT_EQ(v.info_sz.load(), expected_size);
+  ASSERT_EQ(std::memcmp(v.info, info.data(), expected_size), 0);
+  for (size_t i = expected_size; i < kVolumeInfoMax; ++i) {
+    ASSERT_EQ(v.info[i], 0) << "padding byte " << i;
+  }
+}
+
+TEST(VolumePoolRandomizedTest, AddThenRemoveRoundsMatchTheModel) {
+  constexpr uint64_t kMaxVolumes = 16;
+  constexpr int kRounds = 100000;
+  PoolMemory memory(kMaxVolumes, kSmallFootprint);
+  VolumePool pool = memory.FormatAndJoin();
+  std::mt19937_64 rng(testing::TestSeed());
+  uint64_t added = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    uint64_t first = rng() % kMaxVolumes;
+    uint64_t last = rng() % kMaxVolumes;
+    if (first > last) std::swap(first, last);
+    const uint64_t count = last - first + 1;
+    // Info: none a quarter of the time, longer than the maximum a quarter.
+    std::string info;
+    switch (rng() % 4) {
+      case 0:
+        break;
+      case 1:
+        info.resize(kVolumeInfoMax + 1 + rng() % 100);
+        break;
+      default:
+        info.resize(rng() % (kVolumeInfoMax + 1));
+    }
+    for (char& c : info) c = static_cast<char>(rng());
+    ASSERT_EQ(pool.Add(first, count, info), PoolError::kSuccess) << round;
+    added += count;
+    absl::StatusOr<VerifyReport> report = pool.Verify();
+    ASSERT_TRUE(report.ok()) << report.status();
+    ASSERT_EQ(report->empty_volumes, count);
+    for (uint64_t index = first; index <= last; ++index) {
+      VolumeHeader* v = nullptr;
+      ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess) << round;
+      ASSERT_EQ(v, pool.VolumeAt(index)) << round;
+      ExpectRemovedVolume(*v, index, info);
+      report = pool.Verify();
+      ASSERT_TRUE(report.ok()) << report.status();
+      ASSERT_EQ(report->empty_volumes, last - index);
+    }
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ(pool.Remove(&v), PoolError::kEmpty);
+    ASSERT_EQ(v, nullptr);
+  }
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, added);
+  EXPECT_EQ(counts.volumes_removed, added);
+  EXPECT_EQ(counts.empty_volumes, 0u);
+}
+
+// ---- Corruption: detected, never followed into a crash or a loop ------------
+
+class VolumePoolCorruptionTest : public VolumePoolTest {
+ protected:
+  // A pool holding volumes 0, 1, 2 on its stack (0 on top).
+  VolumePool ThreeVolumePool() {
+    VolumePool pool = Pool();
+    EXPECT_EQ(pool.Add(0, 3, "c"), PoolError::kSuccess);
+    return pool;
+  }
+  void SetTopIndex(uint64_t index) {
+    const uint64_t top = memory_.header()->ver_top.load();
+    memory_.header()->ver_top.store(PackTop(TopVersion(top), index));
+  }
+};
+
+TEST_F(VolumePoolCorruptionTest, VerifyDetectsACycle) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(2)->next.store(0);  // 0 -> 1 -> 2 -> 0 -> ...
+  const absl::Status status = pool.Verify().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("cycle"), absl::string_view::npos)
+      << status;
+  EXPECT_FALSE(pool.IsLocked());  // Verify gave the lock back
+}
+
+TEST_F(VolumePoolCorruptionTest, PoppingThroughACycleQuarantinesNotLoops) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(2)->next.store(0);
+  VolumeHeader* v = nullptr;
+  for (uint64_t i = 0; i < 3; ++i) {
+    ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  }
+  // The top is volume 0 again, which is in use: popped, found bad.
+  EXPECT_EQ(pool.Acquire(&v), PoolError::kCorrupt);
+  EXPECT_EQ(v, pool.VolumeAt(0));
+  EXPECT_EQ(pool.Counts().volumes_quarantined, 1u);
+}
+
+TEST_F(VolumePoolCorruptionTest, OutOfRangeNextIsCorrupt) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(0)->next.store(16 + 5);
+  VolumeHeader* v = reinterpret_cast<VolumeHeader*>(0x1);
+  EXPECT_EQ(pool.Acquire(&v), PoolError::kCorrupt);
+  EXPECT_EQ(v, nullptr);
+  EXPECT_EQ(pool.Remove(&v), PoolError::kCorrupt);
+  EXPECT_EQ(pool.PeekTop(), 0u);  // nothing was popped
+  const absl::Status status = pool.Verify().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("index 21"), absl::string_view::npos)
+      << status;
+}
+
+TEST_F(VolumePoolCorruptionTest, OutOfRangeTopIsCorrupt) {
+  VolumePool pool = ThreeVolumePool();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  SetTopIndex(16);
+  VolumeHeader* other = nullptr;
+  EXPECT_EQ(pool.Acquire(&other), PoolError::kCorrupt);
+  EXPECT_EQ(pool.Release(v), PoolError::kCorrupt);
+  EXPECT_EQ(v->magic.load(), kVolumeMagic);  // still the caller's
+  EXPECT_EQ(pool.Add(5, 1, ""), PoolError::kCorrupt);
+  EXPECT_EQ(pool.VolumeAt(5)->magic.load(), kVolumeNotAVolume);
+  EXPECT_EQ(pool.Verify().status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(VolumePoolCorruptionTest, BadMagicOnTheStackIsQuarantined) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(0)->magic.store(0x1234);
+  const absl::Status status = pool.Verify().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("magic"), absl::string_view::npos);
+  VolumeHeader* v = nullptr;
+  EXPECT_EQ(pool.Remove(&v), PoolError::kCorrupt);
+  EXPECT_EQ(v, pool.VolumeAt(0));
+  EXPECT_EQ(v->magic.load(), 0x1234u);  // left untouched for inspection
+  // The rest of the pool is healthy again.
+  ASSERT_TRUE(pool.Verify().ok());
+  EXPECT_EQ(pool.Remove(&v), PoolError::kSuccess);
+  EXPECT_EQ(pool.IndexOf(v), 1u);
+}
+
+TEST_F(VolumePoolCorruptionTest, MismatchedIdxIsQuarantined) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(0)->idx.store(9);
+  EXPECT_EQ(pool.Verify().status().code(), absl::StatusCode::kDataLoss);
+  VolumeHeader* v = nullptr;
+  EXPECT_EQ(pool.Acquire(&v), PoolError::kCorrupt);
+  EXPECT_EQ(pool.IndexOf(v), 0u);
+}
+
+TEST_F(VolumePoolCorruptionTest, OversizedInfoIsCorrupt) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(0)->info_sz.store(kVolumeInfoMax + 1);
+  EXPECT_EQ(pool.Verify().status().code(), absl::StatusCode::kDataLoss);
+  VolumeHeader* v = nullptr;
+  EXPECT_EQ(pool.Remove(&v), PoolError::kCorrupt);
+}
+
+TEST_F(VolumePoolCorruptionTest, NonzeroInfoPaddingFailsVerify) {
+  VolumePool pool = ThreeVolumePool();
+  pool.VolumeAt(1)->info[kVolumeInfoMax - 1] = 7;
+  const absl::Status status = pool.Verify().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("volume 1"), absl::string_view::npos)
+      << status;
+}
+
+TEST_F(VolumePoolCorruptionTest, WrongPoolMagicFailsVerify) {
+  VolumePool pool = ThreeVolumePool();
+  memory_.header()->magic.store(0);
+  EXPECT_EQ(pool.Verify().status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace groove
