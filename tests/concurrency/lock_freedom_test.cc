@@ -1,0 +1,175 @@
+// Lock-freedom shown, not claimed: a thread is stopped inside a pop (and
+// inside a push), between reading the stack top and its CAS, through the
+// join's test hook. While it is stopped, other threads complete hundreds of
+// thousands of operations on the same pool. When it resumes, its CAS fails
+// (the version moved), it retries and completes, and the pool is intact.
+//
+// By contrast, the maintenance lock does stop others: a blocking Acquire
+// cannot finish while another party holds Lock(), which is why the lock is
+// kept off the hot path.
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "support/pool_memory.h"
+#include "support/pool_workload.h"
+
+namespace groove {
+namespace {
+
+using testing::PoolMemory;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr int kPairsPerThread = 20'000;
+#else
+constexpr int kPairsPerThread = 200'000;
+#endif
+constexpr int kOtherThreads = 3;
+constexpr uint64_t kVolumes = 32;
+
+// Stall parks the first thread that enters the hook until Resume().
+class Stall {
+ public:
+  static void Hook(void* arg) {
+    auto* self = static_cast<Stall*>(arg);
+    self->calls_.fetch_add(1, std::memory_order_relaxed);
+    int expected = kNotYet;
+    if (self->state_.compare_exchange_strong(expected, kStalled)) {
+      self->state_.notify_all();
+      self->state_.wait(kStalled);  // until Resume()
+    }
+  }
+  void WaitUntilStalled() {
+    for (int s = state_.load(); s == kNotYet; s = state_.load()) {
+      state_.wait(s);
+    }
+  }
+  void Resume() {
+    state_.store(kResumed);
+    state_.notify_all();
+  }
+  int calls() const { return calls_.load(); }
+
+ private:
+  static constexpr int kNotYet = 0, kStalled = 1, kResumed = 2;
+  std::atomic<int> state_{kNotYet};
+  std::atomic<int> calls_{0};
+};
+
+// Runs kOtherThreads threads of acquire/release pairs to completion and
+// returns how many pairs completed.
+uint64_t RunOthersToCompletion(const PoolMemory& memory) {
+  std::atomic<uint64_t> completed{0};
+  std::vector<std::thread> others;
+  for (int t = 0; t < kOtherThreads; ++t) {
+    others.emplace_back([&] {
+      VolumePool pool = memory.JoinAt(memory.mapping());
+      for (int i = 0; i < kPairsPerThread; ++i) {
+        VolumeHeader* v = nullptr;
+        if (pool.Acquire(&v) != PoolError::kSuccess) continue;
+        if (pool.Release(v) != PoolError::kSuccess) continue;
+        completed.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  for (std::thread& t : others) t.join();
+  return completed.load();
+}
+
+TEST(LockFreedomTest, OthersCompleteWhileAPopIsStoppedBeforeItsCas) {
+  PoolMemory memory(kVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
+
+  Stall stall;
+  VolumePool stalled_join = memory.JoinAt(memory.mapping());
+  stalled_join.SetTestHookForTesting(&Stall::Hook, &stall);
+  VolumeHeader* stalled_volume = nullptr;
+  PoolError stalled_result = PoolError::kInvalid;
+  std::thread stalled([&] {
+    stalled_result = stalled_join.Acquire(&stalled_volume);
+  });
+  stall.WaitUntilStalled();
+  const uint64_t version_before =
+      TopVersion(memory.header()->ver_top.load());
+
+  // The stopped thread holds no lock: everyone else finishes everything.
+  EXPECT_EQ(RunOthersToCompletion(memory),
+            uint64_t{kOtherThreads} * kPairsPerThread);
+  EXPECT_NE(TopVersion(memory.header()->ver_top.load()), version_before);
+
+  stall.Resume();
+  stalled.join();
+  EXPECT_EQ(stalled_result, PoolError::kSuccess);
+  EXPECT_GE(stall.calls(), 2) << "its first CAS should have failed";
+  ASSERT_NE(stalled_volume, nullptr);
+  EXPECT_EQ(stalled_volume->magic.load(), kVolumeMagic);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, kVolumes - 1);
+  EXPECT_EQ(pool.Release(stalled_volume), PoolError::kSuccess);
+  EXPECT_EQ(pool.Verify()->empty_volumes, kVolumes);
+}
+
+TEST(LockFreedomTest, OthersCompleteWhileAPushIsStoppedBeforeItsCas) {
+  PoolMemory memory(kVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ(pool.Acquire(&held), PoolError::kSuccess);
+
+  Stall stall;
+  VolumePool stalled_join = memory.JoinAt(memory.mapping());
+  stalled_join.SetTestHookForTesting(&Stall::Hook, &stall);
+  PoolError stalled_result = PoolError::kInvalid;
+  std::thread stalled([&] { stalled_result = stalled_join.Release(held); });
+  stall.WaitUntilStalled();
+
+  EXPECT_EQ(RunOthersToCompletion(memory),
+            uint64_t{kOtherThreads} * kPairsPerThread);
+
+  stall.Resume();
+  stalled.join();
+  EXPECT_EQ(stalled_result, PoolError::kSuccess);
+  EXPECT_GE(stall.calls(), 2) << "its first CAS should have failed";
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, kVolumes);
+  EXPECT_EQ(pool.Counts().empty_volumes, kVolumes);
+}
+
+TEST(LockFreedomTest, TheMaintenanceLockDoesStopOthers) {
+  PoolMemory memory(kVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+
+  std::atomic<bool> acquired{false};
+  std::atomic<bool> blocking{false};
+  std::thread blocked([&] {
+    VolumePool join = memory.JoinAt(memory.mapping());
+    VolumeHeader* v = nullptr;
+    // Non-blocking attempts are refused while the lock is held...
+    EXPECT_EQ(join.Acquire(&v, Wait::kNoBlock), PoolError::kAgain);
+    blocking.store(true);
+    blocking.notify_all();
+    // ...and a blocking one waits for Unlock.
+    EXPECT_EQ(join.Acquire(&v, Wait::kBlock), PoolError::kSuccess);
+    acquired.store(true);
+  });
+  blocking.wait(false);
+  // The other thread is inside (or entering) its blocking Acquire; had
+  // Acquire ignored the lock it would pop without waiting for us.
+  EXPECT_TRUE(TopIsLocked(memory.header()->ver_top.load()));
+  EXPECT_EQ(TopIndex(memory.header()->ver_top.load()), 0u);
+  EXPECT_FALSE(acquired.load());
+  pool.Unlock();
+  blocked.join();
+  EXPECT_TRUE(acquired.load());
+  EXPECT_EQ(pool.Counts().acquires, 1u);
+}
+
+}  // namespace
+}  // namespace groove

@@ -1,0 +1,129 @@
+// VolumePool under N threads (2..8, oversubscribed on purpose on a 2-core
+// machine) doing random Acquire/Release/Add/Remove on one pool, with one
+// extra thread running Verify (the pause-everyone maintenance call) now and
+// then. Afterwards every volume is accounted for exactly once and the
+// counters are exact.
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "support/pool_memory.h"
+#include "support/pool_workload.h"
+
+namespace groove {
+namespace {
+
+using testing::PoolMemory;
+using testing::PoolWorker;
+using testing::WorkerTally;
+
+// Operations per worker thread. ThreadSanitizer slows every atomic access
+// by an order of magnitude, so it gets fewer.
+#if defined(__SANITIZE_THREAD__)
+constexpr int kStepsPerThread = 300'000;
+#else
+constexpr int kStepsPerThread = 1'000'000;
+#endif
+
+constexpr uint64_t kMaxVolumes = 64;
+constexpr uint64_t kInitialVolumes = 32;
+
+class VolumePoolStressTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(VolumePoolStressTest, EveryVolumeIsAccountedForExactlyOnce) {
+  const int thread_count = GetParam();
+  PoolMemory memory(kMaxVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kInitialVolumes, "initial"), PoolError::kSuccess);
+  const uint64_t seed = testing::TestSeed();
+
+  // The indices never added start out owned by the workers, round-robin.
+  std::vector<std::vector<uint64_t>> owned(thread_count);
+  for (uint64_t i = kInitialVolumes; i < kMaxVolumes; ++i) {
+    owned[i % thread_count].push_back(i);
+  }
+  std::vector<PoolWorker> workers;
+  for (int t = 0; t < thread_count; ++t) {
+    workers.emplace_back(memory.JoinAt(memory.mapping()), t, seed + t,
+                         owned[t]);
+  }
+
+  std::atomic<int> running{thread_count};
+  std::atomic<uint64_t> verifications{0};
+  std::atomic<uint64_t> verify_failures{0};
+  // The verifier pauses the workers at most between their operations; it
+  // keeps going until the last worker is done.
+  std::thread verifier([&] {
+    while (running.load(std::memory_order_acquire) > 0) {
+      if (!pool.Verify().ok()) verify_failures.fetch_add(1);
+      verifications.fetch_add(1);
+      std::this_thread::yield();  // let workers run between verifications
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < thread_count; ++t) {
+    threads.emplace_back([&, t] {
+      for (int step = 0; step < kStepsPerThread; ++step) workers[t].Step();
+      running.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  verifier.join();
+
+  EXPECT_EQ(verify_failures.load(), 0u);
+  EXPECT_GT(verifications.load(), 0u);
+
+  // Quiescent now. Every index is on the stack, held or owned: once.
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  std::vector<int> seen(kMaxVolumes, 0);
+  for (uint64_t i : testing::StackIndices(pool)) ++seen[i];
+  WorkerTally total;
+  uint64_t held = 0;
+  for (const PoolWorker& w : workers) {
+    EXPECT_EQ(w.tally().failures, 0u) << w.tally().first_failure;
+    for (const VolumeHeader* v : w.held()) ++seen[pool.IndexOf(v)];
+    for (uint64_t i : w.owned()) ++seen[i];
+    held += w.held().size();
+    total.adds += w.tally().adds;
+    total.removes += w.tally().removes;
+    total.acquires += w.tally().acquires;
+    total.releases += w.tally().releases;
+  }
+  for (uint64_t i = 0; i < kMaxVolumes; ++i) {
+    EXPECT_EQ(seen[i], 1) << "volume " << i;
+  }
+
+  // The counters are exact when nothing is in flight.
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, kInitialVolumes + total.adds);
+  EXPECT_EQ(counts.volumes_removed, total.removes);
+  EXPECT_EQ(counts.acquires, total.acquires);
+  EXPECT_EQ(counts.releases, total.releases);
+  EXPECT_EQ(counts.volumes_quarantined, 0u);
+  EXPECT_EQ(counts.empty_volumes, report->empty_volumes);
+  EXPECT_EQ(total.acquires - total.releases, held);
+  // The workload really did contend: each kind of operation happened.
+  EXPECT_GT(total.acquires, 0u);
+  EXPECT_GT(total.removes, 0u);
+  EXPECT_GT(total.adds, 0u);
+
+  // Finishing puts every volume back on the stack.
+  for (PoolWorker& w : workers) w.Finish();
+  report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, kMaxVolumes);
+  EXPECT_EQ(pool.Counts().empty_volumes, kMaxVolumes);
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, VolumePoolStressTest,
+                         ::testing::Values(2, 3, 4, 8),
+                         [](const auto& info) {
+                           return std::to_string(info.param) + "Threads";
+                         });
+
+}  // namespace
+}  // namespace groove
