@@ -175,10 +175,19 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait) const {
 
 PoolError VolumePool::Add(uint64_t first_index, uint64_t count,
                           absl::string_view info) const {
-  if (count == 0 || first_index >= max_volumes_ ||
-      count > max_volumes_ - first_index) {
-    return PoolError::kInvalid;
-  }
+  const PoolError err = FormatRange(first_index, count, info);
+  if (err != PoolError::kSuccess) return err;
+  return PushRange(first_index, count);
+}
+
+bool VolumePool::IsRange(uint64_t first_index, uint64_t count) const {
+  return count != 0 && first_index < max_volumes_ &&
+         count <= max_volumes_ - first_index;
+}
+
+PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
+                                  absl::string_view info) const {
+  if (!IsRange(first_index, count)) return PoolError::kInvalid;
   const uint64_t end = first_index + count;
   // Refuse to format over a live volume. Relaxed: the caller owns the
   // range (REQUIRES), this only catches a caller's bookkeeping bug.
@@ -190,18 +199,25 @@ PoolError VolumePool::Add(uint64_t first_index, uint64_t count,
   }
   const size_t info_size =
       info.size() > kVolumeInfoMax ? kVolumeInfoMax : info.size();
-  for (uint64_t i = end; i-- > first_index;) {
+  for (uint64_t i = first_index; i < end; ++i) {
     VolumeHeader* volume = VolumeAt(i);
     // Relaxed stores: the push's release CAS publishes the whole header.
     volume->idx.store(i, std::memory_order_relaxed);
     volume->info_sz.store(info_size, std::memory_order_relaxed);
-    std::memcpy(volume->info, info.data(), info_size);
-    std::memset(volume->info + info_size, 0, kVolumeInfoMax - info_size);
+    StoreVolumeInfo(volume, info.substr(0, info_size));
     volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
+  }
+  return PoolError::kSuccess;
+}
+
+PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count) const {
+  if (!IsRange(first_index, count)) return PoolError::kInvalid;
+  const uint64_t end = first_index + count;
+  for (uint64_t i = end; i-- > first_index;) {
     const PoolError err = Push(i, Wait::kBlock);
     if (err != PoolError::kSuccess) {
-      // Only kCorrupt can happen with kBlock. Volumes below i were formatted
-      // but not pushed: they are not volumes.
+      // Only kCorrupt can happen with kBlock. Volumes from first_index to i
+      // were formatted but not pushed: they are not volumes.
       for (uint64_t j = first_index; j <= i; ++j) {
         VolumeAt(j)->magic.store(kVolumeNotAVolume,
                                  std::memory_order_relaxed);
@@ -323,6 +339,26 @@ void VolumePool::Reset() const {
   stats.acquires.store(0, std::memory_order_relaxed);
   stats.releases.store(0, std::memory_order_relaxed);
   stats.volumes_quarantined.store(0, std::memory_order_relaxed);
+}
+
+PoolError VolumePool::RebuildLocked(
+    absl::Span<const uint64_t> empty_indices) const {
+  for (uint64_t index : empty_indices) {
+    if (index >= max_volumes_) return PoolError::kInvalid;
+  }
+  Reset();
+  // The lock is ours: link the volumes directly. Relaxed: Unlock()'s
+  // release publishes the links and the new top.
+  uint64_t top = kNullIndex;
+  for (uint64_t index : empty_indices) {
+    VolumeAt(index)->next.store(top, std::memory_order_relaxed);
+    top = index;
+  }
+  const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
+  header_->ver_top.store(NextTop(ver_top, top), std::memory_order_relaxed);
+  header_->stats.volumes_added.store(empty_indices.size(),
+                                     std::memory_order_relaxed);
+  return PoolError::kSuccess;
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify() const {

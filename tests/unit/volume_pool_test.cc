@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
+#include "support/pool_workload.h"
 
 namespace groove {
 namespace {
@@ -297,6 +298,53 @@ TEST_F(VolumePoolTest, ResetEmptiesTheStackAndZeroesCounters) {
   absl::StatusOr<VerifyReport> report = pool.Verify();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, 0u);
+}
+
+TEST_F(VolumePoolTest, FormatRangeDoesNotPushUntilPushRange) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.FormatRange(2, 3, "batch"), PoolError::kSuccess);
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+  EXPECT_EQ(pool.VolumeAt(2)->magic.load(), kVolumeEmptyMagic);
+  EXPECT_EQ(pool.Counts().volumes_added, 0u);
+  // Formatted volumes are live: formatting them again is refused.
+  EXPECT_EQ(pool.FormatRange(4, 1, ""), PoolError::kKey);
+  ASSERT_EQ(pool.PushRange(2, 3), PoolError::kSuccess);
+  EXPECT_EQ(pool.PeekTop(), 2u);
+  EXPECT_EQ(pool.Counts().volumes_added, 3u);
+  EXPECT_EQ(pool.PushRange(15, 2), PoolError::kInvalid);
+  EXPECT_EQ(pool.Verify()->empty_volumes, 3u);
+}
+
+TEST_F(VolumePoolTest, RebuildLockedReplacesTheStack) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 6, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);  // 0 in use
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+  const uint64_t bad[] = {3, 16};
+  EXPECT_EQ(pool.RebuildLocked(bad), PoolError::kInvalid);
+  const uint64_t keep[] = {5, 3, 1};  // 1 ends on top
+  ASSERT_EQ(pool.RebuildLocked(keep), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> report = pool.VerifyLocked();
+  pool.Unlock();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 3u);
+  EXPECT_EQ(testing::StackIndices(pool), (std::vector<uint64_t>{1, 3, 5}));
+  EXPECT_EQ(pool.Counts().empty_volumes, 3u);
+  // The volume that was in use comes back through Release as usual.
+  EXPECT_EQ(pool.Release(v), PoolError::kSuccess);
+  EXPECT_EQ(pool.Counts().empty_volumes, 4u);
+}
+
+TEST(VolumeInfoTest, StoreAndLoadRoundTripWithZeroPadding) {
+  PoolMemory memory(1, kSmallFootprint);
+  VolumeHeader* v = reinterpret_cast<VolumeHeader*>(memory.volume0());
+  std::memset(v->info, 0xee, kVolumeInfoMax);
+  StoreVolumeInfo(v, "0123456789abc");  // not a multiple of 8
+  unsigned char copy[kVolumeInfoMax];
+  LoadVolumeInfo(*v, copy);
+  EXPECT_EQ(std::memcmp(copy, "0123456789abc", 13), 0);
+  for (size_t i = 13; i < kVolumeInfoMax; ++i) ASSERT_EQ(copy[i], 0) << i;
 }
 
 // ---- Default (1 GiB) volumes -------------------------------------------------

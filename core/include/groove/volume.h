@@ -85,6 +85,8 @@ static_assert(offsetof(VolumeHeader, next) == 16);
 static_assert(offsetof(VolumeHeader, info_sz) == 24);
 static_assert(offsetof(VolumeHeader, info) == 32);
 static_assert(kVolumeHeaderBytes % 512 == 0, "data must be block aligned");
+static_assert(offsetof(VolumeHeader, info) % 8 == 0 && kVolumeInfoMax % 8 == 0,
+              "info is copied as 8-byte words");
 
 // Volume<kFootprint> is a whole volume of a compile-time footprint. Pools
 // use a run-time footprint and address volumes through VolumeHeader*; this
@@ -116,6 +118,20 @@ inline absl::string_view VolumeInfo(const VolumeHeader& volume) {
   if (size > kVolumeInfoMax) size = kVolumeInfoMax;
   return absl::string_view(reinterpret_cast<const char*>(volume.info), size);
 }
+
+// StoreVolumeInfo writes `info` (REQUIRES: info.size() <= kVolumeInfoMax)
+// into volume->info and zeroes the rest, as 8-byte relaxed atomic stores,
+// so that a reader in another thread or process that copies the info with
+// LoadVolumeInfo (e.g. an Inspect racing a re-add) never performs a data
+// race. It does not touch info_sz. Cost: 60 stores.
+void StoreVolumeInfo(VolumeHeader* volume, absl::string_view info);
+
+// LoadVolumeInfo copies the whole info field (kVolumeInfoMax bytes) into
+// `out` with 8-byte relaxed atomic loads. The copy is consistent only if
+// the header did not change meanwhile: callers re-check their own record of
+// the volume (e.g. a slot table) after copying.
+void LoadVolumeInfo(const VolumeHeader& volume,
+                    unsigned char (&out)[kVolumeInfoMax]);
 
 // IsPowerOfTwo returns true when `x` is a nonzero power of two.
 constexpr bool IsPowerOfTwo(uint64_t x) { return x && !(x & (x - 1)); }

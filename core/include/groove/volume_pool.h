@@ -50,6 +50,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "groove/pool_error.h"
 #include "groove/volume.h"
 
@@ -169,9 +170,10 @@ class VolumePool {
 
   // Add formats the volumes [first_index, first_index + count) as empty
   // volumes carrying `info` and pushes them, highest index first, so the
-  // lowest index is handed out first. Info longer than kVolumeInfoMax is
-  // clamped to kVolumeInfoMax bytes (the seed's behaviour; the RPC layer
-  // rejects it instead); bytes past info_sz are zeroed.
+  // lowest index is handed out first: FormatRange then PushRange. Info
+  // longer than kVolumeInfoMax is clamped to kVolumeInfoMax bytes (the
+  // seed's behaviour; the RPC layer rejects it instead); bytes past info_sz
+  // are zeroed.
   // REQUIRES: the range's memory is mapped and owned by the caller (no
   // other party reads or writes those volumes while Add formats them).
   // Returns kSuccess; kInvalid (count 0, or the range is not inside
@@ -183,6 +185,23 @@ class VolumePool {
   // while the maintenance lock is held. Cost: O(count).
   PoolError Add(uint64_t first_index, uint64_t count,
                 absl::string_view info) const;
+
+  // FormatRange is Add's first half: it checks the range as Add does and
+  // writes each header (idx, info_sz, info, zero padding, then the empty
+  // magic) without pushing. A caller that must not expose part of a batch
+  // (crash-consistent multi-range adds) formats every range first, records
+  // that, then pushes. Returns kSuccess, kInvalid or kKey (nothing written).
+  // Cost: O(count).
+  PoolError FormatRange(uint64_t first_index, uint64_t count,
+                        absl::string_view info) const;
+
+  // PushRange is Add's second half: it pushes the volumes [first_index,
+  // first_index + count), highest index first, and counts them as added.
+  // REQUIRES: FormatRange succeeded on them and none is on the stack.
+  // Returns kSuccess, kInvalid (bad range, nothing pushed) or kCorrupt (as
+  // Add; the unpushed ones are marked not a volume).
+  // Thread safety: lock-free; spins while locked. Cost: O(count).
+  PoolError PushRange(uint64_t first_index, uint64_t count) const;
 
   // Remove pops one empty volume, checks its header (empty magic, idx
   // matching its address, info_sz <= kVolumeInfoMax), marks it not a
@@ -232,11 +251,20 @@ class VolumePool {
   bool IsLocked() const;
 
   // Reset empties the stack (the volumes on it are forgotten: their headers
-  // and memory are untouched) and zeroes the counters. Recovery uses it
-  // before re-adding the volumes it trusts.
+  // and memory are untouched) and zeroes the counters.
   // REQUIRES: the caller holds the maintenance lock; it stays held.
   // Cost: O(1).
   void Reset() const;
+
+  // RebuildLocked replaces the stack with exactly the volumes
+  // `empty_indices` (each must be formatted empty and listed once), pushed
+  // in the order given so the last one ends on top, and restarts the
+  // counters with volumes_added = empty_indices.size(). Recovery uses it
+  // after deciding, from its slot table, which volumes are empty.
+  // REQUIRES: the caller holds the maintenance lock; it stays held.
+  // Returns kSuccess, or kInvalid (an index out of range; nothing changed).
+  // Cost: O(empty_indices.size()).
+  PoolError RebuildLocked(absl::Span<const uint64_t> empty_indices) const;
 
   // Verify takes the maintenance lock (spinning while another party holds
   // it), checks the pool and releases the lock: the one operation that
@@ -289,6 +317,9 @@ class VolumePool {
   PoolError Push(uint64_t index, Wait wait) const;
   // Pop unlinks the top of the stack into *index.
   PoolError Pop(uint64_t* index, Wait wait) const;
+  // IsRange returns true when [first_index, first_index + count) is a
+  // nonempty range inside [0, max_volumes).
+  bool IsRange(uint64_t first_index, uint64_t count) const;
   // PopChecked pops and checks the header; on success sets its magic to
   // `new_magic`. Shared by Remove and Acquire.
   PoolError PopChecked(VolumeHeader** volume, Wait wait,
