@@ -333,32 +333,17 @@ void VolumePool::Reset() const {
   const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
   header_->ver_top.store((ver_top & ~kIndexMask) | kNullIndex,
                          std::memory_order_relaxed);
+  RestartCountsLocked(0);
+}
+
+void VolumePool::RestartCountsLocked(uint64_t empty_volumes) const {
+  // Relaxed: statistics only (see PoolStats).
   PoolStats& stats = header_->stats;
-  stats.volumes_added.store(0, std::memory_order_relaxed);
+  stats.volumes_added.store(empty_volumes, std::memory_order_relaxed);
   stats.volumes_removed.store(0, std::memory_order_relaxed);
   stats.acquires.store(0, std::memory_order_relaxed);
   stats.releases.store(0, std::memory_order_relaxed);
   stats.volumes_quarantined.store(0, std::memory_order_relaxed);
-}
-
-PoolError VolumePool::RebuildLocked(
-    absl::Span<const uint64_t> empty_indices) const {
-  for (uint64_t index : empty_indices) {
-    if (index >= max_volumes_) return PoolError::kInvalid;
-  }
-  Reset();
-  // The lock is ours: link the volumes directly. Relaxed: Unlock()'s
-  // release publishes the links and the new top.
-  uint64_t top = kNullIndex;
-  for (uint64_t index : empty_indices) {
-    VolumeAt(index)->next.store(top, std::memory_order_relaxed);
-    top = index;
-  }
-  const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
-  header_->ver_top.store(NextTop(ver_top, top), std::memory_order_relaxed);
-  header_->stats.volumes_added.store(empty_indices.size(),
-                                     std::memory_order_relaxed);
-  return PoolError::kSuccess;
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify() const {

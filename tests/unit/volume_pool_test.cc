@@ -315,25 +315,21 @@ TEST_F(VolumePoolTest, FormatRangeDoesNotPushUntilPushRange) {
   EXPECT_EQ(pool.Verify()->empty_volumes, 3u);
 }
 
-TEST_F(VolumePoolTest, RebuildLockedReplacesTheStack) {
+TEST_F(VolumePoolTest, RestartCountsLockedMakesTheEmptyCountExact) {
   VolumePool pool = Pool();
   ASSERT_EQ(pool.Add(0, 6, ""), PoolError::kSuccess);
   VolumeHeader* v = nullptr;
-  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);  // 0 in use
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
   ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
-  const uint64_t bad[] = {3, 16};
-  EXPECT_EQ(pool.RebuildLocked(bad), PoolError::kInvalid);
-  const uint64_t keep[] = {5, 3, 1};  // 1 ends on top
-  ASSERT_EQ(pool.RebuildLocked(keep), PoolError::kSuccess);
-  absl::StatusOr<VerifyReport> report = pool.VerifyLocked();
+  pool.RestartCountsLocked(5);
   pool.Unlock();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, 3u);
-  EXPECT_EQ(testing::StackIndices(pool), (std::vector<uint64_t>{1, 3, 5}));
-  EXPECT_EQ(pool.Counts().empty_volumes, 3u);
-  // The volume that was in use comes back through Release as usual.
+  PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 5u);
+  EXPECT_EQ(counts.acquires, 0u);
+  EXPECT_EQ(counts.empty_volumes, 5u);
+  // The volume in use comes back through Release as usual.
   EXPECT_EQ(pool.Release(v), PoolError::kSuccess);
-  EXPECT_EQ(pool.Counts().empty_volumes, 4u);
+  EXPECT_EQ(pool.Counts().empty_volumes, 6u);
 }
 
 TEST(VolumeInfoTest, StoreAndLoadRoundTripWithZeroPadding) {

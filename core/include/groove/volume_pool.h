@@ -50,7 +50,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/types/span.h"
 #include "groove/pool_error.h"
 #include "groove/volume.h"
 
@@ -256,15 +255,12 @@ class VolumePool {
   // Cost: O(1).
   void Reset() const;
 
-  // RebuildLocked replaces the stack with exactly the volumes
-  // `empty_indices` (each must be formatted empty and listed once), pushed
-  // in the order given so the last one ends on top, and restarts the
-  // counters with volumes_added = empty_indices.size(). Recovery uses it
-  // after deciding, from its slot table, which volumes are empty.
-  // REQUIRES: the caller holds the maintenance lock; it stays held.
-  // Returns kSuccess, or kInvalid (an index out of range; nothing changed).
-  // Cost: O(empty_indices.size()).
-  PoolError RebuildLocked(absl::Span<const uint64_t> empty_indices) const;
+  // RestartCountsLocked restarts the counters as if `empty_volumes`
+  // volumes had just been added to an unused pool. Recovery calls it with
+  // the number of volumes it found on the stack, so that counts that a
+  // crashed process left half-updated do not skew the empty count forever.
+  // REQUIRES: the caller holds the maintenance lock. Cost: O(1).
+  void RestartCountsLocked(uint64_t empty_volumes) const;
 
   // Verify takes the maintenance lock (spinning while another party holds
   // it), checks the pool and releases the lock: the one operation that

@@ -1,0 +1,264 @@
+// groove/named_pool.h: a volume pool that lives in a data directory as
+// named objects, survives its processes and can be joined by others.
+//
+// A pool NAME in data directory DIR is two objects:
+//
+//   DIR/NAME.pool      the metadata object, mapped shared by every join:
+//                      the pool header (facts-file layout at offset 0), the
+//                      pool's configuration, and a slot table with one
+//                      atomic word per index (FREE, ADDING, MAPPED,
+//                      REMOVING) that records intent before each step of
+//                      an add or remove, so recovery is deterministic.
+//   the volume store   a file in which volume i lives at i * volume_size:
+//                      DIR/NAME.volumes (normal backing, on tmpfs), a file
+//                      on a hugetlbfs mount (huge, gigantic), the PATH of
+//                      file:PATH, or a hugetlb memfd when no hugetlbfs
+//                      mount serves the page size (joined through
+//                      /proc/PID/fd/N; it dies with the owner).
+//
+// Two roles join a pool:
+//   - the owner (the server; one at a time, enforced by an flock on the
+//     metadata object) opens or creates it, recovers it, and adds and
+//     removes volumes;
+//   - data-plane processes join it by directory and name and acquire and
+//     release volumes through pool(), lock-free, while the owner adds and
+//     removes, and across restarts of the owner.
+//
+// Address space: each join reserves max_volumes * volume_size bytes once
+// (PROT_NONE, MAP_NORESERVE), aligned to the page size, so a volume is
+// always at volume0 + idx * volume_size. The owner maps each volume into
+// the reservation (MAP_FIXED) when it adds it, and on removal replaces it
+// with a read-only zero mapping: a thread that raced the removal and reads
+// the old header sees zeros instead of faulting. A data-plane join maps the
+// whole store at once, because it cannot see the owner's adds happen.
+//
+// Example (owner):
+//   groove::PoolConfig config{.name = "main", .max_volumes = 64};
+//   auto pool = groove::NamedPool::Open("/dev/shm/groove-volumed", config);
+//   if (!pool.ok()) return pool.status();
+//   auto added = (*pool)->AddVolumes(4, std::nullopt, "tenant=a");
+// Example (data plane):
+//   auto join = groove::NamedPool::Join("/dev/shm/groove-volumed", "main");
+//   groove::VolumeHeader* v = nullptr;
+//   if ((*join)->pool().Acquire(&v) == groove::PoolError::kSuccess) ...
+
+#ifndef GROOVE_NAMED_POOL_H_
+#define GROOVE_NAMED_POOL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "groove/backing.h"
+#include "groove/volume_pool.h"
+#include "groove/volume_store.h"
+
+namespace groove {
+
+// PoolConfig is what a pool is created with. Every field but
+// initial_volumes is recorded in the metadata object and must match when
+// the pool is opened again.
+struct PoolConfig {
+  std::string name;  // [A-Za-z0-9_.-]{1,64}
+  Backing backing;   // what was asked for; see BackingKind
+  uint64_t volume_size_bytes = kVolumeDefaultFootprint;  // power of two
+  uint64_t max_volumes = 1024;
+};
+
+// ValidatePoolName returns INVALID_ARGUMENT unless `name` matches
+// [A-Za-z0-9_.-]{1,64} and is not "." or "..", so that it cannot escape the
+// data directory.
+absl::Status ValidatePoolName(absl::string_view name);
+
+// VolumeStatus is a mapped volume's state as its header says.
+enum class VolumeStatus { kEmpty, kInUse, kCorrupt };
+
+struct VolumeEntry {
+  uint64_t index = 0;
+  VolumeStatus status = VolumeStatus::kEmpty;
+  std::string info;
+};
+
+struct RemovedVolume {
+  uint64_t index = 0;
+  std::string info;
+};
+
+// PoolSummary is a snapshot of a pool; the counts are approximate while
+// operations are in flight (see PoolStats).
+struct PoolSummary {
+  std::string name;
+  uint64_t volume_size_bytes = 0;
+  Backing backing_requested;
+  BackingKind backing_in_use = BackingKind::kAuto;
+  uint64_t page_size_bytes = 0;
+  uint64_t max_volumes = 0;
+  uint64_t volumes_mapped = 0;  // added and not removed
+  uint64_t volumes_empty = 0;   // on the stack
+  uint64_t volumes_in_use = 0;  // mapped - empty
+  uint64_t capacity_bytes = 0;  // volumes_mapped * volume_size_bytes
+  uint64_t empty_bytes = 0;     // volumes_empty * volume_size_bytes
+  PoolCounts counts;
+  bool locked = false;
+  bool store_survives_restart = true;  // false for a hugetlb memfd
+};
+
+// RecoveryReport says what opening a pool found and did.
+struct RecoveryReport {
+  bool created = false;            // a new pool was formatted
+  bool lock_was_held = false;      // the previous owner died holding it
+  bool store_lost = false;         // memfd store gone with its owner
+  uint64_t volumes_recovered = 0;  // mapped volumes kept
+  uint64_t adds_rolled_back = 0;   // ADDING slots freed
+  uint64_t removes_finished = 0;   // half-removed volumes freed
+  uint64_t volumes_repushed = 0;   // committed adds pushed by recovery
+  // Empty volumes off the stack, left alone: a data-plane Release in
+  // flight will push them (or, in a window of a few instructions, an add
+  // or remove died between its slot update and its push or pop).
+  uint64_t volumes_unresolved = 0;
+};
+
+class NamedPool {
+ public:
+  struct OpenOptions {
+    // Delete and re-create the pool if its metadata does not match the
+    // configuration (never done silently).
+    bool recreate = false;
+    // Tests: wraps the real store (fault injection). Null: the real store.
+    std::function<std::unique_ptr<VolumeStore>(std::unique_ptr<VolumeStore>)>
+        wrap_store;
+    // Tests: where to read /proc/mounts and /sys/kernel/mm/hugepages.
+    HostMemory host;
+  };
+
+  // Open opens the pool `config.name` in `data_dir` as its owner, creating
+  // the directory (0700) and the pool when they do not exist, and recovers
+  // it (see RecoveryReport): in-flight adds are rolled back, half-removed
+  // volumes freed, empty volumes that were off the stack pushed again.
+  // Errors: INVALID_ARGUMENT (bad name or geometry), FAILED_PRECONDITION
+  // (metadata of another layout or configuration: says to pass recreate;
+  // an explicit backing this host cannot provide: says how to fix it),
+  // ALREADY_EXISTS (another owner has it open), DATA_LOSS (the stack or
+  // slot table is corrupt), INTERNAL/PERMISSION_DENIED (system calls).
+  // Thread safety: call once per pool per process. Cost: O(max_volumes).
+  static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
+      const std::string& data_dir, const PoolConfig& config,
+      OpenOptions options);
+  static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
+      const std::string& data_dir, const PoolConfig& config) {
+    return Open(data_dir, config, OpenOptions());
+  }
+
+  // Join joins an existing pool as a data-plane process: it maps the
+  // metadata and the whole volume store and never adds, removes, locks or
+  // recovers. Errors: NOT_FOUND (no such pool), FAILED_PRECONDITION (bad
+  // metadata, or a memfd store whose owner is gone).
+  static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
+      const std::string& data_dir, absl::string_view name);
+
+  ~NamedPool();
+  NamedPool(const NamedPool&) = delete;
+  NamedPool& operator=(const NamedPool&) = delete;
+
+  // AddVolumes adds `count` volumes carrying `info`: at the lowest free
+  // indices, or at [*first_index, *first_index + count). All or nothing:
+  // slots are claimed (CAS FREE -> ADDING), memory allocated and mapped,
+  // headers formatted, slots marked MAPPED, and only then are the volumes
+  // pushed; any failure before the push undoes every step.
+  // Returns the indices added, ascending.
+  // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes),
+  // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
+  // the range is taken), RESOURCE_EXHAUSTED (pool at max_volumes, or no
+  // memory: names the sysfs file or mount to grow), FAILED_PRECONDITION
+  // (called on a data-plane join), DATA_LOSS (the stack is corrupt).
+  // Thread safety: safe to call concurrently with every other operation;
+  // never waits on another add or remove (slot claims are CAS). Blocks its
+  // own caller while the kernel allocates (seconds per GiB of hugepages).
+  // Cost: O(max_volumes) to find free slots, plus the allocation.
+  absl::StatusOr<std::vector<uint64_t>> AddVolumes(
+      uint64_t count, std::optional<uint64_t> first_index,
+      absl::string_view info);
+
+  // RemoveVolumes pops up to `count` empty volumes, gives their memory back
+  // and frees their slots. Returns the removed volumes (index and info).
+  // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
+  // volume at all; or a data-plane join), DATA_LOSS (a corrupt volume was
+  // popped: it is quarantined, the good ones popped by this call are put
+  // back, and the pool is otherwise unchanged).
+  // Thread safety: as AddVolumes. Cost: O(count) plus the punches.
+  absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
+
+  // Summary returns a snapshot. Thread safety: wait-free reads.
+  PoolSummary Summary() const;
+
+  // ListVolumes returns up to `max_entries` mapped volumes with index >=
+  // `start_index`, ascending, and sets *next_index to the index to resume
+  // from (or max_volumes when the listing is complete). Volumes in the
+  // middle of being added or removed are skipped. Thread safety: lock-free
+  // reads. Cost: O(indices scanned).
+  std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
+                                       size_t max_entries,
+                                       uint64_t* next_index) const;
+
+  // Verify runs the pool's Verify (pausing pool users while it walks) and
+  // also checks that every volume on the stack has a MAPPED slot.
+  absl::StatusOr<VerifyReport> Verify() const;
+
+  // pool is the lock-free pool, for Acquire/Release.
+  const VolumePool& pool() const { return *pool_; }
+  const PoolConfig& config() const { return config_; }
+  const RecoveryReport& recovery() const { return recovery_; }
+  bool is_owner() const { return owner_; }
+  // AllocatedBytes is the memory the volume store holds now.
+  absl::StatusOr<uint64_t> AllocatedBytes() const {
+    return store_->AllocatedBytes();
+  }
+
+ private:
+  struct Metadata;  // the layout of the metadata object (named_pool.cc)
+
+  NamedPool(const std::string& data_dir, const PoolConfig& config,
+            bool owner);
+
+  absl::Status Map(const std::string& meta_path, bool owner,
+                   const OpenOptions* options);
+  absl::Status CreateStore(const OpenOptions& options);
+  absl::Status OpenStore(bool owner, const OpenOptions* options);
+  absl::Status Recover();
+  // WalkStackLocked walks the stack checking each index's slot before
+  // reading its header (an owner has not mapped free slots), and marks
+  // (*on_stack)[i] for each. REQUIRES: the maintenance lock is held.
+  absl::Status WalkStackLocked(std::vector<bool>* on_stack) const;
+  absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
+                          uint64_t slot_value, std::vector<uint64_t>* out);
+  void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
+  absl::Status MapVolume(uint64_t index);
+  void UnmapVolume(uint64_t index);
+  absl::Status WithRemedy(absl::Status status) const;
+  std::atomic<uint64_t>& Slot(uint64_t index) const;
+
+  std::string data_dir_;
+  PoolConfig config_;
+  bool owner_;
+  Metadata* meta_ = nullptr;
+  uint64_t meta_bytes_ = 0;
+  int meta_fd_ = -1;
+  std::byte* reservation_ = nullptr;  // page-aligned start of the span
+  uint64_t reservation_bytes_ = 0;    // including alignment slack
+  std::byte* volume0_ = nullptr;
+  std::unique_ptr<VolumeStore> store_;
+  std::optional<VolumePool> pool_;  // set once mapped
+  RecoveryReport recovery_;
+  HostMemory host_;
+};
+
+}  // namespace groove
+
+#endif  // GROOVE_NAMED_POOL_H_

@@ -1,0 +1,88 @@
+// groove/volume_store.h: the memory behind a pool's volumes.
+//
+// A volume store is one file (a tmpfs or hugetlbfs file, a hugetlb memfd or
+// a regular file) in which volume `i` lives at offset `i * footprint`. The
+// file is sized to the whole index range up front; memory is only taken
+// when a range is allocated (fallocate) and given back when it is
+// deallocated (punch a hole).
+//
+// `VolumeStore` is the seam through which tests inject faults (ENOSPC in
+// the middle of a batch, a stall inside an allocation); `FdVolumeStore` is
+// the real thing.
+
+#ifndef GROOVE_VOLUME_STORE_H_
+#define GROOVE_VOLUME_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace groove {
+
+class VolumeStore {
+ public:
+  virtual ~VolumeStore() = default;
+
+  // Allocate takes the memory of [offset, offset + length). On failure no
+  // page of the range stays allocated: hugetlbfs and tmpfs keep the pages
+  // a failed fallocate took, so the range is punched again before
+  // returning. Errors: RESOURCE_EXHAUSTED (ENOSPC, ENOMEM: not enough
+  // pages or space), INTERNAL (anything else), with the errno text.
+  // Thread safety: safe to call concurrently on disjoint ranges; blocks the
+  // calling thread for as long as the kernel takes (seconds for 1 GiB of
+  // hugepages), never other callers.
+  virtual absl::Status Allocate(uint64_t offset, uint64_t length) = 0;
+
+  // Deallocate gives the memory of [offset, offset + length) back to the
+  // kernel (punch a hole); reading the range afterwards yields zeros.
+  // Deallocating an unallocated range succeeds. Thread safety: as Allocate.
+  virtual absl::Status Deallocate(uint64_t offset, uint64_t length) = 0;
+
+  // MapFixed maps [offset, offset + length) of the store read-write and
+  // shared at `address`, replacing whatever was mapped there.
+  // REQUIRES: address and length are multiples of page_bytes().
+  virtual absl::Status MapFixed(void* address, uint64_t offset,
+                                uint64_t length) = 0;
+
+  // AllocatedBytes returns how many bytes of memory the store holds now.
+  virtual absl::StatusOr<uint64_t> AllocatedBytes() const = 0;
+
+  // page_bytes is the page size the store maps with.
+  virtual uint64_t page_bytes() const = 0;
+};
+
+// FdVolumeStore is a VolumeStore over an open file descriptor, which it
+// owns (closes on destruction).
+class FdVolumeStore final : public VolumeStore {
+ public:
+  // `description` names the store in error messages (a path, or "hugetlb
+  // memfd"). `advise_hugepages` asks for transparent hugepages on
+  // mappings (normal backing).
+  FdVolumeStore(int fd, uint64_t page_bytes, std::string description,
+                bool advise_hugepages);
+  ~FdVolumeStore() override;
+  FdVolumeStore(const FdVolumeStore&) = delete;
+  FdVolumeStore& operator=(const FdVolumeStore&) = delete;
+
+  absl::Status Allocate(uint64_t offset, uint64_t length) override;
+  absl::Status Deallocate(uint64_t offset, uint64_t length) override;
+  absl::Status MapFixed(void* address, uint64_t offset,
+                        uint64_t length) override;
+  absl::StatusOr<uint64_t> AllocatedBytes() const override;
+  uint64_t page_bytes() const override { return page_bytes_; }
+
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  uint64_t page_bytes_;
+  std::string description_;
+  bool advise_hugepages_;
+};
+
+}  // namespace groove
+
+#endif  // GROOVE_VOLUME_STORE_H_

@@ -1,0 +1,1010 @@
+#include "groove/named_pool.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/memfd.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace groove {
+
+// ---- The metadata object ---------------------------------------------------
+
+namespace {
+
+constexpr uint64_t kMetadataMagic = 0x67726f6f76656d31ULL;  // "groovem1"
+constexpr uint64_t kLayoutVersion = 1;
+constexpr uint64_t kSlotTableOffset = 4096;
+
+// A slot word is `state | batch << kSlotStateBits`. The state records the
+// intent of the add or remove in flight on that index; the batch ties the
+// slots of one multi-volume add together so recovery can roll a batch back
+// or forward as a whole.
+//   FREE      no volume; no memory (or memory being given back)
+//   ADDING    claimed by an add; memory allocated and header written at
+//             some point; never pushed
+//   PUSHING   its batch is committed (every slot of it formatted); the
+//             volume has not been pushed yet
+//   MAPPED    pushed (empty, in use, or popped by a remove in flight)
+//   REMOVING  popped by a remove, which is giving the memory back
+enum SlotState : uint64_t {
+  kSlotFree = 0,
+  kSlotAdding = 1,
+  kSlotPushing = 2,
+  kSlotMapped = 3,
+  kSlotRemoving = 4,
+};
+constexpr int kSlotStateBits = 3;
+constexpr uint64_t kSlotStateMask = (uint64_t{1} << kSlotStateBits) - 1;
+
+constexpr SlotState StateOf(uint64_t slot) {
+  return static_cast<SlotState>(slot & kSlotStateMask);
+}
+constexpr uint64_t BatchOf(uint64_t slot) { return slot >> kSlotStateBits; }
+constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
+  return state | (batch << kSlotStateBits);
+}
+
+uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
+
+absl::Status ErrnoError(absl::string_view what) {
+  const int err = errno;
+  std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == EACCES || err == EPERM || err == EROFS) {
+    return absl::PermissionDeniedError(message);
+  }
+  if (err == ENOENT) return absl::NotFoundError(message);
+  if (err == ENOSPC || err == ENOMEM) {
+    return absl::ResourceExhaustedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// CopyField writes `text` into a fixed char field, NUL-terminated.
+template <size_t N>
+void CopyField(char (&field)[N], absl::string_view text) {
+  const size_t n = std::min(text.size(), N - 1);
+  std::memcpy(field, text.data(), n);
+  std::memset(field + n, 0, N - n);
+}
+template <size_t N>
+std::string FieldString(const char (&field)[N]) {
+  return std::string(field, strnlen(field, N));
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  if (bytes >= (uint64_t{1} << 30) && bytes % (uint64_t{1} << 30) == 0) {
+    return absl::StrCat(bytes >> 30, " GiB");
+  }
+  if (bytes >= (uint64_t{1} << 20) && bytes % (uint64_t{1} << 20) == 0) {
+    return absl::StrCat(bytes >> 20, " MiB");
+  }
+  return absl::StrCat(bytes, " bytes");
+}
+
+}  // namespace
+
+// Metadata is the metadata object's layout. The pool header comes first so
+// the facts-file layout is at offset 0; the configuration follows; the slot
+// table starts at kSlotTableOffset. `magic` is written last on creation.
+struct NamedPool::Metadata {
+  PoolHeader pool;
+  std::atomic<uint64_t> magic;        // kMetadataMagic once created
+  uint64_t layout_version;            // kLayoutVersion
+  uint64_t volume_size_bytes;
+  uint64_t max_volumes;
+  uint64_t backing_requested;         // BackingKind
+  uint64_t backing_in_use;            // BackingKind, never kAuto
+  uint64_t page_size_bytes;
+  std::atomic<int64_t> owner_pid;     // pid of the current (last) owner
+  std::atomic<int64_t> store_memfd;   // the owner's memfd number, or -1
+  std::atomic<uint64_t> next_batch;   // batch ids for adds
+  std::atomic<uint64_t> volumes_mapped;  // slots PUSHING or MAPPED, approx.
+  char name[72];
+  char backing_file_path[1024];       // file:PATH as configured
+  char store_path[1024];              // named store file; empty for memfd
+};
+static_assert(std::atomic<int64_t>::is_always_lock_free);
+
+absl::Status ValidatePoolName(absl::string_view name) {
+  const bool ok_chars =
+      std::all_of(name.begin(), name.end(), [](char c) {
+        return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
+      });
+  if (name.empty() || name.size() > 64 || !ok_chars || name == "." ||
+      name == "..") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool name '", name,
+        "' must be 1 to 64 characters of [A-Za-z0-9_.-] (and not . or ..)"));
+  }
+  return absl::OkStatus();
+}
+
+// ---- Opening ---------------------------------------------------------------
+
+NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
+                     bool owner)
+    : data_dir_(data_dir), config_(config), owner_(owner) {
+  static_assert(sizeof(Metadata) <= kSlotTableOffset);
+  static_assert(offsetof(Metadata, pool) == 0);
+  static_assert(std::is_standard_layout_v<Metadata>);
+}
+
+NamedPool::~NamedPool() {
+  if (reservation_ != nullptr) munmap(reservation_, reservation_bytes_);
+  if (meta_ != nullptr) munmap(meta_, meta_bytes_);
+  store_.reset();
+  if (meta_fd_ >= 0) close(meta_fd_);  // drops the owner's flock
+}
+
+std::atomic<uint64_t>& NamedPool::Slot(uint64_t index) const {
+  return reinterpret_cast<std::atomic<uint64_t>*>(
+      reinterpret_cast<std::byte*>(meta_) + kSlotTableOffset)[index];
+}
+
+absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
+    const std::string& data_dir, const PoolConfig& config,
+    OpenOptions options) {
+  if (absl::Status s = ValidatePoolName(config.name); !s.ok()) return s;
+  if (!IsPowerOfTwo(config.volume_size_bytes) ||
+      config.volume_size_bytes < kVolumeMinFootprint) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", config.name, "': volume_size ", config.volume_size_bytes,
+        " bytes is not a power of two of at least 4096"));
+  }
+  if (config.max_volumes == 0 || config.max_volumes > (uint64_t{1} << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pool '", config.name, "': max_volumes ",
+                     config.max_volumes, " is outside [1, 2^30]"));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "create data directory ", data_dir, ": ", ec.message()));
+  }
+  std::unique_ptr<NamedPool> pool(new NamedPool(data_dir, config, true));
+  pool->host_ = options.host;
+  const std::string meta_path = absl::StrCat(data_dir, "/", config.name,
+                                             ".pool");
+  if (absl::Status s = pool->Map(meta_path, true, &options); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = pool->Recover(); !s.ok()) return s;
+  return pool;
+}
+
+absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Join(
+    const std::string& data_dir, absl::string_view name) {
+  if (absl::Status s = ValidatePoolName(name); !s.ok()) return s;
+  PoolConfig config;
+  config.name = std::string(name);
+  std::unique_ptr<NamedPool> pool(new NamedPool(data_dir, config, false));
+  const std::string meta_path = absl::StrCat(data_dir, "/", name, ".pool");
+  if (absl::Status s = pool->Map(meta_path, false, nullptr); !s.ok()) {
+    return s;
+  }
+  return pool;
+}
+
+absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
+                            const OpenOptions* options) {
+  meta_fd_ = open(meta_path.c_str(), O_RDWR | O_CLOEXEC | (owner ? O_CREAT : 0),
+                  0600);
+  if (meta_fd_ < 0) {
+    if (!owner && errno == ENOENT) {
+      return absl::NotFoundError(absl::StrCat(
+          "no pool '", config_.name, "' in ", data_dir_, " (", meta_path,
+          " does not exist)"));
+    }
+    return ErrnoError(absl::StrCat("open ", meta_path));
+  }
+  if (owner && flock(meta_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "pool '", config_.name, "' in ", data_dir_,
+          " is open by another owner; stop it first"));
+    }
+    return ErrnoError(absl::StrCat("lock ", meta_path));
+  }
+  struct stat st;
+  struct statfs fs;
+  if (fstat(meta_fd_, &st) != 0 || fstatfs(meta_fd_, &fs) != 0) {
+    return ErrnoError(absl::StrCat("stat ", meta_path));
+  }
+  // On hugetlbfs the object's size must be a multiple of the page size.
+  const uint64_t block = std::max<uint64_t>(fs.f_bsize, 4096);
+
+  bool create = false;
+  if (owner) {
+    meta_bytes_ = RoundUp(kSlotTableOffset + 8 * config_.max_volumes, block);
+    if (st.st_size == 0) {
+      create = true;
+    } else {
+      // Peek at the existing object to validate it before using it.
+      const uint64_t existing = static_cast<uint64_t>(st.st_size);
+      void* p = mmap(nullptr, existing, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     meta_fd_, 0);
+      if (p == MAP_FAILED) return ErrnoError(absl::StrCat("map ", meta_path));
+      meta_ = static_cast<Metadata*>(p);
+      meta_bytes_ = existing;
+      const uint64_t magic = meta_->magic.load(std::memory_order_acquire);
+      std::string mismatch;
+      if (magic == 0) {
+        // Creation never finished: no volume was ever handed out.
+        create = true;
+      } else if (magic != kMetadataMagic) {
+        mismatch = absl::StrCat("magic 0x", absl::Hex(magic),
+                                " is not a groove-volumed pool's");
+      } else if (meta_->layout_version != kLayoutVersion) {
+        mismatch = absl::StrCat("layout version ", meta_->layout_version,
+                                ", this build reads ", kLayoutVersion);
+      } else if (FieldString(meta_->name) != config_.name) {
+        mismatch = absl::StrCat("it records the name '",
+                                FieldString(meta_->name), "'");
+      } else if (meta_->volume_size_bytes != config_.volume_size_bytes) {
+        mismatch = absl::StrCat("volume_size is ",
+                                HumanBytes(meta_->volume_size_bytes),
+                                ", configured ",
+                                HumanBytes(config_.volume_size_bytes));
+      } else if (meta_->max_volumes != config_.max_volumes) {
+        mismatch = absl::StrCat("max_volumes is ", meta_->max_volumes,
+                                ", configured ", config_.max_volumes);
+      } else if (meta_->backing_requested !=
+                     static_cast<uint64_t>(config_.backing.kind) ||
+                 FieldString(meta_->backing_file_path) !=
+                     config_.backing.file_path) {
+        Backing recorded;
+        recorded.kind = static_cast<BackingKind>(meta_->backing_requested);
+        recorded.file_path = FieldString(meta_->backing_file_path);
+        mismatch = absl::StrCat("backing is ", BackingToString(recorded),
+                                ", configured ",
+                                BackingToString(config_.backing));
+      } else if (existing <
+                 kSlotTableOffset + 8 * meta_->max_volumes) {
+        mismatch = "it is truncated";
+      }
+      if (!mismatch.empty()) {
+        if (!options->recreate) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "pool '", config_.name, "': refusing to load ", meta_path,
+              ": ", mismatch,
+              ". Its volumes may hold live data; fix the configuration, or "
+              "re-create the pool (losing its volumes) with --recreate"));
+        }
+        create = true;
+      }
+      if (create) {
+        munmap(meta_, meta_bytes_);
+        meta_ = nullptr;
+        meta_bytes_ =
+            RoundUp(kSlotTableOffset + 8 * config_.max_volumes, block);
+      }
+    }
+    if (create) {
+      recovery_.created = true;
+      // Start from zeros: truncating to 0 first frees any old slot table.
+      if (ftruncate(meta_fd_, 0) != 0 ||
+          ftruncate(meta_fd_, static_cast<off_t>(meta_bytes_)) != 0) {
+        return ErrnoError(absl::StrCat("size ", meta_path));
+      }
+    }
+  } else {
+    meta_bytes_ = static_cast<uint64_t>(st.st_size);
+    if (meta_bytes_ < kSlotTableOffset) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(meta_path, " is not a pool (too small)"));
+    }
+  }
+
+  if (meta_ == nullptr) {
+    void* p = mmap(nullptr, meta_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   meta_fd_, 0);
+    if (p == MAP_FAILED) return ErrnoError(absl::StrCat("map ", meta_path));
+    meta_ = static_cast<Metadata*>(p);
+  }
+
+  if (create) {
+    if (absl::Status s = CreateStore(*options); !s.ok()) return s;
+  } else {
+    if (!owner) {
+      if (meta_->magic.load(std::memory_order_acquire) != kMetadataMagic) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            meta_path, " is not a complete groove-volumed pool"));
+      }
+      config_.volume_size_bytes = meta_->volume_size_bytes;
+      config_.max_volumes = meta_->max_volumes;
+      config_.backing.kind =
+          static_cast<BackingKind>(meta_->backing_requested);
+      config_.backing.file_path = FieldString(meta_->backing_file_path);
+      if (meta_bytes_ < kSlotTableOffset + 8 * config_.max_volumes) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(meta_path, " is truncated"));
+      }
+    }
+    if (absl::Status s = OpenStore(owner, options); !s.ok()) return s;
+  }
+
+  // Reserve the index range once, aligned to the store's page size.
+  const uint64_t page = store_->page_bytes();
+  const uint64_t span = config_.max_volumes * config_.volume_size_bytes;
+  reservation_bytes_ = span + page;
+  void* r = mmap(nullptr, reservation_bytes_, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) {
+    reservation_ = nullptr;
+    return ErrnoError(absl::StrCat("reserve ", HumanBytes(span),
+                                   " of address space for pool '",
+                                   config_.name, "'"));
+  }
+  reservation_ = static_cast<std::byte*>(r);
+  volume0_ = reinterpret_cast<std::byte*>(
+      RoundUp(reinterpret_cast<uintptr_t>(reservation_), page));
+  if (!owner) {
+    // A data-plane join cannot see adds happen: map the whole store.
+    if (absl::Status s = store_->MapFixed(volume0_, 0, span); !s.ok()) {
+      return s;
+    }
+  }
+  absl::StatusOr<VolumePool> joined = VolumePool::Join(
+      &meta_->pool, volume0_, config_.max_volumes, config_.volume_size_bytes);
+  if (!joined.ok()) return joined.status();
+  pool_.emplace(*joined);
+  return absl::OkStatus();
+}
+
+absl::Status NamedPool::CreateStore(const OpenOptions& options) {
+  // Decide the backing.
+  const uint64_t size = config_.volume_size_bytes;
+  BackingKind kind = config_.backing.kind;
+  if (kind == BackingKind::kAuto) {
+    kind = BackingKind::kNormal;
+    for (BackingKind candidate : {BackingKind::kGigantic, BackingKind::kHuge}) {
+      const uint64_t page = BackingPageBytes(candidate);
+      absl::StatusOr<HugepagePool> pages = host_.Hugepages(page);
+      if (size % page == 0 && pages.ok() && pages->free >= size / page) {
+        kind = candidate;
+        break;
+      }
+    }
+  } else if (kind == BackingKind::kGigantic || kind == BackingKind::kHuge) {
+    const uint64_t page = BackingPageBytes(kind);
+    absl::StatusOr<HugepagePool> pages = host_.Hugepages(page);
+    if (!pages.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", config_.name, "': backing ", BackingKindName(kind),
+          " cannot be had: ", pages.status().message(),
+          "; use backing=huge, normal or auto"));
+    }
+    if (size % page != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pool '", config_.name, "': volume_size ", HumanBytes(size),
+          " is not a multiple of the ", HumanBytes(page),
+          " page of backing ", BackingKindName(kind)));
+    }
+  }
+  const uint64_t page = BackingPageBytes(kind);
+
+  // Decide and create the store file.
+  std::string store_path;
+  int fd = -1;
+  std::string description;
+  if (kind == BackingKind::kFile) {
+    store_path = config_.backing.file_path;
+  } else if (kind == BackingKind::kNormal) {
+    struct statfs fs;
+    std::string dir = data_dir_;
+    if (statfs(data_dir_.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+      dir = "/dev/shm/groove-volumed";  // normal pages live on tmpfs
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+    }
+    store_path = absl::StrCat(dir, "/", config_.name, ".volumes");
+  } else {
+    std::optional<HugetlbMount> mount =
+        host_.FindHugetlbMount(page, data_dir_);
+    if (mount.has_value()) {
+      const bool in_data_dir = data_dir_.rfind(mount->path, 0) == 0;
+      store_path = in_data_dir
+                       ? absl::StrCat(data_dir_, "/", config_.name, ".volumes")
+                       : absl::StrCat(mount->path, "/groove-volumed.",
+                                      config_.name, ".volumes");
+    } else {
+      const unsigned flags =
+          MFD_CLOEXEC | MFD_HUGETLB |
+          (kind == BackingKind::kGigantic ? MFD_HUGE_1GB : MFD_HUGE_2MB);
+      fd = memfd_create(absl::StrCat("groove-", config_.name).c_str(), flags);
+      if (fd < 0) {
+        return ErrnoError(absl::StrCat(
+            "pool '", config_.name, "': no hugetlbfs mount serves ",
+            HumanBytes(page), " pages and memfd_create(MFD_HUGETLB) failed; "
+            "mount one: mount -t hugetlbfs -o pagesize=",
+            page >> 20, "M none DIR"));
+      }
+      description = "hugetlb memfd";
+    }
+  }
+  if (fd < 0) {
+    fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
+    description = store_path;
+    // A new pool starts with an empty store: drop whatever was there.
+    if (ftruncate(fd, 0) != 0) {
+      const absl::Status s = ErrnoError(absl::StrCat("truncate ", store_path));
+      close(fd);
+      return s;
+    }
+  }
+  const uint64_t span = config_.max_volumes * size;
+  if (ftruncate(fd, static_cast<off_t>(span)) != 0) {
+    const absl::Status s = ErrnoError(
+        absl::StrCat("size ", description, " to ", HumanBytes(span)));
+    close(fd);
+    return s;
+  }
+  store_ = std::make_unique<FdVolumeStore>(fd, page, description,
+                                           kind == BackingKind::kNormal);
+  if (options.wrap_store) store_ = options.wrap_store(std::move(store_));
+
+  // Record the configuration, then format the pool, then the magic.
+  Metadata* m = meta_;
+  m->layout_version = kLayoutVersion;
+  m->volume_size_bytes = size;
+  m->max_volumes = config_.max_volumes;
+  m->backing_requested = static_cast<uint64_t>(config_.backing.kind);
+  m->backing_in_use = static_cast<uint64_t>(kind);
+  m->page_size_bytes = page;
+  m->owner_pid.store(getpid(), std::memory_order_relaxed);
+  m->store_memfd.store(store_path.empty() ? fd : -1,
+                       std::memory_order_relaxed);
+  m->next_batch.store(1, std::memory_order_relaxed);
+  m->volumes_mapped.store(0, std::memory_order_relaxed);
+  CopyField(m->name, config_.name);
+  CopyField(m->backing_file_path, config_.backing.file_path);
+  CopyField(m->store_path, store_path);
+  VolumePool::Format(&m->pool);
+  // Release: a joiner that acquires the magic sees all of the above.
+  m->magic.store(kMetadataMagic, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
+  const std::string store_path = FieldString(meta_->store_path);
+  const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
+  const uint64_t page = meta_->page_size_bytes;
+  int fd = -1;
+  std::string description = store_path;
+  if (!store_path.empty()) {
+    fd = open(store_path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno != ENOENT || !owner) {
+        return ErrnoError(absl::StrCat("open volume store ", store_path));
+      }
+      // The store is gone (e.g. /dev/shm was cleared): its volumes too.
+      fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
+      recovery_.store_lost = true;
+    }
+  } else {
+    const int64_t pid = meta_->owner_pid.load(std::memory_order_relaxed);
+    const int64_t memfd = meta_->store_memfd.load(std::memory_order_relaxed);
+    description = "hugetlb memfd";
+    if (!owner) {
+      const std::string path = absl::StrCat("/proc/", pid, "/fd/", memfd);
+      fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "' lives in a hugetlb memfd of process ",
+            pid, " (", path, "), which cannot be opened: ",
+            std::strerror(errno), "; is the owner running?"));
+      }
+    } else {
+      // The memfd died with the previous owner; so did its volumes.
+      fd = memfd_create(
+          absl::StrCat("groove-", config_.name).c_str(),
+          MFD_CLOEXEC | MFD_HUGETLB |
+              (kind == BackingKind::kGigantic ? MFD_HUGE_1GB : MFD_HUGE_2MB));
+      if (fd < 0) return ErrnoError("memfd_create(MFD_HUGETLB)");
+      recovery_.store_lost = true;
+      meta_->store_memfd.store(fd, std::memory_order_relaxed);
+    }
+  }
+  if (owner) {
+    meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
+    const uint64_t span = meta_->max_volumes * meta_->volume_size_bytes;
+    if (recovery_.store_lost &&
+        ftruncate(fd, static_cast<off_t>(span)) != 0) {
+      const absl::Status s = ErrnoError(absl::StrCat("size ", description));
+      close(fd);
+      return s;
+    }
+  }
+  store_ = std::make_unique<FdVolumeStore>(fd, page, description,
+                                           kind == BackingKind::kNormal);
+  if (options != nullptr && options->wrap_store) {
+    store_ = options->wrap_store(std::move(store_));
+  }
+  return absl::OkStatus();
+}
+
+// ---- Recovery --------------------------------------------------------------
+
+absl::Status NamedPool::Recover() {
+  const VolumePool& pool = *pool_;
+  if (pool.IsLocked()) {
+    // Data-plane joins never lock: the previous owner died holding it.
+    recovery_.lock_was_held = true;
+  } else {
+    pool.Lock(Wait::kBlock);
+  }
+  const uint64_t n = config_.max_volumes;
+  const uint64_t footprint = config_.volume_size_bytes;
+
+  if (recovery_.store_lost) {
+    // Nothing of the old volumes exists any more.
+    for (uint64_t i = 0; i < n; ++i) {
+      Slot(i).store(kSlotFree, std::memory_order_relaxed);
+    }
+    pool.Reset();
+    meta_->volumes_mapped.store(0, std::memory_order_relaxed);
+    pool.Unlock();
+    return absl::OkStatus();
+  }
+
+  // Map every volume a slot says exists, so headers can be read.
+  for (uint64_t i = 0; i < n; ++i) {
+    if (StateOf(Slot(i).load(std::memory_order_relaxed)) != kSlotFree) {
+      if (absl::Status s = MapVolume(i); !s.ok()) {
+        pool.Unlock();
+        return s;
+      }
+    }
+  }
+  std::vector<bool> on_stack(n, false);
+  absl::Status walked = WalkStackLocked(&on_stack);
+  absl::StatusOr<VerifyReport> stack =
+      walked.ok() ? pool.VerifyLocked() : walked;
+  if (!stack.ok()) {
+    pool.Unlock();
+    return absl::DataLossError(absl::StrCat(
+        "pool '", config_.name, "': recovery found the stack corrupt: ",
+        stack.status().message()));
+  }
+  // A batch is rolled back if any of its slots is still ADDING (its
+  // pushes had not started), and rolled forward otherwise.
+  std::vector<uint64_t> uncommitted_batches;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    if (StateOf(slot) == kSlotAdding) {
+      uncommitted_batches.push_back(BatchOf(slot));
+    }
+  }
+  auto uncommitted = [&](uint64_t batch) {
+    return std::find(uncommitted_batches.begin(), uncommitted_batches.end(),
+                     batch) != uncommitted_batches.end();
+  };
+  std::vector<uint64_t> to_push;
+  uint64_t mapped = 0;
+  auto free_volume = [&](uint64_t i) {
+    pool.VolumeAt(i)->magic.store(kVolumeNotAVolume,
+                                  std::memory_order_relaxed);
+    store_->Deallocate(i * footprint, footprint).IgnoreError();
+    UnmapVolume(i);
+    Slot(i).store(kSlotFree, std::memory_order_release);
+  };
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    const uint64_t magic =
+        StateOf(slot) == kSlotFree
+            ? 0
+            : pool.VolumeAt(i)->magic.load(std::memory_order_relaxed);
+    switch (StateOf(slot)) {
+      case kSlotFree:
+        break;
+      case kSlotAdding:
+        free_volume(i);
+        ++recovery_.adds_rolled_back;
+        break;
+      case kSlotPushing:
+        if (uncommitted(BatchOf(slot))) {
+          free_volume(i);
+          ++recovery_.adds_rolled_back;
+        } else {
+          // Committed but never pushed (the slot turns MAPPED before its
+          // push): push it now.
+          Slot(i).store(SlotWord(kSlotMapped, 0), std::memory_order_release);
+          to_push.push_back(i);
+          ++mapped;
+        }
+        break;
+      case kSlotMapped:
+        if (magic == kVolumeNotAVolume && !on_stack[i]) {
+          // A remove popped it and died before recording REMOVING.
+          free_volume(i);
+          ++recovery_.removes_finished;
+        } else {
+          // Empty on the stack, in use by a data-plane process, or empty
+          // and off the stack (see volumes_unresolved): left as it is.
+          if (magic == kVolumeEmptyMagic && !on_stack[i]) {
+            ++recovery_.volumes_unresolved;
+          }
+          ++mapped;
+        }
+        break;
+      case kSlotRemoving:
+        free_volume(i);
+        ++recovery_.removes_finished;
+        break;
+      default:
+        pool.Unlock();
+        return absl::DataLossError(absl::StrCat(
+            "pool '", config_.name, "': slot ", i, " holds 0x",
+            absl::Hex(slot), ", not a slot state"));
+    }
+  }
+  recovery_.volumes_recovered = mapped;
+  recovery_.volumes_repushed = to_push.size();
+  meta_->volumes_mapped.store(mapped, std::memory_order_relaxed);
+  pool.RestartCountsLocked(stack->empty_volumes);
+  pool.Unlock();
+  // Highest first, so the lowest index is on top.
+  for (auto it = to_push.rbegin(); it != to_push.rend(); ++it) {
+    const PoolError err = pool.PushRange(*it, 1);
+    if (err != PoolError::kSuccess) {
+      return PoolErrorToStatus(err, absl::StrCat("recover pool '",
+                                                 config_.name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---- Mapping volumes (owner) -----------------------------------------------
+
+absl::Status NamedPool::MapVolume(uint64_t index) {
+  const uint64_t footprint = config_.volume_size_bytes;
+  return store_->MapFixed(volume0_ + index * footprint, index * footprint,
+                          footprint);
+}
+
+void NamedPool::UnmapVolume(uint64_t index) {
+  // A read-only zero mapping rather than PROT_NONE: a pop that raced the
+  // removal may still read this volume's `next`; it reads 0 and its CAS
+  // fails. Never writable, never allocates.
+  const uint64_t footprint = config_.volume_size_bytes;
+  mmap(volume0_ + index * footprint, footprint, PROT_READ,
+       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+}
+
+// ---- Add and remove ----------------------------------------------------------
+
+absl::Status NamedPool::WithRemedy(absl::Status status) const {
+  if (status.code() != absl::StatusCode::kResourceExhausted) return status;
+  const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
+  std::string remedy;
+  if (kind == BackingKind::kGigantic || kind == BackingKind::kHuge) {
+    const uint64_t page = BackingPageBytes(kind);
+    absl::StatusOr<HugepagePool> pages = host_.Hugepages(page);
+    remedy = absl::StrCat(
+        "not enough free ", HumanBytes(page), " hugepages (one volume needs ",
+        config_.volume_size_bytes / page, ", free ",
+        pages.ok() ? absl::StrCat(pages->free) : "unknown",
+        "); raise ", host_.NrHugepagesPath(page));
+  } else if (kind == BackingKind::kNormal) {
+    remedy = "the tmpfs holding the volume store is full; raise its size= "
+             "mount option (e.g. mount -o remount,size=... /dev/shm) or free "
+             "memory";
+  } else {
+    remedy = "the filesystem holding the volume store is full; free space "
+             "on it";
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "pool '", config_.name, "': ", remedy, " (", status.message(), ")"));
+}
+
+absl::Status NamedPool::ClaimSlots(uint64_t count,
+                                   std::optional<uint64_t> first,
+                                   uint64_t slot_value,
+                                   std::vector<uint64_t>* out) {
+  const uint64_t n = config_.max_volumes;
+  auto undo = [&] {
+    for (uint64_t i : *out) Slot(i).store(kSlotFree, std::memory_order_relaxed);
+    out->clear();
+  };
+  if (first.has_value()) {
+    if (*first >= n || count > n - *first) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "pool '", config_.name, "': indices [", *first, ", ",
+          *first + count, ") go beyond max_volumes ", n,
+          "; pick indices below ", n, " or raise max_volumes"));
+    }
+    for (uint64_t i = *first; i < *first + count; ++i) {
+      uint64_t expected = kSlotFree;
+      // Acquire on success: we own the index from here on; pairs with the
+      // release that freed it. Relaxed on failure: we only report it.
+      if (!Slot(i).compare_exchange_strong(expected, slot_value,
+                                           std::memory_order_acquire,
+                                           std::memory_order_relaxed)) {
+        undo();
+        return absl::AlreadyExistsError(absl::StrCat(
+            "pool '", config_.name, "': index ", i,
+            " already holds a volume (or one being added or removed); "
+            "pick free indices or omit first_index"));
+      }
+      out->push_back(i);
+    }
+    return absl::OkStatus();
+  }
+  for (uint64_t i = 0; i < n && out->size() < count; ++i) {
+    if (Slot(i).load(std::memory_order_relaxed) != kSlotFree) continue;
+    uint64_t expected = kSlotFree;
+    if (Slot(i).compare_exchange_strong(expected, slot_value,
+                                        std::memory_order_acquire,
+                                        std::memory_order_relaxed)) {
+      out->push_back(i);
+    }
+  }
+  if (out->size() < count) {
+    const uint64_t got = out->size();
+    undo();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pool '", config_.name, "' has room for ", got, " more volume",
+        got == 1 ? "" : "s", " of max_volumes ", n, ", asked for ", count,
+        "; remove volumes or raise max_volumes"));
+  }
+  return absl::OkStatus();
+}
+
+void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
+                              size_t allocated) {
+  const uint64_t footprint = config_.volume_size_bytes;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const uint64_t i = indices[k];
+    if (k < allocated) {
+      store_->Deallocate(i * footprint, footprint).IgnoreError();
+      UnmapVolume(i);
+    }
+    // Release: the next claimer sees the slot's volume fully given back.
+    Slot(i).store(kSlotFree, std::memory_order_release);
+  }
+}
+
+absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
+    uint64_t count, std::optional<uint64_t> first_index,
+    absl::string_view info) {
+  if (!owner_) {
+    return absl::FailedPreconditionError(
+        "add volumes: only the pool's owner adds; this is a data-plane join");
+  }
+  if (count == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("add volumes to pool '", config_.name,
+                     "': count must be at least 1"));
+  }
+  if (info.size() > kVolumeInfoMax) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "add volumes to pool '", config_.name, "': info is ", info.size(),
+        " bytes; at most ", kVolumeInfoMax, " fit in a volume header"));
+  }
+  const uint64_t batch =
+      meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
+  std::vector<uint64_t> indices;
+  if (absl::Status s = ClaimSlots(count, first_index,
+                                  SlotWord(kSlotAdding, batch), &indices);
+      !s.ok()) {
+    return s;
+  }
+  const uint64_t footprint = config_.volume_size_bytes;
+  // Take the memory and map it. Any failure undoes every step.
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const uint64_t i = indices[k];
+    absl::Status s = store_->Allocate(i * footprint, footprint);
+    if (s.ok()) {
+      s = MapVolume(i);
+      if (!s.ok()) store_->Deallocate(i * footprint, footprint).IgnoreError();
+    }
+    if (!s.ok()) {
+      ReleaseClaims(indices, k);
+      return WithRemedy(std::move(s));
+    }
+  }
+  // Format every header, then commit the batch, then push.
+  const VolumePool& pool = *pool_;
+  for (uint64_t i : indices) {
+    const PoolError err = pool.FormatRange(i, 1, info);
+    if (err != PoolError::kSuccess) {
+      ReleaseClaims(indices, indices.size());
+      return PoolErrorToStatus(
+          err, absl::StrCat("format volume ", i, " of pool '", config_.name,
+                            "'"));
+    }
+  }
+  // Release: recovery (or Inspect) that sees PUSHING sees the headers.
+  for (uint64_t i : indices) {
+    Slot(i).store(SlotWord(kSlotPushing, batch), std::memory_order_release);
+  }
+  meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
+  for (auto it = indices.rbegin(); it != indices.rend(); ++it) {
+    Slot(*it).store(SlotWord(kSlotMapped, 0), std::memory_order_release);
+    const PoolError err = pool.PushRange(*it, 1);
+    if (err != PoolError::kSuccess) {
+      return PoolErrorToStatus(err, absl::StrCat("add volumes to pool '",
+                                                 config_.name, "'"));
+    }
+  }
+  return indices;
+}
+
+absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
+    uint64_t count) {
+  if (!owner_) {
+    return absl::FailedPreconditionError(
+        "remove volumes: only the pool's owner removes; this is a data-plane "
+        "join");
+  }
+  if (count == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remove volumes from pool '", config_.name,
+                     "': count must be at least 1"));
+  }
+  const VolumePool& pool = *pool_;
+  std::vector<RemovedVolume> removed;
+  absl::Status failure;
+  while (removed.size() < count) {
+    VolumeHeader* v = nullptr;
+    const PoolError err = pool.Remove(&v);
+    if (err == PoolError::kEmpty) break;
+    if (err != PoolError::kSuccess) {
+      const std::string where =
+          v != nullptr ? absl::StrCat(" (volume ", pool.IndexOf(v),
+                                      " quarantined)")
+                       : "";
+      failure = PoolErrorToStatus(
+          err, absl::StrCat("remove volumes from pool '", config_.name, "'",
+                            where));
+      break;
+    }
+    const uint64_t i = pool.IndexOf(v);
+    // Relaxed: the slot is ours while the volume is off the stack.
+    Slot(i).store(SlotWord(kSlotRemoving, 0), std::memory_order_relaxed);
+    removed.push_back({i, std::string(VolumeInfo(*v))});
+  }
+  if (!failure.ok()) {
+    // Put back the good ones: the pool is unchanged but for the quarantine.
+    for (const RemovedVolume& r : removed) {
+      pool.FormatRange(r.index, 1, r.info);
+      Slot(r.index).store(SlotWord(kSlotMapped, 0),
+                          std::memory_order_release);
+      pool.PushRange(r.index, 1);
+    }
+    return failure;
+  }
+  if (removed.empty()) {
+    const PoolSummary summary = Summary();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", config_.name, "' has no empty volume to remove (",
+        summary.volumes_mapped, " mapped, all in use); release volumes or "
+        "add more"));
+  }
+  const uint64_t footprint = config_.volume_size_bytes;
+  for (const RemovedVolume& r : removed) {
+    store_->Deallocate(r.index * footprint, footprint).IgnoreError();
+    UnmapVolume(r.index);
+    // Release: whoever claims the slot next sees the volume gone.
+    Slot(r.index).store(kSlotFree, std::memory_order_release);
+  }
+  meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
+  std::sort(removed.begin(), removed.end(),
+            [](const RemovedVolume& a, const RemovedVolume& b) {
+              return a.index < b.index;
+            });
+  return removed;
+}
+
+// ---- Reading -----------------------------------------------------------------
+
+PoolSummary NamedPool::Summary() const {
+  PoolSummary s;
+  s.name = config_.name;
+  s.volume_size_bytes = config_.volume_size_bytes;
+  s.backing_requested = config_.backing;
+  s.backing_in_use = static_cast<BackingKind>(meta_->backing_in_use);
+  s.page_size_bytes = meta_->page_size_bytes;
+  s.max_volumes = config_.max_volumes;
+  s.counts = pool_->Counts();
+  s.volumes_mapped = std::min<uint64_t>(
+      meta_->volumes_mapped.load(std::memory_order_relaxed),
+      config_.max_volumes);
+  s.volumes_empty = std::min(s.counts.empty_volumes, s.volumes_mapped);
+  s.volumes_in_use = s.volumes_mapped - s.volumes_empty;
+  s.capacity_bytes = s.volumes_mapped * s.volume_size_bytes;
+  s.empty_bytes = s.volumes_empty * s.volume_size_bytes;
+  s.locked = pool_->IsLocked();
+  s.store_survives_restart = FieldString(meta_->store_path) != "";
+  return s;
+}
+
+std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
+                                                size_t max_entries,
+                                                uint64_t* next_index) const {
+  std::vector<VolumeEntry> entries;
+  uint64_t i = start_index;
+  for (; i < config_.max_volumes && entries.size() < max_entries; ++i) {
+    // Acquire: pairs with the release that made the slot MAPPED, so the
+    // header written before it is visible.
+    const uint64_t slot = Slot(i).load(std::memory_order_acquire);
+    if (StateOf(slot) != kSlotMapped) continue;
+    const VolumeHeader& v = *pool_->VolumeAt(i);
+    const uint64_t magic = v.magic.load(std::memory_order_relaxed);
+    const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
+    unsigned char info[kVolumeInfoMax];
+    LoadVolumeInfo(v, info);
+    // The volume may have been removed (and its index reused) while we
+    // read it: only report what we read under an unchanged slot.
+    if (Slot(i).load(std::memory_order_acquire) != slot) continue;
+    VolumeEntry entry;
+    entry.index = i;
+    if (magic == kVolumeEmptyMagic) {
+      entry.status = VolumeStatus::kEmpty;
+    } else if (magic == kVolumeMagic) {
+      entry.status = VolumeStatus::kInUse;
+    } else if (magic == kVolumeNotAVolume) {
+      continue;  // popped by a remove in flight
+    } else {
+      entry.status = VolumeStatus::kCorrupt;
+    }
+    if (v.idx.load(std::memory_order_relaxed) != i ||
+        info_sz > kVolumeInfoMax) {
+      entry.status = VolumeStatus::kCorrupt;
+    }
+    entry.info.assign(reinterpret_cast<const char*>(info),
+                      std::min<uint64_t>(info_sz, kVolumeInfoMax));
+    entries.push_back(std::move(entry));
+  }
+  *next_index = i;
+  return entries;
+}
+
+absl::Status NamedPool::WalkStackLocked(std::vector<bool>* on_stack) const {
+  const VolumePool& pool = *pool_;
+  const uint64_t n = config_.max_volumes;
+  uint64_t steps = 0;
+  for (uint64_t i = pool.PeekTop(); i != kNullIndex;
+       i = pool.VolumeAt(i)->next.load(std::memory_order_relaxed)) {
+    if (i >= n || ++steps > n) {
+      return absl::DataLossError(absl::StrCat(
+          "pool '", config_.name, "': the stack reaches index ", i,
+          i >= n ? " (out of range)" : " again (a cycle)"));
+    }
+    if (StateOf(Slot(i).load(std::memory_order_relaxed)) != kSlotMapped) {
+      return absl::DataLossError(absl::StrCat(
+          "pool '", config_.name, "': volume ", i,
+          " is on the stack but its slot says it is not mapped"));
+    }
+    (*on_stack)[i] = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VerifyReport> NamedPool::Verify() const {
+  const VolumePool& pool = *pool_;
+  pool.Lock(Wait::kBlock);
+  std::vector<bool> on_stack(config_.max_volumes, false);
+  absl::Status walked = WalkStackLocked(&on_stack);
+  absl::StatusOr<VerifyReport> report =
+      walked.ok() ? pool.VerifyLocked() : walked;
+  pool.Unlock();
+  return report;
+}
+
+}  // namespace groove

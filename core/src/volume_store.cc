@@ -1,0 +1,80 @@
+#include "groove/volume_store.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace groove {
+namespace {
+
+absl::Status ErrnoStatus(int err, absl::string_view what) {
+  const std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == ENOSPC || err == ENOMEM) {
+    return absl::ResourceExhaustedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+}  // namespace
+
+FdVolumeStore::FdVolumeStore(int fd, uint64_t page_bytes,
+                             std::string description, bool advise_hugepages)
+    : fd_(fd),
+      page_bytes_(page_bytes),
+      description_(std::move(description)),
+      advise_hugepages_(advise_hugepages) {}
+
+FdVolumeStore::~FdVolumeStore() { close(fd_); }
+
+absl::Status FdVolumeStore::Allocate(uint64_t offset, uint64_t length) {
+  if (fallocate(fd_, 0, static_cast<off_t>(offset),
+                static_cast<off_t>(length)) == 0) {
+    return absl::OkStatus();
+  }
+  const int err = errno;
+  // A failed fallocate keeps the pages it took before failing: give them
+  // back or they leak until the file is gone.
+  fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            static_cast<off_t>(offset), static_cast<off_t>(length));
+  return ErrnoStatus(err, absl::StrCat("allocate ", length, " bytes at ",
+                                       offset, " of ", description_));
+}
+
+absl::Status FdVolumeStore::Deallocate(uint64_t offset, uint64_t length) {
+  if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>(offset),
+                static_cast<off_t>(length)) == 0) {
+    return absl::OkStatus();
+  }
+  return ErrnoStatus(errno, absl::StrCat("deallocate ", length, " bytes at ",
+                                         offset, " of ", description_));
+}
+
+absl::Status FdVolumeStore::MapFixed(void* address, uint64_t offset,
+                                     uint64_t length) {
+  void* mapped = mmap(address, length, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd_,
+                      static_cast<off_t>(offset));
+  if (mapped == MAP_FAILED) {
+    return ErrnoStatus(errno, absl::StrCat("map ", length, " bytes at ",
+                                           offset, " of ", description_));
+  }
+  if (advise_hugepages_) madvise(mapped, length, MADV_HUGEPAGE);  // a hint
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> FdVolumeStore::AllocatedBytes() const {
+  struct stat st;
+  if (fstat(fd_, &st) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("stat ", description_));
+  }
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace groove
