@@ -90,6 +90,9 @@ std::string HumanBytes(uint64_t bytes) {
   if (bytes >= (uint64_t{1} << 20) && bytes % (uint64_t{1} << 20) == 0) {
     return absl::StrCat(bytes >> 20, " MiB");
   }
+  if (bytes >= (uint64_t{1} << 10) && bytes % (uint64_t{1} << 10) == 0) {
+    return absl::StrCat(bytes >> 10, " KiB");
+  }
   return absl::StrCat(bytes, " bytes");
 }
 
@@ -169,13 +172,18 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
                      config.max_volumes, " is outside [1, 2^30]"));
   }
   std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
+  if (std::filesystem::create_directories(data_dir, ec)) {
+    // Pools are for the server's user only.
+    std::filesystem::permissions(data_dir, std::filesystem::perms::owner_all,
+                                 ec);
+  }
   if (ec) {
     return absl::PermissionDeniedError(absl::StrCat(
         "create data directory ", data_dir, ": ", ec.message()));
   }
   std::unique_ptr<NamedPool> pool(new NamedPool(data_dir, config, true));
   pool->host_ = options.host;
+  pool->step_hook_ = options.step_hook;
   const std::string meta_path = absl::StrCat(data_dir, "/", config.name,
                                              ".pool");
   if (absl::Status s = pool->Map(meta_path, true, &options); !s.ok()) {
@@ -804,6 +812,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
       !s.ok()) {
     return s;
   }
+  Step("add:claimed");
   const uint64_t footprint = config_.volume_size_bytes;
   // Take the memory and map it. Any failure undoes every step.
   for (size_t k = 0; k < indices.size(); ++k) {
@@ -814,10 +823,12 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
       if (!s.ok()) store_->Deallocate(i * footprint, footprint).IgnoreError();
     }
     if (!s.ok()) {
-      ReleaseClaims(indices, k);
+      // Give back index k too: a failed allocation may keep pages.
+      ReleaseClaims(indices, k + 1);
       return WithRemedy(std::move(s));
     }
   }
+  Step("add:allocated");
   // Format every header, then commit the batch, then push.
   const VolumePool& pool = *pool_;
   for (uint64_t i : indices) {
@@ -829,11 +840,13 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
                             "'"));
     }
   }
+  Step("add:formatted");
   // Release: recovery (or Inspect) that sees PUSHING sees the headers.
   for (uint64_t i : indices) {
     Slot(i).store(SlotWord(kSlotPushing, batch), std::memory_order_release);
   }
   meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
+  Step("add:committed");
   for (auto it = indices.rbegin(); it != indices.rend(); ++it) {
     Slot(*it).store(SlotWord(kSlotMapped, 0), std::memory_order_release);
     const PoolError err = pool.PushRange(*it, 1);
@@ -841,6 +854,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
       return PoolErrorToStatus(err, absl::StrCat("add volumes to pool '",
                                                  config_.name, "'"));
     }
+    Step("add:pushed");
   }
   return indices;
 }
@@ -874,10 +888,12 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
                             where));
       break;
     }
+    Step("remove:popped");
     const uint64_t i = pool.IndexOf(v);
     // Relaxed: the slot is ours while the volume is off the stack.
     Slot(i).store(SlotWord(kSlotRemoving, 0), std::memory_order_relaxed);
     removed.push_back({i, std::string(VolumeInfo(*v))});
+    Step("remove:marked");
   }
   if (!failure.ok()) {
     // Put back the good ones: the pool is unchanged but for the quarantine.
@@ -900,6 +916,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   for (const RemovedVolume& r : removed) {
     store_->Deallocate(r.index * footprint, footprint).IgnoreError();
     UnmapVolume(r.index);
+    Step("remove:deallocated");
     // Release: whoever claims the slot next sees the volume gone.
     Slot(r.index).store(kSlotFree, std::memory_order_release);
   }

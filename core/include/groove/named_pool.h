@@ -136,6 +136,12 @@ class NamedPool {
         wrap_store;
     // Tests: where to read /proc/mounts and /sys/kernel/mm/hugepages.
     HostMemory host;
+    // Tests: called between the steps of AddVolumes and RemoveVolumes with
+    // the step just completed ("add:claimed", "add:allocated",
+    // "add:formatted", "add:committed", "add:pushed", "remove:popped",
+    // "remove:marked", "remove:deallocated"), so a crash test can kill the
+    // process at each point deterministically.
+    std::function<void(absl::string_view step)> step_hook;
   };
 
   // Open opens the pool `config.name` in `data_dir` as its owner, creating
@@ -242,6 +248,9 @@ class NamedPool {
   absl::Status MapVolume(uint64_t index);
   void UnmapVolume(uint64_t index);
   absl::Status WithRemedy(absl::Status status) const;
+  void Step(absl::string_view step) const {
+    if (step_hook_) step_hook_(step);
+  }
   std::atomic<uint64_t>& Slot(uint64_t index) const;
 
   std::string data_dir_;
@@ -257,6 +266,7 @@ class NamedPool {
   std::optional<VolumePool> pool_;  // set once mapped
   RecoveryReport recovery_;
   HostMemory host_;
+  std::function<void(absl::string_view)> step_hook_;
 };
 
 }  // namespace groove

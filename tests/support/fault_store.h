@@ -1,0 +1,61 @@
+// tests/support/fault_store.h: a VolumeStore that fails on command.
+//
+// FaultStore wraps the real store of a NamedPool (OpenOptions::wrap_store)
+// and, when armed, makes one Allocate fail after the real one succeeded,
+// as a kernel that runs out of pages in the middle of a batch would (and,
+// like the kernel, it keeps the pages: the pool must give them back).
+
+#ifndef GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
+#define GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
+
+#include <atomic>
+#include <memory>
+
+#include "groove/volume_store.h"
+
+namespace groove::testing {
+
+class FaultStore final : public VolumeStore {
+ public:
+  // Shared state, so the test keeps control after the pool owns the store.
+  struct Control {
+    std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
+    std::atomic<int> allocates{0};
+    std::atomic<int> deallocates{0};
+  };
+
+  FaultStore(std::unique_ptr<VolumeStore> real,
+             std::shared_ptr<Control> control)
+      : real_(std::move(real)), control_(std::move(control)) {}
+
+  absl::Status Allocate(uint64_t offset, uint64_t length) override {
+    control_->allocates.fetch_add(1);
+    absl::Status s = real_->Allocate(offset, length);
+    if (s.ok() && control_->fail_allocate_in.load() > 0 &&
+        control_->fail_allocate_in.fetch_sub(1) == 1) {
+      // The real allocation happened and is left in place.
+      return absl::ResourceExhaustedError("injected: no space left on device");
+    }
+    return s;
+  }
+  absl::Status Deallocate(uint64_t offset, uint64_t length) override {
+    control_->deallocates.fetch_add(1);
+    return real_->Deallocate(offset, length);
+  }
+  absl::Status MapFixed(void* address, uint64_t offset,
+                        uint64_t length) override {
+    return real_->MapFixed(address, offset, length);
+  }
+  absl::StatusOr<uint64_t> AllocatedBytes() const override {
+    return real_->AllocatedBytes();
+  }
+  uint64_t page_bytes() const override { return real_->page_bytes(); }
+
+ private:
+  std::unique_ptr<VolumeStore> real_;
+  std::shared_ptr<Control> control_;
+};
+
+}  // namespace groove::testing
+
+#endif  // GROOVE_TESTS_SUPPORT_FAULT_STORE_H_

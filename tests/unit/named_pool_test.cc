@@ -1,0 +1,527 @@
+// NamedPool on the normal and file backings (available everywhere): names,
+// configuration checks, add/remove with real memory, all-or-nothing
+// rollback, persistence across close/open, data-plane joins.
+
+#include "groove/named_pool.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "support/fault_store.h"
+#include "support/temp_dir.h"
+
+namespace groove {
+namespace {
+
+using testing::FaultStore;
+using testing::TempDir;
+
+constexpr uint64_t kVolumeBytes = 64 << 10;  // 64 KiB: 16 normal pages
+
+PoolConfig SmallConfig(const std::string& name = "main",
+                       uint64_t max_volumes = 16) {
+  PoolConfig config;
+  config.name = name;
+  config.backing.kind = BackingKind::kNormal;
+  config.volume_size_bytes = kVolumeBytes;
+  config.max_volumes = max_volumes;
+  return config;
+}
+
+std::unique_ptr<NamedPool> OpenOrDie(const std::string& dir,
+                                     const PoolConfig& config,
+                                     NamedPool::OpenOptions options = {}) {
+  absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+      NamedPool::Open(dir, config, std::move(options));
+  EXPECT_TRUE(pool.ok()) << pool.status();
+  return pool.ok() ? std::move(*pool) : nullptr;
+}
+
+// The pool's observable state, to check that a failed call changed nothing.
+struct Observed {
+  uint64_t mapped, empty;
+  std::vector<uint64_t> indices;
+  uint64_t allocated_bytes;
+  bool operator==(const Observed&) const = default;
+};
+Observed Observe(const NamedPool& pool) {
+  Observed o;
+  const PoolSummary s = pool.Summary();
+  o.mapped = s.volumes_mapped;
+  o.empty = s.volumes_empty;
+  uint64_t next = 0;
+  for (const VolumeEntry& e : pool.ListVolumes(0, 1 << 20, &next)) {
+    o.indices.push_back(e.index);
+  }
+  o.allocated_bytes = pool.AllocatedBytes().value_or(~0ull);
+  return o;
+}
+
+// ---- Names and backings -------------------------------------------------------
+
+TEST(PoolNameTest, AcceptsTheDocumentedAlphabet) {
+  EXPECT_TRUE(ValidatePoolName("main").ok());
+  EXPECT_TRUE(ValidatePoolName("a.b-c_D9").ok());
+  EXPECT_TRUE(ValidatePoolName(std::string(64, 'x')).ok());
+}
+
+TEST(PoolNameTest, RejectsNamesThatCouldEscapeTheDataDirectory) {
+  for (const char* bad : {"", ".", "..", "a/b", "../etc", "a b", "é",
+                          "name\n"}) {
+    EXPECT_EQ(ValidatePoolName(bad).code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_EQ(ValidatePoolName(std::string(65, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BackingTest, ParsesEveryFormAndRoundTrips) {
+  for (const char* text :
+       {"auto", "gigantic", "huge", "normal", "file:/var/tmp/pool"}) {
+    absl::StatusOr<Backing> b = ParseBacking(text);
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(BackingToString(*b), text);
+  }
+  EXPECT_EQ(ParseBacking("file:/x")->file_path, "/x");
+}
+
+TEST(BackingTest, RejectsUnknownFormsAndRelativePaths) {
+  for (const char* bad : {"", "hugepages", "file:", "file:relative", "FILE:/x",
+                          "Normal"}) {
+    EXPECT_EQ(ParseBacking(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(HostMemoryTest, ReadsHugetlbfsMountsAndTheirPageSizes) {
+  TempDir dir;
+  const std::string mounts = dir.path() + "/mounts";
+  std::ofstream(mounts)
+      << "proc /proc proc rw,nosuid 0 0\n"
+         "none /mnt/huge1g hugetlbfs rw,relatime,pagesize=1024M 0 0\n"
+         "none /mnt/huge2m hugetlbfs rw,relatime,pagesize=2M 0 0\n"
+         "tmpfs /dev/shm tmpfs rw 0 0\n";
+  HostMemory host(mounts, dir.path());
+  std::vector<HugetlbMount> found = host.HugetlbMounts();
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0].path, "/mnt/huge1g");
+  EXPECT_EQ(found[0].page_bytes, kGiganticPageBytes);
+  EXPECT_EQ(found[1].page_bytes, kHugePageBytes);
+  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/srv")->path,
+            "/mnt/huge2m");
+  EXPECT_FALSE(host.FindHugetlbMount(4096, "/srv").has_value());
+}
+
+TEST(HostMemoryTest, ReadsTheHugepageReservationFromSysfs) {
+  TempDir dir;
+  const std::string sizes = dir.path() + "/hugepages-2048kB";
+  std::filesystem::create_directories(sizes);
+  std::ofstream(sizes + "/nr_hugepages") << "8\n";
+  std::ofstream(sizes + "/free_hugepages") << "5\n";
+  std::ofstream(sizes + "/resv_hugepages") << "1\n";
+  HostMemory host(dir.path() + "/mounts", dir.path());
+  absl::StatusOr<HugepagePool> pages = host.Hugepages(kHugePageBytes);
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  EXPECT_EQ(pages->total, 8u);
+  EXPECT_EQ(pages->free, 5u);
+  EXPECT_EQ(pages->reserved, 1u);
+  EXPECT_EQ(pages->nr_hugepages_path, sizes + "/nr_hugepages");
+  EXPECT_EQ(host.Hugepages(kGiganticPageBytes).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// ---- Opening ----------------------------------------------------------------
+
+TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
+  TempDir dir;
+  const std::string data = dir.path() + "/data";
+  auto pool = OpenOrDie(data, SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  struct stat st;
+  ASSERT_EQ(stat(data.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(stat((data + "/main.pool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(stat((data + "/main.volumes").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), 16 * kVolumeBytes);
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.backing_in_use, BackingKind::kNormal);
+  EXPECT_EQ(s.page_size_bytes, 4096u);
+  EXPECT_EQ(s.volumes_mapped, 0u);
+  EXPECT_TRUE(s.store_survives_restart);
+}
+
+TEST(NamedPoolTest, OpenRejectsBadNamesAndGeometry) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("../escape");
+  EXPECT_EQ(NamedPool::Open(dir.path(), config).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  config = SmallConfig();
+  config.volume_size_bytes = 3 * 4096;
+  EXPECT_EQ(NamedPool::Open(dir.path(), config).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  config = SmallConfig();
+  config.max_volumes = 0;
+  EXPECT_EQ(NamedPool::Open(dir.path(), config).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/../escape.pool"));
+}
+
+TEST(NamedPoolTest, ASecondOwnerIsRefused) {
+  TempDir dir;
+  auto first = OpenOrDie(dir.path(), SmallConfig());
+  const absl::Status second =
+      NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(second.code(), absl::StatusCode::kAlreadyExists) << second;
+}
+
+TEST(NamedPoolTest, MismatchedConfigurationRefusesToLoadAndNamesTheField) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "keep").ok());
+  }
+  PoolConfig other = SmallConfig("main", 32);
+  absl::Status s = NamedPool::Open(dir.path(), other).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("max_volumes is 16, configured 32"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("--recreate"), std::string::npos) << s;
+  other = SmallConfig();
+  other.volume_size_bytes = kVolumeBytes * 2;
+  s = NamedPool::Open(dir.path(), other).status();
+  EXPECT_NE(s.message().find("volume_size is 64 KiB"), std::string::npos)
+      << s;
+  // The refused opens left the pool as it was.
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  EXPECT_EQ(pool->Summary().volumes_mapped, 2u);
+}
+
+TEST(NamedPoolTest, RecreateReplacesAMismatchedPool) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "").ok());
+  }
+  NamedPool::OpenOptions options;
+  options.recreate = true;
+  auto pool = OpenOrDie(dir.path(), SmallConfig("main", 32), options);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  EXPECT_EQ(pool->Summary().max_volumes, 32u);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+  EXPECT_EQ(*pool->AllocatedBytes(), 0u);
+}
+
+TEST(NamedPoolTest, AForeignMetadataObjectIsNeverReformatted) {
+  TempDir dir;
+  std::ofstream(dir.path() + "/main.pool") << std::string(8192, 'x');
+  const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("is not a groove-volumed pool"),
+            std::string::npos)
+      << s;
+}
+
+// ---- Add and remove ---------------------------------------------------------
+
+TEST(NamedPoolTest, AddTakesTheLowestFreeIndicesAndRealMemory) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  absl::StatusOr<std::vector<uint64_t>> added =
+      pool->AddVolumes(3, std::nullopt, "tenant=a");
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, (std::vector<uint64_t>{0, 1, 2}));
+  EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
+  added = pool->AddVolumes(2, 10, "tenant=b");
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, (std::vector<uint64_t>{10, 11}));
+  added = pool->AddVolumes(2, std::nullopt, "");
+  EXPECT_EQ(*added, (std::vector<uint64_t>{3, 4}));
+
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 100, &next);
+  ASSERT_EQ(listed.size(), 7u);
+  EXPECT_EQ(next, 16u);
+  EXPECT_EQ(listed[0].info, "tenant=a");
+  EXPECT_EQ(listed[5].index, 10u);
+  EXPECT_EQ(listed[5].info, "tenant=b");
+  for (const VolumeEntry& e : listed) {
+    EXPECT_EQ(e.status, VolumeStatus::kEmpty);
+  }
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.volumes_mapped, 7u);
+  EXPECT_EQ(s.volumes_empty, 7u);
+  EXPECT_EQ(s.capacity_bytes, 7 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> report = pool->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 7u);
+}
+
+TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(pool->AddVolumes(5, std::nullopt, "x").ok());
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool->pool().Acquire(&v), PoolError::kSuccess);  // index 0
+  uint64_t next = 0;
+  std::vector<VolumeEntry> page = pool->ListVolumes(0, 2, &next);
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[0].status, VolumeStatus::kInUse);
+  EXPECT_EQ(page[1].status, VolumeStatus::kEmpty);
+  EXPECT_EQ(next, 2u);
+  page = pool->ListVolumes(next, 2, &next);
+  EXPECT_EQ(page[0].index, 2u);
+  page = pool->ListVolumes(next, 2, &next);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].index, 4u);
+  EXPECT_EQ(pool->Summary().volumes_in_use, 1u);
+  EXPECT_EQ(pool->pool().Release(v), PoolError::kSuccess);
+}
+
+TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "a").ok());
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "b").ok());
+  // The stack is LIFO: "b" (index 2, added last) is on top, then 0.
+  absl::StatusOr<std::vector<RemovedVolume>> removed =
+      pool->RemoveVolumes(2);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 2u);
+  EXPECT_EQ((*removed)[0].index, 0u);  // sorted by index
+  EXPECT_EQ((*removed)[0].info, "a");
+  EXPECT_EQ((*removed)[1].index, 2u);
+  EXPECT_EQ((*removed)[1].info, "b");
+  EXPECT_EQ(*pool->AllocatedBytes(), kVolumeBytes);
+  // Up to `count`: asking for more than there are removes what is there.
+  removed = pool->RemoveVolumes(5);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].index, 1u);
+  EXPECT_EQ(*pool->AllocatedBytes(), 0u);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+  // Freed indices are reused.
+  EXPECT_EQ(*pool->AddVolumes(1, std::nullopt, ""),
+            (std::vector<uint64_t>{0}));
+}
+
+TEST(NamedPoolTest, RemoveWithNothingEmptyIsFailedPrecondition) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  EXPECT_EQ(pool->RemoveVolumes(1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "").ok());
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool->pool().Acquire(&v), PoolError::kSuccess);
+  const absl::Status s = pool->RemoveVolumes(1).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("1 mapped, all in use"), std::string::npos) << s;
+  EXPECT_EQ(pool->RemoveVolumes(0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+struct BadAdd {
+  const char* name;
+  uint64_t count;
+  std::optional<uint64_t> first_index;
+  size_t info_bytes;
+  absl::StatusCode code;
+};
+
+class NamedPoolBadAddTest : public ::testing::TestWithParam<BadAdd> {};
+
+TEST_P(NamedPoolBadAddTest, IsRejectedWithTheSpecificCodeAndChangesNothing) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(pool->AddVolumes(4, 4, "existing").ok());  // 4..7
+  const Observed before = Observe(*pool);
+  const BadAdd& c = GetParam();
+  const absl::Status s =
+      pool->AddVolumes(c.count, c.first_index, std::string(c.info_bytes, 'i'))
+          .status();
+  EXPECT_EQ(s.code(), c.code) << s;
+  EXPECT_FALSE(s.message().empty());
+  EXPECT_EQ(Observe(*pool), before);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, NamedPoolBadAddTest,
+    ::testing::Values(
+        BadAdd{"ZeroCount", 0, std::nullopt, 0,
+               absl::StatusCode::kInvalidArgument},
+        BadAdd{"InfoTooLong", 1, std::nullopt, 481,
+               absl::StatusCode::kInvalidArgument},
+        BadAdd{"RangeBeyondMax", 2, 15, 0, absl::StatusCode::kOutOfRange},
+        BadAdd{"FirstIndexBeyondMax", 1, 16, 0,
+               absl::StatusCode::kOutOfRange},
+        BadAdd{"HugeCountOverflows", ~0ull, 1, 0,
+               absl::StatusCode::kOutOfRange},
+        BadAdd{"OverlapsMappedVolumes", 3, 2, 0,
+               absl::StatusCode::kAlreadyExists},
+        BadAdd{"InsideMappedVolumes", 1, 5, 0,
+               absl::StatusCode::kAlreadyExists},
+        BadAdd{"MoreThanTheRoomLeft", 13, std::nullopt, 0,
+               absl::StatusCode::kResourceExhausted}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(NamedPoolTest, AllocationFailureMidBatchRollsBackTheWholeBatch) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), options);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "before").ok());
+  const Observed before = Observe(*pool);
+  control->fail_allocate_in = 3;  // the 3rd volume of the next batch
+  const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("tmpfs"), std::string::npos) << s;
+  // Every page the batch took, the failing one's included, is back.
+  EXPECT_EQ(Observe(*pool), before);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+  // The claimed indices are free again.
+  EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
+            (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+}
+
+TEST(NamedPoolTest, FileBackingKeepsVolumesInTheNamedFile) {
+  TempDir dir("/tmp");  // a regular (non-tmpfs) filesystem, usually
+  PoolConfig config = SmallConfig();
+  config.backing = *ParseBacking("file:" + dir.path() + "/store.bin");
+  auto pool = OpenOrDie(dir.path() + "/data", config);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Summary().backing_in_use, BackingKind::kFile);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "on disk").ok());
+  struct stat st;
+  ASSERT_EQ(stat((dir.path() + "/store.bin").c_str(), &st), 0);
+  EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, 2 * kVolumeBytes);
+  ASSERT_TRUE(pool->RemoveVolumes(2).ok());
+  EXPECT_EQ(*pool->AllocatedBytes(), 0u);
+}
+
+TEST(NamedPoolTest, AutoFallsBackToNormalWhenNoHugepagesAreFree) {
+  TempDir dir;
+  // A host with 2 MiB pages but none free, and no 1 GiB pages.
+  const std::string sys = dir.path() + "/sys";
+  std::filesystem::create_directories(sys + "/hugepages-2048kB");
+  std::ofstream(sys + "/hugepages-2048kB/nr_hugepages") << "0\n";
+  std::ofstream(sys + "/hugepages-2048kB/free_hugepages") << "0\n";
+  NamedPool::OpenOptions options;
+  options.host = HostMemory(dir.path() + "/mounts", sys);
+  PoolConfig config = SmallConfig();
+  config.backing.kind = BackingKind::kAuto;
+  config.volume_size_bytes = kHugePageBytes;
+  auto pool = OpenOrDie(dir.path() + "/data", config, options);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Summary().backing_in_use, BackingKind::kNormal);
+  EXPECT_EQ(pool->Summary().backing_requested.kind, BackingKind::kAuto);
+}
+
+TEST(NamedPoolTest, ExplicitBackingTheHostLacksSaysHowToFixIt) {
+  TempDir dir;
+  NamedPool::OpenOptions options;
+  options.host = HostMemory(dir.path() + "/mounts", dir.path() + "/sys");
+  PoolConfig config = SmallConfig();
+  config.backing.kind = BackingKind::kGigantic;
+  config.volume_size_bytes = kGiganticPageBytes;
+  const absl::Status s =
+      NamedPool::Open(dir.path() + "/data", config, options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("hugepages-1048576kB"), std::string::npos) << s;
+  config.backing.kind = BackingKind::kHuge;
+  config.volume_size_bytes = 4096;
+  std::filesystem::create_directories(dir.path() + "/sys/hugepages-2048kB");
+  std::ofstream(dir.path() + "/sys/hugepages-2048kB/nr_hugepages") << "4\n";
+  const absl::Status size =
+      NamedPool::Open(dir.path() + "/data", config, options).status();
+  EXPECT_EQ(size.code(), absl::StatusCode::kInvalidArgument) << size;
+  EXPECT_NE(size.message().find("not a multiple of the 2 MiB page"),
+            std::string::npos)
+      << size;
+}
+
+// ---- Persistence and joins ------------------------------------------------
+
+TEST(NamedPoolTest, APoolSurvivesCloseAndReopenWithItsVolumes) {
+  TempDir dir;
+  VolumeHeader* held = nullptr;
+  std::unique_ptr<NamedPool> data_plane;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "persist").ok());
+    ASSERT_TRUE(pool->AddVolumes(1, 9, "nine").ok());
+    absl::StatusOr<std::unique_ptr<NamedPool>> join =
+        NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    data_plane = std::move(*join);
+    ASSERT_EQ(data_plane->pool().Acquire(&held), PoolError::kSuccess);
+    std::memcpy(VolumeData(held), "payload", 8);
+  }  // the owner goes away; the data-plane join stays
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  const RecoveryReport& r = pool->recovery();
+  EXPECT_FALSE(r.created);
+  EXPECT_EQ(r.volumes_recovered, 4u);
+  EXPECT_EQ(r.adds_rolled_back, 0u);
+  EXPECT_EQ(r.volumes_unresolved, 0u);
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 100, &next);
+  ASSERT_EQ(listed.size(), 4u);
+  EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
+  EXPECT_EQ(listed[0].info, "persist");
+  // Volume 9, added last, was on top: the data-plane process holds it.
+  EXPECT_EQ(listed[3].index, 9u);
+  EXPECT_EQ(listed[3].status, VolumeStatus::kInUse);
+  EXPECT_EQ(listed[3].info, "nine");
+  // The data-plane process kept its volume and its data.
+  EXPECT_EQ(std::memcmp(VolumeData(held), "payload", 8), 0);
+  EXPECT_EQ(data_plane->pool().Release(held), PoolError::kSuccess);
+  EXPECT_EQ(pool->Verify()->empty_volumes, 4u);
+  EXPECT_EQ(pool->Summary().volumes_empty, 4u);
+}
+
+TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
+  TempDir dir;
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  EXPECT_FALSE((*join)->is_owner());
+  EXPECT_EQ((*join)->config().max_volumes, 16u);
+  ASSERT_TRUE(owner->AddVolumes(2, std::nullopt, "late").ok());
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*v), "late");
+  EXPECT_NE(reinterpret_cast<void*>(v),
+            reinterpret_cast<void*>(owner->pool().VolumeAt(0)));
+  EXPECT_EQ((*join)->pool().Release(v), PoolError::kSuccess);
+  // A data-plane join cannot add or remove.
+  EXPECT_EQ((*join)->AddVolumes(1, std::nullopt, "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*join)->RemoveVolumes(1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(NamedPoolTest, JoiningAnUnknownPoolIsNotFound) {
+  TempDir dir;
+  EXPECT_EQ(NamedPool::Join(dir.path(), "nope").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(NamedPool::Join(dir.path(), "../x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace groove
