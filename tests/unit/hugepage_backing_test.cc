@@ -1,0 +1,245 @@
+// The hugetlb backings with real hugepages. As root, each test reserves the
+// few pages it needs through sysfs and gives them back afterwards (the
+// previous nr_hugepages is restored). Where the machine cannot provide
+// them (not root, no such page size, memory too fragmented), the test is
+// reported SKIPPED with the reason: never silently passed.
+//
+// CTest runs these cases one at a time (RESOURCE_LOCK hugepages) because
+// they change a machine-wide setting.
+
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fstream>
+#include <string>
+
+#include "groove/named_pool.h"
+#include "gtest/gtest.h"
+#include "support/temp_dir.h"
+
+namespace groove {
+namespace {
+
+using testing::TempDir;
+
+std::string SysfsDir(uint64_t page_bytes) {
+  return "/sys/kernel/mm/hugepages/hugepages-" +
+         std::to_string(page_bytes >> 10) + "kB";
+}
+
+uint64_t ReadCount(const std::string& path) {
+  std::ifstream in(path);
+  uint64_t value = 0;
+  in >> value;
+  return value;
+}
+
+uint64_t FreePages(uint64_t page_bytes) {
+  return ReadCount(SysfsDir(page_bytes) + "/free_hugepages");
+}
+
+// HugepageReservation raises nr_hugepages so that `pages` more are free,
+// and restores the previous value when destroyed. `reason()` says why it
+// could not, if it could not.
+class HugepageReservation {
+ public:
+  HugepageReservation(uint64_t page_bytes, uint64_t pages)
+      : path_(SysfsDir(page_bytes) + "/nr_hugepages") {
+    if (geteuid() != 0) {
+      reason_ = "not root: cannot reserve hugepages through " + path_;
+      return;
+    }
+    if (access(path_.c_str(), W_OK) != 0) {
+      reason_ = "this kernel offers no " + std::to_string(page_bytes >> 20) +
+                " MiB hugepages (" + path_ + " is missing)";
+      return;
+    }
+    previous_ = ReadCount(path_);
+    const uint64_t wanted = previous_ + pages;
+    if (!Write(wanted) || FreePages(page_bytes) < pages) {
+      reason_ = "the kernel could reserve only " +
+                std::to_string(FreePages(page_bytes)) + " of " +
+                std::to_string(pages) + " free " +
+                std::to_string(page_bytes >> 20) +
+                " MiB hugepages (memory too fragmented?)";
+    }
+    reserved_ = true;
+  }
+  ~HugepageReservation() {
+    if (reserved_) Write(previous_);
+  }
+
+  bool ok() const { return reason_.empty(); }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  bool Write(uint64_t value) {
+    std::ofstream out(path_);
+    out << value << "\n";
+    out.close();
+    return static_cast<bool>(out);
+  }
+
+  std::string path_;
+  std::string reason_;
+  uint64_t previous_ = 0;
+  bool reserved_ = false;
+};
+
+// HugetlbfsMount mounts hugetlbfs with `page_bytes` pages in a temporary
+// directory and unmounts it when destroyed.
+class HugetlbfsMount {
+ public:
+  explicit HugetlbfsMount(uint64_t page_bytes) {
+    const std::string options =
+        "pagesize=" + std::to_string(page_bytes >> 20) + "M,mode=0700";
+    if (mount("none", dir_.path().c_str(), "hugetlbfs", 0, options.c_str()) !=
+        0) {
+      reason_ = "cannot mount hugetlbfs on " + dir_.path() + ": " +
+                std::strerror(errno);
+      return;
+    }
+    mounted_ = true;
+  }
+  ~HugetlbfsMount() {
+    if (mounted_) umount(dir_.path().c_str());
+  }
+  bool ok() const { return mounted_; }
+  const std::string& reason() const { return reason_; }
+  const std::string& path() const { return dir_.path(); }
+
+ private:
+  TempDir dir_{"/tmp"};
+  std::string reason_;
+  bool mounted_ = false;
+};
+
+PoolConfig HugeConfig(BackingKind kind, uint64_t volume_bytes) {
+  PoolConfig config;
+  config.name = "huge";
+  config.backing.kind = kind;
+  config.volume_size_bytes = volume_bytes;
+  config.max_volumes = 8;
+  return config;
+}
+
+// Options whose host has no hugetlbfs mount (so the memfd path is used) but
+// the real sysfs.
+NamedPool::OpenOptions NoMountOptions(const TempDir& dir) {
+  std::ofstream(dir.path() + "/no-mounts");  // an empty /proc/mounts
+  NamedPool::OpenOptions options;
+  options.host =
+      HostMemory(dir.path() + "/no-mounts", "/sys/kernel/mm/hugepages");
+  return options;
+}
+
+TEST(HugepageBackingTest, HugeVolumesTakeAndGiveBackRealHugepages) {
+  HugepageReservation reservation(kHugePageBytes, 4);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  TempDir dir;
+  auto pool = NamedPool::Open(dir.path() + "/data",
+                              HugeConfig(BackingKind::kHuge, kHugePageBytes),
+                              NoMountOptions(dir));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const PoolSummary summary = (*pool)->Summary();
+  EXPECT_EQ(summary.backing_in_use, BackingKind::kHuge);
+  EXPECT_EQ(summary.page_size_bytes, kHugePageBytes);
+  EXPECT_FALSE(summary.store_survives_restart);  // a memfd
+
+  const uint64_t free_before = FreePages(kHugePageBytes);
+  ASSERT_TRUE((*pool)->AddVolumes(2, std::nullopt, "hp").ok());
+  EXPECT_EQ(FreePages(kHugePageBytes), free_before - 2);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*pool)->pool().Acquire(&v), PoolError::kSuccess);
+  VolumeData(v)[kHugePageBytes - kVolumeHeaderBytes - 1] = std::byte{1};
+  ASSERT_EQ((*pool)->pool().Release(v), PoolError::kSuccess);
+  ASSERT_TRUE((*pool)->RemoveVolumes(2).ok());
+  EXPECT_EQ(FreePages(kHugePageBytes), free_before);
+}
+
+TEST(HugepageBackingTest, ExhaustionIsResourceExhaustedAndLeaksNoPage) {
+  HugepageReservation reservation(kHugePageBytes, 2);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  TempDir dir;
+  auto pool = NamedPool::Open(dir.path() + "/data",
+                              HugeConfig(BackingKind::kHuge, kHugePageBytes),
+                              NoMountOptions(dir));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "").ok());
+  const uint64_t free_before = FreePages(kHugePageBytes);
+  const uint64_t wanted = free_before + 1;  // one page more than there is
+  const absl::Status s =
+      (*pool)->AddVolumes(wanted, std::nullopt, "too many").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find(SysfsDir(kHugePageBytes) + "/nr_hugepages"),
+            std::string::npos)
+      << s;
+  // The pages the failed batch took were all given back.
+  EXPECT_EQ(FreePages(kHugePageBytes), free_before);
+  EXPECT_EQ((*pool)->Summary().volumes_mapped, 1u);
+  EXPECT_EQ(*(*pool)->AllocatedBytes(), kHugePageBytes);
+  ASSERT_TRUE((*pool)->Verify().ok());
+}
+
+TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
+  HugepageReservation reservation(kHugePageBytes, 4);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  HugetlbfsMount mount(kHugePageBytes);
+  if (!mount.ok()) GTEST_SKIP() << mount.reason();
+  TempDir dir;
+  const PoolConfig config = HugeConfig(BackingKind::kHuge, 2 * kHugePageBytes);
+  const uint64_t free_before = FreePages(kHugePageBytes);
+  {
+    auto pool = NamedPool::Open(dir.path(), config);  // real /proc/mounts
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    EXPECT_TRUE((*pool)->Summary().store_survives_restart);
+    ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "kept").ok());
+    EXPECT_EQ(FreePages(kHugePageBytes), free_before - 2);
+  }
+  EXPECT_TRUE(std::filesystem::exists(mount.path() +
+                                      "/groove-volumed.huge.volumes"));
+  auto pool = NamedPool::Open(dir.path(), config);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ((*pool)->recovery().volumes_recovered, 1u);
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = (*pool)->ListVolumes(0, 10, &next);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].info, "kept");
+  ASSERT_TRUE((*pool)->RemoveVolumes(1).ok());
+  EXPECT_EQ(FreePages(kHugePageBytes), free_before);
+  std::filesystem::remove(mount.path() + "/groove-volumed.huge.volumes");
+}
+
+TEST(HugepageBackingTest, AutoPicksHugeWhenHugepagesAreFree) {
+  HugepageReservation reservation(kHugePageBytes, 1);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  TempDir dir;
+  auto pool = NamedPool::Open(dir.path() + "/data",
+                              HugeConfig(BackingKind::kAuto, kHugePageBytes),
+                              NoMountOptions(dir));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  // Gigantic is tried first, but a 2 MiB volume is no multiple of 1 GiB.
+  EXPECT_EQ((*pool)->Summary().backing_in_use, BackingKind::kHuge);
+}
+
+TEST(HugepageBackingTest, GiganticVolumesUseOneGibibytePages) {
+  HugepageReservation reservation(kGiganticPageBytes, 1);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  TempDir dir;
+  auto pool = NamedPool::Open(
+      dir.path() + "/data",
+      HugeConfig(BackingKind::kGigantic, kGiganticPageBytes),
+      NoMountOptions(dir));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const uint64_t free_before = FreePages(kGiganticPageBytes);
+  ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "1g").ok());
+  EXPECT_EQ(FreePages(kGiganticPageBytes), free_before - 1);
+  ASSERT_TRUE((*pool)->RemoveVolumes(1).ok());
+  EXPECT_EQ(FreePages(kGiganticPageBytes), free_before);
+}
+
+}  // namespace
+}  // namespace groove
