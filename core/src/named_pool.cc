@@ -58,6 +58,12 @@ constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
 
 uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
+// The metadata object holds the slot table, then the link table (one word
+// each per index), from kSlotTableOffset.
+uint64_t MetadataBytes(uint64_t max_volumes) {
+  return kSlotTableOffset + 2 * 8 * max_volumes;
+}
+
 absl::Status ErrnoError(absl::string_view what) {
   const int err = errno;
   std::string message = absl::StrCat(what, ": ", std::strerror(err));
@@ -114,6 +120,9 @@ struct NamedPool::Metadata {
   std::atomic<int64_t> store_memfd;   // the owner's memfd number, or -1
   std::atomic<uint64_t> next_batch;   // batch ids for adds
   std::atomic<uint64_t> volumes_mapped;  // slots PUSHING or MAPPED, approx.
+  // The index the owner's RemoveVolumes was about to pop (see
+  // VolumePool::Remove's pop_intent), or kNullIndex.
+  std::atomic<uint64_t> owner_pop_intent;
   char name[72];
   char backing_file_path[1024];       // file:PATH as configured
   char store_path[1024];              // named store file; empty for memfd
@@ -236,7 +245,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
 
   bool create = false;
   if (owner) {
-    meta_bytes_ = RoundUp(kSlotTableOffset + 8 * config_.max_volumes, block);
+    meta_bytes_ = RoundUp(MetadataBytes(config_.max_volumes), block);
     if (st.st_size == 0) {
       create = true;
     } else {
@@ -280,7 +289,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                                 ", configured ",
                                 BackingToString(config_.backing));
       } else if (existing <
-                 kSlotTableOffset + 8 * meta_->max_volumes) {
+                 MetadataBytes(meta_->max_volumes)) {
         mismatch = "it is truncated";
       }
       if (!mismatch.empty()) {
@@ -297,7 +306,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         munmap(meta_, meta_bytes_);
         meta_ = nullptr;
         meta_bytes_ =
-            RoundUp(kSlotTableOffset + 8 * config_.max_volumes, block);
+            RoundUp(MetadataBytes(config_.max_volumes), block);
       }
     }
     if (create) {
@@ -336,7 +345,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       config_.backing.kind =
           static_cast<BackingKind>(meta_->backing_requested);
       config_.backing.file_path = FieldString(meta_->backing_file_path);
-      if (meta_bytes_ < kSlotTableOffset + 8 * config_.max_volumes) {
+      if (meta_bytes_ < MetadataBytes(config_.max_volumes)) {
         return absl::FailedPreconditionError(
             absl::StrCat(meta_path, " is truncated"));
       }
@@ -365,8 +374,11 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       return s;
     }
   }
-  absl::StatusOr<VolumePool> joined = VolumePool::Join(
-      &meta_->pool, volume0_, config_.max_volumes, config_.volume_size_bytes);
+  // The stack's links live in the metadata object, which is never given
+  // back: a pop racing a removal then never reads the removed volume.
+  absl::StatusOr<VolumePool> joined =
+      VolumePool::Join(&meta_->pool, volume0_, config_.max_volumes,
+                       config_.volume_size_bytes, &Slot(config_.max_volumes));
   if (!joined.ok()) return joined.status();
   pool_.emplace(*joined);
   return absl::OkStatus();
@@ -478,6 +490,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
                        std::memory_order_relaxed);
   m->next_batch.store(1, std::memory_order_relaxed);
   m->volumes_mapped.store(0, std::memory_order_relaxed);
+  m->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
   CopyField(m->name, config_.name);
   CopyField(m->backing_file_path, config_.backing.file_path);
   CopyField(m->store_path, store_path);
@@ -604,6 +617,11 @@ absl::Status NamedPool::Recover() {
   };
   std::vector<uint64_t> to_push;
   uint64_t mapped = 0;
+  const uint64_t pop_intent =
+      meta_->owner_pop_intent.load(std::memory_order_relaxed);
+  auto Link = [&](uint64_t i) {
+    return Slot(n + i).load(std::memory_order_relaxed);
+  };
   auto free_volume = [&](uint64_t i) {
     pool.VolumeAt(i)->magic.store(kVolumeNotAVolume,
                                   std::memory_order_relaxed);
@@ -629,10 +647,10 @@ absl::Status NamedPool::Recover() {
           free_volume(i);
           ++recovery_.adds_rolled_back;
         } else {
-          // Committed but never pushed (the slot turns MAPPED before its
-          // push): push it now.
-          Slot(i).store(SlotWord(kSlotMapped, 0), std::memory_order_release);
-          to_push.push_back(i);
+          // Committed. Never pushed by the add (its slots turn MAPPED
+          // before their push), but maybe by a recovery that died before
+          // marking it MAPPED: push it unless it is on the stack.
+          if (!on_stack[i]) to_push.push_back(i);
           ++mapped;
         }
         break;
@@ -641,9 +659,20 @@ absl::Status NamedPool::Recover() {
           // A remove popped it and died before recording REMOVING.
           free_volume(i);
           ++recovery_.removes_finished;
+        } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
+                   Link(i) == kUnpushedLink) {
+          // An add died between marking it MAPPED and pushing it.
+          to_push.push_back(i);
+          ++mapped;
+        } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
+                   i == pop_intent) {
+          // A remove died between popping it and clearing its magic.
+          free_volume(i);
+          ++recovery_.removes_finished;
         } else {
-          // Empty on the stack, in use by a data-plane process, or empty
-          // and off the stack (see volumes_unresolved): left as it is.
+          // Empty on the stack, in use by a data-plane process, or empty,
+          // off the stack and about to be pushed by a data-plane Release
+          // in flight (see volumes_unresolved): left as it is.
           if (magic == kVolumeEmptyMagic && !on_stack[i]) {
             ++recovery_.volumes_unresolved;
           }
@@ -662,18 +691,23 @@ absl::Status NamedPool::Recover() {
     }
   }
   recovery_.volumes_recovered = mapped;
-  recovery_.volumes_repushed = to_push.size();
-  meta_->volumes_mapped.store(mapped, std::memory_order_relaxed);
-  pool.RestartCountsLocked(stack->empty_volumes);
-  pool.Unlock();
-  // Highest first, so the lowest index is on top.
+  // Push under the lock (highest first, so the lowest index ends on top):
+  // no other party can see a volume half-pushed, so a PUSHING slot is
+  // unambiguous to the next recovery should this one die.
   for (auto it = to_push.rbegin(); it != to_push.rend(); ++it) {
-    const PoolError err = pool.PushRange(*it, 1);
-    if (err != PoolError::kSuccess) {
-      return PoolErrorToStatus(err, absl::StrCat("recover pool '",
-                                                 config_.name, "'"));
+    pool.PushLocked(*it);
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    if (StateOf(Slot(i).load(std::memory_order_relaxed)) == kSlotPushing) {
+      Slot(i).store(SlotWord(kSlotMapped, 0), std::memory_order_relaxed);
     }
   }
+  meta_->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
+  recovery_.volumes_repushed = to_push.size();
+  meta_->volumes_mapped.store(mapped, std::memory_order_relaxed);
+  pool.RestartCountsLocked(stack->empty_volumes + to_push.size());
+  // Release (inside Unlock): what recovery wrote is visible to every pop.
+  pool.Unlock();
   return absl::OkStatus();
 }
 
@@ -876,7 +910,12 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   absl::Status failure;
   while (removed.size() < count) {
     VolumeHeader* v = nullptr;
-    const PoolError err = pool.Remove(&v);
+    const PoolError err =
+        pool.Remove(&v, Wait::kBlock, &meta_->owner_pop_intent);
+    if (err != PoolError::kSuccess) {
+      // Nothing of ours is half popped: the intent must not outlive it.
+      meta_->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
+    }
     if (err == PoolError::kEmpty) break;
     if (err != PoolError::kSuccess) {
       const std::string where =
@@ -892,6 +931,8 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     const uint64_t i = pool.IndexOf(v);
     // Relaxed: the slot is ours while the volume is off the stack.
     Slot(i).store(SlotWord(kSlotRemoving, 0), std::memory_order_relaxed);
+    // The slot now says what happens to `i`; the intent would go stale.
+    meta_->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
     removed.push_back({i, std::string(VolumeInfo(*v))});
     Step("remove:marked");
   }

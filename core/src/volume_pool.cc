@@ -60,7 +60,8 @@ void VolumePool::Format(PoolHeader* header) {
 absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
                                             void* volume0,
                                             uint64_t max_volumes,
-                                            uint64_t footprint_bytes) {
+                                            uint64_t footprint_bytes,
+                                            std::atomic<uint64_t>* links) {
   if (header == nullptr || volume0 == nullptr) {
     return absl::InvalidArgumentError(
         "join a volume pool: the pool header and volume0 must not be null");
@@ -99,8 +100,10 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
         "join a volume pool: header magic is 0x", absl::Hex(magic),
         ", not 0x", absl::Hex(kPoolMagic), "; format the pool first"));
   }
-  return VolumePool(header, static_cast<std::byte*>(volume0), max_volumes,
-                    footprint_bytes);
+  VolumePool pool(header, static_cast<std::byte*>(volume0), max_volumes,
+                  footprint_bytes);
+  pool.links_ = links;
+  return pool;
 }
 
 PoolError VolumePool::Push(uint64_t index, Wait wait) const {
@@ -121,6 +124,7 @@ PoolError VolumePool::Push(uint64_t index, Wait wait) const {
     // Relaxed: `next` is published by the release CAS; a racing popper that
     // reads a stale value fails its own CAS because the version moved.
     volume->next.store(top, std::memory_order_relaxed);
+    if (links_ != nullptr) links_[index].store(top, std::memory_order_relaxed);
     if (test_hook_ != nullptr) test_hook_(test_hook_arg_);
     const uint64_t new_top = NextTop(ver_top, index);
     // Release on success: a popper that acquires this top sees the header.
@@ -133,7 +137,8 @@ PoolError VolumePool::Push(uint64_t index, Wait wait) const {
   }
 }
 
-PoolError VolumePool::Pop(uint64_t* index, Wait wait) const {
+PoolError VolumePool::Pop(uint64_t* index, Wait wait,
+                          std::atomic<uint64_t>* pop_intent) const {
   // Acquire: pairs with the release CAS of the push that made this top, so
   // the `next` read below is at least as new as that push's.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
@@ -150,7 +155,7 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait) const {
     if (top >= max_volumes_) return PoolError::kCorrupt;
     // Relaxed: if another party popped `top` since we read ver_top, this
     // value may be stale, but then the version moved and our CAS fails.
-    const uint64_t next = VolumeAt(top)->next.load(std::memory_order_relaxed);
+    const uint64_t next = Link(top).load(std::memory_order_relaxed);
     if (next != kNullIndex && next >= max_volumes_) {
       // Re-read before blaming the pool: a racing pop and re-use of `top`
       // can show a torn view of a healthy stack.
@@ -159,13 +164,16 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait) const {
       ver_top = again;
       continue;
     }
+    // Relaxed: ordered before the CAS by the CAS's release half.
+    if (pop_intent != nullptr) pop_intent->store(top, std::memory_order_relaxed);
     if (test_hook_ != nullptr) test_hook_(test_hook_arg_);
     const uint64_t new_top = NextTop(ver_top, next);
     // Acquire on success: we now own volume `top` and must see everything
-    // the pusher wrote to it. Acquire on failure: the returned top is the
-    // one whose `next` we read next round.
+    // the pusher wrote to it; release so that a pop-intent record is never
+    // seen after the pop itself. Acquire on failure: the returned top is
+    // the one whose link we read next round.
     if (header_->ver_top.compare_exchange_weak(ver_top, new_top,
-                                               std::memory_order_acquire,
+                                               std::memory_order_acq_rel,
                                                std::memory_order_acquire)) {
       *index = top;
       return PoolError::kSuccess;
@@ -206,6 +214,9 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
     volume->info_sz.store(info_size, std::memory_order_relaxed);
     StoreVolumeInfo(volume, info.substr(0, info_size));
     volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
+    if (links_ != nullptr) {
+      links_[i].store(kUnpushedLink, std::memory_order_relaxed);
+    }
   }
   return PoolError::kSuccess;
 }
@@ -233,10 +244,11 @@ PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count) const {
 }
 
 PoolError VolumePool::PopChecked(VolumeHeader** volume, Wait wait,
-                                 uint64_t new_magic) const {
+                                 uint64_t new_magic,
+                                 std::atomic<uint64_t>* pop_intent) const {
   *volume = nullptr;
   uint64_t index = kNullIndex;
-  const PoolError err = Pop(&index, wait);
+  const PoolError err = Pop(&index, wait, pop_intent);
   if (err != PoolError::kSuccess) return err;
   VolumeHeader* popped = VolumeAt(index);
   *volume = popped;
@@ -255,8 +267,10 @@ PoolError VolumePool::PopChecked(VolumeHeader** volume, Wait wait,
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
-  const PoolError err = PopChecked(volume, wait, kVolumeNotAVolume);
+PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait,
+                             std::atomic<uint64_t>* pop_intent) const {
+  const PoolError err =
+      PopChecked(volume, wait, kVolumeNotAVolume, pop_intent);
   if (err == PoolError::kSuccess) {
     header_->stats.volumes_removed.fetch_add(1, std::memory_order_relaxed);
   }
@@ -264,7 +278,7 @@ PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
 }
 
 PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {
-  const PoolError err = PopChecked(volume, wait, kVolumeMagic);
+  const PoolError err = PopChecked(volume, wait, kVolumeMagic, nullptr);
   if (err == PoolError::kSuccess) {
     header_->stats.acquires.fetch_add(1, std::memory_order_relaxed);
   }
@@ -325,6 +339,15 @@ void VolumePool::Unlock() const {
 
 bool VolumePool::IsLocked() const {
   return TopIsLocked(header_->ver_top.load(std::memory_order_relaxed));
+}
+
+void VolumePool::PushLocked(uint64_t index) const {
+  // The lock is ours: no push or pop races. Relaxed: Unlock() publishes.
+  const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
+  const uint64_t top = TopIndex(ver_top);
+  VolumeAt(index)->next.store(top, std::memory_order_relaxed);
+  if (links_ != nullptr) links_[index].store(top, std::memory_order_relaxed);
+  header_->ver_top.store(NextTop(ver_top, index), std::memory_order_relaxed);
 }
 
 void VolumePool::Reset() const {
@@ -401,7 +424,15 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
       }
     }
     ++report.empty_volumes;
-    index = volume->next.load(std::memory_order_relaxed);
+    const uint64_t next = volume->next.load(std::memory_order_relaxed);
+    if (links_ != nullptr &&
+        links_[index].load(std::memory_order_relaxed) != next) {
+      return absl::DataLossError(absl::StrCat(
+          "verify pool: volume ", index, " links to ",
+          links_[index].load(std::memory_order_relaxed),
+          " in the link table but to ", next, " in its header"));
+    }
+    index = next;
   }
   return report;
 }

@@ -70,6 +70,10 @@ inline constexpr uint64_t kNullIndex = kIndexMask;
 inline constexpr uint64_t kMaxVolumes = kNullIndex;  // indices 0..2^34-2
 inline constexpr int kVersionBits = 64 - kIndexBits;
 
+// kUnpushedLink is the link-table value (see VolumePool::Join) of a volume
+// that was formatted and never pushed since: no stack link is >= 2^34.
+inline constexpr uint64_t kUnpushedLink = uint64_t{1} << 63;
+
 // PackTop returns the versioned top for `version` (taken modulo 2^30) and
 // `index` (REQUIRES: index <= kIndexMask).
 constexpr uint64_t PackTop(uint64_t version, uint64_t index) {
@@ -163,9 +167,19 @@ class VolumePool {
   // Errors: FAILED_PRECONDITION when `header` is not a formatted pool,
   // INVALID_ARGUMENT for a null/misaligned pointer or a bad geometry.
   // Joining changes nothing in shared memory. Cost: O(1).
+  //
+  // `links`, when not null, is an array of max_volumes atomics, shared like
+  // the header, that holds the stack's links: pop then reads the link of
+  // the stack top there instead of in the volume's header, so it never
+  // touches the memory of a volume it has not popped (which another party
+  // may be removing and giving back to the kernel at that instant). Push
+  // writes both, so the header's `next` stays what the facts file says.
+  // Every join of one pool must agree on whether links are used.
   static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
                                          uint64_t max_volumes,
-                                         uint64_t footprint_bytes);
+                                         uint64_t footprint_bytes,
+                                         std::atomic<uint64_t>* links =
+                                             nullptr);
 
   // Add formats the volumes [first_index, first_index + count) as empty
   // volumes carrying `info` and pushes them, highest index first, so the
@@ -214,7 +228,14 @@ class VolumePool {
   // whose header was bad: it is off the stack, quarantined, owned by the
   // caller and left untouched for inspection.
   // Thread safety: lock-free. Cost: O(1).
-  PoolError Remove(VolumeHeader** volume, Wait wait = Wait::kBlock) const;
+  //
+  // `pop_intent`, when not null, receives the index this call is about to
+  // pop before each attempt (a plain record in shared memory). An owner
+  // that may be killed at any instant passes one so that its recovery can
+  // tell a volume it had just popped (empty magic, off the stack) from one
+  // a data-plane process is releasing.
+  PoolError Remove(VolumeHeader** volume, Wait wait = Wait::kBlock,
+                   std::atomic<uint64_t>* pop_intent = nullptr) const;
 
   // Acquire pops one empty volume for a data-plane user, checks its header
   // as Remove does and marks it in use (kVolumeMagic). Returns as Remove.
@@ -254,6 +275,13 @@ class VolumePool {
   // REQUIRES: the caller holds the maintenance lock; it stays held.
   // Cost: O(1).
   void Reset() const;
+
+  // PushLocked links the formatted empty volume `index` on top of the
+  // stack without counting it. Recovery uses it to push volumes while it
+  // holds the lock, so that no other party can see them half-pushed.
+  // REQUIRES: the caller holds the maintenance lock; index < max_volumes;
+  // the volume is formatted empty and not on the stack. Cost: O(1).
+  void PushLocked(uint64_t index) const;
 
   // RestartCountsLocked restarts the counters as if `empty_volumes`
   // volumes had just been added to an unused pool. Recovery calls it with
@@ -312,19 +340,26 @@ class VolumePool {
   // Push links volume `index` on top of the stack.
   PoolError Push(uint64_t index, Wait wait) const;
   // Pop unlinks the top of the stack into *index.
-  PoolError Pop(uint64_t* index, Wait wait) const;
+  PoolError Pop(uint64_t* index, Wait wait,
+                std::atomic<uint64_t>* pop_intent) const;
   // IsRange returns true when [first_index, first_index + count) is a
   // nonempty range inside [0, max_volumes).
   bool IsRange(uint64_t first_index, uint64_t count) const;
   // PopChecked pops and checks the header; on success sets its magic to
   // `new_magic`. Shared by Remove and Acquire.
-  PoolError PopChecked(VolumeHeader** volume, Wait wait,
-                       uint64_t new_magic) const;
+  PoolError PopChecked(VolumeHeader** volume, Wait wait, uint64_t new_magic,
+                       std::atomic<uint64_t>* pop_intent) const;
+
+  // Link returns where volume `index`'s stack link is read from.
+  std::atomic<uint64_t>& Link(uint64_t index) const {
+    return links_ != nullptr ? links_[index] : VolumeAt(index)->next;
+  }
 
   PoolHeader* header_;
   std::byte* volume0_;
   uint64_t max_volumes_;
   uint64_t footprint_;
+  std::atomic<uint64_t>* links_ = nullptr;  // see Join
   TestHook test_hook_ = nullptr;
   void* test_hook_arg_ = nullptr;
 };

@@ -1,0 +1,95 @@
+// groove/server/health.h: grpc.health.v1.Health for groove-volumed.
+//
+// The standard health checking protocol
+// (https://github.com/grpc/grpc/blob/master/doc/health-checking.md):
+// Check answers at once; Watch streams the status and every change. The
+// server reports "" (the whole server) and each of its services, all with
+// one status: SERVING from Start until shutdown, NOT_SERVING after.
+//
+// Why not gRPC's default health service (EnableDefaultHealthCheckService):
+// its Watch streams stay open through a shutdown, so one health watcher (a
+// load balancer) holds every shutdown until its deadline cancels the
+// calls. Here Shutdown sends NOT_SERVING to every watcher and then ends
+// its stream with UNAVAILABLE, so a drain waits only for real work.
+//
+// Example:
+//   HealthService health({"groove.v1.VolumePoolService"});
+//   builder.RegisterService(&health);
+//   ... BuildAndStart ...
+//   health.SetServing(true);
+//   ...
+//   health.Shutdown();  // before grpc::Server::Shutdown
+
+#ifndef GROOVE_SERVER_HEALTH_H_
+#define GROOVE_SERVER_HEALTH_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace groove::server {
+
+class HealthService final : public grpc::health::v1::Health::CallbackService {
+ public:
+  using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
+
+  // `services` are the service names reported besides "". Every status
+  // starts NOT_SERVING.
+  explicit HealthService(std::vector<std::string> services);
+
+  // REQUIRES: no Watch in flight (the gRPC server has shut down).
+  ~HealthService() = default;
+
+  HealthService(const HealthService&) = delete;
+  HealthService& operator=(const HealthService&) = delete;
+
+  // SetServing sets every status to SERVING or NOT_SERVING and sends it to
+  // every watcher. Ignored after Shutdown. Thread safety: safe from any
+  // thread; holds the service's mutex (never taken by pool RPCs) while it
+  // queues one write per watcher. Cost: O(watchers).
+  void SetServing(bool serving);
+
+  // Shutdown sets every status to NOT_SERVING for good, sends it to every
+  // watcher and ends each Watch stream with UNAVAILABLE once that is
+  // written. A Watch that starts later gets NOT_SERVING and ends likewise.
+  // Thread safety: as SetServing. Idempotent.
+  void Shutdown();
+
+  // Check returns the status of a known service, NOT_FOUND otherwise.
+  grpc::ServerUnaryReactor* Check(
+      grpc::CallbackServerContext* context,
+      const grpc::health::v1::HealthCheckRequest* request,
+      grpc::health::v1::HealthCheckResponse* response) override;
+
+  // Watch streams the status of a service (SERVICE_UNKNOWN for an unknown
+  // one), then each change, until the client cancels or the server shuts
+  // down.
+  grpc::ServerWriteReactor<grpc::health::v1::HealthCheckResponse>* Watch(
+      grpc::CallbackServerContext* context,
+      const grpc::health::v1::HealthCheckRequest* request) override;
+
+ private:
+  class Watcher;
+
+  // Remove forgets a watcher whose call is done.
+  void Remove(Watcher* watcher);
+  // Broadcast sends the current status to every watcher of a known
+  // service, ending their streams after it when shut down.
+  void BroadcastLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const absl::flat_hash_set<std::string> services_;  // with ""
+  absl::Mutex mu_;  // orders status changes; ordered before Watcher::mu_
+  ServingStatus status_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<Watcher*> watchers_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace groove::server
+
+#endif  // GROOVE_SERVER_HEALTH_H_

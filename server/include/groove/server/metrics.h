@@ -1,0 +1,142 @@
+// groove/server/metrics.h: the server's Prometheus metrics, built once.
+//
+// Three kinds of series, all registered at start-up (label values come
+// from small fixed sets: pool names from the config, RPC methods, ops,
+// canonical status codes; never a volume index or a request's text):
+//
+//   per RPC (RecordRpc, on every call of VolumePoolService):
+//     grpc_server_handled_total{grpc_service,grpc_method,grpc_code}
+//     grpc_server_handling_seconds{grpc_service,grpc_method} (histogram)
+//   per pool, counted by the server (RecordPoolError):
+//     groove_pool_errors_total{pool,op,code}
+//   per pool, read from the pool's shared header at scrape time
+//   (PoolCollector: data-plane acquires and releases show up too):
+//     groove_pool_volumes{pool,state="empty"|"in_use"}
+//     groove_pool_max_volumes, groove_pool_volume_size_bytes,
+//     groove_pool_capacity_bytes, groove_pool_empty_bytes,
+//     groove_pool_volumes_added_total, groove_pool_volumes_removed_total,
+//     groove_pool_acquires_total, groove_pool_releases_total,
+//     groove_pool_volumes_quarantined_total, groove_pool_locked,
+//     groove_pool_info{pool,backing,page_size_bytes} (always 1)
+//   per process, read from /proc/self at scrape time (ProcessCollector):
+//     process_cpu_seconds_total, process_resident_memory_bytes,
+//     process_virtual_memory_bytes, process_open_fds, process_max_fds,
+//     process_start_time_seconds
+//
+// Status codes are labelled with their canonical upper-case names
+// ("INVALID_ARGUMENT"), the same names the logs use.
+//
+// The hot path takes no lock: counters are prometheus::Counter (an atomic
+// add), kept by reference in fixed tables; the latency histogram is our own
+// (prometheus-cpp 1.0's Histogram::Observe takes a mutex) with one relaxed
+// fetch_add per bucket and one for the sum.
+//
+// Example:
+//   ServerMetrics metrics({pool_a.get(), pool_b.get()});
+//   for (auto& c : metrics.collectables()) exposer.RegisterCollectable(c);
+//   metrics.RecordRpc(RpcMethod::kInspect, absl::StatusCode::kOk, elapsed);
+
+#ifndef GROOVE_SERVER_METRICS_H_
+#define GROOVE_SERVER_METRICS_H_
+
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "groove/named_pool.h"
+#include "groove/server/grpc_status.h"
+
+namespace groove::server {
+
+// The RPCs of groove.v1.VolumePoolService, as metric label values.
+enum class RpcMethod : int { kListPools, kAddVolume, kRemoveVolume, kInspect };
+inline constexpr int kRpcMethodCount = 4;
+inline constexpr char kServiceName[] = "groove.v1.VolumePoolService";
+
+// RpcMethodName returns the method's name as in the proto ("AddVolume").
+absl::string_view RpcMethodName(RpcMethod method);
+
+// The pool operations whose errors groove_pool_errors_total counts. kVerify
+// counts the corruption Inspect's verify finds (Inspect itself succeeds).
+enum class PoolOp : int { kAdd, kRemove, kInspect, kVerify };
+inline constexpr int kPoolOpCount = 4;
+
+// PoolOpName returns "add", "remove", "inspect" or "verify".
+absl::string_view PoolOpName(PoolOp op);
+
+// LatencyHistogram is a lock-free histogram of durations in seconds, with
+// fixed buckets fit for RPCs from 100 us to a minute (hugepage adds take
+// seconds).
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 15> kBucketBounds = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,   0.1,     0.25,   0.5,   1,      5,     30};
+
+  // Observe counts one duration. Thread safety: wait-free (two relaxed
+  // fetch_adds; counts are statistics, not for synchronization).
+  void Observe(absl::Duration elapsed);
+
+  // Fill writes the histogram (cumulative buckets, +Inf last) into
+  // `metric`. Concurrent Observes may be half-seen: the snapshot is not
+  // atomic as a whole. Cost: O(buckets).
+  void Fill(prometheus::ClientMetric* metric) const;
+
+ private:
+  // counts_[i]: observations in (kBucketBounds[i-1], kBucketBounds[i]];
+  // the last one counts those above every bound.
+  std::array<std::atomic<uint64_t>, kBucketBounds.size() + 1> counts_{};
+  std::atomic<uint64_t> sum_nanos_{0};
+};
+
+class ServerMetrics {
+ public:
+  // Builds every series. REQUIRES: every pool in `pools` outlives this
+  // object and every Exposer that collects from it. The pools' indices in
+  // `pools` are the `pool` arguments of RecordPoolError.
+  explicit ServerMetrics(std::vector<const NamedPool*> pools);
+
+  ServerMetrics(const ServerMetrics&) = delete;
+  ServerMetrics& operator=(const ServerMetrics&) = delete;
+
+  // RecordRpc counts one finished RPC and its latency.
+  // Thread safety: lock-free (atomic adds). Cost: O(1).
+  void RecordRpc(RpcMethod method, absl::StatusCode code,
+                 absl::Duration elapsed);
+
+  // RecordPoolError counts one failed operation on pool `pool` (an index
+  // into the constructor's `pools`). REQUIRES: code != kOk, pool in range.
+  // Thread safety: lock-free. Cost: O(1).
+  void RecordPoolError(size_t pool, PoolOp op, absl::StatusCode code);
+
+  // collectables returns what an Exposer must collect from. The Exposer
+  // keeps weak pointers: keep this object alive while it serves.
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables() const;
+
+ private:
+  using CodeCounters = std::array<prometheus::Counter*, kStatusCodeCount>;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  // handled_[method][code]; every entry is set.
+  std::array<CodeCounters, kRpcMethodCount> handled_{};
+  // pool_errors_[pool][op][code]; null for code OK.
+  std::vector<std::array<CodeCounters, kPoolOpCount>> pool_errors_;
+  // The histograms and the scrape-time collectors.
+  std::shared_ptr<prometheus::Collectable> latency_collector_;
+  std::array<LatencyHistogram, kRpcMethodCount>* latency_ = nullptr;
+  std::shared_ptr<prometheus::Collectable> pool_collector_;
+  std::shared_ptr<prometheus::Collectable> process_collector_;
+};
+
+}  // namespace groove::server
+
+#endif  // GROOVE_SERVER_METRICS_H_

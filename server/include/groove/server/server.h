@@ -1,0 +1,124 @@
+// groove/server/server.h: groove-volumed as an object: its pools, its gRPC
+// server and its metrics endpoint, from start-up to a graceful shutdown.
+//
+// Life cycle:
+//   Create    opens (creating or recovering) every pool of the config and
+//             adds its initial volumes; binds nothing. A config the host
+//             cannot honour fails here, before any port is bound.
+//   Start     binds the metrics endpoint and the gRPC server (with health
+//             checking and reflection), marks the service SERVING, and logs
+//             `event=listening grpc=HOST:PORT metrics=HOST:PORT` with the
+//             ports actually bound (tests bind port 0 and read this line).
+//   Shutdown  health goes NOT_SERVING and new RPCs get UNAVAILABLE; RPCs in
+//             flight (queued and running adds included) get until the
+//             deadline to finish, after which gRPC cancels them; the add
+//             workers are joined and the metrics endpoint closed.
+//   ~         unmaps the pools, which stay consistent on disk for the next
+//             start (NamedPool::Open recovers whatever was in flight).
+//
+// Example (what main.cc does):
+//   auto server = VolumeServer::Create(options);
+//   if (!server.ok()) return 1;
+//   if (!(*server)->Start().ok()) return 1;
+//   ... wait for SIGTERM ...
+//   (*server)->Shutdown(absl::Seconds(30));
+
+#ifndef GROOVE_SERVER_SERVER_H_
+#define GROOVE_SERVER_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "groove/named_pool.h"
+#include "groove/server/health.h"
+#include "groove/server/metrics.h"
+#include "groove/server/request_log.h"
+#include "groove/server/service.h"
+#include "groove/server/stall_store.h"
+#include "groove/server/worker_pool.h"
+#include "groove/v1/config.pb.h"
+
+namespace groove::server {
+
+class VolumeServer {
+ public:
+  struct Options {
+    // The complete configuration (LoadServerConfig's result).
+    v1::ServerConfig config;
+    // Re-create pools whose metadata does not match the config
+    // (NamedPool::OpenOptions::recreate): their volumes are lost.
+    bool recreate = false;
+    // Threads per pool that run AddVolume's core calls, and how many calls
+    // may wait for them before AddVolume answers UNAVAILABLE.
+    size_t add_workers_per_pool = 4;
+    size_t add_queue_per_pool = 256;
+    // Test hook (stall_store.h): a FIFO that AddVolume's allocations wait
+    // on, for the pools named in testonly_stall_add_pools (all when empty).
+    std::string testonly_stall_add_fifo;
+    std::vector<std::string> testonly_stall_add_pools;
+  };
+
+  // Create opens every pool of `options.config` in its data_dir (creating
+  // the directory and new pools, recovering existing ones, logging each
+  // recovery report) and adds the initial volumes each pool lacks.
+  // Errors: whatever NamedPool::Open or AddVolumes return (the message
+  // names the pool), INVALID_ARGUMENT for a bad test-hook FIFO.
+  static absl::StatusOr<std::unique_ptr<VolumeServer>> Create(Options options);
+
+  // Shuts down (with a zero deadline) if Start was called and Shutdown
+  // was not, then unmaps the pools.
+  ~VolumeServer();
+
+  VolumeServer(const VolumeServer&) = delete;
+  VolumeServer& operator=(const VolumeServer&) = delete;
+
+  // Start binds the metrics endpoint and the gRPC server and starts
+  // serving. Errors: UNAVAILABLE when an address cannot be bound (the
+  // message names it); nothing stays bound then. REQUIRES: called once.
+  absl::Status Start();
+
+  // grpc_address and metrics_address are the bound addresses, with the
+  // ports actually chosen for port 0. Valid after Start succeeded.
+  const std::string& grpc_address() const { return grpc_address_; }
+  const std::string& metrics_address() const { return metrics_address_; }
+
+  // Shutdown drains and stops the server (see the life cycle above);
+  // blocks until every RPC has finished, which is normally within
+  // `deadline` (an add stuck in the kernel can take longer: main.cc bounds
+  // that with a watchdog). Idempotent. Thread safety: call from one thread.
+  void Shutdown(absl::Duration deadline);
+
+ private:
+  explicit VolumeServer(Options options) : options_(std::move(options)) {}
+
+  absl::Status OpenPools();
+
+  // Members are destroyed bottom-up: the endpoints before the service,
+  // the service before the workers, the workers before the pools.
+  Options options_;
+  std::shared_ptr<StallGate> stall_gate_;
+  std::vector<std::unique_ptr<NamedPool>> pools_;
+  std::vector<std::unique_ptr<WorkerPool>> add_workers_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  RequestLog requests_;
+  std::unique_ptr<VolumePoolServiceImpl> service_;
+  std::unique_ptr<HealthService> health_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::string grpc_address_;
+  std::string metrics_address_;
+  bool started_ = false;
+  bool shut_down_ = false;
+};
+
+}  // namespace groove::server
+
+#endif  // GROOVE_SERVER_SERVER_H_

@@ -1,0 +1,127 @@
+// groove/server/service.h: groove.v1.VolumePoolService, the RPC handlers.
+//
+// Each handler validates its request, calls the core, records metrics,
+// logs errors and finishes (STYLE.md rule 8). It uses gRPC's callback API:
+// handlers run on gRPC's threads, which serve every RPC of the server, so
+// no handler may wait there for long:
+//   - ListPools, Inspect and RemoveVolume call the core inline: reading
+//     summaries and headers is wait-free or lock-free, and a remove pops
+//     (lock-free) and punches holes (milliseconds). Inspect with `verify`
+//     holds the pool's maintenance lock for O(empty volumes).
+//   - AddVolume's core call takes memory from the kernel (seconds per GiB
+//     of hugepages), so the handler queues it on the pool's add WorkerPool
+//     and returns; a worker calls the core and finishes the RPC.
+// No handler holds a lock across a core call. The only locks on RPC paths
+// are AddVolume's: RequestLog's (a map lookup, for calls with a request_id)
+// and the WorkerPool queue's (one push), each held for O(1)
+// (docs/SERVER.md).
+//
+// Example:
+//   VolumePoolServiceImpl service(pools, &metrics, &request_log);
+//   builder.RegisterService(&service);
+//   ...
+//   service.StartDraining();  // new calls get UNAVAILABLE
+
+#ifndef GROOVE_SERVER_SERVICE_H_
+#define GROOVE_SERVER_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "groove/named_pool.h"
+#include "groove/server/metrics.h"
+#include "groove/server/request_log.h"
+#include "groove/server/worker_pool.h"
+#include "groove/v1/volume_pool.grpc.pb.h"
+
+namespace groove::server {
+
+// The per-request maximum of AddVolumeRequest.count and
+// RemoveVolumeRequest.count.
+inline constexpr uint64_t kMaxVolumesPerRequest = 1024;
+// Inspect's page sizes: 0 means kDefaultPageSize; larger than kMaxPageSize
+// means kMaxPageSize.
+inline constexpr int32_t kDefaultPageSize = 100;
+inline constexpr int32_t kMaxPageSize = 1000;
+
+// ToProtoSummary converts the core's summary to the API's.
+v1::PoolSummary ToProtoSummary(const PoolSummary& summary);
+
+class VolumePoolServiceImpl final
+    : public v1::VolumePoolService::CallbackService {
+ public:
+  // ServedPool is one pool the service serves. The index in the vector
+  // given to the constructor is the pool's index in ServerMetrics.
+  struct ServedPool {
+    NamedPool* pool;          // the owner's handle
+    WorkerPool* add_workers;  // runs this pool's AddVolume core calls
+  };
+
+  // REQUIRES: the pools, workers, metrics and request log outlive the
+  // service and every RPC it started (the server shuts gRPC down first).
+  // Pool names are unique.
+  VolumePoolServiceImpl(std::vector<ServedPool> pools, ServerMetrics* metrics,
+                        RequestLog* requests);
+
+  // StartDraining makes every RPC that starts from now on fail with
+  // UNAVAILABLE; RPCs already running finish normally.
+  // Thread safety: safe from any thread.
+  void StartDraining();
+
+  // The RPCs, as proto/groove/v1/volume_pool.proto documents them (the
+  // checks each adds to the core's are in docs/SERVER.md, section 3).
+  // Thread safety: any number may run at once, on any gRPC thread.
+  grpc::ServerUnaryReactor* ListPools(grpc::CallbackServerContext* context,
+                                      const v1::ListPoolsRequest* request,
+                                      v1::ListPoolsResponse* response) override;
+  grpc::ServerUnaryReactor* AddVolume(grpc::CallbackServerContext* context,
+                                      const v1::AddVolumeRequest* request,
+                                      v1::AddVolumeResponse* response) override;
+  grpc::ServerUnaryReactor* RemoveVolume(
+      grpc::CallbackServerContext* context,
+      const v1::RemoveVolumeRequest* request,
+      v1::RemoveVolumeResponse* response) override;
+  grpc::ServerUnaryReactor* Inspect(grpc::CallbackServerContext* context,
+                                    const v1::InspectRequest* request,
+                                    v1::InspectResponse* response) override;
+
+ private:
+  // Call is one RPC in progress: what Finish needs to account for it.
+  struct Call {
+    grpc::CallbackServerContext* context;
+    grpc::ServerUnaryReactor* reactor;
+    RpcMethod method;
+    absl::Time start;
+    int pool = -1;  // index into pools_, once known
+    PoolOp op = PoolOp::kInspect;
+  };
+
+  // Begin starts accounting for an RPC. Fails with UNAVAILABLE while
+  // draining and NOT_FOUND for an unknown `pool_name` (when `op` is set).
+  absl::Status Begin(Call* call, absl::string_view pool_name);
+  // Finish records the RPC's metrics, logs it if it failed, and finishes
+  // it with `status`. Returns the reactor, for handlers to return.
+  grpc::ServerUnaryReactor* Finish(const Call& call,
+                                   const absl::Status& status);
+  // RunAdd is AddVolume's second half, on a worker thread.
+  void RunAdd(const Call& call, const v1::AddVolumeRequest* request,
+              v1::AddVolumeResponse* response);
+
+  std::vector<ServedPool> pools_;
+  absl::flat_hash_map<std::string, int> pool_index_;  // name -> pools_ index
+  ServerMetrics* metrics_;
+  RequestLog* requests_;
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace groove::server
+
+#endif  // GROOVE_SERVER_SERVICE_H_

@@ -1,0 +1,157 @@
+#include "groove/server/health.h"
+
+#include <optional>
+#include <utility>
+
+namespace groove::server {
+namespace {
+
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+absl::flat_hash_set<std::string> WithOverall(std::vector<std::string> names) {
+  absl::flat_hash_set<std::string> set(names.begin(), names.end());
+  set.insert("");
+  return set;
+}
+
+}  // namespace
+
+// Watcher is one Watch stream. At most one write is in flight; a status
+// that arrives meanwhile replaces any queued one (watchers want the latest
+// status, not every transition). gRPC runs reactions (OnWriteDone, OnDone)
+// on its own threads, never inline from StartWrite or Finish, so calling
+// those with mu_ held is safe (gRPC's default health service does too).
+class HealthService::Watcher final
+    : public grpc::ServerWriteReactor<HealthCheckResponse> {
+ public:
+  Watcher(HealthService* service, bool known)
+      : service_(service), known_(known) {}
+
+  bool known() const { return known_; }
+
+  // Send queues `status`; with `finish_after`, the stream ends after it.
+  void Send(ServingStatus status, bool finish_after) {
+    absl::MutexLock lock(&mu_);
+    pending_ = status;
+    finish_after_ = finish_after_ || finish_after;
+    if (!writing_) StartNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      return;
+    }
+    StartNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    service_->Remove(this);
+    delete this;
+  }
+
+ private:
+  void StartNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    if (pending_.has_value()) {
+      response_.set_status(*pending_);
+      pending_.reset();
+      writing_ = true;
+      StartWrite(&response_);
+    } else if (finish_after_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                "groove-volumed is shutting down"));
+    }
+  }
+
+  void FinishLocked(const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  HealthService* const service_;
+  const bool known_;
+  absl::Mutex mu_;
+  HealthCheckResponse response_ ABSL_GUARDED_BY(mu_);  // being written
+  std::optional<ServingStatus> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_after_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+HealthService::HealthService(std::vector<std::string> services)
+    : services_(WithOverall(std::move(services))),
+      status_(HealthCheckResponse::NOT_SERVING) {}
+
+void HealthService::SetServing(bool serving) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  status_ =
+      serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+  BroadcastLocked();
+}
+
+void HealthService::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  status_ = HealthCheckResponse::NOT_SERVING;
+  BroadcastLocked();
+  // Watchers of unknown services end too.
+  for (Watcher* watcher : watchers_) {
+    if (!watcher->known()) {
+      watcher->Send(HealthCheckResponse::SERVICE_UNKNOWN, true);
+    }
+  }
+}
+
+void HealthService::BroadcastLocked() {
+  for (Watcher* watcher : watchers_) {
+    if (watcher->known()) watcher->Send(status_, shut_down_);
+  }
+}
+
+void HealthService::Remove(Watcher* watcher) {
+  absl::MutexLock lock(&mu_);
+  watchers_.erase(watcher);
+}
+
+grpc::ServerUnaryReactor* HealthService::Check(
+    grpc::CallbackServerContext* context, const HealthCheckRequest* request,
+    HealthCheckResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!services_.contains(request->service())) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service"));
+    return reactor;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    response->set_status(status_);
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
+    grpc::CallbackServerContext*, const HealthCheckRequest* request) {
+  const bool known = services_.contains(request->service());
+  auto* watcher = new Watcher(this, known);
+  absl::MutexLock lock(&mu_);
+  watchers_.insert(watcher);
+  watcher->Send(known ? status_ : HealthCheckResponse::SERVICE_UNKNOWN,
+                shut_down_);
+  return watcher;
+}
+
+}  // namespace groove::server

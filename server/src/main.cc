@@ -1,0 +1,176 @@
+// groove-volumed: serves groove.v1.VolumePoolService for the pools of its
+// configuration. main parses the flags, builds the server, starts it,
+// waits for SIGTERM or SIGINT and shuts down with a deadline. Nothing else
+// (STYLE.md rule 9); see groove/server/server.h.
+//
+// Exit status: 0 after a clean shutdown; 2 for bad flags or configuration
+// (nothing was opened or bound); 1 when a pool cannot be opened or an
+// address cannot be bound; 3 when shutdown overran its deadline by the
+// watchdog's grace (pools are recovered at the next start).
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "groove/server/config.h"
+#include "groove/server/log.h"
+#include "groove/server/server.h"
+
+ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
+          "host:port of the gRPC service (default 127.0.0.1:50051; port 0 "
+          "picks a free port, reported in the `listening` log line)");
+ABSL_FLAG(std::optional<std::string>, metrics_listen, std::nullopt,
+          "host:port of the Prometheus endpoint /metrics (default "
+          "127.0.0.1:9464; port 0 as for --listen)");
+ABSL_FLAG(std::optional<std::string>, data_dir, std::nullopt,
+          "directory of the pools' files (default /var/lib/groove-volumed if "
+          "it exists, else /dev/shm/groove-volumed)");
+ABSL_FLAG(std::optional<std::string>, config, std::nullopt,
+          "a groove.v1.ServerConfig in protobuf text format; the flags above "
+          "override its fields and --pool adds pools to it");
+ABSL_FLAG(std::string, pool, "",
+          "repeatable: name=NAME,backing=auto|gigantic|huge|normal|file:PATH,"
+          "volume_size=1GiB,max_volumes=N,initial_volumes=K (only name is "
+          "required). Without --config and --pool: one pool 'default'");
+ABSL_FLAG(bool, recreate, false,
+          "re-create pools whose files do not match the configuration, "
+          "losing their volumes (never done otherwise)");
+ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(30),
+          "on SIGTERM/SIGINT, how long in-flight RPCs get to finish");
+ABSL_FLAG(int, add_workers_per_pool, 4,
+          "threads per pool that take memory for AddVolume (1 to 64)");
+ABSL_FLAG(std::string, testonly_stall_add_fifo, "",
+          "TESTS ONLY: every volume allocation waits to read one byte from "
+          "this FIFO");
+ABSL_FLAG(std::vector<std::string>, testonly_stall_add_pools, {},
+          "TESTS ONLY: the pools --testonly_stall_add_fifo applies to "
+          "(default: all)");
+
+namespace {
+
+using groove::server::Log;
+using groove::server::LogLevel;
+
+constexpr int kExitBadConfig = 2;
+constexpr int kExitFailed = 1;
+constexpr int kExitShutdownOverran = 3;
+// How long past --shutdown_deadline the watchdog lets shutdown run.
+constexpr absl::Duration kWatchdogGrace = absl::Seconds(10);
+
+int Fail(int exit_code, absl::string_view event, const absl::Status& status) {
+  Log(LogLevel::kError, event,
+      {{"code", groove::server::StatusCodeName(status.code())},
+       {"message", status.message()}});
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the stop signals before any thread exists, so every thread
+  // inherits the mask and only sigwait below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "groove-volumed: owns pools of fixed-size memory volumes and serves "
+      "groove.v1.VolumePoolService over gRPC.\nUsage: groove-volumed "
+      "[--config=FILE] [--pool=name=NAME,...]... [--listen=HOST:PORT] "
+      "[--metrics-listen=HOST:PORT] [--data-dir=DIR]");
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<std::vector<std::string>> pool_flags =
+      groove::server::ExtractRepeatedFlag(&args, "pool");
+  if (!pool_flags.ok())
+    return Fail(kExitBadConfig, "bad_flags", pool_flags.status());
+  groove::server::NormalizeFlagNames(&args);
+  std::vector<char*> parse_argv = {argv[0]};
+  for (std::string& arg : args) parse_argv.push_back(arg.data());
+  const std::vector<char*> positional = absl::ParseCommandLine(
+      static_cast<int>(parse_argv.size()), parse_argv.data());
+  if (positional.size() > 1) {
+    return Fail(kExitBadConfig, "bad_flags",
+                absl::InvalidArgumentError(
+                    absl::StrCat("unexpected argument '", positional[1],
+                                 "'; every setting is a --flag (see --help)")));
+  }
+  const int add_workers = absl::GetFlag(FLAGS_add_workers_per_pool);
+  if (add_workers < 1 || add_workers > 64) {
+    return Fail(
+        kExitBadConfig, "bad_flags",
+        absl::InvalidArgumentError(absl::StrCat(
+            "--add_workers_per_pool: ", add_workers, " is outside [1, 64]")));
+  }
+  const absl::Duration deadline = absl::GetFlag(FLAGS_shutdown_deadline);
+  if (deadline < absl::ZeroDuration()) {
+    return Fail(kExitBadConfig, "bad_flags",
+                absl::InvalidArgumentError("--shutdown_deadline: negative"));
+  }
+
+  groove::server::CommandLine command_line;
+  command_line.config_file = absl::GetFlag(FLAGS_config);
+  command_line.listen_address = absl::GetFlag(FLAGS_listen);
+  command_line.metrics_listen_address = absl::GetFlag(FLAGS_metrics_listen);
+  command_line.data_dir = absl::GetFlag(FLAGS_data_dir);
+  command_line.pools = *std::move(pool_flags);
+  absl::StatusOr<groove::v1::ServerConfig> config =
+      groove::server::LoadServerConfig(command_line);
+  if (!config.ok()) return Fail(kExitBadConfig, "bad_config", config.status());
+
+  groove::server::VolumeServer::Options options;
+  options.config = *std::move(config);
+  options.recreate = absl::GetFlag(FLAGS_recreate);
+  options.add_workers_per_pool = static_cast<size_t>(add_workers);
+  options.testonly_stall_add_fifo =
+      absl::GetFlag(FLAGS_testonly_stall_add_fifo);
+  options.testonly_stall_add_pools =
+      absl::GetFlag(FLAGS_testonly_stall_add_pools);
+  Log(LogLevel::kInfo, "starting",
+      {{"pid", getpid()},
+       {"config", options.config.ShortDebugString()},
+       {"recreate", options.recreate ? "true" : "false"}});
+
+  absl::StatusOr<std::unique_ptr<groove::server::VolumeServer>> server =
+      groove::server::VolumeServer::Create(std::move(options));
+  if (!server.ok()) return Fail(kExitFailed, "start_failed", server.status());
+  if (absl::Status s = (*server)->Start(); !s.ok()) {
+    return Fail(kExitFailed, "start_failed", s);
+  }
+
+  int signal_number = 0;
+  while (sigwait(&stop_signals, &signal_number) != 0) {
+  }
+  Log(LogLevel::kInfo, "signal",
+      {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+
+  // Watchdog: an add stuck in the kernel could hold Shutdown past its
+  // deadline. Exiting then is safe: the pools' slot tables record every
+  // add and remove in flight, and the next start recovers them.
+  absl::Notification done;
+  std::thread watchdog([&] {
+    if (!done.WaitForNotificationWithTimeout(deadline + kWatchdogGrace)) {
+      Log(LogLevel::kError, "shutdown_overran",
+          {{"deadline", absl::FormatDuration(deadline)},
+           {"grace", absl::FormatDuration(kWatchdogGrace)}});
+      std::_Exit(kExitShutdownOverran);
+    }
+  });
+  (*server)->Shutdown(deadline);
+  server->reset();
+  done.Notify();
+  watchdog.join();
+  return 0;
+}

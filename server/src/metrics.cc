@@ -1,0 +1,389 @@
+#include "groove/server/metrics.h"
+
+#include <dirent.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/metric_family.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "groove/backing.h"
+
+namespace groove::server {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily family;
+  family.name = std::move(name);
+  family.help = std::move(help);
+  family.type = type;
+  return family;
+}
+
+ClientMetric Sample(std::vector<ClientMetric::Label> labels, double value,
+                    MetricType type) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  if (type == MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  return metric;
+}
+
+// LatencyCollector exposes grpc_server_handling_seconds from the
+// histograms it owns.
+class LatencyCollector final : public prometheus::Collectable {
+ public:
+  std::vector<MetricFamily> Collect() const override {
+    MetricFamily family =
+        Family("grpc_server_handling_seconds",
+               "Time from the start of an RPC of the service to its end, by "
+               "method.",
+               MetricType::Histogram);
+    for (int m = 0; m < kRpcMethodCount; ++m) {
+      ClientMetric metric;
+      metric.label = {{"grpc_method",
+                       std::string(RpcMethodName(static_cast<RpcMethod>(m)))},
+                      {"grpc_service", kServiceName}};
+      histograms[m].Fill(&metric);
+      family.metric.push_back(std::move(metric));
+    }
+    return {std::move(family)};
+  }
+
+  std::array<LatencyHistogram, kRpcMethodCount> histograms;
+};
+
+// PoolCollector builds the pool gauges from NamedPool::Summary() on every
+// scrape, so they show what data-plane processes did too.
+class PoolCollector final : public prometheus::Collectable {
+ public:
+  explicit PoolCollector(std::vector<const NamedPool*> pools)
+      : pools_(std::move(pools)) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    MetricFamily volumes =
+        Family("groove_pool_volumes",
+               "Volumes in the pool by state: empty (on the stack) or in_use "
+               "(acquired, or quarantined and still mapped).",
+               MetricType::Gauge);
+    MetricFamily max_volumes =
+        Family("groove_pool_max_volumes",
+               "Volume slots of the pool: indices are [0, max_volumes).",
+               MetricType::Gauge);
+    MetricFamily volume_size =
+        Family("groove_pool_volume_size_bytes",
+               "Size of every volume of the pool, header included.",
+               MetricType::Gauge);
+    MetricFamily capacity = Family(
+        "groove_pool_capacity_bytes",
+        "Memory the pool's volumes hold: mapped volumes times volume size.",
+        MetricType::Gauge);
+    MetricFamily empty =
+        Family("groove_pool_empty_bytes",
+               "Memory ready to be acquired: empty volumes times volume size.",
+               MetricType::Gauge);
+    MetricFamily added = Family(
+        "groove_pool_volumes_added_total",
+        "Volumes pushed by AddVolume since the pool's shared counters last "
+        "restarted (creation or recovery).",
+        MetricType::Counter);
+    MetricFamily removed = Family(
+        "groove_pool_volumes_removed_total",
+        "Good volumes popped by RemoveVolume since the counters restarted.",
+        MetricType::Counter);
+    MetricFamily acquires =
+        Family("groove_pool_acquires_total",
+               "Volumes acquired by data-plane processes since the counters "
+               "restarted.",
+               MetricType::Counter);
+    MetricFamily releases =
+        Family("groove_pool_releases_total",
+               "Volumes released by data-plane processes since the counters "
+               "restarted.",
+               MetricType::Counter);
+    MetricFamily quarantined =
+        Family("groove_pool_volumes_quarantined_total",
+               "Volumes popped with a bad header and taken out of circulation.",
+               MetricType::Counter);
+    MetricFamily locked = Family(
+        "groove_pool_locked",
+        "1 while the pool's maintenance lock is held (verify, recovery).",
+        MetricType::Gauge);
+    MetricFamily info = Family(
+        "groove_pool_info",
+        "Always 1: the backing the pool's memory comes from and its page "
+        "size.",
+        MetricType::Gauge);
+    for (const NamedPool* pool : pools_) {
+      const PoolSummary s = pool->Summary();
+      const ClientMetric::Label name{"pool", s.name};
+      auto gauge = [&](MetricFamily& family, double value) {
+        family.metric.push_back(Sample({name}, value, MetricType::Gauge));
+      };
+      auto counter = [&](MetricFamily& family, double value) {
+        family.metric.push_back(Sample({name}, value, MetricType::Counter));
+      };
+      volumes.metric.push_back(Sample({name, {"state", "empty"}},
+                                      static_cast<double>(s.volumes_empty),
+                                      MetricType::Gauge));
+      volumes.metric.push_back(Sample({name, {"state", "in_use"}},
+                                      static_cast<double>(s.volumes_in_use),
+                                      MetricType::Gauge));
+      gauge(max_volumes, static_cast<double>(s.max_volumes));
+      gauge(volume_size, static_cast<double>(s.volume_size_bytes));
+      gauge(capacity, static_cast<double>(s.capacity_bytes));
+      gauge(empty, static_cast<double>(s.empty_bytes));
+      counter(added, static_cast<double>(s.counts.volumes_added));
+      counter(removed, static_cast<double>(s.counts.volumes_removed));
+      counter(acquires, static_cast<double>(s.counts.acquires));
+      counter(releases, static_cast<double>(s.counts.releases));
+      counter(quarantined, static_cast<double>(s.counts.volumes_quarantined));
+      gauge(locked, s.locked ? 1 : 0);
+      info.metric.push_back(
+          Sample({{"backing", std::string(BackingKindName(s.backing_in_use))},
+                  {"page_size_bytes", absl::StrCat(s.page_size_bytes)},
+                  name},
+                 1, MetricType::Gauge));
+    }
+    std::vector<MetricFamily> families;
+    for (MetricFamily* f :
+         {&volumes, &max_volumes, &volume_size, &capacity, &empty, &added,
+          &removed, &acquires, &releases, &quarantined, &locked, &info}) {
+      families.push_back(std::move(*f));
+    }
+    return families;
+  }
+
+ private:
+  std::vector<const NamedPool*> pools_;
+};
+
+// ProcessCollector reads the process's own resource use from /proc/self
+// at scrape time, with the names of the Prometheus client libraries'
+// standard process metrics.
+class ProcessCollector final : public prometheus::Collectable {
+ public:
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> families;
+    auto add = [&](const char* name, const char* help, MetricType type,
+                   double value) {
+      MetricFamily family = Family(name, help, type);
+      family.metric.push_back(Sample({}, value, type));
+      families.push_back(std::move(family));
+    };
+    const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+    const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+    std::ifstream stat_file("/proc/self/stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)),
+                     std::istreambuf_iterator<char>());
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: field 3 (state) is the first after the last ')'.
+    const size_t paren = stat.rfind(')');
+    std::vector<std::string> fields;
+    if (paren != std::string::npos) {
+      fields =
+          absl::StrSplit(stat.substr(paren + 2), ' ', absl::SkipWhitespace());
+    }
+    // fields[k] is stat field k + 3 (proc(5)).
+    auto field = [&](size_t number) {
+      double value = 0;
+      if (number >= 3 && number - 3 < fields.size()) {
+        absl::SimpleAtod(fields[number - 3], &value);
+      }
+      return value;
+    };
+    if (ticks > 0 && !fields.empty()) {
+      add("process_cpu_seconds_total",
+          "User and system CPU time spent, in seconds.", MetricType::Counter,
+          (field(14) + field(15)) / ticks);
+      add("process_start_time_seconds",
+          "Start time of the process since the Unix epoch, in seconds.",
+          MetricType::Gauge, BootTimeSeconds() + field(22) / ticks);
+    }
+    if (!fields.empty()) {
+      add("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+          MetricType::Gauge, field(23));
+      add("process_resident_memory_bytes", "Resident memory size in bytes.",
+          MetricType::Gauge, field(24) * page);
+    }
+    add("process_open_fds", "Number of open file descriptors.",
+        MetricType::Gauge, static_cast<double>(OpenFds()));
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      add("process_max_fds", "Maximum number of open file descriptors.",
+          MetricType::Gauge,
+          limit.rlim_cur == RLIM_INFINITY
+              ? std::numeric_limits<double>::infinity()
+              : static_cast<double>(limit.rlim_cur));
+    }
+    return families;
+  }
+
+ private:
+  static double BootTimeSeconds() {
+    std::ifstream in("/proc/stat");
+    std::string line;
+    while (std::getline(in, line)) {
+      double value = 0;
+      if (line.rfind("btime ", 0) == 0 &&
+          absl::SimpleAtod(line.substr(6), &value)) {
+        return value;
+      }
+    }
+    return 0;
+  }
+
+  static size_t OpenFds() {
+    DIR* dir = opendir("/proc/self/fd");
+    if (dir == nullptr) return 0;
+    size_t count = 0;
+    while (const dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] != '.') ++count;
+    }
+    closedir(dir);
+    return count > 0 ? count - 1 : 0;  // not the one opendir holds
+  }
+};
+
+}  // namespace
+
+absl::string_view RpcMethodName(RpcMethod method) {
+  switch (method) {
+    case RpcMethod::kListPools:
+      return "ListPools";
+    case RpcMethod::kAddVolume:
+      return "AddVolume";
+    case RpcMethod::kRemoveVolume:
+      return "RemoveVolume";
+    case RpcMethod::kInspect:
+      return "Inspect";
+  }
+  return "unknown";
+}
+
+absl::string_view PoolOpName(PoolOp op) {
+  switch (op) {
+    case PoolOp::kAdd:
+      return "add";
+    case PoolOp::kRemove:
+      return "remove";
+    case PoolOp::kInspect:
+      return "inspect";
+    case PoolOp::kVerify:
+      return "verify";
+  }
+  return "unknown";
+}
+
+void LatencyHistogram::Observe(absl::Duration elapsed) {
+  const double seconds = absl::ToDoubleSeconds(elapsed);
+  const size_t bucket = static_cast<size_t>(
+      std::lower_bound(kBucketBounds.begin(), kBucketBounds.end(), seconds) -
+      kBucketBounds.begin());
+  // Relaxed: statistics, read without synchronization at scrape time.
+  counts_[bucket].fetch_add(1, std::memory_order_relaxed);
+  sum_nanos_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(
+                           absl::ToInt64Nanoseconds(elapsed), 0)),
+                       std::memory_order_relaxed);
+}
+
+void LatencyHistogram::Fill(prometheus::ClientMetric* metric) const {
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= kBucketBounds.size(); ++i) {
+    // Relaxed: see Observe.
+    cumulative += counts_[i].load(std::memory_order_relaxed);
+    prometheus::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = i < kBucketBounds.size()
+                             ? kBucketBounds[i]
+                             : std::numeric_limits<double>::infinity();
+    metric->histogram.bucket.push_back(bucket);
+  }
+  metric->histogram.sample_count = cumulative;
+  metric->histogram.sample_sum =
+      static_cast<double>(sum_nanos_.load(std::memory_order_relaxed)) * 1e-9;
+}
+
+ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools)
+    : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& handled = prometheus::BuildCounter()
+                      .Name("grpc_server_handled_total")
+                      .Help(
+                          "RPCs of the service completed on the server, "
+                          "by method and status code.")
+                      .Register(*registry_);
+  for (int m = 0; m < kRpcMethodCount; ++m) {
+    for (int c = 0; c < kStatusCodeCount; ++c) {
+      handled_[m][c] = &handled.Add(
+          {{"grpc_service", kServiceName},
+           {"grpc_method",
+            std::string(RpcMethodName(static_cast<RpcMethod>(m)))},
+           {"grpc_code", StatusCodeName(static_cast<absl::StatusCode>(c))}});
+    }
+  }
+  auto& errors = prometheus::BuildCounter()
+                     .Name("groove_pool_errors_total")
+                     .Help(
+                         "Failed operations on a pool, by operation and "
+                         "status code; op=verify counts corruption found "
+                         "by Inspect's verify.")
+                     .Register(*registry_);
+  pool_errors_.resize(pools.size());
+  for (size_t p = 0; p < pools.size(); ++p) {
+    for (int op = 0; op < kPoolOpCount; ++op) {
+      for (int c = 1; c < kStatusCodeCount; ++c) {
+        pool_errors_[p][op][c] = &errors.Add(
+            {{"pool", pools[p]->config().name},
+             {"op", std::string(PoolOpName(static_cast<PoolOp>(op)))},
+             {"code", StatusCodeName(static_cast<absl::StatusCode>(c))}});
+      }
+    }
+  }
+  auto latency = std::make_shared<LatencyCollector>();
+  latency_ = &latency->histograms;
+  latency_collector_ = std::move(latency);
+  pool_collector_ = std::make_shared<PoolCollector>(std::move(pools));
+  process_collector_ = std::make_shared<ProcessCollector>();
+}
+
+void ServerMetrics::RecordRpc(RpcMethod method, absl::StatusCode code,
+                              absl::Duration elapsed) {
+  const int m = static_cast<int>(method);
+  int c = static_cast<int>(code);
+  if (c < 0 || c >= kStatusCodeCount)
+    c = static_cast<int>(absl::StatusCode::kUnknown);
+  handled_[m][c]->Increment();
+  (*latency_)[m].Observe(elapsed);
+}
+
+void ServerMetrics::RecordPoolError(size_t pool, PoolOp op,
+                                    absl::StatusCode code) {
+  int c = static_cast<int>(code);
+  if (c <= 0 || c >= kStatusCodeCount)
+    c = static_cast<int>(absl::StatusCode::kUnknown);
+  pool_errors_[pool][static_cast<int>(op)][c]->Increment();
+}
+
+std::vector<std::shared_ptr<prometheus::Collectable>>
+ServerMetrics::collectables() const {
+  return {registry_, latency_collector_, pool_collector_, process_collector_};
+}
+
+}  // namespace groove::server

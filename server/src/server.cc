@@ -1,0 +1,297 @@
+#include "groove/server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "groove/server/config.h"
+#include "groove/server/log.h"
+
+namespace groove::server {
+namespace {
+
+// WithPort replaces the port of "host:port" by `port`.
+std::string WithPort(absl::string_view address, int port) {
+  const size_t colon = address.rfind(':');
+  return absl::StrCat(address.substr(0, colon), ":", port);
+}
+
+// AddInitialVolumes adds the volumes of [0, count) that `pool` lacks, a
+// contiguous run at a time. Volumes already there (from an earlier start)
+// are kept as they are.
+absl::Status AddInitialVolumes(NamedPool& pool, uint64_t count) {
+  if (count == 0) return absl::OkStatus();
+  // The first `count` mapped volumes include every mapped index below
+  // `count`.
+  uint64_t next = 0;
+  std::vector<bool> present(count, false);
+  for (const VolumeEntry& entry : pool.ListVolumes(0, count, &next)) {
+    if (entry.index < count) present[entry.index] = true;
+  }
+  uint64_t added = 0;
+  for (uint64_t i = 0; i < count;) {
+    if (present[i]) {
+      ++i;
+      continue;
+    }
+    uint64_t end = i;
+    while (end < count && !present[end]) ++end;
+    absl::StatusOr<std::vector<uint64_t>> run = pool.AddVolumes(end - i, i, "");
+    if (!run.ok()) {
+      return absl::Status(
+          run.status().code(),
+          absl::StrCat("pool '", pool.config().name, "': initial_volumes ",
+                       count, ": adding [", i, ", ", end,
+                       "): ", run.status().message()));
+    }
+    added += end - i;
+    i = end;
+  }
+  Log(LogLevel::kInfo, "initial_volumes",
+      {{"pool", pool.config().name},
+       {"initial_volumes", count},
+       {"added", added},
+       {"already_there", count - added}});
+  return absl::OkStatus();
+}
+
+// Connect opens and closes a TCP connection to "host:port" ("[v6]:port"),
+// ignoring failures.
+void Connect(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  std::string host(address.substr(0, colon));
+  const std::string port(address.substr(colon + 1));
+  if (host.size() >= 2 && host.front() == '[') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return;
+  const int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    connect(fd, found->ai_addr, found->ai_addrlen);
+    close(fd);
+  }
+  freeaddrinfo(found);
+}
+
+// CloseExposer destroys `exposer`, which listens on `address`, quickly.
+// Its CivetWeb listener polls with a 2 s timeout and notices the stop only
+// when the poll returns: without help every shutdown would take 2 s more.
+// A connection makes the poll return, so one is made every 10 ms until
+// the exposer is gone.
+void CloseExposer(std::unique_ptr<prometheus::Exposer> exposer,
+                  const std::string& address) {
+  absl::Notification closed;
+  std::thread closer([&] {
+    exposer.reset();
+    closed.Notify();
+  });
+  while (!closed.WaitForNotificationWithTimeout(absl::Milliseconds(10))) {
+    Connect(address);
+  }
+  closer.join();
+}
+
+void LogOpened(const NamedPool& pool) {
+  const RecoveryReport& r = pool.recovery();
+  const PoolSummary s = pool.Summary();
+  const bool eventful = r.lock_was_held || r.store_lost ||
+                        r.adds_rolled_back > 0 || r.removes_finished > 0 ||
+                        r.volumes_unresolved > 0;
+  Log(eventful ? LogLevel::kWarn : LogLevel::kInfo,
+      r.created ? "pool_created" : "pool_recovered",
+      {{"pool", s.name},
+       {"backing_requested", BackingToString(s.backing_requested)},
+       {"backing", BackingKindName(s.backing_in_use)},
+       {"page_size_bytes", s.page_size_bytes},
+       {"volume_size_bytes", s.volume_size_bytes},
+       {"max_volumes", s.max_volumes},
+       {"volumes_mapped", s.volumes_mapped},
+       {"volumes_empty", s.volumes_empty},
+       {"store_survives_restart", s.store_survives_restart ? "true" : "false"},
+       {"lock_was_held", r.lock_was_held ? "true" : "false"},
+       {"store_lost", r.store_lost ? "true" : "false"},
+       {"volumes_recovered", r.volumes_recovered},
+       {"adds_rolled_back", r.adds_rolled_back},
+       {"removes_finished", r.removes_finished},
+       {"volumes_repushed", r.volumes_repushed},
+       {"volumes_unresolved", r.volumes_unresolved}});
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
+    Options options) {
+  std::unique_ptr<VolumeServer> server(new VolumeServer(std::move(options)));
+  if (absl::Status s = server->OpenPools(); !s.ok()) return s;
+  std::vector<const NamedPool*> pools;
+  std::vector<VolumePoolServiceImpl::ServedPool> served;
+  for (const std::unique_ptr<NamedPool>& pool : server->pools_) {
+    auto workers =
+        std::make_unique<WorkerPool>(absl::StrCat("add:", pool->config().name),
+                                     server->options_.add_workers_per_pool,
+                                     server->options_.add_queue_per_pool);
+    served.push_back({pool.get(), workers.get()});
+    server->add_workers_.push_back(std::move(workers));
+    pools.push_back(pool.get());
+  }
+  server->metrics_ = std::make_unique<ServerMetrics>(std::move(pools));
+  server->service_ = std::make_unique<VolumePoolServiceImpl>(
+      std::move(served), server->metrics_.get(), &server->requests_);
+  server->health_ =
+      std::make_unique<HealthService>(std::vector<std::string>{kServiceName});
+  return server;
+}
+
+absl::Status VolumeServer::OpenPools() {
+  const v1::ServerConfig& config = options_.config;
+  if (!options_.testonly_stall_add_fifo.empty()) {
+    absl::StatusOr<std::shared_ptr<StallGate>> gate =
+        StallGate::Open(options_.testonly_stall_add_fifo);
+    if (!gate.ok()) return gate.status();
+    stall_gate_ = *std::move(gate);
+    Log(LogLevel::kWarn, "testonly_stall_add_enabled",
+        {{"fifo", options_.testonly_stall_add_fifo}});
+  }
+  for (const v1::PoolConfig& pool_config : config.pools()) {
+    NamedPool::OpenOptions open_options;
+    open_options.recreate = options_.recreate;
+    const std::vector<std::string>& stalled = options_.testonly_stall_add_pools;
+    if (stall_gate_ != nullptr &&
+        (stalled.empty() || std::find(stalled.begin(), stalled.end(),
+                                      pool_config.name()) != stalled.end())) {
+      open_options.wrap_store = [gate = stall_gate_, name = pool_config.name()](
+                                    std::unique_ptr<VolumeStore> store) {
+        return std::make_unique<StallingVolumeStore>(std::move(store), gate,
+                                                     name);
+      };
+    }
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool = NamedPool::Open(
+        config.data_dir(), CorePoolConfig(pool_config), open_options);
+    if (!pool.ok()) {
+      const absl::Status& s = pool.status();
+      return absl::Status(
+          s.code(), absl::StrCat("open pool '", pool_config.name(), "' in ",
+                                 config.data_dir(), ": ", s.message()));
+    }
+    LogOpened(**pool);
+    if (absl::Status s =
+            AddInitialVolumes(**pool, pool_config.initial_volumes());
+        !s.ok()) {
+      return s;
+    }
+    pools_.push_back(*std::move(pool));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VolumeServer::Start() {
+  const v1::ServerConfig& config = options_.config;
+  // Metrics first: if either address cannot be bound, nothing is served.
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(
+        config.metrics_listen_address(), /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("metrics_listen_address ",
+                                               config.metrics_listen_address(),
+                                               ": cannot listen: ", e.what()));
+  }
+  const std::vector<int> metrics_ports = exposer_->GetListeningPorts();
+  if (metrics_ports.empty()) {
+    exposer_.reset();
+    return absl::UnavailableError(absl::StrCat("metrics_listen_address ",
+                                               config.metrics_listen_address(),
+                                               ": cannot listen"));
+  }
+  for (const auto& collectable : metrics_->collectables()) {
+    exposer_->RegisterCollectable(collectable);
+  }
+
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, so a second server on the same
+  // address would share its traffic instead of failing to start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  int grpc_port = 0;
+  builder.AddListeningPort(config.listen_address(),
+                           grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(service_.get());
+  builder.RegisterService(health_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || grpc_port == 0) {
+    grpc_server_.reset();
+    CloseExposer(std::move(exposer_), WithPort(config.metrics_listen_address(),
+                                               metrics_ports.front()));
+    return absl::UnavailableError(absl::StrCat(
+        "listen_address ", config.listen_address(),
+        ": cannot listen (in use, or not an address of this host)"));
+  }
+  health_->SetServing(true);
+  started_ = true;
+  grpc_address_ = WithPort(config.listen_address(), grpc_port);
+  metrics_address_ =
+      WithPort(config.metrics_listen_address(), metrics_ports.front());
+  Log(LogLevel::kInfo, "listening",
+      {{"grpc", grpc_address_},
+       {"metrics", metrics_address_},
+       {"pools", config.pools_size()},
+       {"data_dir", config.data_dir()}});
+  return absl::OkStatus();
+}
+
+void VolumeServer::Shutdown(absl::Duration deadline) {
+  if (!started_ || shut_down_) return;
+  shut_down_ = true;
+  Log(LogLevel::kInfo, "draining",
+      {{"deadline", absl::FormatDuration(deadline)}});
+  service_->StartDraining();
+  // NOT_SERVING for "" and every service, so health checkers stop sending
+  // traffic; their Watch streams end, so they do not hold the drain up.
+  health_->Shutdown();
+
+  // The test hook must not outlive the deadline: release stalled adds then.
+  absl::Notification stopped;
+  std::thread releaser;
+  if (stall_gate_ != nullptr) {
+    releaser = std::thread([&] {
+      if (!stopped.WaitForNotificationWithTimeout(deadline)) {
+        stall_gate_->ReleaseAll();
+      }
+    });
+  }
+  // Waits for in-flight RPCs until the deadline, then cancels them, then
+  // waits for their handlers to finish (an add in the kernel completes).
+  grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
+  stopped.Notify();
+  if (releaser.joinable()) releaser.join();
+  for (std::unique_ptr<WorkerPool>& workers : add_workers_) workers->Stop();
+  CloseExposer(std::move(exposer_), metrics_address_);
+  for (const std::unique_ptr<NamedPool>& pool : pools_) {
+    const PoolSummary s = pool->Summary();
+    Log(LogLevel::kInfo, "pool_closed",
+        {{"pool", s.name},
+         {"volumes_mapped", s.volumes_mapped},
+         {"volumes_empty", s.volumes_empty}});
+  }
+  Log(LogLevel::kInfo, "stopped");
+}
+
+VolumeServer::~VolumeServer() {
+  Shutdown(absl::ZeroDuration());
+  for (std::unique_ptr<WorkerPool>& workers : add_workers_) workers->Stop();
+}
+
+}  // namespace groove::server

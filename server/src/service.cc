@@ -1,0 +1,356 @@
+#include "groove/server/service.h"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "groove/server/config.h"
+#include "groove/server/grpc_status.h"
+#include "groove/server/log.h"
+#include "groove/server/page_token.h"
+#include "groove/volume.h"
+
+namespace groove::server {
+namespace {
+
+// IndexList formats indices for a log line, eliding the middle of long
+// lists: "0,1,2" or "0,1,2,...,1023 (1024 indices)".
+std::string IndexList(const std::vector<uint64_t>& indices) {
+  constexpr size_t kShown = 8;
+  if (indices.size() <= kShown) return absl::StrJoin(indices, ",");
+  return absl::StrCat(
+      absl::StrJoin(indices.begin(), indices.begin() + kShown - 1, ","),
+      ",...,", indices.back(), " (", indices.size(), " indices)");
+}
+
+v1::VolumeState ToProtoState(VolumeStatus status) {
+  switch (status) {
+    case VolumeStatus::kEmpty:
+      return v1::VOLUME_STATE_EMPTY;
+    case VolumeStatus::kInUse:
+      return v1::VOLUME_STATE_IN_USE;
+    case VolumeStatus::kCorrupt:
+      return v1::VOLUME_STATE_CORRUPT;
+  }
+  return v1::VOLUME_STATE_UNSPECIFIED;
+}
+
+bool IsServerFault(absl::StatusCode code) {
+  return code == absl::StatusCode::kDataLoss ||
+         code == absl::StatusCode::kInternal ||
+         code == absl::StatusCode::kUnknown;
+}
+
+}  // namespace
+
+v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
+  v1::PoolSummary out;
+  out.set_name(s.name);
+  out.set_volume_size_bytes(s.volume_size_bytes);
+  out.set_backing_requested(ProtoBacking(s.backing_requested.kind));
+  out.set_backing_in_use(ProtoBacking(s.backing_in_use));
+  out.set_page_size_bytes(s.page_size_bytes);
+  out.set_max_volumes(s.max_volumes);
+  out.set_volumes_mapped(s.volumes_mapped);
+  out.set_volumes_empty(s.volumes_empty);
+  out.set_volumes_in_use(s.volumes_in_use);
+  out.set_capacity_bytes(s.capacity_bytes);
+  out.set_empty_bytes(s.empty_bytes);
+  v1::PoolCounters* counters = out.mutable_counters();
+  counters->set_volumes_added(s.counts.volumes_added);
+  counters->set_volumes_removed(s.counts.volumes_removed);
+  counters->set_acquires(s.counts.acquires);
+  counters->set_releases(s.counts.releases);
+  counters->set_volumes_quarantined(s.counts.volumes_quarantined);
+  out.set_locked(s.locked);
+  return out;
+}
+
+VolumePoolServiceImpl::VolumePoolServiceImpl(std::vector<ServedPool> pools,
+                                             ServerMetrics* metrics,
+                                             RequestLog* requests)
+    : pools_(std::move(pools)), metrics_(metrics), requests_(requests) {
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    pool_index_.emplace(pools_[i].pool->config().name, static_cast<int>(i));
+  }
+}
+
+void VolumePoolServiceImpl::StartDraining() {
+  // Relaxed: a hint; an RPC that starts just before the flag flips is an
+  // in-flight RPC and finishes normally.
+  draining_.store(true, std::memory_order_relaxed);
+}
+
+absl::Status VolumePoolServiceImpl::Begin(Call* call,
+                                          absl::string_view pool_name) {
+  if (draining_.load(std::memory_order_relaxed)) {
+    return absl::UnavailableError(
+        "groove-volumed is shutting down; retry with backoff (against its "
+        "next start)");
+  }
+  if (call->method == RpcMethod::kListPools) return absl::OkStatus();
+  auto it = pool_index_.find(pool_name);
+  if (it == pool_index_.end()) {
+    std::vector<std::string> names;
+    for (const ServedPool& p : pools_) names.push_back(p.pool->config().name);
+    return absl::NotFoundError(absl::StrCat(
+        "no pool named '", absl::CHexEscape(pool_name.substr(0, 80)),
+        "'; this server has ",
+        names.empty() ? "no pools"
+                      : absl::StrCat("pools ", absl::StrJoin(names, ", "))));
+  }
+  call->pool = it->second;
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* VolumePoolServiceImpl::Finish(
+    const Call& call, const absl::Status& status) {
+  metrics_->RecordRpc(call.method, status.code(), absl::Now() - call.start);
+  if (!status.ok()) {
+    if (call.pool >= 0) {
+      metrics_->RecordPoolError(static_cast<size_t>(call.pool), call.op,
+                                status.code());
+    }
+    Log(IsServerFault(status.code()) ? LogLevel::kError : LogLevel::kWarn,
+        "rpc_error",
+        {{"method", RpcMethodName(call.method)},
+         {"pool", call.pool >= 0 ? pools_[call.pool].pool->config().name
+                                 : std::string("-")},
+         {"code", StatusCodeName(status.code())},
+         {"peer", call.context->peer()},
+         {"message", status.message()}});
+  }
+  call.reactor->Finish(ToGrpcStatus(status));
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* VolumePoolServiceImpl::ListPools(
+    grpc::CallbackServerContext* context, const v1::ListPoolsRequest*,
+    v1::ListPoolsResponse* response) {
+  Call call{context, context->DefaultReactor(), RpcMethod::kListPools,
+            absl::Now()};
+  if (absl::Status s = Begin(&call, ""); !s.ok()) return Finish(call, s);
+  for (const ServedPool& p : pools_) {
+    *response->add_pools() = ToProtoSummary(p.pool->Summary());
+  }
+  return Finish(call, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
+    grpc::CallbackServerContext* context, const v1::AddVolumeRequest* request,
+    v1::AddVolumeResponse* response) {
+  Call call{context,
+            context->DefaultReactor(),
+            RpcMethod::kAddVolume,
+            absl::Now(),
+            -1,
+            PoolOp::kAdd};
+  if (absl::Status s = Begin(&call, request->pool()); !s.ok()) {
+    return Finish(call, s);
+  }
+  const std::string& name = pools_[call.pool].pool->config().name;
+  if (request->count() == 0 || request->count() > kMaxVolumesPerRequest) {
+    return Finish(
+        call, absl::InvalidArgumentError(absl::StrCat(
+                  "add volumes to pool '", name, "': count ", request->count(),
+                  " is outside [1, ", kMaxVolumesPerRequest, "]")));
+  }
+  if (request->info().size() > kVolumeInfoMax) {
+    return Finish(
+        call, absl::InvalidArgumentError(absl::StrCat(
+                  "add volumes to pool '", name, "': info is ",
+                  request->info().size(), " bytes; at most ", kVolumeInfoMax,
+                  " fit in a volume header (it is never "
+                  "truncated)")));
+  }
+  if (absl::Status s = ValidateRequestId(request->request_id()); !s.ok()) {
+    return Finish(call, s);
+  }
+  if (!request->request_id().empty()) {
+    RequestLog::Claim claim = requests_->Start(*request);
+    switch (claim.outcome) {
+      case RequestLog::Outcome::kRun:
+        break;
+      case RequestLog::Outcome::kReplay:
+        *response = std::move(claim.response);
+        Log(LogLevel::kInfo, "add_replayed",
+            {{"pool", name}, {"request_id", request->request_id()}});
+        return Finish(call, absl::OkStatus());
+      case RequestLog::Outcome::kInProgress:
+        return Finish(call, absl::AbortedError(absl::StrCat(
+                                "an AddVolume call with request_id ",
+                                request->request_id(),
+                                " is still in progress; retry with backoff "
+                                "to receive its result")));
+      case RequestLog::Outcome::kConflict:
+        return Finish(call, absl::InvalidArgumentError(absl::StrCat(
+                                "request_id ", request->request_id(),
+                                " was used by an earlier AddVolume call with "
+                                "different arguments; use a new id for a "
+                                "new call")));
+    }
+  }
+  const bool scheduled = pools_[call.pool].add_workers->TrySchedule(
+      [this, call, request, response] { RunAdd(call, request, response); });
+  if (!scheduled) {
+    if (!request->request_id().empty()) requests_->Failed(*request);
+    return Finish(call, absl::UnavailableError(absl::StrCat(
+                            "pool '", name,
+                            "' has too many AddVolume calls queued (or the "
+                            "server is shutting down); retry with backoff")));
+  }
+  return call.reactor;
+}
+
+void VolumePoolServiceImpl::RunAdd(const Call& call,
+                                   const v1::AddVolumeRequest* request,
+                                   v1::AddVolumeResponse* response) {
+  NamedPool& pool = *pools_[call.pool].pool;
+  const bool has_id = !request->request_id().empty();
+  if (call.context->IsCancelled()) {
+    // The client is gone (cancelled, or its deadline passed while the call
+    // was queued): adding now would only leave volumes it never hears of.
+    if (has_id) requests_->Failed(*request);
+    Finish(call, absl::CancelledError(absl::StrCat(
+                     "add volumes to pool '", pool.config().name,
+                     "': the call was cancelled or its deadline passed "
+                     "before the add started; nothing was added")));
+    return;
+  }
+  std::optional<uint64_t> first_index;
+  if (request->has_first_index()) first_index = request->first_index();
+  absl::StatusOr<std::vector<uint64_t>> added =
+      pool.AddVolumes(request->count(), first_index, request->info());
+  if (!added.ok()) {
+    if (has_id) requests_->Failed(*request);
+    Finish(call, added.status());
+    return;
+  }
+  response->mutable_volume_indices()->Assign(added->begin(), added->end());
+  *response->mutable_summary() = ToProtoSummary(pool.Summary());
+  if (has_id) requests_->Succeeded(*request, *response);
+  Log(LogLevel::kInfo, "add",
+      {{"pool", pool.config().name},
+       {"count", added->size()},
+       {"indices", IndexList(*added)},
+       {"volumes_mapped", response->summary().volumes_mapped()}});
+  Finish(call, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
+    grpc::CallbackServerContext* context,
+    const v1::RemoveVolumeRequest* request,
+    v1::RemoveVolumeResponse* response) {
+  Call call{context,
+            context->DefaultReactor(),
+            RpcMethod::kRemoveVolume,
+            absl::Now(),
+            -1,
+            PoolOp::kRemove};
+  if (absl::Status s = Begin(&call, request->pool()); !s.ok()) {
+    return Finish(call, s);
+  }
+  NamedPool& pool = *pools_[call.pool].pool;
+  if (request->count() == 0 || request->count() > kMaxVolumesPerRequest) {
+    return Finish(call, absl::InvalidArgumentError(absl::StrCat(
+                            "remove volumes from pool '", pool.config().name,
+                            "': count ", request->count(), " is outside [1, ",
+                            kMaxVolumesPerRequest, "]")));
+  }
+  absl::StatusOr<std::vector<RemovedVolume>> removed =
+      pool.RemoveVolumes(request->count());
+  if (!removed.ok()) return Finish(call, removed.status());
+  std::vector<uint64_t> indices;
+  for (const RemovedVolume& r : *removed) {
+    v1::RemovedVolume* out = response->add_volumes();
+    out->set_index(r.index);
+    out->set_info(r.info);
+    indices.push_back(r.index);
+  }
+  *response->mutable_summary() = ToProtoSummary(pool.Summary());
+  Log(LogLevel::kInfo, "remove",
+      {{"pool", pool.config().name},
+       {"count", removed->size()},
+       {"indices", IndexList(indices)},
+       {"volumes_mapped", response->summary().volumes_mapped()}});
+  return Finish(call, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
+    grpc::CallbackServerContext* context, const v1::InspectRequest* request,
+    v1::InspectResponse* response) {
+  Call call{
+      context, context->DefaultReactor(), RpcMethod::kInspect, absl::Now(),
+      -1,      PoolOp::kInspect};
+  if (absl::Status s = Begin(&call, request->pool()); !s.ok()) {
+    return Finish(call, s);
+  }
+  NamedPool& pool = *pools_[call.pool].pool;
+  const std::string& name = pool.config().name;
+  uint64_t start_index = 0;
+  size_t page_size = kDefaultPageSize;
+  if (request->include_volumes()) {
+    if (request->page_size() < 0) {
+      return Finish(call, absl::InvalidArgumentError(absl::StrCat(
+                              "inspect pool '", name, "': page_size ",
+                              request->page_size(),
+                              " is negative; use 0 for the default (",
+                              kDefaultPageSize, ") or up to ", kMaxPageSize)));
+    }
+    if (request->page_size() > 0) {
+      page_size = static_cast<size_t>(
+          std::min<int32_t>(request->page_size(), kMaxPageSize));
+    }
+    if (!request->page_token().empty()) {
+      absl::StatusOr<uint64_t> next = DecodePageToken(
+          request->page_token(), name, pool.config().max_volumes);
+      if (!next.ok()) return Finish(call, next.status());
+      start_index = *next;
+    }
+  }
+  if (request->verify()) {
+    absl::StatusOr<VerifyReport> report = pool.Verify();
+    v1::VerifyResult* result = response->mutable_verify_result();
+    result->set_ok(report.ok());
+    if (report.ok()) {
+      result->set_empty_volumes_walked(report->empty_volumes);
+    } else {
+      // Corruption does not fail Inspect: it is the answer. It is logged
+      // and counted like a failed operation.
+      result->set_message(std::string(report.status().message()));
+      metrics_->RecordPoolError(static_cast<size_t>(call.pool), PoolOp::kVerify,
+                                report.status().code());
+      Log(LogLevel::kError, "verify_failed",
+          {{"pool", name},
+           {"code", StatusCodeName(report.status().code())},
+           {"message", report.status().message()}});
+    }
+  }
+  *response->mutable_summary() = ToProtoSummary(pool.Summary());
+  if (request->include_volumes()) {
+    uint64_t next_index = 0;
+    for (VolumeEntry& entry :
+         pool.ListVolumes(start_index, page_size, &next_index)) {
+      v1::Volume* volume = response->add_volumes();
+      volume->set_index(entry.index);
+      volume->set_state(ToProtoState(entry.status));
+      if (entry.status == VolumeStatus::kCorrupt) {
+        volume->set_corruption(
+            "the header is neither a good empty nor a good in-use volume "
+            "(its magic, idx or info_sz is wrong)");
+      } else {
+        volume->set_info(std::move(entry.info));
+      }
+    }
+    if (next_index < pool.config().max_volumes) {
+      response->set_next_page_token(EncodePageToken(name, next_index));
+    }
+  }
+  return Finish(call, absl::OkStatus());
+}
+
+}  // namespace groove::server

@@ -1,0 +1,281 @@
+// groove-volumed under concurrent clients, against the real binary: adds
+// held inside the backing (the --testonly_stall_add_fifo hook) must not
+// hold up any other RPC, and a shutdown lets them finish.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server_test_util.h"
+#include "support/server_process.h"
+#include "support/temp_dir.h"
+
+namespace groove::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+// StallFifo is the FIFO the server's stalled allocations read from: each
+// byte written releases one of them.
+class StallFifo {
+ public:
+  explicit StallFifo(const TempDir& dir) : path_(dir.path() + "/stall.fifo") {
+    EXPECT_EQ(mkfifo(path_.c_str(), 0600), 0);
+  }
+  ~StallFifo() {
+    if (fd_ >= 0) close(fd_);
+  }
+  const std::string& path() const { return path_; }
+
+  // Release lets `count` stalled allocations proceed. The server holds
+  // the FIFO open for reading, so opening it for writing does not block.
+  void Release(int count) {
+    if (fd_ < 0) fd_ = open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd_, 0);
+    const std::string bytes(static_cast<size_t>(count), 'x');
+    ASSERT_EQ(write(fd_, bytes.data(), bytes.size()),
+              static_cast<ssize_t>(bytes.size()));
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// AsyncAdd is an AddVolume call in flight (gRPC's callback client API).
+struct AsyncAdd {
+  grpc::ClientContext context;
+  v1::AddVolumeRequest request;
+  v1::AddVolumeResponse response;
+  grpc::Status status;
+  absl::Notification done;
+
+  void Start(Stub& stub) {
+    SetDeadline(&context, absl::Seconds(60));
+    stub.async()->AddVolume(&context, &request, &response,
+                            [this](grpc::Status s) {
+                              status = std::move(s);
+                              done.Notify();
+                            });
+  }
+};
+
+std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo) {
+  return {"--data-dir=" + dir.path(),
+          "--pool=name=slow,backing=normal,volume_size=4KiB,max_volumes=64",
+          "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64",
+          "--testonly_stall_add_fifo=" + fifo.path(),
+          "--testonly_stall_add_pools=slow",
+          "--add_workers_per_pool=4"};
+}
+
+TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  // Three adds to pool "slow", each held inside its allocation.
+  constexpr int kStalled = 3;
+  std::vector<std::unique_ptr<AsyncAdd>> stalled;
+  for (int i = 0; i < kStalled; ++i) {
+    auto add = std::make_unique<AsyncAdd>();
+    add->request = AddRequest("slow", 1, absl::StrCat("stalled-", i));
+    add->request.set_request_id(
+        absl::StrCat("00000000-0000-4000-8000-00000000000", i));
+    add->Start(*stub);
+    stalled.push_back(std::move(add));
+  }
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_add_wait", "pool=slow"}, kStalled))
+      << server->LogText();
+
+  // A retry of a stalled call while it runs: ABORTED at once.
+  v1::AddVolumeResponse unused;
+  EXPECT_EQ(Add(*stub, stalled[0]->request, &unused).error_code(),
+            grpc::StatusCode::ABORTED);
+
+  // Meanwhile other clients add, remove and inspect to completion, each
+  // call well within its deadline.
+  constexpr int kClients = 4;
+  constexpr int kRounds = 20;
+  std::atomic<int> failures{0};
+  std::atomic<int64_t> slowest_ms{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      auto client = server->Stub();  // shares the channel
+      auto check = [&](const grpc::Status& status, const char* what) {
+        if (!status.ok()) {
+          ++failures;
+          ADD_FAILURE() << "client " << c << " " << what << ": "
+                        << status.error_code() << " " << status.error_message();
+        }
+      };
+      for (int r = 0; r < kRounds; ++r) {
+        const absl::Time start = absl::Now();
+        v1::AddVolumeResponse added;
+        check(Add(*client, AddRequest("fast", 1, "busy"), &added), "add");
+        v1::InspectRequest inspect;
+        inspect.set_pool("fast");
+        inspect.set_include_volumes(true);
+        v1::InspectResponse inspected;
+        check(Inspect(*client, inspect, &inspected), "inspect fast");
+        v1::RemoveVolumeResponse removed;
+        check(Remove(*client, "fast", 1, &removed), "remove");
+        v1::ListPoolsResponse pools;
+        check(ListPools(*client, &pools), "list pools");
+        inspect.set_pool("slow");
+        inspect.set_verify(r % 5 == 0);
+        check(Inspect(*client, inspect, &inspected), "inspect slow");
+        // The stalled adds have not added anything yet.
+        if (inspected.summary().volumes_mapped() != 0) {
+          ++failures;
+          ADD_FAILURE() << "slow has " << inspected.summary().volumes_mapped()
+                        << " volumes while its adds are stalled";
+        }
+        const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
+        int64_t seen = slowest_ms.load();
+        while (ms > seen && !slowest_ms.compare_exchange_weak(seen, ms)) {
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  // Five calls per round on loopback: far under a second even on a busy
+  // two-core machine; a round that waited on a stalled add would never
+  // finish at all.
+  EXPECT_LT(slowest_ms.load(), 5000);
+  for (const auto& add : stalled) {
+    EXPECT_FALSE(add->done.HasBeenNotified())
+        << "a stalled add finished before it was released";
+  }
+  const Snapshot fast = TakeSnapshot(*stub, "fast");
+  EXPECT_EQ(fast.summary.counters().volumes_added(),
+            uint64_t{kClients * kRounds});
+  EXPECT_EQ(fast.summary.volumes_mapped(), 0u);
+
+  // Release them: each completes, at distinct indices.
+  fifo.Release(kStalled);
+  std::vector<uint64_t> indices;
+  for (const auto& add : stalled) {
+    ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    EXPECT_TRUE(add->status.ok()) << add->status.error_message();
+    ASSERT_EQ(add->response.volume_indices_size(), 1);
+    indices.push_back(add->response.volume_indices(0));
+  }
+  EXPECT_THAT(indices, UnorderedElementsAre(0, 1, 2));
+  const Snapshot slow = TakeSnapshot(*stub, "slow");
+  EXPECT_THAT(Indices(slow), ElementsAre(0, 1, 2));
+  EXPECT_EQ(slow.summary.volumes_empty(), 3u);
+
+  // Now the retry gets the first call's response and adds nothing.
+  v1::AddVolumeResponse replayed;
+  ASSERT_TRUE(Add(*stub, stalled[0]->request, &replayed).ok());
+  EXPECT_THAT(replayed.volume_indices(),
+              ElementsAre(stalled[0]->response.volume_indices(0)));
+  EXPECT_EQ(TakeSnapshot(*stub, "slow").summary.volumes_mapped(), 3u);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = StallArgs(dir, fifo);
+  args.push_back("--shutdown_deadline=30s");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  AsyncAdd add;
+  add.request = AddRequest("slow", 1, "in flight at shutdown");
+  add.Start(*stub);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+
+  // Watch the overall health: SERVING now.
+  auto health = grpc::health::v1::Health::NewStub(server->channel());
+  grpc::ClientContext watch_context;
+  SetDeadline(&watch_context, absl::Seconds(30));
+  grpc::health::v1::HealthCheckRequest watch_request;
+  auto watch = health->Watch(&watch_context, watch_request);
+  grpc::health::v1::HealthCheckResponse health_status;
+  ASSERT_TRUE(watch->Read(&health_status));
+  EXPECT_EQ(health_status.status(),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+
+  server->Signal(SIGTERM);
+  // Health goes NOT_SERVING while the add is still in flight.
+  ASSERT_TRUE(watch->Read(&health_status));
+  EXPECT_EQ(health_status.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  // ... and the Watch stream ends, so it does not hold the drain up.
+  EXPECT_FALSE(watch->Read(&health_status));
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_TRUE(server->WaitForLog("event=draining"));
+  // New calls are refused.
+  v1::ListPoolsResponse pools;
+  EXPECT_EQ(ListPools(*stub, &pools).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_FALSE(add.done.HasBeenNotified());
+
+  // The in-flight add finishes once released, and only then the server
+  // exits, cleanly and well before the 30 s deadline.
+  const absl::Time released = absl::Now();
+  fifo.Release(1);
+  ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(add.status.ok()) << add.status.error_message();
+  EXPECT_THAT(add.response.volume_indices(), ElementsAre(0));
+  EXPECT_EQ(server->WaitForExit(), 0);
+  EXPECT_LT(absl::Now() - released, absl::Seconds(10));
+  EXPECT_TRUE(server->WaitForLog("event=stopped").has_value());
+
+  // The volume it added is there after a restart.
+  auto restarted = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=slow,backing=normal,volume_size=4KiB,max_volumes=64",
+       "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64"});
+  ASSERT_NE(restarted, nullptr);
+  auto restarted_stub = restarted->Stub();
+  const Snapshot slow = TakeSnapshot(*restarted_stub, "slow");
+  EXPECT_THAT(Indices(slow), ElementsAre(0));
+  ASSERT_EQ(slow.volumes.size(), 1u);
+  EXPECT_EQ(slow.volumes[0].info(), "in flight at shutdown");
+}
+
+TEST(ServerConcurrencyTest, ShutdownDeadlineReleasesStuckAdds) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = StallArgs(dir, fifo);
+  args.push_back("--shutdown_deadline=1s");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  AsyncAdd add;
+  add.request = AddRequest("slow", 1);
+  add.Start(*stub);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+  // Nobody releases the add: the deadline does, and the server exits.
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->WaitForExit(absl::Seconds(20)), 0);
+  ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+}
+
+}  // namespace
+}  // namespace groove::testing

@@ -1,0 +1,372 @@
+// groove-volumed as operators and tools see it, against the real binary:
+// `buf curl` through server reflection (no proto files), the /metrics
+// endpoint checked by `promtool check metrics` and scraped by a real
+// Prometheus server, and restarts (clean and SIGKILL) on the same data
+// directory.
+
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server_test_util.h"
+#include "support/server_process.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+
+#ifndef GROOVE_BUF_BIN
+#error "GROOVE_BUF_BIN must name the buf binary (script/bootstrap installs it)"
+#endif
+#ifndef GROOVE_PROMETHEUS_BIN
+#error "GROOVE_PROMETHEUS_BIN must name the prometheus binary"
+#endif
+#ifndef GROOVE_PROMTOOL_BIN
+#error "GROOVE_PROMTOOL_BIN must name the promtool binary"
+#endif
+
+namespace groove::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::vector<std::string> TwoPools(const TempDir& dir) {
+  return {"--data-dir=" + dir.path(),
+          "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16",
+          "--pool=name=b,backing=normal,volume_size=64KiB,max_volumes=8"};
+}
+
+bool Executable(const std::string& path) {
+  return access(path.c_str(), X_OK) == 0;
+}
+
+// BufCurl runs `buf curl` with the gRPC protocol over plaintext HTTP/2
+// against the server, with `args` before the URL.
+CommandResult BufCurl(const ServerProcess& server,
+                      std::vector<std::string> args,
+                      const std::string& path = "") {
+  std::vector<std::string> argv = {
+      GROOVE_BUF_BIN, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+      "--timeout",    "20s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(absl::StrCat("http://", server.grpc_address(), path));
+  return RunCommand(argv, "", absl::Seconds(60));
+}
+
+TEST(ServerToolsTest, BufCurlWorksThroughReflection) {
+  ASSERT_TRUE(Executable(GROOVE_BUF_BIN))
+      << GROOVE_BUF_BIN << " is missing: run script/bootstrap";
+  TempDir dir;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+
+  // Reflection lists the service and describes the health service too.
+  const CommandResult services = BufCurl(*server, {"--list-services"});
+  ASSERT_EQ(services.exit_code, 0) << services.err;
+  EXPECT_THAT(services.out, HasSubstr("groove.v1.VolumePoolService"));
+  EXPECT_THAT(services.out, HasSubstr("grpc.health.v1.Health"));
+  const CommandResult methods = BufCurl(*server, {"--list-methods"});
+  ASSERT_EQ(methods.exit_code, 0) << methods.err;
+  for (const char* method :
+       {"ListPools", "AddVolume", "RemoveVolume", "Inspect"}) {
+    EXPECT_THAT(methods.out, HasSubstr(absl::StrCat(
+                                 "groove.v1.VolumePoolService/", method)));
+  }
+
+  // The health service's schema comes from reflection as well.
+  const CommandResult health =
+      BufCurl(*server, {"-d", "{}"}, "/grpc.health.v1.Health/Check");
+  ASSERT_EQ(health.exit_code, 0) << health.err;
+  EXPECT_THAT(health.out, HasSubstr("\"status\": \"SERVING\""));
+
+  // AddVolume with JSON (bytes are base64: "aGk=" is "hi").
+  const CommandResult added =
+      BufCurl(*server, {"-d", R"({"pool": "a", "count": 2, "info": "aGk="})"},
+              "/groove.v1.VolumePoolService/AddVolume");
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_THAT(added.out, HasSubstr("\"volumeIndices\""));
+  EXPECT_THAT(added.out, HasSubstr("\"volumesMapped\": \"2\""));
+
+  // Inspect sees them, with their info.
+  const CommandResult inspected =
+      BufCurl(*server, {"-d", R"({"pool": "a", "includeVolumes": true})"},
+              "/groove.v1.VolumePoolService/Inspect");
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.err;
+  EXPECT_THAT(inspected.out, HasSubstr("\"volumesMapped\": \"2\""));
+  EXPECT_THAT(inspected.out, HasSubstr("\"info\": \"aGk=\""));
+
+  // An error arrives with its code.
+  const CommandResult missing = BufCurl(*server, {"-d", R"({"pool": "nope"})"},
+                                        "/groove.v1.VolumePoolService/Inspect");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.out + missing.err, HasSubstr("not_found"));
+
+  // And the stubs agree that buf curl really added the volumes.
+  auto stub = server->Stub();
+  const Snapshot a = TakeSnapshot(*stub, "a");
+  EXPECT_THAT(Indices(a), ElementsAre(0, 1));
+  EXPECT_EQ(a.volumes[0].info(), "hi");
+}
+
+// MetricValue returns the value of the sample `series` (name and labels
+// exactly as exposed) in a text exposition, or "" when absent.
+std::string MetricValue(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
+      return std::string(line.substr(0, line.find(' ')));
+    }
+  }
+  return "";
+}
+
+TEST(ServerToolsTest, MetricsPassPromtoolAndCountEverything) {
+  ASSERT_TRUE(Executable(GROOVE_PROMTOOL_BIN))
+      << "promtool is missing: run script/bootstrap";
+  TempDir dir;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 3), &added).ok());
+  v1::RemoveVolumeResponse removed;
+  ASSERT_TRUE(Remove(*stub, "a", 1, &removed).ok());
+  EXPECT_EQ(Add(*stub, AddRequest("a", 0), &added).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Add(*stub, AddRequest("nope", 1), &added).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+
+  const CommandResult lint =
+      RunCommand({GROOVE_PROMTOOL_BIN, "check", "metrics"}, *scrape);
+  EXPECT_EQ(lint.exit_code, 0) << lint.out << lint.err << "\n" << *scrape;
+  EXPECT_EQ(lint.out + lint.err, "") << "promtool found problems";
+
+  // Pool gauges, read from the pool at scrape time.
+  const std::string& m = *scrape;
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_volumes{pool="a",state="empty"})"),
+            "2");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_volumes{pool="a",state="in_use"})"),
+            "0");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_volumes{pool="b",state="empty"})"),
+            "0");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_max_volumes{pool="a"})"), "16");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_volume_size_bytes{pool="b"})"),
+            "65536");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_capacity_bytes{pool="a"})"), "8192");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_empty_bytes{pool="a"})"), "8192");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_volumes_added_total{pool="a"})"),
+            "3");
+  EXPECT_EQ(MetricValue(m, R"(groove_pool_volumes_removed_total{pool="a"})"),
+            "1");
+  EXPECT_EQ(
+      MetricValue(
+          m,
+          R"(groove_pool_info{backing="normal",page_size_bytes="4096",pool="a"})"),
+      "1");
+  // Errors by pool, op and code; the unknown pool has no pool series.
+  EXPECT_EQ(
+      MetricValue(
+          m,
+          R"(groove_pool_errors_total{code="INVALID_ARGUMENT",op="add",pool="a"})"),
+      "1");
+  EXPECT_EQ(
+      MetricValue(
+          m, R"(groove_pool_errors_total{code="NOT_FOUND",op="add",pool="a"})"),
+      "0");
+  // Per RPC: counts by code, and the latency histogram.
+  auto series = [](const char* code, const char* method) {
+    return absl::StrCat("grpc_server_handled_total{grpc_code=\"", code,
+                        "\",grpc_method=\"", method,
+                        "\",grpc_service=\"groove.v1.VolumePoolService\"}");
+  };
+  EXPECT_EQ(MetricValue(m, series("OK", "AddVolume")), "1");
+  EXPECT_EQ(MetricValue(m, series("INVALID_ARGUMENT", "AddVolume")), "1");
+  EXPECT_EQ(MetricValue(m, series("NOT_FOUND", "AddVolume")), "1");
+  EXPECT_EQ(MetricValue(m, series("OK", "RemoveVolume")), "1");
+  EXPECT_EQ(MetricValue(m, series("OK", "Inspect")), "0");
+  EXPECT_EQ(
+      MetricValue(
+          m,
+          R"(grpc_server_handling_seconds_count{grpc_method="AddVolume",grpc_service="groove.v1.VolumePoolService"})"),
+      "3");
+  EXPECT_THAT(
+      m,
+      HasSubstr(
+          R"(grpc_server_handling_seconds_bucket{grpc_method="AddVolume",grpc_service="groove.v1.VolumePoolService",le="+Inf"} 3)"));
+  // The process.
+  for (const char* name : {"process_resident_memory_bytes ",
+                           "process_cpu_seconds_total ", "process_open_fds ",
+                           "process_max_fds ", "process_start_time_seconds "}) {
+    EXPECT_THAT(m, HasSubstr(absl::StrCat("\n", name))) << name;
+  }
+  double fds = 0;
+  ASSERT_TRUE(absl::SimpleAtod(MetricValue(m, "process_open_fds"), &fds));
+  EXPECT_GT(fds, 3);
+}
+
+// PrometheusValue returns the first sample value of an instant query's
+// result ("" when the result is empty or the query failed).
+std::string PrometheusValue(const std::string& address,
+                            const std::string& query_escaped) {
+  absl::StatusOr<std::string> body =
+      HttpGet(address, "/api/v1/query?query=" + query_escaped);
+  if (!body.ok()) return "";
+  static const std::regex value(R"re("value":\[[0-9.e+]+,"([^"]*)"\])re");
+  std::smatch match;
+  if (!std::regex_search(*body, match, value)) return "";
+  return match[1];
+}
+
+TEST(ServerToolsTest, PrometheusScrapesPoolVolumes) {
+  ASSERT_TRUE(Executable(GROOVE_PROMETHEUS_BIN))
+      << "prometheus is missing: run script/bootstrap";
+  TempDir dir;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 5), &added).ok());
+
+  const std::string config = dir.path() + "/prometheus.yml";
+  std::ofstream(config) << "global:\n"
+                           "  scrape_interval: 1s\n"
+                           "  evaluation_interval: 1s\n"
+                           "scrape_configs:\n"
+                           "  - job_name: groove\n"
+                           "    static_configs:\n"
+                           "      - targets: ['"
+                        << server->metrics_address() << "']\n";
+  // Prometheus cannot report a port it picked: take a free one.
+  const std::string web = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  BackgroundProcess prometheus(
+      {GROOVE_PROMETHEUS_BIN, "--config.file=" + config,
+       "--storage.tsdb.path=" + dir.path() + "/tsdb",
+       "--web.listen-address=" + web, "--log.level=warn"},
+      dir.path() + "/prometheus.log");
+
+  // Prometheus scrapes on its own schedule and offers no event to wait
+  // on: poll its query API (every 200 ms, for at most 60 s).
+  const std::string query =
+      "groove_pool_volumes%7Bpool%3D%22a%22%2Cstate%3D%22empty%22%7D";
+  std::string value;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline && prometheus.Running()) {
+    value = PrometheusValue(web, query);
+    if (value == "5") break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  std::ifstream log(prometheus.log_path());
+  std::string log_text((std::istreambuf_iterator<char>(log)),
+                       std::istreambuf_iterator<char>());
+  ASSERT_EQ(value, "5") << "prometheus log:\n" << log_text;
+
+  // A change shows up at a later scrape.
+  v1::RemoveVolumeResponse removed;
+  ASSERT_TRUE(Remove(*stub, "a", 2, &removed).ok());
+  while (absl::Now() < deadline && value != "3") {
+    absl::SleepFor(absl::Milliseconds(200));
+    value = PrometheusValue(web, query);
+  }
+  EXPECT_EQ(value, "3");
+  EXPECT_EQ(PrometheusValue(web, "up%7Bjob%3D%22groove%22%7D"), "1");
+}
+
+// Restart: the pools and their volumes come back.
+
+void ExpectSameVolumes(const Snapshot& before, const Snapshot& after) {
+  EXPECT_EQ(after.summary.volumes_mapped(), before.summary.volumes_mapped());
+  EXPECT_EQ(after.summary.volumes_empty(), before.summary.volumes_empty());
+  EXPECT_EQ(after.summary.capacity_bytes(), before.summary.capacity_bytes());
+  ASSERT_EQ(after.volumes.size(), before.volumes.size())
+      << "before " << before.DebugString() << "\nafter " << after.DebugString();
+  for (size_t i = 0; i < before.volumes.size(); ++i) {
+    EXPECT_EQ(after.volumes[i].index(), before.volumes[i].index());
+    EXPECT_EQ(after.volumes[i].state(), before.volumes[i].state());
+    EXPECT_EQ(after.volumes[i].info(), before.volumes[i].info());
+  }
+}
+
+// Populate gives pool a volumes {0, 1, 2, 10} and pool b volume {0}.
+void Populate(Stub& stub) {
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(stub, AddRequest("a", 3, "keep-me"), &added).ok());
+  v1::AddVolumeRequest at_nine = AddRequest("a", 2, "nine");
+  at_nine.set_first_index(9);
+  ASSERT_TRUE(Add(stub, at_nine, &added).ok());
+  ASSERT_TRUE(Add(stub, AddRequest("b", 1, "bee"), &added).ok());
+  v1::RemoveVolumeResponse removed;
+  ASSERT_TRUE(Remove(stub, "a", 1, &removed).ok());  // 9, the top
+  ASSERT_EQ(removed.volumes(0).index(), 9u);
+}
+
+TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
+  TempDir dir;
+  Snapshot a, b;
+  {
+    auto server = ServerProcess::Start(TwoPools(dir));
+    ASSERT_NE(server, nullptr);
+    auto stub = server->Stub();
+    ASSERT_NO_FATAL_FAILURE(Populate(*stub));
+    a = TakeSnapshot(*stub, "a");
+    b = TakeSnapshot(*stub, "b");
+    EXPECT_THAT(Indices(a), ElementsAre(0, 1, 2, 10));
+    EXPECT_EQ(server->Stop(), 0);
+    EXPECT_TRUE(server->WaitForLog("event=stopped").has_value());
+  }
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(server->WaitForLog("event=pool_recovered pool=a")
+                  .value_or("")
+                  .find("volumes_recovered=4") != std::string::npos)
+      << server->LogText();
+  auto stub = server->Stub();
+  ExpectSameVolumes(a, TakeSnapshot(*stub, "a"));
+  ExpectSameVolumes(b, TakeSnapshot(*stub, "b"));
+  // The restarted server goes on where the last one stopped.
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 1), &added).ok());
+  EXPECT_THAT(added.volume_indices(), ElementsAre(3));
+  v1::InspectRequest verify;
+  verify.set_pool("a");
+  verify.set_verify(true);
+  v1::InspectResponse verified;
+  ASSERT_TRUE(Inspect(*stub, verify, &verified).ok());
+  EXPECT_TRUE(verified.verify_result().ok())
+      << verified.verify_result().message();
+  EXPECT_EQ(verified.verify_result().empty_volumes_walked(), 5u);
+}
+
+TEST(ServerRestartTest, PoolsAndVolumesSurviveSigkill) {
+  TempDir dir;
+  Snapshot a;
+  {
+    auto server = ServerProcess::Start(TwoPools(dir));
+    ASSERT_NE(server, nullptr);
+    auto stub = server->Stub();
+    ASSERT_NO_FATAL_FAILURE(Populate(*stub));
+    a = TakeSnapshot(*stub, "a");
+    server->Kill();
+  }
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  ExpectSameVolumes(a, TakeSnapshot(*stub, "a"));
+  EXPECT_THAT(server->LogText(), HasSubstr("event=pool_recovered pool=b"));
+  EXPECT_THAT(server->LogText(), Not(HasSubstr("event=pool_created")));
+}
+
+}  // namespace
+}  // namespace groove::testing

@@ -1,0 +1,128 @@
+// tests/integration/server_test_util.h: small helpers shared by the
+// groove-volumed integration tests: RPC calls with deadlines and pool
+// snapshots to compare.
+
+#ifndef GROOVE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
+#define GROOVE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
+
+#include <google/protobuf/util/message_differencer.h>
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "groove/v1/volume_pool.grpc.pb.h"
+#include "gtest/gtest.h"
+
+namespace groove::testing {
+
+using Stub = v1::VolumePoolService::Stub;
+
+// kRpcTimeout bounds every RPC of the tests: far above what any call
+// needs on loopback, so a hang fails the test instead of the suite.
+inline constexpr absl::Duration kRpcTimeout = absl::Seconds(20);
+
+inline void SetDeadline(grpc::ClientContext* context,
+                        absl::Duration timeout = kRpcTimeout) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+inline grpc::Status ListPools(Stub& stub, v1::ListPoolsResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  return stub.ListPools(&context, v1::ListPoolsRequest(), response);
+}
+
+inline grpc::Status Add(Stub& stub, const v1::AddVolumeRequest& request,
+                        v1::AddVolumeResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  return stub.AddVolume(&context, request, response);
+}
+
+inline v1::AddVolumeRequest AddRequest(const std::string& pool, uint64_t count,
+                                       const std::string& info = "") {
+  v1::AddVolumeRequest request;
+  request.set_pool(pool);
+  request.set_count(count);
+  request.set_info(info);
+  return request;
+}
+
+inline grpc::Status Remove(Stub& stub, const std::string& pool, uint64_t count,
+                           v1::RemoveVolumeResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RemoveVolumeRequest request;
+  request.set_pool(pool);
+  request.set_count(count);
+  return stub.RemoveVolume(&context, request, response);
+}
+
+inline grpc::Status Inspect(Stub& stub, const v1::InspectRequest& request,
+                            v1::InspectResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  return stub.Inspect(&context, request, response);
+}
+
+// Snapshot is what Inspect says of a pool: its summary and every volume.
+struct Snapshot {
+  v1::PoolSummary summary;
+  std::vector<v1::Volume> volumes;
+
+  bool operator==(const Snapshot& other) const {
+    if (!google::protobuf::util::MessageDifferencer::Equals(summary,
+                                                            other.summary) ||
+        volumes.size() != other.volumes.size()) {
+      return false;
+    }
+    for (size_t i = 0; i < volumes.size(); ++i) {
+      if (!google::protobuf::util::MessageDifferencer::Equals(
+              volumes[i], other.volumes[i])) {
+        return false;
+      }
+    }
+    return true;
+  }
+  std::string DebugString() const {
+    std::string s = summary.ShortDebugString();
+    for (const v1::Volume& v : volumes) s += "\n  " + v.ShortDebugString();
+    return s;
+  }
+};
+
+// TakeSnapshot reads every volume of `pool`, following page tokens.
+inline Snapshot TakeSnapshot(Stub& stub, const std::string& pool) {
+  Snapshot snapshot;
+  v1::InspectRequest request;
+  request.set_pool(pool);
+  request.set_include_volumes(true);
+  request.set_page_size(1000);
+  for (int page = 0; page < 100; ++page) {
+    v1::InspectResponse response;
+    const grpc::Status status = Inspect(stub, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    if (!status.ok()) break;
+    if (page == 0) snapshot.summary = response.summary();
+    for (const v1::Volume& v : response.volumes()) {
+      snapshot.volumes.push_back(v);
+    }
+    if (response.next_page_token().empty()) break;
+    request.set_page_token(response.next_page_token());
+  }
+  return snapshot;
+}
+
+// Indices returns the indices of a snapshot's volumes.
+inline std::vector<uint64_t> Indices(const Snapshot& snapshot) {
+  std::vector<uint64_t> indices;
+  for (const v1::Volume& v : snapshot.volumes) indices.push_back(v.index());
+  return indices;
+}
+
+}  // namespace groove::testing
+
+#endif  // GROOVE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_

@@ -1,0 +1,327 @@
+// tests/support/server_process.h: the real groove-volumed binary as a
+// child process of a test, on loopback.
+//
+// Start runs the binary with the test's flags plus --listen and
+// --metrics-listen on 127.0.0.1 port 0 (unless the test gives them), reads
+// its stderr on a thread, waits for its `event=listening grpc=... metrics=...`
+// line to learn the ports, then waits on gRPC health checking (SERVING for
+// "" and for groove.v1.VolumePoolService): no sleeps. The process dies with
+// the test (PR_SET_PDEATHSIG), and its log is printed when the test failed.
+//
+// Example:
+//   TempDir dir;
+//   auto server = ServerProcess::Start({"--data-dir=" + dir.path(),
+//       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16"});
+//   ASSERT_NE(server, nullptr);
+//   auto stub = server->Stub();
+//   ...
+//   EXPECT_EQ(server->Stop(), 0);
+
+#ifndef GROOVE_TESTS_SUPPORT_SERVER_PROCESS_H_
+#define GROOVE_TESTS_SUPPORT_SERVER_PROCESS_H_
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "groove/v1/volume_pool.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "support/subprocess.h"
+
+#ifndef GROOVE_VOLUMED_BIN
+#error "GROOVE_VOLUMED_BIN must name the groove-volumed binary"
+#endif
+
+namespace groove::testing {
+
+// An idle gRPC client reads its connection only when its channel's backup
+// poller runs, every 5 s by default; a server shutting down waits for its
+// clients to see the GOAWAY and close, so every Stop() of a server with a
+// connected test client would take 5 s. Poll every 50 ms in tests instead.
+// Set before main (grpc reads it at grpc_init); a value already in the
+// environment wins.
+inline const bool kFastClientBackupPoll =
+    setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "50", 0) == 0;
+
+// LogValue returns the value of `key` in a logfmt line (unquoted values
+// only), or "" when absent.
+inline std::string LogValue(absl::string_view line, absl::string_view key) {
+  for (absl::string_view field : absl::StrSplit(line, ' ')) {
+    if (absl::ConsumePrefix(&field, key) && absl::ConsumePrefix(&field, "=")) {
+      return std::string(field);
+    }
+  }
+  return "";
+}
+
+class ServerProcess {
+ public:
+  // Start runs groove-volumed with `args`; returns null (with a test
+  // failure recorded) when it exits or does not become SERVING within
+  // `timeout`.
+  static std::unique_ptr<ServerProcess> Start(
+      std::vector<std::string> args,
+      absl::Duration timeout = absl::Seconds(30)) {
+    auto has = [&](absl::string_view prefix) {
+      for (const std::string& a : args) {
+        if (absl::StartsWith(a, prefix)) return true;
+      }
+      return false;
+    };
+    if (!has("--listen")) args.push_back("--listen=127.0.0.1:0");
+    if (!has("--metrics-listen")) {
+      args.push_back("--metrics-listen=127.0.0.1:0");
+    }
+    std::unique_ptr<ServerProcess> server(new ServerProcess());
+    server->Spawn(args);
+    std::optional<std::string> line =
+        server->WaitForLog("event=listening", timeout);
+    if (!line.has_value()) {
+      ADD_FAILURE() << "groove-volumed did not report `event=listening` "
+                       "within "
+                    << timeout << "; its log:\n"
+                    << server->LogText();
+      server->Kill();
+      return nullptr;
+    }
+    server->grpc_address_ = LogValue(*line, "grpc");
+    server->metrics_address_ = LogValue(*line, "metrics");
+    server->channel_ = grpc::CreateChannel(server->grpc_address_,
+                                           grpc::InsecureChannelCredentials());
+    for (const char* service : {"", "groove.v1.VolumePoolService"}) {
+      if (server->HealthCheck(service, timeout) !=
+          grpc::health::v1::HealthCheckResponse::SERVING) {
+        ADD_FAILURE() << "groove-volumed is not SERVING '" << service
+                      << "'; its log:\n"
+                      << server->LogText();
+        server->Kill();
+        return nullptr;
+      }
+    }
+    return server;
+  }
+
+  // RunToExit runs groove-volumed with `args` and waits for it to exit
+  // (for flags that must be refused). The output is stdout and stderr.
+  static CommandResult RunToExit(std::vector<std::string> args,
+                                 absl::Duration timeout = absl::Seconds(20)) {
+    args.insert(args.begin(), GROOVE_VOLUMED_BIN);
+    return RunCommand(args, "", timeout);
+  }
+
+  ~ServerProcess() {
+    if (pid_ > 0) Stop();
+    if (reader_.joinable()) reader_.join();
+    if (::testing::Test::HasFailure()) {
+      std::fprintf(stderr, "---- groove-volumed log ----\n%s----\n",
+                   LogText().c_str());
+    }
+  }
+
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  const std::string& grpc_address() const { return grpc_address_; }
+  const std::string& metrics_address() const { return metrics_address_; }
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  std::unique_ptr<v1::VolumePoolService::Stub> Stub() const {
+    return v1::VolumePoolService::NewStub(channel_);
+  }
+  pid_t pid() const { return pid_; }
+
+  // HealthCheck returns the status grpc.health.v1.Health/Check reports for
+  // `service`, or UNKNOWN when the call fails.
+  grpc::health::v1::HealthCheckResponse::ServingStatus HealthCheck(
+      const std::string& service,
+      absl::Duration timeout = absl::Seconds(10)) const {
+    auto stub = grpc::health::v1::Health::NewStub(channel_);
+    grpc::ClientContext context;
+    context.set_wait_for_ready(true);
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    if (!stub->Check(&context, request, &response).ok()) {
+      return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+    }
+    return response.status();
+  }
+
+  // WaitForLogCount waits until at least `count` log lines contain every
+  // one of `needles`; returns whether they did within `timeout`. Wakes on
+  // each new line (no polling).
+  bool WaitForLogCount(std::vector<std::string> needles, size_t count,
+                       absl::Duration timeout = absl::Seconds(20)) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return CountLocked(needles) >= count || eof_;
+    };
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!enough()) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;
+    }
+    return CountLocked(needles) >= count;
+  }
+
+  // WaitForLog waits for the first line that contains `needle`.
+  std::optional<std::string> WaitForLog(
+      absl::string_view needle, absl::Duration timeout = absl::Seconds(20)) {
+    if (!WaitForLogCount({std::string(needle)}, 1, timeout)) {
+      return std::nullopt;
+    }
+    absl::MutexLock lock(&mu_);
+    for (const std::string& line : lines_) {
+      if (absl::StrContains(line, needle)) return line;
+    }
+    return std::nullopt;
+  }
+
+  // LogCount returns how many lines so far contain every one of `needles`.
+  size_t LogCount(std::vector<std::string> needles) {
+    absl::MutexLock lock(&mu_);
+    return CountLocked(needles);
+  }
+
+  std::string LogText() {
+    absl::MutexLock lock(&mu_);
+    return absl::StrCat(absl::StrJoin(lines_, "\n"), "\n");
+  }
+
+  // Signal sends `sig` to the server.
+  void Signal(int sig) {
+    if (pid_ > 0) kill(pid_, sig);
+  }
+
+  // WaitForExit waits for the server to exit (its stderr to close) and
+  // returns its exit code; -1 when it was killed by a signal; kills it
+  // and returns -2 when it is still running after `timeout`.
+  int WaitForExit(absl::Duration timeout = absl::Seconds(40)) {
+    if (pid_ <= 0) return exit_code_;
+    {
+      absl::MutexLock lock(&mu_);
+      const absl::Time deadline = absl::Now() + timeout;
+      while (!eof_) {
+        if (cv_.WaitWithDeadline(&mu_, deadline)) break;
+      }
+      if (!eof_) {
+        kill(pid_, SIGKILL);
+        exit_code_ = -2;
+      }
+    }
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    if (exit_code_ != -2) {
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    pid_ = -1;
+    return exit_code_;
+  }
+
+  // Stop sends SIGTERM and waits for the exit code (see WaitForExit).
+  int Stop(absl::Duration timeout = absl::Seconds(40)) {
+    Signal(SIGTERM);
+    return WaitForExit(timeout);
+  }
+
+  // Kill sends SIGKILL and reaps the process.
+  void Kill() {
+    Signal(SIGKILL);
+    WaitForExit();
+  }
+
+ private:
+  ServerProcess() = default;
+
+  void Spawn(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {GROOVE_VOLUMED_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ExecArgv exec_argv(argv);
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) {
+      ADD_FAILURE() << "pipe2 failed";
+      return;
+    }
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int null = open("/dev/null", O_RDONLY);
+      dup2(null, 0);
+      dup2(out[1], 1);
+      dup2(out[1], 2);
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      execv(exec_argv.path(), exec_argv.get());
+      _exit(127);
+    }
+    close(out[1]);
+    pid_ = pid;
+    const bool echo = std::getenv("GROOVE_TEST_SERVER_LOG") != nullptr;
+    reader_ = std::thread([this, fd = out[0], echo] {
+      std::string partial;
+      char buf[4096];
+      for (;;) {
+        const ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        if (echo) fwrite(buf, 1, static_cast<size_t>(n), stderr);
+        partial.append(buf, static_cast<size_t>(n));
+        absl::MutexLock lock(&mu_);
+        size_t newline;
+        while ((newline = partial.find('\n')) != std::string::npos) {
+          lines_.push_back(partial.substr(0, newline));
+          partial.erase(0, newline + 1);
+        }
+        cv_.SignalAll();
+      }
+      close(fd);
+      absl::MutexLock lock(&mu_);
+      if (!partial.empty()) lines_.push_back(partial);
+      eof_ = true;
+      cv_.SignalAll();
+    });
+  }
+
+  size_t CountLocked(const std::vector<std::string>& needles) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    size_t count = 0;
+    for (const std::string& line : lines_) {
+      bool all = true;
+      for (const std::string& needle : needles) {
+        all = all && absl::StrContains(line, needle);
+      }
+      count += all ? 1 : 0;
+    }
+    return count;
+  }
+
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  std::thread reader_;
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+  bool eof_ ABSL_GUARDED_BY(mu_) = false;
+  std::string grpc_address_;
+  std::string metrics_address_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+}  // namespace groove::testing
+
+#endif  // GROOVE_TESTS_SUPPORT_SERVER_PROCESS_H_

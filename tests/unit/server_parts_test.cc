@@ -1,0 +1,250 @@
+// The server's building blocks, one at a time, without gRPC traffic: flag
+// and size parsing, configuration checks, page tokens, request_id
+// deduplication, the log line format and the add worker pool. The
+// integration tests (tests/integration/server_*_test.cc) drive the whole
+// binary.
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "groove/server/config.h"
+#include "groove/server/log.h"
+#include "groove/server/page_token.h"
+#include "groove/server/request_log.h"
+#include "groove/server/worker_pool.h"
+#include "gtest/gtest.h"
+
+namespace groove::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+TEST(ParseByteSizeTest, AcceptsBytesAndBinaryUnits) {
+  EXPECT_EQ(*ParseByteSize("4096"), 4096u);
+  EXPECT_EQ(*ParseByteSize("4096B"), 4096u);
+  EXPECT_EQ(*ParseByteSize("64KiB"), 64u << 10);
+  EXPECT_EQ(*ParseByteSize("2mib"), 2u << 20);
+  EXPECT_EQ(*ParseByteSize("1GiB"), uint64_t{1} << 30);
+  EXPECT_EQ(*ParseByteSize("3TiB"), uint64_t{3} << 40);
+}
+
+TEST(ParseByteSizeTest, RejectsOtherForms) {
+  for (const char* bad : {"", "GiB", "1GB", "1 GiB", "1.5GiB", "-1", "1K",
+                          "18446744073709551616", "16777216TiB"}) {
+    absl::StatusOr<uint64_t> size = ParseByteSize(bad);
+    EXPECT_EQ(size.status().code(), absl::StatusCode::kInvalidArgument)
+        << "'" << bad << "'";
+  }
+}
+
+TEST(ParsePoolFlagTest, ReadsEveryKey) {
+  absl::StatusOr<v1::PoolConfig> pool = ParsePoolFlag(
+      "name=main,backing=huge,volume_size=2MiB,max_volumes=64,"
+      "initial_volumes=4");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->name(), "main");
+  EXPECT_EQ(pool->backing(), v1::BACKING_HUGE);
+  EXPECT_EQ(pool->volume_size_bytes(), 2u << 20);
+  EXPECT_EQ(pool->max_volumes(), 64u);
+  EXPECT_EQ(pool->initial_volumes(), 4u);
+  pool = ParsePoolFlag("name=f,backing=file:/nvme/groove");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->backing(), v1::BACKING_FILE);
+  EXPECT_EQ(pool->file_path(), "/nvme/groove");
+}
+
+TEST(ParsePoolFlagTest, NamesTheBadKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"backing=normal", "name: required"},
+      {"name=a,size=1GiB", "size: unknown key"},
+      {"name=a,backing=file:", "backing: 'file:'"},
+      {"name=a,max_volumes=-1", "max_volumes: '-1'"},
+      {"name=a,initial_volumes=", "initial_volumes: ''"},
+      {"name=a,,max_volumes=1", "expected key=value"},
+      {"name=a,name=a", "name: given more than once"},
+  };
+  for (const auto& [text, part] : cases) {
+    absl::StatusOr<v1::PoolConfig> pool = ParsePoolFlag(text);
+    EXPECT_EQ(pool.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(pool.status().message(), HasSubstr(part)) << text;
+  }
+}
+
+TEST(LoadServerConfigTest, FillsDefaults) {
+  CommandLine command_line;
+  command_line.data_dir = "/tmp/groove-test-defaults";
+  command_line.pools = {"name=a,backing=file:relative.volumes"};
+  absl::StatusOr<v1::ServerConfig> config = LoadServerConfig(command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen_address(), kDefaultListenAddress);
+  EXPECT_EQ(config->metrics_listen_address(), kDefaultMetricsListenAddress);
+  ASSERT_EQ(config->pools_size(), 1);
+  const v1::PoolConfig& pool = config->pools(0);
+  EXPECT_EQ(pool.volume_size_bytes(), kDefaultVolumeSizeBytes);
+  EXPECT_EQ(pool.max_volumes(), kDefaultMaxVolumes);
+  EXPECT_EQ(pool.file_path(), "/tmp/groove-test-defaults/relative.volumes");
+  EXPECT_TRUE(ValidateServerConfig(*config).ok());
+}
+
+TEST(LoadServerConfigTest, DefaultPoolOnlyWithoutConfigAndPools) {
+  CommandLine command_line;
+  command_line.data_dir = "/tmp/groove-test-defaults";
+  absl::StatusOr<v1::ServerConfig> config = LoadServerConfig(command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->pools_size(), 1);
+  EXPECT_EQ(config->pools(0).name(), kDefaultPoolName);
+  EXPECT_EQ(config->pools(0).backing(), v1::BACKING_AUTO);
+  EXPECT_EQ(config->pools(0).initial_volumes(), 0u);
+}
+
+TEST(ValidateServerConfigTest, NamesTheFirstBadField) {
+  v1::ServerConfig good;
+  good.set_listen_address("[::1]:0");
+  good.set_metrics_listen_address("[::1]:0");
+  good.set_data_dir("/x");
+  v1::PoolConfig* pool = good.add_pools();
+  pool->set_name("a");
+  pool->set_backing(v1::BACKING_NORMAL);
+  pool->set_volume_size_bytes(4096);
+  pool->set_max_volumes(8);
+  ASSERT_TRUE(ValidateServerConfig(good).ok());
+
+  v1::ServerConfig bad = good;
+  bad.set_listen_address("::1:5000");  // unbracketed IPv6
+  EXPECT_THAT(ValidateServerConfig(bad).message(),
+              HasSubstr("listen_address: '::1:5000'"));
+  bad = good;
+  bad.mutable_pools(0)->set_backing(static_cast<v1::Backing>(42));
+  EXPECT_THAT(ValidateServerConfig(bad).message(),
+              HasSubstr("pools[0].backing: 42"));
+  bad = good;
+  bad.mutable_pools(0)->set_backing(v1::BACKING_GIGANTIC);
+  EXPECT_THAT(ValidateServerConfig(bad).message(),
+              HasSubstr("pools[0].volume_size_bytes: 4096 is not a multiple"));
+  bad = good;
+  *bad.add_pools() = good.pools(0);
+  EXPECT_THAT(ValidateServerConfig(bad).message(),
+              HasSubstr("pools[1].name: 'a' is already the name of pools[0]"));
+}
+
+TEST(CommandLineTest, ExtractsRepeatedFlagsAndNormalizesNames) {
+  std::vector<std::string> args = {"--pool=name=a", "--listen=x:1",  "-pool",
+                                   "name=b",        "--data-dir=/d", "--",
+                                   "--pool=name=c"};
+  absl::StatusOr<std::vector<std::string>> pools =
+      ExtractRepeatedFlag(&args, "pool");
+  ASSERT_TRUE(pools.ok());
+  EXPECT_THAT(*pools, ElementsAre("name=a", "name=b"));
+  NormalizeFlagNames(&args);
+  EXPECT_THAT(args, ElementsAre("--listen=x:1", "--data_dir=/d", "--",
+                                "--pool=name=c"));
+}
+
+TEST(PageTokenTest, RoundTripsForItsPoolOnly) {
+  const std::string token = EncodePageToken("main", 100);
+  EXPECT_EQ(*DecodePageToken(token, "main", 1024), 100u);
+  EXPECT_EQ(DecodePageToken(token, "other", 1024).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodePageToken(token, "main", 99).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  for (const std::string& bad :
+       {std::string("x"), token + "A", token.substr(1), std::string(23, 'A')}) {
+    EXPECT_EQ(DecodePageToken(bad, "main", 1024).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(RequestIdTest, AcceptsUuidsOnly) {
+  EXPECT_TRUE(ValidateRequestId("").ok());
+  EXPECT_TRUE(ValidateRequestId("123e4567-e89b-42d3-a456-426614174000").ok());
+  EXPECT_TRUE(ValidateRequestId("123E4567-E89B-42D3-A456-426614174000").ok());
+  for (const char* bad : {"x", "123e4567e89b42d3a456426614174000",
+                          "123e4567-e89b-42d3-a456-42661417400",
+                          "{23e4567-e89b-42d3-a456-426614174000"}) {
+    EXPECT_EQ(ValidateRequestId(bad).code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+v1::AddVolumeRequest Request(const std::string& id, uint64_t count) {
+  v1::AddVolumeRequest request;
+  request.set_pool("a");
+  request.set_count(count);
+  request.set_request_id(id);
+  return request;
+}
+
+TEST(RequestLogTest, RunsReplaysAbortsAndConflicts) {
+  RequestLog log(2);
+  const v1::AddVolumeRequest first = Request("id-1", 1);
+  EXPECT_EQ(log.Start(first).outcome, RequestLog::Outcome::kRun);
+  EXPECT_EQ(log.Start(first).outcome, RequestLog::Outcome::kInProgress);
+  EXPECT_EQ(log.Start(Request("ID-1", 2)).outcome,
+            RequestLog::Outcome::kConflict);
+  v1::AddVolumeResponse response;
+  response.add_volume_indices(7);
+  log.Succeeded(first, response);
+  RequestLog::Claim replay = log.Start(Request("ID-1", 1));
+  EXPECT_EQ(replay.outcome, RequestLog::Outcome::kReplay);
+  EXPECT_THAT(replay.response.volume_indices(), ElementsAre(7));
+}
+
+TEST(RequestLogTest, ForgetsFailuresAndTheOldestSuccess) {
+  RequestLog log(2);
+  const v1::AddVolumeRequest failed = Request("f", 1);
+  ASSERT_EQ(log.Start(failed).outcome, RequestLog::Outcome::kRun);
+  log.Failed(failed);
+  EXPECT_EQ(log.Start(failed).outcome, RequestLog::Outcome::kRun);
+  log.Failed(failed);
+  for (const char* id : {"a", "b", "c"}) {
+    const v1::AddVolumeRequest request = Request(id, 1);
+    ASSERT_EQ(log.Start(request).outcome, RequestLog::Outcome::kRun);
+    log.Succeeded(request, v1::AddVolumeResponse());
+  }
+  // Capacity 2: "a" is forgotten, "b" and "c" are remembered.
+  EXPECT_EQ(log.Start(Request("b", 1)).outcome, RequestLog::Outcome::kReplay);
+  EXPECT_EQ(log.Start(Request("c", 1)).outcome, RequestLog::Outcome::kReplay);
+  EXPECT_EQ(log.Start(Request("a", 1)).outcome, RequestLog::Outcome::kRun);
+}
+
+TEST(LogTest, FormatsLogfmtAndEscapesValues) {
+  const std::string line = FormatLogLine(
+      absl::FromUnixMicros(1'700'000'000'123'456), LogLevel::kWarn, "add",
+      {{"pool", "main"},
+       {"count", 3},
+       {"info", "a b\"c\\\n\x01"},
+       {"empty", ""}});
+  EXPECT_EQ(line,
+            "time=2023-11-14T22:13:20.123456Z level=warn event=add pool=main "
+            "count=3 info=\"a b\\\"c\\\\\\n\\x01\" empty=\"\"\n");
+}
+
+TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
+  absl::Notification release;
+  absl::Notification started;
+  std::atomic<int> ran{0};
+  WorkerPool pool("test", /*threads=*/1, /*max_queued=*/2);
+  ASSERT_TRUE(pool.TrySchedule([&] {
+    started.Notify();
+    release.WaitForNotification();
+    ++ran;
+  }));
+  started.WaitForNotification();  // the worker is busy; the queue is empty
+  EXPECT_TRUE(pool.TrySchedule([&] { ++ran; }));
+  EXPECT_TRUE(pool.TrySchedule([&] { ++ran; }));
+  EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // queue full
+  EXPECT_EQ(pool.queued(), 2u);
+  release.Notify();
+  pool.Stop();  // runs the queued tasks, then joins
+  EXPECT_EQ(ran.load(), 3);
+  EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // stopped
+}
+
+}  // namespace
+}  // namespace groove::server
