@@ -229,10 +229,17 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   EXPECT_FALSE(watch->Read(&health_status));
   EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   ASSERT_TRUE(server->WaitForLog("event=draining"));
-  // New calls are refused.
+  // New calls are refused. Once gRPC's own Shutdown has begun, which code
+  // the client sees depends on a race inside gRPC 1.51: UNAVAILABLE when
+  // the client has processed the server's GOAWAY before starting the call,
+  // CANCELLED when the server receives the stream and rejects it (seen in
+  // about 1 run in 8 on a loaded machine). Both mean "refused"; a drain
+  // grace period that answers UNAVAILABLE itself is open work.
   v1::ListPoolsResponse pools;
-  EXPECT_EQ(ListPools(*stub, &pools).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  const grpc::StatusCode refused = ListPools(*stub, &pools).error_code();
+  EXPECT_TRUE(refused == grpc::StatusCode::UNAVAILABLE ||
+              refused == grpc::StatusCode::CANCELLED)
+      << refused;
   EXPECT_FALSE(add.done.HasBeenNotified());
 
   // The in-flight add finishes once released, and only then the server
