@@ -23,8 +23,14 @@ namespace groove {
 
 namespace {
 
-constexpr uint64_t kMetadataMagic = 0x67726f6f76656d31ULL;  // "groovem1"
-constexpr uint64_t kLayoutVersion = 1;
+constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
+constexpr uint64_t kLayoutVersion = 2;
+// Layout 1 (before the pool header grew its counter shards, 256 -> 1536
+// bytes) kept its metadata magic at this offset. Its files must be refused,
+// not mistaken for a creation that never finished: layout 2's magic offset
+// falls inside layout 1's zero-padded store_path.
+constexpr uint64_t kLayout1MetadataMagic = 0x67726f6f76656d31ULL;  // "groovem1"
+constexpr uint64_t kLayout1MagicOffset = 256;
 constexpr uint64_t kSlotTableOffset = 4096;
 
 // A slot word is `state | batch << kSlotStateBits`. The state records the
@@ -154,6 +160,10 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
 }
 
 NamedPool::~NamedPool() {
+  // This process's threads are done with the pool: give their counter
+  // shards back before the header goes away, so that processes which come
+  // and go do not use the shards up.
+  if (pool_.has_value()) pool_->ReturnCounterShards();
   if (reservation_ != nullptr) munmap(reservation_, reservation_bytes_);
   if (meta_ != nullptr) munmap(meta_, meta_bytes_);
   store_.reset();
@@ -258,7 +268,17 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       meta_bytes_ = existing;
       const uint64_t magic = meta_->magic.load(std::memory_order_acquire);
       std::string mismatch;
-      if (magic == 0) {
+      uint64_t layout1_magic = 0;
+      if (existing >= kLayout1MagicOffset + sizeof(layout1_magic)) {
+        std::memcpy(&layout1_magic,
+                    reinterpret_cast<const char*>(meta_) + kLayout1MagicOffset,
+                    sizeof(layout1_magic));
+      }
+      if (magic == 0 && layout1_magic == kLayout1MetadataMagic) {
+        mismatch = absl::StrCat("it was written by an older groove-volumed "
+                                "(metadata layout 1), this build reads ",
+                                kLayoutVersion);
+      } else if (magic == 0) {
         // Creation never finished: no volume was ever handed out.
         create = true;
       } else if (magic != kMetadataMagic) {
@@ -563,6 +583,9 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
 
 absl::Status NamedPool::Recover() {
   const VolumePool& pool = *pool_;
+  // Counter shards of processes that died without giving them back (a
+  // crashed owner, a killed data-plane process) would otherwise stay taken.
+  pool.ReclaimDeadCounterShards();
   if (pool.IsLocked()) {
     // Data-plane joins never lock: the previous owner died holding it.
     recovery_.lock_was_held = true;

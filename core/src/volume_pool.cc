@@ -1,5 +1,13 @@
 #include "groove/volume_pool.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -40,6 +48,281 @@ class SpinWait {
   int spins_ = 0;
 };
 
+// ---- Counter shards ---------------------------------------------------------
+//
+// The shared layout and the design are described at PoolStats (header). This
+// is the process-local half: the token prefix, the table of thread slots
+// and each thread's cache of the shards it holds.
+
+// Counter names one of the five counters, in a shard or in the baseline.
+using Counter = std::atomic<uint64_t> CounterValues::*;
+constexpr Counter kCounters[] = {
+    &CounterValues::volumes_added, &CounterValues::volumes_removed,
+    &CounterValues::acquires, &CounterValues::releases,
+    &CounterValues::volumes_quarantined};
+
+// A token is `pid << 42 | generation << 10 | slot`: the pid (22 bits,
+// Linux's PID_MAX_LIMIT) so that ReclaimDeadCounterShards can tell a dead
+// owner and so that live processes of one pid namespace never share a
+// token; a random 32-bit generation so that processes of different pid
+// namespaces with equal pids almost never do; the process-local thread slot.
+// Never 0 (0 means free), since no process has pid 0.
+constexpr int kSlotBits = 10;
+constexpr int kPidShift = 42;
+constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
+constexpr uint64_t kPidMask = (uint64_t{1} << (64 - kPidShift)) - 1;
+// kThreadSlots bounds the threads of one process that count at once; a
+// thread beyond it counts in the fallback shard.
+constexpr uint32_t kThreadSlots = 1024;
+static_assert(kThreadSlots == (uint64_t{1} << kSlotBits));
+// kShardCacheEntries is how many pools a thread keeps its claim for without
+// searching the shards again.
+constexpr int kShardCacheEntries = 4;
+// kFallbackRetryCounts is how many counts a thread makes in the fallback
+// shard before it looks for a free shard again.
+constexpr uint32_t kFallbackRetryCounts = 4096;
+
+// The process's token prefix (`pid << 42 | generation << 10`): 0 until a
+// thread first needs a token; reset in a forked child, whose pid differs.
+std::atomic<uint64_t> process_prefix{0};
+// The thread slots in use in this process, one bit each.
+std::atomic<uint64_t> slot_words[kThreadSlots / 64];
+
+// ShardCacheEntry remembers the shard a thread counts in for one pool.
+struct ShardCacheEntry {
+  const PoolHeader* header;  // null: entry unused
+  uint32_t shard;            // 1..kCounterShards-1, or 0 for the fallback
+  uint32_t fallback_left;    // shard 0: counts left before trying again
+};
+
+// ThreadCounters is a thread's counting state. Trivially constructible and
+// destructible, so the hot path reaches it without a TLS init guard.
+struct ThreadCounters {
+  uint64_t token;  // 0 until the thread takes a slot
+  uint32_t slot;   // valid when token != 0
+  bool exited;     // set at thread exit: count in the fallback from then on
+  uint32_t next_victim;
+  ShardCacheEntry entries[kShardCacheEntries];
+};
+constinit thread_local ThreadCounters thread_counters{};
+
+// ThreadExit frees the thread's slot when the thread exits. It touches
+// process-local memory only, never a pool: the pool may be unmapped by then.
+struct ThreadExit {
+  bool armed = false;
+  ~ThreadExit() {
+    ThreadCounters& t = thread_counters;
+    if (t.token != 0) {
+      // Release: the next thread to take this slot (acquire CAS in
+      // TakeThreadSlot) inherits our shards and must see our counts.
+      slot_words[t.slot / 64].fetch_and(~(uint64_t{1} << (t.slot % 64)),
+                                        std::memory_order_release);
+    }
+    t = ThreadCounters{};
+    t.exited = true;
+  }
+};
+thread_local ThreadExit thread_exit;
+
+// TokenPid returns the pid a token (or prefix) was made by.
+pid_t TokenPid(uint64_t token) {
+  return static_cast<pid_t>(token >> kPidShift);
+}
+
+// NewPrefix returns this process's token prefix, with a fresh generation.
+uint64_t NewPrefix() {
+  uint32_t generation = 0;
+  if (getrandom(&generation, sizeof(generation), GRND_NONBLOCK) !=
+      static_cast<ssize_t>(sizeof(generation))) {
+    // No entropy yet (early boot): the time and an ASLR address will do;
+    // the pid already keeps tokens apart within a pid namespace.
+    const uint64_t mix =
+        (static_cast<uint64_t>(
+             std::chrono::steady_clock::now().time_since_epoch().count()) ^
+         reinterpret_cast<uintptr_t>(&generation)) *
+        0x9e3779b97f4a7c15ULL;
+    generation = static_cast<uint32_t>(mix >> 32);
+  }
+  const uint64_t pid = static_cast<uint64_t>(getpid()) & kPidMask;
+  return (pid << kPidShift) | (uint64_t{generation} << kSlotBits);
+}
+
+// ProcessPrefix returns this process's token prefix, making it on first use.
+uint64_t ProcessPrefix() {
+  // Relaxed: the prefix is a value, nothing is published through it.
+  uint64_t prefix = process_prefix.load(std::memory_order_relaxed);
+  if (prefix != 0) return prefix;
+  const uint64_t fresh = NewPrefix();
+  if (process_prefix.compare_exchange_strong(prefix, fresh,
+                                             std::memory_order_relaxed)) {
+    return fresh;
+  }
+  return prefix;  // another thread made it first
+}
+
+// OnForkChild runs in a forked child, in its only thread: new prefix, no
+// slot taken, nothing cached, so that the child never writes a shard that
+// its parent's thread still owns. Relaxed: single-threaded here.
+void OnForkChild() {
+  process_prefix.store(0, std::memory_order_relaxed);
+  for (std::atomic<uint64_t>& word : slot_words) {
+    word.store(0, std::memory_order_relaxed);
+  }
+  const bool exited = thread_counters.exited;
+  thread_counters = ThreadCounters{};
+  thread_counters.exited = exited;
+}
+
+// TakeThreadSlot takes the lowest free thread slot into *slot; false when
+// all are taken.
+bool TakeThreadSlot(uint32_t* slot) {
+  for (uint32_t w = 0; w < kThreadSlots / 64; ++w) {
+    // Relaxed: the CAS below re-checks the value.
+    uint64_t bits = slot_words[w].load(std::memory_order_relaxed);
+    while (bits != ~uint64_t{0}) {
+      const int bit = std::countr_one(bits);
+      // Acquire on success: pairs with the release fetch_and of the slot's
+      // previous holder, whose shards (and counts) we inherit.
+      if (slot_words[w].compare_exchange_weak(bits, bits | (uint64_t{1} << bit),
+                                              std::memory_order_acquire,
+                                              std::memory_order_relaxed)) {
+        *slot = w * 64 + static_cast<uint32_t>(bit);
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// EnsureToken gives the calling thread a token (taking a slot) if it has
+// none. Returns false when it cannot: no slot free, fork handler not
+// registered, or the thread is exiting.
+bool EnsureToken(ThreadCounters& t) {
+  if (t.token != 0) return true;
+  if (t.exited) return false;
+  // Registered before this process's first token, so no fork can copy a
+  // token into a child unnoticed.
+  static const bool fork_handler_registered =
+      pthread_atfork(nullptr, nullptr, &OnForkChild) == 0;
+  if (!fork_handler_registered) return false;
+  uint32_t slot = 0;
+  if (!TakeThreadSlot(&slot)) return false;
+  thread_exit.armed = true;  // registers ThreadExit's destructor
+  t.slot = slot;
+  t.token = ProcessPrefix() | slot;
+  return true;
+}
+
+// ClaimShard returns the index of the shard the calling thread counts in
+// for the pool at `header` (0: the fallback) and caches it: the shard this
+// thread's slot already owns there, else a free one.
+uint32_t ClaimShard(PoolHeader* header) {
+  ThreadCounters& t = thread_counters;
+  uint32_t found = 0;
+  if (EnsureToken(t)) {
+    CounterShard* shards = header->stats.shards;
+    // Relaxed: a shard owned by our token was claimed by this thread or by
+    // a previous holder of our slot, ordered before us by the slot's
+    // release/acquire hand-over.
+    for (uint32_t i = 1; i < kCounterShards && found == 0; ++i) {
+      if (shards[i].owner.load(std::memory_order_relaxed) == t.token) {
+        found = i;
+      }
+    }
+    // Odd shards first: each starts a 128-byte pair of lines, so the first
+    // (kCounterShards - 1) / 2 threads do not share a pair (adjacent-line
+    // prefetchers move lines in pairs).
+    for (uint32_t first : {1u, 2u}) {
+      for (uint32_t i = first; i < kCounterShards && found == 0; i += 2) {
+        uint64_t expected = 0;
+        // Relaxed pre-check: skip owned shards without a locked CAS.
+        // Acquire on success: pairs with the release that gave the shard
+        // back, so we add to its final counts.
+        if (shards[i].owner.load(std::memory_order_relaxed) == 0 &&
+            shards[i].owner.compare_exchange_strong(
+                expected, t.token, std::memory_order_acquire,
+                std::memory_order_relaxed)) {
+          found = i;
+        }
+      }
+    }
+  }
+  if (t.exited) return found;  // no caching while the thread exits
+  ShardCacheEntry* entry = nullptr;
+  for (ShardCacheEntry& e : t.entries) {
+    if (e.header == header) entry = &e;
+  }
+  for (ShardCacheEntry& e : t.entries) {
+    if (entry == nullptr && e.header == nullptr) entry = &e;
+  }
+  if (entry == nullptr) {
+    entry = &t.entries[t.next_victim++ % kShardCacheEntries];
+  }
+  *entry = ShardCacheEntry{header, found, kFallbackRetryCounts};
+  return found;
+}
+
+// AddToOwned adds `n` to `counter` of a shard the calling thread owns: a
+// plain load and store, since nobody else writes it. Relaxed: statistics
+// only.
+void AddToOwned(CounterShard& shard, Counter counter, uint64_t n) {
+  std::atomic<uint64_t>& value = shard.counts.*counter;
+  value.store(value.load(std::memory_order_relaxed) + n,
+              std::memory_order_relaxed);
+}
+
+// AddToFallback adds `n` to `counter` of the shared fallback shard.
+// Relaxed: statistics only.
+void AddToFallback(PoolHeader* header, Counter counter, uint64_t n) {
+  (header->stats.shards[0].counts.*counter)
+      .fetch_add(n, std::memory_order_relaxed);
+}
+
+// CountSlow is Count's path when the thread's cached claim for `header` is
+// missing, stale or a fallback whose retry is due.
+[[gnu::noinline]] void CountSlow(PoolHeader* header, Counter counter,
+                                 uint64_t n) {
+  const uint32_t shard = ClaimShard(header);
+  if (shard == 0) {
+    AddToFallback(header, counter, n);
+  } else {
+    AddToOwned(header->stats.shards[shard], counter, n);
+  }
+}
+
+// Count adds `n` to `counter` for the pool at `header`: into the calling
+// thread's own shard (no read-modify-write) when its cached claim holds.
+inline void Count(PoolHeader* header, Counter counter, uint64_t n) {
+  ThreadCounters& t = thread_counters;
+  for (ShardCacheEntry& e : t.entries) {
+    if (e.header != header) continue;
+    if (e.shard != 0) {
+      CounterShard& shard = header->stats.shards[e.shard];
+      // Relaxed: our own claim, or a Format/other pool at this address
+      // (then it differs and we claim again).
+      if (shard.owner.load(std::memory_order_relaxed) == t.token) {
+        AddToOwned(shard, counter, n);
+        return;
+      }
+    } else if (--e.fallback_left != 0) {
+      AddToFallback(header, counter, n);
+      return;
+    }
+    break;
+  }
+  CountSlow(header, counter, n);
+}
+
+// SumShards returns the sum of `counter` over all shards.
+uint64_t SumShards(const PoolHeader* header, Counter counter) {
+  uint64_t sum = 0;
+  for (const CounterShard& shard : header->stats.shards) {
+    // Relaxed: statistics only.
+    sum += (shard.counts.*counter).load(std::memory_order_relaxed);
+  }
+  return sum;
+}
+
 }  // namespace
 
 void VolumePool::Format(PoolHeader* header) {
@@ -47,12 +330,18 @@ void VolumePool::Format(PoolHeader* header) {
   header->ver_top.store(PackTop(0, kNullIndex), std::memory_order_relaxed);
   std::memset(header->reserved, 0, sizeof(header->reserved));
   PoolStats& stats = header->stats;
-  stats.volumes_added.store(0, std::memory_order_relaxed);
-  stats.volumes_removed.store(0, std::memory_order_relaxed);
-  stats.acquires.store(0, std::memory_order_relaxed);
-  stats.releases.store(0, std::memory_order_relaxed);
-  stats.volumes_quarantined.store(0, std::memory_order_relaxed);
-  std::memset(stats.reserved, 0, sizeof(stats.reserved));
+  for (Counter counter : kCounters) {
+    (stats.baseline.counts.*counter).store(0, std::memory_order_relaxed);
+  }
+  stats.baseline.added_at_restart.store(0, std::memory_order_relaxed);
+  std::memset(stats.baseline.reserved, 0, sizeof(stats.baseline.reserved));
+  for (CounterShard& shard : stats.shards) {
+    shard.owner.store(0, std::memory_order_relaxed);
+    for (Counter counter : kCounters) {
+      (shard.counts.*counter).store(0, std::memory_order_relaxed);
+    }
+    std::memset(shard.reserved, 0, sizeof(shard.reserved));
+  }
   // Release: a joiner that acquires the magic sees the formatted header.
   header->magic.store(kPoolMagic, std::memory_order_release);
 }
@@ -233,13 +522,13 @@ PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count) const {
         VolumeAt(j)->magic.store(kVolumeNotAVolume,
                                  std::memory_order_relaxed);
       }
-      header_->stats.volumes_added.fetch_add(end - 1 - i,
-                                             std::memory_order_relaxed);
+      if (i + 1 != end) {
+        Count(header_, &CounterValues::volumes_added, end - 1 - i);
+      }
       return err;
     }
   }
-  // Relaxed: statistics only (see PoolStats).
-  header_->stats.volumes_added.fetch_add(count, std::memory_order_relaxed);
+  Count(header_, &CounterValues::volumes_added, count);
   return PoolError::kSuccess;
 }
 
@@ -257,8 +546,7 @@ PoolError VolumePool::PopChecked(VolumeHeader** volume, Wait wait,
   if (popped->magic.load(std::memory_order_relaxed) != kVolumeEmptyMagic ||
       popped->idx.load(std::memory_order_relaxed) != index ||
       popped->info_sz.load(std::memory_order_relaxed) > kVolumeInfoMax) {
-    header_->stats.volumes_quarantined.fetch_add(1,
-                                                 std::memory_order_relaxed);
+    Count(header_, &CounterValues::volumes_quarantined, 1);
     return PoolError::kCorrupt;
   }
   // Relaxed: the new owner is this thread; whoever it hands the volume to
@@ -272,7 +560,7 @@ PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait,
   const PoolError err =
       PopChecked(volume, wait, kVolumeNotAVolume, pop_intent);
   if (err == PoolError::kSuccess) {
-    header_->stats.volumes_removed.fetch_add(1, std::memory_order_relaxed);
+    Count(header_, &CounterValues::volumes_removed, 1);
   }
   return err;
 }
@@ -280,7 +568,7 @@ PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait,
 PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {
   const PoolError err = PopChecked(volume, wait, kVolumeMagic, nullptr);
   if (err == PoolError::kSuccess) {
-    header_->stats.acquires.fetch_add(1, std::memory_order_relaxed);
+    Count(header_, &CounterValues::acquires, 1);
   }
   return err;
 }
@@ -301,7 +589,7 @@ PoolError VolumePool::Release(VolumeHeader* volume, Wait wait) const {
     volume->magic.store(kVolumeMagic, std::memory_order_relaxed);
     return err;
   }
-  header_->stats.releases.fetch_add(1, std::memory_order_relaxed);
+  Count(header_, &CounterValues::releases, 1);
   return PoolError::kSuccess;
 }
 
@@ -360,13 +648,15 @@ void VolumePool::Reset() const {
 }
 
 void VolumePool::RestartCountsLocked(uint64_t empty_volumes) const {
-  // Relaxed: statistics only (see PoolStats).
-  PoolStats& stats = header_->stats;
-  stats.volumes_added.store(empty_volumes, std::memory_order_relaxed);
-  stats.volumes_removed.store(0, std::memory_order_relaxed);
-  stats.acquires.store(0, std::memory_order_relaxed);
-  stats.releases.store(0, std::memory_order_relaxed);
-  stats.volumes_quarantined.store(0, std::memory_order_relaxed);
+  // The shards belong to their owners: record their sums as the baseline
+  // instead of zeroing them. Relaxed: statistics only (see PoolStats); the
+  // maintenance lock orders restarts among themselves.
+  CounterBaseline& baseline = header_->stats.baseline;
+  for (Counter counter : kCounters) {
+    (baseline.counts.*counter)
+        .store(SumShards(header_, counter), std::memory_order_relaxed);
+  }
+  baseline.added_at_restart.store(empty_volumes, std::memory_order_relaxed);
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify() const {
@@ -438,21 +728,67 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
 }
 
 PoolCounts VolumePool::Counts() const {
-  // Relaxed: statistics only (see PoolStats).
-  const PoolStats& stats = header_->stats;
+  // Relaxed: statistics only (see PoolStats). Each counter is its shard sum
+  // minus the baseline, clamped at 0: a restart racing this read can leave
+  // a baseline newer than the sums read.
+  const CounterBaseline& baseline = header_->stats.baseline;
+  auto count = [&](Counter counter) {
+    const uint64_t sum = SumShards(header_, counter);
+    const uint64_t base =
+        (baseline.counts.*counter).load(std::memory_order_relaxed);
+    return sum > base ? sum - base : 0;
+  };
   PoolCounts counts;
-  counts.volumes_added = stats.volumes_added.load(std::memory_order_relaxed);
-  counts.volumes_removed =
-      stats.volumes_removed.load(std::memory_order_relaxed);
-  counts.acquires = stats.acquires.load(std::memory_order_relaxed);
-  counts.releases = stats.releases.load(std::memory_order_relaxed);
-  counts.volumes_quarantined =
-      stats.volumes_quarantined.load(std::memory_order_relaxed);
+  counts.volumes_added =
+      count(&CounterValues::volumes_added) +
+      baseline.added_at_restart.load(std::memory_order_relaxed);
+  counts.volumes_removed = count(&CounterValues::volumes_removed);
+  counts.acquires = count(&CounterValues::acquires);
+  counts.releases = count(&CounterValues::releases);
+  counts.volumes_quarantined = count(&CounterValues::volumes_quarantined);
   const uint64_t pushes = counts.volumes_added + counts.releases;
   const uint64_t pops = counts.volumes_removed + counts.acquires +
                         counts.volumes_quarantined;
   counts.empty_volumes = pushes > pops ? pushes - pops : 0;
   return counts;
+}
+
+void VolumePool::ReturnCounterShards() const {
+  // Relaxed: the prefix is a value. 0: no thread of this process has a
+  // token, so none holds a shard.
+  const uint64_t prefix = process_prefix.load(std::memory_order_relaxed);
+  if (prefix == 0) return;
+  for (uint64_t i = 1; i < kCounterShards; ++i) {
+    std::atomic<uint64_t>& owner = header_->stats.shards[i].owner;
+    // Relaxed: the CAS below re-checks the value.
+    uint64_t token = owner.load(std::memory_order_relaxed);
+    if ((token & ~kSlotMask) != prefix) continue;
+    // Release on success: the next owner's acquire CAS sees the counts
+    // (ours, and through the caller's synchronization, our threads').
+    owner.compare_exchange_strong(token, 0, std::memory_order_release,
+                                  std::memory_order_relaxed);
+  }
+}
+
+uint64_t VolumePool::ReclaimDeadCounterShards() const {
+  const pid_t self = getpid();
+  uint64_t reclaimed = 0;
+  for (uint64_t i = 1; i < kCounterShards; ++i) {
+    std::atomic<uint64_t>& owner = header_->stats.shards[i].owner;
+    // Relaxed: the CAS below re-checks the value.
+    uint64_t token = owner.load(std::memory_order_relaxed);
+    if (token == 0) continue;
+    const pid_t pid = TokenPid(token);
+    // Only ESRCH means gone: EPERM is a live process of another user.
+    if (pid == self || kill(pid, 0) == 0 || errno != ESRCH) continue;
+    // Relaxed: the dead owner publishes nothing (its last counts are in
+    // the shard already); the CAS only keeps us from freeing a shard that
+    // was reclaimed and claimed again meanwhile.
+    if (owner.compare_exchange_strong(token, 0, std::memory_order_relaxed)) {
+      ++reclaimed;
+    }
+  }
+  return reclaimed;
 }
 
 uint64_t VolumePool::IndexOf(const VolumeHeader* volume) const {

@@ -34,8 +34,9 @@ constexpr uint64_t kInitialVolumes = 40;
 
 // ChildMain runs in a forked child: it maps the pool at a fresh address,
 // unmaps the parent's view (so a stray use of a parent address would
-// crash), hammers the pool, gives everything back and reports its tally
-// through `tally`, in memory shared with the parent.
+// crash), hammers the pool, gives everything back (volumes and counter
+// shards) and reports its tally through `tally`, in memory shared with the
+// parent.
 [[noreturn]] void ChildMain(const PoolMemory& memory, int child,
                             uint64_t seed, std::vector<uint64_t> owned,
                             WorkerTally* tally) {
@@ -43,9 +44,11 @@ constexpr uint64_t kInitialVolumes = 40;
   const bool moved = own.base != memory.mapping().base;
   munmap(memory.mapping().base,
          PoolMemory::kHeaderBytes + kMaxVolumes * memory.footprint_bytes());
-  PoolWorker worker(memory.JoinAt(own), child + 1, seed, std::move(owned));
+  const VolumePool pool = memory.JoinAt(own);
+  PoolWorker worker(pool, child + 1, seed, std::move(owned));
   for (int step = 0; step < kStepsPerProcess; ++step) worker.Step();
   worker.Finish();
+  pool.ReturnCounterShards();  // as a data-plane process does before exiting
   *tally = worker.tally();
   if (!moved) {
     ++tally->failures;
@@ -114,7 +117,132 @@ TEST(MultiProcessTest, ForkedProcessesShareOnePoolAtDifferentAddresses) {
   EXPECT_EQ(counts.acquires, total.acquires);
   EXPECT_EQ(counts.releases, total.releases);
   EXPECT_EQ(counts.empty_volumes, kMaxVolumes);
+  // The children gave their counter shards back; the parent's thread still
+  // holds its one.
+  int owned_shards = 0;
+  for (const CounterShard& shard : memory.header()->stats.shards) {
+    if (shard.owner.load() != 0) ++owned_shards;
+  }
+  EXPECT_EQ(owned_shards, 1);
   munmap(shared, sizeof(WorkerTally) * kChildren);
+}
+
+// A forked child inherits its parent's memory, thread-local caches
+// included, but must never write the shard its parent's thread owns (two
+// writers of a shard lose counts): it counts in a shard of its own.
+TEST(MultiProcessTest, ForkedChildCountsInAShardOfItsOwn) {
+  PoolMemory memory(4, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, 4, "fork"), PoolError::kSuccess);  // claims a shard
+  const CounterShard* shards = memory.header()->stats.shards;
+  uint64_t parent_shard = kCounterShards;
+  for (uint64_t i = 0; i < kCounterShards; ++i) {
+    if (shards[i].owner.load() != 0) parent_shard = i;
+  }
+  ASSERT_LT(parent_shard, kCounterShards);
+
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Same address, same join, same thread-local state as the parent.
+    VolumeHeader* v = nullptr;
+    const bool ok = pool.Acquire(&v) == PoolError::kSuccess &&
+                    pool.Release(v) == PoolError::kSuccess;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+
+  EXPECT_EQ(shards[parent_shard].counts.acquires.load(), 0u);
+  EXPECT_EQ(shards[parent_shard].counts.volumes_added.load(), 4u);
+  uint64_t child_shard = kCounterShards;
+  for (uint64_t i = 0; i < kCounterShards; ++i) {
+    if (i != parent_shard && shards[i].owner.load() != 0) child_shard = i;
+  }
+  ASSERT_LT(child_shard, kCounterShards) << "the child claimed no shard";
+  EXPECT_NE(shards[child_shard].owner.load(),
+            shards[parent_shard].owner.load());
+  EXPECT_EQ(shards[child_shard].counts.acquires.load(), 1u);
+  EXPECT_EQ(shards[child_shard].counts.releases.load(), 1u);
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.acquires, 1u);
+  EXPECT_EQ(counts.empty_volumes, 4u);
+}
+
+// A process that dies without returning its shard (a crash, or _exit)
+// keeps it taken until ReclaimDeadCounterShards finds its pid gone; the
+// counts stay, and live processes' shards (ours, a live child's) are left
+// alone.
+TEST(MultiProcessTest, ReclaimDeadCounterShardsFreesOnlyTheDeadsShards) {
+  PoolMemory memory(4, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, 4, "reclaim"), PoolError::kSuccess);  // our shard
+  // Each child counts one pair; `live` then reports it counted and waits
+  // on `hold` until we close it.
+  auto count_one_pair = [&pool] {
+    VolumeHeader* v = nullptr;
+    return pool.Acquire(&v) == PoolError::kSuccess &&
+           pool.Release(v) == PoolError::kSuccess;
+  };
+  int counted[2];
+  int hold[2];
+  ASSERT_EQ(pipe(counted), 0);
+  ASSERT_EQ(pipe(hold), 0);
+  const pid_t live = fork();
+  ASSERT_GE(live, 0);
+  if (live == 0) {
+    close(counted[0]);
+    close(hold[1]);
+    const char ok = count_one_pair() ? 1 : 0;
+    if (write(counted[1], &ok, 1) != 1) _exit(2);
+    char byte;
+    while (read(hold[0], &byte, 1) > 0) {
+    }
+    _exit(0);  // EOF: the parent is done
+  }
+  close(counted[1]);
+  close(hold[0]);
+  char live_ok = 0;
+  ASSERT_EQ(read(counted[0], &live_ok, 1), 1);
+  ASSERT_EQ(live_ok, 1);
+
+  const pid_t dead = fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) {
+    _exit(count_one_pair() ? 0 : 1);  // no ReturnCounterShards: a crash
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(dead, &status, 0), dead);  // reaped: its pid is gone
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto owned_shards = [&] {
+    int owned = 0;
+    for (const CounterShard& shard : memory.header()->stats.shards) {
+      if (shard.owner.load() != 0) ++owned;
+    }
+    return owned;
+  };
+  ASSERT_EQ(owned_shards(), 3);  // ours, the live child's, the dead one's
+
+  EXPECT_EQ(pool.ReclaimDeadCounterShards(), 1u);
+  EXPECT_EQ(owned_shards(), 2);
+  EXPECT_EQ(pool.ReclaimDeadCounterShards(), 0u);
+  PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 4u);
+  EXPECT_EQ(counts.acquires, 2u);
+  EXPECT_EQ(counts.releases, 2u);
+
+  close(hold[1]);  // lets the live child exit
+  close(counted[0]);
+  ASSERT_EQ(waitpid(live, &status, 0), live);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(pool.ReclaimDeadCounterShards(), 1u);  // now it is gone too
+  EXPECT_EQ(owned_shards(), 1);
+  // We still count in our own shard.
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(owned_shards(), 1);
+  EXPECT_EQ(pool.Counts().acquires, 3u);
 }
 
 }  // namespace

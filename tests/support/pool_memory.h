@@ -84,7 +84,9 @@ class PoolMemory {
     return *pool;
   }
 
+  // The page before the volume span, holding the pool header.
   static constexpr uint64_t kHeaderBytes = 4096;
+  static_assert(sizeof(PoolHeader) <= kHeaderBytes);
 
  private:
   uint64_t max_volumes_;

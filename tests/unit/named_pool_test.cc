@@ -5,8 +5,13 @@
 #include "groove/named_pool.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -230,6 +235,26 @@ TEST(NamedPoolTest, AForeignMetadataObjectIsNeverReformatted) {
   EXPECT_NE(s.message().find("is not a groove-volumed pool"),
             std::string::npos)
       << s;
+}
+
+TEST(NamedPoolTest, APoolOfTheOlderMetadataLayoutIsRefusedNotRecreated) {
+  // Layout 1 kept its metadata magic ("groovem1") at offset 256, where
+  // layout 2's larger pool header now lies; layout 2's magic offset falls in
+  // layout 1's zero padding, which must not read as "creation never
+  // finished" (that would silently re-create the pool and drop its volumes).
+  TempDir dir;
+  const std::string path = dir.path() + "/main.pool";
+  std::string image(8192, '\0');
+  const uint64_t layout1_magic = 0x67726f6f76656d31ULL;
+  std::memcpy(image.data() + 256, &layout1_magic, sizeof(layout1_magic));
+  std::ofstream(path, std::ios::binary) << image;
+  const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("metadata layout 1"), std::string::npos) << s;
+  std::ifstream in(path, std::ios::binary);
+  const std::string after((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  EXPECT_EQ(after, image) << "the refused open changed the file";
 }
 
 // ---- Add and remove ---------------------------------------------------------
@@ -513,6 +538,55 @@ TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*join)->RemoveVolumes(1).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// The pids of the processes holding counter shards in `pool`'s header.
+std::vector<pid_t> CounterShardHolders(const NamedPool& pool) {
+  std::vector<pid_t> pids;
+  const PoolStats& stats = pool.pool().header()->stats;
+  for (uint64_t i = 1; i < kCounterShards; ++i) {
+    const uint64_t token = stats.shards[i].owner.load();
+    if (token != 0) pids.push_back(static_cast<pid_t>(token >> 42));
+  }
+  return pids;
+}
+
+TEST(NamedPoolTest, ClosingAndRecoveryGiveCounterShardsBack) {
+  TempDir dir;
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(owner->AddVolumes(2, std::nullopt, "").ok());
+  // A data-plane process counts an acquire and a release, then dies
+  // without closing its join (as a crash would).
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    absl::StatusOr<std::unique_ptr<NamedPool>> join =
+        NamedPool::Join(dir.path(), "main");
+    VolumeHeader* v = nullptr;
+    const bool ok = join.ok() &&
+                    (*join)->pool().Acquire(&v) == PoolError::kSuccess &&
+                    (*join)->pool().Release(v) == PoolError::kSuccess;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::vector<pid_t> holders = CounterShardHolders(*owner);
+  EXPECT_EQ(holders.size(), 2u);  // ours (the adds) and the dead child's
+  EXPECT_NE(std::find(holders.begin(), holders.end(), child), holders.end());
+
+  owner.reset();  // closing gives our shard back; the child's stays taken
+  {
+    auto look = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(look.ok()) << look.status();
+    EXPECT_EQ(CounterShardHolders(**look), std::vector<pid_t>{child});
+  }
+  owner = OpenOrDie(dir.path(), SmallConfig());  // recovery reclaims it
+  EXPECT_TRUE(CounterShardHolders(*owner).empty());
+  // The counts survived both hand-overs.
+  const PoolCounts counts = owner->Summary().counts;
+  EXPECT_EQ(counts.volumes_added, 2u);
+  EXPECT_EQ(owner->Summary().volumes_empty, 2u);
 }
 
 TEST(NamedPoolTest, JoiningAnUnknownPoolIsNotFound) {

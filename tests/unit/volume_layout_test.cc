@@ -40,7 +40,28 @@ TEST(VolumeLayoutTest, PoolHeaderStartsWithMagicThenVersionedTop) {
   EXPECT_EQ(alignof(PoolHeader), 128u);
   EXPECT_EQ(offsetof(PoolHeader, magic), 0u);
   EXPECT_EQ(offsetof(PoolHeader, ver_top), 8u);
+  EXPECT_EQ(offsetof(PoolHeader, reserved), 16u);
   EXPECT_EQ(offsetof(PoolHeader, stats), 128u);
+}
+
+TEST(VolumeLayoutTest, CountersAreABaselineThenOneCacheLinePerShard) {
+  EXPECT_EQ(kCounterShards, 21u);
+  EXPECT_EQ(sizeof(PoolHeader), 1536u);
+  EXPECT_EQ(sizeof(PoolStats), 64u + 64u * kCounterShards);
+  EXPECT_EQ(offsetof(PoolHeader, stats) + offsetof(PoolStats, baseline), 128u);
+  EXPECT_EQ(offsetof(PoolHeader, stats) + offsetof(PoolStats, shards), 192u);
+  EXPECT_EQ(sizeof(CounterShard), 64u);
+  EXPECT_EQ(alignof(CounterShard), 64u);
+  EXPECT_EQ(offsetof(CounterShard, owner), 0u);
+  EXPECT_EQ(offsetof(CounterShard, counts), 8u);
+  EXPECT_EQ(sizeof(CounterBaseline), 64u);
+  EXPECT_EQ(offsetof(CounterBaseline, counts), 0u);
+  EXPECT_EQ(offsetof(CounterBaseline, added_at_restart), 40u);
+  EXPECT_EQ(offsetof(CounterValues, volumes_added), 0u);
+  EXPECT_EQ(offsetof(CounterValues, volumes_removed), 8u);
+  EXPECT_EQ(offsetof(CounterValues, acquires), 16u);
+  EXPECT_EQ(offsetof(CounterValues, releases), 24u);
+  EXPECT_EQ(offsetof(CounterValues, volumes_quarantined), 32u);
 }
 
 TEST(VolumeLayoutTest, VersionedTopPacksVersionAboveA34BitIndex) {

@@ -332,6 +332,224 @@ TEST_F(VolumePoolTest, RestartCountsLockedMakesTheEmptyCountExact) {
   EXPECT_EQ(pool.Counts().empty_volumes, 6u);
 }
 
+// ---- Counter shards (one thread; many threads: tests/concurrency) -----------
+
+// OwnedShards returns the indices of the shards some thread owns.
+std::vector<uint64_t> OwnedShards(const PoolHeader& header) {
+  std::vector<uint64_t> owned;
+  for (uint64_t i = 0; i < kCounterShards; ++i) {
+    if (header.stats.shards[i].owner.load() != 0) owned.push_back(i);
+  }
+  return owned;
+}
+
+// ThisThreadToken returns the owner token this thread writes into the
+// shards it claims, learned from a scratch pool.
+uint64_t ThisThreadToken() {
+  PoolMemory scratch(1, kSmallFootprint);
+  VolumePool pool = scratch.FormatAndJoin();
+  EXPECT_EQ(pool.Add(0, 1, ""), PoolError::kSuccess);
+  const std::vector<uint64_t> owned = OwnedShards(*scratch.header());
+  EXPECT_EQ(owned.size(), 1u);
+  return owned.empty() ? 0
+                       : scratch.header()->stats.shards[owned[0]].owner.load();
+}
+
+// ForeignToken returns a token that is not this thread's: another process's
+// (its nonce differs).
+uint64_t ForeignToken() { return ThisThreadToken() ^ (uint64_t{1} << 40); }
+
+TEST_F(VolumePoolTest, AThreadCountsInOneShardOfItsOwn) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 3, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
+
+  const std::vector<uint64_t> owned = OwnedShards(*memory_.header());
+  ASSERT_EQ(owned.size(), 1u);
+  EXPECT_NE(owned[0], 0u);  // shard 0 is the fallback, never owned
+  EXPECT_EQ(memory_.header()->stats.shards[owned[0]].owner.load(),
+            ThisThreadToken());
+  const CounterValues& mine = memory_.header()->stats.shards[owned[0]].counts;
+  EXPECT_EQ(mine.volumes_added.load(), 3u);
+  EXPECT_EQ(mine.acquires.load(), 1u);
+  EXPECT_EQ(mine.releases.load(), 1u);
+  EXPECT_EQ(mine.volumes_removed.load(), 1u);
+  const CounterValues& fallback = memory_.header()->stats.shards[0].counts;
+  EXPECT_EQ(fallback.volumes_added.load() + fallback.acquires.load() +
+                fallback.releases.load() + fallback.volumes_removed.load(),
+            0u);
+}
+
+TEST_F(VolumePoolTest, CountsSumTheShardsOfOtherProcesses) {
+  const uint64_t foreign = ForeignToken();
+  VolumePool pool = Pool();
+  // Another process's thread counted 10 adds, 7 acquires and 4 releases.
+  CounterShard& other = memory_.header()->stats.shards[5];
+  other.owner.store(foreign);
+  other.counts.volumes_added.store(10);
+  other.counts.acquires.store(7);
+  other.counts.releases.store(4);
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 12u);
+  EXPECT_EQ(counts.acquires, 8u);
+  EXPECT_EQ(counts.releases, 4u);
+  EXPECT_EQ(counts.empty_volumes, 12u + 4u - 8u);
+  // This thread claimed a shard of its own and left the other one alone.
+  EXPECT_EQ(other.owner.load(), foreign);
+  EXPECT_EQ(other.counts.acquires.load(), 7u);
+  EXPECT_EQ(OwnedShards(*memory_.header()).size(), 2u);
+}
+
+TEST_F(VolumePoolTest, CountingFallsBackToShardZeroWhileEveryShardIsTaken) {
+  const uint64_t foreign = ForeignToken();
+  VolumePool pool = Pool();
+  PoolStats& stats = memory_.header()->stats;
+  for (uint64_t i = 1; i < kCounterShards; ++i) {
+    stats.shards[i].owner.store(foreign + i);  // other threads' shards
+  }
+  ASSERT_EQ(pool.Add(0, 4, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  EXPECT_EQ(stats.shards[0].counts.volumes_added.load(), 4u);
+  EXPECT_EQ(stats.shards[0].counts.acquires.load(), 1u);
+  EXPECT_EQ(stats.shards[0].counts.releases.load(), 1u);
+  EXPECT_EQ(pool.Counts().empty_volumes, 4u);
+
+  // A shard is given back: the thread finds it on a later retry (after at
+  // most a few thousand counts) and counts there from then on.
+  stats.shards[7].owner.store(0);
+  constexpr uint64_t kPairs = 5000;
+  for (uint64_t i = 0; i < kPairs; ++i) {
+    ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+    ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  }
+  EXPECT_EQ(stats.shards[7].owner.load(), ThisThreadToken());
+  EXPECT_GT(stats.shards[7].counts.acquires.load(), 0u);
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.acquires, kPairs + 1);
+  EXPECT_EQ(counts.releases, kPairs + 1);
+  EXPECT_EQ(counts.empty_volumes, 4u);
+}
+
+TEST_F(VolumePoolTest, FormattingAgainAtTheSameAddressClaimsAFreshShard) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  ASSERT_EQ(OwnedShards(*memory_.header()).size(), 1u);
+  // A new pool in the same memory: this thread's cached claim is stale.
+  // (Format leaves the volumes alone: 0 and 1 still carry the empty magic.)
+  pool = Pool();
+  EXPECT_TRUE(OwnedShards(*memory_.header()).empty());
+  ASSERT_EQ(pool.Add(2, 1, ""), PoolError::kSuccess);
+  const std::vector<uint64_t> owned = OwnedShards(*memory_.header());
+  ASSERT_EQ(owned.size(), 1u);
+  EXPECT_EQ(
+      memory_.header()->stats.shards[owned[0]].counts.volumes_added.load(), 1u);
+  EXPECT_EQ(pool.Counts().volumes_added, 1u);
+}
+
+TEST_F(VolumePoolTest, ReturnCounterShardsFreesOurShardsAndKeepsTheCounts) {
+  const uint64_t foreign = ForeignToken();
+  VolumePool pool = Pool();
+  memory_.header()->stats.shards[9].owner.store(foreign);
+  ASSERT_EQ(pool.Add(0, 3, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  std::vector<uint64_t> owned = OwnedShards(*memory_.header());
+  ASSERT_EQ(owned.size(), 2u);  // ours and the other process's (9)
+
+  pool.ReturnCounterShards();
+  owned = OwnedShards(*memory_.header());
+  EXPECT_EQ(owned, std::vector<uint64_t>{9});  // other processes keep theirs
+  PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 3u);
+  EXPECT_EQ(counts.acquires, 1u);
+  EXPECT_EQ(counts.releases, 1u);
+  EXPECT_EQ(counts.empty_volumes, 3u);
+
+  // Counting again claims a shard again and adds to the totals.
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(OwnedShards(*memory_.header()).size(), 2u);
+  counts = pool.Counts();
+  EXPECT_EQ(counts.acquires, 2u);
+  EXPECT_EQ(counts.empty_volumes, 2u);
+}
+
+TEST_F(VolumePoolTest, RestartCountsLockedIsExactOverEveryShard) {
+  const uint64_t foreign = ForeignToken();
+  VolumePool pool = Pool();
+  PoolStats& stats = memory_.header()->stats;
+  // Counts left by another process (say, one that crashed mid-operation)...
+  CounterShard& other = stats.shards[3];
+  other.owner.store(foreign);
+  other.counts.volumes_added.store(9);
+  other.counts.volumes_removed.store(2);
+  other.counts.acquires.store(30);
+  other.counts.releases.store(20);
+  other.counts.volumes_quarantined.store(1);
+  // ...by threads that found no free shard...
+  stats.shards[0].counts.acquires.store(5);
+  stats.shards[0].counts.releases.store(4);
+  // ...and by this thread.
+  ASSERT_EQ(pool.Add(0, 6, ""), PoolError::kSuccess);
+  VolumeHeader* held = nullptr;
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&held), PoolError::kSuccess);
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  ASSERT_NE(pool.Counts().empty_volumes, 5u);  // skewed by the crash
+
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+  pool.RestartCountsLocked(5);  // recovery found 5 volumes on the stack
+  pool.Unlock();
+  PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 5u);
+  EXPECT_EQ(counts.volumes_removed, 0u);
+  EXPECT_EQ(counts.acquires, 0u);
+  EXPECT_EQ(counts.releases, 0u);
+  EXPECT_EQ(counts.volumes_quarantined, 0u);
+  EXPECT_EQ(counts.empty_volumes, 5u);
+  // The restart wrote no shard: their owners may be writing them.
+  EXPECT_EQ(other.counts.acquires.load(), 30u);
+  EXPECT_EQ(stats.shards[0].counts.acquires.load(), 5u);
+
+  // Counting goes on from the restart.
+  ASSERT_EQ(pool.Release(held), PoolError::kSuccess);
+  EXPECT_EQ(pool.Counts().empty_volumes, 6u);
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  counts = pool.Counts();
+  EXPECT_EQ(counts.acquires, 1u);
+  EXPECT_EQ(counts.releases, 1u);
+  EXPECT_EQ(counts.empty_volumes, 5u);
+
+  // Reset restarts at zero.
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+  pool.Reset();
+  pool.Unlock();
+  counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 0u);
+  EXPECT_EQ(counts.acquires, 0u);
+  EXPECT_EQ(counts.empty_volumes, 0u);
+}
+
+TEST_F(VolumePoolTest, CountsClampACounterBelowItsBaselineAtZero) {
+  // What a Counts() racing a restart can see: a baseline above the sums.
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  memory_.header()->stats.baseline.counts.acquires.store(100);
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.acquires, 0u);
+  EXPECT_EQ(counts.empty_volumes, 2u);
+}
+
 TEST(VolumeInfoTest, StoreAndLoadRoundTripWithZeroPadding) {
   PoolMemory memory(1, kSmallFootprint);
   VolumeHeader* v = reinterpret_cast<VolumeHeader*>(memory.volume0());

@@ -169,6 +169,12 @@ class NamedPool {
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
       const std::string& data_dir, absl::string_view name);
 
+  // ~NamedPool unmaps the pool (the owner also drops its lock). It first
+  // gives back the counter shards this process's threads hold in the pool
+  // (VolumePool::ReturnCounterShards).
+  // REQUIRES: no thread of this process is operating on the pool, through
+  // this object or another one open on the same pool in this process, and
+  // the caller has synchronized with the threads that did (joined them).
   ~NamedPool();
   NamedPool(const NamedPool&) = delete;
   NamedPool& operator=(const NamedPool&) = delete;

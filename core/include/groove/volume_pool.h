@@ -3,9 +3,10 @@
 // A volume pool is two pieces of memory that may be shared between
 // processes, each process mapping them at its own address:
 //
-//   - the pool header (`PoolHeader`, 256 bytes, 128-byte aligned): a magic
+//   - the pool header (`PoolHeader`, 1536 bytes, 128-byte aligned): a magic
 //     number, the versioned top of a Treiber stack of empty volumes, and
-//     approximate operation counters on their own cache line;
+//     operation counters sharded per thread, each shard on a cache line of
+//     its own (see PoolStats);
 //   - the volume span: `max_volumes * footprint_bytes` bytes starting at
 //     `volume0`, in which volume `idx` lives at `volume0 + idx * footprint`.
 //     Only the volumes that were added need to be backed by memory.
@@ -46,6 +47,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -90,25 +92,107 @@ constexpr bool TopIsLocked(uint64_t ver_top) {
   return (TopVersion(ver_top) & 1) != 0;
 }
 
-// PoolStats are approximate operation counters kept in shared memory, on a
-// cache line of their own so that counting does not slow the stack top.
-// They are updated with relaxed atomics after each operation takes effect:
-// not for synchronization, and exact whenever no operation is in flight.
-// They count since the last Format() or Reset().
-struct alignas(64) PoolStats {
-  std::atomic<uint64_t> volumes_added;      // pushed by Add
-  std::atomic<uint64_t> volumes_removed;    // popped by Remove, header good
-  std::atomic<uint64_t> acquires;           // popped by Acquire, header good
-  std::atomic<uint64_t> releases;           // pushed by Release
-  std::atomic<uint64_t> volumes_quarantined;  // popped with a bad header
-  unsigned char reserved[128 - 5 * 8];
-};
-static_assert(sizeof(PoolStats) == 128);
+// ---- Counters ---------------------------------------------------------------
+//
+// The pool counts volumes added, removed, acquired, released and quarantined,
+// in the shared header, so that every process's operations show up in every
+// other's Counts() (a data-plane process's acquires in the server's
+// metrics). Counting must not cost the hot path an atomic read-modify-write
+// or a shared contended cache line, so the counters are sharded:
+//
+//   - A thread that counts in a pool claims a shard once (CAS `owner` from 0
+//     to its token) and caches the claim in a small thread-local table keyed
+//     by the header's address. From then on it is the shard's only writer
+//     and adds with a relaxed load and a relaxed store: no lock prefix, and
+//     the line stays in its core's cache. Each operation re-reads `owner` (a
+//     load from that same line) so that a stale claim (the pool was formatted
+//     again, or another pool was mapped at the same address) is noticed and
+//     the thread claims again.
+//   - A token is `pid << 42 | generation << 10 | thread slot`: the pid
+//     (unique among live processes of a pid namespace, and what
+//     ReclaimDeadCounterShards checks), a random 32-bit generation drawn once
+//     per process (so that equal pids in different pid namespaces almost
+//     never collide), and a process-local thread slot. A forked child makes
+//     new tokens and forgets its parent's claims, so it never writes its
+//     parent's shards. A thread takes the lowest free slot on its first
+//     count and frees it when it exits; the next thread to take that slot
+//     inherits the shards its previous holder claimed (slot hand-over is a
+//     release/acquire pair, so it sees their counts). So a process holds at
+//     most as many shards per pool as it has counting threads alive at
+//     once, however many threads come and go, and a thread exit never
+//     writes to pool memory (which its caller may have unmapped already).
+//   - Shard 0 is the shared fallback, counted with relaxed fetch_add, for a
+//     thread that found no free shard (more threads at once than shards, or
+//     shards still held by processes that exited without giving them back).
+//     Such a thread tries to claim a shard again every few thousand counts.
+//   - Shards are given back (`owner` = 0, counts kept: the next owner adds to
+//     them) by ReturnCounterShards(), which a process calls before it unmaps
+//     the header, by ReclaimDeadCounterShards() for processes that died (or
+//     exited without returning them), and by Format(). Until then their
+//     counts are still summed; if the shards run out, counting falls back to
+//     shard 0: slower, never wrong.
+//   - Counts() sums the shards and subtracts `baseline`, which only
+//     RestartCountsLocked() and Reset() write (under the maintenance lock),
+//     so they never write a shard that its owner is writing.
+//
+// Counters are statistics, not for synchronization: relaxed everywhere. A
+// count is exact whenever no operation is in flight, approximate otherwise.
 
-// PoolHeader is the pool's shared header. Its first 16 bytes are the facts
-// file's layout ({magic, ver_top} in a 128-byte aligned block); the counters
-// follow at offset 128. Format() writes magic last; code that tears a pool
-// down clears magic first.
+// kCounterShards is the number of counter shards in a pool header: shard 0,
+// the shared fallback, and kCounterShards - 1 shards for threads. Sized so
+// that the whole header stays within 1536 bytes (the named pool's metadata
+// page also holds its configuration after the header).
+inline constexpr uint64_t kCounterShards = 21;
+
+// CounterValues are the five operation counters, as they appear both in a
+// shard (counts since the pool was formatted) and in the baseline.
+struct CounterValues {
+  std::atomic<uint64_t> volumes_added;        // pushed by Add/PushRange
+  std::atomic<uint64_t> volumes_removed;      // popped by Remove, header good
+  std::atomic<uint64_t> acquires;             // popped by Acquire, header good
+  std::atomic<uint64_t> releases;             // pushed by Release
+  std::atomic<uint64_t> volumes_quarantined;  // popped with a bad header
+};
+static_assert(sizeof(CounterValues) == 40);
+
+// CounterShard is one cache line of counters with at most one writer.
+struct alignas(64) CounterShard {
+  // 0: free. Otherwise the token (pid << 42 | generation << 10 | thread
+  // slot) of the one thread that writes `counts`. Shard 0 (the fallback)
+  // is never owned: its owner stays 0.
+  std::atomic<uint64_t> owner;
+  CounterValues counts;  // only ever increase (modulo 2^64)
+  unsigned char reserved[64 - 8 - sizeof(CounterValues)];
+};
+static_assert(sizeof(CounterShard) == 64);
+static_assert(offsetof(CounterShard, counts) == 8);
+
+// CounterBaseline is what Counts() subtracts from the shard sums: the sums
+// at the last restart. Written only under the maintenance lock.
+struct alignas(64) CounterBaseline {
+  CounterValues counts;
+  // The volumes_added a restart declared (RestartCountsLocked's argument).
+  std::atomic<uint64_t> added_at_restart;
+  unsigned char reserved[64 - sizeof(CounterValues) - 8];
+};
+static_assert(sizeof(CounterBaseline) == 64);
+
+// PoolStats is the counter part of the pool header: the baseline, then the
+// shards, each on a 64-byte line of its own.
+struct alignas(64) PoolStats {
+  CounterBaseline baseline;
+  CounterShard shards[kCounterShards];  // [0] is the shared fallback
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(offsetof(PoolStats, baseline) == 0);
+static_assert(offsetof(PoolStats, shards) == 64);
+static_assert(sizeof(PoolStats) == 64 + 64 * kCounterShards);
+
+// PoolHeader is the pool's shared header. Its first 128 bytes are the facts
+// file's layout ({magic, ver_top} in a 128-byte aligned block, the rest
+// reserved); the counters follow at offset 128, the baseline first and the
+// shards from offset 192. Format() writes magic last; code that tears a
+// pool down clears magic first.
 struct alignas(kPoolAlign) PoolHeader {
   std::atomic<uint64_t> magic;    // kPoolMagic once formatted
   std::atomic<uint64_t> ver_top;  // PackTop(version, index of top or null)
@@ -118,11 +202,14 @@ struct alignas(kPoolAlign) PoolHeader {
 static_assert(std::is_standard_layout_v<PoolHeader>);
 static_assert(offsetof(PoolHeader, magic) == 0);
 static_assert(offsetof(PoolHeader, ver_top) == 8);
+static_assert(offsetof(PoolHeader, reserved) == 16);
 static_assert(offsetof(PoolHeader, stats) == 128);
-static_assert(sizeof(PoolHeader) == 256);
+static_assert(offsetof(PoolHeader, stats) + offsetof(PoolStats, shards) == 192);
+static_assert(sizeof(PoolHeader) == 1536);
 static_assert(alignof(PoolHeader) == 128);
 
-// PoolCounts is a snapshot of PoolStats plus the derived empty count.
+// PoolCounts is a snapshot of the counters (shard sums minus the baseline)
+// plus the derived empty count.
 struct PoolCounts {
   uint64_t volumes_added = 0;
   uint64_t volumes_removed = 0;
@@ -152,8 +239,8 @@ class VolumePool {
   using TestHook = void (*)(void* arg);
 
   // Format writes an empty pool into `header`: an empty stack (version 0,
-  // unlocked), zero counters, then the magic (release store, so a joiner
-  // that sees the magic sees the rest).
+  // unlocked), zero counters with every shard free, then the magic (release
+  // store, so a joiner that sees the magic sees the rest).
   // REQUIRES: `header` is valid memory, 128-byte aligned, and no process
   // is using it as a pool. Thread safety: none (it creates the pool).
   // Cost: O(1).
@@ -271,9 +358,10 @@ class VolumePool {
   bool IsLocked() const;
 
   // Reset empties the stack (the volumes on it are forgotten: their headers
-  // and memory are untouched) and zeroes the counters.
+  // and memory are untouched) and restarts the counters at zero
+  // (RestartCountsLocked(0)).
   // REQUIRES: the caller holds the maintenance lock; it stays held.
-  // Cost: O(1).
+  // Cost: O(kCounterShards).
   void Reset() const;
 
   // PushLocked links the formatted empty volume `index` on top of the
@@ -284,10 +372,15 @@ class VolumePool {
   void PushLocked(uint64_t index) const;
 
   // RestartCountsLocked restarts the counters as if `empty_volumes`
-  // volumes had just been added to an unused pool. Recovery calls it with
-  // the number of volumes it found on the stack, so that counts that a
+  // volumes had just been added to an unused pool: Counts() then reads
+  // volumes_added = empty_volumes, every other counter 0. Recovery calls it
+  // with the number of volumes it found on the stack, so that counts that a
   // crashed process left half-updated do not skew the empty count forever.
-  // REQUIRES: the caller holds the maintenance lock. Cost: O(1).
+  // It records the current shard sums as the baseline and writes no shard
+  // (their owners may be writing them). An operation that took effect
+  // before the lock but had not counted yet when the sums were read is
+  // counted after the restart, as an operation in flight always may be.
+  // REQUIRES: the caller holds the maintenance lock. Cost: O(kCounterShards).
   void RestartCountsLocked(uint64_t empty_volumes) const;
 
   // Verify takes the maintenance lock (spinning while another party holds
@@ -304,9 +397,40 @@ class VolumePool {
   // VerifyLocked is Verify for a caller that already holds the lock.
   absl::StatusOr<VerifyReport> VerifyLocked() const;
 
-  // Counts returns a snapshot of the shared counters (see PoolStats).
-  // Thread safety: wait-free; the snapshot is not atomic as a whole.
+  // Counts returns a snapshot of the shared counters (see PoolStats): the
+  // sum over all shards minus the baseline, each clamped at 0. Exact when no
+  // operation (and no restart) is in flight; otherwise each counter may miss
+  // operations still in flight and the snapshot is not atomic as a whole.
+  // Thread safety: wait-free; never writes. Cost: O(kCounterShards).
   PoolCounts Counts() const;
+
+  // ReturnCounterShards gives back every counter shard of this pool that a
+  // thread of this process holds (owner = 0; the counts stay in the shard
+  // and its next owner adds to them), so that processes which come and go
+  // do not use up the shards. Call it after this process's last operation
+  // on the pool and before unmapping the header; a thread that counts again
+  // afterwards simply claims a shard again.
+  // REQUIRES: no thread of this process is inside an operation on this
+  // pool (through any join), and the caller has synchronized with every
+  // thread of this process that operated on it (e.g. joined them), so that
+  // the next owner sees their final counts.
+  // Thread safety: lock-free; safe while other processes use the pool.
+  // Cost: O(kCounterShards).
+  void ReturnCounterShards() const;
+
+  // ReclaimDeadCounterShards gives back the counter shards whose owning
+  // process no longer exists (kill(pid, 0) fails with ESRCH), e.g. after a
+  // crash; their counts stay. Returns how many it gave back. Recovery (an
+  // owner restarting after a crash) should call it, so that processes that
+  // crash over and over do not use up the shards.
+  // A dead owner whose pid was reused looks alive: its shard stays taken.
+  // REQUIRES: every process that uses the pool runs in the caller's pid
+  // namespace. A live process of another namespace can look dead; its
+  // shard would then get a second writer and lose counts (never memory).
+  // Thread safety: lock-free; safe while others use the pool (a shard is
+  // freed by a CAS from the dead owner's token). Cost: O(kCounterShards)
+  // system calls.
+  uint64_t ReclaimDeadCounterShards() const;
 
   // VolumeAt returns the local address of volume `index`.
   // REQUIRES: index < max_volumes(). Cost: O(1), no memory access.
