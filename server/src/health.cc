@@ -91,13 +91,16 @@ class HealthService::Watcher final
 
 HealthService::HealthService(std::vector<std::string> services)
     : services_(WithOverall(std::move(services))),
-      status_(HealthCheckResponse::NOT_SERVING) {}
+      status_(HealthCheckResponse::NOT_SERVING),
+      current_status_(HealthCheckResponse::NOT_SERVING) {}
 
 void HealthService::SetServing(bool serving) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
   status_ =
       serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+  // Relaxed: a value with no data behind it.
+  current_status_.store(status_, std::memory_order_relaxed);
   BroadcastLocked();
 }
 
@@ -106,6 +109,7 @@ void HealthService::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   status_ = HealthCheckResponse::NOT_SERVING;
+  current_status_.store(status_, std::memory_order_relaxed);
   BroadcastLocked();
   // Watchers of unknown services end too.
   for (Watcher* watcher : watchers_) {
@@ -135,10 +139,7 @@ grpc::ServerUnaryReactor* HealthService::Check(
         grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service"));
     return reactor;
   }
-  {
-    absl::MutexLock lock(&mu_);
-    response->set_status(status_);
-  }
+  response->set_status(current_status_.load(std::memory_order_relaxed));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -10,8 +11,27 @@
 namespace groove::server {
 namespace {
 
-std::string Key(const v1::AddVolumeRequest& request) {
-  return absl::AsciiStrToLower(request.request_id());
+// A 128-bit request id, parsed from its UUID text form.
+struct Id {
+  uint64_t high = 0;
+  uint64_t low = 0;
+};
+
+// ParseId reads the 32 hex digits of a UUID that passed ValidateRequestId.
+Id ParseId(absl::string_view text) {
+  Id id;
+  int digits = 0;
+  for (char c : text) {
+    if (c == '-') continue;
+    const uint64_t nibble = absl::ascii_isdigit(c)
+                                ? static_cast<uint64_t>(c - '0')
+                                : static_cast<uint64_t>(
+                                      absl::ascii_tolower(c) - 'a' + 10);
+    uint64_t& half = digits < 16 ? id.high : id.low;
+    half = half << 4 | nibble;
+    ++digits;
+  }
+  return id;
 }
 
 bool SameArguments(const v1::AddVolumeRequest& a,
@@ -20,6 +40,9 @@ bool SameArguments(const v1::AddVolumeRequest& a,
          a.has_first_index() == b.has_first_index() &&
          a.first_index() == b.first_index() && a.info() == b.info();
 }
+
+constexpr uint64_t kVersionShift = 48;
+constexpr uint64_t kVersionOne = uint64_t{1} << kVersionShift;
 
 }  // namespace
 
@@ -39,47 +62,259 @@ absl::Status ValidateRequestId(absl::string_view request_id) {
   return absl::OkStatus();
 }
 
-RequestLog::RequestLog(size_t capacity)
-    : capacity_(std::max<size_t>(capacity, 1)) {}
+// Record is one remembered id. A record with references == 0 is free; the
+// thread whose CAS takes it from 0 owns its fields until it publishes the
+// record in a bucket, after which they change only as noted.
+// Every field is atomic because a reader may load one from a record that
+// is being reused; it then finds its bucket changed and discards what it
+// read.
+struct RequestLog::Record {
+  // Holders: the bucket entry (while published), the call running the id
+  // (from kRun to Succeeded/Failed), and readers copying a replay.
+  std::atomic<uint64_t> references{0};
+  std::atomic<uint64_t> id_high{0};
+  std::atomic<uint64_t> id_low{0};
+  // The first call's arguments: set before publication, then constant.
+  std::atomic<const v1::AddVolumeRequest*> request{nullptr};
+  // Null while the call runs; set once by Succeeded (release). Owned by the
+  // record: freed when the record is reused or the log destroyed.
+  std::atomic<const v1::AddVolumeResponse*> response{nullptr};
+  // When the call succeeded (a log-wide sequence): the oldest completed
+  // entry of a full bucket is replaced first. Written before `response`.
+  std::atomic<uint64_t> completed_sequence{0};
+};
+
+RequestLog::RequestLog(size_t buckets)
+    : bucket_count_(std::clamp<size_t>(buckets, 1, kMaxBuckets)),
+      // Twice the entries: a record evicted while a reader copies its
+      // response stays referenced, and a new id needs a record before it
+      // can replace one.
+      record_count_(2 * kWays * bucket_count_),
+      buckets_(new std::atomic<uint64_t>[bucket_count_]),
+      records_(new Record[record_count_]) {
+  static_assert(kWays * 16 <= kVersionShift);
+  static_assert(2 * kWays * kMaxBuckets < 0xffff, "handles are 16 bits");
+  for (size_t i = 0; i < bucket_count_; ++i) {
+    buckets_[i].store(0, std::memory_order_relaxed);
+  }
+}
+
+RequestLog::~RequestLog() {
+  for (size_t i = 0; i < record_count_; ++i) {
+    delete records_[i].request.load(std::memory_order_relaxed);
+    delete records_[i].response.load(std::memory_order_relaxed);
+  }
+}
+
+uint64_t RequestLog::WithHandle(uint64_t word, size_t way, uint16_t handle) {
+  const uint64_t shift = 16 * way;
+  word &= ~(uint64_t{0xffff} << shift);
+  word |= uint64_t{handle} << shift;
+  return word + kVersionOne;  // the version wraps within its 16 bits
+}
+
+uint32_t RequestLog::BucketOf(uint64_t id_high, uint64_t id_low) const {
+  const size_t hash =
+      absl::Hash<std::pair<uint64_t, uint64_t>>()({id_high, id_low});
+  return static_cast<uint32_t>(hash % bucket_count_);
+}
+
+bool RequestLog::TryReference(Record& record) {
+  // Relaxed first load: the CAS re-checks it.
+  uint64_t references = record.references.load(std::memory_order_relaxed);
+  while (references != 0) {
+    // Acquire: a reader that then validates its bucket reads the fields the
+    // publisher wrote (the bucket CAS is the publication; this is belt and
+    // braces for the fields written after it: response).
+    if (record.references.compare_exchange_weak(references, references + 1,
+                                                std::memory_order_acquire,
+                                                std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void RequestLog::Unreference(Record& record) {
+  // Release: this holder's reads of the record happen before a later
+  // owner (whose claiming CAS is acquire) frees or rewrites its fields.
+  record.references.fetch_sub(1, std::memory_order_release);
+}
+
+int64_t RequestLog::AllocateRecord() {
+  for (size_t scanned = 0; scanned < record_count_; ++scanned) {
+    // Relaxed: the cursor only spreads allocations; the CAS decides.
+    const uint64_t i =
+        allocation_cursor_.fetch_add(1, std::memory_order_relaxed) %
+        record_count_;
+    Record& record = records_[i];
+    uint64_t free = 0;
+    // Acquire: see every earlier holder's last use before reusing fields.
+    if (!record.references.compare_exchange_strong(
+            free, 2, std::memory_order_acquire, std::memory_order_relaxed)) {
+      continue;
+    }
+    // The record is ours until published: drop what its last use left.
+    delete record.request.exchange(nullptr, std::memory_order_relaxed);
+    delete record.response.exchange(nullptr, std::memory_order_relaxed);
+    record.completed_sequence.store(0, std::memory_order_relaxed);
+    return static_cast<int64_t>(i);
+  }
+  return -1;
+}
 
 RequestLog::Claim RequestLog::Start(const v1::AddVolumeRequest& request) {
-  Claim claim;
-  absl::MutexLock lock(&mu_);
-  auto [it, inserted] = entries_.try_emplace(Key(request));
-  if (inserted) {
-    it->second.request = request;
-    claim.outcome = Outcome::kRun;
-  } else if (!SameArguments(it->second.request, request)) {
-    claim.outcome = Outcome::kConflict;
-  } else if (!it->second.done) {
-    claim.outcome = Outcome::kInProgress;
-  } else {
-    claim.outcome = Outcome::kReplay;
-    claim.response = it->second.response;
+  const Id id = ParseId(request.request_id());
+  const uint32_t bucket_index = BucketOf(id.high, id.low);
+  std::atomic<uint64_t>& bucket = buckets_[bucket_index];
+  int64_t fresh = -1;  // a record allocated for this id, not yet published
+  auto release_fresh = [&] {
+    if (fresh < 0) return;
+    // Never published: only we (and transient readers) hold it.
+    Unreference(records_[fresh]);
+    Unreference(records_[fresh]);
+    fresh = -1;
+  };
+
+  for (;;) {
+    // Acquire: the records the word names were published (their fields
+    // written) before the CAS that stored it.
+    uint64_t word = bucket.load(std::memory_order_acquire);
+    int match = -1;
+    for (size_t way = 0; way < kWays; ++way) {
+      const uint16_t handle = HandleAt(word, way);
+      if (handle == 0) continue;
+      const Record& r = records_[handle - 1];
+      // Relaxed: valid only if the bucket is unchanged when checked below.
+      if (r.id_high.load(std::memory_order_relaxed) == id.high &&
+          r.id_low.load(std::memory_order_relaxed) == id.low) {
+        match = static_cast<int>(way);
+        break;
+      }
+    }
+
+    if (match >= 0) {
+      Record& r = records_[HandleAt(word, match) - 1];
+      if (!TryReference(r)) continue;  // freed meanwhile: look again
+      // Unchanged bucket (same version): the ids compared above were this
+      // record's, and our reference keeps its fields from being reused.
+      if (bucket.load(std::memory_order_acquire) != word) {
+        Unreference(r);
+        continue;
+      }
+      release_fresh();
+      Claim claim;
+      // Relaxed: published with the record (acquire load of the bucket).
+      const v1::AddVolumeRequest* first =
+          r.request.load(std::memory_order_relaxed);
+      // Acquire: pairs with Succeeded's release: the response is complete.
+      const v1::AddVolumeResponse* done =
+          r.response.load(std::memory_order_acquire);
+      if (!SameArguments(*first, request)) {
+        claim.outcome = Outcome::kConflict;
+      } else if (done == nullptr) {
+        claim.outcome = Outcome::kInProgress;
+      } else {
+        claim.outcome = Outcome::kReplay;
+        claim.response = *done;
+      }
+      Unreference(r);
+      return claim;
+    }
+
+    // A new id: take an empty entry, else the oldest completed one.
+    if (test_hook_ != nullptr) test_hook_(test_hook_arg_);
+    int way_to_use = -1;
+    uint64_t oldest = ~uint64_t{0};
+    for (size_t way = 0; way < kWays; ++way) {
+      const uint16_t handle = HandleAt(word, way);
+      if (handle == 0) {
+        way_to_use = static_cast<int>(way);
+        oldest = 0;
+        break;
+      }
+      const Record& r = records_[handle - 1];
+      // Acquire (response) then relaxed (sequence, written before it). A
+      // stale read only makes the CAS below fail.
+      if (r.response.load(std::memory_order_acquire) == nullptr) continue;
+      const uint64_t sequence =
+          r.completed_sequence.load(std::memory_order_relaxed);
+      if (sequence < oldest) {
+        oldest = sequence;
+        way_to_use = static_cast<int>(way);
+      }
+    }
+    if (way_to_use < 0) {
+      release_fresh();
+      Claim claim;
+      claim.outcome = Outcome::kBusy;
+      return claim;
+    }
+    if (fresh < 0) {
+      fresh = AllocateRecord();
+      if (fresh < 0) {
+        Claim claim;
+        claim.outcome = Outcome::kBusy;
+        return claim;
+      }
+      Record& r = records_[fresh];
+      // Relaxed: published by the release CAS of the bucket below.
+      r.id_high.store(id.high, std::memory_order_relaxed);
+      r.id_low.store(id.low, std::memory_order_relaxed);
+      r.request.store(new v1::AddVolumeRequest(request),
+                      std::memory_order_relaxed);
+    }
+    const uint16_t evicted = HandleAt(word, way_to_use);
+    const uint64_t next =
+        WithHandle(word, way_to_use, static_cast<uint16_t>(fresh + 1));
+    // Release: publishes the record's fields. Acquire on failure is not
+    // needed: the loop reloads the word with acquire.
+    if (bucket.compare_exchange_strong(word, next, std::memory_order_release,
+                                       std::memory_order_relaxed)) {
+      if (evicted != 0) Unreference(records_[evicted - 1]);
+      Claim claim;
+      claim.outcome = Outcome::kRun;
+      claim.ticket.bucket = bucket_index;
+      claim.ticket.record = static_cast<uint32_t>(fresh);
+      return claim;
+    }
   }
-  return claim;
 }
 
-void RequestLog::Succeeded(const v1::AddVolumeRequest& request,
+void RequestLog::Succeeded(const Ticket& ticket,
                            const v1::AddVolumeResponse& response) {
-  const std::string key = Key(request);
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(key);
-  if (it == entries_.end() || it->second.done) return;
-  it->second.done = true;
-  it->second.response = response;
-  done_order_.push_back(key);
-  while (done_order_.size() > capacity_) {
-    entries_.erase(done_order_.front());
-    done_order_.pop_front();
-  }
+  Record& r = records_[ticket.record];
+  // Relaxed: ordered before the response's release store.
+  r.completed_sequence.store(
+      next_sequence_.fetch_add(1, std::memory_order_relaxed),
+      std::memory_order_relaxed);
+  // Release: a reader that sees the pointer sees the whole response.
+  r.response.store(new v1::AddVolumeResponse(response),
+                   std::memory_order_release);
+  Unreference(r);  // the runner's reference
 }
 
-void RequestLog::Failed(const v1::AddVolumeRequest& request) {
-  const std::string key = Key(request);
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(key);
-  if (it != entries_.end() && !it->second.done) entries_.erase(it);
+void RequestLog::Failed(const Ticket& ticket) {
+  Record& r = records_[ticket.record];
+  std::atomic<uint64_t>& bucket = buckets_[ticket.bucket];
+  const uint16_t handle = static_cast<uint16_t>(ticket.record + 1);
+  // Relaxed: the CAS checks the word; nothing else is read from it.
+  uint64_t word = bucket.load(std::memory_order_relaxed);
+  for (;;) {
+    int way = -1;
+    for (size_t w = 0; w < kWays; ++w) {
+      if (HandleAt(word, w) == handle) way = static_cast<int>(w);
+    }
+    // An id in progress is never evicted, so it is still in its bucket.
+    if (way < 0) break;
+    if (bucket.compare_exchange_weak(word, WithHandle(word, way, 0),
+                                     std::memory_order_relaxed,
+                                     std::memory_order_relaxed)) {
+      Unreference(r);  // the bucket's reference
+      break;
+    }
+  }
+  Unreference(r);  // the runner's reference
 }
 
 }  // namespace groove::server

@@ -170,10 +170,12 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
   if (absl::Status s = ValidateRequestId(request->request_id()); !s.ok()) {
     return Finish(call, s);
   }
+  std::optional<RequestLog::Ticket> ticket;
   if (!request->request_id().empty()) {
     RequestLog::Claim claim = requests_->Start(*request);
     switch (claim.outcome) {
       case RequestLog::Outcome::kRun:
+        ticket = claim.ticket;
         break;
       case RequestLog::Outcome::kReplay:
         *response = std::move(claim.response);
@@ -192,12 +194,19 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                                 " was used by an earlier AddVolume call with "
                                 "different arguments; use a new id for a "
                                 "new call")));
+      case RequestLog::Outcome::kBusy:
+        return Finish(call, absl::UnavailableError(
+                                "too many AddVolume calls with request ids "
+                                "are in progress at once; retry with "
+                                "backoff"));
     }
   }
   const bool scheduled = pools_[call.pool].add_workers->TrySchedule(
-      [this, call, request, response] { RunAdd(call, request, response); });
+      [this, call, request, response, ticket] {
+        RunAdd(call, request, response, ticket);
+      });
   if (!scheduled) {
-    if (!request->request_id().empty()) requests_->Failed(*request);
+    if (ticket.has_value()) requests_->Failed(*ticket);
     return Finish(call, absl::UnavailableError(absl::StrCat(
                             "pool '", name,
                             "' has too many AddVolume calls queued (or the "
@@ -206,15 +215,15 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
   return call.reactor;
 }
 
-void VolumePoolServiceImpl::RunAdd(const Call& call,
-                                   const v1::AddVolumeRequest* request,
-                                   v1::AddVolumeResponse* response) {
+void VolumePoolServiceImpl::RunAdd(
+    const Call& call, const v1::AddVolumeRequest* request,
+    v1::AddVolumeResponse* response,
+    const std::optional<RequestLog::Ticket>& ticket) {
   NamedPool& pool = *pools_[call.pool].pool;
-  const bool has_id = !request->request_id().empty();
   if (call.context->IsCancelled()) {
     // The client is gone (cancelled, or its deadline passed while the call
     // was queued): adding now would only leave volumes it never hears of.
-    if (has_id) requests_->Failed(*request);
+    if (ticket.has_value()) requests_->Failed(*ticket);
     Finish(call, absl::CancelledError(absl::StrCat(
                      "add volumes to pool '", pool.config().name,
                      "': the call was cancelled or its deadline passed "
@@ -226,13 +235,13 @@ void VolumePoolServiceImpl::RunAdd(const Call& call,
   absl::StatusOr<std::vector<uint64_t>> added =
       pool.AddVolumes(request->count(), first_index, request->info());
   if (!added.ok()) {
-    if (has_id) requests_->Failed(*request);
+    if (ticket.has_value()) requests_->Failed(*ticket);
     Finish(call, added.status());
     return;
   }
   response->mutable_volume_indices()->Assign(added->begin(), added->end());
   *response->mutable_summary() = ToProtoSummary(pool.Summary());
-  if (has_id) requests_->Succeeded(*request, *response);
+  if (ticket.has_value()) requests_->Succeeded(*ticket, *response);
   Log(LogLevel::kInfo, "add",
       {{"pool", pool.config().name},
        {"count", added->size()},

@@ -8,7 +8,9 @@
 namespace groove::server {
 
 WorkerPool::WorkerPool(std::string name, size_t threads, size_t max_queued)
-    : max_queued_(max_queued) {
+    : max_queued_(std::max<size_t>(max_queued, 1)),
+      // One node more than tasks: the queue keeps a dummy node.
+      queue_(max_queued_ + 1) {
   const std::string thread_name = name.substr(0, 15);
   for (size_t i = 0; i < std::max<size_t>(threads, 1); ++i) {
     threads_.emplace_back([this] { Run(); });
@@ -19,43 +21,66 @@ WorkerPool::WorkerPool(std::string name, size_t threads, size_t max_queued)
 WorkerPool::~WorkerPool() { Stop(); }
 
 bool WorkerPool::TrySchedule(absl::AnyInvocable<void() &&> task) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_ || queue_.size() >= max_queued_) return false;
-  queue_.push_back(std::move(task));
+  // Seq_cst (this increment, then the load of stopping_) against Stop's
+  // seq_cst store of stopping_ then load of scheduling_: either we see
+  // stopping_, or Stop sees us and waits until we have pushed.
+  scheduling_.fetch_add(1, std::memory_order_seq_cst);
+  auto leave = [this] {
+    // Release: our push happens before Stop's last wake-up.
+    scheduling_.fetch_sub(1, std::memory_order_release);
+  };
+  if (stopping_.load(std::memory_order_seq_cst)) {
+    leave();
+    return false;
+  }
+  size_t queued = queued_.load(std::memory_order_relaxed);
+  do {
+    if (queued >= max_queued_) {
+      leave();
+      return false;
+    }
+  } while (!queued_.compare_exchange_weak(queued, queued + 1,
+                                          std::memory_order_relaxed));
+  auto* boxed = new Task(std::move(task));
+  if (!queue_.bounded_push(boxed)) {  // cannot happen: nodes are reserved
+    delete boxed;
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    leave();
+    return false;
+  }
+  permits_.release();
+  leave();
   return true;
 }
 
 void WorkerPool::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+  // Seq_cst: see TrySchedule.
+  if (!stopping_.exchange(true, std::memory_order_seq_cst)) {
+    // Acquire: every push that began before stopping_ is in the queue.
+    while (scheduling_.load(std::memory_order_acquire) != 0) {
+      std::this_thread::yield();
+    }
+    permits_.release(static_cast<std::ptrdiff_t>(threads_.size()));
   }
   for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
   }
 }
 
-size_t WorkerPool::queued() const {
-  absl::MutexLock lock(&mu_);
-  return queue_.size();
-}
-
-bool WorkerPool::HasWorkOrStopping() const {
-  return stopping_ || !queue_.empty();
-}
-
 void WorkerPool::Run() {
   for (;;) {
-    absl::AnyInvocable<void() &&> task;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &WorkerPool::HasWorkOrStopping));
-      if (queue_.empty()) return;  // stopping and drained
-      task = std::move(queue_.front());
-      queue_.pop_front();
+    permits_.acquire();
+    Task* task = nullptr;
+    if (queue_.pop(task)) {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      // A task may take seconds: nothing is held while it runs.
+      std::move (*task)();
+      delete task;
+      continue;
     }
-    // Run without the lock: a task may take seconds.
-    std::move(task)();
+    // No task for this permit: it was one of Stop's, and since no push can
+    // follow Stop, the queue stays empty.
+    if (stopping_.load(std::memory_order_acquire)) return;
   }
 }
 

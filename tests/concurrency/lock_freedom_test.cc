@@ -15,11 +15,13 @@
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
 #include "support/pool_workload.h"
+#include "support/stall.h"
 
 namespace groove {
 namespace {
 
 using testing::PoolMemory;
+using testing::Stall;
 
 #if defined(__SANITIZE_THREAD__)
 constexpr int kPairsPerThread = 20'000;
@@ -28,35 +30,6 @@ constexpr int kPairsPerThread = 200'000;
 #endif
 constexpr int kOtherThreads = 3;
 constexpr uint64_t kVolumes = 32;
-
-// Stall parks the first thread that enters the hook until Resume().
-class Stall {
- public:
-  static void Hook(void* arg) {
-    auto* self = static_cast<Stall*>(arg);
-    self->calls_.fetch_add(1, std::memory_order_relaxed);
-    int expected = kNotYet;
-    if (self->state_.compare_exchange_strong(expected, kStalled)) {
-      self->state_.notify_all();
-      self->state_.wait(kStalled);  // until Resume()
-    }
-  }
-  void WaitUntilStalled() {
-    for (int s = state_.load(); s == kNotYet; s = state_.load()) {
-      state_.wait(s);
-    }
-  }
-  void Resume() {
-    state_.store(kResumed);
-    state_.notify_all();
-  }
-  int calls() const { return calls_.load(); }
-
- private:
-  static constexpr int kNotYet = 0, kStalled = 1, kResumed = 2;
-  std::atomic<int> state_{kNotYet};
-  std::atomic<int> calls_{0};
-};
 
 // Runs kOtherThreads threads of acquire/release pairs to completion and
 // returns how many pairs completed.

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -172,45 +174,81 @@ TEST(RequestIdTest, AcceptsUuidsOnly) {
   }
 }
 
-v1::AddVolumeRequest Request(const std::string& id, uint64_t count) {
+// Request makes an AddVolume request whose id is the UUID with last group
+// `suffix` (12 hex digits, zero-padded).
+v1::AddVolumeRequest Request(uint64_t suffix, uint64_t count) {
   v1::AddVolumeRequest request;
   request.set_pool("a");
   request.set_count(count);
-  request.set_request_id(id);
+  request.set_request_id(
+      absl::StrCat("123e4567-e89b-42d3-a456-", absl::Hex(suffix, absl::kZeroPad12)));
   return request;
 }
 
 TEST(RequestLogTest, RunsReplaysAbortsAndConflicts) {
-  RequestLog log(2);
-  const v1::AddVolumeRequest first = Request("id-1", 1);
-  EXPECT_EQ(log.Start(first).outcome, RequestLog::Outcome::kRun);
+  RequestLog log(1);
+  const v1::AddVolumeRequest first = Request(0xabc, 1);
+  RequestLog::Claim run = log.Start(first);
+  ASSERT_EQ(run.outcome, RequestLog::Outcome::kRun);
   EXPECT_EQ(log.Start(first).outcome, RequestLog::Outcome::kInProgress);
-  EXPECT_EQ(log.Start(Request("ID-1", 2)).outcome,
+  v1::AddVolumeRequest other_arguments = Request(0xabc, 2);
+  EXPECT_EQ(log.Start(other_arguments).outcome,
             RequestLog::Outcome::kConflict);
   v1::AddVolumeResponse response;
   response.add_volume_indices(7);
-  log.Succeeded(first, response);
-  RequestLog::Claim replay = log.Start(Request("ID-1", 1));
+  log.Succeeded(run.ticket, response);
+  // Ids compare as numbers: upper-case hex is the same id.
+  v1::AddVolumeRequest upper = first;
+  upper.set_request_id(absl::AsciiStrToUpper(first.request_id()));
+  RequestLog::Claim replay = log.Start(upper);
   EXPECT_EQ(replay.outcome, RequestLog::Outcome::kReplay);
   EXPECT_THAT(replay.response.volume_indices(), ElementsAre(7));
+  EXPECT_EQ(log.Start(other_arguments).outcome,
+            RequestLog::Outcome::kConflict);
 }
 
 TEST(RequestLogTest, ForgetsFailuresAndTheOldestSuccess) {
-  RequestLog log(2);
-  const v1::AddVolumeRequest failed = Request("f", 1);
-  ASSERT_EQ(log.Start(failed).outcome, RequestLog::Outcome::kRun);
-  log.Failed(failed);
-  EXPECT_EQ(log.Start(failed).outcome, RequestLog::Outcome::kRun);
-  log.Failed(failed);
-  for (const char* id : {"a", "b", "c"}) {
-    const v1::AddVolumeRequest request = Request(id, 1);
-    ASSERT_EQ(log.Start(request).outcome, RequestLog::Outcome::kRun);
-    log.Succeeded(request, v1::AddVolumeResponse());
+  RequestLog log(1);  // one bucket: kWays ids in all
+  ASSERT_EQ(log.remembered_capacity(), RequestLog::kWays);
+  const v1::AddVolumeRequest failed = Request(0xf, 1);
+  RequestLog::Claim claim = log.Start(failed);
+  ASSERT_EQ(claim.outcome, RequestLog::Outcome::kRun);
+  log.Failed(claim.ticket);
+  claim = log.Start(failed);
+  EXPECT_EQ(claim.outcome, RequestLog::Outcome::kRun);
+  log.Failed(claim.ticket);
+  for (uint64_t id = 1; id <= RequestLog::kWays + 1; ++id) {
+    claim = log.Start(Request(id, 1));
+    ASSERT_EQ(claim.outcome, RequestLog::Outcome::kRun) << id;
+    log.Succeeded(claim.ticket, v1::AddVolumeResponse());
   }
-  // Capacity 2: "a" is forgotten, "b" and "c" are remembered.
-  EXPECT_EQ(log.Start(Request("b", 1)).outcome, RequestLog::Outcome::kReplay);
-  EXPECT_EQ(log.Start(Request("c", 1)).outcome, RequestLog::Outcome::kReplay);
-  EXPECT_EQ(log.Start(Request("a", 1)).outcome, RequestLog::Outcome::kRun);
+  // Id 1 (the oldest) was replaced; the newer ones are remembered.
+  for (uint64_t id = 2; id <= RequestLog::kWays + 1; ++id) {
+    EXPECT_EQ(log.Start(Request(id, 1)).outcome, RequestLog::Outcome::kReplay)
+        << id;
+  }
+  EXPECT_EQ(log.Start(Request(1, 1)).outcome, RequestLog::Outcome::kRun);
+}
+
+TEST(RequestLogTest, NeverForgetsAnIdInProgress) {
+  RequestLog log(1);
+  std::vector<RequestLog::Claim> running;
+  for (uint64_t id = 1; id <= RequestLog::kWays; ++id) {
+    running.push_back(log.Start(Request(id, 1)));
+    ASSERT_EQ(running.back().outcome, RequestLog::Outcome::kRun);
+  }
+  // Every entry is in progress: a new id is refused, none is replaced.
+  EXPECT_EQ(log.Start(Request(99, 1)).outcome, RequestLog::Outcome::kBusy);
+  for (uint64_t id = 1; id <= RequestLog::kWays; ++id) {
+    EXPECT_EQ(log.Start(Request(id, 1)).outcome,
+              RequestLog::Outcome::kInProgress);
+  }
+  log.Succeeded(running[0].ticket, v1::AddVolumeResponse());
+  RequestLog::Claim next = log.Start(Request(99, 1));
+  ASSERT_EQ(next.outcome, RequestLog::Outcome::kRun);
+  log.Succeeded(next.ticket, v1::AddVolumeResponse());
+  // Id 1, the only completed one, was the one replaced: it runs again.
+  EXPECT_EQ(log.Start(Request(1, 1)).outcome, RequestLog::Outcome::kRun);
 }
 
 TEST(LogTest, FormatsLogfmtAndEscapesValues) {
@@ -240,6 +278,7 @@ TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
   EXPECT_TRUE(pool.TrySchedule([&] { ++ran; }));
   EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // queue full
   EXPECT_EQ(pool.queued(), 2u);
+  EXPECT_TRUE(pool.is_lock_free());
   release.Notify();
   pool.Stop();  // runs the queued tasks, then joins
   EXPECT_EQ(ran.load(), 3);

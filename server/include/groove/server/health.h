@@ -25,6 +25,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   void Shutdown();
 
   // Check returns the status of a known service, NOT_FOUND otherwise.
+  // Thread safety: lock-free (reads an atomic copy of the status), so
+  // health checks never wait on a status change or a Watch.
   grpc::ServerUnaryReactor* Check(
       grpc::CallbackServerContext* context,
       const grpc::health::v1::HealthCheckRequest* request,
@@ -86,6 +89,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   const absl::flat_hash_set<std::string> services_;  // with ""
   absl::Mutex mu_;  // orders status changes; ordered before Watcher::mu_
   ServingStatus status_ ABSL_GUARDED_BY(mu_);
+  // status_, for Check to read without mu_. Written under mu_ with status_.
+  std::atomic<ServingStatus> current_status_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<Watcher*> watchers_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,4 +1,5 @@
-// groove/server/request_log.h: AddVolume's request_id deduplication.
+// groove/server/request_log.h: AddVolume's request_id deduplication, without
+// locks.
 //
 // A client that sets AddVolumeRequest.request_id may retry a call whose
 // response it lost. The RequestLog remembers, per id:
@@ -9,29 +10,44 @@
 //     other arguments gets INVALID_ARGUMENT).
 // A failed call is forgotten, so its retry runs afresh.
 //
-// The window: the kDefaultCapacity most recent successful ids, across all
-// pools, in memory. The oldest is forgotten first; every id is forgotten
-// when the server restarts (docs/SERVER.md). Ids are compared
-// case-insensitively (UUID hex digits).
+// The window. Ids hash into buckets of kWays entries; a new id that lands in
+// a full bucket replaces the bucket's oldest completed id. So a completed id
+// is remembered at least until kWays newer ids have landed in its bucket:
+// with the default 2,048 buckets that is, on average, about 6,000 newer ids
+// across all pools (docs/SERVER.md). An id in progress is never forgotten;
+// when every entry of its bucket is in progress, a new id gets kBusy
+// (UNAVAILABLE: retry). Every id is forgotten when the server restarts.
+// Ids are compared as 128-bit numbers, so case does not matter.
+//
+// Why lock-free: every AddVolume with an id passes through this one
+// server-wide object, and no request may wait on a lock another request
+// holds (docs/SERVER.md, "No blocking"). Each bucket is one atomic word
+// holding a version and the handles of up to kWays records; records live in
+// a fixed arena and are reference-counted. Start reads the bucket, compares
+// ids, and inserts a new record with one CAS of the bucket word, so two
+// concurrent calls with the same new id cannot both run: only one CAS from
+// the word that lacked the id succeeds. The bucket's version makes that CAS
+// fail whenever the bucket changed in between (ABA would need 2^16 changes
+// of one bucket during one Start). Records are reused only when their
+// count drops to zero, so a reader holding a reference can copy a replayed
+// response while other threads evict it.
 //
 // Example:
 //   RequestLog::Claim claim = log.Start(request);
 //   switch (claim.outcome) { case RequestLog::Outcome::kRun: ... }
 //   ...
-//   log.Succeeded(request, response);   // or log.Failed(request)
+//   log.Succeeded(claim.ticket, response);   // or log.Failed(claim.ticket)
 
 #ifndef GROOVE_SERVER_REQUEST_LOG_H_
 #define GROOVE_SERVER_REQUEST_LOG_H_
 
+#include <atomic>
 #include <cstddef>
-#include <deque>
-#include <string>
+#include <cstdint>
+#include <memory>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "groove/v1/volume_pool.pb.h"
 
 namespace groove::server {
@@ -43,52 +59,98 @@ absl::Status ValidateRequestId(absl::string_view request_id);
 
 class RequestLog {
  public:
-  static constexpr size_t kDefaultCapacity = 4096;
+  static constexpr size_t kWays = 3;                 // entries per bucket
+  static constexpr size_t kDefaultBuckets = 2048;    // 6,144 ids in all
+  static constexpr size_t kMaxBuckets = 10000;       // handles fit 16 bits
 
   enum class Outcome {
     kRun,         // new id (now in progress): run the call, then report it
     kReplay,      // done before with the same arguments: return `response`
     kInProgress,  // the first call with this id still runs: ABORTED
     kConflict,    // seen with other arguments: INVALID_ARGUMENT
+    kBusy,        // every entry of the id's bucket is in progress: UNAVAILABLE
+  };
+  // Ticket names the entry a kRun claim created; pass it to exactly one of
+  // Succeeded or Failed.
+  struct Ticket {
+    uint32_t bucket = 0;
+    uint32_t record = 0;
   };
   struct Claim {
     Outcome outcome = Outcome::kRun;
+    Ticket ticket;                   // kRun only
     v1::AddVolumeResponse response;  // kReplay only
   };
 
-  // `capacity`: how many successful ids are remembered (at least 1).
-  explicit RequestLog(size_t capacity = kDefaultCapacity);
+  // TestHook is called inside Start after it has read the bucket and
+  // before it publishes a new id (tests stop a thread there to show that
+  // others are not blocked).
+  using TestHook = void (*)(void* arg);
+
+  // `buckets` in [1, kMaxBuckets]: the log remembers up to kWays * buckets
+  // ids.
+  explicit RequestLog(size_t buckets = kDefaultBuckets);
+  // REQUIRES: no call in flight.
+  ~RequestLog();
+
+  RequestLog(const RequestLog&) = delete;
+  RequestLog& operator=(const RequestLog&) = delete;
 
   // Start looks `request`'s id up and, when it is new, records it as in
-  // progress. REQUIRES: request.request_id() is non-empty and passed
-  // ValidateRequestId. After kRun the caller must call exactly one of
-  // Succeeded or Failed with the same request.
-  // Thread safety: safe to call concurrently; holds the log's mutex for an
-  // O(1) map lookup (plus copying a replayed response), never across a
-  // call into the core. Cost: O(request size).
+  // progress (kRun) with a copy of the request's arguments.
+  // REQUIRES: request.request_id() passed ValidateRequestId and is not
+  // empty. After kRun the caller must call exactly one of Succeeded or
+  // Failed with claim.ticket.
+  // Thread safety: lock-free: safe to call concurrently with every other
+  // method; a thread stopped anywhere inside it never keeps another from
+  // completing. Cost: O(kWays) plus copying the request (new id) or the
+  // response (replay); a retry loop runs again only when another thread
+  // changed the same bucket meanwhile.
   Claim Start(const v1::AddVolumeRequest& request);
 
-  // Succeeded remembers `response` for the request's id, forgetting the
-  // oldest remembered id when capacity is reached. Thread safety: as Start.
-  void Succeeded(const v1::AddVolumeRequest& request,
-                 const v1::AddVolumeResponse& response);
+  // Succeeded remembers `response` for the ticket's id: later Starts with
+  // the same id and arguments replay it. Thread safety: lock-free (one
+  // release store and one atomic decrement). Cost: copying `response`.
+  void Succeeded(const Ticket& ticket, const v1::AddVolumeResponse& response);
 
-  // Failed forgets the request's id. Thread safety: as Start.
-  void Failed(const v1::AddVolumeRequest& request);
+  // Failed forgets the ticket's id, so that its retry runs afresh.
+  // Thread safety: lock-free. Cost: O(1) plus retries of one CAS.
+  void Failed(const Ticket& ticket);
+
+  // remembered_capacity is kWays * buckets.
+  size_t remembered_capacity() const { return kWays * bucket_count_; }
+
+  void set_test_hook(TestHook hook, void* arg) {
+    test_hook_ = hook;
+    test_hook_arg_ = arg;
+  }
 
  private:
-  struct Entry {
-    v1::AddVolumeRequest request;  // the first call's arguments
-    bool done = false;
-    v1::AddVolumeResponse response;  // when done
-  };
+  struct Record;
 
-  const size_t capacity_;
-  absl::Mutex mu_;
-  // Key: the lower-cased id. Holds in-progress and remembered ids.
-  absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  // The remembered (done) ids, oldest first: at most capacity_.
-  std::deque<std::string> done_order_ ABSL_GUARDED_BY(mu_);
+  // Bucket word: bits 0..47 hold kWays 16-bit handles (record index + 1;
+  // 0 = empty entry), bits 48..63 a version bumped by every change.
+  static uint16_t HandleAt(uint64_t word, size_t way) {
+    return static_cast<uint16_t>(word >> (16 * way));
+  }
+  static uint64_t WithHandle(uint64_t word, size_t way, uint16_t handle);
+
+  uint32_t BucketOf(uint64_t id_high, uint64_t id_low) const;
+  // AllocateRecord claims a free record (references = 2: the bucket's and
+  // the runner's) or returns -1 when all are referenced.
+  int64_t AllocateRecord();
+  // TryReference adds a reference unless the record is free.
+  bool TryReference(Record& record);
+  void Unreference(Record& record);
+
+  const size_t bucket_count_;
+  const size_t record_count_;
+  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;
+  std::unique_ptr<Record[]> records_;
+  std::atomic<uint64_t> allocation_cursor_{0};  // where the next scan starts
+  std::atomic<uint64_t> next_sequence_{1};      // age of completed ids
+  TestHook test_hook_ = nullptr;
+  void* test_hook_arg_ = nullptr;
 };
 
 }  // namespace groove::server

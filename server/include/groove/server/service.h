@@ -11,10 +11,11 @@
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
 //     of hugepages), so the handler queues it on the pool's add WorkerPool
 //     and returns; a worker calls the core and finishes the RPC.
-// No handler holds a lock across a core call. The only locks on RPC paths
-// are AddVolume's: RequestLog's (a map lookup, for calls with a request_id)
-// and the WorkerPool queue's (one push), each held for O(1)
-// (docs/SERVER.md).
+// No handler takes a lock that another request can hold: the request_id
+// log (RequestLog) and the add queue (WorkerPool) are lock-free, the core
+// pool is lock-free, and metrics are relaxed atomics. The one documented
+// exception is Inspect with `verify`, which pauses the pool's users while
+// it walks the stack (docs/SERVER.md).
 //
 // Example:
 //   VolumePoolServiceImpl service(pools, &metrics, &request_log);
@@ -28,6 +29,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -112,8 +114,10 @@ class VolumePoolServiceImpl final
   grpc::ServerUnaryReactor* Finish(const Call& call,
                                    const absl::Status& status);
   // RunAdd is AddVolume's second half, on a worker thread.
+  // `ticket`: the request_id log entry to complete, for calls with an id.
   void RunAdd(const Call& call, const v1::AddVolumeRequest* request,
-              v1::AddVolumeResponse* response);
+              v1::AddVolumeResponse* response,
+              const std::optional<RequestLog::Ticket>& ticket);
 
   std::vector<ServedPool> pools_;
   absl::flat_hash_map<std::string, int> pool_index_;  // name -> pools_ index

@@ -12,6 +12,12 @@
 // already wait, so a flood of adds costs bounded memory and the caller can
 // fail fast (UNAVAILABLE) rather than queue for minutes.
 //
+// Scheduling never takes a lock (docs/SERVER.md, "No blocking"): the queue
+// is a `boost::lockfree::queue` of task pointers with its nodes allocated
+// up front, the bound is a CAS on a counter, and idle workers sleep on a
+// `std::counting_semaphore` that TrySchedule releases once per task (an
+// atomic add, and a futex wake only when a worker sleeps).
+//
 // Example:
 //   WorkerPool workers("add:main", /*threads=*/4, /*max_queued=*/256);
 //   if (!workers.TrySchedule([] { ... })) { ... refuse ... }
@@ -20,15 +26,15 @@
 #ifndef GROOVE_SERVER_WORKER_POOL_H_
 #define GROOVE_SERVER_WORKER_POOL_H_
 
+#include <atomic>
 #include <cstddef>
-#include <deque>
+#include <semaphore>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
-#include "absl/synchronization/mutex.h"
+#include "boost/lockfree/queue.hpp"
 
 namespace groove::server {
 
@@ -47,27 +53,46 @@ class WorkerPool {
   // TrySchedule queues `task` to run on a worker thread. Returns false,
   // and drops `task` without running it, when max_queued tasks are already
   // waiting or Stop was called.
-  // Thread safety: safe from any thread. Holds the queue's mutex for an
-  // O(1) push; never waits for a worker or a task. Tasks must not call
-  // Stop.
+  // Thread safety: lock-free; safe from any thread, including tasks. Never
+  // waits for a worker, a task or another caller. Cost: O(1) plus one heap
+  // allocation for the task.
   bool TrySchedule(absl::AnyInvocable<void() &&> task);
 
   // Stop refuses new tasks, lets the workers run every task already
-  // queued, and joins them. Blocks until the running tasks return.
-  // Idempotent. Thread safety: call from one thread, not from a task.
+  // queued, and joins them. Blocks until the running tasks return (and
+  // spins, yielding, while a TrySchedule that began before it finishes its
+  // O(1) push). Idempotent. Thread safety: call from one thread, not from a
+  // task.
   void Stop();
 
-  // queued returns how many tasks wait for a worker (a hint).
-  size_t queued() const;
+  // queued returns how many tasks wait for a worker (a hint: it changes
+  // while it is read). Thread safety: wait-free.
+  size_t queued() const { return queued_.load(std::memory_order_relaxed); }
+
+  // is_lock_free says whether the queue is lock-free on this platform
+  // (boost::lockfree falls back to locks where it has no double-word or
+  // tagged-pointer CAS). Tests assert it.
+  bool is_lock_free() const { return queue_.is_lock_free(); }
 
  private:
+  using Task = absl::AnyInvocable<void() &&>;
+
   void Run();
-  bool HasWorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const size_t max_queued_;
-  mutable absl::Mutex mu_;
-  std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Tasks waiting for a worker; nodes for max_queued_ of them are
+  // allocated up front (bounded_push never allocates).
+  boost::lockfree::queue<Task*> queue_;
+  // Tasks queued or being pushed: the bound. Relaxed: a count, not a
+  // publication (the queue and the semaphore order the task itself).
+  std::atomic<size_t> queued_{0};
+  // TrySchedule calls between their check of stopping_ and their last use
+  // of the queue: Stop waits for them to leave before it wakes the workers
+  // for the last time.
+  std::atomic<size_t> scheduling_{0};
+  std::atomic<bool> stopping_{false};
+  // One permit per queued task, plus one per worker when stopping.
+  std::counting_semaphore<> permits_{0};
   std::vector<std::thread> threads_;  // joined by Stop
 };
 
