@@ -1035,6 +1035,7 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
     if (Slot(i).load(std::memory_order_acquire) != slot) continue;
     VolumeEntry entry;
     entry.index = i;
+    const uint64_t idx = v.idx.load(std::memory_order_relaxed);
     if (magic == kVolumeEmptyMagic) {
       entry.status = VolumeStatus::kEmpty;
     } else if (magic == kVolumeMagic) {
@@ -1043,10 +1044,19 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
       continue;  // popped by a remove in flight
     } else {
       entry.status = VolumeStatus::kCorrupt;
+      entry.corruption = absl::StrCat(
+          "header magic is 0x", absl::Hex(magic), ", want 0x",
+          absl::Hex(kVolumeMagic), " (in use) or 0x",
+          absl::Hex(kVolumeEmptyMagic), " (empty)");
     }
-    if (v.idx.load(std::memory_order_relaxed) != i ||
-        info_sz > kVolumeInfoMax) {
+    if (entry.corruption.empty() && idx != i) {
       entry.status = VolumeStatus::kCorrupt;
+      entry.corruption = absl::StrCat("header idx is ", idx, ", want ", i);
+    }
+    if (entry.corruption.empty() && info_sz > kVolumeInfoMax) {
+      entry.status = VolumeStatus::kCorrupt;
+      entry.corruption = absl::StrCat("header info_sz is ", info_sz,
+                                      ", want at most ", kVolumeInfoMax);
     }
     entry.info.assign(reinterpret_cast<const char*>(info),
                       std::min<uint64_t>(info_sz, kVolumeInfoMax));

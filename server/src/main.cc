@@ -48,6 +48,10 @@ ABSL_FLAG(bool, recreate, false,
           "losing their volumes (never done otherwise)");
 ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(30),
           "on SIGTERM/SIGINT, how long in-flight RPCs get to finish");
+ABSL_FLAG(absl::Duration, drain_grace, absl::ZeroDuration(),
+          "on SIGTERM/SIGINT, how long to answer new calls UNAVAILABLE (and "
+          "health NOT_SERVING) before refusing connections, so that load "
+          "balancers stop sending first; a second signal ends it early");
 ABSL_FLAG(int, add_workers_per_pool, 4,
           "threads per pool that take memory for AddVolume (1 to 64)");
 ABSL_FLAG(std::string, testonly_stall_add_fifo, "",
@@ -119,6 +123,11 @@ int main(int argc, char** argv) {
     return Fail(kExitBadConfig, "bad_flags",
                 absl::InvalidArgumentError("--shutdown_deadline: negative"));
   }
+  const absl::Duration drain_grace = absl::GetFlag(FLAGS_drain_grace);
+  if (drain_grace < absl::ZeroDuration()) {
+    return Fail(kExitBadConfig, "bad_flags",
+                absl::InvalidArgumentError("--drain_grace: negative"));
+  }
 
   groove::server::CommandLine command_line;
   command_line.config_file = absl::GetFlag(FLAGS_config);
@@ -155,6 +164,19 @@ int main(int argc, char** argv) {
   }
   Log(LogLevel::kInfo, "signal",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+
+  // Drain grace: health says NOT_SERVING and new calls get UNAVAILABLE from
+  // the service, while connections stay open, until the grace ends or a
+  // second signal arrives.
+  (*server)->StartDraining();
+  if (drain_grace > absl::ZeroDuration()) {
+    Log(LogLevel::kInfo, "drain_grace",
+        {{"grace", absl::FormatDuration(drain_grace)}});
+    const timespec grace = absl::ToTimespec(drain_grace);
+    if (sigtimedwait(&stop_signals, nullptr, &grace) > 0) {
+      Log(LogLevel::kInfo, "drain_grace_cut_short", {});
+    }
+  }
 
   // Watchdog: an add stuck in the kernel could hold Shutdown past its
   // deadline. Exiting then is safe: the pools' slot tables record every

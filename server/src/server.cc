@@ -252,15 +252,22 @@ absl::Status VolumeServer::Start() {
   return absl::OkStatus();
 }
 
-void VolumeServer::Shutdown(absl::Duration deadline) {
-  if (!started_ || shut_down_) return;
-  shut_down_ = true;
-  Log(LogLevel::kInfo, "draining",
-      {{"deadline", absl::FormatDuration(deadline)}});
+void VolumeServer::StartDraining() {
+  if (!started_ || draining_) return;
+  draining_ = true;
+  Log(LogLevel::kInfo, "draining", {});
   service_->StartDraining();
   // NOT_SERVING for "" and every service, so health checkers stop sending
   // traffic; their Watch streams end, so they do not hold the drain up.
   health_->Shutdown();
+}
+
+void VolumeServer::Shutdown(absl::Duration deadline) {
+  if (!started_ || shut_down_) return;
+  shut_down_ = true;
+  StartDraining();
+  Log(LogLevel::kInfo, "shutting_down",
+      {{"deadline", absl::FormatDuration(deadline)}});
 
   // The test hook must not outlive the deadline: release stalled adds then.
   absl::Notification stopped;

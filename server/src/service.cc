@@ -348,9 +348,7 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
       volume->set_index(entry.index);
       volume->set_state(ToProtoState(entry.status));
       if (entry.status == VolumeStatus::kCorrupt) {
-        volume->set_corruption(
-            "the header is neither a good empty nor a good in-use volume "
-            "(its magic, idx or info_sz is wrong)");
+        volume->set_corruption(std::move(entry.corruption));
       } else {
         volume->set_info(std::move(entry.info));
       }

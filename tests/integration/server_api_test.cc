@@ -570,6 +570,8 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        2,
        "--add_workers_per_pool: 0"},
       {"pool flag without value", {"--pool"}, 2, "--pool: missing value"},
+      {"negative drain grace", {"--drain_grace=-1s"}, 2,
+       "--drain_grace: negative"},
   };
   for (const FlagCase& c : cases) {
     SCOPED_TRACE(c.name);

@@ -233,8 +233,8 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   // the client sees depends on a race inside gRPC 1.51: UNAVAILABLE when
   // the client has processed the server's GOAWAY before starting the call,
   // CANCELLED when the server receives the stream and rejects it (seen in
-  // about 1 run in 8 on a loaded machine). Both mean "refused"; a drain
-  // grace period that answers UNAVAILABLE itself is open work.
+  // about 1 run in 8 on a loaded machine). Both mean "refused". With
+  // --drain_grace the service answers UNAVAILABLE itself (next test).
   v1::ListPoolsResponse pools;
   const grpc::StatusCode refused = ListPools(*stub, &pools).error_code();
   EXPECT_TRUE(refused == grpc::StatusCode::UNAVAILABLE ||
@@ -264,6 +264,50 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   EXPECT_THAT(Indices(slow), ElementsAre(0));
   ASSERT_EQ(slow.volumes.size(), 1u);
   EXPECT_EQ(slow.volumes[0].info(), "in flight at shutdown");
+}
+
+TEST(ServerConcurrencyTest, DrainGraceAnswersUnavailableUntilASecondSignal) {
+  TempDir dir;
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(), "--drain_grace=10m",
+       "--pool=name=main,backing=normal,volume_size=4KiB,max_volumes=8"});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("main", 2, "kept"), &added).ok());
+
+  server->Signal(SIGTERM);
+  ASSERT_TRUE(server->WaitForLog("event=drain_grace"));
+  // During the grace the service itself refuses, with UNAVAILABLE (never
+  // gRPC's CANCELLED race), and says why; the pool is not touched.
+  v1::ListPoolsResponse pools;
+  grpc::Status refused = ListPools(*stub, &pools);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("shutting down"));
+  v1::AddVolumeResponse not_added;
+  EXPECT_EQ(Add(*stub, AddRequest("main", 1, "late"), &not_added).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  // Health answers NOT_SERVING, so balancers stop sending.
+  auto health = grpc::health::v1::Health::NewStub(server->channel());
+  grpc::ClientContext context;
+  SetDeadline(&context, kRpcTimeout);
+  grpc::health::v1::HealthCheckResponse status;
+  ASSERT_TRUE(health->Check(&context, {}, &status).ok());
+  EXPECT_EQ(status.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+
+  // A second signal cuts the 10-minute grace short.
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->WaitForExit(), 0);
+  EXPECT_TRUE(server->WaitForLog("event=drain_grace_cut_short").has_value());
+
+  auto restarted = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=main,backing=normal,volume_size=4KiB,max_volumes=8"});
+  ASSERT_NE(restarted, nullptr);
+  auto restarted_stub = restarted->Stub();
+  EXPECT_THAT(Indices(TakeSnapshot(*restarted_stub, "main")),
+              ElementsAre(0, 1));
 }
 
 TEST(ServerConcurrencyTest, ShutdownDeadlineReleasesStuckAdds) {

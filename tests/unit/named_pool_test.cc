@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/fault_store.h"
 #include "support/temp_dir.h"
@@ -290,6 +291,27 @@ TEST(NamedPoolTest, AddTakesTheLowestFreeIndicesAndRealMemory) {
   absl::StatusOr<VerifyReport> report = pool->Verify();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, 7u);
+}
+
+TEST(NamedPoolTest, ListVolumesNamesTheWrongHeaderFieldOfACorruptVolume) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(pool->AddVolumes(4, std::nullopt, "x").ok());
+  pool->pool().VolumeAt(1)->magic.store(0x1234);
+  pool->pool().VolumeAt(2)->idx.store(18);
+  pool->pool().VolumeAt(3)->info_sz.store(600);
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 16, &next);
+  ASSERT_EQ(listed.size(), 4u);
+  EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
+  EXPECT_EQ(listed[0].corruption, "");
+  for (size_t i = 1; i < 4; ++i) {
+    EXPECT_EQ(listed[i].status, VolumeStatus::kCorrupt) << i;
+  }
+  EXPECT_THAT(listed[1].corruption,
+              ::testing::StartsWith("header magic is 0x1234, want 0x"));
+  EXPECT_EQ(listed[2].corruption, "header idx is 18, want 2");
+  EXPECT_EQ(listed[3].corruption, "header info_sz is 600, want at most 480");
 }
 
 TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {

@@ -84,6 +84,9 @@ struct VolumeEntry {
   uint64_t index = 0;
   VolumeStatus status = VolumeStatus::kEmpty;
   std::string info;
+  // kCorrupt only: the first wrong header field, with the value found and
+  // the value wanted (e.g. "header idx is 18, want 17").
+  std::string corruption;
 };
 
 struct RemovedVolume {

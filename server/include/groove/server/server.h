@@ -90,7 +90,14 @@ class VolumeServer {
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& metrics_address() const { return metrics_address_; }
 
-  // Shutdown drains and stops the server (see the life cycle above);
+  // StartDraining makes health report NOT_SERVING (ending Watch streams)
+  // and new pool RPCs fail with UNAVAILABLE, while the server keeps its
+  // connections and lets calls in flight run. Idempotent. Thread safety:
+  // call from one thread (the one that calls Shutdown).
+  void StartDraining();
+
+  // Shutdown drains (StartDraining) and stops the server (see the life
+  // cycle above);
   // blocks until every RPC has finished, which is normally within
   // `deadline` (an add stuck in the kernel can take longer: main.cc bounds
   // that with a watchdog). Idempotent. Thread safety: call from one thread.
@@ -116,6 +123,7 @@ class VolumeServer {
   std::string grpc_address_;
   std::string metrics_address_;
   bool started_ = false;
+  bool draining_ = false;
   bool shut_down_ = false;
 };
 
