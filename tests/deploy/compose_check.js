@@ -12,14 +12,18 @@
 //   - Grafana's provisioned data source is that Prometheus, and its
 //     dashboard provider reads the directory deploy/grafana is mounted at,
 //     which holds the dashboard.
+// It also runs the real groove-volumed with the service's command (made
+// local: tests/deploy/server_args.js): it must start and stop cleanly.
 // With --self-test it applies known mistakes and requires each reported.
 //
-// Usage: node compose_check.js --source DIR --tools DIR [--self-test]
+// Usage: node compose_check.js --source DIR --tools DIR --server BIN
+//        [--self-test]
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
 const {createRequire} = require('module');
+const {startsAndStops} = require('./server_args');
 
 const TOP_KEYS = new Set(['name', 'services', 'volumes', 'networks']);
 const SERVICE_KEYS = new Set([
@@ -165,14 +169,18 @@ const MISTAKES = [
    'depends on unknown service prom'],
 ];
 
-function main() {
+async function main() {
   const args = {selfTest: false};
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; ++i) {
     if (argv[i] === '--source') args.source = path.resolve(argv[++i]);
     else if (argv[i] === '--tools') args.tools = argv[++i];
+    else if (argv[i] === '--server') args.server = argv[++i];
     else if (argv[i] === '--self-test') args.selfTest = true;
     else throw new Error(`unknown argument ${argv[i]}`);
+  }
+  if (!args.source || !args.tools || !args.server) {
+    throw new Error('--source, --tools and --server are required');
   }
   const tools = createRequire(path.join(path.resolve(args.tools), 'package.json'));
   let YAML;
@@ -203,6 +211,11 @@ function main() {
   const ctx = {dir, source: args.source};
   const baseline = check(real.compose, real.files, ctx);
   errors.push(...baseline);
+  const service = ((real.compose || {}).services || {})['groove-volumed'];
+  if (service) {
+    const problem = await startsAndStops(args.server, [].concat(service.command || []));
+    if (problem) errors.push(`groove-volumed refuses the compose command: ${problem}`);
+  }
   if (args.selfTest) {
     for (const [what, mutate, want] of MISTAKES) {
       const bad = clone(real);
@@ -228,4 +241,7 @@ function main() {
   console.log(`compose_check: deploy/compose is consistent (${Object.keys(real.compose.services).join(', ')})`);
 }
 
-main();
+main().catch((e) => {
+  console.error(`compose_check: ${e.stack}`);
+  process.exit(1);
+});

@@ -19,7 +19,9 @@
 //      only);
 //   6. the runtime contract: a non-root USER with the hugetlbfs group,
 //      EXPOSE 50051 9464, STOPSIGNAL SIGTERM, a HEALTHCHECK through
-//      `groovectl --addr 127.0.0.1:50051 health`, and the default flags.
+//      `groovectl --addr 127.0.0.1:50051 health`, and the default flags,
+//      which the real groove-volumed must accept (run made local:
+//      tests/deploy/server_args.js).
 //
 // Usage:
 //   node dockerfile_check.js --source DIR --tools DIR --build-dir DIR
@@ -38,6 +40,7 @@ const childProcess = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const {createRequire} = require('module');
+const {startsAndStops} = require('./server_args');
 
 // Packages of the debian:bookworm-slim image that shared libraries can come
 // from (`dpkg -l` in the image; only libraries matter here, so tools such as
@@ -476,7 +479,7 @@ const MISTAKES = [
    'copies volume_pool_bench, which is neither checked'],
 ];
 
-function main() {
+async function main() {
   const args = parseArgs(process.argv.slice(2));
   const tools = createRequire(path.join(path.resolve(args.tools), 'package.json'));
   let dockerfileUtils;
@@ -502,6 +505,18 @@ function main() {
   const text = fs.readFileSync(path.join(args.source, 'Dockerfile'), 'utf8');
   const baseline = check(text, ctx);
   const errors = lddErrors.concat(baseline);
+  // The image's default command, run by the binary built here.
+  const runtime = parseDockerfile(text, dockerfileAst).filter((i) => i.stage === 1);
+  const lastOf = (kw) => runtime.filter((i) => i.keyword === kw).pop();
+  const argv = (execForm((lastOf('ENTRYPOINT') || {body: ''}).body) || [])
+                   .concat(execForm((lastOf('CMD') || {body: ''}).body) || []);
+  const server = args.binaries.find((b) => path.basename(b) === 'groove-volumed');
+  if (!server) {
+    errors.push('no --binary groove-volumed to run the image\'s default command with');
+  } else if (argv.length > 0) {
+    const problem = await startsAndStops(server, argv.slice(1));
+    if (problem) errors.push(`groove-volumed refuses the image's default command: ${problem}`);
+  }
   for (const nb of args.notBuilt) {
     if (nb.exists) {
       errors.push(`${nb.name} is a CMake target now: check it, in ` +
@@ -537,4 +552,7 @@ function main() {
   console.log('dockerfile_check: the Dockerfile matches the build');
 }
 
-main();
+main().catch((e) => {
+  console.error(`dockerfile_check: ${e.stack}`);
+  process.exit(1);
+});

@@ -20,25 +20,33 @@
 //      hugetlbfs gid; the Service is internalTrafficPolicy: Local and
 //      selects the pods; the ServiceMonitor selects the Service's metrics
 //      port; the PrometheusRule equals deploy/prometheus's rules;
-//   3. with --self-test, applies known mistakes to the rendered objects and
-//      requires each to be reported.
+//   3. runs the real groove-volumed with each DaemonSet's args (made local:
+//      tests/deploy/server_args.js): it must start and stop cleanly;
+//   4. with --self-test, applies known mistakes to the rendered objects and
+//      requires each to be reported (and a misspelt flag to be refused by
+//      the server).
 //
-// Usage: node kubernetes_check.js --source DIR --tools DIR [--self-test]
+// Usage: node kubernetes_check.js --source DIR --tools DIR --server BIN
+//        [--self-test]
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
 const {createRequire} = require('module');
+const {startsAndStops} = require('./server_args');
 
 function parseArgs(argv) {
   const args = {selfTest: false};
   for (let i = 0; i < argv.length; ++i) {
     if (argv[i] === '--source') args.source = argv[++i];
     else if (argv[i] === '--tools') args.tools = argv[++i];
+    else if (argv[i] === '--server') args.server = argv[++i];
     else if (argv[i] === '--self-test') args.selfTest = true;
     else throw new Error(`unknown argument ${argv[i]}`);
   }
-  if (!args.source || !args.tools) throw new Error('--source and --tools are required');
+  if (!args.source || !args.tools || !args.server) {
+    throw new Error('--source, --tools and --server are required');
+  }
   return args;
 }
 
@@ -365,7 +373,7 @@ const MISTAKES = [
    'PrometheusRule: spec.groups differ'],
 ];
 
-function main() {
+async function main() {
   const args = parseArgs(process.argv.slice(2));
   const tools = createRequire(path.join(path.resolve(args.tools), 'package.json'));
   let YAML;
@@ -405,6 +413,11 @@ function main() {
     }
     if (dir === root) base = objects;
     const found = check(objects, ctx);
+    for (const ds of objects.filter((o) => o.kind === 'DaemonSet')) {
+      const c = ds.spec.template.spec.containers[0];
+      const problem = await startsAndStops(args.server, c.args || []);
+      if (problem) found.push(`DaemonSet: groove-volumed refuses its args: ${problem}`);
+    }
     for (const f of found) errors.push(`${path.relative(args.source, dir)}: ${f}`);
     console.log(`${path.relative(args.source, dir)}: ${objects.length} objects ` +
                 `(${objects.map((o) => o.kind).join(', ')}): ${found.length ? 'FAILED' : 'valid'}`);
@@ -426,7 +439,12 @@ function main() {
                     `got ${JSON.stringify(found)})`);
       }
     }
-    console.log(`self-test: ${MISTAKES.length} known mistakes applied, each must be reported`);
+    const bad = container(clone(base)).args.map(
+        (a) => a.replace('--metrics-listen=', '--metrics-listn='));
+    if (!(await startsAndStops(args.server, bad)).includes('before listening')) {
+      errors.push('self-test: groove-volumed accepted a misspelt flag (--metrics-listn)');
+    }
+    console.log(`self-test: ${MISTAKES.length + 1} known mistakes applied, each must be reported`);
   }
   if (errors.length) {
     for (const e of errors) console.error(`kubernetes_check: ${e}`);
@@ -435,4 +453,7 @@ function main() {
   console.log('kubernetes_check: deploy/kubernetes is valid');
 }
 
-main();
+main().catch((e) => {
+  console.error(`kubernetes_check: ${e.stack}`);
+  process.exit(1);
+});
