@@ -10,9 +10,12 @@
 //      spec) or of the Prometheus Operator's CRDs
 //      (@kubernetes-models/prometheus-operator): types, enums, required
 //      fields. (Like `kubectl apply --validate` without a server it cannot
-//      tell an unknown field; the checks below cover the fields that
-//      matter);
-//   2. checks what docs/DEPLOY.md promises: the DaemonSet's hugepage
+//      tell an unknown field);
+//   2. type-checks every object with TypeScript against kubernetes-models'
+//      interfaces (IDaemonSet, ...): an object literal with a field its type
+//      does not have is an error (TS2353), so a misspelt field anywhere
+//      fails, as `kubectl apply` with strict field validation would;
+//   3. checks what docs/DEPLOY.md promises: the DaemonSet's hugepage
 //      requests equal its limits and match its pools' backing, memory is
 //      requested, CPU and memory limited; the data directory is an emptyDir
 //      of medium HugePages; gRPC probes on the --listen port; a non-root,
@@ -20,9 +23,9 @@
 //      hugetlbfs gid; the Service is internalTrafficPolicy: Local and
 //      selects the pods; the ServiceMonitor selects the Service's metrics
 //      port; the PrometheusRule equals deploy/prometheus's rules;
-//   3. runs the real groove-volumed with each DaemonSet's args (made local:
+//   4. runs the real groove-volumed with each DaemonSet's args (made local:
 //      tests/deploy/server_args.js): it must start and stop cleanly;
-//   4. with --self-test, applies known mistakes to the rendered objects and
+//   5. with --self-test, applies known mistakes to the rendered objects and
 //      requires each to be reported (and a misspelt flag to be refused by
 //      the server).
 //
@@ -30,7 +33,9 @@
 //        [--self-test]
 'use strict';
 
+const childProcess = require('child_process');
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const {createRequire} = require('module');
 const {startsAndStops} = require('./server_args');
@@ -147,17 +152,73 @@ function render(dir, YAML, used) {
 
 // ---- checks -------------------------------------------------------------------
 
+// The kinds this deployment uses: the module of each one's model class (a
+// validate() with the OpenAPI schema) and TypeScript interface (I + class).
+const KINDS = {
+  'v1/Namespace': ['kubernetes-models/v1/Namespace', 'Namespace'],
+  'v1/Service': ['kubernetes-models/v1/Service', 'Service'],
+  'apps/v1/DaemonSet': ['kubernetes-models/apps/v1/DaemonSet', 'DaemonSet'],
+  'monitoring.coreos.com/v1/ServiceMonitor': [
+    '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor',
+    'ServiceMonitor'],
+  'monitoring.coreos.com/v1/PrometheusRule': [
+    '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule',
+    'PrometheusRule'],
+};
+
 function loadModels(tools) {
-  const models = {
-    'v1/Namespace': tools('kubernetes-models/v1/Namespace').Namespace,
-    'v1/Service': tools('kubernetes-models/v1/Service').Service,
-    'apps/v1/DaemonSet': tools('kubernetes-models/apps/v1/DaemonSet').DaemonSet,
-    'monitoring.coreos.com/v1/ServiceMonitor': tools(
-        '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor').ServiceMonitor,
-    'monitoring.coreos.com/v1/PrometheusRule': tools(
-        '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule').PrometheusRule,
-  };
+  const models = {};
+  for (const [key, [module, name]] of Object.entries(KINDS)) models[key] = tools(module)[name];
   return models;
+}
+
+// typeCheck(entries, toolsDir): type-checks each {label, object} against
+// its kind's interface in one tsc run; returns label -> [findings].
+function typeCheck(entries, toolsDir) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'groove-k8s-types-'));
+  const lines = [];
+  const imports = new Set();
+  const lineOf = new Map();
+  for (const [i, e] of entries.entries()) {
+    const kind = KINDS[`${e.object.apiVersion}/${e.object.kind}`];
+    if (!kind) continue;  // reported by check()
+    imports.add(`import { I${kind[1]} } from "${kind[0]}";`);
+    const body = clone(e.object);
+    delete body.__file;
+    lineOf.set(lines.length, e.label);
+    lines.push(`export const o${i}: I${kind[1]} =`);
+    for (const l of JSON.stringify(body, null, 1).split('\n')) {
+      lineOf.set(lines.length, e.label);
+      lines.push(l);
+    }
+    lines.push(';');
+  }
+  const header = [...imports];
+  fs.writeFileSync(path.join(dir, 'manifests.ts'), header.concat(lines).join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: {
+      noEmit: true, strict: true, skipLibCheck: true, types: [],
+      baseUrl: path.join(toolsDir, 'node_modules'),
+      moduleResolution: 'node', module: 'commonjs', target: 'es2019',
+    },
+    files: ['manifests.ts'],
+  }));
+  const tsc = path.join(toolsDir, 'node_modules/typescript/bin/tsc');
+  const r = childProcess.spawnSync(process.execPath, [tsc, '-p', dir], {encoding: 'utf8'});
+  fs.rmSync(dir, {recursive: true, force: true});
+  const findings = new Map(entries.map((e) => [e.label, []]));
+  const out = `${r.stdout || ''}${r.stderr || ''}`;
+  for (const line of out.split('\n')) {
+    const m = /manifests\.ts\((\d+),\d+\): (error .*)$/.exec(line);
+    if (m) {
+      const label = lineOf.get(Number(m[1]) - 1 - header.length);
+      (findings.get(label) || findings.get(entries[0].label)).push(`types: ${m[2]}`);
+    }
+  }
+  if (r.status !== 0 && ![...findings.values()].some((f) => f.length)) {
+    throw new Error(`tsc failed without a finding: ${r.error || ''}${out}`);
+  }
+  return findings;
 }
 
 const flagValue = (args, flag) => {
@@ -403,6 +464,7 @@ async function main() {
       ? fs.readdirSync(overlays).map((d) => path.join(overlays, d)) : []);
   const used = new Set();
   let base = null;
+  const typed = [];  // {label, object} for one tsc run
   for (const dir of dirs) {
     let objects;
     try {
@@ -412,6 +474,9 @@ async function main() {
       continue;
     }
     if (dir === root) base = objects;
+    for (const o of objects) {
+      typed.push({label: path.relative(args.source, dir), object: o});
+    }
     const found = check(objects, ctx);
     for (const ds of objects.filter((o) => o.kind === 'DaemonSet')) {
       const c = ds.spec.template.spec.containers[0];
@@ -429,7 +494,39 @@ async function main() {
     if (!used.has(f)) errors.push(`${path.relative(args.source, f)} is used by no kustomization`);
   }
 
+  // Unknown fields, with two misspelt ones that must be found.
+  const TYPO_MISTAKES = [
+    ['a misspelt pod field', 'DaemonSet', (o) => {
+      const pod = o.spec.template.spec;
+      pod.terminationGracePeriodSecond = pod.terminationGracePeriodSeconds;
+      delete pod.terminationGracePeriodSeconds;
+    }, 'terminationGracePeriodSecond'],
+    ['a misspelt ServiceMonitor field', 'ServiceMonitor', (o) => {
+      o.spec.endpoints[0].scrapeTimout = o.spec.endpoints[0].scrapeTimeout;
+      delete o.spec.endpoints[0].scrapeTimeout;
+    }, 'scrapeTimout'],
+  ];
   if (args.selfTest && base) {
+    for (const [what, kind, mutate] of TYPO_MISTAKES) {
+      const o = clone(base.find((x) => x.kind === kind));
+      mutate(o);
+      typed.push({label: `self-test '${what}'`, object: o});
+    }
+  }
+  const types = typeCheck(typed, path.resolve(args.tools));
+  for (const [label, found] of types) {
+    if (!label.startsWith('self-test')) for (const f of found) errors.push(`${label}: ${f}`);
+  }
+  console.log(`types: ${typed.length} objects type-checked (tsc)`);
+
+  if (args.selfTest && base) {
+    for (const [what, , , want] of TYPO_MISTAKES) {
+      const found = types.get(`self-test '${what}'`);
+      if (!found.some((f) => f.includes(want))) {
+        errors.push(`self-test '${what}': not detected (want a types finding with '${want}', ` +
+                    `got ${JSON.stringify(found)})`);
+      }
+    }
     for (const [what, mutate, want] of MISTAKES) {
       const bad = clone(base);
       mutate(bad);
@@ -444,7 +541,8 @@ async function main() {
     if (!(await startsAndStops(args.server, bad)).includes('before listening')) {
       errors.push('self-test: groove-volumed accepted a misspelt flag (--metrics-listn)');
     }
-    console.log(`self-test: ${MISTAKES.length + 1} known mistakes applied, each must be reported`);
+    console.log(`self-test: ${MISTAKES.length + TYPO_MISTAKES.length + 1} known mistakes ` +
+                `applied, each must be reported`);
   }
   if (errors.length) {
     for (const e of errors) console.error(`kubernetes_check: ${e}`);
