@@ -47,7 +47,7 @@ RUN apt-get update \
 # group `hugetlbfs` (gid 10002): mount hostPath/host hugetlbfs filesystems
 # with `gid=10002,mode=1770` so the server can create its pools' files
 # there (docs/DEPLOY.md). Kubernetes sets the same ids in the pod's
-# securityContext (deploy/kubernetes/daemonset.yaml).
+# securityContext (deploy/kubernetes/base/daemonset.yaml).
 RUN groupadd --system --gid 10001 groove \
     && groupadd --system --gid 10002 hugetlbfs \
     && useradd --system --uid 10001 --gid groove --groups hugetlbfs \
