@@ -331,8 +331,10 @@ function check(objects, ctx) {
     err(`DaemonSet: supplementalGroups lack the image's hugetlbfs gid ${ctx.image.hugetlbfsGid}`);
   }
   const deadline = /^(\d+)s$/.exec(flagValue(c.args, '--shutdown-deadline') || '30s');
-  if (!deadline || !(pod.terminationGracePeriodSeconds > Number(deadline[1]))) {
-    err('DaemonSet: terminationGracePeriodSeconds does not exceed --shutdown-deadline');
+  const grace = /^(\d+)s$/.exec(flagValue(c.args, '--drain-grace') || '0s');
+  if (!deadline || !grace ||
+      !(pod.terminationGracePeriodSeconds > Number(deadline[1]) + Number(grace[1]))) {
+    err('DaemonSet: terminationGracePeriodSeconds does not exceed --drain-grace + --shutdown-deadline');
   }
 
   // Service and ServiceMonitor.
