@@ -373,11 +373,15 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     if (absl::Status s = OpenStore(owner, options); !s.ok()) return s;
   }
 
-  // Reserve the index range once, aligned to the store's page size.
+  // Reserve the index range once, aligned to the store's page size. Read-
+  // only zero pages rather than PROT_NONE: a pop that follows a corrupt link
+  // to an index that was never added reads a zero header (not a volume)
+  // and quarantines it instead of faulting. Never writable, never
+  // allocates.
   const uint64_t page = store_->page_bytes();
   const uint64_t span = config_.max_volumes * config_.volume_size_bytes;
   reservation_bytes_ = span + page;
-  void* r = mmap(nullptr, reservation_bytes_, PROT_NONE,
+  void* r = mmap(nullptr, reservation_bytes_, PROT_READ,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (r == MAP_FAILED) {
     reservation_ = nullptr;

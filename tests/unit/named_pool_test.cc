@@ -314,6 +314,23 @@ TEST(NamedPoolTest, ListVolumesNamesTheWrongHeaderFieldOfACorruptVolume) {
   EXPECT_EQ(listed[3].corruption, "header info_sz is 600, want at most 480");
 }
 
+TEST(NamedPoolTest, APopThroughACorruptTopToAnUnaddedIndexDoesNotFault) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  // Corrupt the top to name index 12, which was never added (its address
+  // range is only reserved).
+  std::atomic<uint64_t>& top = pool->pool().header()->ver_top;
+  top.store(PackTop(TopVersion(top.load()) + 2, 12));
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  // Reading index 12 saw a zero header (not a volume): the pop quarantined
+  // it, counted it, and reported the corruption; nothing faulted.
+  ASSERT_FALSE(removed.ok());
+  EXPECT_EQ(removed.status().code(), absl::StatusCode::kDataLoss)
+      << removed.status();
+  EXPECT_EQ(pool->Summary().counts.volumes_quarantined, 1u);
+}
+
 TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());

@@ -25,7 +25,8 @@
 //     removes, and across restarts of the owner.
 //
 // Address space: each join reserves max_volumes * volume_size bytes once
-// (PROT_NONE, MAP_NORESERVE), aligned to the page size, so a volume is
+// (read-only zero pages, MAP_NORESERVE, so that a pop through a corrupt
+// link reads "not a volume" instead of faulting), aligned to the page size, so a volume is
 // always at volume0 + idx * volume_size. The owner maps each volume into
 // the reservation (MAP_FIXED) when it adds it, and on removal replaces it
 // with a read-only zero mapping: a thread that raced the removal and reads
