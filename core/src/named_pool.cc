@@ -268,6 +268,9 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       meta_bytes_ = existing;
       const uint64_t magic = meta_->magic.load(std::memory_order_acquire);
       std::string mismatch;
+      // A magic that is no groove-volumed pool's: the object is corrupt (or
+      // not ours): DATA_LOSS, so the server quarantines just this pool.
+      bool foreign = false;
       uint64_t layout1_magic = 0;
       if (existing >= kLayout1MagicOffset + sizeof(layout1_magic)) {
         std::memcpy(&layout1_magic,
@@ -282,6 +285,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         // Creation never finished: no volume was ever handed out.
         create = true;
       } else if (magic != kMetadataMagic) {
+        foreign = true;
         mismatch = absl::StrCat("magic 0x", absl::Hex(magic),
                                 " is not a groove-volumed pool's");
       } else if (meta_->layout_version != kLayoutVersion) {
@@ -314,11 +318,17 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       }
       if (!mismatch.empty()) {
         if (!options->recreate) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "pool '", config_.name, "': refusing to load ", meta_path,
-              ": ", mismatch,
-              ". Its volumes may hold live data; fix the configuration, or "
-              "re-create the pool (losing its volumes) with --recreate"));
+          return absl::Status(
+              foreign ? absl::StatusCode::kDataLoss
+                      : absl::StatusCode::kFailedPrecondition,
+              absl::StrCat(
+                  "pool '", config_.name, "': refusing to load ", meta_path,
+                  ": ", mismatch,
+                  ". Its volumes may hold live data; ",
+                  foreign ? "move the file aside (it is kept for forensics), "
+                          : "fix the configuration, ",
+                  "or re-create the pool (losing its volumes) with "
+                  "--recreate"));
         }
         create = true;
       }

@@ -25,10 +25,13 @@ absl::flat_hash_set<std::string> WithOverall(std::vector<std::string> names) {
 class HealthService::Watcher final
     : public grpc::ServerWriteReactor<HealthCheckResponse> {
  public:
-  Watcher(HealthService* service, bool known)
-      : service_(service), known_(known) {}
+  // `known`: the service exists; `never_serving`: it is one that stays
+  // NOT_SERVING (a quarantined pool).
+  Watcher(HealthService* service, bool known, bool never_serving)
+      : service_(service), known_(known), never_serving_(never_serving) {}
 
   bool known() const { return known_; }
+  bool never_serving() const { return never_serving_; }
 
   // Send queues `status`; with `finish_after`, the stream ends after it.
   void Send(ServingStatus status, bool finish_after) {
@@ -81,6 +84,7 @@ class HealthService::Watcher final
 
   HealthService* const service_;
   const bool known_;
+  const bool never_serving_;
   absl::Mutex mu_;
   HealthCheckResponse response_ ABSL_GUARDED_BY(mu_);  // being written
   std::optional<ServingStatus> pending_ ABSL_GUARDED_BY(mu_);
@@ -89,8 +93,10 @@ class HealthService::Watcher final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-HealthService::HealthService(std::vector<std::string> services)
+HealthService::HealthService(std::vector<std::string> services,
+                             std::vector<std::string> never_serving)
     : services_(WithOverall(std::move(services))),
+      never_serving_(never_serving.begin(), never_serving.end()),
       status_(HealthCheckResponse::NOT_SERVING),
       current_status_(HealthCheckResponse::NOT_SERVING) {}
 
@@ -121,7 +127,10 @@ void HealthService::Shutdown() {
 
 void HealthService::BroadcastLocked() {
   for (Watcher* watcher : watchers_) {
-    if (watcher->known()) watcher->Send(status_, shut_down_);
+    if (!watcher->known()) continue;
+    watcher->Send(
+        watcher->never_serving() ? HealthCheckResponse::NOT_SERVING : status_,
+        shut_down_);
   }
 }
 
@@ -139,7 +148,9 @@ grpc::ServerUnaryReactor* HealthService::Check(
         grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service"));
     return reactor;
   }
-  response->set_status(current_status_.load(std::memory_order_relaxed));
+  response->set_status(never_serving_.contains(request->service())
+                           ? HealthCheckResponse::NOT_SERVING
+                           : current_status_.load(std::memory_order_relaxed));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -147,10 +158,13 @@ grpc::ServerUnaryReactor* HealthService::Check(
 grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext*, const HealthCheckRequest* request) {
   const bool known = services_.contains(request->service());
-  auto* watcher = new Watcher(this, known);
+  const bool never_serving = never_serving_.contains(request->service());
+  auto* watcher = new Watcher(this, known, never_serving);
   absl::MutexLock lock(&mu_);
   watchers_.insert(watcher);
-  watcher->Send(known ? status_ : HealthCheckResponse::SERVICE_UNKNOWN,
+  watcher->Send(!known          ? HealthCheckResponse::SERVICE_UNKNOWN
+                : never_serving ? HealthCheckResponse::NOT_SERVING
+                                : status_,
                 shut_down_);
   return watcher;
 }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
+#include <prometheus/gauge.h>
 #include <prometheus/metric_family.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -321,8 +322,19 @@ void LatencyHistogram::Fill(prometheus::ClientMetric* metric) const {
       static_cast<double>(sum_nanos_.load(std::memory_order_relaxed)) * 1e-9;
 }
 
-ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools)
+ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
+                             std::vector<std::string> quarantined_pools)
     : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& quarantined =
+      prometheus::BuildGauge()
+          .Name("groove_pool_quarantined")
+          .Help(
+              "1 for each configured pool the server found corrupt at start "
+              "and does not serve (its RPCs fail with DATA_LOSS).")
+          .Register(*registry_);
+  for (const std::string& name : quarantined_pools) {
+    quarantined.Add({{"pool", name}}).Set(1);
+  }
   auto& handled = prometheus::BuildCounter()
                       .Name("grpc_server_handled_total")
                       .Help(

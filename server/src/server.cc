@@ -133,6 +133,10 @@ void LogOpened(const NamedPool& pool) {
 
 }  // namespace
 
+std::string PoolHealthName(absl::string_view pool) {
+  return absl::StrCat(kServiceName, "/", pool);
+}
+
 absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
     Options options) {
   std::unique_ptr<VolumeServer> server(new VolumeServer(std::move(options)));
@@ -148,11 +152,25 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
     server->add_workers_.push_back(std::move(workers));
     pools.push_back(pool.get());
   }
-  server->metrics_ = std::make_unique<ServerMetrics>(std::move(pools));
+  // Health names: "", the service, and "<service>/<pool>" per configured
+  // pool; a quarantined pool's stays NOT_SERVING.
+  std::vector<std::string> health_names = {kServiceName};
+  std::vector<std::string> quarantined_names;
+  std::vector<std::string> never_serving;
+  for (const v1::PoolConfig& p : server->options_.config.pools()) {
+    health_names.push_back(PoolHealthName(p.name()));
+  }
+  for (const auto& q : server->quarantined_) {
+    quarantined_names.push_back(q.name);
+    never_serving.push_back(PoolHealthName(q.name));
+  }
+  server->metrics_ =
+      std::make_unique<ServerMetrics>(std::move(pools), quarantined_names);
   server->service_ = std::make_unique<VolumePoolServiceImpl>(
-      std::move(served), server->metrics_.get(), &server->requests_);
-  server->health_ =
-      std::make_unique<HealthService>(std::vector<std::string>{kServiceName});
+      std::move(served), server->metrics_.get(), &server->requests_,
+      server->quarantined_);
+  server->health_ = std::make_unique<HealthService>(std::move(health_names),
+                                                    std::move(never_serving));
   return server;
 }
 
@@ -181,6 +199,16 @@ absl::Status VolumeServer::OpenPools() {
     }
     absl::StatusOr<std::unique_ptr<NamedPool>> pool = NamedPool::Open(
         config.data_dir(), CorePoolConfig(pool_config), open_options);
+    if (!pool.ok() && pool.status().code() == absl::StatusCode::kDataLoss) {
+      // Corrupt: quarantine this pool and serve the others. Its files are
+      // left as they are, for forensics and repair.
+      Log(LogLevel::kError, "pool_quarantined",
+          {{"pool", pool_config.name()},
+           {"data_dir", config.data_dir()},
+           {"reason", pool.status().message()}});
+      quarantined_.push_back({pool_config.name(), pool.status()});
+      continue;
+    }
     if (!pool.ok()) {
       const absl::Status& s = pool.status();
       return absl::Status(

@@ -70,10 +70,13 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
   return out;
 }
 
-VolumePoolServiceImpl::VolumePoolServiceImpl(std::vector<ServedPool> pools,
-                                             ServerMetrics* metrics,
-                                             RequestLog* requests)
-    : pools_(std::move(pools)), metrics_(metrics), requests_(requests) {
+VolumePoolServiceImpl::VolumePoolServiceImpl(
+    std::vector<ServedPool> pools, ServerMetrics* metrics,
+    RequestLog* requests, std::vector<QuarantinedPool> quarantined)
+    : pools_(std::move(pools)),
+      quarantined_(std::move(quarantined)),
+      metrics_(metrics),
+      requests_(requests) {
   for (size_t i = 0; i < pools_.size(); ++i) {
     pool_index_.emplace(pools_[i].pool->config().name, static_cast<int>(i));
   }
@@ -95,6 +98,15 @@ absl::Status VolumePoolServiceImpl::Begin(Call* call,
   if (call->method == RpcMethod::kListPools) return absl::OkStatus();
   auto it = pool_index_.find(pool_name);
   if (it == pool_index_.end()) {
+    for (const QuarantinedPool& q : quarantined_) {
+      if (q.name == pool_name) {
+        return absl::DataLossError(absl::StrCat(
+            "pool '", q.name,
+            "' is quarantined: the server found it corrupt at start-up and "
+            "does not serve it (",
+            q.reason.message(), ")"));
+      }
+    }
     std::vector<std::string> names;
     for (const ServedPool& p : pools_) names.push_back(p.pool->config().name);
     return absl::NotFoundError(absl::StrCat(
@@ -136,6 +148,11 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::ListPools(
   if (absl::Status s = Begin(&call, ""); !s.ok()) return Finish(call, s);
   for (const ServedPool& p : pools_) {
     *response->add_pools() = ToProtoSummary(p.pool->Summary());
+  }
+  for (const QuarantinedPool& q : quarantined_) {
+    v1::QuarantinedPool* out = response->add_quarantined_pools();
+    out->set_name(q.name);
+    out->set_reason(std::string(q.reason.message()));
   }
   return Finish(call, absl::OkStatus());
 }

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
 #include "support/server_process.h"
@@ -347,6 +348,94 @@ TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
   EXPECT_TRUE(verified.verify_result().ok())
       << verified.verify_result().message();
   EXPECT_EQ(verified.verify_result().empty_volumes_walked(), 5u);
+}
+
+// HealthOf returns the health status the server reports for `service`.
+grpc::health::v1::HealthCheckResponse::ServingStatus HealthOf(
+    const ServerProcess& server, const std::string& service) {
+  auto health = grpc::health::v1::Health::NewStub(server.channel());
+  grpc::ClientContext context;
+  SetDeadline(&context, kRpcTimeout);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_TRUE(health->Check(&context, request, &response).ok()) << service;
+  return response.status();
+}
+
+TEST(ServerRestartTest, ACorruptPoolIsQuarantinedAndTheOthersServe) {
+  TempDir dir;
+  Snapshot a;
+  {
+    auto server = ServerProcess::Start(TwoPools(dir));
+    ASSERT_NE(server, nullptr);
+    auto stub = server->Stub();
+    ASSERT_NO_FATAL_FAILURE(Populate(*stub));
+    a = TakeSnapshot(*stub, "a");
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  // Overwrite pool b's metadata magic (after the 1536-byte pool header).
+  const std::string b_path = dir.path() + "/b.pool";
+  {
+    std::fstream b(b_path, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(b.is_open());
+    b.seekp(1536);
+    b.write("garbage!", 8);
+  }
+  std::ifstream before_in(b_path, std::ios::binary);
+  const std::string before((std::istreambuf_iterator<char>(before_in)),
+                           std::istreambuf_iterator<char>());
+
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr) << "one corrupt pool must not stop the server";
+  const std::string logged =
+      server->WaitForLog("event=pool_quarantined pool=b").value_or("");
+  EXPECT_THAT(logged, HasSubstr("level=error"));
+  EXPECT_THAT(logged, HasSubstr("is not a groove-volumed pool"));
+  auto stub = server->Stub();
+
+  // Pool a serves as before.
+  ExpectSameVolumes(a, TakeSnapshot(*stub, "a"));
+  v1::AddVolumeResponse added;
+  EXPECT_TRUE(Add(*stub, AddRequest("a", 1), &added).ok());
+  // Pool b answers DATA_LOSS, saying it is quarantined and why.
+  v1::InspectRequest inspect_b;
+  inspect_b.set_pool("b");
+  v1::InspectResponse inspected;
+  const grpc::Status b_status = Inspect(*stub, inspect_b, &inspected);
+  EXPECT_EQ(b_status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(b_status.error_message(), HasSubstr("quarantined"));
+  EXPECT_THAT(b_status.error_message(), HasSubstr("move the file aside"));
+  v1::AddVolumeResponse not_added;
+  EXPECT_EQ(Add(*stub, AddRequest("b", 1), &not_added).error_code(),
+            grpc::StatusCode::DATA_LOSS);
+  // ListPools serves a and names b as quarantined.
+  v1::ListPoolsResponse pools;
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());
+  ASSERT_EQ(pools.pools_size(), 1);
+  EXPECT_EQ(pools.pools(0).name(), "a");
+  ASSERT_EQ(pools.quarantined_pools_size(), 1);
+  EXPECT_EQ(pools.quarantined_pools(0).name(), "b");
+  EXPECT_THAT(pools.quarantined_pools(0).reason(),
+              HasSubstr("is not a groove-volumed pool"));
+  // Health: the server and pool a serve; pool b does not.
+  using Status = grpc::health::v1::HealthCheckResponse;
+  EXPECT_EQ(HealthOf(*server, ""), Status::SERVING);
+  EXPECT_EQ(HealthOf(*server, "groove.v1.VolumePoolService/a"),
+            Status::SERVING);
+  EXPECT_EQ(HealthOf(*server, "groove.v1.VolumePoolService/b"),
+            Status::NOT_SERVING);
+  // Metrics say so.
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_THAT(*metrics, HasSubstr("groove_pool_quarantined{pool=\"b\"} 1"));
+  EXPECT_EQ(server->Stop(), 0);
+  // The quarantined pool's file is left exactly as found, for repair.
+  std::ifstream after_in(b_path, std::ios::binary);
+  const std::string after((std::istreambuf_iterator<char>(after_in)),
+                          std::istreambuf_iterator<char>());
+  EXPECT_EQ(after, before);
 }
 
 TEST(ServerRestartTest, PoolsAndVolumesSurviveSigkill) {

@@ -155,8 +155,9 @@ class NamedPool {
   // Errors: INVALID_ARGUMENT (bad name or geometry), FAILED_PRECONDITION
   // (metadata of another layout or configuration: says to pass recreate;
   // an explicit backing this host cannot provide: says how to fix it),
-  // ALREADY_EXISTS (another owner has it open), DATA_LOSS (the stack or
-  // slot table is corrupt), INTERNAL/PERMISSION_DENIED (system calls).
+  // ALREADY_EXISTS (another owner has it open), DATA_LOSS (the metadata
+  // magic is not a pool's, or the stack or slot table is corrupt),
+  // INTERNAL/PERMISSION_DENIED (system calls).
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
       const std::string& data_dir, const PoolConfig& config,

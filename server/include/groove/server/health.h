@@ -41,8 +41,11 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
   // `services` are the service names reported besides "". Every status
-  // starts NOT_SERVING.
-  explicit HealthService(std::vector<std::string> services);
+  // starts NOT_SERVING. The names in `never_serving` (a subset of
+  // `services`: the per-pool names of quarantined pools) stay NOT_SERVING
+  // whatever SetServing says.
+  explicit HealthService(std::vector<std::string> services,
+                         std::vector<std::string> never_serving = {});
 
   // REQUIRES: no Watch in flight (the gRPC server has shut down).
   ~HealthService() = default;
@@ -87,6 +90,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   void BroadcastLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const absl::flat_hash_set<std::string> services_;  // with ""
+  const absl::flat_hash_set<std::string> never_serving_;
   absl::Mutex mu_;  // orders status changes; ordered before Watcher::mu_
   ServingStatus status_ ABSL_GUARDED_BY(mu_);
   // status_, for Check to read without mu_. Written under mu_ with status_.

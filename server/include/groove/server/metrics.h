@@ -47,6 +47,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -103,7 +104,10 @@ class ServerMetrics {
   // Builds every series. REQUIRES: every pool in `pools` outlives this
   // object and every Exposer that collects from it. The pools' indices in
   // `pools` are the `pool` arguments of RecordPoolError.
-  explicit ServerMetrics(std::vector<const NamedPool*> pools);
+  // `quarantined_pools`: names of the configured pools not served because
+  // they are corrupt (groove_pool_quarantined).
+  explicit ServerMetrics(std::vector<const NamedPool*> pools,
+                         std::vector<std::string> quarantined_pools = {});
 
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;

@@ -48,6 +48,11 @@
 
 namespace groove::server {
 
+// PoolHealthName is the grpc.health.v1 service name under which one pool's
+// health is reported: "groove.v1.VolumePoolService/POOL". NOT_SERVING for
+// a quarantined pool (and while the server drains), SERVING otherwise.
+std::string PoolHealthName(absl::string_view pool);
+
 class VolumeServer {
  public:
   struct Options {
@@ -113,6 +118,8 @@ class VolumeServer {
   Options options_;
   std::shared_ptr<StallGate> stall_gate_;
   std::vector<std::unique_ptr<NamedPool>> pools_;
+  // Configured pools found corrupt (DATA_LOSS) at start: not served.
+  std::vector<VolumePoolServiceImpl::QuarantinedPool> quarantined_;
   std::vector<std::unique_ptr<WorkerPool>> add_workers_;
   std::unique_ptr<ServerMetrics> metrics_;
   RequestLog requests_;

@@ -67,11 +67,19 @@ class VolumePoolServiceImpl final
     WorkerPool* add_workers;  // runs this pool's AddVolume core calls
   };
 
+  // QuarantinedPool is a configured pool the server does not serve: its
+  // files were found corrupt at start-up (`reason`, a DATA_LOSS status).
+  struct QuarantinedPool {
+    std::string name;
+    absl::Status reason;
+  };
+
   // REQUIRES: the pools, workers, metrics and request log outlive the
   // service and every RPC it started (the server shuts gRPC down first).
-  // Pool names are unique.
+  // Pool names (served and quarantined) are unique.
   VolumePoolServiceImpl(std::vector<ServedPool> pools, ServerMetrics* metrics,
-                        RequestLog* requests);
+                        RequestLog* requests,
+                        std::vector<QuarantinedPool> quarantined = {});
 
   // StartDraining makes every RPC that starts from now on fail with
   // UNAVAILABLE; RPCs already running finish normally.
@@ -120,6 +128,7 @@ class VolumePoolServiceImpl final
               const std::optional<RequestLog::Ticket>& ticket);
 
   std::vector<ServedPool> pools_;
+  std::vector<QuarantinedPool> quarantined_;
   absl::flat_hash_map<std::string, int> pool_index_;  // name -> pools_ index
   ServerMetrics* metrics_;
   RequestLog* requests_;
