@@ -115,7 +115,10 @@ void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
   PrintTable(out, rows);
 }
 
-void PrintSummary(const v1::PoolSummary& p, std::ostream& out) {
+// PrintSummary prints a pool's summary as a two-column table, followed by
+// `extra` rows (e.g. the verify result) aligned with it.
+void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
+                  const std::vector<Row>& extra = {}) {
   const v1::PoolCounters& c = p.counters();
   std::vector<Row> rows = {
       {"pool", p.name()},
@@ -140,6 +143,7 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out) {
                     c.volumes_quarantined())},
       {"locked", p.locked() ? "yes (verify or recovery running)" : "no"},
   };
+  rows.insert(rows.end(), extra.begin(), extra.end());
   PrintTable(out, rows);
 }
 
@@ -305,15 +309,15 @@ int RunInspect(const Invocation& inv, const VolumePoolClient& client,
   if (inv.output == OutputFormat::kJson) {
     out << ToJson(all) << "\n";
   } else {
-    PrintSummary(all.summary(), out);
+    std::vector<Row> extra;
     if (inv.verify) {
       const v1::VerifyResult& v = all.verify_result();
-      PrintTable(out, {{"verify", v.ok() ? absl::StrCat(
-                                               "ok (", v.empty_volumes_walked(),
-                                               " empty volumes on the stack)")
-                                         : absl::StrCat("FAILED: ",
-                                                        v.message())}});
+      extra.push_back(
+          {"verify", v.ok() ? absl::StrCat("ok (", v.empty_volumes_walked(),
+                                           " empty volumes on the stack)")
+                            : absl::StrCat("FAILED: ", v.message())});
     }
+    PrintSummary(all.summary(), out, extra);
     if (inv.volumes) {
       std::vector<Row> rows = {{"INDEX", "STATE", "INFO"}};
       for (const v1::Volume& v : all.volumes()) {
