@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <pty.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -276,6 +277,52 @@ TEST_F(GroovectlTest, WatchStopsOnSigint) {
   ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal";
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_THAT(first, HasSubstr("every 1h: a"));
+}
+
+// RunOnTerminal runs groovectl with its stderr on a pseudo-terminal and
+// returns what it wrote there; its exit code goes to *exit_code.
+std::string RunOnTerminal(const std::vector<std::string>& args,
+                          int* exit_code) {
+  int master = -1, slave = -1;
+  if (openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) return "";
+  std::vector<std::string> argv = {GROOVECTL_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ExecArgv exec_argv(argv);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(slave, 2);
+    close(master);
+    execv(exec_argv.path(), exec_argv.get());
+    _exit(127);
+  }
+  close(slave);
+  std::string text;
+  char buf[4096];
+  for (;;) {  // until the child closes the terminal (EIO on Linux)
+    const ssize_t n = read(master, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(master);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return text;
+}
+
+TEST_F(GroovectlTest, AddShowsProgressOnATerminalOnly) {
+  const std::string addr = "--addr=" + server_->grpc_address();
+  int code = -1;
+  std::string err = RunOnTerminal({addr, "add", "a", "2"}, &code);
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_THAT(err, HasSubstr("adding 2 x 4 KiB to a"));
+  EXPECT_THAT(err, HasSubstr("\r\033[K"));  // the line is erased at the end
+  err = RunOnTerminal({addr, "--output=json", "add", "a", "1"}, &code);
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_EQ(err, "");
 }
 
 }  // namespace
