@@ -88,8 +88,9 @@ absl::StatusOr<absl::Duration> ParsePositiveDuration(absl::string_view what,
   absl::Duration d;
   if (!absl::ParseDuration(text, &d) || d <= absl::ZeroDuration() ||
       d == absl::InfiniteDuration()) {
-    return Bad(absl::StrCat(what, " must be a positive duration such as "
-                                  "500ms, 2s or 1m, got '",
+    return Bad(absl::StrCat(what,
+                            " must be a positive duration such as "
+                            "500ms, 2s or 1m, got '",
                             text, "'"));
   }
   return d;
@@ -102,9 +103,10 @@ const char* CommandName(Command command) { return SpecOf(command).name; }
 std::string Usage(std::optional<Command> command) {
   if (command.has_value()) {
     const CommandSpec& spec = SpecOf(*command);
-    return absl::StrCat("usage: groovectl [--addr HOST:PORT] [--output "
-                        "table|json] [--timeout DURATION] ",
-                        spec.synopsis, "\n\n", spec.details);
+    return absl::StrCat(
+        "usage: groovectl [--addr HOST:PORT] [--output "
+        "table|json] [--timeout DURATION] ",
+        spec.synopsis, "\n\n", spec.details);
   }
   std::string text =
       "usage: groovectl [--addr HOST:PORT] [--output table|json] "
@@ -190,8 +192,8 @@ absl::StatusOr<Invocation> ParseCommandLine(
       } else if (*v == "json") {
         inv.output = OutputFormat::kJson;
       } else {
-        return Bad(absl::StrCat("--output must be table or json, got '", *v,
-                                "'"));
+        return Bad(
+            absl::StrCat("--output must be table or json, got '", *v, "'"));
       }
     } else if (name == "--timeout") {
       absl::StatusOr<std::string> v = take_value();
@@ -231,11 +233,11 @@ absl::StatusOr<Invocation> ParseCommandLine(
       if (*n == 0) return Bad("--count must be at least 1");
       inv.watch_count = *n;
     } else {
-      return Bad(spec == nullptr
-                     ? absl::StrCat("unknown flag ", name,
-                                    " (command flags follow the command)")
-                     : absl::StrCat("unknown flag ", name, " for '",
-                                    spec->name, "'"));
+      return Bad(
+          spec == nullptr
+              ? absl::StrCat("unknown flag ", name,
+                             " (command flags follow the command)")
+              : absl::StrCat("unknown flag ", name, " for '", spec->name, "'"));
     }
     if (!status.ok()) return status;
   }

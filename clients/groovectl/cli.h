@@ -62,12 +62,12 @@ struct Invocation {
 
   // Command flags.
   std::optional<uint64_t> first_index;  // add
-  std::string info;  // add: TEXT, or "@FILE" (read by the command)
-  bool volumes = false;                          // inspect
-  bool verify = false;                           // inspect
-  std::string service;                           // health
-  absl::Duration interval = absl::Seconds(1);    // watch: positive
-  std::optional<uint64_t> watch_count;           // watch --count: >= 1
+  std::string info;      // add: TEXT, or "@FILE" (read by the command)
+  bool volumes = false;  // inspect
+  bool verify = false;   // inspect
+  std::string service;   // health
+  absl::Duration interval = absl::Seconds(1);  // watch: positive
+  std::optional<uint64_t> watch_count;         // watch --count: >= 1
 };
 
 // ParseCommandLine parses `args` (argv without argv[0]).

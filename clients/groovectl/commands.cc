@@ -45,7 +45,8 @@ void PrintTable(std::ostream& out, const std::vector<Row>& rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      if (i + 1 < row.size())
+        line += std::string(widths[i] - row[i].size() + 2, ' ');
     }
     out << line << "\n";
   }
@@ -91,16 +92,16 @@ int ReportError(const absl::Status& status, const VolumePoolClient& client,
       client.channel()->GetState(false) == GRPC_CHANNEL_READY;
   if (absl::IsUnavailable(status) ||
       (absl::IsDeadlineExceeded(status) && !connected)) {
-    err << "error: cannot reach groove-volumed at "
-        << client.options().address << "\n";
+    err << "error: cannot reach groove-volumed at " << client.options().address
+        << "\n";
     return kExitUnreachable;
   }
   return kExitServerError;
 }
 
 void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
-  std::vector<Row> rows = {{"POOL", "BACKING", "VOLUME", "MAPPED/MAX",
-                            "EMPTY", "IN USE", "CAPACITY", "FILL"}};
+  std::vector<Row> rows = {{"POOL", "BACKING", "VOLUME", "MAPPED/MAX", "EMPTY",
+                            "IN USE", "CAPACITY", "FILL"}};
   for (const v1::PoolSummary& p : response.pools()) {
     rows.push_back(
         {p.name(), BackingName(p.backing_in_use()),
@@ -122,10 +123,9 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
   const v1::PoolCounters& c = p.counters();
   std::vector<Row> rows = {
       {"pool", p.name()},
-      {"backing",
-       absl::StrCat(BackingName(p.backing_in_use()), " (requested ",
-                    BackingName(p.backing_requested()), "), ",
-                    HumanBytes(p.page_size_bytes()), " pages")},
+      {"backing", absl::StrCat(BackingName(p.backing_in_use()), " (requested ",
+                               BackingName(p.backing_requested()), "), ",
+                               HumanBytes(p.page_size_bytes()), " pages")},
       {"volume size", HumanBytes(p.volume_size_bytes())},
       {"volumes", absl::StrCat(p.volumes_mapped(), " of ", p.max_volumes(),
                                " mapped: ", p.volumes_empty(), " empty, ",
@@ -136,11 +136,10 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                             " (# in use, = empty, . unused)")},
       {"capacity", absl::StrCat(HumanBytes(p.capacity_bytes()), " (",
                                 HumanBytes(p.empty_bytes()), " empty)")},
-      {"counters",
-       absl::StrCat("added ", c.volumes_added(), ", removed ",
-                    c.volumes_removed(), ", acquires ", c.acquires(),
-                    ", releases ", c.releases(), ", quarantined ",
-                    c.volumes_quarantined())},
+      {"counters", absl::StrCat("added ", c.volumes_added(), ", removed ",
+                                c.volumes_removed(), ", acquires ",
+                                c.acquires(), ", releases ", c.releases(),
+                                ", quarantined ", c.volumes_quarantined())},
       {"locked", p.locked() ? "yes (verify or recovery running)" : "no"},
   };
   rows.insert(rows.end(), extra.begin(), extra.end());
@@ -152,25 +151,28 @@ void PrintVolumeIndices(absl::string_view verb,
                         absl::string_view pool, std::ostream& out) {
   out << verb << " " << indices.size()
       << (indices.size() == 1 ? " volume" : " volumes") << " "
-      << (verb == "added" ? "to" : "from") << " " << pool
-      << ": indices " << absl::StrJoin(indices, ", ") << "\n";
+      << (verb == "added" ? "to" : "from") << " " << pool << ": indices "
+      << absl::StrJoin(indices, ", ") << "\n";
 }
 
 // Progress prints "<spinner> adding ... <elapsed>" on stderr every 100 ms
 // until destroyed, then erases the line. For terminals only.
 class Progress {
  public:
+  // The first frame is drawn before the constructor returns, so that even
+  // an add that finishes at once shows (and then erases) the line: the
+  // output does not depend on thread scheduling.
   Progress(std::ostream& err, std::string what)
       : err_(err), what_(std::move(what)), start_(absl::Now()) {
+    Draw(0);
     thread_ = std::thread([this] {
-      static constexpr char kSpin[] = {'|', '/', '-', '\\'};
       std::unique_lock<std::mutex> lock(mu_);
-      for (int n = 0; !done_; ++n) {
-        err_ << "\r" << kSpin[n % 4] << " " << what_ << " "
-             << absl::StrFormat("%.1fs",
-                                absl::ToDoubleSeconds(absl::Now() - start_))
-             << std::flush;
-        cv_.wait_for(lock, std::chrono::milliseconds(100));
+      for (int n = 1;; ++n) {
+        if (cv_.wait_for(lock, std::chrono::milliseconds(100),
+                         [this] { return done_; })) {
+          break;
+        }
+        Draw(n);
       }
       err_ << "\r\033[K" << std::flush;
     });
@@ -185,6 +187,14 @@ class Progress {
   }
 
  private:
+  void Draw(int n) {
+    static constexpr char kSpin[] = {'|', '/', '-', '\\'};
+    err_ << "\r" << kSpin[n % 4] << " " << what_ << " "
+         << absl::StrFormat("%.1fs",
+                            absl::ToDoubleSeconds(absl::Now() - start_))
+         << std::flush;
+  }
+
   std::ostream& err_;
   const std::string what_;
   const absl::Time start_;
@@ -357,8 +367,8 @@ int RunHealth(const Invocation& inv, const VolumePoolClient& client,
 }
 
 int RunWatch(const Invocation& inv, const VolumePoolClient& client,
-             const sigset_t& stop_signals, std::ostream& out,
-             std::ostream& err, Terminal terminal) {
+             const sigset_t& stop_signals, std::ostream& out, std::ostream& err,
+             Terminal terminal) {
   v1::InspectRequest request;
   request.set_pool(inv.pool);
   for (uint64_t n = 1;; ++n) {
@@ -368,8 +378,8 @@ int RunWatch(const Invocation& inv, const VolumePoolClient& client,
       out << ToJson(r->summary()) << "\n";
     } else {
       if (terminal.out) out << "\033[H\033[2J";  // home, clear screen
-      out << "every " << absl::FormatDuration(inv.interval) << ": "
-          << inv.pool << " at " << inv.address << " ("
+      out << "every " << absl::FormatDuration(inv.interval) << ": " << inv.pool
+          << " at " << inv.address << " ("
           << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone())
           << ")\n";
       PrintSummary(r->summary(), out);
@@ -408,8 +418,9 @@ std::string FillBar(uint64_t in_use, uint64_t empty, uint64_t max_volumes,
   const uint64_t w = static_cast<uint64_t>(width);
   // Round the mapped part up, so that one volume of many still shows.
   auto cells = [&](uint64_t n) {
-    return max_volumes == 0 ? 0 : std::min(w, (n * w + max_volumes - 1) /
-                                                  max_volumes);
+    return max_volumes == 0
+               ? 0
+               : std::min(w, (n * w + max_volumes - 1) / max_volumes);
   };
   const uint64_t used_cells = cells(in_use);
   const uint64_t mapped_cells = std::max(used_cells, cells(in_use + empty));

@@ -33,9 +33,8 @@ absl::Status ToAbslStatus(const grpc::Status& status) {
 
 absl::Status ValidateOptions(const ClientOptions& o) {
   if (o.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("timeout must be positive, got ", absl::FormatDuration(
-                                                           o.timeout)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "timeout must be positive, got ", absl::FormatDuration(o.timeout)));
   }
   if (o.max_attempts < 1) {
     return absl::InvalidArgumentError(
@@ -43,10 +42,10 @@ absl::Status ValidateOptions(const ClientOptions& o) {
   }
   if (o.initial_backoff <= absl::ZeroDuration() ||
       o.max_backoff < o.initial_backoff) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "need 0 < initial_backoff <= max_backoff, got ",
-        absl::FormatDuration(o.initial_backoff), " and ",
-        absl::FormatDuration(o.max_backoff)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("need 0 < initial_backoff <= max_backoff, got ",
+                     absl::FormatDuration(o.initial_backoff), " and ",
+                     absl::FormatDuration(o.max_backoff)));
   }
   if (!(o.backoff_multiplier >= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -65,7 +64,7 @@ std::string NewRequestId() {
   std::uniform_int_distribution<uint64_t> dist;
   uint64_t hi = dist(Generator());
   uint64_t lo = dist(Generator());
-  hi = (hi & ~uint64_t{0xf000}) | 0x4000;                 // version 4
+  hi = (hi & ~uint64_t{0xf000}) | 0x4000;                    // version 4
   lo = (lo & ~(uint64_t{0xc} << 60)) | (uint64_t{8} << 60);  // variant 10
   return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32,
                          (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48,
@@ -82,9 +81,9 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
   // Reconnect at the pace of the client's own retries: gRPC's default
   // reconnect backoff starts at 1 s and grows to 120 s, so a client whose
   // server restarted would keep failing fast for up to two minutes.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-              static_cast<int>(absl::ToInt64Milliseconds(
-                  options.initial_backoff)));
+  args.SetInt(
+      GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options.max_backoff)));
   // A subchannel of its own: the reconnect settings above then apply even
@@ -93,8 +92,7 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
   std::shared_ptr<grpc::ChannelCredentials> credentials =
       options.credentials ? options.credentials
                           : grpc::InsecureChannelCredentials();
-  auto channel =
-      grpc::CreateCustomChannel(options.address, credentials, args);
+  auto channel = grpc::CreateCustomChannel(options.address, credentials, args);
   return std::unique_ptr<VolumePoolClient>(
       new VolumePoolClient(std::move(channel), std::move(options)));
 }
@@ -122,9 +120,9 @@ absl::Status VolumePoolClient::Call(
     const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const {
   const absl::Duration timeout = call.timeout.value_or(options_.timeout);
   if (timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        method, ": timeout must be positive, got ",
-        absl::FormatDuration(timeout)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(method, ": timeout must be positive, got ",
+                     absl::FormatDuration(timeout)));
   }
   const int max_attempts =
       may_retry ? call.max_attempts.value_or(options_.max_attempts) : 1;
@@ -164,8 +162,8 @@ absl::Status VolumePoolClient::Call(
       options_.on_retry(RetryEvent{std::string(method), n, status, wait});
     }
     absl::SleepFor(wait);
-    backoff = std::min(options_.max_backoff,
-                       backoff * options_.backoff_multiplier);
+    backoff =
+        std::min(options_.max_backoff, backoff * options_.backoff_multiplier);
   }
 }
 

@@ -29,8 +29,9 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 
-constexpr char kPool[] = "--pool=name=a,backing=normal,volume_size=4KiB,"
-                         "max_volumes=64";
+constexpr char kPool[] =
+    "--pool=name=a,backing=normal,volume_size=4KiB,"
+    "max_volumes=64";
 
 // Retries counts the client's retry events and lets a test wait for them.
 class Retries {

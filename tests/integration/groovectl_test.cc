@@ -55,17 +55,16 @@ class GroovectlTest : public ::testing::Test {
 
 TEST(GroovectlUsageTest, UsageErrorsExit2WithUsage) {
   for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{
-           {},
-           {"frobnicate"},
-           {"add", "a"},
-           {"add", "a", "many"},
-           {"remove", "a", "1", "2"},
-           {"--output", "xml", "pools"},
-           {"inspect", "a", "--bogus"},
-           {"pools", "--volumes"},
-           {"watch", "a", "--interval", "0s"},
-           {"--timeout"}}) {
+       std::vector<std::vector<std::string>>{{},
+                                             {"frobnicate"},
+                                             {"add", "a"},
+                                             {"add", "a", "many"},
+                                             {"remove", "a", "1", "2"},
+                                             {"--output", "xml", "pools"},
+                                             {"inspect", "a", "--bogus"},
+                                             {"pools", "--volumes"},
+                                             {"watch", "a", "--interval", "0s"},
+                                             {"--timeout"}}) {
     CommandResult r = Ctl(args);
     EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(args, " ") << "\n" << r.err;
     EXPECT_THAT(r.err, HasSubstr("error: ")) << absl::StrJoin(args, " ");
@@ -85,8 +84,8 @@ TEST(GroovectlUsageTest, HelpOnEveryCommand) {
     EXPECT_THAT(r.out, HasSubstr(absl::StrCat("  ", command)));
     CommandResult c = Ctl({command, "--help"});
     EXPECT_EQ(c.exit_code, 0) << command;
-    EXPECT_THAT(c.out, HasSubstr(absl::StrCat("[--timeout DURATION] ",
-                                              command)));
+    EXPECT_THAT(c.out,
+                HasSubstr(absl::StrCat("[--timeout DURATION] ", command)));
   }
   EXPECT_THAT(Ctl({"add", "--help"}).out, HasSubstr("--first-index N"));
   EXPECT_THAT(Ctl({"inspect", "-h"}).out, HasSubstr("--verify"));
@@ -201,8 +200,8 @@ TEST_F(GroovectlTest, HealthServing) {
   CommandResult r = Run({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "SERVING\n");
-  r = Run({"--output=json", "health", "--service",
-           "groove.v1.VolumePoolService"});
+  r = Run(
+      {"--output=json", "health", "--service", "groove.v1.VolumePoolService"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "{\"status\":\"SERVING\"}\n");
 }
@@ -220,8 +219,7 @@ TEST(GroovectlHealthTest, NotServingExits1) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
   server->GetHealthCheckService()->SetServingStatus(false);
-  CommandResult r =
-      Ctl({absl::StrCat("--addr=127.0.0.1:", port), "health"});
+  CommandResult r = Ctl({absl::StrCat("--addr=127.0.0.1:", port), "health"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.out, "NOT_SERVING\n");
   server->Shutdown();

@@ -2,7 +2,6 @@
 // cli.h) and its size and fill-bar formats (commands.h).
 
 #include "cli.h"
-
 #include "commands.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -36,8 +35,8 @@ TEST(GroovectlCliTest, ParsesAddAndWatch) {
   EXPECT_EQ(add->count, 12u);
   EXPECT_EQ(add->first_index, 3u);
   EXPECT_EQ(add->info, "@f.txt");
-  auto watch = ParseCommandLine({"watch", "p", "--interval", "250ms",
-                                 "--count", "4"});
+  auto watch =
+      ParseCommandLine({"watch", "p", "--interval", "250ms", "--count", "4"});
   ASSERT_TRUE(watch.ok()) << watch.status();
   EXPECT_EQ(watch->interval, absl::Milliseconds(250));
   EXPECT_EQ(watch->watch_count, 4u);
@@ -61,7 +60,7 @@ TEST(GroovectlCliTest, RejectsBadCommandLines) {
   EXPECT_EQ(CodeOf({"--output", "yaml", "pools"}), kBad);
   EXPECT_EQ(CodeOf({"--timeout", "0s", "pools"}), kBad);
   EXPECT_EQ(CodeOf({"--timeout", "soon", "pools"}), kBad);
-  EXPECT_EQ(CodeOf({"pools", "--addr"}), kBad);           // missing value
+  EXPECT_EQ(CodeOf({"pools", "--addr"}), kBad);  // missing value
   EXPECT_EQ(CodeOf({"watch", "p", "--count", "0"}), kBad);
   EXPECT_THAT(ParseCommandLine({"add", "p"}).status().message(),
               HasSubstr("POOL COUNT"));

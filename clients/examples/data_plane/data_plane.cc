@@ -89,12 +89,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const groove::VolumePool& pool = (*join)->pool();
-  const uint64_t data_bytes =
-      std::min<uint64_t>(bytes, pool.footprint_bytes() -
-                                    groove::kVolumeHeaderBytes);
+  const uint64_t data_bytes = std::min<uint64_t>(
+      bytes, pool.footprint_bytes() - groove::kVolumeHeaderBytes);
 
-  uint64_t rounds = 0, acquired = 0, empty_pool = 0, mismatches = 0,
-           errors = 0;
+  uint64_t rounds = 0, acquired = 0, empty_pool = 0, mismatches = 0, errors = 0;
   std::vector<groove::VolumeHeader*> held;
   while (acquired < acquires && rounds < max_rounds) {
     ++rounds;

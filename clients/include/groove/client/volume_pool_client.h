@@ -21,11 +21,12 @@
 //   ListPools, Inspect, Health   read-only: retried on UNAVAILABLE.
 //   AddVolume                    retried on UNAVAILABLE only when the request
 //                                carries a request_id (set by the caller, or
-//                                generated with CallOptions::generate_request_id):
-//                                the server then answers a repeat with the
-//                                first call's result instead of adding twice.
-//                                Also retried on ABORTED ("the same request_id
-//                                is still in progress"), as the proto asks.
+//                                generated with
+//                                CallOptions::generate_request_id): the server
+//                                then answers a repeat with the first call's
+//                                result instead of adding twice. Also retried
+//                                on ABORTED ("the same request_id is still in
+//                                progress"), as the proto asks.
 //   RemoveVolume                 never retried: it is not idempotent (a retry
 //                                after a lost response removes more volumes).
 // No call retries DEADLINE_EXCEEDED: the deadline covers every attempt.
