@@ -1,0 +1,268 @@
+// groovectl/cli.cc: see cli.h.
+
+#include "cli.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace groove::ctl {
+namespace {
+
+struct CommandSpec {
+  Command command;
+  const char* name;
+  int positionals;  // how many positional arguments it takes
+  const char* synopsis;
+  const char* details;
+};
+
+constexpr CommandSpec kCommands[] = {
+    {Command::kPools, "pools", 0, "pools",
+     "List every pool of the server with its summary: backing, volume size,\n"
+     "volumes mapped of max (empty, in use), capacity and a fill bar.\n"},
+    {Command::kAdd, "add", 2,
+     "add POOL COUNT [--first-index N] [--info TEXT|@FILE]",
+     "Add COUNT volumes to POOL (one AddVolume call with a fresh request_id,\n"
+     "so that a retry after UNAVAILABLE never adds twice).\n"
+     "  --first-index N   use indices [N, N+COUNT) instead of the lowest free\n"
+     "  --info TEXT       store TEXT (0 to 480 bytes) in each volume header;\n"
+     "                    @FILE reads it from FILE\n"
+     "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
+     "On a terminal (and not with --output json) a progress line shows the\n"
+     "elapsed time on stderr.\n"},
+    {Command::kRemove, "remove", 2, "remove POOL COUNT",
+     "Remove up to COUNT empty volumes from POOL (never retried: a retry\n"
+     "would remove more).\n"},
+    {Command::kInspect, "inspect", 1, "inspect POOL [--volumes] [--verify]",
+     "Show POOL's summary and counters.\n"
+     "  --volumes   also list every volume (index, state, info)\n"
+     "  --verify    verify the pool's shared structure first (pauses the\n"
+     "              pool's users while it runs); exit 1 when it fails\n"},
+    {Command::kHealth, "health", 0, "health [--service NAME]",
+     "Ask grpc.health.v1.Health/Check. Exit 0 when SERVING, 1 when not\n"
+     "(NOT_SERVING, or an unknown service), 3 when unreachable.\n"
+     "  --service NAME   the service to check (default \"\": the server)\n"},
+    {Command::kWatch, "watch", 1,
+     "watch POOL [--interval DURATION] [--count N]",
+     "Redraw POOL's summary every DURATION (default 1s) until interrupted\n"
+     "(Ctrl-C). With --output json, print one JSON object per line.\n"
+     "  --count N   stop after N redraws\n"},
+};
+
+const CommandSpec* FindCommand(absl::string_view name) {
+  for (const CommandSpec& spec : kCommands) {
+    if (name == spec.name) return &spec;
+  }
+  return nullptr;
+}
+
+const CommandSpec& SpecOf(Command command) {
+  for (const CommandSpec& spec : kCommands) {
+    if (spec.command == command) return spec;
+  }
+  return kCommands[0];
+}
+
+absl::Status Bad(absl::string_view message) {
+  return absl::InvalidArgumentError(message);
+}
+
+absl::StatusOr<uint64_t> ParseNumber(absl::string_view what,
+                                     absl::string_view text) {
+  uint64_t value = 0;
+  if (text.empty() || text[0] == '-' || text[0] == '+' ||
+      !absl::SimpleAtoi(text, &value)) {
+    return Bad(absl::StrCat(what, " must be a non-negative integer, got '",
+                            text, "'"));
+  }
+  return value;
+}
+
+absl::StatusOr<absl::Duration> ParsePositiveDuration(absl::string_view what,
+                                                     absl::string_view text) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d <= absl::ZeroDuration() ||
+      d == absl::InfiniteDuration()) {
+    return Bad(absl::StrCat(what,
+                            " must be a positive duration such as "
+                            "500ms, 2s or 1m, got '",
+                            text, "'"));
+  }
+  return d;
+}
+
+}  // namespace
+
+const char* CommandName(Command command) { return SpecOf(command).name; }
+
+std::string Usage(std::optional<Command> command) {
+  if (command.has_value()) {
+    const CommandSpec& spec = SpecOf(*command);
+    return absl::StrCat(
+        "usage: groovectl [--addr HOST:PORT] [--output "
+        "table|json] [--timeout DURATION] ",
+        spec.synopsis, "\n\n", spec.details);
+  }
+  std::string text =
+      "usage: groovectl [--addr HOST:PORT] [--output table|json] "
+      "[--timeout DURATION] COMMAND [ARGS...]\n\n"
+      "Drive a groove-volumed server.\n\ncommands:\n";
+  for (const CommandSpec& spec : kCommands) {
+    absl::StrAppend(&text, "  ", spec.synopsis, "\n");
+  }
+  absl::StrAppend(
+      &text,
+      "\nglobal flags:\n"
+      "  --addr HOST:PORT     server address (default 127.0.0.1:50051)\n"
+      "  --output table|json  output format (default table); json is the\n"
+      "                       proto3 JSON mapping of the response message\n"
+      "  --timeout DURATION   deadline of each call, retries included\n"
+      "                       (default 10s)\n"
+      "  --help, -h           this help; `groovectl COMMAND --help` for a\n"
+      "                       command's\n"
+      "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
+      "message`),\n"
+      "2 usage error, 3 server unreachable.\n");
+  return text;
+}
+
+absl::StatusOr<Invocation> ParseCommandLine(
+    const std::vector<std::string>& args) {
+  Invocation inv;
+  std::vector<std::string> positionals;
+  const CommandSpec* spec = nullptr;
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (arg == "-h" || arg == "--help") {
+      inv.help = true;
+      continue;
+    }
+    if (!absl::StartsWith(arg, "-") || arg == "-") {
+      if (spec == nullptr) {
+        spec = FindCommand(arg);
+        if (spec == nullptr) {
+          return Bad(absl::StrCat("unknown command '", arg, "'"));
+        }
+        inv.command = spec->command;
+      } else {
+        positionals.emplace_back(arg);
+      }
+      continue;
+    }
+    // A flag: --name=value or --name value.
+    absl::string_view name = arg;
+    std::optional<std::string> inline_value;
+    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = arg.substr(0, eq);
+      inline_value = std::string(arg.substr(eq + 1));
+    }
+    auto command_is = [&](Command c) {
+      return spec != nullptr && spec->command == c;
+    };
+    auto take_value = [&]() -> absl::StatusOr<std::string> {
+      if (inline_value.has_value()) return *inline_value;
+      if (i + 1 >= args.size()) {
+        return Bad(absl::StrCat("flag ", name, " needs a value"));
+      }
+      return args[++i];
+    };
+    auto boolean = [&](bool* out) -> absl::Status {
+      if (inline_value.has_value()) {
+        return Bad(absl::StrCat("flag ", name, " takes no value"));
+      }
+      *out = true;
+      return absl::OkStatus();
+    };
+    absl::Status status;
+    if (name == "--addr") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return Bad("--addr must not be empty");
+      inv.address = *v;
+    } else if (name == "--output" || name == "-o") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (*v == "table") {
+        inv.output = OutputFormat::kTable;
+      } else if (*v == "json") {
+        inv.output = OutputFormat::kJson;
+      } else {
+        return Bad(
+            absl::StrCat("--output must be table or json, got '", *v, "'"));
+      }
+    } else if (name == "--timeout") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      absl::StatusOr<absl::Duration> d = ParsePositiveDuration(name, *v);
+      if (!d.ok()) return d.status();
+      inv.timeout = *d;
+    } else if (name == "--first-index" && command_is(Command::kAdd)) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      absl::StatusOr<uint64_t> n = ParseNumber(name, *v);
+      if (!n.ok()) return n.status();
+      inv.first_index = *n;
+    } else if (name == "--info" && command_is(Command::kAdd)) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      inv.info = *v;
+    } else if (name == "--volumes" && command_is(Command::kInspect)) {
+      status = boolean(&inv.volumes);
+    } else if (name == "--verify" && command_is(Command::kInspect)) {
+      status = boolean(&inv.verify);
+    } else if (name == "--service" && command_is(Command::kHealth)) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      inv.service = *v;
+    } else if (name == "--interval" && command_is(Command::kWatch)) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      absl::StatusOr<absl::Duration> d = ParsePositiveDuration(name, *v);
+      if (!d.ok()) return d.status();
+      inv.interval = *d;
+    } else if (name == "--count" && command_is(Command::kWatch)) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      absl::StatusOr<uint64_t> n = ParseNumber(name, *v);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return Bad("--count must be at least 1");
+      inv.watch_count = *n;
+    } else {
+      return Bad(
+          spec == nullptr
+              ? absl::StrCat("unknown flag ", name,
+                             " (command flags follow the command)")
+              : absl::StrCat("unknown flag ", name, " for '", spec->name, "'"));
+    }
+    if (!status.ok()) return status;
+  }
+  if (inv.help) return inv;
+  if (spec == nullptr) return Bad("missing command");
+  if (positionals.size() < static_cast<size_t>(spec->positionals)) {
+    return Bad(absl::StrCat("'", spec->name, "' needs ",
+                            spec->positionals == 1 ? "POOL" : "POOL COUNT",
+                            ", got ", positionals.size(), " argument(s)"));
+  }
+  if (positionals.size() > static_cast<size_t>(spec->positionals)) {
+    return Bad(absl::StrCat("unexpected argument '",
+                            positionals[spec->positionals], "' for '",
+                            spec->name, "'"));
+  }
+  if (spec->positionals >= 1) {
+    inv.pool = positionals[0];
+    if (inv.pool.empty()) return Bad("POOL must not be empty");
+  }
+  if (spec->positionals >= 2) {
+    absl::StatusOr<uint64_t> n = ParseNumber("COUNT", positionals[1]);
+    if (!n.ok()) return n.status();
+    inv.count = *n;
+  }
+  return inv;
+}
+
+}  // namespace groove::ctl

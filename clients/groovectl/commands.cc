@@ -1,0 +1,471 @@
+// groovectl/commands.cc: see commands.h.
+
+#include "commands.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "groove/client/volume_pool_client.h"
+
+namespace groove::ctl {
+namespace {
+
+using Row = std::vector<std::string>;
+
+// PrintTable prints rows with columns padded to their widest cell; the
+// last column is not padded.
+void PrintTable(std::ostream& out, const std::vector<Row>& rows) {
+  std::vector<size_t> widths;
+  for (const Row& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  for (const Row& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size())
+        line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out << line << "\n";
+  }
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(message, &json, options)
+           .ok()) {
+    return "{}";
+  }
+  return json;
+}
+
+std::string BackingName(v1::Backing backing) {
+  return absl::AsciiStrToLower(
+      absl::StripPrefix(v1::Backing_Name(backing), "BACKING_"));
+}
+
+std::string StateName(v1::VolumeState state) {
+  std::string name = absl::AsciiStrToLower(
+      absl::StripPrefix(v1::VolumeState_Name(state), "VOLUME_STATE_"));
+  std::replace(name.begin(), name.end(), '_', ' ');
+  return name;
+}
+
+std::string Percent(uint64_t part, uint64_t whole) {
+  if (whole == 0) return "0%";
+  return absl::StrCat(part * 100 / whole, "%");
+}
+
+// ReportError prints `status` and returns the exit code for it: 3 when the
+// server could not be reached (UNAVAILABLE, or DEADLINE_EXCEEDED before
+// the channel ever became ready), 1 otherwise.
+int ReportError(const absl::Status& status, const VolumePoolClient& client,
+                std::ostream& err) {
+  err << "error: " << absl::StatusCodeToString(status.code()) << ": "
+      << status.message() << "\n";
+  const bool connected =
+      client.channel()->GetState(false) == GRPC_CHANNEL_READY;
+  if (absl::IsUnavailable(status) ||
+      (absl::IsDeadlineExceeded(status) && !connected)) {
+    err << "error: cannot reach groove-volumed at " << client.options().address
+        << "\n";
+    return kExitUnreachable;
+  }
+  return kExitServerError;
+}
+
+void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
+  std::vector<Row> rows = {{"POOL", "BACKING", "VOLUME", "MAPPED/MAX", "EMPTY",
+                            "IN USE", "CAPACITY", "FILL"}};
+  for (const v1::PoolSummary& p : response.pools()) {
+    rows.push_back(
+        {p.name(), BackingName(p.backing_in_use()),
+         HumanBytes(p.volume_size_bytes()),
+         absl::StrCat(p.volumes_mapped(), "/", p.max_volumes()),
+         absl::StrCat(p.volumes_empty()), absl::StrCat(p.volumes_in_use()),
+         HumanBytes(p.capacity_bytes()),
+         absl::StrCat(FillBar(p.volumes_in_use(), p.volumes_empty(),
+                              p.max_volumes(), 20),
+                      " ", Percent(p.volumes_mapped(), p.max_volumes()))});
+  }
+  PrintTable(out, rows);
+}
+
+// PrintSummary prints a pool's summary as a two-column table, followed by
+// `extra` rows (e.g. the verify result) aligned with it.
+void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
+                  const std::vector<Row>& extra = {}) {
+  const v1::PoolCounters& c = p.counters();
+  std::vector<Row> rows = {
+      {"pool", p.name()},
+      {"backing", absl::StrCat(BackingName(p.backing_in_use()), " (requested ",
+                               BackingName(p.backing_requested()), "), ",
+                               HumanBytes(p.page_size_bytes()), " pages")},
+      {"volume size", HumanBytes(p.volume_size_bytes())},
+      {"volumes", absl::StrCat(p.volumes_mapped(), " of ", p.max_volumes(),
+                               " mapped: ", p.volumes_empty(), " empty, ",
+                               p.volumes_in_use(), " in use")},
+      {"fill", absl::StrCat(FillBar(p.volumes_in_use(), p.volumes_empty(),
+                                    p.max_volumes(), 40),
+                            " ", Percent(p.volumes_mapped(), p.max_volumes()),
+                            " (# in use, = empty, . unused)")},
+      {"capacity", absl::StrCat(HumanBytes(p.capacity_bytes()), " (",
+                                HumanBytes(p.empty_bytes()), " empty)")},
+      {"counters", absl::StrCat("added ", c.volumes_added(), ", removed ",
+                                c.volumes_removed(), ", acquires ",
+                                c.acquires(), ", releases ", c.releases(),
+                                ", quarantined ", c.volumes_quarantined())},
+      {"locked", p.locked() ? "yes (verify or recovery running)" : "no"},
+  };
+  rows.insert(rows.end(), extra.begin(), extra.end());
+  PrintTable(out, rows);
+}
+
+void PrintVolumeIndices(absl::string_view verb,
+                        const std::vector<uint64_t>& indices,
+                        absl::string_view pool, std::ostream& out) {
+  out << verb << " " << indices.size()
+      << (indices.size() == 1 ? " volume" : " volumes") << " "
+      << (verb == "added" ? "to" : "from") << " " << pool << ": indices "
+      << absl::StrJoin(indices, ", ") << "\n";
+}
+
+// Progress prints "<spinner> adding ... <elapsed>" on stderr every 100 ms
+// until destroyed, then erases the line. For terminals only.
+class Progress {
+ public:
+  // The first frame is drawn before the constructor returns, so that even
+  // an add that finishes at once shows (and then erases) the line: the
+  // output does not depend on thread scheduling.
+  Progress(std::ostream& err, std::string what)
+      : err_(err), what_(std::move(what)), start_(absl::Now()) {
+    Draw(0);
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      for (int n = 1;; ++n) {
+        if (cv_.wait_for(lock, std::chrono::milliseconds(100),
+                         [this] { return done_; })) {
+          break;
+        }
+        Draw(n);
+      }
+      err_ << "\r\033[K" << std::flush;
+    });
+  }
+  ~Progress() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Draw(int n) {
+    static constexpr char kSpin[] = {'|', '/', '-', '\\'};
+    err_ << "\r" << kSpin[n % 4] << " " << what_ << " "
+         << absl::StrFormat("%.1fs",
+                            absl::ToDoubleSeconds(absl::Now() - start_))
+         << std::flush;
+  }
+
+  std::ostream& err_;
+  const std::string what_;
+  const absl::Time start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+int RunPools(const Invocation& inv, const VolumePoolClient& client,
+             std::ostream& out, std::ostream& err) {
+  absl::StatusOr<v1::ListPoolsResponse> r = client.ListPools();
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(*r) << "\n";
+  } else {
+    PrintPools(*r, out);
+  }
+  return kExitOk;
+}
+
+int RunAdd(const Invocation& inv, const VolumePoolClient& client,
+           std::ostream& out, std::ostream& err, Terminal terminal) {
+  v1::AddVolumeRequest request;
+  request.set_pool(inv.pool);
+  request.set_count(inv.count);
+  if (inv.first_index.has_value()) request.set_first_index(*inv.first_index);
+  if (absl::StartsWith(inv.info, "@")) {
+    const std::string path = inv.info.substr(1);
+    std::ifstream file(path, std::ios::binary);
+    std::stringstream content;
+    content << file.rdbuf();
+    if (!file) {
+      err << "error: cannot read --info file '" << path << "'\n";
+      return kExitUsage;
+    }
+    request.set_info(content.str());
+  } else {
+    request.set_info(inv.info);
+  }
+  // The deadline fits the work: the server zeroes hugepages at 0.5 to 4 s
+  // per GiB, so allow 8 s per GiB on top of --timeout. The volume size
+  // comes from an Inspect (which also reports an unknown pool cheaply).
+  absl::StatusOr<v1::InspectResponse> pool = client.Inspect([&] {
+    v1::InspectRequest r;
+    r.set_pool(inv.pool);
+    return r;
+  }());
+  if (!pool.ok()) return ReportError(pool.status(), client, err);
+  const uint64_t size = pool->summary().volume_size_bytes();
+  const double gib = static_cast<double>(size) *
+                     static_cast<double>(inv.count) / double(uint64_t{1} << 30);
+  CallOptions call;
+  call.timeout = inv.timeout + absl::Seconds(8) * gib;
+  call.generate_request_id = true;
+  absl::StatusOr<v1::AddVolumeResponse> r;
+  {
+    std::unique_ptr<Progress> progress;
+    if (terminal.err && inv.output == OutputFormat::kTable) {
+      progress = std::make_unique<Progress>(
+          err, absl::StrCat("adding ", inv.count, " x ", HumanBytes(size),
+                            " to ", inv.pool));
+    }
+    r = client.AddVolume(request, call);
+  }
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(*r) << "\n";
+    return kExitOk;
+  }
+  PrintVolumeIndices("added",
+                     {r->volume_indices().begin(), r->volume_indices().end()},
+                     inv.pool, out);
+  PrintSummary(r->summary(), out);
+  return kExitOk;
+}
+
+int RunRemove(const Invocation& inv, const VolumePoolClient& client,
+              std::ostream& out, std::ostream& err) {
+  v1::RemoveVolumeRequest request;
+  request.set_pool(inv.pool);
+  request.set_count(inv.count);
+  CallOptions call;
+  call.timeout = inv.timeout;
+  absl::StatusOr<v1::RemoveVolumeResponse> r =
+      client.RemoveVolume(request, call);
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(*r) << "\n";
+    return kExitOk;
+  }
+  std::vector<uint64_t> indices;
+  for (const v1::RemovedVolume& v : r->volumes()) indices.push_back(v.index());
+  PrintVolumeIndices("removed", indices, inv.pool, out);
+  PrintSummary(r->summary(), out);
+  return kExitOk;
+}
+
+int RunInspect(const Invocation& inv, const VolumePoolClient& client,
+               std::ostream& out, std::ostream& err) {
+  v1::InspectRequest request;
+  request.set_pool(inv.pool);
+  request.set_include_volumes(inv.volumes);
+  request.set_page_size(1000);
+  request.set_verify(inv.verify);
+  v1::InspectResponse all;
+  // Follow the pages; verify only on the first (it pauses the pool).
+  for (int page = 0;; ++page) {
+    absl::StatusOr<v1::InspectResponse> r = client.Inspect(request);
+    if (!r.ok()) return ReportError(r.status(), client, err);
+    if (page == 0) {
+      all = *r;
+    } else {
+      for (const v1::Volume& v : r->volumes()) *all.add_volumes() = v;
+    }
+    if (!inv.volumes || r->next_page_token().empty()) break;
+    request.set_page_token(r->next_page_token());
+    request.set_verify(false);
+  }
+  all.clear_next_page_token();
+  const bool verify_failed = inv.verify && !all.verify_result().ok();
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(all) << "\n";
+  } else {
+    std::vector<Row> extra;
+    if (inv.verify) {
+      const v1::VerifyResult& v = all.verify_result();
+      extra.push_back(
+          {"verify", v.ok() ? absl::StrCat("ok (", v.empty_volumes_walked(),
+                                           " empty volumes on the stack)")
+                            : absl::StrCat("FAILED: ", v.message())});
+    }
+    PrintSummary(all.summary(), out, extra);
+    if (inv.volumes) {
+      std::vector<Row> rows = {{"INDEX", "STATE", "INFO"}};
+      for (const v1::Volume& v : all.volumes()) {
+        rows.push_back({absl::StrCat(v.index()), StateName(v.state()),
+                        v.state() == v1::VOLUME_STATE_CORRUPT
+                            ? v.corruption()
+                            : absl::CHexEscape(v.info())});
+      }
+      out << "\n";
+      PrintTable(out, rows);
+    }
+  }
+  if (verify_failed) {
+    err << "error: DATA_LOSS: verify of pool '" << inv.pool
+        << "' failed: " << all.verify_result().message() << "\n";
+    return kExitServerError;
+  }
+  return kExitOk;
+}
+
+int RunHealth(const Invocation& inv, const VolumePoolClient& client,
+              std::ostream& out, std::ostream& err) {
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> r =
+      client.Health(inv.service);
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  grpc::health::v1::HealthCheckResponse response;
+  response.set_status(*r);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(response) << "\n";
+  } else {
+    out << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*r)
+        << "\n";
+  }
+  return *r == grpc::health::v1::HealthCheckResponse::SERVING
+             ? kExitOk
+             : kExitServerError;
+}
+
+int RunWatch(const Invocation& inv, const VolumePoolClient& client,
+             const sigset_t& stop_signals, std::ostream& out, std::ostream& err,
+             Terminal terminal) {
+  v1::InspectRequest request;
+  request.set_pool(inv.pool);
+  for (uint64_t n = 1;; ++n) {
+    absl::StatusOr<v1::InspectResponse> r = client.Inspect(request);
+    if (!r.ok()) return ReportError(r.status(), client, err);
+    if (inv.output == OutputFormat::kJson) {
+      out << ToJson(r->summary()) << "\n";
+    } else {
+      if (terminal.out) out << "\033[H\033[2J";  // home, clear screen
+      out << "every " << absl::FormatDuration(inv.interval) << ": " << inv.pool
+          << " at " << inv.address << " ("
+          << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone())
+          << ")\n";
+      PrintSummary(r->summary(), out);
+      out << "\n";
+    }
+    out.flush();
+    if (inv.watch_count.has_value() && n >= *inv.watch_count) return kExitOk;
+    const timespec wait = absl::ToTimespec(inv.interval);
+    int sig;
+    do {
+      sig = sigtimedwait(&stop_signals, nullptr, &wait);
+    } while (sig < 0 && errno == EINTR);
+    if (sig > 0) return kExitOk;  // SIGINT or SIGTERM: a normal stop
+  }
+}
+
+}  // namespace
+
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B",   "KiB", "MiB",
+                                           "GiB", "TiB", "PiB"};
+  int unit = 0;
+  double value = static_cast<double>(bytes);
+  while (value >= 1024 && unit < 5) {
+    value /= 1024;
+    ++unit;
+  }
+  if (unit == 0) return absl::StrCat(bytes, " B");
+  const std::string text = absl::StrFormat("%.1f", value);
+  return absl::StrCat(absl::StripSuffix(text, ".0"), " ", kUnits[unit]);
+}
+
+std::string FillBar(uint64_t in_use, uint64_t empty, uint64_t max_volumes,
+                    int width) {
+  std::string bar = "[";
+  const uint64_t w = static_cast<uint64_t>(width);
+  // Round the mapped part up, so that one volume of many still shows.
+  auto cells = [&](uint64_t n) {
+    return max_volumes == 0
+               ? 0
+               : std::min(w, (n * w + max_volumes - 1) / max_volumes);
+  };
+  const uint64_t used_cells = cells(in_use);
+  const uint64_t mapped_cells = std::max(used_cells, cells(in_use + empty));
+  bar += std::string(used_cells, '#');
+  bar += std::string(mapped_cells - used_cells, '=');
+  bar += std::string(w - mapped_cells, '.');
+  bar += "]";
+  return bar;
+}
+
+int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
+        Terminal terminal) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  if (inv.command == Command::kWatch) {
+    // Before the client exists: gRPC's threads inherit the mask, so the
+    // signals stay pending for sigtimedwait instead of killing us.
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  }
+  ClientOptions options;
+  options.address = inv.address;
+  options.timeout = inv.timeout;
+  absl::StatusOr<std::unique_ptr<VolumePoolClient>> client =
+      VolumePoolClient::Create(options);
+  if (!client.ok()) {
+    err << "error: " << client.status().message() << "\n";
+    return kExitUsage;
+  }
+  switch (*inv.command) {
+    case Command::kPools:
+      return RunPools(inv, **client, out, err);
+    case Command::kAdd:
+      return RunAdd(inv, **client, out, err, terminal);
+    case Command::kRemove:
+      return RunRemove(inv, **client, out, err);
+    case Command::kInspect:
+      return RunInspect(inv, **client, out, err);
+    case Command::kHealth:
+      return RunHealth(inv, **client, out, err);
+    case Command::kWatch:
+      return RunWatch(inv, **client, stop_signals, out, err, terminal);
+  }
+  return kExitUsage;
+}
+
+}  // namespace groove::ctl

@@ -1,0 +1,50 @@
+// groovectl/commands.h: runs a parsed groovectl Invocation against a server
+// through groove::VolumePoolClient and prints the result.
+//
+// Output: tables for people (sizes in KiB/MiB/GiB, fill bars), or with
+// --output json the response message in the proto3 JSON mapping
+// (google::protobuf::util::MessageToJsonString, original field names,
+// default values printed; 64-bit integers are JSON strings as the mapping
+// says), one object per line. `inspect --volumes` prints one
+// InspectResponse holding every page's volumes (next_page_token empty).
+// Errors go to stderr as `error: <GRPC_CODE>: <message>`.
+
+#ifndef GROOVE_CLIENTS_GROOVECTL_COMMANDS_H_
+#define GROOVE_CLIENTS_GROOVECTL_COMMANDS_H_
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "cli.h"
+
+namespace groove::ctl {
+
+// Terminal says which of groovectl's streams are terminals (progress lines
+// and screen clearing only go to terminals).
+struct Terminal {
+  bool out = false;
+  bool err = false;
+};
+
+// Run runs `inv` and returns groovectl's exit code (kExitOk,
+// kExitServerError, kExitUsage, kExitUnreachable).
+// REQUIRES: inv came from ParseCommandLine, inv.command is set, !inv.help.
+// `watch` blocks SIGINT and SIGTERM in the calling thread (before any gRPC
+// thread starts, so they inherit the mask) and waits for them with
+// sigtimedwait between redraws: call Run from the main thread.
+int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
+        Terminal terminal);
+
+// HumanBytes formats a byte count with binary units: "0 B", "512 B",
+// "4 KiB", "1.5 GiB" (at most one decimal, dropped when zero).
+std::string HumanBytes(uint64_t bytes);
+
+// FillBar draws `width` cells: '#' for in-use volumes, '=' for empty
+// ones, '.' for unused slots, out of max_volumes, e.g. "[##===.....]".
+std::string FillBar(uint64_t in_use, uint64_t empty, uint64_t max_volumes,
+                    int width);
+
+}  // namespace groove::ctl
+
+#endif  // GROOVE_CLIENTS_GROOVECTL_COMMANDS_H_

@@ -1,0 +1,207 @@
+// groove/client/volume_pool_client.h: a C++ client of groove-volumed's
+// VolumePoolService (proto/groove/v1/volume_pool.proto) and of its gRPC
+// health service, with an absl::StatusOr API, per-call deadlines and
+// retries with exponential backoff and jitter where retrying is safe.
+//
+// Example:
+//   groove::ClientOptions options;
+//   options.address = "127.0.0.1:50051";
+//   auto client = groove::VolumePoolClient::Create(options);
+//   if (!client.ok()) return client.status();
+//   groove::v1::AddVolumeRequest add;
+//   add.set_pool("default");
+//   add.set_count(2);
+//   groove::CallOptions call;
+//   call.generate_request_id = true;  // safe to retry: retried on UNAVAILABLE
+//   absl::StatusOr<groove::v1::AddVolumeResponse> added =
+//       (*client)->AddVolume(add, call);
+//   if (!added.ok()) return added.status();  // e.g. NOT_FOUND: no such pool
+//
+// Which calls are retried, and why:
+//   ListPools, Inspect, Health   read-only: retried on UNAVAILABLE.
+//   AddVolume                    retried on UNAVAILABLE only when the request
+//                                carries a request_id (set by the caller, or
+//                                generated with
+//                                CallOptions::generate_request_id): the server
+//                                then answers a repeat with the first call's
+//                                result instead of adding twice. Also retried
+//                                on ABORTED ("the same request_id is still in
+//                                progress"), as the proto asks.
+//   RemoveVolume                 never retried: it is not idempotent (a retry
+//                                after a lost response removes more volumes).
+// No call retries DEADLINE_EXCEEDED: the deadline covers every attempt.
+//
+// Errors: every method returns the server's gRPC status as an absl::Status
+// with the same code and message (absl and gRPC codes share numbers), e.g.
+// NOT_FOUND for an unknown pool; UNAVAILABLE when the server cannot be
+// reached within the retry budget (the message counts the attempts);
+// DEADLINE_EXCEEDED when the call's deadline passed.
+
+#ifndef GROOVE_CLIENT_VOLUME_POOL_CLIENT_H_
+#define GROOVE_CLIENT_VOLUME_POOL_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "groove/v1/volume_pool.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace groove {
+
+// RetryEvent describes one failed attempt that is about to be retried:
+// passed to ClientOptions::on_retry (logging, metrics, tests).
+struct RetryEvent {
+  std::string method;      // "ListPools", "AddVolume", "Inspect", "Health"
+  int attempt = 0;         // the attempt that failed: 1 for the first call
+  absl::Status status;     // why it failed (UNAVAILABLE or ABORTED)
+  absl::Duration backoff;  // how long the client waits before the next one
+};
+
+// ClientOptions configure a VolumePoolClient. Every field has a usable
+// default; the defaults suit an operator's tool on the same host.
+struct ClientOptions {
+  // address is the server's gRPC address, "host:port" (any gRPC target
+  // string works, e.g. "dns:///volumes.internal:50051" or
+  // "unix:/run/groove.sock"). Must not be empty.
+  std::string address = "127.0.0.1:50051";
+
+  // credentials secure the channel. Null means
+  // grpc::InsecureChannelCredentials(), which is all the server offers
+  // today.
+  // TLS: the security issue adds TLS (and mTLS) to the server; a client
+  // then passes grpc::SslCredentials(...) here and nothing else changes.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+
+  // timeout is the default deadline of one call, all of its attempts and
+  // backoffs included. Must be positive. CallOptions::timeout overrides it.
+  absl::Duration timeout = absl::Seconds(10);
+
+  // max_attempts bounds the attempts of a retryable call (1 = no retries).
+  // Must be at least 1. CallOptions::max_attempts overrides it.
+  int max_attempts = 5;
+
+  // Backoff before retry n (n = 1, 2, ...) is
+  //   min(max_backoff, initial_backoff * backoff_multiplier^(n-1))
+  // scaled by a random factor in [1 - jitter, 1 + jitter], so that clients
+  // that failed together do not retry together. The channel's reconnect
+  // backoff is set to the same bounds, so a restarted server is reconnected
+  // to as fast as the client retries. REQUIRES: 0 < initial_backoff <=
+  // max_backoff, backoff_multiplier >= 1, 0 <= jitter < 1.
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(2);
+  double backoff_multiplier = 2.0;
+  double jitter = 0.2;
+
+  // on_retry, when set, is called (on the calling thread) before each
+  // backoff. It must be safe to call from every thread that uses the
+  // client concurrently.
+  std::function<void(const RetryEvent&)> on_retry;
+};
+
+// CallOptions override ClientOptions for one call.
+struct CallOptions {
+  std::optional<absl::Duration> timeout;  // all attempts; must be positive
+  std::optional<int> max_attempts;        // at least 1
+  // AddVolume only: when the request's request_id is empty, set it to a
+  // fresh UUID v4 (NewRequestId) so that the call is idempotent and may be
+  // retried. Ignored by other methods.
+  bool generate_request_id = false;
+};
+
+// NewRequestId returns a random (version 4) UUID in its 36-character
+// lowercase text form, e.g. "5f0c6a3e-8d1b-4f6e-9a27-1c3b5d7e9f10".
+// Thread safety: safe to call concurrently (a per-thread generator seeded
+// from std::random_device). Cost: O(1).
+std::string NewRequestId();
+
+// VolumePoolClient calls one groove-volumed server.
+//
+// Thread safety: every method is safe to call concurrently from many
+// threads on one client (gRPC channels and stubs are thread-safe; the
+// client's state is immutable after Create). Each call blocks its caller
+// until it finishes, retries included, for at most its deadline.
+class VolumePoolClient {
+ public:
+  // Create builds a client over a new channel to options.address. It does
+  // not connect: the first call does (and fails with UNAVAILABLE, after its
+  // retries, if the server cannot be reached).
+  // Errors: INVALID_ARGUMENT when an option is out of range (empty
+  // address, timeout <= 0, max_attempts < 1, bad backoff or jitter).
+  static absl::StatusOr<std::unique_ptr<VolumePoolClient>> Create(
+      ClientOptions options);
+
+  // CreateWithChannel builds a client over `channel` (tests, in-process
+  // channels, channels shared with other stubs). options.address and
+  // options.credentials are ignored. REQUIRES: channel is not null.
+  // Errors: as Create.
+  static absl::StatusOr<std::unique_ptr<VolumePoolClient>> CreateWithChannel(
+      std::shared_ptr<grpc::Channel> channel, ClientOptions options);
+
+  VolumePoolClient(const VolumePoolClient&) = delete;
+  VolumePoolClient& operator=(const VolumePoolClient&) = delete;
+
+  // ListPools returns every pool's summary. Retried on UNAVAILABLE.
+  absl::StatusOr<v1::ListPoolsResponse> ListPools(
+      const CallOptions& call = {}) const;
+
+  // AddVolume grows a pool (see the proto for every error code). Retried
+  // on UNAVAILABLE and ABORTED only when the request carries a request_id
+  // (or call.generate_request_id makes one); otherwise one attempt. A
+  // call that ends with DEADLINE_EXCEEDED may still complete on the
+  // server: repeat it with the same request_id to learn its result.
+  // Adding hugepage-backed volumes takes seconds per GiB: give the call a
+  // deadline that fits (e.g. BaseTimeout + count * seconds per GiB).
+  absl::StatusOr<v1::AddVolumeResponse> AddVolume(
+      v1::AddVolumeRequest request, const CallOptions& call = {}) const;
+
+  // RemoveVolume shrinks a pool by up to request.count() empty volumes.
+  // Never retried, whatever call.max_attempts says: it is not idempotent.
+  absl::StatusOr<v1::RemoveVolumeResponse> RemoveVolume(
+      const v1::RemoveVolumeRequest& request,
+      const CallOptions& call = {}) const;
+
+  // Inspect returns one page of a pool's summary and volumes. Retried on
+  // UNAVAILABLE.
+  absl::StatusOr<v1::InspectResponse> Inspect(
+      const v1::InspectRequest& request, const CallOptions& call = {}) const;
+
+  // Health returns the serving status grpc.health.v1.Health/Check reports
+  // for `service` ("" for the whole server, or
+  // "groove.v1.VolumePoolService"). Retried on UNAVAILABLE.
+  // Errors: NOT_FOUND for a service the server does not know; as above.
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service = "", const CallOptions& call = {}) const;
+
+  // channel is the client's channel (e.g. to read its connectivity state).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
+                   ClientOptions options);
+
+  // Call runs `attempt` (one RPC with the given context) until it succeeds,
+  // fails with a code `retryable` refuses, runs out of attempts or of time.
+  absl::Status Call(
+      absl::string_view method, const CallOptions& call, bool may_retry,
+      const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const;
+
+  // Immutable after construction: that is what makes concurrent calls safe.
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::VolumePoolService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
+};
+
+}  // namespace groove
+
+#endif  // GROOVE_CLIENT_VOLUME_POOL_CLIENT_H_

@@ -1,0 +1,238 @@
+// groove/client/volume_pool_client.cc: see the header.
+
+#include "groove/client/volume_pool_client.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+
+namespace groove {
+namespace {
+
+// Generator returns this thread's random generator (no lock: one per
+// thread), seeded once from std::random_device.
+std::mt19937_64& Generator() {
+  thread_local std::mt19937_64 generator = [] {
+    std::random_device device;
+    std::seed_seq seed{device(), device(), device(), device()};
+    return std::mt19937_64(seed);
+  }();
+  return generator;
+}
+
+absl::Status ToAbslStatus(const grpc::Status& status) {
+  // absl::StatusCode and grpc::StatusCode share their numbers.
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+absl::Status ValidateOptions(const ClientOptions& o) {
+  if (o.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "timeout must be positive, got ", absl::FormatDuration(o.timeout)));
+  }
+  if (o.max_attempts < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_attempts must be at least 1, got ", o.max_attempts));
+  }
+  if (o.initial_backoff <= absl::ZeroDuration() ||
+      o.max_backoff < o.initial_backoff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("need 0 < initial_backoff <= max_backoff, got ",
+                     absl::FormatDuration(o.initial_backoff), " and ",
+                     absl::FormatDuration(o.max_backoff)));
+  }
+  if (!(o.backoff_multiplier >= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backoff_multiplier must be at least 1, got ", o.backoff_multiplier));
+  }
+  if (!(o.jitter >= 0.0 && o.jitter < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("jitter must be in [0, 1), got ", o.jitter));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string NewRequestId() {
+  std::uniform_int_distribution<uint64_t> dist;
+  uint64_t hi = dist(Generator());
+  uint64_t lo = dist(Generator());
+  hi = (hi & ~uint64_t{0xf000}) | 0x4000;                    // version 4
+  lo = (lo & ~(uint64_t{0xc} << 60)) | (uint64_t{8} << 60);  // variant 10
+  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32,
+                         (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48,
+                         lo & 0xffffffffffffULL);
+}
+
+absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
+    ClientOptions options) {
+  if (options.address.empty()) {
+    return absl::InvalidArgumentError("address must not be empty");
+  }
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  grpc::ChannelArguments args;
+  // Reconnect at the pace of the client's own retries: gRPC's default
+  // reconnect backoff starts at 1 s and grows to 120 s, so a client whose
+  // server restarted would keep failing fast for up to two minutes.
+  args.SetInt(
+      GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff)));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(options.max_backoff)));
+  // A subchannel of its own: the reconnect settings above then apply even
+  // when another channel of the process talks to the same address.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      options.credentials ? options.credentials
+                          : grpc::InsecureChannelCredentials();
+  auto channel = grpc::CreateCustomChannel(options.address, credentials, args);
+  return std::unique_ptr<VolumePoolClient>(
+      new VolumePoolClient(std::move(channel), std::move(options)));
+}
+
+absl::StatusOr<std::unique_ptr<VolumePoolClient>>
+VolumePoolClient::CreateWithChannel(std::shared_ptr<grpc::Channel> channel,
+                                    ClientOptions options) {
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError("channel must not be null");
+  }
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  return std::unique_ptr<VolumePoolClient>(
+      new VolumePoolClient(std::move(channel), std::move(options)));
+}
+
+VolumePoolClient::VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
+                                   ClientOptions options)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      stub_(v1::VolumePoolService::NewStub(channel_)),
+      health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+absl::Status VolumePoolClient::Call(
+    absl::string_view method, const CallOptions& call, bool may_retry,
+    const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const {
+  const absl::Duration timeout = call.timeout.value_or(options_.timeout);
+  if (timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(method, ": timeout must be positive, got ",
+                     absl::FormatDuration(timeout)));
+  }
+  const int max_attempts =
+      may_retry ? call.max_attempts.value_or(options_.max_attempts) : 1;
+  if (max_attempts < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        method, ": max_attempts must be at least 1, got ", max_attempts));
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Duration backoff = options_.initial_backoff;
+  for (int n = 1;; ++n) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    const absl::Status status = ToAbslStatus(attempt(&context));
+    const bool retryable = absl::IsUnavailable(status) ||
+                           (method == "AddVolume" && absl::IsAborted(status));
+    if (status.ok() || !retryable || n >= max_attempts) {
+      if (!status.ok() && retryable && n > 1) {
+        return absl::Status(status.code(),
+                            absl::StrCat(status.message(), " (", method,
+                                         ": gave up after ", n, " attempts)"));
+      }
+      return status;
+    }
+    std::uniform_real_distribution<double> factor(1.0 - options_.jitter,
+                                                  1.0 + options_.jitter);
+    const absl::Duration wait = backoff * factor(Generator());
+    if (absl::Now() + wait >= deadline) {
+      // The next attempt could not start before the deadline: report the
+      // failure we have rather than a bare DEADLINE_EXCEEDED.
+      return absl::Status(
+          status.code(),
+          absl::StrCat(status.message(), " (", method, ": ", n,
+                       " attempts, no time left for another before the ",
+                       absl::FormatDuration(timeout), " deadline)"));
+    }
+    if (options_.on_retry) {
+      options_.on_retry(RetryEvent{std::string(method), n, status, wait});
+    }
+    absl::SleepFor(wait);
+    backoff =
+        std::min(options_.max_backoff, backoff * options_.backoff_multiplier);
+  }
+}
+
+absl::StatusOr<v1::ListPoolsResponse> VolumePoolClient::ListPools(
+    const CallOptions& call) const {
+  v1::ListPoolsResponse response;
+  absl::Status status =
+      Call("ListPools", call, true, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->ListPools(context, v1::ListPoolsRequest(), &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
+    v1::AddVolumeRequest request, const CallOptions& call) const {
+  if (call.generate_request_id && request.request_id().empty()) {
+    request.set_request_id(NewRequestId());
+  }
+  // Without a request_id a retry after a lost response could add the
+  // volumes twice: one attempt only.
+  const bool may_retry = !request.request_id().empty();
+  v1::AddVolumeResponse response;
+  absl::Status status =
+      Call("AddVolume", call, may_retry, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->AddVolume(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
+    const v1::RemoveVolumeRequest& request, const CallOptions& call) const {
+  v1::RemoveVolumeResponse response;
+  absl::Status status =
+      Call("RemoveVolume", call, false, [&](grpc::ClientContext* context) {
+        return stub_->RemoveVolume(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
+    const v1::InspectRequest& request, const CallOptions& call) const {
+  v1::InspectResponse response;
+  absl::Status status =
+      Call("Inspect", call, true, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->Inspect(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
+VolumePoolClient::Health(const std::string& service,
+                         const CallOptions& call) const {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  absl::Status status =
+      Call("Health", call, true, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return health_stub_->Check(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response.status();
+}
+
+}  // namespace groove

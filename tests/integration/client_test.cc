@@ -1,0 +1,363 @@
+// client_test: groove::VolumePoolClient against the real groove-volumed,
+// stopped and restarted mid-test on the same port and data directory
+// (retries, deadlines, idempotent adds); the data-plane example beside a
+// server that adds and removes; the Python example. No sleeps: the tests
+// wait on the client's retry events, on health and on process exits.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "groove/client/volume_pool_client.h"
+#include "gtest/gtest.h"
+#include "support/server_process.h"
+#include "support/temp_dir.h"
+
+namespace groove::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+constexpr char kPool[] =
+    "--pool=name=a,backing=normal,volume_size=4KiB,"
+    "max_volumes=64";
+
+// Retries counts the client's retry events and lets a test wait for them.
+class Retries {
+ public:
+  void Record(const RetryEvent& event) {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(event);
+  }
+  // WaitFor waits until at least `n` retries happened.
+  bool WaitFor(size_t n, absl::Duration timeout = absl::Seconds(20)) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&] { return events_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  }
+  std::vector<RetryEvent> events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<RetryEvent> events_ ABSL_GUARDED_BY(mu_);
+};
+
+// Port returns the port of a "host:port" address.
+std::string Port(const std::string& address) {
+  return address.substr(address.rfind(':') + 1);
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPool});
+    ASSERT_NE(server_, nullptr);
+    address_ = server_->grpc_address();
+  }
+
+  // Restart starts the server again on the same port and data directory.
+  void Restart() {
+    server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPool,
+                                    "--listen=127.0.0.1:" + Port(address_)});
+    ASSERT_NE(server_, nullptr);
+  }
+
+  std::unique_ptr<VolumePoolClient> Client(int max_attempts,
+                                           absl::Duration timeout) {
+    ClientOptions options;
+    options.address = address_;
+    options.max_attempts = max_attempts;
+    options.timeout = timeout;
+    options.initial_backoff = absl::Milliseconds(20);
+    options.max_backoff = absl::Milliseconds(200);
+    options.on_retry = [this](const RetryEvent& e) { retries_.Record(e); };
+    auto client = VolumePoolClient::Create(options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? std::move(*client) : nullptr;
+  }
+
+  uint64_t Mapped(const VolumePoolClient& client) {
+    v1::InspectRequest request;
+    request.set_pool("a");
+    auto r = client.Inspect(request);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->summary().volumes_mapped() : ~uint64_t{0};
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::string address_;
+  Retries retries_;
+};
+
+v1::AddVolumeRequest AddOf(uint64_t count) {
+  v1::AddVolumeRequest request;
+  request.set_pool("a");
+  request.set_count(count);
+  return request;
+}
+
+TEST(ClientOptionsTest, CreateRejectsBadOptions) {
+  ClientOptions o;
+  o.address = "";
+  EXPECT_EQ(VolumePoolClient::Create(o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o = ClientOptions();
+  o.max_attempts = 0;
+  EXPECT_EQ(VolumePoolClient::Create(o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o = ClientOptions();
+  o.initial_backoff = absl::Seconds(3);  // above max_backoff (2 s)
+  EXPECT_EQ(VolumePoolClient::Create(o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o = ClientOptions();
+  o.jitter = 1.0;
+  EXPECT_EQ(VolumePoolClient::Create(o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(VolumePoolClient::Create(ClientOptions()).ok());
+}
+
+TEST(ClientOptionsTest, NewRequestIdIsARandomUuidV4) {
+  const std::string a = NewRequestId();
+  EXPECT_THAT(a, MatchesRegex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-"
+                              "[89ab][0-9a-f]{3}-[0-9a-f]{12}"));
+  EXPECT_NE(a, NewRequestId());
+}
+
+TEST_F(ClientTest, CallsReturnTheServersStatusCodes) {
+  auto client = Client(3, absl::Seconds(10));
+  v1::InspectRequest request;
+  request.set_pool("nope");
+  auto r = client->Inspect(request);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(r.status().message(), HasSubstr("nope"));
+  auto pools = client->ListPools();
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  ASSERT_EQ(pools->pools_size(), 1);
+  EXPECT_EQ(pools->pools(0).name(), "a");
+  auto health = client->Health("groove.v1.VolumePoolService");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_TRUE(retries_.events().empty());
+}
+
+TEST_F(ClientTest, InspectRetriesUntilTheServerIsBack) {
+  auto client = Client(1000, absl::Seconds(30));
+  auto added = client->AddVolume(AddOf(3));
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_EQ(server_->Stop(), 0);
+
+  absl::StatusOr<v1::InspectResponse> inspected;
+  std::thread caller([&] {
+    v1::InspectRequest request;
+    request.set_pool("a");
+    inspected = client->Inspect(request);
+  });
+  // The first attempt failed on the stopped server: bring it back.
+  ASSERT_TRUE(retries_.WaitFor(1));
+  Restart();
+  caller.join();
+  ASSERT_TRUE(inspected.ok()) << inspected.status();
+  // The pool survived the restart, and the answer came from the new server.
+  EXPECT_EQ(inspected->summary().volumes_mapped(), 3u);
+  const std::vector<RetryEvent> events = retries_.events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0].method, "Inspect");
+  EXPECT_EQ(events[0].attempt, 1);
+  EXPECT_EQ(events[0].status.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ClientTest, RemoveVolumeAndAddWithoutRequestIdAreNeverRetried) {
+  auto client = Client(50, absl::Seconds(10));
+  ASSERT_EQ(server_->Stop(), 0);
+  v1::RemoveVolumeRequest remove;
+  remove.set_pool("a");
+  remove.set_count(1);
+  EXPECT_EQ(client->RemoveVolume(remove).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client->AddVolume(AddOf(1)).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(retries_.events().empty());
+  // A read with the same budget does retry, up to its 50 attempts.
+  v1::InspectRequest inspect;
+  inspect.set_pool("a");
+  CallOptions call;
+  call.max_attempts = 3;
+  EXPECT_EQ(client->Inspect(inspect, call).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(retries_.events().size(), 2u);
+}
+
+TEST_F(ClientTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
+  auto client = Client(1000, absl::Seconds(30));
+  ASSERT_EQ(server_->Stop(), 0);
+  v1::AddVolumeRequest request = AddOf(2);
+  request.set_request_id(NewRequestId());
+  absl::StatusOr<v1::AddVolumeResponse> added;
+  std::thread caller([&] { added = client->AddVolume(request); });
+  ASSERT_TRUE(retries_.WaitFor(1));
+  Restart();
+  caller.join();
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->volume_indices_size(), 2);
+  EXPECT_EQ(retries_.events()[0].method, "AddVolume");
+  // Sending the same request again answers the first call's result and
+  // adds nothing: the retried add happened exactly once.
+  auto again = client->AddVolume(request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->volume_indices(0), added->volume_indices(0));
+  EXPECT_EQ(Mapped(*client), 2u);
+}
+
+TEST_F(ClientTest, GeneratedRequestIdMakesAddsRetryable) {
+  auto client = Client(3, absl::Seconds(10));
+  ASSERT_EQ(server_->Stop(), 0);
+  CallOptions call;
+  call.generate_request_id = true;
+  auto added = client->AddVolume(AddOf(1), call);
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(added.status().message(), HasSubstr("after 3 attempts"));
+  EXPECT_EQ(retries_.events().size(), 2u);
+}
+
+TEST_F(ClientTest, DeadlineBoundsEveryAttemptAndBackoff) {
+  auto client = Client(100000, absl::Milliseconds(500));
+  ASSERT_EQ(server_->Stop(), 0);
+  v1::InspectRequest request;
+  request.set_pool("a");
+  const absl::Time start = absl::Now();
+  auto r = client->Inspect(request);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_TRUE(absl::IsUnavailable(r.status()) ||
+              absl::IsDeadlineExceeded(r.status()))
+      << r.status();
+  // Far fewer than 100,000 attempts, and within the deadline (plus the
+  // slack of a loaded machine).
+  EXPECT_LT(took, absl::Seconds(5));
+  EXPECT_GE(retries_.events().size(), 1u);
+  EXPECT_LT(retries_.events().size(), 100u);
+}
+
+// A stalled add outlives its deadline; a retry with its request_id waits
+// (ABORTED while the first runs, retried) and then learns its result.
+TEST(ClientStallTest, ExpiredAddIsLearnedByRetryingItsRequestId) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/stall.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(), kPool, "--testonly_stall_add_fifo=" + fifo});
+  ASSERT_NE(server, nullptr);
+  Retries retries;
+  ClientOptions options;
+  options.address = server->grpc_address();
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(100);
+  options.max_attempts = 1000;
+  options.on_retry = [&](const RetryEvent& e) { retries.Record(e); };
+  auto client = VolumePoolClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  v1::AddVolumeRequest request = AddOf(1);
+  request.set_request_id(NewRequestId());
+  CallOptions short_call;
+  short_call.timeout = absl::Milliseconds(300);
+  EXPECT_EQ((*client)->AddVolume(request, short_call).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(retries.events().empty());  // DEADLINE_EXCEEDED: no retry
+
+  absl::StatusOr<v1::AddVolumeResponse> learned;
+  std::thread caller([&] { learned = (*client)->AddVolume(request); });
+  ASSERT_TRUE(retries.WaitFor(1));  // ABORTED: the first call still runs
+  EXPECT_EQ(retries.events()[0].status.code(), absl::StatusCode::kAborted);
+  const int fd = open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "x", 1), 1);  // let the stalled allocation proceed
+  caller.join();
+  close(fd);
+  ASSERT_TRUE(learned.ok()) << learned.status();
+  EXPECT_EQ(learned->volume_indices_size(), 1);
+  v1::InspectRequest inspect;
+  inspect.set_pool("a");
+  auto summary = (*client)->Inspect(inspect);
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ(summary->summary().volumes_mapped(), 1u);
+}
+
+// The data-plane example joins the pool and acquires, writes, checks and
+// releases volumes while this test adds and removes them through the
+// server; it stops after 2,000 acquires and must report no mismatch.
+TEST_F(ClientTest, DataPlaneExampleRunsWhileTheServerAddsAndRemoves) {
+  auto client = Client(3, absl::Seconds(20));
+  // The pool starts empty: every volume the example acquires was added
+  // after it joined.
+  const std::string log = dir_.path() + "/data_plane.log";
+  BackgroundProcess data_plane(
+      {GROOVE_DATA_PLANE_BIN, "--data-dir", dir_.path(), "--pool", "a",
+       "--hold", "3", "--bytes", "3584", "--acquires", "2000"},
+      log);
+  int cycles = 0;
+  while (data_plane.Running()) {
+    auto added = client->AddVolume(AddOf(4));
+    ASSERT_TRUE(added.ok()) << added.status();
+    v1::RemoveVolumeRequest remove;
+    remove.set_pool("a");
+    remove.set_count(2);
+    auto removed = client->RemoveVolume(remove);
+    // Every empty volume may be held by the example at that instant.
+    ASSERT_TRUE(removed.ok() || absl::IsFailedPrecondition(removed.status()))
+        << removed.status();
+    ++cycles;
+    if (Mapped(*client) > 48) {
+      remove.set_count(40);
+      (void)client->RemoveVolume(remove);
+    }
+    ASSERT_LT(cycles, 20000) << "the data plane did not finish";
+  }
+  std::string out;
+  {
+    std::ifstream in(log);
+    std::stringstream s;
+    s << in.rdbuf();
+    out = s.str();
+  }
+  EXPECT_THAT(out, HasSubstr("acquired=2000 "));
+  EXPECT_THAT(out, HasSubstr("mismatches=0 errors=0"));
+  EXPECT_GE(cycles, 1);
+  v1::InspectRequest verify;
+  verify.set_pool("a");
+  verify.set_verify(true);
+  auto verified = client->Inspect(verify);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_TRUE(verified->verify_result().ok())
+      << verified->verify_result().message();
+  EXPECT_EQ(verified->summary().volumes_in_use(), 0u);
+}
+
+TEST_F(ClientTest, PythonExampleTalksToTheServer) {
+  CommandResult r = RunCommand(
+      {GROOVE_PYTHON3, GROOVE_SOURCE_DIR "/clients/python/groove_example.py",
+       "--addr", address_, "--pool", "a", "--count", "2"},
+      "", absl::Seconds(60));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("pool a: 0/64 volumes of 4096 bytes"));
+  EXPECT_THAT(r.out, HasSubstr("added indices [0, 1]"));
+  EXPECT_THAT(r.out, HasSubstr("python example ok"));
+  auto client = Client(1, absl::Seconds(10));
+  EXPECT_EQ(Mapped(*client), 0u);  // it removed what it added
+}
+
+}  // namespace
+}  // namespace groove::testing

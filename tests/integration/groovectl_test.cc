@@ -1,0 +1,327 @@
+// groovectl_test: every groovectl command against the real groove-volumed
+// on loopback, checking the table and JSON output and the exit codes: 0
+// ok, 1 server error, 2 usage error, 3 unreachable. NOT_SERVING comes from
+// an in-process gRPC server whose health status the test sets (the real
+// server is NOT_SERVING only in the instant before it refuses calls).
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pty.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "support/server_process.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+
+namespace groove::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+CommandResult Ctl(std::vector<std::string> args) {
+  args.insert(args.begin(), GROOVECTL_BIN);
+  return RunCommand(args, "", absl::Seconds(30));
+}
+
+class GroovectlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = ServerProcess::Start(
+        {"--data-dir=" + dir_.path(),
+         "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16,"
+         "initial_volumes=2",
+         "--pool=name=b,backing=normal,volume_size=64KiB,max_volumes=4"});
+    ASSERT_NE(server_, nullptr);
+  }
+  // Run runs groovectl against the server.
+  CommandResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), "--addr=" + server_->grpc_address());
+    return Ctl(args);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST(GroovectlUsageTest, UsageErrorsExit2WithUsage) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{},
+                                             {"frobnicate"},
+                                             {"add", "a"},
+                                             {"add", "a", "many"},
+                                             {"remove", "a", "1", "2"},
+                                             {"--output", "xml", "pools"},
+                                             {"inspect", "a", "--bogus"},
+                                             {"pools", "--volumes"},
+                                             {"watch", "a", "--interval", "0s"},
+                                             {"--timeout"}}) {
+    CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(args, " ") << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr("error: ")) << absl::StrJoin(args, " ");
+    EXPECT_THAT(r.err, HasSubstr("usage: groovectl"))
+        << absl::StrJoin(args, " ");
+    EXPECT_EQ(r.out, "");
+  }
+  // The usage shown is the command's when the command is known.
+  EXPECT_THAT(Ctl({"add", "a"}).err, HasSubstr("add POOL COUNT"));
+}
+
+TEST(GroovectlUsageTest, HelpOnEveryCommand) {
+  CommandResult r = Ctl({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* command :
+       {"pools", "add", "remove", "inspect", "health", "watch"}) {
+    EXPECT_THAT(r.out, HasSubstr(absl::StrCat("  ", command)));
+    CommandResult c = Ctl({command, "--help"});
+    EXPECT_EQ(c.exit_code, 0) << command;
+    EXPECT_THAT(c.out,
+                HasSubstr(absl::StrCat("[--timeout DURATION] ", command)));
+  }
+  EXPECT_THAT(Ctl({"add", "--help"}).out, HasSubstr("--first-index N"));
+  EXPECT_THAT(Ctl({"inspect", "-h"}).out, HasSubstr("--verify"));
+}
+
+TEST(GroovectlUnreachableTest, Exits3WhenNoServerListens) {
+  const std::string addr =
+      absl::StrCat("--addr=127.0.0.1:", FreeLoopbackPort());
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {addr, "--timeout=3s", "health"},
+           {addr, "--timeout=3s", "pools"},
+           {addr, "--timeout=3s", "remove", "a", "1"},
+           {addr, "--timeout=3s", "--output=json", "inspect", "a"}}) {
+    CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 3) << absl::StrJoin(args, " ") << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE: "));
+    EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
+  }
+}
+
+TEST_F(GroovectlTest, PoolsTableAndJson) {
+  CommandResult r = Run({"pools"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = absl::StrSplit(r.out, '\n');
+  ASSERT_GE(lines.size(), 3u) << r.out;
+  EXPECT_THAT(lines[0], HasSubstr("POOL"));
+  EXPECT_THAT(lines[0], HasSubstr("CAPACITY"));
+  // a: 2 of 16 volumes of 4 KiB, both empty: 2 cells of 20 ('=').
+  EXPECT_THAT(lines[1], HasSubstr("a "));
+  EXPECT_THAT(lines[1], HasSubstr("normal"));
+  EXPECT_THAT(lines[1], HasSubstr("4 KiB"));
+  EXPECT_THAT(lines[1], HasSubstr("2/16"));
+  EXPECT_THAT(lines[1], HasSubstr("8 KiB"));
+  EXPECT_THAT(lines[1], HasSubstr("[===.................] 12%"));
+  EXPECT_THAT(lines[2], HasSubstr("64 KiB"));
+  EXPECT_THAT(lines[2], HasSubstr("0/4"));
+
+  r = Run({"--output", "json", "pools"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(R"("name":"a")"));
+  EXPECT_THAT(r.out, HasSubstr(R"("volumes_mapped":"2")"));
+  EXPECT_THAT(r.out, HasSubstr(R"("backing_in_use":"BACKING_NORMAL")"));
+  EXPECT_THAT(r.out, HasSubstr(R"("name":"b")"));
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1);
+}
+
+TEST_F(GroovectlTest, AddInspectRemoveTableAndJson) {
+  const std::string info_file = dir_.path() + "/info.txt";
+  std::ofstream(info_file) << "from-file";
+  CommandResult r = Run({"add", "a", "3", "--info", "tenant=x"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("added 3 volumes to a: indices 2, 3, 4"));
+  EXPECT_THAT(r.out, HasSubstr("5 of 16 mapped"));
+  EXPECT_THAT(r.err, Not(HasSubstr("adding")));  // stderr is no terminal
+
+  r = Run({"--output=json", "add", "a", "1", "--first-index", "10", "--info",
+           "@" + info_file});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(R"("volume_indices":["10"])"));
+  EXPECT_EQ(r.err, "");
+
+  r = Run({"inspect", "a", "--volumes", "--verify"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("6 of 16 mapped: 6 empty, 0 in use"));
+  EXPECT_THAT(r.out, HasSubstr("24 KiB (24 KiB empty)"));
+  EXPECT_THAT(r.out, HasSubstr("ok (6 empty volumes on the stack)"));
+  EXPECT_THAT(r.out, HasSubstr("INDEX"));
+  EXPECT_THAT(r.out, HasSubstr("tenant=x"));
+  EXPECT_THAT(r.out, HasSubstr("from-file"));
+
+  r = Run({"--output=json", "inspect", "a", "--volumes"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(R"("index":"10")"));
+  EXPECT_THAT(r.out, HasSubstr(R"("info":"ZnJvbS1maWxl")"));  // base64
+  EXPECT_THAT(r.out, HasSubstr(R"("state":"VOLUME_STATE_EMPTY")"));
+
+  r = Run({"remove", "a", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("removed 2 volumes from a"));
+  EXPECT_THAT(r.out, HasSubstr("4 of 16 mapped"));
+  r = Run({"--output", "json", "remove", "a", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(R"("volumes":[{"index":)"));
+  EXPECT_THAT(r.out, HasSubstr(R"("volumes_mapped":"3")"));
+}
+
+TEST_F(GroovectlTest, ServerErrorsExit1WithCodeAndMessage) {
+  CommandResult r = Run({"inspect", "nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
+  EXPECT_THAT(r.err, HasSubstr("nope"));
+  r = Run({"remove", "b", "1"});  // b has no volume
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: FAILED_PRECONDITION: "));
+  r = Run({"add", "a", "1", "--first-index", "16"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: OUT_OF_RANGE: "));
+  r = Run({"add", "a", "0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: "));
+  r = Run({"--output=json", "add", "nope", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
+  r = Run({"health", "--service", "no.such.Service"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
+}
+
+TEST_F(GroovectlTest, HealthServing) {
+  CommandResult r = Run({"health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
+  r = Run(
+      {"--output=json", "health", "--service", "groove.v1.VolumePoolService"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"status\":\"SERVING\"}\n");
+}
+
+TEST(GroovectlHealthTest, NotServingExits1) {
+  grpc::EnableDefaultHealthCheckService(true);
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  // A sync service, so that the server has a thread to answer with (every
+  // RPC of it is unimplemented; only health is asked).
+  v1::VolumePoolService::Service unimplemented;
+  builder.RegisterService(&unimplemented);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  CommandResult r = Ctl({absl::StrCat("--addr=127.0.0.1:", port), "health"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.out, "NOT_SERVING\n");
+  server->Shutdown();
+}
+
+TEST_F(GroovectlTest, WatchRedrawsCountTimes) {
+  CommandResult r = Run({"watch", "a", "--interval", "10ms", "--count", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  size_t redraws = 0;
+  for (size_t at = r.out.find("every 10ms: a"); at != std::string::npos;
+       at = r.out.find("every 10ms: a", at + 1)) {
+    ++redraws;
+  }
+  EXPECT_EQ(redraws, 3u) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("2 of 16 mapped"));
+  r = Run({"--output", "json", "watch", "a", "--interval=1ms", "--count=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_THAT(lines[1], HasSubstr(R"("name":"a")"));
+  r = Run({"watch", "nope", "--count", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
+}
+
+// watch stops cleanly on SIGINT: it is started with a long interval, the
+// test waits for its first redraw on the pipe, then interrupts it.
+TEST_F(GroovectlTest, WatchStopsOnSigint) {
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const std::string addr = "--addr=" + server_->grpc_address();
+  ExecArgv argv({GROOVECTL_BIN, addr, "watch", "a", "--interval", "1h"});
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    execv(argv.path(), argv.get());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string first;
+  char buf[4096];
+  while (first.find("locked") == std::string::npos) {
+    const ssize_t n = read(out[0], buf, sizeof(buf));  // blocks: no sleep
+    ASSERT_GT(n, 0) << first;
+    first.append(buf, static_cast<size_t>(n));
+  }
+  kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  close(out[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_THAT(first, HasSubstr("every 1h: a"));
+}
+
+// RunOnTerminal runs groovectl with its stderr on a pseudo-terminal and
+// returns what it wrote there; its exit code goes to *exit_code.
+std::string RunOnTerminal(const std::vector<std::string>& args,
+                          int* exit_code) {
+  int master = -1, slave = -1;
+  if (openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) return "";
+  std::vector<std::string> argv = {GROOVECTL_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ExecArgv exec_argv(argv);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(slave, 2);
+    close(master);
+    execv(exec_argv.path(), exec_argv.get());
+    _exit(127);
+  }
+  close(slave);
+  std::string text;
+  char buf[4096];
+  for (;;) {  // until the child closes the terminal (EIO on Linux)
+    const ssize_t n = read(master, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(master);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return text;
+}
+
+TEST_F(GroovectlTest, AddShowsProgressOnATerminalOnly) {
+  const std::string addr = "--addr=" + server_->grpc_address();
+  int code = -1;
+  std::string err = RunOnTerminal({addr, "add", "a", "2"}, &code);
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_THAT(err, HasSubstr("adding 2 x 4 KiB to a"));
+  EXPECT_THAT(err, HasSubstr("\r\033[K"));  // the line is erased at the end
+  err = RunOnTerminal({addr, "--output=json", "add", "a", "1"}, &code);
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_EQ(err, "");
+}
+
+}  // namespace
+}  // namespace groove::testing

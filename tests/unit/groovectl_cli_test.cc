@@ -1,0 +1,100 @@
+// groovectl_cli_test: groovectl's command line parser (clients/groovectl/
+// cli.h) and its size and fill-bar formats (commands.h).
+
+#include "cli.h"
+#include "commands.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace groove::ctl {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::StatusCode CodeOf(const std::vector<std::string>& args) {
+  return ParseCommandLine(args).status().code();
+}
+
+TEST(GroovectlCliTest, ParsesGlobalFlagsAnywhere) {
+  auto inv = ParseCommandLine({"--addr", "h:1", "inspect", "p", "--output=json",
+                               "--timeout", "2s", "--volumes", "--verify"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->address, "h:1");
+  EXPECT_EQ(inv->output, OutputFormat::kJson);
+  EXPECT_EQ(inv->timeout, absl::Seconds(2));
+  EXPECT_EQ(inv->command, Command::kInspect);
+  EXPECT_EQ(inv->pool, "p");
+  EXPECT_TRUE(inv->volumes);
+  EXPECT_TRUE(inv->verify);
+}
+
+TEST(GroovectlCliTest, ParsesAddAndWatch) {
+  auto add = ParseCommandLine(
+      {"add", "p", "12", "--first-index=3", "--info", "@f.txt"});
+  ASSERT_TRUE(add.ok()) << add.status();
+  EXPECT_EQ(add->count, 12u);
+  EXPECT_EQ(add->first_index, 3u);
+  EXPECT_EQ(add->info, "@f.txt");
+  auto watch =
+      ParseCommandLine({"watch", "p", "--interval", "250ms", "--count", "4"});
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  EXPECT_EQ(watch->interval, absl::Milliseconds(250));
+  EXPECT_EQ(watch->watch_count, 4u);
+  auto defaults = ParseCommandLine({"pools"});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->address, "127.0.0.1:50051");
+  EXPECT_EQ(defaults->output, OutputFormat::kTable);
+}
+
+TEST(GroovectlCliTest, RejectsBadCommandLines) {
+  const absl::StatusCode kBad = absl::StatusCode::kInvalidArgument;
+  EXPECT_EQ(CodeOf({}), kBad);                            // no command
+  EXPECT_EQ(CodeOf({"nope"}), kBad);                      // unknown command
+  EXPECT_EQ(CodeOf({"add", "p"}), kBad);                  // missing COUNT
+  EXPECT_EQ(CodeOf({"add", "p", "-1"}), kBad);            // negative COUNT
+  EXPECT_EQ(CodeOf({"add", "p", "1x"}), kBad);            // not a number
+  EXPECT_EQ(CodeOf({"pools", "extra"}), kBad);            // extra argument
+  EXPECT_EQ(CodeOf({"pools", "--verify"}), kBad);         // other's flag
+  EXPECT_EQ(CodeOf({"--verify", "inspect", "p"}), kBad);  // before command
+  EXPECT_EQ(CodeOf({"inspect", "p", "--volumes=yes"}), kBad);
+  EXPECT_EQ(CodeOf({"--output", "yaml", "pools"}), kBad);
+  EXPECT_EQ(CodeOf({"--timeout", "0s", "pools"}), kBad);
+  EXPECT_EQ(CodeOf({"--timeout", "soon", "pools"}), kBad);
+  EXPECT_EQ(CodeOf({"pools", "--addr"}), kBad);  // missing value
+  EXPECT_EQ(CodeOf({"watch", "p", "--count", "0"}), kBad);
+  EXPECT_THAT(ParseCommandLine({"add", "p"}).status().message(),
+              HasSubstr("POOL COUNT"));
+}
+
+TEST(GroovectlCliTest, HelpNeedsNothingElse) {
+  auto general = ParseCommandLine({"--help"});
+  ASSERT_TRUE(general.ok());
+  EXPECT_TRUE(general->help);
+  EXPECT_FALSE(general->command.has_value());
+  auto add = ParseCommandLine({"add", "-h"});
+  ASSERT_TRUE(add.ok());
+  EXPECT_TRUE(add->help);
+  EXPECT_EQ(add->command, Command::kAdd);
+  EXPECT_THAT(Usage(Command::kAdd), HasSubstr("--first-index N"));
+  EXPECT_THAT(Usage(std::nullopt), HasSubstr("exit codes"));
+}
+
+TEST(GroovectlFormatTest, HumanBytesUsesBinaryUnits) {
+  EXPECT_EQ(HumanBytes(0), "0 B");
+  EXPECT_EQ(HumanBytes(1023), "1023 B");
+  EXPECT_EQ(HumanBytes(4096), "4 KiB");
+  EXPECT_EQ(HumanBytes(uint64_t{3} << 19), "1.5 MiB");
+  EXPECT_EQ(HumanBytes(uint64_t{1} << 30), "1 GiB");
+  EXPECT_EQ(HumanBytes(uint64_t{64} << 30), "64 GiB");
+}
+
+TEST(GroovectlFormatTest, FillBarShowsInUseEmptyAndUnused) {
+  EXPECT_EQ(FillBar(0, 0, 16, 8), "[........]");
+  EXPECT_EQ(FillBar(4, 4, 16, 8), "[##==....]");
+  EXPECT_EQ(FillBar(16, 0, 16, 8), "[########]");
+  EXPECT_EQ(FillBar(0, 1, 1000, 8), "[=.......]");  // one volume still shows
+  EXPECT_EQ(FillBar(0, 0, 0, 4), "[....]");
+}
+
+}  // namespace
+}  // namespace groove::ctl
