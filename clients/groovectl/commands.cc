@@ -99,6 +99,8 @@ int ReportError(const absl::Status& status, const VolumePoolClient& client,
   return kExitServerError;
 }
 
+}  // namespace
+
 void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
   std::vector<Row> rows = {{"POOL", "BACKING", "VOLUME", "MAPPED/MAX", "EMPTY",
                             "IN USE", "CAPACITY", "FILL"}};
@@ -114,7 +116,13 @@ void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
                       " ", Percent(p.volumes_mapped(), p.max_volumes()))});
   }
   PrintTable(out, rows);
+  // Pools the server found corrupt at start and does not serve.
+  for (const v1::QuarantinedPool& q : response.quarantined_pools()) {
+    out << "QUARANTINED " << q.name() << ": " << q.reason() << "\n";
+  }
 }
+
+namespace {
 
 // PrintSummary prints a pool's summary as a two-column table, followed by
 // `extra` rows (e.g. the verify result) aligned with it.

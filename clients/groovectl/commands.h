@@ -17,6 +17,7 @@
 #include <string>
 
 #include "cli.h"
+#include "groove/v1/volume_pool.pb.h"
 
 namespace groove::ctl {
 
@@ -39,6 +40,10 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
 // HumanBytes formats a byte count with binary units: "0 B", "512 B",
 // "4 KiB", "1.5 GiB" (at most one decimal, dropped when zero).
 std::string HumanBytes(uint64_t bytes);
+
+// PrintPools prints `pools`'s table (one row per served pool, with a fill
+// bar), then one "QUARANTINED NAME: REASON" line per quarantined pool.
+void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out);
 
 // FillBar draws `width` cells: '#' for in-use volumes, '=' for empty
 // ones, '.' for unused slots, out of max_volumes, e.g. "[##===.....]".

@@ -1,6 +1,8 @@
 // groovectl_cli_test: groovectl's command line parser (clients/groovectl/
 // cli.h) and its size and fill-bar formats (commands.h).
 
+#include <sstream>
+
 #include "cli.h"
 #include "commands.h"
 #include "gmock/gmock.h"
@@ -94,6 +96,22 @@ TEST(GroovectlFormatTest, FillBarShowsInUseEmptyAndUnused) {
   EXPECT_EQ(FillBar(16, 0, 16, 8), "[########]");
   EXPECT_EQ(FillBar(0, 1, 1000, 8), "[=.......]");  // one volume still shows
   EXPECT_EQ(FillBar(0, 0, 0, 4), "[....]");
+}
+
+TEST(GroovectlFormatTest, PoolsTableNamesQuarantinedPools) {
+  v1::ListPoolsResponse response;
+  v1::PoolSummary* a = response.add_pools();
+  a->set_name("a");
+  a->set_max_volumes(16);
+  v1::QuarantinedPool* b = response.add_quarantined_pools();
+  b->set_name("b");
+  b->set_reason("magic 0x7878 is not a groove-volumed pool's");
+  std::ostringstream out;
+  PrintPools(response, out);
+  EXPECT_THAT(out.str(), HasSubstr("POOL"));
+  EXPECT_THAT(out.str(),
+              HasSubstr("QUARANTINED b: magic 0x7878 is not a groove-volumed "
+                        "pool's\n"));
 }
 
 }  // namespace
