@@ -666,6 +666,26 @@ absl::Status NamedPool::Recover() {
     UnmapVolume(i);
     Slot(i).store(kSlotFree, std::memory_order_release);
   };
+  // push_if_sound queues a volume recovery would push, unless its header
+  // is not a sound empty one (the checks Verify makes of every volume on
+  // the stack): a corrupt volume stays off the stack, MAPPED, where Inspect
+  // shows it as corrupt and no Acquire can be handed it.
+  auto push_if_sound = [&](uint64_t i) {
+    const VolumeHeader& v = *pool.VolumeAt(i);
+    const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
+    bool sound = v.magic.load(std::memory_order_relaxed) ==
+                     kVolumeEmptyMagic &&
+                 v.idx.load(std::memory_order_relaxed) == i &&
+                 info_sz <= kVolumeInfoMax;
+    for (uint64_t k = info_sz; sound && k < kVolumeInfoMax; ++k) {
+      sound = v.info[k] == 0;
+    }
+    if (sound) {
+      to_push.push_back(i);
+    } else {
+      ++recovery_.volumes_quarantined;
+    }
+  };
   for (uint64_t i = 0; i < n; ++i) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
     const uint64_t magic =
@@ -687,7 +707,7 @@ absl::Status NamedPool::Recover() {
           // Committed. Never pushed by the add (its slots turn MAPPED
           // before their push), but maybe by a recovery that died before
           // marking it MAPPED: push it unless it is on the stack.
-          if (!on_stack[i]) to_push.push_back(i);
+          if (!on_stack[i]) push_if_sound(i);
           ++mapped;
         }
         break;
@@ -699,7 +719,7 @@ absl::Status NamedPool::Recover() {
         } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
                    Link(i) == kUnpushedLink) {
           // An add died between marking it MAPPED and pushing it.
-          to_push.push_back(i);
+          push_if_sound(i);
           ++mapped;
         } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
                    i == pop_intent) {

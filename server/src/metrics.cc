@@ -206,7 +206,7 @@ class ProcessCollector final : public prometheus::Collectable {
     auto field = [&](size_t number) {
       double value = 0;
       if (number >= 3 && number - 3 < fields.size()) {
-        absl::SimpleAtod(fields[number - 3], &value);
+        if (!absl::SimpleAtod(fields[number - 3], &value)) value = 0;
       }
       return value;
     };

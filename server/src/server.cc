@@ -110,7 +110,8 @@ void LogOpened(const NamedPool& pool) {
   const PoolSummary s = pool.Summary();
   const bool eventful = r.lock_was_held || r.store_lost ||
                         r.adds_rolled_back > 0 || r.removes_finished > 0 ||
-                        r.volumes_unresolved > 0;
+                        r.volumes_unresolved > 0 ||
+                        r.volumes_quarantined > 0;
   Log(eventful ? LogLevel::kWarn : LogLevel::kInfo,
       r.created ? "pool_created" : "pool_recovered",
       {{"pool", s.name},
@@ -128,7 +129,8 @@ void LogOpened(const NamedPool& pool) {
        {"adds_rolled_back", r.adds_rolled_back},
        {"removes_finished", r.removes_finished},
        {"volumes_repushed", r.volumes_repushed},
-       {"volumes_unresolved", r.volumes_unresolved}});
+       {"volumes_unresolved", r.volumes_unresolved},
+       {"volumes_quarantined", r.volumes_quarantined}});
 }
 
 }  // namespace

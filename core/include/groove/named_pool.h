@@ -127,6 +127,10 @@ struct RecoveryReport {
   // flight will push them (or, in a window of a few instructions, an add
   // or remove died between its slot update and its push or pop).
   uint64_t volumes_unresolved = 0;
+  // Committed adds recovery would have pushed but whose header is not a
+  // sound empty volume's (corrupt): left off the stack, shown as corrupt by
+  // ListVolumes, never handed out.
+  uint64_t volumes_quarantined = 0;
 };
 
 class NamedPool {

@@ -1,0 +1,203 @@
+// fuzz_seed_gen: writes the seed corpus of each fuzz target into
+// OUT/<target>/, so that the fuzzers start from inputs that get past every
+// magic and parser check:
+//   config_fuzzer     flag lists and config files as the docs show them;
+//   request_fuzzer    one request of each RPC, valid and at the edges;
+//   recovery_fuzzer   real pools (NamedPool::Open in a scratch directory)
+//                     at rest, in use, and with an add or remove killed at
+//                     each of its steps (a forked child _exits in the step
+//                     hook), encoded by EncodeRecoveryImage.
+// Usage: fuzz_seed_gen OUT   (script/fuzz --seed regenerates the corpus
+// from this; the checked-in corpus is its output, minimized, plus every
+// crash ever found.)
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "fuzz_harness.h"
+#include "groove/named_pool.h"
+#include "groove/server/page_token.h"
+#include "groove/v1/volume_pool.pb.h"
+
+namespace {
+
+using groove::fuzz::RecoveryGeometry;
+
+int failures = 0;
+
+void Write(const std::string& dir, const std::string& name,
+           const std::string& bytes) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/seed_" + name, std::ios::binary) << bytes;
+}
+
+void ConfigSeeds(const std::string& out) {
+  const std::string dir = out + "/config_fuzzer";
+  const std::vector<std::pair<std::string, std::string>> seeds = {
+      {"pool_flag", "name=main,backing=huge,volume_size=1GiB,max_volumes=64,"
+                    "initial_volumes=2"},
+      {"pool_flag_file", "name=a,backing=file:/nvme/a,volume_size=64KiB"},
+      {"flags",
+       "--pool=name=a,volume_size=4096\n--pool\nname=b,backing=normal\n"
+       "--listen=127.0.0.1:0\n--metrics-listen=[::1]:0\n--data-dir=/tmp/g\n"
+       "%%\n"},
+      {"config_file",
+       "--listen=127.0.0.1:50051\n%%\n"
+       "listen_address: \"127.0.0.1:50051\"\n"
+       "metrics_listen_address: \"127.0.0.1:9464\"\n"
+       "data_dir: \"/dev/shm/groove-volumed\"\n"
+       "pools { name: \"main\" backing: BACKING_HUGE volume_size_bytes: "
+       "2097152 max_volumes: 16 initial_volumes: 1 }\n"
+       "pools { name: \"f\" backing: BACKING_FILE file_path: \"f.volumes\" "
+       "volume_size_bytes: 4096 max_volumes: 1073741824 }\n"},
+      {"config_only",
+       "pools { name: \"x\" backing: BACKING_GIGANTIC volume_size_bytes: "
+       "1073741824 }\npools { name: \"x\" }\n"},
+  };
+  for (const auto& [name, text] : seeds) Write(dir, name, text);
+}
+
+template <typename Message>
+std::string Request(int selector, const Message& m) {
+  return std::string(1, static_cast<char>(selector)) + m.SerializeAsString();
+}
+
+void RequestSeeds(const std::string& out) {
+  const std::string dir = out + "/request_fuzzer";
+  namespace v1 = groove::v1;
+  Write(dir, "list_pools", Request(0, v1::ListPoolsRequest()));
+  v1::AddVolumeRequest add;
+  add.set_pool("fuzz");
+  add.set_count(2);
+  add.set_info("tenant=a");
+  Write(dir, "add", Request(1 | 4, add));
+  add.set_first_index(60);
+  add.set_count(4);
+  add.set_request_id("123e4567-e89b-12d3-a456-426614174000");
+  Write(dir, "add_at_index_with_id", Request(1 | 4, add));
+  add.set_count(1024);
+  Write(dir, "add_too_many", Request(1, add));
+  v1::AddVolumeRequest add_bad;
+  add_bad.set_pool("bad");
+  add_bad.set_count(1);
+  Write(dir, "add_quarantined", Request(1 | 8, add_bad));
+  v1::RemoveVolumeRequest remove;
+  remove.set_pool("fuzz");
+  remove.set_count(3);
+  Write(dir, "remove", Request(2 | 4, remove));
+  v1::InspectRequest inspect;
+  inspect.set_pool("fuzz");
+  inspect.set_include_volumes(true);
+  inspect.set_page_size(2);
+  inspect.set_verify(true);
+  Write(dir, "inspect", Request(3 | 4, inspect));
+  inspect.set_page_token(groove::server::EncodePageToken("fuzz", 1));
+  Write(dir, "inspect_page_token", Request(3 | 4, inspect));
+}
+
+// RecoverySeed makes a real pool in `scratch` with geometry `g`, lets
+// `setup` work on it (in a forked child when `crash_step` is set, which
+// _exits at that step), and writes its compact image as OUT/name.
+void RecoverySeed(const std::string& out, const std::string& name,
+                  RecoveryGeometry g, const std::string& crash_step,
+                  void (*setup)(groove::NamedPool&)) {
+  const std::string scratch =
+      absl::StrCat("/dev/shm/groove-fuzz-seed-", getpid());
+  std::filesystem::remove_all(scratch);
+  groove::PoolConfig config;
+  config.name = groove::fuzz::kRecoveryPoolName;
+  config.backing.kind = groove::BackingKind::kNormal;
+  config.volume_size_bytes = g.volume_size_bytes;
+  config.max_volumes = g.max_volumes;
+  const pid_t child = fork();
+  if (child == 0) {
+    groove::NamedPool::OpenOptions options;
+    if (!crash_step.empty()) {
+      options.step_hook = [crash_step](absl::string_view step) {
+        if (step == crash_step) _exit(0);
+      };
+    }
+    auto pool = groove::NamedPool::Open(scratch, config, options);
+    if (!pool.ok()) _exit(1);
+    setup(**pool);
+    _exit(crash_step.empty() ? 0 : 2);  // 2: the step never came
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "seed %s: child exited %d\n", name.c_str(), status);
+    ++failures;
+    return;
+  }
+  absl::StatusOr<std::string> image =
+      groove::fuzz::EncodeRecoveryImage(scratch, g);
+  std::filesystem::remove_all(scratch);
+  if (!image.ok()) {
+    std::fprintf(stderr, "seed %s: %s\n", name.c_str(),
+                 image.status().ToString().c_str());
+    ++failures;
+    return;
+  }
+  Write(out + "/recovery_fuzzer", name, *image);
+}
+
+void AddSome(groove::NamedPool& pool) {
+  (void)pool.AddVolumes(3, std::nullopt, "tenant=a");
+}
+void AddAndUse(groove::NamedPool& pool) {
+  (void)pool.AddVolumes(4, 2, "tenant=b");
+  groove::VolumeHeader* v = nullptr;
+  (void)pool.pool().Acquire(&v);  // held: in use at the "crash"
+}
+void AddThenRemove(groove::NamedPool& pool) {
+  (void)pool.AddVolumes(3, std::nullopt, "x");
+  (void)pool.RemoveVolumes(2);
+}
+
+void RecoverySeeds(const std::string& out) {
+  RecoveryGeometry g;
+  g.max_volumes = 8;
+  RecoverySeed(out, "empty_pool", g, "", [](groove::NamedPool&) {});
+  RecoverySeed(out, "three_empty", g, "", AddSome);
+  RecoverySeed(out, "one_in_use", g, "", AddAndUse);
+  for (const char* step : {"add:claimed", "add:allocated", "add:formatted",
+                           "add:committed", "add:pushed"}) {
+    RecoverySeed(out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
+                 step, AddSome);
+  }
+  for (const char* step :
+       {"remove:popped", "remove:marked", "remove:deallocated"}) {
+    RecoverySeed(out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
+                 step, AddThenRemove);
+  }
+  RecoveryGeometry big = g;
+  big.max_volumes = 16;
+  big.volume_size_bytes = 8192;
+  big.join_first = true;
+  RecoverySeed(out, "join_then_open", big, "", AddAndUse);
+  RecoveryGeometry lost = g;
+  lost.no_store = true;
+  RecoverySeed(out, "store_lost", lost, "", AddSome);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    return 2;
+  }
+  const std::string out = argv[1];
+  ConfigSeeds(out);
+  RequestSeeds(out);
+  RecoverySeeds(out);
+  return failures == 0 ? 0 : 1;
+}
