@@ -375,10 +375,39 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       config_.backing.kind =
           static_cast<BackingKind>(meta_->backing_requested);
       config_.backing.file_path = FieldString(meta_->backing_file_path);
+      // Checked as Open checks a configuration, before they size anything
+      // (MetadataBytes would overflow).
+      if (!IsPowerOfTwo(config_.volume_size_bytes) ||
+          config_.volume_size_bytes < kVolumeMinFootprint ||
+          config_.max_volumes == 0 ||
+          config_.max_volumes > (uint64_t{1} << 30)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            meta_path, " records volume_size ", config_.volume_size_bytes,
+            " and max_volumes ", config_.max_volumes,
+            ": not a pool's geometry (corrupt)"));
+      }
       if (meta_bytes_ < MetadataBytes(config_.max_volumes)) {
         return absl::FailedPreconditionError(
             absl::StrCat(meta_path, " is truncated"));
       }
+    }
+    // The backing in use and its page size size the reservation and
+    // align every volume: a page of 0 would divide by zero, a page that
+    // does not divide the volume size would misalign the volumes.
+    const auto in_use = static_cast<BackingKind>(meta_->backing_in_use);
+    const uint64_t page = meta_->page_size_bytes;
+    if (in_use == BackingKind::kAuto ||
+        meta_->backing_in_use > static_cast<uint64_t>(BackingKind::kFile) ||
+        page != BackingPageBytes(in_use) ||
+        config_.volume_size_bytes % page != 0) {
+      return absl::Status(
+          owner ? absl::StatusCode::kDataLoss
+                : absl::StatusCode::kFailedPrecondition,
+          absl::StrCat("pool '", config_.name, "': ", meta_path,
+                       " records backing ", meta_->backing_in_use, " with ",
+                       page, "-byte pages for volumes of ",
+                       HumanBytes(config_.volume_size_bytes),
+                       ": the metadata is corrupt"));
     }
     if (absl::Status s = OpenStore(owner, options); !s.ok()) return s;
   }
@@ -574,6 +603,24 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
       recovery_.store_lost = true;
       meta_->store_memfd.store(fd, std::memory_order_relaxed);
     }
+  }
+  // Every volume is read through a mapping of the store: a store shorter
+  // than the pool's span (cut short, or metadata that records another
+  // geometry) would fault (SIGBUS) the first read past its end.
+  struct stat st;
+  if (!recovery_.store_lost && fstat(fd, &st) == 0 &&
+      static_cast<uint64_t>(st.st_size) <
+          meta_->max_volumes * meta_->volume_size_bytes) {
+    close(fd);
+    return absl::Status(
+        owner ? absl::StatusCode::kDataLoss
+              : absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("pool '", config_.name, "': volume store ", description,
+                     " is ", st.st_size, " bytes, but ",
+                     meta_->max_volumes, " volumes of ",
+                     HumanBytes(meta_->volume_size_bytes),
+                     " need ", meta_->max_volumes * meta_->volume_size_bytes,
+                     ": it was cut short"));
   }
   if (owner) {
     meta_->owner_pid.store(getpid(), std::memory_order_relaxed);

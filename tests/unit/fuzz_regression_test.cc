@@ -5,6 +5,8 @@
 // invariant; each crash also has a test of its own below that says what
 // the fixed code answers instead.
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +111,58 @@ TEST(FuzzCrashTest, RecoveryDoesNotPushACorruptCommittedVolume) {
   EXPECT_TRUE(out.verify.ok()) << out.verify;
   EXPECT_EQ(out.report.volumes_quarantined, 1u);
   EXPECT_EQ(out.violation, "");
+}
+
+// recovery_fuzzer, crash 2: metadata whose recorded page size does not
+// fit its backing (here not a power of two, and the volume size no
+// multiple of it; 0 divided by zero: UBSan, SIGFPE in a release build). The
+// owner aligned its reservation to it (RoundUp) before anything checked it.
+// Now Open refuses it as corrupt (DATA_LOSS: the server quarantines the
+// pool) and a data-plane Join as bad metadata.
+TEST(FuzzCrashTest, OpenRefusesARecordedPageSizeThatIsNotTheBackings) {
+  const std::string image = Corpus("recovery_fuzzer", "crash_zero_page_size");
+  const RecoveryOutcome out = RunRecoveryInput(image);
+  EXPECT_EQ(out.open.code(), absl::StatusCode::kDataLoss) << out.open;
+  EXPECT_EQ(out.violation, "");
+  std::string joined = image;
+  joined[0] = static_cast<char>(static_cast<uint8_t>(joined[0]) | 0x80);
+  const RecoveryOutcome join = RunRecoveryInput(joined);
+  EXPECT_EQ(join.join.code(), absl::StatusCode::kFailedPrecondition)
+      << join.join;
+  EXPECT_EQ(join.violation, "");
+}
+
+// recovery_fuzzer, crash 3: a data-plane Join of a pool whose metadata
+// records a bigger span than its volume store file holds (8 KiB volumes,
+// a store sized for 4 KiB ones). Join mapped the whole span and the first
+// ListVolumes read past the file's end: SIGBUS in the data-plane process.
+// The owner read volume headers the same way during recovery. Now both
+// check the store's size: Join fails with FAILED_PRECONDITION, Open with
+// DATA_LOSS.
+TEST(FuzzCrashTest, JoinRefusesAStoreShorterThanThePoolsSpan) {
+  const RecoveryOutcome out = RunRecoveryInput(
+      Corpus("recovery_fuzzer", "crash_join_store_shorter_than_span"));
+  EXPECT_EQ(out.join.code(), absl::StatusCode::kFailedPrecondition)
+      << out.join;
+  EXPECT_EQ(out.violation, "");
+}
+
+TEST(FuzzCrashTest, OpenRefusesAStoreShorterThanThePoolsSpan) {
+  groove::testing::TempDir dir;
+  PoolConfig config;
+  config.name = "short";
+  config.backing.kind = BackingKind::kNormal;
+  config.volume_size_bytes = 4096;
+  config.max_volumes = 4;
+  {
+    auto pool = NamedPool::Open(dir.path(), config);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    ASSERT_TRUE((*pool)->AddVolumes(4, std::nullopt, "").ok());
+  }
+  ASSERT_EQ(truncate((dir.path() + "/short.volumes").c_str(), 4096), 0);
+  auto pool = NamedPool::Open(dir.path(), config);
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kDataLoss)
+      << pool.status();
 }
 
 }  // namespace
