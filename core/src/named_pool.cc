@@ -616,9 +616,8 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
         owner ? absl::StatusCode::kDataLoss
               : absl::StatusCode::kFailedPrecondition,
         absl::StrCat("pool '", config_.name, "': volume store ", description,
-                     " is ", st.st_size, " bytes, but ",
-                     meta_->max_volumes, " volumes of ",
-                     HumanBytes(meta_->volume_size_bytes),
+                     " is ", st.st_size, " bytes, but ", meta_->max_volumes,
+                     " volumes of ", HumanBytes(meta_->volume_size_bytes),
                      " need ", meta_->max_volumes * meta_->volume_size_bytes,
                      ": it was cut short"));
   }
@@ -720,8 +719,7 @@ absl::Status NamedPool::Recover() {
   auto push_if_sound = [&](uint64_t i) {
     const VolumeHeader& v = *pool.VolumeAt(i);
     const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
-    bool sound = v.magic.load(std::memory_order_relaxed) ==
-                     kVolumeEmptyMagic &&
+    bool sound = v.magic.load(std::memory_order_relaxed) == kVolumeEmptyMagic &&
                  v.idx.load(std::memory_order_relaxed) == i &&
                  info_sz <= kVolumeInfoMax;
     for (uint64_t k = info_sz; sound && k < kVolumeInfoMax; ++k) {

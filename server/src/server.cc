@@ -110,8 +110,7 @@ void LogOpened(const NamedPool& pool) {
   const PoolSummary s = pool.Summary();
   const bool eventful = r.lock_was_held || r.store_lost ||
                         r.adds_rolled_back > 0 || r.removes_finished > 0 ||
-                        r.volumes_unresolved > 0 ||
-                        r.volumes_quarantined > 0;
+                        r.volumes_unresolved > 0 || r.volumes_quarantined > 0;
   Log(eventful ? LogLevel::kWarn : LogLevel::kInfo,
       r.created ? "pool_created" : "pool_recovered",
       {{"pool", s.name},

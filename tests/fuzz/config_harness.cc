@@ -38,8 +38,8 @@ const std::string& ScratchFile() {
 }
 
 bool WriteFile(const std::string& path, absl::string_view text) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                      0600);
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return false;
   size_t done = 0;
   while (done < text.size()) {
@@ -56,9 +56,10 @@ bool WriteFile(const std::string& path, absl::string_view text) {
 // again must agree.
 std::string CheckAccepted(const v1::ServerConfig& config) {
   if (absl::Status s = server::ValidateServerConfig(config); !s.ok()) {
-    return absl::StrCat("LoadServerConfig accepted a config that "
-                        "ValidateServerConfig rejects: ",
-                        s.ToString());
+    return absl::StrCat(
+        "LoadServerConfig accepted a config that "
+        "ValidateServerConfig rejects: ",
+        s.ToString());
   }
   for (const v1::PoolConfig& p : config.pools()) {
     const PoolConfig core = server::CorePoolConfig(p);
@@ -97,9 +98,7 @@ ConfigOutcome RunConfigInput(absl::string_view data) {
   ConfigOutcome out;
   server::CommandLine command_line;
   absl::string_view config_text = data;
-  const size_t split = absl::StartsWith(data, "%%\n")
-                           ? 0
-                           : data.find("\n%%\n");
+  const size_t split = absl::StartsWith(data, "%%\n") ? 0 : data.find("\n%%\n");
   if (split == absl::string_view::npos) {
     // No arguments: the input is the config file, and also one --pool.
     absl::StatusOr<v1::PoolConfig> pool = server::ParsePoolFlag(data);

@@ -77,9 +77,9 @@ RecoveryGeometry DecodeGeometry(uint8_t g);
 uint8_t EncodeGeometry(const RecoveryGeometry& geometry);
 
 struct RecoveryOutcome {
-  absl::Status join;    // the data-plane join (OK when not attempted)
-  absl::Status open;    // NamedPool::Open
-  absl::Status verify;  // Verify right after a successful Open
+  absl::Status join;      // the data-plane join (OK when not attempted)
+  absl::Status open;      // NamedPool::Open
+  absl::Status verify;    // Verify right after a successful Open
   RecoveryReport report;  // the successful Open's
   std::string violation;
 };

@@ -132,8 +132,8 @@ bool WriteImage(const std::string& dir, absl::string_view data,
 
   unlink(MetaPath(dir).c_str());
   unlink(store.c_str());
-  const int meta_fd = open(MetaPath(dir).c_str(),
-                           O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int meta_fd =
+      open(MetaPath(dir).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (meta_fd < 0) return false;
   const bool meta_ok = WriteAll(meta_fd, meta.data(), meta.size(), 0);
   close(meta_fd);
@@ -142,8 +142,8 @@ bool WriteImage(const std::string& dir, absl::string_view data,
   const int store_fd =
       open(store.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (store_fd < 0) return false;
-  bool ok = ftruncate(store_fd, static_cast<off_t>(n * g.volume_size_bytes)) ==
-            0;
+  bool ok =
+      ftruncate(store_fd, static_cast<off_t>(n * g.volume_size_bytes)) == 0;
   for (uint64_t i = 0; ok && i < n; ++i) {
     char header[kVolumeHeaderPrefix];
     in.Take(header, sizeof(header));
@@ -165,11 +165,10 @@ std::string Exercise(NamedPool& pool, const absl::Status& first_verify) {
   std::vector<VolumeEntry> entries = pool.ListVolumes(0, n, &next);
   if (next > n) return absl::StrCat("ListVolumes next_index ", next, " > ", n);
   const PoolSummary summary = pool.Summary();
-  if (summary.volumes_mapped > n || summary.volumes_empty >
-                                        summary.volumes_mapped) {
-    return absl::StrCat("summary out of range: mapped ",
-                        summary.volumes_mapped, " empty ",
-                        summary.volumes_empty, " of ", n);
+  if (summary.volumes_mapped > n ||
+      summary.volumes_empty > summary.volumes_mapped) {
+    return absl::StrCat("summary out of range: mapped ", summary.volumes_mapped,
+                        " empty ", summary.volumes_empty, " of ", n);
   }
   (void)pool.AllocatedBytes();
   (void)pool.AddVolumes(1, std::nullopt, "fuzz");
@@ -243,28 +242,30 @@ RecoveryOutcome RunRecoveryInput(absl::string_view data) {
   config.backing.kind = BackingKind::kNormal;
   config.volume_size_bytes = g.volume_size_bytes;
   config.max_volumes = g.max_volumes;
-  absl::StatusOr<std::unique_ptr<NamedPool>> pool = NamedPool::Open(dir, config);
+  absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+      NamedPool::Open(dir, config);
   out.open = pool.status();
   if (!pool.ok()) return out;
   out.report = (*pool)->recovery();
   absl::StatusOr<VerifyReport> verify = (*pool)->Verify();
   out.verify = verify.status();
   if (!verify.ok()) {
-    out.violation = absl::StrCat("recovery accepted a pool that Verify "
-                                 "rejects: ",
-                                 verify.status().ToString());
+    out.violation = absl::StrCat(
+        "recovery accepted a pool that Verify "
+        "rejects: ",
+        verify.status().ToString());
     return out;
   }
   out.violation = Exercise(**pool, out.verify);
   return out;
 }
 
-absl::StatusOr<std::string> EncodeRecoveryImage(
-    const std::string& dir, const RecoveryGeometry& g) {
+absl::StatusOr<std::string> EncodeRecoveryImage(const std::string& dir,
+                                                const RecoveryGeometry& g) {
   std::string meta, store;
   if (!ReadAll(MetaPath(dir), &meta) || !ReadAll(StorePath(dir), &store)) {
-    return absl::NotFoundError(absl::StrCat("no pool '", kRecoveryPoolName,
-                                            "' in ", dir));
+    return absl::NotFoundError(
+        absl::StrCat("no pool '", kRecoveryPoolName, "' in ", dir));
   }
   const uint64_t n = g.max_volumes;
   if (meta.size() < MetadataFileBytes(n) ||

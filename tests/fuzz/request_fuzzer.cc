@@ -1,12 +1,12 @@
 // request_fuzzer: libFuzzer entry point; the work is RunRequestInput
 // (fuzz_harness.h), shared with the regression tests.
 
+#include <google/protobuf/stubs/logging.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-
-#include <google/protobuf/stubs/logging.h>
 
 #include "fuzz_harness.h"
 

@@ -199,8 +199,8 @@ RequestOutcome RunRequestInput(absl::string_view data) {
   const grpc::Status check_status =
       env.stub->Inspect(&check_context, check, &checked);
   if (!check_status.ok()) {
-    out.violation = absl::StrCat("Inspect(verify) failed: ",
-                                 check_status.error_message());
+    out.violation =
+        absl::StrCat("Inspect(verify) failed: ", check_status.error_message());
   } else if (!checked.verify_result().ok()) {
     out.violation = absl::StrCat("the pool is corrupt after the request: ",
                                  checked.verify_result().message());

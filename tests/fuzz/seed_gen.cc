@@ -42,8 +42,9 @@ void Write(const std::string& dir, const std::string& name,
 void ConfigSeeds(const std::string& out) {
   const std::string dir = out + "/config_fuzzer";
   const std::vector<std::pair<std::string, std::string>> seeds = {
-      {"pool_flag", "name=main,backing=huge,volume_size=1GiB,max_volumes=64,"
-                    "initial_volumes=2"},
+      {"pool_flag",
+       "name=main,backing=huge,volume_size=1GiB,max_volumes=64,"
+       "initial_volumes=2"},
       {"pool_flag_file", "name=a,backing=file:/nvme/a,volume_size=64KiB"},
       {"flags",
        "--pool=name=a,volume_size=4096\n--pool\nname=b,backing=normal\n"
@@ -170,13 +171,15 @@ void RecoverySeeds(const std::string& out) {
   RecoverySeed(out, "one_in_use", g, "", AddAndUse);
   for (const char* step : {"add:claimed", "add:allocated", "add:formatted",
                            "add:committed", "add:pushed"}) {
-    RecoverySeed(out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
-                 step, AddSome);
+    RecoverySeed(
+        out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
+        step, AddSome);
   }
   for (const char* step :
        {"remove:popped", "remove:marked", "remove:deallocated"}) {
-    RecoverySeed(out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
-                 step, AddThenRemove);
+    RecoverySeed(
+        out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
+        step, AddThenRemove);
   }
   RecoveryGeometry big = g;
   big.max_volumes = 16;

@@ -142,8 +142,7 @@ TEST(FuzzCrashTest, OpenRefusesARecordedPageSizeThatIsNotTheBackings) {
 TEST(FuzzCrashTest, JoinRefusesAStoreShorterThanThePoolsSpan) {
   const RecoveryOutcome out = RunRecoveryInput(
       Corpus("recovery_fuzzer", "crash_join_store_shorter_than_span"));
-  EXPECT_EQ(out.join.code(), absl::StatusCode::kFailedPrecondition)
-      << out.join;
+  EXPECT_EQ(out.join.code(), absl::StatusCode::kFailedPrecondition) << out.join;
   EXPECT_EQ(out.violation, "");
 }
 
@@ -161,8 +160,7 @@ TEST(FuzzCrashTest, OpenRefusesAStoreShorterThanThePoolsSpan) {
   }
   ASSERT_EQ(truncate((dir.path() + "/short.volumes").c_str(), 4096), 0);
   auto pool = NamedPool::Open(dir.path(), config);
-  EXPECT_EQ(pool.status().code(), absl::StatusCode::kDataLoss)
-      << pool.status();
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kDataLoss) << pool.status();
 }
 
 }  // namespace
