@@ -160,7 +160,9 @@ class NamedPool {
   // (metadata of another layout or configuration: says to pass recreate;
   // an explicit backing this host cannot provide: says how to fix it),
   // ALREADY_EXISTS (another owner has it open), DATA_LOSS (the metadata
-  // magic is not a pool's, or the stack or slot table is corrupt),
+  // magic is not a pool's; the stack or slot table is corrupt; the
+  // recorded backing or page size cannot be the pool's; the volume store
+  // is shorter than max_volumes * volume_size),
   // INTERNAL/PERMISSION_DENIED (system calls).
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
@@ -174,7 +176,9 @@ class NamedPool {
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or
   // recovers. Errors: NOT_FOUND (no such pool), FAILED_PRECONDITION (bad
-  // metadata, or a memfd store whose owner is gone).
+  // metadata: incomplete, or a geometry, backing or page size no pool has;
+  // a volume store shorter than the pool; a memfd store whose owner is
+  // gone).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
       const std::string& data_dir, absl::string_view name);
 
