@@ -25,11 +25,13 @@
 //   --compare        run --mix, then `health` with the same connections and
 //                    in-flight count against the same server, and report
 //                    both and the ratios X/health (throughput, p50/p99/p999)
-//   --contend_dir=D  before anything else, fork a data-plane child that
-//                    joins pool --pool in data directory D (NamedPool::Join)
-//                    and loops Acquire+Release; run --mix without it, then
-//                    with it running, and report both and the ratios
-//                    contended/uncontended
+//   --contend_dir=D  before anything else, fork a child; run --mix alone,
+//                    then beside the child's busy loop (the control: it
+//                    takes a core, shares nothing), then beside the child
+//                    as a data plane that joins pool --pool in data
+//                    directory D (NamedPool::Join) and loops
+//                    Acquire+Release; report the three and the ratios
+//                    dataplane/alone and dataplane/busy-loop
 //   --scale=N        add N volumes to --pool in AddVolume batches of 1024,
 //                    measure per-request costs at 1k, 100k and N volumes
 //                    (ratios against the same at 1k, and against Health),
@@ -467,11 +469,17 @@ bool Sane(const RunResult& r) { return r.ops > 0 && r.errors == 0; }
 // ---- Data-plane child (--contend_dir) --------------------------------------
 
 // The child is forked before gRPC is initialised (a forked gRPC process is
-// not safe), joins the pool when told to and loops Acquire+Release until
-// told to stop. Control is a shared anonymous page and two pipes: no sleeps.
+// not safe). On command it runs one of two loops until told to stop:
+//   'g'  the data plane: joins the pool (once) and loops Acquire+Release;
+//   'b'  the control: the same busy loop on a local counter, never touching
+//        the pool. On a machine with few cores a spinning data plane takes
+//        a core away from the server; the control takes the same core
+//        without sharing anything, so data-plane/control isolates what the
+//        pool itself costs the server from what the lost core costs.
+// Control is a shared anonymous page and two pipes: no sleeps.
 struct DataPlaneShared {
   std::atomic<int> stop{0};
-  std::atomic<uint64_t> pairs{0};
+  std::atomic<uint64_t> loops{0};
 };
 
 class DataPlaneChild {
@@ -500,57 +508,78 @@ class DataPlaneChild {
     return c;
   }
 
-  // StartAndWait tells the child to join and run; returns "" once it runs,
-  // or its error.
-  std::string StartAndWait() {
-    const char go = 'g';
-    if (write(to_child_, &go, 1) != 1) return "write to data-plane child";
-    char buf[512];
-    const ssize_t n = read(from_child_, buf, sizeof(buf));
-    if (n <= 0) return "data-plane child died";
-    std::string reply(buf, static_cast<size_t>(n));
-    return reply == "R" ? "" : reply;
+  ~DataPlaneChild() {
+    if (to_child_ >= 0) close(to_child_);  // the child exits on EOF
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
   }
 
-  // Stop stops the child and returns the pairs it ran.
+  // Start tells the child to run loop `command` ('g' or 'b'); returns ""
+  // once it runs, or its error.
+  std::string Start(char command) {
+    if (write(to_child_, &command, 1) != 1) return "write to the child";
+    return Reply() == "R" ? "" : last_reply_;
+  }
+
+  // Stop stops the running loop and returns the loops it ran.
   uint64_t Stop() {
+    // Relaxed: the child's reply through the pipe orders `loops`.
     shared_->stop.store(1, std::memory_order_relaxed);
-    close(to_child_);  // unblocks a child still waiting for "go"
-    int status;
-    waitpid(pid_, &status, 0);
-    return shared_->pairs.load(std::memory_order_relaxed);
+    Reply();
+    shared_->stop.store(0, std::memory_order_relaxed);
+    return shared_->loops.load(std::memory_order_relaxed);
   }
 
  private:
   DataPlaneChild() = default;
 
+  const std::string& Reply() {
+    char buf[512];
+    const ssize_t n = read(from_child_, buf, sizeof(buf));
+    last_reply_ = n > 0 ? std::string(buf, static_cast<size_t>(n))
+                        : "the data-plane child died";
+    return last_reply_;
+  }
+
   static void ChildMain(const std::string& dir, const std::string& name,
                         DataPlaneShared* shared, int in, int out) {
-    char go;
-    if (read(in, &go, 1) != 1) return;
-    absl::StatusOr<std::unique_ptr<NamedPool>> join = NamedPool::Join(dir, name);
-    if (!join.ok()) {
-      const std::string e = join.status().ToString();
-      (void)!write(out, e.data(), e.size());
-      return;
-    }
-    const VolumePool& pool = (*join)->pool();
-    (void)!write(out, "R", 1);
-    uint64_t pairs = 0;
-    // Relaxed: a stop flag, no data passes through it.
-    while (shared->stop.load(std::memory_order_relaxed) == 0) {
-      VolumeHeader* v = nullptr;
-      if (pool.Acquire(&v) == PoolError::kSuccess) {
-        pool.Release(v);
-        ++pairs;
+    std::unique_ptr<NamedPool> join;
+    char command;
+    while (read(in, &command, 1) == 1) {
+      if (command == 'g' && join == nullptr) {
+        absl::StatusOr<std::unique_ptr<NamedPool>> j =
+            NamedPool::Join(dir, name);
+        if (!j.ok()) {
+          const std::string e = j.status().ToString();
+          (void)!write(out, e.data(), e.size());
+          continue;
+        }
+        join = *std::move(j);
       }
+      (void)!write(out, "R", 1);
+      uint64_t loops = 0;
+      // Relaxed: a stop flag, no data passes through it.
+      if (command == 'g') {
+        const VolumePool& pool = join->pool();
+        while (shared->stop.load(std::memory_order_relaxed) == 0) {
+          VolumeHeader* v = nullptr;
+          if (pool.Acquire(&v) == PoolError::kSuccess) {
+            pool.Release(v);
+            ++loops;
+          }
+        }
+      } else {
+        // The atomic load each round keeps the loop (and its core busy).
+        while (shared->stop.load(std::memory_order_relaxed) == 0) ++loops;
+      }
+      shared->loops.store(loops, std::memory_order_relaxed);
+      (void)!write(out, "D", 1);
     }
-    shared->pairs.store(pairs, std::memory_order_relaxed);
   }
 
   pid_t pid_ = -1;
   int to_child_ = -1;
   int from_child_ = -1;
+  std::string last_reply_;
   DataPlaneShared* shared_ = nullptr;
 };
 
@@ -756,9 +785,14 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       have > 0 ? (static_cast<double>(full.anon_kb) -
                   static_cast<double>(before.anon_kb)) * 1024.0 / have
                : 0;
-  const double shmem_extra_per_volume =
-      have > 0 ? ((static_cast<double>(full.shmem_kb) -
-                   static_cast<double>(before.shmem_kb)) * 1024.0 - own) / have
+  // The rest: file-backed and shared pages (the pool's metadata object,
+  // whose slot table is 8 bytes per max_volumes slot, lives on the data
+  // directory's filesystem: RssFile on a disk, RssShmem on tmpfs).
+  const double shared_extra_per_volume =
+      have > 0 ? ((static_cast<double>(full.shmem_kb + full.file_kb) -
+                   static_cast<double>(before.shmem_kb + before.file_kb)) *
+                      1024.0 -
+                  own) / have
                : 0;
 
   const Point& base = points.front();
@@ -783,7 +817,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
         "\"pagination_s\":%.2f,\"remove_batches\":%lu,\"remove_s\":%.2f,"
         "\"rss_kb\":{\"before\":%lu,\"full\":%lu,\"after\":%lu},"
         "\"server_bytes_per_volume\":%.1f,\"anon_bytes_per_volume\":%.1f,"
-        "\"shmem_extra_bytes_per_volume\":%.1f,\"goal_bytes\":64}\n",
+        "\"shared_extra_bytes_per_volume\":%.1f,\"goal_bytes\":64}\n",
         static_cast<unsigned long>(have), ok ? "true" : "false",
         first_error.c_str(), pts.c_str(), add_wall_s,
         static_cast<unsigned long>(pages), pagination_s,
@@ -791,7 +825,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
         static_cast<unsigned long>(before.total_kb),
         static_cast<unsigned long>(full.total_kb),
         static_cast<unsigned long>(after.total_kb), per_volume,
-        anon_per_volume, shmem_extra_per_volume);
+        anon_per_volume, shared_extra_per_volume);
   } else {
     std::printf("scale: %lu volumes of %lu bytes in pool '%s'%s%s\n",
                 static_cast<unsigned long>(have),
@@ -818,17 +852,20 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
                 static_cast<unsigned long>(pages), pagination_s,
                 static_cast<unsigned long>(batches), remove_s);
     std::printf("server VmRSS kB: before %lu, full %lu, after remove %lu "
-                "(RssAnon %lu -> %lu, RssShmem %lu -> %lu)\n",
+                "(RssAnon %lu -> %lu, RssFile %lu -> %lu, RssShmem %lu -> "
+                "%lu)\n",
                 static_cast<unsigned long>(before.total_kb),
                 static_cast<unsigned long>(full.total_kb),
                 static_cast<unsigned long>(after.total_kb),
                 static_cast<unsigned long>(before.anon_kb),
                 static_cast<unsigned long>(full.anon_kb),
+                static_cast<unsigned long>(before.file_kb),
+                static_cast<unsigned long>(full.file_kb),
                 static_cast<unsigned long>(before.shmem_kb),
                 static_cast<unsigned long>(full.shmem_kb));
     std::printf("server bytes per volume outside the volumes: %.1f (goal < "
-                "64): anon %.1f + shared metadata %.1f\n", per_volume,
-                anon_per_volume, shmem_extra_per_volume);
+                "64): anon %.1f + file/shared beyond the volumes %.1f\n", per_volume,
+                anon_per_volume, shared_extra_per_volume);
   }
   return ok ? 0 : 1;
 }
@@ -900,36 +937,45 @@ int Main(int argc, char** argv) {
     if (std::string e = PreparePool(o, 1000); !e.empty()) {
       std::fprintf(stderr, "groove-load: preparing pool '%s': %s\n",
                    o.pool.c_str(), e.c_str());
-      if (child) child->Stop();
       return 1;
     }
   }
 
   if (child != nullptr) {
-    const RunResult quiet = RunLoad(o, *mix);
-    if (std::string e = child->StartAndWait(); !e.empty()) {
-      child->Stop();
-      std::fprintf(stderr, "groove-load: data-plane child: %s\n", e.c_str());
-      return 1;
-    }
-    const RunResult loud = RunLoad(o, *mix);
-    const uint64_t pairs = child->Stop();
-    // The child ran during the whole second run (warmup included).
+    // Three runs: alone, beside the control (a busy loop), beside the data
+    // plane. The child runs through each whole run, warmup included.
     const double child_s = absl::ToDoubleSeconds(o.duration + o.warmup);
+    const RunResult quiet = RunLoad(o, *mix);
+    RunResult burn, loud;
+    uint64_t burn_loops = 0, pairs = 0;
+    for (char command : {'b', 'g'}) {
+      if (std::string e = child->Start(command); !e.empty()) {
+        std::fprintf(stderr, "groove-load: data-plane child: %s\n", e.c_str());
+        return 1;
+      }
+      (command == 'b' ? burn : loud) = RunLoad(o, *mix);
+      (command == 'b' ? burn_loops : pairs) = child->Stop();
+    }
     if (json) {
-      std::printf("{\"mode\":\"contend\",\"uncontended\":%s,\"contended\":%s,"
-                  "\"dataplane_pairs_per_s\":%.1f,\"ratios\":%s}\n",
-                  ResultJson(quiet).c_str(), ResultJson(loud).c_str(),
-                  pairs / child_s, RatiosJson(loud, quiet).c_str());
+      std::printf("{\"mode\":\"contend\",\"uncontended\":%s,\"control\":%s,"
+                  "\"contended\":%s,\"dataplane_pairs_per_s\":%.1f,"
+                  "\"control_loops_per_s\":%.1f,\"ratios\":%s,"
+                  "\"ratios_vs_control\":%s}\n",
+                  ResultJson(quiet).c_str(), ResultJson(burn).c_str(),
+                  ResultJson(loud).c_str(), pairs / child_s,
+                  burn_loops / child_s, RatiosJson(loud, quiet).c_str(),
+                  RatiosJson(loud, burn).c_str());
     } else {
       PrintTableHeader();
       PrintTableRow(quiet, absl::StrCat(quiet.mix, "/alone"));
+      PrintTableRow(burn, absl::StrCat(burn.mix, "/busy-loop"));
       PrintTableRow(loud, absl::StrCat(loud.mix, "/dataplane"));
-      std::printf("data plane: %.0f Acquire+Release pairs/s during the "
-                  "contended run\n", pairs / child_s);
-      PrintRatios("contended/uncontended", loud, quiet);
+      std::printf("data plane: %.0f Acquire+Release pairs/s; control: %.0f "
+                  "loops/s\n", pairs / child_s, burn_loops / child_s);
+      PrintRatios("dataplane/alone", loud, quiet);
+      PrintRatios("dataplane/busy-loop", loud, burn);
     }
-    return Sane(quiet) && Sane(loud) && pairs > 0 ? 0 : 1;
+    return Sane(quiet) && Sane(burn) && Sane(loud) && pairs > 0 ? 0 : 1;
   }
 
   const RunResult x = RunLoad(o, *mix);
