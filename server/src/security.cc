@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -26,6 +27,11 @@ namespace {
 // ReadFile reads a whole file; `what` prefixes the error message.
 absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      absl::string_view what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": cannot read: it is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;

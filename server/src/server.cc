@@ -106,6 +106,19 @@ void CloseExposer(std::unique_ptr<prometheus::Exposer> exposer,
   closer.join();
 }
 
+// WithoutReflection removes the server reflection plugin from a builder.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(
+      std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins)
+      override {
+    std::erase_if(*plugins, [](const auto& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    });
+  }
+};
+
 // ApplyLimits sets the gRPC port's resource limits (docs/SERVER.md §10).
 void ApplyLimits(const VolumeServer::Limits& limits,
                  grpc::ServerBuilder* builder) {
@@ -250,12 +263,15 @@ absl::Status VolumeServer::Start() {
     exposer_->RegisterCollectable(collectable);
   }
 
-  // The plugin is process-wide: every builder made after this call adds
-  // the reflection service. The process builds one server.
-  if (options_.reflection) {
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  }
+  // The reflection plugin is process-wide, and linking
+  // libgrpc++_reflection already registers it (a static initializer):
+  // every builder adds the reflection service unless an option takes the
+  // plugin out again.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!options_.reflection) {
+    builder.SetOption(std::make_unique<WithoutReflection>());
+  }
   // gRPC sets SO_REUSEPORT by default, so a second server on the same
   // address would share its traffic instead of failing to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
