@@ -2,7 +2,8 @@
 // on loopback: TLS and mutual TLS with certificates made at test time,
 // bearer tokens and their roles (codes, logs, metrics, tokens never in the
 // log), reflection on and off, the request size limit, keepalive
-// enforcement, and 1,000 connections held at once with bounded memory.
+// enforcement, idle connections, and 1,000 connections held at once with
+// bounded memory.
 // The bad flags (PEM and token files, the loopback rule, the limits) are
 // in server_api_test's table.
 
@@ -10,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -316,30 +318,80 @@ TEST(ServerLimitsTest, OversizedRequestIsResourceExhausted) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
-TEST(ServerLimitsTest, ClientThatPingsTooOftenIsDisconnected) {
-  TempDir dir;
-  std::vector<std::string> args = OnePool(dir);
-  args.push_back("--keepalive_min_ping_interval=60s");
-  auto server = ServerProcess::Start(args);
-  ASSERT_NE(server, nullptr);
-  // A client that pings every 100 ms, with or without calls.
+// PingingChannel returns a channel to `address` with its own connection
+// whose client pings every 100 ms, with or without calls.
+std::shared_ptr<grpc::Channel> PingingChannel(const std::string& address) {
   grpc::ChannelArguments pinging;
   pinging.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 100);
   pinging.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   pinging.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   pinging.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   pinging.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   pinging);
+}
+
+TEST(ServerLimitsTest, ClientThatPingsTooOftenIsDisconnected) {
+  TempDir strict_dir;
+  TempDir lenient_dir;
+  std::vector<std::string> strict_args = OnePool(strict_dir);
+  strict_args.push_back("--keepalive_min_ping_interval=60s");
+  std::vector<std::string> lenient_args = OnePool(lenient_dir);
+  lenient_args.push_back("--keepalive_min_ping_interval=10ms");
+  auto strict = ServerProcess::Start(strict_args);
+  ASSERT_NE(strict, nullptr);
+  auto lenient = ServerProcess::Start(lenient_args);
+  ASSERT_NE(lenient, nullptr);
+  auto to_strict = PingingChannel(strict->grpc_address());
+  auto to_lenient = PingingChannel(lenient->grpc_address());
+  ASSERT_TRUE(ListPoolsWith(to_strict).ok());
+  ASSERT_TRUE(ListPoolsWith(to_lenient).ok());
+  ASSERT_EQ(to_strict->GetState(false), GRPC_CHANNEL_READY);
+  const absl::Time start = absl::Now();
+  // The strict server answers the third early ping with GOAWAY
+  // (too_many_pings): the channel leaves READY by itself.
+  EXPECT_TRUE(to_strict->WaitForStateChange(
+      GRPC_CHANNEL_READY, absl::ToChronoTime(start + absl::Seconds(10))))
+      << "the server did not close the connection of a client that pings "
+         "every 100 ms, with --keepalive_min_ping_interval=60s";
+  // The lenient one, pinged as often by the same kind of client since the
+  // same moment (and without calls in flight), keeps the connection for
+  // that long again, twice what the strict one took: the flag, and
+  // permitting pings without calls, are what the server applies. (An
+  // absence can only be checked over a window; this one is scaled to the
+  // time the strict server needed.)
+  const absl::Duration strict_took = absl::Now() - start;
+  EXPECT_FALSE(to_lenient->WaitForStateChange(
+      GRPC_CHANNEL_READY,
+      absl::ToChronoTime(absl::Now() +
+                         std::max(absl::Seconds(1), strict_took))))
+      << "the server closed the connection of a client that pings every "
+         "100 ms, with --keepalive_min_ping_interval=10ms";
+  EXPECT_EQ(to_lenient->GetState(false), GRPC_CHANNEL_READY);
+  EXPECT_EQ(strict->Stop(), 0);
+  EXPECT_EQ(lenient->Stop(), 0);
+}
+
+TEST(ServerLimitsTest, IdleConnectionIsClosed) {
+  TempDir dir;
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--max_connection_idle=200ms");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  grpc::ChannelArguments own_connection;
+  own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto channel = grpc::CreateCustomChannel(
-      server->grpc_address(), grpc::InsecureChannelCredentials(), pinging);
+      server->grpc_address(), grpc::InsecureChannelCredentials(),
+      own_connection);
   ASSERT_TRUE(ListPoolsWith(channel).ok());
   ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
-  // The third early ping gets GOAWAY (too_many_pings): the channel leaves
-  // READY by itself, long before the 60 s interval.
+  // GOAWAY after 200 ms without calls: the channel goes IDLE by itself
+  // (the client's own idle timeout is 30 minutes).
   EXPECT_TRUE(channel->WaitForStateChange(
-      GRPC_CHANNEL_READY, absl::ToChronoTime(absl::Now() + absl::Seconds(10))))
-      << "the server did not close the connection of a client that pings "
-         "every 100 ms";
+      GRPC_CHANNEL_READY, absl::ToChronoTime(absl::Now() + absl::Seconds(10))));
   EXPECT_NE(channel->GetState(false), GRPC_CHANNEL_READY);
+  // The next call reconnects.
+  EXPECT_TRUE(ListPoolsWith(channel).ok());
   EXPECT_EQ(server->Stop(), 0);
 }
 
