@@ -177,7 +177,8 @@ absl::Status ValidateWithOrigins(const v1::ServerConfig& config,
     const v1::TlsConfig& tls = config.tls();
     if (tls.cert_file().empty() || tls.key_file().empty()) {
       return FieldError(
-          origins.tls, tls.cert_file().empty() ? "tls.cert_file" : "tls.key_file",
+          origins.tls,
+          tls.cert_file().empty() ? "tls.cert_file" : "tls.key_file",
           "TLS needs both a certificate and its key: give both --tls-cert "
           "and --tls-key (tls.cert_file and tls.key_file)");
     }

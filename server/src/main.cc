@@ -169,13 +169,13 @@ int main(int argc, char** argv) {
       groove::server::ParseByteSize(absl::GetFlag(FLAGS_max_request_bytes));
   if (!max_request_bytes.ok() || *max_request_bytes < 4096 ||
       *max_request_bytes > (uint64_t{64} << 20)) {
-    return Fail(kExitBadConfig, "bad_flags",
-                absl::InvalidArgumentError(absl::StrCat(
-                    "--max_request_bytes: ",
-                    max_request_bytes.ok()
-                        ? absl::StrCat(*max_request_bytes,
-                                       " is outside [4KiB, 64MiB]")
-                        : std::string(max_request_bytes.status().message()))));
+    return Fail(
+        kExitBadConfig, "bad_flags",
+        absl::InvalidArgumentError(absl::StrCat(
+            "--max_request_bytes: ",
+            max_request_bytes.ok()
+                ? absl::StrCat(*max_request_bytes, " is outside [4KiB, 64MiB]")
+                : std::string(max_request_bytes.status().message()))));
   }
   limits.max_request_bytes = *max_request_bytes;
   limits.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
@@ -195,9 +195,9 @@ int main(int argc, char** argv) {
                   limits.keepalive_min_ping_interval}}) {
     if (value < absl::ZeroDuration() || value > absl::Hours(24 * 24)) {
       return Fail(kExitBadConfig, "bad_flags",
-                  absl::InvalidArgumentError(absl::StrCat(
-                      name, ": ", absl::FormatDuration(value),
-                      " is outside [0, 576h]")));
+                  absl::InvalidArgumentError(
+                      absl::StrCat(name, ": ", absl::FormatDuration(value),
+                                   " is outside [0, 576h]")));
     }
   }
 
@@ -222,16 +222,20 @@ int main(int argc, char** argv) {
   if (config->has_tls()) {
     absl::StatusOr<grpc::SslServerCredentialsOptions> loaded =
         groove::server::LoadTlsCredentials(config->tls());
-    if (!loaded.ok()) return Fail(kExitBadConfig, "bad_config", loaded.status());
+    if (!loaded.ok()) {
+      return Fail(kExitBadConfig, "bad_config", loaded.status());
+    }
     tls = *std::move(loaded);
   }
   std::shared_ptr<const groove::server::TokenTable> tokens;
   if (!config->auth_tokens_file().empty()) {
     absl::StatusOr<groove::server::TokenTable> loaded =
         groove::server::TokenTable::Load(config->auth_tokens_file());
-    if (!loaded.ok()) return Fail(kExitBadConfig, "bad_config", loaded.status());
-    tokens = std::make_shared<const groove::server::TokenTable>(
-        *std::move(loaded));
+    if (!loaded.ok()) {
+      return Fail(kExitBadConfig, "bad_config", loaded.status());
+    }
+    tokens =
+        std::make_shared<const groove::server::TokenTable>(*std::move(loaded));
   }
 
   groove::server::VolumeServer::Options options;

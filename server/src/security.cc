@@ -83,8 +83,8 @@ int NoPassphrase(char*, int, int, void*) { return 0; }
 
 // ParseCertificates returns every PEM certificate of `pem` (in order), or
 // an error naming `what` when there is none or one is malformed.
-absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(
-    const std::string& pem, absl::string_view what) {
+absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem,
+                                                       absl::string_view what) {
   ERR_clear_error();
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   std::vector<X509Ptr> certs;
@@ -99,9 +99,9 @@ absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(
   const bool clean_end = ERR_GET_LIB(last) == ERR_LIB_PEM &&
                          ERR_GET_REASON(last) == PEM_R_NO_START_LINE;
   if (last != 0 && !clean_end) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": certificate ", certs.size() + 1,
-        " is not a valid PEM certificate", OpenSslReason()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": certificate ", certs.size() + 1,
+                     " is not a valid PEM certificate", OpenSslReason()));
   }
   ERR_clear_error();
   if (certs.empty()) {
@@ -172,10 +172,9 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
       return bad("the role is neither `reader` nor `admin`");
     }
     if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
-      return bad(absl::StrCat("the token is ", token.size(),
-                              " bytes; tokens are ", kMinTokenBytes, " to ",
-                              kMaxTokenBytes,
-                              " bytes (e.g. `openssl rand -hex 32`)"));
+      return bad(absl::StrCat(
+          "the token is ", token.size(), " bytes; tokens are ", kMinTokenBytes,
+          " to ", kMaxTokenBytes, " bytes (e.g. `openssl rand -hex 32`)"));
     }
     for (size_t i = 0; i < token.size(); ++i) {
       if (!IsTokenByte(token[i])) {
@@ -196,8 +195,9 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
   }
   if (table.entries_.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": holds no token; write one `TOKEN ROLE` line "
-                             "per client (roles: reader, admin)"));
+        absl::StrCat(source,
+                     ": holds no token; write one `TOKEN ROLE` line "
+                     "per client (roles: reader, admin)"));
   }
   return table;
 }
@@ -273,9 +273,9 @@ absl::Status Authorize(const TokenTable& tokens,
   }
   const Role required = RequiredRole(method);
   if (static_cast<uint8_t>(role) < static_cast<uint8_t>(required)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        RpcMethodName(method), " needs role ", RoleName(required),
-        "; this token has role ", RoleName(role)));
+    return absl::PermissionDeniedError(
+        absl::StrCat(RpcMethodName(method), " needs role ", RoleName(required),
+                     "; this token has role ", RoleName(role)));
   }
   return absl::OkStatus();
 }
@@ -286,9 +286,8 @@ absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
       absl::StrCat("--tls-cert (tls.cert_file) ", tls.cert_file());
   const std::string key_what =
       absl::StrCat("--tls-key (tls.key_file) ", tls.key_file());
-  const std::string ca_what =
-      absl::StrCat("--tls-client-ca (tls.client_ca_file) ",
-                   tls.client_ca_file());
+  const std::string ca_what = absl::StrCat(
+      "--tls-client-ca (tls.client_ca_file) ", tls.client_ca_file());
   if (tls.cert_file().empty() || tls.key_file().empty()) {
     return absl::InvalidArgumentError(
         "TLS needs both --tls-cert (tls.cert_file) and --tls-key "

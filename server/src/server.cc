@@ -110,9 +110,8 @@ void CloseExposer(std::unique_ptr<prometheus::Exposer> exposer,
 class WithoutReflection final : public grpc::ServerBuilderOption {
  public:
   void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(
-      std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins)
-      override {
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
     std::erase_if(*plugins, [](const auto& plugin) {
       return plugin->name() == "proto_server_reflection";
     });
@@ -125,8 +124,7 @@ void ApplyLimits(const VolumeServer::Limits& limits,
   auto ms = [](absl::Duration d) {
     return static_cast<int>(absl::ToInt64Milliseconds(d));
   };
-  builder->SetMaxReceiveMessageSize(
-      static_cast<int>(limits.max_request_bytes));
+  builder->SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
   builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                               limits.max_concurrent_streams);
   // Keepalive enforcement: a client may ping, even without calls in
@@ -277,11 +275,11 @@ absl::Status VolumeServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   ApplyLimits(options_.limits, &builder);
   int grpc_port = 0;
-  builder.AddListeningPort(
-      config.listen_address(),
-      options_.tls.has_value() ? grpc::SslServerCredentials(*options_.tls)
+  builder.AddListeningPort(config.listen_address(),
+                           options_.tls.has_value()
+                               ? grpc::SslServerCredentials(*options_.tls)
                                : grpc::InsecureServerCredentials(),
-      &grpc_port);
+                           &grpc_port);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_.get());
   grpc_server_ = builder.BuildAndStart();
@@ -312,8 +310,8 @@ absl::Status VolumeServer::Start() {
        {"pools", config.pools_size()},
        {"data_dir", config.data_dir()},
        {"tls", tls},
-       {"auth_tokens", tokens == nullptr ? "off"
-                                         : absl::StrCat(tokens->size())},
+       {"auth_tokens",
+        tokens == nullptr ? "off" : absl::StrCat(tokens->size())},
        {"reflection", options_.reflection ? "on" : "off"}});
   if (!IsLoopbackAddress(config.listen_address()) &&
       !options_.tls.has_value()) {

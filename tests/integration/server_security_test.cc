@@ -85,7 +85,8 @@ double CounterValue(const std::string& scrape, const std::string& name,
   return -1;
 }
 
-// ---- TLS ----------------------------------------------------------------------
+// ---- TLS
+// ----------------------------------------------------------------------
 
 TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
   TempDir dir;
@@ -94,9 +95,9 @@ TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
   args.push_back("--tls-cert=" + dir.path() + "/server.pem");
   args.push_back("--tls-key=" + dir.path() + "/server.key");
   // Start's health checks go over TLS, with the test CA.
-  auto server = ServerProcess::Start(args, absl::Seconds(30),
-                                     TlsClient(dir.path(), "ca.pem"),
-                                     TlsChannelArgs());
+  auto server =
+      ServerProcess::Start(args, absl::Seconds(30),
+                           TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(server->LogCount({"event=listening", "tls=on"}), 1u);
   EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
@@ -145,7 +146,8 @@ TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
-// ---- Tokens -------------------------------------------------------------------
+// ---- Tokens
+// -------------------------------------------------------------------
 
 TEST(ServerAuthTest, TokensGateEachRpcByRoleAndNeverReachTheLog) {
   TempDir dir;
@@ -241,9 +243,9 @@ TEST(ServerAuthTest, TokensGateEachRpcByRoleAndNeverReachTheLog) {
   absl::StatusOr<std::string> scrape =
       HttpGet(server->metrics_address(), "/metrics");
   ASSERT_TRUE(scrape.ok()) << scrape.status();
-  EXPECT_EQ(CounterValue(*scrape, "grpc_server_handled_total",
-                         {"grpc_method=\"Inspect\"",
-                          "grpc_code=\"UNAUTHENTICATED\""}),
+  EXPECT_EQ(CounterValue(
+                *scrape, "grpc_server_handled_total",
+                {"grpc_method=\"Inspect\"", "grpc_code=\"UNAUTHENTICATED\""}),
             4);
   EXPECT_EQ(CounterValue(*scrape, "grpc_server_handled_total",
                          {"grpc_method=\"RemoveVolume\"",
@@ -295,7 +297,8 @@ TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {
   EXPECT_THAT(refused.out + refused.err, HasSubstr("unimplemented"));
 }
 
-// ---- Resource limits ----------------------------------------------------------
+// ---- Resource limits
+// ----------------------------------------------------------
 
 TEST(ServerLimitsTest, OversizedRequestIsResourceExhausted) {
   TempDir dir;
@@ -380,9 +383,9 @@ TEST(ServerLimitsTest, IdleConnectionIsClosed) {
   ASSERT_NE(server, nullptr);
   grpc::ChannelArguments own_connection;
   own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = grpc::CreateCustomChannel(
-      server->grpc_address(), grpc::InsecureChannelCredentials(),
-      own_connection);
+  auto channel = grpc::CreateCustomChannel(server->grpc_address(),
+                                           grpc::InsecureChannelCredentials(),
+                                           own_connection);
   ASSERT_TRUE(ListPoolsWith(channel).ok());
   ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
   // GOAWAY after 200 ms without calls: the channel goes IDLE by itself
@@ -491,11 +494,11 @@ TEST(ServerLimitsTest, HoldsAThousandConnectionsWithBoundedMemory) {
       static_cast<long long>(kMaxRssGrowthKib));
   EXPECT_LT(rss_after - rss_before, kMaxRssGrowthKib);
   // A new client is still served.
-  EXPECT_TRUE(ListPoolsWith(grpc::CreateCustomChannel(
-                                server->grpc_address(),
-                                grpc::InsecureChannelCredentials(),
-                                own_connection))
-                  .ok());
+  EXPECT_TRUE(
+      ListPoolsWith(grpc::CreateCustomChannel(
+                        server->grpc_address(),
+                        grpc::InsecureChannelCredentials(), own_connection))
+          .ok());
   channels.clear();
   EXPECT_EQ(server->Stop(), 0);
 }

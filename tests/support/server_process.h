@@ -81,8 +81,7 @@ class ServerProcess {
   // credentials and GRPC_SSL_TARGET_NAME_OVERRIDE_ARG for a server
   // started with --tls-cert.
   static std::unique_ptr<ServerProcess> Start(
-      std::vector<std::string> args,
-      absl::Duration timeout = absl::Seconds(30),
+      std::vector<std::string> args, absl::Duration timeout = absl::Seconds(30),
       std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
       const grpc::ChannelArguments& channel_args = grpc::ChannelArguments()) {
     auto has = [&](absl::string_view prefix) {

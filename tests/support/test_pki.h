@@ -41,8 +41,8 @@ namespace groove::testing {
 inline absl::Status MakeTestPki(const std::string& dir) {
   const std::string openssl = GROOVE_OPENSSL_BIN;
   // One shell script: ~10 openssl runs, well under a second.
-  const std::string script = absl::StrCat(
-      "set -e\ncd '", dir, "'\n", "o='", openssl, "'\n", R"sh(
+  const std::string script =
+      absl::StrCat("set -e\ncd '", dir, "'\n", "o='", openssl, "'\n", R"sh(
 key() { "$o" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
 ca() {
   key "$1.key"
@@ -67,9 +67,8 @@ leaf other_client other_ca groove-other-client "extendedKeyUsage=clientAuth"
   const CommandResult result =
       RunCommand({"/bin/sh", "-c", script}, "", absl::Seconds(60));
   if (result.exit_code != 0) {
-    return absl::InternalError(
-        absl::StrCat("openssl failed (", result.exit_code, "): ", result.out,
-                     result.err));
+    return absl::InternalError(absl::StrCat(
+        "openssl failed (", result.exit_code, "): ", result.out, result.err));
   }
   return absl::OkStatus();
 }

@@ -288,8 +288,8 @@ TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
   EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // stopped
 }
 
-
-// ---- Security -----------------------------------------------------------------
+// ---- Security
+// -----------------------------------------------------------------
 
 // Tokens of the tests: 32 hex characters, and variants of the first.
 constexpr char kAdminToken[] = "0123456789abcdef0123456789abcdef";
@@ -346,8 +346,9 @@ TEST(TokenTableTest, BadLinesNameTheLineAndNeverTheToken) {
   };
   const std::vector<Case> cases = {
       {"# only comments\n\n", "holds no token"},
-      {"\n" + secret + "\n", "line 2: expected `TOKEN ROLE` (2 fields), "
-                             "found 1"},
+      {"\n" + secret + "\n",
+       "line 2: expected `TOKEN ROLE` (2 fields), "
+       "found 1"},
       {"# c\n" + secret + " admin extra\n", "line 2: expected"},
       {secret + " root\n", "line 1: the role is neither"},
       {"admin " + secret + "\n", "line 1: the role is neither"},
@@ -396,8 +397,7 @@ TEST(AuthorizeTest, ChecksTheBearerTokenAndItsRole) {
       EXPECT_EQ(as_reader.code(), absl::StatusCode::kPermissionDenied);
       EXPECT_THAT(as_reader.message(),
                   HasSubstr("needs role admin; this token has role reader"));
-      EXPECT_THAT(as_reader.message(),
-                  ::testing::Not(HasSubstr(kReaderToken)));
+      EXPECT_THAT(as_reader.message(), ::testing::Not(HasSubstr(kReaderToken)));
     }
     const std::string unknown = absl::StrCat("Bearer ", kAdminToken, "0");
     for (const V& bad :
@@ -411,9 +411,8 @@ TEST(AuthorizeTest, ChecksTheBearerTokenAndItsRole) {
 }
 
 TEST(LoopbackTest, OnlyLoopbackHostsAre) {
-  for (const char* address :
-       {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:50051", "localhost:1",
-        "[::ffff:127.0.0.1]:5"}) {
+  for (const char* address : {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:50051",
+                              "localhost:1", "[::ffff:127.0.0.1]:5"}) {
     EXPECT_TRUE(IsLoopbackAddress(address)) << address;
   }
   for (const char* address :
@@ -433,8 +432,8 @@ TEST(ValidateServerConfigTest, NonLoopbackNeedsTlsTokensOrInsecure) {
   EXPECT_THAT(refused.status().message(),
               HasSubstr("--listen: listen_address: '0.0.0.0:50051' is not a "
                         "loopback address"));
-  for (const char* flag : {"--tls-cert=FILE --tls-key=FILE",
-                           "--auth-tokens=FILE", "--insecure"}) {
+  for (const char* flag :
+       {"--tls-cert=FILE --tls-key=FILE", "--auth-tokens=FILE", "--insecure"}) {
     EXPECT_THAT(refused.status().message(), HasSubstr(flag));
   }
   CommandLine insecure = command_line;

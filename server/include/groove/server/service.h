@@ -31,8 +31,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <optional>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
