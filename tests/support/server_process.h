@@ -76,10 +76,14 @@ class ServerProcess {
  public:
   // Start runs groove-volumed with `args`; returns null (with a test
   // failure recorded) when it exits or does not become SERVING within
-  // `timeout`.
+  // `timeout`. channel() (and so the health checks) connects with
+  // `credentials` (default: plaintext) and `channel_args`, e.g. TLS
+  // credentials and GRPC_SSL_TARGET_NAME_OVERRIDE_ARG for a server
+  // started with --tls-cert.
   static std::unique_ptr<ServerProcess> Start(
-      std::vector<std::string> args,
-      absl::Duration timeout = absl::Seconds(30)) {
+      std::vector<std::string> args, absl::Duration timeout = absl::Seconds(30),
+      std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+      const grpc::ChannelArguments& channel_args = grpc::ChannelArguments()) {
     auto has = [&](absl::string_view prefix) {
       for (const std::string& a : args) {
         if (absl::StartsWith(a, prefix)) return true;
@@ -104,8 +108,11 @@ class ServerProcess {
     }
     server->grpc_address_ = LogValue(*line, "grpc");
     server->metrics_address_ = LogValue(*line, "metrics");
-    server->channel_ = grpc::CreateChannel(server->grpc_address_,
-                                           grpc::InsecureChannelCredentials());
+    server->channel_ = grpc::CreateCustomChannel(
+        server->grpc_address_,
+        credentials != nullptr ? credentials
+                               : grpc::InsecureChannelCredentials(),
+        channel_args);
     for (const char* service : {"", "groove.v1.VolumePoolService"}) {
       if (server->HealthCheck(service, timeout) !=
           grpc::health::v1::HealthCheckResponse::SERVING) {
