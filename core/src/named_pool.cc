@@ -803,7 +803,7 @@ absl::Status NamedPool::WithRemedy(absl::Status status) const {
              "memory";
   } else {
     remedy = "the filesystem holding the volume store is full; free space "
-             "on it";
+             "on it or grow it (a tmpfs: raise its size= mount option)";
   }
   return absl::ResourceExhaustedError(absl::StrCat(
       "pool '", config_.name, "': ", remedy, " (", status.message(), ")"));
