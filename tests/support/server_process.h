@@ -84,18 +84,7 @@ class ServerProcess {
       std::vector<std::string> args, absl::Duration timeout = absl::Seconds(30),
       std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
       const grpc::ChannelArguments& channel_args = grpc::ChannelArguments()) {
-    auto has = [&](absl::string_view prefix) {
-      for (const std::string& a : args) {
-        if (absl::StartsWith(a, prefix)) return true;
-      }
-      return false;
-    };
-    if (!has("--listen")) args.push_back("--listen=127.0.0.1:0");
-    if (!has("--metrics-listen")) {
-      args.push_back("--metrics-listen=127.0.0.1:0");
-    }
-    std::unique_ptr<ServerProcess> server(new ServerProcess());
-    server->Spawn(args);
+    std::unique_ptr<ServerProcess> server = Launch(std::move(args));
     std::optional<std::string> line =
         server->WaitForLog("event=listening", timeout);
     if (!line.has_value()) {
@@ -123,6 +112,27 @@ class ServerProcess {
         return nullptr;
       }
     }
+    return server;
+  }
+
+  // Launch runs groove-volumed with `args` (plus --listen and
+  // --metrics-listen on 127.0.0.1 port 0 unless given) and returns at once,
+  // without waiting for it to listen: for tests that kill it while it
+  // starts (WaitForLog tells how far it got). grpc_address(), channel() and
+  // Stub() are only set by Start.
+  static std::unique_ptr<ServerProcess> Launch(std::vector<std::string> args) {
+    auto has = [&](absl::string_view prefix) {
+      for (const std::string& a : args) {
+        if (absl::StartsWith(a, prefix)) return true;
+      }
+      return false;
+    };
+    if (!has("--listen")) args.push_back("--listen=127.0.0.1:0");
+    if (!has("--metrics-listen")) {
+      args.push_back("--metrics-listen=127.0.0.1:0");
+    }
+    std::unique_ptr<ServerProcess> server(new ServerProcess());
+    server->Spawn(args);
     return server;
   }
 
