@@ -34,8 +34,9 @@ FROM debian:bookworm-slim AS runtime
 # (tests/deploy checks this list against `ldd` + `dpkg -S`): gRPC 1.51 and
 # its core, protobuf 3.21, Abseil 20220623, prometheus-cpp 1.0 (core, and
 # the pull endpoint with its CivetWeb HTTP server), and what gRPC links
-# (c-ares, RE2, OpenSSL). No ca-certificates: the server speaks plaintext
-# gRPC and HTTP only.
+# (c-ares, RE2, OpenSSL; the server also checks its TLS PEM files with
+# libcrypto). No ca-certificates: the server trusts only the CA files it
+# is given (--tls-client-ca), never the system's store.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
@@ -69,5 +70,13 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["groovectl", "--addr", "127.0.0.1:50051", "health"]
 ENTRYPOINT ["groove-volumed"]
+# --insecure: plaintext gRPC on 0.0.0.0 without tokens, on purpose. The
+# container's network is the boundary (publish the port on loopback only,
+# `-p 127.0.0.1:50051:50051`, or put the container on a private network).
+# Elsewhere, replace --insecure by TLS and/or tokens, files mounted
+# read-only (docs/DEPLOY.md §10):
+#   --tls-cert=/etc/groove/tls/tls.crt --tls-key=/etc/groove/tls/tls.key
+#   [--tls-client-ca=/etc/groove/tls/ca.crt]
+#   --auth-tokens=/etc/groove/tokens/tokens
 CMD ["--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9464", \
-     "--data-dir", "/var/lib/groove"]
+     "--data-dir", "/var/lib/groove", "--insecure"]

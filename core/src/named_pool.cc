@@ -157,6 +157,12 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(sizeof(Metadata) <= kSlotTableOffset);
   static_assert(offsetof(Metadata, pool) == 0);
   static_assert(std::is_standard_layout_v<Metadata>);
+  // What tests are told of the layout (named_pool.h, groove::testing).
+  static_assert(offsetof(Metadata, magic) == testing::kMetadataMagicOffset);
+  static_assert(testing::kSlotTableOffset == kSlotTableOffset);
+  static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
+                testing::kInvalidSlotWord <= kSlotStateMask);
+  static_assert(testing::kAddingSlotWord == SlotWord(kSlotAdding, 0));
 }
 
 NamedPool::~NamedPool() {
@@ -666,6 +672,18 @@ absl::Status NamedPool::Recover() {
     return absl::OkStatus();
   }
 
+  // Judge the whole slot table before acting on any of it: a corrupt word
+  // found half-way through the resolution below would leave the pool half
+  // recovered when it is quarantined, instead of as found.
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    if (StateOf(slot) > kSlotRemoving) {
+      pool.Unlock();
+      return absl::DataLossError(absl::StrCat(
+          "pool '", config_.name, "': slot ", i, " holds 0x",
+          absl::Hex(slot), ", not a slot state"));
+    }
+  }
   // Map every volume a slot says exists, so headers can be read.
   for (uint64_t i = 0; i < n; ++i) {
     if (StateOf(Slot(i).load(std::memory_order_relaxed)) != kSlotFree) {
@@ -785,7 +803,7 @@ absl::Status NamedPool::Recover() {
         free_volume(i);
         ++recovery_.removes_finished;
         break;
-      default:
+      default:  // ruled out above; kept so the switch stays total
         pool.Unlock();
         return absl::DataLossError(absl::StrCat(
             "pool '", config_.name, "': slot ", i, " holds 0x",
@@ -850,7 +868,7 @@ absl::Status NamedPool::WithRemedy(absl::Status status) const {
              "memory";
   } else {
     remedy = "the filesystem holding the volume store is full; free space "
-             "on it";
+             "on it or grow it (a tmpfs: raise its size= mount option)";
   }
   return absl::ResourceExhaustedError(absl::StrCat(
       "pool '", config_.name, "': ", remedy, " (", status.message(), ")"));

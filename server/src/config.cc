@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "groove/server/security.h"
 
 namespace groove::server {
 namespace {
@@ -142,6 +143,7 @@ struct Origins {
   std::string listen;
   std::string metrics;
   std::string data_dir;
+  std::string tls;
   std::vector<PoolOrigin> pools;
 };
 
@@ -170,6 +172,28 @@ absl::Status ValidateWithOrigins(const v1::ServerConfig& config,
     return FieldError(
         origins.data_dir, "data_dir",
         absl::StrCat("'", config.data_dir(), "' is not an absolute path"));
+  }
+  if (config.has_tls()) {
+    const v1::TlsConfig& tls = config.tls();
+    if (tls.cert_file().empty() || tls.key_file().empty()) {
+      return FieldError(
+          origins.tls,
+          tls.cert_file().empty() ? "tls.cert_file" : "tls.key_file",
+          "TLS needs both a certificate and its key: give both --tls-cert "
+          "and --tls-key (tls.cert_file and tls.key_file)");
+    }
+  }
+  if (!IsLoopbackAddress(config.listen_address()) && !config.has_tls() &&
+      config.auth_tokens_file().empty() && !config.insecure()) {
+    return FieldError(
+        origins.listen, "listen_address",
+        absl::StrCat("'", config.listen_address(),
+                     "' is not a loopback address, and neither TLS nor "
+                     "tokens are configured: anyone who can reach it could "
+                     "add and remove volumes. Add --tls-cert=FILE "
+                     "--tls-key=FILE (and --tls-client-ca=FILE to require "
+                     "client certificates) and/or --auth-tokens=FILE; or, "
+                     "if the network itself is trusted, add --insecure"));
   }
   absl::flat_hash_map<std::string, int> seen;
   for (int i = 0; i < config.pools_size(); ++i) {
@@ -377,6 +401,19 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
   if (command_line.data_dir.has_value()) {
     config.set_data_dir(*command_line.data_dir);
   }
+  if (command_line.tls_cert.has_value()) {
+    config.mutable_tls()->set_cert_file(*command_line.tls_cert);
+  }
+  if (command_line.tls_key.has_value()) {
+    config.mutable_tls()->set_key_file(*command_line.tls_key);
+  }
+  if (command_line.tls_client_ca.has_value()) {
+    config.mutable_tls()->set_client_ca_file(*command_line.tls_client_ca);
+  }
+  if (command_line.auth_tokens.has_value()) {
+    config.set_auth_tokens_file(*command_line.auth_tokens);
+  }
+  if (command_line.insecure) config.set_insecure(true);
   for (const std::string& text : command_line.pools) {
     absl::StatusOr<v1::PoolConfig> pool = ParsePoolFlag(text);
     if (!pool.ok()) return pool.status();
@@ -401,6 +438,11 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
                      ? "--metrics-listen"
                      : where;
   from.data_dir = command_line.data_dir.has_value() ? "--data-dir" : where;
+  from.tls = command_line.tls_cert.has_value() ||
+                     command_line.tls_key.has_value() ||
+                     command_line.tls_client_ca.has_value()
+                 ? "--tls-cert/--tls-key/--tls-client-ca"
+                 : where;
   from.pools = std::move(origins);
   // Check data_dir before making file paths absolute against it.
   if (!std::filesystem::path(config.data_dir()).is_absolute()) {

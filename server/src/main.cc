@@ -13,18 +13,22 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "groove/server/config.h"
 #include "groove/server/log.h"
+#include "groove/server/security.h"
 #include "groove/server/server.h"
 
 ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
@@ -54,6 +58,36 @@ ABSL_FLAG(absl::Duration, drain_grace, absl::ZeroDuration(),
           "balancers stop sending first; a second signal ends it early");
 ABSL_FLAG(int, add_workers_per_pool, 4,
           "threads per pool that take memory for AddVolume (1 to 64)");
+ABSL_FLAG(std::optional<std::string>, tls_cert, std::nullopt,
+          "PEM certificate chain of the gRPC port: with --tls-key, the port "
+          "speaks TLS only (overrides the config's tls.cert_file)");
+ABSL_FLAG(std::optional<std::string>, tls_key, std::nullopt,
+          "PEM private key (unencrypted) of --tls-cert (tls.key_file)");
+ABSL_FLAG(std::optional<std::string>, tls_client_ca, std::nullopt,
+          "PEM CA bundle: require every client to present a certificate "
+          "signed by one of these CAs (mutual TLS; tls.client_ca_file)");
+ABSL_FLAG(std::optional<std::string>, auth_tokens, std::nullopt,
+          "file of `TOKEN ROLE` lines (roles reader, admin): every "
+          "VolumePoolService call must send `authorization: Bearer TOKEN` "
+          "(health checking needs none; auth_tokens_file)");
+ABSL_FLAG(bool, insecure, false,
+          "allow a non-loopback --listen without TLS and without tokens "
+          "(only where the network itself is trusted)");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (never needs a token: it describes "
+          "the public API only)");
+ABSL_FLAG(std::string, max_request_bytes, "64KiB",
+          "largest request message accepted (4KiB to 64MiB); larger ones "
+          "fail with RESOURCE_EXHAUSTED before any handler runs");
+ABSL_FLAG(int, max_concurrent_streams, 100,
+          "RPCs one connection may have in flight at once (1 to 100000)");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(10),
+          "close a connection (GOAWAY) that has had no RPC in flight this "
+          "long; clients reconnect on their next call. 0: never");
+ABSL_FLAG(absl::Duration, keepalive_min_ping_interval, absl::Seconds(30),
+          "clients may send keepalive pings at most this often (with or "
+          "without calls); a client that pings more often three times is "
+          "disconnected (GOAWAY too_many_pings)");
 ABSL_FLAG(std::string, testonly_stall_add_fifo, "",
           "TESTS ONLY: every volume allocation waits to read one byte from "
           "this FIFO");
@@ -82,6 +116,12 @@ int Fail(int exit_code, absl::string_view event, const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's Abseil is built with the mutex deadlock detector on, and gRPC
+  // 1.51 takes Abseil mutexes internally on every RPC: the detector cost
+  // 7-10% of the server's CPU (docs/PERFORMANCE.md). Our own request path
+  // takes no mutex, so it has nothing to find there.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
   // Block the stop signals before any thread exists, so every thread
   // inherits the mask and only sigwait below receives them.
   sigset_t stop_signals;
@@ -94,7 +134,9 @@ int main(int argc, char** argv) {
       "groove-volumed: owns pools of fixed-size memory volumes and serves "
       "groove.v1.VolumePoolService over gRPC.\nUsage: groove-volumed "
       "[--config=FILE] [--pool=name=NAME,...]... [--listen=HOST:PORT] "
-      "[--metrics-listen=HOST:PORT] [--data-dir=DIR]");
+      "[--metrics-listen=HOST:PORT] [--data-dir=DIR] [--tls-cert=PEM "
+      "--tls-key=PEM [--tls-client-ca=PEM]] [--auth-tokens=FILE] "
+      "[--insecure]");
   std::vector<std::string> args(argv + 1, argv + argc);
   absl::StatusOr<std::vector<std::string>> pool_flags =
       groove::server::ExtractRepeatedFlag(&args, "pool");
@@ -129,20 +171,88 @@ int main(int argc, char** argv) {
                 absl::InvalidArgumentError("--drain_grace: negative"));
   }
 
+  groove::server::VolumeServer::Limits limits;
+  absl::StatusOr<uint64_t> max_request_bytes =
+      groove::server::ParseByteSize(absl::GetFlag(FLAGS_max_request_bytes));
+  if (!max_request_bytes.ok() || *max_request_bytes < 4096 ||
+      *max_request_bytes > (uint64_t{64} << 20)) {
+    return Fail(
+        kExitBadConfig, "bad_flags",
+        absl::InvalidArgumentError(absl::StrCat(
+            "--max_request_bytes: ",
+            max_request_bytes.ok()
+                ? absl::StrCat(*max_request_bytes, " is outside [4KiB, 64MiB]")
+                : std::string(max_request_bytes.status().message()))));
+  }
+  limits.max_request_bytes = *max_request_bytes;
+  limits.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (limits.max_concurrent_streams < 1 ||
+      limits.max_concurrent_streams > 100000) {
+    return Fail(kExitBadConfig, "bad_flags",
+                absl::InvalidArgumentError(absl::StrCat(
+                    "--max_concurrent_streams: ", limits.max_concurrent_streams,
+                    " is outside [1, 100000]")));
+  }
+  limits.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  limits.keepalive_min_ping_interval =
+      absl::GetFlag(FLAGS_keepalive_min_ping_interval);
+  for (const auto& [name, value] :
+       {std::pair{"--max_connection_idle", limits.max_connection_idle},
+        std::pair{"--keepalive_min_ping_interval",
+                  limits.keepalive_min_ping_interval}}) {
+    if (value < absl::ZeroDuration() || value > absl::Hours(24 * 24)) {
+      return Fail(kExitBadConfig, "bad_flags",
+                  absl::InvalidArgumentError(
+                      absl::StrCat(name, ": ", absl::FormatDuration(value),
+                                   " is outside [0, 576h]")));
+    }
+  }
+
   groove::server::CommandLine command_line;
   command_line.config_file = absl::GetFlag(FLAGS_config);
   command_line.listen_address = absl::GetFlag(FLAGS_listen);
   command_line.metrics_listen_address = absl::GetFlag(FLAGS_metrics_listen);
   command_line.data_dir = absl::GetFlag(FLAGS_data_dir);
   command_line.pools = *std::move(pool_flags);
+  command_line.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  command_line.tls_key = absl::GetFlag(FLAGS_tls_key);
+  command_line.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  command_line.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  command_line.insecure = absl::GetFlag(FLAGS_insecure);
   absl::StatusOr<groove::v1::ServerConfig> config =
       groove::server::LoadServerConfig(command_line);
   if (!config.ok()) return Fail(kExitBadConfig, "bad_config", config.status());
+
+  // The TLS and token files are read and checked before anything is
+  // opened or bound.
+  std::optional<grpc::SslServerCredentialsOptions> tls;
+  if (config->has_tls()) {
+    absl::StatusOr<grpc::SslServerCredentialsOptions> loaded =
+        groove::server::LoadTlsCredentials(config->tls());
+    if (!loaded.ok()) {
+      return Fail(kExitBadConfig, "bad_config", loaded.status());
+    }
+    tls = *std::move(loaded);
+  }
+  std::shared_ptr<const groove::server::TokenTable> tokens;
+  if (!config->auth_tokens_file().empty()) {
+    absl::StatusOr<groove::server::TokenTable> loaded =
+        groove::server::TokenTable::Load(config->auth_tokens_file());
+    if (!loaded.ok()) {
+      return Fail(kExitBadConfig, "bad_config", loaded.status());
+    }
+    tokens =
+        std::make_shared<const groove::server::TokenTable>(*std::move(loaded));
+  }
 
   groove::server::VolumeServer::Options options;
   options.config = *std::move(config);
   options.recreate = absl::GetFlag(FLAGS_recreate);
   options.add_workers_per_pool = static_cast<size_t>(add_workers);
+  options.tls = std::move(tls);
+  options.tokens = std::move(tokens);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
+  options.limits = limits;
   options.testonly_stall_add_fifo =
       absl::GetFlag(FLAGS_testonly_stall_add_fifo);
   options.testonly_stall_add_pools =

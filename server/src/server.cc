@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "groove/server/config.h"
 #include "groove/server/log.h"
+#include "groove/server/security.h"
 
 namespace groove::server {
 namespace {
@@ -105,6 +106,45 @@ void CloseExposer(std::unique_ptr<prometheus::Exposer> exposer,
   closer.join();
 }
 
+// WithoutReflection removes the server reflection plugin from a builder.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
+    std::erase_if(*plugins, [](const auto& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    });
+  }
+};
+
+// ApplyLimits sets the gRPC port's resource limits (docs/SERVER.md §10).
+void ApplyLimits(const VolumeServer::Limits& limits,
+                 grpc::ServerBuilder* builder) {
+  auto ms = [](absl::Duration d) {
+    return static_cast<int>(absl::ToInt64Milliseconds(d));
+  };
+  builder->SetMaxReceiveMessageSize(static_cast<int>(limits.max_request_bytes));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                              limits.max_concurrent_streams);
+  // Keepalive enforcement: a client may ping, even without calls in
+  // flight, once per interval; the third ping that comes sooner (ping
+  // strikes above 2) gets GOAWAY ENHANCE_YOUR_CALM.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      ms(limits.keepalive_min_ping_interval));
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  // The server's own keepalive: a peer that has vanished (no FIN, e.g. a
+  // node lost) is noticed within 2 min + 20 s and its connection freed.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  if (limits.max_connection_idle > absl::ZeroDuration()) {
+    builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                                ms(limits.max_connection_idle));
+  }
+}
+
 void LogOpened(const NamedPool& pool) {
   const RecoveryReport& r = pool.recovery();
   const PoolSummary s = pool.Summary();
@@ -169,7 +209,7 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
       std::make_unique<ServerMetrics>(std::move(pools), quarantined_names);
   server->service_ = std::make_unique<VolumePoolServiceImpl>(
       std::move(served), server->metrics_.get(), &server->requests_,
-      server->quarantined_);
+      server->quarantined_, server->options_.tokens.get());
   server->health_ = std::make_unique<HealthService>(std::move(health_names),
                                                     std::move(never_serving));
   return server;
@@ -249,14 +289,25 @@ absl::Status VolumeServer::Start() {
     exposer_->RegisterCollectable(collectable);
   }
 
+  // The reflection plugin is process-wide, and linking
+  // libgrpc++_reflection already registers it (a static initializer):
+  // every builder adds the reflection service unless an option takes the
+  // plugin out again.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!options_.reflection) {
+    builder.SetOption(std::make_unique<WithoutReflection>());
+  }
   // gRPC sets SO_REUSEPORT by default, so a second server on the same
   // address would share its traffic instead of failing to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  ApplyLimits(options_.limits, &builder);
   int grpc_port = 0;
   builder.AddListeningPort(config.listen_address(),
-                           grpc::InsecureServerCredentials(), &grpc_port);
+                           options_.tls.has_value()
+                               ? grpc::SslServerCredentials(*options_.tls)
+                               : grpc::InsecureServerCredentials(),
+                           &grpc_port);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_.get());
   grpc_server_ = builder.BuildAndStart();
@@ -273,11 +324,36 @@ absl::Status VolumeServer::Start() {
   grpc_address_ = WithPort(config.listen_address(), grpc_port);
   metrics_address_ =
       WithPort(config.metrics_listen_address(), metrics_ports.front());
+  const char* tls = "off";
+  if (options_.tls.has_value()) {
+    tls = options_.tls->client_certificate_request ==
+                  GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+              ? "on"
+              : "mutual";
+  }
+  const TokenTable* tokens = options_.tokens.get();
   Log(LogLevel::kInfo, "listening",
       {{"grpc", grpc_address_},
        {"metrics", metrics_address_},
        {"pools", config.pools_size()},
-       {"data_dir", config.data_dir()}});
+       {"data_dir", config.data_dir()},
+       {"tls", tls},
+       {"auth_tokens",
+        tokens == nullptr ? "off" : absl::StrCat(tokens->size())},
+       {"reflection", options_.reflection ? "on" : "off"}});
+  if (!IsLoopbackAddress(config.listen_address()) &&
+      !options_.tls.has_value()) {
+    // Allowed by --insecure or by tokens alone (ValidateServerConfig);
+    // either way, what crosses the network is readable.
+    Log(LogLevel::kWarn, "plaintext_listen",
+        {{"grpc", grpc_address_},
+         {"auth_tokens", tokens == nullptr ? "off" : "on"},
+         {"note", tokens == nullptr
+                      ? "--insecure: anyone who can reach this address may "
+                        "call every RPC; the network must be the boundary"
+                      : "bearer tokens cross the network in plaintext; "
+                        "add --tls-cert and --tls-key"}});
+  }
   return absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -72,11 +73,13 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
 
 VolumePoolServiceImpl::VolumePoolServiceImpl(
     std::vector<ServedPool> pools, ServerMetrics* metrics,
-    RequestLog* requests, std::vector<QuarantinedPool> quarantined)
+    RequestLog* requests, std::vector<QuarantinedPool> quarantined,
+    const TokenTable* tokens)
     : pools_(std::move(pools)),
       quarantined_(std::move(quarantined)),
       metrics_(metrics),
-      requests_(requests) {
+      requests_(requests),
+      tokens_(tokens) {
   for (size_t i = 0; i < pools_.size(); ++i) {
     pool_index_.emplace(pools_[i].pool->config().name, static_cast<int>(i));
   }
@@ -90,6 +93,20 @@ void VolumePoolServiceImpl::StartDraining() {
 
 absl::Status VolumePoolServiceImpl::Begin(Call* call,
                                           absl::string_view pool_name) {
+  if (tokens_ != nullptr) {
+    // gRPC lower-cases metadata keys. Normally one value; Authorize
+    // refuses several.
+    absl::InlinedVector<absl::string_view, 1> authorization;
+    const auto [first, last] =
+        call->context->client_metadata().equal_range("authorization");
+    for (auto it = first; it != last; ++it) {
+      authorization.emplace_back(it->second.data(), it->second.size());
+    }
+    if (absl::Status s = Authorize(*tokens_, authorization, call->method);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (draining_.load(std::memory_order_relaxed)) {
     return absl::UnavailableError(
         "groove-volumed is shutting down; retry with backoff (against its "

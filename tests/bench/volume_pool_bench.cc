@@ -34,6 +34,12 @@
 //   BM_PushPopPair_Groove          VolumePool::Acquire then Release on a
 //                                  pool of 1024 volumes of 4096 bytes in an
 //                                  anonymous mmap (what the data plane does)
+//   BM_RemoveAddPair_Groove        the owner's pair on the same pool:
+//                                  VolumePool::Remove (pop, header marked
+//                                  not a volume) then FormatRange +
+//                                  PushRange of that index (what
+//                                  RemoveVolume/AddVolume do in the core,
+//                                  without the memory and slot work)
 //   BM_PushPopPair_BoostLockfree   boost::lockfree::stack<uint64_t,
 //                                  capacity<1024>>: pop then push
 //   BM_PushPopPair_MutexVector     std::mutex + std::vector<uint64_t>:
@@ -232,7 +238,10 @@ void RunPushPopPair(benchmark::State& state) {
 
 // GrooveContender: a VolumePool of kElementCount volumes of the smallest
 // footprint, laid out as a data-plane process maps one: a 4096-byte page
-// holding the pool header, then the volume span.
+// holding the pool header, then the volume span. kOwnerPair: each pair is
+// Remove + FormatRange + PushRange (the owner's pop and re-add) instead of
+// Acquire + Release (the data plane's).
+template <bool kOwnerPair>
 class GrooveContender {
  public:
   static constexpr uint64_t kHeaderBytes = 4096;
@@ -271,6 +280,26 @@ class GrooveContender {
     // Each thread uses its own copy of the join, as each data-plane
     // process (or thread) does.
     const VolumePool pool = *pool_;
+    if constexpr (kOwnerPair) {
+      for (auto _ : state) {
+        VolumeHeader* volume = nullptr;
+        PoolError err = pool.Remove(&volume);
+        if (err != PoolError::kSuccess) {
+          state.SkipWithError(
+              PoolErrorToStatus(err, "remove").ToString().c_str());
+          break;
+        }
+        const uint64_t index = pool.IndexOf(volume);
+        err = pool.FormatRange(index, 1, "");
+        if (err == PoolError::kSuccess) err = pool.PushRange(index, 1);
+        if (err != PoolError::kSuccess) {
+          state.SkipWithError(
+              PoolErrorToStatus(err, "re-add").ToString().c_str());
+          break;
+        }
+      }
+      return;
+    }
     for (auto _ : state) {
       VolumeHeader* volume = nullptr;
       PoolError err = pool.Acquire(&volume);
@@ -425,9 +454,14 @@ void PairThreads(benchmark::internal::Benchmark* b) {
 }
 
 void BM_PushPopPair_Groove(benchmark::State& state) {
-  RunPushPopPair<GrooveContender>(state);
+  RunPushPopPair<GrooveContender<false>>(state);
 }
 BENCHMARK(BM_PushPopPair_Groove)->Apply(PairThreads);
+
+void BM_RemoveAddPair_Groove(benchmark::State& state) {
+  RunPushPopPair<GrooveContender<true>>(state);
+}
+BENCHMARK(BM_RemoveAddPair_Groove)->Apply(PairThreads);
 
 void BM_PushPopPair_BoostLockfree(benchmark::State& state) {
   RunPushPopPair<BoostLockfreeContender>(state);

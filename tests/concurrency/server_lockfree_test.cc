@@ -198,7 +198,7 @@ TEST(RequestLogConcurrencyTest, AThreadStoppedInsideStartBlocksNoOne) {
 TEST(WorkerPoolConcurrencyTest, RacingProducersAndStopLoseNoTask) {
   constexpr int kProducers = 4;
   const int tasks_per_producer = 5'000 * kScale;
-  std::atomic<int> accepted{0}, ran{0};
+  std::atomic<int> accepted{0}, ran{0}, producers_done{0};
   WorkerPool pool("test", /*threads=*/2, /*max_queued=*/64);
   ASSERT_TRUE(pool.is_lock_free());
   SpinBarrier barrier(kProducers + 1);
@@ -209,12 +209,18 @@ TEST(WorkerPoolConcurrencyTest, RacingProducersAndStopLoseNoTask) {
       for (int i = 0; i < tasks_per_producer; ++i) {
         if (pool.TrySchedule([&] { ran.fetch_add(1); })) accepted.fetch_add(1);
       }
+      producers_done.fetch_add(1);
     });
   }
   barrier.ArriveAndWait();
   // Stop while the producers are still scheduling: every task it accepted
-  // runs, exactly once; afterwards it accepts none.
-  while (accepted.load() < 100) std::this_thread::yield();
+  // runs, exactly once; afterwards it accepts none. On a loaded machine
+  // the workers may not run until the producers are done, so that only
+  // max_queued (64) tasks are ever accepted: stop waiting then too, or
+  // this loop never ends.
+  while (accepted.load() < 100 && producers_done.load() < kProducers) {
+    std::this_thread::yield();
+  }
   pool.Stop();
   for (std::thread& t : producers) t.join();
   EXPECT_EQ(ran.load(), accepted.load());

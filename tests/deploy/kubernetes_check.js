@@ -543,7 +543,14 @@ async function main() {
     if (!(await startsAndStops(args.server, bad)).includes('before listening')) {
       errors.push('self-test: groove-volumed accepted a misspelt flag (--metrics-listn)');
     }
-    console.log(`self-test: ${MISTAKES.length + TYPO_MISTAKES.length + 1} known mistakes ` +
+    // The server refuses a plaintext 0.0.0.0 listener without --insecure:
+    // the args must still reach it with a non-loopback host.
+    const secure = container(clone(base)).args.filter((a) => a !== '--insecure');
+    if (!(await startsAndStops(args.server, secure)).includes('before listening')) {
+      errors.push('self-test: groove-volumed started on 0.0.0.0 without TLS, tokens ' +
+                  'or --insecure (server_args.js no longer keeps the host?)');
+    }
+    console.log(`self-test: ${MISTAKES.length + TYPO_MISTAKES.length + 2} known mistakes ` +
                 `applied, each must be reported`);
   }
   if (errors.length) {

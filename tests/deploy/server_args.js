@@ -2,8 +2,12 @@
 // arguments a deployment artefact gives it (the Dockerfile's CMD, the
 // DaemonSet's args, the compose command), so a misspelt flag or a pool spec
 // the server refuses fails the check. Only what the test machine cannot
-// offer is made local: the addresses become 127.0.0.1:0, the data directory
-// a fresh one on /dev/shm, hugetlb backings `normal` (the machine may
+// offer is made local: the addresses get port 0 (a free port) but keep
+// their host's kind, loopback or not, so that the server's rule for
+// non-loopback listeners (TLS, tokens or --insecure) applies as it will in
+// the deployment (a wildcard host stays a wildcard, a loopback one stays
+// 127.0.0.1, any other becomes 0.0.0.0); the data directory becomes a
+// fresh one on /dev/shm, hugetlb backings `normal` (the machine may
 // reserve no hugepages) and initial_volumes 0 (no memory is taken).
 'use strict';
 
@@ -16,7 +20,12 @@ const DATA_DIR_FLAGS = new Set(['--data-dir', '--data_dir']);
 function localArgs(args, dataDir) {
   const out = [];
   const local = (flag, value) => {
-    if (ADDRESS_FLAGS.has(flag)) return '127.0.0.1:0';
+    if (ADDRESS_FLAGS.has(flag)) {
+      const host = value.slice(0, value.lastIndexOf(':'));
+      if (host === '[::]' || host === '[::1]') return `${host}:0`;
+      if (host.startsWith('127.') || host === 'localhost') return '127.0.0.1:0';
+      return '0.0.0.0:0';
+    }
     if (DATA_DIR_FLAGS.has(flag)) return dataDir;
     if (flag === '--pool') {
       return value.replace(/backing=(huge|gigantic|auto)/, 'backing=normal')

@@ -2,7 +2,8 @@
 // binary on loopback: every RPC with its results and the pool's summary
 // after each call, pagination, request_id deduplication, and a table of
 // bad inputs (RPCs and flags), each with its exact status code and the
-// pools unchanged afterwards.
+// pools unchanged afterwards (the flags include the TLS, token and limit
+// flags, with certificates made by openssl at test time).
 
 #include <cstdint>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "server_test_util.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
+#include "support/test_pki.h"
 
 namespace groove::testing {
 namespace {
@@ -468,6 +470,20 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
     return "--config=" + path;
   };
   const std::string data = "--data-dir=" + dir.path() + "/data";
+  // Certificates for the TLS cases, and files that are not what they
+  // should be.
+  const std::string pki = dir.path() + "/pki";
+  std::filesystem::create_directory(pki);
+  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  const std::string not_pem = pki + "/not.pem";
+  std::ofstream(not_pem) << "not a PEM file\n";
+  // A token file whose second line has its fields swapped: the message
+  // names the line, never the token.
+  const std::string secret = "SeCrEt-groove-token-0123456789";
+  const std::string tokens = pki + "/tokens";
+  std::ofstream(tokens) << "# tokens\nadmin " << secret << "\n";
+  const std::string cert = "--tls-cert=" + pki + "/server.pem";
+  const std::string key = "--tls-key=" + pki + "/server.key";
   const std::vector<FlagCase> cases = {
       {"pool without name", {"--pool=backing=normal"}, 2, "name: required"},
       {"pool volume_size not a power of two",
@@ -570,8 +586,79 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        2,
        "--add_workers_per_pool: 0"},
       {"pool flag without value", {"--pool"}, 2, "--pool: missing value"},
-      {"negative drain grace", {"--drain_grace=-1s"}, 2,
+      {"negative drain grace",
+       {"--drain_grace=-1s"},
+       2,
        "--drain_grace: negative"},
+      {"listen beyond loopback without TLS, tokens or --insecure",
+       {"--listen=0.0.0.0:0"},
+       2,
+       "'0.0.0.0:0' is not a loopback address, and neither TLS nor tokens "
+       "are configured"},
+      {"listen on [::] without TLS, tokens or --insecure",
+       {"--listen=[::]:0"},
+       2,
+       "Add --tls-cert=FILE --tls-key=FILE"},
+      {"tls-cert missing",
+       {"--tls-cert=/nonexistent/cert.pem", key},
+       2,
+       "--tls-cert (tls.cert_file) /nonexistent/cert.pem: cannot read"},
+      {"tls-cert a directory",
+       {"--tls-cert=" + pki, key},
+       2,
+       "--tls-cert (tls.cert_file) " + pki + ": cannot read"},
+      {"tls-cert not PEM",
+       {"--tls-cert=" + not_pem, key},
+       2,
+       "--tls-cert (tls.cert_file) " + not_pem + ": holds no PEM certificate"},
+      {"tls-key missing",
+       {cert, "--tls-key=/nonexistent/key.pem"},
+       2,
+       "--tls-key (tls.key_file) /nonexistent/key.pem: cannot read"},
+      {"tls-key not PEM",
+       {cert, "--tls-key=" + not_pem},
+       2,
+       "--tls-key (tls.key_file) " + not_pem + ": holds no unencrypted PEM"},
+      {"tls-key of another certificate",
+       {cert, "--tls-key=" + pki + "/client.key"},
+       2,
+       "/client.key: is not the key of the certificate in --tls-cert"},
+      {"tls-key without tls-cert",
+       {key},
+       2,
+       "tls.cert_file: TLS needs both a certificate and its key"},
+      {"tls-client-ca without tls-cert",
+       {"--tls-client-ca=" + pki + "/ca.pem"},
+       2,
+       "TLS needs both"},
+      {"tls-client-ca not PEM",
+       {cert, key, "--tls-client-ca=" + not_pem},
+       2,
+       "--tls-client-ca (tls.client_ca_file) " + not_pem + ": holds no PEM"},
+      {"auth-tokens missing",
+       {"--auth-tokens=/nonexistent/tokens"},
+       2,
+       "--auth-tokens=/nonexistent/tokens: cannot read"},
+      {"auth-tokens malformed line",
+       {"--auth-tokens=" + tokens},
+       2,
+       "--auth-tokens=" + tokens + ": line 2: the role is neither"},
+      {"max request size below 4 KiB",
+       {"--max_request_bytes=1KiB"},
+       2,
+       "--max_request_bytes: 1024 is outside [4KiB, 64MiB]"},
+      {"max request size not a size",
+       {"--max-request-bytes=lots"},
+       2,
+       "--max_request_bytes: 'lots' is not a size"},
+      {"max concurrent streams 0",
+       {"--max_concurrent_streams=0"},
+       2,
+       "--max_concurrent_streams: 0 is outside"},
+      {"negative max connection idle",
+       {"--max_connection_idle=-1s"},
+       2,
+       "--max_connection_idle: -1s is outside"},
   };
   for (const FlagCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -582,6 +669,7 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
     EXPECT_EQ(result.exit_code, c.exit_code) << output;
     EXPECT_THAT(output, HasSubstr(c.message_part));
     EXPECT_THAT(output, ::testing::Not(HasSubstr("event=listening")));
+    EXPECT_THAT(output, ::testing::Not(HasSubstr(secret)));
   }
   // Nothing was opened either: no pool files were created.
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));

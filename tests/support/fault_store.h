@@ -3,7 +3,9 @@
 // FaultStore wraps the real store of a NamedPool (OpenOptions::wrap_store)
 // and, when armed, makes one Allocate fail after the real one succeeded,
 // as a kernel that runs out of pages in the middle of a batch would (and,
-// like the kernel, it keeps the pages: the pool must give them back).
+// like the kernel, it keeps the pages: the pool must give them back); or
+// makes one MapFixed fail with ENOMEM before mapping, as mmap does when the
+// process is out of memory or mappings (vm.max_map_count).
 
 #ifndef GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
 #define GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
@@ -20,6 +22,7 @@ class FaultStore final : public VolumeStore {
   // Shared state, so the test keeps control after the pool owns the store.
   struct Control {
     std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
+    std::atomic<int> fail_map_in{0};       // fail the Nth next MapFixed
     std::atomic<int> allocates{0};
     std::atomic<int> deallocates{0};
   };
@@ -44,6 +47,11 @@ class FaultStore final : public VolumeStore {
   }
   absl::Status MapFixed(void* address, uint64_t offset,
                         uint64_t length) override {
+    if (control_->fail_map_in.load() > 0 &&
+        control_->fail_map_in.fetch_sub(1) == 1) {
+      return absl::ResourceExhaustedError(
+          "injected: map: Cannot allocate memory");
+    }
     return real_->MapFixed(address, offset, length);
   }
   absl::StatusOr<uint64_t> AllocatedBytes() const override {

@@ -76,22 +76,15 @@ class ServerProcess {
  public:
   // Start runs groove-volumed with `args`; returns null (with a test
   // failure recorded) when it exits or does not become SERVING within
-  // `timeout`.
+  // `timeout`. channel() (and so the health checks) connects with
+  // `credentials` (default: plaintext) and `channel_args`, e.g. TLS
+  // credentials and GRPC_SSL_TARGET_NAME_OVERRIDE_ARG for a server
+  // started with --tls-cert.
   static std::unique_ptr<ServerProcess> Start(
-      std::vector<std::string> args,
-      absl::Duration timeout = absl::Seconds(30)) {
-    auto has = [&](absl::string_view prefix) {
-      for (const std::string& a : args) {
-        if (absl::StartsWith(a, prefix)) return true;
-      }
-      return false;
-    };
-    if (!has("--listen")) args.push_back("--listen=127.0.0.1:0");
-    if (!has("--metrics-listen")) {
-      args.push_back("--metrics-listen=127.0.0.1:0");
-    }
-    std::unique_ptr<ServerProcess> server(new ServerProcess());
-    server->Spawn(args);
+      std::vector<std::string> args, absl::Duration timeout = absl::Seconds(30),
+      std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+      const grpc::ChannelArguments& channel_args = grpc::ChannelArguments()) {
+    std::unique_ptr<ServerProcess> server = Launch(std::move(args));
     std::optional<std::string> line =
         server->WaitForLog("event=listening", timeout);
     if (!line.has_value()) {
@@ -104,8 +97,11 @@ class ServerProcess {
     }
     server->grpc_address_ = LogValue(*line, "grpc");
     server->metrics_address_ = LogValue(*line, "metrics");
-    server->channel_ = grpc::CreateChannel(server->grpc_address_,
-                                           grpc::InsecureChannelCredentials());
+    server->channel_ = grpc::CreateCustomChannel(
+        server->grpc_address_,
+        credentials != nullptr ? credentials
+                               : grpc::InsecureChannelCredentials(),
+        channel_args);
     for (const char* service : {"", "groove.v1.VolumePoolService"}) {
       if (server->HealthCheck(service, timeout) !=
           grpc::health::v1::HealthCheckResponse::SERVING) {
@@ -116,6 +112,27 @@ class ServerProcess {
         return nullptr;
       }
     }
+    return server;
+  }
+
+  // Launch runs groove-volumed with `args` (plus --listen and
+  // --metrics-listen on 127.0.0.1 port 0 unless given) and returns at once,
+  // without waiting for it to listen: for tests that kill it while it
+  // starts (WaitForLog tells how far it got). grpc_address(), channel() and
+  // Stub() are only set by Start.
+  static std::unique_ptr<ServerProcess> Launch(std::vector<std::string> args) {
+    auto has = [&](absl::string_view prefix) {
+      for (const std::string& a : args) {
+        if (absl::StartsWith(a, prefix)) return true;
+      }
+      return false;
+    };
+    if (!has("--listen")) args.push_back("--listen=127.0.0.1:0");
+    if (!has("--metrics-listen")) {
+      args.push_back("--metrics-listen=127.0.0.1:0");
+    }
+    std::unique_ptr<ServerProcess> server(new ServerProcess());
+    server->Spawn(args);
     return server;
   }
 

@@ -4,6 +4,7 @@
 
 #include "groove/named_pool.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -460,6 +461,67 @@ TEST(NamedPoolTest, AllocationFailureMidBatchRollsBackTheWholeBatch) {
   // The claimed indices are free again.
   EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
             (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+}
+
+TEST(NamedPoolTest, MapFailureMidBatchRollsBackTheWholeBatch) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), options);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "before").ok());
+  const Observed before = Observe(*pool);
+  // ENOMEM from mmap for the 3rd volume, whose memory is already taken.
+  control->fail_map_in = 3;
+  const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("Cannot allocate memory"), std::string::npos)
+      << s;
+  EXPECT_EQ(Observe(*pool), before);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 2u);
+  EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
+            (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+}
+
+// Regression: recovery acted on the slots it had read (rolling back an
+// add, freeing its index) before it reached a corrupt slot word further on,
+// so a quarantined pool was left half recovered rather than as found.
+TEST(NamedPoolTest, RecoveryJudgesTheWholeSlotTableBeforeActing) {
+  TempDir dir;
+  { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
+  const std::string meta = dir.path() + "/main.pool";
+  auto write_slot = [&](uint64_t index, uint64_t word) {
+    const int fd = open(meta.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, &word, sizeof(word),
+                     static_cast<off_t>(testing::kSlotTableOffset + 8 * index)),
+              8);
+    close(fd);
+  };
+  auto read_slot = [&](uint64_t index) {
+    uint64_t word = 0;
+    const int fd = open(meta.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_EQ(pread(fd, &word, sizeof(word),
+                    static_cast<off_t>(testing::kSlotTableOffset + 8 * index)),
+              8);
+    close(fd);
+    return word;
+  };
+  write_slot(3, testing::kAddingSlotWord);  // an add in flight: rolled back
+  write_slot(9, testing::kInvalidSlotWord);
+  absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+      NamedPool::Open(dir.path(), SmallConfig());
+  ASSERT_EQ(pool.status().code(), absl::StatusCode::kDataLoss)
+      << pool.status();
+  EXPECT_NE(pool.status().message().find("slot 9"), std::string::npos)
+      << pool.status();
+  EXPECT_EQ(read_slot(3), testing::kAddingSlotWord) << "recovery acted";
+  EXPECT_EQ(read_slot(9), testing::kInvalidSlotWord);
 }
 
 TEST(NamedPoolTest, FileBackingKeepsVolumesInTheNamedFile) {

@@ -1,6 +1,8 @@
 // The server's building blocks, one at a time, without gRPC traffic: flag
 // and size parsing, configuration checks, page tokens, request_id
-// deduplication, the log line format and the add worker pool. The
+// deduplication, the log line format, the add worker pool, and the
+// security parts (token files, constant-time token lookup, authorization,
+// the loopback rule). The
 // integration tests (tests/integration/server_*_test.cc) drive the whole
 // binary.
 
@@ -17,6 +19,7 @@
 #include "groove/server/log.h"
 #include "groove/server/page_token.h"
 #include "groove/server/request_log.h"
+#include "groove/server/security.h"
 #include "groove/server/worker_pool.h"
 #include "gtest/gtest.h"
 
@@ -283,6 +286,172 @@ TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
   pool.Stop();  // runs the queued tasks, then joins
   EXPECT_EQ(ran.load(), 3);
   EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // stopped
+}
+
+// ---- Security
+// -----------------------------------------------------------------
+
+// Tokens of the tests: 32 hex characters, and variants of the first.
+constexpr char kAdminToken[] = "0123456789abcdef0123456789abcdef";
+constexpr char kReaderToken[] = "fedcba9876543210fedcba9876543210";
+
+TokenTable TwoTokens() {
+  absl::StatusOr<TokenTable> table = TokenTable::Parse(
+      absl::StrCat("# operators\n\n  ", kAdminToken, "\tadmin  \r\n",
+                   "   # dashboards\n", kReaderToken, " reader\n"),
+      "test");
+  EXPECT_TRUE(table.ok()) << table.status();
+  return table.ok() ? *std::move(table) : TokenTable();
+}
+
+TEST(TokenTableTest, ParsesPairsCommentsBlankLinesAndCrLf) {
+  const TokenTable table = TwoTokens();
+  EXPECT_EQ(table.size(), 2u);
+  EXPECT_EQ(table.RoleCount(Role::kAdmin), 1u);
+  EXPECT_EQ(table.RoleCount(Role::kReader), 1u);
+  EXPECT_EQ(table.Lookup(kAdminToken), Role::kAdmin);
+  EXPECT_EQ(table.Lookup(kReaderToken), Role::kReader);
+  // The longest token there may be is found too.
+  const std::string longest(kMaxTokenBytes, 'z');
+  absl::StatusOr<TokenTable> one =
+      TokenTable::Parse(absl::StrCat(longest, " admin"), "test");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->Lookup(longest), Role::kAdmin);
+}
+
+TEST(TokenTableTest, LookupMatchesOnlyTheWholeToken) {
+  const TokenTable table = TwoTokens();
+  const std::string admin = kAdminToken;
+  std::string last_byte = admin;
+  last_byte.back() = 'X';
+  std::string first_byte = admin;
+  first_byte.front() = 'X';
+  for (const std::string& other :
+       {std::string(), admin.substr(0, admin.size() - 1),  // a prefix
+        admin + "0",                                       // one byte more
+        admin + std::string(1, '\0'),  // padding is not part of a token
+        last_byte, first_byte, absl::AsciiStrToUpper(admin),
+        std::string(kMaxTokenBytes, 'a'),
+        std::string(kMaxTokenBytes + 1, 'a') /* over the limit */}) {
+    SCOPED_TRACE(absl::StrCat("token of ", other.size(), " bytes"));
+    EXPECT_EQ(table.Lookup(other), Role::kNone);
+  }
+}
+
+TEST(TokenTableTest, BadLinesNameTheLineAndNeverTheToken) {
+  const std::string secret = "s3cr3t-t0ken-v4lue-0123456789";
+  struct Case {
+    std::string text;
+    std::string message_part;
+  };
+  const std::vector<Case> cases = {
+      {"# only comments\n\n", "holds no token"},
+      {"\n" + secret + "\n",
+       "line 2: expected `TOKEN ROLE` (2 fields), "
+       "found 1"},
+      {"# c\n" + secret + " admin extra\n", "line 2: expected"},
+      {secret + " root\n", "line 1: the role is neither"},
+      {"admin " + secret + "\n", "line 1: the role is neither"},
+      {"short admin\n", "line 1: the token is 5 bytes; tokens are 16 to 256"},
+      {std::string(kMaxTokenBytes + 1, 'a') + " reader\n",
+       "line 1: the token is 257 bytes"},
+      {secret + "\x01 admin\n", "line 1: byte 30 of the token is not"},
+      {"s3cr3t-\xc3\xa9-t0ken-v4lue-0123 reader\n", "line 1: byte 8 of"},
+      {secret + " reader\n\n" + secret + " admin\n",
+       "line 3: the token is already on line 1"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.message_part);
+    absl::StatusOr<TokenTable> table = TokenTable::Parse(c.text, "FILE");
+    ASSERT_FALSE(table.ok());
+    EXPECT_EQ(table.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(table.status().message(), HasSubstr("FILE: "));
+    EXPECT_THAT(table.status().message(), HasSubstr(c.message_part));
+    EXPECT_THAT(table.status().message(),
+                ::testing::Not(HasSubstr(secret.substr(0, 8))));
+  }
+}
+
+TEST(TokenTableTest, LoadNamesTheFlagAndFile) {
+  absl::StatusOr<TokenTable> missing =
+      TokenTable::Load("/nonexistent/groove-tokens");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("--auth-tokens=/nonexistent/groove-tokens: cannot "
+                        "read"));
+}
+
+TEST(AuthorizeTest, ChecksTheBearerTokenAndItsRole) {
+  const TokenTable table = TwoTokens();
+  using V = std::vector<absl::string_view>;
+  const std::string admin = absl::StrCat("Bearer ", kAdminToken);
+  const std::string reader = absl::StrCat("bearer ", kReaderToken);
+  for (RpcMethod method : {RpcMethod::kListPools, RpcMethod::kAddVolume,
+                           RpcMethod::kRemoveVolume, RpcMethod::kInspect}) {
+    SCOPED_TRACE(RpcMethodName(method));
+    EXPECT_TRUE(Authorize(table, V{admin}, method).ok());
+    const absl::Status as_reader = Authorize(table, V{reader}, method);
+    if (RequiredRole(method) == Role::kReader) {
+      EXPECT_TRUE(as_reader.ok()) << as_reader;
+    } else {
+      EXPECT_EQ(as_reader.code(), absl::StatusCode::kPermissionDenied);
+      EXPECT_THAT(as_reader.message(),
+                  HasSubstr("needs role admin; this token has role reader"));
+      EXPECT_THAT(as_reader.message(), ::testing::Not(HasSubstr(kReaderToken)));
+    }
+    const std::string unknown = absl::StrCat("Bearer ", kAdminToken, "0");
+    for (const V& bad :
+         {V{}, V{admin, admin}, V{kAdminToken}, V{"Basic YWxhZGRpbg=="},
+          V{"Bearer "}, V{"Bearer"}, V{unknown}}) {
+      const absl::Status s = Authorize(table, bad, method);
+      EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+      EXPECT_THAT(s.message(), ::testing::Not(HasSubstr(kAdminToken)));
+    }
+  }
+}
+
+TEST(LoopbackTest, OnlyLoopbackHostsAre) {
+  for (const char* address : {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:50051",
+                              "localhost:1", "[::ffff:127.0.0.1]:5"}) {
+    EXPECT_TRUE(IsLoopbackAddress(address)) << address;
+  }
+  for (const char* address :
+       {"0.0.0.0:50051", "[::]:50051", "10.0.0.1:50051", "128.0.0.1:1",
+        "example.com:50051", "[::2]:1", "[::ffff:10.0.0.1]:5", "nonsense",
+        "127.0.0.1.example.com:1"}) {
+    EXPECT_FALSE(IsLoopbackAddress(address)) << address;
+  }
+}
+
+TEST(ValidateServerConfigTest, NonLoopbackNeedsTlsTokensOrInsecure) {
+  CommandLine command_line;
+  command_line.data_dir = "/tmp/groove-test-defaults";
+  command_line.listen_address = "0.0.0.0:50051";
+  absl::StatusOr<v1::ServerConfig> refused = LoadServerConfig(command_line);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("--listen: listen_address: '0.0.0.0:50051' is not a "
+                        "loopback address"));
+  for (const char* flag :
+       {"--tls-cert=FILE --tls-key=FILE", "--auth-tokens=FILE", "--insecure"}) {
+    EXPECT_THAT(refused.status().message(), HasSubstr(flag));
+  }
+  CommandLine insecure = command_line;
+  insecure.insecure = true;
+  EXPECT_TRUE(LoadServerConfig(insecure).ok());
+  CommandLine tokens = command_line;
+  tokens.auth_tokens = "/etc/groove/tokens";
+  EXPECT_TRUE(LoadServerConfig(tokens).ok());
+  CommandLine tls = command_line;
+  tls.tls_cert = "/etc/groove/cert.pem";
+  tls.tls_key = "/etc/groove/key.pem";
+  absl::StatusOr<v1::ServerConfig> with_tls = LoadServerConfig(tls);
+  ASSERT_TRUE(with_tls.ok()) << with_tls.status();
+  EXPECT_EQ(with_tls->tls().cert_file(), "/etc/groove/cert.pem");
+  CommandLine half = command_line;
+  half.tls_client_ca = "/etc/groove/ca.pem";
+  EXPECT_THAT(LoadServerConfig(half).status().message(),
+              HasSubstr("tls.cert_file: TLS needs both"));
 }
 
 }  // namespace

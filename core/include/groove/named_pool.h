@@ -288,6 +288,24 @@ class NamedPool {
   std::function<void(absl::string_view)> step_hook_;
 };
 
+// Layout facts of the metadata object, for tests that corrupt it on purpose
+// (tests/integration/server_faults_test.cc) and must find its fields
+// without copying magic numbers. Not an API: the layout is private to
+// named_pool.cc, which static_asserts that these match it.
+namespace testing {
+// The metadata magic (a uint64_t) follows the pool header.
+inline constexpr uint64_t kMetadataMagicOffset = sizeof(PoolHeader);
+// The slot table: one uint64_t slot word per index from here. The link
+// table (one uint64_t stack link per index) follows it, at
+// kSlotTableOffset + 8 * max_volumes.
+inline constexpr uint64_t kSlotTableOffset = 4096;
+// A slot word whose state (its low 3 bits) is none of the slot states.
+inline constexpr uint64_t kInvalidSlotWord = 7;
+// The slot word of an add of batch 0 in flight (ADDING), which recovery
+// rolls back.
+inline constexpr uint64_t kAddingSlotWord = 1;
+}  // namespace testing
+
 }  // namespace groove
 
 #endif  // GROOVE_NAMED_POOL_H_

@@ -4,8 +4,9 @@
 // The configuration is a `groove.v1.ServerConfig` (proto/groove/v1/
 // config.proto documents every field). It comes from, in order:
 //   1. `--config=FILE`, a ServerConfig in protobuf text format, if given;
-//   2. `--listen`, `--metrics-listen` and `--data-dir`, which override the
-//      file's fields when given;
+//   2. `--listen`, `--metrics-listen`, `--data-dir`, `--tls-cert`,
+//      `--tls-key`, `--tls-client-ca`, `--auth-tokens` and `--insecure`,
+//      which override the file's fields when given;
 //   3. each `--pool=name=NAME,backing=...,volume_size=...,max_volumes=N,
 //      initial_volumes=K`, appended to the file's pools;
 //   4. defaults for whatever is still unset (see LoadServerConfig).
@@ -64,6 +65,11 @@ struct CommandLine {
   std::optional<std::string> metrics_listen_address;  // --metrics-listen
   std::optional<std::string> data_dir;                // --data-dir
   std::vector<std::string> pools;  // every --pool value, in order
+  std::optional<std::string> tls_cert;       // --tls-cert
+  std::optional<std::string> tls_key;        // --tls-key
+  std::optional<std::string> tls_client_ca;  // --tls-client-ca
+  std::optional<std::string> auth_tokens;    // --auth-tokens
+  bool insecure = false;                     // --insecure
 };
 
 // LoadServerConfig reads --config (if given), applies the flags, fills in
@@ -79,6 +85,8 @@ struct CommandLine {
 //   pool volume_size_bytes   1 GiB
 //   pool max_volumes         1024
 //   pool file_path           made absolute against data_dir
+//   tls, auth_tokens_file    unset (plaintext, no tokens)
+//   insecure                 false
 // Errors: INVALID_ARGUMENT naming the flag or field (a config file that
 // does not parse: its line and column); NOT_FOUND or PERMISSION_DENIED
 // when the config file cannot be read. Reads the file system (the config
@@ -89,7 +97,10 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
 // ValidateServerConfig checks a complete configuration (defaults filled
 // in, as LoadServerConfig returns it): addresses are host:port (the two
 // differ unless both use port 0), data_dir is absolute, pool names are
-// valid and unique, geometry and backing agree (see config.proto).
+// valid and unique, geometry and backing agree, tls names both a
+// certificate and a key, and a listen_address that is not loopback has
+// TLS or tokens or `insecure` (see config.proto). It does not read the
+// TLS or token files (security.h does, at start-up).
 // Returns INVALID_ARGUMENT naming the first bad field, e.g.
 // "pools[2].name: 'a' is already the name of pools[0]".
 absl::Status ValidateServerConfig(const v1::ServerConfig& config);

@@ -6,7 +6,9 @@
 //             adds its initial volumes; binds nothing. A config the host
 //             cannot honour fails here, before any port is bound.
 //   Start     binds the metrics endpoint and the gRPC server (with health
-//             checking and reflection), marks the service SERVING, and logs
+//             checking and, unless turned off, reflection; with TLS and
+//             tokens when configured; with the resource limits of
+//             Options::limits), marks the service SERVING, and logs
 //             `event=listening grpc=HOST:PORT metrics=HOST:PORT` with the
 //             ports actually bound (tests bind port 0 and read this line).
 //   Shutdown  health goes NOT_SERVING and new RPCs get UNAVAILABLE; RPCs in
@@ -30,7 +32,9 @@
 #include <prometheus/exposer.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +45,7 @@
 #include "groove/server/health.h"
 #include "groove/server/metrics.h"
 #include "groove/server/request_log.h"
+#include "groove/server/security.h"
 #include "groove/server/service.h"
 #include "groove/server/stall_store.h"
 #include "groove/server/worker_pool.h"
@@ -55,6 +60,24 @@ std::string PoolHealthName(absl::string_view pool);
 
 class VolumeServer {
  public:
+  // Limits are the gRPC port's resource limits (docs/SERVER.md, section
+  // 10, gives the reasons for each default).
+  struct Limits {
+    // The largest request message accepted; larger ones fail with
+    // RESOURCE_EXHAUSTED inside gRPC, before any handler runs. The largest
+    // valid request is under 700 bytes.
+    uint64_t max_request_bytes = uint64_t{64} << 10;
+    // RPCs one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS) may
+    // have in flight at once.
+    int max_concurrent_streams = 100;
+    // A connection with no RPC in flight this long is closed (GOAWAY).
+    // Zero: never.
+    absl::Duration max_connection_idle = absl::Minutes(10);
+    // Clients may ping at most this often; the third ping that comes
+    // sooner closes the connection (GOAWAY ENHANCE_YOUR_CALM).
+    absl::Duration keepalive_min_ping_interval = absl::Seconds(30);
+  };
+
   struct Options {
     // The complete configuration (LoadServerConfig's result).
     v1::ServerConfig config;
@@ -65,6 +88,14 @@ class VolumeServer {
     // may wait for them before AddVolume answers UNAVAILABLE.
     size_t add_workers_per_pool = 4;
     size_t add_queue_per_pool = 256;
+    // TLS for the gRPC port (security.h, LoadTlsCredentials); unset:
+    // plaintext.
+    std::optional<grpc::SslServerCredentialsOptions> tls;
+    // Bearer tokens every VolumePoolService call must carry; null: none.
+    std::shared_ptr<const TokenTable> tokens;
+    // Serve gRPC server reflection (never behind a token).
+    bool reflection = true;
+    Limits limits;
     // Test hook (stall_store.h): a FIFO that AddVolume's allocations wait
     // on, for the pools named in testonly_stall_add_pools (all when empty).
     std::string testonly_stall_add_fifo;

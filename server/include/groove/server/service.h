@@ -11,6 +11,8 @@
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
 //     of hugepages), so the handler queues it on the pool's add WorkerPool
 //     and returns; a worker calls the core and finishes the RPC.
+// With tokens on, Begin authorizes every call first (security.h): a pure
+// function of the immutable TokenTable and the call's metadata.
 // No handler takes a lock that another request can hold: the request_id
 // log (RequestLog) and the add queue (WorkerPool) are lock-free, the core
 // pool is lock-free, and metrics are relaxed atomics. The one documented
@@ -29,8 +31,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <optional>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,7 @@
 #include "groove/named_pool.h"
 #include "groove/server/metrics.h"
 #include "groove/server/request_log.h"
+#include "groove/server/security.h"
 #include "groove/server/worker_pool.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
 
@@ -74,12 +77,18 @@ class VolumePoolServiceImpl final
     absl::Status reason;
   };
 
-  // REQUIRES: the pools, workers, metrics and request log outlive the
-  // service and every RPC it started (the server shuts gRPC down first).
-  // Pool names (served and quarantined) are unique.
+  // `quarantined`: configured pools not served (their RPCs fail with
+  // DATA_LOSS). `tokens`: when not null, every RPC must carry a bearer
+  // token of this table whose role allows it (security.h, Authorize),
+  // checked first, before anything else about the call is looked at or
+  // revealed.
+  // REQUIRES: the pools, workers, metrics, request log and tokens outlive
+  // the service and every RPC it started (the server shuts gRPC down
+  // first). Pool names (served and quarantined) are unique.
   VolumePoolServiceImpl(std::vector<ServedPool> pools, ServerMetrics* metrics,
                         RequestLog* requests,
-                        std::vector<QuarantinedPool> quarantined = {});
+                        std::vector<QuarantinedPool> quarantined = {},
+                        const TokenTable* tokens = nullptr);
 
   // StartDraining makes every RPC that starts from now on fail with
   // UNAVAILABLE; RPCs already running finish normally.
@@ -114,8 +123,12 @@ class VolumePoolServiceImpl final
     PoolOp op = PoolOp::kInspect;
   };
 
-  // Begin starts accounting for an RPC. Fails with UNAVAILABLE while
-  // draining and NOT_FOUND for an unknown `pool_name` (when `op` is set).
+  // Begin starts accounting for an RPC. Fails with UNAUTHENTICATED or
+  // PERMISSION_DENIED when tokens are on and the call's token is missing,
+  // unknown or of too weak a role (first, so that a caller without a
+  // token learns nothing else, not even the pool names), UNAVAILABLE
+  // while draining, and NOT_FOUND for an unknown `pool_name` (when `op`
+  // is set).
   absl::Status Begin(Call* call, absl::string_view pool_name);
   // Finish records the RPC's metrics, logs it if it failed, and finishes
   // it with `status`. Returns the reactor, for handlers to return.
@@ -132,6 +145,7 @@ class VolumePoolServiceImpl final
   absl::flat_hash_map<std::string, int> pool_index_;  // name -> pools_ index
   ServerMetrics* metrics_;
   RequestLog* requests_;
+  const TokenTable* tokens_;  // null: no authorization
   std::atomic<bool> draining_{false};
 };
 

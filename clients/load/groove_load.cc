@@ -1,0 +1,1008 @@
+// groove-load: an asynchronous gRPC load generator for groove-volumed.
+//
+// Each of --connections channels (distinct channel args, so each has its
+// own TCP connection) runs on its own thread with its own CompletionQueue
+// and keeps --in_flight calls outstanding: when one completes, the next is
+// started at once (closed loop). After --warmup, every call completing in
+// the next --duration is counted and its latency (start to completion, as
+// the client sees it) recorded in a log-linear histogram (3% precision).
+//
+// Mixes (--mix):
+//   health           grpc.health.v1.Health/Check for service "": the floor,
+//                    the cheapest RPC the server answers
+//   inspect_summary  Inspect of --pool, summary only
+//   inspect_page     Inspect of --pool with include_volumes, page_size 1000
+//                    (the first page); volumes are added first until the
+//                    pool holds 1000
+//   add_remove       each in-flight slot alternates AddVolume(count 1) and
+//                    RemoveVolume(count 1) on --pool; both RPCs count as
+//                    operations (ops/s is RPCs/s), and at the end every
+//                    slot's last add is removed again
+//   list_pools       ListPools
+//
+// Modes:
+//   default          run --mix once and report
+//   --compare        run --mix, then `health` with the same connections and
+//                    in-flight count against the same server, and report
+//                    both and the ratios X/health (throughput, p50/p99/p999)
+//   --contend_dir=D  before anything else, fork a child; run --mix alone,
+//                    then beside the child's busy loop (the control: it
+//                    takes a core, shares nothing), then beside the child
+//                    as a data plane that joins pool --pool in data
+//                    directory D (NamedPool::Join) and loops
+//                    Acquire+Release; report the three and the ratios
+//                    dataplane/alone and dataplane/busy-loop
+//   --scale=N        add N volumes to --pool in AddVolume batches of 1024,
+//                    measure per-request costs at 1k, 100k and N volumes
+//                    (ratios against the same at 1k, and against Health),
+//                    page through the whole pool with Inspect, read the
+//                    server's RSS (--server_pid) before and after, then
+//                    remove everything in batches of 1024
+//   --write_request=F  write --mix's request as a gRPC message (5-byte
+//                    frame header + protobuf) to F and exit: the body for
+//                    h2load -d F
+//
+// Output: --output=table (default) or json (one object on stdout).
+// Exit status: 0; 1 when a measured run completed no operation or had any
+// failed RPC (so a smoke test can rely on it); 2 for bad flags.
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "groove/named_pool.h"
+#include "groove/v1/volume_pool.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "latency_histogram.h"
+
+ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "host:port of the server");
+ABSL_FLAG(int, connections, 4, "channels, each its own TCP connection");
+ABSL_FLAG(int, in_flight, 8, "outstanding calls per connection");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(5), "measured time");
+ABSL_FLAG(absl::Duration, warmup, absl::Seconds(1), "unmeasured time first");
+ABSL_FLAG(std::string, mix, "health",
+          "health | inspect_summary | inspect_page | add_remove | list_pools");
+ABSL_FLAG(std::string, pool, "default", "the pool of the pool mixes");
+ABSL_FLAG(std::string, output, "table", "table | json");
+ABSL_FLAG(bool, compare, false, "run --mix then health; report the ratios");
+ABSL_FLAG(std::string, contend_dir, "",
+          "data directory: run --mix without, then with a data-plane child "
+          "acquiring and releasing on --pool; report the ratios");
+ABSL_FLAG(uint64_t, scale, 0, "scale mode: add this many volumes to --pool");
+ABSL_FLAG(int, server_pid, 0, "scale mode: the server's pid, for its RSS");
+ABSL_FLAG(std::string, write_request, "",
+          "write --mix's request as a gRPC message to this file and exit");
+
+namespace groove::load {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+enum class Mix { kHealth, kInspectSummary, kInspectPage, kAddRemove,
+                 kListPools };
+
+std::optional<Mix> ParseMix(const std::string& s) {
+  if (s == "health") return Mix::kHealth;
+  if (s == "inspect_summary") return Mix::kInspectSummary;
+  if (s == "inspect_page") return Mix::kInspectPage;
+  if (s == "add_remove") return Mix::kAddRemove;
+  if (s == "list_pools") return Mix::kListPools;
+  return std::nullopt;
+}
+
+const char* MixName(Mix m) {
+  switch (m) {
+    case Mix::kHealth: return "health";
+    case Mix::kInspectSummary: return "inspect_summary";
+    case Mix::kInspectPage: return "inspect_page";
+    case Mix::kAddRemove: return "add_remove";
+    case Mix::kListPools: return "list_pools";
+  }
+  return "?";
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             Clock::now().time_since_epoch())
+      .count();
+}
+
+// Requests, built once per run and reused by every call.
+struct Requests {
+  HealthCheckRequest health;
+  v1::InspectRequest inspect;
+  v1::AddVolumeRequest add;
+  v1::RemoveVolumeRequest remove;
+  v1::ListPoolsRequest list;
+};
+
+Requests MakeRequests(Mix mix, const std::string& pool) {
+  Requests r;
+  r.inspect.set_pool(pool);
+  if (mix == Mix::kInspectPage) {
+    r.inspect.set_include_volumes(true);
+    r.inspect.set_page_size(1000);
+  }
+  r.add.set_pool(pool);
+  r.add.set_count(1);
+  r.remove.set_pool(pool);
+  r.remove.set_count(1);
+  return r;
+}
+
+// The channel of connection `i`: a channel argument unique to it keeps
+// gRPC from sharing one subchannel (one TCP connection) between channels.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& addr, int i) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt("groove.load.connection", i);
+  return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+// Result of one measured run.
+struct RunResult {
+  std::string mix;
+  int connections = 0;
+  int in_flight = 0;
+  double seconds = 0;
+  uint64_t ops = 0;
+  uint64_t errors = 0;
+  std::map<std::string, uint64_t> error_codes;  // code -> count
+  std::string first_error;
+  LatencyHistogram latency;
+
+  double ops_per_s() const { return seconds > 0 ? ops / seconds : 0; }
+  double p_us(double q) const { return latency.Percentile(q) / 1e3; }
+};
+
+const char* CodeName(grpc::StatusCode c) {
+  static const char* kNames[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+      "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+      "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int i = static_cast<int>(c);
+  return i >= 0 && i < 17 ? kNames[i] : "?";
+}
+
+// One connection's closed loop: a channel, a CompletionQueue, and
+// `in_flight` call slots that restart as they complete.
+class Connection {
+ public:
+  Connection(std::shared_ptr<grpc::Channel> channel, Mix mix,
+             const Requests* requests, int in_flight)
+      : health_(Health::NewStub(channel)),
+        pool_(v1::VolumePoolService::NewStub(channel)),
+        mix_(mix),
+        requests_(requests),
+        slots_(static_cast<size_t>(in_flight)) {}
+
+  // Run starts every slot, counts completions in [measure_start,
+  // measure_end) and stops starting calls at measure_end; returns when
+  // every call has completed.
+  void Run(int64_t measure_start, int64_t measure_end, RunResult* out) {
+    for (Slot& s : slots_) {
+      s.next = mix_ == Mix::kAddRemove ? Op::kAdd : FirstOp();
+      Start(&s);
+    }
+    size_t outstanding = slots_.size();
+    void* tag;
+    bool ok;
+    while (outstanding > 0 && cq_.Next(&tag, &ok)) {
+      Slot* s = static_cast<Slot*>(tag);
+      const int64_t end = NowNs();
+      const bool measured = end >= measure_start && end < measure_end;
+      const bool failed = !ok || !s->status.ok();
+      if (measured) {
+        if (failed) {
+          ++out->errors;
+          ++out->error_codes[CodeName(s->status.error_code())];
+          if (out->first_error.empty()) {
+            out->first_error = absl::StrCat(
+                OpName(s->op), ": ", CodeName(s->status.error_code()), ": ",
+                s->status.error_message());
+          }
+        } else {
+          ++out->ops;
+          out->latency.Record(static_cast<uint64_t>(end - s->start_ns));
+        }
+      }
+      // The pair: a successful add is followed by a remove (even after the
+      // end, so the pool is left as found); anything else by an add.
+      if (mix_ == Mix::kAddRemove) {
+        s->next = (s->op == Op::kAdd && !failed) ? Op::kRemove : Op::kAdd;
+        if (end >= measure_end && s->next != Op::kRemove) {
+          --outstanding;
+          continue;
+        }
+      } else if (end >= measure_end) {
+        --outstanding;
+        continue;
+      }
+      Start(s);
+    }
+    cq_.Shutdown();
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+ private:
+  enum class Op { kHealth, kInspect, kAdd, kRemove, kList };
+
+  static const char* OpName(Op op) {
+    switch (op) {
+      case Op::kHealth: return "Health/Check";
+      case Op::kInspect: return "Inspect";
+      case Op::kAdd: return "AddVolume";
+      case Op::kRemove: return "RemoveVolume";
+      case Op::kList: return "ListPools";
+    }
+    return "?";
+  }
+
+  Op FirstOp() const {
+    switch (mix_) {
+      case Mix::kHealth: return Op::kHealth;
+      case Mix::kInspectSummary:
+      case Mix::kInspectPage: return Op::kInspect;
+      case Mix::kAddRemove: return Op::kAdd;
+      case Mix::kListPools: return Op::kList;
+    }
+    return Op::kHealth;
+  }
+
+  struct Slot {
+    Op op = Op::kHealth;
+    Op next = Op::kHealth;
+    int64_t start_ns = 0;
+    std::unique_ptr<grpc::ClientContext> context;
+    grpc::Status status;
+    HealthCheckResponse health;
+    v1::InspectResponse inspect;
+    v1::AddVolumeResponse add;
+    v1::RemoveVolumeResponse remove;
+    v1::ListPoolsResponse list;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<HealthCheckResponse>>
+        health_rpc;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::InspectResponse>>
+        inspect_rpc;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::AddVolumeResponse>>
+        add_rpc;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::RemoveVolumeResponse>>
+        remove_rpc;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ListPoolsResponse>>
+        list_rpc;
+  };
+
+  void Start(Slot* s) {
+    s->op = s->next;
+    s->context = std::make_unique<grpc::ClientContext>();
+    s->context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    s->start_ns = NowNs();
+    switch (s->op) {
+      case Op::kHealth:
+        s->health_rpc =
+            health_->AsyncCheck(s->context.get(), requests_->health, &cq_);
+        s->health_rpc->Finish(&s->health, &s->status, s);
+        break;
+      case Op::kInspect:
+        s->inspect_rpc =
+            pool_->AsyncInspect(s->context.get(), requests_->inspect, &cq_);
+        s->inspect_rpc->Finish(&s->inspect, &s->status, s);
+        break;
+      case Op::kAdd:
+        s->add_rpc =
+            pool_->AsyncAddVolume(s->context.get(), requests_->add, &cq_);
+        s->add_rpc->Finish(&s->add, &s->status, s);
+        break;
+      case Op::kRemove:
+        s->remove_rpc =
+            pool_->AsyncRemoveVolume(s->context.get(), requests_->remove, &cq_);
+        s->remove_rpc->Finish(&s->remove, &s->status, s);
+        break;
+      case Op::kList:
+        s->list_rpc =
+            pool_->AsyncListPools(s->context.get(), requests_->list, &cq_);
+        s->list_rpc->Finish(&s->list, &s->status, s);
+        break;
+    }
+  }
+
+  std::unique_ptr<Health::Stub> health_;
+  std::unique_ptr<v1::VolumePoolService::Stub> pool_;
+  Mix mix_;
+  const Requests* requests_;
+  grpc::CompletionQueue cq_;
+  std::vector<Slot> slots_;
+};
+
+struct LoadOptions {
+  std::string addr;
+  std::string pool;
+  int connections = 1;
+  int in_flight = 1;
+  absl::Duration duration;
+  absl::Duration warmup;
+};
+
+// PreparePool makes sure --pool holds at least `volumes` volumes (for
+// inspect_page). Returns an error text, or "".
+std::string PreparePool(const LoadOptions& o, uint64_t volumes) {
+  auto stub = v1::VolumePoolService::NewStub(MakeChannel(o.addr, -1));
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::InspectRequest req;
+    req.set_pool(o.pool);
+    v1::InspectResponse resp;
+    grpc::Status st = stub->Inspect(&ctx, req, &resp);
+    if (!st.ok()) return absl::StrCat("Inspect: ", st.error_message());
+    const uint64_t have = resp.summary().volumes_mapped();
+    if (have >= volumes) return "";
+    grpc::ClientContext add_ctx;
+    add_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    v1::AddVolumeRequest add;
+    add.set_pool(o.pool);
+    add.set_count(std::min<uint64_t>(1024, volumes - have));
+    v1::AddVolumeResponse add_resp;
+    st = stub->AddVolume(&add_ctx, add, &add_resp);
+    if (!st.ok()) return absl::StrCat("AddVolume: ", st.error_message());
+  }
+}
+
+RunResult RunLoad(const LoadOptions& o, Mix mix) {
+  const Requests requests = MakeRequests(mix, o.pool);
+  std::vector<std::unique_ptr<Connection>> connections;
+  for (int i = 0; i < o.connections; ++i) {
+    connections.push_back(std::make_unique<Connection>(
+        MakeChannel(o.addr, i), mix, &requests, o.in_flight));
+  }
+  const int64_t start = NowNs();
+  const int64_t measure_start = start + absl::ToInt64Nanoseconds(o.warmup);
+  const int64_t measure_end =
+      measure_start + absl::ToInt64Nanoseconds(o.duration);
+  std::vector<RunResult> partial(connections.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < connections.size(); ++i) {
+    threads.emplace_back([&, i] {
+      connections[i]->Run(measure_start, measure_end, &partial[i]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  RunResult r;
+  r.mix = MixName(mix);
+  r.connections = o.connections;
+  r.in_flight = o.in_flight;
+  r.seconds = absl::ToDoubleSeconds(o.duration);
+  for (const RunResult& p : partial) {
+    r.ops += p.ops;
+    r.errors += p.errors;
+    for (const auto& [code, n] : p.error_codes) r.error_codes[code] += n;
+    if (r.first_error.empty()) r.first_error = p.first_error;
+    r.latency.Merge(p.latency);
+  }
+  return r;
+}
+
+std::string ResultJson(const RunResult& r) {
+  std::string codes;
+  for (const auto& [code, n] : r.error_codes) {
+    absl::StrAppend(&codes, codes.empty() ? "" : ",", "\"", code, "\":", n);
+  }
+  return absl::StrFormat(
+      "{\"mix\":\"%s\",\"connections\":%d,\"in_flight\":%d,\"seconds\":%.3f,"
+      "\"ops\":%d,\"errors\":%d,\"error_codes\":{%s},\"ops_per_s\":%.1f,"
+      "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f}",
+      r.mix, r.connections, r.in_flight, r.seconds, r.ops, r.errors, codes,
+      r.ops_per_s(), r.p_us(0.5), r.p_us(0.99), r.p_us(0.999),
+      static_cast<double>(r.latency.max()) / 1e3);
+}
+
+void PrintTableHeader() {
+  std::printf("%-16s %5s %5s %8s %10s %7s %12s %9s %9s %9s %9s\n", "mix",
+              "conns", "infl", "secs", "ops", "errors", "ops/s", "p50_us",
+              "p99_us", "p999_us", "max_us");
+}
+
+void PrintTableRow(const RunResult& r, const std::string& label = "") {
+  std::printf("%-16s %5d %5d %8.2f %10lu %7lu %12.1f %9.1f %9.1f %9.1f %9.1f\n",
+              (label.empty() ? r.mix : label).c_str(), r.connections,
+              r.in_flight, r.seconds, static_cast<unsigned long>(r.ops),
+              static_cast<unsigned long>(r.errors), r.ops_per_s(), r.p_us(0.5),
+              r.p_us(0.99), r.p_us(0.999),
+              static_cast<double>(r.latency.max()) / 1e3);
+  if (!r.first_error.empty()) {
+    std::printf("  first error: %s\n", r.first_error.c_str());
+  }
+}
+
+double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+std::string RatiosJson(const RunResult& x, const RunResult& base) {
+  return absl::StrFormat(
+      "{\"throughput\":%.3f,\"p50\":%.3f,\"p99\":%.3f,\"p999\":%.3f}",
+      Ratio(x.ops_per_s(), base.ops_per_s()), Ratio(x.p_us(0.5), base.p_us(0.5)),
+      Ratio(x.p_us(0.99), base.p_us(0.99)),
+      Ratio(x.p_us(0.999), base.p_us(0.999)));
+}
+
+void PrintRatios(const std::string& what, const RunResult& x,
+                 const RunResult& base) {
+  std::printf(
+      "ratio %s: throughput %.3f  p50 %.3f  p99 %.3f  p999 %.3f\n",
+      what.c_str(), Ratio(x.ops_per_s(), base.ops_per_s()),
+      Ratio(x.p_us(0.5), base.p_us(0.5)), Ratio(x.p_us(0.99), base.p_us(0.99)),
+      Ratio(x.p_us(0.999), base.p_us(0.999)));
+}
+
+bool Sane(const RunResult& r) { return r.ops > 0 && r.errors == 0; }
+
+// ---- Data-plane child (--contend_dir) --------------------------------------
+
+// The child is forked before gRPC is initialised (a forked gRPC process is
+// not safe). On command it runs one of two loops until told to stop:
+//   'g'  the data plane: joins the pool (once) and loops Acquire+Release;
+//   'b'  the control: the same busy loop on a local counter, never touching
+//        the pool. On a machine with few cores a spinning data plane takes
+//        a core away from the server; the control takes the same core
+//        without sharing anything, so data-plane/control isolates what the
+//        pool itself costs the server from what the lost core costs.
+// Control is a shared anonymous page and two pipes: no sleeps.
+struct DataPlaneShared {
+  std::atomic<int> stop{0};
+  std::atomic<uint64_t> loops{0};
+};
+
+class DataPlaneChild {
+ public:
+  // Fork forks the child. Call before any gRPC use.
+  static std::unique_ptr<DataPlaneChild> Fork(const std::string& dir,
+                                              const std::string& pool) {
+    auto c = std::unique_ptr<DataPlaneChild>(new DataPlaneChild());
+    void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return nullptr;
+    c->shared_ = new (page) DataPlaneShared();
+    int to_child[2], from_child[2];
+    if (pipe(to_child) != 0 || pipe(from_child) != 0) return nullptr;
+    c->pid_ = fork();
+    if (c->pid_ == 0) {
+      close(to_child[1]);
+      close(from_child[0]);
+      ChildMain(dir, pool, c->shared_, to_child[0], from_child[1]);
+      _exit(0);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    c->to_child_ = to_child[1];
+    c->from_child_ = from_child[0];
+    return c;
+  }
+
+  ~DataPlaneChild() {
+    if (to_child_ >= 0) close(to_child_);  // the child exits on EOF
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  }
+
+  // Start tells the child to run loop `command` ('g' or 'b'); returns ""
+  // once it runs, or its error.
+  std::string Start(char command) {
+    if (write(to_child_, &command, 1) != 1) return "write to the child";
+    return Reply() == "R" ? "" : last_reply_;
+  }
+
+  // Stop stops the running loop and returns the loops it ran.
+  uint64_t Stop() {
+    // Relaxed: the child's reply through the pipe orders `loops`.
+    shared_->stop.store(1, std::memory_order_relaxed);
+    Reply();
+    shared_->stop.store(0, std::memory_order_relaxed);
+    return shared_->loops.load(std::memory_order_relaxed);
+  }
+
+ private:
+  DataPlaneChild() = default;
+
+  const std::string& Reply() {
+    char buf[512];
+    const ssize_t n = read(from_child_, buf, sizeof(buf));
+    last_reply_ = n > 0 ? std::string(buf, static_cast<size_t>(n))
+                        : "the data-plane child died";
+    return last_reply_;
+  }
+
+  static void ChildMain(const std::string& dir, const std::string& name,
+                        DataPlaneShared* shared, int in, int out) {
+    std::unique_ptr<NamedPool> join;
+    char command;
+    while (read(in, &command, 1) == 1) {
+      if (command == 'g' && join == nullptr) {
+        absl::StatusOr<std::unique_ptr<NamedPool>> j =
+            NamedPool::Join(dir, name);
+        if (!j.ok()) {
+          const std::string e = j.status().ToString();
+          (void)!write(out, e.data(), e.size());
+          continue;
+        }
+        join = *std::move(j);
+      }
+      (void)!write(out, "R", 1);
+      uint64_t loops = 0;
+      // Relaxed: a stop flag, no data passes through it.
+      if (command == 'g') {
+        const VolumePool& pool = join->pool();
+        while (shared->stop.load(std::memory_order_relaxed) == 0) {
+          VolumeHeader* v = nullptr;
+          if (pool.Acquire(&v) == PoolError::kSuccess) {
+            pool.Release(v);
+            ++loops;
+          }
+        }
+      } else {
+        // The atomic load each round keeps the loop (and its core busy).
+        while (shared->stop.load(std::memory_order_relaxed) == 0) ++loops;
+      }
+      shared->loops.store(loops, std::memory_order_relaxed);
+      (void)!write(out, "D", 1);
+    }
+  }
+
+  pid_t pid_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+  std::string last_reply_;
+  DataPlaneShared* shared_ = nullptr;
+};
+
+// ---- Scale mode (--scale) ---------------------------------------------------
+
+struct Rss {
+  uint64_t total_kb = 0, anon_kb = 0, file_kb = 0, shmem_kb = 0;
+};
+
+Rss ReadRss(int pid) {
+  Rss r;
+  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  auto value = [](const std::string& l) {
+    uint64_t v = 0;
+    std::vector<std::string> parts =
+        absl::StrSplit(l, ' ', absl::SkipWhitespace());
+    if (parts.size() >= 2) (void)absl::SimpleAtoi(parts[1], &v);
+    return v;
+  };
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) r.total_kb = value(line);
+    if (line.rfind("RssAnon:", 0) == 0) r.anon_kb = value(line);
+    if (line.rfind("RssFile:", 0) == 0) r.file_kb = value(line);
+    if (line.rfind("RssShmem:", 0) == 0) r.shmem_kb = value(line);
+  }
+  return r;
+}
+
+// Median wall time (us) of `n` runs of `call` (which returns false on error).
+template <typename F>
+double MedianUs(int n, F call, bool* ok) {
+  std::vector<double> t;
+  for (int i = 0; i < n; ++i) {
+    const int64_t s = NowNs();
+    if (!call()) *ok = false;
+    t.push_back(static_cast<double>(NowNs() - s) / 1e3);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
+             bool json) {
+  auto channel = MakeChannel(o.addr, 0);
+  auto stub = v1::VolumePoolService::NewStub(channel);
+  auto health = Health::NewStub(channel);
+  bool ok = true;
+  std::string first_error;
+  auto note = [&](const grpc::Status& st, const char* what) {
+    if (st.ok()) return true;
+    ok = false;
+    if (first_error.empty()) {
+      first_error = absl::StrCat(what, ": ", st.error_message());
+    }
+    return false;
+  };
+  auto add = [&](uint64_t count) {
+    grpc::ClientContext ctx;
+    v1::AddVolumeRequest req;
+    req.set_pool(o.pool);
+    req.set_count(count);
+    v1::AddVolumeResponse resp;
+    return note(stub->AddVolume(&ctx, req, &resp), "AddVolume");
+  };
+  auto remove = [&](uint64_t count) {
+    grpc::ClientContext ctx;
+    v1::RemoveVolumeRequest req;
+    req.set_pool(o.pool);
+    req.set_count(count);
+    v1::RemoveVolumeResponse resp;
+    return note(stub->RemoveVolume(&ctx, req, &resp), "RemoveVolume");
+  };
+  auto inspect = [&](bool page, const std::string& token,
+                     std::string* next, uint64_t* mapped) {
+    grpc::ClientContext ctx;
+    v1::InspectRequest req;
+    req.set_pool(o.pool);
+    if (page) {
+      req.set_include_volumes(true);
+      req.set_page_size(1000);
+      req.set_page_token(token);
+    }
+    v1::InspectResponse resp;
+    const bool good = note(stub->Inspect(&ctx, req, &resp), "Inspect");
+    if (next != nullptr) *next = resp.next_page_token();
+    if (mapped != nullptr) *mapped = resp.summary().volumes_mapped();
+    return good;
+  };
+  auto check = [&] {
+    grpc::ClientContext ctx;
+    HealthCheckRequest req;
+    HealthCheckResponse resp;
+    return note(health->Check(&ctx, req, &resp), "Health/Check");
+  };
+  uint64_t mapped = 0;
+  inspect(false, "", nullptr, &mapped);
+  if (mapped != 0) {
+    std::fprintf(stderr, "groove-load: --scale needs an empty pool; '%s' "
+                 "holds %lu volumes\n", o.pool.c_str(),
+                 static_cast<unsigned long>(mapped));
+    return 1;
+  }
+  const Rss before = server_pid > 0 ? ReadRss(server_pid) : Rss{};
+
+  // Per-request costs at a pool size: median of repeated calls, and the
+  // add/remove batch cost (remove 1024 then add 1024 back, 5 times).
+  struct Point {
+    uint64_t volumes;
+    double health_us, summary_us, page_us, add_batch_us, remove_batch_us;
+  };
+  std::vector<Point> points;
+  auto measure = [&](uint64_t volumes) {
+    Point p{volumes, 0, 0, 0, 0, 0};
+    p.health_us = MedianUs(200, check, &ok);
+    p.summary_us = MedianUs(200, [&] {
+      return inspect(false, "", nullptr, nullptr); }, &ok);
+    p.page_us = MedianUs(20, [&] {
+      return inspect(true, "", nullptr, nullptr); }, &ok);
+    std::vector<double> adds, removes;
+    for (int i = 0; i < 5; ++i) {
+      int64_t s = NowNs();
+      remove(1024);
+      removes.push_back(static_cast<double>(NowNs() - s) / 1e3);
+      s = NowNs();
+      add(1024);
+      adds.push_back(static_cast<double>(NowNs() - s) / 1e3);
+    }
+    std::sort(adds.begin(), adds.end());
+    std::sort(removes.begin(), removes.end());
+    p.add_batch_us = adds[2];
+    p.remove_batch_us = removes[2];
+    points.push_back(p);
+  };
+
+  std::vector<uint64_t> checkpoints = {1024, 102400, target};
+  std::sort(checkpoints.begin(), checkpoints.end());
+  checkpoints.erase(std::unique(checkpoints.begin(), checkpoints.end()),
+                    checkpoints.end());
+  uint64_t have = 0;
+  const int64_t add_start = NowNs();
+  double add_total_us = 0;
+  for (uint64_t cp : checkpoints) {
+    if (cp > target) continue;
+    while (have < cp && ok) {
+      const uint64_t n = std::min<uint64_t>(1024, cp - have);
+      const int64_t s = NowNs();
+      if (add(n)) have += n;
+      add_total_us += static_cast<double>(NowNs() - s) / 1e3;
+    }
+    if (!ok) break;
+    if (cp >= 1024) measure(cp);
+  }
+  const double add_wall_s = static_cast<double>(NowNs() - add_start) / 1e9;
+  const Rss full = server_pid > 0 ? ReadRss(server_pid) : Rss{};
+
+  // Full pagination.
+  const int64_t page_start = NowNs();
+  std::string token;
+  uint64_t pages = 0;
+  do {
+    if (!inspect(true, token, &token, nullptr)) break;
+    ++pages;
+  } while (!token.empty());
+  const double pagination_s = static_cast<double>(NowNs() - page_start) / 1e9;
+
+  // Remove everything.
+  const int64_t remove_start = NowNs();
+  uint64_t batches = 0;
+  while (ok) {
+    grpc::ClientContext ctx;
+    v1::RemoveVolumeRequest req;
+    req.set_pool(o.pool);
+    req.set_count(1024);
+    v1::RemoveVolumeResponse resp;
+    grpc::Status st = stub->RemoveVolume(&ctx, req, &resp);
+    if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    if (!note(st, "RemoveVolume")) break;
+    ++batches;
+  }
+  const double remove_s = static_cast<double>(NowNs() - remove_start) / 1e9;
+  const Rss after = server_pid > 0 ? ReadRss(server_pid) : Rss{};
+
+  // Server memory per volume outside the volumes: the RSS growth minus the
+  // volumes' own resident pages (a 4 KiB volume is one page, touched by
+  // formatting its header; they are shared memory of the volume store).
+  uint64_t volume_bytes = 0;
+  {
+    grpc::ClientContext ctx;
+    v1::InspectRequest req;
+    req.set_pool(o.pool);
+    v1::InspectResponse resp;
+    if (stub->Inspect(&ctx, req, &resp).ok()) {
+      volume_bytes = resp.summary().volume_size_bytes();
+    }
+  }
+  const double grown = (static_cast<double>(full.total_kb) -
+                        static_cast<double>(before.total_kb)) * 1024.0;
+  const double own = static_cast<double>(have) *
+                     static_cast<double>(std::min<uint64_t>(volume_bytes, 4096));
+  const double per_volume = have > 0 ? (grown - own) / have : 0;
+  const double anon_per_volume =
+      have > 0 ? (static_cast<double>(full.anon_kb) -
+                  static_cast<double>(before.anon_kb)) * 1024.0 / have
+               : 0;
+  // The rest: file-backed and shared pages (the pool's metadata object,
+  // whose slot table is 8 bytes per max_volumes slot, lives on the data
+  // directory's filesystem: RssFile on a disk, RssShmem on tmpfs).
+  const double shared_extra_per_volume =
+      have > 0 ? ((static_cast<double>(full.shmem_kb + full.file_kb) -
+                   static_cast<double>(before.shmem_kb + before.file_kb)) *
+                      1024.0 -
+                  own) / have
+               : 0;
+
+  const Point& base = points.front();
+  if (json) {
+    std::string pts;
+    for (const Point& p : points) {
+      absl::StrAppend(&pts, pts.empty() ? "" : ",", absl::StrFormat(
+          "{\"volumes\":%d,\"health_us\":%.1f,\"summary_us\":%.1f,"
+          "\"page_us\":%.1f,\"add_batch_us\":%.1f,\"remove_batch_us\":%.1f,"
+          "\"summary_vs_1k\":%.3f,\"page_vs_1k\":%.3f,\"add_batch_vs_1k\":%.3f,"
+          "\"remove_batch_vs_1k\":%.3f,\"summary_vs_health\":%.3f}",
+          p.volumes, p.health_us, p.summary_us, p.page_us, p.add_batch_us,
+          p.remove_batch_us, Ratio(p.summary_us, base.summary_us),
+          Ratio(p.page_us, base.page_us),
+          Ratio(p.add_batch_us, base.add_batch_us),
+          Ratio(p.remove_batch_us, base.remove_batch_us),
+          Ratio(p.summary_us, p.health_us)));
+    }
+    std::printf(
+        "{\"mode\":\"scale\",\"volumes\":%lu,\"ok\":%s,\"first_error\":\"%s\","
+        "\"points\":[%s],\"add_wall_s\":%.2f,\"pagination_pages\":%lu,"
+        "\"pagination_s\":%.2f,\"remove_batches\":%lu,\"remove_s\":%.2f,"
+        "\"rss_kb\":{\"before\":%lu,\"full\":%lu,\"after\":%lu},"
+        "\"server_bytes_per_volume\":%.1f,\"anon_bytes_per_volume\":%.1f,"
+        "\"shared_extra_bytes_per_volume\":%.1f,\"goal_bytes\":64}\n",
+        static_cast<unsigned long>(have), ok ? "true" : "false",
+        first_error.c_str(), pts.c_str(), add_wall_s,
+        static_cast<unsigned long>(pages), pagination_s,
+        static_cast<unsigned long>(batches), remove_s,
+        static_cast<unsigned long>(before.total_kb),
+        static_cast<unsigned long>(full.total_kb),
+        static_cast<unsigned long>(after.total_kb), per_volume,
+        anon_per_volume, shared_extra_per_volume);
+  } else {
+    std::printf("scale: %lu volumes of %lu bytes in pool '%s'%s%s\n",
+                static_cast<unsigned long>(have),
+                static_cast<unsigned long>(volume_bytes), o.pool.c_str(),
+                ok ? "" : "  ERROR: ", first_error.c_str());
+    std::printf("%10s %10s %11s %10s %13s %13s | ratios vs 1k: %7s %7s %7s "
+                "%7s | summary/health\n",
+                "volumes", "health_us", "summary_us", "page_us",
+                "add1024_us", "remove1024_us", "summary", "page", "add",
+                "remove");
+    for (const Point& p : points) {
+      std::printf("%10lu %10.1f %11.1f %10.1f %13.1f %13.1f | %20.3f %7.3f "
+                  "%7.3f %7.3f | %.3f\n",
+                  static_cast<unsigned long>(p.volumes), p.health_us,
+                  p.summary_us, p.page_us, p.add_batch_us, p.remove_batch_us,
+                  Ratio(p.summary_us, base.summary_us),
+                  Ratio(p.page_us, base.page_us),
+                  Ratio(p.add_batch_us, base.add_batch_us),
+                  Ratio(p.remove_batch_us, base.remove_batch_us),
+                  Ratio(p.summary_us, p.health_us));
+    }
+    std::printf("add all: %.2f s; full pagination: %lu pages in %.2f s; "
+                "remove all: %lu batches in %.2f s\n", add_wall_s,
+                static_cast<unsigned long>(pages), pagination_s,
+                static_cast<unsigned long>(batches), remove_s);
+    std::printf("server VmRSS kB: before %lu, full %lu, after remove %lu "
+                "(RssAnon %lu -> %lu, RssFile %lu -> %lu, RssShmem %lu -> "
+                "%lu)\n",
+                static_cast<unsigned long>(before.total_kb),
+                static_cast<unsigned long>(full.total_kb),
+                static_cast<unsigned long>(after.total_kb),
+                static_cast<unsigned long>(before.anon_kb),
+                static_cast<unsigned long>(full.anon_kb),
+                static_cast<unsigned long>(before.file_kb),
+                static_cast<unsigned long>(full.file_kb),
+                static_cast<unsigned long>(before.shmem_kb),
+                static_cast<unsigned long>(full.shmem_kb));
+    std::printf("server bytes per volume outside the volumes: %.1f (goal < "
+                "64): anon %.1f + file/shared beyond the volumes %.1f\n", per_volume,
+                anon_per_volume, shared_extra_per_volume);
+  }
+  return ok ? 0 : 1;
+}
+
+// ---- main ---------------------------------------------------------------------
+
+int WriteRequest(Mix mix, const std::string& pool, const std::string& path) {
+  const Requests r = MakeRequests(mix, pool);
+  std::string body;
+  switch (mix) {
+    case Mix::kHealth: body = r.health.SerializeAsString(); break;
+    case Mix::kInspectSummary:
+    case Mix::kInspectPage: body = r.inspect.SerializeAsString(); break;
+    case Mix::kAddRemove: body = r.add.SerializeAsString(); break;
+    case Mix::kListPools: body = r.list.SerializeAsString(); break;
+  }
+  // gRPC message framing: 1 byte "compressed" flag, 4 bytes big-endian
+  // length, then the message.
+  std::string frame(5, '\0');
+  const uint32_t n = static_cast<uint32_t>(body.size());
+  frame[1] = static_cast<char>(n >> 24);
+  frame[2] = static_cast<char>(n >> 16);
+  frame[3] = static_cast<char>(n >> 8);
+  frame[4] = static_cast<char>(n);
+  frame += body;
+  std::ofstream out(path, std::ios::binary);
+  out << frame;
+  return out.good() ? 0 : 1;
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "groove-load: async gRPC load generator for groove-volumed.\n"
+      "Usage: groove-load --addr=HOST:PORT --mix=MIX [--compare] ...");
+  absl::ParseCommandLine(argc, argv);
+  const std::optional<Mix> mix = ParseMix(absl::GetFlag(FLAGS_mix));
+  const std::string output = absl::GetFlag(FLAGS_output);
+  LoadOptions o;
+  o.addr = absl::GetFlag(FLAGS_addr);
+  o.pool = absl::GetFlag(FLAGS_pool);
+  o.connections = absl::GetFlag(FLAGS_connections);
+  o.in_flight = absl::GetFlag(FLAGS_in_flight);
+  o.duration = absl::GetFlag(FLAGS_duration);
+  o.warmup = absl::GetFlag(FLAGS_warmup);
+  if (!mix.has_value() || (output != "table" && output != "json") ||
+      o.connections < 1 || o.in_flight < 1 ||
+      o.duration <= absl::ZeroDuration() || o.warmup < absl::ZeroDuration()) {
+    std::fprintf(stderr, "groove-load: bad flags (see --help)\n");
+    return 2;
+  }
+  const bool json = output == "json";
+  if (!absl::GetFlag(FLAGS_write_request).empty()) {
+    return WriteRequest(*mix, o.pool, absl::GetFlag(FLAGS_write_request));
+  }
+  // Fork the data-plane child before gRPC starts any thread.
+  std::unique_ptr<DataPlaneChild> child;
+  if (!absl::GetFlag(FLAGS_contend_dir).empty()) {
+    child = DataPlaneChild::Fork(absl::GetFlag(FLAGS_contend_dir), o.pool);
+    if (child == nullptr) {
+      std::fprintf(stderr, "groove-load: cannot fork the data-plane child\n");
+      return 1;
+    }
+  }
+  if (absl::GetFlag(FLAGS_scale) > 0) {
+    return RunScale(o, absl::GetFlag(FLAGS_scale),
+                    absl::GetFlag(FLAGS_server_pid), json);
+  }
+  if (*mix == Mix::kInspectPage) {
+    if (std::string e = PreparePool(o, 1000); !e.empty()) {
+      std::fprintf(stderr, "groove-load: preparing pool '%s': %s\n",
+                   o.pool.c_str(), e.c_str());
+      return 1;
+    }
+  }
+
+  if (child != nullptr) {
+    // Three runs: alone, beside the control (a busy loop), beside the data
+    // plane. The child runs through each whole run, warmup included.
+    const double child_s = absl::ToDoubleSeconds(o.duration + o.warmup);
+    const RunResult quiet = RunLoad(o, *mix);
+    RunResult burn, loud;
+    uint64_t burn_loops = 0, pairs = 0;
+    for (char command : {'b', 'g'}) {
+      if (std::string e = child->Start(command); !e.empty()) {
+        std::fprintf(stderr, "groove-load: data-plane child: %s\n", e.c_str());
+        return 1;
+      }
+      (command == 'b' ? burn : loud) = RunLoad(o, *mix);
+      (command == 'b' ? burn_loops : pairs) = child->Stop();
+    }
+    if (json) {
+      std::printf("{\"mode\":\"contend\",\"uncontended\":%s,\"control\":%s,"
+                  "\"contended\":%s,\"dataplane_pairs_per_s\":%.1f,"
+                  "\"control_loops_per_s\":%.1f,\"ratios\":%s,"
+                  "\"ratios_vs_control\":%s}\n",
+                  ResultJson(quiet).c_str(), ResultJson(burn).c_str(),
+                  ResultJson(loud).c_str(), pairs / child_s,
+                  burn_loops / child_s, RatiosJson(loud, quiet).c_str(),
+                  RatiosJson(loud, burn).c_str());
+    } else {
+      PrintTableHeader();
+      PrintTableRow(quiet, absl::StrCat(quiet.mix, "/alone"));
+      PrintTableRow(burn, absl::StrCat(burn.mix, "/busy-loop"));
+      PrintTableRow(loud, absl::StrCat(loud.mix, "/dataplane"));
+      std::printf("data plane: %.0f Acquire+Release pairs/s; control: %.0f "
+                  "loops/s\n", pairs / child_s, burn_loops / child_s);
+      PrintRatios("dataplane/alone", loud, quiet);
+      PrintRatios("dataplane/busy-loop", loud, burn);
+    }
+    return Sane(quiet) && Sane(burn) && Sane(loud) && pairs > 0 ? 0 : 1;
+  }
+
+  const RunResult x = RunLoad(o, *mix);
+  if (!absl::GetFlag(FLAGS_compare)) {
+    if (json) {
+      std::printf("%s\n", ResultJson(x).c_str());
+    } else {
+      PrintTableHeader();
+      PrintTableRow(x);
+    }
+    return Sane(x) ? 0 : 1;
+  }
+  const RunResult floor = RunLoad(o, Mix::kHealth);
+  if (json) {
+    std::printf("{\"mode\":\"compare\",\"mix\":%s,\"health\":%s,"
+                "\"ratios\":%s}\n", ResultJson(x).c_str(),
+                ResultJson(floor).c_str(), RatiosJson(x, floor).c_str());
+  } else {
+    PrintTableHeader();
+    PrintTableRow(x);
+    PrintTableRow(floor);
+    PrintRatios(absl::StrCat(x.mix, "/health"), x, floor);
+  }
+  return Sane(x) && Sane(floor) ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace groove::load
+
+int main(int argc, char** argv) { return groove::load::Main(argc, argv); }

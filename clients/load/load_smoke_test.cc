@@ -1,0 +1,124 @@
+// clients/load/load_smoke_test.cc: groove-load against the real server on
+// loopback, ~1 s per mix. Checks that each run completed and reported a
+// non-zero operation count and no failed RPC; never how fast (benchmarks
+// are not timed tests: the numbers come from script/bench).
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "support/server_process.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+
+#ifndef GROOVE_LOAD_BIN
+#error "GROOVE_LOAD_BIN must name the groove-load binary"
+#endif
+
+namespace groove::testing {
+namespace {
+
+constexpr char kPoolFlag[] =
+    "--pool=name=load,backing=normal,volume_size=4KiB,max_volumes=4096";
+
+// NumberAfter returns the number following the first `"key":` in `json`,
+// or -1.
+double NumberAfter(const std::string& json, const std::string& key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return -1;
+  const size_t start = at + needle.size();
+  const size_t end = json.find_first_of(",}", start);
+  double value = -1;
+  if (!absl::SimpleAtod(json.substr(start, end - start), &value)) return -1;
+  return value;
+}
+
+class LoadSmokeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPoolFlag});
+    ASSERT_NE(server_, nullptr);
+  }
+
+  // Run runs groove-load with `flags` (plus the address, 1 s, JSON) and
+  // returns its stdout, checking its exit status is 0 (it exits 1 when a
+  // run counted no operation or saw a failed RPC).
+  std::string Run(std::vector<std::string> flags) {
+    std::vector<std::string> argv = {
+        GROOVE_LOAD_BIN, "--addr=" + server_->grpc_address(), "--pool=load",
+        "--duration=1s", "--warmup=100ms", "--connections=2", "--in_flight=4",
+        "--output=json"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    const CommandResult r = RunCommand(argv, "", absl::Seconds(40));
+    EXPECT_EQ(r.exit_code, 0) << "stdout: " << r.out << "\nstderr: " << r.err;
+    return r.out;
+  }
+
+  void ExpectSaneRun(const std::string& mix) {
+    const std::string out = Run({"--mix=" + mix});
+    EXPECT_TRUE(absl::StrContains(out, absl::StrCat("\"mix\":\"", mix, "\"")))
+        << out;
+    EXPECT_GT(NumberAfter(out, "ops"), 0) << out;
+    EXPECT_EQ(NumberAfter(out, "errors"), 0) << out;
+    EXPECT_GT(NumberAfter(out, "p99_us"), 0) << out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(LoadSmokeTest, HealthReportsOperations) { ExpectSaneRun("health"); }
+
+TEST_F(LoadSmokeTest, InspectSummaryReportsOperations) {
+  ExpectSaneRun("inspect_summary");
+}
+
+TEST_F(LoadSmokeTest, InspectPageReportsOperations) {
+  ExpectSaneRun("inspect_page");
+}
+
+TEST_F(LoadSmokeTest, AddRemoveReportsOperationsAndLeavesPoolEmpty) {
+  ExpectSaneRun("add_remove");
+  auto stub = server_->Stub();
+  grpc::ClientContext ctx;
+  v1::InspectRequest req;
+  req.set_pool("load");
+  v1::InspectResponse resp;
+  ASSERT_TRUE(stub->Inspect(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.summary().volumes_mapped(), 0u);
+}
+
+TEST_F(LoadSmokeTest, CompareReportsRatiosAgainstHealth) {
+  const std::string out = Run({"--mix=inspect_summary", "--compare"});
+  EXPECT_TRUE(absl::StrContains(out, "\"mode\":\"compare\"")) << out;
+  EXPECT_GT(NumberAfter(out, "throughput"), 0) << out;
+}
+
+TEST_F(LoadSmokeTest, ContendRunsADataPlaneChild) {
+  // The data plane needs volumes to acquire.
+  auto stub = server_->Stub();
+  grpc::ClientContext ctx;
+  v1::AddVolumeRequest req;
+  req.set_pool("load");
+  req.set_count(16);
+  v1::AddVolumeResponse resp;
+  ASSERT_TRUE(stub->AddVolume(&ctx, req, &resp).ok());
+  // Three runs (alone, busy loop, data plane): shorter ones.
+  const std::string out = Run({"--mix=inspect_summary", "--duration=500ms",
+                               "--contend_dir=" + dir_.path()});
+  EXPECT_GT(NumberAfter(out, "dataplane_pairs_per_s"), 0) << out;
+}
+
+TEST_F(LoadSmokeTest, ScaleRunsOnASmallPool) {
+  const std::string out = Run({"--scale=1024"});
+  EXPECT_TRUE(absl::StrContains(out, "\"ok\":true")) << out;
+  EXPECT_EQ(NumberAfter(out, "volumes"), 1024) << out;
+}
+
+}  // namespace
+}  // namespace groove::testing

@@ -1,0 +1,370 @@
+#include "groove/server/security.h"
+
+#include <arpa/inet.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace groove::server {
+namespace {
+
+// ReadFile reads a whole file; `what` prefixes the error message.
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     absl::string_view what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": cannot read: it is a directory"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    std::string message =
+        absl::StrCat(what, ": cannot read: ", std::strerror(err));
+    if (err == ENOENT) return absl::NotFoundError(message);
+    if (err == EACCES) return absl::PermissionDeniedError(message);
+    return absl::InvalidArgumentError(message);
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": cannot read: ", std::strerror(errno)));
+  }
+  return text.str();
+}
+
+// IsTokenByte: printable ASCII other than space (an HTTP header value's
+// visible characters).
+bool IsTokenByte(char c) { return c > ' ' && c < 0x7f; }
+
+// OpenSSL handles, freed on scope exit.
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+// OpenSslReason returns the reason of OpenSSL's latest error and clears the
+// error queue ("" when there is none).
+std::string OpenSslReason() {
+  const unsigned long code = ERR_peek_last_error();
+  ERR_clear_error();
+  if (code == 0) return "";
+  const char* reason = ERR_reason_error_string(code);
+  return reason == nullptr ? "" : absl::StrCat(" (", reason, ")");
+}
+
+// NoPassphrase refuses to decrypt: the server cannot ask for one.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+
+// ParseCertificates returns every PEM certificate of `pem` (in order), or
+// an error naming `what` when there is none or one is malformed.
+absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem,
+                                                       absl::string_view what) {
+  ERR_clear_error();
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::vector<X509Ptr> certs;
+  for (;;) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
+    if (cert == nullptr) break;
+    certs.push_back(std::move(cert));
+  }
+  // The loop ends at the end of the data (PEM_R_NO_START_LINE) or at a
+  // block that is not a valid certificate.
+  const unsigned long last = ERR_peek_last_error();
+  const bool clean_end = ERR_GET_LIB(last) == ERR_LIB_PEM &&
+                         ERR_GET_REASON(last) == PEM_R_NO_START_LINE;
+  if (last != 0 && !clean_end) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": certificate ", certs.size() + 1,
+                     " is not a valid PEM certificate", OpenSslReason()));
+  }
+  ERR_clear_error();
+  if (certs.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+  }
+  return certs;
+}
+
+}  // namespace
+
+absl::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kNone:
+      return "none";
+    case Role::kReader:
+      return "reader";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "none";
+}
+
+Role RequiredRole(RpcMethod method) {
+  switch (method) {
+    case RpcMethod::kListPools:
+    case RpcMethod::kInspect:
+      return Role::kReader;
+    case RpcMethod::kAddVolume:
+    case RpcMethod::kRemoveVolume:
+      return Role::kAdmin;
+  }
+  return Role::kAdmin;
+}
+
+absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
+                                             absl::string_view source) {
+  TokenTable table;
+  // Which line each token came from, to name duplicates. The key is the
+  // token itself, but only line numbers ever reach a message.
+  absl::flat_hash_map<std::string, int> first_line;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_number;
+    absl::ConsumeSuffix(&line, "\r");
+    const absl::string_view content = absl::StripAsciiWhitespace(line);
+    if (content.empty() || content.front() == '#') continue;
+    auto bad = [&](absl::string_view problem) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": line ", line_number, ": ", problem));
+    };
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (fields.size() != 2) {
+      return bad(absl::StrCat("expected `TOKEN ROLE` (2 fields), found ",
+                              fields.size(), " fields"));
+    }
+    const absl::string_view token = fields[0];
+    const absl::string_view role_name = fields[1];
+    Role role = Role::kNone;
+    if (role_name == "reader") {
+      role = Role::kReader;
+    } else if (role_name == "admin") {
+      role = Role::kAdmin;
+    } else {
+      // The role field is not secret, but a line whose fields were swapped
+      // would put the token here: name neither.
+      return bad("the role is neither `reader` nor `admin`");
+    }
+    if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
+      return bad(absl::StrCat(
+          "the token is ", token.size(), " bytes; tokens are ", kMinTokenBytes,
+          " to ", kMaxTokenBytes, " bytes (e.g. `openssl rand -hex 32`)"));
+    }
+    for (size_t i = 0; i < token.size(); ++i) {
+      if (!IsTokenByte(token[i])) {
+        return bad(absl::StrCat("byte ", i + 1,
+                                " of the token is not printable ASCII"));
+      }
+    }
+    auto [it, inserted] = first_line.emplace(std::string(token), line_number);
+    if (!inserted) {
+      return bad(absl::StrCat("the token is already on line ", it->second,
+                              "; each token has one role"));
+    }
+    Entry entry;
+    std::memcpy(entry.bytes.data(), token.data(), token.size());
+    entry.length = static_cast<uint32_t>(token.size());
+    entry.role = role;
+    table.entries_.push_back(entry);
+  }
+  if (table.entries_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source,
+                     ": holds no token; write one `TOKEN ROLE` line "
+                     "per client (roles: reader, admin)"));
+  }
+  return table;
+}
+
+absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path) {
+  const std::string source = absl::StrCat("--auth-tokens=", path);
+  absl::StatusOr<std::string> text = ReadFile(path, source);
+  if (!text.ok()) return text.status();
+  return Parse(*text, source);
+}
+
+Role TokenTable::Lookup(absl::string_view token) const {
+  if (token.size() > kMaxTokenBytes) return Role::kNone;
+  std::array<uint8_t, kMaxTokenBytes> presented{};
+  std::memcpy(presented.data(), token.data(), token.size());
+  const uint32_t length = static_cast<uint32_t>(token.size());
+  uint8_t role = 0;
+  for (const Entry& entry : entries_) {
+    // diff is 0 exactly when the lengths and all kMaxTokenBytes bytes
+    // (padding included) are equal. Every byte is visited, whatever the
+    // data: no early exit.
+    uint32_t diff = entry.length ^ length;
+    for (size_t i = 0; i < kMaxTokenBytes; ++i) {
+      diff |= static_cast<uint32_t>(entry.bytes[i] ^ presented[i]);
+    }
+    // An empty asm that "may change" diff: the compiler can no longer
+    // reason about its value, so it cannot turn the loop above into one
+    // that stops at the first difference.
+    __asm__ __volatile__("" : "+r"(diff));
+    // match is 0xff when diff == 0, else 0, without a branch: diff - 1
+    // underflows (sets bit 32 of the 64-bit value) only for diff == 0.
+    const uint8_t match = static_cast<uint8_t>(
+        0 - static_cast<uint8_t>((static_cast<uint64_t>(diff) - 1) >> 32 & 1));
+    // Tokens are unique, so at most one entry matches.
+    role |= match & static_cast<uint8_t>(entry.role);
+  }
+  return static_cast<Role>(role);
+}
+
+size_t TokenTable::RoleCount(Role role) const {
+  size_t count = 0;
+  for (const Entry& entry : entries_) count += entry.role == role ? 1 : 0;
+  return count;
+}
+
+absl::Status Authorize(const TokenTable& tokens,
+                       absl::Span<const absl::string_view> authorization,
+                       RpcMethod method) {
+  if (authorization.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        RpcMethodName(method),
+        " needs a token: send the metadata `authorization: Bearer TOKEN`"));
+  }
+  if (authorization.size() > 1) {
+    return absl::UnauthenticatedError(
+        absl::StrCat(RpcMethodName(method), ": ", authorization.size(),
+                     " `authorization` metadata values; send exactly one"));
+  }
+  absl::string_view value = authorization.front();
+  constexpr absl::string_view kScheme = "bearer ";
+  if (value.size() <= kScheme.size() ||
+      !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat(RpcMethodName(method),
+                     ": the `authorization` metadata is not `Bearer TOKEN`"));
+  }
+  value.remove_prefix(kScheme.size());
+  const Role role = tokens.Lookup(absl::StripAsciiWhitespace(value));
+  if (role == Role::kNone) {
+    return absl::UnauthenticatedError(
+        absl::StrCat(RpcMethodName(method),
+                     ": the bearer token is not one of this server's tokens"));
+  }
+  const Role required = RequiredRole(method);
+  if (static_cast<uint8_t>(role) < static_cast<uint8_t>(required)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(RpcMethodName(method), " needs role ", RoleName(required),
+                     "; this token has role ", RoleName(role)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
+    const v1::TlsConfig& tls) {
+  const std::string cert_what =
+      absl::StrCat("--tls-cert (tls.cert_file) ", tls.cert_file());
+  const std::string key_what =
+      absl::StrCat("--tls-key (tls.key_file) ", tls.key_file());
+  const std::string ca_what = absl::StrCat(
+      "--tls-client-ca (tls.client_ca_file) ", tls.client_ca_file());
+  if (tls.cert_file().empty() || tls.key_file().empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both --tls-cert (tls.cert_file) and --tls-key "
+        "(tls.key_file)");
+  }
+  // Errors of reading are INVALID_ARGUMENT whatever errno says: all of
+  // them are a bad flag to the operator (exit status 2).
+  auto read = [](const std::string& path,
+                 absl::string_view what) -> absl::StatusOr<std::string> {
+    absl::StatusOr<std::string> text = ReadFile(path, what);
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(text.status().message());
+    }
+    return text;
+  };
+  absl::StatusOr<std::string> cert_pem = read(tls.cert_file(), cert_what);
+  if (!cert_pem.ok()) return cert_pem.status();
+  absl::StatusOr<std::vector<X509Ptr>> chain =
+      ParseCertificates(*cert_pem, cert_what);
+  if (!chain.ok()) return chain.status();
+
+  absl::StatusOr<std::string> key_pem = read(tls.key_file(), key_what);
+  if (!key_pem.ok()) return key_pem.status();
+  {
+    ERR_clear_error();
+    BioPtr bio(
+        BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
+    PkeyPtr key(
+        PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
+    if (key == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          key_what,
+          ": holds no unencrypted PEM private key (-----BEGIN PRIVATE "
+          "KEY-----)",
+          OpenSslReason()));
+    }
+    if (X509_check_private_key(chain->front().get(), key.get()) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key_what, ": is not the key of the certificate in ",
+                       cert_what, OpenSslReason()));
+    }
+  }
+
+  grpc::SslServerCredentialsOptions options(
+      GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
+  if (!tls.client_ca_file().empty()) {
+    absl::StatusOr<std::string> ca_pem = read(tls.client_ca_file(), ca_what);
+    if (!ca_pem.ok()) return ca_pem.status();
+    absl::StatusOr<std::vector<X509Ptr>> cas =
+        ParseCertificates(*ca_pem, ca_what);
+    if (!cas.ok()) return cas.status();
+    options.pem_root_certs = *ca_pem;
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return options;
+}
+
+bool IsLoopbackAddress(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos) return false;
+  absl::string_view host = address.substr(0, colon);
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  if (absl::ConsumePrefix(&host, "[")) {
+    if (!absl::ConsumeSuffix(&host, "]")) return false;
+    in6_addr v6{};
+    const std::string text(host);
+    if (inet_pton(AF_INET6, text.c_str(), &v6) != 1) return false;
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    // ::ffff:127.x.y.z, an IPv4 loopback address in IPv6 form.
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  in_addr v4{};
+  const std::string text(host);
+  if (inet_pton(AF_INET, text.c_str(), &v4) != 1) return false;
+  return (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+}  // namespace groove::server

@@ -1,0 +1,507 @@
+// groove-volumed's security and resource limits, against the real binary
+// on loopback: TLS and mutual TLS with certificates made at test time,
+// bearer tokens and their roles (codes, logs, metrics, tokens never in the
+// log), reflection on and off, the request size limit, keepalive
+// enforcement, idle connections, and 1,000 connections held at once with
+// bounded memory.
+// The bad flags (PEM and token files, the loopback rule, the limits) are
+// in server_api_test's table.
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server_test_util.h"
+#include "support/server_process.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+#include "support/test_pki.h"
+
+#ifndef GROOVE_BUF_BIN
+#error "GROOVE_BUF_BIN must name the buf binary (script/bootstrap installs it)"
+#endif
+
+namespace groove::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kAdminToken[] = "adm1n-T0KEN-for-groove-tests-4f9a1c";
+constexpr char kReaderToken[] = "re4der-T0KEN-for-groove-tests-7b2e0d";
+constexpr char kUnknownToken[] = "unkn0wn-T0KEN-for-groove-tests-000";
+
+std::vector<std::string> OnePool(const TempDir& dir) {
+  return {"--data-dir=" + dir.path() + "/data",
+          "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16"};
+}
+
+// WithToken returns a context with a deadline and, unless `token` is
+// empty, `authorization: Bearer TOKEN`.
+std::unique_ptr<grpc::ClientContext> WithToken(const std::string& token) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  SetDeadline(context.get());
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+  return context;
+}
+
+grpc::Status ListPoolsWith(const std::shared_ptr<grpc::Channel>& channel,
+                           const std::string& token = "") {
+  auto stub = v1::VolumePoolService::NewStub(channel);
+  v1::ListPoolsResponse response;
+  return stub->ListPools(WithToken(token).get(), v1::ListPoolsRequest(),
+                         &response);
+}
+
+// CounterValue returns the value of the sample of `name` whose labels
+// include every one of `labels` (`key="value"`), or -1 when none does.
+double CounterValue(const std::string& scrape, const std::string& name,
+                    const std::vector<std::string>& labels) {
+  for (absl::string_view line : absl::StrSplit(scrape, '\n')) {
+    if (!absl::StartsWith(line, name + "{")) continue;
+    bool all = true;
+    for (const std::string& label : labels) {
+      all = all && absl::StrContains(line, label);
+    }
+    double value = 0;
+    if (all && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) {
+      return value;
+    }
+  }
+  return -1;
+}
+
+// ---- TLS
+// ----------------------------------------------------------------------
+
+TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + dir.path() + "/server.pem");
+  args.push_back("--tls-key=" + dir.path() + "/server.key");
+  // Start's health checks go over TLS, with the test CA.
+  auto server =
+      ServerProcess::Start(args, absl::Seconds(30),
+                           TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "tls=on"}), 1u);
+  EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+
+  // Plaintext: the handshake fails, no RPC gets through.
+  const grpc::Status plaintext = ListPoolsWith(grpc::CreateChannel(
+      server->grpc_address(), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(plaintext.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << plaintext.error_message();
+  // A client that trusts another CA refuses the server's certificate.
+  const grpc::Status untrusted = ListPoolsWith(grpc::CreateCustomChannel(
+      server->grpc_address(), TlsClient(dir.path(), "other_ca.pem"),
+      TlsChannelArgs()));
+  EXPECT_EQ(untrusted.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << untrusted.error_message();
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + dir.path() + "/server.pem");
+  args.push_back("--tls-key=" + dir.path() + "/server.key");
+  args.push_back("--tls-client-ca=" + dir.path() + "/ca.pem");
+  auto server = ServerProcess::Start(args, absl::Seconds(30),
+                                     TlsClient(dir.path(), "ca.pem", "client"),
+                                     TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "tls=mutual"}), 1u);
+  EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+
+  const auto channel = [&](const std::string& client) {
+    return grpc::CreateCustomChannel(server->grpc_address(),
+                                     TlsClient(dir.path(), "ca.pem", client),
+                                     TlsChannelArgs());
+  };
+  const grpc::Status no_cert = ListPoolsWith(channel(""));
+  EXPECT_EQ(no_cert.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << no_cert.error_message();
+  const grpc::Status other_ca = ListPoolsWith(channel("other_client"));
+  EXPECT_EQ(other_ca.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << other_ca.error_message();
+  // The same CA's client again, on a fresh connection: still accepted.
+  EXPECT_TRUE(ListPoolsWith(channel("client")).ok());
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// ---- Tokens
+// -------------------------------------------------------------------
+
+TEST(ServerAuthTest, TokensGateEachRpcByRoleAndNeverReachTheLog) {
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << "# test tokens\n"
+                        << kAdminToken << " admin\n\n"
+                        << kReaderToken << "\treader\n";
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + tokens);
+  // Start's health checks carry no token: health stays open.
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "auth_tokens=2"}), 1u);
+  auto stub = server->Stub();
+
+  struct Call {
+    std::string name;
+    std::function<grpc::Status(grpc::ClientContext*)> run;
+    bool admin_only;
+  };
+  const std::vector<Call> calls = {
+      {"ListPools",
+       [&](grpc::ClientContext* c) {
+         v1::ListPoolsResponse r;
+         return stub->ListPools(c, v1::ListPoolsRequest(), &r);
+       },
+       false},
+      {"Inspect",
+       [&](grpc::ClientContext* c) {
+         v1::InspectRequest q;
+         q.set_pool("a");
+         v1::InspectResponse r;
+         return stub->Inspect(c, q, &r);
+       },
+       false},
+      {"AddVolume",
+       [&](grpc::ClientContext* c) {
+         v1::AddVolumeResponse r;
+         return stub->AddVolume(c, AddRequest("a", 1), &r);
+       },
+       true},
+      {"RemoveVolume",
+       [&](grpc::ClientContext* c) {
+         v1::RemoveVolumeRequest q;
+         q.set_pool("a");
+         q.set_count(1);
+         v1::RemoveVolumeResponse r;
+         return stub->RemoveVolume(c, q, &r);
+       },
+       true},
+  };
+  for (const Call& call : calls) {
+    SCOPED_TRACE(call.name);
+    // No token, an unknown one, a malformed header: UNAUTHENTICATED.
+    grpc::Status s = call.run(WithToken("").get());
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << s.error_message();
+    s = call.run(WithToken(kUnknownToken).get());
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << s.error_message();
+    auto basic = WithToken("");
+    basic->AddMetadata("authorization", std::string("Basic ") + kAdminToken);
+    s = call.run(basic.get());
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << s.error_message();
+    // A reader may read only.
+    s = call.run(WithToken(kReaderToken).get());
+    if (call.admin_only) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+          << s.error_message();
+    } else {
+      EXPECT_TRUE(s.ok()) << s.error_message();
+    }
+    // An admin may do everything (the add comes before the remove).
+    s = call.run(WithToken(kAdminToken).get());
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  // An unauthenticated caller does not learn the pool names.
+  v1::InspectRequest unknown_pool;
+  unknown_pool.set_pool("nope");
+  v1::InspectResponse inspected;
+  const grpc::Status hidden =
+      stub->Inspect(WithToken("").get(), unknown_pool, &inspected);
+  EXPECT_EQ(hidden.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(hidden.error_message(), Not(HasSubstr("pools a")));
+
+  // Each failure is logged with method, code and peer, and counted.
+  EXPECT_EQ(server->LogCount({"event=rpc_error", "code=UNAUTHENTICATED",
+                              "method=AddVolume", "peer=ipv4:127.0.0.1"}),
+            3u);
+  EXPECT_EQ(server->LogCount({"event=rpc_error", "code=PERMISSION_DENIED"}),
+            2u);
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(CounterValue(
+                *scrape, "grpc_server_handled_total",
+                {"grpc_method=\"Inspect\"", "grpc_code=\"UNAUTHENTICATED\""}),
+            4);
+  EXPECT_EQ(CounterValue(*scrape, "grpc_server_handled_total",
+                         {"grpc_method=\"RemoveVolume\"",
+                          "grpc_code=\"PERMISSION_DENIED\""}),
+            1);
+  EXPECT_EQ(server->Stop(), 0);
+  // No token, accepted or refused, ever reached the log.
+  const std::string log = server->LogText();
+  for (const char* token : {kAdminToken, kReaderToken, kUnknownToken}) {
+    EXPECT_THAT(log, Not(HasSubstr(token)));
+    EXPECT_THAT(log, Not(HasSubstr(std::string(token).substr(0, 10))));
+  }
+}
+
+// BufCurl runs `buf curl` (plaintext HTTP/2) against the server with
+// `args`.
+CommandResult BufCurl(const ServerProcess& server,
+                      std::vector<std::string> args) {
+  std::vector<std::string> argv = {
+      GROOVE_BUF_BIN, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+      "--timeout",    "20s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(absl::StrCat("http://", server.grpc_address()));
+  return RunCommand(argv, "", absl::Seconds(60));
+}
+
+TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {
+  ASSERT_EQ(access(GROOVE_BUF_BIN, X_OK), 0)
+      << GROOVE_BUF_BIN << " is missing: run script/bootstrap";
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << kAdminToken << " admin\n";
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + tokens);
+  {
+    auto server = ServerProcess::Start(args);
+    ASSERT_NE(server, nullptr);
+    const CommandResult listed = BufCurl(*server, {"--list-services"});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    EXPECT_THAT(listed.out, HasSubstr("groove.v1.VolumePoolService"));
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  args.push_back("--reflection=false");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "reflection=off"}), 1u);
+  const CommandResult refused = BufCurl(*server, {"--list-services"});
+  EXPECT_NE(refused.exit_code, 0) << refused.out;
+  EXPECT_THAT(refused.out + refused.err, HasSubstr("unimplemented"));
+}
+
+// ---- Resource limits
+// ----------------------------------------------------------
+
+TEST(ServerLimitsTest, OversizedRequestIsResourceExhausted) {
+  TempDir dir;
+  auto server = ServerProcess::Start(OnePool(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  // Under the 64 KiB limit, the handler sees the request (and refuses its
+  // info, which is over 480 bytes); over it, gRPC refuses it first.
+  const grpc::Status under =
+      Add(*stub, AddRequest("a", 1, std::string(60 << 10, 'x')), &added);
+  EXPECT_EQ(under.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << under.error_message();
+  const grpc::Status over =
+      Add(*stub, AddRequest("a", 1, std::string(64 << 10, 'x')), &added);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << over.error_message();
+  // The connection survives it.
+  EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// PingingChannel returns a channel to `address` with its own connection
+// whose client pings every 100 ms, with or without calls.
+std::shared_ptr<grpc::Channel> PingingChannel(const std::string& address) {
+  grpc::ChannelArguments pinging;
+  pinging.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 100);
+  pinging.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  pinging.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  pinging.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  pinging.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   pinging);
+}
+
+TEST(ServerLimitsTest, ClientThatPingsTooOftenIsDisconnected) {
+  TempDir strict_dir;
+  TempDir lenient_dir;
+  std::vector<std::string> strict_args = OnePool(strict_dir);
+  strict_args.push_back("--keepalive_min_ping_interval=60s");
+  std::vector<std::string> lenient_args = OnePool(lenient_dir);
+  lenient_args.push_back("--keepalive_min_ping_interval=10ms");
+  auto strict = ServerProcess::Start(strict_args);
+  ASSERT_NE(strict, nullptr);
+  auto lenient = ServerProcess::Start(lenient_args);
+  ASSERT_NE(lenient, nullptr);
+  auto to_strict = PingingChannel(strict->grpc_address());
+  auto to_lenient = PingingChannel(lenient->grpc_address());
+  ASSERT_TRUE(ListPoolsWith(to_strict).ok());
+  ASSERT_TRUE(ListPoolsWith(to_lenient).ok());
+  ASSERT_EQ(to_strict->GetState(false), GRPC_CHANNEL_READY);
+  const absl::Time start = absl::Now();
+  // The strict server answers the third early ping with GOAWAY
+  // (too_many_pings): the channel leaves READY by itself.
+  EXPECT_TRUE(to_strict->WaitForStateChange(
+      GRPC_CHANNEL_READY, absl::ToChronoTime(start + absl::Seconds(10))))
+      << "the server did not close the connection of a client that pings "
+         "every 100 ms, with --keepalive_min_ping_interval=60s";
+  // The lenient one, pinged as often by the same kind of client since the
+  // same moment (and without calls in flight), keeps the connection for
+  // that long again, twice what the strict one took: the flag, and
+  // permitting pings without calls, are what the server applies. (An
+  // absence can only be checked over a window; this one is scaled to the
+  // time the strict server needed.)
+  const absl::Duration strict_took = absl::Now() - start;
+  EXPECT_FALSE(to_lenient->WaitForStateChange(
+      GRPC_CHANNEL_READY,
+      absl::ToChronoTime(absl::Now() +
+                         std::max(absl::Seconds(1), strict_took))))
+      << "the server closed the connection of a client that pings every "
+         "100 ms, with --keepalive_min_ping_interval=10ms";
+  EXPECT_EQ(to_lenient->GetState(false), GRPC_CHANNEL_READY);
+  EXPECT_EQ(strict->Stop(), 0);
+  EXPECT_EQ(lenient->Stop(), 0);
+}
+
+TEST(ServerLimitsTest, IdleConnectionIsClosed) {
+  TempDir dir;
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--max_connection_idle=200ms");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  grpc::ChannelArguments own_connection;
+  own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel = grpc::CreateCustomChannel(server->grpc_address(),
+                                           grpc::InsecureChannelCredentials(),
+                                           own_connection);
+  ASSERT_TRUE(ListPoolsWith(channel).ok());
+  ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+  // GOAWAY after 200 ms without calls: the channel goes IDLE by itself
+  // (the client's own idle timeout is 30 minutes).
+  EXPECT_TRUE(channel->WaitForStateChange(
+      GRPC_CHANNEL_READY, absl::ToChronoTime(absl::Now() + absl::Seconds(10))));
+  EXPECT_NE(channel->GetState(false), GRPC_CHANNEL_READY);
+  // The next call reconnects.
+  EXPECT_TRUE(ListPoolsWith(channel).ok());
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// RssKib returns VmRSS of process `pid` in KiB (-1 when unreadable).
+int64_t RssKib(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    absl::string_view rest = line;
+    if (absl::ConsumePrefix(&rest, "VmRSS:")) {
+      int64_t kib = -1;
+      std::vector<absl::string_view> parts =
+          absl::StrSplit(rest, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+      if (!parts.empty() && absl::SimpleAtoi(parts[0], &kib)) return kib;
+    }
+  }
+  return -1;
+}
+
+// SocketCount returns how many sockets process `pid` has open.
+int SocketCount(pid_t pid) {
+  const std::string fds = absl::StrCat("/proc/", pid, "/fd");
+  DIR* dir = opendir(fds.c_str());
+  if (dir == nullptr) return -1;
+  int count = 0;
+  while (dirent* entry = readdir(dir)) {
+    char target[64] = {};
+    const std::string path = fds + "/" + entry->d_name;
+    if (readlink(path.c_str(), target, sizeof(target) - 1) > 0 &&
+        absl::StartsWith(target, "socket:")) {
+      ++count;
+    }
+  }
+  closedir(dir);
+  return count;
+}
+
+// The documented bound (docs/SERVER.md §10) on the server's RSS growth
+// for 1,000 idle connections: 64 KiB per connection.
+constexpr int kConnections = 1000;
+constexpr int64_t kMaxRssGrowthKib = 64 * kConnections;
+
+TEST(ServerLimitsTest, HoldsAThousandConnectionsWithBoundedMemory) {
+  // Each connection is a socket on both sides (this process and the
+  // server, which inherits the limit): raise the soft limit.
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  const rlim_t needed = 2 * kConnections + 512;
+  ASSERT_GE(files.rlim_max, needed)
+      << "the hard RLIMIT_NOFILE (" << files.rlim_max
+      << ") is below what 1,000 connections need; raise it (ulimit -Hn)";
+  if (files.rlim_cur < needed) {
+    files.rlim_cur = needed;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+  }
+  TempDir dir;
+  auto server = ServerProcess::Start(OnePool(dir));
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(ListPoolsWith(server->channel()).ok());
+  const int sockets_before = SocketCount(server->pid());
+  const int64_t rss_before = RssKib(server->pid());
+  ASSERT_GT(rss_before, 0);
+
+  // 1,000 channels, each with its own connection (a local subchannel
+  // pool: otherwise equal channels share one), each doing an RPC.
+  grpc::ChannelArguments own_connection;
+  own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kConnections; ++i) {
+    channels.push_back(grpc::CreateCustomChannel(
+        server->grpc_address(), grpc::InsecureChannelCredentials(),
+        own_connection));
+    const grpc::Status s = ListPoolsWith(channels.back());
+    ASSERT_TRUE(s.ok()) << "connection " << i << ": " << s.error_message();
+  }
+  const absl::Duration connecting = absl::Now() - start;
+  // Every connection is still open on the server's side, and still works.
+  const int sockets_after = SocketCount(server->pid());
+  EXPECT_GE(sockets_after - sockets_before, kConnections);
+  int not_ready = 0;
+  for (const auto& channel : channels) {
+    not_ready += channel->GetState(false) == GRPC_CHANNEL_READY ? 0 : 1;
+    const grpc::Status s = ListPoolsWith(channel);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(not_ready, 0);
+  const int64_t rss_after = RssKib(server->pid());
+  std::printf(
+      "%d connections in %s; server sockets %d -> %d; server VmRSS %lld -> "
+      "%lld KiB (+%lld KiB, %lld bytes per connection; bound %lld KiB)\n",
+      kConnections, absl::FormatDuration(connecting).c_str(), sockets_before,
+      sockets_after, static_cast<long long>(rss_before),
+      static_cast<long long>(rss_after),
+      static_cast<long long>(rss_after - rss_before),
+      static_cast<long long>((rss_after - rss_before) * 1024 / kConnections),
+      static_cast<long long>(kMaxRssGrowthKib));
+  EXPECT_LT(rss_after - rss_before, kMaxRssGrowthKib);
+  // A new client is still served.
+  EXPECT_TRUE(
+      ListPoolsWith(grpc::CreateCustomChannel(
+                        server->grpc_address(),
+                        grpc::InsecureChannelCredentials(), own_connection))
+          .ok());
+  channels.clear();
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+}  // namespace
+}  // namespace groove::testing
