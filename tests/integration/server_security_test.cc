@@ -436,6 +436,14 @@ int SocketCount(pid_t pid) {
 // for 1,000 idle connections: 64 KiB per connection.
 constexpr int kConnections = 1000;
 constexpr int64_t kMaxRssGrowthKib = 64 * kConnections;
+// Under a sanitizer (the asan and tsan presets) every allocation carries
+// redzones, a quarantine or shadow memory, so the server's RSS says nothing
+// about the product's: the bound is checked by the default preset's run.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kRssIsTheProducts = false;
+#else
+constexpr bool kRssIsTheProducts = true;
+#endif
 
 TEST(ServerLimitsTest, HoldsAThousandConnectionsWithBoundedMemory) {
   // Each connection is a socket on both sides (this process and the
@@ -492,7 +500,11 @@ TEST(ServerLimitsTest, HoldsAThousandConnectionsWithBoundedMemory) {
       static_cast<long long>(rss_after - rss_before),
       static_cast<long long>((rss_after - rss_before) * 1024 / kConnections),
       static_cast<long long>(kMaxRssGrowthKib));
-  EXPECT_LT(rss_after - rss_before, kMaxRssGrowthKib);
+  if (kRssIsTheProducts) {
+    EXPECT_LT(rss_after - rss_before, kMaxRssGrowthKib);
+  } else {
+    std::printf("sanitizer build: the RSS bound is the default preset's\n");
+  }
   // A new client is still served.
   EXPECT_TRUE(
       ListPoolsWith(grpc::CreateCustomChannel(
