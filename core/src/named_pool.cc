@@ -70,6 +70,27 @@ uint64_t MetadataBytes(uint64_t max_volumes) {
   return kSlotTableOffset + 2 * 8 * max_volumes;
 }
 
+// ForEachRun calls fn(first, count, end) for each run of consecutive
+// indices in `indices` (ascending), where `end` is the position in
+// `indices` just past the run; stops at, and returns, the first error.
+// Batches are mostly one run (ClaimSlots takes the lowest free indices in
+// order), so a batch costs a few system calls, not a few per volume.
+template <typename Fn>
+absl::Status ForEachRun(const std::vector<uint64_t>& indices, Fn fn) {
+  size_t k = 0;
+  while (k < indices.size()) {
+    size_t end = k + 1;
+    while (end < indices.size() && indices[end] == indices[end - 1] + 1) {
+      ++end;
+    }
+    if (absl::Status s = fn(indices[k], uint64_t{end - k}, end); !s.ok()) {
+      return s;
+    }
+    k = end;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ErrnoError(absl::string_view what) {
   const int err = errno;
   std::string message = absl::StrCat(what, ": ", std::strerror(err));
@@ -659,7 +680,6 @@ absl::Status NamedPool::Recover() {
     pool.Lock(Wait::kBlock);
   }
   const uint64_t n = config_.max_volumes;
-  const uint64_t footprint = config_.volume_size_bytes;
 
   if (recovery_.store_lost) {
     // Nothing of the old volumes exists any more.
@@ -687,7 +707,7 @@ absl::Status NamedPool::Recover() {
   // Map every volume a slot says exists, so headers can be read.
   for (uint64_t i = 0; i < n; ++i) {
     if (StateOf(Slot(i).load(std::memory_order_relaxed)) != kSlotFree) {
-      if (absl::Status s = MapVolume(i); !s.ok()) {
+      if (absl::Status s = MapVolumes(i, 1); !s.ok()) {
         pool.Unlock();
         return s;
       }
@@ -726,8 +746,7 @@ absl::Status NamedPool::Recover() {
   auto free_volume = [&](uint64_t i) {
     pool.VolumeAt(i)->magic.store(kVolumeNotAVolume,
                                   std::memory_order_relaxed);
-    store_->Deallocate(i * footprint, footprint).IgnoreError();
-    UnmapVolume(i);
+    GiveBack(i, 1);
     Slot(i).store(kSlotFree, std::memory_order_release);
   };
   // push_if_sound queues a volume recovery would push, unless its header
@@ -833,19 +852,31 @@ absl::Status NamedPool::Recover() {
 
 // ---- Mapping volumes (owner) -----------------------------------------------
 
-absl::Status NamedPool::MapVolume(uint64_t index) {
+absl::Status NamedPool::MapVolumes(uint64_t first, uint64_t count) {
   const uint64_t footprint = config_.volume_size_bytes;
-  return store_->MapFixed(volume0_ + index * footprint, index * footprint,
-                          footprint);
+  return store_->MapFixed(volume0_ + first * footprint, first * footprint,
+                          count * footprint);
 }
 
-void NamedPool::UnmapVolume(uint64_t index) {
+void NamedPool::UnmapVolumes(uint64_t first, uint64_t count) {
   // A read-only zero mapping rather than PROT_NONE: a pop that raced the
   // removal may still read this volume's `next`; it reads 0 and its CAS
   // fails. Never writable, never allocates.
   const uint64_t footprint = config_.volume_size_bytes;
-  mmap(volume0_ + index * footprint, footprint, PROT_READ,
+  mmap(volume0_ + first * footprint, count * footprint, PROT_READ,
        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+}
+
+void NamedPool::GiveBack(uint64_t first, uint64_t count) {
+  // Unmap first, then punch: a pop racing the removal (or a corrupt link)
+  // then never reads the range between the punch and the unmap, where on
+  // tmpfs or hugetlbfs a read would fault a fresh page into the file and
+  // keep it there. The number of TLB shootdowns is the same either way
+  // (one per call, for the headers' page-table entries, which whichever
+  // of the two comes first zaps): docs/PERFORMANCE.md §8.
+  const uint64_t footprint = config_.volume_size_bytes;
+  UnmapVolumes(first, count);
+  store_->Deallocate(first * footprint, count * footprint).IgnoreError();
 }
 
 // ---- Add and remove ----------------------------------------------------------
@@ -929,13 +960,13 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
 
 void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
                               size_t allocated) {
-  const uint64_t footprint = config_.volume_size_bytes;
-  for (size_t k = 0; k < indices.size(); ++k) {
-    const uint64_t i = indices[k];
-    if (k < allocated) {
-      store_->Deallocate(i * footprint, footprint).IgnoreError();
-      UnmapVolume(i);
-    }
+  const std::vector<uint64_t> taken(indices.begin(),
+                                    indices.begin() + allocated);
+  ForEachRun(taken, [&](uint64_t first, uint64_t count, size_t) {
+    GiveBack(first, count);
+    return absl::OkStatus();
+  }).IgnoreError();
+  for (uint64_t i : indices) {
     // Release: the next claimer sees the slot's volume fully given back.
     Slot(i).store(kSlotFree, std::memory_order_release);
   }
@@ -968,19 +999,23 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   }
   Step("add:claimed");
   const uint64_t footprint = config_.volume_size_bytes;
-  // Take the memory and map it. Any failure undoes every step.
-  for (size_t k = 0; k < indices.size(); ++k) {
-    const uint64_t i = indices[k];
-    absl::Status s = store_->Allocate(i * footprint, footprint);
-    if (s.ok()) {
-      s = MapVolume(i);
-      if (!s.ok()) store_->Deallocate(i * footprint, footprint).IgnoreError();
-    }
-    if (!s.ok()) {
-      // Give back index k too: a failed allocation may keep pages.
-      ReleaseClaims(indices, k + 1);
-      return WithRemedy(std::move(s));
-    }
+  // Take the memory and map it, one fallocate and one mmap per run of
+  // consecutive indices. Any failure undoes every step.
+  if (absl::Status s = ForEachRun(
+          indices,
+          [&](uint64_t first, uint64_t run, size_t end) {
+            absl::Status s =
+                store_->Allocate(first * footprint, run * footprint);
+            if (s.ok()) s = MapVolumes(first, run);
+            if (!s.ok()) {
+              // Give back this run too: a failed allocation may keep
+              // pages, a failed map leaves them allocated.
+              ReleaseClaims(indices, end);
+            }
+            return s;
+          });
+      !s.ok()) {
+    return WithRemedy(std::move(s));
   }
   Step("add:allocated");
   // Format every header, then commit the batch, then push.
@@ -1073,19 +1108,25 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         summary.volumes_mapped, " mapped, all in use); release volumes or "
         "add more"));
   }
-  const uint64_t footprint = config_.volume_size_bytes;
-  for (const RemovedVolume& r : removed) {
-    store_->Deallocate(r.index * footprint, footprint).IgnoreError();
-    UnmapVolume(r.index);
-    Step("remove:deallocated");
-    // Release: whoever claims the slot next sees the volume gone.
-    Slot(r.index).store(kSlotFree, std::memory_order_release);
-  }
-  meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
+  // Give the memory back one run of consecutive indices at a time (one
+  // mmap and one punch each), in index order.
   std::sort(removed.begin(), removed.end(),
             [](const RemovedVolume& a, const RemovedVolume& b) {
               return a.index < b.index;
             });
+  std::vector<uint64_t> indices;
+  indices.reserve(removed.size());
+  for (const RemovedVolume& r : removed) indices.push_back(r.index);
+  ForEachRun(indices, [&](uint64_t first, uint64_t run, size_t) {
+    GiveBack(first, run);
+    Step("remove:deallocated");
+    for (uint64_t i = first; i < first + run; ++i) {
+      // Release: whoever claims the slot next sees the volume gone.
+      Slot(i).store(kSlotFree, std::memory_order_release);
+    }
+    return absl::OkStatus();
+  }).IgnoreError();
+  meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
   return removed;
 }
 

@@ -48,7 +48,7 @@ bool WorkerPool::TrySchedule(absl::AnyInvocable<void() &&> task) {
     leave();
     return false;
   }
-  permits_.release();
+  permits_.Release(1);
   leave();
   return true;
 }
@@ -60,7 +60,7 @@ void WorkerPool::Stop() {
     while (scheduling_.load(std::memory_order_acquire) != 0) {
       std::this_thread::yield();
     }
-    permits_.release(static_cast<std::ptrdiff_t>(threads_.size()));
+    permits_.Release(static_cast<int32_t>(threads_.size()));
   }
   for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
@@ -69,7 +69,7 @@ void WorkerPool::Stop() {
 
 void WorkerPool::Run() {
   for (;;) {
-    permits_.acquire();
+    permits_.Acquire();
     Task* task = nullptr;
     if (queue_.pop(task)) {
       queued_.fetch_sub(1, std::memory_order_relaxed);

@@ -10,6 +10,10 @@
 //     completing thousands of calls on the same bucket.
 //   - The add queue loses no task and runs none twice, with producers
 //     racing each other and Stop.
+//   - The futex semaphore its workers sleep on loses no wake-up: every
+//     permit released is taken, by sleeping and spinning takers alike, and
+//     a task given to a pool of sleeping workers always runs.
+//   (A lost wake-up shows as a hang: the test binary's CTest timeout.)
 
 #include <atomic>
 #include <cstdint>
@@ -19,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "groove/server/futex_semaphore.h"
 #include "groove/server/request_log.h"
 #include "groove/server/worker_pool.h"
 #include "gtest/gtest.h"
@@ -226,6 +231,56 @@ TEST(WorkerPoolConcurrencyTest, RacingProducersAndStopLoseNoTask) {
   EXPECT_EQ(ran.load(), accepted.load());
   EXPECT_EQ(pool.queued(), 0u);
   EXPECT_FALSE(pool.TrySchedule([] {}));
+}
+
+TEST(FutexSemaphoreTest, EveryReleasedPermitIsTakenBySomeWaiter) {
+  constexpr int kTakers = 4;
+  constexpr int kGivers = 2;
+  const int permits_per_giver = 20'000 * kScale;
+  const int total = kGivers * permits_per_giver;
+  FutexSemaphore permits;
+  std::atomic<int> taken{0};
+  std::vector<std::thread> takers;
+  for (int t = 0; t < kTakers; ++t) {
+    takers.emplace_back([&] {
+      // Each taker takes until the total is reached; a permit per taker
+      // more is released at the end to let them all leave.
+      for (;;) {
+        permits.Acquire();
+        if (taken.fetch_add(1) >= total) return;
+      }
+    });
+  }
+  std::vector<std::thread> givers;
+  for (int g = 0; g < kGivers; ++g) {
+    givers.emplace_back([&, g] {
+      // Singles and batches: Release(n) must wake up to n sleepers.
+      for (int i = 0; i < permits_per_giver;) {
+        const int n = (g == 0 || i + 3 > permits_per_giver) ? 1 : 3;
+        permits.Release(n);
+        i += n;
+      }
+    });
+  }
+  for (std::thread& t : givers) t.join();
+  permits.Release(kTakers);
+  for (std::thread& t : takers) t.join();
+  EXPECT_EQ(taken.load(), total + kTakers);
+  EXPECT_FALSE(permits.TryAcquire());
+}
+
+TEST(WorkerPoolConcurrencyTest, ATaskGivenToSleepingWorkersAlwaysRuns) {
+  // One task at a time, each scheduled when the workers have nothing to
+  // do (so they are asleep, or about to be): each must be woken for.
+  WorkerPool pool("test", /*threads=*/3, /*max_queued=*/4);
+  std::atomic<int> ran{0};
+  const int tasks = 2'000 * kScale;
+  for (int i = 0; i < tasks; ++i) {
+    ASSERT_TRUE(pool.TrySchedule([&] { ran.fetch_add(1); }));
+    while (ran.load() != i + 1) std::this_thread::yield();
+  }
+  pool.Stop();
+  EXPECT_EQ(ran.load(), tasks);
 }
 
 }  // namespace

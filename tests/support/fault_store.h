@@ -23,8 +23,9 @@ class FaultStore final : public VolumeStore {
   struct Control {
     std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
     std::atomic<int> fail_map_in{0};       // fail the Nth next MapFixed
-    std::atomic<int> allocates{0};
-    std::atomic<int> deallocates{0};
+    std::atomic<int> allocates{0};    // Allocate calls
+    std::atomic<int> deallocates{0};  // Deallocate calls
+    std::atomic<int> maps{0};         // MapFixed calls
   };
 
   FaultStore(std::unique_ptr<VolumeStore> real,
@@ -47,6 +48,7 @@ class FaultStore final : public VolumeStore {
   }
   absl::Status MapFixed(void* address, uint64_t offset,
                         uint64_t length) override {
+    control_->maps.fetch_add(1);
     if (control_->fail_map_in.load() > 0 &&
         control_->fail_map_in.fetch_sub(1) == 1) {
       return absl::ResourceExhaustedError(

@@ -441,51 +441,89 @@ INSTANTIATE_TEST_SUITE_P(
                absl::StatusCode::kResourceExhausted}),
     [](const auto& info) { return std::string(info.param.name); });
 
-TEST(NamedPoolTest, AllocationFailureMidBatchRollsBackTheWholeBatch) {
-  TempDir dir;
-  auto control = std::make_shared<FaultStore::Control>();
+// OpenWithFaults opens a small pool whose store is a FaultStore driven by
+// `control`.
+std::unique_ptr<NamedPool> OpenWithFaults(
+    const TempDir& dir, std::shared_ptr<FaultStore::Control> control) {
   NamedPool::OpenOptions options;
   options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
     return std::make_unique<FaultStore>(std::move(real), control);
   };
-  auto pool = OpenOrDie(dir.path(), SmallConfig(), options);
-  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "before").ok());
+  return OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+}
+
+// AddAtOddIndices adds volumes "before" at 1, 3 and 5, so that the next
+// batch's lowest free indices (0, 2, 4, 6, 7, ...) are not one run.
+void AddAtOddIndices(NamedPool& pool) {
+  for (uint64_t i : {1, 3, 5}) {
+    ASSERT_TRUE(pool.AddVolumes(1, i, "before").ok()) << i;
+  }
+}
+
+TEST(NamedPoolTest, AllocationFailureMidBatchRollsBackTheWholeBatch) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  auto pool = OpenWithFaults(dir, control);
+  AddAtOddIndices(*pool);
   const Observed before = Observe(*pool);
-  control->fail_allocate_in = 3;  // the 3rd volume of the next batch
+  // The next batch of 5 takes 0, 2, 4, 6, 7: runs [0], [2], [4], [6, 7],
+  // one allocation each. Fail the 3rd, after two runs succeeded.
+  control->fail_allocate_in = 3;
   const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_NE(s.message().find("tmpfs"), std::string::npos) << s;
-  // Every page the batch took, the failing one's included, is back.
+  // Every page the batch took, the failing run's included, is back.
   EXPECT_EQ(Observe(*pool), before);
-  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+  EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
   // The claimed indices are free again.
   EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
-            (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+            (std::vector<uint64_t>{0, 2, 4, 6, 7}));
 }
 
 TEST(NamedPoolTest, MapFailureMidBatchRollsBackTheWholeBatch) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
-  auto pool = OpenOrDie(dir.path(), SmallConfig(), options);
-  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "before").ok());
+  auto pool = OpenWithFaults(dir, control);
+  AddAtOddIndices(*pool);
   const Observed before = Observe(*pool);
-  // ENOMEM from mmap for the 3rd volume, whose memory is already taken.
+  // ENOMEM from mmap for the 3rd run ([4]) of 0, 2, 4, 6, 7, whose memory
+  // is already taken.
   control->fail_map_in = 3;
   const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_NE(s.message().find("Cannot allocate memory"), std::string::npos)
       << s;
   EXPECT_EQ(Observe(*pool), before);
-  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+  EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
   absl::StatusOr<VerifyReport> verified = pool->Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
-  EXPECT_EQ(verified->empty_volumes, 2u);
+  EXPECT_EQ(verified->empty_volumes, 3u);
   EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
-            (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+            (std::vector<uint64_t>{0, 2, 4, 6, 7}));
+}
+
+TEST(NamedPoolTest, ABatchTakesOneAllocationAndOneMapPerRunOfIndices) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  auto pool = OpenWithFaults(dir, control);
+  AddAtOddIndices(*pool);  // 1, 3, 5
+  control->allocates = 0;
+  control->maps = 0;
+  // 0, 2, 4, 6..9: runs [0], [2], [4], [6, 9].
+  ASSERT_EQ(*pool->AddVolumes(7, std::nullopt, "batch"),
+            (std::vector<uint64_t>{0, 2, 4, 6, 7, 8, 9}));
+  EXPECT_EQ(control->allocates.load(), 4);
+  EXPECT_EQ(control->maps.load(), 4);
+  EXPECT_EQ(*pool->AllocatedBytes(), 10 * kVolumeBytes);
+  // All ten are one run [0, 9]: one punch gives every page back.
+  control->deallocates = 0;
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(10);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(removed->size(), 10u);
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(*pool->AllocatedBytes(), 0u);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
 }
 
 // Regression: recovery acted on the slots it had read (rolling back an

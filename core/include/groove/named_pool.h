@@ -206,7 +206,9 @@ class NamedPool {
   // Thread safety: safe to call concurrently with every other operation;
   // never waits on another add or remove (slot claims are CAS). Blocks its
   // own caller while the kernel allocates (seconds per GiB of hugepages).
-  // Cost: O(max_volumes) to find free slots, plus the allocation.
+  // Cost: O(max_volumes) to find free slots, plus the allocation: one
+  // fallocate and one mmap per run of consecutive indices (a batch at the
+  // lowest free indices of a pool without holes is one run).
   absl::StatusOr<std::vector<uint64_t>> AddVolumes(
       uint64_t count, std::optional<uint64_t> first_index,
       absl::string_view info);
@@ -217,7 +219,12 @@ class NamedPool {
   // volume at all; or a data-plane join), DATA_LOSS (a corrupt volume was
   // popped: it is quarantined, the good ones popped by this call are put
   // back, and the pool is otherwise unchanged).
-  // Thread safety: as AddVolumes. Cost: O(count) plus the punches.
+  // The memory is given back one run of consecutive indices at a time:
+  // the read-only placeholder is mapped over the run, then the run is
+  // punched out of the store (in that order, so that nothing in this
+  // process can fault a page back into it).
+  // Thread safety: as AddVolumes. Cost: O(count log count), plus one mmap
+  // and one punch per run of consecutive indices.
   absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
@@ -264,8 +271,14 @@ class NamedPool {
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
-  absl::Status MapVolume(uint64_t index);
-  void UnmapVolume(uint64_t index);
+  // MapVolumes maps the store's range of volumes [first, first + count)
+  // over their placeholder: one mmap.
+  absl::Status MapVolumes(uint64_t first, uint64_t count);
+  // UnmapVolumes maps the read-only placeholder back over them: one mmap.
+  void UnmapVolumes(uint64_t first, uint64_t count);
+  // GiveBack unmaps volumes [first, first + count), then punches their
+  // memory out of the store.
+  void GiveBack(uint64_t first, uint64_t count);
   absl::Status WithRemedy(absl::Status status) const;
   void Step(absl::string_view step) const {
     if (step_hook_) step_hook_(step);

@@ -15,8 +15,10 @@
 // Scheduling never takes a lock (docs/SERVER.md, "No blocking"): the queue
 // is a `boost::lockfree::queue` of task pointers with its nodes allocated
 // up front, the bound is a CAS on a counter, and idle workers sleep on a
-// `std::counting_semaphore` that TrySchedule releases once per task (an
-// atomic add, and a futex wake only when a worker sleeps).
+// FutexSemaphore that TrySchedule releases once per task (an atomic add,
+// and a futex wake of one worker only when a worker sleeps; not
+// std::counting_semaphore, which wakes every sleeping worker and spins with
+// sched_yield: futex_semaphore.h).
 //
 // Example:
 //   WorkerPool workers("add:main", /*threads=*/4, /*max_queued=*/256);
@@ -28,13 +30,13 @@
 
 #include <atomic>
 #include <cstddef>
-#include <semaphore>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "boost/lockfree/queue.hpp"
+#include "groove/server/futex_semaphore.h"
 
 namespace groove::server {
 
@@ -92,7 +94,7 @@ class WorkerPool {
   std::atomic<size_t> scheduling_{0};
   std::atomic<bool> stopping_{false};
   // One permit per queued task, plus one per worker when stopping.
-  std::counting_semaphore<> permits_{0};
+  FutexSemaphore permits_;
   std::vector<std::thread> threads_;  // joined by Stop
 };
 
