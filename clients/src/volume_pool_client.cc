@@ -82,8 +82,12 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
         "give TLS either as credentials or as security.tls_ca_file "
         "(--tls-ca), not both");
   }
+  ClientSecurity checked = options.security;
+  // Hand-built credentials may well be TLS: the plaintext-token rule,
+  // which cannot tell, is the caller's to apply.
+  if (options.credentials != nullptr) checked.allow_plaintext_token = true;
   absl::StatusOr<LoadedSecurity> security =
-      LoadClientSecurity(options.security, options.address);
+      LoadClientSecurity(checked, options.address);
   if (!security.ok()) return security.status();
   grpc::ChannelArguments args;
   if (!security->tls_server_name.empty()) {

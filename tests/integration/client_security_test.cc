@@ -346,6 +346,10 @@ TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   }
   s.allow_plaintext_token = true;
   EXPECT_TRUE(create("192.0.2.1:50051", s).ok());
+  // With hand-built credentials the caller decides what is encrypted.
+  s.allow_plaintext_token = false;
+  EXPECT_TRUE(
+      create("192.0.2.1:50051", s, grpc::InsecureChannelCredentials()).ok());
   // TLS files together with hand-built credentials: which one?
   ClientSecurity tls;
   tls.tls_ca_file = good;

@@ -91,7 +91,8 @@ struct ClientOptions {
   // credentials, when not null, secure the channel instead of the TLS part
   // of `security` (which must then be empty): for credentials built by
   // hand (e.g. grpc::experimental::TlsCredentials). The token of
-  // `security` is still sent. Null: built from `security`.
+  // `security` is still sent, to any address (whether these credentials
+  // encrypt is the caller's to know). Null: built from `security`.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 
   // timeout is the default deadline of one call, all of its attempts and
