@@ -221,6 +221,36 @@ TEST(GroovectlSecurityTest, MutualTlsNeedsTheClientCertificate) {
   EXPECT_EQ(r.exit_code, 3) << Show(r);
 }
 
+TEST(GroovectlSecurityTest, TokenWithoutTlsGoesToLoopbackOnly) {
+  TempDir dir;
+  const std::string d = dir.path();
+  WriteFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
+  const std::string token =
+      "--token-file=" + WriteFile(d + "/admin.token", kAdminToken);
+  // Tokens without TLS: the server allows it on loopback (with a warning).
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + d + "/data",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16",
+       "--auth-tokens=" + d + "/tokens"});
+  ASSERT_NE(server, nullptr);
+  const auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {GROOVECTL_BIN, "--timeout=5s"});
+    return RunCommand(args, "", absl::Seconds(30));
+  };
+  const std::string addr = "--addr=" + server->grpc_address();
+  CommandResult r = ctl({addr, token, "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  r = ctl({addr, "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  // The same over "localhost" (a name, not an address) is loopback too.
+  const std::string port =
+      server->grpc_address().substr(server->grpc_address().rfind(':') + 1);
+  r = ctl({"--addr=localhost:" + port, token, "pools"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // ---- The client library
 // --------------------------------------------------------
 
