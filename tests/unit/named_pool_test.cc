@@ -25,8 +25,8 @@ namespace groove {
 namespace {
 
 using testing::FaultStore;
-using testing::TempDir;
 using ::testing::HasSubstr;
+using testing::TempDir;
 
 constexpr uint64_t kVolumeBytes = 64 << 10;  // 64 KiB: 16 normal pages
 
