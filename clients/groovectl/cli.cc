@@ -123,11 +123,21 @@ std::string Usage(std::optional<Command> command) {
       "                       proto3 JSON mapping of the response message\n"
       "  --timeout DURATION   deadline of each call, retries included\n"
       "                       (default 10s)\n"
+      "  --tls-ca PEM         use TLS, trusting the CA certificates in PEM\n"
+      "  --tls-cert PEM       with --tls-key: the client certificate for a\n"
+      "  --tls-key PEM        server that requires mutual TLS\n"
+      "  --tls-server-name NAME  the name the server's certificate must\n"
+      "                       carry (default: the host of --addr)\n"
+      "  --token-file FILE    send the bearer token on FILE's first line\n"
+      "                       (FILE must be mode 0600 or stricter; without\n"
+      "                       TLS only to a loopback address). There is no\n"
+      "                       --token: command lines are visible in ps\n"
       "  --help, -h           this help; `groovectl COMMAND --help` for a\n"
       "                       command's\n"
       "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
       "message`),\n"
-      "2 usage error, 3 server unreachable.\n");
+      "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
+      "(also a failed TLS handshake: no connection was made).\n");
   return text;
 }
 
@@ -195,6 +205,18 @@ absl::StatusOr<Invocation> ParseCommandLine(
         return Bad(
             absl::StrCat("--output must be table or json, got '", *v, "'"));
       }
+    } else if (std::string* file = name == "--tls-ca"     ? &inv.tls_ca
+                                   : name == "--tls-cert" ? &inv.tls_cert
+                                   : name == "--tls-key"  ? &inv.tls_key
+                                   : name == "--tls-server-name"
+                                       ? &inv.tls_server_name
+                                   : name == "--token-file" ? &inv.token_file
+                                                            : nullptr;
+               file != nullptr) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return Bad(absl::StrCat(name, " must not be empty"));
+      *file = *v;
     } else if (name == "--timeout") {
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();

@@ -12,7 +12,8 @@
 //   groovectl [GLOBAL...] COMMAND [ARGS...]   (global flags may also follow
 //                                            the command)
 //   GLOBAL:  --addr HOST:PORT   --output table|json   --timeout DURATION
-//            --help, -h
+//            --tls-ca PEM   --tls-cert PEM   --tls-key PEM
+//            --tls-server-name NAME   --token-file FILE   --help, -h
 //   pools
 //   add POOL COUNT [--first-index N] [--info TEXT|@FILE]
 //   remove POOL COUNT
@@ -51,6 +52,14 @@ struct Invocation {
   std::string address = "127.0.0.1:50051";
   OutputFormat output = OutputFormat::kTable;
   absl::Duration timeout = absl::Seconds(10);  // positive
+  // Security (groove::ClientSecurity's files, checked by the command, not
+  // here: parsing does no I/O). There is deliberately no --token TOKEN:
+  // a command line is readable by every user (ps, /proc/PID/cmdline).
+  std::string tls_ca;           // --tls-ca
+  std::string tls_cert;         // --tls-cert
+  std::string tls_key;          // --tls-key
+  std::string tls_server_name;  // --tls-server-name
+  std::string token_file;       // --token-file
   // help: print Usage(command) on stdout and exit 0; `command` is unset
   // for the general usage.
   bool help = false;

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -83,7 +84,9 @@ std::string Percent(uint64_t part, uint64_t whole) {
 
 // ReportError prints `status` and returns the exit code for it: 3 when the
 // server could not be reached (UNAVAILABLE, or DEADLINE_EXCEEDED before
-// the channel ever became ready), 1 otherwise.
+// the channel ever became ready; a failed TLS handshake is one of these,
+// with a hint), 1 otherwise (UNAUTHENTICATED and PERMISSION_DENIED
+// included, with a hint).
 int ReportError(const absl::Status& status, const VolumePoolClient& client,
                 std::ostream& err) {
   err << "error: " << absl::StatusCodeToString(status.code()) << ": "
@@ -94,7 +97,20 @@ int ReportError(const absl::Status& status, const VolumePoolClient& client,
       (absl::IsDeadlineExceeded(status) && !connected)) {
     err << "error: cannot reach groove-volumed at " << client.options().address
         << "\n";
+    const std::string message = absl::AsciiStrToLower(status.message());
+    if (absl::StrContains(message, "ssl") ||
+        absl::StrContains(message, "handshake") ||
+        absl::StrContains(message, "certificate")) {
+      err << "error: the TLS handshake failed: check that --tls-ca signed "
+             "the server's certificate, that --tls-server-name (or the host "
+             "of --addr) is a name in it, and that a server with "
+             "--tls-client-ca gets --tls-cert and --tls-key\n";
+    }
     return kExitUnreachable;
+  }
+  if (absl::IsUnauthenticated(status) &&
+      client.options().security.token_file.empty()) {
+    err << "error: the server requires a bearer token: give --token-file\n";
   }
   return kExitServerError;
 }
@@ -453,6 +469,11 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
   ClientOptions options;
   options.address = inv.address;
   options.timeout = inv.timeout;
+  options.security.tls_ca_file = inv.tls_ca;
+  options.security.tls_cert_file = inv.tls_cert;
+  options.security.tls_key_file = inv.tls_key;
+  options.security.tls_server_name = inv.tls_server_name;
+  options.security.token_file = inv.token_file;
   absl::StatusOr<std::unique_ptr<VolumePoolClient>> client =
       VolumePoolClient::Create(options);
   if (!client.ok()) {

@@ -77,7 +77,22 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
     return absl::InvalidArgumentError("address must not be empty");
   }
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  if (options.credentials != nullptr && !options.security.tls_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "give TLS either as credentials or as security.tls_ca_file "
+        "(--tls-ca), not both");
+  }
+  ClientSecurity checked = options.security;
+  // Hand-built credentials may well be TLS: the plaintext-token rule,
+  // which cannot tell, is the caller's to apply.
+  if (options.credentials != nullptr) checked.allow_plaintext_token = true;
+  absl::StatusOr<LoadedSecurity> security =
+      LoadClientSecurity(checked, options.address);
+  if (!security.ok()) return security.status();
   grpc::ChannelArguments args;
+  if (!security->tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(security->tls_server_name);
+  }
   // Reconnect at the pace of the client's own retries: gRPC's default
   // reconnect backoff starts at 1 s and grows to 120 s, so a client whose
   // server restarted would keep failing fast for up to two minutes.
@@ -90,11 +105,11 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
   // when another channel of the process talks to the same address.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::shared_ptr<grpc::ChannelCredentials> credentials =
-      options.credentials ? options.credentials
-                          : grpc::InsecureChannelCredentials();
+      options.credentials ? options.credentials : security->credentials;
   auto channel = grpc::CreateCustomChannel(options.address, credentials, args);
   return std::unique_ptr<VolumePoolClient>(
-      new VolumePoolClient(std::move(channel), std::move(options)));
+      new VolumePoolClient(std::move(channel), std::move(options),
+                           std::move(security->authorization)));
 }
 
 absl::StatusOr<std::unique_ptr<VolumePoolClient>>
@@ -104,13 +119,25 @@ VolumePoolClient::CreateWithChannel(std::shared_ptr<grpc::Channel> channel,
     return absl::InvalidArgumentError("channel must not be null");
   }
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  // Only the token matters here: the channel is secured already (so the
+  // plaintext-token rule, which needs to know, does not apply).
+  ClientSecurity token_only;
+  token_only.token = options.security.token;
+  token_only.token_file = options.security.token_file;
+  token_only.allow_plaintext_token = true;
+  absl::StatusOr<LoadedSecurity> security =
+      LoadClientSecurity(token_only, options.address);
+  if (!security.ok()) return security.status();
   return std::unique_ptr<VolumePoolClient>(
-      new VolumePoolClient(std::move(channel), std::move(options)));
+      new VolumePoolClient(std::move(channel), std::move(options),
+                           std::move(security->authorization)));
 }
 
 VolumePoolClient::VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
-                                   ClientOptions options)
+                                   ClientOptions options,
+                                   std::string authorization)
     : options_(std::move(options)),
+      authorization_(std::move(authorization)),
       channel_(std::move(channel)),
       stub_(v1::VolumePoolService::NewStub(channel_)),
       health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
@@ -135,6 +162,10 @@ absl::Status VolumePoolClient::Call(
   for (int n = 1;; ++n) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(deadline));
+    // Health needs no token (and a probe's answer must not depend on one).
+    if (!authorization_.empty() && method != "Health") {
+      context.AddMetadata("authorization", authorization_);
+    }
     const absl::Status status = ToAbslStatus(attempt(&context));
     const bool retryable = absl::IsUnavailable(status) ||
                            (method == "AddVolume" && absl::IsAborted(status));

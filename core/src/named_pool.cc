@@ -23,6 +23,9 @@ namespace groove {
 
 namespace {
 
+// kShmStoreDir holds the volume stores of `normal` pools whose data
+// directory is not a tmpfs.
+constexpr char kShmStoreDir[] = "/dev/shm/groove-volumed";
 constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
 constexpr uint64_t kLayoutVersion = 2;
 // Layout 1 (before the pool header grew its counter shards, 256 -> 1536
@@ -516,7 +519,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     struct statfs fs;
     std::string dir = data_dir_;
     if (statfs(data_dir_.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
-      dir = "/dev/shm/groove-volumed";  // normal pages live on tmpfs
+      dir = kShmStoreDir;  // normal pages live on tmpfs
       std::error_code ec;
       std::filesystem::create_directories(dir, ec);
     }
@@ -590,12 +593,62 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
+  const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
+  const std::filesystem::path path(store_path);
+  const std::string own = absl::StrCat(config_.name, ".volumes");
+  const std::string dir = path.parent_path().string();
+  std::string expected;
+  if (kind == BackingKind::kFile) {
+    expected = config_.backing.file_path;
+    if (store_path == expected) return absl::OkStatus();
+  } else {
+    // The data directory by identity (device and inode), not by spelling:
+    // "--data-dir=/var/lib/groove/" names the same one as ".../groove".
+    struct stat a, b;
+    const bool in_data_dir = path.filename() == own &&
+                             stat(dir.c_str(), &a) == 0 &&
+                             stat(data_dir_.c_str(), &b) == 0 &&
+                             a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    if (in_data_dir) return absl::OkStatus();
+    expected = absl::StrCat(data_dir_, "/", own);
+    if (kind == BackingKind::kNormal) {
+      // Compared as text: the directory may be gone (a cleared /dev/shm),
+      // which OpenStore recovers from.
+      const std::string shm = absl::StrCat(kShmStoreDir, "/", own);
+      if (store_path == shm) return absl::OkStatus();
+      absl::StrAppend(&expected, " or ", shm);
+    } else {
+      const std::optional<HugetlbMount> mount =
+          host_.FindHugetlbMount(meta_->page_size_bytes, data_dir_);
+      if (mount.has_value()) {
+        const std::string on_mount =
+            absl::StrCat(mount->path, "/groove-volumed.", own);
+        if (store_path == on_mount) return absl::OkStatus();
+        absl::StrAppend(&expected, " or ", on_mount);
+      }
+    }
+  }
+  return absl::DataLossError(absl::StrCat(
+      "pool '", config_.name, "': the metadata records the volume store ",
+      store_path, ", which is not where this server keeps that pool's store (",
+      expected,
+      "): the metadata is corrupt or was written by someone else; refusing "
+      "to open, create or resize a file it names"));
+}
+
 absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
   const std::string store_path = FieldString(meta_->store_path);
   const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
   const uint64_t page = meta_->page_size_bytes;
   int fd = -1;
   std::string description = store_path;
+  // The owner opens, creates if missing, sizes and punches holes in the
+  // file the metadata names: a metadata file pointing anywhere else would
+  // make it do so to any file it can write (docs/SECURITY.md section 5).
+  if (owner && !store_path.empty()) {
+    if (absl::Status s = CheckStorePath(store_path); !s.ok()) return s;
+  }
   if (!store_path.empty()) {
     fd = open(store_path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) {

@@ -125,11 +125,12 @@ absl::string_view RoleName(Role role) {
   return "none";
 }
 
-Role RequiredRole(RpcMethod method) {
+Role RequiredRole(RpcMethod method, bool verify) {
   switch (method) {
     case RpcMethod::kListPools:
-    case RpcMethod::kInspect:
       return Role::kReader;
+    case RpcMethod::kInspect:
+      return verify ? Role::kAdmin : Role::kReader;
     case RpcMethod::kAddVolume:
     case RpcMethod::kRemoveVolume:
       return Role::kAdmin;
@@ -245,7 +246,7 @@ size_t TokenTable::RoleCount(Role role) const {
 
 absl::Status Authorize(const TokenTable& tokens,
                        absl::Span<const absl::string_view> authorization,
-                       RpcMethod method) {
+                       RpcMethod method, bool verify) {
   if (authorization.empty()) {
     return absl::UnauthenticatedError(absl::StrCat(
         RpcMethodName(method),
@@ -271,11 +272,16 @@ absl::Status Authorize(const TokenTable& tokens,
         absl::StrCat(RpcMethodName(method),
                      ": the bearer token is not one of this server's tokens"));
   }
-  const Role required = RequiredRole(method);
+  const Role required = RequiredRole(method, verify);
   if (static_cast<uint8_t>(role) < static_cast<uint8_t>(required)) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(RpcMethodName(method), " needs role ", RoleName(required),
-                     "; this token has role ", RoleName(role)));
+    const bool for_verify = verify && method == RpcMethod::kInspect;
+    return absl::PermissionDeniedError(absl::StrCat(
+        RpcMethodName(method), for_verify ? " with verify=true" : "",
+        " needs role ", RoleName(required), "; this token has role ",
+        RoleName(role),
+        for_verify ? " (verify pauses the pool's users while it walks the "
+                     "pool; inspect without verify needs only reader)"
+                   : ""));
   }
   return absl::OkStatus();
 }

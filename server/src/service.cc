@@ -92,7 +92,8 @@ void VolumePoolServiceImpl::StartDraining() {
 }
 
 absl::Status VolumePoolServiceImpl::Begin(Call* call,
-                                          absl::string_view pool_name) {
+                                          absl::string_view pool_name,
+                                          bool verify) {
   if (tokens_ != nullptr) {
     // gRPC lower-cases metadata keys. Normally one value; Authorize
     // refuses several.
@@ -102,7 +103,8 @@ absl::Status VolumePoolServiceImpl::Begin(Call* call,
     for (auto it = first; it != last; ++it) {
       authorization.emplace_back(it->second.data(), it->second.size());
     }
-    if (absl::Status s = Authorize(*tokens_, authorization, call->method);
+    if (absl::Status s =
+            Authorize(*tokens_, authorization, call->method, verify);
         !s.ok()) {
       return s;
     }
@@ -329,7 +331,8 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
   Call call{
       context, context->DefaultReactor(), RpcMethod::kInspect, absl::Now(),
       -1,      PoolOp::kInspect};
-  if (absl::Status s = Begin(&call, request->pool()); !s.ok()) {
+  if (absl::Status s = Begin(&call, request->pool(), request->verify());
+      !s.ok()) {
     return Finish(call, s);
   }
   NamedPool& pool = *pools_[call.pool].pool;

@@ -48,6 +48,25 @@ TEST(GroovectlCliTest, ParsesAddAndWatch) {
   EXPECT_EQ(defaults->output, OutputFormat::kTable);
 }
 
+TEST(GroovectlCliTest, ParsesSecurityFlags) {
+  auto inv = ParseCommandLine(
+      {"--tls-ca", "ca.pem", "pools", "--tls-cert=c.pem", "--tls-key", "c.key",
+       "--tls-server-name=volumes.internal", "--token-file", "t"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->tls_ca, "ca.pem");
+  EXPECT_EQ(inv->tls_cert, "c.pem");
+  EXPECT_EQ(inv->tls_key, "c.key");
+  EXPECT_EQ(inv->tls_server_name, "volumes.internal");
+  EXPECT_EQ(inv->token_file, "t");
+  EXPECT_EQ(CodeOf({"--token-file=", "pools"}),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CodeOf({"pools", "--tls-ca"}), absl::StatusCode::kInvalidArgument);
+  // No --token: a token on the command line is visible in ps.
+  EXPECT_EQ(CodeOf({"--token=abc", "pools"}),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Usage(std::nullopt), HasSubstr("--token-file FILE"));
+}
+
 TEST(GroovectlCliTest, RejectsBadCommandLines) {
   const absl::StatusCode kBad = absl::StatusCode::kInvalidArgument;
   EXPECT_EQ(CodeOf({}), kBad);                            // no command

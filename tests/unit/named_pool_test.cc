@@ -25,6 +25,7 @@ namespace groove {
 namespace {
 
 using testing::FaultStore;
+using ::testing::HasSubstr;
 using testing::TempDir;
 
 constexpr uint64_t kVolumeBytes = 64 << 10;  // 64 KiB: 16 normal pages
@@ -144,6 +145,56 @@ TEST(HostMemoryTest, ReadsTheHugepageReservationFromSysfs) {
 }
 
 // ---- Opening ----------------------------------------------------------------
+
+// RewriteStorePath replaces the volume store path recorded in `meta_file`
+// (a NUL-padded field) with `path`, as a writer of the metadata could.
+void RewriteStorePath(const std::string& meta_file, const std::string& from,
+                      const std::string& path) {
+  std::fstream file(meta_file, std::ios::in | std::ios::out | std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(file)),
+                    std::istreambuf_iterator<char>());
+  const size_t at = bytes.find(from + std::string(1, '\0'));
+  ASSERT_NE(at, std::string::npos) << from << " is not in " << meta_file;
+  ASSERT_LT(path.size(), 1024u);
+  std::string field = path;
+  field.resize(std::max(from.size(), path.size()), '\0');
+  file.clear();
+  file.seekp(static_cast<std::streamoff>(at));
+  file.write(field.data(), static_cast<std::streamsize>(field.size()));
+  ASSERT_TRUE(file.good());
+}
+
+TEST(NamedPoolTest, OwnerRefusesAStorePathThePoolCouldNotHaveChosen) {
+  TempDir dir;
+  const std::string data = dir.path() + "/data";
+  ASSERT_NE(OpenOrDie(data, SmallConfig()), nullptr);
+  // Another spelling of the same data directory is the same place.
+  ASSERT_NE(OpenOrDie(data + "/", SmallConfig()), nullptr);
+  ASSERT_NE(OpenOrDie(dir.path() + "/./data", SmallConfig()), nullptr);
+
+  // Metadata that names another file: the owner would create, size and
+  // punch holes in it. It refuses (DATA_LOSS: the server quarantines) and
+  // does not touch the file.
+  const std::string victim = dir.path() + "/victim";
+  RewriteStorePath(data + "/main.pool", data + "/main.volumes", victim);
+  absl::StatusOr<std::unique_ptr<NamedPool>> reopened =
+      NamedPool::Open(data, SmallConfig());
+  EXPECT_EQ(reopened.status().code(), absl::StatusCode::kDataLoss)
+      << reopened.status();
+  EXPECT_THAT(reopened.status().message(),
+              HasSubstr("records the volume store " + victim));
+  struct stat st;
+  EXPECT_NE(stat(victim.c_str(), &st), 0) << "the owner created " << victim;
+  // Also a file of the right name in another directory.
+  const std::string elsewhere = dir.path() + "/main.volumes";
+  RewriteStorePath(data + "/main.pool", victim, elsewhere);
+  EXPECT_EQ(NamedPool::Open(data, SmallConfig()).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_NE(stat(elsewhere.c_str(), &st), 0);
+  // Put back, the pool opens again.
+  RewriteStorePath(data + "/main.pool", elsewhere, data + "/main.volumes");
+  EXPECT_NE(OpenOrDie(data, SmallConfig()), nullptr);
+}
 
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
   TempDir dir;

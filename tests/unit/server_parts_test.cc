@@ -410,6 +410,26 @@ TEST(AuthorizeTest, ChecksTheBearerTokenAndItsRole) {
   }
 }
 
+TEST(AuthorizeTest, InspectWithVerifyNeedsAdmin) {
+  const TokenTable table = TwoTokens();
+  using V = std::vector<absl::string_view>;
+  const std::string admin = absl::StrCat("Bearer ", kAdminToken);
+  const std::string reader = absl::StrCat("Bearer ", kReaderToken);
+  EXPECT_EQ(RequiredRole(RpcMethod::kInspect, /*verify=*/false), Role::kReader);
+  EXPECT_EQ(RequiredRole(RpcMethod::kInspect, /*verify=*/true), Role::kAdmin);
+  EXPECT_TRUE(Authorize(table, V{reader}, RpcMethod::kInspect, false).ok());
+  EXPECT_TRUE(Authorize(table, V{admin}, RpcMethod::kInspect, true).ok());
+  const absl::Status denied =
+      Authorize(table, V{reader}, RpcMethod::kInspect, true);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(denied.message(),
+              HasSubstr("Inspect with verify=true needs role admin; this "
+                        "token has role reader (verify pauses the pool's "
+                        "users"));
+  // verify means nothing to the other methods.
+  EXPECT_TRUE(Authorize(table, V{reader}, RpcMethod::kListPools, true).ok());
+}
+
 TEST(LoopbackTest, OnlyLoopbackHostsAre) {
   for (const char* address : {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:50051",
                               "localhost:1", "[::ffff:127.0.0.1]:5"}) {

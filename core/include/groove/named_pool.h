@@ -263,6 +263,11 @@ class NamedPool {
                    const OpenOptions* options);
   absl::Status CreateStore(const OpenOptions& options);
   absl::Status OpenStore(bool owner, const OpenOptions* options);
+  // CheckStorePath: DATA_LOSS unless `store_path` (from the metadata) is
+  // where CreateStore would put this pool's store: the configured
+  // file:PATH, DATA_DIR/NAME.volumes, /dev/shm/groove-volumed/NAME.volumes
+  // (normal) or HUGETLBFS/groove-volumed.NAME.volumes (hugepages).
+  absl::Status CheckStorePath(const std::string& store_path) const;
   absl::Status Recover();
   // WalkStackLocked walks the stack checking each index's slot before
   // reading its header (an owner has not mapped free slots), and marks

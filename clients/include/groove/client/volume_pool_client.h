@@ -36,6 +36,15 @@
 // NOT_FOUND for an unknown pool; UNAVAILABLE when the server cannot be
 // reached within the retry budget (the message counts the attempts);
 // DEADLINE_EXCEEDED when the call's deadline passed.
+//
+// Security (client_security.h): ClientOptions::security names the TLS
+// files and the bearer token; every VolumePoolService call then carries
+// `authorization: Bearer TOKEN`. A TLS handshake that fails (wrong CA,
+// wrong name, no client certificate for a mutual-TLS server) is
+// UNAVAILABLE, like an unreachable server: no connection was made (the
+// message carries gRPC's reason, e.g. CERTIFICATE_VERIFY_FAILED). A
+// missing or unknown token is UNAUTHENTICATED, a role too low
+// PERMISSION_DENIED; neither is retried.
 
 #ifndef GROOVE_CLIENT_VOLUME_POOL_CLIENT_H_
 #define GROOVE_CLIENT_VOLUME_POOL_CLIENT_H_
@@ -52,6 +61,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "groove/client/client_security.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -74,11 +84,15 @@ struct ClientOptions {
   // "unix:/run/groove.sock"). Must not be empty.
   std::string address = "127.0.0.1:50051";
 
-  // credentials secure the channel. Null means
-  // grpc::InsecureChannelCredentials(), which is all the server offers
-  // today.
-  // TLS: the security issue adds TLS (and mTLS) to the server; a client
-  // then passes grpc::SslCredentials(...) here and nothing else changes.
+  // security: TLS files and the bearer token (client_security.h), read
+  // and checked by Create. The default is plaintext without a token.
+  ClientSecurity security;
+
+  // credentials, when not null, secure the channel instead of the TLS part
+  // of `security` (which must then be empty): for credentials built by
+  // hand (e.g. grpc::experimental::TlsCredentials). The token of
+  // `security` is still sent, to any address (whether these credentials
+  // encrypt is the caller's to know). Null: built from `security`.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 
   // timeout is the default deadline of one call, all of its attempts and
@@ -135,14 +149,18 @@ class VolumePoolClient {
   // not connect: the first call does (and fails with UNAVAILABLE, after its
   // retries, if the server cannot be reached).
   // Errors: INVALID_ARGUMENT when an option is out of range (empty
-  // address, timeout <= 0, max_attempts < 1, bad backoff or jitter).
+  // address, timeout <= 0, max_attempts < 1, bad backoff or jitter), and
+  // LoadClientSecurity's errors (a missing or bad TLS or token file, a
+  // certificate without its key, TLS files together with `credentials`, a
+  // plaintext token to a non-loopback address).
   static absl::StatusOr<std::unique_ptr<VolumePoolClient>> Create(
       ClientOptions options);
 
   // CreateWithChannel builds a client over `channel` (tests, in-process
-  // channels, channels shared with other stubs). options.address and
-  // options.credentials are ignored. REQUIRES: channel is not null.
-  // Errors: as Create.
+  // channels, channels shared with other stubs). options.address,
+  // options.credentials and the TLS part of options.security are ignored
+  // (the channel is already secured); the token is sent.
+  // REQUIRES: channel is not null. Errors: as Create.
   static absl::StatusOr<std::unique_ptr<VolumePoolClient>> CreateWithChannel(
       std::shared_ptr<grpc::Channel> channel, ClientOptions options);
 
@@ -187,7 +205,7 @@ class VolumePoolClient {
 
  private:
   VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
-                   ClientOptions options);
+                   ClientOptions options, std::string authorization);
 
   // Call runs `attempt` (one RPC with the given context) until it succeeds,
   // fails with a code `retryable` refuses, runs out of attempts or of time.
@@ -197,6 +215,9 @@ class VolumePoolClient {
 
   // Immutable after construction: that is what makes concurrent calls safe.
   ClientOptions options_;
+  // authorization_: "Bearer TOKEN" added to every VolumePoolService call,
+  // or "" for none.
+  std::string authorization_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::VolumePoolService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;

@@ -16,8 +16,11 @@
 // function here ever puts a token (presented or configured) in a message
 // or a log line.
 //
-// Roles: kReader may call ListPools and Inspect; kAdmin may call every RPC
-// of groove.v1.VolumePoolService. Health checking never needs a token.
+// Roles: kReader may call ListPools and Inspect without verify; kAdmin
+// may call every RPC of groove.v1.VolumePoolService, Inspect with
+// verify=true included (it holds the pool's maintenance lock, pausing the
+// pool's users, for as long as the walk takes: not for a reader). Health
+// checking never needs a token.
 //
 // TLS. LoadTlsCredentials reads and checks the PEM files of a
 // `groove.v1.TlsConfig` (parses every certificate and the key with
@@ -57,15 +60,16 @@ namespace groove::server {
 // every lower role allows.
 enum class Role : uint8_t {
   kNone = 0,    // no token, or an unknown one: nothing
-  kReader = 1,  // ListPools, Inspect
-  kAdmin = 2,   // also AddVolume, RemoveVolume
+  kReader = 1,  // ListPools, Inspect (without verify)
+  kAdmin = 2,   // also AddVolume, RemoveVolume, Inspect with verify
 };
 
 // RoleName returns "none", "reader" or "admin".
 absl::string_view RoleName(Role role);
 
-// RequiredRole returns the least role that may call `method`.
-Role RequiredRole(RpcMethod method);
+// RequiredRole returns the least role that may call `method`; `verify` is
+// Inspect's verify field (ignored for the other methods).
+Role RequiredRole(RpcMethod method, bool verify = false);
 
 // Token length limits, in bytes. The lower bound keeps guessable tokens
 // out (16 random base64 characters are 96 bits); the upper bound is the
@@ -131,12 +135,13 @@ class TokenTable {
 //   UNAUTHENTICATED    no value, several, one that is not `Bearer TOKEN`,
 //                      or a token not in `tokens`;
 //   PERMISSION_DENIED  a known token whose role is below
-//                      RequiredRole(method) (the message names both roles).
+//                      RequiredRole(method, verify) (the message names both
+//                      roles, and for verify why it needs admin).
 // Messages never contain the token. Thread safety: a pure function.
 // Cost: one TokenTable::Lookup.
 absl::Status Authorize(const TokenTable& tokens,
                        absl::Span<const absl::string_view> authorization,
-                       RpcMethod method);
+                       RpcMethod method, bool verify = false);
 
 // LoadTlsCredentials reads the PEM files named by `tls` and returns the
 // options of grpc::SslServerCredentials: the certificate chain and its

@@ -128,8 +128,10 @@ class VolumePoolServiceImpl final
   // unknown or of too weak a role (first, so that a caller without a
   // token learns nothing else, not even the pool names), UNAVAILABLE
   // while draining, and NOT_FOUND for an unknown `pool_name` (when `op`
-  // is set).
-  absl::Status Begin(Call* call, absl::string_view pool_name);
+  // is set). `verify`: the call is an Inspect with verify=true, which
+  // needs role admin (RequiredRole).
+  absl::Status Begin(Call* call, absl::string_view pool_name,
+                     bool verify = false);
   // Finish records the RPC's metrics, logs it if it failed, and finishes
   // it with `status`. Returns the reactor, for handlers to return.
   grpc::ServerUnaryReactor* Finish(const Call& call,

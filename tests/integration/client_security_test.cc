@@ -1,0 +1,392 @@
+// client_security_test: the clients' side of docs/SERVER.md §10 against the
+// real groove-volumed on loopback: groovectl's --tls-ca, --tls-cert,
+// --tls-key, --tls-server-name and --token-file, and the same through
+// groove::VolumePoolClient's ClientOptions::security, over TLS and mutual
+// TLS (certificates made with openssl at test time, test_pki.h), with
+// admin and reader tokens. Each refusal is checked against a success of
+// the same client setup minus the one thing that is wrong, so that a
+// refusal for another reason would not pass.
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "groove/client/volume_pool_client.h"
+#include "gtest/gtest.h"
+#include "support/server_process.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+#include "support/test_pki.h"
+
+namespace groove::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kAdminToken[] = "adm1n-T0KEN-for-client-tests-5e8b2a";
+constexpr char kReaderToken[] = "re4der-T0KEN-for-client-tests-9d1c7f";
+
+// WriteFile writes `text` to `path` with `mode`.
+std::string WriteFile(const std::string& path, const std::string& text,
+                      mode_t mode = 0600) {
+  std::ofstream(path) << text;
+  chmod(path.c_str(), mode);
+  return path;
+}
+
+// SecureServer runs groove-volumed with TLS (mutual TLS when `mutual`) and
+// the admin and reader tokens, and writes the token files the clients use.
+class SecureServer {
+ public:
+  explicit SecureServer(bool mutual) {
+    const std::string d = dir_.path();
+    pki_ok_ = MakeTestPki(d).ok();
+    if (!pki_ok_) return;
+    WriteFile(d + "/tokens",
+              absl::StrCat(kAdminToken, " admin\n", kReaderToken, " reader\n"));
+    WriteFile(d + "/admin.token", absl::StrCat(kAdminToken, "\n"));
+    WriteFile(d + "/reader.token", absl::StrCat(kReaderToken, "\n"));
+    std::vector<std::string> args = {
+        "--data-dir=" + d + "/data",
+        "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16",
+        "--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/server.key",
+        "--auth-tokens=" + d + "/tokens"};
+    if (mutual) args.push_back("--tls-client-ca=" + d + "/ca.pem");
+    server_ = ServerProcess::Start(
+        args, absl::Seconds(30), TlsClient(d, "ca.pem", mutual ? "client" : ""),
+        TlsChannelArgs());
+  }
+  bool ok() const { return pki_ok_ && server_ != nullptr; }
+  std::string path(const std::string& file) const {
+    return dir_.path() + "/" + file;
+  }
+  const ServerProcess& server() const { return *server_; }
+
+  // Ctl runs groovectl against the server with `args`.
+  CommandResult Ctl(std::vector<std::string> args) const {
+    args.insert(
+        args.begin(),
+        {GROOVECTL_BIN, "--addr=" + server_->grpc_address(), "--timeout=5s"});
+    return RunCommand(args, "", absl::Seconds(30));
+  }
+
+  // Client returns a VolumePoolClient of the server with `security`, or
+  // the error of Create.
+  absl::StatusOr<std::unique_ptr<VolumePoolClient>> Client(
+      ClientSecurity security) const {
+    ClientOptions options;
+    options.address = server_->grpc_address();
+    options.timeout = absl::Seconds(5);
+    options.security = std::move(security);
+    return VolumePoolClient::Create(std::move(options));
+  }
+
+ private:
+  TempDir dir_;
+  bool pki_ok_ = false;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+std::string Show(const CommandResult& r) {
+  return absl::StrCat("exit ", r.exit_code, "\nstdout: ", r.out,
+                      "\nstderr: ", r.err);
+}
+
+// ---- groovectl
+// -----------------------------------------------------------------
+
+TEST(GroovectlSecurityTest, TlsWithTokensSucceedsAndEachMistakeFails) {
+  const SecureServer s(/*mutual=*/false);
+  ASSERT_TRUE(s.ok());
+  const std::string ca = "--tls-ca=" + s.path("ca.pem");
+  const std::string admin = "--token-file=" + s.path("admin.token");
+  const std::string reader = "--token-file=" + s.path("reader.token");
+
+  // The admin token over TLS may add; health needs no token.
+  CommandResult r = s.Ctl({ca, admin, "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  r = s.Ctl({ca, "health"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  EXPECT_THAT(r.out, HasSubstr("SERVING"));
+  // --tls-server-name is the name checked: the certificate's name passes,
+  // another fails the handshake.
+  r = s.Ctl({ca, "--tls-server-name=localhost", reader, "pools"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  r = s.Ctl({ca, "--tls-server-name=volumes.example", reader, "pools"});
+  EXPECT_EQ(r.exit_code, 3) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("TLS handshake failed"));
+
+  // No CA (plaintext against a TLS port), or another CA: no connection.
+  r = s.Ctl({reader, "pools"});
+  EXPECT_EQ(r.exit_code, 3) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
+  r = s.Ctl({"--tls-ca=" + s.path("other_ca.pem"), reader, "pools"});
+  EXPECT_EQ(r.exit_code, 3) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("TLS handshake failed"));
+
+  // No token: UNAUTHENTICATED, exit 1, with the flag to use.
+  r = s.Ctl({ca, "pools"});
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: "));
+  EXPECT_THAT(r.err, HasSubstr("--token-file"));
+  // A reader token reads, but may neither add nor verify.
+  r = s.Ctl({ca, reader, "inspect", "a"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  r = s.Ctl({ca, reader, "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("error: PERMISSION_DENIED: AddVolume needs "
+                               "role admin; this token has role reader"));
+  r = s.Ctl({ca, reader, "inspect", "a", "--verify"});
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: Inspect with verify=true "
+                               "needs role admin"));
+  r = s.Ctl({ca, admin, "inspect", "a", "--verify"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  // Exactly one volume was added: the reader's add did not happen.
+  r = s.Ctl({ca, reader, "--output=json", "inspect", "a"});
+  EXPECT_THAT(r.out, HasSubstr("\"volumes_mapped\":\"1\"")) << Show(r);
+  // No token ever reaches the output.
+  EXPECT_THAT(r.out + r.err, Not(HasSubstr(kReaderToken)));
+}
+
+TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
+  const SecureServer s(/*mutual=*/false);
+  ASSERT_TRUE(s.ok());
+  const std::string ca = "--tls-ca=" + s.path("ca.pem");
+  const std::string loose = WriteFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string short_token = WriteFile(s.path("short.token"), "abc\n");
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{ca, "--token-file=" + s.path("missing.token")},
+       "token_file (--token-file) " + s.path("missing.token") +
+           ": cannot read: No such file or directory"},
+      {{ca, "--token-file=" + loose},
+       "is readable or writable by group or others (mode 0644); chmod 600"},
+      {{ca, "--token-file=" + s.path("data")}, "is not a regular file"},
+      {{ca, "--token-file=" + short_token}, "the token is 3 bytes"},
+      {{"--tls-ca=" + s.path("missing.pem")}, "tls_ca_file (--tls-ca)"},
+      {{"--tls-ca=" + s.path("server.key")}, "holds no PEM CERTIFICATE"},
+      {{ca, "--tls-cert=" + s.path("client.pem")},
+       "needs both tls_cert_file (--tls-cert) and tls_key_file (--tls-key)"},
+      {{ca, "--tls-cert=" + s.path("client.pem"),
+        "--tls-key=" + s.path("client.pem")},
+       "tls_key_file (--tls-key) " + s.path("client.pem") +
+           ": holds no PEM PRIVATE KEY"},
+      {{"--tls-server-name=localhost"}, "needs TLS: also give"},
+      {{"--tls-key=" + s.path("client.key")}, "needs TLS"},
+      {{"--addr=192.0.2.1:50051", "--token-file=" + s.path("admin.token")},
+       "refusing to send the bearer token in plaintext to 192.0.2.1:50051"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = c.args;
+    args.push_back("pools");
+    const CommandResult r = s.Ctl(args);
+    SCOPED_TRACE(absl::StrJoin(args, " "));
+    EXPECT_EQ(r.exit_code, 2) << Show(r);
+    EXPECT_THAT(r.err, HasSubstr(c.message)) << Show(r);
+    EXPECT_EQ(r.out, "");
+  }
+  // The same token in a 0600 file is accepted.
+  chmod(loose.c_str(), 0600);
+  const CommandResult fixed = s.Ctl({ca, "--token-file=" + loose, "pools"});
+  EXPECT_EQ(fixed.exit_code, 0) << Show(fixed);
+}
+
+TEST(GroovectlSecurityTest, MutualTlsNeedsTheClientCertificate) {
+  const SecureServer s(/*mutual=*/true);
+  ASSERT_TRUE(s.ok());
+  const std::string ca = "--tls-ca=" + s.path("ca.pem");
+  const std::string token = "--token-file=" + s.path("admin.token");
+  const auto with_cert = [&](const std::string& name) {
+    return std::vector<std::string>{ca, "--tls-cert=" + s.path(name + ".pem"),
+                                    "--tls-key=" + s.path(name + ".key"), token,
+                                    "pools"};
+  };
+  CommandResult r = s.Ctl(with_cert("client"));
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  r = s.Ctl({ca, token, "pools"});
+  EXPECT_EQ(r.exit_code, 3) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
+  r = s.Ctl(with_cert("other_client"));
+  EXPECT_EQ(r.exit_code, 3) << Show(r);
+}
+
+TEST(GroovectlSecurityTest, TokenWithoutTlsGoesToLoopbackOnly) {
+  TempDir dir;
+  const std::string d = dir.path();
+  WriteFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
+  const std::string token =
+      "--token-file=" + WriteFile(d + "/admin.token", kAdminToken);
+  // Tokens without TLS: the server allows it on loopback (with a warning).
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + d + "/data",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16",
+       "--auth-tokens=" + d + "/tokens"});
+  ASSERT_NE(server, nullptr);
+  const auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {GROOVECTL_BIN, "--timeout=5s"});
+    return RunCommand(args, "", absl::Seconds(30));
+  };
+  const std::string addr = "--addr=" + server->grpc_address();
+  CommandResult r = ctl({addr, token, "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  r = ctl({addr, "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  // The same over "localhost" (a name, not an address) is loopback too.
+  const std::string port =
+      server->grpc_address().substr(server->grpc_address().rfind(':') + 1);
+  r = ctl({"--addr=localhost:" + port, token, "pools"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// ---- The client library
+// --------------------------------------------------------
+
+ClientSecurity Tls(const SecureServer& s, const std::string& token_file) {
+  ClientSecurity security;
+  security.tls_ca_file = s.path("ca.pem");
+  security.token_file = token_file.empty() ? "" : s.path(token_file);
+  return security;
+}
+
+TEST(ClientSecurityTest, TlsAndTokensThroughClientOptions) {
+  const SecureServer s(/*mutual=*/false);
+  ASSERT_TRUE(s.ok());
+  v1::AddVolumeRequest add;
+  add.set_pool("a");
+  add.set_count(1);
+
+  auto admin = s.Client(Tls(s, "admin.token"));
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  absl::StatusOr<v1::AddVolumeResponse> added = (*admin)->AddVolume(add);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->summary().volumes_mapped(), 1u);
+  // Health carries no token, and needs none.
+  auto anonymous = s.Client(Tls(s, ""));
+  ASSERT_TRUE(anonymous.ok()) << anonymous.status();
+  EXPECT_EQ((*anonymous)
+                ->Health()
+                .value_or(grpc::health::v1::HealthCheckResponse::UNKNOWN),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ((*admin)->Health().value_or(
+                grpc::health::v1::HealthCheckResponse::UNKNOWN),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ((*anonymous)->ListPools().status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  // The token given directly works like the file.
+  ClientSecurity direct = Tls(s, "");
+  direct.token = kReaderToken;
+  auto reader = s.Client(direct);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->ListPools().ok());
+  const absl::Status denied = (*reader)->AddVolume(add).status();
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
+  v1::InspectRequest verify;
+  verify.set_pool("a");
+  verify.set_verify(true);
+  const absl::Status verify_denied = (*reader)->Inspect(verify).status();
+  EXPECT_EQ(verify_denied.code(), absl::StatusCode::kPermissionDenied)
+      << verify_denied;
+  EXPECT_THAT(verify_denied.message(), HasSubstr("verify"));
+  EXPECT_TRUE((*admin)->Inspect(verify).ok());
+
+  // Another CA, or plaintext: UNAVAILABLE (no connection).
+  ClientSecurity other_ca = Tls(s, "admin.token");
+  other_ca.tls_ca_file = s.path("other_ca.pem");
+  auto untrusting = s.Client(other_ca);
+  ASSERT_TRUE(untrusting.ok()) << untrusting.status();
+  EXPECT_EQ((*untrusting)->ListPools().status().code(),
+            absl::StatusCode::kUnavailable);
+  ClientSecurity plaintext;
+  plaintext.token_file = s.path("admin.token");  // loopback: allowed
+  auto plain = s.Client(plaintext);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)->ListPools().status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(ClientSecurityTest, MutualTlsThroughClientOptions) {
+  const SecureServer s(/*mutual=*/true);
+  ASSERT_TRUE(s.ok());
+  ClientSecurity mutual = Tls(s, "admin.token");
+  mutual.tls_cert_file = s.path("client.pem");
+  mutual.tls_key_file = s.path("client.key");
+  mutual.tls_server_name = "localhost";
+  auto client = s.Client(mutual);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->ListPools().ok());
+  auto no_cert = s.Client(Tls(s, "admin.token"));
+  ASSERT_TRUE(no_cert.ok()) << no_cert.status();
+  EXPECT_EQ((*no_cert)->ListPools().status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
+  TempDir dir;
+  const std::string loose =
+      WriteFile(dir.path() + "/loose", std::string(kAdminToken) + "\n", 0640);
+  const std::string good =
+      WriteFile(dir.path() + "/good", std::string(kAdminToken) + "\n");
+  const auto create = [](const std::string& address, ClientSecurity security,
+                         std::shared_ptr<grpc::ChannelCredentials> creds =
+                             nullptr) {
+    ClientOptions options;
+    options.address = address;
+    options.security = std::move(security);
+    options.credentials = std::move(creds);
+    return VolumePoolClient::Create(std::move(options)).status();
+  };
+  ClientSecurity s;
+  s.token_file = loose;
+  absl::Status status = create("127.0.0.1:1", s);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("token_file (--token-file) " + loose +
+                                          ": is readable or writable by "
+                                          "group or others (mode 0640)"));
+  s.token_file = good;
+  s.token = kAdminToken;
+  EXPECT_EQ(create("127.0.0.1:1", s).code(),
+            absl::StatusCode::kInvalidArgument);
+  s.token.clear();
+  // A plaintext token goes to loopback addresses only, unless allowed.
+  for (const char* address :
+       {"127.0.0.1:1", "localhost:1", "[::1]:1", "dns:///localhost:1",
+        "ipv4:127.0.0.2:1", "unix:/tmp/groove.sock"}) {
+    EXPECT_TRUE(create(address, s).ok()) << address;
+  }
+  for (const char* address :
+       {"192.0.2.1:50051", "volumes.internal:50051", "[2001:db8::1]:1",
+        "dns:///volumes.internal:50051", "0.0.0.0:1"}) {
+    status = create(address, s);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << address;
+    EXPECT_THAT(status.message(), HasSubstr("in plaintext")) << address;
+  }
+  s.allow_plaintext_token = true;
+  EXPECT_TRUE(create("192.0.2.1:50051", s).ok());
+  // With hand-built credentials the caller decides what is encrypted.
+  s.allow_plaintext_token = false;
+  EXPECT_TRUE(
+      create("192.0.2.1:50051", s, grpc::InsecureChannelCredentials()).ok());
+  // TLS files together with hand-built credentials: which one?
+  ClientSecurity tls;
+  tls.tls_ca_file = good;
+  status = create("127.0.0.1:1", tls, grpc::InsecureChannelCredentials());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("not both"));
+}
+
+}  // namespace
+}  // namespace groove::testing
