@@ -276,10 +276,19 @@ TEST(ClientStallTest, ExpiredAddIsLearnedByRetryingItsRequestId) {
   ASSERT_TRUE(client.ok());
   v1::AddVolumeRequest request = AddOf(1);
   request.set_request_id(NewRequestId());
+  // The deadline must outlast the call's trip to the stalled allocation
+  // (else the server drops it before it runs and forgets its id): longer
+  // under ThreadSanitizer, whose server is many times slower.
   CallOptions short_call;
+#if defined(__SANITIZE_THREAD__)
+  short_call.timeout = absl::Seconds(3);
+#else
   short_call.timeout = absl::Milliseconds(300);
+#endif
   EXPECT_EQ((*client)->AddVolume(request, short_call).status().code(),
             absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
+      << "the add never reached the stalled allocation";
   EXPECT_TRUE(retries.events().empty());  // DEADLINE_EXCEEDED: no retry
 
   absl::StatusOr<v1::AddVolumeResponse> learned;
