@@ -1,10 +1,28 @@
 #include "groove/server/health.h"
 
+#include <mutex>
 #include <optional>
 #include <utility>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace groove::server {
 namespace {
+
+// HandOff and TakeOver tell ThreadSanitizer (tsan preset) what gRPC
+// guarantees through its own synchronisation, which it cannot see (Debian's
+// gRPC and Abseil are not instrumented): a reactor returned by Watch
+// happens before each of its reactions, on whichever gRPC thread they run.
+// No-ops in other builds. tests/tsan.supp says why gRPC is invisible.
+#if defined(__SANITIZE_THREAD__)
+void HandOff(void* reactor) { __tsan_release(reactor); }
+void TakeOver(void* reactor) { __tsan_acquire(reactor); }
+#else
+void HandOff(void*) {}
+void TakeOver(void*) {}
+#endif
 
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
@@ -35,14 +53,15 @@ class HealthService::Watcher final
 
   // Send queues `status`; with `finish_after`, the stream ends after it.
   void Send(ServingStatus status, bool finish_after) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     pending_ = status;
     finish_after_ = finish_after_ || finish_after;
     if (!writing_) StartNextLocked();
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
+    TakeOver(this);
+    std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
     if (!ok) {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
@@ -52,17 +71,24 @@ class HealthService::Watcher final
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
+    TakeOver(this);
+    std::lock_guard<std::mutex> lock(mu_);
     FinishLocked(grpc::Status::CANCELLED);
   }
 
   void OnDone() override {
+    TakeOver(this);
+    // gRPC runs OnDone after every other reaction has returned; each of
+    // them holds mu_ throughout, so taking it once shows ThreadSanitizer
+    // that order too. Uncontended, once per stream.
+    { std::lock_guard<std::mutex> lock(mu_); }
     service_->Remove(this);
     delete this;
   }
 
  private:
-  void StartNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // REQUIRES: mu_ held.
+  void StartNextLocked() {
     if (finished_) return;
     if (pending_.has_value()) {
       response_.set_status(*pending_);
@@ -75,8 +101,8 @@ class HealthService::Watcher final
     }
   }
 
-  void FinishLocked(const grpc::Status& status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // REQUIRES: mu_ held.
+  void FinishLocked(const grpc::Status& status) {
     if (finished_) return;
     finished_ = true;
     Finish(status);
@@ -85,12 +111,13 @@ class HealthService::Watcher final
   HealthService* const service_;
   const bool known_;
   const bool never_serving_;
-  absl::Mutex mu_;
-  HealthCheckResponse response_ ABSL_GUARDED_BY(mu_);  // being written
-  std::optional<ServingStatus> pending_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_after_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // std::mutex, as HealthService::mu_ (see there). Guards the fields below.
+  std::mutex mu_;
+  HealthCheckResponse response_;  // being written
+  std::optional<ServingStatus> pending_;
+  bool writing_ = false;
+  bool finish_after_ = false;
+  bool finished_ = false;
 };
 
 HealthService::HealthService(std::vector<std::string> services,
@@ -101,7 +128,7 @@ HealthService::HealthService(std::vector<std::string> services,
       current_status_(HealthCheckResponse::NOT_SERVING) {}
 
 void HealthService::SetServing(bool serving) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (shut_down_) return;
   status_ =
       serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
@@ -111,7 +138,7 @@ void HealthService::SetServing(bool serving) {
 }
 
 void HealthService::Shutdown() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (shut_down_) return;
   shut_down_ = true;
   status_ = HealthCheckResponse::NOT_SERVING;
@@ -135,7 +162,7 @@ void HealthService::BroadcastLocked() {
 }
 
 void HealthService::Remove(Watcher* watcher) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   watchers_.erase(watcher);
 }
 
@@ -160,12 +187,13 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
   const bool known = services_.contains(request->service());
   const bool never_serving = never_serving_.contains(request->service());
   auto* watcher = new Watcher(this, known, never_serving);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   watchers_.insert(watcher);
   watcher->Send(!known          ? HealthCheckResponse::SERVICE_UNKNOWN
                 : never_serving ? HealthCheckResponse::NOT_SERVING
                                 : status_,
                 shut_down_);
+  HandOff(watcher);
   return watcher;
 }
 

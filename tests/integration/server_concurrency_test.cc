@@ -14,13 +14,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
+#include "support/notification.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
 
@@ -63,7 +62,7 @@ struct AsyncAdd {
   v1::AddVolumeRequest request;
   v1::AddVolumeResponse response;
   grpc::Status status;
-  absl::Notification done;
+  Notification done;  // not absl's: TSan must see it (support/notification.h)
 
   void Start(Stub& stub) {
     SetDeadline(&context, absl::Seconds(60));

@@ -8,6 +8,18 @@
 // "" and for groove.v1.VolumePoolService): no sleeps. The process dies with
 // the test (PR_SET_PDEATHSIG), and its log is printed when the test failed.
 //
+// Sanitizer reports fail the test: when the server exits (Stop, Kill,
+// WaitForExit, or the destructor) and its output holds a ThreadSanitizer,
+// AddressSanitizer, LeakSanitizer or UBSan report, the test fails with the
+// report, whatever exit code the test expected (a report can come from a
+// server that a test kills, or from one that must exit non-zero anyway).
+// RunToExit checks its output likewise.
+//
+// The log lines are guarded by a std::mutex, not an absl::Mutex: Debian's
+// Abseil is not built with -fsanitize=thread, so ThreadSanitizer would not
+// see an absl::Mutex order the reader thread's writes before the test's
+// reads (and would report a race in the tsan preset).
+//
 // Example:
 //   TempDir dir;
 //   auto server = ServerProcess::Start({"--data-dir=" + dir.path(),
@@ -27,8 +39,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -38,7 +53,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
@@ -70,6 +84,30 @@ inline std::string LogValue(absl::string_view line, absl::string_view key) {
     }
   }
   return "";
+}
+
+// SanitizerReportLine returns the first line of `output` that belongs to a
+// sanitizer's report (ThreadSanitizer, AddressSanitizer, LeakSanitizer,
+// UndefinedBehaviorSanitizer), or "" when there is none. groove-volumed
+// never logs these words itself.
+inline std::string SanitizerReportLine(absl::string_view output) {
+  for (absl::string_view line : absl::StrSplit(output, '\n')) {
+    for (absl::string_view marker :
+         {"ThreadSanitizer", "AddressSanitizer", "LeakSanitizer",
+          "UndefinedBehaviorSanitizer", ": runtime error: "}) {
+      if (absl::StrContains(line, marker)) return std::string(line);
+    }
+  }
+  return "";
+}
+
+// ExpectNoSanitizerReport records a test failure, with `output`, when
+// `output` (of the process `what`) holds a sanitizer report.
+inline void ExpectNoSanitizerReport(absl::string_view what,
+                                    absl::string_view output) {
+  const std::string line = SanitizerReportLine(output);
+  EXPECT_EQ(line, "") << what << " reported a sanitizer error; its output:\n"
+                      << output;
 }
 
 class ServerProcess {
@@ -141,7 +179,10 @@ class ServerProcess {
   static CommandResult RunToExit(std::vector<std::string> args,
                                  absl::Duration timeout = absl::Seconds(20)) {
     args.insert(args.begin(), GROOVE_VOLUMED_BIN);
-    return RunCommand(args, "", timeout);
+    CommandResult result = RunCommand(args, "", timeout);
+    ExpectNoSanitizerReport("groove-volumed",
+                            absl::StrCat(result.out, result.err));
+    return result;
   }
 
   ~ServerProcess() {
@@ -187,14 +228,10 @@ class ServerProcess {
   // each new line (no polling).
   bool WaitForLogCount(std::vector<std::string> needles, size_t count,
                        absl::Duration timeout = absl::Seconds(20)) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] {
       return CountLocked(needles) >= count || eof_;
-    };
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!enough()) {
-      if (cv_.WaitWithDeadline(&mu_, deadline)) break;
-    }
+    });
     return CountLocked(needles) >= count;
   }
 
@@ -204,7 +241,7 @@ class ServerProcess {
     if (!WaitForLogCount({std::string(needle)}, 1, timeout)) {
       return std::nullopt;
     }
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     for (const std::string& line : lines_) {
       if (absl::StrContains(line, needle)) return line;
     }
@@ -213,12 +250,12 @@ class ServerProcess {
 
   // LogCount returns how many lines so far contain every one of `needles`.
   size_t LogCount(std::vector<std::string> needles) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return CountLocked(needles);
   }
 
   std::string LogText() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return absl::StrCat(absl::StrJoin(lines_, "\n"), "\n");
   }
 
@@ -229,16 +266,14 @@ class ServerProcess {
 
   // WaitForExit waits for the server to exit (its stderr to close) and
   // returns its exit code; -1 when it was killed by a signal; kills it
-  // and returns -2 when it is still running after `timeout`.
+  // and returns -2 when it is still running after `timeout`. A sanitizer
+  // report in its output fails the test (see the file comment).
   int WaitForExit(absl::Duration timeout = absl::Seconds(40)) {
     if (pid_ <= 0) return exit_code_;
     {
-      absl::MutexLock lock(&mu_);
-      const absl::Time deadline = absl::Now() + timeout;
-      while (!eof_) {
-        if (cv_.WaitWithDeadline(&mu_, deadline)) break;
-      }
-      if (!eof_) {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                        [&] { return eof_; })) {
         kill(pid_, SIGKILL);
         exit_code_ = -2;
       }
@@ -249,6 +284,10 @@ class ServerProcess {
       exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
     pid_ = -1;
+    // The reader has seen end-of-file, or the process is dead: its whole
+    // output is in (or about to be in) lines_; join to be sure.
+    if (reader_.joinable()) reader_.join();
+    ExpectNoSanitizerReport("groove-volumed", LogText());
     return exit_code_;
   }
 
@@ -298,24 +337,24 @@ class ServerProcess {
         if (n <= 0) break;
         if (echo) fwrite(buf, 1, static_cast<size_t>(n), stderr);
         partial.append(buf, static_cast<size_t>(n));
-        absl::MutexLock lock(&mu_);
+        std::lock_guard<std::mutex> lock(mu_);
         size_t newline;
         while ((newline = partial.find('\n')) != std::string::npos) {
           lines_.push_back(partial.substr(0, newline));
           partial.erase(0, newline + 1);
         }
-        cv_.SignalAll();
+        cv_.notify_all();
       }
       close(fd);
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (!partial.empty()) lines_.push_back(partial);
       eof_ = true;
-      cv_.SignalAll();
+      cv_.notify_all();
     });
   }
 
-  size_t CountLocked(const std::vector<std::string>& needles) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // REQUIRES: mu_ held.
+  size_t CountLocked(const std::vector<std::string>& needles) const {
     size_t count = 0;
     for (const std::string& line : lines_) {
       bool all = true;
@@ -330,10 +369,10 @@ class ServerProcess {
   pid_t pid_ = -1;
   int exit_code_ = -1;
   std::thread reader_;
-  absl::Mutex mu_;
-  absl::CondVar cv_;
-  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
-  bool eof_ ABSL_GUARDED_BY(mu_) = false;
+  std::mutex mu_;
+  std::condition_variable cv_;  // signalled on each new line and at EOF
+  std::vector<std::string> lines_;  // guarded by mu_
+  bool eof_ = false;                // guarded by mu_
   std::string grpc_address_;
   std::string metrics_address_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -26,12 +26,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <mutex>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace groove::server {
@@ -87,16 +86,23 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   void Remove(Watcher* watcher);
   // Broadcast sends the current status to every watcher of a known
   // service, ending their streams after it when shut down.
-  void BroadcastLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: mu_ held.
+  void BroadcastLocked();
 
   const absl::flat_hash_set<std::string> services_;  // with ""
   const absl::flat_hash_set<std::string> never_serving_;
-  absl::Mutex mu_;  // orders status changes; ordered before Watcher::mu_
-  ServingStatus status_ ABSL_GUARDED_BY(mu_);
+  // Orders status changes; ordered before Watcher::mu_. Guards status_,
+  // shut_down_ and watchers_. A std::mutex, not an absl::Mutex: it is
+  // never taken on a pool RPC, and ThreadSanitizer sees std::mutex
+  // (pthread) but not Debian's uninstrumented Abseil, so with absl::Mutex
+  // the tsan preset would report the watchers' hand-offs between the
+  // thread changing the status and gRPC's threads as races.
+  std::mutex mu_;
+  ServingStatus status_;
   // status_, for Check to read without mu_. Written under mu_ with status_.
   std::atomic<ServingStatus> current_status_;
-  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_set<Watcher*> watchers_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ = false;
+  absl::flat_hash_set<Watcher*> watchers_;
 };
 
 }  // namespace groove::server
