@@ -520,8 +520,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     std::string dir = data_dir_;
     if (statfs(data_dir_.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
       dir = kShmStoreDir;  // normal pages live on tmpfs
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
+      if (absl::Status s = PrepareStoreDirectory(dir); !s.ok()) return s;
     }
     store_path = absl::StrCat(dir, "/", config_.name, ".volumes");
   } else {
@@ -656,6 +655,11 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
         return ErrnoError(absl::StrCat("open volume store ", store_path));
       }
       // The store is gone (e.g. /dev/shm was cleared): its volumes too.
+      if (std::filesystem::path(store_path).parent_path() == kShmStoreDir) {
+        if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
+          return s;
+        }
+      }
       fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
       if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
       recovery_.store_lost = true;

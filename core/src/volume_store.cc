@@ -77,4 +77,49 @@ absl::StatusOr<uint64_t> FdVolumeStore::AllocatedBytes() const {
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
+absl::Status PrepareStoreDirectory(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    const int err = errno;
+    const std::string what = absl::StrCat("create directory ", dir);
+    return err == EACCES || err == EPERM || err == EROFS
+               ? absl::PermissionDeniedError(
+                     absl::StrCat(what, ": ", std::strerror(err)))
+               : ErrnoStatus(err, what);
+  }
+  // Opened without following a symlink, then checked and narrowed through
+  // the descriptor: what is checked is what is changed.
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                       O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ELOOP || err == ENOTDIR) {
+      // (O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR.)
+      struct stat link;
+      const bool symlink =
+          lstat(dir.c_str(), &link) == 0 && S_ISLNK(link.st_mode);
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " is not a directory (",
+          symlink ? "a symlink" : "another kind of file",
+          "): volume stores are kept only in a directory of this server's "
+          "own; remove it, or give the pool a data directory on a tmpfs"));
+    }
+    return ErrnoStatus(err, absl::StrCat("open directory ", dir));
+  }
+  struct stat st;
+  absl::Status status;
+  if (fstat(fd, &st) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat("stat ", dir));
+  } else if (st.st_uid != geteuid()) {
+    status = absl::FailedPreconditionError(absl::StrCat(
+        dir, " is owned by uid ", st.st_uid, ", not this server's uid ",
+        geteuid(), ": another user created it and could read or replace "
+        "the volume stores in it; remove it, or give the pool a data "
+        "directory on a tmpfs"));
+  } else if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat("chmod 0700 ", dir));
+  }
+  close(fd);
+  return status;
+}
+
 }  // namespace groove

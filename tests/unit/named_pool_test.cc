@@ -217,6 +217,52 @@ TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
   EXPECT_TRUE(s.store_survives_restart);
 }
 
+// PrepareStoreDirectory guards /dev/shm/groove-volumed, where `normal`
+// pools keep their stores when the data directory is not a tmpfs; here it
+// is pointed at scratch directories so no other test's pool is disturbed.
+TEST(StoreDirectoryTest, IsCreatedOwnerOnlyAndNarrowedIfOurs) {
+  TempDir dir;
+  const std::string stores = dir.path() + "/stores";
+  ASSERT_TRUE(PrepareStoreDirectory(stores).ok());
+  struct stat st;
+  ASSERT_EQ(stat(stores.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  // Ours but open to others (as an older server left it): narrowed.
+  ASSERT_EQ(chmod(stores.c_str(), 0755), 0);
+  ASSERT_TRUE(PrepareStoreDirectory(stores).ok());
+  ASSERT_EQ(stat(stores.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
+TEST(StoreDirectoryTest, ASymlinkAFileOrAnotherUsersDirectoryIsRefused) {
+  TempDir dir;
+  const std::string target = dir.path() + "/elsewhere";
+  ASSERT_EQ(mkdir(target.c_str(), 0700), 0);
+  const std::string link = dir.path() + "/link";
+  ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0);
+  absl::Status s = PrepareStoreDirectory(link);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("a symlink"));
+
+  const std::string file = dir.path() + "/file";
+  std::ofstream(file) << "x";
+  s = PrepareStoreDirectory(file);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("not a directory"));
+
+  // Another user's directory (the tests run as root, which may chown).
+  if (geteuid() != 0) GTEST_SKIP() << "the other-user case needs root (chown)";
+  const std::string theirs = dir.path() + "/theirs";
+  ASSERT_EQ(mkdir(theirs.c_str(), 0755), 0);
+  ASSERT_EQ(chown(theirs.c_str(), 65534, 65534), 0);
+  s = PrepareStoreDirectory(theirs);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("is owned by uid 65534"));
+  struct stat st;
+  ASSERT_EQ(stat(theirs.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u) << "another user's mode was changed";
+}
+
 TEST(NamedPoolTest, OpenRejectsBadNamesAndGeometry) {
   TempDir dir;
   PoolConfig config = SmallConfig("../escape");

@@ -83,6 +83,20 @@ class FdVolumeStore final : public VolumeStore {
   bool advise_hugepages_;
 };
 
+// PrepareStoreDirectory readies `dir` to hold volume stores in a shared,
+// world-writable place (/dev/shm, where `normal` pools keep their stores
+// when the data directory is not a tmpfs). Another local user could create
+// such a directory first, or put a symlink there, and so read every volume
+// or steer the owner's writes. So: a missing `dir` is created 0700 (its
+// parent must exist); an existing one must be a directory, not a symlink,
+// owned by this process's effective uid, and loses any access for group
+// and others (0755 becomes 0700; it is ours to narrow). Returns OK, or
+// FAILED_PRECONDITION naming the problem and what to do (e.g. "is owned by
+// uid 1000, not this server's uid 0: another user created it; remove it"),
+// or PERMISSION_DENIED / INTERNAL with the errno text of a failed system
+// call. Thread safety: safe to call concurrently on the same `dir`.
+absl::Status PrepareStoreDirectory(const std::string& dir);
+
 }  // namespace groove
 
 #endif  // GROOVE_VOLUME_STORE_H_
