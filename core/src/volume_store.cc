@@ -48,8 +48,7 @@ absl::Status FdVolumeStore::Allocate(uint64_t offset, uint64_t length) {
 
 absl::Status FdVolumeStore::Deallocate(uint64_t offset, uint64_t length) {
   if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                static_cast<off_t>(offset),
-                static_cast<off_t>(length)) == 0) {
+                static_cast<off_t>(offset), static_cast<off_t>(length)) == 0) {
     return absl::OkStatus();
   }
   return ErrnoStatus(errno, absl::StrCat("deallocate ", length, " bytes at ",
@@ -62,8 +61,8 @@ absl::Status FdVolumeStore::MapFixed(void* address, uint64_t offset,
                       MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd_,
                       static_cast<off_t>(offset));
   if (mapped == MAP_FAILED) {
-    return ErrnoStatus(errno, absl::StrCat("map ", length, " bytes at ",
-                                           offset, " of ", description_));
+    return ErrnoStatus(errno, absl::StrCat("map ", length, " bytes at ", offset,
+                                           " of ", description_));
   }
   if (advise_hugepages_) madvise(mapped, length, MADV_HUGEPAGE);  // a hint
   return absl::OkStatus();
@@ -88,8 +87,8 @@ absl::Status PrepareStoreDirectory(const std::string& dir) {
   }
   // Opened without following a symlink, then checked and narrowed through
   // the descriptor: what is checked is what is changed.
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                       O_CLOEXEC);
+  const int fd =
+      open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     if (err == ELOOP || err == ENOTDIR) {
@@ -112,7 +111,8 @@ absl::Status PrepareStoreDirectory(const std::string& dir) {
   } else if (st.st_uid != geteuid()) {
     status = absl::FailedPreconditionError(absl::StrCat(
         dir, " is owned by uid ", st.st_uid, ", not this server's uid ",
-        geteuid(), ": another user created it and could read or replace "
+        geteuid(),
+        ": another user created it and could read or replace "
         "the volume stores in it; remove it, or give the pool a data "
         "directory on a tmpfs"));
   } else if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0) {

@@ -69,7 +69,8 @@ Observed Observe(const NamedPool& pool) {
   return o;
 }
 
-// ---- Names and backings -------------------------------------------------------
+// ---- Names and backings
+// -------------------------------------------------------
 
 TEST(PoolNameTest, AcceptsTheDocumentedAlphabet) {
   EXPECT_TRUE(ValidatePoolName("main").ok());
@@ -78,10 +79,9 @@ TEST(PoolNameTest, AcceptsTheDocumentedAlphabet) {
 }
 
 TEST(PoolNameTest, RejectsNamesThatCouldEscapeTheDataDirectory) {
-  for (const char* bad : {"", ".", "..", "a/b", "../etc", "a b", "é",
-                          "name\n"}) {
-    EXPECT_EQ(ValidatePoolName(bad).code(),
-              absl::StatusCode::kInvalidArgument)
+  for (const char* bad :
+       {"", ".", "..", "a/b", "../etc", "a b", "é", "name\n"}) {
+    EXPECT_EQ(ValidatePoolName(bad).code(), absl::StatusCode::kInvalidArgument)
         << bad;
   }
   EXPECT_EQ(ValidatePoolName(std::string(65, 'x')).code(),
@@ -99,8 +99,8 @@ TEST(BackingTest, ParsesEveryFormAndRoundTrips) {
 }
 
 TEST(BackingTest, RejectsUnknownFormsAndRelativePaths) {
-  for (const char* bad : {"", "hugepages", "file:", "file:relative", "FILE:/x",
-                          "Normal"}) {
+  for (const char* bad :
+       {"", "hugepages", "file:", "file:relative", "FILE:/x", "Normal"}) {
     EXPECT_EQ(ParseBacking(bad).status().code(),
               absl::StatusCode::kInvalidArgument)
         << bad;
@@ -121,8 +121,7 @@ TEST(HostMemoryTest, ReadsHugetlbfsMountsAndTheirPageSizes) {
   EXPECT_EQ(found[0].path, "/mnt/huge1g");
   EXPECT_EQ(found[0].page_bytes, kGiganticPageBytes);
   EXPECT_EQ(found[1].page_bytes, kHugePageBytes);
-  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/srv")->path,
-            "/mnt/huge2m");
+  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/srv")->path, "/mnt/huge2m");
   EXPECT_FALSE(host.FindHugetlbMount(4096, "/srv").has_value());
 }
 
@@ -303,8 +302,7 @@ TEST(NamedPoolTest, MismatchedConfigurationRefusesToLoadAndNamesTheField) {
   other = SmallConfig();
   other.volume_size_bytes = kVolumeBytes * 2;
   s = NamedPool::Open(dir.path(), other).status();
-  EXPECT_NE(s.message().find("volume_size is 64 KiB"), std::string::npos)
-      << s;
+  EXPECT_NE(s.message().find("volume_size is 64 KiB"), std::string::npos) << s;
   // The refused opens left the pool as it was.
   auto pool = OpenOrDie(dir.path(), SmallConfig());
   EXPECT_EQ(pool->Summary().volumes_mapped, 2u);
@@ -332,8 +330,7 @@ TEST(NamedPoolTest, AForeignMetadataObjectIsNeverReformatted) {
   const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
   // Corrupt or not ours: DATA_LOSS, so a server quarantines just this pool.
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-  EXPECT_NE(s.message().find("is not a groove-volumed pool"),
-            std::string::npos)
+  EXPECT_NE(s.message().find("is not a groove-volumed pool"), std::string::npos)
       << s;
 }
 
@@ -457,8 +454,7 @@ TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
   ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "a").ok());
   ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "b").ok());
   // The stack is LIFO: "b" (index 2, added last) is on top, then 0.
-  absl::StatusOr<std::vector<RemovedVolume>> removed =
-      pool->RemoveVolumes(2);
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(2);
   ASSERT_TRUE(removed.ok()) << removed.status();
   ASSERT_EQ(removed->size(), 2u);
   EXPECT_EQ((*removed)[0].index, 0u);  // sorted by index
@@ -474,8 +470,7 @@ TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
   EXPECT_EQ(*pool->AllocatedBytes(), 0u);
   EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
   // Freed indices are reused.
-  EXPECT_EQ(*pool->AddVolumes(1, std::nullopt, ""),
-            (std::vector<uint64_t>{0}));
+  EXPECT_EQ(*pool->AddVolumes(1, std::nullopt, ""), (std::vector<uint64_t>{0}));
 }
 
 TEST(NamedPoolTest, RemoveWithNothingEmptyIsFailedPrecondition) {
@@ -526,8 +521,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadAdd{"InfoTooLong", 1, std::nullopt, 481,
                absl::StatusCode::kInvalidArgument},
         BadAdd{"RangeBeyondMax", 2, 15, 0, absl::StatusCode::kOutOfRange},
-        BadAdd{"FirstIndexBeyondMax", 1, 16, 0,
-               absl::StatusCode::kOutOfRange},
+        BadAdd{"FirstIndexBeyondMax", 1, 16, 0, absl::StatusCode::kOutOfRange},
         BadAdd{"HugeCountOverflows", ~0ull, 1, 0,
                absl::StatusCode::kOutOfRange},
         BadAdd{"OverlapsMappedVolumes", 3, 2, 0,
@@ -588,8 +582,7 @@ TEST(NamedPoolTest, MapFailureMidBatchRollsBackTheWholeBatch) {
   control->fail_map_in = 3;
   const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-  EXPECT_NE(s.message().find("Cannot allocate memory"), std::string::npos)
-      << s;
+  EXPECT_NE(s.message().find("Cannot allocate memory"), std::string::npos) << s;
   EXPECT_EQ(Observe(*pool), before);
   EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
   absl::StatusOr<VerifyReport> verified = pool->Verify();
@@ -651,8 +644,7 @@ TEST(NamedPoolTest, RecoveryJudgesTheWholeSlotTableBeforeActing) {
   write_slot(9, testing::kInvalidSlotWord);
   absl::StatusOr<std::unique_ptr<NamedPool>> pool =
       NamedPool::Open(dir.path(), SmallConfig());
-  ASSERT_EQ(pool.status().code(), absl::StatusCode::kDataLoss)
-      << pool.status();
+  ASSERT_EQ(pool.status().code(), absl::StatusCode::kDataLoss) << pool.status();
   EXPECT_NE(pool.status().message().find("slot 9"), std::string::npos)
       << pool.status();
   EXPECT_EQ(read_slot(3), testing::kAddingSlotWord) << "recovery acted";
