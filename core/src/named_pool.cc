@@ -1061,15 +1061,15 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   if (absl::Status s = ForEachRun(
           indices,
           [&](uint64_t first, uint64_t run, size_t end) {
-            absl::Status s =
+            absl::Status taken =
                 store_->Allocate(first * footprint, run * footprint);
-            if (s.ok()) s = MapVolumes(first, run);
-            if (!s.ok()) {
+            if (taken.ok()) taken = MapVolumes(first, run);
+            if (!taken.ok()) {
               // Give back this run too: a failed allocation may keep
               // pages, a failed map leaves them allocated.
               ReleaseClaims(indices, end);
             }
-            return s;
+            return taken;
           });
       !s.ok()) {
     return WithRemedy(std::move(s));
