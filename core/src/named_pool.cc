@@ -1221,16 +1221,18 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
     const uint64_t slot = Slot(i).load(std::memory_order_acquire);
     if (StateOf(slot) != kSlotMapped) continue;
     const VolumeHeader& v = *pool_->VolumeAt(i);
+    // Every field is read before the slot is checked again: a remove may
+    // meanwhile map the read-only zero placeholder over the volume (and an
+    // add reuse the index), and what was read then is thrown away.
     const uint64_t magic = v.magic.load(std::memory_order_relaxed);
+    const uint64_t idx = v.idx.load(std::memory_order_relaxed);
     const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
     unsigned char info[kVolumeInfoMax];
     LoadVolumeInfo(v, info);
-    // The volume may have been removed (and its index reused) while we
-    // read it: only report what we read under an unchanged slot.
+    // Acquire: orders the reads above before this re-check.
     if (Slot(i).load(std::memory_order_acquire) != slot) continue;
     VolumeEntry entry;
     entry.index = i;
-    const uint64_t idx = v.idx.load(std::memory_order_relaxed);
     if (magic == kVolumeEmptyMagic) {
       entry.status = VolumeStatus::kEmpty;
     } else if (magic == kVolumeMagic) {
