@@ -27,7 +27,9 @@ namespace {
 // directory is not a tmpfs.
 constexpr char kShmStoreDir[] = "/dev/shm/groove-volumed";
 constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
-constexpr uint64_t kLayoutVersion = 2;
+// Layout 3: adds push with tagged links (VolumePool::PushRangeTagged),
+// which a layout-2 join would read as corrupt links.
+constexpr uint64_t kLayoutVersion = 3;
 // Layout 1 (before the pool header grew its counter shards, 256 -> 1536
 // bytes) kept its metadata magic at this offset. Its files must be refused,
 // not mistaken for a creation that never finished: layout 2's magic offset
@@ -44,7 +46,11 @@ constexpr uint64_t kSlotTableOffset = 4096;
 //   ADDING    claimed by an add; memory allocated and header written at
 //             some point; never pushed
 //   PUSHING   its batch is committed (every slot of it formatted); the
-//             volume has not been pushed yet
+//             volume is being pushed with a link tagged with the batch
+//             (VolumePool::PushRangeTagged). It turns MAPPED after its
+//             push, by the add, or before that by the first pop that
+//             takes it (NamedPool::ConfirmPushed). So a PUSHING volume off
+//             the stack was never pushed.
 //   MAPPED    pushed (empty, in use, or popped by a remove in flight)
 //   REMOVING  popped by a remove, which is giving the memory back
 enum SlotState : uint64_t {
@@ -469,12 +475,31 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   }
   // The stack's links live in the metadata object, which is never given
   // back: a pop racing a removal then never reads the removed volume.
-  absl::StatusOr<VolumePool> joined =
-      VolumePool::Join(&meta_->pool, volume0_, config_.max_volumes,
-                       config_.volume_size_bytes, &Slot(config_.max_volumes));
+  absl::StatusOr<VolumePool> joined = VolumePool::Join(
+      &meta_->pool, volume0_, config_.max_volumes, config_.volume_size_bytes,
+      &Slot(config_.max_volumes), &NamedPool::ConfirmPushed, this);
   if (!joined.ok()) return joined.status();
   pool_.emplace(*joined);
+  if (step_hook_) {
+    // Tests: a step between a push's or pop's link and its CAS.
+    pool_->SetTestHookForTesting(
+        [](void* arg) { static_cast<NamedPool*>(arg)->Step("stack:linked"); },
+        this);
+  }
   return absl::OkStatus();
+}
+
+void NamedPool::ConfirmPushed(void* self, uint64_t index, uint64_t tag) {
+  const NamedPool& pool = *static_cast<NamedPool*>(self);
+  std::atomic<uint64_t>& slot = pool.Slot(index);
+  // Relaxed: the caller's pop CAS (acq_rel) publishes the new slot word to
+  // whoever sees the volume off the stack; recovery reads it under the
+  // maintenance lock, which it takes with an acquire CAS on the same top.
+  uint64_t word = slot.load(std::memory_order_relaxed);
+  if (StateOf(word) == kSlotPushing && (BatchOf(word) & kLinkTagMask) == tag) {
+    slot.compare_exchange_strong(word, SlotWord(kSlotMapped, 0),
+                                 std::memory_order_relaxed);
+  }
 }
 
 absl::Status NamedPool::CreateStore(const OpenOptions& options) {
@@ -797,9 +822,6 @@ absl::Status NamedPool::Recover() {
   uint64_t mapped = 0;
   const uint64_t pop_intent =
       meta_->owner_pop_intent.load(std::memory_order_relaxed);
-  auto Link = [&](uint64_t i) {
-    return Slot(n + i).load(std::memory_order_relaxed);
-  };
   auto free_volume = [&](uint64_t i) {
     pool.VolumeAt(i)->magic.store(kVolumeNotAVolume,
                                   std::memory_order_relaxed);
@@ -843,9 +865,10 @@ absl::Status NamedPool::Recover() {
           free_volume(i);
           ++recovery_.adds_rolled_back;
         } else {
-          // Committed. Never pushed by the add (its slots turn MAPPED
-          // before their push), but maybe by a recovery that died before
-          // marking it MAPPED: push it unless it is on the stack.
+          // Committed. On the stack: pushed (by the add, or by a recovery
+          // that died before marking it MAPPED). Off it: never pushed,
+          // since a pop that takes a volume pushed with its batch's tag
+          // marks it MAPPED first (ConfirmPushed), so push it.
           if (!on_stack[i]) push_if_sound(i);
           ++mapped;
         }
@@ -856,19 +879,15 @@ absl::Status NamedPool::Recover() {
           free_volume(i);
           ++recovery_.removes_finished;
         } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
-                   Link(i) == kUnpushedLink) {
-          // An add died between marking it MAPPED and pushing it.
-          push_if_sound(i);
-          ++mapped;
-        } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
                    i == pop_intent) {
           // A remove died between popping it and clearing its magic.
           free_volume(i);
           ++recovery_.removes_finished;
         } else {
-          // Empty on the stack, in use by a data-plane process, or empty,
-          // off the stack and about to be pushed by a data-plane Release
-          // in flight (see volumes_unresolved): left as it is.
+          // Empty on the stack, in use by a data-plane process, or empty
+          // and off the stack: a data-plane Release in flight is about to
+          // push it, or an Acquire in flight has just popped it (see
+          // volumes_unresolved): left as it is.
           if (magic == kVolumeEmptyMagic && !on_stack[i]) {
             ++recovery_.volumes_unresolved;
           }
@@ -1094,15 +1113,28 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
   Step("add:committed");
   for (auto it = indices.rbegin(); it != indices.rend(); ++it) {
-    Slot(*it).store(SlotWord(kSlotMapped, 0), std::memory_order_release);
-    const PoolError err = pool.PushRange(*it, 1);
-    if (err != PoolError::kSuccess) {
-      return PoolErrorToStatus(err, absl::StrCat("add volumes to pool '",
-                                                 config_.name, "'"));
-    }
+    if (absl::Status s = PushCommitted(*it, batch); !s.ok()) return s;
     Step("add:pushed");
+    MarkPushed(*it, batch);
   }
   return indices;
+}
+
+absl::Status NamedPool::PushCommitted(uint64_t index, uint64_t batch) {
+  const PoolError err = pool_->PushRangeTagged(index, 1, batch);
+  if (err == PoolError::kSuccess) return absl::OkStatus();
+  return PoolErrorToStatus(
+      err, absl::StrCat("push volume ", index, " of pool '", config_.name,
+                        "'"));
+}
+
+void NamedPool::MarkPushed(uint64_t index, uint64_t batch) {
+  // A pop may have marked it already (ConfirmPushed), and a remove may
+  // have taken it since: only PUSHING of this batch turns MAPPED. Relaxed:
+  // the push's release CAS already published the volume.
+  uint64_t pushing = SlotWord(kSlotPushing, batch);
+  Slot(index).compare_exchange_strong(pushing, SlotWord(kSlotMapped, 0),
+                                      std::memory_order_relaxed);
 }
 
 absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
@@ -1150,11 +1182,18 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   }
   if (!failure.ok()) {
     // Put back the good ones: the pool is unchanged but for the quarantine.
+    // As an add of one batch: formatted, committed, then pushed.
+    const uint64_t batch =
+        meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
     for (const RemovedVolume& r : removed) {
       pool.FormatRange(r.index, 1, r.info);
-      Slot(r.index).store(SlotWord(kSlotMapped, 0),
+      // Release: recovery that sees PUSHING sees the header.
+      Slot(r.index).store(SlotWord(kSlotPushing, batch),
                           std::memory_order_release);
-      pool.PushRange(r.index, 1);
+    }
+    for (const RemovedVolume& r : removed) {
+      PushCommitted(r.index, batch).IgnoreError();  // failure says DATA_LOSS
+      MarkPushed(r.index, batch);
     }
     return failure;
   }
@@ -1274,7 +1313,9 @@ absl::Status NamedPool::WalkStackLocked(std::vector<bool>* on_stack) const {
           "pool '", config_.name, "': the stack reaches index ", i,
           i >= n ? " (out of range)" : " again (a cycle)"));
     }
-    if (StateOf(Slot(i).load(std::memory_order_relaxed)) != kSlotMapped) {
+    // PUSHING: pushed by an add that has not marked it MAPPED yet.
+    const SlotState state = StateOf(Slot(i).load(std::memory_order_relaxed));
+    if (state != kSlotMapped && state != kSlotPushing) {
       return absl::DataLossError(absl::StrCat(
           "pool '", config_.name, "': volume ", i,
           " is on the stack but its slot says it is not mapped"));

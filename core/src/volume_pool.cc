@@ -350,7 +350,9 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
                                             void* volume0,
                                             uint64_t max_volumes,
                                             uint64_t footprint_bytes,
-                                            std::atomic<uint64_t>* links) {
+                                            std::atomic<uint64_t>* links,
+                                            TaggedPopHook on_tagged_pop,
+                                            void* on_tagged_pop_arg) {
   if (header == nullptr || volume0 == nullptr) {
     return absl::InvalidArgumentError(
         "join a volume pool: the pool header and volume0 must not be null");
@@ -392,10 +394,12 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
   VolumePool pool(header, static_cast<std::byte*>(volume0), max_volumes,
                   footprint_bytes);
   pool.links_ = links;
+  pool.on_tagged_pop_ = on_tagged_pop;
+  pool.on_tagged_pop_arg_ = on_tagged_pop_arg;
   return pool;
 }
 
-PoolError VolumePool::Push(uint64_t index, Wait wait) const {
+PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
   VolumeHeader* volume = VolumeAt(index);
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
@@ -413,7 +417,10 @@ PoolError VolumePool::Push(uint64_t index, Wait wait) const {
     // Relaxed: `next` is published by the release CAS; a racing popper that
     // reads a stale value fails its own CAS because the version moved.
     volume->next.store(top, std::memory_order_relaxed);
-    if (links_ != nullptr) links_[index].store(top, std::memory_order_relaxed);
+    if (links_ != nullptr) {
+      links_[index].store(tag == kUntagged ? top : TaggedLink(top, tag),
+                          std::memory_order_relaxed);
+    }
     if (test_hook_ != nullptr) test_hook_(test_hook_arg_);
     const uint64_t new_top = NextTop(ver_top, index);
     // Release on success: a popper that acquires this top sees the header.
@@ -444,7 +451,22 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait,
     if (top >= max_volumes_) return PoolError::kCorrupt;
     // Relaxed: if another party popped `top` since we read ver_top, this
     // value may be stale, but then the version moved and our CAS fails.
-    const uint64_t next = Link(top).load(std::memory_order_relaxed);
+    const uint64_t link = Link(top).load(std::memory_order_relaxed);
+    if (IsTaggedLink(link) && on_tagged_pop_ != nullptr) {
+      // Tell the tagged pusher its push happened (see PushRangeTagged),
+      // but only once the top is seen unchanged after the link was read:
+      // then `top` has been on the stack since before that read, so the
+      // link is the one its last push wrote and that push's CAS is done.
+      // Acquire fence: the re-read below is not hoisted above the link's.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const uint64_t again = header_->ver_top.load(std::memory_order_acquire);
+      if (again != ver_top) {
+        ver_top = again;
+        continue;
+      }
+      on_tagged_pop_(on_tagged_pop_arg_, top, LinkTag(link));
+    }
+    const uint64_t next = LinkNext(link);
     if (next != kNullIndex && next >= max_volumes_) {
       // Re-read before blaming the pool: a racing pop and re-use of `top`
       // can show a torn view of a healthy stack.
@@ -511,10 +533,21 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
 }
 
 PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count) const {
+  return PushRangeWithTag(first_index, count, kUntagged);
+}
+
+PoolError VolumePool::PushRangeTagged(uint64_t first_index, uint64_t count,
+                                      uint64_t tag) const {
+  if (links_ == nullptr) return PoolError::kInvalid;
+  return PushRangeWithTag(first_index, count, tag & kLinkTagMask);
+}
+
+PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
+                                       uint64_t tag) const {
   if (!IsRange(first_index, count)) return PoolError::kInvalid;
   const uint64_t end = first_index + count;
   for (uint64_t i = end; i-- > first_index;) {
-    const PoolError err = Push(i, Wait::kBlock);
+    const PoolError err = Push(i, Wait::kBlock, tag);
     if (err != PoolError::kSuccess) {
       // Only kCorrupt can happen with kBlock. Volumes from first_index to i
       // were formatted but not pushed: they are not volumes.
@@ -583,7 +616,7 @@ PoolError VolumePool::Release(VolumeHeader* volume, Wait wait) const {
   // Relaxed: the push's release CAS publishes it (and the caller's writes
   // to the data region) to the next acquirer.
   volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
-  const PoolError err = Push(index, wait);
+  const PoolError err = Push(index, wait, kUntagged);
   if (err != PoolError::kSuccess) {
     // Not pushed: the caller still holds it in use.
     volume->magic.store(kVolumeMagic, std::memory_order_relaxed);
@@ -716,7 +749,7 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
     ++report.empty_volumes;
     const uint64_t next = volume->next.load(std::memory_order_relaxed);
     if (links_ != nullptr &&
-        links_[index].load(std::memory_order_relaxed) != next) {
+        LinkNext(links_[index].load(std::memory_order_relaxed)) != next) {
       return absl::DataLossError(absl::StrCat(
           "verify pool: volume ", index, " links to ",
           links_[index].load(std::memory_order_relaxed),

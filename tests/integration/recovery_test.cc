@@ -11,9 +11,13 @@
 
 #include <set>
 #include <string>
+#include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "groove/named_pool.h"
 #include "gtest/gtest.h"
+#include "support/stall.h"
 #include "support/temp_dir.h"
 
 namespace groove {
@@ -112,6 +116,80 @@ TEST_P(CrashRecoveryTest, RecoveryRollsTheInFlightOperationBackOrForward) {
   EXPECT_EQ(*pool.AllocatedBytes(), 0u);
 }
 
+// KillOwnerAfterFirstPush forks an owner that adds 3 volumes (indices
+// kBaseline.. kBaseline + 2) and is killed right after pushing the first
+// (the highest index), before marking its slot MAPPED.
+void KillOwnerAfterFirstPush(const std::string& dir) {
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    NamedPool::OpenOptions options;
+    options.step_hook = [](absl::string_view step) {
+      if (step == "add:pushed") raise(SIGKILL);
+    };
+    auto pool = NamedPool::Open(dir, Config(), options);
+    if (!pool.ok()) _exit(2);
+    (void)(*pool)->AddVolumes(3, std::nullopt, "new");
+    _exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+}
+
+// The owner dies after its push's CAS, before marking the slot MAPPED; a
+// data-plane process then acquires that volume and is stopped in the
+// middle of releasing it (link written, CAS not done) while a new owner
+// recovers. The volume is empty and off the stack, as one whose push never
+// happened looks; but the acquire's pop marked its slot MAPPED, so
+// recovery leaves it to the release instead of pushing it a second time.
+TEST(CrashRecoveryHelpTest, AVolumePoppedAfterTheOwnersPushIsNotPushedAgain) {
+  TempDir dir;
+  {
+    auto pool = NamedPool::Open(dir.path(), Config());
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
+  }
+  KillOwnerAfterFirstPush(dir.path());
+
+  auto data_plane = NamedPool::Join(dir.path(), Config().name);
+  ASSERT_TRUE(data_plane.ok()) << data_plane.status();
+  VolumePool join = (*data_plane)->pool();
+  VolumeHeader* volume = nullptr;
+  ASSERT_EQ(join.Acquire(&volume), PoolError::kSuccess);
+  const uint64_t pushed = kBaseline + 2;  // the add pushes highest first
+  ASSERT_EQ(join.IndexOf(volume), pushed);
+
+  testing::Stall stall;
+  join.SetTestHookForTesting(&testing::Stall::Hook, &stall);
+  PoolError released = PoolError::kInvalid;
+  std::thread releaser([&] { released = join.Release(volume); });
+  stall.WaitUntilStalled();
+  {
+    auto owner = NamedPool::Open(dir.path(), Config());
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    const RecoveryReport& r = (*owner)->recovery();
+    EXPECT_EQ(r.volumes_repushed, 2u);    // the two the add never pushed
+    EXPECT_EQ(r.volumes_unresolved, 1u);  // the one being released
+    EXPECT_EQ(r.volumes_recovered, kBaseline + 3);
+  }
+  stall.Resume();
+  releaser.join();
+  EXPECT_EQ(released, PoolError::kSuccess);
+
+  auto owner = NamedPool::Open(dir.path(), Config());
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ((*owner)->recovery().volumes_unresolved, 0u);
+  absl::StatusOr<VerifyReport> report = (*owner)->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, kBaseline + 3);
+  absl::StatusOr<std::vector<RemovedVolume>> all =
+      (*owner)->RemoveVolumes(kBaseline + 3);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), kBaseline + 3);
+  EXPECT_EQ(*(*owner)->AllocatedBytes(), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Steps, CrashRecoveryTest,
     ::testing::Values(
@@ -121,13 +199,24 @@ INSTANTIATE_TEST_SUITE_P(
         CrashCase{"add:formatted", true, kBaseline, 3, 0, 0},
         // After the commit: rolled forward, the unpushed volumes pushed.
         CrashCase{"add:committed", true, kBaseline + 3, 0, 0, 3},
+        // Inside the first push, its link written and its CAS not done: the
+        // volume is empty and off the stack, as one a data-plane Release
+        // is about to push looks; its slot (PUSHING) says it was never
+        // pushed, so it is pushed, not leaked.
+        CrashCase{"stack:linked", true, kBaseline + 3, 0, 0, 3},
         CrashCase{"add:pushed", true, kBaseline + 3, 0, 0, 2},
         // A remove dies after popping: the removal is finished.
+        // A remove dies inside its first pop, before the CAS: nothing was
+        // popped.
+        CrashCase{"stack:linked", false, kBaseline, 0, 0, 0},
         CrashCase{"remove:popped", false, kBaseline - 1, 0, 1, 0},
         CrashCase{"remove:marked", false, kBaseline - 1, 0, 1, 0},
         CrashCase{"remove:deallocated", false, kBaseline - 2, 0, 2, 0}),
     [](const auto& info) {
       std::string name = info.param.step;
+      if (absl::StartsWith(name, "stack:")) {
+        name = absl::StrCat(info.param.add ? "add_" : "remove_", name);
+      }
       for (char& ch : name) {
         if (ch == ':') ch = '_';
       }

@@ -174,11 +174,12 @@ class PoolFiles {
   }
 
   uint64_t Top() const { return Read(meta_, TopOffset()); }
-  // Stack is the empty volumes from the top down, by the link table.
+  // Stack is the empty volumes from the top down, by the link table (whose
+  // links an add tags: LinkNext drops the tag).
   std::vector<uint64_t> Stack() const {
     std::vector<uint64_t> order;
     for (uint64_t i = TopIndex(Top()); i != kNullIndex && order.size() < 64;
-         i = Read(meta_, LinkOffset(i))) {
+         i = LinkNext(Read(meta_, LinkOffset(i)))) {
       order.push_back(i);
     }
     return order;

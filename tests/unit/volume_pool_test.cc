@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -313,6 +314,76 @@ TEST_F(VolumePoolTest, FormatRangeDoesNotPushUntilPushRange) {
   EXPECT_EQ(pool.Counts().volumes_added, 3u);
   EXPECT_EQ(pool.PushRange(15, 2), PoolError::kInvalid);
   EXPECT_EQ(pool.Verify()->empty_volumes, 3u);
+}
+
+// TaggedPops records what a join's TaggedPopHook was called with.
+struct TaggedPops {
+  static void Hook(void* arg, uint64_t index, uint64_t tag) {
+    static_cast<TaggedPops*>(arg)->calls.push_back({index, tag});
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+};
+
+TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
+  VolumePool pool = Pool();  // no links
+  ASSERT_EQ(pool.FormatRange(0, 1, ""), PoolError::kSuccess);
+  EXPECT_EQ(pool.PushRangeTagged(0, 1, 7), PoolError::kInvalid);
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+}
+
+TEST_F(VolumePoolTest, PopsOfATaggedPushReportItsTagUntilItIsPushedAgain) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  TaggedPops pops;
+  absl::StatusOr<VolumePool> joined =
+      VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                       kSmallFootprint, links, &TaggedPops::Hook, &pops);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  const VolumePool& pool = *joined;
+  ASSERT_EQ(pool.FormatRange(2, 3, "t"), PoolError::kSuccess);
+  // The tag is taken modulo 2^28.
+  ASSERT_EQ(pool.PushRangeTagged(2, 3, (uint64_t{1} << kLinkTagBits) + 5),
+            PoolError::kSuccess);
+  EXPECT_EQ(pool.Counts().volumes_added, 3u);
+  EXPECT_EQ(links[2].load(), TaggedLink(3, 5));
+  EXPECT_EQ(pool.VolumeAt(2)->next.load(), 3u);  // the header: plain
+  ASSERT_EQ(pool.Verify()->empty_volumes, 3u);
+  EXPECT_TRUE(pops.calls.empty());
+
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(pool.IndexOf(v), 2u);
+  ASSERT_EQ(pops.calls.size(), 1u);
+  EXPECT_EQ(pops.calls[0], std::make_pair(uint64_t{2}, uint64_t{5}));
+  // A Release pushes untagged: its next pop reports nothing.
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  EXPECT_EQ(links[2].load(), 3u);
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(pool.IndexOf(v), 2u);
+  EXPECT_EQ(pops.calls.size(), 1u);
+  // Remove reports as Acquire does.
+  ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
+  EXPECT_EQ(pool.IndexOf(v), 3u);
+  ASSERT_EQ(pops.calls.size(), 2u);
+  EXPECT_EQ(pops.calls[1], std::make_pair(uint64_t{3}, uint64_t{5}));
+  EXPECT_EQ(pool.Verify()->empty_volumes, 1u);
+}
+
+TEST_F(VolumePoolTest, ATaggedLinkOutOfRangeIsStillCorrupt) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  TaggedPops pops;
+  const VolumePool pool =
+      *VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                        kSmallFootprint, links, &TaggedPops::Hook, &pops);
+  ASSERT_EQ(pool.Add(0, 1, ""), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  for (uint64_t bad : {TaggedLink(16, 1), kTaggedLink | kUnpushedLink}) {
+    links[0].store(bad);
+    EXPECT_EQ(pool.Acquire(&v), PoolError::kCorrupt) << bad;
+    EXPECT_EQ(v, nullptr);
+    EXPECT_EQ(pool.PeekTop(), 0u);  // nothing popped
+  }
 }
 
 TEST_F(VolumePoolTest, RestartCountsLockedMakesTheEmptyCountExact) {

@@ -6,9 +6,10 @@
 //   DIR/NAME.pool      the metadata object, mapped shared by every join:
 //                      the pool header (facts-file layout at offset 0), the
 //                      pool's configuration, and a slot table with one
-//                      atomic word per index (FREE, ADDING, MAPPED,
-//                      REMOVING) that records intent before each step of
-//                      an add or remove, so recovery is deterministic.
+//                      atomic word per index (FREE, ADDING, PUSHING,
+//                      MAPPED, REMOVING) that records intent before each
+//                      step of an add or remove, so recovery is
+//                      deterministic.
 //   the volume store   a file in which volume i lives at i * volume_size:
 //                      DIR/NAME.volumes (normal backing, on tmpfs), a file
 //                      on a hugetlbfs mount (huge, gigantic), the PATH of
@@ -147,8 +148,10 @@ class NamedPool {
     // Tests: called between the steps of AddVolumes and RemoveVolumes with
     // the step just completed ("add:claimed", "add:allocated",
     // "add:formatted", "add:committed", "add:pushed", "remove:popped",
-    // "remove:marked", "remove:deallocated"), so a crash test can kill the
-    // process at each point deterministically.
+    // "remove:marked", "remove:deallocated"), and with "stack:linked" by
+    // the owner's push or pop between writing or reading a volume's stack
+    // link and its CAS (VolumePool's TestHook), so a crash test can kill
+    // the process at each point deterministically.
     std::function<void(absl::string_view step)> step_hook;
   };
 
@@ -195,8 +198,9 @@ class NamedPool {
   // AddVolumes adds `count` volumes carrying `info`: at the lowest free
   // indices, or at [*first_index, *first_index + count). All or nothing:
   // slots are claimed (CAS FREE -> ADDING), memory allocated and mapped,
-  // headers formatted, slots marked MAPPED, and only then are the volumes
-  // pushed; any failure before the push undoes every step.
+  // headers formatted, the batch committed (slots PUSHING), and only then
+  // are the volumes pushed (each slot turns MAPPED once its volume is on
+  // the stack); any failure before the push undoes every step.
   // Returns the indices added, ascending.
   // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes),
   // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
@@ -240,7 +244,8 @@ class NamedPool {
                                        uint64_t* next_index) const;
 
   // Verify runs the pool's Verify (pausing pool users while it walks) and
-  // also checks that every volume on the stack has a MAPPED slot.
+  // also checks that every volume on the stack has a MAPPED slot (or a
+  // PUSHING one: an add has pushed it and not yet marked it MAPPED).
   absl::StatusOr<VerifyReport> Verify() const;
 
   // pool is the lock-free pool, for Acquire/Release.
@@ -285,6 +290,19 @@ class NamedPool {
   // memory out of the store.
   void GiveBack(uint64_t first, uint64_t count);
   absl::Status WithRemedy(absl::Status status) const;
+  // PushCommitted pushes volume `index` of the committed add `batch`
+  // (slot PUSHING) with its link tagged with the batch; DATA_LOSS when the
+  // stack is corrupt.
+  absl::Status PushCommitted(uint64_t index, uint64_t batch);
+  // MarkPushed turns the slot of a volume PushCommitted pushed from
+  // PUSHING of `batch` to MAPPED, unless a pop did so already.
+  void MarkPushed(uint64_t index, uint64_t batch);
+  // ConfirmPushed is every join's VolumePool::TaggedPopHook (`self` is the
+  // NamedPool): a pop is about to take volume `index`, pushed with `tag`
+  // (the low bits of its add's batch), so its slot turns from PUSHING of
+  // that batch to MAPPED before the volume leaves the stack. Recovery
+  // relies on it: a PUSHING volume off the stack was never pushed.
+  static void ConfirmPushed(void* self, uint64_t index, uint64_t tag);
   void Step(absl::string_view step) const {
     if (step_hook_) step_hook_(step);
   }

@@ -76,6 +76,34 @@ inline constexpr int kVersionBits = 64 - kIndexBits;
 // that was formatted and never pushed since: no stack link is >= 2^34.
 inline constexpr uint64_t kUnpushedLink = uint64_t{1} << 63;
 
+// A tagged link (written by PushRangeTagged) is `kTaggedLink | tag << 34 |
+// next`: the stack link `next` in the low 34 bits, plus a 28-bit tag that
+// the pusher chose, which the first pops of that volume hand to the join's
+// TaggedPopHook (see PushRangeTagged for why).
+inline constexpr uint64_t kTaggedLink = uint64_t{1} << 62;
+inline constexpr int kLinkTagBits = 28;
+inline constexpr uint64_t kLinkTagMask = (uint64_t{1} << kLinkTagBits) - 1;
+
+// TaggedLink returns the link of a tagged push: `tag` (taken modulo
+// 2^28) and `next` (REQUIRES: next <= kIndexMask).
+constexpr uint64_t TaggedLink(uint64_t next, uint64_t tag) {
+  return kTaggedLink | ((tag & kLinkTagMask) << kIndexBits) | next;
+}
+// IsTaggedLink returns true when `link` was written by a tagged push.
+constexpr bool IsTaggedLink(uint64_t link) {
+  return (link & kTaggedLink) != 0;
+}
+// LinkTag returns the tag of a tagged link.
+constexpr uint64_t LinkTag(uint64_t link) {
+  return (link >> kIndexBits) & kLinkTagMask;
+}
+// LinkNext returns the stack index a link-table value points to: an
+// untagged link is the index itself; a tagged one loses its tag but keeps
+// kUnpushedLink, so that a value no push writes stays out of range.
+constexpr uint64_t LinkNext(uint64_t link) {
+  return IsTaggedLink(link) ? link & (kIndexMask | kUnpushedLink) : link;
+}
+
 // PackTop returns the versioned top for `version` (taken modulo 2^30) and
 // `index` (REQUIRES: index <= kIndexMask).
 constexpr uint64_t PackTop(uint64_t version, uint64_t index) {
@@ -238,6 +266,14 @@ class VolumePool {
   // mid-operation. Null (the default) costs one predictable branch.
   using TestHook = void (*)(void* arg);
 
+  // TaggedPopHook, when set on a join, is called by that join's pops with
+  // the index and tag of a volume pushed by PushRangeTagged, before the
+  // pop's CAS and only once the pop has seen that volume stay on top of the
+  // stack since it read its link (so the tagged push's CAS has happened).
+  // It may run several times for one push (pops that lose their CAS call it
+  // too) and must be idempotent and lock-free.
+  using TaggedPopHook = void (*)(void* arg, uint64_t index, uint64_t tag);
+
   // Format writes an empty pool into `header`: an empty stack (version 0,
   // unlocked), zero counters with every shard free, then the magic (release
   // store, so a joiner that sees the magic sees the rest).
@@ -262,11 +298,15 @@ class VolumePool {
   // may be removing and giving back to the kernel at that instant). Push
   // writes both, so the header's `next` stays what the facts file says.
   // Every join of one pool must agree on whether links are used.
-  static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
-                                         uint64_t max_volumes,
-                                         uint64_t footprint_bytes,
-                                         std::atomic<uint64_t>* links =
-                                             nullptr);
+  //
+  // `on_tagged_pop` (with `on_tagged_pop_arg`) is the join's TaggedPopHook.
+  // A pool that is ever pushed with PushRangeTagged needs links and needs
+  // the same hook on every join (see PushRangeTagged).
+  static absl::StatusOr<VolumePool> Join(
+      PoolHeader* header, void* volume0, uint64_t max_volumes,
+      uint64_t footprint_bytes, std::atomic<uint64_t>* links = nullptr,
+      TaggedPopHook on_tagged_pop = nullptr,
+      void* on_tagged_pop_arg = nullptr);
 
   // Add formats the volumes [first_index, first_index + count) as empty
   // volumes carrying `info` and pushes them, highest index first, so the
@@ -302,6 +342,25 @@ class VolumePool {
   // Add; the unpushed ones are marked not a volume).
   // Thread safety: lock-free; spins while locked. Cost: O(count).
   PoolError PushRange(uint64_t first_index, uint64_t count) const;
+
+  // PushRangeTagged is PushRange for an owner that must be able to tell,
+  // after being killed at any instant, whether its push happened. It
+  // writes TaggedLink(next, tag) into each volume's link (the header's
+  // `next` stays the plain index) and, like PushRange, counts the volumes
+  // as added. Every pop that takes one of these volumes while its link
+  // still carries the tag first calls the join's TaggedPopHook with
+  // (index, tag). So a caller that records "volume i is being pushed with
+  // tag t" before the push, and whose hook (and its own code after the
+  // push) clears that record, knows from a record still standing that the
+  // volume was never popped since, and so, if it is off the stack, that
+  // the push's CAS never happened: it can be pushed again, where an
+  // untagged push killed after writing its link leaves a volume that looks
+  // exactly like one a Release in flight is about to push.
+  // REQUIRES: as PushRange; the join has links (Join's `links`).
+  // Returns as PushRange. Thread safety: lock-free; spins while locked.
+  // Cost: O(count).
+  PoolError PushRangeTagged(uint64_t first_index, uint64_t count,
+                            uint64_t tag) const;
 
   // Remove pops one empty volume, checks its header (empty magic, idx
   // matching its address, info_sz <= kVolumeInfoMax), marks it not a
@@ -461,8 +520,15 @@ class VolumePool {
         max_volumes_(max_volumes),
         footprint_(footprint_bytes) {}
 
-  // Push links volume `index` on top of the stack.
-  PoolError Push(uint64_t index, Wait wait) const;
+  // kUntagged is Push's `tag` for a plain push (tags are 28 bits).
+  static constexpr uint64_t kUntagged = ~uint64_t{0};
+
+  // Push links volume `index` on top of the stack; with a tag (not
+  // kUntagged) its link is TaggedLink(next, tag).
+  PoolError Push(uint64_t index, Wait wait, uint64_t tag) const;
+  // PushRangeWithTag is PushRange and PushRangeTagged.
+  PoolError PushRangeWithTag(uint64_t first_index, uint64_t count,
+                             uint64_t tag) const;
   // Pop unlinks the top of the stack into *index.
   PoolError Pop(uint64_t* index, Wait wait,
                 std::atomic<uint64_t>* pop_intent) const;
@@ -484,6 +550,8 @@ class VolumePool {
   uint64_t max_volumes_;
   uint64_t footprint_;
   std::atomic<uint64_t>* links_ = nullptr;  // see Join
+  TaggedPopHook on_tagged_pop_ = nullptr;  // see Join
+  void* on_tagged_pop_arg_ = nullptr;
   TestHook test_hook_ = nullptr;
   void* test_hook_arg_ = nullptr;
 };
