@@ -156,9 +156,7 @@ struct NamedPool::Metadata {
   std::atomic<int64_t> store_memfd;   // the owner's memfd number, or -1
   std::atomic<uint64_t> next_batch;   // batch ids for adds
   std::atomic<uint64_t> volumes_mapped;  // slots PUSHING or MAPPED, approx.
-  // The index the owner's RemoveVolumes was about to pop (see
-  // VolumePool::Remove's pop_intent), or kNullIndex.
-  std::atomic<uint64_t> owner_pop_intent;
+  uint64_t reserved;                  // layout 2's owner_pop_intent
   char name[72];
   char backing_file_path[1024];       // file:PATH as configured
   char store_path[1024];              // named store file; empty for memfd
@@ -475,15 +473,24 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   }
   // The stack's links live in the metadata object, which is never given
   // back: a pop racing a removal then never reads the removed volume.
+  VolumePool::Hooks hooks;
+  hooks.on_tagged_pop = &NamedPool::ConfirmPushed;
+  hooks.on_announced_pop = &NamedPool::RecordAnnouncedPop;
+  hooks.arg = this;
   absl::StatusOr<VolumePool> joined = VolumePool::Join(
       &meta_->pool, volume0_, config_.max_volumes, config_.volume_size_bytes,
-      &Slot(config_.max_volumes), &NamedPool::ConfirmPushed, this);
+      &Slot(config_.max_volumes), hooks);
   if (!joined.ok()) return joined.status();
   pool_.emplace(*joined);
   if (step_hook_) {
-    // Tests: a step between a push's or pop's link and its CAS.
+    // Tests: steps inside a push or pop ("stack:linked": between the link
+    // and the CAS; "stack:announced": a pop announced, not completed).
     pool_->SetTestHookForTesting(
-        [](void* arg) { static_cast<NamedPool*>(arg)->Step("stack:linked"); },
+        [](void* arg, VolumePool::TestPoint point) {
+          static_cast<NamedPool*>(arg)->Step(
+              point == VolumePool::TestPoint::kAnnounced ? "stack:announced"
+                                                         : "stack:linked");
+        },
         this);
   }
   return absl::OkStatus();
@@ -497,8 +504,35 @@ void NamedPool::ConfirmPushed(void* self, uint64_t index, uint64_t tag) {
   // maintenance lock, which it takes with an acquire CAS on the same top.
   uint64_t word = slot.load(std::memory_order_relaxed);
   if (StateOf(word) == kSlotPushing && (BatchOf(word) & kLinkTagMask) == tag) {
-    slot.compare_exchange_strong(word, SlotWord(kSlotMapped, 0),
+    slot.compare_exchange_strong(word, SlotWord(kSlotMapped, BatchOf(word)),
                                  std::memory_order_relaxed);
+  }
+}
+
+void NamedPool::RecordAnnouncedPop(void* self, uint64_t index,
+                                   uint64_t announced_top) {
+  const NamedPool& pool = *static_cast<NamedPool*>(self);
+  std::atomic<uint64_t>& slot = pool.Slot(index);
+  const std::atomic<uint64_t>& ver_top = pool.pool_->header()->ver_top;
+  // Relaxed: as ConfirmPushed; the completing CAS publishes the word.
+  uint64_t word = slot.load(std::memory_order_relaxed);
+  for (;;) {
+    const SlotState state = StateOf(word);
+    // REMOVING: recorded already. Anything but PUSHING or MAPPED: a
+    // corrupt slot table, which Verify and recovery report; left as is.
+    if (state != kSlotPushing && state != kSlotMapped) return;
+    // Act only while the pop is still announced: `word` was then read
+    // while the volume was on the stack in this life (its slot changes
+    // life only after it leaves the stack), and slot words of different
+    // lives differ (their batch), so the CAS cannot hit a later life. If
+    // the pop is complete, its completer recorded it before completing.
+    // Acquire fence: the re-read of the top is not hoisted above `word`.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (ver_top.load(std::memory_order_relaxed) != announced_top) return;
+    if (slot.compare_exchange_weak(word, SlotWord(kSlotRemoving, 0),
+                                   std::memory_order_relaxed)) {
+      return;
+    }
   }
 }
 
@@ -607,7 +641,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
                        std::memory_order_relaxed);
   m->next_batch.store(1, std::memory_order_relaxed);
   m->volumes_mapped.store(0, std::memory_order_relaxed);
-  m->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
+  m->reserved = 0;
   CopyField(m->name, config_.name);
   CopyField(m->backing_file_path, config_.backing.file_path);
   CopyField(m->store_path, store_path);
@@ -820,8 +854,6 @@ absl::Status NamedPool::Recover() {
   };
   std::vector<uint64_t> to_push;
   uint64_t mapped = 0;
-  const uint64_t pop_intent =
-      meta_->owner_pop_intent.load(std::memory_order_relaxed);
   auto free_volume = [&](uint64_t i) {
     pool.VolumeAt(i)->magic.store(kVolumeNotAVolume,
                                   std::memory_order_relaxed);
@@ -874,25 +906,17 @@ absl::Status NamedPool::Recover() {
         }
         break;
       case kSlotMapped:
-        if (magic == kVolumeNotAVolume && !on_stack[i]) {
-          // A remove popped it and died before recording REMOVING.
-          free_volume(i);
-          ++recovery_.removes_finished;
-        } else if (magic == kVolumeEmptyMagic && !on_stack[i] &&
-                   i == pop_intent) {
-          // A remove died between popping it and clearing its magic.
-          free_volume(i);
-          ++recovery_.removes_finished;
-        } else {
-          // Empty on the stack, in use by a data-plane process, or empty
-          // and off the stack: a data-plane Release in flight is about to
-          // push it, or an Acquire in flight has just popped it (see
-          // volumes_unresolved): left as it is.
-          if (magic == kVolumeEmptyMagic && !on_stack[i]) {
-            ++recovery_.volumes_unresolved;
-          }
-          ++mapped;
+        // Empty on the stack, in use by a data-plane process, or empty and
+        // off the stack: a data-plane Release in flight is about to push
+        // it, or an Acquire in flight has just popped it (see
+        // volumes_unresolved). Never one the owner took: its removes turn
+        // the slot REMOVING before the volume leaves the stack
+        // (RemoveAnnounced), and the Lock above completed an announced one.
+        // Left as it is.
+        if (magic == kVolumeEmptyMagic && !on_stack[i]) {
+          ++recovery_.volumes_unresolved;
         }
+        ++mapped;
         break;
       case kSlotRemoving:
         free_volume(i);
@@ -913,11 +937,12 @@ absl::Status NamedPool::Recover() {
     pool.PushLocked(*it);
   }
   for (uint64_t i = 0; i < n; ++i) {
-    if (StateOf(Slot(i).load(std::memory_order_relaxed)) == kSlotPushing) {
-      Slot(i).store(SlotWord(kSlotMapped, 0), std::memory_order_relaxed);
+    const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    if (StateOf(slot) == kSlotPushing) {
+      Slot(i).store(SlotWord(kSlotMapped, BatchOf(slot)),
+                    std::memory_order_relaxed);
     }
   }
-  meta_->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
   recovery_.volumes_repushed = to_push.size();
   meta_->volumes_mapped.store(mapped, std::memory_order_relaxed);
   pool.RestartCountsLocked(stack->empty_volumes + to_push.size());
@@ -1133,7 +1158,7 @@ void NamedPool::MarkPushed(uint64_t index, uint64_t batch) {
   // have taken it since: only PUSHING of this batch turns MAPPED. Relaxed:
   // the push's release CAS already published the volume.
   uint64_t pushing = SlotWord(kSlotPushing, batch);
-  Slot(index).compare_exchange_strong(pushing, SlotWord(kSlotMapped, 0),
+  Slot(index).compare_exchange_strong(pushing, SlotWord(kSlotMapped, batch),
                                       std::memory_order_relaxed);
 }
 
@@ -1154,31 +1179,31 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   absl::Status failure;
   while (removed.size() < count) {
     VolumeHeader* v = nullptr;
-    const PoolError err =
-        pool.Remove(&v, Wait::kBlock, &meta_->owner_pop_intent);
-    if (err != PoolError::kSuccess) {
-      // Nothing of ours is half popped: the intent must not outlive it.
-      meta_->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
-    }
+    // Announced, so that the slot turns REMOVING before the volume leaves
+    // the stack (RecordAnnouncedPop): a crash at any instant leaves no
+    // doubt about which volumes this call took.
+    const PoolError err = pool.RemoveAnnounced(&v, Wait::kBlock);
     if (err == PoolError::kEmpty) break;
     if (err != PoolError::kSuccess) {
-      const std::string where =
-          v != nullptr ? absl::StrCat(" (volume ", pool.IndexOf(v),
-                                      " quarantined)")
-                       : "";
+      std::string where;
+      if (v != nullptr) {
+        // A corrupt header: keep the volume, off the stack and MAPPED
+        // again, where Inspect shows it as corrupt (a fresh batch keeps
+        // slot words of different lives of an index apart).
+        const uint64_t q = pool.IndexOf(v);
+        Slot(q).store(
+            SlotWord(kSlotMapped,
+                     meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
+            std::memory_order_relaxed);
+        where = absl::StrCat(" (volume ", q, " quarantined)");
+      }
       failure = PoolErrorToStatus(
           err, absl::StrCat("remove volumes from pool '", config_.name, "'",
                             where));
       break;
     }
     Step("remove:popped");
-    const uint64_t i = pool.IndexOf(v);
-    // Relaxed: the slot is ours while the volume is off the stack.
-    Slot(i).store(SlotWord(kSlotRemoving, 0), std::memory_order_relaxed);
-    // The slot now says what happens to `i`; the intent would go stale.
-    meta_->owner_pop_intent.store(kNullIndex, std::memory_order_relaxed);
-    removed.push_back({i, std::string(VolumeInfo(*v))});
-    Step("remove:marked");
+    removed.push_back({pool.IndexOf(v), std::string(VolumeInfo(*v))});
   }
   if (!failure.ok()) {
     // Put back the good ones: the pool is unchanged but for the quarantine.

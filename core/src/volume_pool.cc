@@ -16,17 +16,19 @@
 namespace groove {
 namespace {
 
-// One step of the version: a push or a pop adds 2 so the lock bit (the
-// version's lowest bit) is untouched.
-constexpr uint64_t kVersionStep = uint64_t{2} << kIndexBits;
-// The lock bit, in place in a versioned top.
+// One step of the version, above its two flag bits (the lock, the
+// announced pop), which a step leaves untouched.
+constexpr uint64_t kVersionStep = kTopVersionStep << kIndexBits;
+// The flags, in place in a versioned top.
 constexpr uint64_t kLockBit = uint64_t{1} << kIndexBits;
+constexpr uint64_t kAnnouncedBit = uint64_t{2} << kIndexBits;
+static_assert(kVersionStep == kAnnouncedBit << 1);
 
 // NextTop returns the top that follows `ver_top` after a push or pop that
-// leaves `index` on top: the version advanced by 2 (modulo 2^30, by
-// unsigned wrap-around), the index replaced.
+// leaves `index` on top: the announce flag cleared, the version advanced by
+// one step (modulo 2^30, by unsigned wrap-around), the index replaced.
 constexpr uint64_t NextTop(uint64_t ver_top, uint64_t index) {
-  return ((ver_top & ~kIndexMask) + kVersionStep) | index;
+  return ((ver_top & ~(kIndexMask | kAnnouncedBit)) + kVersionStep) | index;
 }
 
 // SpinWait backs off while the maintenance lock is held: a pause
@@ -351,8 +353,7 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
                                             uint64_t max_volumes,
                                             uint64_t footprint_bytes,
                                             std::atomic<uint64_t>* links,
-                                            TaggedPopHook on_tagged_pop,
-                                            void* on_tagged_pop_arg) {
+                                            Hooks hooks) {
   if (header == nullptr || volume0 == nullptr) {
     return absl::InvalidArgumentError(
         "join a volume pool: the pool header and volume0 must not be null");
@@ -394,8 +395,7 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
   VolumePool pool(header, static_cast<std::byte*>(volume0), max_volumes,
                   footprint_bytes);
   pool.links_ = links;
-  pool.on_tagged_pop_ = on_tagged_pop;
-  pool.on_tagged_pop_arg_ = on_tagged_pop_arg;
+  pool.hooks_ = hooks;
   return pool;
 }
 
@@ -412,6 +412,14 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
       ver_top = header_->ver_top.load(std::memory_order_relaxed);
       continue;
     }
+    if (TopIsPopAnnounced(ver_top)) {
+      // The top volume is an owner's already: finish taking it off first.
+      if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
+        return PoolError::kCorrupt;
+      }
+      ver_top = header_->ver_top.load(std::memory_order_relaxed);
+      continue;
+    }
     const uint64_t top = TopIndex(ver_top);
     if (top != kNullIndex && top >= max_volumes_) return PoolError::kCorrupt;
     // Relaxed: `next` is published by the release CAS; a racing popper that
@@ -421,7 +429,7 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
       links_[index].store(tag == kUntagged ? top : TaggedLink(top, tag),
                           std::memory_order_relaxed);
     }
-    if (test_hook_ != nullptr) test_hook_(test_hook_arg_);
+    CallTestHook(TestPoint::kBeforeCas);
     const uint64_t new_top = NextTop(ver_top, index);
     // Release on success: a popper that acquires this top sees the header.
     // Relaxed on failure: we only re-read the top and try again.
@@ -433,8 +441,58 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
   }
 }
 
-PoolError VolumePool::Pop(uint64_t* index, Wait wait,
-                          std::atomic<uint64_t>* pop_intent) const {
+bool VolumePool::ReadLink(uint64_t* ver_top, uint64_t top,
+                          uint64_t* next) const {
+  // Relaxed: if another party popped `top` since we read ver_top, this
+  // value may be stale, but then the version moved and our CAS fails.
+  const uint64_t link = Link(top).load(std::memory_order_relaxed);
+  if (IsTaggedLink(link) && hooks_.on_tagged_pop != nullptr) {
+    // Tell the tagged pusher its push happened (see PushRangeTagged), but
+    // only once the top is seen unchanged after the link was read: then
+    // `top` has been on the stack since before that read, so the link is
+    // the one its last push wrote and that push's CAS is done.
+    // Acquire fence: the re-read below is not hoisted above the link's.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const uint64_t again = header_->ver_top.load(std::memory_order_acquire);
+    if (again != *ver_top) {
+      *ver_top = again;
+      return false;
+    }
+    hooks_.on_tagged_pop(hooks_.arg, top, LinkTag(link));
+  }
+  *next = LinkNext(link);
+  return true;
+}
+
+PoolError VolumePool::CompleteAnnouncedPop(uint64_t announced_top) const {
+  const uint64_t top = TopIndex(announced_top);
+  if (top >= max_volumes_) return PoolError::kCorrupt;
+  // Relaxed: nobody writes the link of a volume on the stack; the announcer
+  // read (and range-checked) this same value before announcing. A helper
+  // that is late reads whatever, but then its CAS below fails.
+  const uint64_t next = LinkNext(Link(top).load(std::memory_order_relaxed));
+  if (next != kNullIndex && next >= max_volumes_) {
+    // Late (the pop was completed and the link rewritten since) or corrupt.
+    return header_->ver_top.load(std::memory_order_acquire) == announced_top
+               ? PoolError::kCorrupt
+               : PoolError::kSuccess;
+  }
+  if (hooks_.on_announced_pop != nullptr) {
+    hooks_.on_announced_pop(hooks_.arg, top, announced_top);
+  }
+  uint64_t expected = announced_top;
+  // Release on success: the hook's record (and, for the announcer, the
+  // pop) is visible to whoever sees the volume off the stack; acquire: the
+  // next pop of `next` sees its pusher's header. A failure means another
+  // party completed this pop.
+  header_->ver_top.compare_exchange_strong(expected,
+                                           NextTop(announced_top, next),
+                                           std::memory_order_acq_rel,
+                                           std::memory_order_relaxed);
+  return PoolError::kSuccess;
+}
+
+PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
   // Acquire: pairs with the release CAS of the push that made this top, so
   // the `next` read below is at least as new as that push's.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
@@ -446,27 +504,19 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait,
       ver_top = header_->ver_top.load(std::memory_order_acquire);
       continue;
     }
+    if (TopIsPopAnnounced(ver_top)) {
+      // The top volume is an owner's already: finish taking it off first.
+      if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
+        return PoolError::kCorrupt;
+      }
+      ver_top = header_->ver_top.load(std::memory_order_acquire);
+      continue;
+    }
     const uint64_t top = TopIndex(ver_top);
     if (top == kNullIndex) return PoolError::kEmpty;
     if (top >= max_volumes_) return PoolError::kCorrupt;
-    // Relaxed: if another party popped `top` since we read ver_top, this
-    // value may be stale, but then the version moved and our CAS fails.
-    const uint64_t link = Link(top).load(std::memory_order_relaxed);
-    if (IsTaggedLink(link) && on_tagged_pop_ != nullptr) {
-      // Tell the tagged pusher its push happened (see PushRangeTagged),
-      // but only once the top is seen unchanged after the link was read:
-      // then `top` has been on the stack since before that read, so the
-      // link is the one its last push wrote and that push's CAS is done.
-      // Acquire fence: the re-read below is not hoisted above the link's.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      const uint64_t again = header_->ver_top.load(std::memory_order_acquire);
-      if (again != ver_top) {
-        ver_top = again;
-        continue;
-      }
-      on_tagged_pop_(on_tagged_pop_arg_, top, LinkTag(link));
-    }
-    const uint64_t next = LinkNext(link);
+    uint64_t next = kNullIndex;
+    if (!ReadLink(&ver_top, top, &next)) continue;
     if (next != kNullIndex && next >= max_volumes_) {
       // Re-read before blaming the pool: a racing pop and re-use of `top`
       // can show a torn view of a healthy stack.
@@ -475,14 +525,29 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait,
       ver_top = again;
       continue;
     }
-    // Relaxed: ordered before the CAS by the CAS's release half.
-    if (pop_intent != nullptr) pop_intent->store(top, std::memory_order_relaxed);
-    if (test_hook_ != nullptr) test_hook_(test_hook_arg_);
+    CallTestHook(TestPoint::kBeforeCas);
+    if (announce) {
+      // Announce: from a successful CAS on, `top` is ours, whoever
+      // completes the pop. Acquire on success: we own volume `top` and must
+      // see what its pusher wrote; release: the hooks' records before it.
+      // Acquire on failure: the returned top is the one we read next round.
+      if (header_->ver_top.compare_exchange_weak(
+              ver_top, ver_top | kAnnouncedBit, std::memory_order_acq_rel,
+              std::memory_order_acquire)) {
+        CallTestHook(TestPoint::kAnnounced);
+        // Cannot fail: the link was range-checked above and nobody writes
+        // the link of a volume on the stack.
+        CompleteAnnouncedPop(ver_top | kAnnouncedBit);
+        *index = top;
+        return PoolError::kSuccess;
+      }
+      continue;
+    }
     const uint64_t new_top = NextTop(ver_top, next);
     // Acquire on success: we now own volume `top` and must see everything
-    // the pusher wrote to it; release so that a pop-intent record is never
-    // seen after the pop itself. Acquire on failure: the returned top is
-    // the one whose link we read next round.
+    // the pusher wrote to it; release: the tagged-pop hook's record is seen
+    // by whoever sees the volume off the stack. Acquire on failure: the
+    // returned top is the one whose link we read next round.
     if (header_->ver_top.compare_exchange_weak(ver_top, new_top,
                                                std::memory_order_acq_rel,
                                                std::memory_order_acquire)) {
@@ -566,11 +631,10 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
 }
 
 PoolError VolumePool::PopChecked(VolumeHeader** volume, Wait wait,
-                                 uint64_t new_magic,
-                                 std::atomic<uint64_t>* pop_intent) const {
+                                 uint64_t new_magic, bool announce) const {
   *volume = nullptr;
   uint64_t index = kNullIndex;
-  const PoolError err = Pop(&index, wait, pop_intent);
+  const PoolError err = Pop(&index, wait, announce);
   if (err != PoolError::kSuccess) return err;
   VolumeHeader* popped = VolumeAt(index);
   *volume = popped;
@@ -588,10 +652,19 @@ PoolError VolumePool::PopChecked(VolumeHeader** volume, Wait wait,
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait,
-                             std::atomic<uint64_t>* pop_intent) const {
+PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
   const PoolError err =
-      PopChecked(volume, wait, kVolumeNotAVolume, pop_intent);
+      PopChecked(volume, wait, kVolumeNotAVolume, /*announce=*/false);
+  if (err == PoolError::kSuccess) {
+    Count(header_, &CounterValues::volumes_removed, 1);
+  }
+  return err;
+}
+
+PoolError VolumePool::RemoveAnnounced(VolumeHeader** volume,
+                                      Wait wait) const {
+  const PoolError err =
+      PopChecked(volume, wait, kVolumeNotAVolume, /*announce=*/true);
   if (err == PoolError::kSuccess) {
     Count(header_, &CounterValues::volumes_removed, 1);
   }
@@ -599,7 +672,8 @@ PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait,
 }
 
 PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {
-  const PoolError err = PopChecked(volume, wait, kVolumeMagic, nullptr);
+  const PoolError err =
+      PopChecked(volume, wait, kVolumeMagic, /*announce=*/false);
   if (err == PoolError::kSuccess) {
     Count(header_, &CounterValues::acquires, 1);
   }
@@ -641,6 +715,13 @@ PoolError VolumePool::Lock(Wait wait) const {
       ver_top = header_->ver_top.load(std::memory_order_relaxed);
       continue;
     }
+    if (TopIsPopAnnounced(ver_top) &&
+        CompleteAnnouncedPop(ver_top) == PoolError::kSuccess) {
+      // Completed (by us or another party): lock what follows. A corrupt
+      // announced volume is locked as it is, for Verify to report.
+      ver_top = header_->ver_top.load(std::memory_order_relaxed);
+      continue;
+    }
     // Acquire on success: the maintenance section sees every push and pop
     // that came before. Relaxed on failure: only re-read.
     if (header_->ver_top.compare_exchange_weak(ver_top, ver_top | kLockBit,
@@ -652,10 +733,12 @@ PoolError VolumePool::Lock(Wait wait) const {
 }
 
 void VolumePool::Unlock() const {
-  // Adding the lock bit again clears it and carries into the version, so
-  // lock+unlock moves the version by 2 like any other change. Release: the
-  // next push/pop sees what the maintenance section wrote.
-  header_->ver_top.fetch_add(kLockBit, std::memory_order_release);
+  // Adding kVersionStep - kLockBit clears the lock bit and carries past the
+  // announce flag (unchanged) into the version, so lock+unlock moves the
+  // version by one step like any other change. Release: the next push/pop
+  // sees what the maintenance section wrote.
+  header_->ver_top.fetch_add(kVersionStep - kLockBit,
+                             std::memory_order_release);
 }
 
 bool VolumePool::IsLocked() const {
@@ -673,10 +756,12 @@ void VolumePool::PushLocked(uint64_t index) const {
 
 void VolumePool::Reset() const {
   // The lock is ours, so no push or pop races this store. Keep the version
-  // (with its lock bit) and drop the stack. Relaxed: Unlock() publishes.
+  // (with its lock bit) and drop the stack (and a pop announced on it).
+  // Relaxed: Unlock() publishes.
   const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
-  header_->ver_top.store((ver_top & ~kIndexMask) | kNullIndex,
-                         std::memory_order_relaxed);
+  header_->ver_top.store(
+      (ver_top & ~(kIndexMask | kAnnouncedBit)) | kNullIndex,
+      std::memory_order_relaxed);
   RestartCountsLocked(0);
 }
 
@@ -708,8 +793,15 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
   }
   // The lock (held by the caller, acquired with acquire order) keeps the
   // stack still; relaxed loads suffice.
+  const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
+  if (TopIsPopAnnounced(ver_top)) {
+    // Lock completes an announced pop unless it cannot (see Lock).
+    return absl::DataLossError(absl::StrCat(
+        "verify pool: a pop of volume ", TopIndex(ver_top),
+        " was announced and cannot complete: its link is out of range"));
+  }
   VerifyReport report;
-  uint64_t index = TopIndex(header_->ver_top.load(std::memory_order_relaxed));
+  uint64_t index = TopIndex(ver_top);
   while (index != kNullIndex) {
     if (index >= max_volumes_) {
       return absl::DataLossError(absl::StrCat(

@@ -4,6 +4,9 @@
 // thousands of operations on the same pool. When it resumes, its CAS fails
 // (the version moved), it retries and completes, and the pool is intact.
 //
+// Likewise for an owner's two-step pop (RemoveAnnounced) stopped between
+// its two steps: the others finish it for it.
+//
 // By contrast, the maintenance lock does stop others: a blocking Acquire
 // cannot finish while another party holds Lock(), which is why the lock is
 // kept off the hot path.
@@ -58,7 +61,8 @@ TEST(LockFreedomTest, OthersCompleteWhileAPopIsStoppedBeforeItsCas) {
 
   Stall stall;
   VolumePool stalled_join = memory.JoinAt(memory.mapping());
-  stalled_join.SetTestHookForTesting(&Stall::Hook, &stall);
+  stalled_join.SetTestHookForTesting(
+      &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall);
   VolumeHeader* stalled_volume = nullptr;
   PoolError stalled_result = PoolError::kInvalid;
   std::thread stalled([&] {
@@ -95,7 +99,8 @@ TEST(LockFreedomTest, OthersCompleteWhileAPushIsStoppedBeforeItsCas) {
 
   Stall stall;
   VolumePool stalled_join = memory.JoinAt(memory.mapping());
-  stalled_join.SetTestHookForTesting(&Stall::Hook, &stall);
+  stalled_join.SetTestHookForTesting(
+      &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall);
   PoolError stalled_result = PoolError::kInvalid;
   std::thread stalled([&] { stalled_result = stalled_join.Release(held); });
   stall.WaitUntilStalled();
@@ -111,6 +116,61 @@ TEST(LockFreedomTest, OthersCompleteWhileAPushIsStoppedBeforeItsCas) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, kVolumes);
   EXPECT_EQ(pool.Counts().empty_volumes, kVolumes);
+}
+
+// An owner's announced pop (RemoveAnnounced) stopped between its announce
+// and its own completion: the others complete it for it (each operation
+// that finds the announce in the top finishes it first), so they are not
+// held up, and the announced volume is the announcer's: no one else is
+// ever handed it.
+TEST(LockFreedomTest, OthersCompleteAnAnnouncedPopWhoseAnnouncerIsStopped) {
+  PoolMemory memory(kVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
+  const uint64_t announced = pool.PeekTop();
+
+  Stall stall;
+  VolumePool stalled_join = memory.JoinAt(memory.mapping());
+  stalled_join.SetTestHookForTesting(
+      &testing::StallAt<VolumePool::TestPoint::kAnnounced>, &stall);
+  VolumeHeader* removed = nullptr;
+  PoolError stalled_result = PoolError::kInvalid;
+  std::thread stalled([&] {
+    stalled_result = stalled_join.RemoveAnnounced(&removed);
+  });
+  stall.WaitUntilStalled();
+  EXPECT_TRUE(TopIsPopAnnounced(memory.header()->ver_top.load()));
+
+  std::atomic<uint64_t> completed{0};
+  std::atomic<bool> handed_the_announced{false};
+  std::vector<std::thread> others;
+  for (int t = 0; t < kOtherThreads; ++t) {
+    others.emplace_back([&] {
+      VolumePool join = memory.JoinAt(memory.mapping());
+      for (int i = 0; i < kPairsPerThread; ++i) {
+        VolumeHeader* v = nullptr;
+        if (join.Acquire(&v) != PoolError::kSuccess) continue;
+        if (join.IndexOf(v) == announced) handed_the_announced.store(true);
+        if (join.Release(v) != PoolError::kSuccess) continue;
+        completed.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  for (std::thread& t : others) t.join();
+  EXPECT_EQ(completed.load(), uint64_t{kOtherThreads} * kPairsPerThread);
+  EXPECT_FALSE(handed_the_announced.load());
+  EXPECT_FALSE(TopIsPopAnnounced(memory.header()->ver_top.load()));
+
+  stall.Resume();
+  stalled.join();
+  EXPECT_EQ(stalled_result, PoolError::kSuccess);
+  ASSERT_NE(removed, nullptr);
+  EXPECT_EQ(pool.IndexOf(removed), announced);
+  EXPECT_EQ(removed->magic.load(), kVolumeNotAVolume);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, kVolumes - 1);
+  EXPECT_EQ(pool.Counts().empty_volumes, kVolumes - 1);
 }
 
 TEST(LockFreedomTest, TheMaintenanceLockDoesStopOthers) {

@@ -176,7 +176,7 @@ void RecoverySeeds(const std::string& out) {
         step, AddSome);
   }
   for (const char* step :
-       {"remove:popped", "remove:marked", "remove:deallocated"}) {
+       {"remove:popped", "stack:announced", "remove:deallocated"}) {
     RecoverySeed(
         out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
         step, AddThenRemove);

@@ -161,7 +161,8 @@ TEST(CrashRecoveryHelpTest, AVolumePoppedAfterTheOwnersPushIsNotPushedAgain) {
   ASSERT_EQ(join.IndexOf(volume), pushed);
 
   testing::Stall stall;
-  join.SetTestHookForTesting(&testing::Stall::Hook, &stall);
+  join.SetTestHookForTesting(
+      &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall);
   PoolError released = PoolError::kInvalid;
   std::thread releaser([&] { released = join.Release(volume); });
   stall.WaitUntilStalled();
@@ -190,6 +191,75 @@ TEST(CrashRecoveryHelpTest, AVolumePoppedAfterTheOwnersPushIsNotPushedAgain) {
   EXPECT_EQ(*(*owner)->AllocatedBytes(), 0u);
 }
 
+// The owner dies inside a remove's pop, before its CAS, with the top
+// volume as its target; a data-plane process then acquires that very
+// volume and is stopped in the middle of releasing it while a new owner
+// recovers. The volume is empty and off the stack, with the dead owner's
+// last target as its index; but the owner never took it (an owner's pop
+// turns the slot REMOVING before the volume leaves the stack), so recovery
+// must leave it to the release, not free memory about to be pushed.
+TEST(CrashRecoveryHelpTest, AVolumeTheOwnerFailedToPopIsLeftToItsUser) {
+  TempDir dir;
+  {
+    auto pool = NamedPool::Open(dir.path(), Config());
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
+  }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    NamedPool::OpenOptions options;
+    options.step_hook = [](absl::string_view step) {
+      if (step == "stack:linked") raise(SIGKILL);
+    };
+    auto pool = NamedPool::Open(dir.path(), Config(), options);
+    if (!pool.ok()) _exit(2);
+    (void)(*pool)->RemoveVolumes(1);
+    _exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+
+  auto data_plane = NamedPool::Join(dir.path(), Config().name);
+  ASSERT_TRUE(data_plane.ok()) << data_plane.status();
+  VolumePool join = (*data_plane)->pool();
+  VolumeHeader* volume = nullptr;
+  ASSERT_EQ(join.Acquire(&volume), PoolError::kSuccess);
+  ASSERT_EQ(join.IndexOf(volume), 0u);  // the top, the remove's target
+
+  testing::Stall stall;
+  join.SetTestHookForTesting(
+      &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall);
+  PoolError released = PoolError::kInvalid;
+  std::thread releaser([&] { released = join.Release(volume); });
+  stall.WaitUntilStalled();
+  {
+    auto owner = NamedPool::Open(dir.path(), Config());
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    const RecoveryReport& r = (*owner)->recovery();
+    EXPECT_EQ(r.removes_finished, 0u);
+    EXPECT_EQ(r.volumes_unresolved, 1u);  // the one being released
+    EXPECT_EQ(r.volumes_recovered, kBaseline);
+  }
+  stall.Resume();
+  releaser.join();
+  EXPECT_EQ(released, PoolError::kSuccess);
+
+  auto owner = NamedPool::Open(dir.path(), Config());
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ((*owner)->recovery().volumes_unresolved, 0u);
+  absl::StatusOr<VerifyReport> report = (*owner)->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, kBaseline);
+  EXPECT_EQ(*(*owner)->AllocatedBytes(), kBaseline * kVolumeBytes);
+  absl::StatusOr<std::vector<RemovedVolume>> all =
+      (*owner)->RemoveVolumes(kBaseline);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), kBaseline);
+  EXPECT_EQ(*(*owner)->AllocatedBytes(), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Steps, CrashRecoveryTest,
     ::testing::Values(
@@ -205,12 +275,15 @@ INSTANTIATE_TEST_SUITE_P(
         // pushed, so it is pushed, not leaked.
         CrashCase{"stack:linked", true, kBaseline + 3, 0, 0, 3},
         CrashCase{"add:pushed", true, kBaseline + 3, 0, 0, 2},
-        // A remove dies after popping: the removal is finished.
         // A remove dies inside its first pop, before the CAS: nothing was
         // popped.
         CrashCase{"stack:linked", false, kBaseline, 0, 0, 0},
+        // A remove dies with its pop announced, not completed: recovery
+        // completes it (the volume is the dead owner's) and finishes the
+        // removal.
+        CrashCase{"stack:announced", false, kBaseline - 1, 0, 1, 0},
+        // A remove dies after popping: the removal is finished.
         CrashCase{"remove:popped", false, kBaseline - 1, 0, 1, 0},
-        CrashCase{"remove:marked", false, kBaseline - 1, 0, 1, 0},
         CrashCase{"remove:deallocated", false, kBaseline - 2, 0, 2, 0}),
     [](const auto& info) {
       std::string name = info.param.step;

@@ -15,6 +15,8 @@
 
 #include <atomic>
 
+#include "groove/volume_pool.h"
+
 namespace groove::testing {
 
 // Stall parks the first thread that enters the hook until Resume().
@@ -45,6 +47,15 @@ class Stall {
   std::atomic<int> state_{kNotYet};
   std::atomic<int> calls_{0};
 };
+
+// StallAt is a VolumePool::TestHook that parks like Stall::Hook, only at
+// `kPoint` (the Stall is its argument):
+//   join.SetTestHookForTesting(&StallAt<VolumePool::TestPoint::kBeforeCas>,
+//                              &stall);
+template <VolumePool::TestPoint kPoint>
+void StallAt(void* stall, VolumePool::TestPoint point) {
+  if (point == kPoint) Stall::Hook(stall);
+}
 
 }  // namespace groove::testing
 

@@ -417,7 +417,7 @@ TEST(NamedPoolTest, APopThroughACorruptTopToAnUnaddedIndexDoesNotFault) {
   // Corrupt the top to name index 12, which was never added (its address
   // range is only reserved).
   std::atomic<uint64_t>& top = pool->pool().header()->ver_top;
-  top.store(PackTop(TopVersion(top.load()) + 2, 12));
+  top.store(PackTop(TopVersion(top.load()) + kTopVersionStep, 12));
   absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
   // Reading index 12 saw a zero header (not a volume): the pop quarantined
   // it, counted it, and reported the corruption; nothing faulted.

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
 #include "support/pool_workload.h"
@@ -275,7 +276,7 @@ TEST_F(VolumePoolTest, LockMakesNonBlockingOperationsReturnAgain) {
   EXPECT_EQ(pool.Acquire(&v, Wait::kNoBlock), PoolError::kSuccess);
 }
 
-TEST_F(VolumePoolTest, LockAndUnlockAdvanceTheVersionByTwo) {
+TEST_F(VolumePoolTest, LockAndUnlockAdvanceTheVersionByOneStep) {
   VolumePool pool = Pool();
   const uint64_t before = memory_.header()->ver_top.load();
   ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
@@ -283,7 +284,7 @@ TEST_F(VolumePoolTest, LockAndUnlockAdvanceTheVersionByTwo) {
             TopVersion(before) + 1);
   pool.Unlock();
   const uint64_t after = memory_.header()->ver_top.load();
-  EXPECT_EQ(TopVersion(after), TopVersion(before) + 2);
+  EXPECT_EQ(TopVersion(after), TopVersion(before) + kTopVersionStep);
   EXPECT_EQ(TopIndex(after), TopIndex(before));
 }
 
@@ -321,6 +322,12 @@ struct TaggedPops {
   static void Hook(void* arg, uint64_t index, uint64_t tag) {
     static_cast<TaggedPops*>(arg)->calls.push_back({index, tag});
   }
+  VolumePool::Hooks Hooks() {
+    VolumePool::Hooks hooks;
+    hooks.on_tagged_pop = &Hook;
+    hooks.arg = this;
+    return hooks;
+  }
   std::vector<std::pair<uint64_t, uint64_t>> calls;
 };
 
@@ -337,7 +344,7 @@ TEST_F(VolumePoolTest, PopsOfATaggedPushReportItsTagUntilItIsPushedAgain) {
   TaggedPops pops;
   absl::StatusOr<VolumePool> joined =
       VolumePool::Join(memory_.header(), memory_.volume0(), 16,
-                       kSmallFootprint, links, &TaggedPops::Hook, &pops);
+                       kSmallFootprint, links, pops.Hooks());
   ASSERT_TRUE(joined.ok()) << joined.status();
   const VolumePool& pool = *joined;
   ASSERT_EQ(pool.FormatRange(2, 3, "t"), PoolError::kSuccess);
@@ -369,13 +376,100 @@ TEST_F(VolumePoolTest, PopsOfATaggedPushReportItsTagUntilItIsPushedAgain) {
   EXPECT_EQ(pool.Verify()->empty_volumes, 1u);
 }
 
+// AnnouncedPops records what a join's AnnouncedPopHook was called with.
+struct AnnouncedPops {
+  static void Hook(void* arg, uint64_t index, uint64_t announced_top) {
+    static_cast<AnnouncedPops*>(arg)->calls.push_back({index, announced_top});
+  }
+  VolumePool::Hooks Hooks() {
+    VolumePool::Hooks hooks;
+    hooks.on_announced_pop = &Hook;
+    hooks.arg = this;
+    return hooks;
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+};
+
+TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
+  VolumePool::Format(memory_.header());
+  AnnouncedPops pops;
+  const VolumePool pool = *VolumePool::Join(
+      memory_.header(), memory_.volume0(), 16, kSmallFootprint, nullptr,
+      pops.Hooks());
+  ASSERT_EQ(pool.Add(0, 3, "x"), PoolError::kSuccess);
+  const uint64_t before = memory_.header()->ver_top.load();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.RemoveAnnounced(&v), PoolError::kSuccess);
+  EXPECT_EQ(pool.IndexOf(v), 0u);
+  EXPECT_EQ(v->magic.load(), kVolumeNotAVolume);
+  ASSERT_EQ(pops.calls.size(), 1u);
+  EXPECT_EQ(pops.calls[0].first, 0u);
+  // The hook saw the announce: the old top with its announce flag.
+  EXPECT_TRUE(TopIsPopAnnounced(pops.calls[0].second));
+  EXPECT_EQ(TopIndex(pops.calls[0].second), 0u);
+  EXPECT_EQ(TopVersion(pops.calls[0].second), TopVersion(before) | 2);
+  // Completed: flag cleared, one version step, the next volume on top.
+  const uint64_t after = memory_.header()->ver_top.load();
+  EXPECT_FALSE(TopIsPopAnnounced(after));
+  EXPECT_EQ(TopVersion(after), TopVersion(before) + kTopVersionStep);
+  EXPECT_EQ(TopIndex(after), 1u);
+  EXPECT_EQ(pool.Counts().volumes_removed, 1u);
+  EXPECT_EQ(pool.Verify()->empty_volumes, 2u);
+  // Plain pops do not call it.
+  ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(pops.calls.size(), 1u);
+}
+
+TEST_F(VolumePoolTest, LockCompletesAnAnnouncedPopBeforeLocking) {
+  VolumePool::Format(memory_.header());
+  AnnouncedPops pops;
+  const VolumePool pool = *VolumePool::Join(
+      memory_.header(), memory_.volume0(), 16, kSmallFootprint, nullptr,
+      pops.Hooks());
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  // An announce left in the top, as by an announcer killed right after it.
+  std::atomic<uint64_t>& top = memory_.header()->ver_top;
+  top.store(top.load() | (uint64_t{2} << kIndexBits));
+  ASSERT_TRUE(TopIsPopAnnounced(top.load()));
+  ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
+  ASSERT_EQ(pops.calls.size(), 1u);
+  EXPECT_EQ(pops.calls[0].first, 0u);
+  EXPECT_FALSE(TopIsPopAnnounced(top.load()));
+  EXPECT_EQ(TopIndex(top.load()), 1u);
+  absl::StatusOr<VerifyReport> report = pool.VerifyLocked();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 1u);
+  pool.Unlock();
+  EXPECT_FALSE(TopIsLocked(top.load()));
+  EXPECT_FALSE(TopIsPopAnnounced(top.load()));
+}
+
+TEST_F(VolumePoolTest, AnAnnouncedPopThatCannotCompleteIsCorrupt) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
+  pool.VolumeAt(0)->next.store(99);  // out of range
+  std::atomic<uint64_t>& top = memory_.header()->ver_top;
+  top.store(top.load() | (uint64_t{2} << kIndexBits));
+  VolumeHeader* v = nullptr;
+  EXPECT_EQ(pool.Acquire(&v), PoolError::kCorrupt);
+  EXPECT_EQ(pool.Release(pool.VolumeAt(1)), PoolError::kInvalid);  // not in use
+  // Lock takes the lock anyway, so that Verify can say what is wrong.
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(report.status().message()),
+              ::testing::HasSubstr("a pop of volume 0 was announced"));
+  EXPECT_TRUE(TopIsPopAnnounced(top.load()));
+  EXPECT_FALSE(TopIsLocked(top.load()));
+}
+
 TEST_F(VolumePoolTest, ATaggedLinkOutOfRangeIsStillCorrupt) {
   VolumePool::Format(memory_.header());
   std::atomic<uint64_t> links[16] = {};
   TaggedPops pops;
   const VolumePool pool =
       *VolumePool::Join(memory_.header(), memory_.volume0(), 16,
-                        kSmallFootprint, links, &TaggedPops::Hook, &pops);
+                        kSmallFootprint, links, pops.Hooks());
   ASSERT_EQ(pool.Add(0, 1, ""), PoolError::kSuccess);
   VolumeHeader* v = nullptr;
   for (uint64_t bad : {TaggedLink(16, 1), kTaggedLink | kUnpushedLink}) {

@@ -125,8 +125,9 @@ struct RecoveryReport {
   uint64_t removes_finished = 0;   // half-removed volumes freed
   uint64_t volumes_repushed = 0;   // committed adds pushed by recovery
   // Empty volumes off the stack, left alone: a data-plane Release in
-  // flight will push them (or, in a window of a few instructions, an add
-  // or remove died between its slot update and its push or pop).
+  // flight will push them, or an Acquire in flight has just popped them
+  // (or a data-plane process died there). Never a volume an owner's add or
+  // remove was working on: their slots say what became of those.
   uint64_t volumes_unresolved = 0;
   // Committed adds recovery would have pushed but whose header is not a
   // sound empty volume's (corrupt): left off the stack, shown as corrupt by
@@ -148,10 +149,11 @@ class NamedPool {
     // Tests: called between the steps of AddVolumes and RemoveVolumes with
     // the step just completed ("add:claimed", "add:allocated",
     // "add:formatted", "add:committed", "add:pushed", "remove:popped",
-    // "remove:marked", "remove:deallocated"), and with "stack:linked" by
-    // the owner's push or pop between writing or reading a volume's stack
-    // link and its CAS (VolumePool's TestHook), so a crash test can kill
-    // the process at each point deterministically.
+    // "remove:deallocated"), and from inside the owner's pushes and pops
+    // (VolumePool's TestHook) with "stack:linked" (a volume's stack link
+    // written or read, the CAS not done) and "stack:announced" (a remove's
+    // pop announced, not completed), so a crash test can kill the process
+    // at each point deterministically.
     std::function<void(absl::string_view step)> step_hook;
   };
 
@@ -303,6 +305,14 @@ class NamedPool {
   // that batch to MAPPED before the volume leaves the stack. Recovery
   // relies on it: a PUSHING volume off the stack was never pushed.
   static void ConfirmPushed(void* self, uint64_t index, uint64_t tag);
+  // RecordAnnouncedPop is every join's VolumePool::AnnouncedPopHook: the
+  // owner's RemoveVolumes announced the pop of volume `index` and some
+  // party is completing it, so its slot turns REMOVING (from PUSHING or
+  // MAPPED) before the volume leaves the stack, as long as the top still
+  // reads `announced_top`. So a volume the owner took is never MAPPED off
+  // the stack, whenever the owner dies.
+  static void RecordAnnouncedPop(void* self, uint64_t index,
+                                 uint64_t announced_top);
   void Step(absl::string_view step) const {
     if (step_hook_) step_hook_(step);
   }

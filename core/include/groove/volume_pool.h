@@ -64,13 +64,16 @@ inline constexpr uint64_t kPoolAlign = 128;
 // The versioned top of the stack packs `version << kIndexBits | index`.
 // The index is 34 bits wide; the all-ones index is the null index (empty
 // stack / bottom of the stack), so a pool holds at most kMaxVolumes
-// volumes. The version is the remaining 30 bits: every successful push or
-// pop adds 2, and its lowest bit is the maintenance lock.
+// volumes. The version is the remaining 30 bits: its lowest bit is the
+// maintenance lock, the next marks an announced pop (RemoveAnnounced), and
+// every successful push or pop, and every lock and unlock pair, adds
+// kTopVersionStep (a 28-bit counter above the two flags).
 inline constexpr int kIndexBits = 34;
 inline constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
 inline constexpr uint64_t kNullIndex = kIndexMask;
 inline constexpr uint64_t kMaxVolumes = kNullIndex;  // indices 0..2^34-2
 inline constexpr int kVersionBits = 64 - kIndexBits;
+inline constexpr uint64_t kTopVersionStep = 4;
 
 // kUnpushedLink is the link-table value (see VolumePool::Join) of a volume
 // that was formatted and never pushed since: no stack link is >= 2^34.
@@ -118,6 +121,11 @@ constexpr uint64_t TopIndex(uint64_t ver_top) { return ver_top & kIndexMask; }
 // TopIsLocked returns true when the version's lock bit is set.
 constexpr bool TopIsLocked(uint64_t ver_top) {
   return (TopVersion(ver_top) & 1) != 0;
+}
+// TopIsPopAnnounced returns true when the top volume's pop was announced
+// by RemoveAnnounced and is not complete yet.
+constexpr bool TopIsPopAnnounced(uint64_t ver_top) {
+  return (TopVersion(ver_top) & 2) != 0;
 }
 
 // ---- Counters ---------------------------------------------------------------
@@ -260,11 +268,14 @@ enum class Wait { kBlock, kNoBlock };
 
 class VolumePool {
  public:
-  // TestHook, when set on a join, is called by that join's push and pop
-  // between reading the stack top and the CAS that publishes the change:
-  // the window a stalled thread can sit in. Tests use it to stop a thread
-  // mid-operation. Null (the default) costs one predictable branch.
-  using TestHook = void (*)(void* arg);
+  // TestHook, when set on a join, is called by that join's operations in
+  // the windows a stalled thread can sit in (TestPoint): kBeforeCas
+  // between reading the stack top (and writing or reading the link) and
+  // the CAS of a push or pop; kAnnounced in RemoveAnnounced between its
+  // announce and its own completion of the pop. Tests use it to stop a
+  // thread mid-operation. Null (the default) costs one predictable branch.
+  enum class TestPoint { kBeforeCas, kAnnounced };
+  using TestHook = void (*)(void* arg, TestPoint point);
 
   // TaggedPopHook, when set on a join, is called by that join's pops with
   // the index and tag of a volume pushed by PushRangeTagged, before the
@@ -273,6 +284,26 @@ class VolumePool {
   // It may run several times for one push (pops that lose their CAS call it
   // too) and must be idempotent and lock-free.
   using TaggedPopHook = void (*)(void* arg, uint64_t index, uint64_t tag);
+
+  // AnnouncedPopHook, when set on a join, is called by whichever party
+  // completes a pop announced by RemoveAnnounced (the announcer, or any
+  // other operation that finds the announce in the stack top and helps),
+  // with the announced volume's index and the announced top word, before
+  // the completing CAS. It may run several times for one announce, also
+  // after the pop completed (a helper that lost the race): it must be
+  // idempotent, lock-free, and act only while the top still equals
+  // `announced_top` (see NamedPool::RecordAnnouncedPop).
+  using AnnouncedPopHook = void (*)(void* arg, uint64_t index,
+                                    uint64_t announced_top);
+
+  // Hooks are a join's TaggedPopHook and AnnouncedPopHook, with their
+  // argument. A pool that is ever pushed with PushRangeTagged or popped
+  // with RemoveAnnounced needs the same hooks on every join.
+  struct Hooks {
+    TaggedPopHook on_tagged_pop = nullptr;
+    AnnouncedPopHook on_announced_pop = nullptr;
+    void* arg = nullptr;
+  };
 
   // Format writes an empty pool into `header`: an empty stack (version 0,
   // unlocked), zero counters with every shard free, then the magic (release
@@ -299,14 +330,21 @@ class VolumePool {
   // writes both, so the header's `next` stays what the facts file says.
   // Every join of one pool must agree on whether links are used.
   //
-  // `on_tagged_pop` (with `on_tagged_pop_arg`) is the join's TaggedPopHook.
-  // A pool that is ever pushed with PushRangeTagged needs links and needs
-  // the same hook on every join (see PushRangeTagged).
-  static absl::StatusOr<VolumePool> Join(
-      PoolHeader* header, void* volume0, uint64_t max_volumes,
-      uint64_t footprint_bytes, std::atomic<uint64_t>* links = nullptr,
-      TaggedPopHook on_tagged_pop = nullptr,
-      void* on_tagged_pop_arg = nullptr);
+  // `hooks` are the join's (see Hooks); the overload without has none.
+  // PushRangeTagged needs links.
+  static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
+                                         uint64_t max_volumes,
+                                         uint64_t footprint_bytes,
+                                         std::atomic<uint64_t>* links,
+                                         Hooks hooks);
+  static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
+                                         uint64_t max_volumes,
+                                         uint64_t footprint_bytes,
+                                         std::atomic<uint64_t>* links =
+                                             nullptr) {
+    return Join(header, volume0, max_volumes, footprint_bytes, links,
+                Hooks());
+  }
 
   // Add formats the volumes [first_index, first_index + count) as empty
   // volumes carrying `info` and pushes them, highest index first, so the
@@ -374,14 +412,23 @@ class VolumePool {
   // whose header was bad: it is off the stack, quarantined, owned by the
   // caller and left untouched for inspection.
   // Thread safety: lock-free. Cost: O(1).
-  //
-  // `pop_intent`, when not null, receives the index this call is about to
-  // pop before each attempt (a plain record in shared memory). An owner
-  // that may be killed at any instant passes one so that its recovery can
-  // tell a volume it had just popped (empty magic, off the stack) from one
-  // a data-plane process is releasing.
-  PoolError Remove(VolumeHeader** volume, Wait wait = Wait::kBlock,
-                   std::atomic<uint64_t>* pop_intent = nullptr) const;
+  PoolError Remove(VolumeHeader** volume, Wait wait = Wait::kBlock) const;
+
+  // RemoveAnnounced is Remove for an owner that may be killed at any
+  // instant and must be able to tell, afterwards, which volume it took.
+  // A plain pop's CAS leaves no trace of who made it: an owner killed just
+  // after it leaves an empty volume off the stack, exactly as a data-plane
+  // Acquire or Release in flight does. So this pop takes two steps: it
+  // announces the pop in the stack top (the top's version gets its
+  // announce flag: from then on the top volume is the announcer's), then
+  // completes it: calls the join's AnnouncedPopHook and moves the top on.
+  // Any other operation that finds an announce in the top completes it the
+  // same way before its own, so a stopped announcer holds nobody up
+  // (lock-free), and a hook that records the pop (NamedPool: the slot turns
+  // REMOVING) has always run before the volume leaves the stack.
+  // Returns as Remove. Thread safety: lock-free. Cost: O(1).
+  PoolError RemoveAnnounced(VolumeHeader** volume,
+                            Wait wait = Wait::kBlock) const;
 
   // Acquire pops one empty volume for a data-plane user, checks its header
   // as Remove does and marks it in use (kVolumeMagic). Returns as Remove.
@@ -403,8 +450,10 @@ class VolumePool {
   uint64_t PeekTop() const;
 
   // Lock sets the maintenance lock. kBlock spins until it is had; kNoBlock
-  // returns kAgain when another party holds it. While locked, push and pop
-  // do not proceed (see Wait). The lock is not owned by a thread or a
+  // returns kAgain when another party holds it. It first completes an
+  // announced pop (RemoveAnnounced), so a locked pool has none in flight
+  // unless its link was corrupt (then VerifyLocked reports it). While
+  // locked, push and pop do not proceed (see Wait). The lock is not owned by a thread or a
   // process: whoever holds it must Unlock(). Thread safety: lock-free
   // acquisition of a lock; cost O(1) uncontended.
   PoolError Lock(Wait wait = Wait::kBlock) const;
@@ -529,16 +578,30 @@ class VolumePool {
   // PushRangeWithTag is PushRange and PushRangeTagged.
   PoolError PushRangeWithTag(uint64_t first_index, uint64_t count,
                              uint64_t tag) const;
-  // Pop unlinks the top of the stack into *index.
-  PoolError Pop(uint64_t* index, Wait wait,
-                std::atomic<uint64_t>* pop_intent) const;
+  // Pop unlinks the top of the stack into *index; with `announce`, in two
+  // steps (RemoveAnnounced).
+  PoolError Pop(uint64_t* index, Wait wait, bool announce) const;
+  // CompleteAnnouncedPop completes the pop announced in `announced_top`
+  // (calls the AnnouncedPopHook, then CASes the top on; a lost CAS means
+  // another party completed it). kCorrupt when the announced volume's link
+  // is out of range (the announce stays); else kSuccess.
+  PoolError CompleteAnnouncedPop(uint64_t announced_top) const;
+  // ReadLink reads the link of `top` (the top of `ver_top`) for a pop,
+  // calling the TaggedPopHook for a tagged link once `ver_top` is seen
+  // unchanged after the read. Returns false when the top moved meanwhile
+  // (*ver_top is then the new top); else sets *next.
+  bool ReadLink(uint64_t* ver_top, uint64_t top, uint64_t* next) const;
   // IsRange returns true when [first_index, first_index + count) is a
   // nonempty range inside [0, max_volumes).
   bool IsRange(uint64_t first_index, uint64_t count) const;
   // PopChecked pops and checks the header; on success sets its magic to
   // `new_magic`. Shared by Remove and Acquire.
   PoolError PopChecked(VolumeHeader** volume, Wait wait, uint64_t new_magic,
-                       std::atomic<uint64_t>* pop_intent) const;
+                       bool announce) const;
+  // CallTestHook calls the test hook, if any, at `point`.
+  void CallTestHook(TestPoint point) const {
+    if (test_hook_ != nullptr) test_hook_(test_hook_arg_, point);
+  }
 
   // Link returns where volume `index`'s stack link is read from.
   std::atomic<uint64_t>& Link(uint64_t index) const {
@@ -550,8 +613,7 @@ class VolumePool {
   uint64_t max_volumes_;
   uint64_t footprint_;
   std::atomic<uint64_t>* links_ = nullptr;  // see Join
-  TaggedPopHook on_tagged_pop_ = nullptr;  // see Join
-  void* on_tagged_pop_arg_ = nullptr;
+  Hooks hooks_;  // see Join
   TestHook test_hook_ = nullptr;
   void* test_hook_arg_ = nullptr;
 };
