@@ -514,8 +514,10 @@ void NamedPool::RecordAnnouncedPop(void* self, uint64_t index,
   const NamedPool& pool = *static_cast<NamedPool*>(self);
   std::atomic<uint64_t>& slot = pool.Slot(index);
   const std::atomic<uint64_t>& ver_top = pool.pool_->header()->ver_top;
-  // Relaxed: as ConfirmPushed; the completing CAS publishes the word.
-  uint64_t word = slot.load(std::memory_order_relaxed);
+  // Acquire (here and on a failed CAS): the re-read of the top below must
+  // not be hoisted above the read of `word`. The completing CAS publishes
+  // the new word (as in ConfirmPushed).
+  uint64_t word = slot.load(std::memory_order_acquire);
   for (;;) {
     const SlotState state = StateOf(word);
     // REMOVING: recorded already. Anything but PUSHING or MAPPED: a
@@ -526,11 +528,9 @@ void NamedPool::RecordAnnouncedPop(void* self, uint64_t index,
     // life only after it leaves the stack), and slot words of different
     // lives differ (their batch), so the CAS cannot hit a later life. If
     // the pop is complete, its completer recorded it before completing.
-    // Acquire fence: the re-read of the top is not hoisted above `word`.
-    std::atomic_thread_fence(std::memory_order_acquire);
     if (ver_top.load(std::memory_order_relaxed) != announced_top) return;
     if (slot.compare_exchange_weak(word, SlotWord(kSlotRemoving, 0),
-                                   std::memory_order_relaxed)) {
+                                   std::memory_order_acquire)) {
       return;
     }
   }

@@ -443,16 +443,15 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
 
 bool VolumePool::ReadLink(uint64_t* ver_top, uint64_t top,
                           uint64_t* next) const {
-  // Relaxed: if another party popped `top` since we read ver_top, this
-  // value may be stale, but then the version moved and our CAS fails.
-  const uint64_t link = Link(top).load(std::memory_order_relaxed);
+  // If another party popped `top` since we read ver_top, this value may be
+  // stale, but then the version moved and our CAS fails. Acquire (a plain
+  // load on x86): the re-read of the top below must not be hoisted above it.
+  const uint64_t link = Link(top).load(std::memory_order_acquire);
   if (IsTaggedLink(link) && hooks_.on_tagged_pop != nullptr) {
     // Tell the tagged pusher its push happened (see PushRangeTagged), but
     // only once the top is seen unchanged after the link was read: then
     // `top` has been on the stack since before that read, so the link is
     // the one its last push wrote and that push's CAS is done.
-    // Acquire fence: the re-read below is not hoisted above the link's.
-    std::atomic_thread_fence(std::memory_order_acquire);
     const uint64_t again = header_->ver_top.load(std::memory_order_acquire);
     if (again != *ver_top) {
       *ver_top = again;
