@@ -35,8 +35,11 @@ constexpr int kOtherThreads = 3;
 constexpr uint64_t kVolumes = 32;
 
 // Runs kOtherThreads threads of acquire/release pairs to completion and
-// returns how many pairs completed.
-uint64_t RunOthersToCompletion(const PoolMemory& memory) {
+// returns how many pairs completed; sets *handed (when given) if any of
+// them was handed volume `watched`.
+uint64_t RunOthersToCompletion(const PoolMemory& memory,
+                               uint64_t watched = kNullIndex,
+                               std::atomic<bool>* handed = nullptr) {
   std::atomic<uint64_t> completed{0};
   std::vector<std::thread> others;
   for (int t = 0; t < kOtherThreads; ++t) {
@@ -45,6 +48,9 @@ uint64_t RunOthersToCompletion(const PoolMemory& memory) {
       for (int i = 0; i < kPairsPerThread; ++i) {
         VolumeHeader* v = nullptr;
         if (pool.Acquire(&v) != PoolError::kSuccess) continue;
+        if (handed != nullptr && pool.IndexOf(v) == watched) {
+          handed->store(true);
+        }
         if (pool.Release(v) != PoolError::kSuccess) continue;
         completed.fetch_add(1, std::memory_order_relaxed);
       }
@@ -141,23 +147,9 @@ TEST(LockFreedomTest, OthersCompleteAnAnnouncedPopWhoseAnnouncerIsStopped) {
   stall.WaitUntilStalled();
   EXPECT_TRUE(TopIsPopAnnounced(memory.header()->ver_top.load()));
 
-  std::atomic<uint64_t> completed{0};
   std::atomic<bool> handed_the_announced{false};
-  std::vector<std::thread> others;
-  for (int t = 0; t < kOtherThreads; ++t) {
-    others.emplace_back([&] {
-      VolumePool join = memory.JoinAt(memory.mapping());
-      for (int i = 0; i < kPairsPerThread; ++i) {
-        VolumeHeader* v = nullptr;
-        if (join.Acquire(&v) != PoolError::kSuccess) continue;
-        if (join.IndexOf(v) == announced) handed_the_announced.store(true);
-        if (join.Release(v) != PoolError::kSuccess) continue;
-        completed.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  }
-  for (std::thread& t : others) t.join();
-  EXPECT_EQ(completed.load(), uint64_t{kOtherThreads} * kPairsPerThread);
+  EXPECT_EQ(RunOthersToCompletion(memory, announced, &handed_the_announced),
+            uint64_t{kOtherThreads} * kPairsPerThread);
   EXPECT_FALSE(handed_the_announced.load());
   EXPECT_FALSE(TopIsPopAnnounced(memory.header()->ver_top.load()));
 

@@ -9,9 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -46,6 +50,55 @@ std::set<uint64_t> MappedIndices(const NamedPool& pool) {
   return indices;
 }
 
+// MakeBaseline creates the pool with volumes 0..kBaseline-1.
+void MakeBaseline(const std::string& dir) {
+  auto pool = NamedPool::Open(dir, Config());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
+}
+
+// KillOwnerAt forks an owner that adds 3 volumes (`add`) or removes 2 and
+// is killed with SIGKILL at `step` (see OpenOptions::step_hook).
+void KillOwnerAt(const std::string& dir, const std::string& step, bool add) {
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    NamedPool::OpenOptions options;
+    options.step_hook = [&step](absl::string_view at) {
+      if (at == step) raise(SIGKILL);
+    };
+    auto pool = NamedPool::Open(dir, Config(), options);
+    if (!pool.ok()) _exit(2);
+    if (add) {
+      (void)(*pool)->AddVolumes(3, std::nullopt, "new");
+    } else {
+      (void)(*pool)->RemoveVolumes(2);
+    }
+    _exit(3);  // the step never came: the test is wrong
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "child did not die at step " << step << ", status " << status;
+}
+
+// ExpectAllThereThenRemoveAll checks that `pool` holds `count` volumes, all
+// empty and on the stack exactly once, with exactly their memory, and
+// that removing them all leaves no memory behind.
+void ExpectAllThereThenRemoveAll(NamedPool& pool, uint64_t count) {
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, count);
+  EXPECT_EQ(MappedIndices(pool).size(), count);
+  EXPECT_EQ(pool.Summary().volumes_mapped, count);
+  EXPECT_EQ(pool.Summary().volumes_empty, count);
+  EXPECT_EQ(*pool.AllocatedBytes(), count * kVolumeBytes);
+  absl::StatusOr<std::vector<RemovedVolume>> all = pool.RemoveVolumes(count);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), count);
+  EXPECT_EQ(*pool.AllocatedBytes(), 0u);
+}
+
 struct CrashCase {
   const char* step;      // the step after which the owner dies
   bool add;              // AddVolumes(3) or RemoveVolumes(2)
@@ -60,204 +113,113 @@ class CrashRecoveryTest : public ::testing::TestWithParam<CrashCase> {};
 TEST_P(CrashRecoveryTest, RecoveryRollsTheInFlightOperationBackOrForward) {
   const CrashCase& c = GetParam();
   TempDir dir;
-  {
-    auto pool = NamedPool::Open(dir.path(), Config());
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
-  }
-
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    NamedPool::OpenOptions options;
-    const std::string target = c.step;
-    options.step_hook = [&target](absl::string_view step) {
-      if (step == target) raise(SIGKILL);
-    };
-    auto pool = NamedPool::Open(dir.path(), Config(), options);
-    if (!pool.ok()) _exit(2);
-    if (c.add) {
-      (void)(*pool)->AddVolumes(3, std::nullopt, "new");
-    } else {
-      (void)(*pool)->RemoveVolumes(2);
-    }
-    _exit(3);  // the step never came: the test is wrong
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-      << "child did not die at step " << c.step << ", status " << status;
+  MakeBaseline(dir.path());
+  KillOwnerAt(dir.path(), c.step, c.add);
 
   auto reopened = NamedPool::Open(dir.path(), Config());
   ASSERT_TRUE(reopened.ok()) << reopened.status();
-  NamedPool& pool = **reopened;
-  const RecoveryReport& r = pool.recovery();
+  const RecoveryReport& r = (*reopened)->recovery();
   EXPECT_EQ(r.adds_rolled_back, c.rolled_back);
   EXPECT_EQ(r.removes_finished, c.finished);
   EXPECT_EQ(r.volumes_repushed, c.repushed);
   EXPECT_EQ(r.volumes_unresolved, 0u);
   EXPECT_EQ(r.volumes_recovered, c.expected_mapped);
-
-  // Every volume that exists is empty and on the stack exactly once, and
-  // the memory held is exactly theirs.
-  absl::StatusOr<VerifyReport> report = pool.Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, c.expected_mapped);
-  EXPECT_EQ(MappedIndices(pool).size(), c.expected_mapped);
-  EXPECT_EQ(pool.Summary().volumes_mapped, c.expected_mapped);
-  EXPECT_EQ(pool.Summary().volumes_empty, c.expected_mapped);
-  EXPECT_EQ(*pool.AllocatedBytes(), c.expected_mapped * kVolumeBytes);
-
-  // And everything can be removed, leaving no memory behind.
-  absl::StatusOr<std::vector<RemovedVolume>> all =
-      pool.RemoveVolumes(c.expected_mapped);
-  ASSERT_TRUE(all.ok()) << all.status();
-  EXPECT_EQ(all->size(), c.expected_mapped);
-  EXPECT_EQ(*pool.AllocatedBytes(), 0u);
+  ExpectAllThereThenRemoveAll(**reopened, c.expected_mapped);
 }
 
-// KillOwnerAfterFirstPush forks an owner that adds 3 volumes (indices
-// kBaseline.. kBaseline + 2) and is killed right after pushing the first
-// (the highest index), before marking its slot MAPPED.
-void KillOwnerAfterFirstPush(const std::string& dir) {
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    NamedPool::OpenOptions options;
-    options.step_hook = [](absl::string_view step) {
-      if (step == "add:pushed") raise(SIGKILL);
-    };
-    auto pool = NamedPool::Open(dir, Config(), options);
-    if (!pool.ok()) _exit(2);
-    (void)(*pool)->AddVolumes(3, std::nullopt, "new");
-    _exit(3);
+// StoppedRelease is a data-plane process's join that acquires the top
+// volume and starts releasing it on a thread that it stops between the
+// release's link store and its CAS: an empty volume off the stack, which
+// the release will push.
+class StoppedRelease {
+ public:
+  explicit StoppedRelease(const std::string& dir) {
+    auto joined = NamedPool::Join(dir, Config().name);
+    EXPECT_TRUE(joined.ok()) << joined.status();
+    if (!joined.ok()) std::abort();  // reported above; nothing to test
+    pool_ = std::move(*joined);
+    join_.emplace(pool_->pool());
+    EXPECT_EQ(join_->Acquire(&volume_), PoolError::kSuccess);
+    join_->SetTestHookForTesting(
+        &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall_);
+    releaser_ = std::thread([this] { released_ = join_->Release(volume_); });
+    stall_.WaitUntilStalled();
   }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
-}
+  ~StoppedRelease() {
+    if (releaser_.joinable()) Finish();
+  }
+  uint64_t index() const { return join_->IndexOf(volume_); }
+  // Finish lets the release complete and returns its result.
+  PoolError Finish() {
+    stall_.Resume();
+    releaser_.join();
+    return released_;
+  }
+
+ private:
+  std::unique_ptr<NamedPool> pool_;
+  std::optional<VolumePool> join_;
+  VolumeHeader* volume_ = nullptr;
+  testing::Stall stall_;
+  PoolError released_ = PoolError::kInvalid;
+  std::thread releaser_;
+};
 
 // The owner dies after its push's CAS, before marking the slot MAPPED; a
 // data-plane process then acquires that volume and is stopped in the
-// middle of releasing it (link written, CAS not done) while a new owner
-// recovers. The volume is empty and off the stack, as one whose push never
-// happened looks; but the acquire's pop marked its slot MAPPED, so
-// recovery leaves it to the release instead of pushing it a second time.
+// middle of releasing it while a new owner recovers. The volume is empty
+// and off the stack, as one whose push never happened looks; but the
+// acquire's pop marked its slot MAPPED, so recovery leaves it to the
+// release instead of pushing it a second time.
 TEST(CrashRecoveryHelpTest, AVolumePoppedAfterTheOwnersPushIsNotPushedAgain) {
   TempDir dir;
+  MakeBaseline(dir.path());
+  KillOwnerAt(dir.path(), "add:pushed", /*add=*/true);
   {
-    auto pool = NamedPool::Open(dir.path(), Config());
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
-  }
-  KillOwnerAfterFirstPush(dir.path());
-
-  auto data_plane = NamedPool::Join(dir.path(), Config().name);
-  ASSERT_TRUE(data_plane.ok()) << data_plane.status();
-  VolumePool join = (*data_plane)->pool();
-  VolumeHeader* volume = nullptr;
-  ASSERT_EQ(join.Acquire(&volume), PoolError::kSuccess);
-  const uint64_t pushed = kBaseline + 2;  // the add pushes highest first
-  ASSERT_EQ(join.IndexOf(volume), pushed);
-
-  testing::Stall stall;
-  join.SetTestHookForTesting(
-      &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall);
-  PoolError released = PoolError::kInvalid;
-  std::thread releaser([&] { released = join.Release(volume); });
-  stall.WaitUntilStalled();
-  {
+    StoppedRelease release(dir.path());
+    EXPECT_EQ(release.index(), kBaseline + 2);  // an add pushes highest first
     auto owner = NamedPool::Open(dir.path(), Config());
     ASSERT_TRUE(owner.ok()) << owner.status();
     const RecoveryReport& r = (*owner)->recovery();
     EXPECT_EQ(r.volumes_repushed, 2u);    // the two the add never pushed
     EXPECT_EQ(r.volumes_unresolved, 1u);  // the one being released
     EXPECT_EQ(r.volumes_recovered, kBaseline + 3);
+    owner->reset();
+    EXPECT_EQ(release.Finish(), PoolError::kSuccess);
   }
-  stall.Resume();
-  releaser.join();
-  EXPECT_EQ(released, PoolError::kSuccess);
-
   auto owner = NamedPool::Open(dir.path(), Config());
   ASSERT_TRUE(owner.ok()) << owner.status();
   EXPECT_EQ((*owner)->recovery().volumes_unresolved, 0u);
-  absl::StatusOr<VerifyReport> report = (*owner)->Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, kBaseline + 3);
-  absl::StatusOr<std::vector<RemovedVolume>> all =
-      (*owner)->RemoveVolumes(kBaseline + 3);
-  ASSERT_TRUE(all.ok()) << all.status();
-  EXPECT_EQ(all->size(), kBaseline + 3);
-  EXPECT_EQ(*(*owner)->AllocatedBytes(), 0u);
+  ExpectAllThereThenRemoveAll(**owner, kBaseline + 3);
 }
 
 // The owner dies inside a remove's pop, before its CAS, with the top
 // volume as its target; a data-plane process then acquires that very
 // volume and is stopped in the middle of releasing it while a new owner
-// recovers. The volume is empty and off the stack, with the dead owner's
-// last target as its index; but the owner never took it (an owner's pop
-// turns the slot REMOVING before the volume leaves the stack), so recovery
-// must leave it to the release, not free memory about to be pushed.
+// recovers. The volume is empty and off the stack, and it was the dead
+// owner's target; but the owner never took it (an owner's pop turns the
+// slot REMOVING before the volume leaves the stack), so recovery must
+// leave it to the release, not free memory about to be pushed.
 TEST(CrashRecoveryHelpTest, AVolumeTheOwnerFailedToPopIsLeftToItsUser) {
   TempDir dir;
+  MakeBaseline(dir.path());
+  KillOwnerAt(dir.path(), "stack:linked", /*add=*/false);
   {
-    auto pool = NamedPool::Open(dir.path(), Config());
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
-  }
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    NamedPool::OpenOptions options;
-    options.step_hook = [](absl::string_view step) {
-      if (step == "stack:linked") raise(SIGKILL);
-    };
-    auto pool = NamedPool::Open(dir.path(), Config(), options);
-    if (!pool.ok()) _exit(2);
-    (void)(*pool)->RemoveVolumes(1);
-    _exit(3);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
-
-  auto data_plane = NamedPool::Join(dir.path(), Config().name);
-  ASSERT_TRUE(data_plane.ok()) << data_plane.status();
-  VolumePool join = (*data_plane)->pool();
-  VolumeHeader* volume = nullptr;
-  ASSERT_EQ(join.Acquire(&volume), PoolError::kSuccess);
-  ASSERT_EQ(join.IndexOf(volume), 0u);  // the top, the remove's target
-
-  testing::Stall stall;
-  join.SetTestHookForTesting(
-      &testing::StallAt<VolumePool::TestPoint::kBeforeCas>, &stall);
-  PoolError released = PoolError::kInvalid;
-  std::thread releaser([&] { released = join.Release(volume); });
-  stall.WaitUntilStalled();
-  {
+    StoppedRelease release(dir.path());
+    EXPECT_EQ(release.index(), 0u);  // the top, the remove's target
     auto owner = NamedPool::Open(dir.path(), Config());
     ASSERT_TRUE(owner.ok()) << owner.status();
     const RecoveryReport& r = (*owner)->recovery();
     EXPECT_EQ(r.removes_finished, 0u);
     EXPECT_EQ(r.volumes_unresolved, 1u);  // the one being released
     EXPECT_EQ(r.volumes_recovered, kBaseline);
+    owner->reset();
+    EXPECT_EQ(release.Finish(), PoolError::kSuccess);
   }
-  stall.Resume();
-  releaser.join();
-  EXPECT_EQ(released, PoolError::kSuccess);
-
   auto owner = NamedPool::Open(dir.path(), Config());
   ASSERT_TRUE(owner.ok()) << owner.status();
   EXPECT_EQ((*owner)->recovery().volumes_unresolved, 0u);
-  absl::StatusOr<VerifyReport> report = (*owner)->Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, kBaseline);
-  EXPECT_EQ(*(*owner)->AllocatedBytes(), kBaseline * kVolumeBytes);
-  absl::StatusOr<std::vector<RemovedVolume>> all =
-      (*owner)->RemoveVolumes(kBaseline);
-  ASSERT_TRUE(all.ok()) << all.status();
-  EXPECT_EQ(all->size(), kBaseline);
-  EXPECT_EQ(*(*owner)->AllocatedBytes(), 0u);
+  ExpectAllThereThenRemoveAll(**owner, kBaseline);
 }
 
 INSTANTIATE_TEST_SUITE_P(

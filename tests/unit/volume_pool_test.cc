@@ -317,18 +317,24 @@ TEST_F(VolumePoolTest, FormatRangeDoesNotPushUntilPushRange) {
   EXPECT_EQ(pool.Verify()->empty_volumes, 3u);
 }
 
-// TaggedPops records what a join's TaggedPopHook was called with.
-struct TaggedPops {
-  static void Hook(void* arg, uint64_t index, uint64_t tag) {
-    static_cast<TaggedPops*>(arg)->calls.push_back({index, tag});
+// HookCalls records what a join's TaggedPopHook and AnnouncedPopHook were
+// called with: (index, tag) and (index, announced top).
+struct HookCalls {
+  static void Tagged(void* arg, uint64_t index, uint64_t tag) {
+    static_cast<HookCalls*>(arg)->tagged.push_back({index, tag});
+  }
+  static void Announced(void* arg, uint64_t index, uint64_t announced_top) {
+    static_cast<HookCalls*>(arg)->announced.push_back({index, announced_top});
   }
   VolumePool::Hooks Hooks() {
     VolumePool::Hooks hooks;
-    hooks.on_tagged_pop = &Hook;
+    hooks.on_tagged_pop = &Tagged;
+    hooks.on_announced_pop = &Announced;
     hooks.arg = this;
     return hooks;
   }
-  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  std::vector<std::pair<uint64_t, uint64_t>> tagged;
+  std::vector<std::pair<uint64_t, uint64_t>> announced;
 };
 
 TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
@@ -341,7 +347,7 @@ TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
 TEST_F(VolumePoolTest, PopsOfATaggedPushReportItsTagUntilItIsPushedAgain) {
   VolumePool::Format(memory_.header());
   std::atomic<uint64_t> links[16] = {};
-  TaggedPops pops;
+  HookCalls pops;
   absl::StatusOr<VolumePool> joined =
       VolumePool::Join(memory_.header(), memory_.volume0(), 16,
                        kSmallFootprint, links, pops.Hooks());
@@ -355,44 +361,30 @@ TEST_F(VolumePoolTest, PopsOfATaggedPushReportItsTagUntilItIsPushedAgain) {
   EXPECT_EQ(links[2].load(), TaggedLink(3, 5));
   EXPECT_EQ(pool.VolumeAt(2)->next.load(), 3u);  // the header: plain
   ASSERT_EQ(pool.Verify()->empty_volumes, 3u);
-  EXPECT_TRUE(pops.calls.empty());
+  EXPECT_TRUE(pops.tagged.empty());
 
   VolumeHeader* v = nullptr;
   ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
   EXPECT_EQ(pool.IndexOf(v), 2u);
-  ASSERT_EQ(pops.calls.size(), 1u);
-  EXPECT_EQ(pops.calls[0], std::make_pair(uint64_t{2}, uint64_t{5}));
+  ASSERT_EQ(pops.tagged.size(), 1u);
+  EXPECT_EQ(pops.tagged[0], std::make_pair(uint64_t{2}, uint64_t{5}));
   // A Release pushes untagged: its next pop reports nothing.
   ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
   EXPECT_EQ(links[2].load(), 3u);
   ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
   EXPECT_EQ(pool.IndexOf(v), 2u);
-  EXPECT_EQ(pops.calls.size(), 1u);
+  EXPECT_EQ(pops.tagged.size(), 1u);
   // Remove reports as Acquire does.
   ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
   EXPECT_EQ(pool.IndexOf(v), 3u);
-  ASSERT_EQ(pops.calls.size(), 2u);
-  EXPECT_EQ(pops.calls[1], std::make_pair(uint64_t{3}, uint64_t{5}));
+  ASSERT_EQ(pops.tagged.size(), 2u);
+  EXPECT_EQ(pops.tagged[1], std::make_pair(uint64_t{3}, uint64_t{5}));
   EXPECT_EQ(pool.Verify()->empty_volumes, 1u);
 }
 
-// AnnouncedPops records what a join's AnnouncedPopHook was called with.
-struct AnnouncedPops {
-  static void Hook(void* arg, uint64_t index, uint64_t announced_top) {
-    static_cast<AnnouncedPops*>(arg)->calls.push_back({index, announced_top});
-  }
-  VolumePool::Hooks Hooks() {
-    VolumePool::Hooks hooks;
-    hooks.on_announced_pop = &Hook;
-    hooks.arg = this;
-    return hooks;
-  }
-  std::vector<std::pair<uint64_t, uint64_t>> calls;
-};
-
 TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   VolumePool::Format(memory_.header());
-  AnnouncedPops pops;
+  HookCalls pops;
   const VolumePool pool = *VolumePool::Join(
       memory_.header(), memory_.volume0(), 16, kSmallFootprint, nullptr,
       pops.Hooks());
@@ -402,12 +394,12 @@ TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   ASSERT_EQ(pool.RemoveAnnounced(&v), PoolError::kSuccess);
   EXPECT_EQ(pool.IndexOf(v), 0u);
   EXPECT_EQ(v->magic.load(), kVolumeNotAVolume);
-  ASSERT_EQ(pops.calls.size(), 1u);
-  EXPECT_EQ(pops.calls[0].first, 0u);
+  ASSERT_EQ(pops.announced.size(), 1u);
+  EXPECT_EQ(pops.announced[0].first, 0u);
   // The hook saw the announce: the old top with its announce flag.
-  EXPECT_TRUE(TopIsPopAnnounced(pops.calls[0].second));
-  EXPECT_EQ(TopIndex(pops.calls[0].second), 0u);
-  EXPECT_EQ(TopVersion(pops.calls[0].second), TopVersion(before) | 2);
+  EXPECT_TRUE(TopIsPopAnnounced(pops.announced[0].second));
+  EXPECT_EQ(TopIndex(pops.announced[0].second), 0u);
+  EXPECT_EQ(TopVersion(pops.announced[0].second), TopVersion(before) | 2);
   // Completed: flag cleared, one version step, the next volume on top.
   const uint64_t after = memory_.header()->ver_top.load();
   EXPECT_FALSE(TopIsPopAnnounced(after));
@@ -418,12 +410,12 @@ TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   // Plain pops do not call it.
   ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
   ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
-  EXPECT_EQ(pops.calls.size(), 1u);
+  EXPECT_EQ(pops.announced.size(), 1u);
 }
 
 TEST_F(VolumePoolTest, LockCompletesAnAnnouncedPopBeforeLocking) {
   VolumePool::Format(memory_.header());
-  AnnouncedPops pops;
+  HookCalls pops;
   const VolumePool pool = *VolumePool::Join(
       memory_.header(), memory_.volume0(), 16, kSmallFootprint, nullptr,
       pops.Hooks());
@@ -433,8 +425,8 @@ TEST_F(VolumePoolTest, LockCompletesAnAnnouncedPopBeforeLocking) {
   top.store(top.load() | (uint64_t{2} << kIndexBits));
   ASSERT_TRUE(TopIsPopAnnounced(top.load()));
   ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
-  ASSERT_EQ(pops.calls.size(), 1u);
-  EXPECT_EQ(pops.calls[0].first, 0u);
+  ASSERT_EQ(pops.announced.size(), 1u);
+  EXPECT_EQ(pops.announced[0].first, 0u);
   EXPECT_FALSE(TopIsPopAnnounced(top.load()));
   EXPECT_EQ(TopIndex(top.load()), 1u);
   absl::StatusOr<VerifyReport> report = pool.VerifyLocked();
@@ -466,7 +458,7 @@ TEST_F(VolumePoolTest, AnAnnouncedPopThatCannotCompleteIsCorrupt) {
 TEST_F(VolumePoolTest, ATaggedLinkOutOfRangeIsStillCorrupt) {
   VolumePool::Format(memory_.header());
   std::atomic<uint64_t> links[16] = {};
-  TaggedPops pops;
+  HookCalls pops;
   const VolumePool pool =
       *VolumePool::Join(memory_.header(), memory_.volume0(), 16,
                         kSmallFootprint, links, pops.Hooks());
