@@ -22,6 +22,7 @@ constexpr uint64_t kVersionStep = kTopVersionStep << kIndexBits;
 // The flags, in place in a versioned top.
 constexpr uint64_t kLockBit = uint64_t{1} << kIndexBits;
 constexpr uint64_t kAnnouncedBit = uint64_t{2} << kIndexBits;
+constexpr uint64_t kFlagBits = kLockBit | kAnnouncedBit;
 static_assert(kVersionStep == kAnnouncedBit << 1);
 
 // NextTop returns the top that follows `ver_top` after a push or pop that
@@ -406,15 +407,13 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
   SpinWait spin;
   for (;;) {
-    if (TopIsLocked(ver_top)) {
-      if (wait == Wait::kNoBlock) return PoolError::kAgain;
-      spin.Once();
-      ver_top = header_->ver_top.load(std::memory_order_relaxed);
-      continue;
-    }
-    if (TopIsPopAnnounced(ver_top)) {
-      // The top volume is an owner's already: finish taking it off first.
-      if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
+    if ((ver_top & kFlagBits) != 0) [[unlikely]] {
+      if (TopIsLocked(ver_top)) {
+        if (wait == Wait::kNoBlock) return PoolError::kAgain;
+        spin.Once();
+      } else if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
+        // The top volume is an owner's already: we finish taking it off
+        // first, unless it cannot be.
         return PoolError::kCorrupt;
       }
       ver_top = header_->ver_top.load(std::memory_order_relaxed);
@@ -441,25 +440,18 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
   }
 }
 
-bool VolumePool::ReadLink(uint64_t* ver_top, uint64_t top,
-                          uint64_t* next) const {
-  // If another party popped `top` since we read ver_top, this value may be
-  // stale, but then the version moved and our CAS fails. Acquire (a plain
-  // load on x86): the re-read of the top below must not be hoisted above it.
-  const uint64_t link = Link(top).load(std::memory_order_acquire);
-  if (IsTaggedLink(link) && hooks_.on_tagged_pop != nullptr) {
-    // Tell the tagged pusher its push happened (see PushRangeTagged), but
-    // only once the top is seen unchanged after the link was read: then
-    // `top` has been on the stack since before that read, so the link is
-    // the one its last push wrote and that push's CAS is done.
-    const uint64_t again = header_->ver_top.load(std::memory_order_acquire);
-    if (again != *ver_top) {
-      *ver_top = again;
-      return false;
-    }
-    hooks_.on_tagged_pop(hooks_.arg, top, LinkTag(link));
+bool VolumePool::ConfirmTaggedPush(uint64_t* ver_top, uint64_t top,
+                                   uint64_t link) const {
+  // Tell the tagged pusher its push happened (see PushRangeTagged), but only
+  // once the top is seen unchanged after the link was read: then `top` has
+  // been on the stack since before that read, so the link is the one its
+  // last push wrote and that push's CAS is done.
+  const uint64_t again = header_->ver_top.load(std::memory_order_acquire);
+  if (again != *ver_top) {
+    *ver_top = again;
+    return false;
   }
-  *next = LinkNext(link);
+  hooks_.on_tagged_pop(hooks_.arg, top, LinkTag(link));
   return true;
 }
 
@@ -497,15 +489,13 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
   uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
   SpinWait spin;
   for (;;) {
-    if (TopIsLocked(ver_top)) {
-      if (wait == Wait::kNoBlock) return PoolError::kAgain;
-      spin.Once();
-      ver_top = header_->ver_top.load(std::memory_order_acquire);
-      continue;
-    }
-    if (TopIsPopAnnounced(ver_top)) {
-      // The top volume is an owner's already: finish taking it off first.
-      if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
+    if ((ver_top & kFlagBits) != 0) [[unlikely]] {
+      if (TopIsLocked(ver_top)) {
+        if (wait == Wait::kNoBlock) return PoolError::kAgain;
+        spin.Once();
+      } else if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
+        // The top volume is an owner's already: we finish taking it off
+        // first, unless it cannot be.
         return PoolError::kCorrupt;
       }
       ver_top = header_->ver_top.load(std::memory_order_acquire);
@@ -514,8 +504,15 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
     const uint64_t top = TopIndex(ver_top);
     if (top == kNullIndex) return PoolError::kEmpty;
     if (top >= max_volumes_) return PoolError::kCorrupt;
-    uint64_t next = kNullIndex;
-    if (!ReadLink(&ver_top, top, &next)) continue;
+    // If another party popped `top` since we read ver_top, this value may be
+    // stale, but then the version moved and our CAS fails. Acquire (a plain
+    // load on x86): ConfirmTaggedPush's re-read of the top must not be
+    // hoisted above it.
+    const uint64_t link = Link(top).load(std::memory_order_acquire);
+    if (IsTaggedLink(link) && hooks_.on_tagged_pop != nullptr) [[unlikely]] {
+      if (!ConfirmTaggedPush(&ver_top, top, link)) continue;
+    }
+    const uint64_t next = LinkNext(link);
     if (next != kNullIndex && next >= max_volumes_) {
       // Re-read before blaming the pool: a racing pop and re-use of `top`
       // can show a torn view of a healthy stack.
@@ -525,7 +522,7 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
       continue;
     }
     CallTestHook(TestPoint::kBeforeCas);
-    if (announce) {
+    if (announce) [[unlikely]] {
       // Announce: from a successful CAS on, `top` is ours, whoever
       // completes the pop. Acquire on success: we own volume `top` and must
       // see what its pusher wrote; release: the hooks' records before it.

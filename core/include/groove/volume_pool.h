@@ -586,11 +586,12 @@ class VolumePool {
   // another party completed it). kCorrupt when the announced volume's link
   // is out of range (the announce stays); else kSuccess.
   PoolError CompleteAnnouncedPop(uint64_t announced_top) const;
-  // ReadLink reads the link of `top` (the top of `ver_top`) for a pop,
-  // calling the TaggedPopHook for a tagged link once `ver_top` is seen
-  // unchanged after the read. Returns false when the top moved meanwhile
-  // (*ver_top is then the new top); else sets *next.
-  bool ReadLink(uint64_t* ver_top, uint64_t top, uint64_t* next) const;
+  // ConfirmTaggedPush calls the TaggedPopHook for `top`, whose tagged link
+  // `link` a pop just read, once *ver_top (the top the pop read before it)
+  // is seen unchanged. Returns false, with *ver_top the new top, when it
+  // moved meanwhile.
+  [[gnu::noinline]] bool ConfirmTaggedPush(uint64_t* ver_top, uint64_t top,
+                                           uint64_t link) const;
   // IsRange returns true when [first_index, first_index + count) is a
   // nonempty range inside [0, max_volumes).
   bool IsRange(uint64_t first_index, uint64_t count) const;
