@@ -234,12 +234,19 @@ TEST(ServerAuthTest, TokensGateEachRpcByRoleAndNeverReachTheLog) {
   EXPECT_EQ(hidden.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(hidden.error_message(), Not(HasSubstr("pools a")));
 
-  // Each failure is logged with method, code and peer, and counted.
-  EXPECT_EQ(server->LogCount({"event=rpc_error", "code=UNAUTHENTICATED",
-                              "method=AddVolume", "peer=ipv4:127.0.0.1"}),
-            3u);
-  EXPECT_EQ(server->LogCount({"event=rpc_error", "code=PERMISSION_DENIED"}),
-            2u);
+  // Each failure is logged with method, code and peer, and counted. The
+  // server writes the line before it answers, but the test reads the
+  // server's output on a thread of its own: wait for the lines, then check
+  // there are no more.
+  const std::vector<std::string> unauthenticated_adds = {
+      "event=rpc_error", "code=UNAUTHENTICATED", "method=AddVolume",
+      "peer=ipv4:127.0.0.1"};
+  const std::vector<std::string> denied = {"event=rpc_error",
+                                           "code=PERMISSION_DENIED"};
+  EXPECT_TRUE(server->WaitForLogCount(unauthenticated_adds, 3));
+  EXPECT_TRUE(server->WaitForLogCount(denied, 2));
+  EXPECT_EQ(server->LogCount(unauthenticated_adds), 3u);
+  EXPECT_EQ(server->LogCount(denied), 2u);
   absl::StatusOr<std::string> scrape =
       HttpGet(server->metrics_address(), "/metrics");
   ASSERT_TRUE(scrape.ok()) << scrape.status();
