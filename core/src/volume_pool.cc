@@ -32,24 +32,23 @@ constexpr uint64_t NextTop(uint64_t ver_top, uint64_t index) {
   return ((ver_top & ~(kIndexMask | kAnnouncedBit)) + kVersionStep) | index;
 }
 
-// SpinWait backs off while the maintenance lock is held: a pause
-// instruction for the first spins, then yielding the CPU so that the lock
-// holder (maybe descheduled on an oversubscribed machine) can finish.
-class SpinWait {
- public:
-  void Once() {
-    if (++spins_ < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      std::this_thread::yield();
-    }
-  }
+}  // namespace
 
- private:
-  int spins_ = 0;
-};
+// SpinOnce backs off once while the maintenance lock is held (*spins
+// counts the caller's spins so far, from 0): a pause instruction for the
+// first spins, then yielding the CPU so that the lock holder (maybe
+// descheduled on an oversubscribed machine) can finish.
+void VolumePool::SpinOnce(int* spins) {
+  if (++*spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+namespace {
 
 // ---- Counter shards ---------------------------------------------------------
 //
@@ -400,21 +399,28 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
   return pool;
 }
 
+PoolError VolumePool::WaitOutFlags(uint64_t ver_top, Wait wait,
+                                   int* spins) const {
+  if (TopIsLocked(ver_top)) {
+    if (wait == Wait::kNoBlock) return PoolError::kAgain;
+    SpinOnce(spins);
+    return PoolError::kSuccess;
+  }
+  // The top volume is an owner's already: finish taking it off first.
+  return CompleteAnnouncedPop(ver_top);
+}
+
 PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
   VolumeHeader* volume = VolumeAt(index);
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
-  SpinWait spin;
+  int spins = 0;
   for (;;) {
     if ((ver_top & kFlagBits) != 0) [[unlikely]] {
-      if (TopIsLocked(ver_top)) {
-        if (wait == Wait::kNoBlock) return PoolError::kAgain;
-        spin.Once();
-      } else if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
-        // The top volume is an owner's already: we finish taking it off
-        // first, unless it cannot be.
-        return PoolError::kCorrupt;
+      if (PoolError err = WaitOutFlags(ver_top, wait, &spins);
+          err != PoolError::kSuccess) {
+        return err;
       }
       ver_top = header_->ver_top.load(std::memory_order_relaxed);
       continue;
@@ -487,16 +493,12 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
   // Acquire: pairs with the release CAS of the push that made this top, so
   // the `next` read below is at least as new as that push's.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
-  SpinWait spin;
+  int spins = 0;
   for (;;) {
     if ((ver_top & kFlagBits) != 0) [[unlikely]] {
-      if (TopIsLocked(ver_top)) {
-        if (wait == Wait::kNoBlock) return PoolError::kAgain;
-        spin.Once();
-      } else if (CompleteAnnouncedPop(ver_top) != PoolError::kSuccess) {
-        // The top volume is an owner's already: we finish taking it off
-        // first, unless it cannot be.
-        return PoolError::kCorrupt;
+      if (PoolError err = WaitOutFlags(ver_top, wait, &spins);
+          err != PoolError::kSuccess) {
+        return err;
       }
       ver_top = header_->ver_top.load(std::memory_order_acquire);
       continue;
@@ -703,11 +705,11 @@ uint64_t VolumePool::PeekTop() const {
 
 PoolError VolumePool::Lock(Wait wait) const {
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
-  SpinWait spin;
+  int spins = 0;
   for (;;) {
     if (TopIsLocked(ver_top)) {
       if (wait == Wait::kNoBlock) return PoolError::kAgain;
-      spin.Once();
+      SpinOnce(&spins);
       ver_top = header_->ver_top.load(std::memory_order_relaxed);
       continue;
     }

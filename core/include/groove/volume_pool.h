@@ -581,6 +581,13 @@ class VolumePool {
   // Pop unlinks the top of the stack into *index; with `announce`, in two
   // steps (RemoveAnnounced).
   PoolError Pop(uint64_t* index, Wait wait, bool announce) const;
+  // WaitOutFlags handles a top whose lock or announce flag is set, for a
+  // push or pop: while locked, kAgain for kNoBlock, else one back-off
+  // (SpinOnce); an announced pop is completed (CompleteAnnouncedPop).
+  // kSuccess: re-read the top and try again.
+  PoolError WaitOutFlags(uint64_t ver_top, Wait wait, int* spins) const;
+  // SpinOnce backs off once while locked; *spins counts from 0.
+  static void SpinOnce(int* spins);
   // CompleteAnnouncedPop completes the pop announced in `announced_top`
   // (calls the AnnouncedPopHook, then CASes the top on; a lost CAS means
   // another party completed it). kCorrupt when the announced volume's link
