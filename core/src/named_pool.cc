@@ -27,8 +27,9 @@ namespace {
 // directory is not a tmpfs.
 constexpr char kShmStoreDir[] = "/dev/shm/groove-volumed";
 constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
-// Layout 3: adds push with tagged links (VolumePool::PushRangeTagged),
-// which a layout-2 join would read as corrupt links.
+// Layout 3: adds push with tagged links (VolumePool::PushRangeTagged) and
+// removes announce their pops in the stack top (RemoveAnnounced), which a
+// layout-2 join would read as a corrupt stack.
 constexpr uint64_t kLayoutVersion = 3;
 // Layout 1 (before the pool header grew its counter shards, 256 -> 1536
 // bytes) kept its metadata magic at this offset. Its files must be refused,
@@ -51,8 +52,10 @@ constexpr uint64_t kSlotTableOffset = 4096;
 //             push, by the add, or before that by the first pop that
 //             takes it (NamedPool::ConfirmPushed). So a PUSHING volume off
 //             the stack was never pushed.
-//   MAPPED    pushed (empty, in use, or popped by a remove in flight)
-//   REMOVING  popped by a remove, which is giving the memory back
+//   MAPPED    pushed (empty, in use, or in a data-plane operation)
+//   REMOVING  taken by a remove (set by whoever completes its announced
+//             pop, before the volume leaves the stack), which is giving
+//             the memory back
 enum SlotState : uint64_t {
   kSlotFree = 0,
   kSlotAdding = 1,

@@ -329,7 +329,6 @@ class VolumePool {
   // may be removing and giving back to the kernel at that instant). Push
   // writes both, so the header's `next` stays what the facts file says.
   // Every join of one pool must agree on whether links are used.
-  //
   // `hooks` are the join's (see Hooks); the overload without has none.
   // PushRangeTagged needs links.
   static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
@@ -388,12 +387,12 @@ class VolumePool {
   // as added. Every pop that takes one of these volumes while its link
   // still carries the tag first calls the join's TaggedPopHook with
   // (index, tag). So a caller that records "volume i is being pushed with
-  // tag t" before the push, and whose hook (and its own code after the
-  // push) clears that record, knows from a record still standing that the
-  // volume was never popped since, and so, if it is off the stack, that
-  // the push's CAS never happened: it can be pushed again, where an
-  // untagged push killed after writing its link leaves a volume that looks
-  // exactly like one a Release in flight is about to push.
+  // tag t" before the push, and clears the record after the push and in
+  // its hook, knows from a record still standing that the volume was not
+  // popped since: if it is off the stack, the push's CAS never happened
+  // and it can be pushed again. (An untagged push killed after writing its
+  // link leaves a volume that looks exactly like one a Release in flight
+  // is about to push.)
   // REQUIRES: as PushRange; the join has links (Join's `links`).
   // Returns as PushRange. Thread safety: lock-free; spins while locked.
   // Cost: O(count).
@@ -453,9 +452,9 @@ class VolumePool {
   // returns kAgain when another party holds it. It first completes an
   // announced pop (RemoveAnnounced), so a locked pool has none in flight
   // unless its link was corrupt (then VerifyLocked reports it). While
-  // locked, push and pop do not proceed (see Wait). The lock is not owned by a thread or a
-  // process: whoever holds it must Unlock(). Thread safety: lock-free
-  // acquisition of a lock; cost O(1) uncontended.
+  // locked, push and pop do not proceed (see Wait). The lock is not owned
+  // by a thread or a process: whoever holds it must Unlock(). Thread
+  // safety: lock-free acquisition of a lock; cost O(1) uncontended.
   PoolError Lock(Wait wait = Wait::kBlock) const;
 
   // Unlock releases the maintenance lock.
