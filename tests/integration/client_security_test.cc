@@ -30,9 +30,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr char kAdminToken[] = "adm1n-T0KEN-for-client-tests-5e8b2a";
-constexpr char kReaderToken[] = "re4der-T0KEN-for-client-tests-9d1c7f";
-
 // WriteFile writes `text` to `path` with `mode`.
 std::string WriteFile(const std::string& path, const std::string& text,
                       mode_t mode = 0600) {

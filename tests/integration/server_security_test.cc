@@ -41,10 +41,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr char kAdminToken[] = "adm1n-T0KEN-for-groove-tests-4f9a1c";
-constexpr char kReaderToken[] = "re4der-T0KEN-for-groove-tests-7b2e0d";
-constexpr char kUnknownToken[] = "unkn0wn-T0KEN-for-groove-tests-000";
-
 std::vector<std::string> OnePool(const TempDir& dir) {
   return {"--data-dir=" + dir.path() + "/data",
           "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16"};

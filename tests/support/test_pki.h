@@ -11,6 +11,11 @@
 //   other_ca.pem                  another CA
 //   other_client.pem, .key        signed by other_ca; clientAuth
 //
+// It also holds the bearer tokens the auth tests give the server in an
+// --auth-tokens file (kAdminToken, kReaderToken) and one it never knows
+// (kUnknownToken): long and distinctive, so that a test can search the
+// logs for them.
+//
 // Example:
 //   TempDir dir;
 //   ASSERT_TRUE(MakeTestPki(dir.path()).ok());
@@ -35,6 +40,10 @@
 #endif
 
 namespace groove::testing {
+
+inline constexpr char kAdminToken[] = "adm1n-T0KEN-for-groove-tests-4f9a1c";
+inline constexpr char kReaderToken[] = "re4der-T0KEN-for-groove-tests-7b2e0d";
+inline constexpr char kUnknownToken[] = "unkn0wn-T0KEN-for-groove-tests-000";
 
 // MakeTestPki writes the files above into `dir`. Errors: INTERNAL with
 // openssl's output.
