@@ -83,19 +83,18 @@ uint64_t MetadataBytes(uint64_t max_volumes) {
 }
 
 // ForEachRun calls fn(first, count, end) for each run of consecutive
-// indices in `indices` (ascending), where `end` is the position in
-// `indices` just past the run; stops at, and returns, the first error.
-// Batches are mostly one run (ClaimSlots takes the lowest free indices in
-// order), so a batch costs a few system calls, not a few per volume.
-template <typename Fn>
-absl::Status ForEachRun(const std::vector<uint64_t>& indices, Fn fn) {
+// indices among index_at(0), ..., index_at(n - 1) (ascending), where `end`
+// is the position just past the run; stops at, and returns, the first
+// error. Batches are mostly one run (ClaimSlots takes the lowest free
+// indices in order), so a batch costs a few system calls, not a few per
+// volume.
+template <typename IndexAt, typename Fn>
+absl::Status ForEachRun(size_t n, IndexAt index_at, Fn fn) {
   size_t k = 0;
-  while (k < indices.size()) {
+  while (k < n) {
     size_t end = k + 1;
-    while (end < indices.size() && indices[end] == indices[end - 1] + 1) {
-      ++end;
-    }
-    if (absl::Status s = fn(indices[k], uint64_t{end - k}, end); !s.ok()) {
+    while (end < n && index_at(end) == index_at(end - 1) + 1) ++end;
+    if (absl::Status s = fn(index_at(k), uint64_t{end - k}, end); !s.ok()) {
       return s;
     }
     k = end;
@@ -1064,12 +1063,13 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
 
 void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
                               size_t allocated) {
-  const std::vector<uint64_t> taken(indices.begin(),
-                                    indices.begin() + allocated);
-  ForEachRun(taken, [&](uint64_t first, uint64_t count, size_t) {
-    GiveBack(first, count);
-    return absl::OkStatus();
-  }).IgnoreError();
+  ForEachRun(
+      allocated, [&](size_t k) { return indices[k]; },
+      [&](uint64_t first, uint64_t count, size_t) {
+        GiveBack(first, count);
+        return absl::OkStatus();
+      })
+      .IgnoreError();
   for (uint64_t i : indices) {
     // Release: the next claimer sees the slot's volume fully given back.
     Slot(i).store(kSlotFree, std::memory_order_release);
@@ -1106,7 +1106,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   // Take the memory and map it, one fallocate and one mmap per run of
   // consecutive indices. Any failure undoes every step.
   if (absl::Status s = ForEachRun(
-          indices,
+          indices.size(), [&](size_t k) { return indices[k]; },
           [&](uint64_t first, uint64_t run, size_t end) {
             absl::Status taken =
                 store_->Allocate(first * footprint, run * footprint);
@@ -1238,18 +1238,18 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
             [](const RemovedVolume& a, const RemovedVolume& b) {
               return a.index < b.index;
             });
-  std::vector<uint64_t> indices;
-  indices.reserve(removed.size());
-  for (const RemovedVolume& r : removed) indices.push_back(r.index);
-  ForEachRun(indices, [&](uint64_t first, uint64_t run, size_t) {
-    GiveBack(first, run);
-    Step("remove:deallocated");
-    for (uint64_t i = first; i < first + run; ++i) {
-      // Release: whoever claims the slot next sees the volume gone.
-      Slot(i).store(kSlotFree, std::memory_order_release);
-    }
-    return absl::OkStatus();
-  }).IgnoreError();
+  ForEachRun(
+      removed.size(), [&](size_t k) { return removed[k].index; },
+      [&](uint64_t first, uint64_t run, size_t) {
+        GiveBack(first, run);
+        Step("remove:deallocated");
+        for (uint64_t i = first; i < first + run; ++i) {
+          // Release: whoever claims the slot next sees the volume gone.
+          Slot(i).store(kSlotFree, std::memory_order_release);
+        }
+        return absl::OkStatus();
+      })
+      .IgnoreError();
   meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
   return removed;
 }
