@@ -76,6 +76,12 @@ constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
 
 uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
+// IsKnownMagic: a volume header's magic is one of the three a header holds.
+constexpr bool IsKnownMagic(uint64_t magic) {
+  return magic == kVolumeMagic || magic == kVolumeEmptyMagic ||
+         magic == kVolumeNotAVolume;
+}
+
 // The metadata object holds the slot table, then the link table (one word
 // each per index), from kSlotTableOffset.
 uint64_t MetadataBytes(uint64_t max_volumes) {
@@ -448,34 +454,36 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     if (absl::Status s = OpenStore(owner, options); !s.ok()) return s;
   }
 
-  // Reserve the index range once, aligned to the store's page size. Read-
-  // only zero pages rather than PROT_NONE: a pop that follows a corrupt link
-  // to an index that was never added reads a zero header (not a volume)
-  // and quarantines it instead of faulting. Never writable, never
-  // allocates.
-  const uint64_t page = store_->page_bytes();
-  const uint64_t span = config_.max_volumes * config_.volume_size_bytes;
-  reservation_bytes_ = span + page;
-  void* r = mmap(nullptr, reservation_bytes_, PROT_READ,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (r == MAP_FAILED) {
-    reservation_ = nullptr;
-    return ErrnoError(absl::StrCat("reserve ", HumanBytes(span),
-                                   " of address space for pool '",
-                                   config_.name, "'"));
-  }
-  reservation_ = static_cast<std::byte*>(r);
-  volume0_ = reinterpret_cast<std::byte*>(
-      RoundUp(reinterpret_cast<uintptr_t>(reservation_), page));
+  // A data-plane join cannot see adds happen: it maps the whole store, at
+  // an address aligned to the store's page size. The owner maps nothing:
+  // it reaches headers with pread and pwrite (the header hooks below), so
+  // it has no page-table entry for any volume and giving one back costs no
+  // TLB shootdown (docs/ARCHITECTURE.md §2).
+  VolumePool::Hooks hooks;
   if (!owner) {
-    // A data-plane join cannot see adds happen: map the whole store.
+    const uint64_t page = store_->page_bytes();
+    const uint64_t span = config_.max_volumes * config_.volume_size_bytes;
+    reservation_bytes_ = span + page;
+    void* r = mmap(nullptr, reservation_bytes_, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) {
+      reservation_ = nullptr;
+      return ErrnoError(absl::StrCat("reserve ", HumanBytes(span),
+                                     " of address space for pool '",
+                                     config_.name, "'"));
+    }
+    reservation_ = static_cast<std::byte*>(r);
+    volume0_ = reinterpret_cast<std::byte*>(
+        RoundUp(reinterpret_cast<uintptr_t>(reservation_), page));
     if (absl::Status s = store_->MapFixed(volume0_, 0, span); !s.ok()) {
       return s;
     }
+  } else {
+    hooks.read_header = &NamedPool::ReadHeaderHook;
+    hooks.write_header = &NamedPool::WriteHeaderHook;
   }
   // The stack's links live in the metadata object, which is never given
   // back: a pop racing a removal then never reads the removed volume.
-  VolumePool::Hooks hooks;
   hooks.on_tagged_pop = &NamedPool::ConfirmPushed;
   hooks.on_announced_pop = &NamedPool::RecordAnnouncedPop;
   hooks.arg = this;
@@ -822,15 +830,6 @@ absl::Status NamedPool::Recover() {
           absl::Hex(slot), ", not a slot state"));
     }
   }
-  // Map every volume a slot says exists, so headers can be read.
-  for (uint64_t i = 0; i < n; ++i) {
-    if (StateOf(Slot(i).load(std::memory_order_relaxed)) != kSlotFree) {
-      if (absl::Status s = MapVolumes(i, 1); !s.ok()) {
-        pool.Unlock();
-        return s;
-      }
-    }
-  }
   std::vector<bool> on_stack(n, false);
   absl::Status walked = WalkStackLocked(&on_stack);
   absl::StatusOr<VerifyReport> stack =
@@ -857,9 +856,7 @@ absl::Status NamedPool::Recover() {
   std::vector<uint64_t> to_push;
   uint64_t mapped = 0;
   auto free_volume = [&](uint64_t i) {
-    pool.VolumeAt(i)->magic.store(kVolumeNotAVolume,
-                                  std::memory_order_relaxed);
-    GiveBack(i, 1);
+    GiveBack(i, 1);  // reads as zeros, not a volume, from then on
     Slot(i).store(kSlotFree, std::memory_order_release);
   };
   // push_if_sound queues a volume recovery would push, unless its header
@@ -867,7 +864,11 @@ absl::Status NamedPool::Recover() {
   // the stack): a corrupt volume stays off the stack, MAPPED, where Inspect
   // shows it as corrupt and no Acquire can be handed it.
   auto push_if_sound = [&](uint64_t i) {
-    const VolumeHeader& v = *pool.VolumeAt(i);
+    VolumeHeader v;
+    if (!ReadVolumeHeader(i, &v)) {
+      ++recovery_.volumes_quarantined;
+      return;
+    }
     const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
     bool sound = v.magic.load(std::memory_order_relaxed) == kVolumeEmptyMagic &&
                  v.idx.load(std::memory_order_relaxed) == i &&
@@ -883,10 +884,12 @@ absl::Status NamedPool::Recover() {
   };
   for (uint64_t i = 0; i < n; ++i) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    // Only MAPPED slots need their header's magic (a hole reads 0).
+    VolumeHeader header;
     const uint64_t magic =
-        StateOf(slot) == kSlotFree
-            ? 0
-            : pool.VolumeAt(i)->magic.load(std::memory_order_relaxed);
+        StateOf(slot) == kSlotMapped && ReadVolumeHeader(i, &header)
+            ? header.magic.load(std::memory_order_relaxed)
+            : kVolumeNotAVolume;
     switch (StateOf(slot)) {
       case kSlotFree:
         break;
@@ -953,32 +956,32 @@ absl::Status NamedPool::Recover() {
   return absl::OkStatus();
 }
 
-// ---- Mapping volumes (owner) -----------------------------------------------
+// ---- Volume memory (owner) -------------------------------------------------
 
-absl::Status NamedPool::MapVolumes(uint64_t first, uint64_t count) {
-  const uint64_t footprint = config_.volume_size_bytes;
-  return store_->MapFixed(volume0_ + first * footprint, first * footprint,
-                          count * footprint);
+bool NamedPool::ReadVolumeHeader(uint64_t index, VolumeHeader* out) const {
+  return store_
+      ->Read(index * config_.volume_size_bytes, out, sizeof(VolumeHeader))
+      .ok();
 }
 
-void NamedPool::UnmapVolumes(uint64_t first, uint64_t count) {
-  // A read-only zero mapping rather than PROT_NONE: a pop that raced the
-  // removal may still read this volume's `next`; it reads 0 and its CAS
-  // fails. Never writable, never allocates.
-  const uint64_t footprint = config_.volume_size_bytes;
-  mmap(volume0_ + first * footprint, count * footprint, PROT_READ,
-       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+bool NamedPool::ReadHeaderHook(void* self, uint64_t index,
+                               VolumeHeader* out) {
+  return static_cast<NamedPool*>(self)->ReadVolumeHeader(index, out);
+}
+
+bool NamedPool::WriteHeaderHook(void* self, uint64_t index, uint64_t offset,
+                                const void* bytes, uint64_t size) {
+  const NamedPool& pool = *static_cast<NamedPool*>(self);
+  return pool.store_
+      ->Write(index * pool.config_.volume_size_bytes + offset, bytes, size)
+      .ok();
 }
 
 void NamedPool::GiveBack(uint64_t first, uint64_t count) {
-  // Unmap first, then punch: a pop racing the removal (or a corrupt link)
-  // then never reads the range between the punch and the unmap, where on
-  // tmpfs or hugetlbfs a read would fault a fresh page into the file and
-  // keep it there. The number of TLB shootdowns is the same either way
-  // (one per call, for the headers' page-table entries, which whichever
-  // of the two comes first zaps): docs/PERFORMANCE.md §8.
+  // The owner maps no volume, so the punch zaps no page-table entry of
+  // this process (a data-plane process that maps the store loses its own:
+  // reading the range afterwards gives it zeros, not a volume).
   const uint64_t footprint = config_.volume_size_bytes;
-  UnmapVolumes(first, count);
   store_->Deallocate(first * footprint, count * footprint).IgnoreError();
 }
 
@@ -1103,17 +1106,15 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   }
   Step("add:claimed");
   const uint64_t footprint = config_.volume_size_bytes;
-  // Take the memory and map it, one fallocate and one mmap per run of
-  // consecutive indices. Any failure undoes every step.
+  // Take the memory, one fallocate per run of consecutive indices. Any
+  // failure undoes every step.
   if (absl::Status s = ForEachRun(
           indices.size(), [&](size_t k) { return indices[k]; },
           [&](uint64_t first, uint64_t run, size_t end) {
             absl::Status taken =
                 store_->Allocate(first * footprint, run * footprint);
-            if (taken.ok()) taken = MapVolumes(first, run);
             if (!taken.ok()) {
-              // Give back this run too: a failed allocation may keep
-              // pages, a failed map leaves them allocated.
+              // Give back this run too: a failed allocation may keep pages.
               ReleaseClaims(indices, end);
             }
             return taken;
@@ -1128,9 +1129,17 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     const PoolError err = pool.FormatRange(i, 1, info);
     if (err != PoolError::kSuccess) {
       ReleaseClaims(indices, indices.size());
-      return PoolErrorToStatus(
-          err, absl::StrCat("format volume ", i, " of pool '", config_.name,
-                            "'"));
+      // The slot claim makes the range ours, so the only way to fail is
+      // the header write (the store's error is not carried by the hook).
+      return err == PoolError::kCorrupt
+                 ? absl::InternalError(absl::StrCat(
+                       "add volumes to pool '", config_.name,
+                       "': writing the header of volume ", i,
+                       " to the volume store failed; the add was rolled "
+                       "back, the server's log may say why"))
+                 : PoolErrorToStatus(
+                       err, absl::StrCat("format volume ", i, " of pool '",
+                                         config_.name, "'"));
     }
   }
   Step("add:formatted");
@@ -1181,19 +1190,20 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   std::vector<RemovedVolume> removed;
   absl::Status failure;
   while (removed.size() < count) {
-    VolumeHeader* v = nullptr;
+    uint64_t index = kNullIndex;
+    VolumeHeader popped;
     // Announced, so that the slot turns REMOVING before the volume leaves
     // the stack (RecordAnnouncedPop): a crash at any instant leaves no
     // doubt about which volumes this call took.
-    const PoolError err = pool.RemoveAnnounced(&v, Wait::kBlock);
+    const PoolError err = pool.RemoveAnnounced(&index, &popped, Wait::kBlock);
     if (err == PoolError::kEmpty) break;
     if (err != PoolError::kSuccess) {
       std::string where;
-      if (v != nullptr) {
+      if (index != kNullIndex) {
         // A corrupt header: keep the volume, off the stack and MAPPED
         // again, where Inspect shows it as corrupt (a fresh batch keeps
         // slot words of different lives of an index apart).
-        const uint64_t q = pool.IndexOf(v);
+        const uint64_t q = index;
         Slot(q).store(
             SlotWord(kSlotMapped,
                      meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
@@ -1206,7 +1216,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
       break;
     }
     Step("remove:popped");
-    removed.push_back({pool.IndexOf(v), std::string(VolumeInfo(*v))});
+    removed.push_back({index, std::string(VolumeInfo(popped))});
   }
   if (!failure.ok()) {
     // Put back the good ones: the pool is unchanged but for the quarantine.
@@ -1233,7 +1243,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         "add more"));
   }
   // Give the memory back one run of consecutive indices at a time (one
-  // mmap and one punch each), in index order.
+  // punch each), in index order.
   std::sort(removed.begin(), removed.end(),
             [](const RemovedVolume& a, const RemovedVolume& b) {
               return a.index < b.index;
@@ -1287,15 +1297,22 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
     // header written before it is visible.
     const uint64_t slot = Slot(i).load(std::memory_order_acquire);
     if (StateOf(slot) != kSlotMapped) continue;
-    const VolumeHeader& v = *pool_->VolumeAt(i);
-    // Every field is read before the slot is checked again: a remove may
-    // meanwhile map the read-only zero placeholder over the volume (and an
-    // add reuse the index), and what was read then is thrown away.
+    // A copy read from the store (pread), never through a mapping: a
+    // remove may punch the volume out meanwhile, and a read through a
+    // mapping would then fault a fresh page into the store (or SIGBUS on
+    // hugetlbfs). The copy is thrown away if the slot changed. A data-plane
+    // Acquire or Release may be writing the magic during the copy: a magic
+    // that is no magic at all is read once more before it is believed.
+    VolumeHeader v;
+    if (!ReadVolumeHeader(i, &v)) continue;
+    if (!IsKnownMagic(v.magic.load(std::memory_order_relaxed)) &&
+        !ReadVolumeHeader(i, &v)) {
+      continue;
+    }
     const uint64_t magic = v.magic.load(std::memory_order_relaxed);
     const uint64_t idx = v.idx.load(std::memory_order_relaxed);
     const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
-    unsigned char info[kVolumeInfoMax];
-    LoadVolumeInfo(v, info);
+    const unsigned char* info = v.info;
     // Acquire: orders the reads above before this re-check.
     if (Slot(i).load(std::memory_order_acquire) != slot) continue;
     VolumeEntry entry;
@@ -1335,7 +1352,7 @@ absl::Status NamedPool::WalkStackLocked(std::vector<bool>* on_stack) const {
   const uint64_t n = config_.max_volumes;
   uint64_t steps = 0;
   for (uint64_t i = pool.PeekTop(); i != kNullIndex;
-       i = pool.VolumeAt(i)->next.load(std::memory_order_relaxed)) {
+       i = LinkNext(Slot(n + i).load(std::memory_order_relaxed))) {
     if (i >= n || ++steps > n) {
       return absl::DataLossError(absl::StrCat(
           "pool '", config_.name, "': the stack reaches index ", i,

@@ -41,4 +41,18 @@ void LoadVolumeInfo(const VolumeHeader& volume,
   }
 }
 
+void CopyVolumeHeader(const VolumeHeader& from, VolumeHeader* to) {
+  // Relaxed: see the contract.
+  for (std::atomic<uint64_t> VolumeHeader::*field :
+       {&VolumeHeader::magic, &VolumeHeader::idx, &VolumeHeader::next,
+        &VolumeHeader::info_sz}) {
+    (to->*field).store((from.*field).load(std::memory_order_relaxed),
+                       std::memory_order_relaxed);
+  }
+  unsigned char info[kVolumeInfoMax];
+  LoadVolumeInfo(from, info);
+  StoreVolumeInfo(to, absl::string_view(reinterpret_cast<const char*>(info),
+                                        kVolumeInfoMax));
+}
+
 }  // namespace groove

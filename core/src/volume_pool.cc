@@ -354,9 +354,20 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
                                             uint64_t footprint_bytes,
                                             std::atomic<uint64_t>* links,
                                             Hooks hooks) {
-  if (header == nullptr || volume0 == nullptr) {
+  const bool header_io =
+      hooks.read_header != nullptr && hooks.write_header != nullptr;
+  if (header == nullptr || (volume0 == nullptr && !header_io)) {
     return absl::InvalidArgumentError(
-        "join a volume pool: the pool header and volume0 must not be null");
+        "join a volume pool: the pool header and volume0 must not be null "
+        "(volume0 may be null only with both header I/O hooks)");
+  }
+  if (volume0 == nullptr && links == nullptr) {
+    return absl::InvalidArgumentError(
+        "join a volume pool: a join without volume0 needs a link table");
+  }
+  if ((hooks.read_header == nullptr) != (hooks.write_header == nullptr)) {
+    return absl::InvalidArgumentError(
+        "join a volume pool: set both header I/O hooks or neither");
   }
   if (reinterpret_cast<uintptr_t>(header) % kPoolAlign != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -380,7 +391,8 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
                      " is outside [1, ", kMaxVolumes, "]"));
   }
   const uintptr_t base = reinterpret_cast<uintptr_t>(volume0);
-  if (max_volumes > (UINTPTR_MAX - base) / footprint_bytes) {
+  if (volume0 != nullptr &&
+      max_volumes > (UINTPTR_MAX - base) / footprint_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "join a volume pool: ", max_volumes, " volumes of ", footprint_bytes,
         " bytes do not fit in the address space after volume0"));
@@ -410,8 +422,48 @@ PoolError VolumePool::WaitOutFlags(uint64_t ver_top, Wait wait,
   return CompleteAnnouncedPop(ver_top);
 }
 
+const VolumeHeader* VolumePool::HeaderToRead(uint64_t index,
+                                              VolumeHeader* scratch) const {
+  if (hooks_.read_header == nullptr) [[likely]] return VolumeAt(index);
+  return hooks_.read_header(hooks_.arg, index, scratch) ? scratch : nullptr;
+}
+
+bool VolumePool::WriteHeaderWord(uint64_t index, HeaderWord word,
+                                 uint64_t value) const {
+  if (hooks_.write_header == nullptr) [[likely]] {
+    VolumeHeader* volume = VolumeAt(index);
+    // Relaxed: every caller owns the volume, and publishes it with a
+    // release that follows (a push's CAS) if at all.
+    (word == HeaderWord::kMagic ? volume->magic : volume->next)
+        .store(value, std::memory_order_relaxed);
+    return true;
+  }
+  return hooks_.write_header(hooks_.arg, index,
+                             static_cast<uint64_t>(word), &value,
+                             sizeof(value));
+}
+
+bool VolumePool::WriteFormatted(uint64_t index,
+                                absl::string_view info) const {
+  if (hooks_.write_header == nullptr) {
+    VolumeHeader* volume = VolumeAt(index);
+    // Relaxed stores: the push's release CAS publishes the whole header.
+    volume->idx.store(index, std::memory_order_relaxed);
+    volume->info_sz.store(info.size(), std::memory_order_relaxed);
+    StoreVolumeInfo(volume, info);
+    volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
+    return true;
+  }
+  VolumeHeader image;
+  image.magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
+  image.idx.store(index, std::memory_order_relaxed);
+  image.next.store(0, std::memory_order_relaxed);
+  image.info_sz.store(info.size(), std::memory_order_relaxed);
+  StoreVolumeInfo(&image, info);
+  return hooks_.write_header(hooks_.arg, index, 0, &image, sizeof(image));
+}
+
 PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
-  VolumeHeader* volume = VolumeAt(index);
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
@@ -427,9 +479,12 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
     }
     const uint64_t top = TopIndex(ver_top);
     if (top != kNullIndex && top >= max_volumes_) return PoolError::kCorrupt;
-    // Relaxed: `next` is published by the release CAS; a racing popper that
-    // reads a stale value fails its own CAS because the version moved.
-    volume->next.store(top, std::memory_order_relaxed);
+    // `next` is published by the release CAS; a racing popper that reads a
+    // stale value fails its own CAS because the version moved. Nothing is
+    // linked yet when the header cannot be written.
+    if (!WriteHeaderWord(index, HeaderWord::kNext, top)) {
+      return PoolError::kCorrupt;
+    }
     if (links_ != nullptr) {
       links_[index].store(tag == kUntagged ? top : TaggedLink(top, tag),
                           std::memory_order_relaxed);
@@ -574,7 +629,10 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
   // Refuse to format over a live volume. Relaxed: the caller owns the
   // range (REQUIRES), this only catches a caller's bookkeeping bug.
   for (uint64_t i = first_index; i < end; ++i) {
-    const uint64_t magic = VolumeAt(i)->magic.load(std::memory_order_relaxed);
+    VolumeHeader scratch;
+    const VolumeHeader* volume = HeaderToRead(i, &scratch);
+    if (volume == nullptr) return PoolError::kCorrupt;
+    const uint64_t magic = volume->magic.load(std::memory_order_relaxed);
     if (magic == kVolumeMagic || magic == kVolumeEmptyMagic) {
       return PoolError::kKey;
     }
@@ -582,12 +640,9 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
   const size_t info_size =
       info.size() > kVolumeInfoMax ? kVolumeInfoMax : info.size();
   for (uint64_t i = first_index; i < end; ++i) {
-    VolumeHeader* volume = VolumeAt(i);
-    // Relaxed stores: the push's release CAS publishes the whole header.
-    volume->idx.store(i, std::memory_order_relaxed);
-    volume->info_sz.store(info_size, std::memory_order_relaxed);
-    StoreVolumeInfo(volume, info.substr(0, info_size));
-    volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
+    if (!WriteFormatted(i, info.substr(0, info_size))) {
+      return PoolError::kCorrupt;
+    }
     if (links_ != nullptr) {
       links_[i].store(kUnpushedLink, std::memory_order_relaxed);
     }
@@ -615,8 +670,8 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
       // Only kCorrupt can happen with kBlock. Volumes from first_index to i
       // were formatted but not pushed: they are not volumes.
       for (uint64_t j = first_index; j <= i; ++j) {
-        VolumeAt(j)->magic.store(kVolumeNotAVolume,
-                                 std::memory_order_relaxed);
+        // Best effort: a header that cannot be written is not a volume's.
+        WriteHeaderWord(j, HeaderWord::kMagic, kVolumeNotAVolume);
       }
       if (i + 1 != end) {
         Count(header_, &CounterValues::volumes_added, end - 1 - i);
@@ -628,41 +683,56 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::PopChecked(VolumeHeader** volume, Wait wait,
-                                 uint64_t new_magic, bool announce) const {
-  *volume = nullptr;
-  uint64_t index = kNullIndex;
-  const PoolError err = Pop(&index, wait, announce);
+PoolError VolumePool::PopChecked(uint64_t* index, VolumeHeader* popped,
+                                 Wait wait, uint64_t new_magic,
+                                 bool announce) const {
+  *index = kNullIndex;
+  uint64_t top = kNullIndex;
+  const PoolError err = Pop(&top, wait, announce);
   if (err != PoolError::kSuccess) return err;
-  VolumeHeader* popped = VolumeAt(index);
-  *volume = popped;
-  // Relaxed loads: the pop's acquire CAS made the header visible and the
-  // volume is ours now.
-  if (popped->magic.load(std::memory_order_relaxed) != kVolumeEmptyMagic ||
-      popped->idx.load(std::memory_order_relaxed) != index ||
-      popped->info_sz.load(std::memory_order_relaxed) > kVolumeInfoMax) {
+  *index = top;
+  // Relaxed loads (or a read hook): the pop's acquire CAS made the header
+  // visible and the volume is ours now.
+  const VolumeHeader* header = HeaderToRead(top, popped);
+  if (header != nullptr && header != popped && popped != nullptr) {
+    CopyVolumeHeader(*header, popped);
+  }
+  if (header == nullptr ||
+      header->magic.load(std::memory_order_relaxed) != kVolumeEmptyMagic ||
+      header->idx.load(std::memory_order_relaxed) != top ||
+      header->info_sz.load(std::memory_order_relaxed) > kVolumeInfoMax ||
+      // The new owner is this thread; whoever it hands the volume to
+      // synchronizes through its own means (or a later release push).
+      !WriteHeaderWord(top, HeaderWord::kMagic, new_magic)) {
     Count(header_, &CounterValues::volumes_quarantined, 1);
     return PoolError::kCorrupt;
   }
-  // Relaxed: the new owner is this thread; whoever it hands the volume to
-  // synchronizes through its own means (or a later release push).
-  popped->magic.store(new_magic, std::memory_order_relaxed);
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
+PoolError VolumePool::PopMapped(VolumeHeader** volume, Wait wait,
+                                uint64_t new_magic) const {
+  *volume = nullptr;
+  if (volume0_ == nullptr) return PoolError::kInvalid;
+  uint64_t index = kNullIndex;
   const PoolError err =
-      PopChecked(volume, wait, kVolumeNotAVolume, /*announce=*/false);
+      PopChecked(&index, nullptr, wait, new_magic, /*announce=*/false);
+  if (index != kNullIndex) *volume = VolumeAt(index);
+  return err;
+}
+
+PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
+  const PoolError err = PopMapped(volume, wait, kVolumeNotAVolume);
   if (err == PoolError::kSuccess) {
     Count(header_, &CounterValues::volumes_removed, 1);
   }
   return err;
 }
 
-PoolError VolumePool::RemoveAnnounced(VolumeHeader** volume,
+PoolError VolumePool::RemoveAnnounced(uint64_t* index, VolumeHeader* popped,
                                       Wait wait) const {
-  const PoolError err =
-      PopChecked(volume, wait, kVolumeNotAVolume, /*announce=*/true);
+  const PoolError err = PopChecked(index, popped, wait, kVolumeNotAVolume,
+                                   /*announce=*/true);
   if (err == PoolError::kSuccess) {
     Count(header_, &CounterValues::volumes_removed, 1);
   }
@@ -670,8 +740,7 @@ PoolError VolumePool::RemoveAnnounced(VolumeHeader** volume,
 }
 
 PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {
-  const PoolError err =
-      PopChecked(volume, wait, kVolumeMagic, /*announce=*/false);
+  const PoolError err = PopMapped(volume, wait, kVolumeMagic);
   if (err == PoolError::kSuccess) {
     Count(header_, &CounterValues::acquires, 1);
   }
@@ -679,6 +748,7 @@ PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {
 }
 
 PoolError VolumePool::Release(VolumeHeader* volume, Wait wait) const {
+  if (volume0_ == nullptr) return PoolError::kInvalid;
   const uint64_t index = IndexOf(volume);
   if (index == kNullIndex ||
       volume->idx.load(std::memory_order_relaxed) != index ||
@@ -747,7 +817,9 @@ void VolumePool::PushLocked(uint64_t index) const {
   // The lock is ours: no push or pop races. Relaxed: Unlock() publishes.
   const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
   const uint64_t top = TopIndex(ver_top);
-  VolumeAt(index)->next.store(top, std::memory_order_relaxed);
+  // A header that cannot be written keeps its old `next`; the link table
+  // is what pops follow, and Verify reports the difference.
+  WriteHeaderWord(index, HeaderWord::kNext, top);
   if (links_ != nullptr) links_[index].store(top, std::memory_order_relaxed);
   header_->ver_top.store(NextTop(ver_top, index), std::memory_order_relaxed);
 }
@@ -811,7 +883,13 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
           "verify pool: the stack has a cycle: more than max_volumes=",
           max_volumes_, " entries (last index ", index, ")"));
     }
-    const VolumeHeader* volume = VolumeAt(index);
+    VolumeHeader scratch;
+    const VolumeHeader* volume = HeaderToRead(index, &scratch);
+    if (volume == nullptr) {
+      return absl::DataLossError(absl::StrCat(
+          "verify pool: the header of volume ", index,
+          " on the stack cannot be read"));
+    }
     const uint64_t volume_magic = volume->magic.load(std::memory_order_relaxed);
     const uint64_t volume_idx = volume->idx.load(std::memory_order_relaxed);
     const uint64_t info_sz = volume->info_sz.load(std::memory_order_relaxed);
@@ -916,7 +994,7 @@ uint64_t VolumePool::ReclaimDeadCounterShards() const {
 
 uint64_t VolumePool::IndexOf(const VolumeHeader* volume) const {
   const auto* address = reinterpret_cast<const std::byte*>(volume);
-  if (address < volume0_) return kNullIndex;
+  if (volume0_ == nullptr || address < volume0_) return kNullIndex;
   const uint64_t offset = static_cast<uint64_t>(address - volume0_);
   if (offset % footprint_ != 0) return kNullIndex;
   const uint64_t index = offset / footprint_;

@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include <linux/magic.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -28,9 +31,101 @@ FdVolumeStore::FdVolumeStore(int fd, uint64_t page_bytes,
     : fd_(fd),
       page_bytes_(page_bytes),
       description_(std::move(description)),
-      advise_hugepages_(advise_hugepages) {}
+      advise_hugepages_(advise_hugepages),
+      hugetlbfs_([fd] {
+        struct statfs fs;
+        return fstatfs(fd, &fs) == 0 &&
+               static_cast<uint64_t>(fs.f_type) == HUGETLBFS_MAGIC;
+      }()) {}
 
-FdVolumeStore::~FdVolumeStore() { close(fd_); }
+FdVolumeStore::~FdVolumeStore() {
+  if (std::byte* mapping = write_mapping_.load(std::memory_order_relaxed)) {
+    munmap(mapping, write_mapping_bytes_.load(std::memory_order_relaxed));
+  }
+  close(fd_);
+}
+
+absl::Status FdVolumeStore::Read(uint64_t offset, void* out,
+                                 uint64_t size) const {
+  auto* to = static_cast<std::byte*>(out);
+  while (size > 0) {
+    const ssize_t n = pread(fd_, to, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return n < 0 ? ErrnoStatus(errno, absl::StrCat("read ", size,
+                                                     " bytes at ", offset,
+                                                     " of ", description_))
+                   : absl::InternalError(absl::StrCat(
+                         "read at ", offset, " of ", description_,
+                         ": past the end of the store"));
+    }
+    to += n;
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FdVolumeStore::Write(uint64_t offset, const void* bytes,
+                                  uint64_t size) {
+  if (hugetlbfs_) {
+    absl::StatusOr<std::byte*> mapping = WriteMapping();
+    if (!mapping.ok()) return mapping.status();
+    // Relaxed: ordered by WriteMapping's acquire.
+    const uint64_t bytes_mapped =
+        write_mapping_bytes_.load(std::memory_order_relaxed);
+    if (offset > bytes_mapped || size > bytes_mapped - offset) {
+      return absl::InternalError(absl::StrCat(
+          "write at ", offset, " of ", description_,
+          ": past the end of the store"));
+    }
+    std::memcpy(*mapping + offset, bytes, size);
+    return absl::OkStatus();
+  }
+  const auto* from = static_cast<const std::byte*>(bytes);
+  while (size > 0) {
+    const ssize_t n = pwrite(fd_, from, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return ErrnoStatus(errno, absl::StrCat("write ", size, " bytes at ",
+                                             offset, " of ", description_));
+    }
+    from += n;
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::byte*> FdVolumeStore::WriteMapping() {
+  // Acquire: pairs with the release CAS that published the mapping (and
+  // write_mapping_bytes_ before it).
+  if (std::byte* mapping = write_mapping_.load(std::memory_order_acquire)) {
+    return mapping;
+  }
+  struct stat st;
+  if (fstat(fd_, &st) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("stat ", description_));
+  }
+  const uint64_t bytes = static_cast<uint64_t>(st.st_size);
+  void* made = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_NORESERVE, fd_, 0);
+  if (made == MAP_FAILED) {
+    return ErrnoStatus(errno, absl::StrCat("map ", bytes, " bytes of ",
+                                           description_));
+  }
+  // Every racer stores the same size (the store's size does not change
+  // while it is open).
+  write_mapping_bytes_.store(bytes, std::memory_order_relaxed);
+  std::byte* expected = nullptr;
+  if (write_mapping_.compare_exchange_strong(
+          expected, static_cast<std::byte*>(made), std::memory_order_acq_rel,
+          std::memory_order_acquire)) {
+    return static_cast<std::byte*>(made);
+  }
+  munmap(made, bytes);  // another Write mapped it first
+  return expected;
+}
 
 absl::Status FdVolumeStore::Allocate(uint64_t offset, uint64_t length) {
   if (fallocate(fd_, 0, static_cast<off_t>(offset),

@@ -139,10 +139,11 @@ TEST(LockFreedomTest, OthersCompleteAnAnnouncedPopWhoseAnnouncerIsStopped) {
   VolumePool stalled_join = memory.JoinAt(memory.mapping());
   stalled_join.SetTestHookForTesting(
       &testing::StallAt<VolumePool::TestPoint::kAnnounced>, &stall);
-  VolumeHeader* removed = nullptr;
+  uint64_t removed = kNullIndex;
+  VolumeHeader popped;
   PoolError stalled_result = PoolError::kInvalid;
   std::thread stalled([&] {
-    stalled_result = stalled_join.RemoveAnnounced(&removed);
+    stalled_result = stalled_join.RemoveAnnounced(&removed, &popped);
   });
   stall.WaitUntilStalled();
   EXPECT_TRUE(TopIsPopAnnounced(memory.header()->ver_top.load()));
@@ -156,9 +157,8 @@ TEST(LockFreedomTest, OthersCompleteAnAnnouncedPopWhoseAnnouncerIsStopped) {
   stall.Resume();
   stalled.join();
   EXPECT_EQ(stalled_result, PoolError::kSuccess);
-  ASSERT_NE(removed, nullptr);
-  EXPECT_EQ(pool.IndexOf(removed), announced);
-  EXPECT_EQ(removed->magic.load(), kVolumeNotAVolume);
+  EXPECT_EQ(removed, announced);
+  EXPECT_EQ(pool.VolumeAt(removed)->magic.load(), kVolumeNotAVolume);
   absl::StatusOr<VerifyReport> report = pool.Verify();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, kVolumes - 1);

@@ -37,6 +37,11 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   auto opened = NamedPool::Open(dir.path(), config);
   ASSERT_TRUE(opened.ok()) << opened.status();
   NamedPool& pool = **opened;
+  // The data-plane threads go through a join, as a data-plane process does:
+  // the owner maps no volume and hands out no address.
+  auto joined = NamedPool::Join(dir.path(), config.name);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  const VolumePool& plane = (*joined)->pool();
   const uint64_t seed = testing::TestSeed();
 
   constexpr int kAdmins = 3;      // add and remove
@@ -78,14 +83,14 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
     threads.emplace_back([&] {
       while (admins_running.load() > 0) {
         VolumeHeader* v = nullptr;
-        const PoolError err = pool.pool().Acquire(&v);
+        const PoolError err = plane.Acquire(&v);
         if (err == PoolError::kEmpty) continue;
         if (err != PoolError::kSuccess) {
           unexpected.fetch_add(1);
           continue;
         }
         VolumeData(v)[0] = std::byte{7};
-        if (pool.pool().Release(v) != PoolError::kSuccess) {
+        if (plane.Release(v) != PoolError::kSuccess) {
           unexpected.fetch_add(1);
         }
         pairs.fetch_add(1, std::memory_order_relaxed);

@@ -109,7 +109,8 @@ void RequestSeeds(const std::string& out) {
 // _exits at that step), and writes its compact image as OUT/name.
 void RecoverySeed(const std::string& out, const std::string& name,
                   RecoveryGeometry g, const std::string& crash_step,
-                  void (*setup)(groove::NamedPool&)) {
+                  void (*setup)(groove::NamedPool&,
+                                const std::string& dir)) {
   const std::string scratch =
       absl::StrCat("/dev/shm/groove-fuzz-seed-", getpid());
   std::filesystem::remove_all(scratch);
@@ -128,7 +129,7 @@ void RecoverySeed(const std::string& out, const std::string& name,
     }
     auto pool = groove::NamedPool::Open(scratch, config, options);
     if (!pool.ok()) _exit(1);
-    setup(**pool);
+    setup(**pool, scratch);
     _exit(crash_step.empty() ? 0 : 2);  // 2: the step never came
   }
   int status = 0;
@@ -150,15 +151,18 @@ void RecoverySeed(const std::string& out, const std::string& name,
   Write(out + "/recovery_fuzzer", name, *image);
 }
 
-void AddSome(groove::NamedPool& pool) {
+void AddSome(groove::NamedPool& pool, const std::string&) {
   (void)pool.AddVolumes(3, std::nullopt, "tenant=a");
 }
-void AddAndUse(groove::NamedPool& pool) {
+void AddAndUse(groove::NamedPool& pool, const std::string& dir) {
   (void)pool.AddVolumes(4, 2, "tenant=b");
+  // Acquired by a data-plane join (the owner maps no volume), and held: in
+  // use at the "crash".
+  auto join = groove::NamedPool::Join(dir, pool.config().name);
   groove::VolumeHeader* v = nullptr;
-  (void)pool.pool().Acquire(&v);  // held: in use at the "crash"
+  if (join.ok()) (void)(*join)->pool().Acquire(&v);
 }
-void AddThenRemove(groove::NamedPool& pool) {
+void AddThenRemove(groove::NamedPool& pool, const std::string&) {
   (void)pool.AddVolumes(3, std::nullopt, "x");
   (void)pool.RemoveVolumes(2);
 }

@@ -350,10 +350,11 @@ INSTANTIATE_TEST_SUITE_P(
                        "out of range"},
         CorruptionCase{"LinkTableDisagreesWithTheHeaders",
                        [](const PoolFiles& f, const auto& stack) {
-                         // A cycle in the link table alone.
+                         // A cycle in the link table alone, which is
+                         // what pops follow and recovery walks first.
                          f.SetLink(stack.back(), stack.front(), false);
                        },
-                       "in the link table but to"}),
+                       "again (a cycle)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // ---- A data directory the server cannot use --------------------------------

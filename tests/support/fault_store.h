@@ -22,10 +22,12 @@ class FaultStore final : public VolumeStore {
   // Shared state, so the test keeps control after the pool owns the store.
   struct Control {
     std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
-    std::atomic<int> fail_map_in{0};       // fail the Nth next MapFixed
+    std::atomic<int> fail_write_in{0};     // fail the Nth next Write
     std::atomic<int> allocates{0};    // Allocate calls
     std::atomic<int> deallocates{0};  // Deallocate calls
     std::atomic<int> maps{0};         // MapFixed calls
+    std::atomic<int> reads{0};        // Read calls
+    std::atomic<int> writes{0};       // Write calls
   };
 
   FaultStore(std::unique_ptr<VolumeStore> real,
@@ -49,12 +51,21 @@ class FaultStore final : public VolumeStore {
   absl::Status MapFixed(void* address, uint64_t offset,
                         uint64_t length) override {
     control_->maps.fetch_add(1);
-    if (control_->fail_map_in.load() > 0 &&
-        control_->fail_map_in.fetch_sub(1) == 1) {
-      return absl::ResourceExhaustedError(
-          "injected: map: Cannot allocate memory");
-    }
     return real_->MapFixed(address, offset, length);
+  }
+  absl::Status Read(uint64_t offset, void* out,
+                    uint64_t size) const override {
+    control_->reads.fetch_add(1);
+    return real_->Read(offset, out, size);
+  }
+  absl::Status Write(uint64_t offset, const void* bytes,
+                     uint64_t size) override {
+    control_->writes.fetch_add(1);
+    if (control_->fail_write_in.load() > 0 &&
+        control_->fail_write_in.fetch_sub(1) == 1) {
+      return absl::InternalError("injected: write: Input/output error");
+    }
+    return real_->Write(offset, bytes, size);
   }
   absl::StatusOr<uint64_t> AllocatedBytes() const override {
     return real_->AllocatedBytes();

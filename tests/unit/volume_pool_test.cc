@@ -390,10 +390,14 @@ TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
       pops.Hooks());
   ASSERT_EQ(pool.Add(0, 3, "x"), PoolError::kSuccess);
   const uint64_t before = memory_.header()->ver_top.load();
-  VolumeHeader* v = nullptr;
-  ASSERT_EQ(pool.RemoveAnnounced(&v), PoolError::kSuccess);
-  EXPECT_EQ(pool.IndexOf(v), 0u);
-  EXPECT_EQ(v->magic.load(), kVolumeNotAVolume);
+  uint64_t index = kNullIndex;
+  VolumeHeader popped;
+  ASSERT_EQ(pool.RemoveAnnounced(&index, &popped), PoolError::kSuccess);
+  EXPECT_EQ(index, 0u);
+  // The copy is the header as popped; the volume is not a volume now.
+  EXPECT_EQ(popped.magic.load(), kVolumeEmptyMagic);
+  EXPECT_EQ(VolumeInfo(popped), "x");
+  EXPECT_EQ(pool.VolumeAt(0)->magic.load(), kVolumeNotAVolume);
   ASSERT_EQ(pops.announced.size(), 1u);
   EXPECT_EQ(pops.announced[0].first, 0u);
   // The hook saw the announce: the old top with its announce flag.
@@ -408,6 +412,7 @@ TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   EXPECT_EQ(pool.Counts().volumes_removed, 1u);
   EXPECT_EQ(pool.Verify()->empty_volumes, 2u);
   // Plain pops do not call it.
+  VolumeHeader* v = nullptr;
   ASSERT_EQ(pool.Remove(&v), PoolError::kSuccess);
   ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
   EXPECT_EQ(pops.announced.size(), 1u);

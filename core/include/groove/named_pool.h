@@ -25,14 +25,15 @@
 //     release volumes through pool(), lock-free, while the owner adds and
 //     removes, and across restarts of the owner.
 //
-// Address space: each join reserves max_volumes * volume_size bytes once
-// (read-only zero pages, MAP_NORESERVE, so that a pop through a corrupt
-// link reads "not a volume" instead of faulting), aligned to the page size, so a volume is
-// always at volume0 + idx * volume_size. The owner maps each volume into
-// the reservation (MAP_FIXED) when it adds it, and on removal replaces it
-// with a read-only zero mapping: a thread that raced the removal and reads
-// the old header sees zeros instead of faulting. A data-plane join maps the
-// whole store at once, because it cannot see the owner's adds happen.
+// Volume memory: a data-plane join maps the whole store at once, aligned
+// to the page size (MAP_NORESERVE), because it cannot see the owner's adds
+// happen; a volume is at volume0 + idx * volume_size. The owner maps no
+// volume: it reads and writes headers with pread and pwrite on the store
+// (through VolumePool's header hooks), so it never faults a page in, a
+// read of a volume being removed reads zeros instead of allocating, and
+// giving memory back zaps no page-table entry of the server's (no TLB
+// shootdown per remove). hugetlbfs has no write(2): there the store writes
+// headers through a mapping of its own (FdVolumeStore::Write).
 //
 // Example (owner):
 //   groove::PoolConfig config{.name = "main", .max_volumes = 64};
@@ -199,7 +200,7 @@ class NamedPool {
 
   // AddVolumes adds `count` volumes carrying `info`: at the lowest free
   // indices, or at [*first_index, *first_index + count). All or nothing:
-  // slots are claimed (CAS FREE -> ADDING), memory allocated and mapped,
+  // slots are claimed (CAS FREE -> ADDING), memory allocated,
   // headers formatted, the batch committed (slots PUSHING), and only then
   // are the volumes pushed (each slot turns MAPPED once its volume is on
   // the stack); any failure before the push undoes every step.
@@ -213,8 +214,9 @@ class NamedPool {
   // never waits on another add or remove (slot claims are CAS). Blocks its
   // own caller while the kernel allocates (seconds per GiB of hugepages).
   // Cost: O(max_volumes) to find free slots, plus the allocation: one
-  // fallocate and one mmap per run of consecutive indices (a batch at the
-  // lowest free indices of a pool without holes is one run).
+  // fallocate per run of consecutive indices (a batch at the lowest free
+  // indices of a pool without holes is one run), then a read and two
+  // writes of each header (format, push).
   absl::StatusOr<std::vector<uint64_t>> AddVolumes(
       uint64_t count, std::optional<uint64_t> first_index,
       absl::string_view info);
@@ -225,12 +227,11 @@ class NamedPool {
   // volume at all; or a data-plane join), DATA_LOSS (a corrupt volume was
   // popped: it is quarantined, the good ones popped by this call are put
   // back, and the pool is otherwise unchanged).
-  // The memory is given back one run of consecutive indices at a time:
-  // the read-only placeholder is mapped over the run, then the run is
-  // punched out of the store (in that order, so that nothing in this
-  // process can fault a page back into it).
-  // Thread safety: as AddVolumes. Cost: O(count log count), plus one mmap
-  // and one punch per run of consecutive indices.
+  // The memory is given back one run of consecutive indices at a time
+  // (punched out of the store).
+  // Thread safety: as AddVolumes. Cost: O(count log count), plus one read
+  // and one write of each header and one punch per run of consecutive
+  // indices.
   absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
@@ -240,7 +241,7 @@ class NamedPool {
   // `start_index`, ascending, and sets *next_index to the index to resume
   // from (or max_volumes when the listing is complete). Volumes in the
   // middle of being added or removed are skipped. Thread safety: lock-free
-  // reads. Cost: O(indices scanned).
+  // reads. Cost: O(indices scanned), plus one pread per volume listed.
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
@@ -276,21 +277,24 @@ class NamedPool {
   // (normal) or HUGETLBFS/groove-volumed.NAME.volumes (hugepages).
   absl::Status CheckStorePath(const std::string& store_path) const;
   absl::Status Recover();
-  // WalkStackLocked walks the stack checking each index's slot before
-  // reading its header (an owner has not mapped free slots), and marks
+  // WalkStackLocked walks the stack through the link table, checking that
+  // each index on it has a MAPPED or PUSHING slot, and marks
   // (*on_stack)[i] for each. REQUIRES: the maintenance lock is held.
   absl::Status WalkStackLocked(std::vector<bool>* on_stack) const;
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
-  // MapVolumes maps the store's range of volumes [first, first + count)
-  // over their placeholder: one mmap.
-  absl::Status MapVolumes(uint64_t first, uint64_t count);
-  // UnmapVolumes maps the read-only placeholder back over them: one mmap.
-  void UnmapVolumes(uint64_t first, uint64_t count);
-  // GiveBack unmaps volumes [first, first + count), then punches their
-  // memory out of the store.
+  // GiveBack punches the memory of volumes [first, first + count) out of
+  // the store: one fallocate.
   void GiveBack(uint64_t first, uint64_t count);
+  // ReadVolumeHeader copies volume `index`'s header from the store (pread:
+  // a hole reads as zeros and stays a hole); false on an I/O error.
+  bool ReadVolumeHeader(uint64_t index, VolumeHeader* out) const;
+  // ReadHeaderHook and WriteHeaderHook are the owner's VolumePool header
+  // hooks (`self` is the NamedPool): the store's Read and Write.
+  static bool ReadHeaderHook(void* self, uint64_t index, VolumeHeader* out);
+  static bool WriteHeaderHook(void* self, uint64_t index, uint64_t offset,
+                              const void* bytes, uint64_t size);
   absl::Status WithRemedy(absl::Status status) const;
   // PushCommitted pushes volume `index` of the committed add `batch`
   // (slot PUSHING) with its link tagged with the batch; DATA_LOSS when the
@@ -324,9 +328,10 @@ class NamedPool {
   Metadata* meta_ = nullptr;
   uint64_t meta_bytes_ = 0;
   int meta_fd_ = -1;
-  std::byte* reservation_ = nullptr;  // page-aligned start of the span
+  // Data-plane joins: the address space the store is mapped into.
+  std::byte* reservation_ = nullptr;  // start of the reservation
   uint64_t reservation_bytes_ = 0;    // including alignment slack
-  std::byte* volume0_ = nullptr;
+  std::byte* volume0_ = nullptr;      // null for the owner
   std::unique_ptr<VolumeStore> store_;
   std::optional<VolumePool> pool_;  // set once mapped
   RecoveryReport recovery_;

@@ -133,6 +133,12 @@ void StoreVolumeInfo(VolumeHeader* volume, absl::string_view info);
 void LoadVolumeInfo(const VolumeHeader& volume,
                     unsigned char (&out)[kVolumeInfoMax]);
 
+// CopyVolumeHeader copies every field of `from` into *to with relaxed
+// atomic loads and stores (LoadVolumeInfo for the info), so that copying a
+// header another party may be writing is no data race. Consistent only
+// under the same condition as LoadVolumeInfo.
+void CopyVolumeHeader(const VolumeHeader& from, VolumeHeader* to);
+
 // IsPowerOfTwo returns true when `x` is a nonzero power of two.
 constexpr bool IsPowerOfTwo(uint64_t x) { return x && !(x & (x - 1)); }
 

@@ -296,12 +296,35 @@ class VolumePool {
   using AnnouncedPopHook = void (*)(void* arg, uint64_t index,
                                     uint64_t announced_top);
 
-  // Hooks are a join's TaggedPopHook and AnnouncedPopHook, with their
-  // argument. A pool that is ever pushed with PushRangeTagged or popped
-  // with RemoveAnnounced needs the same hooks on every join.
+  // ReadHeaderHook and WriteHeaderHook are how a join that does not map
+  // its volumes (Join with a null volume0) reaches their headers: the
+  // owner of a NamedPool reads and writes them with pread and pwrite on
+  // the volume store, so that it never has a page-table entry for a volume
+  // and giving a volume back costs it no TLB shootdown
+  // (docs/ARCHITECTURE.md §2). ReadHeaderHook copies volume `index`'s
+  // 512-byte header into *out; WriteHeaderHook writes `size` bytes from
+  // `bytes` at byte `offset` of that header. Each returns false when the
+  // I/O failed, which the pool treats like a corrupt header (kCorrupt).
+  // The pool only writes headers of volumes it owns at that instant
+  // (formatting, pushing, just popped) and only reads them when it owns
+  // them or holds the maintenance lock, so each hook call touches memory
+  // that is there (allocated) and that nobody else writes meanwhile.
+  // Both must be lock-free (a system call on a local file is).
+  using ReadHeaderHook = bool (*)(void* arg, uint64_t index,
+                                  VolumeHeader* out);
+  using WriteHeaderHook = bool (*)(void* arg, uint64_t index,
+                                   uint64_t offset, const void* bytes,
+                                   uint64_t size);
+
+  // Hooks are a join's TaggedPopHook and AnnouncedPopHook, its header I/O
+  // (set for a join without volume0, unset otherwise), with their argument.
+  // A pool that is ever pushed with PushRangeTagged or popped with
+  // RemoveAnnounced needs the same pop hooks on every join.
   struct Hooks {
     TaggedPopHook on_tagged_pop = nullptr;
     AnnouncedPopHook on_announced_pop = nullptr;
+    ReadHeaderHook read_header = nullptr;
+    WriteHeaderHook write_header = nullptr;
     void* arg = nullptr;
   };
 
@@ -331,6 +354,12 @@ class VolumePool {
   // Every join of one pool must agree on whether links are used.
   // `hooks` are the join's (see Hooks); the overload without has none.
   // PushRangeTagged needs links.
+  //
+  // `volume0` may be null when `hooks` has both header I/O hooks and
+  // `links` is set: the join then never touches volume memory itself. Such
+  // a join can Add, FormatRange, PushRange(Tagged), RemoveAnnounced, Lock,
+  // PushLocked, Verify and Counts; Acquire, Release and Remove return
+  // kInvalid (they hand out addresses), and VolumeAt must not be used.
   static absl::StatusOr<VolumePool> Join(PoolHeader* header, void* volume0,
                                          uint64_t max_volumes,
                                          uint64_t footprint_bytes,
@@ -426,7 +455,12 @@ class VolumePool {
   // (lock-free), and a hook that records the pop (NamedPool: the slot turns
   // REMOVING) has always run before the volume leaves the stack.
   // Returns as Remove. Thread safety: lock-free. Cost: O(1).
-  PoolError RemoveAnnounced(VolumeHeader** volume,
+  // The popped volume is reported by index, with a copy of its header as
+  // the pop found it in *popped (before it was marked not a volume), so
+  // that it works on a join without volume0: *index is the popped volume
+  // (also on kCorrupt with a bad header, as Remove's *volume), or
+  // kNullIndex when nothing was popped. REQUIRES: popped is not null.
+  PoolError RemoveAnnounced(uint64_t* index, VolumeHeader* popped,
                             Wait wait = Wait::kBlock) const;
 
   // Acquire pops one empty volume for a data-plane user, checks its header
@@ -540,7 +574,8 @@ class VolumePool {
   uint64_t ReclaimDeadCounterShards() const;
 
   // VolumeAt returns the local address of volume `index`.
-  // REQUIRES: index < max_volumes(). Cost: O(1), no memory access.
+  // REQUIRES: index < max_volumes(); the join has a volume0 (maps its
+  // volumes). Cost: O(1), no memory access.
   VolumeHeader* VolumeAt(uint64_t index) const {
     return reinterpret_cast<VolumeHeader*>(volume0_ + index * footprint_);
   }
@@ -601,10 +636,33 @@ class VolumePool {
   // IsRange returns true when [first_index, first_index + count) is a
   // nonempty range inside [0, max_volumes).
   bool IsRange(uint64_t first_index, uint64_t count) const;
-  // PopChecked pops and checks the header; on success sets its magic to
-  // `new_magic`. Shared by Remove and Acquire.
-  PoolError PopChecked(VolumeHeader** volume, Wait wait, uint64_t new_magic,
-                       bool announce) const;
+  // PopChecked pops into *index and checks the header; on success sets its
+  // magic to `new_magic`. *popped, when not null, receives a copy of the
+  // header as popped (it must not be null on a join without volume0).
+  // Shared by Remove, RemoveAnnounced and Acquire.
+  PoolError PopChecked(uint64_t* index, VolumeHeader* popped, Wait wait,
+                       uint64_t new_magic, bool announce) const;
+  // PopMapped is PopChecked for the calls that hand out an address
+  // (Acquire, Remove): kInvalid on a join without volume0.
+  PoolError PopMapped(VolumeHeader** volume, Wait wait,
+                      uint64_t new_magic) const;
+  // HeaderToRead returns where to read volume `index`'s header: in place
+  // on a join with volume0; else `scratch`, filled by the read hook, or
+  // null when the hook failed.
+  const VolumeHeader* HeaderToRead(uint64_t index,
+                                   VolumeHeader* scratch) const;
+  // HeaderWord names a header field the pool writes alone, by its offset.
+  enum class HeaderWord : uint64_t {
+    kMagic = offsetof(VolumeHeader, magic),
+    kNext = offsetof(VolumeHeader, next),
+  };
+  // WriteHeaderWord stores `value` into that field of volume `index`'s
+  // header (a relaxed store, or the write hook); false when the hook failed.
+  bool WriteHeaderWord(uint64_t index, HeaderWord word, uint64_t value) const;
+  // WriteFormatted writes a whole empty header (idx, info_sz, info, zero
+  // padding, the empty magic; `next` 0 through the hook, untouched in
+  // memory); false when the hook failed.
+  bool WriteFormatted(uint64_t index, absl::string_view info) const;
   // CallTestHook calls the test hook, if any, at `point`.
   void CallTestHook(TestPoint point) const {
     if (test_hook_ != nullptr) test_hook_(test_hook_arg_, point);

@@ -13,6 +13,7 @@
 #ifndef GROOVE_VOLUME_STORE_H_
 #define GROOVE_VOLUME_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -47,6 +48,22 @@ class VolumeStore {
   virtual absl::Status MapFixed(void* address, uint64_t offset,
                                 uint64_t length) = 0;
 
+  // Read copies [offset, offset + size) of the store into `out` without
+  // mapping it (pread): a hole reads as zeros and stays a hole, on tmpfs
+  // and hugetlbfs alike. Errors: INTERNAL with the errno text (or a short
+  // read past the end of the store). Thread safety: safe to call
+  // concurrently with everything; the bytes of a range another party
+  // writes meanwhile may be a mix of old and new.
+  virtual absl::Status Read(uint64_t offset, void* out,
+                            uint64_t size) const = 0;
+
+  // Write copies `size` bytes from `bytes` into the store at `offset`.
+  // REQUIRES: the range is allocated (a write into a hole would allocate
+  // it; on hugetlbfs it can fail with SIGBUS). Errors: RESOURCE_EXHAUSTED,
+  // INTERNAL. Thread safety: safe to call concurrently on disjoint ranges.
+  virtual absl::Status Write(uint64_t offset, const void* bytes,
+                             uint64_t size) = 0;
+
   // AllocatedBytes returns how many bytes of memory the store holds now.
   virtual absl::StatusOr<uint64_t> AllocatedBytes() const = 0;
 
@@ -71,16 +88,32 @@ class FdVolumeStore final : public VolumeStore {
   absl::Status Deallocate(uint64_t offset, uint64_t length) override;
   absl::Status MapFixed(void* address, uint64_t offset,
                         uint64_t length) override;
+  absl::Status Read(uint64_t offset, void* out,
+                    uint64_t size) const override;
+  // Write is pwrite, except on hugetlbfs, which has no write(2): there it
+  // copies through a shared mapping of the whole store that the first
+  // Write makes (MAP_NORESERVE; kept until destruction). That mapping's
+  // page-table entries are zapped when the range is punched, as any
+  // mapping's are.
+  absl::Status Write(uint64_t offset, const void* bytes,
+                     uint64_t size) override;
   absl::StatusOr<uint64_t> AllocatedBytes() const override;
   uint64_t page_bytes() const override { return page_bytes_; }
 
   int fd() const { return fd_; }
 
  private:
+  // WriteMapping returns the whole-store mapping Write uses on hugetlbfs,
+  // making it on first use (lock-free: a racing second mapping is undone).
+  absl::StatusOr<std::byte*> WriteMapping();
+
   int fd_;
   uint64_t page_bytes_;
   std::string description_;
   bool advise_hugepages_;
+  bool hugetlbfs_;  // the file is on hugetlbfs (or a hugetlb memfd)
+  std::atomic<std::byte*> write_mapping_{nullptr};
+  std::atomic<uint64_t> write_mapping_bytes_{0};  // set before it
 };
 
 // PrepareStoreDirectory readies `dir` to hold volume stores in a shared,

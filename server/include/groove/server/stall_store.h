@@ -80,6 +80,14 @@ class StallingVolumeStore final : public VolumeStore {
                         uint64_t length) override {
     return store_->MapFixed(address, offset, length);
   }
+  absl::Status Read(uint64_t offset, void* out,
+                    uint64_t size) const override {
+    return store_->Read(offset, out, size);
+  }
+  absl::Status Write(uint64_t offset, const void* bytes,
+                     uint64_t size) override {
+    return store_->Write(offset, bytes, size);
+  }
   absl::StatusOr<uint64_t> AllocatedBytes() const override {
     return store_->AllocatedBytes();
   }
