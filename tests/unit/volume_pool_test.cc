@@ -337,6 +337,101 @@ struct HookCalls {
   std::vector<std::pair<uint64_t, uint64_t>> announced;
 };
 
+// HeaderFile is a join's header I/O (VolumePool::Hooks::read_header,
+// write_header) over the test's own volume memory, as NamedPool's owner
+// does over its store with pread and pwrite; it counts the calls and fails
+// them on demand.
+struct HeaderFile {
+  static bool Read(void* arg, uint64_t index, VolumeHeader* out) {
+    auto* file = static_cast<HeaderFile*>(arg);
+    ++file->reads;
+    if (file->fail_reads) return false;
+    std::memcpy(static_cast<void*>(out), file->Header(index), sizeof(*out));
+    return true;
+  }
+  static bool Write(void* arg, uint64_t index, uint64_t offset,
+                    const void* bytes, uint64_t size) {
+    auto* file = static_cast<HeaderFile*>(arg);
+    ++file->writes;
+    if (file->fail_writes) return false;
+    std::memcpy(file->Header(index) + offset, bytes, size);
+    return true;
+  }
+  std::byte* Header(uint64_t index) const {
+    return volume0 + index * kSmallFootprint;
+  }
+  VolumePool::Hooks Hooks() {
+    VolumePool::Hooks hooks;
+    hooks.read_header = &Read;
+    hooks.write_header = &Write;
+    hooks.arg = this;
+    return hooks;
+  }
+  std::byte* volume0;
+  int reads = 0;
+  int writes = 0;
+  bool fail_reads = false;
+  bool fail_writes = false;
+};
+
+TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  HeaderFile file{memory_.volume0()};
+  // Without a link table it could not pop without reading headers.
+  EXPECT_EQ(VolumePool::Join(memory_.header(), nullptr, 16, kSmallFootprint,
+                             nullptr, file.Hooks())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  const VolumePool hooked = *VolumePool::Join(
+      memory_.header(), nullptr, 16, kSmallFootprint, links, file.Hooks());
+  const VolumePool mapped = *VolumePool::Join(
+      memory_.header(), memory_.volume0(), 16, kSmallFootprint, links);
+
+  // Add: per volume, a read (the live-volume check) and two writes (the
+  // header, then `next` as it is pushed). A mapped join sees the result.
+  ASSERT_EQ(hooked.Add(0, 3, "io"), PoolError::kSuccess);
+  EXPECT_EQ(file.reads, 3);
+  EXPECT_EQ(file.writes, 6);
+  EXPECT_EQ(mapped.VolumeAt(1)->magic.load(), kVolumeEmptyMagic);
+  EXPECT_EQ(mapped.VolumeAt(1)->idx.load(), 1u);
+  EXPECT_EQ(mapped.VolumeAt(1)->next.load(), 2u);
+  EXPECT_EQ(VolumeInfo(*mapped.VolumeAt(1)), "io");
+  EXPECT_EQ(mapped.Verify()->empty_volumes, 3u);
+
+  // It hands out no address.
+  VolumeHeader* v = mapped.VolumeAt(0);
+  EXPECT_EQ(hooked.Acquire(&v), PoolError::kInvalid);
+  EXPECT_EQ(v, nullptr);
+  EXPECT_EQ(hooked.Remove(&v), PoolError::kInvalid);
+  EXPECT_EQ(hooked.Release(mapped.VolumeAt(0)), PoolError::kInvalid);
+
+  // RemoveAnnounced reports the index and a copy of the header.
+  uint64_t index = kNullIndex;
+  VolumeHeader popped;
+  ASSERT_EQ(hooked.RemoveAnnounced(&index, &popped), PoolError::kSuccess);
+  EXPECT_EQ(index, 0u);
+  EXPECT_EQ(VolumeInfo(popped), "io");
+  EXPECT_EQ(mapped.VolumeAt(0)->magic.load(), kVolumeNotAVolume);
+  absl::StatusOr<VerifyReport> verified = hooked.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 2u);
+
+  // A header that cannot be written: the format fails, nothing is pushed.
+  file.fail_writes = true;
+  EXPECT_EQ(hooked.FormatRange(5, 1, "x"), PoolError::kCorrupt);
+  EXPECT_EQ(hooked.PeekTop(), 1u);
+  file.fail_writes = false;
+  // A header that cannot be read: the popped volume is reported, as a
+  // corrupt one is, and counted as quarantined.
+  file.fail_reads = true;
+  EXPECT_EQ(hooked.RemoveAnnounced(&index, &popped), PoolError::kCorrupt);
+  EXPECT_EQ(index, 1u);
+  EXPECT_EQ(hooked.Counts().volumes_quarantined, 1u);
+  EXPECT_EQ(mapped.VolumeAt(1)->magic.load(), kVolumeEmptyMagic);  // untouched
+}
+
 TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
   VolumePool pool = Pool();  // no links
   ASSERT_EQ(pool.FormatRange(0, 1, ""), PoolError::kSuccess);
