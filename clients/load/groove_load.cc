@@ -763,10 +763,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   const double remove_s = static_cast<double>(NowNs() - remove_start) / 1e9;
   const Rss after = server_pid > 0 ? ReadRss(server_pid) : Rss{};
 
-  // Server memory per volume outside the volumes: the RSS growth minus the
-  // volumes' own resident pages (a 4 KiB volume is one page, touched by
-  // formatting its header; they are shared memory of the volume store).
-  uint64_t volume_bytes = 0;
+  uint64_t volume_bytes = 0;  // for the report
   {
     grpc::ClientContext ctx;
     v1::InspectRequest req;
@@ -776,11 +773,12 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       volume_bytes = resp.summary().volume_size_bytes();
     }
   }
+  // Server memory per volume: the whole RSS growth. The server maps no
+  // volume (it reads and writes headers with pread/pwrite), so none of it
+  // is the volumes' own memory.
   const double grown = (static_cast<double>(full.total_kb) -
                         static_cast<double>(before.total_kb)) * 1024.0;
-  const double own = static_cast<double>(have) *
-                     static_cast<double>(std::min<uint64_t>(volume_bytes, 4096));
-  const double per_volume = have > 0 ? (grown - own) / have : 0;
+  const double per_volume = have > 0 ? grown / have : 0;
   const double anon_per_volume =
       have > 0 ? (static_cast<double>(full.anon_kb) -
                   static_cast<double>(before.anon_kb)) * 1024.0 / have
@@ -788,11 +786,10 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   // The rest: file-backed and shared pages (the pool's metadata object,
   // whose slot table is 8 bytes per max_volumes slot, lives on the data
   // directory's filesystem: RssFile on a disk, RssShmem on tmpfs).
-  const double shared_extra_per_volume =
-      have > 0 ? ((static_cast<double>(full.shmem_kb + full.file_kb) -
-                   static_cast<double>(before.shmem_kb + before.file_kb)) *
-                      1024.0 -
-                  own) / have
+  const double shared_per_volume =
+      have > 0 ? (static_cast<double>(full.shmem_kb + full.file_kb) -
+                  static_cast<double>(before.shmem_kb + before.file_kb)) *
+                     1024.0 / have
                : 0;
 
   const Point& base = points.front();
@@ -817,7 +814,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
         "\"pagination_s\":%.2f,\"remove_batches\":%lu,\"remove_s\":%.2f,"
         "\"rss_kb\":{\"before\":%lu,\"full\":%lu,\"after\":%lu},"
         "\"server_bytes_per_volume\":%.1f,\"anon_bytes_per_volume\":%.1f,"
-        "\"shared_extra_bytes_per_volume\":%.1f,\"goal_bytes\":64}\n",
+        "\"shared_bytes_per_volume\":%.1f,\"goal_bytes\":64}\n",
         static_cast<unsigned long>(have), ok ? "true" : "false",
         first_error.c_str(), pts.c_str(), add_wall_s,
         static_cast<unsigned long>(pages), pagination_s,
@@ -825,7 +822,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
         static_cast<unsigned long>(before.total_kb),
         static_cast<unsigned long>(full.total_kb),
         static_cast<unsigned long>(after.total_kb), per_volume,
-        anon_per_volume, shared_extra_per_volume);
+        anon_per_volume, shared_per_volume);
   } else {
     std::printf("scale: %lu volumes of %lu bytes in pool '%s'%s%s\n",
                 static_cast<unsigned long>(have),
@@ -864,8 +861,8 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
                 static_cast<unsigned long>(before.shmem_kb),
                 static_cast<unsigned long>(full.shmem_kb));
     std::printf("server bytes per volume outside the volumes: %.1f (goal < "
-                "64): anon %.1f + file/shared beyond the volumes %.1f\n", per_volume,
-                anon_per_volume, shared_extra_per_volume);
+                "64): anon %.1f + file/shared %.1f\n", per_volume,
+                anon_per_volume, shared_per_volume);
   }
   return ok ? 0 : 1;
 }
