@@ -1287,61 +1287,110 @@ PoolSummary NamedPool::Summary() const {
   return s;
 }
 
+namespace {
+
+// kListWindowBytes: ListVolumes reads the headers of small volumes a
+// window of the store at a time, one pread of up to this many bytes
+// (headers and the data between them) instead of one per volume: a page
+// of 1000 volumes of 4 KiB is 16 system calls instead of 1000.
+constexpr uint64_t kListWindowBytes = 256 << 10;
+
+// ListedEntry describes volume `index` from a copy of its header, or
+// returns nullopt when it is not a volume (popped by a remove in flight).
+std::optional<VolumeEntry> ListedEntry(uint64_t index, const VolumeHeader& v) {
+  const uint64_t magic = v.magic.load(std::memory_order_relaxed);
+  const uint64_t idx = v.idx.load(std::memory_order_relaxed);
+  const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
+  VolumeEntry entry;
+  entry.index = index;
+  if (magic == kVolumeEmptyMagic) {
+    entry.status = VolumeStatus::kEmpty;
+  } else if (magic == kVolumeMagic) {
+    entry.status = VolumeStatus::kInUse;
+  } else if (magic == kVolumeNotAVolume) {
+    return std::nullopt;
+  } else {
+    entry.status = VolumeStatus::kCorrupt;
+    entry.corruption = absl::StrCat(
+        "header magic is 0x", absl::Hex(magic), ", want 0x",
+        absl::Hex(kVolumeMagic), " (in use) or 0x",
+        absl::Hex(kVolumeEmptyMagic), " (empty)");
+  }
+  if (entry.corruption.empty() && idx != index) {
+    entry.status = VolumeStatus::kCorrupt;
+    entry.corruption = absl::StrCat("header idx is ", idx, ", want ", index);
+  }
+  if (entry.corruption.empty() && info_sz > kVolumeInfoMax) {
+    entry.status = VolumeStatus::kCorrupt;
+    entry.corruption = absl::StrCat("header info_sz is ", info_sz,
+                                    ", want at most ", kVolumeInfoMax);
+  }
+  entry.info = std::string(VolumeInfo(v));
+  return entry;
+}
+
+}  // namespace
+
 std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
                                                 size_t max_entries,
                                                 uint64_t* next_index) const {
+  const uint64_t n = config_.max_volumes;
+  const uint64_t footprint = config_.volume_size_bytes;
+  const uint64_t per_window = std::max<uint64_t>(1, kListWindowBytes / footprint);
   std::vector<VolumeEntry> entries;
+  std::vector<uint64_t> slots(per_window);
+  std::unique_ptr<std::byte[]> window;
   uint64_t i = start_index;
-  for (; i < config_.max_volumes && entries.size() < max_entries; ++i) {
-    // Acquire: pairs with the release that made the slot MAPPED, so the
-    // header written before it is visible.
-    const uint64_t slot = Slot(i).load(std::memory_order_acquire);
-    if (StateOf(slot) != kSlotMapped) continue;
-    // A copy read from the store (pread), never through a mapping: a
-    // remove may punch the volume out meanwhile, and a read through a
-    // mapping would then fault a fresh page into the store (or SIGBUS on
-    // hugetlbfs). The copy is thrown away if the slot changed. A data-plane
-    // Acquire or Release may be writing the magic during the copy: a magic
-    // that is no magic at all is read once more before it is believed.
-    VolumeHeader v;
-    if (!ReadVolumeHeader(i, &v)) continue;
-    if (!IsKnownMagic(v.magic.load(std::memory_order_relaxed)) &&
-        !ReadVolumeHeader(i, &v)) {
+  while (i < n && entries.size() < max_entries) {
+    const uint64_t end = std::min(n, i + per_window);
+    // Every slot of the window first. Acquire: pairs with the release
+    // that made a slot MAPPED, so the header written before it is visible
+    // to the read below, which must come after these loads.
+    uint64_t first = kNullIndex;
+    uint64_t last = kNullIndex;
+    for (uint64_t k = i; k < end; ++k) {
+      slots[k - i] = Slot(k).load(std::memory_order_acquire);
+      if (StateOf(slots[k - i]) != kSlotMapped) continue;
+      if (first == kNullIndex) first = k;
+      last = k;
+    }
+    if (first == kNullIndex) {
+      i = end;
       continue;
     }
-    const uint64_t magic = v.magic.load(std::memory_order_relaxed);
-    const uint64_t idx = v.idx.load(std::memory_order_relaxed);
-    const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
-    const unsigned char* info = v.info;
-    // Acquire: orders the reads above before this re-check.
-    if (Slot(i).load(std::memory_order_acquire) != slot) continue;
-    VolumeEntry entry;
-    entry.index = i;
-    if (magic == kVolumeEmptyMagic) {
-      entry.status = VolumeStatus::kEmpty;
-    } else if (magic == kVolumeMagic) {
-      entry.status = VolumeStatus::kInUse;
-    } else if (magic == kVolumeNotAVolume) {
-      continue;  // popped by a remove in flight
-    } else {
-      entry.status = VolumeStatus::kCorrupt;
-      entry.corruption = absl::StrCat(
-          "header magic is 0x", absl::Hex(magic), ", want 0x",
-          absl::Hex(kVolumeMagic), " (in use) or 0x",
-          absl::Hex(kVolumeEmptyMagic), " (empty)");
+    // One copy read from the store (pread), never through a mapping: a
+    // remove may punch a volume out meanwhile, and a read through a
+    // mapping would then fault a fresh page into the store (or SIGBUS on
+    // hugetlbfs); a pread of a hole reads zeros. What was read for a
+    // volume is thrown away if its slot changed since the load above.
+    const uint64_t bytes = (last - first) * footprint + sizeof(VolumeHeader);
+    if (!window) window = std::make_unique_for_overwrite<std::byte[]>(
+                     (per_window - 1) * footprint + sizeof(VolumeHeader));
+    if (!store_->Read(first * footprint, window.get(), bytes).ok()) {
+      i = end;  // an I/O error: list what can be read
+      continue;
     }
-    if (entry.corruption.empty() && idx != i) {
-      entry.status = VolumeStatus::kCorrupt;
-      entry.corruption = absl::StrCat("header idx is ", idx, ", want ", i);
+    uint64_t k = first;
+    for (; k <= last && entries.size() < max_entries; ++k) {
+      if (StateOf(slots[k - i]) != kSlotMapped) continue;
+      VolumeHeader v;
+      std::memcpy(static_cast<void*>(&v),
+                  window.get() + (k - first) * footprint, sizeof(v));
+      // A data-plane Acquire or Release may have been writing the magic
+      // during the copy: a magic that is no magic at all is read once more
+      // before it is believed.
+      if (!IsKnownMagic(v.magic.load(std::memory_order_relaxed)) &&
+          !ReadVolumeHeader(k, &v)) {
+        continue;
+      }
+      // Acquire: orders the reads above before this re-check.
+      if (Slot(k).load(std::memory_order_acquire) != slots[k - i]) continue;
+      if (std::optional<VolumeEntry> entry = ListedEntry(k, v)) {
+        entries.push_back(*std::move(entry));
+      }
     }
-    if (entry.corruption.empty() && info_sz > kVolumeInfoMax) {
-      entry.status = VolumeStatus::kCorrupt;
-      entry.corruption = absl::StrCat("header info_sz is ", info_sz,
-                                      ", want at most ", kVolumeInfoMax);
-    }
-    entry.info.assign(reinterpret_cast<const char*>(info),
-                      std::min<uint64_t>(info_sz, kVolumeInfoMax));
-    entries.push_back(std::move(entry));
+    // Resume after the last volume looked at when the page filled up.
+    i = entries.size() < max_entries ? end : k;
   }
   *next_index = i;
   return entries;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/fault_store.h"
@@ -453,6 +454,53 @@ TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {
   EXPECT_EQ(page[0].index, 4u);
   EXPECT_EQ(pool->Summary().volumes_in_use, 1u);
   EXPECT_EQ((*join)->pool().Release(v), PoolError::kSuccess);
+}
+
+// ListVolumes reads the headers of small volumes a window of the store at
+// a time (256 KiB: 64 volumes of 4 KiB) and must still page exactly: every
+// volume once, in order, across window and page boundaries and holes.
+TEST(NamedPoolTest, ListVolumesPagesExactlyAcrossReadWindows) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  PoolConfig config = SmallConfig("main", 200);
+  config.volume_size_bytes = 4096;
+  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  std::vector<uint64_t> added;
+  for (uint64_t i = 0; i < 200; i += 2) {
+    ASSERT_TRUE(pool->AddVolumes(1, i, absl::StrCat("v", i)).ok()) << i;
+    added.push_back(i);
+  }
+  // All at once: one read per window that holds a volume (200 / 64).
+  control->reads = 0;
+  uint64_t next = 0;
+  std::vector<VolumeEntry> all = pool->ListVolumes(0, 1000, &next);
+  EXPECT_EQ(control->reads.load(), 4);
+  EXPECT_EQ(next, 200u);
+  ASSERT_EQ(all.size(), added.size());
+  for (size_t k = 0; k < all.size(); ++k) {
+    EXPECT_EQ(all[k].index, added[k]);
+    EXPECT_EQ(all[k].info, absl::StrCat("v", added[k]));
+    EXPECT_EQ(all[k].status, VolumeStatus::kEmpty);
+  }
+  // Pages of 7, from an odd start: the same volumes, each once.
+  std::vector<uint64_t> paged;
+  next = 1;
+  while (next < 200) {
+    std::vector<VolumeEntry> page = pool->ListVolumes(next, 7, &next);
+    ASSERT_LE(page.size(), 7u);
+    ASSERT_FALSE(page.empty());
+    for (const VolumeEntry& e : page) paged.push_back(e.index);
+    // A full page resumes right after its last volume.
+    if (page.size() == 7) {
+      EXPECT_EQ(next, page.back().index + 1);
+    }
+  }
+  EXPECT_EQ(next, 200u);
+  EXPECT_EQ(paged, std::vector<uint64_t>(added.begin() + 1, added.end()));
 }
 
 TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
