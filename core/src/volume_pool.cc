@@ -424,13 +424,15 @@ PoolError VolumePool::WaitOutFlags(uint64_t ver_top, Wait wait,
 
 const VolumeHeader* VolumePool::HeaderToRead(uint64_t index,
                                               VolumeHeader* scratch) const {
-  if (hooks_.read_header == nullptr) [[likely]] return VolumeAt(index);
+  // A join has volume0 or header hooks (Join): branch on the pointer the
+  // mapped path loads anyway.
+  if (volume0_ != nullptr) [[likely]] return VolumeAt(index);
   return hooks_.read_header(hooks_.arg, index, scratch) ? scratch : nullptr;
 }
 
 bool VolumePool::WriteHeaderWord(uint64_t index, HeaderWord word,
                                  uint64_t value) const {
-  if (hooks_.write_header == nullptr) [[likely]] {
+  if (volume0_ != nullptr) [[likely]] {
     VolumeHeader* volume = VolumeAt(index);
     // Relaxed: every caller owns the volume, and publishes it with a
     // release that follows (a push's CAS) if at all.
@@ -445,7 +447,7 @@ bool VolumePool::WriteHeaderWord(uint64_t index, HeaderWord word,
 
 bool VolumePool::WriteFormatted(uint64_t index,
                                 absl::string_view info) const {
-  if (hooks_.write_header == nullptr) {
+  if (volume0_ != nullptr) {
     VolumeHeader* volume = VolumeAt(index);
     // Relaxed stores: the push's release CAS publishes the whole header.
     volume->idx.store(index, std::memory_order_relaxed);

@@ -317,7 +317,8 @@ class VolumePool {
                                    uint64_t size);
 
   // Hooks are a join's TaggedPopHook and AnnouncedPopHook, its header I/O
-  // (set for a join without volume0, unset otherwise), with their argument.
+  // (needed by a join without volume0, ignored by one with), with their
+  // argument.
   // A pool that is ever pushed with PushRangeTagged or popped with
   // RemoveAnnounced needs the same pop hooks on every join.
   struct Hooks {
