@@ -470,6 +470,9 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
   int spins = 0;
+  // The header's `next` as this push last wrote it (none yet: no index is
+  // that large). Only this push writes the header of the volume it pushes.
+  uint64_t next_written = ~uint64_t{0};
   for (;;) {
     if ((ver_top & kFlagBits) != 0) [[unlikely]] {
       if (PoolError err = WaitOutFlags(ver_top, wait, &spins);
@@ -484,8 +487,19 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
     // `next` is published by the release CAS; a racing popper that reads a
     // stale value fails its own CAS because the version moved. Nothing is
     // linked yet when the header cannot be written.
-    if (!WriteHeaderWord(index, HeaderWord::kNext, top)) {
-      return PoolError::kCorrupt;
+    if (top != next_written) {
+      if (!WriteHeaderWord(index, HeaderWord::kNext, top)) {
+        return PoolError::kCorrupt;
+      }
+      next_written = top;
+      if (volume0_ == nullptr) [[unlikely]] {
+        // The write was a system call (a header hook), long enough for
+        // others to move the top many times: CAS against a fresh top,
+        // reusing the write if the same index is on top. Otherwise a push
+        // racing a busy data plane would almost never win its CAS.
+        ver_top = header_->ver_top.load(std::memory_order_relaxed);
+        continue;
+      }
     }
     if (links_ != nullptr) {
       links_[index].store(tag == kUntagged ? top : TaggedLink(top, tag),
