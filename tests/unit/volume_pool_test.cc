@@ -4,6 +4,7 @@
 #include "groove/volume_pool.h"
 
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <utility>
@@ -355,6 +356,7 @@ struct HeaderFile {
     ++file->writes;
     if (file->fail_writes) return false;
     std::memcpy(file->Header(index) + offset, bytes, size);
+    if (file->during_write) file->during_write(offset);
     return true;
   }
   std::byte* Header(uint64_t index) const {
@@ -367,17 +369,21 @@ struct HeaderFile {
     hooks.arg = this;
     return hooks;
   }
-  std::byte* volume0;
+  std::byte* volume0 = nullptr;
   int reads = 0;
   int writes = 0;
   bool fail_reads = false;
   bool fail_writes = false;
+  // Called after each write with its offset in the header: what others
+  // do while a system call is in flight.
+  std::function<void(uint64_t offset)> during_write;
 };
 
 TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
   VolumePool::Format(memory_.header());
   std::atomic<uint64_t> links[16] = {};
-  HeaderFile file{memory_.volume0()};
+  HeaderFile file;
+  file.volume0 = memory_.volume0();
   // Without a link table it could not pop without reading headers.
   EXPECT_EQ(VolumePool::Join(memory_.header(), nullptr, 16, kSmallFootprint,
                              nullptr, file.Hooks())
@@ -430,6 +436,59 @@ TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
   EXPECT_EQ(index, 1u);
   EXPECT_EQ(hooked.Counts().volumes_quarantined, 1u);
   EXPECT_EQ(mapped.VolumeAt(1)->magic.load(), kVolumeEmptyMagic);  // untouched
+}
+
+// A header write through a hook is a system call, during which a busy
+// data plane moves the top many times. The push must then CAS against a
+// fresh top, and need not write `next` again while the same index is on
+// top (else it would retry its write forever beside a data plane).
+TEST_F(VolumePoolTest, AHookedPushReusesItsWriteWhileTheSameIndexIsOnTop) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  HeaderFile file;
+  file.volume0 = memory_.volume0();
+  const VolumePool hooked = *VolumePool::Join(
+      memory_.header(), nullptr, 16, kSmallFootprint, links, file.Hooks());
+  const VolumePool plane = *VolumePool::Join(
+      memory_.header(), memory_.volume0(), 16, kSmallFootprint, links);
+  ASSERT_EQ(plane.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
+  ASSERT_EQ(hooked.FormatRange(5, 1, "late"), PoolError::kSuccess);
+  const uint64_t next_offset = offsetof(VolumeHeader, next);
+
+  // While the push writes `next` = 0, the data plane acquires and releases
+  // volume 0: the version moves, the same index is on top again.
+  int moves = 0;
+  file.during_write = [&](uint64_t offset) {
+    if (offset != next_offset || moves++ > 0) return;
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ(plane.Acquire(&v), PoolError::kSuccess);
+    ASSERT_EQ(plane.Release(v), PoolError::kSuccess);
+  };
+  file.writes = 0;
+  ASSERT_EQ(hooked.PushRange(5, 1), PoolError::kSuccess);
+  EXPECT_EQ(file.writes, 1);  // one write of `next`, reused
+  EXPECT_EQ(plane.VolumeAt(5)->next.load(), 0u);
+
+  // While it writes `next` = 5, the data plane takes volume 5 for good:
+  // another index (0) is on top, so `next` is written again, and the
+  // header agrees with the link table.
+  ASSERT_EQ(hooked.FormatRange(6, 1, "later"), PoolError::kSuccess);
+  VolumeHeader* held = nullptr;
+  moves = 0;
+  file.during_write = [&](uint64_t offset) {
+    if (offset != next_offset || moves++ > 0) return;
+    ASSERT_EQ(plane.Acquire(&held), PoolError::kSuccess);
+  };
+  file.writes = 0;
+  ASSERT_EQ(hooked.PushRange(6, 1), PoolError::kSuccess);
+  EXPECT_EQ(file.writes, 2);
+  EXPECT_EQ(plane.IndexOf(held), 5u);
+  EXPECT_EQ(plane.VolumeAt(6)->next.load(), 0u);
+  EXPECT_EQ(LinkNext(links[6].load()), 0u);
+  ASSERT_EQ(plane.Release(held), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> verified = plane.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 4u);
 }
 
 TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
