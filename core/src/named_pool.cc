@@ -458,7 +458,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   // an address aligned to the store's page size. The owner maps nothing:
   // it reaches headers with pread and pwrite (the header hooks below), so
   // it has no page-table entry for any volume and giving one back costs no
-  // TLB shootdown (docs/ARCHITECTURE.md §2).
+  // TLB shootdown (docs/ARCHITECTURE.md §9, "Volume memory").
   VolumePool::Hooks hooks;
   if (!owner) {
     const uint64_t page = store_->page_bytes();
@@ -1135,8 +1135,8 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
                  ? absl::InternalError(absl::StrCat(
                        "add volumes to pool '", config_.name,
                        "': writing the header of volume ", i,
-                       " to the volume store failed; the add was rolled "
-                       "back, the server's log may say why"))
+                       " to the volume store failed (an I/O error); the add "
+                       "was rolled back"))
                  : PoolErrorToStatus(
                        err, absl::StrCat("format volume ", i, " of pool '",
                                          config_.name, "'"));
@@ -1203,12 +1203,11 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         // A corrupt header: keep the volume, off the stack and MAPPED
         // again, where Inspect shows it as corrupt (a fresh batch keeps
         // slot words of different lives of an index apart).
-        const uint64_t q = index;
-        Slot(q).store(
+        Slot(index).store(
             SlotWord(kSlotMapped,
                      meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
             std::memory_order_relaxed);
-        where = absl::StrCat(" (volume ", q, " quarantined)");
+        where = absl::StrCat(" (volume ", index, " quarantined)");
       }
       failure = PoolErrorToStatus(
           err, absl::StrCat("remove volumes from pool '", config_.name, "'",

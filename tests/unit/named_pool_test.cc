@@ -656,7 +656,7 @@ TEST(NamedPoolTest, HeaderWriteFailureMidBatchRollsBackTheWholeBatch) {
 
 // The owner maps no volume: adds and removes reach the store with
 // fallocate, pread and pwrite only, so a remove zaps no page-table entry of
-// the server's (docs/ARCHITECTURE.md §2).
+// the server's (docs/ARCHITECTURE.md §9, "Volume memory").
 TEST(NamedPoolTest, ABatchTakesOneAllocationPerRunOfIndicesAndNoMapping) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();

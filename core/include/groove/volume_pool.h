@@ -300,16 +300,18 @@ class VolumePool {
   // its volumes (Join with a null volume0) reaches their headers: the
   // owner of a NamedPool reads and writes them with pread and pwrite on
   // the volume store, so that it never has a page-table entry for a volume
-  // and giving a volume back costs it no TLB shootdown
-  // (docs/ARCHITECTURE.md §2). ReadHeaderHook copies volume `index`'s
-  // 512-byte header into *out; WriteHeaderHook writes `size` bytes from
-  // `bytes` at byte `offset` of that header. Each returns false when the
-  // I/O failed, which the pool treats like a corrupt header (kCorrupt).
-  // The pool only writes headers of volumes it owns at that instant
-  // (formatting, pushing, just popped) and only reads them when it owns
-  // them or holds the maintenance lock, so each hook call touches memory
-  // that is there (allocated) and that nobody else writes meanwhile.
-  // Both must be lock-free (a system call on a local file is).
+  // and giving a volume back costs it no TLB shootdown (docs/
+  // ARCHITECTURE.md §9, "Volume memory"). ReadHeaderHook copies volume
+  // `index`'s 512-byte header into *out; WriteHeaderHook writes `size`
+  // bytes from `bytes` at byte `offset` of that header. Each returns false
+  // when the I/O failed, which the pool treats like a corrupt header
+  // (kCorrupt). The pool writes only headers of volumes it owns at that
+  // instant (being formatted, pushed, or just popped with a sound header),
+  // so a write never lands where the caller did not allocate; a read may
+  // (a pop through a corrupt link) and must then give zeros, as pread of a
+  // hole does, or fail. Called on the operations' paths, so they must not
+  // block for long (a pwrite to a local file holds its inode lock for
+  // microseconds).
   using ReadHeaderHook = bool (*)(void* arg, uint64_t index,
                                   VolumeHeader* out);
   using WriteHeaderHook = bool (*)(void* arg, uint64_t index,
