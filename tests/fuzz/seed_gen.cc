@@ -170,7 +170,7 @@ void AddThenRemove(groove::NamedPool& pool, const std::string&) {
 void RecoverySeeds(const std::string& out) {
   RecoveryGeometry g;
   g.max_volumes = 8;
-  RecoverySeed(out, "empty_pool", g, "", [](groove::NamedPool&) {});
+  RecoverySeed(out, "empty_pool", g, "", [](groove::NamedPool&, const std::string&) {});
   RecoverySeed(out, "three_empty", g, "", AddSome);
   RecoverySeed(out, "one_in_use", g, "", AddAndUse);
   for (const char* step : {"add:claimed", "add:allocated", "add:formatted",
