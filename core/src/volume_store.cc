@@ -1,6 +1,7 @@
 #include "groove/volume_store.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -8,8 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-
-#include <linux/magic.h>
 
 #include "absl/strings/str_cat.h"
 
