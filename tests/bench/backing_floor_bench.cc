@@ -149,34 +149,53 @@ bool Measure(uint64_t size, int iterations, Result* out, std::string* error) {
       return false;
     }
     std::vector<double> fa, pa, fr, pr;
-    for (int i = 0; i < iterations && ok; ++i) {
-      int64_t t = NowNs();
+    // Each side's add and remove, timed. The order alternates every
+    // iteration: hugepages are handed out last freed, first taken, so the
+    // side that adds first gets the pages the other side freed last, which
+    // are still partly in the cache and zero faster (measured: a fixed
+    // order made the pool's fallocate zero 20% slower than the floor's).
+    auto floor_add = [&] {
+      const int64_t t = NowNs();
       if (!floor.Add(0)) {
         *error = absl::StrCat("floor fallocate/mmap: ", std::strerror(errno));
-        ok = false;
-        break;
+        return false;
       }
       fa.push_back((NowNs() - t) / 1e3);
-      t = NowNs();
+      return true;
+    };
+    auto pool_add = [&] {
+      const int64_t t = NowNs();
       absl::StatusOr<std::vector<uint64_t>> added =
           (*pool)->AddVolumes(1, std::nullopt, "");
       pa.push_back((NowNs() - t) / 1e3);
-      if (!added.ok()) {
-        *error = added.status().ToString();
-        ok = false;
-        floor.Remove(0);
-        break;
-      }
-      t = NowNs();
+      if (!added.ok()) *error = added.status().ToString();
+      return added.ok();
+    };
+    auto floor_remove = [&] {
+      const int64_t t = NowNs();
       floor.Remove(0);
       fr.push_back((NowNs() - t) / 1e3);
-      t = NowNs();
+    };
+    auto pool_remove = [&] {
+      const int64_t t = NowNs();
       absl::StatusOr<std::vector<RemovedVolume>> removed =
           (*pool)->RemoveVolumes(1);
       pr.push_back((NowNs() - t) / 1e3);
-      if (!removed.ok()) {
-        *error = removed.status().ToString();
-        ok = false;
+      if (!removed.ok()) *error = removed.status().ToString();
+      return removed.ok();
+    };
+    for (int i = 0; i < iterations && ok; ++i) {
+      const bool floor_first = i % 2 == 0;
+      if (floor_first) {
+        if (!floor_add()) { ok = false; break; }
+        if (!pool_add()) { floor_remove(); ok = false; break; }
+        floor_remove();
+        ok = pool_remove();
+      } else {
+        if (!pool_add()) { ok = false; break; }
+        if (!floor_add()) { pool_remove(); ok = false; break; }
+        ok = pool_remove();
+        floor_remove();
       }
     }
     *out = {Median(fa), Median(pa), Median(fr), Median(pr)};
