@@ -982,7 +982,20 @@ void NamedPool::GiveBack(uint64_t first, uint64_t count) {
   // this process (a data-plane process that maps the store loses its own:
   // reading the range afterwards gives it zeros, not a volume).
   const uint64_t footprint = config_.volume_size_bytes;
-  store_->Deallocate(first * footprint, count * footprint).IgnoreError();
+  if (!store_->Deallocate(first * footprint, count * footprint).ok()) {
+    // The memory stays taken, but the headers must not read as volumes: a
+    // removed volume keeps the empty magic until the punch clears it
+    // (RemoveAnnounced), and a later add of these indices would refuse it.
+    for (uint64_t i = first; i < first + count; ++i) MarkNotAVolume(i);
+  }
+}
+
+void NamedPool::MarkNotAVolume(uint64_t index) {
+  const uint64_t magic = kVolumeNotAVolume;
+  // Best effort: a header that cannot be written cannot be put back or
+  // added either, which the caller's next step reports.
+  WriteHeaderHook(this, index, offsetof(VolumeHeader, magic), &magic,
+                  sizeof(magic));
 }
 
 // ---- Add and remove ----------------------------------------------------------
@@ -1123,10 +1136,18 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     return WithRemedy(std::move(s));
   }
   Step("add:allocated");
-  // Format every header, then commit the batch, then push.
+  // Format every header, then commit the batch, then push. The pushes go
+  // highest position first, each onto the one before it, the first onto
+  // today's top: formatting each header with that `next` saves its push a
+  // write unless another add or remove moves the top meanwhile.
   const VolumePool& pool = *pool_;
-  for (uint64_t i : indices) {
-    const PoolError err = pool.FormatRange(i, 1, info);
+  const uint64_t top_now = pool.PeekTop();
+  const auto top_hint = [&](size_t k) {
+    return k + 1 < indices.size() ? indices[k + 1] : top_now;
+  };
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const uint64_t i = indices[k];
+    const PoolError err = pool.FormatRange(i, 1, info, top_hint(k));
     if (err != PoolError::kSuccess) {
       ReleaseClaims(indices, indices.size());
       // The slot claim makes the range ours, so the only way to fail is
@@ -1149,16 +1170,20 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   }
   meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
   Step("add:committed");
-  for (auto it = indices.rbegin(); it != indices.rend(); ++it) {
-    if (absl::Status s = PushCommitted(*it, batch); !s.ok()) return s;
+  for (size_t k = indices.size(); k-- > 0;) {
+    if (absl::Status s = PushCommitted(indices[k], batch, top_hint(k));
+        !s.ok()) {
+      return s;
+    }
     Step("add:pushed");
-    MarkPushed(*it, batch);
+    MarkPushed(indices[k], batch);
   }
   return indices;
 }
 
-absl::Status NamedPool::PushCommitted(uint64_t index, uint64_t batch) {
-  const PoolError err = pool_->PushRangeTagged(index, 1, batch);
+absl::Status NamedPool::PushCommitted(uint64_t index, uint64_t batch,
+                                      uint64_t top_hint) {
+  const PoolError err = pool_->PushRangeTagged(index, 1, batch, top_hint);
   if (err == PoolError::kSuccess) return absl::OkStatus();
   return PoolErrorToStatus(
       err, absl::StrCat("push volume ", index, " of pool '", config_.name,
@@ -1219,17 +1244,19 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   }
   if (!failure.ok()) {
     // Put back the good ones: the pool is unchanged but for the quarantine.
-    // As an add of one batch: formatted, committed, then pushed.
+    // As an add of one batch: committed, then pushed.
     const uint64_t batch =
         meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
     for (const RemovedVolume& r : removed) {
-      pool.FormatRange(r.index, 1, r.info);
+      // RemoveAnnounced left the header as it was popped (an empty
+      // volume's, with its info): it is pushed back as it is.
       // Release: recovery that sees PUSHING sees the header.
       Slot(r.index).store(SlotWord(kSlotPushing, batch),
                           std::memory_order_release);
     }
     for (const RemovedVolume& r : removed) {
-      PushCommitted(r.index, batch).IgnoreError();  // failure says DATA_LOSS
+      // Failure says DATA_LOSS.
+      PushCommitted(r.index, batch, VolumePool::kNoTopHint).IgnoreError();
       MarkPushed(r.index, batch);
     }
     return failure;

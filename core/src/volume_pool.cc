@@ -445,12 +445,13 @@ bool VolumePool::WriteHeaderWord(uint64_t index, HeaderWord word,
                              sizeof(value));
 }
 
-bool VolumePool::WriteFormatted(uint64_t index,
-                                absl::string_view info) const {
+bool VolumePool::WriteFormatted(uint64_t index, absl::string_view info,
+                                uint64_t next) const {
   if (volume0_ != nullptr) {
     VolumeHeader* volume = VolumeAt(index);
     // Relaxed stores: the push's release CAS publishes the whole header.
     volume->idx.store(index, std::memory_order_relaxed);
+    if (next != kNoTopHint) volume->next.store(next, std::memory_order_relaxed);
     volume->info_sz.store(info.size(), std::memory_order_relaxed);
     StoreVolumeInfo(volume, info);
     volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
@@ -459,20 +460,22 @@ bool VolumePool::WriteFormatted(uint64_t index,
   VolumeHeader image;
   image.magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
   image.idx.store(index, std::memory_order_relaxed);
-  image.next.store(0, std::memory_order_relaxed);
+  image.next.store(next == kNoTopHint ? 0 : next, std::memory_order_relaxed);
   image.info_sz.store(info.size(), std::memory_order_relaxed);
   StoreVolumeInfo(&image, info);
   return hooks_.write_header(hooks_.arg, index, 0, &image, sizeof(image));
 }
 
-PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag) const {
+PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag,
+                           uint64_t next_in_header) const {
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
   int spins = 0;
-  // The header's `next` as this push last wrote it (none yet: no index is
-  // that large). Only this push writes the header of the volume it pushes.
-  uint64_t next_written = ~uint64_t{0};
+  // The header's `next` as formatted, then as this push last wrote it
+  // (kNoTopHint: unknown, no index is that large). Only this push writes
+  // the header of the volume it pushes.
+  uint64_t next_written = next_in_header;
   for (;;) {
     if ((ver_top & kFlagBits) != 0) [[unlikely]] {
       if (PoolError err = WaitOutFlags(ver_top, wait, &spins);
@@ -628,9 +631,11 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
 
 PoolError VolumePool::Add(uint64_t first_index, uint64_t count,
                           absl::string_view info) const {
-  const PoolError err = FormatRange(first_index, count, info);
+  // The top now is the best guess of the top the push will find.
+  const uint64_t top_hint = PeekTop();
+  const PoolError err = FormatRange(first_index, count, info, top_hint);
   if (err != PoolError::kSuccess) return err;
-  return PushRange(first_index, count);
+  return PushRange(first_index, count, top_hint);
 }
 
 bool VolumePool::IsRange(uint64_t first_index, uint64_t count) const {
@@ -639,7 +644,8 @@ bool VolumePool::IsRange(uint64_t first_index, uint64_t count) const {
 }
 
 PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
-                                  absl::string_view info) const {
+                                  absl::string_view info,
+                                  uint64_t top_hint) const {
   if (!IsRange(first_index, count)) return PoolError::kInvalid;
   const uint64_t end = first_index + count;
   // Refuse to format over a live volume. Relaxed: the caller owns the
@@ -656,7 +662,8 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
   const size_t info_size =
       info.size() > kVolumeInfoMax ? kVolumeInfoMax : info.size();
   for (uint64_t i = first_index; i < end; ++i) {
-    if (!WriteFormatted(i, info.substr(0, info_size))) {
+    if (!WriteFormatted(i, info.substr(0, info_size),
+                        HintedNext(i, end, top_hint))) {
       return PoolError::kCorrupt;
     }
     if (links_ != nullptr) {
@@ -666,22 +673,24 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count) const {
-  return PushRangeWithTag(first_index, count, kUntagged);
+PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count,
+                                uint64_t top_hint) const {
+  return PushRangeWithTag(first_index, count, kUntagged, top_hint);
 }
 
 PoolError VolumePool::PushRangeTagged(uint64_t first_index, uint64_t count,
-                                      uint64_t tag) const {
+                                      uint64_t tag, uint64_t top_hint) const {
   if (links_ == nullptr) return PoolError::kInvalid;
-  return PushRangeWithTag(first_index, count, tag & kLinkTagMask);
+  return PushRangeWithTag(first_index, count, tag & kLinkTagMask, top_hint);
 }
 
 PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
-                                       uint64_t tag) const {
+                                       uint64_t tag, uint64_t top_hint) const {
   if (!IsRange(first_index, count)) return PoolError::kInvalid;
   const uint64_t end = first_index + count;
   for (uint64_t i = end; i-- > first_index;) {
-    const PoolError err = Push(i, Wait::kBlock, tag);
+    const PoolError err =
+        Push(i, Wait::kBlock, tag, HintedNext(i, end, top_hint));
     if (err != PoolError::kSuccess) {
       // Only kCorrupt can happen with kBlock. Volumes from first_index to i
       // were formatted but not pushed: they are not volumes.
@@ -700,7 +709,8 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
 }
 
 PoolError VolumePool::PopChecked(uint64_t* index, VolumeHeader* popped,
-                                 Wait wait, uint64_t new_magic,
+                                 Wait wait,
+                                 std::optional<uint64_t> new_magic,
                                  bool announce) const {
   *index = kNullIndex;
   uint64_t top = kNullIndex;
@@ -719,7 +729,8 @@ PoolError VolumePool::PopChecked(uint64_t* index, VolumeHeader* popped,
       header->info_sz.load(std::memory_order_relaxed) > kVolumeInfoMax ||
       // The new owner is this thread; whoever it hands the volume to
       // synchronizes through its own means (or a later release push).
-      !WriteHeaderWord(top, HeaderWord::kMagic, new_magic)) {
+      (new_magic.has_value() &&
+       !WriteHeaderWord(top, HeaderWord::kMagic, *new_magic))) {
     Count(header_, &CounterValues::volumes_quarantined, 1);
     return PoolError::kCorrupt;
   }
@@ -747,7 +758,8 @@ PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
 
 PoolError VolumePool::RemoveAnnounced(uint64_t* index, VolumeHeader* popped,
                                       Wait wait) const {
-  const PoolError err = PopChecked(index, popped, wait, kVolumeNotAVolume,
+  const PoolError err = PopChecked(index, popped, wait,
+                                   /*new_magic=*/std::nullopt,
                                    /*announce=*/true);
   if (err == PoolError::kSuccess) {
     Count(header_, &CounterValues::volumes_removed, 1);

@@ -158,7 +158,10 @@ TEST(LockFreedomTest, OthersCompleteAnAnnouncedPopWhoseAnnouncerIsStopped) {
   stalled.join();
   EXPECT_EQ(stalled_result, PoolError::kSuccess);
   EXPECT_EQ(removed, announced);
-  EXPECT_EQ(pool.VolumeAt(removed)->magic.load(), kVolumeNotAVolume);
+  // The copy is of the announced volume, as the pop found it (and left
+  // it, for the owner to give back).
+  EXPECT_EQ(popped.idx.load(), announced);
+  EXPECT_EQ(popped.magic.load(), kVolumeEmptyMagic);
   absl::StatusOr<VerifyReport> report = pool.Verify();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, kVolumes - 1);

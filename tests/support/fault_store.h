@@ -23,6 +23,7 @@ class FaultStore final : public VolumeStore {
   struct Control {
     std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
     std::atomic<int> fail_write_in{0};     // fail the Nth next Write
+    std::atomic<int> fail_deallocate_in{0};  // fail the Nth next Deallocate
     std::atomic<int> allocates{0};    // Allocate calls
     std::atomic<int> deallocates{0};  // Deallocate calls
     std::atomic<int> maps{0};         // MapFixed calls
@@ -46,6 +47,11 @@ class FaultStore final : public VolumeStore {
   }
   absl::Status Deallocate(uint64_t offset, uint64_t length) override {
     control_->deallocates.fetch_add(1);
+    if (control_->fail_deallocate_in.load() > 0 &&
+        control_->fail_deallocate_in.fetch_sub(1) == 1) {
+      // Nothing is punched: the memory and the headers stay as they were.
+      return absl::InternalError("injected: punching a hole failed");
+    }
     return real_->Deallocate(offset, length);
   }
   absl::Status MapFixed(void* address, uint64_t offset,

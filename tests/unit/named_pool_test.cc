@@ -416,6 +416,38 @@ TEST(NamedPoolTest, ListVolumesNamesTheWrongHeaderFieldOfACorruptVolume) {
   EXPECT_EQ(listed[3].corruption, "header info_sz is 600, want at most 480");
 }
 
+// A remove that meets a corrupt volume after popping good ones puts the
+// good ones back, whole and with their info: RemoveAnnounced leaves their
+// headers as popped, and they are pushed back as they are.
+TEST(NamedPoolTest, ARemoveThatMeetsACorruptVolumePutsTheOthersBack) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "x").ok());  // 0 on top
+  {
+    auto join = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    (*join)->pool().VolumeAt(1)->magic.store(0x1234);
+  }
+  const absl::Status s = pool->RemoveVolumes(3).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("volume 1 quarantined"), std::string::npos)
+      << s;
+  // Volume 0 is back on top and empty; 1 is kept, as corrupt; 2 untouched.
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 16, &next);
+  ASSERT_EQ(listed.size(), 3u);
+  EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
+  EXPECT_EQ(listed[0].info, "x");
+  EXPECT_EQ(listed[1].status, VolumeStatus::kCorrupt);
+  EXPECT_EQ(listed[2].status, VolumeStatus::kEmpty);
+  EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].index, 0u);
+  EXPECT_EQ((*removed)[0].info, "x");
+}
+
 TEST(NamedPoolTest, APopThroughACorruptTopToAnUnaddedIndexDoesNotFault) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());
@@ -668,22 +700,52 @@ TEST(NamedPoolTest, ABatchTakesOneAllocationPerRunOfIndicesAndNoMapping) {
   ASSERT_EQ(*pool->AddVolumes(7, std::nullopt, "batch"),
             (std::vector<uint64_t>{0, 2, 4, 6, 7, 8, 9}));
   EXPECT_EQ(control->allocates.load(), 4);
-  // Per volume: its formatted header, then its `next` as it is pushed.
-  EXPECT_EQ(control->writes.load(), 14);
+  // One write per volume: its header is formatted with the `next` its push
+  // needs (nothing else moved the top), so the push writes nothing.
+  EXPECT_EQ(control->writes.load(), 7);
   EXPECT_EQ(*pool->AllocatedBytes(), 10 * kVolumeBytes);
-  // All ten are one run [0, 9]: one punch gives every page back.
+  // All ten are one run [0, 9]: one punch gives every page back, and the
+  // headers are only read (the punch clears them).
   control->deallocates = 0;
+  control->writes = 0;
   absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(10);
   ASSERT_TRUE(removed.ok()) << removed.status();
   EXPECT_EQ(removed->size(), 10u);
   EXPECT_EQ((*removed)[0].info, "batch");
   EXPECT_EQ((*removed)[1].info, "before");
   EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(control->writes.load(), 0);
   EXPECT_EQ(*pool->AllocatedBytes(), 0u);
   absl::StatusOr<VerifyReport> verified = pool->Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_EQ(control->maps.load(), 0);
   EXPECT_EQ(pool->pool().volume0(), nullptr);
+}
+
+// A remove whose punch fails still removes (the memory stays taken), and
+// leaves no header that reads as a volume: the index can be added again.
+TEST(NamedPoolTest, ARemoveWhosePunchFailsLeavesTheIndexFreeToAddAgain) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  auto pool = OpenWithFaults(dir, control);
+  ASSERT_EQ(*pool->AddVolumes(2, std::nullopt, "x"),
+            (std::vector<uint64_t>{0, 1}));
+  control->fail_deallocate_in = 1;
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].index, 0u);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);  // not given back
+  absl::StatusOr<std::vector<uint64_t>> again =
+      pool->AddVolumes(1, std::nullopt, "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, (std::vector<uint64_t>{0}));
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 16, &next);
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].info, "again");
+  EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
 }
 
 // Regression: recovery acted on the slots it had read (rolling back an

@@ -395,11 +395,12 @@ TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
   const VolumePool mapped = *VolumePool::Join(
       memory_.header(), memory_.volume0(), 16, kSmallFootprint, links);
 
-  // Add: per volume, a read (the live-volume check) and two writes (the
-  // header, then `next` as it is pushed). A mapped join sees the result.
+  // Add: per volume, a read (the live-volume check) and one write (the
+  // header, formatted with the `next` its push finds: nothing else moves
+  // the top here). A mapped join sees the result.
   ASSERT_EQ(hooked.Add(0, 3, "io"), PoolError::kSuccess);
   EXPECT_EQ(file.reads, 3);
-  EXPECT_EQ(file.writes, 6);
+  EXPECT_EQ(file.writes, 3);
   EXPECT_EQ(mapped.VolumeAt(1)->magic.load(), kVolumeEmptyMagic);
   EXPECT_EQ(mapped.VolumeAt(1)->idx.load(), 1u);
   EXPECT_EQ(mapped.VolumeAt(1)->next.load(), 2u);
@@ -419,7 +420,10 @@ TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
   ASSERT_EQ(hooked.RemoveAnnounced(&index, &popped), PoolError::kSuccess);
   EXPECT_EQ(index, 0u);
   EXPECT_EQ(VolumeInfo(popped), "io");
-  EXPECT_EQ(mapped.VolumeAt(0)->magic.load(), kVolumeNotAVolume);
+  // A read, and no write: the header is left for the caller's punch.
+  EXPECT_EQ(file.reads, 4);
+  EXPECT_EQ(file.writes, 3);
+  EXPECT_EQ(mapped.VolumeAt(0)->magic.load(), kVolumeEmptyMagic);
   absl::StatusOr<VerifyReport> verified = hooked.Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_EQ(verified->empty_volumes, 2u);
@@ -491,6 +495,49 @@ TEST_F(VolumePoolTest, AHookedPushReusesItsWriteWhileTheSameIndexIsOnTop) {
   EXPECT_EQ(verified->empty_volumes, 4u);
 }
 
+TEST_F(VolumePoolTest, AFormatHintSavesThePushAWriteUnlessTheTopMoves) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  HeaderFile file;
+  file.volume0 = memory_.volume0();
+  const VolumePool hooked = *VolumePool::Join(
+      memory_.header(), nullptr, 16, kSmallFootprint, links, file.Hooks());
+  const VolumePool plane = *VolumePool::Join(
+      memory_.header(), memory_.volume0(), 16, kSmallFootprint, links);
+  ASSERT_EQ(plane.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
+
+  // The top stays 0: the formatted headers already link 6 -> 0 and
+  // 5 -> 6, and the push writes nothing.
+  uint64_t hint = hooked.PeekTop();
+  file.writes = 0;
+  ASSERT_EQ(hooked.FormatRange(5, 2, "h", hint), PoolError::kSuccess);
+  EXPECT_EQ(file.writes, 2);
+  ASSERT_EQ(hooked.PushRange(5, 2, hint), PoolError::kSuccess);
+  EXPECT_EQ(file.writes, 2);
+  EXPECT_EQ(hooked.PeekTop(), 5u);
+  EXPECT_EQ(plane.VolumeAt(5)->next.load(), 6u);
+  EXPECT_EQ(plane.VolumeAt(6)->next.load(), 0u);
+  EXPECT_EQ(LinkNext(links[5].load()), 6u);
+  EXPECT_EQ(LinkNext(links[6].load()), 0u);
+
+  // The top moves between the format and the push (a data plane takes
+  // volume 5): the push writes `next` again, and header and link agree.
+  hint = hooked.PeekTop();
+  ASSERT_EQ(hooked.FormatRange(8, 1, "m", hint), PoolError::kSuccess);
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ(plane.Acquire(&held), PoolError::kSuccess);
+  EXPECT_EQ(plane.IndexOf(held), 5u);
+  file.writes = 0;
+  ASSERT_EQ(hooked.PushRange(8, 1, hint), PoolError::kSuccess);
+  EXPECT_EQ(file.writes, 1);
+  EXPECT_EQ(plane.VolumeAt(8)->next.load(), 6u);
+  EXPECT_EQ(LinkNext(links[8].load()), 6u);
+  ASSERT_EQ(plane.Release(held), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> verified = plane.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 5u);
+}
+
 TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
   VolumePool pool = Pool();  // no links
   ASSERT_EQ(pool.FormatRange(0, 1, ""), PoolError::kSuccess);
@@ -548,10 +595,11 @@ TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   VolumeHeader popped;
   ASSERT_EQ(pool.RemoveAnnounced(&index, &popped), PoolError::kSuccess);
   EXPECT_EQ(index, 0u);
-  // The copy is the header as popped; the volume is not a volume now.
+  // The copy is the header as popped, which is left as it was (the
+  // caller's hook records the pop; giving the memory back clears it).
   EXPECT_EQ(popped.magic.load(), kVolumeEmptyMagic);
   EXPECT_EQ(VolumeInfo(popped), "x");
-  EXPECT_EQ(pool.VolumeAt(0)->magic.load(), kVolumeNotAVolume);
+  EXPECT_EQ(pool.VolumeAt(0)->magic.load(), kVolumeEmptyMagic);
   ASSERT_EQ(pops.announced.size(), 1u);
   EXPECT_EQ(pops.announced[0].first, 0u);
   // The hook saw the announce: the old top with its announce flag.

@@ -285,8 +285,13 @@ class NamedPool {
                           uint64_t slot_value, std::vector<uint64_t>* out);
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
   // GiveBack punches the memory of volumes [first, first + count) out of
-  // the store: one fallocate.
+  // the store: one fallocate, which also clears their headers (a hole
+  // reads as zeros: not a volume). If the punch fails, it marks each
+  // header not a volume instead.
   void GiveBack(uint64_t first, uint64_t count);
+  // MarkNotAVolume writes kVolumeNotAVolume into volume `index`'s magic
+  // (best effort: an I/O error is ignored).
+  void MarkNotAVolume(uint64_t index);
   // ReadVolumeHeader copies volume `index`'s header from the store (pread:
   // a hole reads as zeros and stays a hole); false on an I/O error.
   bool ReadVolumeHeader(uint64_t index, VolumeHeader* out) const;
@@ -298,8 +303,9 @@ class NamedPool {
   absl::Status WithRemedy(absl::Status status) const;
   // PushCommitted pushes volume `index` of the committed add `batch`
   // (slot PUSHING) with its link tagged with the batch; DATA_LOSS when the
-  // stack is corrupt.
-  absl::Status PushCommitted(uint64_t index, uint64_t batch);
+  // stack is corrupt. `top_hint` is the one its FormatRange was given.
+  absl::Status PushCommitted(uint64_t index, uint64_t batch,
+                             uint64_t top_hint);
   // MarkPushed turns the slot of a volume PushCommitted pushed from
   // PUSHING of `batch` to MAPPED, unless a pop did so already.
   void MarkPushed(uint64_t index, uint64_t batch);

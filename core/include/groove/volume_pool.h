@@ -47,6 +47,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 
 #include "absl/status/status.h"
@@ -395,22 +396,40 @@ class VolumePool {
   PoolError Add(uint64_t first_index, uint64_t count,
                 absl::string_view info) const;
 
+  // kNoTopHint is FormatRange's and PushRange's `top_hint` when the caller
+  // makes no guess (no index is that large).
+  static constexpr uint64_t kNoTopHint = ~uint64_t{0};
+
   // FormatRange is Add's first half: it checks the range as Add does and
   // writes each header (idx, info_sz, info, zero padding, then the empty
   // magic) without pushing. A caller that must not expose part of a batch
   // (crash-consistent multi-range adds) formats every range first, records
   // that, then pushes. Returns kSuccess, kInvalid or kKey (nothing written).
   // Cost: O(count).
+  //
+  // `top_hint` saves the push a header write (a system call on a join
+  // without volume0): given the top index the caller expects the range's
+  // push to find (PeekTop(), or the index it will push just before this
+  // range), each header's `next` is written as the push will need it if
+  // nothing else moves the top meanwhile (the index above it, and
+  // `top_hint` for the highest, which is pushed first). Pass the same hint
+  // to the PushRange of exactly this range. kNoTopHint: no guess; `next`
+  // is written 0 through the hook and left alone in memory.
   PoolError FormatRange(uint64_t first_index, uint64_t count,
-                        absl::string_view info) const;
+                        absl::string_view info,
+                        uint64_t top_hint = kNoTopHint) const;
 
   // PushRange is Add's second half: it pushes the volumes [first_index,
   // first_index + count), highest index first, and counts them as added.
-  // REQUIRES: FormatRange succeeded on them and none is on the stack.
+  // REQUIRES: FormatRange succeeded on them and none is on the stack; a
+  // `top_hint` other than kNoTopHint is the one given to the FormatRange
+  // of exactly this range (then a volume whose header already links the
+  // top the push finds is pushed without writing its header again).
   // Returns kSuccess, kInvalid (bad range, nothing pushed) or kCorrupt (as
   // Add; the unpushed ones are marked not a volume).
   // Thread safety: lock-free; spins while locked. Cost: O(count).
-  PoolError PushRange(uint64_t first_index, uint64_t count) const;
+  PoolError PushRange(uint64_t first_index, uint64_t count,
+                      uint64_t top_hint = kNoTopHint) const;
 
   // PushRangeTagged is PushRange for an owner that must be able to tell,
   // after being killed at any instant, whether its push happened. It
@@ -425,11 +444,13 @@ class VolumePool {
   // and it can be pushed again. (An untagged push killed after writing its
   // link leaves a volume that looks exactly like one a Release in flight
   // is about to push.)
-  // REQUIRES: as PushRange; the join has links (Join's `links`).
+  // REQUIRES: as PushRange (`top_hint` included); the join has links
+  // (Join's `links`).
   // Returns as PushRange. Thread safety: lock-free; spins while locked.
   // Cost: O(count).
   PoolError PushRangeTagged(uint64_t first_index, uint64_t count,
-                            uint64_t tag) const;
+                            uint64_t tag,
+                            uint64_t top_hint = kNoTopHint) const;
 
   // Remove pops one empty volume, checks its header (empty magic, idx
   // matching its address, info_sz <= kVolumeInfoMax), marks it not a
@@ -459,10 +480,15 @@ class VolumePool {
   // REMOVING) has always run before the volume leaves the stack.
   // Returns as Remove. Thread safety: lock-free. Cost: O(1).
   // The popped volume is reported by index, with a copy of its header as
-  // the pop found it in *popped (before it was marked not a volume), so
-  // that it works on a join without volume0: *index is the popped volume
-  // (also on kCorrupt with a bad header, as Remove's *volume), or
-  // kNullIndex when nothing was popped. REQUIRES: popped is not null.
+  // the pop found it in *popped, so that it works on a join without
+  // volume0: *index is the popped volume (also on kCorrupt with a bad
+  // header, as Remove's *volume), or kNullIndex when nothing was popped.
+  // Unlike Remove, it leaves the header as it was (still the empty magic):
+  // the caller's own record (the hook) says the volume is no longer the
+  // pool's, and giving the memory back clears the header, so a mark would
+  // cost a header write (a system call without volume0) for nothing. A
+  // caller that keeps the volume instead can push it back as it is.
+  // REQUIRES: popped is not null.
   PoolError RemoveAnnounced(uint64_t* index, VolumeHeader* popped,
                             Wait wait = Wait::kBlock) const;
 
@@ -610,11 +636,23 @@ class VolumePool {
   static constexpr uint64_t kUntagged = ~uint64_t{0};
 
   // Push links volume `index` on top of the stack; with a tag (not
-  // kUntagged) its link is TaggedLink(next, tag).
-  PoolError Push(uint64_t index, Wait wait, uint64_t tag) const;
+  // kUntagged) its link is TaggedLink(next, tag). `next_in_header` is the
+  // `next` the volume's header holds already (FormatRange's hint), or
+  // kNoTopHint: Push writes the header's `next` only when it differs from
+  // the top the CAS expects.
+  PoolError Push(uint64_t index, Wait wait, uint64_t tag,
+                 uint64_t next_in_header = kNoTopHint) const;
   // PushRangeWithTag is PushRange and PushRangeTagged.
   PoolError PushRangeWithTag(uint64_t first_index, uint64_t count,
-                             uint64_t tag) const;
+                             uint64_t tag, uint64_t top_hint) const;
+  // HintedNext is the `next` FormatRange writes into volume `index` of the
+  // range ending before `end` (PushRange pushes index + 1 just before it),
+  // or kNoTopHint when the caller gave no hint.
+  static uint64_t HintedNext(uint64_t index, uint64_t end,
+                             uint64_t top_hint) {
+    if (top_hint == kNoTopHint) return kNoTopHint;
+    return index + 1 < end ? index + 1 : top_hint;
+  }
   // Pop unlinks the top of the stack into *index; with `announce`, in two
   // steps (RemoveAnnounced).
   PoolError Pop(uint64_t* index, Wait wait, bool announce) const;
@@ -640,11 +678,12 @@ class VolumePool {
   // nonempty range inside [0, max_volumes).
   bool IsRange(uint64_t first_index, uint64_t count) const;
   // PopChecked pops into *index and checks the header; on success sets its
-  // magic to `new_magic`. *popped, when not null, receives a copy of the
-  // header as popped (it must not be null on a join without volume0).
-  // Shared by Remove, RemoveAnnounced and Acquire.
+  // magic to `new_magic`, if given. *popped, when not null, receives a copy
+  // of the header as popped (it must not be null on a join without
+  // volume0). Shared by Remove, RemoveAnnounced and Acquire.
   PoolError PopChecked(uint64_t* index, VolumeHeader* popped, Wait wait,
-                       uint64_t new_magic, bool announce) const;
+                       std::optional<uint64_t> new_magic,
+                       bool announce) const;
   // PopMapped is PopChecked for the calls that hand out an address
   // (Acquire, Remove): kInvalid on a join without volume0.
   PoolError PopMapped(VolumeHeader** volume, Wait wait,
@@ -663,9 +702,10 @@ class VolumePool {
   // header (a relaxed store, or the write hook); false when the hook failed.
   bool WriteHeaderWord(uint64_t index, HeaderWord word, uint64_t value) const;
   // WriteFormatted writes a whole empty header (idx, info_sz, info, zero
-  // padding, the empty magic; `next` 0 through the hook, untouched in
-  // memory); false when the hook failed.
-  bool WriteFormatted(uint64_t index, absl::string_view info) const;
+  // padding, the empty magic, and `next`, unless it is kNoTopHint: then 0
+  // through the hook, untouched in memory); false when the hook failed.
+  bool WriteFormatted(uint64_t index, absl::string_view info,
+                      uint64_t next) const;
   // CallTestHook calls the test hook, if any, at `point`.
   void CallTestHook(TestPoint point) const {
     if (test_hook_ != nullptr) test_hook_(test_hook_arg_, point);
