@@ -1,10 +1,16 @@
 #include "groove/server/log.h"
 
+#include <limits.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <memory>
+#include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "boost/lockfree/queue.hpp"
 
 namespace groove::server {
 namespace {
@@ -69,11 +75,13 @@ std::string FormatLogLine(absl::Time time, LogLevel level,
   return line;
 }
 
-void Log(LogLevel level, absl::string_view event,
-         std::initializer_list<LogField> fields) {
-  const std::string line = FormatLogLine(absl::Now(), level, event, fields);
-  const char* p = line.data();
-  size_t left = line.size();
+namespace {
+
+// WriteAll writes `bytes` to stderr, resuming short writes; an error drops
+// the rest (there is nowhere else to report it).
+void WriteAll(absl::string_view bytes) {
+  const char* p = bytes.data();
+  size_t left = bytes.size();
   while (left > 0) {
     const ssize_t n = write(STDERR_FILENO, p, left);
     if (n < 0 && errno == EINTR) continue;
@@ -81,6 +89,91 @@ void Log(LogLevel level, absl::string_view event,
     p += n;
     left -= static_cast<size_t>(n);
   }
+}
+
+// Batching is the state behind StartLogBatching. It is created on first use
+// and never destroyed, so a line queued by a thread racing StopLogBatching
+// (or the process's exit) never touches freed memory; such a straggler is
+// written by the next Log.
+struct Batching {
+  // Nodes for every line are reserved up front: bounded_push never
+  // allocates, and fails when the queue is full.
+  boost::lockfree::queue<std::string*> queue{kLogQueueLines};
+  std::atomic<bool> on{false};
+  // Touched only by StartLogBatching and StopLogBatching (one thread).
+  std::thread flusher;
+  std::unique_ptr<absl::Notification> stop;
+};
+
+Batching& TheBatching() {
+  static Batching* const batching = new Batching;
+  return *batching;
+}
+
+// WriteQueuedThen writes every queued line, then `last` (may be empty), in
+// writes of at most PIPE_BUF bytes that end at line ends (a longer line
+// is written alone). Two threads draining at once each write the lines
+// they took.
+void WriteQueuedThen(absl::string_view last) {
+  Batching& batching = TheBatching();
+  std::string out;
+  const auto append = [&](absl::string_view line) {
+    if (!out.empty() && out.size() + line.size() > PIPE_BUF) {
+      WriteAll(out);
+      out.clear();
+    }
+    out.append(line.data(), line.size());
+  };
+  std::string* queued = nullptr;
+  while (batching.queue.pop(queued)) {
+    append(*queued);
+    delete queued;
+  }
+  append(last);
+  WriteAll(out);
+}
+
+}  // namespace
+
+void Log(LogLevel level, absl::string_view event,
+         std::initializer_list<LogField> fields) {
+  WriteQueuedThen(FormatLogLine(absl::Now(), level, event, fields));
+}
+
+void LogDeferred(LogLevel level, absl::string_view event,
+                 std::initializer_list<LogField> fields) {
+  Batching& batching = TheBatching();
+  auto line = std::make_unique<std::string>(
+      FormatLogLine(absl::Now(), level, event, fields));
+  // Relaxed: a line queued just after the flusher stopped is written by
+  // the next Log (see Batching).
+  if (batching.on.load(std::memory_order_relaxed) &&
+      batching.queue.bounded_push(line.get())) {
+    line.release();  // the queue owns it now
+    return;
+  }
+  WriteQueuedThen(*line);
+}
+
+void StartLogBatching(absl::Duration interval) {
+  Batching& batching = TheBatching();
+  batching.stop = std::make_unique<absl::Notification>();
+  batching.flusher = std::thread([interval, stop = batching.stop.get()] {
+    while (!stop->WaitForNotificationWithTimeout(interval)) {
+      WriteQueuedThen("");
+    }
+  });
+  batching.on.store(true, std::memory_order_relaxed);
+}
+
+void StopLogBatching() {
+  Batching& batching = TheBatching();
+  if (!batching.flusher.joinable()) return;
+  batching.on.store(false, std::memory_order_relaxed);
+  batching.stop->Notify();
+  batching.flusher.join();
+  batching.stop.reset();
+  WriteQueuedThen("");
 }
 
 }  // namespace groove::server

@@ -56,6 +56,10 @@ ABSL_FLAG(absl::Duration, drain_grace, absl::ZeroDuration(),
           "on SIGTERM/SIGINT, how long to answer new calls UNAVAILABLE (and "
           "health NOT_SERVING) before refusing connections, so that load "
           "balancers stop sending first; a second signal ends it early");
+ABSL_FLAG(absl::Duration, log_flush_interval, absl::Milliseconds(100),
+          "how often the lines of routine events (each add and remove) are "
+          "written to stderr, batched; 0 writes each at once. Warnings, "
+          "errors, start and stop are always written at once");
 ABSL_FLAG(int, add_workers_per_pool, 4,
           "threads per pool that take memory for AddVolume (1 to 64)");
 ABSL_FLAG(std::optional<std::string>, tls_cert, std::nullopt,
@@ -170,6 +174,16 @@ int main(int argc, char** argv) {
     return Fail(kExitBadConfig, "bad_flags",
                 absl::InvalidArgumentError("--drain_grace: negative"));
   }
+  const absl::Duration log_flush_interval =
+      absl::GetFlag(FLAGS_log_flush_interval);
+  if (log_flush_interval < absl::ZeroDuration() ||
+      log_flush_interval > absl::Seconds(10)) {
+    return Fail(
+        kExitBadConfig, "bad_flags",
+        absl::InvalidArgumentError(absl::StrCat(
+            "--log_flush_interval: ", absl::FormatDuration(log_flush_interval),
+            " is outside [0, 10s]")));
+  }
 
   groove::server::VolumeServer::Limits limits;
   absl::StatusOr<uint64_t> max_request_bytes =
@@ -257,6 +271,15 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_testonly_stall_add_fifo);
   options.testonly_stall_add_pools =
       absl::GetFlag(FLAGS_testonly_stall_add_pools);
+  // Stopped (every queued line written) on every return from here on.
+  struct LogBatchingScope {
+    explicit LogBatchingScope(absl::Duration interval) {
+      if (interval > absl::ZeroDuration()) {
+        groove::server::StartLogBatching(interval);
+      }
+    }
+    ~LogBatchingScope() { groove::server::StopLogBatching(); }
+  } log_batching(log_flush_interval);
   Log(LogLevel::kInfo, "starting",
       {{"pid", getpid()},
        {"config", options.config.ShortDebugString()},

@@ -72,9 +72,8 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
 }
 
 VolumePoolServiceImpl::VolumePoolServiceImpl(
-    std::vector<ServedPool> pools, ServerMetrics* metrics,
-    RequestLog* requests, std::vector<QuarantinedPool> quarantined,
-    const TokenTable* tokens)
+    std::vector<ServedPool> pools, ServerMetrics* metrics, RequestLog* requests,
+    std::vector<QuarantinedPool> quarantined, const TokenTable* tokens)
     : pools_(std::move(pools)),
       quarantined_(std::move(quarantined)),
       metrics_(metrics),
@@ -215,8 +214,8 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
         break;
       case RequestLog::Outcome::kReplay:
         *response = std::move(claim.response);
-        Log(LogLevel::kInfo, "add_replayed",
-            {{"pool", name}, {"request_id", request->request_id()}});
+        LogDeferred(LogLevel::kInfo, "add_replayed",
+                    {{"pool", name}, {"request_id", request->request_id()}});
         return Finish(call, absl::OkStatus());
       case RequestLog::Outcome::kInProgress:
         return Finish(call, absl::AbortedError(absl::StrCat(
@@ -278,11 +277,11 @@ void VolumePoolServiceImpl::RunAdd(
   response->mutable_volume_indices()->Assign(added->begin(), added->end());
   *response->mutable_summary() = ToProtoSummary(pool.Summary());
   if (ticket.has_value()) requests_->Succeeded(*ticket, *response);
-  Log(LogLevel::kInfo, "add",
-      {{"pool", pool.config().name},
-       {"count", added->size()},
-       {"indices", IndexList(*added)},
-       {"volumes_mapped", response->summary().volumes_mapped()}});
+  LogDeferred(LogLevel::kInfo, "add",
+              {{"pool", pool.config().name},
+               {"count", added->size()},
+               {"indices", IndexList(*added)},
+               {"volumes_mapped", response->summary().volumes_mapped()}});
   Finish(call, absl::OkStatus());
 }
 
@@ -317,11 +316,11 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
     indices.push_back(r.index);
   }
   *response->mutable_summary() = ToProtoSummary(pool.Summary());
-  Log(LogLevel::kInfo, "remove",
-      {{"pool", pool.config().name},
-       {"count", removed->size()},
-       {"indices", IndexList(indices)},
-       {"volumes_mapped", response->summary().volumes_mapped()}});
+  LogDeferred(LogLevel::kInfo, "remove",
+              {{"pool", pool.config().name},
+               {"count", removed->size()},
+               {"indices", IndexList(indices)},
+               {"volumes_mapped", response->summary().volumes_mapped()}});
   return Finish(call, absl::OkStatus());
 }
 

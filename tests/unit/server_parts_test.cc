@@ -6,12 +6,18 @@
 // integration tests (tests/integration/server_*_test.cc) drive the whole
 // binary.
 
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -27,6 +33,7 @@ namespace groove::server {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
 
 TEST(ParseByteSizeTest, AcceptsBytesAndBinaryUnits) {
@@ -264,6 +271,100 @@ TEST(LogTest, FormatsLogfmtAndEscapesValues) {
   EXPECT_EQ(line,
             "time=2023-11-14T22:13:20.123456Z level=warn event=add pool=main "
             "count=3 info=\"a b\\\"c\\\\\\n\\x01\" empty=\"\"\n");
+}
+
+// StderrToFile sends fd 2 to a fresh temporary file until destroyed;
+// Text() is what was written to it so far.
+class StderrToFile {
+ public:
+  StderrToFile() {
+    char path[] = "/tmp/groove-log-test-XXXXXX";
+    file_ = mkstemp(path);
+    unlink(path);
+    saved_ = dup(STDERR_FILENO);
+    dup2(file_, STDERR_FILENO);
+  }
+  ~StderrToFile() {
+    dup2(saved_, STDERR_FILENO);
+    close(saved_);
+    close(file_);
+  }
+  std::string Text() const {
+    std::string text(lseek(file_, 0, SEEK_END), '\0');
+    EXPECT_EQ(pread(file_, text.data(), text.size(), 0),
+              static_cast<ssize_t>(text.size()));
+    return text;
+  }
+  size_t Lines() const {
+    const std::string text = Text();
+    return std::count(text.begin(), text.end(), '\n');
+  }
+
+ private:
+  int file_ = -1;
+  int saved_ = -1;
+};
+
+TEST(LogBatchingTest, DeferredLinesWaitForAFlushAndStayBeforeLaterLines) {
+  StderrToFile err;
+  // An interval no test outlasts: only Log and StopLogBatching write.
+  StartLogBatching(absl::Hours(1));
+  LogDeferred(LogLevel::kInfo, "add", {{"n", 1}});
+  LogDeferred(LogLevel::kInfo, "add", {{"n", 2}});
+  EXPECT_EQ(err.Text(), "");
+  Log(LogLevel::kWarn, "rpc_error", {{"n", 3}});
+  const std::vector<std::string> lines =
+      absl::StrSplit(err.Text(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << err.Text();
+  EXPECT_THAT(lines[0], HasSubstr("event=add n=1"));
+  EXPECT_THAT(lines[1], HasSubstr("event=add n=2"));
+  EXPECT_THAT(lines[2], HasSubstr("event=rpc_error n=3"));
+  LogDeferred(LogLevel::kInfo, "remove", {{"n", 4}});
+  EXPECT_EQ(err.Lines(), 3u);
+  StopLogBatching();  // writes what is queued
+  EXPECT_EQ(err.Lines(), 4u);
+  EXPECT_THAT(err.Text(), HasSubstr("event=remove n=4"));
+  // Off: written at once.
+  LogDeferred(LogLevel::kInfo, "remove", {{"n", 5}});
+  EXPECT_EQ(err.Lines(), 5u);
+}
+
+TEST(LogBatchingTest, AFullQueueWritesAtOnce) {
+  StderrToFile err;
+  StartLogBatching(absl::Hours(1));
+  for (size_t i = 0; i < kLogQueueLines; ++i) {
+    LogDeferred(LogLevel::kInfo, "add", {{"i", i}});
+  }
+  EXPECT_EQ(err.Lines(), 0u);
+  // No room: this line is written at once, after every queued one.
+  LogDeferred(LogLevel::kInfo, "add", {{"i", "last"}});
+  EXPECT_EQ(err.Lines(), kLogQueueLines + 1);
+  EXPECT_THAT(err.Text(), EndsWith("event=add i=last\n"));
+  StopLogBatching();
+  EXPECT_EQ(err.Lines(), kLogQueueLines + 1);
+}
+
+TEST(LogBatchingTest, TheFlusherWritesQueuedLinesOnItsOwn) {
+  // stderr is a pipe here, so the test wakes when the line is written.
+  int ends[2];
+  ASSERT_EQ(pipe(ends), 0);
+  const int saved = dup(STDERR_FILENO);
+  dup2(ends[1], STDERR_FILENO);
+  StartLogBatching(absl::Milliseconds(5));
+  LogDeferred(LogLevel::kInfo, "add", {{"n", 1}});
+  // No Log and no stop: only the flusher can write it.
+  pollfd readable = {ends[0], POLLIN, 0};
+  const int ready = poll(&readable, 1, /*timeout_ms=*/20000);
+  std::string text(4096, '\0');
+  const ssize_t n = ready == 1 ? read(ends[0], text.data(), text.size()) : 0;
+  text.resize(n > 0 ? n : 0);
+  StopLogBatching();
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(ends[0]);
+  close(ends[1]);
+  EXPECT_EQ(ready, 1);
+  EXPECT_THAT(text, EndsWith("event=add n=1\n"));
 }
 
 TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {

@@ -54,8 +54,48 @@ std::string FormatLogLine(absl::Time time, LogLevel level,
 // with a single write(2), so concurrent lines do not interleave (a write of
 // at most PIPE_BUF = 4096 bytes to a pipe is atomic). Takes no lock.
 // Errors: a failed write is ignored (there is nowhere else to report it).
+// If batching is on (below), Log first writes every line queued by
+// LogDeferred, so its own line follows them.
 void Log(LogLevel level, absl::string_view event,
          std::initializer_list<LogField> fields = {});
+
+// ---- Batching: the lines of routine events --------------------------------
+//
+// One write(2) per line costs a system call per pool change, a fifth of
+// the system calls an AddVolume/RemoveVolume pair makes beyond a
+// Health/Check (docs/PERFORMANCE.md §8). So the lines of routine,
+// per-request events (an add, a remove) are batched the way access logs
+// commonly are: LogDeferred queues its line (lock-free, no system call),
+// and a flusher thread writes whatever is queued once per interval, in
+// writes of at most PIPE_BUF bytes that end at line ends (so a pipe reader
+// never sees half a line, whatever the other threads write). Every other
+// line goes through Log, at once, after the queued ones.
+//
+// What it gives up: a process killed without its shutdown (SIGKILL, a
+// crash) loses the routine lines of at most the last interval; the slot
+// tables, not the log, are what recovery relies on. Lines of events on
+// different threads may appear out of time order by up to one interval
+// (each line carries its own `time`).
+
+// StartLogBatching starts the flusher, writing every `interval`.
+// REQUIRES: interval > 0; batching is off. Call from one thread (main).
+void StartLogBatching(absl::Duration interval);
+
+// StopLogBatching stops the flusher and writes every queued line; from then
+// on LogDeferred writes at once. No-op when batching is off. Call from the
+// thread that started it.
+void StopLogBatching();
+
+// LogDeferred is Log for a routine event: with batching on, the line is
+// queued and written by the flusher within one interval; with it off, or
+// with the queue full (kLogQueueLines lines), it is written at once as Log
+// does. Thread safety: safe from any thread; takes no lock and, when
+// queued, makes no system call.
+void LogDeferred(LogLevel level, absl::string_view event,
+                 std::initializer_list<LogField> fields = {});
+
+// kLogQueueLines bounds the lines LogDeferred can queue between flushes.
+inline constexpr size_t kLogQueueLines = 8192;
 
 }  // namespace groove::server
 
