@@ -6,13 +6,18 @@
 // a `huge` pool uses when no hugetlbfs mount serves 2 MiB pages, as on this
 // project's machines), fallocate the volume's range, mmap it and write one
 // 512-byte header; removing is punching the range's hole and unmapping.
-// The pool does that plus its own work (slot claim, header format, push;
-// pop, slot marks, the read-only replacement mapping).
+// The pool does that plus its own work (slot claim, header format and
+// push through pread/pwrite, as the owner maps no volume; pop, header
+// check, slot marks), but no mmap of its own: on hugetlbfs its first
+// header write maps the whole store once.
 //
-// Floor and pool iterations alternate (floor, pool, floor, pool, ...) so
-// both see the same machine load; each reports the median per-volume time
-// and the ratio pool/floor is the figure (goal: <= 1.1x). Per volume size:
-// 2 MiB (one page) and 32 MiB (16 pages: page zeroing dominates).
+// Floor and pool iterations alternate, and so does which of the two goes
+// first in an iteration (freed hugepages are handed out last-freed-first,
+// so a fixed order gives one side the cache-warm pages), so both see the
+// same machine load and the same pages; each reports the median
+// per-volume time and the ratio pool/floor is the figure (goal: <= 1.1x).
+// Per volume size: 2 MiB (one page) and 32 MiB (16 pages: page zeroing
+// dominates).
 //
 // Hugepages: as root it raises /sys/kernel/mm/hugepages/hugepages-2048kB/
 // nr_hugepages by what it needs and lowers it by the same amount at the
