@@ -305,10 +305,17 @@ class StderrToFile {
   int saved_ = -1;
 };
 
+// BatchingOn turns log batching on for a scope (off again even when an
+// assertion ends the test early).
+struct BatchingOn {
+  explicit BatchingOn(absl::Duration interval) { StartLogBatching(interval); }
+  ~BatchingOn() { StopLogBatching(); }
+};
+
 TEST(LogBatchingTest, DeferredLinesWaitForAFlushAndStayBeforeLaterLines) {
   StderrToFile err;
   // An interval no test outlasts: only Log and StopLogBatching write.
-  StartLogBatching(absl::Hours(1));
+  BatchingOn batching(absl::Hours(1));
   LogDeferred(LogLevel::kInfo, "add", {{"n", 1}});
   LogDeferred(LogLevel::kInfo, "add", {{"n", 2}});
   EXPECT_EQ(err.Text(), "");
@@ -331,7 +338,7 @@ TEST(LogBatchingTest, DeferredLinesWaitForAFlushAndStayBeforeLaterLines) {
 
 TEST(LogBatchingTest, AFullQueueWritesAtOnce) {
   StderrToFile err;
-  StartLogBatching(absl::Hours(1));
+  BatchingOn batching(absl::Hours(1));
   for (size_t i = 0; i < kLogQueueLines; ++i) {
     LogDeferred(LogLevel::kInfo, "add", {{"i", i}});
   }
@@ -341,7 +348,7 @@ TEST(LogBatchingTest, AFullQueueWritesAtOnce) {
   EXPECT_EQ(err.Lines(), kLogQueueLines + 1);
   EXPECT_THAT(err.Text(), EndsWith("event=add i=last\n"));
   StopLogBatching();
-  EXPECT_EQ(err.Lines(), kLogQueueLines + 1);
+  EXPECT_EQ(err.Lines(), kLogQueueLines + 1);  // nothing was left queued
 }
 
 TEST(LogBatchingTest, TheFlusherWritesQueuedLinesOnItsOwn) {
@@ -350,15 +357,17 @@ TEST(LogBatchingTest, TheFlusherWritesQueuedLinesOnItsOwn) {
   ASSERT_EQ(pipe(ends), 0);
   const int saved = dup(STDERR_FILENO);
   dup2(ends[1], STDERR_FILENO);
-  StartLogBatching(absl::Milliseconds(5));
-  LogDeferred(LogLevel::kInfo, "add", {{"n", 1}});
-  // No Log and no stop: only the flusher can write it.
-  pollfd readable = {ends[0], POLLIN, 0};
-  const int ready = poll(&readable, 1, /*timeout_ms=*/20000);
+  int ready = 0;
   std::string text(4096, '\0');
-  const ssize_t n = ready == 1 ? read(ends[0], text.data(), text.size()) : 0;
-  text.resize(n > 0 ? n : 0);
-  StopLogBatching();
+  {
+    BatchingOn batching(absl::Milliseconds(5));
+    LogDeferred(LogLevel::kInfo, "add", {{"n", 1}});
+    // No Log and no stop: only the flusher can write it.
+    pollfd readable = {ends[0], POLLIN, 0};
+    ready = poll(&readable, 1, /*timeout_ms=*/20000);
+    const ssize_t n = ready == 1 ? read(ends[0], text.data(), text.size()) : 0;
+    text.resize(n > 0 ? n : 0);
+  }
   dup2(saved, STDERR_FILENO);
   close(saved);
   close(ends[0]);
