@@ -442,98 +442,103 @@ TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
   EXPECT_EQ(mapped.VolumeAt(1)->magic.load(), kVolumeEmptyMagic);  // untouched
 }
 
+// HookedJoinTest: a formatted pool joined twice over one link table:
+// `hooked_` reaches headers only through file_'s hooks (as the NamedPool
+// owner does), `plane_` maps them (as a data plane does).
+class HookedJoinTest : public VolumePoolTest {
+ protected:
+  static PoolHeader* Formatted(PoolMemory& memory) {
+    VolumePool::Format(memory.header());
+    return memory.header();
+  }
+  std::atomic<uint64_t> links_[16] = {};
+  HeaderFile file_ = [this] {
+    HeaderFile file;
+    file.volume0 = memory_.volume0();
+    return file;
+  }();
+  const VolumePool hooked_ = *VolumePool::Join(
+      Formatted(memory_), nullptr, 16, kSmallFootprint, links_, file_.Hooks());
+  const VolumePool plane_ = *VolumePool::Join(
+      memory_.header(), memory_.volume0(), 16, kSmallFootprint, links_);
+};
+
 // A header write through a hook is a system call, during which a busy
 // data plane moves the top many times. The push must then CAS against a
 // fresh top, and need not write `next` again while the same index is on
 // top (else it would retry its write forever beside a data plane).
-TEST_F(VolumePoolTest, AHookedPushReusesItsWriteWhileTheSameIndexIsOnTop) {
-  VolumePool::Format(memory_.header());
-  std::atomic<uint64_t> links[16] = {};
-  HeaderFile file;
-  file.volume0 = memory_.volume0();
-  const VolumePool hooked = *VolumePool::Join(
-      memory_.header(), nullptr, 16, kSmallFootprint, links, file.Hooks());
-  const VolumePool plane = *VolumePool::Join(
-      memory_.header(), memory_.volume0(), 16, kSmallFootprint, links);
-  ASSERT_EQ(plane.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
-  ASSERT_EQ(hooked.FormatRange(5, 1, "late"), PoolError::kSuccess);
+TEST_F(HookedJoinTest, AHookedPushReusesItsWriteWhileTheSameIndexIsOnTop) {
+  ASSERT_EQ(plane_.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
+  ASSERT_EQ(hooked_.FormatRange(5, 1, "late"), PoolError::kSuccess);
   const uint64_t next_offset = offsetof(VolumeHeader, next);
 
   // While the push writes `next` = 0, the data plane acquires and releases
   // volume 0: the version moves, the same index is on top again.
   int moves = 0;
-  file.during_write = [&](uint64_t offset) {
+  file_.during_write = [&](uint64_t offset) {
     if (offset != next_offset || moves++ > 0) return;
     VolumeHeader* v = nullptr;
-    ASSERT_EQ(plane.Acquire(&v), PoolError::kSuccess);
-    ASSERT_EQ(plane.Release(v), PoolError::kSuccess);
+    ASSERT_EQ(plane_.Acquire(&v), PoolError::kSuccess);
+    ASSERT_EQ(plane_.Release(v), PoolError::kSuccess);
   };
-  file.writes = 0;
-  ASSERT_EQ(hooked.PushRange(5, 1), PoolError::kSuccess);
-  EXPECT_EQ(file.writes, 1);  // one write of `next`, reused
-  EXPECT_EQ(plane.VolumeAt(5)->next.load(), 0u);
+  file_.writes = 0;
+  ASSERT_EQ(hooked_.PushRange(5, 1), PoolError::kSuccess);
+  EXPECT_EQ(file_.writes, 1);  // one write of `next`, reused
+  EXPECT_EQ(plane_.VolumeAt(5)->next.load(), 0u);
 
   // While it writes `next` = 5, the data plane takes volume 5 for good:
   // another index (0) is on top, so `next` is written again, and the
   // header agrees with the link table.
-  ASSERT_EQ(hooked.FormatRange(6, 1, "later"), PoolError::kSuccess);
+  ASSERT_EQ(hooked_.FormatRange(6, 1, "later"), PoolError::kSuccess);
   VolumeHeader* held = nullptr;
   moves = 0;
-  file.during_write = [&](uint64_t offset) {
+  file_.during_write = [&](uint64_t offset) {
     if (offset != next_offset || moves++ > 0) return;
-    ASSERT_EQ(plane.Acquire(&held), PoolError::kSuccess);
+    ASSERT_EQ(plane_.Acquire(&held), PoolError::kSuccess);
   };
-  file.writes = 0;
-  ASSERT_EQ(hooked.PushRange(6, 1), PoolError::kSuccess);
-  EXPECT_EQ(file.writes, 2);
-  EXPECT_EQ(plane.IndexOf(held), 5u);
-  EXPECT_EQ(plane.VolumeAt(6)->next.load(), 0u);
-  EXPECT_EQ(LinkNext(links[6].load()), 0u);
-  ASSERT_EQ(plane.Release(held), PoolError::kSuccess);
-  absl::StatusOr<VerifyReport> verified = plane.Verify();
+  file_.writes = 0;
+  ASSERT_EQ(hooked_.PushRange(6, 1), PoolError::kSuccess);
+  EXPECT_EQ(file_.writes, 2);
+  EXPECT_EQ(plane_.IndexOf(held), 5u);
+  EXPECT_EQ(plane_.VolumeAt(6)->next.load(), 0u);
+  EXPECT_EQ(LinkNext(links_[6].load()), 0u);
+  ASSERT_EQ(plane_.Release(held), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> verified = plane_.Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_EQ(verified->empty_volumes, 4u);
 }
 
-TEST_F(VolumePoolTest, AFormatHintSavesThePushAWriteUnlessTheTopMoves) {
-  VolumePool::Format(memory_.header());
-  std::atomic<uint64_t> links[16] = {};
-  HeaderFile file;
-  file.volume0 = memory_.volume0();
-  const VolumePool hooked = *VolumePool::Join(
-      memory_.header(), nullptr, 16, kSmallFootprint, links, file.Hooks());
-  const VolumePool plane = *VolumePool::Join(
-      memory_.header(), memory_.volume0(), 16, kSmallFootprint, links);
-  ASSERT_EQ(plane.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
+TEST_F(HookedJoinTest, AFormatHintSavesThePushAWriteUnlessTheTopMoves) {
+  ASSERT_EQ(plane_.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
 
   // The top stays 0: the formatted headers already link 6 -> 0 and
   // 5 -> 6, and the push writes nothing.
-  uint64_t hint = hooked.PeekTop();
-  file.writes = 0;
-  ASSERT_EQ(hooked.FormatRange(5, 2, "h", hint), PoolError::kSuccess);
-  EXPECT_EQ(file.writes, 2);
-  ASSERT_EQ(hooked.PushRange(5, 2, hint), PoolError::kSuccess);
-  EXPECT_EQ(file.writes, 2);
-  EXPECT_EQ(hooked.PeekTop(), 5u);
-  EXPECT_EQ(plane.VolumeAt(5)->next.load(), 6u);
-  EXPECT_EQ(plane.VolumeAt(6)->next.load(), 0u);
-  EXPECT_EQ(LinkNext(links[5].load()), 6u);
-  EXPECT_EQ(LinkNext(links[6].load()), 0u);
+  uint64_t hint = hooked_.PeekTop();
+  file_.writes = 0;
+  ASSERT_EQ(hooked_.FormatRange(5, 2, "h", hint), PoolError::kSuccess);
+  EXPECT_EQ(file_.writes, 2);
+  ASSERT_EQ(hooked_.PushRange(5, 2, hint), PoolError::kSuccess);
+  EXPECT_EQ(file_.writes, 2);
+  EXPECT_EQ(hooked_.PeekTop(), 5u);
+  EXPECT_EQ(plane_.VolumeAt(5)->next.load(), 6u);
+  EXPECT_EQ(plane_.VolumeAt(6)->next.load(), 0u);
+  EXPECT_EQ(LinkNext(links_[5].load()), 6u);
+  EXPECT_EQ(LinkNext(links_[6].load()), 0u);
 
   // The top moves between the format and the push (a data plane takes
   // volume 5): the push writes `next` again, and header and link agree.
-  hint = hooked.PeekTop();
-  ASSERT_EQ(hooked.FormatRange(8, 1, "m", hint), PoolError::kSuccess);
+  hint = hooked_.PeekTop();
+  ASSERT_EQ(hooked_.FormatRange(8, 1, "m", hint), PoolError::kSuccess);
   VolumeHeader* held = nullptr;
-  ASSERT_EQ(plane.Acquire(&held), PoolError::kSuccess);
-  EXPECT_EQ(plane.IndexOf(held), 5u);
-  file.writes = 0;
-  ASSERT_EQ(hooked.PushRange(8, 1, hint), PoolError::kSuccess);
-  EXPECT_EQ(file.writes, 1);
-  EXPECT_EQ(plane.VolumeAt(8)->next.load(), 6u);
-  EXPECT_EQ(LinkNext(links[8].load()), 6u);
-  ASSERT_EQ(plane.Release(held), PoolError::kSuccess);
-  absl::StatusOr<VerifyReport> verified = plane.Verify();
+  ASSERT_EQ(plane_.Acquire(&held), PoolError::kSuccess);
+  EXPECT_EQ(plane_.IndexOf(held), 5u);
+  file_.writes = 0;
+  ASSERT_EQ(hooked_.PushRange(8, 1, hint), PoolError::kSuccess);
+  EXPECT_EQ(file_.writes, 1);
+  EXPECT_EQ(plane_.VolumeAt(8)->next.load(), 6u);
+  EXPECT_EQ(LinkNext(links_[8].load()), 6u);
+  ASSERT_EQ(plane_.Release(held), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> verified = plane_.Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_EQ(verified->empty_volumes, 5u);
 }
