@@ -709,8 +709,7 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
 }
 
 PoolError VolumePool::PopChecked(uint64_t* index, VolumeHeader* popped,
-                                 Wait wait,
-                                 std::optional<uint64_t> new_magic,
+                                 Wait wait, std::optional<uint64_t> new_magic,
                                  bool announce) const {
   *index = kNullIndex;
   uint64_t top = kNullIndex;

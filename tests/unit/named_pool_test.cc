@@ -430,8 +430,7 @@ TEST(NamedPoolTest, ARemoveThatMeetsACorruptVolumePutsTheOthersBack) {
   }
   const absl::Status s = pool->RemoveVolumes(3).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-  EXPECT_NE(s.message().find("volume 1 quarantined"), std::string::npos)
-      << s;
+  EXPECT_NE(s.message().find("volume 1 quarantined"), std::string::npos) << s;
   // Volume 0 is back on top and empty; 1 is kept, as corrupt; 2 untouched.
   uint64_t next = 0;
   std::vector<VolumeEntry> listed = pool->ListVolumes(0, 16, &next);

@@ -304,8 +304,7 @@ class NamedPool {
   // PushCommitted pushes volume `index` of the committed add `batch`
   // (slot PUSHING) with its link tagged with the batch; DATA_LOSS when the
   // stack is corrupt. `top_hint` is the one its FormatRange was given.
-  absl::Status PushCommitted(uint64_t index, uint64_t batch,
-                             uint64_t top_hint);
+  absl::Status PushCommitted(uint64_t index, uint64_t batch, uint64_t top_hint);
   // MarkPushed turns the slot of a volume PushCommitted pushed from
   // PUSHING of `batch` to MAPPED, unless a pop did so already.
   void MarkPushed(uint64_t index, uint64_t batch);

@@ -448,8 +448,7 @@ class VolumePool {
   // (Join's `links`).
   // Returns as PushRange. Thread safety: lock-free; spins while locked.
   // Cost: O(count).
-  PoolError PushRangeTagged(uint64_t first_index, uint64_t count,
-                            uint64_t tag,
+  PoolError PushRangeTagged(uint64_t first_index, uint64_t count, uint64_t tag,
                             uint64_t top_hint = kNoTopHint) const;
 
   // Remove pops one empty volume, checks its header (empty magic, idx
@@ -643,13 +642,12 @@ class VolumePool {
   PoolError Push(uint64_t index, Wait wait, uint64_t tag,
                  uint64_t next_in_header = kNoTopHint) const;
   // PushRangeWithTag is PushRange and PushRangeTagged.
-  PoolError PushRangeWithTag(uint64_t first_index, uint64_t count,
-                             uint64_t tag, uint64_t top_hint) const;
+  PoolError PushRangeWithTag(uint64_t first_index, uint64_t count, uint64_t tag,
+                             uint64_t top_hint) const;
   // HintedNext is the `next` FormatRange writes into volume `index` of the
   // range ending before `end` (PushRange pushes index + 1 just before it),
   // or kNoTopHint when the caller gave no hint.
-  static uint64_t HintedNext(uint64_t index, uint64_t end,
-                             uint64_t top_hint) {
+  static uint64_t HintedNext(uint64_t index, uint64_t end, uint64_t top_hint) {
     if (top_hint == kNoTopHint) return kNoTopHint;
     return index + 1 < end ? index + 1 : top_hint;
   }
@@ -682,8 +680,7 @@ class VolumePool {
   // of the header as popped (it must not be null on a join without
   // volume0). Shared by Remove, RemoveAnnounced and Acquire.
   PoolError PopChecked(uint64_t* index, VolumeHeader* popped, Wait wait,
-                       std::optional<uint64_t> new_magic,
-                       bool announce) const;
+                       std::optional<uint64_t> new_magic, bool announce) const;
   // PopMapped is PopChecked for the calls that hand out an address
   // (Acquire, Remove): kInvalid on a join without volume0.
   PoolError PopMapped(VolumeHeader** volume, Wait wait,
