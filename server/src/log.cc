@@ -109,9 +109,14 @@ struct Batching {
   std::unique_ptr<absl::Notification> stop;
 };
 
+// The Batching, once StartLogBatching has made it; null before, so a
+// process that never batches (tools, fuzzers) allocates no queue.
+std::atomic<Batching*> started_batching{nullptr};
+
+// TheBatching creates the Batching, on first use. A function-local static,
+// destroyed at exit: boost::lockfree tags its node pointers, which
+// LeakSanitizer cannot follow, so a queue never destroyed reads as a leak.
 Batching& TheBatching() {
-  // Not leaked on purpose: boost::lockfree tags its node pointers, which
-  // LeakSanitizer cannot follow, so a never-destroyed queue reads as a leak.
   static Batching batching;
   return batching;
 }
@@ -121,7 +126,7 @@ Batching& TheBatching() {
 // is written alone). Two threads draining at once each write the lines
 // they took.
 void WriteQueuedThen(absl::string_view last) {
-  Batching& batching = TheBatching();
+  Batching* const batching = started_batching.load(std::memory_order_acquire);
   std::string out;
   const auto append = [&](absl::string_view line) {
     if (!out.empty() && out.size() + line.size() > PIPE_BUF) {
@@ -131,7 +136,7 @@ void WriteQueuedThen(absl::string_view last) {
     out.append(line.data(), line.size());
   };
   std::string* queued = nullptr;
-  while (batching.queue.pop(queued)) {
+  while (batching != nullptr && batching->queue.pop(queued)) {
     append(*queued);
     delete queued;
   }
@@ -148,13 +153,13 @@ void Log(LogLevel level, absl::string_view event,
 
 void LogDeferred(LogLevel level, absl::string_view event,
                  std::initializer_list<LogField> fields) {
-  Batching& batching = TheBatching();
+  Batching* const batching = started_batching.load(std::memory_order_acquire);
   auto line = std::make_unique<std::string>(
       FormatLogLine(absl::Now(), level, event, fields));
   // Relaxed: a line queued just after the flusher stopped is written by
   // the next Log (see Batching).
-  if (batching.on.load(std::memory_order_relaxed) &&
-      batching.queue.bounded_push(line.get())) {
+  if (batching != nullptr && batching->on.load(std::memory_order_relaxed) &&
+      batching->queue.bounded_push(line.get())) {
     line.release();  // the queue owns it now
     return;
   }
@@ -170,15 +175,17 @@ void StartLogBatching(absl::Duration interval) {
     }
   });
   batching.on.store(true, std::memory_order_relaxed);
+  // Release: whoever finds the pointer finds the queue constructed.
+  started_batching.store(&batching, std::memory_order_release);
 }
 
 void StopLogBatching() {
-  Batching& batching = TheBatching();
-  if (!batching.flusher.joinable()) return;
-  batching.on.store(false, std::memory_order_relaxed);
-  batching.stop->Notify();
-  batching.flusher.join();
-  batching.stop.reset();
+  Batching* const batching = started_batching.load(std::memory_order_acquire);
+  if (batching == nullptr || !batching->flusher.joinable()) return;
+  batching->on.store(false, std::memory_order_relaxed);
+  batching->stop->Notify();
+  batching->flusher.join();
+  batching->stop.reset();
   WriteQueuedThen("");
 }
 
