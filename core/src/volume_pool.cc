@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "groove/cas_backoff.h"
 
 namespace groove {
 namespace {
@@ -40,9 +41,7 @@ constexpr uint64_t NextTop(uint64_t ver_top, uint64_t index) {
 // descheduled on an oversubscribed machine) can finish.
 void VolumePool::SpinOnce(int* spins) {
   if (++*spins < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    CpuPause();
   } else {
     std::this_thread::yield();
   }
@@ -476,6 +475,7 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag,
   // (kNoTopHint: unknown, no index is that large). Only this push writes
   // the header of the volume it pushes.
   uint64_t next_written = next_in_header;
+  CasBackoff backoff;
   for (;;) {
     if ((ver_top & kFlagBits) != 0) [[unlikely]] {
       if (PoolError err = WaitOutFlags(ver_top, wait, &spins);
@@ -517,6 +517,8 @@ PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag,
                                                std::memory_order_relaxed)) {
       return PoolError::kSuccess;
     }
+    // The owner's tagged pushes retry at once (see CasBackoff).
+    if (tag == kUntagged) backoff.AfterLostCas();
   }
 }
 
@@ -568,6 +570,7 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
   // the `next` read below is at least as new as that push's.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
   int spins = 0;
+  CasBackoff backoff;
   for (;;) {
     if ((ver_top & kFlagBits) != 0) [[unlikely]] {
       if (PoolError err = WaitOutFlags(ver_top, wait, &spins);
@@ -613,7 +616,7 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
         *index = top;
         return PoolError::kSuccess;
       }
-      continue;
+      continue;  // the owner retries at once (see CasBackoff)
     }
     const uint64_t new_top = NextTop(ver_top, next);
     // Acquire on success: we now own volume `top` and must see everything
@@ -626,6 +629,7 @@ PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
       *index = top;
       return PoolError::kSuccess;
     }
+    backoff.AfterLostCas();
   }
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "groove/cas_backoff.h"
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
 #include "support/pool_workload.h"
@@ -1124,6 +1125,20 @@ TEST_F(VolumePoolCorruptionTest, WrongPoolMagicFailsVerify) {
   VolumePool pool = ThreeVolumePool();
   memory_.header()->magic.store(0);
   EXPECT_EQ(pool.Verify().status().code(), absl::StatusCode::kDataLoss);
+}
+
+// The push's and pop's back-off after a lost CAS grows, so that the
+// loser leaves the winner a run of operations, and stops growing, so that
+// no attempt waits more than kMaxPauses pauses (docs/PERFORMANCE.md §1).
+TEST(CasBackoffTest, DoublesFromOnePauseUpToTheCap) {
+  CasBackoff backoff;
+  EXPECT_EQ(backoff.pauses(), 1);
+  std::vector<int> waits;
+  for (int lost = 0; lost < 9; ++lost) {
+    waits.push_back(backoff.pauses());
+    backoff.AfterLostCas();
+  }
+  EXPECT_THAT(waits, ::testing::ElementsAre(1, 2, 4, 8, 16, 32, 64, 64, 64));
 }
 
 }  // namespace

@@ -26,7 +26,10 @@
 // the others from completing theirs. The one exception is the maintenance
 // lock: while a caller holds Lock() (Verify, Reset, recovery), blocking
 // operations spin and non-blocking ones return kAgain. The lock is never
-// taken on the hot path.
+// taken on the hot path. Under contention, Acquire, Release, Remove and
+// untagged pushes wait a bounded, growing number of pause instructions
+// after each lost CAS (CasBackoff); the owner's RemoveAnnounced and
+// PushRangeTagged retry at once, so a busy data plane cannot starve them.
 //
 // Example:
 //
@@ -493,7 +496,8 @@ class VolumePool {
 
   // Acquire pops one empty volume for a data-plane user, checks its header
   // as Remove does and marks it in use (kVolumeMagic). Returns as Remove.
-  // Thread safety: lock-free. Cost: O(1).
+  // Thread safety: lock-free; backs off after a lost CAS (CasBackoff).
+  // Cost: O(1).
   PoolError Acquire(VolumeHeader** volume, Wait wait = Wait::kBlock) const;
 
   // Release marks an in-use volume empty and pushes it back.
@@ -502,7 +506,8 @@ class VolumePool {
   // volume address of this pool or is not in use (e.g. a double release),
   // with nothing changed; kAgain (kNoBlock and locked); kCorrupt when the
   // stack top is out of range.
-  // Thread safety: lock-free. Cost: O(1).
+  // Thread safety: lock-free; backs off after a lost CAS (CasBackoff).
+  // Cost: O(1).
   PoolError Release(VolumeHeader* volume, Wait wait = Wait::kBlock) const;
 
   // PeekTop returns the index of the volume on top of the stack, or
