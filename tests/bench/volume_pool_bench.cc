@@ -44,6 +44,10 @@
 //                                  capacity<1024>>: pop then push
 //   BM_PushPopPair_MutexVector     std::mutex + std::vector<uint64_t>:
 //                                  lock/pop_back/unlock, lock/push_back/unlock
+//   BM_PairLatency_Groove,         the Acquire+Release pair and the mutex
+//   BM_PairLatency_MutexVector     pair again, 1 and 2 threads, timing one
+//                                  pair in 64: counters p50_ns, p99_ns,
+//                                  p999_ns, max_ns (all threads' samples)
 //
 // With 1024 elements and at most 8 threads, at most 8 elements are ever off
 // the stack, so a pop never finds it empty: any error (reported through
@@ -63,6 +67,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -74,6 +79,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -147,11 +153,17 @@ class SharedContender {
     return contender_.get();
   }
 
-  // Ran records that this thread's timed loop is over, with its pairs.
-  void Ran(benchmark::State& state) {
+  // Ran records that this thread's timed loop is over, with its pairs and
+  // the latencies it sampled (none for the throughput benchmarks).
+  void Ran(benchmark::State& state,
+           const std::vector<int64_t>& latency_samples_ns = {}) {
     StoreMax(latest_end_ns_, NowNs());
     // Relaxed: read by the last thread out, after Leave's acq_rel count.
     total_pairs_.fetch_add(state.iterations(), std::memory_order_relaxed);
+    // Off the timed loop; the lock only orders the threads' appends.
+    std::lock_guard<std::mutex> lock(samples_mu_);
+    samples_ns_.insert(samples_ns_.end(), latency_samples_ns.begin(),
+                       latency_samples_ns.end());
   }
 
   // Leave marks this thread done with the contender. The last thread out
@@ -173,12 +185,17 @@ class SharedContender {
             static_cast<double>(total_pairs_.load(std::memory_order_relaxed)) *
             1e9 / static_cast<double>(wall_ns));
       }
+      ReportLatencies(state);
     }
     contender_.reset();
     error_.clear();
     latest_start_ns_.store(0, std::memory_order_relaxed);
     latest_end_ns_.store(0, std::memory_order_relaxed);
     total_pairs_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(samples_mu_);
+      samples_ns_.clear();
+    }
     // Relaxed: the next run's threads are started after this run's threads
     // are joined, which orders this store before their loads.
     phase_.store(kBuilding, std::memory_order_relaxed);
@@ -201,6 +218,25 @@ class SharedContender {
     }
   }
 
+  // ReportLatencies sets the p50/p99/p999/max counters (ns per pair) from
+  // every thread's samples, if any were taken.
+  void ReportLatencies(benchmark::State& state) {
+    std::lock_guard<std::mutex> lock(samples_mu_);
+    if (samples_ns_.empty()) return;
+    std::sort(samples_ns_.begin(), samples_ns_.end());
+    const auto at = [this](double quantile) {
+      const size_t rank = static_cast<size_t>(
+          quantile * static_cast<double>(samples_ns_.size() - 1));
+      return benchmark::Counter(static_cast<double>(samples_ns_[rank]));
+    };
+    state.counters["p50_ns"] = at(0.5);
+    state.counters["p99_ns"] = at(0.99);
+    state.counters["p999_ns"] = at(0.999);
+    state.counters["max_ns"] = at(1.0);
+    state.counters["samples"] = benchmark::Counter(
+        static_cast<double>(samples_ns_.size()));
+  }
+
   std::atomic<int> phase_{kBuilding};
   std::atomic<int> users_{0};  // threads of this run that have not left
   std::unique_ptr<Contender> contender_;     // set while phase_ is kReady
@@ -208,23 +244,63 @@ class SharedContender {
   std::atomic<int64_t> latest_start_ns_{0};  // steady clock, max of threads
   std::atomic<int64_t> latest_end_ns_{0};    // steady clock, max of threads
   std::atomic<uint64_t> total_pairs_{0};     // iterations of all threads
+  std::mutex samples_mu_;
+  std::vector<int64_t> samples_ns_;  // latency samples of all threads
+};
+
+// NoMeter times nothing: the throughput benchmarks' loops.
+struct NoMeter {
+  void Begin() {}
+  void End() {}
+};
+
+// SampledMeter times one pair in kEvery with the steady clock (a vDSO
+// call, ~25 ns here, so timing every pair would change what is timed) and
+// keeps the samples for SharedContender to merge.
+class SampledMeter {
+ public:
+  static constexpr uint64_t kEvery = 64;
+  SampledMeter() { samples_ns_.reserve(1 << 20); }
+  void Begin() {
+    sampled_ = (++pairs_ % kEvery) == 0;
+    if (sampled_) start_ = std::chrono::steady_clock::now();
+  }
+  void End() {
+    if (!sampled_) return;
+    samples_ns_.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - start_)
+                              .count());
+  }
+  const std::vector<int64_t>& samples_ns() const { return samples_ns_; }
+
+ private:
+  uint64_t pairs_ = 0;
+  bool sampled_ = false;
+  std::chrono::steady_clock::time_point start_;
+  std::vector<int64_t> samples_ns_;
 };
 
 // RunPushPopPair is the body every benchmark shares: join the run's
-// contender, run pairs in the timed loop, report pairs as items.
-template <typename Contender>
+// contender, run pairs in the timed loop (timing a sample of them with
+// SampledMeter), report pairs as items.
+template <typename Contender, typename Meter = NoMeter>
 void RunPushPopPair(benchmark::State& state) {
   static SharedContender<Contender> shared;
+  Meter meter;
   Contender* contender = shared.Enter(state);
   if (contender != nullptr) {
-    contender->RunPairs(state);
+    contender->RunPairs(state, meter);
   } else {
     // Skipped: the loop runs zero iterations, but every thread still meets
     // the framework's start and stop barriers.
     for (auto _ : state) {
     }
   }
-  shared.Ran(state);
+  if constexpr (std::is_same_v<Meter, SampledMeter>) {
+    shared.Ran(state, meter.samples_ns());
+  } else {
+    shared.Ran(state);
+  }
   state.SetItemsProcessed(state.iterations());
   shared.Leave(state);
 }
@@ -233,7 +309,8 @@ void RunPushPopPair(benchmark::State& state) {
 //
 // Each contender has:
 //   static absl::StatusOr<std::unique_ptr<X>> Create();  // kElementCount in
-//   void RunPairs(benchmark::State&);  // the timed loop, one pair per iter
+//   template <typename Meter>  // the timed loop, one pair per iteration,
+//   void RunPairs(benchmark::State&, Meter&);  // meter.Begin/End around it
 //   absl::Status CheckAllElementsBack();  // REQUIRES: no thread running
 
 // GrooveContender: a VolumePool of kElementCount volumes of the smallest
@@ -276,12 +353,14 @@ class GrooveContender {
   GrooveContender(const GrooveContender&) = delete;
   GrooveContender& operator=(const GrooveContender&) = delete;
 
-  void RunPairs(benchmark::State& state) const {
+  template <typename Meter>
+  void RunPairs(benchmark::State& state, Meter& meter) const {
     // Each thread uses its own copy of the join, as each data-plane
     // process (or thread) does.
     const VolumePool pool = *pool_;
     if constexpr (kOwnerPair) {
       for (auto _ : state) {
+        meter.Begin();
         VolumeHeader* volume = nullptr;
         PoolError err = pool.Remove(&volume);
         if (err != PoolError::kSuccess) {
@@ -297,10 +376,12 @@ class GrooveContender {
               PoolErrorToStatus(err, "re-add").ToString().c_str());
           break;
         }
+        meter.End();
       }
       return;
     }
     for (auto _ : state) {
+      meter.Begin();
       VolumeHeader* volume = nullptr;
       PoolError err = pool.Acquire(&volume);
       if (err != PoolError::kSuccess) {
@@ -314,6 +395,7 @@ class GrooveContender {
             PoolErrorToStatus(err, "release").ToString().c_str());
         break;
       }
+      meter.End();
     }
   }
 
@@ -365,8 +447,10 @@ class BoostLockfreeContender {
     return contender;
   }
 
-  void RunPairs(benchmark::State& state) {
+  template <typename Meter>
+  void RunPairs(benchmark::State& state, Meter& meter) {
     for (auto _ : state) {
+      meter.Begin();
       uint64_t index;
       if (!stack_.pop(index)) {
         state.SkipWithError("boost stack: pop found the stack empty");
@@ -376,6 +460,7 @@ class BoostLockfreeContender {
         state.SkipWithError("boost stack: push found no free node");
         break;
       }
+      meter.End();
     }
   }
 
@@ -407,8 +492,10 @@ class MutexVectorContender {
     return contender;
   }
 
-  void RunPairs(benchmark::State& state) {
+  template <typename Meter>
+  void RunPairs(benchmark::State& state, Meter& meter) {
     for (auto _ : state) {
+      meter.Begin();
       uint64_t index;
       bool popped = false;
       {
@@ -427,6 +514,7 @@ class MutexVectorContender {
         std::lock_guard<std::mutex> lock(mutex_);
         free_.push_back(index);
       }
+      meter.End();
     }
   }
 
@@ -472,6 +560,25 @@ void BM_PushPopPair_MutexVector(benchmark::State& state) {
   RunPushPopPair<MutexVectorContender>(state);
 }
 BENCHMARK(BM_PushPopPair_MutexVector)->Apply(PairThreads);
+
+// The latency of one pair, sampled (SampledMeter), for the data plane's
+// pair against the mutex: what the back-off after a lost CAS (CasBackoff)
+// costs one operation, beside what it gains in throughput. One and two
+// threads only: with more threads than this machine's 2 cores, both tails
+// would be the scheduler's time slice.
+void LatencyThreads(benchmark::internal::Benchmark* b) {
+  b->Threads(1)->Threads(2)->UseRealTime();
+}
+
+void BM_PairLatency_Groove(benchmark::State& state) {
+  RunPushPopPair<GrooveContender<false>, SampledMeter>(state);
+}
+BENCHMARK(BM_PairLatency_Groove)->Apply(LatencyThreads);
+
+void BM_PairLatency_MutexVector(benchmark::State& state) {
+  RunPushPopPair<MutexVectorContender, SampledMeter>(state);
+}
+BENCHMARK(BM_PairLatency_MutexVector)->Apply(LatencyThreads);
 
 }  // namespace
 }  // namespace groove

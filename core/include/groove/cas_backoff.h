@@ -55,6 +55,14 @@ inline void CpuPause() {
 // operation completed, and the loser only delays its own next attempt, by
 // at most kMaxPauses pause instructions (about 1.2 us here).
 //
+// The price is fairness: the gain is one thread running a streak while
+// the other waits, so under a tight loop a thread that keeps losing can
+// wait until the winner is interrupted. Measured on 2 cores (PERFORMANCE
+// §1, BM_PairLatency_Groove): p99 of a pair 1.2 us -> 0.3-0.4 us, p999
+// 1.6-8 us -> 0.6-1.2 us, but the longest pair 0.07-1.5 ms -> 3-13 ms.
+// Backing off only for the first few losses restores the maximum and
+// loses the whole gain.
+//
 // Why no random jitter: the two to eight contenders that meet on a pool's
 // top lose in different rounds anyway, and a random number would cost the
 // hot path more than the pauses it would save (docs/PERFORMANCE.md §1).
