@@ -233,8 +233,8 @@ class SharedContender {
     state.counters["p99_ns"] = at(0.99);
     state.counters["p999_ns"] = at(0.999);
     state.counters["max_ns"] = at(1.0);
-    state.counters["samples"] = benchmark::Counter(
-        static_cast<double>(samples_ns_.size()));
+    state.counters["samples"] =
+        benchmark::Counter(static_cast<double>(samples_ns_.size()));
   }
 
   std::atomic<int> phase_{kBuilding};
