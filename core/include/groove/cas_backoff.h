@@ -63,14 +63,13 @@ inline void CpuPause() {
 // Backing off only for the first few losses restores the maximum and
 // loses the whole gain.
 //
-// Why no random jitter: the two to eight contenders that meet on a pool's
-// top lose in different rounds anyway, and a random number would cost the
-// hot path more than the pauses it would save (docs/PERFORMANCE.md §1).
+// No random jitter: the deterministic doubling gave the gain measured, so
+// a random number on the hot path was not tried.
 class CasBackoff {
  public:
   // kMaxPauses is the cap of one wait. Below 32 the measured gain
-  // vanished (16: none); 64 kept 85% of what 256 gave with a quarter of
-  // its longest wait (docs/PERFORMANCE.md §1).
+  // vanished (16: none); 64 kept 85-90% of what 256 gave with a quarter
+  // of its longest wait (docs/PERFORMANCE.md §1).
   static constexpr int kFirstPauses = 1;
   static constexpr int kMaxPauses = 64;
 
