@@ -1141,5 +1141,20 @@ TEST(CasBackoffTest, DoublesFromOnePauseUpToTheCap) {
   EXPECT_THAT(waits, ::testing::ElementsAre(1, 2, 4, 8, 16, 32, 64, 64, 64));
 }
 
+// An operation backs off for a bounded number of losses (about 1.2 ms
+// here), then retries at once, so a thread that keeps losing against a
+// tight loop competes again.
+TEST(CasBackoffTest, StopsWaitingAfterItsBudgetOfLosses) {
+  CasBackoff backoff;
+  for (int lost = 1; lost < CasBackoff::kMaxBackedOffLosses; ++lost) {
+    backoff.AfterLostCas();
+  }
+  EXPECT_EQ(backoff.pauses(), CasBackoff::kMaxPauses);
+  backoff.AfterLostCas();
+  EXPECT_EQ(backoff.pauses(), 0);
+  backoff.AfterLostCas();
+  EXPECT_EQ(backoff.pauses(), 0);
+}
+
 }  // namespace
 }  // namespace groove

@@ -8,8 +8,9 @@
 // lost CAS the loser waits a little longer (1, 2, 4 ... kMaxPauses pause
 // instructions) before it re-reads the top; meanwhile the winner runs
 // several operations with the line in its own cache. Measured in
-// docs/PERFORMANCE.md §1: on 2 cores, 2 to 8 threads doing Acquire+Release
-// went from 16-18 M to 37-40 M pairs per second (one thread alone: 46 M).
+// docs/PERFORMANCE.md §1: on 2 cores, 2 to 8 threads doing
+// Acquire+Release went from 15-18 M to 34-40 M pairs per second (one
+// thread alone: 43-47 M).
 //
 // Who backs off (VolumePool): data-plane operations (Acquire, Release,
 // Remove, untagged pushes). The owner's announced pops and tagged pushes
@@ -53,15 +54,17 @@ inline void CpuPause() {
 // shared. It neither yields, sleeps nor takes a lock, so the loop it is
 // used in keeps its progress guarantee: a lost CAS means another party's
 // operation completed, and the loser only delays its own next attempt, by
-// at most kMaxPauses pause instructions (about 1.2 us here).
+// at most kMaxPauses pause instructions (about 1.2 us here), and by at
+// most kMaxBackedOffLosses such waits in all.
 //
 // The price is fairness: the gain is one thread running a streak while
-// the other waits, so under a tight loop a thread that keeps losing can
-// wait until the winner is interrupted. Measured on 2 cores (PERFORMANCE
-// §1, BM_PairLatency_Groove): p99 of a pair 1.2 us -> 0.3-0.4 us, p999
-// 1.6-8 us -> 0.6-1.2 us, but the longest pair 0.07-1.5 ms -> 3-13 ms.
-// Backing off only for the first few losses restores the maximum and
-// loses the whole gain.
+// the other waits, so under a tight loop a thread that keeps losing would
+// wait until the winner is interrupted. So one operation backs off for at
+// most kMaxBackedOffLosses lost CASes, then retries at once. Measured on
+// 2 cores (PERFORMANCE §1, BM_PairLatency_Groove): p99 of a pair 1.2 us ->
+// 0.25-0.37 us, p999 1.5-8.4 us -> 0.7-1.1 us, the longest pair
+// 0.07-1.5 ms -> 0.95-2.3 ms (1-17 ms without the bound). Backing off only for the
+// first few losses restores the maximum and loses the whole gain.
 //
 // No random jitter: the deterministic doubling gave the gain measured, so
 // a random number on the hot path was not tried.
@@ -72,19 +75,31 @@ class CasBackoff {
   // of its longest wait (docs/PERFORMANCE.md §1).
   static constexpr int kFirstPauses = 1;
   static constexpr int kMaxPauses = 64;
+  // kMaxBackedOffLosses bounds how long one operation backs off in all:
+  // after that many lost CASes (about 65,000 pauses, 1.2 ms here) it
+  // retries at once, as without back-off, so a thread that keeps losing
+  // against a tight loop competes again instead of waiting for the winner
+  // to be interrupted (measured: the longest pair 1-17 ms without the
+  // bound, 0.95-2.3 ms with it, at the same throughput; PERFORMANCE §1).
+  static constexpr int kMaxBackedOffLosses = 1024;
 
   // AfterLostCas waits pauses() pause instructions, then doubles pauses()
-  // up to kMaxPauses. Cost: pauses() x CpuPause.
+  // up to kMaxPauses; once kMaxBackedOffLosses losses were waited out it
+  // returns at once. Cost: pauses() x CpuPause.
   void AfterLostCas() {
+    if (losses_ == kMaxBackedOffLosses) return;
+    ++losses_;
     for (int i = 0; i < pauses_; ++i) CpuPause();
     if (pauses_ < kMaxPauses) pauses_ *= 2;
   }
 
-  // pauses is how many pause instructions the next AfterLostCas waits.
-  int pauses() const { return pauses_; }
+  // pauses is how many pause instructions the next AfterLostCas waits: 0
+  // once kMaxBackedOffLosses CASes were lost.
+  int pauses() const { return losses_ < kMaxBackedOffLosses ? pauses_ : 0; }
 
  private:
   int pauses_ = kFirstPauses;  // in [kFirstPauses, kMaxPauses], a power of 2
+  int losses_ = 0;             // in [0, kMaxBackedOffLosses]
 };
 
 }  // namespace groove
