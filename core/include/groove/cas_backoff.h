@@ -63,8 +63,8 @@ inline void CpuPause() {
 // most kMaxBackedOffLosses lost CASes, then retries at once. Measured on
 // 2 cores (PERFORMANCE §1, BM_PairLatency_Groove): p99 of a pair 1.2 us ->
 // 0.25-0.37 us, p999 1.5-8.4 us -> 0.7-1.1 us, the longest pair
-// 0.07-1.5 ms -> 0.95-2.3 ms (1-17 ms without the bound). Backing off only for the
-// first few losses restores the maximum and loses the whole gain.
+// 0.07-1.5 ms -> 0.95-2.3 ms (1-17 ms without the bound). Backing off only for
+// the first few losses restores the maximum and loses the whole gain.
 //
 // No random jitter: the deterministic doubling gave the gain measured, so
 // a random number on the hot path was not tried.
