@@ -140,6 +140,10 @@ void WriteQueuedThen(absl::string_view last) {
     append(*queued);
     delete queued;
   }
+  if (out.empty()) {
+    WriteAll(last);  // nothing was queued: no copy of the line
+    return;
+  }
   append(last);
   WriteAll(out);
 }

@@ -79,7 +79,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -156,7 +155,7 @@ class SharedContender {
   // Ran records that this thread's timed loop is over, with its pairs and
   // the latencies it sampled (none for the throughput benchmarks).
   void Ran(benchmark::State& state,
-           const std::vector<int64_t>& latency_samples_ns = {}) {
+           const std::vector<int64_t>& latency_samples_ns) {
     StoreMax(latest_end_ns_, NowNs());
     // Relaxed: read by the last thread out, after Leave's acq_rel count.
     total_pairs_.fetch_add(state.iterations(), std::memory_order_relaxed);
@@ -249,9 +248,14 @@ class SharedContender {
 };
 
 // NoMeter times nothing: the throughput benchmarks' loops.
-struct NoMeter {
+class NoMeter {
+ public:
   void Begin() {}
   void End() {}
+  const std::vector<int64_t>& samples_ns() const { return samples_ns_; }
+
+ private:
+  std::vector<int64_t> samples_ns_;  // always empty
 };
 
 // SampledMeter times one pair in kEvery with the steady clock (a vDSO
@@ -296,11 +300,7 @@ void RunPushPopPair(benchmark::State& state) {
     for (auto _ : state) {
     }
   }
-  if constexpr (std::is_same_v<Meter, SampledMeter>) {
-    shared.Ran(state, meter.samples_ns());
-  } else {
-    shared.Ran(state);
-  }
+  shared.Ran(state, meter.samples_ns());
   state.SetItemsProcessed(state.iterations());
   shared.Leave(state);
 }
