@@ -32,6 +32,15 @@
 //                    directory D (NamedPool::Join) and loops
 //                    Acquire+Release; report the three and the ratios
 //                    dataplane/alone and dataplane/busy-loop
+//   --rounds=R       (with --compare or --contend_dir) run those arms R
+//                    times, interleaved: in order in odd rounds, reversed in
+//                    even ones (A B, B A, A B ...), each for --warmup then
+//                    --duration. Each round gives its own ratios; the
+//                    headline ratios are their medians, so a change in the
+//                    machine's speed during the comparison (a neighbour, a
+//                    slow phase of the host) falls on both arms of a round
+//                    alike instead of on whichever arm ran at the time. The
+//                    rows (ops/s, latencies) are of all rounds together.
 //   --scale=N        add N volumes to --pool in AddVolume batches of 1024,
 //                    measure per-request costs at 1k, 100k and N volumes
 //                    (ratios against the same at 1k, and against Health),
@@ -59,6 +68,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -93,6 +103,9 @@ ABSL_FLAG(bool, compare, false, "run --mix then health; report the ratios");
 ABSL_FLAG(std::string, contend_dir, "",
           "data directory: run --mix without, then with a data-plane child "
           "acquiring and releasing on --pool; report the ratios");
+ABSL_FLAG(int, rounds, 1,
+          "--compare, --contend_dir: run the arms this many times, "
+          "interleaved; the ratios are the medians of the rounds' ratios");
 ABSL_FLAG(uint64_t, scale, 0, "scale mode: add this many volumes to --pool");
 ABSL_FLAG(int, server_pid, 0, "scale mode: the server's pid, for its RSS");
 ABSL_FLAG(std::string, write_request, "",
@@ -447,21 +460,144 @@ void PrintTableRow(const RunResult& r, const std::string& label = "") {
 
 double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
 
-std::string RatiosJson(const RunResult& x, const RunResult& base) {
-  return absl::StrFormat(
-      "{\"throughput\":%.3f,\"p50\":%.3f,\"p99\":%.3f,\"p999\":%.3f}",
-      Ratio(x.ops_per_s(), base.ops_per_s()), Ratio(x.p_us(0.5), base.p_us(0.5)),
-      Ratio(x.p_us(0.99), base.p_us(0.99)),
-      Ratio(x.p_us(0.999), base.p_us(0.999)));
+// Ratios of one run to a baseline run: throughput, and latency at three
+// percentiles.
+struct Ratios {
+  double throughput = 0, p50 = 0, p99 = 0, p999 = 0;
+};
+
+Ratios RatiosOf(const RunResult& x, const RunResult& base) {
+  return {Ratio(x.ops_per_s(), base.ops_per_s()),
+          Ratio(x.p_us(0.5), base.p_us(0.5)),
+          Ratio(x.p_us(0.99), base.p_us(0.99)),
+          Ratio(x.p_us(0.999), base.p_us(0.999))};
 }
 
-void PrintRatios(const std::string& what, const RunResult& x,
-                 const RunResult& base) {
-  std::printf(
-      "ratio %s: throughput %.3f  p50 %.3f  p99 %.3f  p999 %.3f\n",
-      what.c_str(), Ratio(x.ops_per_s(), base.ops_per_s()),
-      Ratio(x.p_us(0.5), base.p_us(0.5)), Ratio(x.p_us(0.99), base.p_us(0.99)),
-      Ratio(x.p_us(0.999), base.p_us(0.999)));
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t mid = v.size() / 2;
+  return v.size() % 2 == 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+// MedianRatios returns each field's median over `rounds` (the mean of the
+// middle two for an even count; all 0 for none).
+Ratios MedianRatios(const std::vector<Ratios>& rounds) {
+  auto median_of = [&](double Ratios::*field) {
+    std::vector<double> v;
+    for (const Ratios& r : rounds) v.push_back(r.*field);
+    return Median(std::move(v));
+  };
+  return {median_of(&Ratios::throughput), median_of(&Ratios::p50),
+          median_of(&Ratios::p99), median_of(&Ratios::p999)};
+}
+
+std::string RatiosJson(const Ratios& r) {
+  return absl::StrFormat(
+      "{\"throughput\":%.3f,\"p50\":%.3f,\"p99\":%.3f,\"p999\":%.3f}",
+      r.throughput, r.p50, r.p99, r.p999);
+}
+
+void PrintRatios(const std::string& what, const Ratios& r) {
+  std::printf("ratio %s: throughput %.3f  p50 %.3f  p99 %.3f  p999 %.3f\n",
+              what.c_str(), r.throughput, r.p50, r.p99, r.p999);
+}
+
+// Absorb adds one round's run to `total`: its operations, errors, time and
+// latencies.
+void Absorb(const RunResult& round, RunResult* total) {
+  total->mix = round.mix;
+  total->connections = round.connections;
+  total->in_flight = round.in_flight;
+  total->seconds += round.seconds;
+  total->ops += round.ops;
+  total->errors += round.errors;
+  for (const auto& [code, n] : round.error_codes) {
+    total->error_codes[code] += n;
+  }
+  if (total->first_error.empty()) total->first_error = round.first_error;
+  total->latency.Merge(round.latency);
+}
+
+// One arm of an interleaved comparison: `mix` run in some setting, which
+// `enter` sets up before each of the arm's runs (returning "" or an error)
+// and `leave` takes down after it.
+struct Arm {
+  Mix mix = Mix::kHealth;
+  std::function<std::string()> enter = [] { return std::string(); };
+  std::function<void()> leave = [] {};
+};
+
+// What RunInterleaved measured.
+struct Interleaved {
+  std::vector<std::vector<RunResult>> runs;  // [arm][round]
+  std::vector<RunResult> merged;             // [arm]: its rounds together
+  std::string error;                         // an arm's `enter` failed
+
+  // RoundRatios returns arm `a`'s ratios to arm `base`, one per round (each
+  // from two runs of the same round).
+  std::vector<Ratios> RoundRatios(size_t a, size_t base) const {
+    std::vector<Ratios> out;
+    for (size_t r = 0; r < runs[a].size(); ++r) {
+      out.push_back(RatiosOf(runs[a][r], runs[base][r]));
+    }
+    return out;
+  }
+};
+
+// RunInterleaved runs each arm `rounds` times, a fresh RunLoad each time
+// (--warmup, then --duration): the arms in order in the first round,
+// reversed in the second, and so on (A B C, C B A, A B C ...), so that the
+// arms of one round run next to each other and slow drift of the machine
+// weighs on each arm alike. Stops at the first arm whose `enter` fails.
+Interleaved RunInterleaved(const LoadOptions& o, const std::vector<Arm>& arms,
+                           int rounds) {
+  Interleaved result;
+  result.runs.resize(arms.size());
+  result.merged.resize(arms.size());
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t k = 0; k < arms.size(); ++k) {
+      const size_t a = r % 2 == 0 ? k : arms.size() - 1 - k;
+      if (std::string e = arms[a].enter(); !e.empty()) {
+        result.error = std::move(e);
+        return result;
+      }
+      result.runs[a].push_back(RunLoad(o, arms[a].mix));
+      arms[a].leave();
+      Absorb(result.runs[a].back(), &result.merged[a]);
+    }
+  }
+  return result;
+}
+
+// PrintRoundRatios prints arm `a`'s ratio to arm `base` for each round and
+// then their median; with one round, just the ratio.
+void PrintRoundRatios(const std::string& what, const Interleaved& runs,
+                      size_t a, size_t base) {
+  const std::vector<Ratios> rounds = runs.RoundRatios(a, base);
+  if (rounds.size() == 1) {
+    PrintRatios(what, rounds[0]);
+    return;
+  }
+  for (size_t r = 0; r < rounds.size(); ++r) {
+    PrintRatios(absl::StrCat(what, " round ", r + 1), rounds[r]);
+  }
+  PrintRatios(absl::StrCat(what, " (median of ", rounds.size(), " rounds)"),
+              MedianRatios(rounds));
+}
+
+// RoundsJson returns `"ratios":{median},"round_ratios":[...]` for arm `a`
+// against arm `base`, each key followed by `suffix` ("" or "_vs_control").
+std::string RoundsJson(const std::string& suffix, const Interleaved& runs,
+                       size_t a, size_t base) {
+  const std::vector<Ratios> rounds = runs.RoundRatios(a, base);
+  std::string each;
+  for (const Ratios& r : rounds) {
+    absl::StrAppend(&each, each.empty() ? "" : ",", RatiosJson(r));
+  }
+  return absl::StrCat("\"ratios", suffix,
+                      "\":", RatiosJson(MedianRatios(rounds)),
+                      ",\"round_ratios", suffix, "\":[", each, "]");
 }
 
 bool Sane(const RunResult& r) { return r.ops > 0 && r.errors == 0; }
@@ -909,7 +1045,8 @@ int Main(int argc, char** argv) {
   o.warmup = absl::GetFlag(FLAGS_warmup);
   if (!mix.has_value() || (output != "table" && output != "json") ||
       o.connections < 1 || o.in_flight < 1 ||
-      o.duration <= absl::ZeroDuration() || o.warmup < absl::ZeroDuration()) {
+      o.duration <= absl::ZeroDuration() || o.warmup < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_rounds) < 1) {
     std::fprintf(stderr, "groove-load: bad flags (see --help)\n");
     return 2;
   }
@@ -938,30 +1075,41 @@ int Main(int argc, char** argv) {
     }
   }
 
+  const int rounds = absl::GetFlag(FLAGS_rounds);
   if (child != nullptr) {
-    // Three runs: alone, beside the control (a busy loop), beside the data
+    // Three arms: alone, beside the control (a busy loop), beside the data
     // plane. The child runs through each whole run, warmup included.
-    const double child_s = absl::ToDoubleSeconds(o.duration + o.warmup);
-    const RunResult quiet = RunLoad(o, *mix);
-    RunResult burn, loud;
     uint64_t burn_loops = 0, pairs = 0;
-    for (char command : {'b', 'g'}) {
-      if (std::string e = child->Start(command); !e.empty()) {
-        std::fprintf(stderr, "groove-load: data-plane child: %s\n", e.c_str());
-        return 1;
-      }
-      (command == 'b' ? burn : loud) = RunLoad(o, *mix);
-      (command == 'b' ? burn_loops : pairs) = child->Stop();
+    auto beside_child = [&](char command, uint64_t* loops) {
+      Arm arm;
+      arm.mix = *mix;
+      arm.enter = [&child, command] { return child->Start(command); };
+      arm.leave = [&child, loops] { *loops += child->Stop(); };
+      return arm;
+    };
+    const std::vector<Arm> arms = {Arm{*mix}, beside_child('b', &burn_loops),
+                                   beside_child('g', &pairs)};
+    const Interleaved runs = RunInterleaved(o, arms, rounds);
+    if (!runs.error.empty()) {
+      std::fprintf(stderr, "groove-load: data-plane child: %s\n",
+                   runs.error.c_str());
+      return 1;
     }
+    const RunResult& quiet = runs.merged[0];
+    const RunResult& burn = runs.merged[1];
+    const RunResult& loud = runs.merged[2];
+    const double child_s =
+        absl::ToDoubleSeconds(o.duration + o.warmup) * rounds;
     if (json) {
-      std::printf("{\"mode\":\"contend\",\"uncontended\":%s,\"control\":%s,"
-                  "\"contended\":%s,\"dataplane_pairs_per_s\":%.1f,"
-                  "\"control_loops_per_s\":%.1f,\"ratios\":%s,"
-                  "\"ratios_vs_control\":%s}\n",
-                  ResultJson(quiet).c_str(), ResultJson(burn).c_str(),
-                  ResultJson(loud).c_str(), pairs / child_s,
-                  burn_loops / child_s, RatiosJson(loud, quiet).c_str(),
-                  RatiosJson(loud, burn).c_str());
+      std::printf(
+          "{\"mode\":\"contend\",\"rounds\":%d,\"uncontended\":%s,"
+          "\"control\":%s,\"contended\":%s,"
+          "\"dataplane_pairs_per_s\":%.1f,"
+          "\"control_loops_per_s\":%.1f,%s,%s}\n",
+          rounds, ResultJson(quiet).c_str(), ResultJson(burn).c_str(),
+          ResultJson(loud).c_str(), pairs / child_s, burn_loops / child_s,
+          RoundsJson("", runs, 2, 0).c_str(),
+          RoundsJson("_vs_control", runs, 2, 1).c_str());
     } else {
       PrintTableHeader();
       PrintTableRow(quiet, absl::StrCat(quiet.mix, "/alone"));
@@ -969,34 +1117,40 @@ int Main(int argc, char** argv) {
       PrintTableRow(loud, absl::StrCat(loud.mix, "/dataplane"));
       std::printf("data plane: %.0f Acquire+Release pairs/s; control: %.0f "
                   "loops/s\n", pairs / child_s, burn_loops / child_s);
-      PrintRatios("dataplane/alone", loud, quiet);
-      PrintRatios("dataplane/busy-loop", loud, burn);
+      PrintRoundRatios("dataplane/alone", runs, 2, 0);
+      PrintRoundRatios("dataplane/busy-loop", runs, 2, 1);
     }
     return Sane(quiet) && Sane(burn) && Sane(loud) && pairs > 0 ? 0 : 1;
   }
 
-  const RunResult x = RunLoad(o, *mix);
-  if (!absl::GetFlag(FLAGS_compare)) {
+  if (absl::GetFlag(FLAGS_compare)) {
+    const Interleaved runs =
+        RunInterleaved(o, {Arm{*mix}, Arm{Mix::kHealth}}, rounds);
+    const RunResult& x = runs.merged[0];
+    const RunResult& floor = runs.merged[1];
     if (json) {
-      std::printf("%s\n", ResultJson(x).c_str());
+      std::printf(
+          "{\"mode\":\"compare\",\"rounds\":%d,\"mix\":%s,"
+          "\"health\":%s,%s}\n",
+          rounds, ResultJson(x).c_str(), ResultJson(floor).c_str(),
+          RoundsJson("", runs, 0, 1).c_str());
     } else {
       PrintTableHeader();
       PrintTableRow(x);
+      PrintTableRow(floor);
+      PrintRoundRatios(absl::StrCat(x.mix, "/health"), runs, 0, 1);
     }
-    return Sane(x) ? 0 : 1;
+    return Sane(x) && Sane(floor) ? 0 : 1;
   }
-  const RunResult floor = RunLoad(o, Mix::kHealth);
+
+  const RunResult x = RunLoad(o, *mix);
   if (json) {
-    std::printf("{\"mode\":\"compare\",\"mix\":%s,\"health\":%s,"
-                "\"ratios\":%s}\n", ResultJson(x).c_str(),
-                ResultJson(floor).c_str(), RatiosJson(x, floor).c_str());
+    std::printf("%s\n", ResultJson(x).c_str());
   } else {
     PrintTableHeader();
     PrintTableRow(x);
-    PrintTableRow(floor);
-    PrintRatios(absl::StrCat(x.mix, "/health"), x, floor);
   }
-  return Sane(x) && Sane(floor) ? 0 : 1;
+  return Sane(x) ? 0 : 1;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // non-zero operation count and no failed RPC; never how fast (benchmarks
 // are not timed tests: the numbers come from script/bench).
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "support/server_process.h"
 #include "support/subprocess.h"
@@ -36,6 +39,42 @@ double NumberAfter(const std::string& json, const std::string& key) {
   double value = -1;
   if (!absl::SimpleAtod(json.substr(start, end - start), &value)) return -1;
   return value;
+}
+
+// ParseReport parses groove-load's --output=json into a Struct (empty on a
+// parse error, which the caller's field checks then report).
+google::protobuf::Struct ParseReport(const std::string& json) {
+  google::protobuf::Struct report;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, &report).ok())
+      << json;
+  return report;
+}
+
+// Field returns report[key] as a number (0 when absent).
+double Field(const google::protobuf::Struct& s, const std::string& key) {
+  const auto it = s.fields().find(key);
+  return it == s.fields().end() ? 0 : it->second.number_value();
+}
+
+// ThroughputsOf returns the "throughput" of each element of report[key].
+std::vector<double> ThroughputsOf(const google::protobuf::Struct& report,
+                                  const std::string& key) {
+  std::vector<double> out;
+  const auto it = report.fields().find(key);
+  if (it == report.fields().end()) return out;
+  for (const auto& round : it->second.list_value().values()) {
+    out.push_back(Field(round.struct_value(), "throughput"));
+  }
+  return out;
+}
+
+// MedianThroughput returns report[key]["throughput"].
+double MedianThroughput(const google::protobuf::Struct& report,
+                        const std::string& key) {
+  const auto it = report.fields().find(key);
+  return it == report.fields().end()
+             ? 0
+             : Field(it->second.struct_value(), "throughput");
 }
 
 class LoadSmokeTest : public ::testing::Test {
@@ -99,6 +138,23 @@ TEST_F(LoadSmokeTest, CompareReportsRatiosAgainstHealth) {
   EXPECT_GT(NumberAfter(out, "throughput"), 0) << out;
 }
 
+TEST_F(LoadSmokeTest, CompareInRoundsReportsEachRoundAndTheirMedian) {
+  const google::protobuf::Struct report =
+      ParseReport(Run({"--mix=inspect_summary", "--compare", "--rounds=3",
+                       "--duration=300ms", "--warmup=50ms"}));
+  EXPECT_EQ(Field(report, "rounds"), 3);
+  std::vector<double> rounds = ThroughputsOf(report, "round_ratios");
+  ASSERT_EQ(rounds.size(), 3u);
+  for (double r : rounds) EXPECT_GT(r, 0);
+  std::sort(rounds.begin(), rounds.end());
+  EXPECT_DOUBLE_EQ(MedianThroughput(report, "ratios"), rounds[1]);
+  // Each arm's row is its three rounds together.
+  EXPECT_DOUBLE_EQ(Field(report.fields().at("mix").struct_value(), "seconds"),
+                   0.9);
+  EXPECT_DOUBLE_EQ(
+      Field(report.fields().at("health").struct_value(), "seconds"), 0.9);
+}
+
 TEST_F(LoadSmokeTest, ContendRunsADataPlaneChild) {
   // The data plane needs volumes to acquire.
   auto stub = server_->Stub();
@@ -108,10 +164,18 @@ TEST_F(LoadSmokeTest, ContendRunsADataPlaneChild) {
   req.set_count(16);
   v1::AddVolumeResponse resp;
   ASSERT_TRUE(stub->AddVolume(&ctx, req, &resp).ok());
-  // Three runs (alone, busy loop, data plane): shorter ones.
-  const std::string out = Run({"--mix=inspect_summary", "--duration=500ms",
-                               "--contend_dir=" + dir_.path()});
+  // Three arms (alone, busy loop, data plane), two rounds: shorter runs.
+  const std::string out =
+      Run({"--mix=inspect_summary", "--duration=300ms", "--warmup=50ms",
+           "--rounds=2", "--contend_dir=" + dir_.path()});
   EXPECT_GT(NumberAfter(out, "dataplane_pairs_per_s"), 0) << out;
+  const google::protobuf::Struct report = ParseReport(out);
+  std::vector<double> rounds = ThroughputsOf(report, "round_ratios");
+  ASSERT_EQ(rounds.size(), 2u) << out;
+  // The mean of the middle two; each figure is printed to 3 decimals.
+  EXPECT_NEAR(MedianThroughput(report, "ratios"), (rounds[0] + rounds[1]) / 2,
+              0.001);
+  EXPECT_EQ(ThroughputsOf(report, "round_ratios_vs_control").size(), 2u);
 }
 
 TEST_F(LoadSmokeTest, ScaleRunsOnASmallPool) {
