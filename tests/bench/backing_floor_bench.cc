@@ -1,11 +1,13 @@
 // tests/bench/backing_floor_bench.cc: AddVolume/RemoveVolume through the
-// core's NamedPool on `huge` (2 MiB hugetlb) backing, against the kernel
-// floor measured side by side in the same process.
+// core's NamedPool on `huge` (2 MiB hugetlb) and `normal` (tmpfs) backing,
+// against the kernel floor measured side by side in the same process.
 //
 // The floor is what adding a volume cannot avoid: on a hugetlb memfd (what
 // a `huge` pool uses when no hugetlbfs mount serves 2 MiB pages, as on this
 // project's machines), fallocate the volume's range, mmap it and write one
-// 512-byte header; removing is punching the range's hole and unmapping.
+// 512-byte header; removing is punching the range's hole and unmapping. On
+// `normal` (a 4 KiB volume, as in the RPC benchmarks), fallocate and pwrite
+// the header; removing is the punch.
 // The pool does that plus its own work (slot claim, header format and
 // push through pread/pwrite, as the owner maps no volume; pop, header
 // check, slot marks), but no mmap of its own: on hugetlbfs its first
@@ -16,8 +18,8 @@
 // so a fixed order gives one side the cache-warm pages), so both see the
 // same machine load and the same pages; each reports the median
 // per-volume time and the ratio pool/floor is the figure (goal: <= 1.1x).
-// Per volume size: 2 MiB (one page) and 32 MiB (16 pages: page zeroing
-// dominates).
+// Per volume size: normal 4 KiB; huge 2 MiB (one page) and 32 MiB (16
+// pages: page zeroing dominates).
 //
 // Hugepages: as root it raises /sys/kernel/mm/hugepages/hugepages-2048kB/
 // nr_hugepages by what it needs and lowers it by the same amount at the
@@ -83,22 +85,35 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// Floor: one memfd like the pool's store, volumes at i * size.
+// Floor: one memfd like the pool's store, volumes at i * size: hugetlb
+// (2 MiB pages) for `huge`, shmem (tmpfs, 4 KiB pages) for `normal`.
 class Floor {
  public:
-  bool Open(uint64_t size, uint64_t slots) {
+  bool Open(BackingKind kind, uint64_t size, uint64_t slots) {
+    kind_ = kind;
     size_ = size;
-    fd_ = memfd_create("groove-floor", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+    const unsigned flags = kind == BackingKind::kHuge
+                               ? MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB
+                               : MFD_CLOEXEC;
+    fd_ = memfd_create("groove-floor", flags);
     if (fd_ < 0) return false;
     return ftruncate(fd_, static_cast<off_t>(size * slots)) == 0;
   }
   ~Floor() {
     if (fd_ >= 0) close(fd_);
   }
-  // Add: fallocate, map, touch one header. Returns false on failure.
+  // Add: fallocate, then write one header: through a mapping on hugetlb
+  // (which has no write()), with pwrite on tmpfs (a 4 KiB volume's mapping
+  // would cost more than the write). Returns false on failure.
   bool Add(uint64_t slot) {
     const off_t off = static_cast<off_t>(slot * size_);
     if (fallocate(fd_, 0, off, static_cast<off_t>(size_)) != 0) return false;
+    if (kind_ == BackingKind::kNormal) {
+      char header[512];
+      std::memset(header, 0x5a, sizeof(header));
+      return pwrite(fd_, header, sizeof(header), off) ==
+             static_cast<ssize_t>(sizeof(header));
+    }
     void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_NORESERVE, fd_, off);
     if (p == MAP_FAILED) return false;
@@ -106,16 +121,18 @@ class Floor {
     mapped_ = p;
     return true;
   }
-  // Remove: punch the hole, unmap.
+  // Remove: punch the hole (and unmap what Add mapped).
   bool Remove(uint64_t slot) {
     const off_t off = static_cast<off_t>(slot * size_);
     const bool ok = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                               off, static_cast<off_t>(size_)) == 0;
-    munmap(mapped_, size_);
+    if (mapped_ != nullptr) munmap(mapped_, size_);
+    mapped_ = nullptr;
     return ok;
   }
 
  private:
+  BackingKind kind_ = BackingKind::kHuge;
   int fd_ = -1;
   uint64_t size_ = 0;
   void* mapped_ = nullptr;
@@ -127,21 +144,21 @@ struct Result {
 
 // Measure alternates floor and pool adds and removes of one volume of
 // `size` bytes, `iterations` times each.
-bool Measure(uint64_t size, int iterations, Result* out, std::string* error) {
+bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
+             std::string* error) {
   const std::string dir =
       (std::filesystem::temp_directory_path() /
        absl::StrCat("groove-floor-", getpid()))
           .string();
   std::filesystem::remove_all(dir);
   Floor floor;
-  if (!floor.Open(size, 4)) {
-    *error = absl::StrCat("memfd_create(MFD_HUGETLB|MFD_HUGE_2MB): ",
-                          std::strerror(errno));
+  if (!floor.Open(kind, size, 4)) {
+    *error = absl::StrCat("memfd_create: ", std::strerror(errno));
     return false;
   }
   PoolConfig config;
   config.name = "floor";
-  config.backing.kind = BackingKind::kHuge;
+  config.backing.kind = kind;
   config.volume_size_bytes = size;
   config.max_volumes = 4;
   bool ok = true;
@@ -220,9 +237,34 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [--iterations=N]\n", argv[0]);
     return 2;
   }
-  std::printf("backing_floor_bench: NamedPool AddVolumes(1)/RemoveVolumes(1) "
-              "vs fallocate+mmap+touch / punch-hole, %d alternating "
-              "iterations, medians\n", iterations);
+  std::printf(
+      "backing_floor_bench: NamedPool AddVolumes(1)/RemoveVolumes(1) "
+      "vs fallocate + header write / punch-hole, %d alternating "
+      "iterations, medians\n",
+      iterations);
+  std::printf("%-10s %14s %14s %9s %16s %16s %9s\n", "size", "floor_add_us",
+              "pool_add_us", "add_x", "floor_remove_us", "pool_remove_us",
+              "remove_x");
+  int status = 0;
+  auto measure_row = [&](BackingKind kind, uint64_t size) {
+    const std::string label = absl::StrCat(
+        kind == BackingKind::kHuge ? "huge " : "normal ",
+        size >= (uint64_t{1} << 20) ? absl::StrCat(size >> 20, "MiB")
+                                    : absl::StrCat(size >> 10, "KiB"));
+    Result r{};
+    std::string error;
+    if (!Measure(kind, size, iterations, &r, &error)) {
+      std::printf("%s: ERROR: %s\n", label.c_str(), error.c_str());
+      status = 1;
+      return;
+    }
+    std::printf("%-10s %14.1f %14.1f %9.3f %16.1f %16.1f %9.3f\n",
+                label.c_str(), r.floor_add_us, r.pool_add_us,
+                r.pool_add_us / r.floor_add_us, r.floor_remove_us,
+                r.pool_remove_us, r.pool_remove_us / r.floor_remove_us);
+  };
+  // What the RPC benchmarks' pools use (docs/PERFORMANCE.md section 2).
+  measure_row(BackingKind::kNormal, uint64_t{4} << 10);
   if (access(kGiganticDir, F_OK) != 0) {
     std::printf("gigantic (1 GiB pages): NOT MEASURABLE here: %s does not "
                 "exist (the CPU or VM offers no 1 GiB page size; "
@@ -234,7 +276,7 @@ int Main(int argc, char** argv) {
   if (geteuid() != 0) {
     std::printf("huge (2 MiB pages): NOT MEASURED: needs root to reserve "
                 "pages through %s\n", kNrPath);
-    return 0;
+    return status;
   }
   const std::vector<uint64_t> sizes = {uint64_t{2} << 20, uint64_t{32} << 20};
   // The floor and the pool each hold at most one volume of the largest
@@ -247,27 +289,9 @@ int Main(int argc, char** argv) {
                 "pages through %s (free now %ld)\n", need, kNrPath,
                 ReadLong(kFreePath));
     if (before >= 0) WriteLong(kNrPath, std::max(0L, ReadLong(kNrPath) - need));
-    return 0;
+    return status;
   }
-  int status = 0;
-  std::printf("%-10s %14s %14s %9s %16s %16s %9s\n", "size", "floor_add_us",
-              "pool_add_us", "add_x", "floor_remove_us", "pool_remove_us",
-              "remove_x");
-  for (uint64_t size : sizes) {
-    Result r{};
-    std::string error;
-    if (!Measure(size, iterations, &r, &error)) {
-      std::printf("huge %lu MiB: ERROR: %s\n",
-                  static_cast<unsigned long>(size >> 20), error.c_str());
-      status = 1;
-      continue;
-    }
-    std::printf("%-10s %14.1f %14.1f %9.3f %16.1f %16.1f %9.3f\n",
-                absl::StrCat("huge ", size >> 20, "MiB").c_str(),
-                r.floor_add_us, r.pool_add_us, r.pool_add_us / r.floor_add_us,
-                r.floor_remove_us, r.pool_remove_us,
-                r.pool_remove_us / r.floor_remove_us);
-  }
+  for (uint64_t size : sizes) measure_row(BackingKind::kHuge, size);
   // Give back what we added (the current value, in case someone else
   // changed it meanwhile).
   WriteLong(kNrPath, std::max(0L, ReadLong(kNrPath) - need));
