@@ -754,8 +754,7 @@ double MedianUs(int n, F call, bool* ok) {
     if (!call()) *ok = false;
     t.push_back(static_cast<double>(NowNs() - s) / 1e3);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return Median(std::move(t));
 }
 
 int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
@@ -844,10 +843,8 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       add(1024);
       adds.push_back(static_cast<double>(NowNs() - s) / 1e3);
     }
-    std::sort(adds.begin(), adds.end());
-    std::sort(removes.begin(), removes.end());
-    p.add_batch_us = adds[2];
-    p.remove_batch_us = removes[2];
+    p.add_batch_us = Median(std::move(adds));
+    p.remove_batch_us = Median(std::move(removes));
     points.push_back(p);
   };
 
