@@ -51,6 +51,12 @@
 //                    frame header + protobuf) to F and exit: the body for
 //                    h2load -d F
 //
+// CPU accounting: every run reports the client's CPU time per operation
+// (this process, getrusage; a --contend_dir child is another process and
+// not counted) and, with --server_pid, the server's (/proc/PID/stat), both
+// over the measured window only. On a machine where client and server
+// share cores, they say which side saturated (docs/PERFORMANCE.md §7).
+//
 // Output: --output=table (default) or json (one object on stdout).
 // Exit status: 0; 1 when a measured run completed no operation or had any
 // failed RPC (so a smoke test can rely on it); 2 for bad flags.
@@ -59,6 +65,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,7 +114,9 @@ ABSL_FLAG(int, rounds, 1,
           "--compare, --contend_dir: run the arms this many times, "
           "interleaved; the ratios are the medians of the rounds' ratios");
 ABSL_FLAG(uint64_t, scale, 0, "scale mode: add this many volumes to --pool");
-ABSL_FLAG(int, server_pid, 0, "scale mode: the server's pid, for its RSS");
+ABSL_FLAG(int, server_pid, 0,
+          "the server's pid: its CPU time per operation (every mode) and "
+          "its RSS (scale mode)");
 ABSL_FLAG(std::string, write_request, "",
           "write --mix's request as a gRPC message to this file and exit");
 
@@ -192,8 +201,21 @@ struct RunResult {
   std::map<std::string, uint64_t> error_codes;  // code -> count
   std::string first_error;
   LatencyHistogram latency;
+  // CPU seconds used over the measured window: this process's, and the
+  // server's (negative when unknown: no --server_pid).
+  double client_cpu_s = 0;
+  double server_cpu_s = -1;
 
   double ops_per_s() const { return seconds > 0 ? ops / seconds : 0; }
+  // CPU microseconds per operation; negative when unknown.
+  double client_us_per_op() const {
+    return ops > 0 ? client_cpu_s * 1e6 / static_cast<double>(ops) : -1;
+  }
+  double server_us_per_op() const {
+    return ops > 0 && server_cpu_s >= 0
+               ? server_cpu_s * 1e6 / static_cast<double>(ops)
+               : -1;
+  }
   double p_us(double q) const { return latency.Percentile(q) / 1e3; }
 };
 
@@ -365,7 +387,39 @@ struct LoadOptions {
   int in_flight = 1;
   absl::Duration duration;
   absl::Duration warmup;
+  int server_pid = 0;  // 0: the server's CPU is not accounted
 };
+
+// ClientCpuSeconds returns this process's user + system CPU time so far.
+double ClientCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+// ServerCpuSeconds returns process `pid`'s user + system CPU time so far
+// (fields 14 and 15 of /proc/PID/stat), or -1 when it cannot be read.
+double ServerCpuSeconds(int pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat;
+  if (pid <= 0 || !std::getline(f, stat)) return -1;
+  // The command name (field 2) may hold spaces: count from its ')'.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  const std::vector<std::string> fields =
+      absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipWhitespace());
+  // fields[0] is field 3 (state), so utime (14) and stime (15) are 11, 12.
+  uint64_t utime = 0, stime = 0;
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return -1;
+  }
+  return static_cast<double>(utime + stime) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 // PreparePool makes sure --pool holds at least `volumes` volumes (for
 // inspect_page). Returns an error text, or "".
@@ -410,8 +464,24 @@ RunResult RunLoad(const LoadOptions& o, Mix mix) {
       connections[i]->Run(measure_start, measure_end, &partial[i]);
     });
   }
+  // CPU over the measured window: this thread only waits for its edges
+  // (the load threads run on their own clock, NowNs).
+  auto sleep_until = [](int64_t t) {
+    const int64_t now = NowNs();
+    if (t > now) absl::SleepFor(absl::Nanoseconds(t - now));
+  };
+  sleep_until(measure_start);
+  const double client_before = ClientCpuSeconds();
+  const double server_before = ServerCpuSeconds(o.server_pid);
+  sleep_until(measure_end);
+  const double client_after = ClientCpuSeconds();
+  const double server_after = ServerCpuSeconds(o.server_pid);
   for (std::thread& t : threads) t.join();
   RunResult r;
+  r.client_cpu_s = client_after - client_before;
+  r.server_cpu_s = server_before >= 0 && server_after >= 0
+                       ? server_after - server_before
+                       : -1;
   r.mix = MixName(mix);
   r.connections = o.connections;
   r.in_flight = o.in_flight;
@@ -426,6 +496,11 @@ RunResult RunLoad(const LoadOptions& o, Mix mix) {
   return r;
 }
 
+// CpuText returns a CPU figure to one decimal, or `unknown` when negative.
+std::string CpuText(double us, const char* unknown) {
+  return us < 0 ? unknown : absl::StrFormat("%.1f", us);
+}
+
 std::string ResultJson(const RunResult& r) {
   std::string codes;
   for (const auto& [code, n] : r.error_codes) {
@@ -434,25 +509,32 @@ std::string ResultJson(const RunResult& r) {
   return absl::StrFormat(
       "{\"mix\":\"%s\",\"connections\":%d,\"in_flight\":%d,\"seconds\":%.3f,"
       "\"ops\":%d,\"errors\":%d,\"error_codes\":{%s},\"ops_per_s\":%.1f,"
-      "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f}",
+      "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
+      "\"client_cpu_us_per_op\":%s,\"server_cpu_us_per_op\":%s}",
       r.mix, r.connections, r.in_flight, r.seconds, r.ops, r.errors, codes,
       r.ops_per_s(), r.p_us(0.5), r.p_us(0.99), r.p_us(0.999),
-      static_cast<double>(r.latency.max()) / 1e3);
+      static_cast<double>(r.latency.max()) / 1e3,
+      CpuText(r.client_us_per_op(), "null"),
+      CpuText(r.server_us_per_op(), "null"));
 }
 
 void PrintTableHeader() {
-  std::printf("%-16s %5s %5s %8s %10s %7s %12s %9s %9s %9s %9s\n", "mix",
-              "conns", "infl", "secs", "ops", "errors", "ops/s", "p50_us",
-              "p99_us", "p999_us", "max_us");
+  std::printf("%-16s %5s %5s %8s %10s %7s %12s %9s %9s %9s %9s %10s %10s\n",
+              "mix", "conns", "infl", "secs", "ops", "errors", "ops/s",
+              "p50_us", "p99_us", "p999_us", "max_us", "cli_cpu_us",
+              "srv_cpu_us");
 }
 
 void PrintTableRow(const RunResult& r, const std::string& label = "") {
-  std::printf("%-16s %5d %5d %8.2f %10lu %7lu %12.1f %9.1f %9.1f %9.1f %9.1f\n",
-              (label.empty() ? r.mix : label).c_str(), r.connections,
-              r.in_flight, r.seconds, static_cast<unsigned long>(r.ops),
-              static_cast<unsigned long>(r.errors), r.ops_per_s(), r.p_us(0.5),
-              r.p_us(0.99), r.p_us(0.999),
-              static_cast<double>(r.latency.max()) / 1e3);
+  std::printf(
+      "%-16s %5d %5d %8.2f %10lu %7lu %12.1f %9.1f %9.1f %9.1f %9.1f %10s "
+      "%10s\n",
+      (label.empty() ? r.mix : label).c_str(), r.connections, r.in_flight,
+      r.seconds, static_cast<unsigned long>(r.ops),
+      static_cast<unsigned long>(r.errors), r.ops_per_s(), r.p_us(0.5),
+      r.p_us(0.99), r.p_us(0.999), static_cast<double>(r.latency.max()) / 1e3,
+      CpuText(r.client_us_per_op(), "-").c_str(),
+      CpuText(r.server_us_per_op(), "-").c_str());
   if (!r.first_error.empty()) {
     std::printf("  first error: %s\n", r.first_error.c_str());
   }
@@ -503,9 +585,11 @@ void PrintRatios(const std::string& what, const Ratios& r) {
               what.c_str(), r.throughput, r.p50, r.p99, r.p999);
 }
 
-// Absorb adds one round's run to `total`: its operations, errors, time and
-// latencies.
+// Absorb adds one round's run to `total` (empty, or earlier rounds of the
+// same arm): its operations, errors, time, latencies and CPU. The server's
+// CPU stays unknown if any round's is.
 void Absorb(const RunResult& round, RunResult* total) {
+  const bool first = total->seconds == 0;
   total->mix = round.mix;
   total->connections = round.connections;
   total->in_flight = round.in_flight;
@@ -517,6 +601,12 @@ void Absorb(const RunResult& round, RunResult* total) {
   }
   if (total->first_error.empty()) total->first_error = round.first_error;
   total->latency.Merge(round.latency);
+  total->client_cpu_s += round.client_cpu_s;
+  if (first || round.server_cpu_s < 0) {
+    total->server_cpu_s = round.server_cpu_s;
+  } else if (total->server_cpu_s >= 0) {
+    total->server_cpu_s += round.server_cpu_s;
+  }
 }
 
 // One arm of an interleaved comparison: `mix` run in some setting, which
@@ -1040,6 +1130,7 @@ int Main(int argc, char** argv) {
   o.in_flight = absl::GetFlag(FLAGS_in_flight);
   o.duration = absl::GetFlag(FLAGS_duration);
   o.warmup = absl::GetFlag(FLAGS_warmup);
+  o.server_pid = absl::GetFlag(FLAGS_server_pid);
   if (!mix.has_value() || (output != "table" && output != "json") ||
       o.connections < 1 || o.in_flight < 1 ||
       o.duration <= absl::ZeroDuration() || o.warmup < absl::ZeroDuration() ||

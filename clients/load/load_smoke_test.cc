@@ -138,6 +138,19 @@ TEST_F(LoadSmokeTest, CompareReportsRatiosAgainstHealth) {
   EXPECT_GT(NumberAfter(out, "throughput"), 0) << out;
 }
 
+TEST_F(LoadSmokeTest, ReportsCpuPerOperationOfItselfAndOfTheServer) {
+  const google::protobuf::Struct with_server = ParseReport(
+      Run({"--mix=health", "--server_pid=" + std::to_string(server_->pid())}));
+  EXPECT_GT(Field(with_server, "client_cpu_us_per_op"), 0);
+  EXPECT_GT(Field(with_server, "server_cpu_us_per_op"), 0);
+  // Without the server's pid its CPU is unknown: null, not 0.
+  const google::protobuf::Struct alone = ParseReport(Run({"--mix=health"}));
+  EXPECT_GT(Field(alone, "client_cpu_us_per_op"), 0);
+  ASSERT_TRUE(alone.fields().contains("server_cpu_us_per_op"));
+  EXPECT_EQ(alone.fields().at("server_cpu_us_per_op").kind_case(),
+            google::protobuf::Value::kNullValue);
+}
+
 TEST_F(LoadSmokeTest, CompareInRoundsReportsEachRoundAndTheirMedian) {
   const google::protobuf::Struct report =
       ParseReport(Run({"--mix=inspect_summary", "--compare", "--rounds=3",
