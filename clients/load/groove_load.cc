@@ -403,9 +403,10 @@ double ClientCpuSeconds() {
 // ServerCpuSeconds returns process `pid`'s user + system CPU time so far
 // (fields 14 and 15 of /proc/PID/stat), or -1 when it cannot be read.
 double ServerCpuSeconds(int pid) {
+  if (pid <= 0) return -1;
   std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
   std::string stat;
-  if (pid <= 0 || !std::getline(f, stat)) return -1;
+  if (!std::getline(f, stat)) return -1;
   // The command name (field 2) may hold spaces: count from its ')'.
   const size_t close = stat.rfind(')');
   if (close == std::string::npos) return -1;

@@ -70,10 +70,11 @@ inline void CpuPause() {
 // a random number on the hot path was not tried.
 class CasBackoff {
  public:
+  // kFirstPauses is the first wait, after the first lost CAS.
+  static constexpr int kFirstPauses = 1;
   // kMaxPauses is the cap of one wait. Below 32 the measured gain
   // vanished (16: none); 64 kept 85-90% of what 256 gave with a quarter
   // of its longest wait (docs/PERFORMANCE.md §1).
-  static constexpr int kFirstPauses = 1;
   static constexpr int kMaxPauses = 64;
   // kMaxBackedOffLosses bounds how long one operation backs off in all:
   // after that many lost CASes (about 65,000 pauses, 1.2 ms here) it
