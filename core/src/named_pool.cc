@@ -199,9 +199,15 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
   static_assert(testing::kAddingSlotWord == SlotWord(kSlotAdding, 0));
+  store_gate_.emplace([this](uint64_t first, uint64_t count) {
+    GiveBackAndFree(first, count);
+  });
 }
 
 NamedPool::~NamedPool() {
+  // First, while the store and the slot table are still there: runs a
+  // give-back left queued (none, when every remove has returned).
+  store_gate_.reset();
   // This process's threads are done with the pool: give their counter
   // shards back before the header goes away, so that processes which come
   // and go do not use the shards up.
@@ -990,6 +996,15 @@ void NamedPool::GiveBack(uint64_t first, uint64_t count) {
   }
 }
 
+void NamedPool::GiveBackAndFree(uint64_t first, uint64_t count) {
+  GiveBack(first, count);
+  Step("remove:deallocated");
+  for (uint64_t i = first; i < first + count; ++i) {
+    // Release: whoever claims the slot next sees the volume gone.
+    Slot(i).store(kSlotFree, std::memory_order_release);
+  }
+}
+
 void NamedPool::MarkNotAVolume(uint64_t index) {
   const uint64_t magic = kVolumeNotAVolume;
   // Best effort: a header that cannot be written cannot be put back or
@@ -1079,6 +1094,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
 
 void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
                               size_t allocated) {
+  store_gate_->BeginAllocation();  // a rollback punch, as part of the add
   ForEachRun(
       allocated, [&](size_t k) { return indices[k]; },
       [&](uint64_t first, uint64_t count, size_t) {
@@ -1086,6 +1102,7 @@ void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
         return absl::OkStatus();
       })
       .IgnoreError();
+  store_gate_->EndAllocation();
   for (uint64_t i : indices) {
     // Release: the next claimer sees the slot's volume fully given back.
     Slot(i).store(kSlotFree, std::memory_order_release);
@@ -1112,28 +1129,40 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
   std::vector<uint64_t> indices;
-  if (absl::Status s = ClaimSlots(count, first_index,
-                                  SlotWord(kSlotAdding, batch), &indices);
-      !s.ok()) {
-    return s;
+  absl::Status claimed =
+      ClaimSlots(count, first_index, SlotWord(kSlotAdding, batch), &indices);
+  if ((claimed.code() == absl::StatusCode::kResourceExhausted ||
+       claimed.code() == absl::StatusCode::kAlreadyExists) &&
+      store_gate_->unfinished_give_backs() > 0) {
+    // A remove that has returned may have left its punch to an add that
+    // is allocating, its indices still taken: wait for those punches and
+    // claim again, so that an add after a remove finds the room it made.
+    Step("add:store-busy");
+    store_gate_->FinishGiveBacks();
+    claimed =
+        ClaimSlots(count, first_index, SlotWord(kSlotAdding, batch), &indices);
   }
+  if (!claimed.ok()) return claimed;
   Step("add:claimed");
   const uint64_t footprint = config_.volume_size_bytes;
-  // Take the memory, one fallocate per run of consecutive indices. Any
-  // failure undoes every step.
-  if (absl::Status s = ForEachRun(
-          indices.size(), [&](size_t k) { return indices[k]; },
-          [&](uint64_t first, uint64_t run, size_t end) {
-            absl::Status taken =
-                store_->Allocate(first * footprint, run * footprint);
-            if (!taken.ok()) {
-              // Give back this run too: a failed allocation may keep pages.
-              ReleaseClaims(indices, end);
-            }
-            return taken;
-          });
-      !s.ok()) {
-    return WithRemedy(std::move(s));
+  // Take the memory, one fallocate per run of consecutive indices, as an
+  // allocation announced to the store gate: a remove meanwhile leaves its
+  // punch to us instead of waiting for our fallocate on the store's inode
+  // lock. Any failure undoes every step.
+  store_gate_->BeginAllocation();
+  size_t allocated = 0;  // indices[0, allocated) hold memory
+  absl::Status taken = ForEachRun(
+      indices.size(), [&](size_t k) { return indices[k]; },
+      [&](uint64_t first, uint64_t run, size_t end) {
+        absl::Status s = store_->Allocate(first * footprint, run * footprint);
+        // A failed allocation may keep pages: give this run back too.
+        allocated = end;
+        return s;
+      });
+  store_gate_->EndAllocation();  // runs the punches queued meanwhile
+  if (!taken.ok()) {
+    ReleaseClaims(indices, allocated);
+    return WithRemedy(std::move(taken));
   }
   Step("add:allocated");
   // Format every header, then commit the batch, then push. The pushes go
@@ -1268,8 +1297,11 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         summary.volumes_mapped, " mapped, all in use); release volumes or "
         "add more"));
   }
+  // The volumes are out of the pool: off the stack, their slots REMOVING.
+  meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
   // Give the memory back one run of consecutive indices at a time (one
-  // punch each), in index order.
+  // punch each), in index order: now, or, while an add allocates in this
+  // store, by that add as soon as its allocation is done (StoreGate).
   std::sort(removed.begin(), removed.end(),
             [](const RemovedVolume& a, const RemovedVolume& b) {
               return a.index < b.index;
@@ -1277,16 +1309,12 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   ForEachRun(
       removed.size(), [&](size_t k) { return removed[k].index; },
       [&](uint64_t first, uint64_t run, size_t) {
-        GiveBack(first, run);
-        Step("remove:deallocated");
-        for (uint64_t i = first; i < first + run; ++i) {
-          // Release: whoever claims the slot next sees the volume gone.
-          Slot(i).store(kSlotFree, std::memory_order_release);
+        if (!store_gate_->GiveBackOrDefer(first, run)) {
+          Step("remove:deferred");
         }
         return absl::OkStatus();
       })
       .IgnoreError();
-  meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
   return removed;
 }
 

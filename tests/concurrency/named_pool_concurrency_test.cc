@@ -1,9 +1,13 @@
 // NamedPool under concurrent adders, removers and data-plane threads: slot
-// claims are CAS, so two adds never take one index and never wait on each
-// other; afterwards every volume is accounted for exactly once and no memory
-// is held beyond the volumes that exist.
+// claims are CAS, so two adds never take one index; afterwards every volume
+// is accounted for exactly once and no memory is held beyond the volumes
+// that exist (every punch a remove left to an add was run). And a remove
+// never waits for an add's allocation, which the kernel would make it do on
+// the store's inode lock (StoreGate).
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <map>
 #include <random>
 #include <thread>
@@ -11,12 +15,16 @@
 
 #include "groove/named_pool.h"
 #include "gtest/gtest.h"
+#include "support/fault_store.h"
+#include "support/notification.h"
 #include "support/pool_memory.h"
 #include "support/temp_dir.h"
 
 namespace groove {
 namespace {
 
+using testing::FaultStore;
+using testing::Notification;
 using testing::TempDir;
 
 #if defined(__SANITIZE_THREAD__)
@@ -124,6 +132,143 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   std::printf("%llu volumes present, %llu data-plane pairs\n",
               static_cast<unsigned long long>(expected_present),
               static_cast<unsigned long long>(pairs.load()));
+}
+
+// OpenHeld opens a pool of `max_volumes` whose store is a FaultStore: its
+// Allocate and Deallocate share one lock, as the kernel's fallocate holds
+// the file's inode lock, and `control` can hold either inside it. Steps
+// (OpenOptions::step_hook) go to `on_step`, from any thread.
+std::unique_ptr<NamedPool> OpenHeld(
+    const TempDir& dir, uint64_t max_volumes,
+    std::shared_ptr<FaultStore::Control> control,
+    std::function<void(absl::string_view)> on_step) {
+  PoolConfig config;
+  config.name = "held";
+  config.backing.kind = BackingKind::kNormal;
+  config.volume_size_bytes = kVolumeBytes;
+  config.max_volumes = max_volumes;
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  options.step_hook = std::move(on_step);
+  auto opened = NamedPool::Open(dir.path(), config, std::move(options));
+  EXPECT_TRUE(opened.ok()) << opened.status();
+  return opened.ok() ? std::move(*opened) : nullptr;
+}
+
+// How long a call that must not wait gets before the test calls it stuck.
+// Generous: it fails a remove that waits for an allocation held forever,
+// not a slow machine.
+constexpr absl::Duration kStuck = absl::Seconds(30);
+
+// An add holds the store's lock inside its allocation (as a hugepage
+// allocation does for seconds): a remove of the same pool returns at once,
+// having left its punch to the add, which runs it when its allocation is
+// done.
+TEST(NamedPoolConcurrencyTest, ARemoveDoesNotWaitForAnAddThatIsAllocating) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  std::atomic<int> deferred{0};
+  auto pool = OpenHeld(dir, 8, control, [&](absl::string_view step) {
+    if (step == "remove:deferred") deferred.fetch_add(1);
+  });
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  Notification allocating;
+  Notification may_finish;
+  control->during_allocate = [&] {
+    allocating.Notify();
+    ASSERT_TRUE(may_finish.WaitForNotificationWithTimeout(kStuck));
+  };
+  std::thread adder([&] {
+    absl::StatusOr<std::vector<uint64_t>> added =
+        pool->AddVolumes(1, std::nullopt, "late");
+    EXPECT_TRUE(added.ok()) << added.status();
+  });
+  ASSERT_TRUE(allocating.WaitForNotificationWithTimeout(kStuck));
+  auto removing =
+      std::async(std::launch::async, [&] { return pool->RemoveVolumes(1); });
+  const bool returned = removing.wait_for(absl::ToChronoSeconds(kStuck)) ==
+                        std::future_status::ready;
+  EXPECT_TRUE(returned) << "RemoveVolumes waited for the add's allocation";
+  uint64_t removed_index = 0;
+  if (returned) {
+    absl::StatusOr<std::vector<RemovedVolume>> removed = removing.get();
+    ASSERT_TRUE(removed.ok()) << removed.status();
+    ASSERT_EQ(removed->size(), 1u);
+    removed_index = (*removed)[0].index;
+    // Out of the pool at once; its memory not yet given back.
+    EXPECT_EQ(deferred.load(), 1);
+    EXPECT_EQ(control->deallocates.load(), 0);
+    EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+    uint64_t next = 0;
+    for (const VolumeEntry& e : pool->ListVolumes(0, 8, &next)) {
+      EXPECT_NE(e.index, removed_index);
+    }
+  }
+  may_finish.Notify();
+  adder.join();
+  control->during_allocate = nullptr;  // no other thread uses the pool now
+  if (!returned) return;  // removing's destructor waits for the remove
+  // The add ran the punch as it let go of the store.
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 2u);
+  absl::StatusOr<std::vector<uint64_t>> again =
+      pool->AddVolumes(1, removed_index, "again");
+  EXPECT_TRUE(again.ok()) << again.status();
+  absl::StatusOr<VerifyReport> report = pool->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 3u);
+}
+
+// A remove of a full pool returned with its punch left to the add that is
+// allocating: a third add, which finds no free index, waits for that punch
+// instead of failing for want of room, and takes the index it frees.
+TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveWaitsForItsQueuedPunch) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  Notification add_waits;
+  auto pool = OpenHeld(dir, 2, control, [&](absl::string_view step) {
+    if (step == "add:store-busy") add_waits.Notify();
+  });
+  ASSERT_NE(pool, nullptr);
+  absl::StatusOr<std::vector<uint64_t>> first =
+      pool->AddVolumes(1, std::nullopt, "first");
+  ASSERT_TRUE(first.ok()) << first.status();
+  Notification allocating;
+  Notification may_finish;
+  control->during_allocate = [&] {
+    allocating.Notify();
+    ASSERT_TRUE(may_finish.WaitForNotificationWithTimeout(kStuck));
+  };
+  std::thread allocator([&] {
+    absl::StatusOr<std::vector<uint64_t>> added =
+        pool->AddVolumes(1, std::nullopt, "second");
+    EXPECT_TRUE(added.ok()) << added.status();
+  });
+  ASSERT_TRUE(allocating.WaitForNotificationWithTimeout(kStuck));
+  // Both indices are taken now: the first volume's, and the second's
+  // (claimed, allocating). The remove takes the first and queues its punch.
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].index, (*first)[0]);
+  EXPECT_EQ(control->deallocates.load(), 0);
+  auto adding = std::async(std::launch::async, [&] {
+    return pool->AddVolumes(1, std::nullopt, "third");
+  });
+  EXPECT_TRUE(add_waits.WaitForNotificationWithTimeout(kStuck))
+      << "the add did not wait for the queued punch";
+  may_finish.Notify();
+  allocator.join();
+  absl::StatusOr<std::vector<uint64_t>> third = adding.get();
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(*third, *first);
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 2u);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // groove-volumed under concurrent clients, against the real binary: adds
 // held inside the backing (the --testonly_stall_add_fifo hook) must not
-// hold up any other RPC, and a shutdown lets them finish.
+// hold up any other RPC, a remove does not wait for an add's allocation in
+// the kernel, and a shutdown lets them finish.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -90,7 +91,10 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
 
-  // Three adds to pool "slow", each held inside its allocation.
+  // Three adds to pool "slow". The first is held inside its allocation,
+  // holding the pool's store gate; the other two wait for the gate on
+  // their workers (as they would for the store's inode lock in the
+  // kernel).
   constexpr int kStalled = 3;
   std::vector<std::unique_ptr<AsyncAdd>> stalled;
   for (int i = 0; i < kStalled; ++i) {
@@ -100,10 +104,12 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
         absl::StrCat("00000000-0000-4000-8000-00000000000", i));
     add->Start(*stub);
     stalled.push_back(std::move(add));
+    if (i == 0) {
+      ASSERT_TRUE(server->WaitForLogCount(
+          {"event=testonly_stall_add_wait", "pool=slow"}, 1))
+          << server->LogText();
+    }
   }
-  ASSERT_TRUE(server->WaitForLogCount(
-      {"event=testonly_stall_add_wait", "pool=slow"}, kStalled))
-      << server->LogText();
 
   // A retry of a stalled call while it runs: ABORTED at once.
   v1::AddVolumeResponse unused;
@@ -191,6 +197,67 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   EXPECT_THAT(replayed.volume_indices(),
               ElementsAre(stalled[0]->response.volume_indices(0)));
   EXPECT_EQ(TakeSnapshot(*stub, "slow").summary.volumes_mapped(), 3u);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// AllocatedBytes returns the memory a file on tmpfs holds (its blocks),
+// which a fallocate in progress grows page by page.
+uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// The kernel holds a tmpfs file's inode lock for the whole of a fallocate,
+// and a 4 GiB allocation takes it for ~0.3 s (zeroing the pages). A
+// RemoveVolume of the same pool used to punch right then, and so wait in
+// the kernel, with the gRPC thread serving it, until the allocation ended.
+// Now it returns while the allocation runs and leaves the punch to the add
+// (StoreGate): when the remove's reply arrives, the store holds the removed
+// volume and part of the new one. Had the remove waited, it would hold
+// exactly the new volume.
+TEST(ServerConcurrencyTest, ARemoveDoesNotWaitForAnAllocationOfItsPool) {
+  constexpr uint64_t kVolume = uint64_t{4} << 30;
+  TempDir dir;  // on tmpfs: the store is DIR/big.volumes
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=big,backing=normal,volume_size=4GiB,max_volumes=2"});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  const std::string store = dir.path() + "/big.volumes";
+  v1::AddVolumeResponse first;
+  ASSERT_TRUE(Add(*stub, AddRequest("big", 1, "first"), &first).ok());
+  ASSERT_EQ(AllocatedBytes(store), kVolume);
+
+  AsyncAdd second;
+  second.request = AddRequest("big", 1, "second");
+  second.Start(*stub);
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (AllocatedBytes(store) == kVolume && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));  // a poll interval
+  }
+  ASSERT_GT(AllocatedBytes(store), kVolume) << "the second add never began";
+
+  v1::RemoveVolumeResponse removed;
+  const grpc::Status status = Remove(*stub, "big", 1, &removed);
+  const uint64_t held = AllocatedBytes(store);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GT(held, kVolume) << "the removed volume was punched before the "
+                              "reply: the remove waited for the allocation";
+  EXPECT_LT(held, 2 * kVolume)
+      << "the allocation had ended by the time the remove returned";
+  ASSERT_EQ(removed.volumes_size(), 1);
+  EXPECT_EQ(removed.volumes(0).index(), first.volume_indices(0));
+  EXPECT_EQ(removed.volumes(0).info(), "first");
+  EXPECT_EQ(removed.summary().volumes_mapped(), 0u);
+
+  // The add finishes, having punched the removed volume on its way out:
+  // only its own volume is left in the store.
+  ASSERT_TRUE(second.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_EQ(AllocatedBytes(store), kVolume);
+  const Snapshot big = TakeSnapshot(*stub, "big");
+  EXPECT_THAT(Indices(big), ElementsAre(second.response.volume_indices(0)));
   EXPECT_EQ(server->Stop(), 0);
 }
 

@@ -6,12 +6,20 @@
 // like the kernel, it keeps the pages: the pool must give them back); or
 // makes one MapFixed fail with ENOMEM before mapping, as mmap does when the
 // process is out of memory or mappings (vm.max_map_count).
+//
+// Like the kernel, it serialises Allocate and Deallocate on one lock (tmpfs
+// and hugetlbfs hold the file's inode lock for a whole fallocate), and a
+// test can hold a call inside that lock (during_allocate,
+// during_deallocate) to stand for an allocation of hugepages that takes
+// seconds.
 
 #ifndef GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
 #define GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "groove/volume_store.h"
 
@@ -29,6 +37,12 @@ class FaultStore final : public VolumeStore {
     std::atomic<int> maps{0};         // MapFixed calls
     std::atomic<int> reads{0};        // Read calls
     std::atomic<int> writes{0};       // Write calls
+    // Called inside Allocate and Deallocate, holding the store's lock
+    // (the stand-in for the inode lock), before the real call. Set them
+    // before the pool is used by more than one thread.
+    std::function<void()> during_allocate;
+    std::function<void()> during_deallocate;
+    std::mutex inode_lock;
   };
 
   FaultStore(std::unique_ptr<VolumeStore> real,
@@ -36,7 +50,9 @@ class FaultStore final : public VolumeStore {
       : real_(std::move(real)), control_(std::move(control)) {}
 
   absl::Status Allocate(uint64_t offset, uint64_t length) override {
+    std::lock_guard<std::mutex> inode(control_->inode_lock);
     control_->allocates.fetch_add(1);
+    if (control_->during_allocate) control_->during_allocate();
     absl::Status s = real_->Allocate(offset, length);
     if (s.ok() && control_->fail_allocate_in.load() > 0 &&
         control_->fail_allocate_in.fetch_sub(1) == 1) {
@@ -46,7 +62,9 @@ class FaultStore final : public VolumeStore {
     return s;
   }
   absl::Status Deallocate(uint64_t offset, uint64_t length) override {
+    std::lock_guard<std::mutex> inode(control_->inode_lock);
     control_->deallocates.fetch_add(1);
+    if (control_->during_deallocate) control_->during_deallocate();
     if (control_->fail_deallocate_in.load() > 0 &&
         control_->fail_deallocate_in.fetch_sub(1) == 1) {
       // Nothing is punched: the memory and the headers stay as they were.

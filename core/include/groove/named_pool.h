@@ -60,6 +60,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "groove/backing.h"
+#include "groove/store_gate.h"
 #include "groove/volume_pool.h"
 #include "groove/volume_store.h"
 
@@ -150,7 +151,10 @@ class NamedPool {
     // Tests: called between the steps of AddVolumes and RemoveVolumes with
     // the step just completed ("add:claimed", "add:allocated",
     // "add:formatted", "add:committed", "add:pushed", "remove:popped",
-    // "remove:deallocated"), and from inside the owner's pushes and pops
+    // "remove:deallocated", "remove:deferred": the punch was queued for
+    // the allocation in progress), before an add whose claim found no room
+    // waits for the punches removes queued ("add:store-busy"), and from
+    // inside the owner's pushes and pops
     // (VolumePool's TestHook) with "stack:linked" (a volume's stack link
     // written or read, the CAS not done) and "stack:announced" (a remove's
     // pop announced, not completed), so a crash test can kill the process
@@ -210,9 +214,14 @@ class NamedPool {
   // the range is taken), RESOURCE_EXHAUSTED (pool at max_volumes, or no
   // memory: names the sysfs file or mount to grow), FAILED_PRECONDITION
   // (called on a data-plane join), DATA_LOSS (the stack is corrupt).
-  // Thread safety: safe to call concurrently with every other operation;
-  // never waits on another add or remove (slot claims are CAS). Blocks its
-  // own caller while the kernel allocates (seconds per GiB of hugepages).
+  // Thread safety: safe to call concurrently with every other operation.
+  // Blocks its own caller while the kernel allocates (seconds per GiB of
+  // hugepages; the kernel also makes it wait for another add's allocation
+  // of this pool, on the store's inode lock), and before it allocates,
+  // while a remove's punch runs (StoreGate::BeginAllocation). When its
+  // claim finds no room while removes' punches are queued, it waits for
+  // those and claims again. The last add to end its allocation runs the
+  // punches removes queued meanwhile.
   // Cost: O(max_volumes) to find free slots, plus the allocation: one
   // fallocate per run of consecutive indices (a batch at the lowest free
   // indices of a pool without holes is one run), then a read and two
@@ -228,10 +237,18 @@ class NamedPool {
   // popped: it is quarantined, the good ones popped by this call are put
   // back, and the pool is otherwise unchanged).
   // The memory is given back one run of consecutive indices at a time
-  // (punched out of the store).
-  // Thread safety: as AddVolumes. Cost: O(count log count), plus one read
-  // and one write of each header and one punch per run of consecutive
-  // indices.
+  // (punched out of the store): before it returns, unless an add of this
+  // pool is allocating or another punch runs; then the punch is queued and
+  // the last allocation to end runs it, the volumes' indices staying taken
+  // until then (an add that needs them waits for the punch). The volumes
+  // leave the stack, ListVolumes and volumes_mapped before it returns
+  // either way.
+  // Thread safety: safe to call concurrently with every other operation;
+  // never waits for another add or remove: pops are lock-free, and the
+  // punch is made only when nothing else changes the store's memory
+  // (StoreGate::GiveBackOrDefer). Cost: O(count log
+  // count), plus one read of each header and one punch per run of
+  // consecutive indices.
   absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
@@ -289,6 +306,11 @@ class NamedPool {
   // reads as zeros: not a volume). If the punch fails, it marks each
   // header not a volume instead.
   void GiveBack(uint64_t first, uint64_t count);
+  // GiveBackAndFree gives back volumes [first, first + count) (GiveBack),
+  // whose slots are REMOVING, and frees their slots: the store gate's
+  // give-back. REQUIRES: run by store_gate_ (no allocation and no other
+  // give-back in progress).
+  void GiveBackAndFree(uint64_t first, uint64_t count);
   // MarkNotAVolume writes kVolumeNotAVolume into volume `index`'s magic
   // (best effort: an I/O error is ignored).
   void MarkNotAVolume(uint64_t index);
@@ -338,6 +360,10 @@ class NamedPool {
   uint64_t reservation_bytes_ = 0;    // including alignment slack
   std::byte* volume0_ = nullptr;      // null for the owner
   std::unique_ptr<VolumeStore> store_;
+  // Orders the owner's allocations and punches of store_ so that a remove
+  // never waits for an allocation (StoreGate). Reset first in the
+  // destructor.
+  std::optional<StoreGate> store_gate_;
   std::optional<VolumePool> pool_;  // set once mapped
   RecoveryReport recovery_;
   HostMemory host_;

@@ -1,0 +1,140 @@
+// groove/store_gate.h: who may change a volume store's memory when, so that
+// giving memory back never waits for taking it.
+//
+// The kernel serialises every change to one file's memory on the file's
+// inode lock: `fallocate` (allocating and punching) on tmpfs and hugetlbfs
+// holds it for the whole call, and an allocation of hugepages takes 0.5 to
+// 4 s per GiB. A RemoveVolume that punched while an AddVolume of the same
+// pool allocated would wait that long, on the gRPC thread that serves it
+// (measured: a 4 KiB punch took 329 ms beside a 2 GiB tmpfs allocation,
+// 0.017 ms alone; docs/PERFORMANCE.md §8).
+//
+// StoreGate makes the allocations in progress visible before the kernel
+// call. Adds announce theirs (BeginAllocation ... EndAllocation; any number
+// at once: they queue on the inode lock in the kernel, as before). A remove
+// punches only when no allocation and no other punch is in progress
+// (GiveBackOrDefer); otherwise it queues its punch and returns at once, and
+// the last allocation to end, or the punch in progress, runs it. An add
+// waits for a punch in progress before it allocates (it would wait for it
+// in the kernel anyway), never for another add.
+//
+// Example (the owner's NamedPool):
+//
+//   StoreGate gate([this](uint64_t first, uint64_t count) {
+//     Punch(first, count);  // fallocate(PUNCH_HOLE), free the slots
+//   });
+//   // An add, its slots claimed:
+//   gate.BeginAllocation();
+//   ... fallocate ...
+//   gate.EndAllocation();
+//   // A remove, after taking the volumes off the stack:
+//   gate.GiveBackOrDefer(first, count);
+
+#ifndef GROOVE_STORE_GATE_H_
+#define GROOVE_STORE_GATE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+namespace groove {
+
+class StoreGate {
+ public:
+  // GiveBackFn gives the memory of volumes [first, first + count) back to
+  // the kernel. It runs while no allocation and no other give-back is in
+  // progress, on whichever thread runs it, so it must not call back into
+  // the gate.
+  using GiveBackFn = std::function<void(uint64_t first, uint64_t count)>;
+
+  explicit StoreGate(GiveBackFn give_back);
+  // ~StoreGate runs whatever give-back is still queued (none when every
+  // BeginAllocation was matched by an EndAllocation and every
+  // GiveBackOrDefer returned).
+  // REQUIRES: no thread is using the gate.
+  ~StoreGate();
+  StoreGate(const StoreGate&) = delete;
+  StoreGate& operator=(const StoreGate&) = delete;
+
+  // BeginAllocation announces an allocation (or an add's rollback punch),
+  // which the caller then makes, and EndAllocation ends it. From the
+  // announcement until the end, removes queue their punches instead of
+  // making them. BeginAllocation first waits for a give-back in progress.
+  // Thread safety: BeginAllocation blocks its caller while a give-back
+  // runs (as long as the kernel's punch; another add's allocation never
+  // holds it up). EndAllocation never waits: the last allocation to end
+  // runs the give-backs queued meanwhile, on its own thread. Only the
+  // owner's adds call them; never on a path that must not wait.
+  void BeginAllocation();
+  void EndAllocation();
+
+  // GiveBackOrDefer gives back [first, first + count) now, on the calling
+  // thread, when no allocation and no give-back is in progress; otherwise
+  // it queues the give-back and returns. Returns true when the memory was
+  // given back before the call returned, false when it was queued.
+  // Thread safety: never waits for another thread: a CAS, a lock-free push
+  // of the queued give-back, and the kernel call of its own punch, made
+  // only while no other change to the store is in progress. Allocates one
+  // node when it queues.
+  bool GiveBackOrDefer(uint64_t first, uint64_t count);
+
+  // FinishGiveBacks returns once every give-back queued before the call
+  // is done, running them itself when it can. Thread safety: blocks while
+  // allocations in progress hold the queued give-backs up (seconds, for a
+  // hugepage allocation).
+  void FinishGiveBacks();
+
+  // unfinished_give_backs is the number of give-backs queued by
+  // GiveBackOrDefer and not yet completed (queued, or running). A
+  // give-back queued by a GiveBackOrDefer that returned before this call
+  // began is counted until it is done (acquire; the count is published
+  // before GiveBackOrDefer returns, its decrement after the give-back
+  // ran), so 0 means no finished remove's punch is pending.
+  uint64_t unfinished_give_backs() const {
+    return unfinished_.load(std::memory_order_acquire);
+  }
+
+ private:
+  // A queued give-back. Pushed by GiveBackOrDefer, taken all at once by
+  // whoever runs them: a list only ever pushed to and swapped out whole
+  // has no ABA problem.
+  struct Pending {
+    uint64_t first;
+    uint64_t count;
+    Pending* next;
+  };
+
+  // kGivingBack is state_'s give-back bit; each allocation in progress
+  // adds kAllocation.
+  static constexpr uint32_t kGivingBack = 1;
+  static constexpr uint32_t kAllocation = 2;
+
+  // TryStartGivingBack sets kGivingBack if state_ is 0 (no allocation, no
+  // give-back). Never waits.
+  bool TryStartGivingBack();
+  // StopGivingBack clears kGivingBack and wakes the adds waiting for it.
+  void StopGivingBack();
+  // RunQueued runs and frees every queued give-back.
+  // REQUIRES: kGivingBack is ours.
+  void RunQueued();
+  // RunQueuedWhileFree runs queued give-backs for as long as some are
+  // queued and the give-back bit can be taken; it returns once the queue
+  // is empty or the store is busy (whoever makes it busy runs them when it
+  // is done).
+  void RunQueuedWhileFree();
+
+  GiveBackFn give_back_;
+  // Allocations in progress * kAllocation | kGivingBack. Every operation
+  // on it and on pending_ is seq_cst: a remove that queues and then finds
+  // the store busy, and an allocation or give-back that ends and then
+  // finds the queue empty, cannot both be right (the Dekker pattern), so
+  // no queued give-back is left without a runner.
+  std::atomic<uint32_t> state_{0};
+  std::atomic<Pending*> pending_{nullptr};  // newest first
+  // Give-backs queued and not yet completed: see unfinished_give_backs.
+  std::atomic<uint64_t> unfinished_{0};
+};
+
+}  // namespace groove
+
+#endif  // GROOVE_STORE_GATE_H_

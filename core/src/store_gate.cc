@@ -1,0 +1,107 @@
+#include "groove/store_gate.h"
+
+#include <utility>
+
+namespace groove {
+
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<void*>::is_always_lock_free);
+
+StoreGate::StoreGate(GiveBackFn give_back) : give_back_(std::move(give_back)) {}
+
+StoreGate::~StoreGate() {
+  // Nothing is queued unless a thread died between queueing and running;
+  // giving back late is better than keeping the memory taken.
+  RunQueued();
+}
+
+bool StoreGate::TryStartGivingBack() {
+  uint32_t idle = 0;
+  // seq_cst on failure too: a failed try that read "busy" is ordered
+  // before the change that makes the store idle again (see state_).
+  return state_.compare_exchange_strong(
+      idle, kGivingBack, std::memory_order_seq_cst, std::memory_order_seq_cst);
+}
+
+void StoreGate::StopGivingBack() {
+  state_.fetch_and(~kGivingBack, std::memory_order_seq_cst);
+  // A system call only when a thread waits (libstdc++ counts waiters).
+  state_.notify_all();
+}
+
+void StoreGate::BeginAllocation() {
+  uint32_t state =
+      state_.fetch_add(kAllocation, std::memory_order_seq_cst) + kAllocation;
+  // Counted first, so no give-back starts from here on; then wait for the
+  // one in progress, if any, to end.
+  while ((state & kGivingBack) != 0) {
+    state_.wait(state, std::memory_order_seq_cst);
+    state = state_.load(std::memory_order_seq_cst);
+  }
+}
+
+void StoreGate::EndAllocation() {
+  const uint32_t state =
+      state_.fetch_sub(kAllocation, std::memory_order_seq_cst) - kAllocation;
+  if (state != 0) return;  // another allocation, or a give-back, runs them
+  RunQueuedWhileFree();
+  state_.notify_all();  // FinishGiveBacks waits for the store to go idle
+}
+
+bool StoreGate::GiveBackOrDefer(uint64_t first, uint64_t count) {
+  if (TryStartGivingBack()) {
+    give_back_(first, count);
+    RunQueued();
+    StopGivingBack();
+    RunQueuedWhileFree();
+    return true;
+  }
+  auto* node = new Pending{first, count, nullptr};
+  // Release: counted before the remove that queued it returns.
+  unfinished_.fetch_add(1, std::memory_order_release);
+  node->next = pending_.load(std::memory_order_seq_cst);
+  while (!pending_.compare_exchange_weak(
+      node->next, node, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
+  }
+  // The store may have gone idle between our try and the push, its last
+  // user having looked at the queue before the push: then nobody else
+  // will run it.
+  RunQueuedWhileFree();
+  return false;
+}
+
+void StoreGate::FinishGiveBacks() {
+  while (unfinished_give_backs() > 0) {
+    RunQueuedWhileFree();
+    if (unfinished_give_backs() == 0) return;
+    // Held up by allocations or running elsewhere: wait for the store to
+    // change (every give-back ends with StopGivingBack's notify, the last
+    // allocation with EndAllocation's).
+    const uint32_t state = state_.load(std::memory_order_seq_cst);
+    if (state != 0) state_.wait(state, std::memory_order_seq_cst);
+  }
+}
+
+void StoreGate::RunQueued() {
+  Pending* list = pending_.exchange(nullptr, std::memory_order_seq_cst);
+  while (list != nullptr) {
+    give_back_(list->first, list->count);
+    // Release: whoever reads the lower count sees the give-back done.
+    unfinished_.fetch_sub(1, std::memory_order_release);
+    Pending* done = list;
+    list = list->next;
+    delete done;
+  }
+}
+
+void StoreGate::RunQueuedWhileFree() {
+  // Each pass either empties the queue or finds the store busy; whoever
+  // made it busy after our look runs what we saw when it is done.
+  while (pending_.load(std::memory_order_seq_cst) != nullptr &&
+         TryStartGivingBack()) {
+    RunQueued();
+    StopGivingBack();
+  }
+}
+
+}  // namespace groove

@@ -1,0 +1,198 @@
+// StoreGate: a give-back never waits for an allocation, allocations never
+// wait for each other, and no give-back is lost. Deterministic cases first,
+// then threads allocating and giving back at random (also run under
+// ThreadSanitizer).
+
+#include "groove/store_gate.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <future>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "support/notification.h"
+#include "support/pool_memory.h"
+
+namespace groove {
+namespace {
+
+using testing::Notification;
+
+// How long a thread waits for an event before the test fails instead of
+// hanging.
+constexpr absl::Duration kStuck = absl::Seconds(30);
+
+struct GivenBack {
+  uint64_t first;
+  uint64_t count;
+  std::thread::id by;
+};
+
+TEST(StoreGateTest, AnIdleStoreGivesBackOnTheCallingThread) {
+  std::vector<GivenBack> given;
+  StoreGate gate([&](uint64_t first, uint64_t count) {
+    given.push_back({first, count, std::this_thread::get_id()});
+  });
+  EXPECT_TRUE(gate.GiveBackOrDefer(3, 2));
+  ASSERT_EQ(given.size(), 1u);
+  EXPECT_EQ(given[0].first, 3u);
+  EXPECT_EQ(given[0].count, 2u);
+  EXPECT_EQ(given[0].by, std::this_thread::get_id());
+  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+}
+
+// An allocation in progress on another thread: give-backs are queued
+// without waiting, and the allocation runs them as it ends, on its thread.
+TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedDuringIt) {
+  std::vector<GivenBack> given;  // written by one give-back at a time
+  StoreGate gate([&](uint64_t first, uint64_t count) {
+    given.push_back({first, count, std::this_thread::get_id()});
+  });
+  Notification began;
+  Notification may_end;
+  std::thread adder([&] {
+    gate.BeginAllocation();
+    began.Notify();
+    ASSERT_TRUE(may_end.WaitForNotificationWithTimeout(kStuck));
+    gate.EndAllocation();
+  });
+  ASSERT_TRUE(began.WaitForNotificationWithTimeout(kStuck));
+  EXPECT_FALSE(gate.GiveBackOrDefer(7, 1));  // returns without waiting
+  EXPECT_FALSE(gate.GiveBackOrDefer(9, 4));
+  EXPECT_EQ(gate.unfinished_give_backs(), 2u);
+  const std::thread::id adder_id = adder.get_id();
+  may_end.Notify();
+  adder.join();
+  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  ASSERT_EQ(given.size(), 2u);
+  uint64_t volumes = 0;
+  for (const GivenBack& g : given) {
+    EXPECT_EQ(g.by, adder_id);
+    volumes += g.count;
+  }
+  EXPECT_EQ(volumes, 5u);
+}
+
+// Adds never wait for each other (the kernel orders their fallocates), and
+// only the last allocation to end runs the queue.
+TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
+  std::atomic<int> given{0};
+  StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
+  Notification began;
+  Notification may_end;
+  std::thread first([&] {
+    gate.BeginAllocation();
+    began.Notify();
+    ASSERT_TRUE(may_end.WaitForNotificationWithTimeout(kStuck));
+    gate.EndAllocation();
+  });
+  ASSERT_TRUE(began.WaitForNotificationWithTimeout(kStuck));
+  auto second = std::async(std::launch::async, [&] {
+    gate.BeginAllocation();
+    EXPECT_FALSE(gate.GiveBackOrDefer(1, 1));
+    gate.EndAllocation();  // `first` still allocates: not run yet
+    return given.load();
+  });
+  const bool returned = second.wait_for(absl::ToChronoSeconds(kStuck)) ==
+                        std::future_status::ready;
+  EXPECT_TRUE(returned) << "an allocation waited for another one";
+  if (returned) {
+    EXPECT_EQ(second.get(), 0);
+  }
+  EXPECT_EQ(gate.unfinished_give_backs(), 1u);
+  may_end.Notify();
+  first.join();
+  EXPECT_EQ(given.load(), 1);
+  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+}
+
+TEST(StoreGateTest, FinishGiveBacksReturnsOnlyOnceTheQueuedOnesAreDone) {
+  std::atomic<int> given{0};
+  StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
+  Notification began;
+  Notification may_end;
+  std::thread adder([&] {
+    gate.BeginAllocation();
+    began.Notify();
+    ASSERT_TRUE(may_end.WaitForNotificationWithTimeout(kStuck));
+    gate.EndAllocation();
+  });
+  ASSERT_TRUE(began.WaitForNotificationWithTimeout(kStuck));
+  ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));
+  std::thread finisher([&] {
+    gate.FinishGiveBacks();
+    EXPECT_EQ(given.load(), 1);
+  });
+  may_end.Notify();
+  adder.join();
+  finisher.join();
+  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+}
+
+#if defined(__SANITIZE_THREAD__)
+constexpr uint64_t kGiveBacksPerThread = 2'000;
+#else
+constexpr uint64_t kGiveBacksPerThread = 50'000;
+#endif
+
+// Threads that allocate race threads that give back: a give-back never
+// overlaps an allocation or another give-back, every give-back runs
+// exactly once, and none is left queued when all have returned.
+TEST(StoreGateTest, RacingGiveBacksRunExactlyOnceAndNeverBesideAnAllocation) {
+  constexpr int kAllocators = 2;
+  constexpr int kGivers = 3;
+  std::vector<std::atomic<int>> runs(kGivers * kGiveBacksPerThread);
+  std::atomic<int> allocating{0};
+  std::atomic<int> giving_back{0};
+  std::atomic<int> overlaps{0};
+  StoreGate gate([&](uint64_t first, uint64_t count) {
+    if (giving_back.fetch_add(1) != 0 || allocating.load() != 0) {
+      overlaps.fetch_add(1);
+    }
+    for (uint64_t i = first; i < first + count; ++i) runs[i].fetch_add(1);
+    giving_back.fetch_sub(1);
+  });
+  std::atomic<int> givers_running{kGivers};
+  std::atomic<uint64_t> deferred{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAllocators; ++t) {
+    threads.emplace_back([&] {
+      while (givers_running.load() > 0) {
+        gate.BeginAllocation();
+        allocating.fetch_add(1);
+        if (giving_back.load() != 0) overlaps.fetch_add(1);
+        allocating.fetch_sub(1);
+        gate.EndAllocation();
+      }
+    });
+  }
+  const uint64_t seed = testing::TestSeed();
+  for (int t = 0; t < kGivers; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(seed + t);
+      const uint64_t base = t * kGiveBacksPerThread;
+      for (uint64_t i = 0; i < kGiveBacksPerThread;) {
+        const uint64_t count =
+            std::min<uint64_t>(1 + rng() % 3, kGiveBacksPerThread - i);
+        if (!gate.GiveBackOrDefer(base + i, count)) deferred.fetch_add(1);
+        i += count;
+      }
+      givers_running.fetch_sub(1);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::printf("%llu give-backs queued for an allocation or a give-back\n",
+              static_cast<unsigned long long>(deferred.load()));
+  EXPECT_EQ(overlaps.load(), 0);
+  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    ASSERT_EQ(runs[i].load(), 1) << "give-back of " << i;
+  }
+}
+
+}  // namespace
+}  // namespace groove
