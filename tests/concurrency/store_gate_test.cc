@@ -26,6 +26,38 @@ using testing::Notification;
 // hanging.
 constexpr absl::Duration kStuck = absl::Seconds(30);
 
+// HeldAllocation is an allocation in progress on a thread of its own, from
+// construction (which returns once it has begun) until End.
+class HeldAllocation {
+ public:
+  explicit HeldAllocation(StoreGate& gate)
+      : thread_([this, &gate] {
+          gate.BeginAllocation();
+          began_.Notify();
+          ASSERT_TRUE(may_end_.WaitForNotificationWithTimeout(kStuck));
+          gate.EndAllocation();
+        }),
+        id_(thread_.get_id()) {
+    EXPECT_TRUE(began_.WaitForNotificationWithTimeout(kStuck));
+  }
+  ~HeldAllocation() { End(); }
+
+  // End ends the allocation and returns once EndAllocation has returned.
+  void End() {
+    if (!thread_.joinable()) return;
+    may_end_.Notify();
+    thread_.join();
+  }
+  // thread_id is the id of the thread that allocates (and ends).
+  std::thread::id thread_id() const { return id_; }
+
+ private:
+  Notification began_;
+  Notification may_end_;
+  std::thread thread_;  // after the events it uses
+  std::thread::id id_;
+};
+
 struct GivenBack {
   uint64_t first;
   uint64_t count;
@@ -52,26 +84,16 @@ TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedDuringIt) {
   StoreGate gate([&](uint64_t first, uint64_t count) {
     given.push_back({first, count, std::this_thread::get_id()});
   });
-  Notification began;
-  Notification may_end;
-  std::thread adder([&] {
-    gate.BeginAllocation();
-    began.Notify();
-    ASSERT_TRUE(may_end.WaitForNotificationWithTimeout(kStuck));
-    gate.EndAllocation();
-  });
-  ASSERT_TRUE(began.WaitForNotificationWithTimeout(kStuck));
+  HeldAllocation adder(gate);
   EXPECT_FALSE(gate.GiveBackOrDefer(7, 1));  // returns without waiting
   EXPECT_FALSE(gate.GiveBackOrDefer(9, 4));
   EXPECT_EQ(gate.unfinished_give_backs(), 2u);
-  const std::thread::id adder_id = adder.get_id();
-  may_end.Notify();
-  adder.join();
+  adder.End();
   EXPECT_EQ(gate.unfinished_give_backs(), 0u);
   ASSERT_EQ(given.size(), 2u);
   uint64_t volumes = 0;
   for (const GivenBack& g : given) {
-    EXPECT_EQ(g.by, adder_id);
+    EXPECT_EQ(g.by, adder.thread_id());
     volumes += g.count;
   }
   EXPECT_EQ(volumes, 5u);
@@ -82,15 +104,7 @@ TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedDuringIt) {
 TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
   std::atomic<int> given{0};
   StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
-  Notification began;
-  Notification may_end;
-  std::thread first([&] {
-    gate.BeginAllocation();
-    began.Notify();
-    ASSERT_TRUE(may_end.WaitForNotificationWithTimeout(kStuck));
-    gate.EndAllocation();
-  });
-  ASSERT_TRUE(began.WaitForNotificationWithTimeout(kStuck));
+  HeldAllocation first(gate);
   auto second = std::async(std::launch::async, [&] {
     gate.BeginAllocation();
     EXPECT_FALSE(gate.GiveBackOrDefer(1, 1));
@@ -104,8 +118,7 @@ TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
     EXPECT_EQ(second.get(), 0);
   }
   EXPECT_EQ(gate.unfinished_give_backs(), 1u);
-  may_end.Notify();
-  first.join();
+  first.End();
   EXPECT_EQ(given.load(), 1);
   EXPECT_EQ(gate.unfinished_give_backs(), 0u);
 }
@@ -113,22 +126,13 @@ TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
 TEST(StoreGateTest, FinishGiveBacksReturnsOnlyOnceTheQueuedOnesAreDone) {
   std::atomic<int> given{0};
   StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
-  Notification began;
-  Notification may_end;
-  std::thread adder([&] {
-    gate.BeginAllocation();
-    began.Notify();
-    ASSERT_TRUE(may_end.WaitForNotificationWithTimeout(kStuck));
-    gate.EndAllocation();
-  });
-  ASSERT_TRUE(began.WaitForNotificationWithTimeout(kStuck));
+  HeldAllocation adder(gate);
   ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));
   std::thread finisher([&] {
     gate.FinishGiveBacks();
     EXPECT_EQ(given.load(), 1);
   });
-  may_end.Notify();
-  adder.join();
+  adder.End();
   finisher.join();
   EXPECT_EQ(gate.unfinished_give_backs(), 0u);
 }

@@ -246,9 +246,9 @@ class NamedPool {
   // Thread safety: safe to call concurrently with every other operation;
   // never waits for another add or remove: pops are lock-free, and the
   // punch is made only when nothing else changes the store's memory
-  // (StoreGate::GiveBackOrDefer). Cost: O(count log
-  // count), plus one read of each header and one punch per run of
-  // consecutive indices.
+  // (StoreGate::GiveBackOrDefer).
+  // Cost: O(count log count), plus one read of each header and one punch
+  // per run of consecutive indices.
   absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
