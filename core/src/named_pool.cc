@@ -1133,7 +1133,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
       ClaimSlots(count, first_index, SlotWord(kSlotAdding, batch), &indices);
   if ((claimed.code() == absl::StatusCode::kResourceExhausted ||
        claimed.code() == absl::StatusCode::kAlreadyExists) &&
-      store_gate_->unfinished_give_backs() > 0) {
+      store_gate_->pending_volumes() > 0) {
     // A remove that has returned may have left its punch to an add that
     // is allocating, its indices still taken: wait for those punches and
     // claim again, so that an add after a remove finds the room it made.
@@ -1336,6 +1336,7 @@ PoolSummary NamedPool::Summary() const {
   s.volumes_in_use = s.volumes_mapped - s.volumes_empty;
   s.capacity_bytes = s.volumes_mapped * s.volume_size_bytes;
   s.empty_bytes = s.volumes_empty * s.volume_size_bytes;
+  s.releasing_bytes = store_gate_->pending_volumes() * s.volume_size_bytes;
   s.locked = pool_->IsLocked();
   s.store_survives_restart = FieldString(meta_->store_path) != "";
   return s;

@@ -58,7 +58,7 @@ bool StoreGate::GiveBackOrDefer(uint64_t first, uint64_t count) {
   }
   auto* node = new Pending{first, count, nullptr};
   // Release: counted before the remove that queued it returns.
-  unfinished_.fetch_add(1, std::memory_order_release);
+  pending_volumes_.fetch_add(count, std::memory_order_release);
   node->next = pending_.load(std::memory_order_seq_cst);
   while (!pending_.compare_exchange_weak(
       node->next, node, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
@@ -71,9 +71,9 @@ bool StoreGate::GiveBackOrDefer(uint64_t first, uint64_t count) {
 }
 
 void StoreGate::FinishGiveBacks() {
-  while (unfinished_give_backs() > 0) {
+  while (pending_volumes() > 0) {
     RunQueuedWhileFree();
-    if (unfinished_give_backs() == 0) return;
+    if (pending_volumes() == 0) return;
     // Held up by allocations or running elsewhere: wait for the store to
     // change (every give-back ends with StopGivingBack's notify, the last
     // allocation with EndAllocation's).
@@ -87,7 +87,7 @@ void StoreGate::RunQueued() {
   while (list != nullptr) {
     give_back_(list->first, list->count);
     // Release: whoever reads the lower count sees the give-back done.
-    unfinished_.fetch_sub(1, std::memory_order_release);
+    pending_volumes_.fetch_sub(list->count, std::memory_order_release);
     Pending* done = list;
     list = list->next;
     delete done;

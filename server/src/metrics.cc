@@ -100,6 +100,11 @@ class PoolCollector final : public prometheus::Collectable {
         Family("groove_pool_empty_bytes",
                "Memory ready to be acquired: empty volumes times volume size.",
                MetricType::Gauge);
+    MetricFamily releasing = Family(
+        "groove_pool_releasing_bytes",
+        "Memory of removed volumes not yet given back: their punch waits "
+        "for an AddVolume's allocation of the pool in progress.",
+        MetricType::Gauge);
     MetricFamily added = Family(
         "groove_pool_volumes_added_total",
         "Volumes pushed by AddVolume since the pool's shared counters last "
@@ -151,6 +156,7 @@ class PoolCollector final : public prometheus::Collectable {
       gauge(volume_size, static_cast<double>(s.volume_size_bytes));
       gauge(capacity, static_cast<double>(s.capacity_bytes));
       gauge(empty, static_cast<double>(s.empty_bytes));
+      gauge(releasing, static_cast<double>(s.releasing_bytes));
       counter(added, static_cast<double>(s.counts.volumes_added));
       counter(removed, static_cast<double>(s.counts.volumes_removed));
       counter(acquires, static_cast<double>(s.counts.acquires));
@@ -164,9 +170,9 @@ class PoolCollector final : public prometheus::Collectable {
                  1, MetricType::Gauge));
     }
     std::vector<MetricFamily> families;
-    for (MetricFamily* f :
-         {&volumes, &max_volumes, &volume_size, &capacity, &empty, &added,
-          &removed, &acquires, &releases, &quarantined, &locked, &info}) {
+    for (MetricFamily* f : {&volumes, &max_volumes, &volume_size, &capacity,
+                            &empty, &releasing, &added, &removed, &acquires,
+                            &releases, &quarantined, &locked, &info}) {
       families.push_back(std::move(*f));
     }
     return families;

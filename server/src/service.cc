@@ -61,6 +61,7 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
   out.set_volumes_in_use(s.volumes_in_use);
   out.set_capacity_bytes(s.capacity_bytes);
   out.set_empty_bytes(s.empty_bytes);
+  out.set_releasing_bytes(s.releasing_bytes);
   v1::PoolCounters* counters = out.mutable_counters();
   counters->set_volumes_added(s.counts.volumes_added);
   counters->set_volumes_removed(s.counts.volumes_removed);

@@ -74,7 +74,7 @@ TEST(StoreGateTest, AnIdleStoreGivesBackOnTheCallingThread) {
   EXPECT_EQ(given[0].first, 3u);
   EXPECT_EQ(given[0].count, 2u);
   EXPECT_EQ(given[0].by, std::this_thread::get_id());
-  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 
 // An allocation in progress on another thread: give-backs are queued
@@ -87,9 +87,9 @@ TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedDuringIt) {
   HeldAllocation adder(gate);
   EXPECT_FALSE(gate.GiveBackOrDefer(7, 1));  // returns without waiting
   EXPECT_FALSE(gate.GiveBackOrDefer(9, 4));
-  EXPECT_EQ(gate.unfinished_give_backs(), 2u);
+  EXPECT_EQ(gate.pending_volumes(), 5u);  // 1 + 4 volumes
   adder.End();
-  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
   ASSERT_EQ(given.size(), 2u);
   uint64_t volumes = 0;
   for (const GivenBack& g : given) {
@@ -117,10 +117,10 @@ TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
   if (returned) {
     EXPECT_EQ(second.get(), 0);
   }
-  EXPECT_EQ(gate.unfinished_give_backs(), 1u);
+  EXPECT_EQ(gate.pending_volumes(), 1u);
   first.End();
   EXPECT_EQ(given.load(), 1);
-  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 
 TEST(StoreGateTest, FinishGiveBacksReturnsOnlyOnceTheQueuedOnesAreDone) {
@@ -134,7 +134,7 @@ TEST(StoreGateTest, FinishGiveBacksReturnsOnlyOnceTheQueuedOnesAreDone) {
   });
   adder.End();
   finisher.join();
-  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 
 #if defined(__SANITIZE_THREAD__)
@@ -192,7 +192,7 @@ TEST(StoreGateTest, RacingGiveBacksRunExactlyOnceAndNeverBesideAnAllocation) {
   std::printf("%llu give-backs queued for an allocation or a give-back\n",
               static_cast<unsigned long long>(deferred.load()));
   EXPECT_EQ(overlaps.load(), 0);
-  EXPECT_EQ(gate.unfinished_give_backs(), 0u);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
   for (size_t i = 0; i < runs.size(); ++i) {
     ASSERT_EQ(runs[i].load(), 1) << "give-back of " << i;
   }

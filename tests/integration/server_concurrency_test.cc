@@ -22,6 +22,7 @@
 #include "server_test_util.h"
 #include "support/notification.h"
 #include "support/server_process.h"
+#include "support/subprocess.h"
 #include "support/temp_dir.h"
 
 namespace groove::testing {
@@ -258,6 +259,56 @@ TEST(ServerConcurrencyTest, ARemoveDoesNotWaitForAnAllocationOfItsPool) {
   EXPECT_EQ(AllocatedBytes(store), kVolume);
   const Snapshot big = TakeSnapshot(*stub, "big");
   EXPECT_THAT(Indices(big), ElementsAre(second.response.volume_indices(0)));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// The memory a remove left to an allocation in progress is visible to
+// operators until that allocation ends: Inspect's releasing_bytes and the
+// groove_pool_releasing_bytes gauge. The allocation is held with the
+// stall hook, which stalls it inside the store, where the kernel's would
+// hold the inode lock.
+TEST(ServerConcurrencyTest, MemoryARemoveLeftToAnAllocationIsShownUntilGiven) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  AsyncAdd first;
+  first.request = AddRequest("slow", 2, "first");
+  first.Start(*stub);
+  fifo.Release(1);
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+
+  AsyncAdd held;
+  held.request = AddRequest("slow", 1, "held");
+  held.Start(*stub);
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_add_wait", "pool=slow"}, 2))
+      << server->LogText();
+  v1::RemoveVolumeResponse removed;
+  ASSERT_TRUE(Remove(*stub, "slow", 1, &removed).ok());
+  EXPECT_EQ(removed.summary().volumes_mapped(), 1u);
+  EXPECT_EQ(removed.summary().capacity_bytes(), 4096u);
+  EXPECT_EQ(removed.summary().releasing_bytes(), 4096u);
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(MetricValue(*scrape, R"(groove_pool_releasing_bytes{pool="slow"})"),
+            "4096");
+  EXPECT_EQ(MetricValue(*scrape, R"(groove_pool_releasing_bytes{pool="fast"})"),
+            "0");
+
+  fifo.Release(1);
+  ASSERT_TRUE(held.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(held.status.ok()) << held.status.error_message();
+  const Snapshot slow = TakeSnapshot(*stub, "slow");
+  EXPECT_EQ(slow.summary.releasing_bytes(), 0u);
+  EXPECT_EQ(slow.summary.volumes_mapped(), 2u);
+  scrape = HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(MetricValue(*scrape, R"(groove_pool_releasing_bytes{pool="slow"})"),
+            "0");
   EXPECT_EQ(server->Stop(), 0);
 }
 

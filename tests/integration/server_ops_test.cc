@@ -119,17 +119,6 @@ TEST(ServerToolsTest, BufCurlWorksThroughReflection) {
   EXPECT_EQ(a.volumes[0].info(), "hi");
 }
 
-// MetricValue returns the value of the sample `series` (name and labels
-// exactly as exposed) in a text exposition, or "" when absent.
-std::string MetricValue(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      return std::string(line.substr(0, line.find(' ')));
-    }
-  }
-  return "";
-}
-
 TEST(ServerToolsTest, MetricsPassPromtoolAndCountEverything) {
   ASSERT_TRUE(Executable(GROOVE_PROMTOOL_BIN))
       << "promtool is missing: run script/bootstrap";

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
@@ -114,6 +116,18 @@ inline Snapshot TakeSnapshot(Stub& stub, const std::string& pool) {
     request.set_page_token(response.next_page_token());
   }
   return snapshot;
+}
+
+// MetricValue returns the value of the sample `series` (name and labels
+// exactly as exposed) in a text exposition, or "" when absent.
+inline std::string MetricValue(const std::string& text,
+                               const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
+      return std::string(line.substr(0, line.find(' ')));
+    }
+  }
+  return "";
 }
 
 // Indices returns the indices of a snapshot's volumes.

@@ -112,6 +112,10 @@ struct PoolSummary {
   uint64_t volumes_in_use = 0;  // mapped - empty
   uint64_t capacity_bytes = 0;  // volumes_mapped * volume_size_bytes
   uint64_t empty_bytes = 0;     // volumes_empty * volume_size_bytes
+  // Memory of removed volumes not yet given back: their punch waits for an
+  // add's allocation in progress (StoreGate). The owner's view; 0 in a
+  // data-plane join.
+  uint64_t releasing_bytes = 0;
   PoolCounts counts;
   bool locked = false;
   bool store_survives_restart = true;  // false for a hugetlb memfd

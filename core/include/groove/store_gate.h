@@ -84,14 +84,15 @@ class StoreGate {
   // hugepage allocation).
   void FinishGiveBacks();
 
-  // unfinished_give_backs is the number of give-backs queued by
-  // GiveBackOrDefer and not yet completed (queued, or running). A
-  // give-back queued by a GiveBackOrDefer that returned before this call
-  // began is counted until it is done (acquire; the count is published
-  // before GiveBackOrDefer returns, its decrement after the give-back
-  // ran), so 0 means no finished remove's punch is pending.
-  uint64_t unfinished_give_backs() const {
-    return unfinished_.load(std::memory_order_acquire);
+  // pending_volumes is the number of volumes whose give-back
+  // GiveBackOrDefer queued and which are not yet given back (queued, or
+  // being given back). A volume queued by a GiveBackOrDefer that returned
+  // before this call began is counted until its give-back is done
+  // (acquire; the count is published before GiveBackOrDefer returns, its
+  // decrement after the give-back ran), so 0 means no finished remove's
+  // punch is pending.
+  uint64_t pending_volumes() const {
+    return pending_volumes_.load(std::memory_order_acquire);
   }
 
  private:
@@ -131,8 +132,8 @@ class StoreGate {
   // no queued give-back is left without a runner.
   std::atomic<uint32_t> state_{0};
   std::atomic<Pending*> pending_{nullptr};  // newest first
-  // Give-backs queued and not yet completed: see unfinished_give_backs.
-  std::atomic<uint64_t> unfinished_{0};
+  // Volumes queued and not yet given back: see pending_volumes.
+  std::atomic<uint64_t> pending_volumes_{0};
 };
 
 }  // namespace groove
