@@ -162,6 +162,40 @@ std::unique_ptr<NamedPool> OpenHeld(
 // not a slow machine.
 constexpr absl::Duration kStuck = absl::Seconds(30);
 
+// HeldAdd is an AddVolumes(1) on a thread of its own, held inside its
+// allocation (and the store's lock) from construction, which returns once
+// it is there, until Finish. REQUIRES: nothing else allocates meanwhile.
+class HeldAdd {
+ public:
+  HeldAdd(NamedPool& pool, FaultStore::Control& control) : control_(control) {
+    control_.during_allocate = [this] {
+      allocating_.Notify();
+      ASSERT_TRUE(may_finish_.WaitForNotificationWithTimeout(kStuck));
+    };
+    thread_ = std::thread([this, &pool] {
+      absl::StatusOr<std::vector<uint64_t>> added =
+          pool.AddVolumes(1, std::nullopt, "held");
+      EXPECT_TRUE(added.ok()) << added.status();
+    });
+    EXPECT_TRUE(allocating_.WaitForNotificationWithTimeout(kStuck));
+  }
+  ~HeldAdd() { Finish(); }
+
+  // Finish lets the allocation end and returns once the add has returned.
+  void Finish() {
+    if (!thread_.joinable()) return;
+    may_finish_.Notify();
+    thread_.join();
+    control_.during_allocate = nullptr;  // no other thread allocates now
+  }
+
+ private:
+  FaultStore::Control& control_;
+  Notification allocating_;
+  Notification may_finish_;
+  std::thread thread_;
+};
+
 // An add holds the store's lock inside its allocation (as a hugepage
 // allocation does for seconds): a remove of the same pool returns at once,
 // having left its punch to the add, which runs it when its allocation is
@@ -175,18 +209,7 @@ TEST(NamedPoolConcurrencyTest, ARemoveDoesNotWaitForAnAddThatIsAllocating) {
   });
   ASSERT_NE(pool, nullptr);
   ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
-  Notification allocating;
-  Notification may_finish;
-  control->during_allocate = [&] {
-    allocating.Notify();
-    ASSERT_TRUE(may_finish.WaitForNotificationWithTimeout(kStuck));
-  };
-  std::thread adder([&] {
-    absl::StatusOr<std::vector<uint64_t>> added =
-        pool->AddVolumes(1, std::nullopt, "late");
-    EXPECT_TRUE(added.ok()) << added.status();
-  });
-  ASSERT_TRUE(allocating.WaitForNotificationWithTimeout(kStuck));
+  HeldAdd adder(*pool, *control);
   auto removing =
       std::async(std::launch::async, [&] { return pool->RemoveVolumes(1); });
   const bool returned = removing.wait_for(absl::ToChronoSeconds(kStuck)) ==
@@ -207,9 +230,7 @@ TEST(NamedPoolConcurrencyTest, ARemoveDoesNotWaitForAnAddThatIsAllocating) {
       EXPECT_NE(e.index, removed_index);
     }
   }
-  may_finish.Notify();
-  adder.join();
-  control->during_allocate = nullptr;  // no other thread uses the pool now
+  adder.Finish();
   if (!returned) return;  // removing's destructor waits for the remove
   // The add ran the punch as it let go of the store.
   EXPECT_EQ(control->deallocates.load(), 1);
@@ -237,18 +258,7 @@ TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveWaitsForItsQueuedPunch) {
   absl::StatusOr<std::vector<uint64_t>> first =
       pool->AddVolumes(1, std::nullopt, "first");
   ASSERT_TRUE(first.ok()) << first.status();
-  Notification allocating;
-  Notification may_finish;
-  control->during_allocate = [&] {
-    allocating.Notify();
-    ASSERT_TRUE(may_finish.WaitForNotificationWithTimeout(kStuck));
-  };
-  std::thread allocator([&] {
-    absl::StatusOr<std::vector<uint64_t>> added =
-        pool->AddVolumes(1, std::nullopt, "second");
-    EXPECT_TRUE(added.ok()) << added.status();
-  });
-  ASSERT_TRUE(allocating.WaitForNotificationWithTimeout(kStuck));
+  HeldAdd allocator(*pool, *control);
   // Both indices are taken now: the first volume's, and the second's
   // (claimed, allocating). The remove takes the first and queues its punch.
   absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
@@ -261,8 +271,7 @@ TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveWaitsForItsQueuedPunch) {
   });
   EXPECT_TRUE(add_waits.WaitForNotificationWithTimeout(kStuck))
       << "the add did not wait for the queued punch";
-  may_finish.Notify();
-  allocator.join();
+  allocator.Finish();
   absl::StatusOr<std::vector<uint64_t>> third = adding.get();
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_EQ(*third, *first);

@@ -92,10 +92,7 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
 
-  // Three adds to pool "slow". The first is held inside its allocation,
-  // holding the pool's store gate; the other two wait for the gate on
-  // their workers (as they would for the store's inode lock in the
-  // kernel).
+  // Three adds to pool "slow", each held inside its allocation.
   constexpr int kStalled = 3;
   std::vector<std::unique_ptr<AsyncAdd>> stalled;
   for (int i = 0; i < kStalled; ++i) {
@@ -105,12 +102,10 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
         absl::StrCat("00000000-0000-4000-8000-00000000000", i));
     add->Start(*stub);
     stalled.push_back(std::move(add));
-    if (i == 0) {
-      ASSERT_TRUE(server->WaitForLogCount(
-          {"event=testonly_stall_add_wait", "pool=slow"}, 1))
-          << server->LogText();
-    }
   }
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_add_wait", "pool=slow"}, kStalled))
+      << server->LogText();
 
   // A retry of a stalled call while it runs: ABORTED at once.
   v1::AddVolumeResponse unused;

@@ -9,9 +9,8 @@
 //
 // Like the kernel, it serialises Allocate and Deallocate on one lock (tmpfs
 // and hugetlbfs hold the file's inode lock for a whole fallocate), and a
-// test can hold a call inside that lock (during_allocate,
-// during_deallocate) to stand for an allocation of hugepages that takes
-// seconds.
+// test can hold an Allocate inside that lock (during_allocate) to stand for
+// an allocation of hugepages that takes seconds.
 
 #ifndef GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
 #define GROOVE_TESTS_SUPPORT_FAULT_STORE_H_
@@ -37,11 +36,10 @@ class FaultStore final : public VolumeStore {
     std::atomic<int> maps{0};         // MapFixed calls
     std::atomic<int> reads{0};        // Read calls
     std::atomic<int> writes{0};       // Write calls
-    // Called inside Allocate and Deallocate, holding the store's lock
-    // (the stand-in for the inode lock), before the real call. Set them
-    // before the pool is used by more than one thread.
+    // Called inside Allocate, holding the store's lock (the stand-in for
+    // the inode lock), before the real call. Set it while no other thread
+    // uses the pool.
     std::function<void()> during_allocate;
-    std::function<void()> during_deallocate;
     std::mutex inode_lock;
   };
 
@@ -64,7 +62,6 @@ class FaultStore final : public VolumeStore {
   absl::Status Deallocate(uint64_t offset, uint64_t length) override {
     std::lock_guard<std::mutex> inode(control_->inode_lock);
     control_->deallocates.fetch_add(1);
-    if (control_->during_deallocate) control_->during_deallocate();
     if (control_->fail_deallocate_in.load() > 0 &&
         control_->fail_deallocate_in.fetch_sub(1) == 1) {
       // Nothing is punched: the memory and the headers stay as they were.
