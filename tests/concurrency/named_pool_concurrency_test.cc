@@ -9,6 +9,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -164,11 +165,13 @@ constexpr absl::Duration kStuck = absl::Seconds(30);
 
 // HeldAdd is an AddVolumes(1) on a thread of its own, held inside its
 // allocation (and the store's lock) from construction, which returns once
-// it is there, until Finish. REQUIRES: nothing else allocates meanwhile.
+// it is there, until Finish. REQUIRES: no other add allocates until it is
+// there.
 class HeldAdd {
  public:
   HeldAdd(NamedPool& pool, FaultStore::Control& control) : control_(control) {
     control_.during_allocate = [this] {
+      if (held_.exchange(true)) return;  // only this add's allocation
       allocating_.Notify();
       ASSERT_TRUE(may_finish_.WaitForNotificationWithTimeout(kStuck));
     };
@@ -186,11 +189,15 @@ class HeldAdd {
     if (!thread_.joinable()) return;
     may_finish_.Notify();
     thread_.join();
-    control_.during_allocate = nullptr;  // no other thread allocates now
+    // Under the store's lock, which Allocate reads it under: another add
+    // may be allocating by now.
+    std::lock_guard<std::mutex> inode(control_.inode_lock);
+    control_.during_allocate = nullptr;
   }
 
  private:
   FaultStore::Control& control_;
+  std::atomic<bool> held_{false};
   Notification allocating_;
   Notification may_finish_;
   std::thread thread_;
