@@ -1,13 +1,14 @@
 // tests/bench/backing_floor_bench.cc: AddVolume/RemoveVolume through the
-// core's NamedPool on `huge` (2 MiB hugetlb) and `normal` (tmpfs) backing,
-// against the kernel floor measured side by side in the same process.
+// core's NamedPool on `normal` (tmpfs), `huge` (2 MiB hugetlb) and
+// `gigantic` (1 GiB hugetlb) backing, against the kernel floor measured
+// side by side in the same process.
 //
 // The floor is what adding a volume cannot avoid: on a hugetlb memfd (what
-// a `huge` pool uses when no hugetlbfs mount serves 2 MiB pages, as on this
-// project's machines), fallocate the volume's range, mmap it and write one
-// 512-byte header; removing is punching the range's hole and unmapping. On
-// `normal` (a 4 KiB volume, as in the RPC benchmarks), fallocate and pwrite
-// the header; removing is the punch.
+// a `huge` or `gigantic` pool uses when no hugetlbfs mount serves its page
+// size, as on this project's machines), fallocate the volume's range, mmap
+// it and write one 512-byte header; removing is punching the range's hole
+// and unmapping. On `normal` (a 4 KiB volume, as in the RPC benchmarks),
+// fallocate and pwrite the header; removing is the punch.
 // The pool does that plus its own work (slot claim, header format and
 // push through pread/pwrite, as the owner maps no volume; pop, header
 // check, slot marks), but no mmap of its own: on hugetlbfs its first
@@ -18,18 +19,25 @@
 // so a fixed order gives one side the cache-warm pages), so both see the
 // same machine load and the same pages; each reports the median
 // per-volume time and the ratio pool/floor is the figure (goal: <= 1.1x).
-// Per volume size: normal 4 KiB; huge 2 MiB (one page) and 32 MiB (16
-// pages: page zeroing dominates).
+// Rows: normal 4 KiB; huge 2 MiB (one page) and 32 MiB (16 pages: page
+// zeroing dominates); gigantic 1 GiB (one page, --gigantic_iterations).
 //
-// Hugepages: as root it raises /sys/kernel/mm/hugepages/hugepages-2048kB/
-// nr_hugepages by what it needs and lowers it by the same amount at the
-// end (other users' reservations are kept). Without root, or when the
-// kernel will not give the pages, it says why and exits 0 ("not measured").
-// Gigantic (1 GiB) pages: measured only when the host has the page size
-// (hugepages-1048576kB); otherwise reported as not measurable, with why.
+// Hugepages: as root it raises nr_hugepages of the page size by what it
+// needs and restores it at the end (tests/support/hugepage_reservation.h).
+// Without root, without the page size (1 GiB pages need a CPU with
+// pdpe1gb; `script/bench gigantic` runs this program in a VM whose
+// emulated CPU has them, tests/vm/run_in_vm), or when the kernel will not
+// give the pages, the row says why ("NOT MEASURED") and the exit status
+// stays 0; a failure of the floor or the pool prints "ERROR" and exits 1.
 //
-// Usage: backing_floor_bench [--iterations=N] (default 200)
-//   ctest runs `--iterations=3` as a smoke run (label `bench`).
+// Usage: backing_floor_bench [--iterations=N] [--gigantic_iterations=N]
+//                            [--rows=normal,huge,gigantic]
+//   --iterations           normal and huge rows (default 200)
+//   --gigantic_iterations  the gigantic row; each add zeroes 1 GiB
+//                          (default 10)
+//   --rows                 which backings to measure (default all three)
+//   ctest runs `--iterations=3 --gigantic_iterations=1` as a smoke run
+//   (label `bench`).
 
 #include <fcntl.h>
 #include <linux/memfd.h>
@@ -47,37 +55,21 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "groove/named_pool.h"
+#include "support/hugepage_reservation.h"
 
 namespace groove {
 namespace {
 
-constexpr char kNrPath[] =
-    "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
-constexpr char kFreePath[] =
-    "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
-constexpr char kGiganticDir[] = "/sys/kernel/mm/hugepages/hugepages-1048576kB";
+using testing::HugepageReservation;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-long ReadLong(const char* path) {
-  std::ifstream f(path);
-  long v = -1;
-  f >> v;
-  return f ? v : -1;
-}
-
-bool WriteLong(const char* path, long v) {
-  std::ofstream f(path);
-  f << v << "\n";
-  f.flush();
-  return static_cast<bool>(f);
 }
 
 double Median(std::vector<double> v) {
@@ -86,15 +78,16 @@ double Median(std::vector<double> v) {
 }
 
 // Floor: one memfd like the pool's store, volumes at i * size: hugetlb
-// (2 MiB pages) for `huge`, shmem (tmpfs, 4 KiB pages) for `normal`.
+// with 2 MiB pages for `huge`, 1 GiB pages for `gigantic`, shmem (tmpfs,
+// 4 KiB pages) for `normal`.
 class Floor {
  public:
   bool Open(BackingKind kind, uint64_t size, uint64_t slots) {
     kind_ = kind;
     size_ = size;
-    const unsigned flags = kind == BackingKind::kHuge
-                               ? MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB
-                               : MFD_CLOEXEC;
+    unsigned flags = MFD_CLOEXEC;
+    if (kind == BackingKind::kHuge) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
+    if (kind == BackingKind::kGigantic) flags |= MFD_HUGETLB | MFD_HUGE_1GB;
     fd_ = memfd_create("groove-floor", flags);
     if (fd_ < 0) return false;
     return ftruncate(fd_, static_cast<off_t>(size * slots)) == 0;
@@ -226,75 +219,104 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
   return ok;
 }
 
+// RowSet: the backings chosen with --rows.
+struct RowSet {
+  bool normal = true, huge = true, gigantic = true;
+};
+
+bool ParseRows(absl::string_view list, RowSet* rows) {
+  *rows = RowSet{false, false, false};
+  for (absl::string_view row : absl::StrSplit(list, ',')) {
+    if (row == "normal") {
+      rows->normal = true;
+    } else if (row == "huge") {
+      rows->huge = true;
+    } else if (row == "gigantic") {
+      rows->gigantic = true;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 int Main(int argc, char** argv) {
   int iterations = 200;
+  int gigantic_iterations = 10;
+  RowSet rows;
   for (int i = 1; i < argc; ++i) {
     absl::string_view a = argv[i];
     if (absl::ConsumePrefix(&a, "--iterations=") &&
         absl::SimpleAtoi(a, &iterations) && iterations > 0) {
       continue;
     }
-    std::fprintf(stderr, "usage: %s [--iterations=N]\n", argv[0]);
+    a = argv[i];
+    if (absl::ConsumePrefix(&a, "--gigantic_iterations=") &&
+        absl::SimpleAtoi(a, &gigantic_iterations) && gigantic_iterations > 0) {
+      continue;
+    }
+    a = argv[i];
+    if (absl::ConsumePrefix(&a, "--rows=") && ParseRows(a, &rows)) continue;
+    std::fprintf(stderr,
+                 "usage: %s [--iterations=N] [--gigantic_iterations=N] "
+                 "[--rows=normal,huge,gigantic]\n",
+                 argv[0]);
     return 2;
   }
   std::printf(
       "backing_floor_bench: NamedPool AddVolumes(1)/RemoveVolumes(1) "
       "vs fallocate + header write / punch-hole, %d alternating "
-      "iterations, medians\n",
-      iterations);
-  std::printf("%-10s %14s %14s %9s %16s %16s %9s\n", "size", "floor_add_us",
+      "iterations (gigantic: %d), medians\n",
+      iterations, gigantic_iterations);
+  std::printf("%-13s %14s %14s %9s %16s %16s %9s\n", "size", "floor_add_us",
               "pool_add_us", "add_x", "floor_remove_us", "pool_remove_us",
               "remove_x");
   int status = 0;
-  auto measure_row = [&](BackingKind kind, uint64_t size) {
+  auto measure_row = [&](BackingKind kind, uint64_t size, int n) {
     const std::string label = absl::StrCat(
-        kind == BackingKind::kHuge ? "huge " : "normal ",
-        size >= (uint64_t{1} << 20) ? absl::StrCat(size >> 20, "MiB")
-                                    : absl::StrCat(size >> 10, "KiB"));
+        BackingKindName(kind), " ",
+        size >= (uint64_t{1} << 30)   ? absl::StrCat(size >> 30, "GiB")
+        : size >= (uint64_t{1} << 20) ? absl::StrCat(size >> 20, "MiB")
+                                      : absl::StrCat(size >> 10, "KiB"));
     Result r{};
     std::string error;
-    if (!Measure(kind, size, iterations, &r, &error)) {
+    if (!Measure(kind, size, n, &r, &error)) {
       std::printf("%s: ERROR: %s\n", label.c_str(), error.c_str());
       status = 1;
       return;
     }
-    std::printf("%-10s %14.1f %14.1f %9.3f %16.1f %16.1f %9.3f\n",
+    std::printf("%-13s %14.1f %14.1f %9.3f %16.1f %16.1f %9.3f\n",
                 label.c_str(), r.floor_add_us, r.pool_add_us,
                 r.pool_add_us / r.floor_add_us, r.floor_remove_us,
                 r.pool_remove_us, r.pool_remove_us / r.floor_remove_us);
   };
+  // measure_page_rows reserves `pages` pages of `page_bytes` for the rows
+  // of `sizes` and gives them back after. The floor and the pool each hold
+  // one volume at a time: twice the largest volume's pages.
+  auto measure_page_rows = [&](BackingKind kind, uint64_t page_bytes,
+                               const std::vector<uint64_t>& sizes, int n) {
+    HugepageReservation reservation(page_bytes,
+                                    2 * (sizes.back() / page_bytes));
+    if (!reservation.ok()) {
+      std::printf("%s: NOT MEASURED: %s\n",
+                  std::string(BackingKindName(kind)).c_str(),
+                  reservation.reason().c_str());
+      return;
+    }
+    for (uint64_t size : sizes) measure_row(kind, size, n);
+  };
   // What the RPC benchmarks' pools use (docs/PERFORMANCE.md section 2).
-  measure_row(BackingKind::kNormal, uint64_t{4} << 10);
-  if (access(kGiganticDir, F_OK) != 0) {
-    std::printf("gigantic (1 GiB pages): NOT MEASURABLE here: %s does not "
-                "exist (the CPU or VM offers no 1 GiB page size; "
-                "grep pdpe1gb /proc/cpuinfo)\n", kGiganticDir);
-  } else {
-    std::printf("gigantic (1 GiB pages): not measured by this program (each "
-                "add zeroes 1 GiB: seconds per iteration)\n");
+  if (rows.normal) {
+    measure_row(BackingKind::kNormal, uint64_t{4} << 10, iterations);
   }
-  if (geteuid() != 0) {
-    std::printf("huge (2 MiB pages): NOT MEASURED: needs root to reserve "
-                "pages through %s\n", kNrPath);
-    return status;
+  if (rows.huge) {
+    measure_page_rows(BackingKind::kHuge, uint64_t{2} << 20,
+                      {uint64_t{2} << 20, uint64_t{32} << 20}, iterations);
   }
-  const std::vector<uint64_t> sizes = {uint64_t{2} << 20, uint64_t{32} << 20};
-  // The floor and the pool each hold at most one volume of the largest
-  // size at a time; a little slack for rounding.
-  const long need = 2 * static_cast<long>((sizes.back() >> 21)) + 2;
-  const long before = ReadLong(kNrPath);
-  if (before < 0 || !WriteLong(kNrPath, before + need) ||
-      ReadLong(kFreePath) < need) {
-    std::printf("huge (2 MiB pages): NOT MEASURED: could not reserve %ld "
-                "pages through %s (free now %ld)\n", need, kNrPath,
-                ReadLong(kFreePath));
-    if (before >= 0) WriteLong(kNrPath, std::max(0L, ReadLong(kNrPath) - need));
-    return status;
+  if (rows.gigantic) {
+    measure_page_rows(BackingKind::kGigantic, uint64_t{1} << 30,
+                      {uint64_t{1} << 30}, gigantic_iterations);
   }
-  for (uint64_t size : sizes) measure_row(BackingKind::kHuge, size);
-  // Give back what we added (the current value, in case someone else
-  // changed it meanwhile).
-  WriteLong(kNrPath, std::max(0L, ReadLong(kNrPath) - need));
   return status;
 }
 

@@ -12,82 +12,21 @@
 
 #include <cerrno>
 #include <cstring>
-
 #include <fstream>
 #include <string>
 
 #include "groove/named_pool.h"
 #include "gtest/gtest.h"
+#include "support/hugepage_reservation.h"
 #include "support/temp_dir.h"
 
 namespace groove {
 namespace {
 
+using testing::FreeHugepages;
+using testing::HugepageReservation;
+using testing::HugepageSysfsDir;
 using testing::TempDir;
-
-std::string SysfsDir(uint64_t page_bytes) {
-  return "/sys/kernel/mm/hugepages/hugepages-" +
-         std::to_string(page_bytes >> 10) + "kB";
-}
-
-uint64_t ReadCount(const std::string& path) {
-  std::ifstream in(path);
-  uint64_t value = 0;
-  in >> value;
-  return value;
-}
-
-uint64_t FreePages(uint64_t page_bytes) {
-  return ReadCount(SysfsDir(page_bytes) + "/free_hugepages");
-}
-
-// HugepageReservation raises nr_hugepages so that `pages` more are free,
-// and restores the previous value when destroyed. `reason()` says why it
-// could not, if it could not.
-class HugepageReservation {
- public:
-  HugepageReservation(uint64_t page_bytes, uint64_t pages)
-      : path_(SysfsDir(page_bytes) + "/nr_hugepages") {
-    if (geteuid() != 0) {
-      reason_ = "not root: cannot reserve hugepages through " + path_;
-      return;
-    }
-    if (access(path_.c_str(), W_OK) != 0) {
-      reason_ = "this kernel offers no " + std::to_string(page_bytes >> 20) +
-                " MiB hugepages (" + path_ + " is missing)";
-      return;
-    }
-    previous_ = ReadCount(path_);
-    const uint64_t wanted = previous_ + pages;
-    if (!Write(wanted) || FreePages(page_bytes) < pages) {
-      reason_ = "the kernel could reserve only " +
-                std::to_string(FreePages(page_bytes)) + " of " +
-                std::to_string(pages) + " free " +
-                std::to_string(page_bytes >> 20) +
-                " MiB hugepages (memory too fragmented?)";
-    }
-    reserved_ = true;
-  }
-  ~HugepageReservation() {
-    if (reserved_) Write(previous_);
-  }
-
-  bool ok() const { return reason_.empty(); }
-  const std::string& reason() const { return reason_; }
-
- private:
-  bool Write(uint64_t value) {
-    std::ofstream out(path_);
-    out << value << "\n";
-    out.close();
-    return static_cast<bool>(out);
-  }
-
-  std::string path_;
-  std::string reason_;
-  uint64_t previous_ = 0;
-  bool reserved_ = false;
-};
 
 // HugetlbfsMount mounts hugetlbfs with `page_bytes` pages in a temporary
 // directory and unmounts it when destroyed.
@@ -149,9 +88,9 @@ TEST(HugepageBackingTest, HugeVolumesTakeAndGiveBackRealHugepages) {
   EXPECT_EQ(summary.page_size_bytes, kHugePageBytes);
   EXPECT_FALSE(summary.store_survives_restart);  // a memfd
 
-  const uint64_t free_before = FreePages(kHugePageBytes);
+  const uint64_t free_before = FreeHugepages(kHugePageBytes);
   ASSERT_TRUE((*pool)->AddVolumes(2, std::nullopt, "hp").ok());
-  EXPECT_EQ(FreePages(kHugePageBytes), free_before - 2);
+  EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
   {
     // A data-plane join (the owner maps no volume) writes the volume's
     // last byte: the whole volume is there.
@@ -163,7 +102,7 @@ TEST(HugepageBackingTest, HugeVolumesTakeAndGiveBackRealHugepages) {
     ASSERT_EQ((*join)->pool().Release(v), PoolError::kSuccess);
   }
   ASSERT_TRUE((*pool)->RemoveVolumes(2).ok());
-  EXPECT_EQ(FreePages(kHugePageBytes), free_before);
+  EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
 }
 
 TEST(HugepageBackingTest, ExhaustionIsResourceExhaustedAndLeaksNoPage) {
@@ -175,16 +114,17 @@ TEST(HugepageBackingTest, ExhaustionIsResourceExhaustedAndLeaksNoPage) {
                               NoMountOptions(dir));
   ASSERT_TRUE(pool.ok()) << pool.status();
   ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "").ok());
-  const uint64_t free_before = FreePages(kHugePageBytes);
+  const uint64_t free_before = FreeHugepages(kHugePageBytes);
   const uint64_t wanted = free_before + 1;  // one page more than there is
   const absl::Status s =
       (*pool)->AddVolumes(wanted, std::nullopt, "too many").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-  EXPECT_NE(s.message().find(SysfsDir(kHugePageBytes) + "/nr_hugepages"),
-            std::string::npos)
+  EXPECT_NE(
+      s.message().find(HugepageSysfsDir(kHugePageBytes) + "/nr_hugepages"),
+      std::string::npos)
       << s;
   // The pages the failed batch took were all given back.
-  EXPECT_EQ(FreePages(kHugePageBytes), free_before);
+  EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
   EXPECT_EQ((*pool)->Summary().volumes_mapped, 1u);
   EXPECT_EQ(*(*pool)->AllocatedBytes(), kHugePageBytes);
   ASSERT_TRUE((*pool)->Verify().ok());
@@ -197,13 +137,13 @@ TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
   if (!mount.ok()) GTEST_SKIP() << mount.reason();
   TempDir dir;
   const PoolConfig config = HugeConfig(BackingKind::kHuge, 2 * kHugePageBytes);
-  const uint64_t free_before = FreePages(kHugePageBytes);
+  const uint64_t free_before = FreeHugepages(kHugePageBytes);
   {
     auto pool = NamedPool::Open(dir.path(), config);  // real /proc/mounts
     ASSERT_TRUE(pool.ok()) << pool.status();
     EXPECT_TRUE((*pool)->Summary().store_survives_restart);
     ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "kept").ok());
-    EXPECT_EQ(FreePages(kHugePageBytes), free_before - 2);
+    EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
   }
   EXPECT_TRUE(std::filesystem::exists(mount.path() +
                                       "/groove-volumed.huge.volumes"));
@@ -215,7 +155,7 @@ TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0].info, "kept");
   ASSERT_TRUE((*pool)->RemoveVolumes(1).ok());
-  EXPECT_EQ(FreePages(kHugePageBytes), free_before);
+  EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
   std::filesystem::remove(mount.path() + "/groove-volumed.huge.volumes");
 }
 
@@ -240,11 +180,11 @@ TEST(HugepageBackingTest, GiganticVolumesUseOneGibibytePages) {
       HugeConfig(BackingKind::kGigantic, kGiganticPageBytes),
       NoMountOptions(dir));
   ASSERT_TRUE(pool.ok()) << pool.status();
-  const uint64_t free_before = FreePages(kGiganticPageBytes);
+  const uint64_t free_before = FreeHugepages(kGiganticPageBytes);
   ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "1g").ok());
-  EXPECT_EQ(FreePages(kGiganticPageBytes), free_before - 1);
+  EXPECT_EQ(FreeHugepages(kGiganticPageBytes), free_before - 1);
   ASSERT_TRUE((*pool)->RemoveVolumes(1).ok());
-  EXPECT_EQ(FreePages(kGiganticPageBytes), free_before);
+  EXPECT_EQ(FreeHugepages(kGiganticPageBytes), free_before);
 }
 
 }  // namespace

@@ -1,0 +1,118 @@
+# tests/vm/gigantic_server_check.sh: groove-volumed serving a `gigantic`
+# pool (1 GiB pages) end to end, run by busybox sh inside the VM of
+# tests/vm/run_in_vm with groove-volumed and groovectl copied in (CTest:
+# groove_volumed_gigantic_in_vm). It owns the VM: it reserves the pages and
+# mounts hugetlbfs itself.
+#
+# What it checks, each with the kernel's own page counts:
+#   - two AddVolume calls take one 1 GiB page each; Inspect reports the
+#     gigantic backing and 1 GiB pages;
+#   - an add with no page left fails RESOURCE_EXHAUSTED, names
+#     nr_hugepages, and changes nothing;
+#   - the pool, on a hugetlbfs mount, survives a restart of the server
+#     (SIGTERM, start again): both volumes and their info come back;
+#   - RemoveVolume gives both pages back to the kernel.
+# Prints "gigantic_server_check: PASS" and exits 0, or names the first
+# check that failed and exits 1.
+
+set -u
+sysfs=/sys/kernel/mm/hugepages/hugepages-1048576kB
+addr=127.0.0.1:50051
+
+fail() {
+  echo "gigantic_server_check: FAIL: $*"
+  for log in /tmp/server-*.log; do
+    [ -f "${log}" ] && { echo "--- ${log}"; cat "${log}"; }
+  done
+  exit 1
+}
+free_pages() { cat "${sysfs}/free_hugepages"; }
+expect_free() {
+  [ "$(free_pages)" = "$1" ] ||
+    fail "$2: free 1 GiB pages $(free_pages), expected $1"
+}
+# json_field NAME FILE: the value of field NAME in groovectl's JSON
+# output (proto field names; 64-bit numbers are strings in proto3 JSON).
+json_field() {
+  sed -n "s/^[^\"]*\(\"[^\"]*\"[^\"]*\)*\"$1\":\"\{0,1\}\([^\",}]*\).*/\2/p" \
+    "$2" | head -n 1
+}
+
+# start_server N: the Nth start of the server, logging to server-N.log.
+start_server() {
+  log="/tmp/server-$1.log"
+  groove-volumed --data_dir=/tmp/groove --listen="${addr}" \
+    --metrics_listen=127.0.0.1:0 \
+    --pool=name=big,backing=gigantic,volume_size=1GiB,max_volumes=3 \
+    2>"${log}" &
+  server_pid=$!
+  # The server logs `event=listening` once it serves; polled, with a
+  # bound, because an emulated CPU starts it in seconds.
+  for _ in $(seq 1 600); do
+    grep -q 'event=listening' "${log}" && return 0
+    kill -0 "${server_pid}" 2>/dev/null || fail "groove-volumed exited"
+    sleep 0.2
+  done
+  fail "groove-volumed did not start within 120 s"
+}
+stop_server() {
+  kill -TERM "${server_pid}"
+  wait "${server_pid}" || fail "groove-volumed exited non-zero on SIGTERM"
+}
+
+[ -d "${sysfs}" ] || fail "no 1 GiB page size in this VM (pdpe1gb?)"
+echo 2 > "${sysfs}/nr_hugepages"
+expect_free 2 "reserving 2 pages through ${sysfs}"
+mkdir -p /mnt/hugepages-1G /tmp/groove
+mount -t hugetlbfs -o pagesize=1G none /mnt/hugepages-1G ||
+  fail "mount hugetlbfs pagesize=1G"
+
+start_server 1
+groovectl --addr "${addr}" --timeout 120s add big 1 --info first \
+  > /tmp/add1.txt 2>&1 || fail "first add: $(cat /tmp/add1.txt)"
+groovectl --addr "${addr}" --timeout 120s add big 1 --info second \
+  > /tmp/add2.txt 2>&1 || fail "second add: $(cat /tmp/add2.txt)"
+expect_free 0 "after two adds"
+groovectl --addr "${addr}" --output json inspect big > /tmp/inspect.json ||
+  fail "inspect"
+[ "$(json_field backing_in_use /tmp/inspect.json)" = BACKING_GIGANTIC ] ||
+  fail "backing in use: $(cat /tmp/inspect.json)"
+[ "$(json_field page_size_bytes /tmp/inspect.json)" = 1073741824 ] ||
+  fail "page size: $(cat /tmp/inspect.json)"
+[ "$(json_field volumes_mapped /tmp/inspect.json)" = 2 ] ||
+  fail "volumes mapped after two adds: $(cat /tmp/inspect.json)"
+
+# No page left: the third add must fail whole, with the reason.
+if groovectl --addr "${addr}" --timeout 120s add big 1 > /tmp/add3.txt 2>&1
+then
+  fail "an add with no free 1 GiB page succeeded"
+fi
+grep -q 'RESOURCE_EXHAUSTED' /tmp/add3.txt ||
+  fail "third add: expected RESOURCE_EXHAUSTED: $(cat /tmp/add3.txt)"
+grep -q 'nr_hugepages' /tmp/add3.txt ||
+  fail "third add: the message should name nr_hugepages: $(cat /tmp/add3.txt)"
+expect_free 0 "after the refused add"
+groovectl --addr "${addr}" --output json inspect big > /tmp/inspect.json
+[ "$(json_field volumes_mapped /tmp/inspect.json)" = 2 ] ||
+  fail "the refused add changed the pool: $(cat /tmp/inspect.json)"
+
+# The pool lives on the hugetlbfs mount: it outlives the server.
+stop_server
+ls /mnt/hugepages-1G | grep -q 'big' ||
+  fail "no store file of pool big on the hugetlbfs mount"
+start_server 2
+groovectl --addr "${addr}" --output json inspect big --volumes \
+  > /tmp/inspect.json || fail "inspect after restart"
+[ "$(json_field volumes_mapped /tmp/inspect.json)" = 2 ] ||
+  fail "volumes after restart: $(cat /tmp/inspect.json)"
+# info is bytes: base64 in JSON ("first", "second").
+grep -q '"Zmlyc3Q="' /tmp/inspect.json &&
+  grep -q '"c2Vjb25k"' /tmp/inspect.json ||
+  fail "the volumes' info after restart: $(cat /tmp/inspect.json)"
+expect_free 0 "after the restart"
+
+groovectl --addr "${addr}" remove big 2 > /tmp/remove.txt 2>&1 ||
+  fail "remove: $(cat /tmp/remove.txt)"
+expect_free 2 "after removing both volumes"
+stop_server
+echo "gigantic_server_check: PASS"
