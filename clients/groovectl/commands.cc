@@ -138,12 +138,8 @@ void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
   }
 }
 
-namespace {
-
-// PrintSummary prints a pool's summary as a two-column table, followed by
-// `extra` rows (e.g. the verify result) aligned with it.
 void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
-                  const std::vector<Row>& extra = {}) {
+                  const std::vector<Row>& extra) {
   const v1::PoolCounters& c = p.counters();
   std::vector<Row> rows = {
       {"pool", p.name()},
@@ -158,8 +154,15 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                                     p.max_volumes(), 40),
                             " ", Percent(p.volumes_mapped(), p.max_volumes()),
                             " (# in use, = empty, . unused)")},
-      {"capacity", absl::StrCat(HumanBytes(p.capacity_bytes()), " (",
-                                HumanBytes(p.empty_bytes()), " empty)")},
+      {"capacity",
+       absl::StrCat(HumanBytes(p.capacity_bytes()), " (",
+                    HumanBytes(p.empty_bytes()), " empty",
+                    p.releasing_bytes() == 0
+                        ? ""
+                        : absl::StrCat("; ", HumanBytes(p.releasing_bytes()),
+                                       " of removed volumes still being "
+                                       "given back"),
+                    ")")},
       {"counters", absl::StrCat("added ", c.volumes_added(), ", removed ",
                                 c.volumes_removed(), ", acquires ",
                                 c.acquires(), ", releases ", c.releases(),
@@ -169,6 +172,8 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
   rows.insert(rows.end(), extra.begin(), extra.end());
   PrintTable(out, rows);
 }
+
+namespace {
 
 void PrintVolumeIndices(absl::string_view verb,
                         const std::vector<uint64_t>& indices,

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "cli.h"
 #include "groove/v1/volume_pool.pb.h"
@@ -44,6 +45,15 @@ std::string HumanBytes(uint64_t bytes);
 // PrintPools prints `pools`'s table (one row per served pool, with a fill
 // bar), then one "QUARANTINED NAME: REASON" line per quarantined pool.
 void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out);
+
+// PrintSummary prints a pool's summary as a two-column table (backing,
+// volumes, a fill bar, capacity, counters, ...), followed by `extra` rows
+// of two cells (e.g. a verify result) aligned with it. The capacity row
+// names the memory of removed volumes still being given back, when there
+// is any (releasing_bytes: a remove beside an allocation leaves its punch
+// to that allocation).
+void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
+                  const std::vector<std::vector<std::string>>& extra = {});
 
 // FillBar draws `width` cells: '#' for in-use volumes, '=' for empty
 // ones, '.' for unused slots, out of max_volumes, e.g. "[##===.....]".

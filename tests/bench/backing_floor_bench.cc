@@ -298,9 +298,13 @@ int Main(int argc, char** argv) {
     HugepageReservation reservation(page_bytes,
                                     2 * (sizes.back() / page_bytes));
     if (!reservation.ok()) {
-      std::printf("%s: NOT MEASURED: %s\n",
+      std::printf("%s: NOT MEASURED: %s%s\n",
                   std::string(BackingKindName(kind)).c_str(),
-                  reservation.reason().c_str());
+                  reservation.reason().c_str(),
+                  kind == BackingKind::kGigantic
+                      ? " (`script/bench gigantic` measures it in a VM "
+                        "whose emulated CPU has 1 GiB pages)"
+                      : "");
       return;
     }
     for (uint64_t size : sizes) measure_row(kind, size, n);

@@ -12,6 +12,7 @@ namespace groove::ctl {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 absl::StatusCode CodeOf(const std::vector<std::string>& args) {
   return ParseCommandLine(args).status().code();
@@ -131,6 +132,26 @@ TEST(GroovectlFormatTest, PoolsTableNamesQuarantinedPools) {
   EXPECT_THAT(out.str(),
               HasSubstr("QUARANTINED b: magic 0x7878 is not a groove-volumed "
                         "pool's\n"));
+}
+
+TEST(GroovectlFormatTest, SummaryNamesMemoryStillBeingGivenBack) {
+  v1::PoolSummary p;
+  p.set_name("slow");
+  p.set_max_volumes(4);
+  p.set_capacity_bytes(8192);
+  p.set_empty_bytes(8192);
+  std::ostringstream idle;
+  PrintSummary(p, idle);
+  EXPECT_THAT(idle.str(), HasSubstr("8 KiB (8 KiB empty)\n"));
+  EXPECT_THAT(idle.str(), Not(HasSubstr("given back")));
+
+  p.set_releasing_bytes(4096);
+  std::ostringstream releasing;
+  PrintSummary(p, releasing, {{"verify", "ok"}});
+  EXPECT_THAT(releasing.str(),
+              HasSubstr("8 KiB (8 KiB empty; 4 KiB of removed volumes still "
+                        "being given back)\n"));
+  EXPECT_THAT(releasing.str(), HasSubstr("verify"));
 }
 
 }  // namespace
