@@ -1,12 +1,14 @@
 # tests/vm/gigantic_server_check.sh: groove-volumed serving a `gigantic`
 # pool (1 GiB pages) end to end, run by busybox sh inside the VM of
-# tests/vm/run_in_vm with groove-volumed and groovectl copied in (CTest:
-# groove_volumed_gigantic_in_vm). It owns the VM: it reserves the pages and
-# mounts hugetlbfs itself.
+# tests/vm/run_in_vm with groove-volumed, groovectl and data_plane_example
+# copied in (CTest: groove_volumed_gigantic_in_vm). It owns the VM: it
+# reserves the pages and mounts hugetlbfs itself.
 #
 # What it checks, each with the kernel's own page counts:
 #   - two AddVolume calls take one 1 GiB page each; Inspect reports the
 #     gigantic backing and 1 GiB pages;
+#   - a data-plane process (data_plane_example) joins the pool, acquires
+#     both volumes, writes and reads back 1 MiB of each;
 #   - an add with no page left fails RESOURCE_EXHAUSTED, names
 #     nr_hugepages, and changes nothing;
 #   - the pool, on a hugetlbfs mount, survives a restart of the server
@@ -81,6 +83,14 @@ groovectl --addr "${addr}" --output json inspect big > /tmp/inspect.json ||
   fail "page size: $(cat /tmp/inspect.json)"
 [ "$(json_field volumes_mapped /tmp/inspect.json)" = 2 ] ||
   fail "volumes mapped after two adds: $(cat /tmp/inspect.json)"
+
+# A data-plane process joins the pool (1 GiB pages in its mapping too),
+# acquires both volumes, writes and reads back 1 MiB of each, releases.
+data_plane_example --data-dir /tmp/groove --pool big --hold 2 \
+  --bytes 1048576 --acquires 10 > /tmp/data_plane.txt 2>&1 ||
+  fail "data plane: $(cat /tmp/data_plane.txt)"
+grep -q 'mismatches=0 errors=0' /tmp/data_plane.txt ||
+  fail "data plane: $(cat /tmp/data_plane.txt)"
 
 # No page left: the third add must fail whole, with the reason.
 if groovectl --addr "${addr}" --timeout 120s add big 1 > /tmp/add3.txt 2>&1
