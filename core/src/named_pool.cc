@@ -1148,7 +1148,11 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   // Take the memory, one fallocate per run of consecutive indices, as an
   // allocation announced to the store gate: a remove meanwhile leaves its
   // punch to us instead of waiting for our fallocate on the store's inode
-  // lock. Any failure undoes every step.
+  // lock. Punches queued before us run first, on this thread
+  // (BeginAllocation), so that we find the memory of removes that have
+  // returned: for hugepages, the pages they free. Any failure undoes every
+  // step.
+  if (store_gate_->pending_volumes() > 0) Step("add:store-busy");
   store_gate_->BeginAllocation();
   size_t allocated = 0;  // indices[0, allocated) hold memory
   absl::Status taken = ForEachRun(

@@ -38,6 +38,10 @@ void StoreGate::BeginAllocation() {
     state_.wait(state, std::memory_order_seq_cst);
     state = state_.load(std::memory_order_seq_cst);
   }
+  // Run the give-backs queued before us, here, before we allocate (see the
+  // header): a remove punches inline only while the store is idle, and we
+  // are counted in, so none does meanwhile.
+  RunQueued();
 }
 
 void StoreGate::EndAllocation() {

@@ -287,5 +287,41 @@ TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveWaitsForItsQueuedPunch) {
   EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
 }
 
+// The store holds at most 3 volumes' memory, as a hugepage pool holds what
+// nr_hugepages allows. While an add allocates the third, a remove queues
+// its punch; an add called after the remove returned waits for that punch
+// (which waits for the allocation in progress) and so finds the memory the
+// remove gave back, instead of failing for want of it. Without the wait,
+// adds that keep overlapping would hold a queued punch back indefinitely.
+TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveFindsTheMemoryItGaveBack) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  control->capacity_bytes = 3 * kVolumeBytes;
+  Notification add_waits;
+  auto pool = OpenHeld(dir, 8, control, [&](absl::string_view step) {
+    if (step == "add:store-busy") add_waits.Notify();
+  });
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  HeldAdd allocator(*pool, *control);  // takes the last of the capacity
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(control->deallocates.load(), 0);  // queued for the allocator
+  auto adding = std::async(std::launch::async, [&] {
+    return pool->AddVolumes(1, std::nullopt, "after the remove");
+  });
+  EXPECT_TRUE(add_waits.WaitForNotificationWithTimeout(kStuck))
+      << "the add did not wait for the queued punch";
+  allocator.Finish();
+  absl::StatusOr<std::vector<uint64_t>> after = adding.get();
+  EXPECT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 3u);
+  EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> report = pool->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 3u);
+}
+
 }  // namespace
 }  // namespace groove

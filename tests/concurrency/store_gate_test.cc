@@ -1,5 +1,6 @@
 // StoreGate: a give-back never waits for an allocation, allocations never
-// wait for each other, and no give-back is lost. Deterministic cases first,
+// wait for each other, a queued give-back runs before the next allocation,
+// and no give-back is lost. Deterministic cases first,
 // then threads allocating and giving back at random (also run under
 // ThreadSanitizer).
 
@@ -100,7 +101,7 @@ TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedDuringIt) {
 }
 
 // Adds never wait for each other (the kernel orders their fallocates), and
-// only the last allocation to end runs the queue.
+// the give-backs queued while both allocate wait for the last to end.
 TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
   std::atomic<int> given{0};
   StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
@@ -123,6 +124,26 @@ TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
   EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 
+// An allocation that begins while give-backs are queued (for another one
+// in progress) runs them first, on its own thread: it finds their memory,
+// and overlapping allocations cannot hold them back.
+TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedBeforeItBegins) {
+  std::vector<GivenBack> given;  // written by one give-back at a time
+  StoreGate gate([&](uint64_t first, uint64_t count) {
+    given.push_back({first, count, std::this_thread::get_id()});
+  });
+  HeldAllocation earlier(gate);
+  ASSERT_FALSE(gate.GiveBackOrDefer(5, 2));
+  gate.BeginAllocation();
+  EXPECT_EQ(gate.pending_volumes(), 0u);
+  ASSERT_EQ(given.size(), 1u);
+  EXPECT_EQ(given[0].first, 5u);
+  EXPECT_EQ(given[0].by, std::this_thread::get_id());
+  gate.EndAllocation();  // `earlier` still allocates: nothing to run
+  earlier.End();
+  EXPECT_EQ(given.size(), 1u);
+}
+
 TEST(StoreGateTest, FinishGiveBacksReturnsOnlyOnceTheQueuedOnesAreDone) {
   std::atomic<int> given{0};
   StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
@@ -143,32 +164,40 @@ constexpr uint64_t kGiveBacksPerThread = 2'000;
 constexpr uint64_t kGiveBacksPerThread = 50'000;
 #endif
 
-// Threads that allocate race threads that give back: a give-back never
-// overlaps an allocation or another give-back, every give-back runs
-// exactly once, and none is left queued when all have returned.
-TEST(StoreGateTest, RacingGiveBacksRunExactlyOnceAndNeverBesideAnAllocation) {
+// Threads that allocate race threads that give back (the removes): a
+// give-back on a giver's thread (its own punch, or queued ones it runs)
+// never overlaps an allocation or another give-back, every give-back runs
+// exactly once, and none is left queued when all have returned. Queued
+// give-backs that an allocator runs as it begins may overlap the other
+// allocator's allocation: the kernel orders those, and neither is a remove.
+TEST(StoreGateTest, RacingGiveBacksRunExactlyOnceAndARemoveNeverWaits) {
   constexpr int kAllocators = 2;
   constexpr int kGivers = 3;
   std::vector<std::atomic<int>> runs(kGivers * kGiveBacksPerThread);
   std::atomic<int> allocating{0};
-  std::atomic<int> giving_back{0};
+  std::atomic<int> giving_back{0};        // on any thread
+  std::atomic<int> giver_giving_back{0};  // on a giver's thread
   std::atomic<int> overlaps{0};
+  thread_local bool allocator_thread = false;
   StoreGate gate([&](uint64_t first, uint64_t count) {
-    if (giving_back.fetch_add(1) != 0 || allocating.load() != 0) {
-      overlaps.fetch_add(1);
-    }
+    const bool by_giver = !allocator_thread;
+    if (by_giver) giver_giving_back.fetch_add(1);
+    if (giving_back.fetch_add(1) != 0 && by_giver) overlaps.fetch_add(1);
+    if (by_giver && allocating.load() != 0) overlaps.fetch_add(1);
     for (uint64_t i = first; i < first + count; ++i) runs[i].fetch_add(1);
     giving_back.fetch_sub(1);
+    if (by_giver) giver_giving_back.fetch_sub(1);
   });
   std::atomic<int> givers_running{kGivers};
   std::atomic<uint64_t> deferred{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < kAllocators; ++t) {
     threads.emplace_back([&] {
+      allocator_thread = true;
       while (givers_running.load() > 0) {
         gate.BeginAllocation();
         allocating.fetch_add(1);
-        if (giving_back.load() != 0) overlaps.fetch_add(1);
+        if (giver_giving_back.load() != 0) overlaps.fetch_add(1);
         allocating.fetch_sub(1);
         gate.EndAllocation();
       }

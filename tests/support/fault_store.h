@@ -5,7 +5,8 @@
 // as a kernel that runs out of pages in the middle of a batch would (and,
 // like the kernel, it keeps the pages: the pool must give them back); or
 // makes one MapFixed fail with ENOMEM before mapping, as mmap does when the
-// process is out of memory or mappings (vm.max_map_count).
+// process is out of memory or mappings (vm.max_map_count); or limits the
+// memory the store may hold, as nr_hugepages does (capacity_bytes).
 //
 // Like the kernel, it serialises Allocate and Deallocate on one lock (tmpfs
 // and hugetlbfs hold the file's inode lock for a whole fallocate), and a
@@ -31,6 +32,10 @@ class FaultStore final : public VolumeStore {
     std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
     std::atomic<int> fail_write_in{0};     // fail the Nth next Write
     std::atomic<int> fail_deallocate_in{0};  // fail the Nth next Deallocate
+    // When not 0: an Allocate that would leave the store holding more
+    // bytes than this fails before allocating, as fallocate does when the
+    // kernel has no free hugepages left (nr_hugepages).
+    std::atomic<uint64_t> capacity_bytes{0};
     std::atomic<int> allocates{0};    // Allocate calls
     std::atomic<int> deallocates{0};  // Deallocate calls
     std::atomic<int> maps{0};         // MapFixed calls
@@ -51,6 +56,15 @@ class FaultStore final : public VolumeStore {
     std::lock_guard<std::mutex> inode(control_->inode_lock);
     control_->allocates.fetch_add(1);
     if (control_->during_allocate) control_->during_allocate();
+    if (const uint64_t capacity = control_->capacity_bytes.load();
+        capacity != 0) {
+      absl::StatusOr<uint64_t> held = real_->AllocatedBytes();
+      if (!held.ok()) return held.status();
+      if (*held + length > capacity) {
+        return absl::ResourceExhaustedError(
+            "injected: no space left on device (capacity)");
+      }
+    }
     absl::Status s = real_->Allocate(offset, length);
     if (s.ok() && control_->fail_allocate_in.load() > 0 &&
         control_->fail_allocate_in.fetch_sub(1) == 1) {

@@ -156,8 +156,9 @@ class NamedPool {
     // the step just completed ("add:claimed", "add:allocated",
     // "add:formatted", "add:committed", "add:pushed", "remove:popped",
     // "remove:deallocated", "remove:deferred": the punch was queued for
-    // the allocation in progress), before an add whose claim found no room
-    // waits for the punches removes queued ("add:store-busy"), and from
+    // the allocation in progress), before an add waits for the punches
+    // removes queued ("add:store-busy": its claim found no room, or it is
+    // about to allocate and runs them first), and from
     // inside the owner's pushes and pops
     // (VolumePool's TestHook) with "stack:linked" (a volume's stack link
     // written or read, the CAS not done) and "stack:announced" (a remove's

@@ -13,10 +13,18 @@
 // call. Adds announce theirs (BeginAllocation ... EndAllocation; any number
 // at once: they queue on the inode lock in the kernel, as before). A remove
 // punches only when no allocation and no other punch is in progress
-// (GiveBackOrDefer); otherwise it queues its punch and returns at once, and
-// the last allocation to end, or the punch in progress, runs it. An add
-// waits for a punch in progress before it allocates (it would wait for it
-// in the kernel anyway), never for another add.
+// (GiveBackOrDefer); otherwise it queues its punch and returns at once. The
+// next add to begin runs the queued punches before it allocates, and so
+// does the last allocation to end, or the punch in progress, whichever
+// comes first. An add waits for a punch in progress before it allocates
+// (it would wait for it in the kernel anyway), never for another add in
+// user space; the punches it runs may wait in the kernel for the
+// allocations in progress, as its own fallocate would.
+//
+// So an add that begins after a remove returned finds the memory the
+// remove gave back (for hugepages: the pages, in the kernel's free count),
+// and allocations that keep overlapping cannot hold a queued punch back:
+// it waits at most for the allocations in progress when it was queued.
 //
 // Example (the owner's NamedPool):
 //
@@ -42,9 +50,12 @@ namespace groove {
 class StoreGate {
  public:
   // GiveBackFn gives the memory of volumes [first, first + count) back to
-  // the kernel. It runs while no allocation and no other give-back is in
-  // progress, on whichever thread runs it, so it must not call back into
-  // the gate.
+  // the kernel, on whichever thread runs it, so it must not call back into
+  // the gate. A remove's own punch (GiveBackOrDefer returning true) runs
+  // while no allocation and no other give-back is in progress; a queued
+  // one may run beside allocations and another queued one (never of the
+  // same volumes), so it must be safe to run concurrently on disjoint
+  // ranges.
   using GiveBackFn = std::function<void(uint64_t first, uint64_t count)>;
 
   explicit StoreGate(GiveBackFn give_back);
@@ -59,12 +70,16 @@ class StoreGate {
   // BeginAllocation announces an allocation (or an add's rollback punch),
   // which the caller then makes, and EndAllocation ends it. From the
   // announcement until the end, removes queue their punches instead of
-  // making them. BeginAllocation first waits for a give-back in progress.
+  // making them. BeginAllocation first waits for a give-back in progress,
+  // then runs, on the calling thread, the give-backs queued before it.
   // Thread safety: BeginAllocation blocks its caller while a give-back
   // runs (as long as the kernel's punch; another add's allocation never
-  // holds it up). EndAllocation never waits: the last allocation to end
-  // runs the give-backs queued meanwhile, on its own thread. Only the
-  // owner's adds call them; never on a path that must not wait.
+  // holds it up in user space), and the queued give-backs it runs may wait
+  // in the kernel for the allocations in progress (the inode lock, which
+  // the caller's own fallocate would wait for too). EndAllocation never
+  // waits: the last allocation to end runs the give-backs queued
+  // meanwhile, on its own thread. Only the owner's adds call them; never
+  // on a path that must not wait.
   void BeginAllocation();
   void EndAllocation();
 
@@ -115,8 +130,10 @@ class StoreGate {
   bool TryStartGivingBack();
   // StopGivingBack clears kGivingBack and wakes the adds waiting for it.
   void StopGivingBack();
-  // RunQueued runs and frees every queued give-back.
-  // REQUIRES: kGivingBack is ours.
+  // RunQueued runs and frees every queued give-back. Callers running it at
+  // once take disjoint lists.
+  // REQUIRES: kGivingBack is ours, or an allocation of the caller's is in
+  // progress: either way no remove punches inline meanwhile.
   void RunQueued();
   // RunQueuedWhileFree runs queued give-backs for as long as some are
   // queued and the give-back bit can be taken; it returns once the queue
@@ -129,7 +146,8 @@ class StoreGate {
   // on it and on pending_ is seq_cst: a remove that queues and then finds
   // the store busy, and an allocation or give-back that ends and then
   // finds the queue empty, cannot both be right (the Dekker pattern), so
-  // no queued give-back is left without a runner.
+  // no queued give-back is left without a runner. (An allocation that
+  // begins also runs the queue: a further runner, never the only one.)
   std::atomic<uint32_t> state_{0};
   std::atomic<Pending*> pending_{nullptr};  // newest first
   // Volumes queued and not yet given back: see pending_volumes.
