@@ -289,10 +289,12 @@ TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveWaitsForItsQueuedPunch) {
 
 // The store holds at most 3 volumes' memory, as a hugepage pool holds what
 // nr_hugepages allows. While an add allocates the third, a remove queues
-// its punch; an add called after the remove returned waits for that punch
-// (which waits for the allocation in progress) and so finds the memory the
-// remove gave back, instead of failing for want of it. Without the wait,
-// adds that keep overlapping would hold a queued punch back indefinitely.
+// its punch; an add called after the remove returned runs that punch
+// before it allocates (waiting on the store's lock, as in the kernel, for
+// the allocation in progress) and so finds the memory the remove gave
+// back, instead of failing for want of it. Left to the last allocation to
+// end, the punch would come after this add's allocation, and adds that
+// kept overlapping would hold it back indefinitely.
 TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveFindsTheMemoryItGaveBack) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();

@@ -1,8 +1,7 @@
 // StoreGate: a give-back never waits for an allocation, allocations never
 // wait for each other, a queued give-back runs before the next allocation,
-// and no give-back is lost. Deterministic cases first,
-// then threads allocating and giving back at random (also run under
-// ThreadSanitizer).
+// and no give-back is lost. Deterministic cases first, then threads
+// allocating and giving back at random (also run under ThreadSanitizer).
 
 #include "groove/store_gate.h"
 
