@@ -40,8 +40,10 @@ void StoreGate::BeginAllocation() {
   }
   // Run the give-backs queued before us, here, before we allocate (see the
   // header): a remove punches inline only while the store is idle, and we
-  // are counted in, so none does meanwhile.
-  RunQueued();
+  // are counted in, so none does meanwhile. A load first: most adds find
+  // nothing queued, and an exchange would take the cache line for nothing
+  // (we are an extra runner, never the only one, so a miss is harmless).
+  if (pending_.load(std::memory_order_seq_cst) != nullptr) RunQueued();
 }
 
 void StoreGate::EndAllocation() {

@@ -64,11 +64,19 @@ struct GivenBack {
   std::thread::id by;
 };
 
-TEST(StoreGateTest, AnIdleStoreGivesBackOnTheCallingThread) {
+// RecordingGate is a gate whose give-backs record what they gave back and
+// on which thread (the cases using it run one give-back at a time).
+struct RecordingGate {
   std::vector<GivenBack> given;
-  StoreGate gate([&](uint64_t first, uint64_t count) {
+  StoreGate gate{[this](uint64_t first, uint64_t count) {
     given.push_back({first, count, std::this_thread::get_id()});
-  });
+  }};  // after `given`: its destructor may still give back
+};
+
+TEST(StoreGateTest, AnIdleStoreGivesBackOnTheCallingThread) {
+  RecordingGate recording;
+  StoreGate& gate = recording.gate;
+  const std::vector<GivenBack>& given = recording.given;
   EXPECT_TRUE(gate.GiveBackOrDefer(3, 2));
   ASSERT_EQ(given.size(), 1u);
   EXPECT_EQ(given[0].first, 3u);
@@ -80,10 +88,9 @@ TEST(StoreGateTest, AnIdleStoreGivesBackOnTheCallingThread) {
 // An allocation in progress on another thread: give-backs are queued
 // without waiting, and the allocation runs them as it ends, on its thread.
 TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedDuringIt) {
-  std::vector<GivenBack> given;  // written by one give-back at a time
-  StoreGate gate([&](uint64_t first, uint64_t count) {
-    given.push_back({first, count, std::this_thread::get_id()});
-  });
+  RecordingGate recording;
+  StoreGate& gate = recording.gate;
+  const std::vector<GivenBack>& given = recording.given;
   HeldAllocation adder(gate);
   EXPECT_FALSE(gate.GiveBackOrDefer(7, 1));  // returns without waiting
   EXPECT_FALSE(gate.GiveBackOrDefer(9, 4));
@@ -127,10 +134,9 @@ TEST(StoreGateTest, AllocationsOverlapAndTheLastToEndRunsTheQueue) {
 // in progress) runs them first, on its own thread: it finds their memory,
 // and overlapping allocations cannot hold them back.
 TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedBeforeItBegins) {
-  std::vector<GivenBack> given;  // written by one give-back at a time
-  StoreGate gate([&](uint64_t first, uint64_t count) {
-    given.push_back({first, count, std::this_thread::get_id()});
-  });
+  RecordingGate recording;
+  StoreGate& gate = recording.gate;
+  const std::vector<GivenBack>& given = recording.given;
   HeldAllocation earlier(gate);
   ASSERT_FALSE(gate.GiveBackOrDefer(5, 2));
   gate.BeginAllocation();
