@@ -1027,8 +1027,8 @@ uint64_t VolumePool::IndexOf(const VolumeHeader* volume) const {
   const auto* address = reinterpret_cast<const std::byte*>(volume);
   if (volume0_ == nullptr || address < volume0_) return kNullIndex;
   const uint64_t offset = static_cast<uint64_t>(address - volume0_);
-  if (offset % footprint_ != 0) return kNullIndex;
-  const uint64_t index = offset / footprint_;
+  if ((offset & (footprint_ - 1)) != 0) return kNullIndex;
+  const uint64_t index = offset >> footprint_shift_;
   return index < max_volumes_ ? index : kNullIndex;
 }
 

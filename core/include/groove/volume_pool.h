@@ -48,6 +48,7 @@
 #define GROOVE_VOLUME_POOL_H_
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -610,7 +611,8 @@ class VolumePool {
   // REQUIRES: index < max_volumes(); the join has a volume0 (maps its
   // volumes). Cost: O(1), no memory access.
   VolumeHeader* VolumeAt(uint64_t index) const {
-    return reinterpret_cast<VolumeHeader*>(volume0_ + index * footprint_);
+    return reinterpret_cast<VolumeHeader*>(volume0_ +
+                                           (index << footprint_shift_));
   }
 
   // IndexOf returns the index of the volume at local address `volume`, or
@@ -634,7 +636,8 @@ class VolumePool {
       : header_(header),
         volume0_(volume0),
         max_volumes_(max_volumes),
-        footprint_(footprint_bytes) {}
+        footprint_(footprint_bytes),
+        footprint_shift_(std::countr_zero(footprint_bytes)) {}
 
   // kUntagged is Push's `tag` for a plain push (tags are 28 bits).
   static constexpr uint64_t kUntagged = ~uint64_t{0};
@@ -721,7 +724,11 @@ class VolumePool {
   PoolHeader* header_;
   std::byte* volume0_;
   uint64_t max_volumes_;
-  uint64_t footprint_;
+  uint64_t footprint_;  // a power of two (Join checks)
+  // log2(footprint_): a volume's address and index convert by a shift, not
+  // by a multiplication and a division (the division was a tenth of an
+  // Acquire+Release pair's time; docs/PERFORMANCE.md section 1).
+  int footprint_shift_;
   std::atomic<uint64_t>* links_ = nullptr;  // see Join
   Hooks hooks_;  // see Join
   TestHook test_hook_ = nullptr;
