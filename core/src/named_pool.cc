@@ -257,6 +257,7 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
     return s;
   }
   if (absl::Status s = pool->Recover(); !s.ok()) return s;
+  pool->IndexFreeSlots();
   return pool;
 }
 
@@ -999,9 +1000,23 @@ void NamedPool::GiveBack(uint64_t first, uint64_t count) {
 void NamedPool::GiveBackAndFree(uint64_t first, uint64_t count) {
   GiveBack(first, count);
   Step("remove:deallocated");
-  for (uint64_t i = first; i < first + count; ++i) {
-    // Release: whoever claims the slot next sees the volume gone.
-    Slot(i).store(kSlotFree, std::memory_order_release);
+  for (uint64_t i = first; i < first + count; ++i) FreeSlot(i);
+}
+
+void NamedPool::FreeSlot(uint64_t index) {
+  // Release: whoever claims the slot next sees what we did with it (the
+  // volume given back). Then the hint, so a finder's CAS finds it free.
+  Slot(index).store(kSlotFree, std::memory_order_release);
+  free_slots_->MarkFree(index);
+}
+
+void NamedPool::IndexFreeSlots() {
+  free_slots_ = std::make_unique<FreeSlotIndex>(config_.max_volumes);
+  for (uint64_t i = 0; i < config_.max_volumes; ++i) {
+    // Relaxed: nothing else runs on the pool before Open returns.
+    if (Slot(i).load(std::memory_order_relaxed) == kSlotFree) {
+      free_slots_->MarkFree(i);
+    }
   }
 }
 
@@ -1045,7 +1060,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
                                    std::vector<uint64_t>* out) {
   const uint64_t n = config_.max_volumes;
   auto undo = [&] {
-    for (uint64_t i : *out) Slot(i).store(kSlotFree, std::memory_order_relaxed);
+    for (uint64_t i : *out) FreeSlot(i);
     out->clear();
   };
   if (first.has_value()) {
@@ -1068,16 +1083,20 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
             " already holds a volume (or one being added or removed); "
             "pick free indices or omit first_index"));
       }
+      free_slots_->MarkTaken(i);
       out->push_back(i);
     }
     return absl::OkStatus();
   }
-  for (uint64_t i = 0; i < n && out->size() < count; ++i) {
-    if (Slot(i).load(std::memory_order_relaxed) != kSlotFree) continue;
+  // The lowest free indices, as the index of free slots finds them; one
+  // that another add took meanwhile fails its CAS and is passed.
+  for (uint64_t i = free_slots_->FindFrom(0); i < n && out->size() < count;
+       i = free_slots_->FindFrom(i + 1)) {
     uint64_t expected = kSlotFree;
     if (Slot(i).compare_exchange_strong(expected, slot_value,
                                         std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
+      free_slots_->MarkTaken(i);
       out->push_back(i);
     }
   }
@@ -1103,10 +1122,7 @@ void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
       })
       .IgnoreError();
   store_gate_->EndAllocation();
-  for (uint64_t i : indices) {
-    // Release: the next claimer sees the slot's volume fully given back.
-    Slot(i).store(kSlotFree, std::memory_order_release);
-  }
+  for (uint64_t i : indices) FreeSlot(i);
 }
 
 absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(

@@ -60,6 +60,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "groove/backing.h"
+#include "groove/free_slot_index.h"
 #include "groove/store_gate.h"
 #include "groove/volume_pool.h"
 #include "groove/volume_store.h"
@@ -306,6 +307,11 @@ class NamedPool {
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
+  // FreeSlot turns slot `index` free (release) and tells free_slots_.
+  void FreeSlot(uint64_t index);
+  // IndexFreeSlots builds free_slots_ from the slot table. REQUIRES: the
+  // owner's Open, after recovery, before the pool is used.
+  void IndexFreeSlots();
   // GiveBack punches the memory of volumes [first, first + count) out of
   // the store: one fallocate, which also clears their headers (a hole
   // reads as zeros: not a volume). If the punch fails, it marks each
@@ -370,6 +376,9 @@ class NamedPool {
   // destructor.
   std::optional<StoreGate> store_gate_;
   std::optional<VolumePool> pool_;  // set once mapped
+  // The owner's index of free slots, so that an add finds the lowest free
+  // indices without reading the whole slot table (FreeSlotIndex).
+  std::unique_ptr<FreeSlotIndex> free_slots_;
   RecoveryReport recovery_;
   HostMemory host_;
   std::function<void(absl::string_view)> step_hook_;
