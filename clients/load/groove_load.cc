@@ -43,7 +43,8 @@
 //                    rows (ops/s, latencies) are of all rounds together.
 //   --scale=N        add N volumes to --pool in AddVolume batches of 1024,
 //                    measure per-request costs at 1k, 100k and N volumes
-//                    (ratios against the same at 1k, and against Health),
+//                    (batches of 1024, and one volume added then removed;
+//                    ratios against the same at 1k, and against Health),
 //                    page through the whole pool with Inspect, read the
 //                    server's RSS (--server_pid) before and after, then
 //                    remove everything in batches of 1024
@@ -911,15 +912,19 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   }
   const Rss before = server_pid > 0 ? ReadRss(server_pid) : Rss{};
 
-  // Per-request costs at a pool size: median of repeated calls, and the
-  // add/remove batch cost (remove 1024 then add 1024 back, 5 times).
+  // Per-request costs at a pool size: median of repeated calls, the
+  // add/remove batch cost (remove 1024 then add 1024 back, 5 times), and
+  // the single-volume cost (add 1 then remove 1, 200 times: the add takes
+  // the lowest free index, just past the volumes already there, so it shows
+  // whether finding it costs more in a fuller pool).
   struct Point {
     uint64_t volumes;
-    double health_us, summary_us, page_us, add_batch_us, remove_batch_us;
+    double health_us, summary_us, page_us, add_batch_us, remove_batch_us,
+        pair1_us;
   };
   std::vector<Point> points;
   auto measure = [&](uint64_t volumes) {
-    Point p{volumes, 0, 0, 0, 0, 0};
+    Point p{volumes, 0, 0, 0, 0, 0, 0};
     p.health_us = MedianUs(200, check, &ok);
     p.summary_us = MedianUs(200, [&] {
       return inspect(false, "", nullptr, nullptr); }, &ok);
@@ -936,6 +941,8 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     }
     p.add_batch_us = Median(std::move(adds));
     p.remove_batch_us = Median(std::move(removes));
+    p.pair1_us = MedianUs(
+        200, [&] { return add(1) && remove(1); }, &ok);
     points.push_back(p);
   };
 
@@ -1020,17 +1027,24 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   if (json) {
     std::string pts;
     for (const Point& p : points) {
-      absl::StrAppend(&pts, pts.empty() ? "" : ",", absl::StrFormat(
-          "{\"volumes\":%d,\"health_us\":%.1f,\"summary_us\":%.1f,"
-          "\"page_us\":%.1f,\"add_batch_us\":%.1f,\"remove_batch_us\":%.1f,"
-          "\"summary_vs_1k\":%.3f,\"page_vs_1k\":%.3f,\"add_batch_vs_1k\":%.3f,"
-          "\"remove_batch_vs_1k\":%.3f,\"summary_vs_health\":%.3f}",
-          p.volumes, p.health_us, p.summary_us, p.page_us, p.add_batch_us,
-          p.remove_batch_us, Ratio(p.summary_us, base.summary_us),
-          Ratio(p.page_us, base.page_us),
-          Ratio(p.add_batch_us, base.add_batch_us),
-          Ratio(p.remove_batch_us, base.remove_batch_us),
-          Ratio(p.summary_us, p.health_us)));
+      absl::StrAppend(
+          &pts, pts.empty() ? "" : ",",
+          absl::StrFormat(
+              "{\"volumes\":%d,\"health_us\":%.1f,\"summary_us\":%.1f,"
+              "\"page_us\":%.1f,\"add_batch_us\":%.1f,\"remove_batch_us\":%.1f,"
+              "\"add1_remove1_us\":%.1f,"
+              "\"summary_vs_1k\":%.3f,\"page_vs_1k\":%.3f,\"add_batch_vs_1k\":%"
+              ".3f,"
+              "\"remove_batch_vs_1k\":%.3f,\"add1_remove1_vs_1k\":%.3f,"
+              "\"summary_vs_health\":%.3f}",
+              p.volumes, p.health_us, p.summary_us, p.page_us, p.add_batch_us,
+              p.remove_batch_us, p.pair1_us,
+              Ratio(p.summary_us, base.summary_us),
+              Ratio(p.page_us, base.page_us),
+              Ratio(p.add_batch_us, base.add_batch_us),
+              Ratio(p.remove_batch_us, base.remove_batch_us),
+              Ratio(p.pair1_us, base.pair1_us),
+              Ratio(p.summary_us, p.health_us)));
     }
     std::printf(
         "{\"mode\":\"scale\",\"volumes\":%lu,\"ok\":%s,\"first_error\":\"%s\","
@@ -1052,21 +1066,22 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
                 static_cast<unsigned long>(have),
                 static_cast<unsigned long>(volume_bytes), o.pool.c_str(),
                 ok ? "" : "  ERROR: ", first_error.c_str());
-    std::printf("%10s %10s %11s %10s %13s %13s | ratios vs 1k: %7s %7s %7s "
-                "%7s | summary/health\n",
-                "volumes", "health_us", "summary_us", "page_us",
-                "add1024_us", "remove1024_us", "summary", "page", "add",
-                "remove");
+    std::printf(
+        "%10s %10s %11s %10s %13s %13s %14s | ratios vs 1k: %7s "
+        "%7s %7s %7s %7s | summary/health\n",
+        "volumes", "health_us", "summary_us", "page_us", "add1024_us",
+        "remove1024_us", "add1+remove1", "summary", "page", "add", "remove",
+        "add1+r1");
     for (const Point& p : points) {
-      std::printf("%10lu %10.1f %11.1f %10.1f %13.1f %13.1f | %20.3f %7.3f "
-                  "%7.3f %7.3f | %.3f\n",
-                  static_cast<unsigned long>(p.volumes), p.health_us,
-                  p.summary_us, p.page_us, p.add_batch_us, p.remove_batch_us,
-                  Ratio(p.summary_us, base.summary_us),
-                  Ratio(p.page_us, base.page_us),
-                  Ratio(p.add_batch_us, base.add_batch_us),
-                  Ratio(p.remove_batch_us, base.remove_batch_us),
-                  Ratio(p.summary_us, p.health_us));
+      std::printf(
+          "%10lu %10.1f %11.1f %10.1f %13.1f %13.1f %14.1f | %20.3f "
+          "%7.3f %7.3f %7.3f %7.3f | %.3f\n",
+          static_cast<unsigned long>(p.volumes), p.health_us, p.summary_us,
+          p.page_us, p.add_batch_us, p.remove_batch_us, p.pair1_us,
+          Ratio(p.summary_us, base.summary_us), Ratio(p.page_us, base.page_us),
+          Ratio(p.add_batch_us, base.add_batch_us),
+          Ratio(p.remove_batch_us, base.remove_batch_us),
+          Ratio(p.pair1_us, base.pair1_us), Ratio(p.summary_us, p.health_us));
     }
     std::printf("add all: %.2f s; full pagination: %lu pages in %.2f s; "
                 "remove all: %lu batches in %.2f s\n", add_wall_s,

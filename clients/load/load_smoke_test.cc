@@ -195,6 +195,7 @@ TEST_F(LoadSmokeTest, ScaleRunsOnASmallPool) {
   const std::string out = Run({"--scale=1024"});
   EXPECT_TRUE(absl::StrContains(out, "\"ok\":true")) << out;
   EXPECT_EQ(NumberAfter(out, "volumes"), 1024) << out;
+  EXPECT_GT(NumberAfter(out, "add1_remove1_us"), 0) << out;
 }
 
 }  // namespace
