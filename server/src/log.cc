@@ -121,6 +121,9 @@ Batching& TheBatching() {
   return batching;
 }
 
+// The budget of LogDeferred's lines; null: no limit.
+std::unique_ptr<LineBudget> routine_budget;
+
 // WriteQueuedThen writes every queued line, then `last` (may be empty), in
 // writes of at most PIPE_BUF bytes that end at line ends (a longer line
 // is written alone). Two threads draining at once each write the lines
@@ -135,6 +138,13 @@ void WriteQueuedThen(absl::string_view last) {
     }
     out.append(line.data(), line.size());
   };
+  if (routine_budget != nullptr) {
+    if (const uint64_t n = routine_budget->TakeSuppressed(); n > 0) {
+      append(FormatLogLine(
+          absl::Now(), LogLevel::kWarn, "log_lines_suppressed",
+          {{"count", n}, {"reason", "over --log_routine_lines_per_second"}}));
+    }
+  }
   std::string* queued = nullptr;
   while (batching != nullptr && batching->queue.pop(queued)) {
     append(*queued);
@@ -157,9 +167,14 @@ void Log(LogLevel level, absl::string_view event,
 
 void LogDeferred(LogLevel level, absl::string_view event,
                  std::initializer_list<LogField> fields) {
+  const absl::Time now = absl::Now();
+  if (routine_budget != nullptr &&
+      !routine_budget->Admit(absl::ToUnixSeconds(now))) {
+    return;  // counted; reported by the next write of the log
+  }
   Batching* const batching = started_batching.load(std::memory_order_acquire);
-  auto line = std::make_unique<std::string>(
-      FormatLogLine(absl::Now(), level, event, fields));
+  auto line =
+      std::make_unique<std::string>(FormatLogLine(now, level, event, fields));
   // Relaxed: a line queued just after the flusher stopped is written by
   // the next Log (see Batching).
   if (batching != nullptr && batching->on.load(std::memory_order_relaxed) &&
@@ -168,6 +183,25 @@ void LogDeferred(LogLevel level, absl::string_view event,
     return;
   }
   WriteQueuedThen(*line);
+}
+
+bool LineBudget::Admit(int64_t unix_second) {
+  // Relaxed: a count, not a publication.
+  int64_t seen = second_.load(std::memory_order_relaxed);
+  if (unix_second > seen && second_.compare_exchange_strong(
+                                seen, unix_second, std::memory_order_relaxed)) {
+    admitted_.store(0, std::memory_order_relaxed);
+  }
+  if (admitted_.fetch_add(1, std::memory_order_relaxed) < per_second_) {
+    return true;
+  }
+  suppressed_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+void SetRoutineLineBudget(uint64_t per_second) {
+  routine_budget =
+      per_second == 0 ? nullptr : std::make_unique<LineBudget>(per_second);
 }
 
 void StartLogBatching(absl::Duration interval) {

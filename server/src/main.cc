@@ -60,6 +60,10 @@ ABSL_FLAG(absl::Duration, log_flush_interval, absl::Milliseconds(100),
           "how often the lines of routine events (each add and remove) are "
           "written to stderr, batched; 0 writes each at once. Warnings, "
           "errors, start and stop are always written at once");
+ABSL_FLAG(int64_t, log_routine_lines_per_second, 100,
+          "at most this many lines of routine events (each add and remove) "
+          "a second; the rest are counted in one log_lines_suppressed line "
+          "per flush. 0: every line. Warnings and errors are never limited");
 ABSL_FLAG(int, add_workers_per_pool, 4,
           "threads per pool that take memory for AddVolume (1 to 64)");
 ABSL_FLAG(std::optional<std::string>, tls_cert, std::nullopt,
@@ -169,6 +173,15 @@ int main(int argc, char** argv) {
     return Fail(kExitBadConfig, "bad_flags",
                 absl::InvalidArgumentError("--shutdown_deadline: negative"));
   }
+  const int64_t routine_lines =
+      absl::GetFlag(FLAGS_log_routine_lines_per_second);
+  if (routine_lines < 0) {
+    return Fail(kExitBadConfig, "bad_flags",
+                absl::InvalidArgumentError(absl::StrCat(
+                    "--log_routine_lines_per_second: ", routine_lines,
+                    " is negative; use 0 for no limit")));
+  }
+  groove::server::SetRoutineLineBudget(static_cast<uint64_t>(routine_lines));
   const absl::Duration drain_grace = absl::GetFlag(FLAGS_drain_grace);
   if (drain_grace < absl::ZeroDuration()) {
     return Fail(kExitBadConfig, "bad_flags",

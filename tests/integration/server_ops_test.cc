@@ -302,6 +302,46 @@ void Populate(Stub& stub) {
   ASSERT_EQ(removed.volumes(0).index(), 9u);
 }
 
+// A flood of adds and removes is logged up to the budget and counted
+// beyond it: the log's add and remove lines plus the counts of its
+// log_lines_suppressed lines are the calls made, whatever seconds they
+// fell in.
+TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
+  TempDir dir;
+  std::vector<std::string> args = TwoPools(dir);
+  args.push_back("--log_routine_lines_per_second=2");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  constexpr uint64_t kPairs = 20;  // pool a holds 16 volumes at most
+  v1::AddVolumeResponse added;
+  v1::RemoveVolumeResponse removed;
+  for (uint64_t i = 0; i < kPairs; ++i) {
+    ASSERT_TRUE(Add(*stub, AddRequest("a", 1), &added).ok()) << i;
+    ASSERT_TRUE(Remove(*stub, "a", 1, &removed).ok()) << i;
+  }
+  EXPECT_EQ(server->Stop(), 0);
+  ASSERT_TRUE(server->WaitForLog("event=stopped").has_value());
+  const uint64_t written =
+      server->LogCount({"event=add "}) + server->LogCount({"event=remove "});
+  uint64_t suppressed = 0;
+  for (absl::string_view line :
+       absl::StrSplit(server->LogText(), '\n', absl::SkipEmpty())) {
+    if (!absl::StrContains(line, "event=log_lines_suppressed")) continue;
+    EXPECT_TRUE(absl::StrContains(line, "level=warn")) << line;
+    const size_t at = line.find("count=");
+    ASSERT_NE(at, absl::string_view::npos) << line;
+    uint64_t count = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(
+        line.substr(at + 6, line.find(' ', at) - at - 6), &count))
+        << line;
+    suppressed += count;
+  }
+  EXPECT_GE(written, 1u) << server->LogText();
+  EXPECT_GT(suppressed, 0u) << server->LogText();
+  EXPECT_EQ(written + suppressed, 2 * kPairs) << server->LogText();
+}
+
 TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
   TempDir dir;
   Snapshot a, b;

@@ -351,6 +351,54 @@ TEST(LogBatchingTest, AFullQueueWritesAtOnce) {
   EXPECT_EQ(err.Lines(), kLogQueueLines + 1);  // nothing was left queued
 }
 
+TEST(LineBudgetTest, AdmitsThePerSecondCountThenCountsTheRest) {
+  LineBudget budget(3);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Admit(100)) << i;
+  EXPECT_FALSE(budget.Admit(100));
+  EXPECT_FALSE(budget.Admit(100));
+  // A line of an earlier second (another thread's, late) counts against
+  // the newest second.
+  EXPECT_FALSE(budget.Admit(99));
+  EXPECT_EQ(budget.TakeSuppressed(), 3u);
+  EXPECT_EQ(budget.TakeSuppressed(), 0u);  // taken: counting starts again
+  // A new second admits three more.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Admit(101)) << i;
+  EXPECT_FALSE(budget.Admit(101));
+  EXPECT_EQ(budget.TakeSuppressed(), 1u);
+}
+
+// The budget in LogDeferred: one line a second is written, the others of
+// that second are counted, and the next write of the log reports them in
+// one line before its own. The lines go out in well under a second, so at
+// most the second's turn lets a second one through.
+TEST(LogBatchingTest, LinesOverTheBudgetAreCountedInOneLine) {
+  StderrToFile err;
+  SetRoutineLineBudget(1);
+  constexpr int kLines = 50;
+  for (int i = 0; i < kLines; ++i) {
+    LogDeferred(LogLevel::kInfo, "add", {{"i", i}});
+  }
+  Log(LogLevel::kWarn, "rpc_error", {{"n", 1}});
+  SetRoutineLineBudget(0);  // no limit again, for the other tests
+  const std::vector<std::string> lines =
+      absl::StrSplit(err.Text(), '\n', absl::SkipEmpty());
+  int written = 0;
+  uint64_t suppressed = 0;
+  for (const std::string& line : lines) {
+    if (absl::StrContains(line, "event=add ")) ++written;
+    if (absl::StrContains(line, "event=log_lines_suppressed")) {
+      EXPECT_THAT(line, HasSubstr("level=warn"));
+      const size_t at = line.find("count=");
+      ASSERT_NE(at, std::string::npos) << line;
+      suppressed += std::stoull(line.substr(at + 6));
+    }
+  }
+  EXPECT_GE(written, 1) << err.Text();
+  EXPECT_LE(written, 2) << err.Text();
+  EXPECT_EQ(written + suppressed, static_cast<uint64_t>(kLines)) << err.Text();
+  EXPECT_THAT(lines.back(), HasSubstr("event=rpc_error n=1"));
+}
+
 TEST(LogBatchingTest, TheFlusherWritesQueuedLinesOnItsOwn) {
   // stderr is a pipe here, so the test wakes when the line is written.
   int ends[2];

@@ -22,6 +22,8 @@
 #ifndef GROOVE_SERVER_LOG_H_
 #define GROOVE_SERVER_LOG_H_
 
+#include <atomic>
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 
@@ -96,6 +98,55 @@ void LogDeferred(LogLevel level, absl::string_view event,
 
 // kLogQueueLines bounds the lines LogDeferred can queue between flushes.
 inline constexpr size_t kLogQueueLines = 8192;
+
+// ---- A budget for the lines of routine events -----------------------------
+//
+// Every add and remove is logged, which is the audit trail an operator
+// reads at the rates a pool of large volumes sees (a few changes a second).
+// Under a flood (a load test, a client in a retry loop: 40,000 calls a
+// second here) the same lines cost a tenth of the server's CPU and 4 MB of
+// log a second (docs/PERFORMANCE.md section 9). So LogDeferred writes at
+// most a budget of lines per second of the wall clock; it counts the rest,
+// and the next write of the log (the flusher's, or any Log's) starts with
+//
+//   time=... level=warn event=log_lines_suppressed count=N
+//
+// for the lines refused since the last such line. The exact number of
+// adds and removes stays in the metrics (groove_pool_volumes_added_total
+// and the rest).
+
+// LineBudget admits at most `per_second` lines in each second, give or
+// take the lines of threads that race the turn of a second (each may be
+// admitted against the old second's count), and counts the rest.
+// Thread safety: lock-free; Admit and TakeSuppressed are safe from any
+// thread. Cost: two or three relaxed atomic operations.
+class LineBudget {
+ public:
+  explicit LineBudget(uint64_t per_second) : per_second_(per_second) {}
+
+  // Admit says whether a line of `unix_second` may be written; false
+  // counts it as suppressed. Seconds may arrive out of order (threads):
+  // a line of an earlier second than the newest seen counts against the
+  // newest.
+  bool Admit(int64_t unix_second);
+
+  // TakeSuppressed returns how many lines were refused since the last
+  // call, and restarts that count.
+  uint64_t TakeSuppressed() {
+    return suppressed_.exchange(0, std::memory_order_relaxed);
+  }
+
+ private:
+  const uint64_t per_second_;
+  std::atomic<int64_t> second_{0};     // the newest second seen
+  std::atomic<uint64_t> admitted_{0};  // lines admitted in second_
+  std::atomic<uint64_t> suppressed_{0};
+};
+
+// SetRoutineLineBudget limits LogDeferred to `per_second` lines a second
+// (0: no limit, the default). REQUIRES: called before any LogDeferred
+// (main, at start-up); not thread-safe against LogDeferred.
+void SetRoutineLineBudget(uint64_t per_second);
 
 }  // namespace groove::server
 
