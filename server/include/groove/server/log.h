@@ -104,8 +104,9 @@ inline constexpr size_t kLogQueueLines = 8192;
 // Every add and remove is logged, which is the audit trail an operator
 // reads at the rates a pool of large volumes sees (a few changes a second).
 // Under a flood (a load test, a client in a retry loop: 40,000 calls a
-// second here) the same lines cost a tenth of the server's CPU and 4 MB of
-// log a second (docs/PERFORMANCE.md section 9). So LogDeferred writes at
+// second here) the same lines cost 6-15% of the add/remove throughput, a
+// fifth of its p99 and 4 MB of log a second (docs/PERFORMANCE.md section
+// 9). So LogDeferred writes at
 // most a budget of lines per second of the wall clock; it counts the rest,
 // and the next write of the log (the flusher's, or any Log's) starts with
 //
