@@ -12,12 +12,13 @@ uint64_t Bit(uint64_t i) { return uint64_t{1} << (i % 64); }
 FreeSlotIndex::FreeSlotIndex(uint64_t size)
     : size_(size),
       word_count_((size + kBits - 1) / kBits),
+      summary_count_((word_count_ + kBits - 1) / kBits),
       words_(new std::atomic<uint64_t>[word_count_]),
-      summary_(new std::atomic<uint64_t>[(word_count_ + kBits - 1) / kBits]) {
+      summary_(new std::atomic<uint64_t>[summary_count_]) {
   for (uint64_t w = 0; w < word_count_; ++w) {
     words_[w].store(0, std::memory_order_relaxed);
   }
-  for (uint64_t s = 0; s < (word_count_ + kBits - 1) / kBits; ++s) {
+  for (uint64_t s = 0; s < summary_count_; ++s) {
     summary_[s].store(0, std::memory_order_relaxed);
   }
 }
@@ -47,7 +48,7 @@ uint64_t FreeSlotIndex::FindFrom(uint64_t from) const {
   uint64_t w = from / kBits;
   // Bits of word w at or after `from`; later words count whole.
   uint64_t below = Bit(from) - 1;
-  for (uint64_t s = w / kBits; s < (word_count_ + kBits - 1) / kBits; ++s) {
+  for (uint64_t s = w / kBits; s < summary_count_; ++s) {
     uint64_t marked = summary_[s].load();
     if (s == w / kBits) marked &= ~(Bit(w) - 1);  // words before w: skip
     while (marked != 0) {

@@ -192,7 +192,10 @@ bool LineBudget::Admit(int64_t unix_second) {
                                 seen, unix_second, std::memory_order_relaxed)) {
     admitted_.store(0, std::memory_order_relaxed);
   }
-  if (admitted_.fetch_add(1, std::memory_order_relaxed) < per_second_) {
+  // Over budget, a load spares every further line of the second an RMW
+  // on this shared line.
+  if (admitted_.load(std::memory_order_relaxed) < per_second_ &&
+      admitted_.fetch_add(1, std::memory_order_relaxed) < per_second_) {
     return true;
   }
   suppressed_.fetch_add(1, std::memory_order_relaxed);

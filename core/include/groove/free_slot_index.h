@@ -69,7 +69,8 @@ class FreeSlotIndex {
   static constexpr uint64_t kBits = 64;
 
   uint64_t size_;
-  uint64_t word_count_;
+  uint64_t word_count_;     // size_ / 64, rounded up
+  uint64_t summary_count_;  // word_count_ / 64, rounded up
   // Bit i % 64 of words_[i / 64]: index i is free.
   std::unique_ptr<std::atomic<uint64_t>[]> words_;
   // Bit w % 64 of summary_[w / 64]: words_[w] may be non-zero. Set after

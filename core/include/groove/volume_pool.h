@@ -726,8 +726,8 @@ class VolumePool {
   uint64_t max_volumes_;
   uint64_t footprint_;  // a power of two (Join checks)
   // log2(footprint_): a volume's address and index convert by a shift, not
-  // by a multiplication and a division (the division was a tenth of an
-  // Acquire+Release pair's time; docs/PERFORMANCE.md section 1).
+  // by a multiplication and a division (the division was two thirds of
+  // Release's time; docs/PERFORMANCE.md section 9).
   int footprint_shift_;
   std::atomic<uint64_t>* links_ = nullptr;  // see Join
   Hooks hooks_;  // see Join
