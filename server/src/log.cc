@@ -202,6 +202,21 @@ bool LineBudget::Admit(int64_t unix_second) {
   return false;
 }
 
+uint64_t LineBudget::TakeSuppressed() {
+  // Relaxed: counts, not publications. reported_ only moves up, to a total
+  // some caller loaded, so racing callers take disjoint ranges of lines.
+  const uint64_t total = suppressed_.load(std::memory_order_relaxed);
+  uint64_t reported = reported_.load(std::memory_order_relaxed);
+  while (reported < total && !reported_.compare_exchange_weak(
+                                 reported, total, std::memory_order_relaxed)) {
+  }
+  return reported < total ? total - reported : 0;
+}
+
+uint64_t RoutineLinesSuppressedTotal() {
+  return routine_budget == nullptr ? 0 : routine_budget->suppressed_total();
+}
+
 void SetRoutineLineBudget(uint64_t per_second) {
   routine_budget =
       per_second == 0 ? nullptr : std::make_unique<LineBudget>(per_second);

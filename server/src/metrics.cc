@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "groove/backing.h"
+#include "groove/server/log.h"
 
 namespace groove::server {
 namespace {
@@ -269,6 +270,23 @@ class ProcessCollector final : public prometheus::Collectable {
   }
 };
 
+// LogCollector exposes how many routine log lines the budget refused
+// (log.h), so a flood that thins the audit trail shows on a dashboard.
+class LogCollector final : public prometheus::Collectable {
+ public:
+  std::vector<MetricFamily> Collect() const override {
+    MetricFamily family = Family(
+        "groove_log_lines_suppressed_total",
+        "Routine log lines (adds, removes) not written because they were "
+        "over --log_routine_lines_per_second; the log counts them in "
+        "log_lines_suppressed lines.",
+        MetricType::Counter);
+    family.metric.push_back(Sample(
+        {}, static_cast<double>(RoutineLinesSuppressedTotal()), family.type));
+    return {std::move(family)};
+  }
+};
+
 }  // namespace
 
 absl::string_view RpcMethodName(RpcMethod method) {
@@ -379,6 +397,7 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
   latency_collector_ = std::move(latency);
   pool_collector_ = std::make_shared<PoolCollector>(std::move(pools));
   process_collector_ = std::make_shared<ProcessCollector>();
+  log_collector_ = std::make_shared<LogCollector>();
 }
 
 void ServerMetrics::RecordRpc(RpcMethod method, absl::StatusCode code,
@@ -401,7 +420,8 @@ void ServerMetrics::RecordPoolError(size_t pool, PoolOp op,
 
 std::vector<std::shared_ptr<prometheus::Collectable>>
 ServerMetrics::collectables() const {
-  return {registry_, latency_collector_, pool_collector_, process_collector_};
+  return {registry_, latency_collector_, pool_collector_, process_collector_,
+          log_collector_};
 }
 
 }  // namespace groove::server

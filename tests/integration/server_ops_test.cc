@@ -320,6 +320,10 @@ TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
     ASSERT_TRUE(Add(*stub, AddRequest("a", 1), &added).ok()) << i;
     ASSERT_TRUE(Remove(*stub, "a", 1, &removed).ok()) << i;
   }
+  // Every call is done: the metric already counts every refused line.
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_EQ(server->Stop(), 0);
   ASSERT_TRUE(server->WaitForLog("event=stopped").has_value());
   const uint64_t written =
@@ -340,6 +344,8 @@ TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
   EXPECT_GE(written, 1u) << server->LogText();
   EXPECT_GT(suppressed, 0u) << server->LogText();
   EXPECT_EQ(written + suppressed, 2 * kPairs) << server->LogText();
+  EXPECT_EQ(MetricValue(*metrics, "groove_log_lines_suppressed_total"),
+            absl::StrCat(suppressed));
 }
 
 TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {

@@ -365,6 +365,27 @@ TEST(LineBudgetTest, AdmitsThePerSecondCountThenCountsTheRest) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Admit(101)) << i;
   EXPECT_FALSE(budget.Admit(101));
   EXPECT_EQ(budget.TakeSuppressed(), 1u);
+  // The total counts every refusal, taken or not: a counter for metrics.
+  EXPECT_FALSE(budget.Admit(101));
+  EXPECT_EQ(budget.suppressed_total(), 5u);
+  EXPECT_EQ(budget.TakeSuppressed(), 1u);
+  EXPECT_EQ(budget.suppressed_total(), 5u);
+}
+
+TEST(LineBudgetTest, RoutineLinesSuppressedTotalFollowsTheBudgetInUse) {
+  SetRoutineLineBudget(0);
+  EXPECT_EQ(RoutineLinesSuppressedTotal(), 0u);
+  StderrToFile err;
+  SetRoutineLineBudget(1);
+  for (int i = 0; i < 10; ++i) LogDeferred(LogLevel::kInfo, "add", {{"i", i}});
+  const uint64_t refused = RoutineLinesSuppressedTotal();
+  // All ten fall in one or two seconds: one or two are written.
+  EXPECT_GE(refused, 8u);
+  EXPECT_LE(refused, 9u);
+  Log(LogLevel::kInfo, "flush");  // reports them, and the total stays
+  EXPECT_EQ(RoutineLinesSuppressedTotal(), refused);
+  SetRoutineLineBudget(0);
+  EXPECT_EQ(RoutineLinesSuppressedTotal(), 0u);
 }
 
 // The budget in LogDeferred: one line a second is written, the others of

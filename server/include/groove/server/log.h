@@ -114,7 +114,8 @@ inline constexpr size_t kLogQueueLines = 8192;
 //
 // for the lines refused since the last such line. The exact number of
 // adds and removes stays in the metrics (groove_pool_volumes_added_total
-// and the rest).
+// and the rest), and so does the number of lines refused
+// (groove_log_lines_suppressed_total, from RoutineLinesSuppressedTotal).
 
 // LineBudget admits at most `per_second` lines in each second, give or
 // take the lines of threads that race the turn of a second (each may be
@@ -131,23 +132,36 @@ class LineBudget {
   // newest.
   bool Admit(int64_t unix_second);
 
-  // TakeSuppressed returns how many lines were refused since the last
-  // call, and restarts that count.
-  uint64_t TakeSuppressed() {
-    return suppressed_.exchange(0, std::memory_order_relaxed);
+  // TakeSuppressed returns how many lines were refused and not yet
+  // returned by an earlier call. Callers racing each other split the
+  // refused lines between them: each line is returned by exactly one call.
+  uint64_t TakeSuppressed();
+
+  // suppressed_total returns every line refused since construction. It
+  // never decreases (a Prometheus counter), whatever TakeSuppressed takes.
+  uint64_t suppressed_total() const {
+    return suppressed_.load(std::memory_order_relaxed);
   }
 
  private:
   const uint64_t per_second_;
-  std::atomic<int64_t> second_{0};     // the newest second seen
-  std::atomic<uint64_t> admitted_{0};  // lines admitted in second_
-  std::atomic<uint64_t> suppressed_{0};
+  std::atomic<int64_t> second_{0};       // the newest second seen
+  std::atomic<uint64_t> admitted_{0};    // lines admitted in second_
+  std::atomic<uint64_t> suppressed_{0};  // every line refused
+  std::atomic<uint64_t> reported_{0};    // of them, taken by TakeSuppressed
 };
 
 // SetRoutineLineBudget limits LogDeferred to `per_second` lines a second
-// (0: no limit, the default). REQUIRES: called before any LogDeferred
-// (main, at start-up); not thread-safe against LogDeferred.
+// (0: no limit, the default). A new budget starts its count of refused
+// lines at zero. REQUIRES: called before any LogDeferred and before any
+// RoutineLinesSuppressedTotal (main, at start-up); not thread-safe against
+// them.
 void SetRoutineLineBudget(uint64_t per_second);
+
+// RoutineLinesSuppressedTotal returns how many lines LogDeferred has
+// refused under the budget (0 with no budget). Never decreases.
+// Thread safety: lock-free; safe from any thread (a metrics scrape).
+uint64_t RoutineLinesSuppressedTotal();
 
 }  // namespace groove::server
 

@@ -22,6 +22,8 @@
 //     process_cpu_seconds_total, process_resident_memory_bytes,
 //     process_virtual_memory_bytes, process_open_fds, process_max_fds,
 //     process_start_time_seconds
+//   per process, from the log's budget (log.h) at scrape time:
+//     groove_log_lines_suppressed_total
 //
 // Status codes are labelled with their canonical upper-case names
 // ("INVALID_ARGUMENT"), the same names the logs use.
@@ -139,6 +141,7 @@ class ServerMetrics {
   std::array<LatencyHistogram, kRpcMethodCount>* latency_ = nullptr;
   std::shared_ptr<prometheus::Collectable> pool_collector_;
   std::shared_ptr<prometheus::Collectable> process_collector_;
+  std::shared_ptr<prometheus::Collectable> log_collector_;
 };
 
 }  // namespace groove::server
