@@ -44,6 +44,13 @@
 //                                  capacity<1024>>: pop then push
 //   BM_PushPopPair_MutexVector     std::mutex + std::vector<uint64_t>:
 //                                  lock/pop_back/unlock, lock/push_back/unlock
+//   BM_PushPopPair_CasCeiling      no stack at all: two CASes on one shared
+//                                  word per pair, with the pool's back-off
+//                                  (CasBackoff). Any structure whose pushes
+//                                  and pops all move one top word pays at
+//                                  least this, so it bounds what the pool
+//                                  can reach at each thread count; the
+//                                  pool's own work is the gap to it
 //   BM_PairLatency_Groove,         the Acquire+Release pair and the mutex
 //   BM_PairLatency_MutexVector     pair again, 1 and 2 threads, timing one
 //                                  pair in 64: counters p50_ns, p99_ns,
@@ -87,6 +94,7 @@
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "boost/lockfree/stack.hpp"
+#include "groove/cas_backoff.h"
 #include "groove/pool_error.h"
 #include "groove/volume.h"
 #include "groove/volume_pool.h"
@@ -533,6 +541,50 @@ class MutexVectorContender {
   std::vector<uint64_t> free_;  // guarded by mutex_
 };
 
+// CasCeilingContender: the top word alone. Each pair is two CASes of one
+// 64-bit word (seen -> seen + 1), retried after the pool's back-off when
+// lost, as VolumePool's data-plane pop and push retry theirs; nothing is
+// read through it and no element moves. Its elements "back" check is that
+// the word counts two per pair begun, so an odd word means a pair was cut.
+class CasCeilingContender {
+ public:
+  static absl::StatusOr<std::unique_ptr<CasCeilingContender>> Create() {
+    return std::make_unique<CasCeilingContender>();
+  }
+
+  template <typename Meter>
+  void RunPairs(benchmark::State& state, Meter& meter) {
+    for (auto _ : state) {
+      meter.Begin();
+      Move();  // the pop's CAS
+      Move();  // the push's CAS
+      meter.End();
+    }
+  }
+
+  absl::Status CheckAllElementsBack() {
+    const uint64_t moves = top_.load(std::memory_order_relaxed);
+    if (moves % 2 != 0) {
+      return absl::DataLossError(
+          absl::StrCat("the top word moved ", moves, " times: not 2 per pair"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Move() {
+    CasBackoff backoff;
+    // Acquire/release as the pool's pop and push use on their top word.
+    uint64_t seen = top_.load(std::memory_order_acquire);
+    while (!top_.compare_exchange_weak(
+        seen, seen + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      backoff.AfterLostCas();
+    }
+  }
+
+  alignas(64) std::atomic<uint64_t> top_{0};
+};
+
 // ---- Registration --------------------------------------------------------
 
 // PairThreads: uncontended, then contended; wall-clock time throughout so
@@ -560,6 +612,11 @@ void BM_PushPopPair_MutexVector(benchmark::State& state) {
   RunPushPopPair<MutexVectorContender>(state);
 }
 BENCHMARK(BM_PushPopPair_MutexVector)->Apply(PairThreads);
+
+void BM_PushPopPair_CasCeiling(benchmark::State& state) {
+  RunPushPopPair<CasCeilingContender>(state);
+}
+BENCHMARK(BM_PushPopPair_CasCeiling)->Apply(PairThreads);
 
 // The latency of one pair, sampled (SampledMeter), for the data plane's
 // pair against the mutex: what the back-off after a lost CAS (CasBackoff)
