@@ -1358,7 +1358,9 @@ PoolSummary NamedPool::Summary() const {
   s.empty_bytes = s.volumes_empty * s.volume_size_bytes;
   s.releasing_bytes = store_gate_->pending_volumes() * s.volume_size_bytes;
   s.locked = pool_->IsLocked();
-  s.store_survives_restart = FieldString(meta_->store_path) != "";
+  // A named store has a path; a memfd has none. Its first byte says which,
+  // without copying the path (Inspect calls this on every request).
+  s.store_survives_restart = meta_->store_path[0] != '\0';
   return s;
 }
 
