@@ -1033,12 +1033,11 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
           &pts, pts.empty() ? "" : ",",
           absl::StrFormat(
               "{\"volumes\":%d,\"health_us\":%.1f,\"summary_us\":%.1f,"
-              "\"page_us\":%.1f,\"add_batch_us\":%.1f,\"remove_batch_us\":%.1f,"
-              "\"add1_remove1_us\":%.1f,"
-              "\"summary_vs_1k\":%.3f,\"page_vs_1k\":%.3f,\"add_batch_vs_1k\":%"
-              ".3f,"
-              "\"remove_batch_vs_1k\":%.3f,\"add1_remove1_vs_1k\":%.3f,"
-              "\"summary_vs_health\":%.3f}",
+              "\"page_us\":%.1f,\"add_batch_us\":%.1f,"
+              "\"remove_batch_us\":%.1f,\"add1_remove1_us\":%.1f,"
+              "\"summary_vs_1k\":%.3f,\"page_vs_1k\":%.3f,"
+              "\"add_batch_vs_1k\":%.3f,\"remove_batch_vs_1k\":%.3f,"
+              "\"add1_remove1_vs_1k\":%.3f,\"summary_vs_health\":%.3f}",
               p.volumes, p.health_us, p.summary_us, p.page_us, p.add_batch_us,
               p.remove_batch_us, p.pair1_us,
               Ratio(p.summary_us, base.summary_us),
