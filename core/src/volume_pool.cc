@@ -11,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/base/attributes.h"
 #include "absl/strings/str_cat.h"
 #include "groove/cas_backoff.h"
 
@@ -465,8 +466,13 @@ bool VolumePool::WriteFormatted(uint64_t index, absl::string_view info,
   return hooks_.write_header(hooks_.arg, index, 0, &image, sizeof(image));
 }
 
-PoolError VolumePool::Push(uint64_t index, Wait wait, uint64_t tag,
-                           uint64_t next_in_header) const {
+// Push, Pop, PopChecked and PopMapped are inlined into their callers in
+// this file (Acquire, Release, Remove...): as calls, their prologues,
+// epilogues and argument spills cost the Acquire+Release pair 5-6% of its
+// throughput, uncontended and at 2-8 threads (docs/PERFORMANCE.md §11).
+// They are private and called from this file only.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::Push(
+    uint64_t index, Wait wait, uint64_t tag, uint64_t next_in_header) const {
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
@@ -565,7 +571,8 @@ PoolError VolumePool::CompleteAnnouncedPop(uint64_t announced_top) const {
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::Pop(uint64_t* index, Wait wait, bool announce) const {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::Pop(
+    uint64_t* index, Wait wait, bool announce) const {
   // Acquire: pairs with the release CAS of the push that made this top, so
   // the `next` read below is at least as new as that push's.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
@@ -712,9 +719,9 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::PopChecked(uint64_t* index, VolumeHeader* popped,
-                                 Wait wait, std::optional<uint64_t> new_magic,
-                                 bool announce) const {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::PopChecked(
+    uint64_t* index, VolumeHeader* popped, Wait wait,
+    std::optional<uint64_t> new_magic, bool announce) const {
   *index = kNullIndex;
   uint64_t top = kNullIndex;
   const PoolError err = Pop(&top, wait, announce);
@@ -740,8 +747,8 @@ PoolError VolumePool::PopChecked(uint64_t* index, VolumeHeader* popped,
   return PoolError::kSuccess;
 }
 
-PoolError VolumePool::PopMapped(VolumeHeader** volume, Wait wait,
-                                uint64_t new_magic) const {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::PopMapped(
+    VolumeHeader** volume, Wait wait, uint64_t new_magic) const {
   *volume = nullptr;
   if (volume0_ == nullptr) return PoolError::kInvalid;
   uint64_t index = kNullIndex;
@@ -789,7 +796,12 @@ PoolError VolumePool::Release(VolumeHeader* volume, Wait wait) const {
   // Relaxed: the push's release CAS publishes it (and the caller's writes
   // to the data region) to the next acquirer.
   volume->magic.store(kVolumeEmptyMagic, std::memory_order_relaxed);
-  const PoolError err = Push(index, wait, kUntagged);
+  // Relaxed: the volume is ours, so its `next` is what we or its last
+  // pusher wrote. Passing it spares Push the store when the top is the
+  // same (always, for a volume released right after it was acquired and
+  // nobody else moved the top).
+  const PoolError err = Push(index, wait, kUntagged,
+                             volume->next.load(std::memory_order_relaxed));
   if (err != PoolError::kSuccess) {
     // Not pushed: the caller still holds it in use.
     volume->magic.store(kVolumeMagic, std::memory_order_relaxed);

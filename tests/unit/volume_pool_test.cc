@@ -225,6 +225,29 @@ TEST_F(VolumePoolTest, ReleasePutsTheVolumeBackOnTop) {
   EXPECT_EQ(counts.empty_volumes, 3u);
 }
 
+// Release reuses the header's `next` when it is already the top it links
+// to; here it is stale every time (the top moved since each acquire), so
+// every release must rewrite it.
+TEST_F(VolumePoolTest, ReleaseRelinksAVolumeWhoseNextIsStale) {
+  VolumePool pool = Pool();
+  ASSERT_EQ(pool.Add(0, 3, ""), PoolError::kSuccess);  // stack: 0 1 2
+  VolumeHeader* first = nullptr;
+  VolumeHeader* second = nullptr;
+  ASSERT_EQ(pool.Acquire(&first), PoolError::kSuccess);   // 0, next 1
+  ASSERT_EQ(pool.Acquire(&second), PoolError::kSuccess);  // 1, next 2
+  ASSERT_EQ(pool.Release(first), PoolError::kSuccess);    // stack: 0 2
+  EXPECT_EQ(first->next.load(), 2u);
+  ASSERT_EQ(pool.Release(second), PoolError::kSuccess);  // stack: 1 0 2
+  EXPECT_EQ(second->next.load(), 0u);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 3u);
+  std::vector<uint64_t> order;
+  VolumeHeader* v = nullptr;
+  while (pool.Acquire(&v) == PoolError::kSuccess) order.push_back(v->idx);
+  EXPECT_EQ(order, (std::vector<uint64_t>{1, 0, 2}));
+}
+
 TEST_F(VolumePoolTest, ReleaseRejectsADoubleRelease) {
   VolumePool pool = Pool();
   ASSERT_EQ(pool.Add(0, 2, ""), PoolError::kSuccess);
