@@ -200,6 +200,7 @@ TEST_F(LoadSmokeTest, ScaleRunsOnASmallPoolFilledToItsMax) {
   EXPECT_TRUE(absl::StrContains(out, "\"first_error\":\"\"")) << out;
   EXPECT_EQ(NumberAfter(out, "volumes"), 4096) << out;
   EXPECT_GT(NumberAfter(out, "add1_remove1_us"), 0) << out;
+  EXPECT_GT(NumberAfter(out, "summary_per_health_vs_1k"), 0) << out;
   EXPECT_EQ(NumberAfter(out, "remove_batches"), 4) << out;
 }
 
