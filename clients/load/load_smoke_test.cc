@@ -200,8 +200,23 @@ TEST_F(LoadSmokeTest, ScaleRunsOnASmallPoolFilledToItsMax) {
   EXPECT_TRUE(absl::StrContains(out, "\"first_error\":\"\"")) << out;
   EXPECT_EQ(NumberAfter(out, "volumes"), 4096) << out;
   EXPECT_GT(NumberAfter(out, "add1_remove1_us"), 0) << out;
-  EXPECT_GT(NumberAfter(out, "summary_per_health_vs_1k"), 0) << out;
   EXPECT_EQ(NumberAfter(out, "remove_batches"), 4) << out;
+  // The summary's flatness is summary/health at each point against the
+  // first point's (the columns it is computed from are printed too).
+  const google::protobuf::Struct report = ParseReport(out);
+  const auto points = report.fields().find("points");
+  ASSERT_NE(points, report.fields().end()) << out;
+  ASSERT_EQ(points->second.list_value().values_size(), 2) << out;
+  const google::protobuf::Struct& first =
+      points->second.list_value().values(0).struct_value();
+  const google::protobuf::Struct& last =
+      points->second.list_value().values(1).struct_value();
+  EXPECT_EQ(Field(first, "summary_per_health_vs_1k"), 1.0) << out;
+  const double expected =
+      (Field(last, "summary_us") / Field(last, "health_us")) /
+      (Field(first, "summary_us") / Field(first, "health_us"));
+  // Inputs printed to 0.1 us (~100 us each) and the ratio to 0.001.
+  EXPECT_NEAR(Field(last, "summary_per_health_vs_1k"), expected, 0.004) << out;
 }
 
 }  // namespace
