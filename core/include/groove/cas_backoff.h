@@ -54,8 +54,9 @@ inline void CpuPause() {
 // shared. It neither yields, sleeps nor takes a lock, so the loop it is
 // used in keeps its progress guarantee: a lost CAS means another party's
 // operation completed, and the loser only delays its own next attempt, by
-// at most kMaxPauses pause instructions (about 1.2 us here), and by at
-// most kMaxBackedOffLosses such waits in all.
+// at most kMaxPauses pause instructions (3.4 us on the Xeon of
+// PERFORMANCE §11, 4.9 us on the EPYC), and by about 64,000 pauses in all
+// (kMaxBackedOffLosses).
 //
 // The price is fairness: the gain is one thread running a streak while
 // the other waits, so under a tight loop a thread that keeps losing would
@@ -65,6 +66,9 @@ inline void CpuPause() {
 // 0.25-0.37 us, p999 1.5-8.4 us -> 0.7-1.1 us, the longest pair
 // 0.07-1.5 ms -> 0.95-2.3 ms (1-17 ms without the bound). Backing off only for
 // the first few losses restores the maximum and loses the whole gain.
+// The cap and the bound trade against each other at the same budget in
+// all: 256 x 256 gives 8-11% more pairs at 2-8 threads than 64 x 1024,
+// with a better p99 and p999 and the same longest pair (PERFORMANCE §11).
 //
 // No random jitter: the deterministic doubling gave the gain measured, so
 // a random number on the hot path was not tried.
@@ -73,16 +77,18 @@ class CasBackoff {
   // kFirstPauses is the first wait, after the first lost CAS.
   static constexpr int kFirstPauses = 1;
   // kMaxPauses is the cap of one wait. Below 32 the measured gain
-  // vanished (16: none); 64 kept 85-90% of what 256 gave with a quarter
-  // of its longest wait (docs/PERFORMANCE.md §1).
-  static constexpr int kMaxPauses = 64;
+  // vanished (16: none); 256 gave 8-17% more than 64 (docs/PERFORMANCE.md
+  // §1 on the EPYC, §11 on the Xeon), 512 no more than 256.
+  static constexpr int kMaxPauses = 256;
   // kMaxBackedOffLosses bounds how long one operation backs off in all:
-  // after that many lost CASes (about 65,000 pauses, 1.2 ms here) it
-  // retries at once, as without back-off, so a thread that keeps losing
-  // against a tight loop competes again instead of waiting for the winner
-  // to be interrupted (measured: the longest pair 1-17 ms without the
-  // bound, 0.95-2.3 ms with it, at the same throughput; PERFORMANCE §1).
-  static constexpr int kMaxBackedOffLosses = 1024;
+  // after that many lost CASes (about 64,000 pauses: 0.8 ms on the Xeon,
+  // 1.2 ms on the EPYC) it retries at once, as without back-off, so a
+  // thread that keeps losing against a tight loop competes again instead
+  // of waiting for the winner to be interrupted (measured: the longest
+  // pair 1-17 ms without the bound, 0.95-2.3 ms with it, at the same
+  // throughput; PERFORMANCE §1). It was 1024 with a cap of 64, the same
+  // budget of pauses.
+  static constexpr int kMaxBackedOffLosses = 256;
 
   // AfterLostCas waits pauses() pause instructions, then doubles pauses()
   // up to kMaxPauses; once kMaxBackedOffLosses losses were waited out it
