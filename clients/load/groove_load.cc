@@ -842,15 +842,20 @@ Rss ReadRss(int pid) {
   return r;
 }
 
-// Median wall time (us) of `n` runs of `call` (which returns false on error).
+// TimedUs runs `call` (which returns false on error, then *ok = false)
+// once and returns its wall time in us.
+template <typename F>
+double TimedUs(F call, bool* ok) {
+  const int64_t start = NowNs();
+  if (!call()) *ok = false;
+  return static_cast<double>(NowNs() - start) / 1e3;
+}
+
+// Median wall time (us) of `n` runs of `call`.
 template <typename F>
 double MedianUs(int n, F call, bool* ok) {
   std::vector<double> t;
-  for (int i = 0; i < n; ++i) {
-    const int64_t s = NowNs();
-    if (!call()) *ok = false;
-    t.push_back(static_cast<double>(NowNs() - s) / 1e3);
-  }
+  for (int i = 0; i < n; ++i) t.push_back(TimedUs(call, ok));
   return Median(std::move(t));
 }
 
@@ -863,12 +868,8 @@ template <typename A, typename B>
 std::pair<double, double> MedianUsInterleaved(int n, A a, B b, bool* ok) {
   std::vector<double> ta, tb;
   for (int i = 0; i < n; ++i) {
-    int64_t s = NowNs();
-    if (!a()) *ok = false;
-    ta.push_back(static_cast<double>(NowNs() - s) / 1e3);
-    s = NowNs();
-    if (!b()) *ok = false;
-    tb.push_back(static_cast<double>(NowNs() - s) / 1e3);
+    ta.push_back(TimedUs(a, ok));
+    tb.push_back(TimedUs(b, ok));
   }
   return {Median(std::move(ta)), Median(std::move(tb))};
 }
@@ -957,12 +958,8 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       return inspect(true, "", nullptr, nullptr); }, &ok);
     std::vector<double> adds, removes;
     for (int i = 0; i < 5; ++i) {
-      int64_t s = NowNs();
-      remove(1024);
-      removes.push_back(static_cast<double>(NowNs() - s) / 1e3);
-      s = NowNs();
-      add(1024);
-      adds.push_back(static_cast<double>(NowNs() - s) / 1e3);
+      removes.push_back(TimedUs([&] { return remove(1024); }, &ok));
+      adds.push_back(TimedUs([&] { return add(1024); }, &ok));
     }
     p.add_batch_us = Median(std::move(adds));
     p.remove_batch_us = Median(std::move(removes));
