@@ -47,7 +47,10 @@
 //                    ratios against the same at 1k, and against Health;
 //                    the summary, which costs about what Health/Check
 //                    does, is timed in turns with it and its ratio to 1k
-//                    is of summary/health, column sum/hc),
+//                    is of summary/health, column sum/hc; on a `normal`
+//                    pool each batch is also timed in turns with the
+//                    kernel floor of the same work, kernel_floor.h, and
+//                    its ratio per floor to 1k is printed beside),
 //                    page through the whole pool with Inspect, read the
 //                    server's RSS (--server_pid) before and after, then
 //                    remove everything in batches of 1024
@@ -75,9 +78,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -101,6 +106,7 @@
 #include "groove/named_pool.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "kernel_floor.h"
 #include "latency_histogram.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "host:port of the server");
@@ -818,6 +824,10 @@ class DataPlaneChild {
 
 // ---- Scale mode (--scale) ---------------------------------------------------
 
+// Volumes per AddVolume/RemoveVolume in scale mode: to fill, to empty, and
+// the batch whose cost is measured at each point.
+constexpr uint64_t kScaleBatch = 1024;
+
 struct Rss {
   uint64_t total_kb = 0, anon_kb = 0, file_kb = 0, shmem_kb = 0;
 };
@@ -905,8 +915,8 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     v1::RemoveVolumeResponse resp;
     return note(stub->RemoveVolume(&ctx, req, &resp), "RemoveVolume");
   };
-  auto inspect = [&](bool page, const std::string& token,
-                     std::string* next, uint64_t* mapped) {
+  auto inspect = [&](bool page, const std::string& token, std::string* next,
+                     v1::PoolSummary* summary) {
     grpc::ClientContext ctx;
     v1::InspectRequest req;
     req.set_pool(o.pool);
@@ -918,7 +928,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     v1::InspectResponse resp;
     const bool good = note(stub->Inspect(&ctx, req, &resp), "Inspect");
     if (next != nullptr) *next = resp.next_page_token();
-    if (mapped != nullptr) *mapped = resp.summary().volumes_mapped();
+    if (summary != nullptr) *summary = resp.summary();
     return good;
   };
   auto check = [&] {
@@ -927,8 +937,12 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     HealthCheckResponse resp;
     return note(health->Check(&ctx, req, &resp), "Health/Check");
   };
-  uint64_t mapped = 0;
-  inspect(false, "", nullptr, &mapped);
+  v1::PoolSummary summary;
+  if (!inspect(false, "", nullptr, &summary)) {
+    std::fprintf(stderr, "groove-load: --scale: %s\n", first_error.c_str());
+    return 1;
+  }
+  const uint64_t mapped = summary.volumes_mapped();
   if (mapped != 0) {
     std::fprintf(stderr, "groove-load: --scale needs an empty pool; '%s' "
                  "holds %lu volumes\n", o.pool.c_str(),
@@ -944,25 +958,74 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   // already there, so it shows whether finding it costs more in a fuller
   // pool). Removing first keeps both measurements possible in a pool
   // filled to max_volumes, as script/bench's 1M point is.
+  //
+  // On `normal` backing the batches are timed in turns with the kernel
+  // floor of the same work (KernelFloor: one fallocate and 1024 header
+  // writes on tmpfs; one punch). The kernel's own cost per page moves with
+  // the machine: on a VM whose freed memory the host takes back (free page
+  // reporting), a page the host no longer backs costs about 6x as much to
+  // fault in (docs/PERFORMANCE.md §12). When a batch's raw ratio to 1k
+  // jumps, its ratio per floor says whether the kernel's cost jumped too.
   struct Point {
     uint64_t volumes;
     double health_us, summary_us, page_us, add_batch_us, remove_batch_us,
-        pair1_us;
+        pair1_us, floor_add_us, floor_remove_us;
   };
+  KernelFloor floor;
+  auto floor_note = [&](bool good, const char* what) {
+    if (good) return true;
+    ok = false;
+    if (first_error.empty()) {
+      first_error =
+          absl::StrCat("kernel floor ", what, ": ", std::strerror(errno));
+    }
+    return false;
+  };
+  const bool with_floor =
+      summary.backing_in_use() == v1::BACKING_NORMAL &&
+      floor_note(floor.Open(BackingKind::kNormal, summary.volume_size_bytes(),
+                            kScaleBatch) &&
+                     floor.Add(0, kScaleBatch),
+                 "memfd");
   std::vector<Point> points;
   auto measure = [&](uint64_t volumes) {
-    Point p{volumes, 0, 0, 0, 0, 0, 0};
+    Point p{volumes, 0, 0, 0, 0, 0, 0, 0, 0};
     std::tie(p.health_us, p.summary_us) = MedianUsInterleaved(
         200, check, [&] { return inspect(false, "", nullptr, nullptr); }, &ok);
     p.page_us = MedianUs(20, [&] {
       return inspect(true, "", nullptr, nullptr); }, &ok);
-    std::vector<double> adds, removes;
+    std::vector<double> adds, removes, floor_adds, floor_removes;
+    // One server call and, with the floor, the floor's, in the order given.
+    auto in_turns = [&](bool floor_first, auto server_call, auto floor_call,
+                        std::vector<double>* server_us,
+                        std::vector<double>* floor_us) {
+      if (with_floor && floor_first) {
+        floor_us->push_back(TimedUs(floor_call, &ok));
+      }
+      server_us->push_back(TimedUs(server_call, &ok));
+      if (with_floor && !floor_first) {
+        floor_us->push_back(TimedUs(floor_call, &ok));
+      }
+    };
     for (int i = 0; i < 5; ++i) {
-      removes.push_back(TimedUs([&] { return remove(1024); }, &ok));
-      adds.push_back(TimedUs([&] { return add(1024); }, &ok));
+      // Which side goes first alternates: the second one gets the pages
+      // the first one freed last (see backing_floor_bench.cc).
+      const bool floor_first = i % 2 == 1;
+      in_turns(
+          floor_first, [&] { return remove(kScaleBatch); },
+          [&] { return floor_note(floor.Remove(0, kScaleBatch), "punch"); },
+          &removes, &floor_removes);
+      in_turns(
+          floor_first, [&] { return add(kScaleBatch); },
+          [&] {
+            return floor_note(floor.Add(0, kScaleBatch), "fallocate/pwrite");
+          },
+          &adds, &floor_adds);
     }
     p.add_batch_us = Median(std::move(adds));
     p.remove_batch_us = Median(std::move(removes));
+    p.floor_add_us = Median(std::move(floor_adds));
+    p.floor_remove_us = Median(std::move(floor_removes));
     p.pair1_us = MedianUs(
         200, [&] { return remove(1) && add(1); }, &ok);
     points.push_back(p);
@@ -978,7 +1041,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   for (uint64_t cp : checkpoints) {
     if (cp > target) continue;
     while (have < cp && ok) {
-      const uint64_t n = std::min<uint64_t>(1024, cp - have);
+      const uint64_t n = std::min<uint64_t>(kScaleBatch, cp - have);
       const int64_t s = NowNs();
       if (add(n)) have += n;
       add_total_us += static_cast<double>(NowNs() - s) / 1e3;
@@ -1006,7 +1069,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     grpc::ClientContext ctx;
     v1::RemoveVolumeRequest req;
     req.set_pool(o.pool);
-    req.set_count(1024);
+    req.set_count(kScaleBatch);
     v1::RemoveVolumeResponse resp;
     grpc::Status st = stub->RemoveVolume(&ctx, req, &resp);
     if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
@@ -1054,6 +1117,24 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     return Ratio(Ratio(p.summary_us, p.health_us),
                  Ratio(base.summary_us, base.health_us));
   };
+  // A batch's cost over the kernel floor's, taken in turns at the same
+  // point, against the same at 1k ("-" or null without the floor).
+  auto per_floor_vs_1k = [&](const Point& p, double Point::*batch_us,
+                             double Point::*floor_us) -> std::string {
+    if (!with_floor) return "";
+    return absl::StrFormat("%.3f",
+                           Ratio(Ratio(p.*batch_us, p.*floor_us),
+                                 Ratio(base.*batch_us, base.*floor_us)));
+  };
+  auto add_per_floor = [&](const Point& p) {
+    return per_floor_vs_1k(p, &Point::add_batch_us, &Point::floor_add_us);
+  };
+  auto remove_per_floor = [&](const Point& p) {
+    return per_floor_vs_1k(p, &Point::remove_batch_us, &Point::floor_remove_us);
+  };
+  auto or_else = [](const std::string& figure, const char* none) {
+    return figure.empty() ? std::string(none) : figure;
+  };
   if (json) {
     std::string pts;
     for (const Point& p : points) {
@@ -1063,18 +1144,23 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
               "{\"volumes\":%d,\"health_us\":%.1f,\"summary_us\":%.1f,"
               "\"page_us\":%.1f,\"add_batch_us\":%.1f,"
               "\"remove_batch_us\":%.1f,\"add1_remove1_us\":%.1f,"
+              "\"floor_add_batch_us\":%.1f,\"floor_remove_batch_us\":%.1f,"
               "\"summary_vs_1k\":%.3f,\"page_vs_1k\":%.3f,"
               "\"add_batch_vs_1k\":%.3f,\"remove_batch_vs_1k\":%.3f,"
               "\"add1_remove1_vs_1k\":%.3f,\"summary_vs_health\":%.3f,"
-              "\"summary_per_health_vs_1k\":%.3f}",
+              "\"summary_per_health_vs_1k\":%.3f,"
+              "\"add_batch_per_floor_vs_1k\":%s,"
+              "\"remove_batch_per_floor_vs_1k\":%s}",
               p.volumes, p.health_us, p.summary_us, p.page_us, p.add_batch_us,
-              p.remove_batch_us, p.pair1_us,
+              p.remove_batch_us, p.pair1_us, p.floor_add_us, p.floor_remove_us,
               Ratio(p.summary_us, base.summary_us),
               Ratio(p.page_us, base.page_us),
               Ratio(p.add_batch_us, base.add_batch_us),
               Ratio(p.remove_batch_us, base.remove_batch_us),
               Ratio(p.pair1_us, base.pair1_us),
-              Ratio(p.summary_us, p.health_us), summary_per_health_vs_1k(p)));
+              Ratio(p.summary_us, p.health_us), summary_per_health_vs_1k(p),
+              or_else(add_per_floor(p), "null"),
+              or_else(remove_per_floor(p), "null")));
     }
     std::printf(
         "{\"mode\":\"scale\",\"volumes\":%lu,\"ok\":%s,\"first_error\":\"%s\","
@@ -1097,21 +1183,25 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
                 static_cast<unsigned long>(volume_bytes), o.pool.c_str(),
                 ok ? "" : "  ERROR: ", first_error.c_str());
     std::printf(
-        "%10s %10s %11s %10s %13s %13s %14s | ratios vs 1k: %7s "
-        "%7s %7s %7s %7s | summary/health\n",
+        "%10s %10s %11s %10s %11s %13s %13s %13s %13s | ratios vs 1k: "
+        "%7s %7s %7s %7s %7s | per floor vs 1k: %7s %7s | summary/health\n",
         "volumes", "health_us", "summary_us", "page_us", "add1024_us",
-        "remove1024_us", "add1+remove1", "sum/hc", "page", "add", "remove",
-        "add1+r1");
+        "floor_add_us", "remove1024_us", "floor_rm_us", "add1+remove1",
+        "sum/hc", "page", "add", "remove", "add1+r1", "add", "remove");
     for (const Point& p : points) {
       std::printf(
-          "%10lu %10.1f %11.1f %10.1f %13.1f %13.1f %14.1f | %20.3f "
-          "%7.3f %7.3f %7.3f %7.3f | %.3f\n",
+          "%10lu %10.1f %11.1f %10.1f %11.1f %13.1f %13.1f %13.1f %13.1f | "
+          "%21.3f %7.3f %7.3f %7.3f %7.3f | %24s %7s | %.3f\n",
           static_cast<unsigned long>(p.volumes), p.health_us, p.summary_us,
-          p.page_us, p.add_batch_us, p.remove_batch_us, p.pair1_us,
-          summary_per_health_vs_1k(p), Ratio(p.page_us, base.page_us),
+          p.page_us, p.add_batch_us, p.floor_add_us, p.remove_batch_us,
+          p.floor_remove_us, p.pair1_us, summary_per_health_vs_1k(p),
+          Ratio(p.page_us, base.page_us),
           Ratio(p.add_batch_us, base.add_batch_us),
           Ratio(p.remove_batch_us, base.remove_batch_us),
-          Ratio(p.pair1_us, base.pair1_us), Ratio(p.summary_us, p.health_us));
+          Ratio(p.pair1_us, base.pair1_us),
+          or_else(add_per_floor(p), "-").c_str(),
+          or_else(remove_per_floor(p), "-").c_str(),
+          Ratio(p.summary_us, p.health_us));
     }
     std::printf("add all: %.2f s; full pagination: %lu pages in %.2f s; "
                 "remove all: %lu batches in %.2f s\n", add_wall_s,

@@ -217,6 +217,20 @@ TEST_F(LoadSmokeTest, ScaleRunsOnASmallPoolFilledToItsMax) {
       (Field(first, "summary_us") / Field(first, "health_us"));
   // Inputs printed to 0.1 us (~100 us each) and the ratio to 0.001.
   EXPECT_NEAR(Field(last, "summary_per_health_vs_1k"), expected, 0.004) << out;
+  // On `normal` backing each batch is timed beside the kernel floor of the
+  // same work, and its per-floor ratio is computed from those columns.
+  for (const char* side : {"add", "remove"}) {
+    const std::string batch = absl::StrCat(side, "_batch_us");
+    const std::string floor = absl::StrCat("floor_", side, "_batch_us");
+    const std::string ratio = absl::StrCat(side, "_batch_per_floor_vs_1k");
+    ASSERT_GT(Field(first, floor), 0) << out;
+    ASSERT_GT(Field(last, floor), 0) << out;
+    EXPECT_EQ(Field(first, ratio), 1.0) << out;
+    const double per_floor = (Field(last, batch) / Field(last, floor)) /
+                             (Field(first, batch) / Field(first, floor));
+    // Inputs printed to 0.1 us (hundreds of us each), the ratio to 0.001.
+    EXPECT_NEAR(Field(last, ratio), per_floor, 0.004) << side << ": " << out;
+  }
 }
 
 }  // namespace

@@ -3,12 +3,12 @@
 // `gigantic` (1 GiB hugetlb) backing, against the kernel floor measured
 // side by side in the same process.
 //
-// The floor is what adding a volume cannot avoid: on a hugetlb memfd (what
-// a `huge` or `gigantic` pool uses when no hugetlbfs mount serves its page
-// size, as on this project's machines), fallocate the volume's range, mmap
-// it and write one 512-byte header; removing is punching the range's hole
-// and unmapping. On `normal` (a 4 KiB volume, as in the RPC benchmarks),
-// fallocate and pwrite the header; removing is the punch.
+// The floor is what adding a volume cannot avoid (clients/load/
+// kernel_floor.h): on a hugetlb memfd (what a `huge` or `gigantic` pool
+// uses when no hugetlbfs mount serves its page size, as on this project's
+// machines), fallocate the volume's range, mmap it and write one 512-byte
+// header; on `normal` (a 4 KiB volume, as in the RPC benchmarks), fallocate
+// and pwrite the header. Removing is punching the range's hole.
 // The pool does that plus its own work (slot claim, header format and
 // push through pread/pwrite, as the owner maps no volume; pop, header
 // check, slot marks), but no mmap of its own: on hugetlbfs its first
@@ -39,9 +39,6 @@
 //   ctest runs `--iterations=3 --gigantic_iterations=1` as a smoke run
 //   (label `bench`).
 
-#include <fcntl.h>
-#include <linux/memfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,6 +56,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "groove/named_pool.h"
+#include "load/kernel_floor.h"
 #include "support/hugepage_reservation.h"
 
 namespace groove {
@@ -77,60 +75,6 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// Floor: one memfd like the pool's store, volumes at i * size: hugetlb
-// with 2 MiB pages for `huge`, 1 GiB pages for `gigantic`, shmem (tmpfs,
-// 4 KiB pages) for `normal`.
-class Floor {
- public:
-  bool Open(BackingKind kind, uint64_t size, uint64_t slots) {
-    kind_ = kind;
-    size_ = size;
-    unsigned flags = MFD_CLOEXEC;
-    if (kind == BackingKind::kHuge) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
-    if (kind == BackingKind::kGigantic) flags |= MFD_HUGETLB | MFD_HUGE_1GB;
-    fd_ = memfd_create("groove-floor", flags);
-    if (fd_ < 0) return false;
-    return ftruncate(fd_, static_cast<off_t>(size * slots)) == 0;
-  }
-  ~Floor() {
-    if (fd_ >= 0) close(fd_);
-  }
-  // Add: fallocate, then write one header: through a mapping on hugetlb
-  // (which has no write()), with pwrite on tmpfs (a 4 KiB volume's mapping
-  // would cost more than the write). Returns false on failure.
-  bool Add(uint64_t slot) {
-    const off_t off = static_cast<off_t>(slot * size_);
-    if (fallocate(fd_, 0, off, static_cast<off_t>(size_)) != 0) return false;
-    if (kind_ == BackingKind::kNormal) {
-      char header[512];
-      std::memset(header, 0x5a, sizeof(header));
-      return pwrite(fd_, header, sizeof(header), off) ==
-             static_cast<ssize_t>(sizeof(header));
-    }
-    void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_NORESERVE, fd_, off);
-    if (p == MAP_FAILED) return false;
-    std::memset(p, 0x5a, 512);
-    mapped_ = p;
-    return true;
-  }
-  // Remove: punch the hole (and unmap what Add mapped).
-  bool Remove(uint64_t slot) {
-    const off_t off = static_cast<off_t>(slot * size_);
-    const bool ok = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                              off, static_cast<off_t>(size_)) == 0;
-    if (mapped_ != nullptr) munmap(mapped_, size_);
-    mapped_ = nullptr;
-    return ok;
-  }
-
- private:
-  BackingKind kind_ = BackingKind::kHuge;
-  int fd_ = -1;
-  uint64_t size_ = 0;
-  void* mapped_ = nullptr;
-};
-
 struct Result {
   double floor_add_us, pool_add_us, floor_remove_us, pool_remove_us;
 };
@@ -144,7 +88,7 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
        absl::StrCat("groove-floor-", getpid()))
           .string();
   std::filesystem::remove_all(dir);
-  Floor floor;
+  KernelFloor floor;
   if (!floor.Open(kind, size, 4)) {
     *error = absl::StrCat("memfd_create: ", std::strerror(errno));
     return false;
@@ -171,7 +115,7 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
     // order made the pool's fallocate zero 20% slower than the floor's).
     auto floor_add = [&] {
       const int64_t t = NowNs();
-      if (!floor.Add(0)) {
+      if (!floor.Add(0, 1)) {
         *error = absl::StrCat("floor fallocate/mmap: ", std::strerror(errno));
         return false;
       }
@@ -188,7 +132,7 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
     };
     auto floor_remove = [&] {
       const int64_t t = NowNs();
-      floor.Remove(0);
+      floor.Remove(0, 1);
       fr.push_back((NowNs() - t) / 1e3);
     };
     auto pool_remove = [&] {
