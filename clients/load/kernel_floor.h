@@ -62,8 +62,8 @@ class KernelFloor {
   }
 
   // Add allocates volumes [first, first + count) and writes each one's
-  // header (kVolumeHeaderBytes). REQUIRES: the range is within Open's slots and
-  // not added. Returns false (errno set) on failure.
+  // header (kVolumeHeaderBytes). REQUIRES: the range is within Open's
+  // slots and not added. Returns false (errno set) on failure.
   bool Add(uint64_t first, uint64_t count) {
     const off_t off = static_cast<off_t>(first * volume_size_);
     const size_t len = count * volume_size_;
