@@ -1125,22 +1125,14 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
                  Ratio(base.summary_us, base.health_us));
   };
   // A batch's cost over the kernel floor's, taken in turns at the same
-  // point, against the same at 1k ("-" or null without the floor).
+  // point, against the same at 1k; `none` without the floor.
   auto per_floor_vs_1k = [&](const Point& p, double Point::*batch_us,
-                             double Point::*floor_us) -> std::string {
-    if (!with_floor) return "";
+                             double Point::*floor_us,
+                             const char* none) -> std::string {
+    if (!with_floor) return none;
     return absl::StrFormat("%.3f",
                            Ratio(Ratio(p.*batch_us, p.*floor_us),
                                  Ratio(base.*batch_us, base.*floor_us)));
-  };
-  auto add_per_floor = [&](const Point& p) {
-    return per_floor_vs_1k(p, &Point::add_batch_us, &Point::floor_add_us);
-  };
-  auto remove_per_floor = [&](const Point& p) {
-    return per_floor_vs_1k(p, &Point::remove_batch_us, &Point::floor_remove_us);
-  };
-  auto or_else = [](const std::string& figure, const char* none) {
-    return figure.empty() ? std::string(none) : figure;
   };
   if (json) {
     std::string pts;
@@ -1166,8 +1158,10 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
               Ratio(p.remove_batch_us, base.remove_batch_us),
               Ratio(p.pair1_us, base.pair1_us),
               Ratio(p.summary_us, p.health_us), summary_per_health_vs_1k(p),
-              or_else(add_per_floor(p), "null"),
-              or_else(remove_per_floor(p), "null")));
+              per_floor_vs_1k(p, &Point::add_batch_us, &Point::floor_add_us,
+                              "null"),
+              per_floor_vs_1k(p, &Point::remove_batch_us,
+                              &Point::floor_remove_us, "null")));
     }
     std::printf(
         "{\"mode\":\"scale\",\"volumes\":%lu,\"ok\":%s,\"first_error\":\"%s\","
@@ -1206,8 +1200,11 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
           Ratio(p.add_batch_us, base.add_batch_us),
           Ratio(p.remove_batch_us, base.remove_batch_us),
           Ratio(p.pair1_us, base.pair1_us),
-          or_else(add_per_floor(p), "-").c_str(),
-          or_else(remove_per_floor(p), "-").c_str(),
+          per_floor_vs_1k(p, &Point::add_batch_us, &Point::floor_add_us, "-")
+              .c_str(),
+          per_floor_vs_1k(p, &Point::remove_batch_us, &Point::floor_remove_us,
+                          "-")
+              .c_str(),
           Ratio(p.summary_us, p.health_us));
     }
     std::printf("add all: %.2f s; full pagination: %lu pages in %.2f s; "

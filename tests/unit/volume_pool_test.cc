@@ -1166,8 +1166,8 @@ TEST(CasBackoffTest, DoublesFromOnePauseUpToTheCap) {
 }
 
 // An operation backs off for a bounded number of losses (about 64,000
-// pauses in all), then retries at once, so a thread that keeps losing against a
-// tight loop competes again.
+// pauses in all), then retries at once, so a thread that keeps losing
+// against a tight loop competes again.
 TEST(CasBackoffTest, StopsWaitingAfterItsBudgetOfLosses) {
   CasBackoff backoff;
   for (int lost = 1; lost < CasBackoff::kMaxBackedOffLosses; ++lost) {
