@@ -838,7 +838,7 @@ absl::Status NamedPool::Recover() {
     }
   }
   std::vector<bool> on_stack(n, false);
-  absl::Status walked = WalkStackLocked(&on_stack);
+  absl::Status walked = WalkStack(pool.PeekTop(), &on_stack);
   absl::StatusOr<VerifyReport> stack =
       walked.ok() ? pool.VerifyLocked() : walked;
   if (!stack.ok()) {
@@ -1479,11 +1479,11 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   return entries;
 }
 
-absl::Status NamedPool::WalkStackLocked(std::vector<bool>* on_stack) const {
-  const VolumePool& pool = *pool_;
+absl::Status NamedPool::WalkStack(uint64_t top,
+                                  std::vector<bool>* on_stack) const {
   const uint64_t n = config_.max_volumes;
   uint64_t steps = 0;
-  for (uint64_t i = pool.PeekTop(); i != kNullIndex;
+  for (uint64_t i = top; i != kNullIndex;
        i = LinkNext(Slot(n + i).load(std::memory_order_relaxed))) {
     if (i >= n || ++steps > n) {
       return absl::DataLossError(absl::StrCat(
@@ -1497,20 +1497,19 @@ absl::Status NamedPool::WalkStackLocked(std::vector<bool>* on_stack) const {
           "pool '", config_.name, "': volume ", i,
           " is on the stack but its slot says it is not mapped"));
     }
-    (*on_stack)[i] = true;
+    if (on_stack != nullptr) (*on_stack)[i] = true;
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<VerifyReport> NamedPool::Verify() const {
-  const VolumePool& pool = *pool_;
-  pool.Lock(Wait::kBlock);
-  std::vector<bool> on_stack(config_.max_volumes, false);
-  absl::Status walked = WalkStackLocked(&on_stack);
-  absl::StatusOr<VerifyReport> report =
-      walked.ok() ? pool.VerifyLocked() : walked;
-  pool.Unlock();
-  return report;
+  // The slot walk reads the link table, which only a push writes, and slot
+  // words, which change for a volume on the stack only from PUSHING to
+  // MAPPED: inside the pool's still window (see VolumePool::Verify) both
+  // are as the stack's last push or pop left them.
+  return pool_->Verify([this](uint64_t ver_top) {
+    return WalkStack(TopIndex(ver_top), /*on_stack=*/nullptr);
+  });
 }
 
 }  // namespace groove

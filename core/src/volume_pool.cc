@@ -891,19 +891,59 @@ void VolumePool::RestartCountsLocked(uint64_t empty_volumes) const {
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify() const {
-  Lock(Wait::kBlock);
-  absl::StatusOr<VerifyReport> report = VerifyLocked();
-  Unlock();
-  return report;
+  return Verify([](uint64_t) { return absl::OkStatus(); });
+}
+
+absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check) const {
+  bool locked = false;
+  CasBackoff backoff;
+  for (uint64_t walk = 1; walk <= kVerifyWalks; ++walk) {
+    if (walk > 1) backoff.AfterLostCas();
+    // Acquire: the walk reads each header on the stack as the push that
+    // put it there published it.
+    const uint64_t ver_top = header_->ver_top.load(std::memory_order_acquire);
+    locked = TopIsLocked(ver_top);
+    if (locked) continue;  // a recovery moves the stack: wait it out
+    if (TopIsPopAnnounced(ver_top)) {
+      // Help, as every operation does; the next walk starts after it.
+      if (CompleteAnnouncedPop(ver_top) == PoolError::kSuccess ||
+          TopMovedSince(ver_top)) {
+        continue;
+      }
+      return absl::DataLossError(absl::StrCat(
+          "verify pool: a pop of volume ", TopIndex(ver_top),
+          " was announced and cannot complete: its link is out of range"));
+    }
+    absl::Status also = also_check(ver_top);
+    absl::StatusOr<VerifyReport> report =
+        also.ok() ? WalkStack(ver_top, /*stop_when_moved=*/true) : also;
+    // A walk the stack moved under may have read anything: only a still
+    // one is believed, problems included.
+    if (TopMovedSince(ver_top)) continue;
+    if (report.ok()) report->walks = walk;
+    return report;
+  }
+  return absl::AbortedError(
+      locked ? absl::StrCat("verify pool: the pool stayed locked for "
+                            "maintenance (a recovery is running) through ",
+                            kVerifyWalks, " tries; retry in a moment")
+             : absl::StrCat("verify pool: pool users pushed or popped "
+                            "volumes during each of ",
+                            kVerifyWalks,
+                            " walks of the stack, so it could not be "
+                            "checked (nothing wrong was found on the way); "
+                            "retry when the pool is quieter"));
+}
+
+bool VolumePool::TopMovedSince(uint64_t ver_top) const {
+  // The reader's side of a sequence lock: the fence orders the reads made
+  // before it (a walk's) before this load, so an unchanged top means they
+  // read the stack that this top word heads.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return header_->ver_top.load(std::memory_order_relaxed) != ver_top;
 }
 
 absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
-  const uint64_t magic = header_->magic.load(std::memory_order_relaxed);
-  if (magic != kPoolMagic) {
-    return absl::DataLossError(absl::StrCat(
-        "verify pool: header magic is 0x", absl::Hex(magic), ", not 0x",
-        absl::Hex(kPoolMagic)));
-  }
   // The lock (held by the caller, acquired with acquire order) keeps the
   // stack still; relaxed loads suffice.
   const uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
@@ -913,9 +953,30 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
         "verify pool: a pop of volume ", TopIndex(ver_top),
         " was announced and cannot complete: its link is out of range"));
   }
+  absl::StatusOr<VerifyReport> report =
+      WalkStack(ver_top, /*stop_when_moved=*/false);
+  if (report.ok()) report->walks = 1;
+  return report;
+}
+
+absl::StatusOr<VerifyReport> VolumePool::WalkStack(uint64_t ver_top,
+                                                   bool stop_when_moved) const {
+  const uint64_t magic = header_->magic.load(std::memory_order_relaxed);
+  if (magic != kPoolMagic) {
+    return absl::DataLossError(absl::StrCat("verify pool: header magic is 0x",
+                                            absl::Hex(magic), ", not 0x",
+                                            absl::Hex(kPoolMagic)));
+  }
   VerifyReport report;
   uint64_t index = TopIndex(ver_top);
   while (index != kNullIndex) {
+    if (stop_when_moved) {
+      CallTestHook(TestPoint::kVerifyStep);
+      // Relaxed: only a hint to stop early; Verify's own check decides.
+      if (header_->ver_top.load(std::memory_order_relaxed) != ver_top) {
+        return report;
+      }
+    }
     if (index >= max_volumes_) {
       return absl::DataLossError(absl::StrCat(
           "verify pool: stack entry ", report.empty_volumes, " is index ",

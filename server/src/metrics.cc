@@ -129,10 +129,10 @@ class PoolCollector final : public prometheus::Collectable {
         Family("groove_pool_volumes_quarantined_total",
                "Volumes popped with a bad header and taken out of circulation.",
                MetricType::Counter);
-    MetricFamily locked = Family(
-        "groove_pool_locked",
-        "1 while the pool's maintenance lock is held (verify, recovery).",
-        MetricType::Gauge);
+    MetricFamily locked =
+        Family("groove_pool_locked",
+               "1 while the pool's maintenance lock is held (a recovery).",
+               MetricType::Gauge);
     MetricFamily info = Family(
         "groove_pool_info",
         "Always 1: the backing the pool's memory comes from and its page "

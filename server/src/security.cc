@@ -279,8 +279,8 @@ absl::Status Authorize(const TokenTable& tokens,
         RpcMethodName(method), for_verify ? " with verify=true" : "",
         " needs role ", RoleName(required), "; this token has role ",
         RoleName(role),
-        for_verify ? " (verify pauses the pool's users while it walks the "
-                     "pool; inspect without verify needs only reader)"
+        for_verify ? " (verify reads the header of every empty volume of "
+                     "the pool; inspect without verify needs only reader)"
                    : ""));
   }
   return absl::OkStatus();

@@ -360,6 +360,13 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
   }
   if (request->verify()) {
     absl::StatusOr<VerifyReport> report = pool.Verify();
+    if (report.status().code() == absl::StatusCode::kAborted) {
+      // Not a finding: pool users kept the stack moving. The call fails so
+      // that nobody reads ok=false as corruption.
+      return Finish(
+          call, absl::AbortedError(absl::StrCat(
+                    "inspect pool '", name, "': ", report.status().message())));
+    }
     v1::VerifyResult* result = response->mutable_verify_result();
     result->set_ok(report.ok());
     if (report.ok()) {

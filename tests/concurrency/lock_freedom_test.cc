@@ -7,14 +7,19 @@
 // Likewise for an owner's two-step pop (RemoveAnnounced) stopped between
 // its two steps: the others finish it for it.
 //
-// By contrast, the maintenance lock does stop others: a blocking Acquire
-// cannot finish while another party holds Lock(), which is why the lock is
-// kept off the hot path.
+// Verify takes no lock either: stopped in the middle of its walk, it holds
+// nobody up; the walk the stack moved under is discarded and walked again.
+//
+// By contrast, the maintenance lock (recovery's) does stop others: a
+// blocking Acquire cannot finish while another party holds Lock(), which
+// is why the lock is kept off the hot path and out of Verify.
 
 #include <atomic>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
 #include "support/pool_workload.h"
@@ -39,7 +44,8 @@ constexpr uint64_t kVolumes = 32;
 // them was handed volume `watched`.
 uint64_t RunOthersToCompletion(const PoolMemory& memory,
                                uint64_t watched = kNullIndex,
-                               std::atomic<bool>* handed = nullptr) {
+                               std::atomic<bool>* handed = nullptr,
+                               Wait wait = Wait::kBlock) {
   std::atomic<uint64_t> completed{0};
   std::vector<std::thread> others;
   for (int t = 0; t < kOtherThreads; ++t) {
@@ -47,11 +53,11 @@ uint64_t RunOthersToCompletion(const PoolMemory& memory,
       VolumePool pool = memory.JoinAt(memory.mapping());
       for (int i = 0; i < kPairsPerThread; ++i) {
         VolumeHeader* v = nullptr;
-        if (pool.Acquire(&v) != PoolError::kSuccess) continue;
+        if (pool.Acquire(&v, wait) != PoolError::kSuccess) continue;
         if (handed != nullptr && pool.IndexOf(v) == watched) {
           handed->store(true);
         }
-        if (pool.Release(v) != PoolError::kSuccess) continue;
+        if (pool.Release(v, wait) != PoolError::kSuccess) continue;
         completed.fetch_add(1, std::memory_order_relaxed);
       }
     });
@@ -166,6 +172,76 @@ TEST(LockFreedomTest, OthersCompleteAnAnnouncedPopWhoseAnnouncerIsStopped) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, kVolumes - 1);
   EXPECT_EQ(pool.Counts().empty_volumes, kVolumes - 1);
+}
+
+TEST(LockFreedomTest, OthersCompleteWhileAVerifyIsStoppedMidWalk) {
+  PoolMemory memory(kVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
+
+  Stall stall;
+  VolumePool stalled_join = memory.JoinAt(memory.mapping());
+  stalled_join.SetTestHookForTesting(
+      &testing::StallAt<VolumePool::TestPoint::kVerifyStep>, &stall);
+  absl::StatusOr<VerifyReport> stalled_report = absl::UnknownError("not run");
+  std::thread stalled([&] { stalled_report = stalled_join.Verify(); });
+  stall.WaitUntilStalled();
+
+  // Non-blocking acquires and releases: had the verify locked the pool,
+  // every one of them would return kAgain.
+  EXPECT_EQ(RunOthersToCompletion(memory, kNullIndex, nullptr, Wait::kNoBlock),
+            uint64_t{kOtherThreads} * kPairsPerThread);
+
+  stall.Resume();
+  stalled.join();
+  ASSERT_TRUE(stalled_report.ok()) << stalled_report.status();
+  EXPECT_EQ(stalled_report->empty_volumes, kVolumes);
+  // The walk the others moved the stack under was thrown away.
+  EXPECT_GE(stalled_report->walks, 2u);
+  EXPECT_GT(stall.calls(), static_cast<int>(kVolumes))
+      << "the second walk checks every volume again";
+}
+
+// What a walk reads while the stack moves is not believed: a verify whose
+// every walk is overtaken by a push and a pop gives up with ABORTED, and
+// reports no corruption.
+TEST(LockFreedomTest, AVerifyOvertakenOnEveryWalkIsAborted) {
+  PoolMemory memory(kVolumes, 4096);
+  VolumePool pool = memory.FormatAndJoin();
+  ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
+
+  struct Mover {
+    VolumePool* pool;
+    int moves = 0;
+  } mover{&pool};
+  VolumePool verifier = memory.JoinAt(memory.mapping());
+  verifier.SetTestHookForTesting(
+      [](void* arg, VolumePool::TestPoint point) {
+        if (point != VolumePool::TestPoint::kVerifyStep) return;
+        auto* m = static_cast<Mover*>(arg);
+        VolumeHeader* v = nullptr;
+        // The top volume leaves and comes back: the stack looks the same,
+        // but its version moved, so the walk cannot know that what it
+        // read was one stack.
+        ASSERT_EQ(m->pool->Acquire(&v), PoolError::kSuccess);
+        ASSERT_EQ(m->pool->Release(v), PoolError::kSuccess);
+        ++m->moves;
+      },
+      &mover);
+  absl::StatusOr<VerifyReport> report = verifier.Verify();
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kAborted)
+      << report.status();
+  EXPECT_THAT(std::string(report.status().message()),
+              ::testing::HasSubstr(
+                  absl::StrCat("during each of ", kVerifyWalks, " walks")));
+  EXPECT_EQ(mover.moves, static_cast<int>(kVerifyWalks));
+
+  // Once the stack is still, the same join verifies it in one walk.
+  verifier.SetTestHookForTesting(nullptr, nullptr);
+  absl::StatusOr<VerifyReport> still = verifier.Verify();
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_EQ(still->empty_volumes, kVolumes);
+  EXPECT_EQ(still->walks, 1u);
 }
 
 TEST(LockFreedomTest, TheMaintenanceLockDoesStopOthers) {

@@ -603,8 +603,8 @@ TEST(AuthorizeTest, InspectWithVerifyNeedsAdmin) {
   EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(denied.message(),
               HasSubstr("Inspect with verify=true needs role admin; this "
-                        "token has role reader (verify pauses the pool's "
-                        "users"));
+                        "token has role reader (verify reads the header of "
+                        "every empty volume"));
   // verify means nothing to the other methods.
   EXPECT_TRUE(Authorize(table, V{reader}, RpcMethod::kListPools, true).ok());
 }

@@ -269,9 +269,13 @@ class NamedPool {
                                        size_t max_entries,
                                        uint64_t* next_index) const;
 
-  // Verify runs the pool's Verify (pausing pool users while it walks) and
-  // also checks that every volume on the stack has a MAPPED slot (or a
-  // PUSHING one: an add has pushed it and not yet marked it MAPPED).
+  // Verify runs the pool's Verify (VolumePool::Verify: lock-free, pausing
+  // nobody; ABORTED when pool users kept the stack moving through every
+  // walk) and, in the same still window, checks that every volume on the
+  // stack has a MAPPED slot (or a PUSHING one: an add has pushed it and not
+  // yet marked it MAPPED). Safe from the owner and from data-plane joins.
+  // Cost: O(empty volumes) reads of headers (a pread each on the owner)
+  // per walk.
   absl::StatusOr<VerifyReport> Verify() const;
 
   // pool is the lock-free pool, for Acquire/Release.
@@ -300,10 +304,13 @@ class NamedPool {
   // (normal) or HUGETLBFS/groove-volumed.NAME.volumes (hugepages).
   absl::Status CheckStorePath(const std::string& store_path) const;
   absl::Status Recover();
-  // WalkStackLocked walks the stack through the link table, checking that
-  // each index on it has a MAPPED or PUSHING slot, and marks
-  // (*on_stack)[i] for each. REQUIRES: the maintenance lock is held.
-  absl::Status WalkStackLocked(std::vector<bool>* on_stack) const;
+  // WalkStack walks the stack from volume `top` through the link table,
+  // checking that each index on it has a MAPPED or PUSHING slot, and marks
+  // (*on_stack)[i] for each unless on_stack is null. Returns DATA_LOSS for
+  // an index out of range, a cycle or a slot that is not mapped. REQUIRES:
+  // the maintenance lock is held, or the caller believes the result only
+  // if the stack stayed still (VolumePool::Verify's StackCheck).
+  absl::Status WalkStack(uint64_t top, std::vector<bool>* on_stack) const;
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);

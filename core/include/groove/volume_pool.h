@@ -21,15 +21,16 @@
 //   empty --Acquire--> in use (kVolumeMagic) --Release--> empty
 //   empty --Remove--> not a volume (memory handed to the caller)
 //
-// Progress guarantee: Add, Remove, Acquire, Release and Peek are lock-free:
-// a thread stopped at any instant (even inside an operation) never prevents
-// the others from completing theirs. The one exception is the maintenance
-// lock: while a caller holds Lock() (Verify, Reset, recovery), blocking
-// operations spin and non-blocking ones return kAgain. The lock is never
-// taken on the hot path. Under contention, Acquire, Release, Remove and
-// untagged pushes wait a bounded, growing number of pause instructions
-// after each lost CAS (CasBackoff); the owner's RemoveAnnounced and
-// PushRangeTagged retry at once, so a busy data plane cannot starve them.
+// Progress guarantee: Add, Remove, Acquire, Release, Peek and Verify are
+// lock-free: a thread stopped at any instant (even inside an operation)
+// never prevents the others from completing theirs. The one exception is
+// the maintenance lock: while the owner's recovery holds Lock() (and
+// Reset), blocking operations spin and non-blocking ones return kAgain.
+// The lock is never taken on the hot path, nor by Verify. Under contention,
+// Acquire, Release, Remove and untagged pushes wait a bounded, growing number
+// of pause instructions after each lost CAS (CasBackoff); the owner's
+// RemoveAnnounced and PushRangeTagged retry at once, so a busy data plane
+// cannot starve them.
 //
 // Example:
 //
@@ -54,6 +55,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -265,7 +267,14 @@ struct PoolCounts {
 // VerifyReport is what a successful Verify found.
 struct VerifyReport {
   uint64_t empty_volumes = 0;  // volumes on the stack, counted by walking it
+  // walks is how many walks Verify made: 1 when the stack stayed still
+  // during the first; each walk that saw the stack move was discarded.
+  uint64_t walks = 0;
 };
+
+// kVerifyWalks is how many times Verify walks the stack before it gives
+// up because pool users kept moving it (ABORTED).
+inline constexpr uint64_t kVerifyWalks = 64;
 
 // Wait says what an operation does when the pool is locked for maintenance:
 // kBlock spins until the lock is released; kNoBlock returns kAgain at once.
@@ -277,9 +286,10 @@ class VolumePool {
   // the windows a stalled thread can sit in (TestPoint): kBeforeCas
   // between reading the stack top (and writing or reading the link) and
   // the CAS of a push or pop; kAnnounced in RemoveAnnounced between its
-  // announce and its own completion of the pop. Tests use it to stop a
-  // thread mid-operation. Null (the default) costs one predictable branch.
-  enum class TestPoint { kBeforeCas, kAnnounced };
+  // announce and its own completion of the pop; kVerifyStep in Verify after
+  // each volume its walk checked. Tests use it to stop a thread
+  // mid-operation. Null (the default) costs one predictable branch.
+  enum class TestPoint { kBeforeCas, kAnnounced, kVerifyStep };
   using TestHook = void (*)(void* arg, TestPoint point);
 
   // TaggedPopHook, when set on a join, is called by that join's pops with
@@ -521,8 +531,10 @@ class VolumePool {
   // announced pop (RemoveAnnounced), so a locked pool has none in flight
   // unless its link was corrupt (then VerifyLocked reports it). While
   // locked, push and pop do not proceed (see Wait). The lock is not owned
-  // by a thread or a process: whoever holds it must Unlock(). Thread
-  // safety: lock-free acquisition of a lock; cost O(1) uncontended.
+  // by a thread or a process: whoever holds it must Unlock(). It is for the
+  // owner's recovery, which takes over a lock a dead owner left: a
+  // data-plane join must never lock. Thread safety: lock-free acquisition
+  // of a lock; cost O(1) uncontended.
   PoolError Lock(Wait wait = Wait::kBlock) const;
 
   // Unlock releases the maintenance lock.
@@ -558,18 +570,51 @@ class VolumePool {
   // REQUIRES: the caller holds the maintenance lock. Cost: O(kCounterShards).
   void RestartCountsLocked(uint64_t empty_volumes) const;
 
-  // Verify takes the maintenance lock (spinning while another party holds
-  // it), checks the pool and releases the lock: the one operation that
-  // pauses concurrent pool users, for as long as the walk takes.
+  // StackCheck is a caller's own check of the stack, run by Verify inside
+  // the window in which it walks the stack (see Verify): it gets the top
+  // word the walk started from (TopIndex gives the top volume) and returns
+  // DATA_LOSS naming what it found wrong. It may read anything the stack
+  // leads to, and may stop early once TopMovedSince(ver_top) says the walk
+  // is void anyway (its result is then ignored).
+  using StackCheck = absl::FunctionRef<absl::Status(uint64_t ver_top)>;
+
+  // Verify checks the pool without pausing anyone: it takes no lock, so
+  // pushes and pops (Acquire, Release, Add, Remove) by other threads and
+  // processes go on while it walks. The one thing it may write is the
+  // completion of a pop the owner announced, which every operation helps
+  // with.
   // Checks: the pool magic; the stack walked from the top ends at the null
   // index within max_volumes steps (no cycle), every index on it is in
   // range and every header on it has the empty magic, its own idx, info_sz
-  // <= kVolumeInfoMax and zeros past info_sz.
-  // Returns the report, or DATA_LOSS naming the first problem found.
-  // Cost: O(empty volumes * kVolumeInfoMax).
+  // <= kVolumeInfoMax, zeros past info_sz and the same `next` as the link
+  // table; then `also_check`, if given, in the same window.
+  // A walk counts only if the stack's top word did not change from its
+  // start to its end (no push, pop, announce or lock came between, so the
+  // walk saw one stack as it was), and a problem is reported only from such
+  // a walk. A walk that saw the top move is discarded and walked again,
+  // after a short back-off, up to kVerifyWalks walks. A pop announced
+  // when a walk starts is completed first, as every operation does.
+  // Returns the report; DATA_LOSS naming the first problem found; ABORTED
+  // when pool users (or a recovery holding the maintenance lock) moved the
+  // stack during every walk: nothing was found wrong, retry when the pool
+  // is quieter.
+  // Thread safety: lock-free, never blocks other pool users; safe from any
+  // join. Cost: O(empty volumes * kVolumeInfoMax) per walk, at most
+  // kVerifyWalks walks (a moved walk stops at its next step).
   absl::StatusOr<VerifyReport> Verify() const;
+  absl::StatusOr<VerifyReport> Verify(StackCheck also_check) const;
 
-  // VerifyLocked is Verify for a caller that already holds the lock.
+  // TopMovedSince returns true when the stack's top word is no longer
+  // `ver_top`: a push, pop, announce or lock happened since it was read.
+  // Reads made before the call are ordered before its load (an acquire
+  // fence), so a StackCheck that sees false after its reads read a still
+  // stack. Thread safety: wait-free. Cost: O(1).
+  bool TopMovedSince(uint64_t ver_top) const;
+
+  // VerifyLocked makes Verify's checks (but not `also_check`) in one walk
+  // from the current top, for a caller that holds the maintenance lock
+  // (recovery), so the stack cannot move. REQUIRES: the caller holds it.
+  // Returns the report (walks = 1) or DATA_LOSS naming the first problem.
   absl::StatusOr<VerifyReport> VerifyLocked() const;
 
   // Counts returns a snapshot of the shared counters (see PoolStats): the
@@ -693,6 +738,13 @@ class VolumePool {
   // (Acquire, Remove): kInvalid on a join without volume0.
   PoolError PopMapped(VolumeHeader** volume, Wait wait,
                       uint64_t new_magic) const;
+  // WalkStack makes Verify's checks of the pool magic and of the stack
+  // headed by `ver_top`, walking it once. With stop_when_moved it calls the
+  // test hook (kVerifyStep) before each step and returns what it has when
+  // the top moved (the caller discards that walk).
+  absl::StatusOr<VerifyReport> WalkStack(uint64_t ver_top,
+                                         bool stop_when_moved) const;
+
   // HeaderToRead returns where to read volume `index`'s header: in place
   // on a join with volume0; else `scratch`, filled by the read hook, or
   // null when the hook failed.
