@@ -91,6 +91,14 @@ void VolumePoolServiceImpl::StartDraining() {
   draining_.store(true, std::memory_order_relaxed);
 }
 
+void VolumePoolServiceImpl::StopAddsAt(absl::Time cutoff) {
+  // Relaxed: it is compared with the clock, not used to publish anything;
+  // the server stores it when shutdown begins, a deadline (seconds) before
+  // it matters.
+  add_cutoff_unix_ns_.store(absl::ToUnixNanos(cutoff),
+                            std::memory_order_relaxed);
+}
+
 absl::Status VolumePoolServiceImpl::Begin(Call* call,
                                           absl::string_view pool_name,
                                           bool verify) {
@@ -264,6 +272,19 @@ void VolumePoolServiceImpl::RunAdd(
                      "add volumes to pool '", pool.config().name,
                      "': the call was cancelled or its deadline passed "
                      "before the add started; nothing was added")));
+    return;
+  }
+  if (absl::ToUnixNanos(absl::Now()) >=
+      add_cutoff_unix_ns_.load(std::memory_order_relaxed)) {
+    // The shutdown deadline passed while the call was queued: gRPC cancels
+    // it, but may not have marked it cancelled yet. Starting now could
+    // keep the server (hugepages: seconds per add) past its watchdog.
+    if (ticket.has_value()) requests_->Failed(*ticket);
+    Finish(call, absl::UnavailableError(absl::StrCat(
+                     "add volumes to pool '", pool.config().name,
+                     "': groove-volumed is shutting down and its shutdown "
+                     "deadline passed before the add started; nothing was "
+                     "added; retry with backoff (against its next start)")));
     return;
   }
   std::optional<uint64_t> first_index;
