@@ -113,12 +113,10 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   EXPECT_EQ(Add(*stub, stalled[0]->request, &unused).error_code(),
             grpc::StatusCode::ABORTED);
 
-  // Meanwhile other clients add, remove and inspect to completion, each
-  // call well within its deadline.
+  // Meanwhile other clients add, remove and inspect to completion.
   constexpr int kClients = 4;
   constexpr int kRounds = 20;
   std::atomic<int> failures{0};
-  std::atomic<int64_t> slowest_ms{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
@@ -131,7 +129,6 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
         }
       };
       for (int r = 0; r < kRounds; ++r) {
-        const absl::Time start = absl::Now();
         v1::AddVolumeResponse added;
         check(Add(*client, AddRequest("fast", 1, "busy"), &added), "add");
         v1::InspectRequest inspect;
@@ -152,19 +149,13 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
           ADD_FAILURE() << "slow has " << inspected.summary().volumes_mapped()
                         << " volumes while its adds are stalled";
         }
-        const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
-        int64_t seen = slowest_ms.load();
-        while (ms > seen && !slowest_ms.compare_exchange_weak(seen, ms)) {
-        }
       }
     });
   }
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(failures.load(), 0);
-  // Five calls per round on loopback: far under a second even on a busy
-  // two-core machine; a round that waited on a stalled add would never
-  // finish at all.
-  EXPECT_LT(slowest_ms.load(), 5000);
+  // Every round finished while the stalled adds were still held: a round
+  // that waited on one would never have finished at all.
   for (const auto& add : stalled) {
     EXPECT_FALSE(add->done.HasBeenNotified())
         << "a stalled add finished before it was released";
@@ -312,7 +303,9 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   TempDir dir;
   StallFifo fifo(dir);
   std::vector<std::string> args = StallArgs(dir, fifo);
-  args.push_back("--shutdown_deadline=30s");
+  // Far beyond WaitForExit's timeout below: a server that waited for the
+  // deadline instead of for the last RPC would be killed there (-2).
+  args.push_back("--shutdown_deadline=1h");
   auto server = ServerProcess::Start(args);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
@@ -356,14 +349,12 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   EXPECT_FALSE(add.done.HasBeenNotified());
 
   // The in-flight add finishes once released, and only then the server
-  // exits, cleanly and well before the 30 s deadline.
-  const absl::Time released = absl::Now();
+  // exits, cleanly, without waiting for the hour-long deadline.
   fifo.Release(1);
   ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_TRUE(add.status.ok()) << add.status.error_message();
   EXPECT_THAT(add.response.volume_indices(), ElementsAre(0));
-  EXPECT_EQ(server->WaitForExit(), 0);
-  EXPECT_LT(absl::Now() - released, absl::Seconds(10));
+  EXPECT_EQ(server->WaitForExit(absl::Seconds(60)), 0);
   EXPECT_TRUE(server->WaitForLog("event=stopped").has_value());
 
   // The volume it added is there after a restart.
