@@ -233,11 +233,12 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                                 " is still in progress; retry with backoff "
                                 "to receive its result")));
       case RequestLog::Outcome::kConflict:
-        return Finish(call, absl::InvalidArgumentError(absl::StrCat(
-                                "request_id ", request->request_id(),
-                                " was used by an earlier AddVolume call with "
-                                "different arguments; use a new id for a "
-                                "new call")));
+        return Finish(call,
+                      absl::InvalidArgumentError(absl::StrCat(
+                          "request_id ", request->request_id(),
+                          " was used by an earlier AddVolume call with "
+                          "different arguments (",
+                          claim.conflict, "); use a new id for a new call")));
       case RequestLog::Outcome::kBusy:
         return Finish(call, absl::UnavailableError(
                                 "too many AddVolume calls with request ids "
@@ -245,16 +246,27 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                                 "backoff"));
     }
   }
-  const bool scheduled = pools_[call.pool].add_workers->TrySchedule(
-      [this, call, request, response, ticket] {
+  WorkerPool& workers = *pools_[call.pool].add_workers;
+  const bool scheduled =
+      workers.TrySchedule([this, call, request, response, ticket] {
         RunAdd(call, request, response, ticket);
       });
   if (!scheduled) {
     if (ticket.has_value()) requests_->Failed(*ticket);
-    return Finish(call, absl::UnavailableError(absl::StrCat(
-                            "pool '", name,
-                            "' has too many AddVolume calls queued (or the "
-                            "server is shutting down); retry with backoff")));
+    if (workers.stopping()) {
+      return Finish(call, absl::UnavailableError(absl::StrCat(
+                              "add volumes to pool '", name,
+                              "': groove-volumed is shutting down and no "
+                              "longer queues adds; nothing was added; retry "
+                              "with backoff (against its next start)")));
+    }
+    return Finish(
+        call, absl::UnavailableError(absl::StrCat(
+                  "add volumes to pool '", name, "': its add queue is full (",
+                  workers.max_queued(), " AddVolume calls wait for its ",
+                  workers.threads(),
+                  " add workers, --add_workers_per_pool); nothing was added; "
+                  "retry with backoff")));
   }
   return call.reactor;
 }

@@ -254,7 +254,9 @@ TEST(ServerApiTest, RequestIdReplaysTheFirstResponse) {
   v1::AddVolumeResponse conflict;
   const grpc::Status status = Add(*stub, request, &conflict);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("different arguments"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("different arguments (info was 'first', is 'second' "
+                        "now)"));
   EXPECT_EQ(TakeSnapshot(*stub, "a").summary.volumes_mapped(), 2u);
 
   // A failed call's id is not remembered: its retry runs afresh.
@@ -389,7 +391,7 @@ TEST(ServerBadInputTest, EveryBadRpcFailsWithItsCodeAndChangesNothing) {
              s, AddWithId("a", 1, "123e4567-e89b-42d3-a456-4266141740000"));
        }},
       {"add request_id reused with other arguments", C::INVALID_ARGUMENT,
-       "different arguments",
+       "different arguments (count was 4, is 5 now)",
        [&](Stub& s) { return AddCall(s, AddWithId("a", 5, kUsedId)); }},
       {"add first_index at max_volumes", C::OUT_OF_RANGE, "max_volumes 16",
        [](Stub& s) { return AddCall(s, AddAt("a", 1, 16)); }},

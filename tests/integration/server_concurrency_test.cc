@@ -508,6 +508,11 @@ TEST(ServerConcurrencyTest, ShutdownDeadlineStopsQueuedAddsFromStarting) {
     if (add->done.HasBeenNotified()) {
       ++refused_full;
       EXPECT_EQ(add->status.error_code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_THAT(add->status.error_message(),
+                  ::testing::HasSubstr(absl::StrCat(
+                      "add volumes to pool 'deadline': its add queue is full (",
+                      kQueueLimit, " AddVolume calls wait for its ", kWorkers,
+                      " add workers")));
     }
   }
   EXPECT_EQ(refused_full, kRefused);
