@@ -683,6 +683,31 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
 }
 
+// --help lists every flag of the server and exits 0, having opened and
+// bound nothing. (Abseil's own --help lists only the flags of a file named
+// after the program, so it printed "No flags matched." and exited 1.)
+TEST(ServerFlagsTest, HelpListsEveryFlagAndExitsZero) {
+  TempDir dir;
+  for (const std::string help : {"--help", "-help"}) {
+    SCOPED_TRACE(help);
+    const CommandResult result =
+        ServerProcess::RunToExit({"--data-dir=" + dir.path() + "/data", help});
+    EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+    EXPECT_THAT(result.out, HasSubstr("Usage: groove-volumed"));
+    for (const char* flag :
+         {"--data-dir (", "--pool (", "--listen (", "--metrics-listen (",
+          "--config (", "--shutdown-deadline (", "--tls-cert (",
+          "--auth-tokens (", "--insecure (", "--max-request-bytes ("}) {
+      EXPECT_THAT(result.out, HasSubstr(flag));
+    }
+    EXPECT_THAT(result.out, HasSubstr("default: 30s;"));
+    EXPECT_THAT(result.out + result.err,
+                ::testing::Not(HasSubstr("No flags matched")));
+    EXPECT_THAT(result.err, ::testing::Not(HasSubstr("event=listening")));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
+}
+
 TEST(ServerBadInputTest, PoolThatCannotBeOpenedStopsTheServer) {
   TempDir dir;
   // A pool created with one geometry refuses another without --recreate,
