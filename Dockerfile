@@ -13,7 +13,8 @@
 # the presets and scripts exist; and it lints it (dockerfile-utils).
 #
 #   docker build -t groove-volumed .
-#   docker run --rm -p 50051:50051 -p 9464:9464 --shm-size=1g groove-volumed
+#   docker run --rm -p 127.0.0.1:50051:50051 -p 127.0.0.1:9464:9464 \
+#     --shm-size=2g groove-volumed
 #
 # Hugepages: mount a hugetlbfs (gid 10002, see below) into the container at
 # the data directory, or let the server use memfd_create(MFD_HUGETLB).

@@ -137,7 +137,8 @@ std::string Usage(std::optional<Command> command) {
       "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
       "message`),\n"
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
-      "(also a failed TLS handshake: no connection was made).\n");
+      "(also a failed TLS handshake: no connection was made) or answering\n"
+      "UNAVAILABLE (draining, its add queue full: retry later).\n");
   return text;
 }
 

@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "groove/client/client_security.h"
 #include "groove/client/volume_pool_client.h"
 
 namespace groove::ctl {
@@ -82,25 +83,37 @@ std::string Percent(uint64_t part, uint64_t whole) {
   return absl::StrCat(part * 100 / whole, "%");
 }
 
-// ReportError prints `status` and returns the exit code for it: 3 when the
-// server could not be reached (UNAVAILABLE, or DEADLINE_EXCEEDED before
-// the channel ever became ready; a failed TLS handshake is one of these,
-// with a hint), 1 otherwise (UNAUTHENTICATED and PERMISSION_DENIED
-// included, with a hint).
+// ReportError prints `status` and returns the exit code for it: 3 for
+// UNAVAILABLE (the server could not be reached, or it answered that it
+// cannot serve the call now: draining, a full add queue) and for
+// DEADLINE_EXCEEDED before the channel ever became ready; 1 otherwise
+// (UNAUTHENTICATED and PERMISSION_DENIED included, with a hint). "cannot
+// reach" is said only when no connection was made; a failed TLS handshake
+// is one of those, with a hint.
 int ReportError(const absl::Status& status, const VolumePoolClient& client,
                 std::ostream& err) {
   err << "error: " << absl::StatusCodeToString(status.code()) << ": "
       << status.message() << "\n";
   const bool connected =
       client.channel()->GetState(false) == GRPC_CHANNEL_READY;
+  if (absl::IsUnavailable(status) && connected) {
+    // The server answered: it is reachable, but refused the call for now.
+    err << "error: groove-volumed at " << client.options().address
+        << " answered but cannot serve the call now; retry later\n";
+    return kExitUnreachable;
+  }
   if (absl::IsUnavailable(status) ||
       (absl::IsDeadlineExceeded(status) && !connected)) {
     err << "error: cannot reach groove-volumed at " << client.options().address
         << "\n";
     const std::string message = absl::AsciiStrToLower(status.message());
+    // Against a mutual-TLS server, a client without an accepted
+    // certificate sees only the connection closed.
+    const bool tls = !client.options().security.tls_ca_file.empty();
     if (absl::StrContains(message, "ssl") ||
         absl::StrContains(message, "handshake") ||
-        absl::StrContains(message, "certificate")) {
+        absl::StrContains(message, "certificate") ||
+        (tls && absl::StrContains(message, "socket closed"))) {
       err << "error: the TLS handshake failed: check that --tls-ca signed "
              "the server's certificate, that --tls-server-name (or the host "
              "of --addr) is a name in it, and that a server with "
@@ -479,10 +492,24 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
   options.security.tls_key_file = inv.tls_key;
   options.security.tls_server_name = inv.tls_server_name;
   options.security.token_file = inv.token_file;
+  // groovectl has no switch for a token in plaintext beyond loopback: it
+  // refuses that itself (below, after Create has checked the files), in
+  // its own words, rather than the library's, which names
+  // allow_plaintext_token.
+  options.security.allow_plaintext_token = true;
   absl::StatusOr<std::unique_ptr<VolumePoolClient>> client =
       VolumePoolClient::Create(options);
   if (!client.ok()) {
     err << "error: " << client.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (!inv.token_file.empty() && inv.tls_ca.empty() &&
+      !IsLoopbackTarget(inv.address)) {
+    err << "error: refusing to send the bearer token in plaintext to "
+        << inv.address
+        << ", which is not a loopback address: give --tls-ca for TLS "
+           "(groovectl sends a token without TLS only to 127.0.0.0/8, [::1], "
+           "localhost or unix:)\n";
     return kExitUsage;
   }
   switch (*inv.command) {

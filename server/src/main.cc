@@ -6,13 +6,16 @@
 // Exit status: 0 after a clean shutdown; 2 for bad flags or configuration
 // (nothing was opened or bound); 1 when a pool cannot be opened or an
 // address cannot be bound; 3 when shutdown overran its deadline by the
-// watchdog's grace (pools are recovered at the next start).
+// watchdog's grace (pools are recovered at the next start). --help lists
+// every flag and exits 0.
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,9 +23,16 @@
 #include <utility>
 #include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -114,6 +124,45 @@ constexpr int kExitShutdownOverran = 3;
 // How long past --shutdown_deadline the watchdog lets shutdown run.
 constexpr absl::Duration kWatchdogGrace = absl::Seconds(10);
 
+// IsServerFlagFile says whether a flag defined in `file` is one of the
+// server's (all are defined in this file). Abseil's --help lists only the
+// flags of files named after the program (groove-volumed.cc, ...).
+bool IsServerFlagFile(absl::string_view file) {
+  return absl::EndsWith(file, "server/src/main.cc");
+}
+
+// PrintHelp prints the usage message and every server flag, sorted, with
+// its help and default, wrapped to 80 columns. For --help, which Abseil
+// 20220623 answers with exit status 1; ours is 0.
+void PrintHelp(std::ostream& out) {
+  out << "groove-volumed: " << absl::ProgramUsageMessage()
+      << "\n\n  Flags ('-' and '_' are interchangeable in names; --pool may be "
+         "repeated):\n";
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsServerFlagFile(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  for (const absl::CommandLineFlag* flag : flags) {
+    const std::string text = absl::StrCat(
+        "--", absl::StrReplaceAll(flag->Name(), {{"_", "-"}}), " (",
+        flag->Help(), "); default: ", flag->DefaultValue(), ";");
+    std::string line = "    ";  // the first line; the rest indent 6
+    bool line_empty = true;
+    for (absl::string_view word : absl::StrSplit(text, ' ')) {
+      if (!line_empty && line.size() + 1 + word.size() > 80) {
+        out << line << "\n";
+        line = "      ";
+        line_empty = true;
+      }
+      absl::StrAppend(&line, line_empty ? "" : " ", word);
+      line_empty = false;
+    }
+    out << line << "\n";
+  }
+}
+
 int Fail(int exit_code, absl::string_view event, const absl::Status& status) {
   Log(LogLevel::kError, event,
       {{"code", groove::server::StatusCodeName(status.code())},
@@ -138,8 +187,14 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // Abseil's --helpshort and --helppackage list the flags of files named
+  // after the program; ours are all defined in this file.
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = IsServerFlagFile;
+  usage_config.contains_helpshort_flags = IsServerFlagFile;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
-      "groove-volumed: owns pools of fixed-size memory volumes and serves "
+      "owns pools of fixed-size memory volumes and serves "
       "groove.v1.VolumePoolService over gRPC.\nUsage: groove-volumed "
       "[--config=FILE] [--pool=name=NAME,...]... [--listen=HOST:PORT] "
       "[--metrics-listen=HOST:PORT] [--data-dir=DIR] [--tls-cert=PEM "
@@ -151,6 +206,12 @@ int main(int argc, char** argv) {
   if (!pool_flags.ok())
     return Fail(kExitBadConfig, "bad_flags", pool_flags.status());
   groove::server::NormalizeFlagNames(&args);
+  if (std::find_if(args.begin(), args.end(), [](const std::string& arg) {
+        return arg == "--help" || arg == "-help";
+      }) != args.end()) {
+    PrintHelp(std::cout);
+    return 0;
+  }
   std::vector<char*> parse_argv = {argv[0]};
   for (std::string& arg : args) parse_argv.push_back(arg.data());
   const std::vector<char*> positional = absl::ParseCommandLine(

@@ -354,8 +354,15 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
           .Name("groove_pool_quarantined")
           .Help(
               "1 for each configured pool the server found corrupt at start "
-              "and does not serve (its RPCs fail with DATA_LOSS).")
+              "and does not serve (its RPCs fail with DATA_LOSS), 0 for "
+              "each pool it serves.")
           .Register(*registry_);
+  // Set once: which pools are quarantined changes only with a restart.
+  // Served pools get 0, so every configured pool has this series (a
+  // quarantined one has no other groove_pool_* series).
+  for (const NamedPool* pool : pools) {
+    quarantined.Add({{"pool", pool->config().name}}).Set(0);
+  }
   for (const std::string& name : quarantined_pools) {
     quarantined.Add({{"pool", name}}).Set(1);
   }

@@ -1,6 +1,7 @@
 #include "groove/server/request_log.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/hash/hash.h"
@@ -34,11 +35,43 @@ Id ParseId(absl::string_view text) {
   return id;
 }
 
-bool SameArguments(const v1::AddVolumeRequest& a,
-                   const v1::AddVolumeRequest& b) {
-  return a.pool() == b.pool() && a.count() == b.count() &&
-         a.has_first_index() == b.has_first_index() &&
-         a.first_index() == b.first_index() && a.info() == b.info();
+// ArgumentDifference names the first argument in which `now` differs from
+// `first` (pool, count, first_index, info), with both values:
+// "count was 2, is 3 now". Empty when they are the same.
+std::string ArgumentDifference(const v1::AddVolumeRequest& first,
+                               const v1::AddVolumeRequest& now) {
+  auto quoted = [](absl::string_view text) {
+    constexpr size_t kShown = 64;
+    std::string out =
+        absl::StrCat("'", absl::CHexEscape(text.substr(0, kShown)), "'");
+    if (text.size() > kShown) {
+      absl::StrAppend(&out, "... (", text.size(), " bytes)");
+    }
+    return out;
+  };
+  auto index = [](const v1::AddVolumeRequest& r) {
+    return r.has_first_index() ? absl::StrCat(r.first_index())
+                               : std::string("unset");
+  };
+  auto differs = [](absl::string_view field, const std::string& was,
+                    const std::string& is) {
+    return absl::StrCat(field, " was ", was, ", is ", is, " now");
+  };
+  if (first.pool() != now.pool()) {
+    return differs("pool", quoted(first.pool()), quoted(now.pool()));
+  }
+  if (first.count() != now.count()) {
+    return differs("count", absl::StrCat(first.count()),
+                   absl::StrCat(now.count()));
+  }
+  if (first.has_first_index() != now.has_first_index() ||
+      first.first_index() != now.first_index()) {
+    return differs("first_index", index(first), index(now));
+  }
+  if (first.info() != now.info()) {
+    return differs("info", quoted(first.info()), quoted(now.info()));
+  }
+  return "";
 }
 
 constexpr uint64_t kVersionShift = 48;
@@ -210,8 +243,10 @@ RequestLog::Claim RequestLog::Start(const v1::AddVolumeRequest& request) {
       // Acquire: pairs with Succeeded's release: the response is complete.
       const v1::AddVolumeResponse* done =
           r.response.load(std::memory_order_acquire);
-      if (!SameArguments(*first, request)) {
+      if (std::string difference = ArgumentDifference(*first, request);
+          !difference.empty()) {
         claim.outcome = Outcome::kConflict;
+        claim.conflict = std::move(difference);
       } else if (done == nullptr) {
         claim.outcome = Outcome::kInProgress;
       } else {

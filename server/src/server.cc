@@ -374,19 +374,24 @@ void VolumeServer::Shutdown(absl::Duration deadline) {
   Log(LogLevel::kInfo, "shutting_down",
       {{"deadline", absl::FormatDuration(deadline)}});
 
+  const absl::Time deadline_at = absl::Now() + deadline;
+  // From the deadline on, queued adds do not start (gRPC's cancellation of
+  // them below is seen asynchronously).
+  service_->StopAddsAt(deadline_at);
   // The test hook must not outlive the deadline: release stalled adds then.
   absl::Notification stopped;
   std::thread releaser;
   if (stall_gate_ != nullptr) {
     releaser = std::thread([&] {
-      if (!stopped.WaitForNotificationWithTimeout(deadline)) {
+      if (!stopped.WaitForNotificationWithDeadline(deadline_at)) {
         stall_gate_->ReleaseAll();
       }
     });
   }
   // Waits for in-flight RPCs until the deadline, then cancels them, then
-  // waits for their handlers to finish (an add in the kernel completes).
-  grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
+  // waits for their handlers to finish (an add in the kernel completes; a
+  // queued one finishes UNAVAILABLE at once, StopAddsAt).
+  grpc_server_->Shutdown(absl::ToChronoTime(deadline_at));
   stopped.Notify();
   if (releaser.joinable()) releaser.join();
   for (std::unique_ptr<WorkerPool>& workers : add_workers_) workers->Stop();

@@ -91,6 +91,14 @@ void VolumePoolServiceImpl::StartDraining() {
   draining_.store(true, std::memory_order_relaxed);
 }
 
+void VolumePoolServiceImpl::StopAddsAt(absl::Time cutoff) {
+  // Relaxed: it is compared with the clock, not used to publish anything;
+  // the server stores it when shutdown begins, a deadline (seconds) before
+  // it matters.
+  add_cutoff_unix_ns_.store(absl::ToUnixNanos(cutoff),
+                            std::memory_order_relaxed);
+}
+
 absl::Status VolumePoolServiceImpl::Begin(Call* call,
                                           absl::string_view pool_name,
                                           bool verify) {
@@ -225,11 +233,12 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                                 " is still in progress; retry with backoff "
                                 "to receive its result")));
       case RequestLog::Outcome::kConflict:
-        return Finish(call, absl::InvalidArgumentError(absl::StrCat(
-                                "request_id ", request->request_id(),
-                                " was used by an earlier AddVolume call with "
-                                "different arguments; use a new id for a "
-                                "new call")));
+        return Finish(call,
+                      absl::InvalidArgumentError(absl::StrCat(
+                          "request_id ", request->request_id(),
+                          " was used by an earlier AddVolume call with "
+                          "different arguments (",
+                          claim.conflict, "); use a new id for a new call")));
       case RequestLog::Outcome::kBusy:
         return Finish(call, absl::UnavailableError(
                                 "too many AddVolume calls with request ids "
@@ -237,16 +246,27 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                                 "backoff"));
     }
   }
-  const bool scheduled = pools_[call.pool].add_workers->TrySchedule(
-      [this, call, request, response, ticket] {
+  WorkerPool& workers = *pools_[call.pool].add_workers;
+  const bool scheduled =
+      workers.TrySchedule([this, call, request, response, ticket] {
         RunAdd(call, request, response, ticket);
       });
   if (!scheduled) {
     if (ticket.has_value()) requests_->Failed(*ticket);
-    return Finish(call, absl::UnavailableError(absl::StrCat(
-                            "pool '", name,
-                            "' has too many AddVolume calls queued (or the "
-                            "server is shutting down); retry with backoff")));
+    if (workers.stopping()) {
+      return Finish(call, absl::UnavailableError(absl::StrCat(
+                              "add volumes to pool '", name,
+                              "': groove-volumed is shutting down and no "
+                              "longer queues adds; nothing was added; retry "
+                              "with backoff (against its next start)")));
+    }
+    return Finish(
+        call, absl::UnavailableError(absl::StrCat(
+                  "add volumes to pool '", name, "': its add queue is full (",
+                  workers.max_queued(), " AddVolume calls wait for its ",
+                  workers.threads(),
+                  " add workers, --add_workers_per_pool); nothing was added; "
+                  "retry with backoff")));
   }
   return call.reactor;
 }
@@ -264,6 +284,19 @@ void VolumePoolServiceImpl::RunAdd(
                      "add volumes to pool '", pool.config().name,
                      "': the call was cancelled or its deadline passed "
                      "before the add started; nothing was added")));
+    return;
+  }
+  if (absl::ToUnixNanos(absl::Now()) >=
+      add_cutoff_unix_ns_.load(std::memory_order_relaxed)) {
+    // The shutdown deadline passed while the call was queued: gRPC cancels
+    // it, but may not have marked it cancelled yet. Starting now could
+    // keep the server (hugepages: seconds per add) past its watchdog.
+    if (ticket.has_value()) requests_->Failed(*ticket);
+    Finish(call, absl::UnavailableError(absl::StrCat(
+                     "add volumes to pool '", pool.config().name,
+                     "': groove-volumed is shutting down and its shutdown "
+                     "deadline passed before the add started; nothing was "
+                     "added; retry with backoff (against its next start)")));
     return;
   }
   std::optional<uint64_t> first_index;

@@ -107,6 +107,34 @@ TEST(GroovectlUnreachableTest, Exits3WhenNoServerListens) {
   }
 }
 
+// A server that answers UNAVAILABLE (here: draining, during its
+// --drain_grace) was reached: groovectl still exits 3, as for any
+// UNAVAILABLE, but says the server answered, not that it cannot be
+// reached.
+TEST(GroovectlUnreachableTest,
+     UnavailableFromAServerThatAnsweredIsNotUnreachable) {
+  TempDir dir;
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(), "--drain_grace=10m",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  server->Signal(SIGTERM);
+  ASSERT_TRUE(server->WaitForLog("event=drain_grace"));
+  const CommandResult r =
+      Ctl({"--addr=" + server->grpc_address(), "--timeout=5s", "pools"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_THAT(r.err,
+              HasSubstr("error: UNAVAILABLE: groove-volumed is shutting down"));
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("error: groove-volumed at ",
+                                            server->grpc_address(),
+                                            " answered but cannot serve the "
+                                            "call now")));
+  EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
+  EXPECT_THAT(r.err, Not(HasSubstr("TLS handshake")));
+  server->Signal(SIGTERM);  // ends the grace
+  EXPECT_EQ(server->WaitForExit(), 0);
+}
+
 TEST_F(GroovectlTest, PoolsTableAndJson) {
   CommandResult r = Run({"pools"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

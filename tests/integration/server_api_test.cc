@@ -254,7 +254,9 @@ TEST(ServerApiTest, RequestIdReplaysTheFirstResponse) {
   v1::AddVolumeResponse conflict;
   const grpc::Status status = Add(*stub, request, &conflict);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("different arguments"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("different arguments (info was 'first', is 'second' "
+                        "now)"));
   EXPECT_EQ(TakeSnapshot(*stub, "a").summary.volumes_mapped(), 2u);
 
   // A failed call's id is not remembered: its retry runs afresh.
@@ -389,7 +391,7 @@ TEST(ServerBadInputTest, EveryBadRpcFailsWithItsCodeAndChangesNothing) {
              s, AddWithId("a", 1, "123e4567-e89b-42d3-a456-4266141740000"));
        }},
       {"add request_id reused with other arguments", C::INVALID_ARGUMENT,
-       "different arguments",
+       "different arguments (count was 4, is 5 now)",
        [&](Stub& s) { return AddCall(s, AddWithId("a", 5, kUsedId)); }},
       {"add first_index at max_volumes", C::OUT_OF_RANGE, "max_volumes 16",
        [](Stub& s) { return AddCall(s, AddAt("a", 1, 16)); }},
@@ -678,6 +680,31 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
     EXPECT_THAT(output, ::testing::Not(HasSubstr(secret)));
   }
   // Nothing was opened either: no pool files were created.
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
+}
+
+// --help lists every flag of the server and exits 0, having opened and
+// bound nothing. (Abseil's own --help lists only the flags of a file named
+// after the program, so it printed "No flags matched." and exited 1.)
+TEST(ServerFlagsTest, HelpListsEveryFlagAndExitsZero) {
+  TempDir dir;
+  for (const std::string help : {"--help", "-help"}) {
+    SCOPED_TRACE(help);
+    const CommandResult result =
+        ServerProcess::RunToExit({"--data-dir=" + dir.path() + "/data", help});
+    EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+    EXPECT_THAT(result.out, HasSubstr("Usage: groove-volumed"));
+    for (const char* flag :
+         {"--data-dir (", "--pool (", "--listen (", "--metrics-listen (",
+          "--config (", "--shutdown-deadline (", "--tls-cert (",
+          "--auth-tokens (", "--insecure (", "--max-request-bytes ("}) {
+      EXPECT_THAT(result.out, HasSubstr(flag));
+    }
+    EXPECT_THAT(result.out, HasSubstr("default: 30s;"));
+    EXPECT_THAT(result.out + result.err,
+                ::testing::Not(HasSubstr("No flags matched")));
+    EXPECT_THAT(result.err, ::testing::Not(HasSubstr("event=listening")));
+  }
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -112,12 +113,10 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   EXPECT_EQ(Add(*stub, stalled[0]->request, &unused).error_code(),
             grpc::StatusCode::ABORTED);
 
-  // Meanwhile other clients add, remove and inspect to completion, each
-  // call well within its deadline.
+  // Meanwhile other clients add, remove and inspect to completion.
   constexpr int kClients = 4;
   constexpr int kRounds = 20;
   std::atomic<int> failures{0};
-  std::atomic<int64_t> slowest_ms{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
@@ -130,7 +129,6 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
         }
       };
       for (int r = 0; r < kRounds; ++r) {
-        const absl::Time start = absl::Now();
         v1::AddVolumeResponse added;
         check(Add(*client, AddRequest("fast", 1, "busy"), &added), "add");
         v1::InspectRequest inspect;
@@ -151,19 +149,13 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
           ADD_FAILURE() << "slow has " << inspected.summary().volumes_mapped()
                         << " volumes while its adds are stalled";
         }
-        const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
-        int64_t seen = slowest_ms.load();
-        while (ms > seen && !slowest_ms.compare_exchange_weak(seen, ms)) {
-        }
       }
     });
   }
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(failures.load(), 0);
-  // Five calls per round on loopback: far under a second even on a busy
-  // two-core machine; a round that waited on a stalled add would never
-  // finish at all.
-  EXPECT_LT(slowest_ms.load(), 5000);
+  // Every round finished while the stalled adds were still held: a round
+  // that waited on one would never have finished at all.
   for (const auto& add : stalled) {
     EXPECT_FALSE(add->done.HasBeenNotified())
         << "a stalled add finished before it was released";
@@ -311,7 +303,9 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   TempDir dir;
   StallFifo fifo(dir);
   std::vector<std::string> args = StallArgs(dir, fifo);
-  args.push_back("--shutdown_deadline=30s");
+  // Far beyond WaitForExit's timeout below: a server that waited for the
+  // deadline instead of for the last RPC would be killed there (-2).
+  args.push_back("--shutdown_deadline=1h");
   auto server = ServerProcess::Start(args);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
@@ -355,14 +349,12 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   EXPECT_FALSE(add.done.HasBeenNotified());
 
   // The in-flight add finishes once released, and only then the server
-  // exits, cleanly and well before the 30 s deadline.
-  const absl::Time released = absl::Now();
+  // exits, cleanly, without waiting for the hour-long deadline.
   fifo.Release(1);
   ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_TRUE(add.status.ok()) << add.status.error_message();
   EXPECT_THAT(add.response.volume_indices(), ElementsAre(0));
-  EXPECT_EQ(server->WaitForExit(), 0);
-  EXPECT_LT(absl::Now() - released, absl::Seconds(10));
+  EXPECT_EQ(server->WaitForExit(absl::Seconds(60)), 0);
   EXPECT_TRUE(server->WaitForLog("event=stopped").has_value());
 
   // The volume it added is there after a restart.
@@ -438,6 +430,130 @@ TEST(ServerConcurrencyTest, ShutdownDeadlineReleasesStuckAdds) {
   server->Signal(SIGTERM);
   EXPECT_EQ(server->WaitForExit(absl::Seconds(20)), 0);
   ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+}
+
+// At the shutdown deadline gRPC cancels the calls left, but marks them
+// cancelled asynchronously: a worker that took a queued add from its queue
+// right after the deadline used to see a live call, run the add and answer
+// OK (62 of 256 queued adds once did), each add of hugepages taking
+// seconds past the deadline. Four adds are held in the backing (every
+// worker busy) and the queue is filled behind them; nobody releases them,
+// so the deadline does (the stall hook lets go of them then) and the
+// workers go on to the queue. Only the four that had started may add
+// anything.
+TEST(ServerConcurrencyTest, ShutdownDeadlineStopsQueuedAddsFromStarting) {
+  constexpr int kWorkers = 4;
+  constexpr int kQueueLimit = 256;  // docs/SERVER.md §2
+  constexpr int kRefused = 8;       // sent beyond the queue: the sync point
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=deadline,backing=normal,volume_size=4KiB,"
+       "max_volumes=1024",
+       "--testonly_stall_add_fifo=" + fifo.path(),
+       absl::StrCat("--add_workers_per_pool=", kWorkers),
+       "--shutdown_deadline=2s",
+       // Every add on the one connection in flight at once.
+       "--max_concurrent_streams=1000"});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  std::vector<std::unique_ptr<AsyncAdd>> started;
+  for (int i = 0; i < kWorkers; ++i) {
+    auto add = std::make_unique<AsyncAdd>();
+    add->request = AddRequest("deadline", 1, absl::StrCat("started-", i));
+    add->Start(*stub);
+    started.push_back(std::move(add));
+  }
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_add_wait", "pool=deadline"}, kWorkers))
+      << server->LogText();
+
+  // The queue fills; the calls beyond it are refused at once. Once
+  // kRefused have been, every other call is in the queue (the workers are
+  // all held, so nothing leaves it).
+  std::atomic<int> finished_early{0};
+  Notification all_refused;
+  struct QueuedAdd {
+    grpc::ClientContext context;
+    v1::AddVolumeRequest request;
+    v1::AddVolumeResponse response;
+    grpc::Status status;
+    Notification done;
+  };
+  std::vector<std::unique_ptr<QueuedAdd>> queued;
+  for (int i = 0; i < kQueueLimit + kRefused; ++i) {
+    auto add = std::make_unique<QueuedAdd>();
+    add->request = AddRequest("deadline", 1, absl::StrCat("queued-", i));
+    add->request.set_request_id(
+        absl::StrFormat("00000000-0000-4000-8000-%012d", i));
+    SetDeadline(&add->context, absl::Seconds(60));
+    QueuedAdd* raw = add.get();
+    stub->async()->AddVolume(
+        &raw->context, &raw->request, &raw->response,
+        [raw, &finished_early, &all_refused](grpc::Status s) {
+          raw->status = std::move(s);
+          if (raw->status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+              ++finished_early == kRefused) {
+            all_refused.Notify();
+          }
+          raw->done.Notify();
+        });
+    queued.push_back(std::move(add));
+  }
+  ASSERT_TRUE(all_refused.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  int refused_full = 0;
+  for (const auto& add : queued) {
+    if (add->done.HasBeenNotified()) {
+      ++refused_full;
+      EXPECT_EQ(add->status.error_code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_THAT(add->status.error_message(),
+                  ::testing::HasSubstr(absl::StrCat(
+                      "add volumes to pool 'deadline': its add queue is full (",
+                      kQueueLimit, " AddVolume calls wait for its ", kWorkers,
+                      " add workers")));
+    }
+  }
+  EXPECT_EQ(refused_full, kRefused);
+
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->WaitForExit(), 0) << server->LogText();
+
+  // No add that was still queued at the deadline succeeded...
+  std::set<std::string> ok_info;
+  for (const auto& add : queued) {
+    ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    EXPECT_FALSE(add->status.ok())
+        << add->request.info() << " was queued at the deadline and added "
+        << add->response.volume_indices_size() << " volume(s)";
+    if (add->status.ok()) ok_info.insert(add->request.info());
+  }
+  // ... while the started ones completed (their clients may have seen
+  // gRPC's cancellation first).
+  std::set<std::string> started_info;
+  for (const auto& add : started) {
+    ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    started_info.insert(add->request.info());
+    if (add->status.ok()) ok_info.insert(add->request.info());
+  }
+
+  // After a restart the pool holds the started adds' volumes and nothing
+  // else: every OK add among them, no queued one.
+  auto restarted = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=deadline,backing=normal,volume_size=4KiB,"
+       "max_volumes=1024"});
+  ASSERT_NE(restarted, nullptr);
+  auto restarted_stub = restarted->Stub();
+  const Snapshot pool = TakeSnapshot(*restarted_stub, "deadline");
+  std::set<std::string> in_pool;
+  for (const v1::Volume& v : pool.volumes) in_pool.insert(v.info());
+  EXPECT_EQ(in_pool, started_info);
+  for (const std::string& info : ok_info) {
+    EXPECT_TRUE(in_pool.contains(info)) << info << " answered OK";
+  }
+  EXPECT_EQ(pool.summary.volumes_mapped(), uint64_t{kWorkers});
 }
 
 }  // namespace

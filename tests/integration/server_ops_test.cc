@@ -478,6 +478,8 @@ TEST(ServerRestartTest, ACorruptPoolIsQuarantinedAndTheOthersServe) {
       HttpGet(server->metrics_address(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_THAT(*metrics, HasSubstr("groove_pool_quarantined{pool=\"b\"} 1"));
+  // The served pool has the series too, at 0: every configured pool does.
+  EXPECT_THAT(*metrics, HasSubstr("groove_pool_quarantined{pool=\"a\"} 0"));
   EXPECT_EQ(server->Stop(), 0);
   // The quarantined pool's file is left exactly as found, for repair.
   std::ifstream after_in(b_path, std::ios::binary);

@@ -217,6 +217,38 @@ TEST(RequestLogTest, RunsReplaysAbortsAndConflicts) {
             RequestLog::Outcome::kConflict);
 }
 
+TEST(RequestLogTest, ConflictNamesTheFirstDifferingArgumentWithBothValues) {
+  RequestLog log(1);
+  v1::AddVolumeRequest first = Request(0xabc, 2);
+  first.set_info("tenant=a");
+  RequestLog::Claim run = log.Start(first);
+  ASSERT_EQ(run.outcome, RequestLog::Outcome::kRun);
+  auto conflict = [&](const v1::AddVolumeRequest& request) {
+    RequestLog::Claim claim = log.Start(request);
+    EXPECT_EQ(claim.outcome, RequestLog::Outcome::kConflict);
+    return claim.conflict;
+  };
+  v1::AddVolumeRequest other = first;
+  other.set_pool("b");
+  other.set_count(3);  // pool comes first
+  EXPECT_EQ(conflict(other), "pool was 'a', is 'b' now");
+  other = first;
+  other.set_count(3);
+  EXPECT_EQ(conflict(other), "count was 2, is 3 now");
+  other = first;
+  other.set_first_index(5);
+  EXPECT_EQ(conflict(other), "first_index was unset, is 5 now");
+  other = first;
+  other.set_info(std::string(100, 'x'));
+  EXPECT_EQ(conflict(other),
+            absl::StrCat("info was 'tenant=a', is '", std::string(64, 'x'),
+                         "'... (100 bytes) now"));
+  other.set_info("tenant=\"b\"\n");
+  EXPECT_EQ(conflict(other),
+            "info was 'tenant=a', is 'tenant=\\\"b\\\"\\n' now");
+  log.Failed(run.ticket);
+}
+
 TEST(RequestLogTest, ForgetsFailuresAndTheOldestSuccess) {
   RequestLog log(1);  // one bucket: kWays ids in all
   ASSERT_EQ(log.remembered_capacity(), RequestLog::kWays);
@@ -459,12 +491,16 @@ TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
   EXPECT_TRUE(pool.TrySchedule([&] { ++ran; }));
   EXPECT_TRUE(pool.TrySchedule([&] { ++ran; }));
   EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // queue full
+  EXPECT_FALSE(pool.stopping());                   // full, not shutting down
   EXPECT_EQ(pool.queued(), 2u);
+  EXPECT_EQ(pool.max_queued(), 2u);
+  EXPECT_EQ(pool.threads(), 1u);
   EXPECT_TRUE(pool.is_lock_free());
   release.Notify();
   pool.Stop();  // runs the queued tasks, then joins
   EXPECT_EQ(ran.load(), 3);
   EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // stopped
+  EXPECT_TRUE(pool.stopping());
 }
 
 // ---- Security

@@ -7,6 +7,9 @@
 //   per RPC (RecordRpc, on every call of VolumePoolService):
 //     grpc_server_handled_total{grpc_service,grpc_method,grpc_code}
 //     grpc_server_handling_seconds{grpc_service,grpc_method} (histogram)
+//   per configured pool, set once at start-up:
+//     groove_pool_quarantined{pool} (1: found corrupt, not served; 0:
+//     served)
 //   per pool, counted by the server (RecordPoolError):
 //     groove_pool_errors_total{pool,op,code}
 //   per pool, read from the pool's shared header at scrape time

@@ -7,7 +7,8 @@
 //     ABORTED);
 //   - after it succeeded: its arguments and its response (a repeat with the
 //     same arguments gets that response again and adds nothing; one with
-//     other arguments gets INVALID_ARGUMENT).
+//     other arguments gets INVALID_ARGUMENT naming the first argument that
+//     differs, with both values: the log keeps the whole first request).
 // A failed call is forgotten, so its retry runs afresh.
 //
 // The window. Ids hash into buckets of kWays entries; a new id that lands in
@@ -45,6 +46,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -80,6 +82,10 @@ class RequestLog {
     Outcome outcome = Outcome::kRun;
     Ticket ticket;                   // kRun only
     v1::AddVolumeResponse response;  // kReplay only
+    // kConflict only: the first argument (pool, count, first_index, info,
+    // in that order) that differs from the first call's, with both values:
+    // "count was 2, is 3 now" (text cut to 64 bytes, escaped).
+    std::string conflict;
   };
 
   // TestHook is called inside Start after it has read the bucket and

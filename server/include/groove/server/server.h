@@ -13,8 +13,10 @@
 //             ports actually bound (tests bind port 0 and read this line).
 //   Shutdown  health goes NOT_SERVING and new RPCs get UNAVAILABLE; RPCs in
 //             flight (queued and running adds included) get until the
-//             deadline to finish, after which gRPC cancels them; the add
-//             workers are joined and the metrics endpoint closed.
+//             deadline to finish, after which gRPC cancels them and a
+//             queued add no longer starts (it finishes UNAVAILABLE; one
+//             already in the core completes); the add workers are joined
+//             and the metrics endpoint closed.
 //   ~         unmaps the pools, which stay consistent on disk for the next
 //             start (NamedPool::Open recovers whatever was in flight).
 //

@@ -32,6 +32,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,6 +96,16 @@ class VolumePoolServiceImpl final
   // Thread safety: safe from any thread.
   void StartDraining();
 
+  // StopAddsAt makes every AddVolume whose core call has not begun by
+  // `cutoff` (the shutdown deadline) finish with UNAVAILABLE, adding
+  // nothing and forgetting its request_id; an add already in the core runs
+  // to its end. gRPC cancels the calls left at that deadline too, but it
+  // marks them cancelled asynchronously, so a queued add could otherwise
+  // still start, and succeed, after the deadline. A time, not a flag set
+  // by a thread at the deadline: no add starts in the gap before such a
+  // thread runs. Thread safety: safe from any thread (one atomic store).
+  void StopAddsAt(absl::Time cutoff);
+
   // The RPCs, as proto/groove/v1/volume_pool.proto documents them (the
   // checks each adds to the core's are in docs/SERVER.md, section 3).
   // Thread safety: any number may run at once, on any gRPC thread.
@@ -149,6 +160,8 @@ class VolumePoolServiceImpl final
   RequestLog* requests_;
   const TokenTable* tokens_;  // null: no authorization
   std::atomic<bool> draining_{false};
+  // StopAddsAt's cutoff in Unix nanoseconds; INT64_MAX: none.
+  std::atomic<int64_t> add_cutoff_unix_ns_{std::numeric_limits<int64_t>::max()};
 };
 
 }  // namespace groove::server

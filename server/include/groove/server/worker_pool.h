@@ -67,6 +67,16 @@ class WorkerPool {
   // task.
   void Stop();
 
+  // stopping says whether Stop has been called: after TrySchedule returned
+  // false, it tells a pool that is shutting down from one that is full.
+  // Thread safety: wait-free.
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+
+  // max_queued and threads are the limits given to the constructor (at
+  // least 1 each), for messages.
+  size_t max_queued() const { return max_queued_; }
+  size_t threads() const { return threads_.size(); }
+
   // queued returns how many tasks wait for a worker (a hint: it changes
   // while it is read). Thread safety: wait-free.
   size_t queued() const { return queued_.load(std::memory_order_relaxed); }
