@@ -1508,6 +1508,7 @@ absl::StatusOr<VerifyReport> NamedPool::Verify() const {
   // MAPPED: inside the pool's still window (see VolumePool::Verify) both
   // are as the stack's last push or pop left them.
   return pool_->Verify([this](uint64_t ver_top) {
+    Step("verify:walk");  // in the window: a walk held here holds nobody
     return WalkStack(TopIndex(ver_top), /*on_stack=*/nullptr);
   });
 }

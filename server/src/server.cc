@@ -225,6 +225,14 @@ absl::Status VolumeServer::OpenPools() {
     Log(LogLevel::kWarn, "testonly_stall_add_enabled",
         {{"fifo", options_.testonly_stall_add_fifo}});
   }
+  if (!options_.testonly_stall_verify_fifo.empty()) {
+    absl::StatusOr<std::shared_ptr<StallGate>> gate =
+        StallGate::Open(options_.testonly_stall_verify_fifo);
+    if (!gate.ok()) return gate.status();
+    verify_stall_gate_ = *std::move(gate);
+    Log(LogLevel::kWarn, "testonly_stall_verify_enabled",
+        {{"fifo", options_.testonly_stall_verify_fifo}});
+  }
   for (const v1::PoolConfig& pool_config : config.pools()) {
     NamedPool::OpenOptions open_options;
     open_options.recreate = options_.recreate;
@@ -236,6 +244,17 @@ absl::Status VolumeServer::OpenPools() {
                                     std::unique_ptr<VolumeStore> store) {
         return std::make_unique<StallingVolumeStore>(std::move(store), gate,
                                                      name);
+      };
+    }
+    if (verify_stall_gate_ != nullptr) {
+      open_options.step_hook = [gate = verify_stall_gate_,
+                                name = pool_config.name()](
+                                   absl::string_view step) {
+        if (step != "verify:walk") return;
+        Log(LogLevel::kWarn, "testonly_stall_verify_wait", {{"pool", name}});
+        gate->Wait();
+        Log(LogLevel::kWarn, "testonly_stall_verify_released",
+            {{"pool", name}});
       };
     }
     absl::StatusOr<std::unique_ptr<NamedPool>> pool = NamedPool::Open(
@@ -381,10 +400,12 @@ void VolumeServer::Shutdown(absl::Duration deadline) {
   // The test hook must not outlive the deadline: release stalled adds then.
   absl::Notification stopped;
   std::thread releaser;
-  if (stall_gate_ != nullptr) {
+  if (stall_gate_ != nullptr || verify_stall_gate_ != nullptr) {
     releaser = std::thread([&] {
       if (!stopped.WaitForNotificationWithDeadline(deadline_at)) {
-        stall_gate_->ReleaseAll();
+        for (StallGate* gate : {stall_gate_.get(), verify_stall_gate_.get()}) {
+          if (gate != nullptr) gate->ReleaseAll();
+        }
       }
     });
   }

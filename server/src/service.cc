@@ -79,7 +79,8 @@ VolumePoolServiceImpl::VolumePoolServiceImpl(
       quarantined_(std::move(quarantined)),
       metrics_(metrics),
       requests_(requests),
-      tokens_(tokens) {
+      tokens_(tokens),
+      verifying_(std::make_unique<std::atomic<bool>[]>(pools_.size())) {
   for (size_t i = 0; i < pools_.size(); ++i) {
     pool_index_.emplace(pools_[i].pool->config().name, static_cast<int>(i));
   }
@@ -392,7 +393,17 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
     }
   }
   if (request->verify()) {
+    std::atomic<bool>& verifying = verifying_[call.pool];
+    // Relaxed: the flag guards no data, only how many walks run at once.
+    if (verifying.exchange(true, std::memory_order_relaxed)) {
+      return Finish(call, absl::AbortedError(absl::StrCat(
+                              "inspect pool '", name,
+                              "': another Inspect with verify of this pool "
+                              "is running (one at a time per pool); retry "
+                              "when it has finished")));
+    }
     absl::StatusOr<VerifyReport> report = pool.Verify();
+    verifying.store(false, std::memory_order_relaxed);
     if (report.status().code() == absl::StatusCode::kAborted) {
       // Not a finding: pool users kept the stack moving. The call fails so
       // that nobody reads ok=false as corruption.

@@ -77,6 +77,24 @@ struct AsyncAdd {
   }
 };
 
+// AsyncInspect is an Inspect call in flight.
+struct AsyncInspect {
+  grpc::ClientContext context;
+  v1::InspectRequest request;
+  v1::InspectResponse response;
+  grpc::Status status;
+  Notification done;
+
+  void Start(Stub& stub) {
+    SetDeadline(&context, absl::Seconds(60));
+    stub.async()->Inspect(&context, &request, &response,
+                          [this](grpc::Status s) {
+                            status = std::move(s);
+                            done.Notify();
+                          });
+  }
+};
+
 std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo) {
   return {"--data-dir=" + dir.path(),
           "--pool=name=slow,backing=normal,volume_size=4KiB,max_volumes=64",
@@ -142,7 +160,12 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
         check(ListPools(*client, &pools), "list pools");
         inspect.set_pool("slow");
         inspect.set_verify(r % 5 == 0);
-        check(Inspect(*client, inspect, &inspected), "inspect slow");
+        const grpc::Status slow = Inspect(*client, inspect, &inspected);
+        // One verify per pool at a time: another client's may be running.
+        if (!(inspect.verify() &&
+              slow.error_code() == grpc::StatusCode::ABORTED)) {
+          check(slow, "inspect slow");
+        }
         // The stalled adds have not added anything yet.
         if (inspected.summary().volumes_mapped() != 0) {
           ++failures;
@@ -185,6 +208,72 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   EXPECT_THAT(replayed.volume_indices(),
               ElementsAre(stalled[0]->response.volume_indices(0)));
   EXPECT_EQ(TakeSnapshot(*stub, "slow").summary.volumes_mapped(), 3u);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// Inspect with verify walks the pool without a lock: held in the middle of
+// its walk (the --testonly_stall_verify_fifo hook), it keeps no add,
+// remove or inspect of its pool waiting (a verify that locked the pool
+// would make them wait until released, and this test would hang). The
+// walk they overtook is walked again. A second verify of the pool
+// meanwhile fails at once with ABORTED (one per pool at a time, so
+// verifies cannot take every gRPC thread); once the first ends, the next
+// one runs.
+TEST(ServerConcurrencyTest, AVerifyInProgressHoldsNobodyUpAndRunsAlone) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=v,backing=normal,volume_size=4KiB,max_volumes=64,"
+       "initial_volumes=8",
+       "--testonly_stall_verify_fifo=" + fifo.path()});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  AsyncInspect first;
+  first.request.set_pool("v");
+  first.request.set_verify(true);
+  first.Start(*stub);
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_verify_wait", "pool=v"}, 1))
+      << server->LogText();
+
+  v1::InspectRequest verify;
+  verify.set_pool("v");
+  verify.set_verify(true);
+  v1::InspectResponse unused;
+  const grpc::Status second = Inspect(*stub, verify, &unused);
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(second.error_message(),
+              ::testing::HasSubstr("one at a time per pool"));
+
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("v", 4, "during"), &added).ok());
+  v1::RemoveVolumeResponse removed;
+  ASSERT_TRUE(Remove(*stub, "v", 2, &removed).ok());
+  const Snapshot during = TakeSnapshot(*stub, "v");
+  EXPECT_EQ(during.summary.volumes_mapped(), 10u);
+  EXPECT_FALSE(during.summary.locked());
+  EXPECT_FALSE(first.done.HasBeenNotified())
+      << "the held verify finished before it was released";
+
+  // The held walk saw the stack move under it: it is thrown away and the
+  // pool walked again (held once more, so two bytes).
+  fifo.Release(2);
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_TRUE(first.response.verify_result().ok())
+      << first.response.verify_result().message();
+  EXPECT_EQ(first.response.verify_result().empty_volumes_walked(), 10u);
+  EXPECT_EQ(server->LogCount({"event=testonly_stall_verify_wait", "pool=v"}),
+            2u);
+
+  // Its slot is free again: the next verify runs (the byte is ready).
+  fifo.Release(1);
+  v1::InspectResponse third;
+  const grpc::Status s = Inspect(*stub, verify, &third);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(third.verify_result().ok());
   EXPECT_EQ(server->Stop(), 0);
 }
 

@@ -102,6 +102,10 @@ class VolumeServer {
     // on, for the pools named in testonly_stall_add_pools (all when empty).
     std::string testonly_stall_add_fifo;
     std::vector<std::string> testonly_stall_add_pools;
+    // Test hook: a FIFO that every walk of an Inspect with verify waits on
+    // (one byte each), inside the walk's window (the top word already
+    // read), logging event=testonly_stall_verify_wait pool=NAME first.
+    std::string testonly_stall_verify_fifo;
   };
 
   // Create opens every pool of `options.config` in its data_dir (creating
@@ -150,6 +154,7 @@ class VolumeServer {
   // the service before the workers, the workers before the pools.
   Options options_;
   std::shared_ptr<StallGate> stall_gate_;
+  std::shared_ptr<StallGate> verify_stall_gate_;
   std::vector<std::unique_ptr<NamedPool>> pools_;
   // Configured pools found corrupt (DATA_LOSS) at start: not served.
   std::vector<VolumePoolServiceImpl::QuarantinedPool> quarantined_;

@@ -33,6 +33,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -160,6 +161,12 @@ class VolumePoolServiceImpl final
   RequestLog* requests_;
   const TokenTable* tokens_;  // null: no authorization
   std::atomic<bool> draining_{false};
+  // verifying_[i] is true while an Inspect with verify runs on pools_[i]:
+  // one verify per pool at a time, so that verifies (each O(empty volumes)
+  // of a callback thread) cannot take every gRPC thread from the other
+  // RPCs. A try-flag, not a lock: a second verify fails with ABORTED
+  // instead of waiting.
+  std::unique_ptr<std::atomic<bool>[]> verifying_;
   // StopAddsAt's cutoff in Unix nanoseconds; INT64_MAX: none.
   std::atomic<int64_t> add_cutoff_unix_ns_{std::numeric_limits<int64_t>::max()};
 };
