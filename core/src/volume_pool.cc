@@ -415,6 +415,7 @@ PoolError VolumePool::WaitOutFlags(uint64_t ver_top, Wait wait,
                                    int* spins) const {
   if (TopIsLocked(ver_top)) {
     if (wait == Wait::kNoBlock) return PoolError::kAgain;
+    CallTestHook(TestPoint::kLockedWait);
     SpinOnce(spins);
     return PoolError::kSuccess;
   }

@@ -250,28 +250,36 @@ TEST(LockFreedomTest, TheMaintenanceLockDoesStopOthers) {
   ASSERT_EQ(pool.Add(0, kVolumes, ""), PoolError::kSuccess);
   ASSERT_EQ(pool.Lock(), PoolError::kSuccess);
 
-  std::atomic<bool> acquired{false};
-  std::atomic<bool> blocking{false};
+  // 0: not there yet; 1: the blocking Acquire met the lock and spins;
+  // 2: it acquired.
+  std::atomic<int> progress{0};
   std::thread blocked([&] {
     VolumePool join = memory.JoinAt(memory.mapping());
+    join.SetTestHookForTesting(
+        [](void* arg, VolumePool::TestPoint point) {
+          if (point != VolumePool::TestPoint::kLockedWait) return;
+          auto* p = static_cast<std::atomic<int>*>(arg);
+          int expected = 0;
+          if (p->compare_exchange_strong(expected, 1)) p->notify_all();
+        },
+        &progress);
     VolumeHeader* v = nullptr;
     // Non-blocking attempts are refused while the lock is held...
     EXPECT_EQ(join.Acquire(&v, Wait::kNoBlock), PoolError::kAgain);
-    blocking.store(true);
-    blocking.notify_all();
     // ...and a blocking one waits for Unlock.
     EXPECT_EQ(join.Acquire(&v, Wait::kBlock), PoolError::kSuccess);
-    acquired.store(true);
+    progress.store(2);
+    progress.notify_all();
   });
-  blocking.wait(false);
-  // The other thread is inside (or entering) its blocking Acquire; had
-  // Acquire ignored the lock it would pop without waiting for us.
+  progress.wait(0);
+  // The blocking Acquire has met the lock (had it ignored the lock, it
+  // would have popped instead, and progress would be 2).
+  EXPECT_EQ(progress.load(), 1);
   EXPECT_TRUE(TopIsLocked(memory.header()->ver_top.load()));
   EXPECT_EQ(TopIndex(memory.header()->ver_top.load()), 0u);
-  EXPECT_FALSE(acquired.load());
   pool.Unlock();
   blocked.join();
-  EXPECT_TRUE(acquired.load());
+  EXPECT_EQ(progress.load(), 2);
   EXPECT_EQ(pool.Counts().acquires, 1u);
 }
 

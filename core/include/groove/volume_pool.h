@@ -287,9 +287,11 @@ class VolumePool {
   // between reading the stack top (and writing or reading the link) and
   // the CAS of a push or pop; kAnnounced in RemoveAnnounced between its
   // announce and its own completion of the pop; kVerifyStep in Verify after
-  // each volume its walk checked. Tests use it to stop a thread
-  // mid-operation. Null (the default) costs one predictable branch.
-  enum class TestPoint { kBeforeCas, kAnnounced, kVerifyStep };
+  // each volume its walk checked; kLockedWait each time a blocking push or
+  // pop finds the maintenance lock held, before it spins once. Tests use
+  // it to stop a thread mid-operation, or to know where it is. Null (the
+  // default) costs one predictable branch.
+  enum class TestPoint { kBeforeCas, kAnnounced, kVerifyStep, kLockedWait };
   using TestHook = void (*)(void* arg, TestPoint point);
 
   // TaggedPopHook, when set on a join, is called by that join's pops with
