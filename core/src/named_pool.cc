@@ -5,6 +5,7 @@
 #include <linux/memfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace groove {
 
@@ -26,6 +28,14 @@ namespace {
 // kShmStoreDir holds the volume stores of `normal` pools whose data
 // directory is not a tmpfs.
 constexpr char kShmStoreDir[] = "/dev/shm/groove-volumed";
+// A store in a directory that servers with other data directories share
+// (kShmStoreDir, a hugetlbfs mount) is named PREFIX NAME@TAG.volumes, TAG
+// 16 random hex digits drawn when the pool is created, so that two data
+// directories' pools of one name never name one store. PREFIX is "" in
+// kShmStoreDir and kMountStorePrefix on a hugetlbfs mount. Servers before
+// the tag named it PREFIX NAME.volumes; such stores are still opened.
+constexpr char kMountStorePrefix[] = "groove-volumed.";
+constexpr size_t kStoreTagDigits = 16;
 constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
 // Layout 3: adds push with tagged links (VolumePool::PushRangeTagged) and
 // removes announce their pops in the stack top (RemoveAnnounced), which a
@@ -131,6 +141,51 @@ void CopyField(char (&field)[N], absl::string_view text) {
 template <size_t N>
 std::string FieldString(const char (&field)[N]) {
   return std::string(field, strnlen(field, N));
+}
+
+// SharedStoreFileName is a store's file name in a shared directory.
+std::string SharedStoreFileName(absl::string_view prefix,
+                                absl::string_view name, uint64_t tag) {
+  return absl::StrCat(prefix, name, "@", absl::Hex(tag, absl::kZeroPad16),
+                      ".volumes");
+}
+
+// IsSharedStoreFileName: `file` is PREFIX NAME@TAG.volumes (*tagged set)
+// or, as servers before the tag named it, PREFIX NAME.volumes.
+bool IsSharedStoreFileName(absl::string_view file, absl::string_view prefix,
+                           absl::string_view name, bool* tagged) {
+  *tagged = false;
+  if (!absl::ConsumePrefix(&file, prefix) ||
+      !absl::ConsumePrefix(&file, name) ||
+      !absl::ConsumeSuffix(&file, ".volumes")) {
+    return false;
+  }
+  if (file.empty()) return true;
+  if (file.size() != 1 + kStoreTagDigits || file[0] != '@') return false;
+  *tagged = std::all_of(file.begin() + 1, file.end(), [](char c) {
+    return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
+  });
+  return *tagged;
+}
+
+// LockStore takes an exclusive flock on a volume store for as long as `fd`
+// is open, before anything sizes or punches it: two owners whose metadata
+// name one store (a pool created by a server before store tags under the
+// same name in another data directory, or a copied data directory) must
+// not both change it. ALREADY_EXISTS when another owner holds it.
+absl::Status LockStore(int fd, absl::string_view pool,
+                       absl::string_view description) {
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return absl::OkStatus();
+  if (errno == EWOULDBLOCK) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "pool '", pool, "': its volume store ", description,
+        " is held by another owner, whose pool records the same store (a "
+        "pool of the same name in another data directory, created by a "
+        "groove-volumed before stores were tagged, or a copy of this data "
+        "directory); stop that owner, or re-create one of the two pools "
+        "(--recreate, losing its volumes) so it gets a store of its own"));
+  }
+  return ErrnoError(absl::StrCat("lock volume store ", description));
 }
 
 std::string HumanBytes(uint64_t bytes) {
@@ -303,6 +358,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   const uint64_t block = std::max<uint64_t>(fs.f_bsize, 4096);
 
   bool create = false;
+  std::string abandoned_store;
   if (owner) {
     meta_bytes_ = RoundUp(MetadataBytes(config_.max_volumes), block);
     if (st.st_size == 0) {
@@ -381,6 +437,12 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         }
         create = true;
       }
+      if (create && (magic == kMetadataMagic || magic == 0) &&
+          existing >= sizeof(Metadata)) {
+        // The store of the pool being re-created (or of the creation that
+        // never finished), removed once the new one exists.
+        abandoned_store = FieldString(meta_->store_path);
+      }
       if (create) {
         munmap(meta_, meta_bytes_);
         meta_ = nullptr;
@@ -413,6 +475,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
 
   if (create) {
     if (absl::Status s = CreateStore(*options); !s.ok()) return s;
+    RemoveAbandonedStore(abandoned_store);
   } else {
     if (!owner) {
       if (meta_->magic.load(std::memory_order_acquire) != kMetadataMagic) {
@@ -593,21 +656,31 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     store_path = config_.backing.file_path;
   } else if (kind == BackingKind::kNormal) {
     struct statfs fs;
-    std::string dir = data_dir_;
-    if (statfs(data_dir_.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
-      dir = kShmStoreDir;  // normal pages live on tmpfs
-      if (absl::Status s = PrepareStoreDirectory(dir); !s.ok()) return s;
+    if (statfs(data_dir_.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+      store_path = absl::StrCat(data_dir_, "/", config_.name, ".volumes");
+    } else {
+      // Normal pages live on tmpfs: the shared kShmStoreDir.
+      if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
+        return s;
+      }
+      absl::StatusOr<int> created =
+          CreateTaggedStore(kShmStoreDir, "", &store_path);
+      if (!created.ok()) return created.status();
+      fd = *created;
     }
-    store_path = absl::StrCat(dir, "/", config_.name, ".volumes");
   } else {
     std::optional<HugetlbMount> mount =
         host_.FindHugetlbMount(page, data_dir_);
     if (mount.has_value()) {
       const bool in_data_dir = data_dir_.rfind(mount->path, 0) == 0;
-      store_path = in_data_dir
-                       ? absl::StrCat(data_dir_, "/", config_.name, ".volumes")
-                       : absl::StrCat(mount->path, "/groove-volumed.",
-                                      config_.name, ".volumes");
+      if (in_data_dir) {
+        store_path = absl::StrCat(data_dir_, "/", config_.name, ".volumes");
+      } else {
+        absl::StatusOr<int> created =
+            CreateTaggedStore(mount->path, kMountStorePrefix, &store_path);
+        if (!created.ok()) return created.status();
+        fd = *created;
+      }
     } else {
       const unsigned flags =
           MFD_CLOEXEC | MFD_HUGETLB |
@@ -624,9 +697,15 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     }
   }
   if (fd < 0) {
+    // The configured file:PATH, or DATA_DIR/NAME.volumes: this pool's name
+    // in this data directory, whose metadata we hold locked.
     fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
     description = store_path;
+    if (absl::Status s = LockStore(fd, config_.name, description); !s.ok()) {
+      close(fd);
+      return s;
+    }
     // A new pool starts with an empty store: drop whatever was there.
     if (ftruncate(fd, 0) != 0) {
       const absl::Status s = ErrnoError(absl::StrCat("truncate ", store_path));
@@ -634,6 +713,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
       return s;
     }
   }
+  if (description.empty()) description = store_path;
   const uint64_t span = config_.max_volumes * size;
   if (ftruncate(fd, static_cast<off_t>(span)) != 0) {
     const absl::Status s = ErrnoError(
@@ -668,6 +748,71 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> NamedPool::CreateTaggedStore(const std::string& dir,
+                                                 absl::string_view prefix,
+                                                 std::string* path) {
+  // A collision of two 64-bit tags is not expected; O_EXCL makes one
+  // harmless (another tag is drawn), never a second user of a store.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    uint64_t tag = 0;
+    if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag)) {
+      return ErrnoError("draw a volume store tag (getrandom)");
+    }
+    *path =
+        absl::StrCat(dir, "/", SharedStoreFileName(prefix, config_.name, tag));
+    // Recorded before the file exists: a creation that dies from here on
+    // leaves its path in the metadata, and the next one removes the file
+    // (RemoveAbandonedStore).
+    CopyField(meta_->store_path, *path);
+    const int fd =
+        open(path->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+             0600);
+    if (fd >= 0) {
+      if (absl::Status s = LockStore(fd, config_.name, *path); !s.ok()) {
+        close(fd);
+        return s;
+      }
+      return fd;
+    }
+    if (errno != EEXIST) return ErrnoError(absl::StrCat("create ", *path));
+  }
+  return absl::InternalError(
+      absl::StrCat("pool '", config_.name,
+                   "': could not create a volume store of a new "
+                   "name in ",
+                   dir, " (every name drawn exists)"));
+}
+
+bool NamedPool::IsTaggedStorePath(const std::string& store_path) const {
+  const std::filesystem::path path(store_path);
+  const std::string dir = path.parent_path().string();
+  const std::string file = path.filename().string();
+  bool tagged = false;
+  if (dir == kShmStoreDir) {
+    return IsSharedStoreFileName(file, "", config_.name, &tagged) && tagged;
+  }
+  for (const HugetlbMount& mount : host_.HugetlbMounts()) {
+    if (dir == mount.path) {
+      return IsSharedStoreFileName(file, kMountStorePrefix, config_.name,
+                                   &tagged) &&
+             tagged;
+    }
+  }
+  return false;
+}
+
+void NamedPool::RemoveAbandonedStore(const std::string& old_path) {
+  if (old_path.empty() || old_path == FieldString(meta_->store_path) ||
+      !IsTaggedStorePath(old_path)) {
+    return;
+  }
+  const int fd = open(old_path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;  // gone already
+  // Another owner holding it (a copy of this data directory) keeps it.
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) unlink(old_path.c_str());
+  close(fd);
+}
+
 absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
   const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
   const std::filesystem::path path(store_path);
@@ -687,20 +832,28 @@ absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
                              a.st_dev == b.st_dev && a.st_ino == b.st_ino;
     if (in_data_dir) return absl::OkStatus();
     expected = absl::StrCat(data_dir_, "/", own);
+    bool tagged = false;
+    const std::string file = path.filename().string();
     if (kind == BackingKind::kNormal) {
       // Compared as text: the directory may be gone (a cleared /dev/shm),
       // which OpenStore recovers from.
-      const std::string shm = absl::StrCat(kShmStoreDir, "/", own);
-      if (store_path == shm) return absl::OkStatus();
-      absl::StrAppend(&expected, " or ", shm);
+      if (dir == kShmStoreDir &&
+          IsSharedStoreFileName(file, "", config_.name, &tagged)) {
+        return absl::OkStatus();
+      }
+      absl::StrAppend(&expected, " or ", kShmStoreDir, "/", config_.name,
+                      "@TAG.volumes");
     } else {
       const std::optional<HugetlbMount> mount =
           host_.FindHugetlbMount(meta_->page_size_bytes, data_dir_);
       if (mount.has_value()) {
-        const std::string on_mount =
-            absl::StrCat(mount->path, "/groove-volumed.", own);
-        if (store_path == on_mount) return absl::OkStatus();
-        absl::StrAppend(&expected, " or ", on_mount);
+        if (dir == mount->path &&
+            IsSharedStoreFileName(file, kMountStorePrefix, config_.name,
+                                  &tagged)) {
+          return absl::OkStatus();
+        }
+        absl::StrAppend(&expected, " or ", mount->path, "/", kMountStorePrefix,
+                        config_.name, "@TAG.volumes");
       }
     }
   }
@@ -731,14 +884,36 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
         return ErrnoError(absl::StrCat("open volume store ", store_path));
       }
       // The store is gone (e.g. /dev/shm was cleared): its volumes too.
-      if (std::filesystem::path(store_path).parent_path() == kShmStoreDir) {
-        if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
-          return s;
+      const std::filesystem::path path(store_path);
+      const std::string dir = path.parent_path().string();
+      bool tagged = false;
+      if (dir == kShmStoreDir ||
+          IsSharedStoreFileName(path.filename().string(), kMountStorePrefix,
+                                config_.name, &tagged)) {
+        // A shared directory: a new store of a new name (never a file
+        // another data directory's pool may have made there since).
+        if (dir == kShmStoreDir) {
+          if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
+            return s;
+          }
         }
+        std::string new_path;
+        absl::StatusOr<int> created = CreateTaggedStore(
+            dir, dir == kShmStoreDir ? "" : kMountStorePrefix, &new_path);
+        if (!created.ok()) return created.status();
+        fd = *created;
+        description = new_path;
+      } else {
+        fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
       }
-      fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-      if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
       recovery_.store_lost = true;
+    }
+    if (owner) {
+      if (absl::Status s = LockStore(fd, config_.name, description); !s.ok()) {
+        close(fd);
+        return s;
+      }
     }
   } else {
     const int64_t pid = meta_->owner_pid.load(std::memory_order_relaxed);

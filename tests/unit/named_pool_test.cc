@@ -5,12 +5,15 @@
 #include "groove/named_pool.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -194,6 +197,160 @@ TEST(NamedPoolTest, OwnerRefusesAStorePathThePoolCouldNotHaveChosen) {
   // Put back, the pool opens again.
   RewriteStorePath(data + "/main.pool", elsewhere, data + "/main.volumes");
   EXPECT_NE(OpenOrDie(data, SmallConfig()), nullptr);
+}
+
+// ---- Stores in shared directories -------------------------------------------
+
+// SharedStores are the stores of `normal` pools named `name` whose data
+// directory is not a tmpfs: /dev/shm/groove-volumed/NAME@TAG.volumes, a
+// directory every server on the host shares. Removed when it goes.
+class SharedStores {
+ public:
+  explicit SharedStores(std::string name) : name_(std::move(name)) {}
+  ~SharedStores() {
+    for (const std::string& path : List()) std::filesystem::remove(path);
+  }
+  std::vector<std::string> List() const {
+    std::vector<std::string> paths;
+    std::error_code ec;
+    for (const auto& entry :
+         std::filesystem::directory_iterator("/dev/shm/groove-volumed", ec)) {
+      if (entry.path().filename().string().rfind(name_ + "@", 0) == 0) {
+        paths.push_back(entry.path().string());
+      }
+    }
+    std::sort(paths.begin(), paths.end());
+    return paths;
+  }
+
+ private:
+  std::string name_;
+};
+
+// A data directory that is not a tmpfs, so that `normal` stores go to
+// /dev/shm/groove-volumed.
+bool OnTmpfs(const std::string& dir) {
+  struct statfs fs;
+  return statfs(dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
+TEST(NamedPoolTest, PoolsOfOneNameInTwoDataDirectoriesKeepTheirOwnStores) {
+  TempDir a("/tmp");
+  TempDir b("/tmp");
+  TempDir c("/tmp");
+  if (OnTmpfs(a.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("twodirs-", getpid());
+  SharedStores stores(name);
+  {
+    auto first = OpenOrDie(a.path(), SmallConfig(name));
+    ASSERT_NE(first, nullptr);
+    ASSERT_TRUE(first->AddVolumes(3, std::nullopt, "first").ok());
+  }
+  // Another server, with another data directory, creates a pool of the
+  // same name while the first is stopped ...
+  auto second = OpenOrDie(b.path(), SmallConfig(name, 32));
+  ASSERT_NE(second, nullptr);
+  EXPECT_TRUE(second->recovery().created);
+  ASSERT_TRUE(second->AddVolumes(1, std::nullopt, "second").ok());
+  auto first = OpenOrDie(a.path(), SmallConfig(name));
+  ASSERT_NE(first, nullptr);
+  // ... and a third while it runs.
+  auto third = OpenOrDie(c.path(), SmallConfig(name, 8));
+  ASSERT_NE(third, nullptr);
+  ASSERT_TRUE(third->AddVolumes(2, std::nullopt, "third").ok());
+  EXPECT_EQ(stores.List().size(), 3u);
+
+  // The first pool is as it left it: its volumes verify and list.
+  EXPECT_FALSE(first->recovery().store_lost);
+  EXPECT_EQ(first->recovery().volumes_recovered, 3u);
+  absl::StatusOr<VerifyReport> verified = first->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+  uint64_t next = 0;
+  const std::vector<VolumeEntry> listed = first->ListVolumes(0, 100, &next);
+  ASSERT_EQ(listed.size(), 3u);
+  for (const VolumeEntry& e : listed) EXPECT_EQ(e.info, "first");
+  EXPECT_EQ(*first->AllocatedBytes(), 3 * kVolumeBytes);
+  EXPECT_TRUE(second->Verify().ok());
+  EXPECT_EQ(Observe(*second).indices, std::vector<uint64_t>{0});
+}
+
+TEST(NamedPoolTest, AnOwnerRefusesAStoreAnotherOwnerHolds) {
+  TempDir a("/tmp");
+  TempDir b("/tmp");
+  if (OnTmpfs(a.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("heldstore-", getpid());
+  SharedStores stores(name);
+  auto first = OpenOrDie(a.path(), SmallConfig(name));
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->AddVolumes(2, std::nullopt, "first").ok());
+  const Observed before = Observe(*first);
+  ASSERT_EQ(stores.List().size(), 1u);
+  const std::string first_store = stores.List()[0];
+  ASSERT_NE(OpenOrDie(b.path(), SmallConfig(name)), nullptr);
+  std::vector<std::string> both = stores.List();
+  ASSERT_EQ(both.size(), 2u);
+  const std::string second_store = both[0] == first_store ? both[1] : both[0];
+  // The second pool's metadata names the first's store, as two pools of
+  // one name created by a server before stores were tagged both do (or a
+  // copy of a data directory).
+  RewriteStorePath(b.path() + "/" + name + ".pool", second_store, first_store);
+  const absl::Status s = NamedPool::Open(b.path(), SmallConfig(name)).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_THAT(s.message(), HasSubstr(first_store));
+  EXPECT_THAT(s.message(), HasSubstr("held by another owner"));
+  EXPECT_EQ(Observe(*first), before);
+  EXPECT_TRUE(first->Verify().ok());
+}
+
+TEST(NamedPoolTest, ReCreatingAPoolRemovesTheTaggedStoreItReplaces) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("recreated-", getpid());
+  SharedStores stores(name);
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "").ok());
+  }
+  const std::vector<std::string> old_stores = stores.List();
+  ASSERT_EQ(old_stores.size(), 1u);
+  NamedPool::OpenOptions options;
+  options.recreate = true;
+  auto pool = OpenOrDie(dir.path(), SmallConfig(name, 32), options);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  const std::vector<std::string> new_stores = stores.List();
+  ASSERT_EQ(new_stores.size(), 1u) << "the replaced store was left behind";
+  EXPECT_NE(new_stores[0], old_stores[0]);
+}
+
+TEST(NamedPoolTest, ALostSharedStoreIsReplacedByOneOfANewName) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("lost-", getpid());
+  SharedStores stores(name);
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "").ok());
+  }
+  const std::vector<std::string> old_stores = stores.List();
+  ASSERT_EQ(old_stores.size(), 1u);
+  std::filesystem::remove(old_stores[0]);  // as a cleared /dev/shm
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_NE(pool, nullptr);
+    EXPECT_TRUE(pool->recovery().store_lost);
+    EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "new").ok());
+  }
+  const std::vector<std::string> new_stores = stores.List();
+  ASSERT_EQ(new_stores.size(), 1u);
+  EXPECT_NE(new_stores[0], old_stores[0]);
+  // The metadata records the new store: the pool reopens with its volume.
+  auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_FALSE(pool->recovery().store_lost);
+  EXPECT_EQ(Observe(*pool).indices, std::vector<uint64_t>{0});
 }
 
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {

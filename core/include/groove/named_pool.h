@@ -11,16 +11,22 @@
 //                      step of an add or remove, so recovery is
 //                      deterministic.
 //   the volume store   a file in which volume i lives at i * volume_size:
-//                      DIR/NAME.volumes (normal backing, on tmpfs), a file
-//                      on a hugetlbfs mount (huge, gigantic), the PATH of
-//                      file:PATH, or a hugetlb memfd when no hugetlbfs
-//                      mount serves the page size (joined through
-//                      /proc/PID/fd/N; it dies with the owner).
+//                      DIR/NAME.volumes (normal backing, DIR on tmpfs, or
+//                      huge/gigantic, DIR on hugetlbfs), a file in a
+//                      directory servers share when DIR is not on the right
+//                      filesystem (/dev/shm/groove-volumed/NAME@TAG.volumes,
+//                      HUGETLBFS/groove-volumed.NAME@TAG.volumes: TAG is
+//                      drawn at random when the pool is created, so pools
+//                      of one name in two data directories never share a
+//                      store), the PATH of file:PATH, or a hugetlb memfd
+//                      when no hugetlbfs mount serves the page size (joined
+//                      through /proc/PID/fd/N; it dies with the owner).
 //
 // Two roles join a pool:
 //   - the owner (the server; one at a time, enforced by an flock on the
-//     metadata object) opens or creates it, recovers it, and adds and
-//     removes volumes;
+//     metadata object, and another on the volume store taken before the
+//     store is sized or punched) opens or creates it, recovers it, and adds
+//     and removes volumes;
 //   - data-plane processes join it by directory and name and acquire and
 //     release volumes through pool(), lock-free, while the owner adds and
 //     removes, and across restarts of the owner.
@@ -175,7 +181,9 @@ class NamedPool {
   // Errors: INVALID_ARGUMENT (bad name or geometry), FAILED_PRECONDITION
   // (metadata of another layout or configuration: says to pass recreate;
   // an explicit backing this host cannot provide: says how to fix it),
-  // ALREADY_EXISTS (another owner has it open), DATA_LOSS (the metadata
+  // ALREADY_EXISTS (another owner has it open, or holds the volume store
+  // its metadata names: says to stop that owner or re-create one of the
+  // two pools), DATA_LOSS (the metadata
   // magic is not a pool's; the stack or slot table is corrupt; the
   // recorded backing or page size cannot be the pool's; the volume store
   // is shorter than max_volumes * volume_size),
@@ -296,9 +304,27 @@ class NamedPool {
   absl::Status OpenStore(bool owner, const OpenOptions* options);
   // CheckStorePath: DATA_LOSS unless `store_path` (from the metadata) is
   // where CreateStore would put this pool's store: the configured
-  // file:PATH, DATA_DIR/NAME.volumes, /dev/shm/groove-volumed/NAME.volumes
-  // (normal) or HUGETLBFS/groove-volumed.NAME.volumes (hugepages).
+  // file:PATH, DATA_DIR/NAME.volumes, /dev/shm/groove-volumed/NAME@TAG.volumes
+  // (normal) or HUGETLBFS/groove-volumed.NAME@TAG.volumes (hugepages), or,
+  // as servers before the tag named them, the last two without @TAG.
   absl::Status CheckStorePath(const std::string& store_path) const;
+  // CreateTaggedStore creates a new store file NAME@TAG.volumes (after
+  // `prefix`) in `dir`, a directory other data directories' servers share:
+  // TAG is 16 random hex digits, the file is created with O_EXCL (never one
+  // that exists) and locked (flock) as every owner's store is. The path is
+  // recorded in the metadata before the file is created. Returns its fd.
+  absl::StatusOr<int> CreateTaggedStore(const std::string& dir,
+                                        absl::string_view prefix,
+                                        std::string* path);
+  // IsTaggedStorePath: `store_path` is a name CreateTaggedStore gives this
+  // pool (in /dev/shm/groove-volumed or on a hugetlbfs mount).
+  bool IsTaggedStorePath(const std::string& store_path) const;
+  // RemoveAbandonedStore unlinks `old_path`, the store of the pool this
+  // Open re-created, if CreateTaggedStore named it (a name no other pool
+  // records), it is not the new store, and no owner holds it. Stores of
+  // other names are left: in a shared directory they may be another data
+  // directory's.
+  void RemoveAbandonedStore(const std::string& old_path);
   absl::Status Recover();
   // WalkStackLocked walks the stack through the link table, checking that
   // each index on it has a MAPPED or PUSHING slot, and marks
