@@ -273,6 +273,21 @@ NamedPool::~NamedPool() {
   if (meta_fd_ >= 0) close(meta_fd_);  // drops the owner's flock
 }
 
+uint64_t NamedPool::FirstUsedSlot(uint64_t file_bytes) const {
+  // The slot table of the recorded geometry when there is one (the
+  // creation got that far), else of the configured one; no further than
+  // the file goes.
+  uint64_t n = meta_->max_volumes;
+  if (n == 0 || n > (uint64_t{1} << 30)) n = config_.max_volumes;
+  if (file_bytes <= kSlotTableOffset) return kNoSlot;
+  n = std::min(n, (file_bytes - kSlotTableOffset) / 8);
+  for (uint64_t i = 0; i < n; ++i) {
+    // Relaxed: a snapshot, judged before anything is written.
+    if (Slot(i).load(std::memory_order_relaxed) != kSlotFree) return i;
+  }
+  return kNoSlot;
+}
+
 std::atomic<uint64_t>& NamedPool::Slot(uint64_t index) const {
   return reinterpret_cast<std::atomic<uint64_t>*>(
       reinterpret_cast<std::byte*>(meta_) + kSlotTableOffset)[index];
@@ -387,8 +402,21 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                                 "(metadata layout 1), this build reads ",
                                 kLayoutVersion);
       } else if (magic == 0) {
-        // Creation never finished: no volume was ever handed out.
-        create = true;
+        // Creation never finished (CreateStore writes the magic last), so
+        // no volume was ever added: every slot is FREE (0). A slot that is
+        // not says the magic was cleared after the pool had volumes.
+        const uint64_t busy = FirstUsedSlot(existing);
+        if (busy == kNoSlot) {
+          create = true;
+        } else {
+          foreign = true;
+          mismatch = absl::StrCat(
+              "its metadata magic (offset ", offsetof(Metadata, magic),
+              ") is 0, as if its creation never finished, but slot ", busy,
+              " holds 0x",
+              absl::Hex(Slot(busy).load(std::memory_order_relaxed)),
+              ": the pool had volumes and its magic was cleared (corrupt)");
+        }
       } else if (magic != kMetadataMagic) {
         foreign = true;
         mismatch = absl::StrCat("magic 0x", absl::Hex(magic),
@@ -396,6 +424,15 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       } else if (meta_->layout_version != kLayoutVersion) {
         mismatch = absl::StrCat("layout version ", meta_->layout_version,
                                 ", this build reads ", kLayoutVersion);
+      } else if (const uint64_t pool_magic =
+                     meta_->pool.magic.load(std::memory_order_acquire);
+                 pool_magic != kPoolMagic) {
+        // The pool header (the stack every join maps) is no pool's: its
+        // stack cannot be trusted, the pool's own magic being right.
+        foreign = true;
+        mismatch = absl::StrCat("its pool header (offset 0) has magic 0x",
+                                absl::Hex(pool_magic), ", not 0x",
+                                absl::Hex(kPoolMagic), ": it is corrupt");
       } else if (FieldString(meta_->name) != config_.name) {
         mismatch = absl::StrCat("it records the name '",
                                 FieldString(meta_->name), "'");
@@ -417,8 +454,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         mismatch = absl::StrCat("backing is ", BackingToString(recorded),
                                 ", configured ",
                                 BackingToString(config_.backing));
-      } else if (existing <
-                 MetadataBytes(meta_->max_volumes)) {
+      } else if (existing < MetadataBytes(meta_->max_volumes)) {
         mismatch = "it is truncated";
       }
       if (!mismatch.empty()) {

@@ -492,6 +492,79 @@ TEST(NamedPoolTest, AForeignMetadataObjectIsNeverReformatted) {
       << s;
 }
 
+// ReadFile is the whole of `path`.
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// WriteWord writes `word` at `offset` of `path`.
+void WriteWord(const std::string& path, uint64_t offset, uint64_t word) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.write(reinterpret_cast<const char*>(&word), sizeof(word));
+  ASSERT_TRUE(file.good()) << path;
+}
+
+TEST(NamedPoolTest, ACorruptPoolHeaderMagicIsDataLossForTheOwner) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "kept").ok());
+  }
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, offsetof(PoolHeader, magic), 0x2121216567616267);
+  const std::string before = ReadFile(meta);
+  const std::string store_before = ReadFile(dir.path() + "/main.volumes");
+  // DATA_LOSS: a server quarantines this pool and serves its others.
+  const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("pool header (offset 0) has magic "
+                                     "0x2121216567616267"));
+  EXPECT_THAT(s.message(), HasSubstr("move the file aside"));
+  EXPECT_TRUE(ReadFile(meta) == before) << "the refused open changed it";
+  EXPECT_TRUE(ReadFile(dir.path() + "/main.volumes") == store_before)
+      << "the refused open changed the store";
+  // A data-plane join refuses it too (FAILED_PRECONDITION, as for every
+  // bad metadata a join meets).
+  EXPECT_EQ(NamedPool::Join(dir.path(), "main").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(NamedPoolTest, ACreationThatNeverFinishedIsCompleted) {
+  TempDir dir;
+  ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr);
+  // As a creation that died before writing the magic leaves it.
+  WriteWord(dir.path() + "/main.pool", testing::kMetadataMagicOffset, 0);
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "new").ok());
+  EXPECT_TRUE(pool->Verify().ok());
+}
+
+TEST(NamedPoolTest, AZeroedMetadataMagicOnAPoolWithVolumesIsDataLoss) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "kept").ok());
+  }
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kMetadataMagicOffset, 0);
+  const std::string before = ReadFile(meta);
+  const std::string store_before = ReadFile(dir.path() + "/main.volumes");
+  // Not "a creation that never finished": that would re-create the pool
+  // and drop its volumes. DATA_LOSS, so a server quarantines it.
+  const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("metadata magic (offset 1536) is 0"));
+  EXPECT_THAT(s.message(), HasSubstr("slot 0 holds 0x"));
+  EXPECT_TRUE(ReadFile(meta) == before) << "the refused open changed it";
+  EXPECT_TRUE(ReadFile(dir.path() + "/main.volumes") == store_before)
+      << "the refused open changed the store";
+}
+
 TEST(NamedPoolTest, APoolOfTheOlderMetadataLayoutIsRefusedNotRecreated) {
   // Layout 1 kept its metadata magic ("groovem1") at offset 256, where
   // layout 2's larger pool header now lies; layout 2's magic offset falls in

@@ -183,11 +183,11 @@ class NamedPool {
   // an explicit backing this host cannot provide: says how to fix it),
   // ALREADY_EXISTS (another owner has it open, or holds the volume store
   // its metadata names: says to stop that owner or re-create one of the
-  // two pools), DATA_LOSS (the metadata
-  // magic is not a pool's; the stack or slot table is corrupt; the
-  // recorded backing or page size cannot be the pool's; the volume store
-  // is shorter than max_volumes * volume_size),
-  // INTERNAL/PERMISSION_DENIED (system calls).
+  // two pools), DATA_LOSS (the metadata magic or the pool header's is not
+  // a pool's, or the metadata magic is 0 while the slot table holds
+  // volumes; the stack or slot table is corrupt; the recorded backing or
+  // page size cannot be the pool's; the volume store is shorter than
+  // max_volumes * volume_size), INTERNAL/PERMISSION_DENIED (system calls).
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
       const std::string& data_dir, const PoolConfig& config,
@@ -385,6 +385,12 @@ class NamedPool {
     if (step_hook_) step_hook_(step);
   }
   std::atomic<uint64_t>& Slot(uint64_t index) const;
+  // FirstUsedSlot returns the lowest index whose slot is not FREE in the
+  // metadata object mapped at meta_ (`file_bytes` long), or kNoSlot. The
+  // table read is the recorded max_volumes' if it is one, else the
+  // configured one's. REQUIRES: the owner's Map, before creating.
+  static constexpr uint64_t kNoSlot = ~uint64_t{0};
+  uint64_t FirstUsedSlot(uint64_t file_bytes) const;
 
   std::string data_dir_;
   PoolConfig config_;
