@@ -708,8 +708,9 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     std::optional<HugetlbMount> mount =
         host_.FindHugetlbMount(page, data_dir_);
     if (mount.has_value()) {
-      const bool in_data_dir = data_dir_.rfind(mount->path, 0) == 0;
-      if (in_data_dir) {
+      // The data directory is on the mount: the store goes beside the
+      // metadata. Else the mount is shared: a tagged name.
+      if (PathIsWithin(data_dir_, mount->path)) {
         store_path = absl::StrCat(data_dir_, "/", config_.name, ".volumes");
       } else {
         absl::StatusOr<int> created =

@@ -129,6 +129,69 @@ TEST(HostMemoryTest, ReadsHugetlbfsMountsAndTheirPageSizes) {
   EXPECT_FALSE(host.FindHugetlbMount(4096, "/srv").has_value());
 }
 
+TEST(HostMemoryTest, PathIsWithinComparesWholeComponents) {
+  EXPECT_TRUE(PathIsWithin("/x/huge", "/x/huge"));
+  EXPECT_TRUE(PathIsWithin("/x/huge/data", "/x/huge"));
+  EXPECT_TRUE(PathIsWithin("/x/huge/data", "/x/huge/"));
+  EXPECT_TRUE(PathIsWithin("/x/huge/data", "/"));
+  EXPECT_FALSE(PathIsWithin("/x/huge-data", "/x/huge"));
+  EXPECT_FALSE(PathIsWithin("/x/hugedata/a", "/x/huge"));
+  EXPECT_FALSE(PathIsWithin("/x", "/x/huge"));
+}
+
+TEST(HostMemoryTest, PrefersTheMountThatContainsTheDirectoryNotAPrefixOfIt) {
+  TempDir dir;
+  const std::string mounts = dir.path() + "/mounts";
+  std::ofstream(mounts)
+      << "none /x/huge hugetlbfs rw,relatime,pagesize=2M 0 0\n"
+         "none /x/huge-data hugetlbfs rw,relatime,pagesize=2M 0 0\n";
+  HostMemory host(mounts, dir.path());
+  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/x/huge-data/pools")->path,
+            "/x/huge-data");
+  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/x/huge/pools")->path,
+            "/x/huge");
+}
+
+// FakeHugepageHost is a host with 2 MiB pages and a hugetlbfs "mount" at
+// MOUNT (a plain directory: a test does not allocate from it).
+NamedPool::OpenOptions FakeHugepageHost(const TempDir& dir,
+                                        const std::string& mount) {
+  std::filesystem::create_directories(mount);
+  std::ofstream(dir.path() + "/mounts")
+      << "none " << mount << " hugetlbfs rw,relatime,pagesize=2M 0 0\n";
+  const std::string sizes = dir.path() + "/sys/hugepages-2048kB";
+  std::filesystem::create_directories(sizes);
+  std::ofstream(sizes + "/nr_hugepages") << "8\n";
+  std::ofstream(sizes + "/free_hugepages") << "8\n";
+  NamedPool::OpenOptions options;
+  options.host = HostMemory(dir.path() + "/mounts", dir.path() + "/sys");
+  return options;
+}
+
+TEST(NamedPoolTest, AMountWhosePathPrefixesTheDataDirectoryDoesNotContainIt) {
+  TempDir dir;
+  const std::string mount = dir.path() + "/huge";
+  const std::string data = dir.path() + "/huge-data";  // not on the mount
+  PoolConfig config = SmallConfig();
+  config.backing.kind = BackingKind::kHuge;
+  config.volume_size_bytes = kHugePageBytes;
+  config.max_volumes = 2;
+  auto pool = OpenOrDie(data, config, FakeHugepageHost(dir, mount));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Summary().backing_in_use, BackingKind::kHuge);
+  // The store is on the mount (so in hugepages), under the shared name,
+  // not in the data directory, which is no hugetlbfs.
+  EXPECT_FALSE(std::filesystem::exists(data + "/main.volumes"));
+  int on_mount = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(mount)) {
+    EXPECT_EQ(entry.path().filename().string().rfind("groove-volumed.main@", 0),
+              0u)
+        << entry.path();
+    ++on_mount;
+  }
+  EXPECT_EQ(on_mount, 1);
+}
+
 TEST(HostMemoryTest, ReadsTheHugepageReservationFromSysfs) {
   TempDir dir;
   const std::string sizes = dir.path() + "/hugepages-2048kB";
