@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -85,6 +86,17 @@ constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
 }
 
 uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
+
+// kMaxSpanBytes is the largest volume store, max_volumes * volume_size: a
+// file's size is an off_t. A larger span would wrap (2^44-byte volumes
+// times 2^20 is 2^64: 0) or turn negative, and size the store wrongly.
+constexpr uint64_t kMaxSpanBytes = std::numeric_limits<off_t>::max();
+
+// SpanFits: `max_volumes` volumes of `volume_size` bytes (max_volumes > 0)
+// make a store of at most kMaxSpanBytes.
+constexpr bool SpanFits(uint64_t volume_size, uint64_t max_volumes) {
+  return volume_size <= kMaxSpanBytes / max_volumes;
+}
 
 // IsKnownMagic: a volume header's magic is one of the three a header holds.
 constexpr bool IsKnownMagic(uint64_t magic) {
@@ -250,6 +262,9 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(std::is_standard_layout_v<Metadata>);
   // What tests are told of the layout (named_pool.h, groove::testing).
   static_assert(offsetof(Metadata, magic) == testing::kMetadataMagicOffset);
+  static_assert(offsetof(Metadata, volume_size_bytes) ==
+                testing::kVolumeSizeOffset);
+  static_assert(offsetof(Metadata, max_volumes) == testing::kMaxVolumesOffset);
   static_assert(testing::kSlotTableOffset == kSlotTableOffset);
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
@@ -307,6 +322,13 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
     return absl::InvalidArgumentError(
         absl::StrCat("pool '", config.name, "': max_volumes ",
                      config.max_volumes, " is outside [1, 2^30]"));
+  }
+  if (!SpanFits(config.volume_size_bytes, config.max_volumes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", config.name, "': max_volumes ", config.max_volumes,
+        " volumes of volume_size ", config.volume_size_bytes,
+        " bytes do not fit in one volume store (at most ", kMaxSpanBytes,
+        " bytes); lower max_volumes or volume_size"));
   }
   std::error_code ec;
   if (std::filesystem::create_directories(data_dir, ec)) {
@@ -528,11 +550,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       if (!IsPowerOfTwo(config_.volume_size_bytes) ||
           config_.volume_size_bytes < kVolumeMinFootprint ||
           config_.max_volumes == 0 ||
-          config_.max_volumes > (uint64_t{1} << 30)) {
+          config_.max_volumes > (uint64_t{1} << 30) ||
+          !SpanFits(config_.volume_size_bytes, config_.max_volumes)) {
         return absl::FailedPreconditionError(absl::StrCat(
             meta_path, " records volume_size ", config_.volume_size_bytes,
             " and max_volumes ", config_.max_volumes,
-            ": not a pool's geometry (corrupt)"));
+            ": not a pool's geometry (corrupt; a pool's store holds at most ",
+            kMaxSpanBytes, " bytes)"));
       }
       if (meta_bytes_ < MetadataBytes(config_.max_volumes)) {
         return absl::FailedPreconditionError(

@@ -212,6 +212,21 @@ TEST(HostMemoryTest, ReadsTheHugepageReservationFromSysfs) {
 
 // ---- Opening ----------------------------------------------------------------
 
+// ReadFile is the whole of `path`.
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// WriteWord writes `word` at `offset` of `path`.
+void WriteWord(const std::string& path, uint64_t offset, uint64_t word) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.write(reinterpret_cast<const char*>(&word), sizeof(word));
+  ASSERT_TRUE(file.good()) << path;
+}
+
 // RewriteStorePath replaces the volume store path recorded in `meta_file`
 // (a NUL-padded field) with `path`, as a writer of the metadata could.
 void RewriteStorePath(const std::string& meta_file, const std::string& from,
@@ -499,6 +514,36 @@ TEST(NamedPoolTest, OpenRejectsBadNamesAndGeometry) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/../escape.pool"));
 }
 
+TEST(NamedPoolTest, OpenRejectsAGeometryWhoseSpanDoesNotFitAFile) {
+  TempDir dir;
+  PoolConfig config = SmallConfig();
+  config.volume_size_bytes = uint64_t{1} << 44;
+  config.max_volumes = uint64_t{1} << 20;  // 2^64 bytes: wraps to 0
+  absl::Status s = NamedPool::Open(dir.path(), config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("max_volumes 1048576 volumes of "
+                                     "volume_size 17592186044416 bytes"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool"));
+  // 2^63 bytes: no overflow, but more than an off_t (a negative size).
+  config.max_volumes = uint64_t{1} << 19;
+  s = NamedPool::Open(dir.path(), config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST(NamedPoolTest, AJoinRefusesARecordedGeometryWhoseSpanOverflows) {
+  TempDir dir;
+  ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr);
+  // The metadata records 2^20 volumes of 2^44 bytes: 2^64 bytes, which
+  // wraps to 0.
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kVolumeSizeOffset, uint64_t{1} << 44);
+  WriteWord(meta, testing::kMaxVolumesOffset, uint64_t{1} << 20);
+  const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("records volume_size 17592186044416 and "
+                                     "max_volumes 1048576"));
+}
+
 TEST(NamedPoolTest, ASecondOwnerIsRefused) {
   TempDir dir;
   auto first = OpenOrDie(dir.path(), SmallConfig());
@@ -553,21 +598,6 @@ TEST(NamedPoolTest, AForeignMetadataObjectIsNeverReformatted) {
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_NE(s.message().find("is not a groove-volumed pool"), std::string::npos)
       << s;
-}
-
-// ReadFile is the whole of `path`.
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)),
-                     std::istreambuf_iterator<char>());
-}
-
-// WriteWord writes `word` at `offset` of `path`.
-void WriteWord(const std::string& path, uint64_t offset, uint64_t word) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  file.seekp(static_cast<std::streamoff>(offset));
-  file.write(reinterpret_cast<const char*>(&word), sizeof(word));
-  ASSERT_TRUE(file.good()) << path;
 }
 
 TEST(NamedPoolTest, ACorruptPoolHeaderMagicIsDataLossForTheOwner) {

@@ -178,7 +178,9 @@ class NamedPool {
   // the directory (0700) and the pool when they do not exist, and recovers
   // it (see RecoveryReport): in-flight adds are rolled back, half-removed
   // volumes freed, empty volumes that were off the stack pushed again.
-  // Errors: INVALID_ARGUMENT (bad name or geometry), FAILED_PRECONDITION
+  // Errors: INVALID_ARGUMENT (bad name or geometry: volume_size not a power
+  // of two of at least 4096, max_volumes outside [1, 2^30], or more than
+  // 2^63 - 1 bytes in max_volumes * volume_size), FAILED_PRECONDITION
   // (metadata of another layout or configuration: says to pass recreate;
   // an explicit backing this host cannot provide: says how to fix it),
   // ALREADY_EXISTS (another owner has it open, or holds the volume store
@@ -423,6 +425,10 @@ class NamedPool {
 namespace testing {
 // The metadata magic (a uint64_t) follows the pool header.
 inline constexpr uint64_t kMetadataMagicOffset = sizeof(PoolHeader);
+// The recorded geometry (uint64_t each), which a data-plane join takes from
+// the metadata.
+inline constexpr uint64_t kVolumeSizeOffset = kMetadataMagicOffset + 16;
+inline constexpr uint64_t kMaxVolumesOffset = kMetadataMagicOffset + 24;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.
