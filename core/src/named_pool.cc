@@ -386,6 +386,22 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     }
     return ErrnoError(absl::StrCat("lock ", meta_path));
   }
+  if (owner) {
+    // The lock is on the object we opened, which an owner that found the
+    // store lost may have replaced at meta_path since (ReplaceMetadata):
+    // then that owner holds the object at meta_path, and this one is
+    // orphaned.
+    struct stat ours, named;
+    if (fstat(meta_fd_, &ours) != 0 || stat(meta_path.c_str(), &named) != 0) {
+      return ErrnoError(absl::StrCat("stat ", meta_path));
+    }
+    if (ours.st_dev != named.st_dev || ours.st_ino != named.st_ino) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "pool '", config_.name, "' in ", data_dir_,
+          " was replaced by another owner as this one opened it; stop it "
+          "first"));
+    }
+  }
   struct stat st;
   struct statfs fs;
   if (fstat(meta_fd_, &st) != 0 || fstatfs(meta_fd_, &fs) != 0) {
@@ -582,6 +598,12 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                        ": the metadata is corrupt"));
     }
     if (absl::Status s = OpenStore(owner, options); !s.ok()) return s;
+    if (recovery_.store_lost) {
+      if (absl::Status s = ReplaceMetadata(meta_path, block, *options);
+          !s.ok()) {
+        return s;
+      }
+    }
   }
 
   // A data-plane join cannot see adds happen: it maps the whole store, at
@@ -926,6 +948,68 @@ absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
       "to open, create or resize a file it names"));
 }
 
+absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
+                                        uint64_t block,
+                                        const OpenOptions& options) {
+  // The previous owner is gone (we hold the flock), so nothing will ever
+  // release a maintenance lock it held on the old pool, on which the old
+  // joins' blocking calls would spin for ever (data-plane joins never
+  // lock). Release it, as recovery does.
+  VolumePool::Hooks no_io;
+  no_io.read_header = [](void*, uint64_t, VolumeHeader*) { return false; };
+  no_io.write_header = [](void*, uint64_t, uint64_t, const void*, uint64_t) {
+    return false;
+  };
+  if (absl::StatusOr<VolumePool> old = VolumePool::Join(
+          &meta_->pool, nullptr, config_.max_volumes, config_.volume_size_bytes,
+          &Slot(config_.max_volumes), no_io);
+      old.ok() && old->IsLocked()) {
+    recovery_.lock_was_held = true;
+    old->Unlock();
+  }
+
+  // The new pool is made beside the old one and renamed over it.
+  const std::string temp = absl::StrCat(meta_path, ".new");
+  const int fd =
+      open(temp.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(absl::StrCat("create ", temp));
+  // Locked before anyone can find it at meta_path: an owner that opens it
+  // after the rename must find it owned.
+  const uint64_t bytes = RoundUp(MetadataBytes(config_.max_volumes), block);
+  void* p = MAP_FAILED;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0 || ftruncate(fd, 0) != 0 ||
+      ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
+      (p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+          MAP_FAILED) {
+    const absl::Status s = ErrnoError(absl::StrCat("ready ", temp));
+    close(fd);
+    unlink(temp.c_str());
+    return s;
+  }
+  Metadata* const old = meta_;
+  const uint64_t old_bytes = meta_bytes_;
+  meta_ = static_cast<Metadata*>(p);
+  meta_bytes_ = bytes;
+  absl::Status s = CreateStore(options);
+  // The commit point: from here joins find the new pool at meta_path.
+  if (s.ok() && rename(temp.c_str(), meta_path.c_str()) != 0) {
+    s = ErrnoError(absl::StrCat("rename ", temp, " to ", meta_path));
+  }
+  if (!s.ok()) {
+    store_.reset();
+    munmap(meta_, meta_bytes_);
+    meta_ = old;
+    meta_bytes_ = old_bytes;
+    close(fd);
+    unlink(temp.c_str());
+    return s;
+  }
+  munmap(old, old_bytes);
+  close(meta_fd_);  // the old object's lock: nobody can open it any more
+  meta_fd_ = fd;
+  return absl::OkStatus();
+}
+
 absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
   const std::string store_path = FieldString(meta_->store_path);
   const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
@@ -945,30 +1029,9 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
         return ErrnoError(absl::StrCat("open volume store ", store_path));
       }
       // The store is gone (e.g. /dev/shm was cleared): its volumes too.
-      const std::filesystem::path path(store_path);
-      const std::string dir = path.parent_path().string();
-      bool tagged = false;
-      if (dir == kShmStoreDir ||
-          IsSharedStoreFileName(path.filename().string(), kMountStorePrefix,
-                                config_.name, &tagged)) {
-        // A shared directory: a new store of a new name (never a file
-        // another data directory's pool may have made there since).
-        if (dir == kShmStoreDir) {
-          if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
-            return s;
-          }
-        }
-        std::string new_path;
-        absl::StatusOr<int> created = CreateTaggedStore(
-            dir, dir == kShmStoreDir ? "" : kMountStorePrefix, &new_path);
-        if (!created.ok()) return created.status();
-        fd = *created;
-        description = new_path;
-      } else {
-        fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
-      }
+      // Map replaces the pool (ReplaceMetadata).
       recovery_.store_lost = true;
+      return absl::OkStatus();
     }
     if (owner) {
       if (absl::Status s = LockStore(fd, config_.name, description); !s.ok()) {
@@ -990,21 +1053,17 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
             std::strerror(errno), "; is the owner running?"));
       }
     } else {
-      // The memfd died with the previous owner; so did its volumes.
-      fd = memfd_create(
-          absl::StrCat("groove-", config_.name).c_str(),
-          MFD_CLOEXEC | MFD_HUGETLB |
-              (kind == BackingKind::kGigantic ? MFD_HUGE_1GB : MFD_HUGE_2MB));
-      if (fd < 0) return ErrnoError("memfd_create(MFD_HUGETLB)");
+      // The memfd died with the previous owner; so did its volumes. Map
+      // replaces the pool (ReplaceMetadata).
       recovery_.store_lost = true;
-      meta_->store_memfd.store(fd, std::memory_order_relaxed);
+      return absl::OkStatus();
     }
   }
   // Every volume is read through a mapping of the store: a store shorter
   // than the pool's span (cut short, or metadata that records another
   // geometry) would fault (SIGBUS) the first read past its end.
   struct stat st;
-  if (!recovery_.store_lost && fstat(fd, &st) == 0 &&
+  if (fstat(fd, &st) == 0 &&
       static_cast<uint64_t>(st.st_size) <
           meta_->max_volumes * meta_->volume_size_bytes) {
     close(fd);
@@ -1017,16 +1076,7 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
                      " need ", meta_->max_volumes * meta_->volume_size_bytes,
                      ": it was cut short"));
   }
-  if (owner) {
-    meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
-    const uint64_t span = meta_->max_volumes * meta_->volume_size_bytes;
-    if (recovery_.store_lost &&
-        ftruncate(fd, static_cast<off_t>(span)) != 0) {
-      const absl::Status s = ErrnoError(absl::StrCat("size ", description));
-      close(fd);
-      return s;
-    }
-  }
+  if (owner) meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,
                                            kind == BackingKind::kNormal);
   if (options != nullptr && options->wrap_store) {
@@ -1049,17 +1099,6 @@ absl::Status NamedPool::Recover() {
     pool.Lock(Wait::kBlock);
   }
   const uint64_t n = config_.max_volumes;
-
-  if (recovery_.store_lost) {
-    // Nothing of the old volumes exists any more.
-    for (uint64_t i = 0; i < n; ++i) {
-      Slot(i).store(kSlotFree, std::memory_order_relaxed);
-    }
-    pool.Reset();
-    meta_->volumes_mapped.store(0, std::memory_order_relaxed);
-    pool.Unlock();
-    return absl::OkStatus();
-  }
 
   // Judge the whole slot table before acting on any of it: a corrupt word
   // found half-way through the resolution below would leave the pool half

@@ -1201,6 +1201,68 @@ TEST(NamedPoolTest, APoolSurvivesCloseAndReopenWithItsVolumes) {
   EXPECT_EQ(pool->Summary().volumes_empty, 4u);
 }
 
+TEST(NamedPoolTest, AJoinHoldingAVolumeAcrossALostStoreCannotReachTheNewPool) {
+  TempDir dir;
+  std::unique_ptr<NamedPool> plane;
+  VolumeHeader* held = nullptr;
+  {
+    auto owner = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(owner->AddVolumes(1, std::nullopt, "old").ok());  // 0
+    absl::StatusOr<std::unique_ptr<NamedPool>> join =
+        NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    plane = std::move(*join);
+    ASSERT_EQ(plane->pool().Acquire(&held), PoolError::kSuccess);
+  }
+  // The store goes (as a cleared /dev/shm, or a memfd with its owner); the
+  // data plane's mapping keeps its memory alive.
+  ASSERT_TRUE(std::filesystem::remove(dir.path() + "/main.volumes"));
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(owner, nullptr);
+  EXPECT_TRUE(owner->recovery().store_lost);
+  EXPECT_EQ(owner->Summary().volumes_mapped, 0u);
+
+  // The data plane releases the volume it held: into the old pool, which
+  // it still joins, not into the new one.
+  EXPECT_EQ(plane->pool().Release(held), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> verified = owner->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 0u);
+  // The owner's next add takes index 0 again: pushed once, no cycle.
+  absl::StatusOr<std::vector<uint64_t>> added =
+      owner->AddVolumes(1, std::nullopt, "new");
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, std::vector<uint64_t>{0});
+  verified = owner->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 1u);
+  // A join made now sees the new pool: one volume, "new", then empty.
+  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  VolumeHeader* a = nullptr;
+  VolumeHeader* b = nullptr;
+  ASSERT_EQ((*fresh)->pool().Acquire(&a), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*a), "new");
+  EXPECT_EQ((*fresh)->pool().Acquire(&b), PoolError::kEmpty);
+  EXPECT_EQ((*fresh)->pool().Release(a), PoolError::kSuccess);
+  // The old join keeps a pool of its own: its volume, and nothing of the
+  // new one.
+  ASSERT_EQ(plane->pool().Acquire(&a), PoolError::kSuccess);
+  EXPECT_EQ(a, held);
+  EXPECT_EQ(VolumeInfo(*a), "old");
+  EXPECT_EQ(plane->pool().Acquire(&b), PoolError::kEmpty);
+  EXPECT_EQ(plane->pool().Release(a), PoolError::kSuccess);
+  EXPECT_TRUE(owner->Verify().ok());
+  // The new pool survives its owner's restart as any pool does.
+  owner.reset();
+  owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(owner, nullptr);
+  EXPECT_FALSE(owner->recovery().store_lost);
+  EXPECT_EQ(owner->recovery().volumes_recovered, 1u);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool.new"));
+}
+
 TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
   TempDir dir;
   auto owner = OpenOrDie(dir.path(), SmallConfig());

@@ -132,7 +132,10 @@ struct PoolSummary {
 struct RecoveryReport {
   bool created = false;            // a new pool was formatted
   bool lock_was_held = false;      // the previous owner died holding it
-  bool store_lost = false;         // memfd store gone with its owner
+  // The volume store was gone (a memfd with its owner, a removed store
+  // file, a cleared /dev/shm): the pool was replaced by an empty one, in a
+  // new metadata object; joins made before keep the old one.
+  bool store_lost = false;
   uint64_t volumes_recovered = 0;  // mapped volumes kept
   uint64_t adds_rolled_back = 0;   // ADDING slots freed
   uint64_t removes_finished = 0;   // half-removed volumes freed
@@ -303,7 +306,21 @@ class NamedPool {
   absl::Status Map(const std::string& meta_path, bool owner,
                    const OpenOptions* options);
   absl::Status CreateStore(const OpenOptions& options);
+  // OpenStore opens the store the metadata records. The owner sets
+  // recovery_.store_lost, opening nothing, when it is gone (a hugetlb
+  // memfd always is, once its owner has exited).
   absl::Status OpenStore(bool owner, const OpenOptions* options);
+  // ReplaceMetadata replaces a pool whose store is lost with a new, empty
+  // one of the same configuration: a new metadata object (written beside
+  // the old one, locked, then renamed over `meta_path`) with a new store
+  // (CreateStore). Data-plane joins made before keep the old metadata and
+  // the old store, a pair no owner changes again: the volumes they hold
+  // and release never reach the new pool's stack. Releases a maintenance
+  // lock the dead owner held on the old pool (lock_was_held). REQUIRES:
+  // the owner's Map, meta_ the old object (flock held), `block` its
+  // filesystem's block size.
+  absl::Status ReplaceMetadata(const std::string& meta_path, uint64_t block,
+                               const OpenOptions& options);
   // CheckStorePath: DATA_LOSS unless `store_path` (from the metadata) is
   // where CreateStore would put this pool's store: the configured
   // file:PATH, DATA_DIR/NAME.volumes, /dev/shm/groove-volumed/NAME@TAG.volumes
