@@ -353,6 +353,34 @@ TEST(NamedPoolTest, PoolsOfOneNameInTwoDataDirectoriesKeepTheirOwnStores) {
   EXPECT_EQ(Observe(*second).indices, std::vector<uint64_t>{0});
 }
 
+TEST(NamedPoolTest, AStoreNamedByThePoolAloneAsBeforeTagsStillOpens) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("untagged-", getpid());
+  SharedStores stores(name);
+  const std::string untagged =
+      absl::StrCat("/dev/shm/groove-volumed/", name, ".volumes");
+  struct RemoveUntagged {
+    std::string path;
+    ~RemoveUntagged() { std::filesystem::remove(path); }
+  } remove_untagged{untagged};
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "kept").ok());
+  }
+  // As a server before store tags created it.
+  ASSERT_EQ(stores.List().size(), 1u);
+  const std::string tagged = stores.List()[0];
+  std::filesystem::rename(tagged, untagged);
+  RewriteStorePath(dir.path() + "/" + name + ".pool", tagged, untagged);
+  auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_FALSE(pool->recovery().store_lost);
+  EXPECT_EQ(pool->recovery().volumes_recovered, 2u);
+  EXPECT_EQ(Observe(*pool).indices, (std::vector<uint64_t>{0, 1}));
+  EXPECT_TRUE(pool->Verify().ok());
+}
+
 TEST(NamedPoolTest, AnOwnerRefusesAStoreAnotherOwnerHolds) {
   TempDir a("/tmp");
   TempDir b("/tmp");
