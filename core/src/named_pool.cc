@@ -181,21 +181,23 @@ bool IsSharedStoreFileName(absl::string_view file, absl::string_view prefix,
 }
 
 // LockStore takes an exclusive flock on a volume store for as long as `fd`
-// is open, before anything sizes or punches it: two owners whose metadata
-// name one store (a pool created by a server before store tags under the
-// same name in another data directory, or a copied data directory) must
-// not both change it. ALREADY_EXISTS when another owner holds it.
+// is open, before anything sizes or punches it: two owners of one store
+// (pools configured with one file:PATH, pools of one name in two data
+// directories created by a server before store tags, a copied data
+// directory) must not both change it. ALREADY_EXISTS when another owner
+// holds it.
 absl::Status LockStore(int fd, absl::string_view pool,
                        absl::string_view description) {
   if (flock(fd, LOCK_EX | LOCK_NB) == 0) return absl::OkStatus();
   if (errno == EWOULDBLOCK) {
     return absl::AlreadyExistsError(absl::StrCat(
         "pool '", pool, "': its volume store ", description,
-        " is held by another owner, whose pool records the same store (a "
-        "pool of the same name in another data directory, created by a "
-        "groove-volumed before stores were tagged, or a copy of this data "
-        "directory); stop that owner, or re-create one of the two pools "
-        "(--recreate, losing its volumes) so it gets a store of its own"));
+        " is held by another owner, whose pool uses the same store (one "
+        "configured with the same file:PATH; one of the same name in another "
+        "data directory, created by a groove-volumed before stores were "
+        "tagged; or a copy of this data directory); stop that owner, or give "
+        "one of the two pools a store of its own (another file:PATH, or "
+        "--recreate, losing its volumes)"));
   }
   return ErrnoError(absl::StrCat("lock volume store ", description));
 }

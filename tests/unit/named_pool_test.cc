@@ -1148,6 +1148,23 @@ TEST(NamedPoolTest, FileBackingKeepsVolumesInTheNamedFile) {
   EXPECT_EQ(*pool->AllocatedBytes(), 0u);
 }
 
+TEST(NamedPoolTest, ANewPoolDoesNotTakeAFileStoreAnotherOwnerHolds) {
+  TempDir dir;
+  PoolConfig config = SmallConfig();
+  config.backing = *ParseBacking("file:" + dir.path() + "/store.bin");
+  auto first = OpenOrDie(dir.path() + "/one", config);
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->AddVolumes(2, std::nullopt, "first").ok());
+  const Observed before = Observe(*first);
+  // Another data directory's pool configured with the same file: its
+  // creation would cut the store to 0.
+  const absl::Status s = NamedPool::Open(dir.path() + "/two", config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_THAT(s.message(), HasSubstr(dir.path() + "/store.bin"));
+  EXPECT_EQ(Observe(*first), before);
+  EXPECT_TRUE(first->Verify().ok());
+}
+
 TEST(NamedPoolTest, AutoFallsBackToNormalWhenNoHugepagesAreFree) {
   TempDir dir;
   // A host with 2 MiB pages but none free, and no 1 GiB pages.
