@@ -131,6 +131,13 @@ uint64_t DefaultHugepageBytes() {
 
 }  // namespace
 
+bool PathIsWithin(absl::string_view path, absl::string_view dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.remove_suffix(1);
+  if (dir == "/") return absl::StartsWith(path, "/");
+  return absl::StartsWith(path, dir) &&
+         (path.size() == dir.size() || path[dir.size()] == '/');
+}
+
 std::vector<HugetlbMount> HostMemory::HugetlbMounts() const {
   std::vector<HugetlbMount> mounts;
   std::ifstream in(proc_mounts_);
@@ -160,11 +167,7 @@ std::optional<HugetlbMount> HostMemory::FindHugetlbMount(
   std::optional<HugetlbMount> found;
   for (HugetlbMount& mount : HugetlbMounts()) {
     if (mount.page_bytes != page_bytes) continue;
-    const bool preferred =
-        absl::StartsWith(preferred_dir, mount.path) &&
-        (preferred_dir.size() == mount.path.size() ||
-         preferred_dir[mount.path.size()] == '/');
-    if (preferred) return mount;
+    if (PathIsWithin(preferred_dir, mount.path)) return mount;
     if (!found) found = std::move(mount);
   }
   return found;

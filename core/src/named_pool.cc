@@ -5,6 +5,7 @@
 #include <linux/memfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -13,9 +14,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace groove {
 
@@ -26,6 +29,14 @@ namespace {
 // kShmStoreDir holds the volume stores of `normal` pools whose data
 // directory is not a tmpfs.
 constexpr char kShmStoreDir[] = "/dev/shm/groove-volumed";
+// A store in a directory that servers with other data directories share
+// (kShmStoreDir, a hugetlbfs mount) is named PREFIX NAME@TAG.volumes, TAG
+// 16 random hex digits drawn when the pool is created, so that two data
+// directories' pools of one name never name one store. PREFIX is "" in
+// kShmStoreDir and kMountStorePrefix on a hugetlbfs mount. Servers before
+// the tag named it PREFIX NAME.volumes; such stores are still opened.
+constexpr char kMountStorePrefix[] = "groove-volumed.";
+constexpr size_t kStoreTagDigits = 16;
 constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
 // Layout 3: adds push with tagged links (VolumePool::PushRangeTagged) and
 // removes announce their pops in the stack top (RemoveAnnounced), which a
@@ -75,6 +86,17 @@ constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
 }
 
 uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
+
+// kMaxSpanBytes is the largest volume store, max_volumes * volume_size: a
+// file's size is an off_t. A larger span would wrap (2^44-byte volumes
+// times 2^20 is 2^64: 0) or turn negative, and size the store wrongly.
+constexpr uint64_t kMaxSpanBytes = std::numeric_limits<off_t>::max();
+
+// SpanFits: `max_volumes` volumes of `volume_size` bytes (max_volumes > 0)
+// make a store of at most kMaxSpanBytes.
+constexpr bool SpanFits(uint64_t volume_size, uint64_t max_volumes) {
+  return volume_size <= kMaxSpanBytes / max_volumes;
+}
 
 // IsKnownMagic: a volume header's magic is one of the three a header holds.
 constexpr bool IsKnownMagic(uint64_t magic) {
@@ -131,6 +153,53 @@ void CopyField(char (&field)[N], absl::string_view text) {
 template <size_t N>
 std::string FieldString(const char (&field)[N]) {
   return std::string(field, strnlen(field, N));
+}
+
+// SharedStoreFileName is a store's file name in a shared directory.
+std::string SharedStoreFileName(absl::string_view prefix,
+                                absl::string_view name, uint64_t tag) {
+  return absl::StrCat(prefix, name, "@", absl::Hex(tag, absl::kZeroPad16),
+                      ".volumes");
+}
+
+// IsSharedStoreFileName: `file` is PREFIX NAME@TAG.volumes (*tagged set)
+// or, as servers before the tag named it, PREFIX NAME.volumes.
+bool IsSharedStoreFileName(absl::string_view file, absl::string_view prefix,
+                           absl::string_view name, bool* tagged) {
+  *tagged = false;
+  if (!absl::ConsumePrefix(&file, prefix) ||
+      !absl::ConsumePrefix(&file, name) ||
+      !absl::ConsumeSuffix(&file, ".volumes")) {
+    return false;
+  }
+  if (file.empty()) return true;
+  if (file.size() != 1 + kStoreTagDigits || file[0] != '@') return false;
+  *tagged = std::all_of(file.begin() + 1, file.end(), [](char c) {
+    return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
+  });
+  return *tagged;
+}
+
+// LockStore takes an exclusive flock on a volume store for as long as `fd`
+// is open, before anything sizes or punches it: two owners of one store
+// (pools configured with one file:PATH, pools of one name in two data
+// directories created by a server before store tags, a copied data
+// directory) must not both change it. ALREADY_EXISTS when another owner
+// holds it.
+absl::Status LockStore(int fd, absl::string_view pool,
+                       absl::string_view description) {
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return absl::OkStatus();
+  if (errno == EWOULDBLOCK) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "pool '", pool, "': its volume store ", description,
+        " is held by another owner, whose pool uses the same store (one "
+        "configured with the same file:PATH; one of the same name in another "
+        "data directory, created by a groove-volumed before stores were "
+        "tagged; or a copy of this data directory); stop that owner, or give "
+        "one of the two pools a store of its own (another file:PATH, or "
+        "--recreate, losing its volumes)"));
+  }
+  return ErrnoError(absl::StrCat("lock volume store ", description));
 }
 
 std::string HumanBytes(uint64_t bytes) {
@@ -195,6 +264,9 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(std::is_standard_layout_v<Metadata>);
   // What tests are told of the layout (named_pool.h, groove::testing).
   static_assert(offsetof(Metadata, magic) == testing::kMetadataMagicOffset);
+  static_assert(offsetof(Metadata, volume_size_bytes) ==
+                testing::kVolumeSizeOffset);
+  static_assert(offsetof(Metadata, max_volumes) == testing::kMaxVolumesOffset);
   static_assert(testing::kSlotTableOffset == kSlotTableOffset);
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
@@ -218,6 +290,21 @@ NamedPool::~NamedPool() {
   if (meta_fd_ >= 0) close(meta_fd_);  // drops the owner's flock
 }
 
+uint64_t NamedPool::FirstUsedSlot(uint64_t file_bytes) const {
+  // The slot table of the recorded geometry when there is one (the
+  // creation got that far), else of the configured one; no further than
+  // the file goes.
+  uint64_t n = meta_->max_volumes;
+  if (n == 0 || n > (uint64_t{1} << 30)) n = config_.max_volumes;
+  if (file_bytes <= kSlotTableOffset) return kNoSlot;
+  n = std::min(n, (file_bytes - kSlotTableOffset) / 8);
+  for (uint64_t i = 0; i < n; ++i) {
+    // Relaxed: a snapshot, judged before anything is written.
+    if (Slot(i).load(std::memory_order_relaxed) != kSlotFree) return i;
+  }
+  return kNoSlot;
+}
+
 std::atomic<uint64_t>& NamedPool::Slot(uint64_t index) const {
   return reinterpret_cast<std::atomic<uint64_t>*>(
       reinterpret_cast<std::byte*>(meta_) + kSlotTableOffset)[index];
@@ -237,6 +324,13 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
     return absl::InvalidArgumentError(
         absl::StrCat("pool '", config.name, "': max_volumes ",
                      config.max_volumes, " is outside [1, 2^30]"));
+  }
+  if (!SpanFits(config.volume_size_bytes, config.max_volumes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", config.name, "': max_volumes ", config.max_volumes,
+        " volumes of volume_size ", config.volume_size_bytes,
+        " bytes do not fit in one volume store (at most ", kMaxSpanBytes,
+        " bytes); lower max_volumes or volume_size"));
   }
   std::error_code ec;
   if (std::filesystem::create_directories(data_dir, ec)) {
@@ -294,6 +388,22 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     }
     return ErrnoError(absl::StrCat("lock ", meta_path));
   }
+  if (owner) {
+    // The lock is on the object we opened, which an owner that found the
+    // store lost may have replaced at meta_path since (ReplaceMetadata):
+    // then that owner holds the object at meta_path, and this one is
+    // orphaned.
+    struct stat ours, named;
+    if (fstat(meta_fd_, &ours) != 0 || stat(meta_path.c_str(), &named) != 0) {
+      return ErrnoError(absl::StrCat("stat ", meta_path));
+    }
+    if (ours.st_dev != named.st_dev || ours.st_ino != named.st_ino) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "pool '", config_.name, "' in ", data_dir_,
+          " was replaced by another owner as this one opened it; stop it "
+          "first"));
+    }
+  }
   struct stat st;
   struct statfs fs;
   if (fstat(meta_fd_, &st) != 0 || fstatfs(meta_fd_, &fs) != 0) {
@@ -303,6 +413,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   const uint64_t block = std::max<uint64_t>(fs.f_bsize, 4096);
 
   bool create = false;
+  std::string abandoned_store;
   if (owner) {
     meta_bytes_ = RoundUp(MetadataBytes(config_.max_volumes), block);
     if (st.st_size == 0) {
@@ -331,8 +442,21 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                                 "(metadata layout 1), this build reads ",
                                 kLayoutVersion);
       } else if (magic == 0) {
-        // Creation never finished: no volume was ever handed out.
-        create = true;
+        // Creation never finished (CreateStore writes the magic last), so
+        // no volume was ever added: every slot is FREE (0). A slot that is
+        // not says the magic was cleared after the pool had volumes.
+        const uint64_t busy = FirstUsedSlot(existing);
+        if (busy == kNoSlot) {
+          create = true;
+        } else {
+          foreign = true;
+          mismatch = absl::StrCat(
+              "its metadata magic (offset ", offsetof(Metadata, magic),
+              ") is 0, as if its creation never finished, but slot ", busy,
+              " holds 0x",
+              absl::Hex(Slot(busy).load(std::memory_order_relaxed)),
+              ": the pool had volumes and its magic was cleared (corrupt)");
+        }
       } else if (magic != kMetadataMagic) {
         foreign = true;
         mismatch = absl::StrCat("magic 0x", absl::Hex(magic),
@@ -340,6 +464,15 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       } else if (meta_->layout_version != kLayoutVersion) {
         mismatch = absl::StrCat("layout version ", meta_->layout_version,
                                 ", this build reads ", kLayoutVersion);
+      } else if (const uint64_t pool_magic =
+                     meta_->pool.magic.load(std::memory_order_acquire);
+                 pool_magic != kPoolMagic) {
+        // The pool header (the stack every join maps) is no pool's: its
+        // stack cannot be trusted, the pool's own magic being right.
+        foreign = true;
+        mismatch = absl::StrCat("its pool header (offset 0) has magic 0x",
+                                absl::Hex(pool_magic), ", not 0x",
+                                absl::Hex(kPoolMagic), ": it is corrupt");
       } else if (FieldString(meta_->name) != config_.name) {
         mismatch = absl::StrCat("it records the name '",
                                 FieldString(meta_->name), "'");
@@ -361,8 +494,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         mismatch = absl::StrCat("backing is ", BackingToString(recorded),
                                 ", configured ",
                                 BackingToString(config_.backing));
-      } else if (existing <
-                 MetadataBytes(meta_->max_volumes)) {
+      } else if (existing < MetadataBytes(meta_->max_volumes)) {
         mismatch = "it is truncated";
       }
       if (!mismatch.empty()) {
@@ -380,6 +512,12 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                   "--recreate"));
         }
         create = true;
+      }
+      if (create && (magic == kMetadataMagic || magic == 0) &&
+          existing >= sizeof(Metadata)) {
+        // The store of the pool being re-created (or of the creation that
+        // never finished), removed once the new one exists.
+        abandoned_store = FieldString(meta_->store_path);
       }
       if (create) {
         munmap(meta_, meta_bytes_);
@@ -413,6 +551,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
 
   if (create) {
     if (absl::Status s = CreateStore(*options); !s.ok()) return s;
+    RemoveAbandonedStore(abandoned_store);
   } else {
     if (!owner) {
       if (meta_->magic.load(std::memory_order_acquire) != kMetadataMagic) {
@@ -429,11 +568,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       if (!IsPowerOfTwo(config_.volume_size_bytes) ||
           config_.volume_size_bytes < kVolumeMinFootprint ||
           config_.max_volumes == 0 ||
-          config_.max_volumes > (uint64_t{1} << 30)) {
+          config_.max_volumes > (uint64_t{1} << 30) ||
+          !SpanFits(config_.volume_size_bytes, config_.max_volumes)) {
         return absl::FailedPreconditionError(absl::StrCat(
             meta_path, " records volume_size ", config_.volume_size_bytes,
             " and max_volumes ", config_.max_volumes,
-            ": not a pool's geometry (corrupt)"));
+            ": not a pool's geometry (corrupt; a pool's store holds at most ",
+            kMaxSpanBytes, " bytes)"));
       }
       if (meta_bytes_ < MetadataBytes(config_.max_volumes)) {
         return absl::FailedPreconditionError(
@@ -459,6 +600,12 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                        ": the metadata is corrupt"));
     }
     if (absl::Status s = OpenStore(owner, options); !s.ok()) return s;
+    if (recovery_.store_lost) {
+      if (absl::Status s = ReplaceMetadata(meta_path, block, *options);
+          !s.ok()) {
+        return s;
+      }
+    }
   }
 
   // A data-plane join cannot see adds happen: it maps the whole store, at
@@ -593,21 +740,32 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     store_path = config_.backing.file_path;
   } else if (kind == BackingKind::kNormal) {
     struct statfs fs;
-    std::string dir = data_dir_;
-    if (statfs(data_dir_.c_str(), &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
-      dir = kShmStoreDir;  // normal pages live on tmpfs
-      if (absl::Status s = PrepareStoreDirectory(dir); !s.ok()) return s;
+    if (statfs(data_dir_.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+      store_path = absl::StrCat(data_dir_, "/", config_.name, ".volumes");
+    } else {
+      // Normal pages live on tmpfs: the shared kShmStoreDir.
+      if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
+        return s;
+      }
+      absl::StatusOr<int> created =
+          CreateTaggedStore(kShmStoreDir, "", &store_path);
+      if (!created.ok()) return created.status();
+      fd = *created;
     }
-    store_path = absl::StrCat(dir, "/", config_.name, ".volumes");
   } else {
     std::optional<HugetlbMount> mount =
         host_.FindHugetlbMount(page, data_dir_);
     if (mount.has_value()) {
-      const bool in_data_dir = data_dir_.rfind(mount->path, 0) == 0;
-      store_path = in_data_dir
-                       ? absl::StrCat(data_dir_, "/", config_.name, ".volumes")
-                       : absl::StrCat(mount->path, "/groove-volumed.",
-                                      config_.name, ".volumes");
+      // The data directory is on the mount: the store goes beside the
+      // metadata. Else the mount is shared: a tagged name.
+      if (PathIsWithin(data_dir_, mount->path)) {
+        store_path = absl::StrCat(data_dir_, "/", config_.name, ".volumes");
+      } else {
+        absl::StatusOr<int> created =
+            CreateTaggedStore(mount->path, kMountStorePrefix, &store_path);
+        if (!created.ok()) return created.status();
+        fd = *created;
+      }
     } else {
       const unsigned flags =
           MFD_CLOEXEC | MFD_HUGETLB |
@@ -624,9 +782,15 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     }
   }
   if (fd < 0) {
+    // The configured file:PATH, or DATA_DIR/NAME.volumes: this pool's name
+    // in this data directory, whose metadata we hold locked.
     fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
     description = store_path;
+    if (absl::Status s = LockStore(fd, config_.name, description); !s.ok()) {
+      close(fd);
+      return s;
+    }
     // A new pool starts with an empty store: drop whatever was there.
     if (ftruncate(fd, 0) != 0) {
       const absl::Status s = ErrnoError(absl::StrCat("truncate ", store_path));
@@ -634,6 +798,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
       return s;
     }
   }
+  if (description.empty()) description = store_path;
   const uint64_t span = config_.max_volumes * size;
   if (ftruncate(fd, static_cast<off_t>(span)) != 0) {
     const absl::Status s = ErrnoError(
@@ -668,6 +833,71 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> NamedPool::CreateTaggedStore(const std::string& dir,
+                                                 absl::string_view prefix,
+                                                 std::string* path) {
+  // A collision of two 64-bit tags is not expected; O_EXCL makes one
+  // harmless (another tag is drawn), never a second user of a store.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    uint64_t tag = 0;
+    if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag)) {
+      return ErrnoError("draw a volume store tag (getrandom)");
+    }
+    *path =
+        absl::StrCat(dir, "/", SharedStoreFileName(prefix, config_.name, tag));
+    // Recorded before the file exists: a creation that dies from here on
+    // leaves its path in the metadata, and the next one removes the file
+    // (RemoveAbandonedStore).
+    CopyField(meta_->store_path, *path);
+    const int fd =
+        open(path->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+             0600);
+    if (fd >= 0) {
+      if (absl::Status s = LockStore(fd, config_.name, *path); !s.ok()) {
+        close(fd);
+        return s;
+      }
+      return fd;
+    }
+    if (errno != EEXIST) return ErrnoError(absl::StrCat("create ", *path));
+  }
+  return absl::InternalError(
+      absl::StrCat("pool '", config_.name,
+                   "': could not create a volume store of a new "
+                   "name in ",
+                   dir, " (every name drawn exists)"));
+}
+
+bool NamedPool::IsTaggedStorePath(const std::string& store_path) const {
+  const std::filesystem::path path(store_path);
+  const std::string dir = path.parent_path().string();
+  const std::string file = path.filename().string();
+  bool tagged = false;
+  if (dir == kShmStoreDir) {
+    return IsSharedStoreFileName(file, "", config_.name, &tagged) && tagged;
+  }
+  for (const HugetlbMount& mount : host_.HugetlbMounts()) {
+    if (dir == mount.path) {
+      return IsSharedStoreFileName(file, kMountStorePrefix, config_.name,
+                                   &tagged) &&
+             tagged;
+    }
+  }
+  return false;
+}
+
+void NamedPool::RemoveAbandonedStore(const std::string& old_path) {
+  if (old_path.empty() || old_path == FieldString(meta_->store_path) ||
+      !IsTaggedStorePath(old_path)) {
+    return;
+  }
+  const int fd = open(old_path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;  // gone already
+  // Another owner holding it (a copy of this data directory) keeps it.
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) unlink(old_path.c_str());
+  close(fd);
+}
+
 absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
   const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
   const std::filesystem::path path(store_path);
@@ -687,20 +917,28 @@ absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
                              a.st_dev == b.st_dev && a.st_ino == b.st_ino;
     if (in_data_dir) return absl::OkStatus();
     expected = absl::StrCat(data_dir_, "/", own);
+    bool tagged = false;
+    const std::string file = path.filename().string();
     if (kind == BackingKind::kNormal) {
       // Compared as text: the directory may be gone (a cleared /dev/shm),
       // which OpenStore recovers from.
-      const std::string shm = absl::StrCat(kShmStoreDir, "/", own);
-      if (store_path == shm) return absl::OkStatus();
-      absl::StrAppend(&expected, " or ", shm);
+      if (dir == kShmStoreDir &&
+          IsSharedStoreFileName(file, "", config_.name, &tagged)) {
+        return absl::OkStatus();
+      }
+      absl::StrAppend(&expected, " or ", kShmStoreDir, "/", config_.name,
+                      "@TAG.volumes");
     } else {
       const std::optional<HugetlbMount> mount =
           host_.FindHugetlbMount(meta_->page_size_bytes, data_dir_);
       if (mount.has_value()) {
-        const std::string on_mount =
-            absl::StrCat(mount->path, "/groove-volumed.", own);
-        if (store_path == on_mount) return absl::OkStatus();
-        absl::StrAppend(&expected, " or ", on_mount);
+        if (dir == mount->path &&
+            IsSharedStoreFileName(file, kMountStorePrefix, config_.name,
+                                  &tagged)) {
+          return absl::OkStatus();
+        }
+        absl::StrAppend(&expected, " or ", mount->path, "/", kMountStorePrefix,
+                        config_.name, "@TAG.volumes");
       }
     }
   }
@@ -710,6 +948,68 @@ absl::Status NamedPool::CheckStorePath(const std::string& store_path) const {
       expected,
       "): the metadata is corrupt or was written by someone else; refusing "
       "to open, create or resize a file it names"));
+}
+
+absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
+                                        uint64_t block,
+                                        const OpenOptions& options) {
+  // The previous owner is gone (we hold the flock), so nothing will ever
+  // release a maintenance lock it held on the old pool, on which the old
+  // joins' blocking calls would spin for ever (data-plane joins never
+  // lock). Release it, as recovery does.
+  VolumePool::Hooks no_io;
+  no_io.read_header = [](void*, uint64_t, VolumeHeader*) { return false; };
+  no_io.write_header = [](void*, uint64_t, uint64_t, const void*, uint64_t) {
+    return false;
+  };
+  if (absl::StatusOr<VolumePool> old = VolumePool::Join(
+          &meta_->pool, nullptr, config_.max_volumes, config_.volume_size_bytes,
+          &Slot(config_.max_volumes), no_io);
+      old.ok() && old->IsLocked()) {
+    recovery_.lock_was_held = true;
+    old->Unlock();
+  }
+
+  // The new pool is made beside the old one and renamed over it.
+  const std::string temp = absl::StrCat(meta_path, ".new");
+  const int fd =
+      open(temp.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(absl::StrCat("create ", temp));
+  // Locked before anyone can find it at meta_path: an owner that opens it
+  // after the rename must find it owned.
+  const uint64_t bytes = RoundUp(MetadataBytes(config_.max_volumes), block);
+  void* p = MAP_FAILED;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0 || ftruncate(fd, 0) != 0 ||
+      ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
+      (p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+          MAP_FAILED) {
+    const absl::Status s = ErrnoError(absl::StrCat("ready ", temp));
+    close(fd);
+    unlink(temp.c_str());
+    return s;
+  }
+  Metadata* const old = meta_;
+  const uint64_t old_bytes = meta_bytes_;
+  meta_ = static_cast<Metadata*>(p);
+  meta_bytes_ = bytes;
+  absl::Status s = CreateStore(options);
+  // The commit point: from here joins find the new pool at meta_path.
+  if (s.ok() && rename(temp.c_str(), meta_path.c_str()) != 0) {
+    s = ErrnoError(absl::StrCat("rename ", temp, " to ", meta_path));
+  }
+  if (!s.ok()) {
+    store_.reset();
+    munmap(meta_, meta_bytes_);
+    meta_ = old;
+    meta_bytes_ = old_bytes;
+    close(fd);
+    unlink(temp.c_str());
+    return s;
+  }
+  munmap(old, old_bytes);
+  close(meta_fd_);  // the old object's lock: nobody can open it any more
+  meta_fd_ = fd;
+  return absl::OkStatus();
 }
 
 absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
@@ -731,14 +1031,15 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
         return ErrnoError(absl::StrCat("open volume store ", store_path));
       }
       // The store is gone (e.g. /dev/shm was cleared): its volumes too.
-      if (std::filesystem::path(store_path).parent_path() == kShmStoreDir) {
-        if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
-          return s;
-        }
-      }
-      fd = open(store_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-      if (fd < 0) return ErrnoError(absl::StrCat("create ", store_path));
+      // Map replaces the pool (ReplaceMetadata).
       recovery_.store_lost = true;
+      return absl::OkStatus();
+    }
+    if (owner) {
+      if (absl::Status s = LockStore(fd, config_.name, description); !s.ok()) {
+        close(fd);
+        return s;
+      }
     }
   } else {
     const int64_t pid = meta_->owner_pid.load(std::memory_order_relaxed);
@@ -754,21 +1055,17 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
             std::strerror(errno), "; is the owner running?"));
       }
     } else {
-      // The memfd died with the previous owner; so did its volumes.
-      fd = memfd_create(
-          absl::StrCat("groove-", config_.name).c_str(),
-          MFD_CLOEXEC | MFD_HUGETLB |
-              (kind == BackingKind::kGigantic ? MFD_HUGE_1GB : MFD_HUGE_2MB));
-      if (fd < 0) return ErrnoError("memfd_create(MFD_HUGETLB)");
+      // The memfd died with the previous owner; so did its volumes. Map
+      // replaces the pool (ReplaceMetadata).
       recovery_.store_lost = true;
-      meta_->store_memfd.store(fd, std::memory_order_relaxed);
+      return absl::OkStatus();
     }
   }
   // Every volume is read through a mapping of the store: a store shorter
   // than the pool's span (cut short, or metadata that records another
   // geometry) would fault (SIGBUS) the first read past its end.
   struct stat st;
-  if (!recovery_.store_lost && fstat(fd, &st) == 0 &&
+  if (fstat(fd, &st) == 0 &&
       static_cast<uint64_t>(st.st_size) <
           meta_->max_volumes * meta_->volume_size_bytes) {
     close(fd);
@@ -781,16 +1078,7 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
                      " need ", meta_->max_volumes * meta_->volume_size_bytes,
                      ": it was cut short"));
   }
-  if (owner) {
-    meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
-    const uint64_t span = meta_->max_volumes * meta_->volume_size_bytes;
-    if (recovery_.store_lost &&
-        ftruncate(fd, static_cast<off_t>(span)) != 0) {
-      const absl::Status s = ErrnoError(absl::StrCat("size ", description));
-      close(fd);
-      return s;
-    }
-  }
+  if (owner) meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,
                                            kind == BackingKind::kNormal);
   if (options != nullptr && options->wrap_store) {
@@ -813,17 +1101,6 @@ absl::Status NamedPool::Recover() {
     pool.Lock(Wait::kBlock);
   }
   const uint64_t n = config_.max_volumes;
-
-  if (recovery_.store_lost) {
-    // Nothing of the old volumes exists any more.
-    for (uint64_t i = 0; i < n; ++i) {
-      Slot(i).store(kSlotFree, std::memory_order_relaxed);
-    }
-    pool.Reset();
-    meta_->volumes_mapped.store(0, std::memory_order_relaxed);
-    pool.Unlock();
-    return absl::OkStatus();
-  }
 
   // Judge the whole slot table before acting on any of it: a corrupt word
   // found half-way through the resolution below would leave the pool half

@@ -4,7 +4,8 @@
 //     multi-volume add (a real, tiny tmpfs): RESOURCE_EXHAUSTED naming the
 //     resource and the fix, the pool unchanged, the space given back;
 //   - a pool whose metadata is corrupt in each way recovery checks (the
-//     metadata magic, the slot table, the stack's top, links and slots):
+//     pool header's and the metadata's magic, the slot table, the stack's
+//     top, links and slots):
 //     quarantined with DATA_LOSS and a clear log line while the other pool
 //     serves, and per-pool health NOT_SERVING;
 //   - a data directory the server cannot use (read-only filesystem, a
@@ -199,15 +200,20 @@ class PoolFiles {
   void SetMetadataMagic(uint64_t magic) const {
     Write(meta_, kMetadataMagicOffset, magic);
   }
+  void SetPoolHeaderMagic(uint64_t magic) const {
+    Write(meta_, offsetof(PoolHeader, magic), magic);
+  }
 
-  // Evidence is what recovery reads to judge the pool: the metadata magic,
-  // the stack's top index, the slot and link tables, and the volume store.
+  // Evidence is what recovery reads to judge the pool: the pool header's
+  // and the metadata's magic, the stack's top index, the slot and link
+  // tables, and the volume store.
   // (Opening a pool as its owner also writes bookkeeping before recovery
   // judges it: the owner's pid, the lock's version in ver_top, the counter
   // shards of dead processes. Those are not evidence.)
   std::string Evidence() const {
     const std::string meta = ReadFile(meta_);
-    return absl::StrCat(Read(meta_, kMetadataMagicOffset), "/", TopIndex(Top()),
+    return absl::StrCat(Read(meta_, offsetof(PoolHeader, magic)), "/",
+                        Read(meta_, kMetadataMagicOffset), "/", TopIndex(Top()),
                         "/",
                         meta.substr(kSlotTableOffset, 16 * kPoolBMaxVolumes),
                         "/", ReadFile(store_));
@@ -321,6 +327,19 @@ INSTANTIATE_TEST_SUITE_P(
                          f.SetMetadataMagic(0x2121216567616267);  // "gbage!!!"
                        },
                        "is not a groove-volumed pool"},
+        CorruptionCase{"WrongPoolHeaderMagic",
+                       [](const PoolFiles& f, const auto&) {
+                         // The stack's header, which every join maps.
+                         f.SetPoolHeaderMagic(0x2121216567616267);
+                       },
+                       "its pool header (offset 0) has magic"},
+        CorruptionCase{"ZeroedMetadataMagic",
+                       [](const PoolFiles& f, const auto&) {
+                         // Not a creation that never finished: the slot
+                         // table holds volumes.
+                         f.SetMetadataMagic(0);
+                       },
+                       "its magic was cleared"},
         CorruptionCase{"InvalidSlotStateWord",
                        [](const PoolFiles& f, const auto&) {
                          // An index no volume was ever added at.

@@ -1,11 +1,13 @@
 // groove-volumed as operators and tools see it, against the real binary:
 // `buf curl` through server reflection (no proto files), the /metrics
 // endpoint checked by `promtool check metrics` and scraped by a real
-// Prometheus server, and restarts (clean and SIGKILL) on the same data
-// directory.
+// Prometheus server, restarts (clean and SIGKILL) on the same data
+// directory, and two servers with their own data directories and a pool
+// of the same name.
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <regex>
@@ -505,6 +507,78 @@ TEST(ServerRestartTest, PoolsAndVolumesSurviveSigkill) {
   ExpectSameVolumes(a, TakeSnapshot(*stub, "a"));
   EXPECT_THAT(server->LogText(), HasSubstr("event=pool_recovered pool=b"));
   EXPECT_THAT(server->LogText(), Not(HasSubstr("event=pool_created")));
+}
+
+// Two servers with their own data directories (not tmpfs, so `normal`
+// stores go to /dev/shm/groove-volumed, which they share) and a pool of
+// the same name: the second's start used to cut the first's store to its
+// own size, and the first then found its volumes gone.
+TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
+  TempDir first_dir("/tmp");
+  TempDir second_dir("/tmp");
+  const std::string name = absl::StrCat("samename", getpid());
+  struct RemoveStores {
+    std::string prefix;
+    ~RemoveStores() {
+      std::error_code ec;
+      for (const auto& entry :
+           std::filesystem::directory_iterator("/dev/shm/groove-volumed", ec)) {
+        if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+          std::filesystem::remove(entry.path(), ec);
+        }
+      }
+    }
+  } remove_stores{name + "@"};
+  auto args = [&](const TempDir& dir, int max_volumes) {
+    return std::vector<std::string>{
+        "--data-dir=" + dir.path(),
+        absl::StrCat(
+            "--pool=name=", name,
+            ",backing=normal,volume_size=4KiB,max_volumes=", max_volumes)};
+  };
+  auto verify = [&](Stub& stub) {
+    v1::InspectRequest request;
+    request.set_pool(name);
+    request.set_verify(true);
+    v1::InspectResponse response;
+    const grpc::Status s = Inspect(stub, request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(response.verify_result().ok())
+        << response.verify_result().message();
+    return response.verify_result().empty_volumes_walked();
+  };
+
+  Snapshot first_pool;
+  {
+    auto first = ServerProcess::Start(args(first_dir, 16));
+    ASSERT_NE(first, nullptr);
+    auto stub = first->Stub();
+    v1::AddVolumeResponse added;
+    ASSERT_TRUE(Add(*stub, AddRequest(name, 3, "first"), &added).ok());
+    first_pool = TakeSnapshot(*stub, name);
+
+    // The second starts (creating its pool) while the first runs.
+    auto second = ServerProcess::Start(args(second_dir, 32));
+    ASSERT_NE(second, nullptr) << "the second server did not start";
+    auto second_stub = second->Stub();
+    ASSERT_TRUE(Add(*second_stub, AddRequest(name, 1, "second"), &added).ok());
+    EXPECT_EQ(verify(*second_stub), 1u);
+    EXPECT_EQ(second->Stop(), 0);
+
+    EXPECT_EQ(verify(*stub), 3u);
+    ExpectSameVolumes(first_pool, TakeSnapshot(*stub, name));
+    EXPECT_EQ(first->Stop(), 0);
+  }
+  // The first restarts: its pool is recovered, not quarantined.
+  auto first = ServerProcess::Start(args(first_dir, 16));
+  ASSERT_NE(first, nullptr);
+  EXPECT_TRUE(first->WaitForLog("event=pool_recovered pool=" + name)
+                  .value_or("")
+                  .find("volumes_recovered=3") != std::string::npos)
+      << first->LogText();
+  auto stub = first->Stub();
+  ExpectSameVolumes(first_pool, TakeSnapshot(*stub, name));
+  EXPECT_EQ(verify(*stub), 3u);
 }
 
 }  // namespace

@@ -12,8 +12,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "groove/named_pool.h"
 #include "gtest/gtest.h"
@@ -145,8 +147,16 @@ TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
     ASSERT_TRUE((*pool)->AddVolumes(1, std::nullopt, "kept").ok());
     EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
   }
-  EXPECT_TRUE(std::filesystem::exists(mount.path() +
-                                      "/groove-volumed.huge.volumes"));
+  // Named groove-volumed.NAME@TAG.volumes on the mount (TAG drawn at
+  // creation, so other data directories' pools of this name have others).
+  std::vector<std::string> stores;
+  for (const auto& entry : std::filesystem::directory_iterator(mount.path())) {
+    if (entry.path().filename().string().rfind("groove-volumed.huge@", 0) ==
+        0) {
+      stores.push_back(entry.path().string());
+    }
+  }
+  ASSERT_EQ(stores.size(), 1u);
   auto pool = NamedPool::Open(dir.path(), config);
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ((*pool)->recovery().volumes_recovered, 1u);
@@ -156,7 +166,7 @@ TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
   EXPECT_EQ(listed[0].info, "kept");
   ASSERT_TRUE((*pool)->RemoveVolumes(1).ok());
   EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
-  std::filesystem::remove(mount.path() + "/groove-volumed.huge.volumes");
+  std::filesystem::remove(stores[0]);
 }
 
 TEST(HugepageBackingTest, AutoPicksHugeWhenHugepagesAreFree) {

@@ -5,12 +5,15 @@
 #include "groove/named_pool.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -126,6 +129,69 @@ TEST(HostMemoryTest, ReadsHugetlbfsMountsAndTheirPageSizes) {
   EXPECT_FALSE(host.FindHugetlbMount(4096, "/srv").has_value());
 }
 
+TEST(HostMemoryTest, PathIsWithinComparesWholeComponents) {
+  EXPECT_TRUE(PathIsWithin("/x/huge", "/x/huge"));
+  EXPECT_TRUE(PathIsWithin("/x/huge/data", "/x/huge"));
+  EXPECT_TRUE(PathIsWithin("/x/huge/data", "/x/huge/"));
+  EXPECT_TRUE(PathIsWithin("/x/huge/data", "/"));
+  EXPECT_FALSE(PathIsWithin("/x/huge-data", "/x/huge"));
+  EXPECT_FALSE(PathIsWithin("/x/hugedata/a", "/x/huge"));
+  EXPECT_FALSE(PathIsWithin("/x", "/x/huge"));
+}
+
+TEST(HostMemoryTest, PrefersTheMountThatContainsTheDirectoryNotAPrefixOfIt) {
+  TempDir dir;
+  const std::string mounts = dir.path() + "/mounts";
+  std::ofstream(mounts)
+      << "none /x/huge hugetlbfs rw,relatime,pagesize=2M 0 0\n"
+         "none /x/huge-data hugetlbfs rw,relatime,pagesize=2M 0 0\n";
+  HostMemory host(mounts, dir.path());
+  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/x/huge-data/pools")->path,
+            "/x/huge-data");
+  EXPECT_EQ(host.FindHugetlbMount(kHugePageBytes, "/x/huge/pools")->path,
+            "/x/huge");
+}
+
+// FakeHugepageHost is a host with 2 MiB pages and a hugetlbfs "mount" at
+// MOUNT (a plain directory: a test does not allocate from it).
+NamedPool::OpenOptions FakeHugepageHost(const TempDir& dir,
+                                        const std::string& mount) {
+  std::filesystem::create_directories(mount);
+  std::ofstream(dir.path() + "/mounts")
+      << "none " << mount << " hugetlbfs rw,relatime,pagesize=2M 0 0\n";
+  const std::string sizes = dir.path() + "/sys/hugepages-2048kB";
+  std::filesystem::create_directories(sizes);
+  std::ofstream(sizes + "/nr_hugepages") << "8\n";
+  std::ofstream(sizes + "/free_hugepages") << "8\n";
+  NamedPool::OpenOptions options;
+  options.host = HostMemory(dir.path() + "/mounts", dir.path() + "/sys");
+  return options;
+}
+
+TEST(NamedPoolTest, AMountWhosePathPrefixesTheDataDirectoryDoesNotContainIt) {
+  TempDir dir;
+  const std::string mount = dir.path() + "/huge";
+  const std::string data = dir.path() + "/huge-data";  // not on the mount
+  PoolConfig config = SmallConfig();
+  config.backing.kind = BackingKind::kHuge;
+  config.volume_size_bytes = kHugePageBytes;
+  config.max_volumes = 2;
+  auto pool = OpenOrDie(data, config, FakeHugepageHost(dir, mount));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Summary().backing_in_use, BackingKind::kHuge);
+  // The store is on the mount (so in hugepages), under the shared name,
+  // not in the data directory, which is no hugetlbfs.
+  EXPECT_FALSE(std::filesystem::exists(data + "/main.volumes"));
+  int on_mount = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(mount)) {
+    EXPECT_EQ(entry.path().filename().string().rfind("groove-volumed.main@", 0),
+              0u)
+        << entry.path();
+    ++on_mount;
+  }
+  EXPECT_EQ(on_mount, 1);
+}
+
 TEST(HostMemoryTest, ReadsTheHugepageReservationFromSysfs) {
   TempDir dir;
   const std::string sizes = dir.path() + "/hugepages-2048kB";
@@ -145,6 +211,21 @@ TEST(HostMemoryTest, ReadsTheHugepageReservationFromSysfs) {
 }
 
 // ---- Opening ----------------------------------------------------------------
+
+// ReadFile is the whole of `path`.
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// WriteWord writes `word` at `offset` of `path`.
+void WriteWord(const std::string& path, uint64_t offset, uint64_t word) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.write(reinterpret_cast<const char*>(&word), sizeof(word));
+  ASSERT_TRUE(file.good()) << path;
+}
 
 // RewriteStorePath replaces the volume store path recorded in `meta_file`
 // (a NUL-padded field) with `path`, as a writer of the metadata could.
@@ -194,6 +275,188 @@ TEST(NamedPoolTest, OwnerRefusesAStorePathThePoolCouldNotHaveChosen) {
   // Put back, the pool opens again.
   RewriteStorePath(data + "/main.pool", elsewhere, data + "/main.volumes");
   EXPECT_NE(OpenOrDie(data, SmallConfig()), nullptr);
+}
+
+// ---- Stores in shared directories -------------------------------------------
+
+// SharedStores are the stores of `normal` pools named `name` whose data
+// directory is not a tmpfs: /dev/shm/groove-volumed/NAME@TAG.volumes, a
+// directory every server on the host shares. Removed when it goes.
+class SharedStores {
+ public:
+  explicit SharedStores(std::string name) : name_(std::move(name)) {}
+  ~SharedStores() {
+    for (const std::string& path : List()) std::filesystem::remove(path);
+  }
+  std::vector<std::string> List() const {
+    std::vector<std::string> paths;
+    std::error_code ec;
+    for (const auto& entry :
+         std::filesystem::directory_iterator("/dev/shm/groove-volumed", ec)) {
+      if (entry.path().filename().string().rfind(name_ + "@", 0) == 0) {
+        paths.push_back(entry.path().string());
+      }
+    }
+    std::sort(paths.begin(), paths.end());
+    return paths;
+  }
+
+ private:
+  std::string name_;
+};
+
+// A data directory that is not a tmpfs, so that `normal` stores go to
+// /dev/shm/groove-volumed.
+bool OnTmpfs(const std::string& dir) {
+  struct statfs fs;
+  return statfs(dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
+TEST(NamedPoolTest, PoolsOfOneNameInTwoDataDirectoriesKeepTheirOwnStores) {
+  TempDir a("/tmp");
+  TempDir b("/tmp");
+  TempDir c("/tmp");
+  if (OnTmpfs(a.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("twodirs-", getpid());
+  SharedStores stores(name);
+  {
+    auto first = OpenOrDie(a.path(), SmallConfig(name));
+    ASSERT_NE(first, nullptr);
+    ASSERT_TRUE(first->AddVolumes(3, std::nullopt, "first").ok());
+  }
+  // Another server, with another data directory, creates a pool of the
+  // same name while the first is stopped ...
+  auto second = OpenOrDie(b.path(), SmallConfig(name, 32));
+  ASSERT_NE(second, nullptr);
+  EXPECT_TRUE(second->recovery().created);
+  ASSERT_TRUE(second->AddVolumes(1, std::nullopt, "second").ok());
+  auto first = OpenOrDie(a.path(), SmallConfig(name));
+  ASSERT_NE(first, nullptr);
+  // ... and a third while it runs.
+  auto third = OpenOrDie(c.path(), SmallConfig(name, 8));
+  ASSERT_NE(third, nullptr);
+  ASSERT_TRUE(third->AddVolumes(2, std::nullopt, "third").ok());
+  EXPECT_EQ(stores.List().size(), 3u);
+
+  // The first pool is as it left it: its volumes verify and list.
+  EXPECT_FALSE(first->recovery().store_lost);
+  EXPECT_EQ(first->recovery().volumes_recovered, 3u);
+  absl::StatusOr<VerifyReport> verified = first->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+  uint64_t next = 0;
+  const std::vector<VolumeEntry> listed = first->ListVolumes(0, 100, &next);
+  ASSERT_EQ(listed.size(), 3u);
+  for (const VolumeEntry& e : listed) EXPECT_EQ(e.info, "first");
+  EXPECT_EQ(*first->AllocatedBytes(), 3 * kVolumeBytes);
+  EXPECT_TRUE(second->Verify().ok());
+  EXPECT_EQ(Observe(*second).indices, std::vector<uint64_t>{0});
+}
+
+TEST(NamedPoolTest, AStoreNamedByThePoolAloneAsBeforeTagsStillOpens) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("untagged-", getpid());
+  SharedStores stores(name);
+  const std::string untagged =
+      absl::StrCat("/dev/shm/groove-volumed/", name, ".volumes");
+  struct RemoveUntagged {
+    std::string path;
+    ~RemoveUntagged() { std::filesystem::remove(path); }
+  } remove_untagged{untagged};
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "kept").ok());
+  }
+  // As a server before store tags created it.
+  ASSERT_EQ(stores.List().size(), 1u);
+  const std::string tagged = stores.List()[0];
+  std::filesystem::rename(tagged, untagged);
+  RewriteStorePath(dir.path() + "/" + name + ".pool", tagged, untagged);
+  auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_FALSE(pool->recovery().store_lost);
+  EXPECT_EQ(pool->recovery().volumes_recovered, 2u);
+  EXPECT_EQ(Observe(*pool).indices, (std::vector<uint64_t>{0, 1}));
+  EXPECT_TRUE(pool->Verify().ok());
+}
+
+TEST(NamedPoolTest, AnOwnerRefusesAStoreAnotherOwnerHolds) {
+  TempDir a("/tmp");
+  TempDir b("/tmp");
+  if (OnTmpfs(a.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("heldstore-", getpid());
+  SharedStores stores(name);
+  auto first = OpenOrDie(a.path(), SmallConfig(name));
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->AddVolumes(2, std::nullopt, "first").ok());
+  const Observed before = Observe(*first);
+  ASSERT_EQ(stores.List().size(), 1u);
+  const std::string first_store = stores.List()[0];
+  ASSERT_NE(OpenOrDie(b.path(), SmallConfig(name)), nullptr);
+  std::vector<std::string> both = stores.List();
+  ASSERT_EQ(both.size(), 2u);
+  const std::string second_store = both[0] == first_store ? both[1] : both[0];
+  // The second pool's metadata names the first's store, as two pools of
+  // one name created by a server before stores were tagged both do (or a
+  // copy of a data directory).
+  RewriteStorePath(b.path() + "/" + name + ".pool", second_store, first_store);
+  const absl::Status s = NamedPool::Open(b.path(), SmallConfig(name)).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_THAT(s.message(), HasSubstr(first_store));
+  EXPECT_THAT(s.message(), HasSubstr("held by another owner"));
+  EXPECT_EQ(Observe(*first), before);
+  EXPECT_TRUE(first->Verify().ok());
+}
+
+TEST(NamedPoolTest, ReCreatingAPoolRemovesTheTaggedStoreItReplaces) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("recreated-", getpid());
+  SharedStores stores(name);
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "").ok());
+  }
+  const std::vector<std::string> old_stores = stores.List();
+  ASSERT_EQ(old_stores.size(), 1u);
+  NamedPool::OpenOptions options;
+  options.recreate = true;
+  auto pool = OpenOrDie(dir.path(), SmallConfig(name, 32), options);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  const std::vector<std::string> new_stores = stores.List();
+  ASSERT_EQ(new_stores.size(), 1u) << "the replaced store was left behind";
+  EXPECT_NE(new_stores[0], old_stores[0]);
+}
+
+TEST(NamedPoolTest, ALostSharedStoreIsReplacedByOneOfANewName) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("lost-", getpid());
+  SharedStores stores(name);
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "").ok());
+  }
+  const std::vector<std::string> old_stores = stores.List();
+  ASSERT_EQ(old_stores.size(), 1u);
+  std::filesystem::remove(old_stores[0]);  // as a cleared /dev/shm
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+    ASSERT_NE(pool, nullptr);
+    EXPECT_TRUE(pool->recovery().store_lost);
+    EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "new").ok());
+  }
+  const std::vector<std::string> new_stores = stores.List();
+  ASSERT_EQ(new_stores.size(), 1u);
+  EXPECT_NE(new_stores[0], old_stores[0]);
+  // The metadata records the new store: the pool reopens with its volume.
+  auto pool = OpenOrDie(dir.path(), SmallConfig(name));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_FALSE(pool->recovery().store_lost);
+  EXPECT_EQ(Observe(*pool).indices, std::vector<uint64_t>{0});
 }
 
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
@@ -279,6 +542,36 @@ TEST(NamedPoolTest, OpenRejectsBadNamesAndGeometry) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/../escape.pool"));
 }
 
+TEST(NamedPoolTest, OpenRejectsAGeometryWhoseSpanDoesNotFitAFile) {
+  TempDir dir;
+  PoolConfig config = SmallConfig();
+  config.volume_size_bytes = uint64_t{1} << 44;
+  config.max_volumes = uint64_t{1} << 20;  // 2^64 bytes: wraps to 0
+  absl::Status s = NamedPool::Open(dir.path(), config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("max_volumes 1048576 volumes of "
+                                     "volume_size 17592186044416 bytes"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool"));
+  // 2^63 bytes: no overflow, but more than an off_t (a negative size).
+  config.max_volumes = uint64_t{1} << 19;
+  s = NamedPool::Open(dir.path(), config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST(NamedPoolTest, AJoinRefusesARecordedGeometryWhoseSpanOverflows) {
+  TempDir dir;
+  ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr);
+  // The metadata records 2^20 volumes of 2^44 bytes: 2^64 bytes, which
+  // wraps to 0.
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kVolumeSizeOffset, uint64_t{1} << 44);
+  WriteWord(meta, testing::kMaxVolumesOffset, uint64_t{1} << 20);
+  const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("records volume_size 17592186044416 and "
+                                     "max_volumes 1048576"));
+}
+
 TEST(NamedPoolTest, ASecondOwnerIsRefused) {
   TempDir dir;
   auto first = OpenOrDie(dir.path(), SmallConfig());
@@ -333,6 +626,64 @@ TEST(NamedPoolTest, AForeignMetadataObjectIsNeverReformatted) {
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_NE(s.message().find("is not a groove-volumed pool"), std::string::npos)
       << s;
+}
+
+TEST(NamedPoolTest, ACorruptPoolHeaderMagicIsDataLossForTheOwner) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "kept").ok());
+  }
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, offsetof(PoolHeader, magic), 0x2121216567616267);
+  const std::string before = ReadFile(meta);
+  const std::string store_before = ReadFile(dir.path() + "/main.volumes");
+  // DATA_LOSS: a server quarantines this pool and serves its others.
+  const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("pool header (offset 0) has magic "
+                                     "0x2121216567616267"));
+  EXPECT_THAT(s.message(), HasSubstr("move the file aside"));
+  EXPECT_TRUE(ReadFile(meta) == before) << "the refused open changed it";
+  EXPECT_TRUE(ReadFile(dir.path() + "/main.volumes") == store_before)
+      << "the refused open changed the store";
+  // A data-plane join refuses it too (FAILED_PRECONDITION, as for every
+  // bad metadata a join meets).
+  EXPECT_EQ(NamedPool::Join(dir.path(), "main").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(NamedPoolTest, ACreationThatNeverFinishedIsCompleted) {
+  TempDir dir;
+  ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr);
+  // As a creation that died before writing the magic leaves it.
+  WriteWord(dir.path() + "/main.pool", testing::kMetadataMagicOffset, 0);
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "new").ok());
+  EXPECT_TRUE(pool->Verify().ok());
+}
+
+TEST(NamedPoolTest, AZeroedMetadataMagicOnAPoolWithVolumesIsDataLoss) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "kept").ok());
+  }
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kMetadataMagicOffset, 0);
+  const std::string before = ReadFile(meta);
+  const std::string store_before = ReadFile(dir.path() + "/main.volumes");
+  // Not "a creation that never finished": that would re-create the pool
+  // and drop its volumes. DATA_LOSS, so a server quarantines it.
+  const absl::Status s = NamedPool::Open(dir.path(), SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("metadata magic (offset 1536) is 0"));
+  EXPECT_THAT(s.message(), HasSubstr("slot 0 holds 0x"));
+  EXPECT_TRUE(ReadFile(meta) == before) << "the refused open changed it";
+  EXPECT_TRUE(ReadFile(dir.path() + "/main.volumes") == store_before)
+      << "the refused open changed the store";
 }
 
 TEST(NamedPoolTest, APoolOfTheOlderMetadataLayoutIsRefusedNotRecreated) {
@@ -797,6 +1148,23 @@ TEST(NamedPoolTest, FileBackingKeepsVolumesInTheNamedFile) {
   EXPECT_EQ(*pool->AllocatedBytes(), 0u);
 }
 
+TEST(NamedPoolTest, ANewPoolDoesNotTakeAFileStoreAnotherOwnerHolds) {
+  TempDir dir;
+  PoolConfig config = SmallConfig();
+  config.backing = *ParseBacking("file:" + dir.path() + "/store.bin");
+  auto first = OpenOrDie(dir.path() + "/one", config);
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->AddVolumes(2, std::nullopt, "first").ok());
+  const Observed before = Observe(*first);
+  // Another data directory's pool configured with the same file: its
+  // creation would cut the store to 0.
+  const absl::Status s = NamedPool::Open(dir.path() + "/two", config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_THAT(s.message(), HasSubstr(dir.path() + "/store.bin"));
+  EXPECT_EQ(Observe(*first), before);
+  EXPECT_TRUE(first->Verify().ok());
+}
+
 TEST(NamedPoolTest, AutoFallsBackToNormalWhenNoHugepagesAreFree) {
   TempDir dir;
   // A host with 2 MiB pages but none free, and no 1 GiB pages.
@@ -876,6 +1244,68 @@ TEST(NamedPoolTest, APoolSurvivesCloseAndReopenWithItsVolumes) {
   EXPECT_EQ(data_plane->pool().Release(held), PoolError::kSuccess);
   EXPECT_EQ(pool->Verify()->empty_volumes, 4u);
   EXPECT_EQ(pool->Summary().volumes_empty, 4u);
+}
+
+TEST(NamedPoolTest, AJoinHoldingAVolumeAcrossALostStoreCannotReachTheNewPool) {
+  TempDir dir;
+  std::unique_ptr<NamedPool> plane;
+  VolumeHeader* held = nullptr;
+  {
+    auto owner = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_TRUE(owner->AddVolumes(1, std::nullopt, "old").ok());  // 0
+    absl::StatusOr<std::unique_ptr<NamedPool>> join =
+        NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    plane = std::move(*join);
+    ASSERT_EQ(plane->pool().Acquire(&held), PoolError::kSuccess);
+  }
+  // The store goes (as a cleared /dev/shm, or a memfd with its owner); the
+  // data plane's mapping keeps its memory alive.
+  ASSERT_TRUE(std::filesystem::remove(dir.path() + "/main.volumes"));
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(owner, nullptr);
+  EXPECT_TRUE(owner->recovery().store_lost);
+  EXPECT_EQ(owner->Summary().volumes_mapped, 0u);
+
+  // The data plane releases the volume it held: into the old pool, which
+  // it still joins, not into the new one.
+  EXPECT_EQ(plane->pool().Release(held), PoolError::kSuccess);
+  absl::StatusOr<VerifyReport> verified = owner->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 0u);
+  // The owner's next add takes index 0 again: pushed once, no cycle.
+  absl::StatusOr<std::vector<uint64_t>> added =
+      owner->AddVolumes(1, std::nullopt, "new");
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, std::vector<uint64_t>{0});
+  verified = owner->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 1u);
+  // A join made now sees the new pool: one volume, "new", then empty.
+  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  VolumeHeader* a = nullptr;
+  VolumeHeader* b = nullptr;
+  ASSERT_EQ((*fresh)->pool().Acquire(&a), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*a), "new");
+  EXPECT_EQ((*fresh)->pool().Acquire(&b), PoolError::kEmpty);
+  EXPECT_EQ((*fresh)->pool().Release(a), PoolError::kSuccess);
+  // The old join keeps a pool of its own: its volume, and nothing of the
+  // new one.
+  ASSERT_EQ(plane->pool().Acquire(&a), PoolError::kSuccess);
+  EXPECT_EQ(a, held);
+  EXPECT_EQ(VolumeInfo(*a), "old");
+  EXPECT_EQ(plane->pool().Acquire(&b), PoolError::kEmpty);
+  EXPECT_EQ(plane->pool().Release(a), PoolError::kSuccess);
+  EXPECT_TRUE(owner->Verify().ok());
+  // The new pool survives its owner's restart as any pool does.
+  owner.reset();
+  owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(owner, nullptr);
+  EXPECT_FALSE(owner->recovery().store_lost);
+  EXPECT_EQ(owner->recovery().volumes_recovered, 1u);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool.new"));
 }
 
 TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {

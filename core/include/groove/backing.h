@@ -62,6 +62,12 @@ absl::string_view BackingKindName(BackingKind kind);
 // for normal and file, 0 for auto).
 uint64_t BackingPageBytes(BackingKind kind);
 
+// PathIsWithin returns whether `path` is `dir` or lies below it, comparing
+// whole components as text: "/x/huge/a" is within "/x/huge", "/x/huge-data"
+// is not. Neither path is normalised (no symlinks resolved, no "..");
+// a trailing '/' on `dir` is ignored. Cost: O(length).
+bool PathIsWithin(absl::string_view path, absl::string_view dir);
+
 // HugetlbMount is one hugetlbfs mount point and the page size it serves.
 struct HugetlbMount {
   std::string path;

@@ -11,16 +11,22 @@
 //                      step of an add or remove, so recovery is
 //                      deterministic.
 //   the volume store   a file in which volume i lives at i * volume_size:
-//                      DIR/NAME.volumes (normal backing, on tmpfs), a file
-//                      on a hugetlbfs mount (huge, gigantic), the PATH of
-//                      file:PATH, or a hugetlb memfd when no hugetlbfs
-//                      mount serves the page size (joined through
-//                      /proc/PID/fd/N; it dies with the owner).
+//                      DIR/NAME.volumes (normal backing, DIR on tmpfs, or
+//                      huge/gigantic, DIR on hugetlbfs), a file in a
+//                      directory servers share when DIR is not on the right
+//                      filesystem (/dev/shm/groove-volumed/NAME@TAG.volumes,
+//                      HUGETLBFS/groove-volumed.NAME@TAG.volumes: TAG is
+//                      drawn at random when the pool is created, so pools
+//                      of one name in two data directories never share a
+//                      store), the PATH of file:PATH, or a hugetlb memfd
+//                      when no hugetlbfs mount serves the page size (joined
+//                      through /proc/PID/fd/N; it dies with the owner).
 //
 // Two roles join a pool:
 //   - the owner (the server; one at a time, enforced by an flock on the
-//     metadata object) opens or creates it, recovers it, and adds and
-//     removes volumes;
+//     metadata object, and another on the volume store taken before the
+//     store is sized or punched) opens or creates it, recovers it, and adds
+//     and removes volumes;
 //   - data-plane processes join it by directory and name and acquire and
 //     release volumes through pool(), lock-free, while the owner adds and
 //     removes, and across restarts of the owner.
@@ -126,7 +132,10 @@ struct PoolSummary {
 struct RecoveryReport {
   bool created = false;            // a new pool was formatted
   bool lock_was_held = false;      // the previous owner died holding it
-  bool store_lost = false;         // memfd store gone with its owner
+  // The volume store was gone (a memfd with its owner, a removed store
+  // file, a cleared /dev/shm): the pool was replaced by an empty one, in a
+  // new metadata object; joins made before keep the old one.
+  bool store_lost = false;
   uint64_t volumes_recovered = 0;  // mapped volumes kept
   uint64_t adds_rolled_back = 0;   // ADDING slots freed
   uint64_t removes_finished = 0;   // half-removed volumes freed
@@ -172,14 +181,18 @@ class NamedPool {
   // the directory (0700) and the pool when they do not exist, and recovers
   // it (see RecoveryReport): in-flight adds are rolled back, half-removed
   // volumes freed, empty volumes that were off the stack pushed again.
-  // Errors: INVALID_ARGUMENT (bad name or geometry), FAILED_PRECONDITION
+  // Errors: INVALID_ARGUMENT (bad name or geometry: volume_size not a power
+  // of two of at least 4096, max_volumes outside [1, 2^30], or more than
+  // 2^63 - 1 bytes in max_volumes * volume_size), FAILED_PRECONDITION
   // (metadata of another layout or configuration: says to pass recreate;
   // an explicit backing this host cannot provide: says how to fix it),
-  // ALREADY_EXISTS (another owner has it open), DATA_LOSS (the metadata
-  // magic is not a pool's; the stack or slot table is corrupt; the
-  // recorded backing or page size cannot be the pool's; the volume store
-  // is shorter than max_volumes * volume_size),
-  // INTERNAL/PERMISSION_DENIED (system calls).
+  // ALREADY_EXISTS (another owner has it open, or holds the volume store
+  // its metadata names: says to stop that owner or re-create one of the
+  // two pools), DATA_LOSS (the metadata magic or the pool header's is not
+  // a pool's, or the metadata magic is 0 while the slot table holds
+  // volumes; the stack or slot table is corrupt; the recorded backing or
+  // page size cannot be the pool's; the volume store is shorter than
+  // max_volumes * volume_size), INTERNAL/PERMISSION_DENIED (system calls).
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
       const std::string& data_dir, const PoolConfig& config,
@@ -297,12 +310,44 @@ class NamedPool {
   absl::Status Map(const std::string& meta_path, bool owner,
                    const OpenOptions* options);
   absl::Status CreateStore(const OpenOptions& options);
+  // OpenStore opens the store the metadata records. The owner sets
+  // recovery_.store_lost, opening nothing, when it is gone (a hugetlb
+  // memfd always is, once its owner has exited).
   absl::Status OpenStore(bool owner, const OpenOptions* options);
+  // ReplaceMetadata replaces a pool whose store is lost with a new, empty
+  // one of the same configuration: a new metadata object (written beside
+  // the old one, locked, then renamed over `meta_path`) with a new store
+  // (CreateStore). Data-plane joins made before keep the old metadata and
+  // the old store, a pair no owner changes again: the volumes they hold
+  // and release never reach the new pool's stack. Releases a maintenance
+  // lock the dead owner held on the old pool (lock_was_held). REQUIRES:
+  // the owner's Map, meta_ the old object (flock held), `block` its
+  // filesystem's block size.
+  absl::Status ReplaceMetadata(const std::string& meta_path, uint64_t block,
+                               const OpenOptions& options);
   // CheckStorePath: DATA_LOSS unless `store_path` (from the metadata) is
   // where CreateStore would put this pool's store: the configured
-  // file:PATH, DATA_DIR/NAME.volumes, /dev/shm/groove-volumed/NAME.volumes
-  // (normal) or HUGETLBFS/groove-volumed.NAME.volumes (hugepages).
+  // file:PATH, DATA_DIR/NAME.volumes, /dev/shm/groove-volumed/NAME@TAG.volumes
+  // (normal) or HUGETLBFS/groove-volumed.NAME@TAG.volumes (hugepages), or,
+  // as servers before the tag named them, the last two without @TAG.
   absl::Status CheckStorePath(const std::string& store_path) const;
+  // CreateTaggedStore creates a new store file NAME@TAG.volumes (after
+  // `prefix`) in `dir`, a directory other data directories' servers share:
+  // TAG is 16 random hex digits, the file is created with O_EXCL (never one
+  // that exists) and locked (flock) as every owner's store is. The path is
+  // recorded in the metadata before the file is created. Returns its fd.
+  absl::StatusOr<int> CreateTaggedStore(const std::string& dir,
+                                        absl::string_view prefix,
+                                        std::string* path);
+  // IsTaggedStorePath: `store_path` is a name CreateTaggedStore gives this
+  // pool (in /dev/shm/groove-volumed or on a hugetlbfs mount).
+  bool IsTaggedStorePath(const std::string& store_path) const;
+  // RemoveAbandonedStore unlinks `old_path`, the store of the pool this
+  // Open re-created, if CreateTaggedStore named it (a name no other pool
+  // records), it is not the new store, and no owner holds it. Stores of
+  // other names are left: in a shared directory they may be another data
+  // directory's.
+  void RemoveAbandonedStore(const std::string& old_path);
   absl::Status Recover();
   // WalkStack walks the stack from volume `top` through the link table,
   // checking that each index on it has a MAPPED or PUSHING slot, and marks
@@ -366,6 +411,12 @@ class NamedPool {
     if (step_hook_) step_hook_(step);
   }
   std::atomic<uint64_t>& Slot(uint64_t index) const;
+  // FirstUsedSlot returns the lowest index whose slot is not FREE in the
+  // metadata object mapped at meta_ (`file_bytes` long), or kNoSlot. The
+  // table read is the recorded max_volumes' if it is one, else the
+  // configured one's. REQUIRES: the owner's Map, before creating.
+  static constexpr uint64_t kNoSlot = ~uint64_t{0};
+  uint64_t FirstUsedSlot(uint64_t file_bytes) const;
 
   std::string data_dir_;
   PoolConfig config_;
@@ -398,6 +449,10 @@ class NamedPool {
 namespace testing {
 // The metadata magic (a uint64_t) follows the pool header.
 inline constexpr uint64_t kMetadataMagicOffset = sizeof(PoolHeader);
+// The recorded geometry (uint64_t each), which a data-plane join takes from
+// the metadata.
+inline constexpr uint64_t kVolumeSizeOffset = kMetadataMagicOffset + 16;
+inline constexpr uint64_t kMaxVolumesOffset = kMetadataMagicOffset + 24;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.
