@@ -199,6 +199,7 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
   static_assert(testing::kAddingSlotWord == SlotWord(kSlotAdding, 0));
+  static_assert(testing::kPushingSlotWord == SlotWord(kSlotPushing, 0));
   store_gate_.emplace([this](uint64_t first, uint64_t count) {
     GiveBackAndFree(first, count);
   });
@@ -870,11 +871,20 @@ absl::Status NamedPool::Recover() {
   // is not a sound empty one (the checks Verify makes of every volume on
   // the stack): a corrupt volume stays off the stack, MAPPED, where Inspect
   // shows it as corrupt and no Acquire can be handed it.
+  // It returns false, having freed the slot, for a volume that is not a
+  // volume at all (magic 0: its push failed and marked it so, or it reads
+  // as a hole): it was never pushed and cannot be, so its add is undone
+  // for it, instead of leaving a MAPPED slot that nothing lists or removes.
   auto push_if_sound = [&](uint64_t i) {
     VolumeHeader v;
     if (!ReadVolumeHeader(i, &v)) {
       ++recovery_.volumes_quarantined;
-      return;
+      return true;
+    }
+    if (v.magic.load(std::memory_order_relaxed) == kVolumeNotAVolume) {
+      free_volume(i);
+      ++recovery_.adds_rolled_back;
+      return false;
     }
     const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
     bool sound = v.magic.load(std::memory_order_relaxed) == kVolumeEmptyMagic &&
@@ -888,6 +898,7 @@ absl::Status NamedPool::Recover() {
     } else {
       ++recovery_.volumes_quarantined;
     }
+    return true;
   };
   for (uint64_t i = 0; i < n; ++i) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
@@ -913,8 +924,7 @@ absl::Status NamedPool::Recover() {
           // that died before marking it MAPPED). Off it: never pushed,
           // since a pop that takes a volume pushed with its batch's tag
           // marks it MAPPED first (ConfirmPushed), so push it.
-          if (!on_stack[i]) push_if_sound(i);
-          ++mapped;
+          if (on_stack[i] || push_if_sound(i)) ++mapped;
         }
         break;
       case kSlotMapped:
@@ -1185,10 +1195,11 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     return WithRemedy(std::move(taken));
   }
   Step("add:allocated");
-  // Format every header, then commit the batch, then push. The pushes go
-  // highest position first, each onto the one before it, the first onto
-  // today's top: formatting each header with that `next` saves its push a
-  // write unless another add or remove moves the top meanwhile.
+  // Format every header, then commit the batch, then push it, as one
+  // chain: each volume links the next, the last links today's top.
+  // Formatting each header with that `next` leaves the push no header to
+  // write, unless another add or remove moves the top meanwhile (then it
+  // writes the last one's again).
   const VolumePool& pool = *pool_;
   const uint64_t top_now = pool.PeekTop();
   const auto top_hint = [&](size_t k) {
@@ -1219,14 +1230,34 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   }
   meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
   Step("add:committed");
-  for (size_t k = indices.size(); k-- > 0;) {
-    if (absl::Status s = PushCommitted(indices[k], batch, top_hint(k));
-        !s.ok()) {
-      return s;
+  // One CAS pushes the whole batch (a chain, the lowest index on top), so
+  // a push that fails (the top moved and the last volume's header cannot
+  // be written again, or the stack is corrupt) pushed nothing and the add
+  // is rolled back whole. Pushed one at a time, the volumes pushed before
+  // a failure could be handed out at once and could not be taken back.
+  const PoolError pushed = pool.PushChainTagged(indices, batch, top_now);
+  if (pushed != PoolError::kSuccess) {
+    // Uncommitted again (a crash from here on is rolled back), then undone.
+    for (uint64_t i : indices) {
+      Slot(i).store(SlotWord(kSlotAdding, batch), std::memory_order_relaxed);
     }
-    Step("add:pushed");
-    MarkPushed(indices[k], batch);
+    meta_->volumes_mapped.fetch_sub(count, std::memory_order_relaxed);
+    ReleaseClaims(indices, indices.size());
+    const uint64_t top = pool.PeekTop();
+    if (pushed == PoolError::kCorrupt &&
+        (top == kNullIndex || top < config_.max_volumes)) {
+      return absl::InternalError(absl::StrCat(
+          "add volumes to pool '", config_.name, "': linking volume ",
+          indices.back(),
+          " onto the stack failed: writing its header to the "
+          "volume store failed (an I/O error); the add was rolled back"));
+    }
+    return PoolErrorToStatus(
+        pushed, absl::StrCat("push volumes of pool '", config_.name,
+                             "' (the add was rolled back)"));
   }
+  Step("add:pushed");
+  for (uint64_t i : indices) MarkPushed(i, batch);
   return indices;
 }
 
@@ -1304,9 +1335,17 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
                           std::memory_order_release);
     }
     for (const RemovedVolume& r : removed) {
-      // Failure says DATA_LOSS.
-      PushCommitted(r.index, batch, VolumePool::kNoTopHint).IgnoreError();
-      MarkPushed(r.index, batch);
+      if (PushCommitted(r.index, batch, VolumePool::kNoTopHint).ok()) {
+        MarkPushed(r.index, batch);
+        continue;
+      }
+      // Not pushed (its header cannot be written, or the stack is
+      // corrupt: `failure` says DATA_LOSS already) and marked not a
+      // volume: removed after all, never left MAPPED and unreachable.
+      Slot(r.index).store(SlotWord(kSlotRemoving, 0),
+                          std::memory_order_relaxed);
+      meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
+      store_gate_->GiveBackOrDefer(r.index, 1);
     }
     return failure;
   }

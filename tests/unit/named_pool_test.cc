@@ -447,6 +447,43 @@ TEST(NamedPoolTest, ARemoveThatMeetsACorruptVolumePutsTheOthersBack) {
   EXPECT_EQ((*removed)[0].info, "x");
 }
 
+// A good volume such a remove cannot put back (writing its header fails)
+// is removed after all: its memory given back, its index free. It used to
+// stay MAPPED with a header that is not a volume's, counted and holding
+// memory, which nothing listed, removed or could add again.
+TEST(NamedPoolTest, AVolumeARemoveCannotPutBackIsGivenBack) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  bool armed = true;
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  options.step_hook = [&](absl::string_view step) {
+    if (step != "remove:popped" || !armed) return;
+    armed = false;
+    control->fail_write_in = 1;  // putting volume 0 back
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "x").ok());  // 0 on top
+  {
+    auto join = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    (*join)->pool().VolumeAt(1)->magic.store(0x1234);
+  }
+  const absl::Status s = pool->RemoveVolumes(3).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  const Observed after = Observe(*pool);
+  EXPECT_EQ(after.indices, (std::vector<uint64_t>{1, 2}));  // 1 corrupt
+  EXPECT_EQ(after.mapped, 2u);
+  EXPECT_EQ(after.allocated_bytes, 2 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 1u);  // 2
+  EXPECT_EQ(*pool->AddVolumes(1, 0, "again"), (std::vector<uint64_t>{0}));
+}
+
 TEST(NamedPoolTest, APopThroughACorruptTopToAnUnaddedIndexDoesNotFault) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());
@@ -683,6 +720,119 @@ TEST(NamedPoolTest, HeaderWriteFailureMidBatchRollsBackTheWholeBatch) {
   EXPECT_EQ(verified->empty_volumes, 3u);
   EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
             (std::vector<uint64_t>{0, 2, 4, 6, 7}));
+}
+
+// After the commit the batch is pushed with one CAS. When the top moved
+// since the headers were formatted, the push must write the last
+// volume's `next` again; if that write fails nothing was pushed, and the
+// add is rolled back whole: before, the volumes pushed until then stayed
+// in the pool (the caller told nothing of them), the rest stayed PUSHING
+// (refused, counted mapped), and after a restart one of them was a MAPPED
+// slot that nothing listed or could remove.
+TEST(NamedPoolTest, AHeaderWriteFailureAfterTheCommitRollsBackTheWholeBatch) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  std::unique_ptr<NamedPool> data_plane;
+  VolumeHeader* held = nullptr;
+  bool armed = false;
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  options.step_hook = [&](absl::string_view step) {
+    if (step != "add:committed" || !armed) return;
+    armed = false;
+    // A data-plane Acquire moves the top, so the push must write the
+    // `next` of the batch's last volume again: that write fails.
+    ASSERT_EQ(data_plane->pool().Acquire(&held), PoolError::kSuccess);
+    control->fail_write_in = 1;
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  AddAtOddIndices(*pool);  // 1, 3, 5
+  auto join = NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  data_plane = std::move(*join);
+  const Observed before = Observe(*pool);
+
+  armed = true;
+  const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("volume 7"))
+      << s;  // 0, 2, 4, 6, 7
+  EXPECT_THAT(std::string(s.message()), HasSubstr("rolled back")) << s;
+  ASSERT_NE(held, nullptr);
+  ASSERT_EQ(data_plane->pool().Release(held), PoolError::kSuccess);
+  EXPECT_EQ(Observe(*pool), before);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+
+  // And after a restart: recovery finds nothing to undo or redo.
+  data_plane.reset();
+  pool.reset();
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  const RecoveryReport& r = pool->recovery();
+  EXPECT_EQ(r.adds_rolled_back, 0u);
+  EXPECT_EQ(r.volumes_repushed, 0u);
+  EXPECT_EQ(r.volumes_quarantined, 0u);
+  EXPECT_EQ(r.volumes_recovered, 3u);
+  EXPECT_EQ(Observe(*pool), before);
+  verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+  // Its indices are free.
+  EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
+            (std::vector<uint64_t>{0, 2, 4, 6, 7}));
+}
+
+// A committed volume off the stack whose header is not a volume (magic 0:
+// a push that failed marked it so) was never pushed and cannot be:
+// recovery frees it. It used to keep it as a MAPPED slot, counted and
+// holding memory, which ListVolumes hid (magic 0) and nothing could
+// remove or add again.
+TEST(NamedPoolTest, RecoveryFreesACommittedVolumeWhoseHeaderIsNotAVolume) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(4, std::nullopt, "kept").ok());  // 0..3
+  }
+  // Volume 4 as such a push leaves it: its memory taken, a header written
+  // but for its magic, its slot PUSHING of a committed batch.
+  {
+    VolumeHeader header;
+    std::memset(static_cast<void*>(&header), 0, sizeof(header));
+    header.idx.store(4);
+    header.info_sz.store(4);
+    std::memcpy(header.info, "lost", 4);
+    const int fd =
+        open((dir.path() + "/main.volumes").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, &header, sizeof(header), 4 * kVolumeBytes),
+              static_cast<ssize_t>(sizeof(header)));
+    close(fd);
+    const uint64_t word = testing::kPushingSlotWord;
+    const int meta =
+        open((dir.path() + "/main.pool").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(meta, 0);
+    ASSERT_EQ(pwrite(meta, &word, sizeof(word),
+                     static_cast<off_t>(testing::kSlotTableOffset + 8 * 4)),
+              8);
+    close(meta);
+  }
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().adds_rolled_back, 1u);
+  EXPECT_EQ(pool->recovery().volumes_quarantined, 0u);
+  EXPECT_EQ(pool->recovery().volumes_recovered, 4u);
+  const Observed after = Observe(*pool);
+  EXPECT_EQ(after.mapped, 4u);
+  EXPECT_EQ(after.indices, (std::vector<uint64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(after.allocated_bytes, 4 * kVolumeBytes);
+  ASSERT_TRUE(pool->Verify().ok());
+  EXPECT_EQ(*pool->AddVolumes(1, 4, "again"), (std::vector<uint64_t>{4}));
 }
 
 // The owner maps no volume: adds and removes reach the store with

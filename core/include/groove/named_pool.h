@@ -128,7 +128,10 @@ struct RecoveryReport {
   bool lock_was_held = false;      // the previous owner died holding it
   bool store_lost = false;         // memfd store gone with its owner
   uint64_t volumes_recovered = 0;  // mapped volumes kept
-  uint64_t adds_rolled_back = 0;   // ADDING slots freed
+  // Slots of adds freed: ADDING ones (and their batch's), and committed
+  // ones off the stack whose header is not a volume (never pushed, and
+  // nothing to push).
+  uint64_t adds_rolled_back = 0;
   uint64_t removes_finished = 0;   // half-removed volumes freed
   uint64_t volumes_repushed = 0;   // committed adds pushed by recovery
   // Empty volumes off the stack, left alone: a data-plane Release in
@@ -212,14 +215,19 @@ class NamedPool {
   // indices, or at [*first_index, *first_index + count). All or nothing:
   // slots are claimed (CAS FREE -> ADDING), memory allocated,
   // headers formatted, the batch committed (slots PUSHING), and only then
-  // are the volumes pushed (each slot turns MAPPED once its volume is on
-  // the stack); any failure before the push undoes every step.
+  // are the volumes pushed, all with one CAS (VolumePool::PushChainTagged;
+  // each slot turns MAPPED once its volume is on the stack); any failure
+  // undoes every step and leaves the pool as it was (a push that fails
+  // pushed nothing). A crash after the commit is rolled forward by
+  // recovery, before it rolled back.
   // Returns the indices added, ascending.
   // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes),
   // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
   // the range is taken), RESOURCE_EXHAUSTED (pool at max_volumes, or no
   // memory: names the sysfs file or mount to grow), FAILED_PRECONDITION
-  // (called on a data-plane join), DATA_LOSS (the stack is corrupt).
+  // (called on a data-plane join), DATA_LOSS
+  // (the stack is corrupt), INTERNAL (a header cannot be written to the
+  // volume store: says the add was rolled back).
   // Thread safety: safe to call concurrently with every other operation.
   // Blocks its own caller while the kernel allocates (seconds per GiB of
   // hugepages; the kernel also makes it wait for another add's allocation
@@ -230,8 +238,9 @@ class NamedPool {
   // punches removes queued meanwhile.
   // Cost: O(max_volumes) to find free slots, plus the allocation: one
   // fallocate per run of consecutive indices (a batch at the lowest free
-  // indices of a pool without holes is one run), then a read and two
-  // writes of each header (format, push).
+  // indices of a pool without holes is one run), then a read and a write
+  // of each header (format), and one more write when the top moved before
+  // the push.
   absl::StatusOr<std::vector<uint64_t>> AddVolumes(
       uint64_t count, std::optional<uint64_t> first_index,
       absl::string_view info);
@@ -400,6 +409,9 @@ inline constexpr uint64_t kInvalidSlotWord = 7;
 // The slot word of an add of batch 0 in flight (ADDING), which recovery
 // rolls back.
 inline constexpr uint64_t kAddingSlotWord = 1;
+// The slot word of a committed add of batch 0 (PUSHING), which recovery
+// rolls forward.
+inline constexpr uint64_t kPushingSlotWord = 2;
 }  // namespace testing
 
 }  // namespace groove
