@@ -1488,25 +1488,41 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
     const uint64_t bytes = (last - first) * footprint + sizeof(VolumeHeader);
     if (!window) window = std::make_unique_for_overwrite<std::byte[]>(
                      (per_window - 1) * footprint + sizeof(VolumeHeader));
-    if (!store_->Read(first * footprint, window.get(), bytes).ok()) {
-      i = end;  // an I/O error: list what can be read
-      continue;
-    }
+    // An I/O error (or a store cut short by another process: a read past
+    // its end) fails the whole window: then each header is read on its
+    // own, and one that cannot be read is listed as corrupt, saying why,
+    // so that no mapped volume is left out of the listing.
+    const absl::Status window_read =
+        store_->Read(first * footprint, window.get(), bytes);
     uint64_t k = first;
     for (; k <= last && entries.size() < max_entries; ++k) {
       if (StateOf(slots[k - i]) != kSlotMapped) continue;
       VolumeHeader v;
-      std::memcpy(static_cast<void*>(&v),
-                  window.get() + (k - first) * footprint, sizeof(v));
+      absl::Status read = window_read;
+      if (read.ok()) {
+        std::memcpy(static_cast<void*>(&v),
+                    window.get() + (k - first) * footprint, sizeof(v));
+      } else {
+        read = store_->Read(k * footprint, &v, sizeof(v));
+      }
       // A data-plane Acquire or Release may have been writing the magic
       // during the copy: a magic that is no magic at all is read once more
       // before it is believed.
-      if (!IsKnownMagic(v.magic.load(std::memory_order_relaxed)) &&
-          !ReadVolumeHeader(k, &v)) {
-        continue;
+      if (read.ok() && !IsKnownMagic(v.magic.load(std::memory_order_relaxed))) {
+        VolumeHeader again;
+        if (ReadVolumeHeader(k, &again)) CopyVolumeHeader(again, &v);
       }
       // Acquire: orders the reads above before this re-check.
       if (Slot(k).load(std::memory_order_acquire) != slots[k - i]) continue;
+      if (!read.ok()) {
+        VolumeEntry entry;
+        entry.index = k;
+        entry.status = VolumeStatus::kCorrupt;
+        entry.corruption =
+            absl::StrCat("header cannot be read: ", read.message());
+        entries.push_back(std::move(entry));
+        continue;
+      }
       if (std::optional<VolumeEntry> entry = ListedEntry(k, v)) {
         entries.push_back(*std::move(entry));
       }

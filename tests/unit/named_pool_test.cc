@@ -571,6 +571,70 @@ TEST(NamedPoolTest, ListVolumesPagesExactlyAcrossReadWindows) {
   EXPECT_EQ(paged, std::vector<uint64_t>(added.begin() + 1, added.end()));
 }
 
+// A window of small volumes that cannot be read (an I/O error) is read
+// again one header at a time: every volume is listed. It used to be
+// skipped whole: Inspect said OK, listing no volume.
+TEST(NamedPoolTest, ListVolumesReadsEachHeaderWhenAWindowCannotBeRead) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  PoolConfig config = SmallConfig("main", 16);
+  config.volume_size_bytes = 4096;  // all 16 in one window
+  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(5, std::nullopt, "x").ok());
+  control->reads = 0;
+  control->fail_read_in = 1;  // the window
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 16, &next);
+  EXPECT_EQ(control->reads.load(), 1 + 5);
+  EXPECT_EQ(next, 16u);
+  ASSERT_EQ(listed.size(), 5u);
+  for (uint64_t k = 0; k < 5; ++k) {
+    EXPECT_EQ(listed[k].index, k);
+    EXPECT_EQ(listed[k].status, VolumeStatus::kEmpty);
+    EXPECT_EQ(listed[k].info, "x");
+  }
+}
+
+// A store cut short (by another process) leaves the headers past its end
+// unreadable: each of those volumes is listed as corrupt, saying why, and
+// pages cover every mapped volume.
+TEST(NamedPoolTest, ListVolumesListsAVolumeWhoseHeaderCannotBeReadAsCorrupt) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("main", 16);
+  config.volume_size_bytes = 4096;
+  auto pool = OpenOrDie(dir.path(), config);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(8, std::nullopt, "x").ok());
+  // Volume 5's header is cut in half; 6 and 7 are past the end.
+  ASSERT_EQ(truncate((dir.path() + "/main.volumes").c_str(), 5 * 4096 + 256),
+            0);
+  std::vector<VolumeEntry> listed;
+  uint64_t next = 0;
+  while (next < 16) {
+    std::vector<VolumeEntry> page = pool->ListVolumes(next, 3, &next);
+    ASSERT_FALSE(page.empty()) << "a page of nothing before the end";
+    listed.insert(listed.end(), page.begin(), page.end());
+  }
+  ASSERT_EQ(listed.size(), 8u);
+  for (uint64_t k = 0; k < 8; ++k) {
+    EXPECT_EQ(listed[k].index, k);
+    if (k < 5) {
+      EXPECT_EQ(listed[k].status, VolumeStatus::kEmpty) << k;
+      continue;
+    }
+    EXPECT_EQ(listed[k].status, VolumeStatus::kCorrupt) << k;
+    EXPECT_THAT(listed[k].corruption,
+                ::testing::StartsWith("header cannot be read: "))
+        << k;
+    EXPECT_THAT(listed[k].corruption, HasSubstr("past the end")) << k;
+  }
+}
+
 TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());

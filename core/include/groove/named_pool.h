@@ -90,7 +90,8 @@ struct VolumeEntry {
   VolumeStatus status = VolumeStatus::kEmpty;
   std::string info;
   // kCorrupt only: the first wrong header field, with the value found and
-  // the value wanted (e.g. "header idx is 18, want 17").
+  // the value wanted (e.g. "header idx is 18, want 17"), or why the header
+  // could not be read ("header cannot be read: <the store's error>").
   std::string corruption;
 };
 
@@ -272,8 +273,12 @@ class NamedPool {
   // ListVolumes returns up to `max_entries` mapped volumes with index >=
   // `start_index`, ascending, and sets *next_index to the index to resume
   // from (or max_volumes when the listing is complete). Volumes in the
-  // middle of being added or removed are skipped. Thread safety: lock-free
-  // reads. Cost: O(indices scanned), plus one pread per volume listed.
+  // middle of being added or removed are skipped. A mapped volume whose
+  // header cannot be read (an I/O error, a store cut short) is listed as
+  // kCorrupt, its corruption saying why, never left out. Thread safety:
+  // lock-free reads. Cost: O(indices scanned), plus one pread per window
+  // of small volumes or per larger volume listed (one per volume when a
+  // window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
