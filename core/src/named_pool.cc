@@ -1074,11 +1074,21 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
     out->clear();
   };
   if (first.has_value()) {
-    if (*first >= n || count > n - *first) {
+    if (*first >= n) {
+      return absl::OutOfRangeError(
+          absl::StrCat("pool '", config_.name, "': first_index ", *first,
+                       " is not below max_volumes ", n, "; pick indices below ",
+                       n, " or raise max_volumes"));
+    }
+    if (count > n - *first) {
+      // first < n <= 2^30: first + count cannot wrap while count <= n.
       return absl::OutOfRangeError(absl::StrCat(
-          "pool '", config_.name, "': indices [", *first, ", ",
-          *first + count, ") go beyond max_volumes ", n,
-          "; pick indices below ", n, " or raise max_volumes"));
+          "pool '", config_.name, "': ",
+          count <= n
+              ? absl::StrCat("indices [", *first, ", ", *first + count, ")")
+              : absl::StrCat(count, " volumes from first_index ", *first),
+          " go beyond max_volumes ", n, "; pick indices below ", n,
+          " or raise max_volumes"));
     }
     for (uint64_t i = *first; i < *first + count; ++i) {
       uint64_t expected = kSlotFree;
@@ -1151,6 +1161,14 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     return absl::InvalidArgumentError(absl::StrCat(
         "add volumes to pool '", config_.name, "': info is ", info.size(),
         " bytes; at most ", kVolumeInfoMax, " fit in a volume header"));
+  }
+  if (!first_index.has_value() && count > config_.max_volumes) {
+    // Before claiming anything: claiming every free slot only to give them
+    // all back would make concurrent adds fail meanwhile.
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pool '", config_.name, "' holds at most max_volumes ",
+                     config_.max_volumes, " volumes, asked for ", count,
+                     "; add fewer or raise max_volumes"));
   }
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
@@ -1351,10 +1369,15 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   }
   if (removed.empty()) {
     const PoolSummary summary = Summary();
+    if (summary.volumes_mapped == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool '", config_.name, "' has no volumes (0 of ",
+                       config_.max_volumes, " mapped); add some first"));
+    }
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", config_.name, "' has no empty volume to remove (",
-        summary.volumes_mapped, " mapped, all in use); release volumes or "
-        "add more"));
+        summary.volumes_mapped, " mapped, ", summary.volumes_in_use,
+        " in use); release volumes or add more"));
   }
   // The volumes are out of the pool: off the stack, their slots REMOVING.
   meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);

@@ -663,8 +663,10 @@ TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
 TEST(NamedPoolTest, RemoveWithNothingEmptyIsFailedPrecondition) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());
-  EXPECT_EQ(pool->RemoveVolumes(1).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  const absl::Status none = pool->RemoveVolumes(1).status();
+  EXPECT_EQ(none.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(none.message(),
+            "pool 'main' has no volumes (0 of 16 mapped); add some first");
   ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "").ok());
   auto join = NamedPool::Join(dir.path(), "main");
   ASSERT_TRUE(join.ok()) << join.status();
@@ -676,7 +678,8 @@ TEST(NamedPoolTest, RemoveWithNothingEmptyIsFailedPrecondition) {
   EXPECT_EQ(owners, nullptr);
   const absl::Status s = pool->RemoveVolumes(1).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("1 mapped, all in use"), std::string::npos) << s;
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("no empty volume to remove (1 mapped, 1 in use)"));
   EXPECT_EQ(pool->RemoveVolumes(0).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -687,6 +690,7 @@ struct BadAdd {
   std::optional<uint64_t> first_index;
   size_t info_bytes;
   absl::StatusCode code;
+  const char* message_part;  // the key facts, as a person reads them
 };
 
 class NamedPoolBadAddTest : public ::testing::TestWithParam<BadAdd> {};
@@ -701,7 +705,7 @@ TEST_P(NamedPoolBadAddTest, IsRejectedWithTheSpecificCodeAndChangesNothing) {
       pool->AddVolumes(c.count, c.first_index, std::string(c.info_bytes, 'i'))
           .status();
   EXPECT_EQ(s.code(), c.code) << s;
-  EXPECT_FALSE(s.message().empty());
+  EXPECT_THAT(std::string(s.message()), HasSubstr(c.message_part));
   EXPECT_EQ(Observe(*pool), before);
   ASSERT_TRUE(pool->Verify().ok());
 }
@@ -710,19 +714,31 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, NamedPoolBadAddTest,
     ::testing::Values(
         BadAdd{"ZeroCount", 0, std::nullopt, 0,
-               absl::StatusCode::kInvalidArgument},
+               absl::StatusCode::kInvalidArgument, "count must be at least 1"},
         BadAdd{"InfoTooLong", 1, std::nullopt, 481,
-               absl::StatusCode::kInvalidArgument},
-        BadAdd{"RangeBeyondMax", 2, 15, 0, absl::StatusCode::kOutOfRange},
-        BadAdd{"FirstIndexBeyondMax", 1, 16, 0, absl::StatusCode::kOutOfRange},
-        BadAdd{"HugeCountOverflows", ~0ull, 1, 0,
-               absl::StatusCode::kOutOfRange},
+               absl::StatusCode::kInvalidArgument, "info is 481 bytes"},
+        BadAdd{"RangeBeyondMax", 2, 15, 0, absl::StatusCode::kOutOfRange,
+               "indices [15, 17) go beyond max_volumes 16"},
+        BadAdd{"FirstIndexBeyondMax", 1, 16, 0, absl::StatusCode::kOutOfRange,
+               "first_index 16 is not below max_volumes 16"},
+        // Neither first_index + count wraps in the message.
+        BadAdd{"HugeFirstIndex", 1, ~0ull, 0, absl::StatusCode::kOutOfRange,
+               "first_index 18446744073709551615 is not below max_volumes 16"},
+        BadAdd{"HugeCountOverflows", ~0ull, 1, 0, absl::StatusCode::kOutOfRange,
+               "18446744073709551615 volumes from first_index 1 go beyond "
+               "max_volumes 16"},
         BadAdd{"OverlapsMappedVolumes", 3, 2, 0,
-               absl::StatusCode::kAlreadyExists},
-        BadAdd{"InsideMappedVolumes", 1, 5, 0,
-               absl::StatusCode::kAlreadyExists},
+               absl::StatusCode::kAlreadyExists, "index 4 already holds"},
+        BadAdd{"InsideMappedVolumes", 1, 5, 0, absl::StatusCode::kAlreadyExists,
+               "index 5 already holds"},
         BadAdd{"MoreThanTheRoomLeft", 13, std::nullopt, 0,
-               absl::StatusCode::kResourceExhausted}),
+               absl::StatusCode::kResourceExhausted,
+               "room for 12 more volumes of max_volumes 16, asked for 13"},
+        // Refused before any slot is claimed (claiming every free one to
+        // give them back would make concurrent adds fail meanwhile).
+        BadAdd{"MoreThanMaxVolumes", 17, std::nullopt, 0,
+               absl::StatusCode::kResourceExhausted,
+               "holds at most max_volumes 16 volumes, asked for 17"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // OpenWithFaults opens a small pool whose store is a FaultStore driven by

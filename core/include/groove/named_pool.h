@@ -224,8 +224,10 @@ class NamedPool {
   // Returns the indices added, ascending.
   // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes),
   // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
-  // the range is taken), RESOURCE_EXHAUSTED (pool at max_volumes, or no
-  // memory: names the sysfs file or mount to grow), FAILED_PRECONDITION
+  // the range is taken), RESOURCE_EXHAUSTED (more than max_volumes asked
+  // for without first_index, refused before claiming anything; pool at
+  // max_volumes; or no memory: names the sysfs file or mount to grow),
+  // FAILED_PRECONDITION
   // (called on a data-plane join), DATA_LOSS
   // (the stack is corrupt), INTERNAL (a header cannot be written to the
   // volume store: says the add was rolled back).
@@ -249,7 +251,8 @@ class NamedPool {
   // RemoveVolumes pops up to `count` empty volumes, gives their memory back
   // and frees their slots. Returns the removed volumes (index and info).
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
-  // volume at all; or a data-plane join), DATA_LOSS (a corrupt volume was
+  // volume at all: says whether the pool has no volumes or how many are
+  // mapped and in use; or a data-plane join), DATA_LOSS (a corrupt volume was
   // popped: it is quarantined, the good ones popped by this call are put
   // back, and the pool is otherwise unchanged).
   // The memory is given back one run of consecutive indices at a time

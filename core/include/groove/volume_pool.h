@@ -410,7 +410,14 @@ class VolumePool {
   // writes each header (idx, info_sz, info, zero padding, then the empty
   // magic) without pushing. A caller that must not expose part of a batch
   // (crash-consistent multi-range adds) formats every range first, records
-  // that, then pushes. Returns kSuccess, kInvalid or kKey (nothing written).
+  // that, then pushes. Returns kSuccess; kInvalid or kKey with nothing
+  // written; or, on a join without volume0 only, kCorrupt when a header
+  // hook fails: a read (nothing written yet) or a write, after the headers
+  // before it in the range were written (formatted, not pushed) and with
+  // the failing one's perhaps half written. The range is still the
+  // caller's: it must not push it, and must give its memory back (a
+  // punch reads as zeros, not a volume) or mark each header not a volume
+  // before anyone may add it again (NamedPool rolls its add back).
   // Cost: O(count).
   //
   // `top_hint` saves the push a header write (a system call on a join
