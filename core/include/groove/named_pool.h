@@ -351,9 +351,12 @@ class NamedPool {
   static bool WriteHeaderHook(void* self, uint64_t index, uint64_t offset,
                               const void* bytes, uint64_t size);
   absl::Status WithRemedy(absl::Status status) const;
-  // PushCommitted pushes volume `index` of the committed add `batch`
-  // (slot PUSHING) with its link tagged with the batch; DATA_LOSS when the
-  // stack is corrupt. `top_hint` is the one its FormatRange was given.
+  // PushCommitted pushes volume `index` of the committed batch `batch`
+  // (slot PUSHING) with its link tagged with the batch: a remove's put-back
+  // of a volume it popped (an add pushes its batch with one CAS instead).
+  // DATA_LOSS when the stack is corrupt or the header cannot be written
+  // (then nothing was pushed and the header is marked not a volume).
+  // `top_hint` is the one its FormatRange was given, or kNoTopHint.
   absl::Status PushCommitted(uint64_t index, uint64_t batch, uint64_t top_hint);
   // MarkPushed turns the slot of a volume PushCommitted pushed from
   // PUSHING of `batch` to MAPPED, unless a pop did so already.
