@@ -271,6 +271,7 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
   static_assert(testing::kAddingSlotWord == SlotWord(kSlotAdding, 0));
+  static_assert(testing::kPushingSlotWord == SlotWord(kSlotPushing, 0));
   store_gate_.emplace([this](uint64_t first, uint64_t count) {
     GiveBackAndFree(first, count);
   });
@@ -1147,11 +1148,20 @@ absl::Status NamedPool::Recover() {
   // is not a sound empty one (the checks Verify makes of every volume on
   // the stack): a corrupt volume stays off the stack, MAPPED, where Inspect
   // shows it as corrupt and no Acquire can be handed it.
+  // It returns false, having freed the slot, for a volume that is not a
+  // volume at all (magic 0: its push failed and marked it so, or it reads
+  // as a hole): it was never pushed and cannot be, so its add is undone
+  // for it, instead of leaving a MAPPED slot that nothing lists or removes.
   auto push_if_sound = [&](uint64_t i) {
     VolumeHeader v;
     if (!ReadVolumeHeader(i, &v)) {
       ++recovery_.volumes_quarantined;
-      return;
+      return true;
+    }
+    if (v.magic.load(std::memory_order_relaxed) == kVolumeNotAVolume) {
+      free_volume(i);
+      ++recovery_.adds_rolled_back;
+      return false;
     }
     const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
     bool sound = v.magic.load(std::memory_order_relaxed) == kVolumeEmptyMagic &&
@@ -1165,6 +1175,7 @@ absl::Status NamedPool::Recover() {
     } else {
       ++recovery_.volumes_quarantined;
     }
+    return true;
   };
   for (uint64_t i = 0; i < n; ++i) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
@@ -1190,8 +1201,7 @@ absl::Status NamedPool::Recover() {
           // that died before marking it MAPPED). Off it: never pushed,
           // since a pop that takes a volume pushed with its batch's tag
           // marks it MAPPED first (ConfirmPushed), so push it.
-          if (!on_stack[i]) push_if_sound(i);
-          ++mapped;
+          if (on_stack[i] || push_if_sound(i)) ++mapped;
         }
         break;
       case kSlotMapped:
@@ -1341,11 +1351,21 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
     out->clear();
   };
   if (first.has_value()) {
-    if (*first >= n || count > n - *first) {
+    if (*first >= n) {
+      return absl::OutOfRangeError(
+          absl::StrCat("pool '", config_.name, "': first_index ", *first,
+                       " is not below max_volumes ", n, "; pick indices below ",
+                       n, " or raise max_volumes"));
+    }
+    if (count > n - *first) {
+      // first < n <= 2^30: first + count cannot wrap while count <= n.
       return absl::OutOfRangeError(absl::StrCat(
-          "pool '", config_.name, "': indices [", *first, ", ",
-          *first + count, ") go beyond max_volumes ", n,
-          "; pick indices below ", n, " or raise max_volumes"));
+          "pool '", config_.name, "': ",
+          count <= n
+              ? absl::StrCat("indices [", *first, ", ", *first + count, ")")
+              : absl::StrCat(count, " volumes from first_index ", *first),
+          " go beyond max_volumes ", n, "; pick indices below ", n,
+          " or raise max_volumes"));
     }
     for (uint64_t i = *first; i < *first + count; ++i) {
       uint64_t expected = kSlotFree;
@@ -1419,6 +1439,14 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
         "add volumes to pool '", config_.name, "': info is ", info.size(),
         " bytes; at most ", kVolumeInfoMax, " fit in a volume header"));
   }
+  if (!first_index.has_value() && count > config_.max_volumes) {
+    // Before claiming anything: claiming every free slot only to give them
+    // all back would make concurrent adds fail meanwhile.
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pool '", config_.name, "' holds at most max_volumes ",
+                     config_.max_volumes, " volumes, asked for ", count,
+                     "; add fewer or raise max_volumes"));
+  }
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
   std::vector<uint64_t> indices;
@@ -1462,10 +1490,11 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     return WithRemedy(std::move(taken));
   }
   Step("add:allocated");
-  // Format every header, then commit the batch, then push. The pushes go
-  // highest position first, each onto the one before it, the first onto
-  // today's top: formatting each header with that `next` saves its push a
-  // write unless another add or remove moves the top meanwhile.
+  // Format every header, then commit the batch, then push it, as one
+  // chain: each volume links the next, the last links today's top.
+  // Formatting each header with that `next` leaves the push no header to
+  // write, unless another add or remove moves the top meanwhile (then it
+  // writes the last one's again).
   const VolumePool& pool = *pool_;
   const uint64_t top_now = pool.PeekTop();
   const auto top_hint = [&](size_t k) {
@@ -1496,14 +1525,34 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   }
   meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
   Step("add:committed");
-  for (size_t k = indices.size(); k-- > 0;) {
-    if (absl::Status s = PushCommitted(indices[k], batch, top_hint(k));
-        !s.ok()) {
-      return s;
+  // One CAS pushes the whole batch (a chain, the lowest index on top), so
+  // a push that fails (the top moved and the last volume's header cannot
+  // be written again, or the stack is corrupt) pushed nothing and the add
+  // is rolled back whole. Pushed one at a time, the volumes pushed before
+  // a failure could be handed out at once and could not be taken back.
+  const PoolError pushed = pool.PushChainTagged(indices, batch, top_now);
+  if (pushed != PoolError::kSuccess) {
+    // Uncommitted again (a crash from here on is rolled back), then undone.
+    for (uint64_t i : indices) {
+      Slot(i).store(SlotWord(kSlotAdding, batch), std::memory_order_relaxed);
     }
-    Step("add:pushed");
-    MarkPushed(indices[k], batch);
+    meta_->volumes_mapped.fetch_sub(count, std::memory_order_relaxed);
+    ReleaseClaims(indices, indices.size());
+    const uint64_t top = pool.PeekTop();
+    if (pushed == PoolError::kCorrupt &&
+        (top == kNullIndex || top < config_.max_volumes)) {
+      return absl::InternalError(absl::StrCat(
+          "add volumes to pool '", config_.name, "': linking volume ",
+          indices.back(),
+          " onto the stack failed: writing its header to the "
+          "volume store failed (an I/O error); the add was rolled back"));
+    }
+    return PoolErrorToStatus(
+        pushed, absl::StrCat("push volumes of pool '", config_.name,
+                             "' (the add was rolled back)"));
   }
+  Step("add:pushed");
+  for (uint64_t i : indices) MarkPushed(i, batch);
   return indices;
 }
 
@@ -1581,18 +1630,31 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
                           std::memory_order_release);
     }
     for (const RemovedVolume& r : removed) {
-      // Failure says DATA_LOSS.
-      PushCommitted(r.index, batch, VolumePool::kNoTopHint).IgnoreError();
-      MarkPushed(r.index, batch);
+      if (PushCommitted(r.index, batch, VolumePool::kNoTopHint).ok()) {
+        MarkPushed(r.index, batch);
+        continue;
+      }
+      // Not pushed (its header cannot be written, or the stack is
+      // corrupt: `failure` says DATA_LOSS already) and marked not a
+      // volume: removed after all, never left MAPPED and unreachable.
+      Slot(r.index).store(SlotWord(kSlotRemoving, 0),
+                          std::memory_order_relaxed);
+      meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
+      store_gate_->GiveBackOrDefer(r.index, 1);
     }
     return failure;
   }
   if (removed.empty()) {
     const PoolSummary summary = Summary();
+    if (summary.volumes_mapped == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool '", config_.name, "' has no volumes (0 of ",
+                       config_.max_volumes, " mapped); add some first"));
+    }
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", config_.name, "' has no empty volume to remove (",
-        summary.volumes_mapped, " mapped, all in use); release volumes or "
-        "add more"));
+        summary.volumes_mapped, " mapped, ", summary.volumes_in_use,
+        " in use); release volumes or add more"));
   }
   // The volumes are out of the pool: off the stack, their slots REMOVING.
   meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
@@ -1726,25 +1788,41 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
     const uint64_t bytes = (last - first) * footprint + sizeof(VolumeHeader);
     if (!window) window = std::make_unique_for_overwrite<std::byte[]>(
                      (per_window - 1) * footprint + sizeof(VolumeHeader));
-    if (!store_->Read(first * footprint, window.get(), bytes).ok()) {
-      i = end;  // an I/O error: list what can be read
-      continue;
-    }
+    // An I/O error (or a store cut short by another process: a read past
+    // its end) fails the whole window: then each header is read on its
+    // own, and one that cannot be read is listed as corrupt, saying why,
+    // so that no mapped volume is left out of the listing.
+    const absl::Status window_read =
+        store_->Read(first * footprint, window.get(), bytes);
     uint64_t k = first;
     for (; k <= last && entries.size() < max_entries; ++k) {
       if (StateOf(slots[k - i]) != kSlotMapped) continue;
       VolumeHeader v;
-      std::memcpy(static_cast<void*>(&v),
-                  window.get() + (k - first) * footprint, sizeof(v));
+      absl::Status read = window_read;
+      if (read.ok()) {
+        std::memcpy(static_cast<void*>(&v),
+                    window.get() + (k - first) * footprint, sizeof(v));
+      } else {
+        read = store_->Read(k * footprint, &v, sizeof(v));
+      }
       // A data-plane Acquire or Release may have been writing the magic
       // during the copy: a magic that is no magic at all is read once more
       // before it is believed.
-      if (!IsKnownMagic(v.magic.load(std::memory_order_relaxed)) &&
-          !ReadVolumeHeader(k, &v)) {
-        continue;
+      if (read.ok() && !IsKnownMagic(v.magic.load(std::memory_order_relaxed))) {
+        VolumeHeader again;
+        if (ReadVolumeHeader(k, &again)) CopyVolumeHeader(again, &v);
       }
       // Acquire: orders the reads above before this re-check.
       if (Slot(k).load(std::memory_order_acquire) != slots[k - i]) continue;
+      if (!read.ok()) {
+        VolumeEntry entry;
+        entry.index = k;
+        entry.status = VolumeStatus::kCorrupt;
+        entry.corruption =
+            absl::StrCat("header cannot be read: ", read.message());
+        entries.push_back(std::move(entry));
+        continue;
+      }
       if (std::optional<VolumeEntry> entry = ListedEntry(k, v)) {
         entries.push_back(*std::move(entry));
       }

@@ -51,7 +51,6 @@ void StoreGate::EndAllocation() {
       state_.fetch_sub(kAllocation, std::memory_order_seq_cst) - kAllocation;
   if (state != 0) return;  // another allocation, or a give-back, runs them
   RunQueuedWhileFree();
-  state_.notify_all();  // FinishGiveBacks waits for the store to go idle
 }
 
 bool StoreGate::GiveBackOrDefer(uint64_t first, uint64_t count) {
@@ -77,14 +76,21 @@ bool StoreGate::GiveBackOrDefer(uint64_t first, uint64_t count) {
 }
 
 void StoreGate::FinishGiveBacks() {
-  while (pending_volumes() > 0) {
+  for (;;) {
+    // The count of give-backs done first, then what is pending: a
+    // give-back done after this load bumps the count past `done`, so the
+    // wait below cannot miss it (and one done before it shows in the
+    // pending count read after it: RunQueued decrements, then bumps).
+    const uint32_t done = give_backs_done_.load(std::memory_order_seq_cst);
+    if (pending_volumes() == 0) return;
     RunQueuedWhileFree();
     if (pending_volumes() == 0) return;
-    // Held up by allocations or running elsewhere: wait for the store to
-    // change (every give-back ends with StopGivingBack's notify, the last
-    // allocation with EndAllocation's).
-    const uint32_t state = state_.load(std::memory_order_seq_cst);
-    if (state != 0) state_.wait(state, std::memory_order_seq_cst);
+    // Held up by allocations, or being run elsewhere: whoever runs them
+    // wakes us as each is done (RunQueued), be it an add that begins, the
+    // last allocation to end or a give-back in progress; no queued
+    // give-back is left without a runner (see state_).
+    if (before_wait_) before_wait_();
+    give_backs_done_.wait(done, std::memory_order_seq_cst);
   }
 }
 
@@ -94,6 +100,9 @@ void StoreGate::RunQueued() {
     give_back_(list->first, list->count);
     // Release: whoever reads the lower count sees the give-back done.
     pending_volumes_.fetch_sub(list->count, std::memory_order_release);
+    // Then wake FinishGiveBacks (a system call only when a thread waits).
+    give_backs_done_.fetch_add(1, std::memory_order_seq_cst);
+    give_backs_done_.notify_all();
     Pending* done = list;
     list = list->next;
     delete done;

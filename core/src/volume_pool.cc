@@ -473,7 +473,8 @@ bool VolumePool::WriteFormatted(uint64_t index, absl::string_view info,
 // throughput, uncontended and at 2-8 threads (docs/PERFORMANCE.md §11).
 // They are private and called from this file only.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::Push(
-    uint64_t index, Wait wait, uint64_t tag, uint64_t next_in_header) const {
+    uint64_t index, Wait wait, uint64_t tag, uint64_t next_in_header,
+    uint64_t new_top_index) const {
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
@@ -516,8 +517,9 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::Push(
                           std::memory_order_relaxed);
     }
     CallTestHook(TestPoint::kBeforeCas);
-    const uint64_t new_top = NextTop(ver_top, index);
-    // Release on success: a popper that acquires this top sees the header.
+    const uint64_t new_top = NextTop(ver_top, new_top_index);
+    // Release on success: a popper that acquires this top sees the header
+    // (and the rest of a chain: its headers and links).
     // Relaxed on failure: we only re-read the top and try again.
     if (header_->ver_top.compare_exchange_weak(ver_top, new_top,
                                                std::memory_order_release,
@@ -702,7 +704,7 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
   const uint64_t end = first_index + count;
   for (uint64_t i = end; i-- > first_index;) {
     const PoolError err =
-        Push(i, Wait::kBlock, tag, HintedNext(i, end, top_hint));
+        Push(i, Wait::kBlock, tag, HintedNext(i, end, top_hint), i);
     if (err != PoolError::kSuccess) {
       // Only kCorrupt can happen with kBlock. Volumes from first_index to i
       // were formatted but not pushed: they are not volumes.
@@ -717,6 +719,33 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
     }
   }
   Count(header_, &CounterValues::volumes_added, count);
+  return PoolError::kSuccess;
+}
+
+PoolError VolumePool::PushChainTagged(std::span<const uint64_t> indices,
+                                      uint64_t tag, uint64_t top_hint) const {
+  if (links_ == nullptr || indices.empty()) return PoolError::kInvalid;
+  for (const uint64_t i : indices) {
+    if (i >= max_volumes_) return PoolError::kInvalid;
+  }
+  tag &= kLinkTagMask;
+  const size_t last = indices.size() - 1;
+  // Link the chain. Nobody reads these links or headers before the CAS
+  // that puts indices[0] on top publishes them (release).
+  for (size_t k = 0; k < last; ++k) {
+    if (top_hint == kNoTopHint &&
+        !WriteHeaderWord(indices[k], HeaderWord::kNext, indices[k + 1])) {
+      return PoolError::kCorrupt;
+    }
+    links_[indices[k]].store(TaggedLink(indices[k + 1], tag),
+                             std::memory_order_relaxed);
+  }
+  // Then the last onto the top, with the CAS that pushes them all. Only
+  // kCorrupt can fail it (kBlock), before the CAS: nothing is pushed.
+  const PoolError err =
+      Push(indices[last], Wait::kBlock, tag, top_hint, indices[0]);
+  if (err != PoolError::kSuccess) return err;
+  Count(header_, &CounterValues::volumes_added, indices.size());
   return PoolError::kSuccess;
 }
 
@@ -801,8 +830,9 @@ PoolError VolumePool::Release(VolumeHeader* volume, Wait wait) const {
   // pusher wrote. Passing it spares Push the store when the top is the
   // same (always, for a volume released right after it was acquired and
   // nobody else moved the top).
-  const PoolError err = Push(index, wait, kUntagged,
-                             volume->next.load(std::memory_order_relaxed));
+  const PoolError err =
+      Push(index, wait, kUntagged, volume->next.load(std::memory_order_relaxed),
+           index);
   if (err != PoolError::kSuccess) {
     // Not pushed: the caller still holds it in use.
     volume->magic.store(kVolumeMagic, std::memory_order_relaxed);

@@ -149,17 +149,98 @@ TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedBeforeItBegins) {
   EXPECT_EQ(given.size(), 1u);
 }
 
+// Finisher calls FinishGiveBacks on a thread of its own. The gate's test
+// hook holds it just before it would block, until Proceed, so that the
+// test can act while it is known to be there.
+class Finisher {
+ public:
+  explicit Finisher(StoreGate& gate) {
+    gate.SetTestHookForTesting([this] {
+      Settle();
+      EXPECT_TRUE(proceed_.WaitForNotificationWithTimeout(kStuck));
+    });
+    thread_ = std::thread([this, &gate] {
+      gate.FinishGiveBacks();
+      returned_.Notify();
+      Settle();
+    });
+  }
+  ~Finisher() {
+    if (!proceed_.HasBeenNotified()) proceed_.Notify();
+    thread_.join();
+  }
+
+  // WaitUntilAboutToBlock: true once FinishGiveBacks is held just before
+  // it would block; false if it returned without blocking, or did neither
+  // within kStuck.
+  bool WaitUntilAboutToBlock() {
+    return settled_.WaitForNotificationWithTimeout(kStuck) &&
+           !returned_.HasBeenNotified();
+  }
+  // Proceed lets FinishGiveBacks go on (and block). Once only.
+  void Proceed() { proceed_.Notify(); }
+  // WaitUntilReturned: true once FinishGiveBacks has returned (false after
+  // kStuck: it still waits).
+  bool WaitUntilReturned() {
+    return returned_.WaitForNotificationWithTimeout(kStuck);
+  }
+
+ private:
+  // Settle: about to block or returned, whichever comes first.
+  void Settle() {
+    if (!settling_.exchange(true)) settled_.Notify();
+  }
+
+  std::atomic<bool> settling_{false};
+  Notification settled_;
+  Notification proceed_;
+  Notification returned_;
+  std::thread thread_;  // after the events it uses
+};
+
+// FinishGiveBacks blocks while an allocation holds a queued give-back up,
+// and returns once the allocation has ended and run it.
 TEST(StoreGateTest, FinishGiveBacksReturnsOnlyOnceTheQueuedOnesAreDone) {
   std::atomic<int> given{0};
   StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
   HeldAllocation adder(gate);
   ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));
-  std::thread finisher([&] {
-    gate.FinishGiveBacks();
+  {
+    Finisher finisher(gate);
+    EXPECT_TRUE(finisher.WaitUntilAboutToBlock())
+        << "FinishGiveBacks returned with a give-back still queued";
+    EXPECT_EQ(given.load(), 0);
+    finisher.Proceed();
+    adder.End();  // runs the give-back
+    EXPECT_TRUE(finisher.WaitUntilReturned());
+  }
+  EXPECT_EQ(given.load(), 1);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
+}
+
+// Another add that begins runs the queued give-back (BeginAllocation):
+// FinishGiveBacks returns then, while that allocation and the one that
+// held the give-back up are both still in progress, not when the last
+// allocation ends (which, for hugepages, is seconds per GiB later).
+TEST(StoreGateTest, FinishGiveBacksReturnsOnceAnotherAddHasRunTheQueuedOnes) {
+  std::atomic<int> given{0};
+  StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
+  gate.BeginAllocation();  // an add allocating (on this thread, so that
+                           // it lasts however long the test fails for)
+  ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));
+  {
+    Finisher finisher(gate);
+    ASSERT_TRUE(finisher.WaitUntilAboutToBlock());
+    gate.BeginAllocation();  // another add: runs the queued give-back
     EXPECT_EQ(given.load(), 1);
-  });
-  adder.End();
-  finisher.join();
+    finisher.Proceed();
+    EXPECT_TRUE(finisher.WaitUntilReturned())
+        << "FinishGiveBacks still waits, its give-back done, for the "
+           "allocations in progress";
+    gate.EndAllocation();
+    gate.EndAllocation();
+  }
+  EXPECT_EQ(given.load(), 1);
   EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 

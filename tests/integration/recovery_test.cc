@@ -165,23 +165,24 @@ class StoppedRelease {
   std::thread releaser_;
 };
 
-// The owner dies after its push's CAS, before marking the slot MAPPED; a
-// data-plane process then acquires that volume and is stopped in the
-// middle of releasing it while a new owner recovers. The volume is empty
-// and off the stack, as one whose push never happened looks; but the
-// acquire's pop marked its slot MAPPED, so recovery leaves it to the
-// release instead of pushing it a second time.
+// The owner dies after its push's CAS (one for the whole batch), before
+// marking the slots MAPPED; a data-plane process then acquires the top
+// volume of the batch and is stopped in the middle of releasing it while
+// a new owner recovers. The volume is empty and off the stack, as one
+// whose push never happened looks; but the acquire's pop marked its slot
+// MAPPED, so recovery leaves it to the release instead of pushing it a
+// second time.
 TEST(CrashRecoveryHelpTest, AVolumePoppedAfterTheOwnersPushIsNotPushedAgain) {
   TempDir dir;
   MakeBaseline(dir.path());
   KillOwnerAt(dir.path(), "add:pushed", /*add=*/true);
   {
     StoppedRelease release(dir.path());
-    EXPECT_EQ(release.index(), kBaseline + 2);  // an add pushes highest first
+    EXPECT_EQ(release.index(), kBaseline);  // the batch's lowest is on top
     auto owner = NamedPool::Open(dir.path(), Config());
     ASSERT_TRUE(owner.ok()) << owner.status();
     const RecoveryReport& r = (*owner)->recovery();
-    EXPECT_EQ(r.volumes_repushed, 2u);    // the two the add never pushed
+    EXPECT_EQ(r.volumes_repushed, 0u);    // the add pushed them all
     EXPECT_EQ(r.volumes_unresolved, 1u);  // the one being released
     EXPECT_EQ(r.volumes_recovered, kBaseline + 3);
     owner->reset();
@@ -231,12 +232,14 @@ INSTANTIATE_TEST_SUITE_P(
         CrashCase{"add:formatted", true, kBaseline, 3, 0, 0},
         // After the commit: rolled forward, the unpushed volumes pushed.
         CrashCase{"add:committed", true, kBaseline + 3, 0, 0, 3},
-        // Inside the first push, its link written and its CAS not done: the
-        // volume is empty and off the stack, as one a data-plane Release
-        // is about to push looks; its slot (PUSHING) says it was never
-        // pushed, so it is pushed, not leaked.
+        // Inside the push (one CAS for the batch), the links written and
+        // the CAS not done: the volumes are empty and off the stack, as
+        // ones a data-plane Release is about to push look; their slots
+        // (PUSHING) say they were never pushed, so they are pushed, not
+        // leaked.
         CrashCase{"stack:linked", true, kBaseline + 3, 0, 0, 3},
-        CrashCase{"add:pushed", true, kBaseline + 3, 0, 0, 2},
+        // After the push, before the slots are marked MAPPED: all pushed.
+        CrashCase{"add:pushed", true, kBaseline + 3, 0, 0, 0},
         // A remove dies inside its first pop, before the CAS: nothing was
         // popped.
         CrashCase{"stack:linked", false, kBaseline, 0, 0, 0},

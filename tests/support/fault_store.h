@@ -4,6 +4,7 @@
 // and, when armed, makes one Allocate fail after the real one succeeded,
 // as a kernel that runs out of pages in the middle of a batch would (and,
 // like the kernel, it keeps the pages: the pool must give them back); or
+// makes one Read, Write or Deallocate fail (an I/O error); or
 // makes one MapFixed fail with ENOMEM before mapping, as mmap does when the
 // process is out of memory or mappings (vm.max_map_count); or limits the
 // memory the store may hold, as nr_hugepages does (capacity_bytes).
@@ -32,6 +33,7 @@ class FaultStore final : public VolumeStore {
     std::atomic<int> fail_allocate_in{0};  // fail the Nth next Allocate
     std::atomic<int> fail_write_in{0};     // fail the Nth next Write
     std::atomic<int> fail_deallocate_in{0};  // fail the Nth next Deallocate
+    std::atomic<int> fail_read_in{0};        // fail the Nth next Read
     // When not 0: an Allocate that would leave the store holding more
     // bytes than this fails before allocating, as fallocate does when the
     // kernel has no free hugepages left (nr_hugepages).
@@ -91,6 +93,10 @@ class FaultStore final : public VolumeStore {
   absl::Status Read(uint64_t offset, void* out,
                     uint64_t size) const override {
     control_->reads.fetch_add(1);
+    if (control_->fail_read_in.load() > 0 &&
+        control_->fail_read_in.fetch_sub(1) == 1) {
+      return absl::InternalError("injected: read: Input/output error");
+    }
     return real_->Read(offset, out, size);
   }
   absl::Status Write(uint64_t offset, const void* bytes,

@@ -798,6 +798,43 @@ TEST(NamedPoolTest, ARemoveThatMeetsACorruptVolumePutsTheOthersBack) {
   EXPECT_EQ((*removed)[0].info, "x");
 }
 
+// A good volume such a remove cannot put back (writing its header fails)
+// is removed after all: its memory given back, its index free. It used to
+// stay MAPPED with a header that is not a volume's, counted and holding
+// memory, which nothing listed, removed or could add again.
+TEST(NamedPoolTest, AVolumeARemoveCannotPutBackIsGivenBack) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  bool armed = true;
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  options.step_hook = [&](absl::string_view step) {
+    if (step != "remove:popped" || !armed) return;
+    armed = false;
+    control->fail_write_in = 1;  // putting volume 0 back
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "x").ok());  // 0 on top
+  {
+    auto join = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    (*join)->pool().VolumeAt(1)->magic.store(0x1234);
+  }
+  const absl::Status s = pool->RemoveVolumes(3).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  const Observed after = Observe(*pool);
+  EXPECT_EQ(after.indices, (std::vector<uint64_t>{1, 2}));  // 1 corrupt
+  EXPECT_EQ(after.mapped, 2u);
+  EXPECT_EQ(after.allocated_bytes, 2 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 1u);  // 2
+  EXPECT_EQ(*pool->AddVolumes(1, 0, "again"), (std::vector<uint64_t>{0}));
+}
+
 TEST(NamedPoolTest, APopThroughACorruptTopToAnUnaddedIndexDoesNotFault) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());
@@ -885,6 +922,70 @@ TEST(NamedPoolTest, ListVolumesPagesExactlyAcrossReadWindows) {
   EXPECT_EQ(paged, std::vector<uint64_t>(added.begin() + 1, added.end()));
 }
 
+// A window of small volumes that cannot be read (an I/O error) is read
+// again one header at a time: every volume is listed. It used to be
+// skipped whole: Inspect said OK, listing no volume.
+TEST(NamedPoolTest, ListVolumesReadsEachHeaderWhenAWindowCannotBeRead) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  PoolConfig config = SmallConfig("main", 16);
+  config.volume_size_bytes = 4096;  // all 16 in one window
+  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(5, std::nullopt, "x").ok());
+  control->reads = 0;
+  control->fail_read_in = 1;  // the window
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool->ListVolumes(0, 16, &next);
+  EXPECT_EQ(control->reads.load(), 1 + 5);
+  EXPECT_EQ(next, 16u);
+  ASSERT_EQ(listed.size(), 5u);
+  for (uint64_t k = 0; k < 5; ++k) {
+    EXPECT_EQ(listed[k].index, k);
+    EXPECT_EQ(listed[k].status, VolumeStatus::kEmpty);
+    EXPECT_EQ(listed[k].info, "x");
+  }
+}
+
+// A store cut short (by another process) leaves the headers past its end
+// unreadable: each of those volumes is listed as corrupt, saying why, and
+// pages cover every mapped volume.
+TEST(NamedPoolTest, ListVolumesListsAVolumeWhoseHeaderCannotBeReadAsCorrupt) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("main", 16);
+  config.volume_size_bytes = 4096;
+  auto pool = OpenOrDie(dir.path(), config);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(8, std::nullopt, "x").ok());
+  // Volume 5's header is cut in half; 6 and 7 are past the end.
+  ASSERT_EQ(truncate((dir.path() + "/main.volumes").c_str(), 5 * 4096 + 256),
+            0);
+  std::vector<VolumeEntry> listed;
+  uint64_t next = 0;
+  while (next < 16) {
+    std::vector<VolumeEntry> page = pool->ListVolumes(next, 3, &next);
+    ASSERT_FALSE(page.empty()) << "a page of nothing before the end";
+    listed.insert(listed.end(), page.begin(), page.end());
+  }
+  ASSERT_EQ(listed.size(), 8u);
+  for (uint64_t k = 0; k < 8; ++k) {
+    EXPECT_EQ(listed[k].index, k);
+    if (k < 5) {
+      EXPECT_EQ(listed[k].status, VolumeStatus::kEmpty) << k;
+      continue;
+    }
+    EXPECT_EQ(listed[k].status, VolumeStatus::kCorrupt) << k;
+    EXPECT_THAT(listed[k].corruption,
+                ::testing::StartsWith("header cannot be read: "))
+        << k;
+    EXPECT_THAT(listed[k].corruption, HasSubstr("past the end")) << k;
+  }
+}
+
 TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());
@@ -913,8 +1014,10 @@ TEST(NamedPoolTest, RemoveGivesTheMemoryBackAndReturnsIndexAndInfo) {
 TEST(NamedPoolTest, RemoveWithNothingEmptyIsFailedPrecondition) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());
-  EXPECT_EQ(pool->RemoveVolumes(1).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  const absl::Status none = pool->RemoveVolumes(1).status();
+  EXPECT_EQ(none.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(none.message(),
+            "pool 'main' has no volumes (0 of 16 mapped); add some first");
   ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "").ok());
   auto join = NamedPool::Join(dir.path(), "main");
   ASSERT_TRUE(join.ok()) << join.status();
@@ -926,7 +1029,8 @@ TEST(NamedPoolTest, RemoveWithNothingEmptyIsFailedPrecondition) {
   EXPECT_EQ(owners, nullptr);
   const absl::Status s = pool->RemoveVolumes(1).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("1 mapped, all in use"), std::string::npos) << s;
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("no empty volume to remove (1 mapped, 1 in use)"));
   EXPECT_EQ(pool->RemoveVolumes(0).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -937,6 +1041,7 @@ struct BadAdd {
   std::optional<uint64_t> first_index;
   size_t info_bytes;
   absl::StatusCode code;
+  const char* message_part;  // the key facts, as a person reads them
 };
 
 class NamedPoolBadAddTest : public ::testing::TestWithParam<BadAdd> {};
@@ -951,7 +1056,7 @@ TEST_P(NamedPoolBadAddTest, IsRejectedWithTheSpecificCodeAndChangesNothing) {
       pool->AddVolumes(c.count, c.first_index, std::string(c.info_bytes, 'i'))
           .status();
   EXPECT_EQ(s.code(), c.code) << s;
-  EXPECT_FALSE(s.message().empty());
+  EXPECT_THAT(std::string(s.message()), HasSubstr(c.message_part));
   EXPECT_EQ(Observe(*pool), before);
   ASSERT_TRUE(pool->Verify().ok());
 }
@@ -960,19 +1065,31 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, NamedPoolBadAddTest,
     ::testing::Values(
         BadAdd{"ZeroCount", 0, std::nullopt, 0,
-               absl::StatusCode::kInvalidArgument},
+               absl::StatusCode::kInvalidArgument, "count must be at least 1"},
         BadAdd{"InfoTooLong", 1, std::nullopt, 481,
-               absl::StatusCode::kInvalidArgument},
-        BadAdd{"RangeBeyondMax", 2, 15, 0, absl::StatusCode::kOutOfRange},
-        BadAdd{"FirstIndexBeyondMax", 1, 16, 0, absl::StatusCode::kOutOfRange},
-        BadAdd{"HugeCountOverflows", ~0ull, 1, 0,
-               absl::StatusCode::kOutOfRange},
+               absl::StatusCode::kInvalidArgument, "info is 481 bytes"},
+        BadAdd{"RangeBeyondMax", 2, 15, 0, absl::StatusCode::kOutOfRange,
+               "indices [15, 17) go beyond max_volumes 16"},
+        BadAdd{"FirstIndexBeyondMax", 1, 16, 0, absl::StatusCode::kOutOfRange,
+               "first_index 16 is not below max_volumes 16"},
+        // Neither first_index + count wraps in the message.
+        BadAdd{"HugeFirstIndex", 1, ~0ull, 0, absl::StatusCode::kOutOfRange,
+               "first_index 18446744073709551615 is not below max_volumes 16"},
+        BadAdd{"HugeCountOverflows", ~0ull, 1, 0, absl::StatusCode::kOutOfRange,
+               "18446744073709551615 volumes from first_index 1 go beyond "
+               "max_volumes 16"},
         BadAdd{"OverlapsMappedVolumes", 3, 2, 0,
-               absl::StatusCode::kAlreadyExists},
-        BadAdd{"InsideMappedVolumes", 1, 5, 0,
-               absl::StatusCode::kAlreadyExists},
+               absl::StatusCode::kAlreadyExists, "index 4 already holds"},
+        BadAdd{"InsideMappedVolumes", 1, 5, 0, absl::StatusCode::kAlreadyExists,
+               "index 5 already holds"},
         BadAdd{"MoreThanTheRoomLeft", 13, std::nullopt, 0,
-               absl::StatusCode::kResourceExhausted}),
+               absl::StatusCode::kResourceExhausted,
+               "room for 12 more volumes of max_volumes 16, asked for 13"},
+        // Refused before any slot is claimed (claiming every free one to
+        // give them back would make concurrent adds fail meanwhile).
+        BadAdd{"MoreThanMaxVolumes", 17, std::nullopt, 0,
+               absl::StatusCode::kResourceExhausted,
+               "holds at most max_volumes 16 volumes, asked for 17"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // OpenWithFaults opens a small pool whose store is a FaultStore driven by
@@ -1034,6 +1151,119 @@ TEST(NamedPoolTest, HeaderWriteFailureMidBatchRollsBackTheWholeBatch) {
   EXPECT_EQ(verified->empty_volumes, 3u);
   EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
             (std::vector<uint64_t>{0, 2, 4, 6, 7}));
+}
+
+// After the commit the batch is pushed with one CAS. When the top moved
+// since the headers were formatted, the push must write the last
+// volume's `next` again; if that write fails nothing was pushed, and the
+// add is rolled back whole: before, the volumes pushed until then stayed
+// in the pool (the caller told nothing of them), the rest stayed PUSHING
+// (refused, counted mapped), and after a restart one of them was a MAPPED
+// slot that nothing listed or could remove.
+TEST(NamedPoolTest, AHeaderWriteFailureAfterTheCommitRollsBackTheWholeBatch) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  std::unique_ptr<NamedPool> data_plane;
+  VolumeHeader* held = nullptr;
+  bool armed = false;
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  options.step_hook = [&](absl::string_view step) {
+    if (step != "add:committed" || !armed) return;
+    armed = false;
+    // A data-plane Acquire moves the top, so the push must write the
+    // `next` of the batch's last volume again: that write fails.
+    ASSERT_EQ(data_plane->pool().Acquire(&held), PoolError::kSuccess);
+    control->fail_write_in = 1;
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  AddAtOddIndices(*pool);  // 1, 3, 5
+  auto join = NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  data_plane = std::move(*join);
+  const Observed before = Observe(*pool);
+
+  armed = true;
+  const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("volume 7"))
+      << s;  // 0, 2, 4, 6, 7
+  EXPECT_THAT(std::string(s.message()), HasSubstr("rolled back")) << s;
+  ASSERT_NE(held, nullptr);
+  ASSERT_EQ(data_plane->pool().Release(held), PoolError::kSuccess);
+  EXPECT_EQ(Observe(*pool), before);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+
+  // And after a restart: recovery finds nothing to undo or redo.
+  data_plane.reset();
+  pool.reset();
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  const RecoveryReport& r = pool->recovery();
+  EXPECT_EQ(r.adds_rolled_back, 0u);
+  EXPECT_EQ(r.volumes_repushed, 0u);
+  EXPECT_EQ(r.volumes_quarantined, 0u);
+  EXPECT_EQ(r.volumes_recovered, 3u);
+  EXPECT_EQ(Observe(*pool), before);
+  verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+  // Its indices are free.
+  EXPECT_EQ(*pool->AddVolumes(5, std::nullopt, ""),
+            (std::vector<uint64_t>{0, 2, 4, 6, 7}));
+}
+
+// A committed volume off the stack whose header is not a volume (magic 0:
+// a push that failed marked it so) was never pushed and cannot be:
+// recovery frees it. It used to keep it as a MAPPED slot, counted and
+// holding memory, which ListVolumes hid (magic 0) and nothing could
+// remove or add again.
+TEST(NamedPoolTest, RecoveryFreesACommittedVolumeWhoseHeaderIsNotAVolume) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(4, std::nullopt, "kept").ok());  // 0..3
+  }
+  // Volume 4 as such a push leaves it: its memory taken, a header written
+  // but for its magic, its slot PUSHING of a committed batch.
+  {
+    VolumeHeader header;
+    std::memset(static_cast<void*>(&header), 0, sizeof(header));
+    header.idx.store(4);
+    header.info_sz.store(4);
+    std::memcpy(header.info, "lost", 4);
+    const int fd =
+        open((dir.path() + "/main.volumes").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, &header, sizeof(header), 4 * kVolumeBytes),
+              static_cast<ssize_t>(sizeof(header)));
+    close(fd);
+    const uint64_t word = testing::kPushingSlotWord;
+    const int meta =
+        open((dir.path() + "/main.pool").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(meta, 0);
+    ASSERT_EQ(pwrite(meta, &word, sizeof(word),
+                     static_cast<off_t>(testing::kSlotTableOffset + 8 * 4)),
+              8);
+    close(meta);
+  }
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().adds_rolled_back, 1u);
+  EXPECT_EQ(pool->recovery().volumes_quarantined, 0u);
+  EXPECT_EQ(pool->recovery().volumes_recovered, 4u);
+  const Observed after = Observe(*pool);
+  EXPECT_EQ(after.mapped, 4u);
+  EXPECT_EQ(after.indices, (std::vector<uint64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(after.allocated_bytes, 4 * kVolumeBytes);
+  ASSERT_TRUE(pool->Verify().ok());
+  EXPECT_EQ(*pool->AddVolumes(1, 4, "again"), (std::vector<uint64_t>{4}));
 }
 
 // The owner maps no volume: adds and removes reach the store with

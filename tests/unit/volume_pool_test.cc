@@ -567,6 +567,63 @@ TEST_F(HookedJoinTest, AFormatHintSavesThePushAWriteUnlessTheTopMoves) {
   EXPECT_EQ(verified->empty_volumes, 5u);
 }
 
+// PushChainTagged puts a batch of any indices on the stack with one CAS,
+// the first on top: when the last one's `next` must be written again (the
+// top moved since the format) and that write fails, nothing is pushed.
+TEST_F(HookedJoinTest, AChainIsPushedWholeWithOneCasOrNotAtAll) {
+  ASSERT_EQ(plane_.Add(0, 2, ""), PoolError::kSuccess);  // 0 on top, then 1
+  const std::vector<uint64_t> chain = {5, 9, 7};
+  const uint64_t hint = hooked_.PeekTop();
+  ASSERT_EQ(hooked_.FormatRange(5, 1, "c", 9), PoolError::kSuccess);
+  ASSERT_EQ(hooked_.FormatRange(9, 1, "c", 7), PoolError::kSuccess);
+  ASSERT_EQ(hooked_.FormatRange(7, 1, "c", hint), PoolError::kSuccess);
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ(plane_.Acquire(&held), PoolError::kSuccess);  // 1 on top now
+  const uint64_t top_before = plane_.header()->ver_top.load();
+
+  file_.fail_writes = true;
+  EXPECT_EQ(hooked_.PushChainTagged(chain, 3, hint), PoolError::kCorrupt);
+  EXPECT_EQ(plane_.header()->ver_top.load(), top_before);
+  EXPECT_EQ(plane_.Counts().volumes_added, 2u);
+  ASSERT_EQ(plane_.Verify()->empty_volumes, 1u);
+
+  file_.fail_writes = false;
+  file_.writes = 0;
+  const uint64_t top_unlocked = plane_.header()->ver_top.load();  // Verify
+  ASSERT_EQ(hooked_.PushChainTagged(chain, 3, hint), PoolError::kSuccess);
+  EXPECT_EQ(file_.writes, 1);  // 7's `next`, now 1
+  const uint64_t top_after = plane_.header()->ver_top.load();
+  EXPECT_EQ(TopIndex(top_after), 5u);
+  EXPECT_EQ(TopVersion(top_after), TopVersion(top_unlocked) + kTopVersionStep);
+  EXPECT_EQ(links_[5].load(), TaggedLink(9, 3));
+  EXPECT_EQ(links_[9].load(), TaggedLink(7, 3));
+  EXPECT_EQ(links_[7].load(), TaggedLink(1, 3));
+  EXPECT_EQ(plane_.Counts().volumes_added, 5u);
+  absl::StatusOr<VerifyReport> verified = plane_.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 4u);
+  for (uint64_t want : {5, 9, 7, 1}) {
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ(plane_.Acquire(&v), PoolError::kSuccess);
+    EXPECT_EQ(plane_.IndexOf(v), want);
+  }
+  ASSERT_EQ(plane_.Release(held), PoolError::kSuccess);
+}
+
+TEST_F(VolumePoolTest, PushChainTaggedRejectsAnEmptyChainOrOneOutOfRange) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  const VolumePool pool = *VolumePool::Join(memory_.header(), memory_.volume0(),
+                                            16, kSmallFootprint, links);
+  ASSERT_EQ(pool.FormatRange(0, 1, ""), PoolError::kSuccess);
+  EXPECT_EQ(pool.PushChainTagged({}, 1), PoolError::kInvalid);
+  const std::vector<uint64_t> beyond = {0, 16};
+  EXPECT_EQ(pool.PushChainTagged(beyond, 1), PoolError::kInvalid);
+  EXPECT_EQ(Pool().PushChainTagged(std::vector<uint64_t>{0}, 1),
+            PoolError::kInvalid);  // no link table
+  EXPECT_EQ(pool.PeekTop(), kNullIndex);
+}
+
 TEST_F(VolumePoolTest, PushRangeTaggedNeedsALinkTable) {
   VolumePool pool = Pool();  // no links
   ASSERT_EQ(pool.FormatRange(0, 1, ""), PoolError::kSuccess);

@@ -96,7 +96,8 @@ struct VolumeEntry {
   VolumeStatus status = VolumeStatus::kEmpty;
   std::string info;
   // kCorrupt only: the first wrong header field, with the value found and
-  // the value wanted (e.g. "header idx is 18, want 17").
+  // the value wanted (e.g. "header idx is 18, want 17"), or why the header
+  // could not be read ("header cannot be read: <the store's error>").
   std::string corruption;
 };
 
@@ -137,7 +138,10 @@ struct RecoveryReport {
   // new metadata object; joins made before keep the old one.
   bool store_lost = false;
   uint64_t volumes_recovered = 0;  // mapped volumes kept
-  uint64_t adds_rolled_back = 0;   // ADDING slots freed
+  // Slots of adds freed: ADDING ones (and their batch's), and committed
+  // ones off the stack whose header is not a volume (never pushed, and
+  // nothing to push).
+  uint64_t adds_rolled_back = 0;
   uint64_t removes_finished = 0;   // half-removed volumes freed
   uint64_t volumes_repushed = 0;   // committed adds pushed by recovery
   // Empty volumes off the stack, left alone: a data-plane Release in
@@ -225,14 +229,21 @@ class NamedPool {
   // indices, or at [*first_index, *first_index + count). All or nothing:
   // slots are claimed (CAS FREE -> ADDING), memory allocated,
   // headers formatted, the batch committed (slots PUSHING), and only then
-  // are the volumes pushed (each slot turns MAPPED once its volume is on
-  // the stack); any failure before the push undoes every step.
+  // are the volumes pushed, all with one CAS (VolumePool::PushChainTagged;
+  // each slot turns MAPPED once its volume is on the stack); any failure
+  // undoes every step and leaves the pool as it was (a push that fails
+  // pushed nothing). A crash after the commit is rolled forward by
+  // recovery, before it rolled back.
   // Returns the indices added, ascending.
   // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes),
   // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
-  // the range is taken), RESOURCE_EXHAUSTED (pool at max_volumes, or no
-  // memory: names the sysfs file or mount to grow), FAILED_PRECONDITION
-  // (called on a data-plane join), DATA_LOSS (the stack is corrupt).
+  // the range is taken), RESOURCE_EXHAUSTED (more than max_volumes asked
+  // for without first_index, refused before claiming anything; pool at
+  // max_volumes; or no memory: names the sysfs file or mount to grow),
+  // FAILED_PRECONDITION
+  // (called on a data-plane join), DATA_LOSS
+  // (the stack is corrupt), INTERNAL (a header cannot be written to the
+  // volume store: says the add was rolled back).
   // Thread safety: safe to call concurrently with every other operation.
   // Blocks its own caller while the kernel allocates (seconds per GiB of
   // hugepages; the kernel also makes it wait for another add's allocation
@@ -243,8 +254,9 @@ class NamedPool {
   // punches removes queued meanwhile.
   // Cost: O(max_volumes) to find free slots, plus the allocation: one
   // fallocate per run of consecutive indices (a batch at the lowest free
-  // indices of a pool without holes is one run), then a read and two
-  // writes of each header (format, push).
+  // indices of a pool without holes is one run), then a read and a write
+  // of each header (format), and one more write when the top moved before
+  // the push.
   absl::StatusOr<std::vector<uint64_t>> AddVolumes(
       uint64_t count, std::optional<uint64_t> first_index,
       absl::string_view info);
@@ -252,7 +264,8 @@ class NamedPool {
   // RemoveVolumes pops up to `count` empty volumes, gives their memory back
   // and frees their slots. Returns the removed volumes (index and info).
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
-  // volume at all; or a data-plane join), DATA_LOSS (a corrupt volume was
+  // volume at all: says whether the pool has no volumes or how many are
+  // mapped and in use; or a data-plane join), DATA_LOSS (a corrupt volume was
   // popped: it is quarantined, the good ones popped by this call are put
   // back, and the pool is otherwise unchanged).
   // The memory is given back one run of consecutive indices at a time
@@ -276,8 +289,12 @@ class NamedPool {
   // ListVolumes returns up to `max_entries` mapped volumes with index >=
   // `start_index`, ascending, and sets *next_index to the index to resume
   // from (or max_volumes when the listing is complete). Volumes in the
-  // middle of being added or removed are skipped. Thread safety: lock-free
-  // reads. Cost: O(indices scanned), plus one pread per volume listed.
+  // middle of being added or removed are skipped. A mapped volume whose
+  // header cannot be read (an I/O error, a store cut short) is listed as
+  // kCorrupt, its corruption saying why, never left out. Thread safety:
+  // lock-free reads. Cost: O(indices scanned), plus one pread per window
+  // of small volumes or per larger volume listed (one per volume when a
+  // window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
@@ -386,9 +403,12 @@ class NamedPool {
   static bool WriteHeaderHook(void* self, uint64_t index, uint64_t offset,
                               const void* bytes, uint64_t size);
   absl::Status WithRemedy(absl::Status status) const;
-  // PushCommitted pushes volume `index` of the committed add `batch`
-  // (slot PUSHING) with its link tagged with the batch; DATA_LOSS when the
-  // stack is corrupt. `top_hint` is the one its FormatRange was given.
+  // PushCommitted pushes volume `index` of the committed batch `batch`
+  // (slot PUSHING) with its link tagged with the batch: a remove's put-back
+  // of a volume it popped (an add pushes its batch with one CAS instead).
+  // DATA_LOSS when the stack is corrupt or the header cannot be written
+  // (then nothing was pushed and the header is marked not a volume).
+  // `top_hint` is the one its FormatRange was given, or kNoTopHint.
   absl::Status PushCommitted(uint64_t index, uint64_t batch, uint64_t top_hint);
   // MarkPushed turns the slot of a volume PushCommitted pushed from
   // PUSHING of `batch` to MAPPED, unless a pop did so already.
@@ -462,6 +482,9 @@ inline constexpr uint64_t kInvalidSlotWord = 7;
 // The slot word of an add of batch 0 in flight (ADDING), which recovery
 // rolls back.
 inline constexpr uint64_t kAddingSlotWord = 1;
+// The slot word of a committed add of batch 0 (PUSHING), which recovery
+// rolls forward.
+inline constexpr uint64_t kPushingSlotWord = 2;
 }  // namespace testing
 
 }  // namespace groove

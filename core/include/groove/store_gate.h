@@ -44,6 +44,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <utility>
 
 namespace groove {
 
@@ -94,9 +95,12 @@ class StoreGate {
   bool GiveBackOrDefer(uint64_t first, uint64_t count);
 
   // FinishGiveBacks returns once every give-back queued before the call
-  // is done, running them itself when it can. Thread safety: blocks while
-  // allocations in progress hold the queued give-backs up (seconds, for a
-  // hugepage allocation).
+  // is done, running them itself when it can: as soon as their runner
+  // (another add's BeginAllocation, the last allocation to end, or a
+  // give-back in progress) has run them, even while allocations are still
+  // in progress. Thread safety: blocks while allocations in progress hold
+  // the queued give-backs up (seconds, for a hugepage allocation), and
+  // while another thread runs them (as long as its punches).
   void FinishGiveBacks();
 
   // pending_volumes is the number of volumes whose give-back
@@ -108,6 +112,14 @@ class StoreGate {
   // punch is pending.
   uint64_t pending_volumes() const {
     return pending_volumes_.load(std::memory_order_acquire);
+  }
+
+  // SetTestHookForTesting installs `before_wait` (may be empty), which
+  // FinishGiveBacks calls each time it has found give-backs pending that it
+  // cannot run, just before it blocks: a test can hold it there while it
+  // lets another party run them. REQUIRES: no thread is using the gate.
+  void SetTestHookForTesting(std::function<void()> before_wait) {
+    before_wait_ = std::move(before_wait);
   }
 
  private:
@@ -152,6 +164,11 @@ class StoreGate {
   std::atomic<Pending*> pending_{nullptr};  // newest first
   // Volumes queued and not yet given back: see pending_volumes.
   std::atomic<uint64_t> pending_volumes_{0};
+  // Queued give-backs done so far (wrapping): RunQueued adds one after
+  // each give-back's decrement of pending_volumes_ and wakes
+  // FinishGiveBacks, which waits on it (a futex-sized word: no proxy).
+  std::atomic<uint32_t> give_backs_done_{0};
+  std::function<void()> before_wait_;  // tests: SetTestHookForTesting
 };
 
 }  // namespace groove

@@ -53,6 +53,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <type_traits>
 
 #include "absl/functional/function_ref.h"
@@ -295,7 +296,8 @@ class VolumePool {
   using TestHook = void (*)(void* arg, TestPoint point);
 
   // TaggedPopHook, when set on a join, is called by that join's pops with
-  // the index and tag of a volume pushed by PushRangeTagged, before the
+  // the index and tag of a volume pushed by PushRangeTagged or
+  // PushChainTagged, before the
   // pop's CAS and only once the pop has seen that volume stay on top of the
   // stack since it read its link (so the tagged push's CAS has happened).
   // It may run several times for one push (pops that lose their CAS call it
@@ -420,7 +422,14 @@ class VolumePool {
   // writes each header (idx, info_sz, info, zero padding, then the empty
   // magic) without pushing. A caller that must not expose part of a batch
   // (crash-consistent multi-range adds) formats every range first, records
-  // that, then pushes. Returns kSuccess, kInvalid or kKey (nothing written).
+  // that, then pushes. Returns kSuccess; kInvalid or kKey with nothing
+  // written; or, on a join without volume0 only, kCorrupt when a header
+  // hook fails: a read (nothing written yet) or a write, after the headers
+  // before it in the range were written (formatted, not pushed) and with
+  // the failing one's perhaps half written. The range is still the
+  // caller's: it must not push it, and must give its memory back (a
+  // punch reads as zeros, not a volume) or mark each header not a volume
+  // before anyone may add it again (NamedPool rolls its add back).
   // Cost: O(count).
   //
   // `top_hint` saves the push a header write (a system call on a join
@@ -465,6 +474,29 @@ class VolumePool {
   // Returns as PushRange. Thread safety: lock-free; spins while locked.
   // Cost: O(count).
   PoolError PushRangeTagged(uint64_t first_index, uint64_t count, uint64_t tag,
+                            uint64_t top_hint = kNoTopHint) const;
+
+  // PushChainTagged pushes the volumes indices[0], ..., indices[n - 1]
+  // (distinct, in any order) with one CAS, as a chain: indices[0] ends on
+  // top, each links the next, and the last links the top the push found.
+  // So the batch enters the stack whole or not at all: when it fails,
+  // nothing was pushed (the volumes are as formatted and the caller still
+  // owns them, e.g. to roll its add back). Links are tagged as
+  // PushRangeTagged's (each pop of one of them calls the TaggedPopHook),
+  // and the volumes are counted as added.
+  // REQUIRES: every volume was formatted (FormatRange) and none is on the
+  // stack; a `top_hint` other than kNoTopHint was given to their
+  // FormatRange calls as the chain needs it (indices[k + 1] for
+  // indices[k], `top_hint` for the last one: then only the last one's
+  // header is written again, and only if the top moved); the join has
+  // links.
+  // Returns kSuccess; kInvalid (no volume, an index out of range, no links;
+  // nothing written); kCorrupt, nothing pushed, when the stack top is out
+  // of range or a header write (a hook) failed.
+  // Thread safety: lock-free; spins while locked. Cost: O(n) link stores
+  // (and header writes without a hint), one CAS (retried while others
+  // move the top).
+  PoolError PushChainTagged(std::span<const uint64_t> indices, uint64_t tag,
                             uint64_t top_hint = kNoTopHint) const;
 
   // Remove pops one empty volume, checks its header (empty magic, idx
@@ -693,9 +725,11 @@ class VolumePool {
   // kUntagged) its link is TaggedLink(next, tag). `next_in_header` is the
   // `next` the volume's header holds already (FormatRange's hint), or
   // kNoTopHint: Push writes the header's `next` only when it differs from
-  // the top the CAS expects.
+  // the top the CAS expects. `new_top` is the index the CAS puts on top:
+  // `index`, or the head of a chain that ends with `index`
+  // (PushChainTagged), linked already.
   PoolError Push(uint64_t index, Wait wait, uint64_t tag,
-                 uint64_t next_in_header = kNoTopHint) const;
+                 uint64_t next_in_header, uint64_t new_top) const;
   // PushRangeWithTag is PushRange and PushRangeTagged.
   PoolError PushRangeWithTag(uint64_t first_index, uint64_t count, uint64_t tag,
                              uint64_t top_hint) const;
