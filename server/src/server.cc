@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <exception>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -217,21 +218,16 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
 
 absl::Status VolumeServer::OpenPools() {
   const v1::ServerConfig& config = options_.config;
-  if (!options_.testonly_stall_add_fifo.empty()) {
-    absl::StatusOr<std::shared_ptr<StallGate>> gate =
-        StallGate::Open(options_.testonly_stall_add_fifo);
-    if (!gate.ok()) return gate.status();
-    stall_gate_ = *std::move(gate);
-    Log(LogLevel::kWarn, "testonly_stall_add_enabled",
-        {{"fifo", options_.testonly_stall_add_fifo}});
-  }
-  if (!options_.testonly_stall_verify_fifo.empty()) {
-    absl::StatusOr<std::shared_ptr<StallGate>> gate =
-        StallGate::Open(options_.testonly_stall_verify_fifo);
-    if (!gate.ok()) return gate.status();
-    verify_stall_gate_ = *std::move(gate);
-    Log(LogLevel::kWarn, "testonly_stall_verify_enabled",
-        {{"fifo", options_.testonly_stall_verify_fifo}});
+  for (auto [fifo, gate, hook] :
+       {std::tuple{&options_.testonly_stall_add_fifo, &stall_gate_, "add"},
+        std::tuple{&options_.testonly_stall_verify_fifo, &verify_stall_gate_,
+                   "verify"}}) {
+    if (fifo->empty()) continue;
+    absl::StatusOr<std::shared_ptr<StallGate>> opened = StallGate::Open(*fifo);
+    if (!opened.ok()) return opened.status();
+    *gate = *std::move(opened);
+    Log(LogLevel::kWarn, absl::StrCat("testonly_stall_", hook, "_enabled"),
+        {{"fifo", *fifo}});
   }
   for (const v1::PoolConfig& pool_config : config.pools()) {
     NamedPool::OpenOptions open_options;
