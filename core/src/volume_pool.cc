@@ -967,11 +967,17 @@ absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check) const {
 }
 
 bool VolumePool::TopMovedSince(uint64_t ver_top) const {
-  // The reader's side of a sequence lock: the fence orders the reads made
-  // before it (a walk's) before this load, so an unchanged top means they
-  // read the stack that this top word heads.
-  std::atomic_thread_fence(std::memory_order_acquire);
-  return header_->ver_top.load(std::memory_order_relaxed) != ver_top;
+  // The reader's side of a sequence lock, as a read-don't-modify-write
+  // (Boehm, "Can seqlocks get along with programming language memory
+  // models?"; not a fence, which ThreadSanitizer cannot model): adding 0
+  // with release order reads the latest top and keeps the reads made
+  // before it (a walk's) before it. A pop whose later writes (the in-use
+  // magic) a walk read has its CAS (acquire) before this in the top's
+  // modification order, or this release would synchronize with it and the
+  // walk could not have read them: so an unchanged top means the walk read
+  // the stack this top word heads. It writes the top's cache line once per
+  // walk, and changes no value, so no CAS of another party fails for it.
+  return header_->ver_top.fetch_add(0, std::memory_order_release) != ver_top;
 }
 
 absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
@@ -1042,8 +1048,12 @@ absl::StatusOr<VerifyReport> VolumePool::WalkStack(uint64_t ver_top,
           absl::StrCat("verify pool: volume ", index, " has info_sz ",
                        info_sz, " > ", kVolumeInfoMax));
     }
+    // Atomic loads (LoadVolumeInfo): without the lock a pusher may be
+    // formatting this header again, if the walk is overtaken.
+    unsigned char info[kVolumeInfoMax];
+    LoadVolumeInfo(*volume, info);
     for (uint64_t i = info_sz; i < kVolumeInfoMax; ++i) {
-      if (volume->info[i] != 0) {
+      if (info[i] != 0) {
         return absl::DataLossError(
             absl::StrCat("verify pool: volume ", index, " has info byte ", i,
                          " nonzero past info_sz ", info_sz));

@@ -640,9 +640,10 @@ class VolumePool {
 
   // TopMovedSince returns true when the stack's top word is no longer
   // `ver_top`: a push, pop, announce or lock happened since it was read.
-  // Reads made before the call are ordered before its load (an acquire
-  // fence), so a StackCheck that sees false after its reads read a still
-  // stack. Thread safety: wait-free. Cost: O(1).
+  // Reads made before the call are ordered before its read of the top (a
+  // release read-modify-write that adds 0), so a StackCheck that sees
+  // false after its reads read a still stack. Thread safety: wait-free.
+  // Cost: one atomic read-modify-write of the top's cache line.
   bool TopMovedSince(uint64_t ver_top) const;
 
   // VerifyLocked makes Verify's checks (but not `also_check`) in one walk
