@@ -167,8 +167,12 @@ absl::Status VolumePoolClient::Call(
       context.AddMetadata("authorization", authorization_);
     }
     const absl::Status status = ToAbslStatus(attempt(&context));
+    // ABORTED: for AddVolume, its request_id is still running; for
+    // Inspect, another verify of the pool runs or the pool's users kept
+    // moving its stack (retried: read-only).
     const bool retryable = absl::IsUnavailable(status) ||
-                           (method == "AddVolume" && absl::IsAborted(status));
+                           ((method == "AddVolume" || method == "Inspect") &&
+                            absl::IsAborted(status));
     if (status.ok() || !retryable || n >= max_attempts) {
       if (!status.ok() && retryable && n > 1) {
         return absl::Status(status.code(),

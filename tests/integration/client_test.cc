@@ -318,6 +318,52 @@ TEST(ClientStallTest, ExpiredAddIsLearnedByRetryingItsRequestId) {
   EXPECT_EQ(summary->summary().volumes_mapped(), 1u);
 }
 
+// An Inspect with verify refused because another verify of the pool runs
+// (ABORTED) is retried, until the other has finished: it is read-only.
+TEST(ClientStallTest, InspectWithVerifyIsRetriedWhileAnotherVerifyRuns) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/stall.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto server = ServerProcess::Start({"--data-dir=" + dir.path(), kPool,
+                                      "--testonly_stall_verify_fifo=" + fifo});
+  ASSERT_NE(server, nullptr);
+  Retries retries;
+  ClientOptions options;
+  options.address = server->grpc_address();
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(100);
+  options.max_attempts = 1000;
+  options.timeout = absl::Seconds(60);
+  options.on_retry = [&](const RetryEvent& e) { retries.Record(e); };
+  auto client = VolumePoolClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  v1::InspectRequest verify;
+  verify.set_pool("a");
+  verify.set_verify(true);
+
+  absl::StatusOr<v1::InspectResponse> held;
+  std::thread holder([&] { held = (*client)->Inspect(verify); });
+  ASSERT_TRUE(
+      server->WaitForLog("event=testonly_stall_verify_wait").has_value())
+      << "the first verify never reached its walk";
+  absl::StatusOr<v1::InspectResponse> second;
+  std::thread caller([&] { second = (*client)->Inspect(verify); });
+  ASSERT_TRUE(retries.WaitFor(1));
+  EXPECT_EQ(retries.events()[0].method, "Inspect");
+  EXPECT_EQ(retries.events()[0].status.code(), absl::StatusCode::kAborted);
+  // One byte for the held walk, one for the retried verify's walk.
+  const int fd = open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "xx", 2), 2);
+  holder.join();
+  caller.join();
+  close(fd);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_TRUE(held->verify_result().ok());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->verify_result().ok());
+}
+
 // The data-plane example joins the pool and acquires, writes, checks and
 // releases volumes while this test adds and removes them through the
 // server; it stops after 2,000 acquires and must report no mismatch.

@@ -18,7 +18,10 @@
 //   if (!added.ok()) return added.status();  // e.g. NOT_FOUND: no such pool
 //
 // Which calls are retried, and why:
-//   ListPools, Inspect, Health   read-only: retried on UNAVAILABLE.
+//   ListPools, Inspect, Health   read-only: retried on UNAVAILABLE; Inspect
+//                                also on ABORTED (with verify: another
+//                                verify of the pool runs, or its users kept
+//                                moving the stack through every walk).
 //   AddVolume                    retried on UNAVAILABLE only when the request
 //                                carries a request_id (set by the caller, or
 //                                generated with
@@ -188,7 +191,7 @@ class VolumePoolClient {
       const CallOptions& call = {}) const;
 
   // Inspect returns one page of a pool's summary and volumes. Retried on
-  // UNAVAILABLE.
+  // UNAVAILABLE, and on ABORTED (a verify that could not run now).
   absl::StatusOr<v1::InspectResponse> Inspect(
       const v1::InspectRequest& request, const CallOptions& call = {}) const;
 
