@@ -41,8 +41,8 @@ constexpr CommandSpec kCommands[] = {
     {Command::kInspect, "inspect", 1, "inspect POOL [--volumes] [--verify]",
      "Show POOL's summary and counters.\n"
      "  --volumes   also list every volume (index, state, info)\n"
-     "  --verify    verify the pool's shared structure first (pauses the\n"
-     "              pool's users while it runs); exit 1 when it fails\n"},
+     "  --verify    verify the pool's shared structure first (pauses\n"
+     "              nobody; O(empty volumes)); exit 1 when it fails\n"},
     {Command::kHealth, "health", 0, "health [--service NAME]",
      "Ask grpc.health.v1.Health/Check. Exit 0 when SERVING, 1 when not\n"
      "(NOT_SERVING, or an unknown service), 3 when unreachable.\n"

@@ -180,7 +180,7 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                                 c.volumes_removed(), ", acquires ",
                                 c.acquires(), ", releases ", c.releases(),
                                 ", quarantined ", c.volumes_quarantined())},
-      {"locked", p.locked() ? "yes (verify or recovery running)" : "no"},
+      {"locked", p.locked() ? "yes (recovery running)" : "no"},
   };
   rows.insert(rows.end(), extra.begin(), extra.end());
   PrintTable(out, rows);
@@ -343,7 +343,7 @@ int RunInspect(const Invocation& inv, const VolumePoolClient& client,
   request.set_page_size(1000);
   request.set_verify(inv.verify);
   v1::InspectResponse all;
-  // Follow the pages; verify only on the first (it pauses the pool).
+  // Follow the pages; verify only on the first (one walk is enough).
   for (int page = 0;; ++page) {
     absl::StatusOr<v1::InspectResponse> r = client.Inspect(request);
     if (!r.ok()) return ReportError(r.status(), client, err);
