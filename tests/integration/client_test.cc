@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "support/notification.h"
 #include "support/server_process.h"
+#include "support/subprocess.h"
 #include "support/temp_dir.h"
 
 namespace groove::testing {
@@ -82,10 +83,12 @@ class ClientTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr);
   }
 
+  // Client is a client of the server (or of `address`, when given).
   std::unique_ptr<VolumePoolClient> Client(int max_attempts,
-                                           absl::Duration timeout) {
+                                           absl::Duration timeout,
+                                           const std::string& address = "") {
     ClientOptions options;
-    options.address = address_;
+    options.address = address.empty() ? address_ : address;
     options.max_attempts = max_attempts;
     options.timeout = timeout;
     options.initial_backoff = absl::Milliseconds(20);
@@ -188,8 +191,9 @@ TEST_F(ClientTest, InspectRetriesUntilTheServerIsBack) {
 }
 
 TEST_F(ClientTest, RemoveVolumeAndAddWithoutRequestIdAreNeverRetried) {
-  auto client = Client(50, absl::Seconds(10));
-  ASSERT_EQ(server_->Stop(), 0);
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  auto client = Client(50, absl::Seconds(10), nobody.address());
   v1::RemoveVolumeRequest remove;
   remove.set_pool("a");
   remove.set_count(1);
@@ -230,8 +234,9 @@ TEST_F(ClientTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
 }
 
 TEST_F(ClientTest, GeneratedRequestIdMakesAddsRetryable) {
-  auto client = Client(3, absl::Seconds(10));
-  ASSERT_EQ(server_->Stop(), 0);
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  auto client = Client(3, absl::Seconds(10), nobody.address());
   CallOptions call;
   call.generate_request_id = true;
   auto added = client->AddVolume(AddOf(1), call);
@@ -241,8 +246,9 @@ TEST_F(ClientTest, GeneratedRequestIdMakesAddsRetryable) {
 }
 
 TEST_F(ClientTest, DeadlineBoundsEveryAttemptAndBackoff) {
-  auto client = Client(100000, absl::Milliseconds(500));
-  ASSERT_EQ(server_->Stop(), 0);
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  auto client = Client(100000, absl::Milliseconds(500), nobody.address());
   v1::InspectRequest request;
   request.set_pool("a");
   auto r = client->Inspect(request);
