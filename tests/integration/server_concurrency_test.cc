@@ -673,6 +673,14 @@ TEST(ServerConcurrencyTest, ShutdownDeadlineStopsQueuedAddsFromStarting) {
     EXPECT_FALSE(add->status.ok())
         << add->request.info() << " was queued at the deadline and added "
         << add->response.volume_indices_size() << " volume(s)";
+    // The server's UNAVAILABLE (StopAddsAt), or gRPC's cancellation, which
+    // the client usually sees first (docs/SERVER.md §5, step 4).
+    const grpc::StatusCode code = add->status.error_code();
+    EXPECT_TRUE(code == grpc::StatusCode::OK ||  // reported above
+                code == grpc::StatusCode::UNAVAILABLE ||
+                code == grpc::StatusCode::CANCELLED)
+        << add->request.info() << ": " << code << " "
+        << add->status.error_message();
     if (add->status.ok()) ok_info.insert(add->request.info());
   }
   // ... while the started ones completed (their clients may have seen
