@@ -92,8 +92,9 @@ TEST(GroovectlUsageTest, HelpOnEveryCommand) {
 }
 
 TEST(GroovectlUnreachableTest, Exits3WhenNoServerListens) {
-  const std::string addr =
-      absl::StrCat("--addr=127.0.0.1:", FreeLoopbackPort());
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  const std::string addr = "--addr=" + nobody.address();
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{
            {addr, "--timeout=3s", "health"},

@@ -1,6 +1,7 @@
 // tests/support/subprocess.h: run a command to completion, fetch a URL over
-// plain HTTP, find a free loopback port. For integration tests that drive
-// real binaries (buf, promtool, prometheus) on loopback.
+// plain HTTP, find a free loopback port or hold one where nobody listens.
+// For integration tests that drive real binaries (buf, promtool,
+// prometheus) on loopback.
 
 #ifndef GROOVE_TESTS_SUPPORT_SUBPROCESS_H_
 #define GROOVE_TESTS_SUPPORT_SUBPROCESS_H_
@@ -183,10 +184,13 @@ class BackgroundProcess {
   std::string log_path_;
 };
 
-// FreeLoopbackPort returns a TCP port that was free on 127.0.0.1 a moment
-// ago, for programs that cannot report the port they bound (prometheus).
-inline int FreeLoopbackPort() {
+// BindLoopbackPort binds a new TCP socket to 127.0.0.1 port 0 (the kernel
+// picks a free port), without listening. Returns the socket (the caller
+// closes it) and sets *port, or returns -1 when socket, bind or
+// getsockname fails.
+inline int BindLoopbackPort(int* port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -195,12 +199,55 @@ inline int FreeLoopbackPort() {
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     close(fd);
-    return 0;
+    return -1;
   }
-  const int port = ntohs(addr.sin_port);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// FreeLoopbackPort returns a TCP port that was free on 127.0.0.1 a moment
+// ago, or 0 on failure, for programs that must bind it themselves and
+// cannot report a port they picked (prometheus). The port is free again
+// when it returns, so another program binding port 0 could take it before
+// the test's program binds it (then that program fails to start, and the
+// test with it). For "a port where nobody listens" use
+// RefusingLoopbackPort, which keeps the port.
+inline int FreeLoopbackPort() {
+  int port = 0;
+  const int fd = BindLoopbackPort(&port);
+  if (fd < 0) return 0;
   close(fd);
   return port;
 }
+
+// RefusingLoopbackPort is a TCP port on 127.0.0.1 where nobody listens,
+// for tests of a client that cannot reach its server: while it lives it
+// holds a socket bound to the port but not listening, so the kernel
+// refuses every connection to it (ECONNREFUSED) and no other program can
+// bind it (a test running in parallel that binds port 0 gets another).
+//
+// Example:
+//   RefusingLoopbackPort nobody;
+//   ASSERT_NE(nobody.port(), 0);
+//   Ctl({"--addr=" + nobody.address(), "pools"});  // connection refused
+class RefusingLoopbackPort {
+ public:
+  RefusingLoopbackPort() : fd_(BindLoopbackPort(&port_)) {}
+  ~RefusingLoopbackPort() {
+    if (fd_ >= 0) close(fd_);
+  }
+  RefusingLoopbackPort(const RefusingLoopbackPort&) = delete;
+  RefusingLoopbackPort& operator=(const RefusingLoopbackPort&) = delete;
+
+  // port is the port, or 0 when no socket could be bound.
+  int port() const { return fd_ >= 0 ? port_ : 0; }
+  // address is "127.0.0.1:PORT".
+  std::string address() const { return absl::StrCat("127.0.0.1:", port()); }
+
+ private:
+  int port_ = 0;  // before fd_: fd_'s initializer sets it
+  int fd_;        // bound to 127.0.0.1:port_, never listening; -1 on failure
+};
 
 // HttpGet fetches http://HOST:PORT/PATH (IPv4 host) with HTTP/1.0 and
 // returns the body of a 200 response. Errors: UNAVAILABLE (connect or read

@@ -664,6 +664,8 @@ TEST(ValidateServerConfigTest, NonLoopbackNeedsTlsTokensOrInsecure) {
   command_line.listen_address = "0.0.0.0:50051";
   absl::StatusOr<v1::ServerConfig> refused = LoadServerConfig(command_line);
   ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument)
+      << refused.status();
   EXPECT_THAT(refused.status().message(),
               HasSubstr("--listen: listen_address: '0.0.0.0:50051' is not a "
                         "loopback address"));
