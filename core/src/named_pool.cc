@@ -649,12 +649,15 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   pool_.emplace(*joined);
   if (step_hook_) {
     // Tests: steps inside a push or pop ("stack:linked": between the link
-    // and the CAS; "stack:announced": a pop announced, not completed).
+    // and the CAS; "stack:announced": a pop announced, not completed). A
+    // verify's walk and a spin on the maintenance lock are no such steps.
     pool_->SetTestHookForTesting(
         [](void* arg, VolumePool::TestPoint point) {
-          static_cast<NamedPool*>(arg)->Step(
-              point == VolumePool::TestPoint::kAnnounced ? "stack:announced"
-                                                         : "stack:linked");
+          if (point == VolumePool::TestPoint::kBeforeCas) {
+            static_cast<NamedPool*>(arg)->Step("stack:linked");
+          } else if (point == VolumePool::TestPoint::kAnnounced) {
+            static_cast<NamedPool*>(arg)->Step("stack:announced");
+          }
         },
         this);
   }
@@ -999,12 +1002,16 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     s = ErrnoError(absl::StrCat("rename ", temp, " to ", meta_path));
   }
   if (!s.ok()) {
-    store_.reset();
+    // The new store, if CreateStore got as far as naming it: only the
+    // temporary metadata records it, so nobody else would ever remove it.
+    const std::string made = FieldString(meta_->store_path);
+    store_.reset();  // drops its lock
     munmap(meta_, meta_bytes_);
     meta_ = old;
     meta_bytes_ = old_bytes;
     close(fd);
     unlink(temp.c_str());
+    RemoveAbandonedStore(made);  // a tagged name of this pool's only
     return s;
   }
   munmap(old, old_bytes);
@@ -1530,7 +1537,9 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   // be written again, or the stack is corrupt) pushed nothing and the add
   // is rolled back whole. Pushed one at a time, the volumes pushed before
   // a failure could be handed out at once and could not be taken back.
-  const PoolError pushed = pool.PushChainTagged(indices, batch, top_now);
+  bool header_write_failed = false;
+  const PoolError pushed =
+      pool.PushChainTagged(indices, batch, top_now, &header_write_failed);
   if (pushed != PoolError::kSuccess) {
     // Uncommitted again (a crash from here on is rolled back), then undone.
     for (uint64_t i : indices) {
@@ -1538,9 +1547,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     }
     meta_->volumes_mapped.fetch_sub(count, std::memory_order_relaxed);
     ReleaseClaims(indices, indices.size());
-    const uint64_t top = pool.PeekTop();
-    if (pushed == PoolError::kCorrupt &&
-        (top == kNullIndex || top < config_.max_volumes)) {
+    if (header_write_failed) {
       return absl::InternalError(absl::StrCat(
           "add volumes to pool '", config_.name, "': linking volume ",
           indices.back(),
@@ -1834,12 +1841,19 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   return entries;
 }
 
-absl::Status NamedPool::WalkStack(uint64_t top,
-                                  std::vector<bool>* on_stack) const {
+absl::Status NamedPool::WalkStack(uint64_t top, std::vector<bool>* on_stack,
+                                  std::optional<uint64_t> still_top) const {
   const uint64_t n = config_.max_volumes;
   uint64_t steps = 0;
   for (uint64_t i = top; i != kNullIndex;
        i = LinkNext(Slot(n + i).load(std::memory_order_relaxed))) {
+    // Relaxed: only a hint to stop a walk that is void anyway; Verify's
+    // own check decides.
+    if (still_top.has_value() && steps % 64 == 63 &&
+        pool_->header()->ver_top.load(std::memory_order_relaxed) !=
+            *still_top) {
+      return absl::OkStatus();
+    }
     if (i >= n || ++steps > n) {
       return absl::DataLossError(absl::StrCat(
           "pool '", config_.name, "': the stack reaches index ", i,
@@ -1864,7 +1878,7 @@ absl::StatusOr<VerifyReport> NamedPool::Verify() const {
   // are as the stack's last push or pop left them.
   return pool_->Verify([this](uint64_t ver_top) {
     Step("verify:walk");  // in the window: a walk held here holds nobody
-    return WalkStack(TopIndex(ver_top), /*on_stack=*/nullptr);
+    return WalkStack(TopIndex(ver_top), /*on_stack=*/nullptr, ver_top);
   });
 }
 

@@ -474,7 +474,7 @@ bool VolumePool::WriteFormatted(uint64_t index, absl::string_view info,
 // They are private and called from this file only.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::Push(
     uint64_t index, Wait wait, uint64_t tag, uint64_t next_in_header,
-    uint64_t new_top_index) const {
+    uint64_t new_top_index, bool* header_write_failed) const {
   // Relaxed: the CAS below re-checks the value; the release CAS publishes
   // our writes to the volume's header.
   uint64_t ver_top = header_->ver_top.load(std::memory_order_relaxed);
@@ -500,6 +500,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::Push(
     // linked yet when the header cannot be written.
     if (top != next_written) {
       if (!WriteHeaderWord(index, HeaderWord::kNext, top)) {
+        if (header_write_failed != nullptr) *header_write_failed = true;
         return PoolError::kCorrupt;
       }
       next_written = top;
@@ -723,7 +724,8 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
 }
 
 PoolError VolumePool::PushChainTagged(std::span<const uint64_t> indices,
-                                      uint64_t tag, uint64_t top_hint) const {
+                                      uint64_t tag, uint64_t top_hint,
+                                      bool* header_write_failed) const {
   if (links_ == nullptr || indices.empty()) return PoolError::kInvalid;
   for (const uint64_t i : indices) {
     if (i >= max_volumes_) return PoolError::kInvalid;
@@ -735,6 +737,7 @@ PoolError VolumePool::PushChainTagged(std::span<const uint64_t> indices,
   for (size_t k = 0; k < last; ++k) {
     if (top_hint == kNoTopHint &&
         !WriteHeaderWord(indices[k], HeaderWord::kNext, indices[k + 1])) {
+      if (header_write_failed != nullptr) *header_write_failed = true;
       return PoolError::kCorrupt;
     }
     links_[indices[k]].store(TaggedLink(indices[k + 1], tag),
@@ -742,8 +745,8 @@ PoolError VolumePool::PushChainTagged(std::span<const uint64_t> indices,
   }
   // Then the last onto the top, with the CAS that pushes them all. Only
   // kCorrupt can fail it (kBlock), before the CAS: nothing is pushed.
-  const PoolError err =
-      Push(indices[last], Wait::kBlock, tag, top_hint, indices[0]);
+  const PoolError err = Push(indices[last], Wait::kBlock, tag, top_hint,
+                             indices[0], header_write_failed);
   if (err != PoolError::kSuccess) return err;
   Count(header_, &CounterValues::volumes_added, indices.size());
   return PoolError::kSuccess;

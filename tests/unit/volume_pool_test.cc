@@ -567,6 +567,25 @@ TEST_F(HookedJoinTest, AFormatHintSavesThePushAWriteUnlessTheTopMoves) {
   EXPECT_EQ(verified->empty_volumes, 5u);
 }
 
+// A chain push that fails on a corrupt stack (its top out of range) says
+// so: the caller must not report it as a failed header write (an I/O
+// error) but as corruption.
+TEST_F(HookedJoinTest, AChainPushOntoACorruptTopIsNoHeaderWriteFailure) {
+  ASSERT_EQ(plane_.Add(0, 1, ""), PoolError::kSuccess);
+  ASSERT_EQ(hooked_.FormatRange(5, 1, "c"), PoolError::kSuccess);
+  std::atomic<uint64_t>& top = plane_.header()->ver_top;
+  const uint64_t sound = top.load();
+  top.store((sound & ~kIndexMask) | (plane_.max_volumes() + 3));
+  const std::vector<uint64_t> chain = {5};
+  bool header_write_failed = false;
+  EXPECT_EQ(hooked_.PushChainTagged(chain, 3, VolumePool::kNoTopHint,
+                                    &header_write_failed),
+            PoolError::kCorrupt);
+  EXPECT_FALSE(header_write_failed);
+  top.store(sound);
+  EXPECT_EQ(plane_.Verify()->empty_volumes, 1u);
+}
+
 // PushChainTagged puts a batch of any indices on the stack with one CAS,
 // the first on top: when the last one's `next` must be written again (the
 // top moved since the format) and that write fails, nothing is pushed.
@@ -582,14 +601,17 @@ TEST_F(HookedJoinTest, AChainIsPushedWholeWithOneCasOrNotAtAll) {
   const uint64_t top_before = plane_.header()->ver_top.load();
 
   file_.fail_writes = true;
-  EXPECT_EQ(hooked_.PushChainTagged(chain, 3, hint), PoolError::kCorrupt);
+  bool header_write_failed = false;
+  EXPECT_EQ(hooked_.PushChainTagged(chain, 3, hint, &header_write_failed),
+            PoolError::kCorrupt);
+  EXPECT_TRUE(header_write_failed);
   EXPECT_EQ(plane_.header()->ver_top.load(), top_before);
   EXPECT_EQ(plane_.Counts().volumes_added, 2u);
   ASSERT_EQ(plane_.Verify()->empty_volumes, 1u);
 
   file_.fail_writes = false;
   file_.writes = 0;
-  const uint64_t top_unlocked = plane_.header()->ver_top.load();  // Verify
+  const uint64_t top_unlocked = plane_.header()->ver_top.load();
   ASSERT_EQ(hooked_.PushChainTagged(chain, 3, hint), PoolError::kSuccess);
   EXPECT_EQ(file_.writes, 1);  // 7's `next`, now 1
   const uint64_t top_after = plane_.header()->ver_top.load();

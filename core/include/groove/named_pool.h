@@ -177,7 +177,8 @@ class NamedPool {
     // (VolumePool's TestHook) with "stack:linked" (a volume's stack link
     // written or read, the CAS not done) and "stack:announced" (a remove's
     // pop announced, not completed), so a crash test can kill the process
-    // at each point deterministically.
+    // at each point deterministically; and "verify:walk" at the start of
+    // each walk of Verify, inside its window (the stack's top word read).
     std::function<void(absl::string_view step)> step_hook;
   };
 
@@ -267,7 +268,9 @@ class NamedPool {
   // volume at all: says whether the pool has no volumes or how many are
   // mapped and in use; or a data-plane join), DATA_LOSS (a corrupt volume was
   // popped: it is quarantined, the good ones popped by this call are put
-  // back, and the pool is otherwise unchanged).
+  // back, and the pool is otherwise unchanged, but for a good one whose
+  // put-back fails (a header write: an I/O error), which is given back as
+  // if removed).
   // The memory is given back one run of consecutive indices at a time
   // (punched out of the store): before it returns, unless an add of this
   // pool is allocating or another punch runs; then the punch is queued and
@@ -371,8 +374,11 @@ class NamedPool {
   // (*on_stack)[i] for each unless on_stack is null. Returns DATA_LOSS for
   // an index out of range, a cycle or a slot that is not mapped. REQUIRES:
   // the maintenance lock is held, or the caller believes the result only
-  // if the stack stayed still (VolumePool::Verify's StackCheck).
-  absl::Status WalkStack(uint64_t top, std::vector<bool>* on_stack) const;
+  // if the stack stayed still (VolumePool::Verify's StackCheck: then
+  // `still_top` is the top word the walk started from, and the walk stops
+  // early, OK, once it sees the top moved).
+  absl::Status WalkStack(uint64_t top, std::vector<bool>* on_stack,
+                         std::optional<uint64_t> still_top = {}) const;
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);

@@ -491,13 +491,16 @@ class VolumePool {
   // header is written again, and only if the top moved); the join has
   // links.
   // Returns kSuccess; kInvalid (no volume, an index out of range, no links;
-  // nothing written); kCorrupt, nothing pushed, when the stack top is out
-  // of range or a header write (a hook) failed.
+  // nothing written); kCorrupt, nothing pushed, when the stack is corrupt
+  // (its top, or an announced pop's link, out of range) or a header write
+  // (a hook: an I/O error) failed; *header_write_failed, when given, is
+  // set to true in the second case only.
   // Thread safety: lock-free; spins while locked. Cost: O(n) link stores
   // (and header writes without a hint), one CAS (retried while others
   // move the top).
   PoolError PushChainTagged(std::span<const uint64_t> indices, uint64_t tag,
-                            uint64_t top_hint = kNoTopHint) const;
+                            uint64_t top_hint = kNoTopHint,
+                            bool* header_write_failed = nullptr) const;
 
   // Remove pops one empty volume, checks its header (empty magic, idx
   // matching its address, info_sz <= kVolumeInfoMax), marks it not a
@@ -728,9 +731,12 @@ class VolumePool {
   // kNoTopHint: Push writes the header's `next` only when it differs from
   // the top the CAS expects. `new_top` is the index the CAS puts on top:
   // `index`, or the head of a chain that ends with `index`
-  // (PushChainTagged), linked already.
+  // (PushChainTagged), linked already. When it returns kCorrupt because
+  // the header could not be written, it sets *header_write_failed (if not
+  // null).
   PoolError Push(uint64_t index, Wait wait, uint64_t tag,
-                 uint64_t next_in_header, uint64_t new_top) const;
+                 uint64_t next_in_header, uint64_t new_top,
+                 bool* header_write_failed = nullptr) const;
   // PushRangeWithTag is PushRange and PushRangeTagged.
   PoolError PushRangeWithTag(uint64_t first_index, uint64_t count, uint64_t tag,
                              uint64_t top_hint) const;

@@ -18,9 +18,9 @@
 //
 // Roles: kReader may call ListPools and Inspect without verify; kAdmin
 // may call every RPC of groove.v1.VolumePoolService, Inspect with
-// verify=true included (it holds the pool's maintenance lock, pausing the
-// pool's users, for as long as the walk takes: not for a reader). Health
-// checking never needs a token.
+// verify=true included (it reads every empty volume's header, O(empty
+// volumes) of the server's time: not for a reader). Health checking never
+// needs a token.
 //
 // TLS. LoadTlsCredentials reads and checks the PEM files of a
 // `groove.v1.TlsConfig` (parses every certificate and the key with

@@ -7,7 +7,8 @@
 //   - ListPools, Inspect and RemoveVolume call the core inline: reading
 //     summaries and headers is wait-free or lock-free, and a remove pops
 //     (lock-free) and punches holes (milliseconds). Inspect with `verify`
-//     holds the pool's maintenance lock for O(empty volumes).
+//     walks the stack, O(empty volumes), without a lock, one verify per
+//     pool at a time (another fails with ABORTED).
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
 //     of hugepages), so the handler queues it on the pool's add WorkerPool
 //     and returns; a worker calls the core and finishes the RPC.
@@ -15,9 +16,8 @@
 // function of the immutable TokenTable and the call's metadata.
 // No handler takes a lock that another request can hold: the request_id
 // log (RequestLog) and the add queue (WorkerPool) are lock-free, the core
-// pool is lock-free, and metrics are relaxed atomics. The one documented
-// exception is Inspect with `verify`, which pauses the pool's users while
-// it walks the stack (docs/SERVER.md).
+// pool is lock-free (Inspect's verify included), and metrics are relaxed
+// atomics (docs/SERVER.md, "No blocking").
 //
 // Example:
 //   VolumePoolServiceImpl service(pools, &metrics, &request_log);
