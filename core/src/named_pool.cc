@@ -1686,6 +1686,10 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
 
 // ---- Reading -----------------------------------------------------------------
 
+std::string NamedPool::StorePath() const {
+  return FieldString(meta_->store_path);
+}
+
 PoolSummary NamedPool::Summary() const {
   PoolSummary s;
   s.name = config_.name;

@@ -162,6 +162,7 @@ void LogOpened(const NamedPool& pool) {
        {"max_volumes", s.max_volumes},
        {"volumes_mapped", s.volumes_mapped},
        {"volumes_empty", s.volumes_empty},
+       {"store", pool.StorePath().empty() ? "memfd" : pool.StorePath()},
        {"store_survives_restart", s.store_survives_restart ? "true" : "false"},
        {"lock_was_held", r.lock_was_held ? "true" : "false"},
        {"store_lost", r.store_lost ? "true" : "false"},

@@ -99,6 +99,7 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
   config.volume_size_bytes = size;
   config.max_volumes = 4;
   bool ok = true;
+  std::string store;  // the pool's store, when outside `dir`
   {
     absl::StatusOr<std::unique_ptr<NamedPool>> pool =
         NamedPool::Open(dir, config);
@@ -107,6 +108,7 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
       std::filesystem::remove_all(dir);
       return false;
     }
+    store = (*pool)->StorePath();
     std::vector<double> fa, pa, fr, pr;
     // Each side's add and remove, timed. The order alternates every
     // iteration: hugepages are handed out last freed, first taken, so the
@@ -160,6 +162,9 @@ bool Measure(BackingKind kind, uint64_t size, int iterations, Result* out,
     *out = {Median(fa), Median(pa), Median(fr), Median(pr)};
   }
   std::filesystem::remove_all(dir);
+  // A store in a shared directory (named per pool, with a tag) outlives
+  // the data directory: each run would leave one behind.
+  if (!store.empty()) std::filesystem::remove(store);
   return ok;
 }
 

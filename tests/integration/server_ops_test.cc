@@ -547,11 +547,26 @@ TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
         << response.verify_result().message();
     return response.verify_result().empty_volumes_walked();
   };
+  // The store a pool_created/pool_recovered line names (store=PATH).
+  auto store_of = [&](ServerProcess& server, const std::string& event) {
+    const std::string line =
+        server.WaitForLog(absl::StrCat("event=", event, " pool=", name))
+            .value_or("");
+    const size_t at = line.find(" store=");
+    if (at == std::string::npos) return std::string();
+    const size_t from = at + 7;
+    return line.substr(from, line.find(' ', from) - from);
+  };
 
   Snapshot first_pool;
+  std::string first_store;
   {
     auto first = ServerProcess::Start(args(first_dir, 16));
     ASSERT_NE(first, nullptr);
+    first_store = store_of(*first, "pool_created");
+    EXPECT_THAT(first_store,
+                HasSubstr(absl::StrCat("/dev/shm/groove-volumed/", name, "@")));
+    EXPECT_TRUE(std::filesystem::exists(first_store)) << first_store;
     auto stub = first->Stub();
     v1::AddVolumeResponse added;
     ASSERT_TRUE(Add(*stub, AddRequest(name, 3, "first"), &added).ok());
@@ -560,6 +575,10 @@ TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
     // The second starts (creating its pool) while the first runs.
     auto second = ServerProcess::Start(args(second_dir, 32));
     ASSERT_NE(second, nullptr) << "the second server did not start";
+    const std::string second_store = store_of(*second, "pool_created");
+    EXPECT_THAT(second_store,
+                HasSubstr(absl::StrCat("/dev/shm/groove-volumed/", name, "@")));
+    EXPECT_NE(second_store, first_store);
     auto second_stub = second->Stub();
     ASSERT_TRUE(Add(*second_stub, AddRequest(name, 1, "second"), &added).ok());
     EXPECT_EQ(verify(*second_stub), 1u);
@@ -576,6 +595,7 @@ TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
                   .value_or("")
                   .find("volumes_recovered=3") != std::string::npos)
       << first->LogText();
+  EXPECT_EQ(store_of(*first, "pool_recovered"), first_store);
   auto stub = first->Stub();
   ExpectSameVolumes(first_pool, TakeSnapshot(*stub, name));
   EXPECT_EQ(verify(*stub), 3u);

@@ -289,6 +289,14 @@ class NamedPool {
   // Summary returns a snapshot. Thread safety: wait-free reads.
   PoolSummary Summary() const;
 
+  // StorePath returns the file that holds the pool's volumes, as its
+  // metadata records it: "" for a hugetlb memfd (it dies with its owner).
+  // A store in a shared directory (/dev/shm/groove-volumed, a hugetlbfs
+  // mount) outlives the data directory: whoever deletes a data directory
+  // by hand removes it too. Thread safety: safe from any thread (the field
+  // is written only while the owner opens the pool). Cost: O(1).
+  std::string StorePath() const;
+
   // ListVolumes returns up to `max_entries` mapped volumes with index >=
   // `start_index`, ascending, and sets *next_index to the index to resume
   // from (or max_volumes when the listing is complete). Volumes in the
