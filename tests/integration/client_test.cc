@@ -63,6 +63,20 @@ class Retries {
   std::vector<RetryEvent> events_;  // guarded by mu_
 };
 
+// PatientClient is a client of `server` for the stall tests: it retries
+// every 20-100 ms, up to 1000 attempts within 60 s, recording each retry.
+absl::StatusOr<std::unique_ptr<VolumePoolClient>> PatientClient(
+    const ServerProcess& server, Retries* retries) {
+  ClientOptions options;
+  options.address = server.grpc_address();
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(100);
+  options.max_attempts = 1000;
+  options.timeout = absl::Seconds(60);
+  options.on_retry = [retries](const RetryEvent& e) { retries->Record(e); };
+  return VolumePoolClient::Create(options);
+}
+
 // Port returns the port of a "host:port" address.
 std::string Port(const std::string& address) {
   return address.substr(address.rfind(':') + 1);
@@ -288,13 +302,7 @@ TEST(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
       {"--data-dir=" + dir.path(), kPool, "--testonly_stall_add_fifo=" + fifo});
   ASSERT_NE(server, nullptr);
   Retries retries;
-  ClientOptions options;
-  options.address = server->grpc_address();
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(100);
-  options.max_attempts = 1000;
-  options.on_retry = [&](const RetryEvent& e) { retries.Record(e); };
-  auto client = VolumePoolClient::Create(options);
+  auto client = PatientClient(*server, &retries);
   ASSERT_TRUE(client.ok());
   v1::AddVolumeRequest request = AddOf(1);
   request.set_request_id(NewRequestId());
@@ -354,14 +362,7 @@ TEST(ClientStallTest, InspectWithVerifyIsRetriedWhileAnotherVerifyRuns) {
                                       "--testonly_stall_verify_fifo=" + fifo});
   ASSERT_NE(server, nullptr);
   Retries retries;
-  ClientOptions options;
-  options.address = server->grpc_address();
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(100);
-  options.max_attempts = 1000;
-  options.timeout = absl::Seconds(60);
-  options.on_retry = [&](const RetryEvent& e) { retries.Record(e); };
-  auto client = VolumePoolClient::Create(options);
+  auto client = PatientClient(*server, &retries);
   ASSERT_TRUE(client.ok());
   v1::InspectRequest verify;
   verify.set_pool("a");

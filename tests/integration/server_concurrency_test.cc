@@ -95,13 +95,20 @@ struct AsyncInspect {
   }
 };
 
-std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo) {
+// PoolArgs are the data directory and the two pools, "slow" and "fast",
+// of the stall tests (and of the restarts that check what they left).
+std::vector<std::string> PoolArgs(const TempDir& dir) {
   return {"--data-dir=" + dir.path(),
           "--pool=name=slow,backing=normal,volume_size=4KiB,max_volumes=64",
-          "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64",
-          "--testonly_stall_add_fifo=" + fifo.path(),
-          "--testonly_stall_add_pools=slow",
-          "--add_workers_per_pool=4"};
+          "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64"};
+}
+
+std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo) {
+  std::vector<std::string> args = PoolArgs(dir);
+  args.insert(args.end(),
+              {"--testonly_stall_add_fifo=" + fifo.path(),
+               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=4"});
+  return args;
 }
 
 TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
@@ -450,10 +457,7 @@ TEST(ServerConcurrencyTest, ShutdownDrainsAndLetsInFlightAddsFinish) {
   EXPECT_TRUE(server->WaitForLog("event=stopped").has_value());
 
   // The volume it added is there after a restart.
-  auto restarted = ServerProcess::Start(
-      {"--data-dir=" + dir.path(),
-       "--pool=name=slow,backing=normal,volume_size=4KiB,max_volumes=64",
-       "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64"});
+  auto restarted = ServerProcess::Start(PoolArgs(dir));
   ASSERT_NE(restarted, nullptr);
   auto restarted_stub = restarted->Stub();
   const Snapshot slow = TakeSnapshot(*restarted_stub, "slow");
@@ -555,10 +559,7 @@ TEST(ServerConcurrencyTest, ShutdownDeadlineReleasesStuckAdds) {
 
   // After a restart the volume is there, whatever the client saw; the
   // indices an OK reply named are the pool's.
-  auto restarted = ServerProcess::Start(
-      {"--data-dir=" + dir.path(),
-       "--pool=name=slow,backing=normal,volume_size=4KiB,max_volumes=64",
-       "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64"});
+  auto restarted = ServerProcess::Start(PoolArgs(dir));
   ASSERT_NE(restarted, nullptr);
   auto restarted_stub = restarted->Stub();
   const Snapshot pool = TakeSnapshot(*restarted_stub, "slow");
