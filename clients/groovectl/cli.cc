@@ -118,7 +118,8 @@ std::string Usage(std::optional<Command> command) {
   absl::StrAppend(
       &text,
       "\nglobal flags:\n"
-      "  --addr HOST:PORT     server address (default 127.0.0.1:50051)\n"
+      "  --addr HOST:PORT     server address (default 127.0.0.1:50051),\n"
+      "                       or unix:PATH for a server on a unix socket\n"
       "  --output table|json  output format (default table); json is the\n"
       "                       proto3 JSON mapping of the response message\n"
       "  --timeout DURATION   deadline of each call, retries included\n"

@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "groove/server/security.h"
 
 namespace groove::server {
@@ -37,10 +38,26 @@ absl::Status FieldError(absl::string_view where, absl::string_view field,
 
 bool IsPowerOfTwo(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
-// ValidateListenAddress checks "host:port" or "[v6]:port", port 0..65535.
+// ValidateListenAddress checks "host:port" or "[v6]:port", port 0..65535,
+// or (when `unix_allowed`) "unix:/absolute/path" that fits a sockaddr_un.
 absl::Status ValidateListenAddress(absl::string_view address,
                                    absl::string_view where,
-                                   absl::string_view field) {
+                                   absl::string_view field, bool unix_allowed) {
+  if (absl::string_view path = address; absl::ConsumePrefix(&path, "unix:")) {
+    if (!unix_allowed) {
+      return FieldError(where, field,
+                        absl::StrCat("'", address,
+                                     "': a unix socket cannot serve it; give "
+                                     "host:port (e.g. 127.0.0.1:9464)"));
+    }
+    if (!absl::StartsWith(path, "/") || path.size() >= kMaxUnixSocketPath) {
+      return FieldError(
+          where, field,
+          absl::StrCat("'", address, "' is not unix:/ABSOLUTE/PATH of at most ",
+                       kMaxUnixSocketPath - 1, " bytes"));
+    }
+    return absl::OkStatus();
+  }
   const size_t colon = address.rfind(':');
   absl::string_view host =
       colon == absl::string_view::npos ? "" : address.substr(0, colon);
@@ -58,10 +75,12 @@ absl::Status ValidateListenAddress(absl::string_view address,
                   [](char c) { return c >= '0' && c <= '9'; }) &&
       absl::SimpleAtoi(port, &port_number) && port_number <= 65535;
   if (host.empty() || !port_ok) {
-    return FieldError(where, field,
-                      absl::StrCat("'", address,
-                                   "' is not host:port (e.g. 127.0.0.1:50051, "
-                                   "[::1]:50051; port 0 picks a free port)"));
+    return FieldError(
+        where, field,
+        absl::StrCat("'", address,
+                     "' is not host:port (e.g. 127.0.0.1:50051, "
+                     "[::1]:50051; port 0 picks a free port)",
+                     unix_allowed ? " or unix:/ABSOLUTE/PATH" : ""));
   }
   return absl::OkStatus();
 }
@@ -150,13 +169,15 @@ struct Origins {
 absl::Status ValidateWithOrigins(const v1::ServerConfig& config,
                                  const Origins& origins) {
   if (absl::Status s = ValidateListenAddress(config.listen_address(),
-                                             origins.listen, "listen_address");
+                                             origins.listen, "listen_address",
+                                             /*unix_allowed=*/true);
       !s.ok()) {
     return s;
   }
   if (absl::Status s =
           ValidateListenAddress(config.metrics_listen_address(),
-                                origins.metrics, "metrics_listen_address");
+                                origins.metrics, "metrics_listen_address",
+                                /*unix_allowed=*/false);
       !s.ok()) {
     return s;
   }

@@ -43,7 +43,9 @@
 
 ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
           "host:port of the gRPC service (default 127.0.0.1:50051; port 0 "
-          "picks a free port, reported in the `listening` log line)");
+          "picks a free port, reported in the `listening` log line), or "
+          "unix:/ABSOLUTE/PATH, a unix socket (mode 0660: its owner and "
+          "group may connect)");
 ABSL_FLAG(std::optional<std::string>, metrics_listen, std::nullopt,
           "host:port of the Prometheus endpoint /metrics (default "
           "127.0.0.1:9464; port 0 as for --listen)");
@@ -199,7 +201,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "owns pools of fixed-size memory volumes and serves "
       "groove.v1.VolumePoolService over gRPC.\nUsage: groove-volumed "
-      "[--config=FILE] [--pool=name=NAME,...]... [--listen=HOST:PORT] "
+      "[--config=FILE] [--pool=name=NAME,...]... "
+      "[--listen=HOST:PORT|unix:PATH] "
       "[--metrics-listen=HOST:PORT] [--data-dir=DIR] [--tls-cert=PEM "
       "--tls-key=PEM [--tls-client-ca=PEM]] [--auth-tokens=FILE] "
       "[--insecure]");

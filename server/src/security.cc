@@ -354,6 +354,7 @@ absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
 }
 
 bool IsLoopbackAddress(absl::string_view address) {
+  if (absl::StartsWith(address, "unix:")) return true;
   const size_t colon = address.rfind(':');
   if (colon == absl::string_view::npos) return false;
   absl::string_view host = address.substr(0, colon);

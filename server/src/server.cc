@@ -3,9 +3,13 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <thread>
 #include <tuple>
@@ -13,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "groove/server/config.h"
@@ -26,6 +31,50 @@ namespace {
 std::string WithPort(absl::string_view address, int port) {
   const size_t colon = address.rfind(':');
   return absl::StrCat(address.substr(0, colon), ":", port);
+}
+
+// kUnixSocketMode: the socket's owner and group may connect (connect(2)
+// needs write permission), nobody else.
+constexpr mode_t kUnixSocketMode = 0660;
+
+// UnixSocketPath is the PATH of a "unix:PATH" address, "" for host:port.
+std::string UnixSocketPath(absl::string_view address) {
+  return absl::ConsumePrefix(&address, "unix:") ? std::string(address) : "";
+}
+
+// CheckUnixSocketFree returns OK when a server may bind the unix socket
+// `path`: nothing is there, or a socket that refuses connections (left by
+// a server that died; gRPC replaces it). gRPC would also replace a socket
+// another server is accepting on, taking its address silently: that is
+// UNAVAILABLE here, as is a path that is not a socket.
+absl::Status CheckUnixSocketFree(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat(
+        "listen_address unix:", path, ": cannot listen: ", strerror(errno)));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::UnavailableError(absl::StrCat(
+        "listen_address unix:", path,
+        ": cannot listen: the path exists and is not a socket; remove it or "
+        "choose another path"));
+  }
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::OkStatus();  // cannot tell: let gRPC bind
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  const bool accepted =
+      connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  if (accepted) {
+    return absl::UnavailableError(absl::StrCat(
+        "listen_address unix:", path,
+        ": cannot listen: another process is serving that socket (another "
+        "groove-volumed?); stop it or choose another path"));
+  }
+  return absl::OkStatus();
 }
 
 // AddInitialVolumes adds the volumes of [0, count) that `pool` lacks, a
@@ -318,6 +367,15 @@ absl::Status VolumeServer::Start() {
   // address would share its traffic instead of failing to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   ApplyLimits(options_.limits, &builder);
+  const std::string unix_path = UnixSocketPath(config.listen_address());
+  if (!unix_path.empty()) {
+    if (absl::Status free = CheckUnixSocketFree(unix_path); !free.ok()) {
+      CloseExposer(
+          std::move(exposer_),
+          WithPort(config.metrics_listen_address(), metrics_ports.front()));
+      return free;
+    }
+  }
   int grpc_port = 0;
   builder.AddListeningPort(config.listen_address(),
                            options_.tls.has_value()
@@ -335,9 +393,23 @@ absl::Status VolumeServer::Start() {
         "listen_address ", config.listen_address(),
         ": cannot listen (in use, or not an address of this host)"));
   }
+  // A unix socket's mode is the only check on who may connect (loopback's
+  // equivalent); bind(2) left it to the umask: make it owner and group.
+  if (!unix_path.empty() && chmod(unix_path.c_str(), kUnixSocketMode) != 0) {
+    const int error = errno;
+    grpc_server_->Shutdown();
+    grpc_server_.reset();
+    CloseExposer(std::move(exposer_), WithPort(config.metrics_listen_address(),
+                                               metrics_ports.front()));
+    return absl::UnavailableError(
+        absl::StrCat("listen_address ", config.listen_address(),
+                     ": cannot set the socket's mode: ", strerror(error)));
+  }
   health_->SetServing(true);
   started_ = true;
-  grpc_address_ = WithPort(config.listen_address(), grpc_port);
+  grpc_address_ = unix_path.empty()
+                      ? WithPort(config.listen_address(), grpc_port)
+                      : config.listen_address();
   metrics_address_ =
       WithPort(config.metrics_listen_address(), metrics_ports.front());
   const char* tls = "off";

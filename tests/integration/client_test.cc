@@ -77,24 +77,12 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> PatientClient(
   return VolumePoolClient::Create(options);
 }
 
-// Port returns the port of a "host:port" address.
-std::string Port(const std::string& address) {
-  return address.substr(address.rfind(':') + 1);
-}
-
 class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
     server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPool});
     ASSERT_NE(server_, nullptr);
     address_ = server_->grpc_address();
-  }
-
-  // Restart starts the server again on the same port and data directory.
-  void Restart() {
-    server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPool,
-                                    "--listen=127.0.0.1:" + Port(address_)});
-    ASSERT_NE(server_, nullptr);
   }
 
   // Client is a client of the server (or of `address`, when given).
@@ -125,6 +113,27 @@ class ClientTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> server_;
   std::string address_;
   Retries retries_;
+};
+
+// ClientRestartTest's server listens on a unix socket of its own, so that
+// a restart finds its address free: a TCP port given up by the stopped
+// server could be taken by another test before the restart binds it.
+class ClientRestartTest : public ClientTest {
+ protected:
+  void SetUp() override {
+    address_ = "unix:" + sockets_.path() + "/grpc.sock";
+    Restart();
+  }
+
+  // Restart starts the server (again) on address_ and the data directory.
+  void Restart() {
+    server_ = ServerProcess::Start(
+        {"--data-dir=" + dir_.path(), kPool, "--listen=" + address_});
+    ASSERT_NE(server_, nullptr);
+    ASSERT_EQ(server_->grpc_address(), address_);
+  }
+
+  TempDir sockets_;
 };
 
 v1::AddVolumeRequest AddOf(uint64_t count) {
@@ -178,7 +187,7 @@ TEST_F(ClientTest, CallsReturnTheServersStatusCodes) {
   EXPECT_TRUE(retries_.events().empty());
 }
 
-TEST_F(ClientTest, InspectRetriesUntilTheServerIsBack) {
+TEST_F(ClientRestartTest, InspectRetriesUntilTheServerIsBack) {
   auto client = Client(1000, absl::Seconds(30));
   auto added = client->AddVolume(AddOf(3));
   ASSERT_TRUE(added.ok()) << added.status();
@@ -226,7 +235,7 @@ TEST_F(ClientTest, RemoveVolumeAndAddWithoutRequestIdAreNeverRetried) {
   EXPECT_EQ(retries_.events().size(), 2u);
 }
 
-TEST_F(ClientTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
+TEST_F(ClientRestartTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
   auto client = Client(1000, absl::Seconds(30));
   ASSERT_EQ(server_->Stop(), 0);
   v1::AddVolumeRequest request = AddOf(2);

@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -233,6 +234,43 @@ TEST_F(GroovectlTest, HealthServing) {
       {"--output=json", "health", "--service", "groove.v1.VolumePoolService"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "{\"status\":\"SERVING\"}\n");
+}
+
+// WriteOwnerOnly writes `text` to `path`, mode 0600 (token files).
+void WriteOwnerOnly(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
+                                         std::filesystem::perms::owner_write);
+}
+
+// A server on a unix socket is as local as loopback: groovectl sends it a
+// token without TLS, and the server checks the token's role.
+TEST(GroovectlUnixSocketTest, TokensGoToAUnixSocketWithoutTls) {
+  TempDir dir;
+  const std::string admin_token(32, 'a');
+  const std::string reader_token(32, 'r');
+  WriteOwnerOnly(dir.path() + "/tokens",
+                 admin_token + " admin\n" + reader_token + " reader\n");
+  WriteOwnerOnly(dir.path() + "/admin.token", admin_token + "\n");
+  WriteOwnerOnly(dir.path() + "/reader.token", reader_token + "\n");
+  const std::string address = "unix:" + dir.path() + "/grpc.sock";
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path() + "/data", "--listen=" + address,
+       "--auth-tokens=" + dir.path() + "/tokens",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  const std::string addr = "--addr=" + address;
+  CommandResult r = Ctl(
+      {addr, "--token-file=" + dir.path() + "/admin.token", "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl(
+      {addr, "--token-file=" + dir.path() + "/reader.token", "add", "a", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("error: PERMISSION_DENIED: "));
+  r = Ctl({addr, "--token-file=" + dir.path() + "/reader.token", "--output",
+           "json", "inspect", "a"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(R"("volumes_mapped":"1")"));
 }
 
 TEST(GroovectlHealthTest, NotServingExits1) {

@@ -551,6 +551,20 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        {"--listen=127.0.0.1:70000"},
        2,
        "listen_address: '127.0.0.1:70000'"},
+      {"listen on a relative unix socket path",
+       {"--listen=unix:grpc.sock"},
+       2,
+       "listen_address: 'unix:grpc.sock' is not unix:/ABSOLUTE/PATH of at "
+       "most 107 bytes"},
+      {"listen on a unix socket path too long for sockaddr_un",
+       {"--listen=unix:/" + std::string(107, 'x')},
+       2,
+       "is not unix:/ABSOLUTE/PATH of at most 107 bytes"},
+      {"metrics-listen on a unix socket",
+       {"--metrics-listen=unix:/tmp/metrics.sock"},
+       2,
+       "metrics_listen_address: 'unix:/tmp/metrics.sock': a unix socket "
+       "cannot serve it"},
       {"metrics-listen equal to listen",
        {"--listen=127.0.0.1:5999", "--metrics-listen=127.0.0.1:5999"},
        2,
@@ -760,6 +774,89 @@ TEST(ServerBadInputTest, AddressInUseStopsTheServer) {
   }
   // The first server is unharmed.
   auto stub = first->Stub();
+  v1::ListPoolsResponse pools;
+  EXPECT_TRUE(ListPools(*stub, &pools).ok());
+}
+
+// A unix socket's address is its path: the server serves it (as local as
+// loopback, so without TLS), refuses one another server serves or a path
+// that is something else, replaces the socket of a server that died, and
+// removes its own when it stops.
+TEST(ServerUnixSocketTest, ServesOnAUnixSocketAndRemovesItWhenStopped) {
+  TempDir dir;
+  const std::string socket = dir.path() + "/grpc.sock";
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path() + "/data", "--listen=unix:" + socket});
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->grpc_address(), "unix:" + socket);
+  EXPECT_EQ(server->LogCount({"event=plaintext_listen"}), 0u);
+  EXPECT_EQ(std::filesystem::status(socket).type(),
+            std::filesystem::file_type::socket);
+  // Owner and group may connect, whatever the umask; nobody else.
+  EXPECT_EQ(std::filesystem::status(socket).permissions(),
+            std::filesystem::perms::owner_read |
+                std::filesystem::perms::owner_write |
+                std::filesystem::perms::group_read |
+                std::filesystem::perms::group_write);
+  auto stub = server->Stub();
+  v1::ListPoolsResponse pools;
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());
+  EXPECT_EQ(pools.pools_size(), 1);
+  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_FALSE(std::filesystem::exists(socket));
+}
+
+TEST(ServerUnixSocketTest, ASocketAnotherServerServesIsRefused) {
+  TempDir dir;
+  const std::string socket = dir.path() + "/grpc.sock";
+  auto first = ServerProcess::Start(
+      {"--data-dir=" + dir.path() + "/first", "--listen=unix:" + socket});
+  ASSERT_NE(first, nullptr);
+  const CommandResult refused = ServerProcess::RunToExit(
+      {"--data-dir=" + dir.path() + "/second", "--listen=unix:" + socket});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err,
+              HasSubstr("listen_address unix:" + socket +
+                        ": cannot listen: another process is serving that "
+                        "socket (another groove-volumed?)"));
+  // The first server keeps its socket and its clients.
+  auto stub = first->Stub();
+  v1::ListPoolsResponse pools;
+  EXPECT_TRUE(ListPools(*stub, &pools).ok());
+}
+
+TEST(ServerUnixSocketTest, APathThatIsNotASocketIsRefusedAndLeftAlone) {
+  TempDir dir;
+  const std::string path = dir.path() + "/grpc.sock";
+  std::ofstream(path) << "not a socket\n";
+  const CommandResult refused = ServerProcess::RunToExit(
+      {"--data-dir=" + dir.path() + "/data", "--listen=unix:" + path});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err,
+              HasSubstr("the path exists and is not a socket; remove it or "
+                        "choose another path"));
+  std::ifstream in(path);
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "not a socket");
+}
+
+TEST(ServerUnixSocketTest, TheSocketOfAServerThatDiedIsReplaced) {
+  TempDir dir;
+  const std::string socket = dir.path() + "/grpc.sock";
+  const std::vector<std::string> args = {"--data-dir=" + dir.path() + "/data",
+                                         "--listen=unix:" + socket};
+  auto died = ServerProcess::Start(args);
+  ASSERT_NE(died, nullptr);
+  died->Kill();
+  // Its channel goes too: gRPC shares a subchannel between channels to one
+  // address, and that one is backing off from the dead server.
+  died.reset();
+  ASSERT_EQ(std::filesystem::status(socket).type(),
+            std::filesystem::file_type::socket);
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
   v1::ListPoolsResponse pools;
   EXPECT_TRUE(ListPools(*stub, &pools).ok());
 }

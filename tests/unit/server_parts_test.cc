@@ -645,15 +645,16 @@ TEST(AuthorizeTest, InspectWithVerifyNeedsAdmin) {
   EXPECT_TRUE(Authorize(table, V{reader}, RpcMethod::kListPools, true).ok());
 }
 
-TEST(LoopbackTest, OnlyLoopbackHostsAre) {
-  for (const char* address : {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:50051",
-                              "localhost:1", "[::ffff:127.0.0.1]:5"}) {
+TEST(LoopbackTest, OnlyLoopbackHostsAndUnixSocketsAre) {
+  for (const char* address :
+       {"127.0.0.1:50051", "127.1.2.3:0", "[::1]:50051", "localhost:1",
+        "[::ffff:127.0.0.1]:5", "unix:/run/groove-volumed/grpc.sock"}) {
     EXPECT_TRUE(IsLoopbackAddress(address)) << address;
   }
   for (const char* address :
        {"0.0.0.0:50051", "[::]:50051", "10.0.0.1:50051", "128.0.0.1:1",
         "example.com:50051", "[::2]:1", "[::ffff:10.0.0.1]:5", "nonsense",
-        "127.0.0.1.example.com:1"}) {
+        "127.0.0.1.example.com:1", "unixhost:1"}) {
     EXPECT_FALSE(IsLoopbackAddress(address)) << address;
   }
 }

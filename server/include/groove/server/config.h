@@ -40,6 +40,9 @@ namespace groove::server {
 
 inline constexpr char kDefaultListenAddress[] = "127.0.0.1:50051";
 inline constexpr char kDefaultMetricsListenAddress[] = "127.0.0.1:9464";
+// listen_address may also be "unix:/ABSOLUTE/PATH", a unix socket whose
+// path, with its terminating NUL, fits sockaddr_un's 108-byte sun_path.
+inline constexpr size_t kMaxUnixSocketPath = 108;
 // The data directory when neither --data-dir nor the config names one:
 // kSystemDataDir if it exists (a packaged install creates it), else
 // kTmpfsDataDir.

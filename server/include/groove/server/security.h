@@ -161,8 +161,10 @@ absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
 
 // IsLoopbackAddress reports whether the host of "host:port" or
 // "[v6]:port" is a loopback address: 127.0.0.0/8, ::1 (also as
-// ::ffff:127.x.y.z) or the name "localhost". Any other host, names and
-// wildcards (0.0.0.0, [::]) included, is not.
+// ::ffff:127.x.y.z) or the name "localhost", or whether the address is a
+// unix socket ("unix:PATH"): reachable from this host only, like
+// loopback. Any other host, names and wildcards (0.0.0.0, [::]) included,
+// is not.
 bool IsLoopbackAddress(absl::string_view address);
 
 }  // namespace groove::server
