@@ -6,12 +6,14 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -457,6 +460,57 @@ TEST(NamedPoolTest, ALostSharedStoreIsReplacedByOneOfANewName) {
   ASSERT_NE(pool, nullptr);
   EXPECT_FALSE(pool->recovery().store_lost);
   EXPECT_EQ(Observe(*pool).indices, std::vector<uint64_t>{0});
+}
+
+// A replacement that fails after it has made its new store (the store's
+// size is over RLIMIT_FSIZE here: EFBIG, a real kernel error) leaves
+// nothing behind: no new store, which only its temporary metadata
+// recorded, no temporary metadata, the old metadata as it was. The next
+// Open replaces the pool.
+TEST(NamedPoolTest, AFailedReplacementOfALostStoreLeavesNothingBehind) {
+  TempDir dir("/tmp");
+  if (OnTmpfs(dir.path())) GTEST_SKIP() << "/tmp is a tmpfs here";
+  const std::string name = absl::StrCat("unreplaced-", getpid());
+  SharedStores stores(name);
+  const PoolConfig config = SmallConfig(name, 1024);  // a 4 MiB store
+  {
+    auto pool = OpenOrDie(dir.path(), config);
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "").ok());
+  }
+  ASSERT_EQ(stores.List().size(), 1u);
+  std::filesystem::remove(stores.List()[0]);  // as a cleared /dev/shm
+  const std::string meta = dir.path() + "/" + name + ".pool";
+  const std::string before = ReadFile(meta);
+
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Files of up to 1 MiB: the new metadata fits, the new store does not.
+    signal(SIGXFSZ, SIG_IGN);
+    const rlimit limit{uint64_t{1} << 20, uint64_t{1} << 20};
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(2);
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+        NamedPool::Open(dir.path(), config);
+    _exit(!pool.ok() && pool.status().code() == absl::StatusCode::kInternal &&
+                  absl::StrContains(pool.status().message(), "File too large")
+              ? 0
+              : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0)
+      << "Open did not fail with INTERNAL \"File too large\"";
+  EXPECT_TRUE(stores.List().empty()) << "the failed replacement left its store";
+  EXPECT_FALSE(std::filesystem::exists(meta + ".new"));
+  EXPECT_EQ(ReadFile(meta), before);
+
+  auto pool = OpenOrDie(dir.path(), config);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().store_lost);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+  EXPECT_EQ(stores.List().size(), 1u);
 }
 
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
