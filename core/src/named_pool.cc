@@ -49,6 +49,9 @@ constexpr uint64_t kLayoutVersion = 3;
 constexpr uint64_t kLayout1MetadataMagic = 0x67726f6f76656d31ULL;  // "groovem1"
 constexpr uint64_t kLayout1MagicOffset = 256;
 constexpr uint64_t kSlotTableOffset = 4096;
+// The metadata object is sized in whole pages of this size (or of its
+// filesystem's block, a multiple of it).
+constexpr uint64_t kMetadataPageBytes = 4096;
 
 // A slot word is `state | batch << kSlotStateBits`. The state records the
 // intent of the add or remove in flight on that index; the batch ties the
@@ -260,6 +263,8 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
                      bool owner)
     : data_dir_(data_dir), config_(config), owner_(owner) {
   static_assert(sizeof(Metadata) <= kSlotTableOffset);
+  static_assert(sizeof(Metadata::store_path) == kMaxStorePathBytes + 1 &&
+                sizeof(Metadata::backing_file_path) == kMaxStorePathBytes + 1);
   static_assert(offsetof(Metadata, pool) == 0);
   static_assert(std::is_standard_layout_v<Metadata>);
   // What tests are told of the layout (named_pool.h, groove::testing).
@@ -332,6 +337,21 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
         " volumes of volume_size ", config.volume_size_bytes,
         " bytes do not fit in one volume store (at most ", kMaxSpanBytes,
         " bytes); lower max_volumes or volume_size"));
+  }
+  if (config.backing.kind == BackingKind::kFile &&
+      config.backing.file_path.size() > kMaxStorePathBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", config.name, "': the file_path of backing file is ",
+        config.backing.file_path.size(), " bytes long; at most ",
+        kMaxStorePathBytes, " are recorded"));
+  }
+  if (const size_t bytes =
+          data_dir.size() + config.name.size() + std::strlen("/.volumes");
+      bytes > kMaxStorePathBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", config.name, "': data directory ", data_dir,
+        " is too long: ", "its store path DATA_DIR/NAME.volumes would be ",
+        bytes, " bytes, at most ", kMaxStorePathBytes, " are recorded"));
   }
   std::error_code ec;
   if (std::filesystem::create_directories(data_dir, ec)) {
@@ -438,10 +458,21 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                     reinterpret_cast<const char*>(meta_) + kLayout1MagicOffset,
                     sizeof(layout1_magic));
       }
+      // Map sizes a new object in whole pages, for at least one slot,
+      // before it writes anything: any other size is damage (a file cut
+      // short by a crash of its host, a partial copy), never a creation
+      // that did not finish.
+      const uint64_t smallest = RoundUp(MetadataBytes(1), kMetadataPageBytes);
       if (magic == 0 && layout1_magic == kLayout1MetadataMagic) {
         mismatch = absl::StrCat("it was written by an older groove-volumed "
                                 "(metadata layout 1), this build reads ",
                                 kLayoutVersion);
+      } else if (existing % kMetadataPageBytes != 0 || existing < smallest) {
+        foreign = true;
+        mismatch = absl::StrCat(
+            "it is ", existing, " bytes, a size no pool's metadata has (whole ",
+            kMetadataPageBytes, "-byte pages, at least ", smallest,
+            "): it was cut short, or is not a pool's");
       } else if (magic == 0) {
         // Creation never finished (CreateStore writes the magic last), so
         // no volume was ever added: every slot is FREE (0). A slot that is
@@ -474,6 +505,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         mismatch = absl::StrCat("its pool header (offset 0) has magic 0x",
                                 absl::Hex(pool_magic), ", not 0x",
                                 absl::Hex(kPoolMagic), ": it is corrupt");
+      } else if (const uint64_t recorded = meta_->max_volumes;
+                 recorded >= 1 && recorded <= (uint64_t{1} << 30) &&
+                 existing < MetadataBytes(recorded)) {
+        foreign = true;
+        mismatch = absl::StrCat("it is ", existing, " bytes, shorter than the ",
+                                MetadataBytes(recorded), " its max_volumes ",
+                                recorded, " needs: it was cut short");
       } else if (FieldString(meta_->name) != config_.name) {
         mismatch = absl::StrCat("it records the name '",
                                 FieldString(meta_->name), "'");
@@ -492,11 +530,9 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         Backing recorded;
         recorded.kind = static_cast<BackingKind>(meta_->backing_requested);
         recorded.file_path = FieldString(meta_->backing_file_path);
-        mismatch = absl::StrCat("backing is ", BackingToString(recorded),
-                                ", configured ",
-                                BackingToString(config_.backing));
-      } else if (existing < MetadataBytes(meta_->max_volumes)) {
-        mismatch = "it is truncated";
+        mismatch =
+            absl::StrCat("backing is ", BackingToString(recorded),
+                         ", configured ", BackingToString(config_.backing));
       }
       if (!mismatch.empty()) {
         if (!options->recreate) {
@@ -525,6 +561,11 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         meta_ = nullptr;
         meta_bytes_ =
             RoundUp(MetadataBytes(config_.max_volumes), block);
+      }
+    }
+    if (create && !options->recreate) {
+      if (absl::Status s = RefuseToCreateOverAStore(meta_path); !s.ok()) {
+        return s;
       }
     }
     if (create) {
@@ -837,6 +878,37 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status NamedPool::RefuseToCreateOverAStore(
+    const std::string& meta_path) const {
+  std::vector<std::string> reused = {
+      absl::StrCat(data_dir_, "/", config_.name, ".volumes")};
+  if (config_.backing.kind == BackingKind::kFile) {
+    reused.push_back(config_.backing.file_path);
+  }
+  for (const std::string& path : reused) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st;
+    const bool has_data = fstat(fd, &st) == 0 && st.st_blocks != 0;
+    // A store another owner holds is that owner's: ALREADY_EXISTS, as
+    // CreateStore would say.
+    const absl::Status held = LockStore(fd, config_.name, path);
+    close(fd);  // drops the lock, if taken
+    if (!held.ok()) return held;
+    if (!has_data) continue;
+    return absl::DataLossError(absl::StrCat(
+        "pool '", config_.name, "': refusing to create it: its metadata ",
+        meta_path, " is empty or was never completed, but the volume store ",
+        path, " it would reuse holds ",
+        HumanBytes(uint64_t(st.st_blocks) * 512),
+        " of data that may be live volumes (was the metadata cut short, or "
+        "deleted by hand?). Move both files aside (they are kept for "
+        "forensics), or create the pool anew, emptying the store, with "
+        "--recreate"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> NamedPool::CreateTaggedStore(const std::string& dir,
                                                  absl::string_view prefix,
                                                  std::string* path) {
@@ -849,6 +921,13 @@ absl::StatusOr<int> NamedPool::CreateTaggedStore(const std::string& dir,
     }
     *path =
         absl::StrCat(dir, "/", SharedStoreFileName(prefix, config_.name, tag));
+    if (path->size() > kMaxStorePathBytes) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", config_.name, "': its volume store would be ", *path,
+          ", longer than the ", kMaxStorePathBytes,
+          " bytes the metadata records; mount the hugetlbfs on a shorter "
+          "path"));
+    }
     // Recorded before the file exists: a creation that dies from here on
     // leaves its path in the metadata, and the next one removes the file
     // (RemoveAbandonedStore).

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -212,6 +213,10 @@ class PoolFiles {
   // shards of dead processes. Those are not evidence.)
   std::string Evidence() const {
     const std::string meta = ReadFile(meta_);
+    if (meta.size() < kSlotTableOffset + 16 * kPoolBMaxVolumes) {
+      // Cut short: judged by its size alone, before anything is written.
+      return absl::StrCat("cut short: ", meta, "/", ReadFile(store_));
+    }
     return absl::StrCat(Read(meta_, offsetof(PoolHeader, magic)), "/",
                         Read(meta_, kMetadataMagicOffset), "/", TopIndex(Top()),
                         "/",
@@ -340,6 +345,19 @@ INSTANTIATE_TEST_SUITE_P(
                          f.SetMetadataMagic(0);
                        },
                        "its magic was cleared"},
+        CorruptionCase{"MetadataCutShort",
+                       [](const PoolFiles& f, const auto&) {
+                         // As a crash of the host can leave a file on disk.
+                         std::filesystem::resize_file(f.meta_path(), 3000);
+                       },
+                       "it is 3000 bytes, a size no pool's metadata has"},
+        CorruptionCase{"MetadataEmptiedWithItsStoreFull",
+                       [](const PoolFiles& f, const auto&) {
+                         // Creating the pool again would empty b.volumes.
+                         std::filesystem::resize_file(f.meta_path(), 0);
+                       },
+                       "is empty or was never completed, but the volume "
+                       "store"},
         CorruptionCase{"InvalidSlotStateWord",
                        [](const PoolFiles& f, const auto&) {
                          // An index no volume was ever added at.

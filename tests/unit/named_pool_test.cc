@@ -513,6 +513,120 @@ TEST(NamedPoolTest, AFailedReplacementOfALostStoreLeavesNothingBehind) {
   EXPECT_EQ(stores.List().size(), 1u);
 }
 
+// ---- Metadata cut short or lost ---------------------------------------------
+
+// A metadata object of a size no creation leaves (not whole pages, or
+// shorter than its recorded max_volumes needs) is damage: DATA_LOSS, so
+// the server quarantines the pool, and neither file is touched.
+TEST(NamedPoolTest, MetadataCutShortIsDataLossAndChangesNothing) {
+  TempDir dir;
+  const PoolConfig config = SmallConfig("main", 1024);  // 20 KiB of metadata
+  {
+    auto pool = OpenOrDie(dir.path(), config);
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(8, std::nullopt, "live").ok());
+  }
+  const std::string meta = dir.path() + "/main.pool";
+  const std::string store = dir.path() + "/main.volumes";
+  const std::string store_before = ReadFile(store);
+  // Longest first: each cut keeps less of the header.
+  for (const auto& [size, says] : std::vector<std::pair<uint64_t, std::string>>{
+           {12288, "shorter than the 20480 its max_volumes 1024 needs"},
+           {4500, "it is 4500 bytes, a size no pool's metadata has"},
+           {1000, "it is 1000 bytes, a size no pool's metadata has"}}) {
+    SCOPED_TRACE(size);
+    std::filesystem::resize_file(meta, size);
+    const std::string meta_before = ReadFile(meta);
+    const absl::Status s = NamedPool::Open(dir.path(), config).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    EXPECT_THAT(s.message(), HasSubstr(says));
+    EXPECT_THAT(s.message(), HasSubstr("cut short"));
+    EXPECT_EQ(ReadFile(meta), meta_before);
+    EXPECT_TRUE(ReadFile(store) == store_before) << "the store was changed";
+  }
+}
+
+// An empty metadata object, or none, says nothing of the pool's volumes;
+// the store the creation would reuse in place (DATA_DIR/NAME.volumes, or
+// file:PATH) does. While that store holds data, Open refuses (DATA_LOSS)
+// rather than empty it; --recreate creates the pool anew.
+TEST(NamedPoolTest, AnEmptyOrMissingMetadataDoesNotEmptyTheStoreItWouldReuse) {
+  TempDir dir;
+  const std::string data = dir.path() + "/data";
+  PoolConfig file_config = SmallConfig("f");
+  file_config.backing = *ParseBacking("file:" + dir.path() + "/f.bin");
+  for (const PoolConfig& config : {SmallConfig("t"), file_config}) {
+    SCOPED_TRACE(config.name);
+    {
+      auto pool = OpenOrDie(data, config);
+      ASSERT_NE(pool, nullptr);
+      ASSERT_TRUE(pool->AddVolumes(4, std::nullopt, "live").ok());
+    }
+    const std::string meta = absl::StrCat(data, "/", config.name, ".pool");
+    const std::string store = config.backing.kind == BackingKind::kFile
+                                  ? config.backing.file_path
+                                  : absl::StrCat(data, "/t.volumes");
+    const std::string before = ReadFile(store);
+    for (const bool deleted : {false, true}) {
+      SCOPED_TRACE(deleted ? "metadata deleted" : "metadata emptied");
+      if (deleted) {
+        ASSERT_TRUE(std::filesystem::remove(meta));
+      } else {
+        std::filesystem::resize_file(meta, 0);
+      }
+      const absl::Status s = NamedPool::Open(data, config).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+      EXPECT_THAT(s.message(),
+                  HasSubstr("the volume store " + store + " it would reuse"));
+      EXPECT_THAT(s.message(), HasSubstr("--recreate"));
+      EXPECT_TRUE(ReadFile(store) == before) << "the store was changed";
+    }
+    NamedPool::OpenOptions options;
+    options.recreate = true;
+    auto pool = OpenOrDie(data, config, options);
+    ASSERT_NE(pool, nullptr);
+    EXPECT_TRUE(pool->recovery().created);
+    EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+  }
+}
+
+// The metadata records store paths of up to kMaxStorePathBytes: a longer
+// one is refused before anything is made, never recorded cut short.
+TEST(NamedPoolTest, StorePathsTooLongToRecordAreRefusedBeforeAnythingIsMade) {
+  TempDir dir;
+  // A file:PATH of exactly the limit is accepted (directories of 200
+  // bytes, then a file name that makes up the rest).
+  std::string deep = dir.path();
+  while (deep.size() + 1 + 200 + 1 + 100 <= kMaxStorePathBytes) {
+    deep += "/" + std::string(200, 'd');
+  }
+  std::filesystem::create_directories(deep);
+  const std::string longest =
+      deep + "/" + std::string(kMaxStorePathBytes - deep.size() - 1, 'f');
+  ASSERT_EQ(longest.size(), kMaxStorePathBytes);
+  PoolConfig config = SmallConfig();
+  config.backing = *ParseBacking("file:" + longest);
+  {
+    auto pool = OpenOrDie(dir.path() + "/ok", config);
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "").ok());
+  }
+  ASSERT_NE(OpenOrDie(dir.path() + "/ok", config), nullptr)
+      << "the recorded path must be the whole path";
+
+  config.backing = *ParseBacking("file:" + longest + "x");
+  absl::Status s = NamedPool::Open(dir.path() + "/long-file", config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("is 1024 bytes long; at most 1023"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/long-file"));
+
+  const std::string long_dir = deep + "/" + std::string(200, 'e');
+  s = NamedPool::Open(long_dir, SmallConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("is too long"));
+  EXPECT_FALSE(std::filesystem::exists(long_dir));
+}
+
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
   TempDir dir;
   const std::string data = dir.path() + "/data";

@@ -83,6 +83,11 @@ struct PoolConfig {
   uint64_t max_volumes = 1024;
 };
 
+// kMaxStorePathBytes is the longest path the metadata records for a volume
+// store: a file:PATH backing's PATH, or DATA_DIR/NAME.volumes. Open refuses
+// longer ones (INVALID_ARGUMENT) rather than record a path cut short.
+inline constexpr size_t kMaxStorePathBytes = 1023;
+
 // ValidatePoolName returns INVALID_ARGUMENT unless `name` matches
 // [A-Za-z0-9_.-]{1,64} and is not "." or "..", so that it cannot escape the
 // data directory.
@@ -195,9 +200,16 @@ class NamedPool {
   // its metadata names: says to stop that owner or re-create one of the
   // two pools), DATA_LOSS (the metadata magic or the pool header's is not
   // a pool's, or the metadata magic is 0 while the slot table holds
-  // volumes; the stack or slot table is corrupt; the recorded backing or
-  // page size cannot be the pool's; the volume store is shorter than
-  // max_volumes * volume_size), INTERNAL/PERMISSION_DENIED (system calls).
+  // volumes; the metadata object is cut short: not whole 4 KiB pages, or
+  // shorter than its max_volumes needs; it is empty, missing or was never
+  // completed while the store its creation would reuse in place holds
+  // data (RefuseToCreateOverAStore); the stack or slot table is corrupt;
+  // the recorded backing or page size cannot be the pool's; the volume
+  // store is shorter than max_volumes * volume_size), INVALID_ARGUMENT
+  // also for a file:PATH or DATA_DIR/NAME.volumes longer than
+  // kMaxStorePathBytes, INTERNAL/PERMISSION_DENIED (system calls). With
+  // options.recreate, every DATA_LOSS and FAILED_PRECONDITION of the
+  // metadata re-creates the pool instead, emptying its store.
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Open(
       const std::string& data_dir, const PoolConfig& config,
@@ -359,6 +371,13 @@ class NamedPool {
   // (normal) or HUGETLBFS/groove-volumed.NAME@TAG.volumes (hugepages), or,
   // as servers before the tag named them, the last two without @TAG.
   absl::Status CheckStorePath(const std::string& store_path) const;
+  // RefuseToCreateOverAStore returns DATA_LOSS, naming the files and what
+  // to do, when a store this pool's creation would reuse in place
+  // (DATA_DIR/NAME.volumes, the file of file:PATH) holds data: the metadata
+  // that should record its volumes was lost or cut short, and creating the
+  // pool would empty the store; ALREADY_EXISTS when another owner holds
+  // that store. Reads only (the store is locked for an instant).
+  absl::Status RefuseToCreateOverAStore(const std::string& meta_path) const;
   // CreateTaggedStore creates a new store file NAME@TAG.volumes (after
   // `prefix`) in `dir`, a directory other data directories' servers share:
   // TAG is 16 random hex digits, the file is created with O_EXCL (never one
