@@ -434,6 +434,8 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   const uint64_t block = std::max<uint64_t>(fs.f_bsize, 4096);
 
   bool create = false;
+  // Re-create a pool whose object has content: never in place.
+  bool replace = false;
   std::string abandoned_store;
   if (owner) {
     meta_bytes_ = RoundUp(MetadataBytes(config_.max_volumes), block);
@@ -556,25 +558,21 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         // never finished), removed once the new one exists.
         abandoned_store = FieldString(meta_->store_path);
       }
-      if (create) {
-        munmap(meta_, meta_bytes_);
-        meta_ = nullptr;
-        meta_bytes_ =
-            RoundUp(MetadataBytes(config_.max_volumes), block);
-      }
+      // The old object stays mapped: ReplaceMetadata builds the new pool
+      // beside it, since data-plane joins may still map it.
+      replace = create;
     }
     if (create && !options->recreate) {
       if (absl::Status s = RefuseToCreateOverAStore(meta_path); !s.ok()) {
         return s;
       }
     }
-    if (create) {
-      recovery_.created = true;
-      // Start from zeros: truncating to 0 first frees any old slot table.
-      if (ftruncate(meta_fd_, 0) != 0 ||
-          ftruncate(meta_fd_, static_cast<off_t>(meta_bytes_)) != 0) {
-        return ErrnoError(absl::StrCat("size ", meta_path));
-      }
+    if (create) recovery_.created = true;
+    // An empty object (just made, or emptied): nobody can have joined it;
+    // it is sized and formatted in place.
+    if (create && !replace &&
+        ftruncate(meta_fd_, static_cast<off_t>(meta_bytes_)) != 0) {
+      return ErrnoError(absl::StrCat("size ", meta_path));
     }
   } else {
     meta_bytes_ = static_cast<uint64_t>(st.st_size);
@@ -591,7 +589,12 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     meta_ = static_cast<Metadata*>(p);
   }
 
-  if (create) {
+  if (replace) {
+    if (absl::Status s = ReplaceMetadata(meta_path, block, *options); !s.ok()) {
+      return s;
+    }
+    RemoveAbandonedStore(abandoned_store);
+  } else if (create) {
     if (absl::Status s = CreateStore(*options); !s.ok()) return s;
     RemoveAbandonedStore(abandoned_store);
   } else {
@@ -878,14 +881,36 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status NamedPool::RefuseToCreateOverAStore(
-    const std::string& meta_path) const {
-  std::vector<std::string> reused = {
+absl::Status NamedPool::UnlinkStoresReusedInPlace() const {
+  for (const std::string& path : StoresReusedInPlace()) {
+    const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) continue;
+      return ErrnoError(absl::StrCat("open volume store ", path));
+    }
+    // Another owner's store (one file:PATH configured twice) stays.
+    absl::Status s = LockStore(fd, config_.name, path);
+    if (s.ok() && unlink(path.c_str()) != 0) {
+      s = ErrnoError(absl::StrCat("remove volume store ", path));
+    }
+    close(fd);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> NamedPool::StoresReusedInPlace() const {
+  std::vector<std::string> paths = {
       absl::StrCat(data_dir_, "/", config_.name, ".volumes")};
   if (config_.backing.kind == BackingKind::kFile) {
-    reused.push_back(config_.backing.file_path);
+    paths.push_back(config_.backing.file_path);
   }
-  for (const std::string& path : reused) {
+  return paths;
+}
+
+absl::Status NamedPool::RefuseToCreateOverAStore(
+    const std::string& meta_path) const {
+  for (const std::string& path : StoresReusedInPlace()) {
     const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;
     struct stat st;
@@ -1039,18 +1064,24 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   // The previous owner is gone (we hold the flock), so nothing will ever
   // release a maintenance lock it held on the old pool, on which the old
   // joins' blocking calls would spin for ever (data-plane joins never
-  // lock). Release it, as recovery does.
+  // lock). Release it, as recovery does, if the old object is a pool of
+  // the geometry it records (a re-created one may be anything).
+  const uint64_t old_max = meta_->max_volumes;
+  const uint64_t old_size = meta_->volume_size_bytes;
   VolumePool::Hooks no_io;
   no_io.read_header = [](void*, uint64_t, VolumeHeader*) { return false; };
   no_io.write_header = [](void*, uint64_t, uint64_t, const void*, uint64_t) {
     return false;
   };
-  if (absl::StatusOr<VolumePool> old = VolumePool::Join(
-          &meta_->pool, nullptr, config_.max_volumes, config_.volume_size_bytes,
-          &Slot(config_.max_volumes), no_io);
-      old.ok() && old->IsLocked()) {
-    recovery_.lock_was_held = true;
-    old->Unlock();
+  if (meta_->magic.load(std::memory_order_acquire) == kMetadataMagic &&
+      old_max >= 1 && old_max <= (uint64_t{1} << 30) &&
+      meta_bytes_ >= MetadataBytes(old_max)) {
+    if (absl::StatusOr<VolumePool> old = VolumePool::Join(
+            &meta_->pool, nullptr, old_max, old_size, &Slot(old_max), no_io);
+        old.ok() && old->IsLocked()) {
+      recovery_.lock_was_held = true;
+      old->Unlock();
+    }
   }
 
   // The new pool is made beside the old one and renamed over it.
@@ -1075,7 +1106,10 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   const uint64_t old_bytes = meta_bytes_;
   meta_ = static_cast<Metadata*>(p);
   meta_bytes_ = bytes;
-  absl::Status s = CreateStore(options);
+  // A store the creation would reuse in place is the old pool's, which
+  // its joins map: the new pool gets a new file.
+  absl::Status s = UnlinkStoresReusedInPlace();
+  if (s.ok()) s = CreateStore(options);
   // The commit point: from here joins find the new pool at meta_path.
   if (s.ok() && rename(temp.c_str(), meta_path.c_str()) != 0) {
     s = ErrnoError(absl::StrCat("rename ", temp, " to ", meta_path));

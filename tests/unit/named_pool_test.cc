@@ -1644,6 +1644,66 @@ TEST(NamedPoolTest, APoolSurvivesCloseAndReopenWithItsVolumes) {
   EXPECT_EQ(pool->Summary().volumes_empty, 4u);
 }
 
+// --recreate with data-plane joins still running (here: of another
+// max_volumes) builds the new pool beside the old one, as for a lost store:
+// new metadata and a new store file, even at the same path. The old joins
+// keep the old pair; nothing they do reaches the new pool.
+TEST(NamedPoolTest, AJoinAcrossARecreationCannotReachTheNewPool) {
+  TempDir dir;
+  const std::string store = dir.path() + "/main.volumes";
+  std::unique_ptr<NamedPool> plane;
+  VolumeHeader* held = nullptr;
+  struct stat old_store {};
+  {
+    auto owner = OpenOrDie(dir.path(), SmallConfig("main", 64));
+    ASSERT_NE(owner, nullptr);
+    ASSERT_TRUE(owner->AddVolumes(8, std::nullopt, "old").ok());
+    absl::StatusOr<std::unique_ptr<NamedPool>> join =
+        NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    plane = std::move(*join);
+    ASSERT_EQ(plane->pool().Acquire(&held), PoolError::kSuccess);
+    ASSERT_EQ(stat(store.c_str(), &old_store), 0);
+  }
+  NamedPool::OpenOptions recreate;
+  recreate.recreate = true;
+  auto owner = OpenOrDie(dir.path(), SmallConfig("main", 16), recreate);
+  ASSERT_NE(owner, nullptr);
+  EXPECT_TRUE(owner->recovery().created);
+  struct stat new_store {};
+  ASSERT_EQ(stat(store.c_str(), &new_store), 0);
+  EXPECT_NE(new_store.st_ino, old_store.st_ino) << "the store was reused";
+  ASSERT_TRUE(owner->AddVolumes(8, std::nullopt, "new").ok());
+
+  // The old join works its old pool: it releases what it held and takes
+  // the old volumes, "old" every one, never one of the new pool.
+  EXPECT_EQ(plane->pool().Release(held), PoolError::kSuccess);
+  std::vector<VolumeHeader*> taken;
+  VolumeHeader* v = nullptr;
+  while (plane->pool().Acquire(&v) == PoolError::kSuccess) taken.push_back(v);
+  EXPECT_EQ(taken.size(), 8u);
+  for (VolumeHeader* t : taken) EXPECT_EQ(VolumeInfo(*t), "old");
+  for (VolumeHeader* t : taken) {
+    EXPECT_EQ(plane->pool().Release(t), PoolError::kSuccess);
+  }
+  // The new pool is untouched: eight "new" volumes, and a sound stack.
+  absl::StatusOr<VerifyReport> verified = owner->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 8u);
+  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*v), "new");
+  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+  // And it reopens as any pool does.
+  owner.reset();
+  owner = OpenOrDie(dir.path(), SmallConfig("main", 16));
+  ASSERT_NE(owner, nullptr);
+  EXPECT_EQ(owner->recovery().volumes_recovered, 8u);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool.new"));
+}
+
 TEST(NamedPoolTest, AJoinHoldingAVolumeAcrossALostStoreCannotReachTheNewPool) {
   TempDir dir;
   std::unique_ptr<NamedPool> plane;

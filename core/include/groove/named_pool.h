@@ -354,15 +354,17 @@ class NamedPool {
   // recovery_.store_lost, opening nothing, when it is gone (a hugetlb
   // memfd always is, once its owner has exited).
   absl::Status OpenStore(bool owner, const OpenOptions* options);
-  // ReplaceMetadata replaces a pool whose store is lost with a new, empty
-  // one of the same configuration: a new metadata object (written beside
-  // the old one, locked, then renamed over `meta_path`) with a new store
-  // (CreateStore). Data-plane joins made before keep the old metadata and
-  // the old store, a pair no owner changes again: the volumes they hold
-  // and release never reach the new pool's stack. Releases a maintenance
-  // lock the dead owner held on the old pool (lock_was_held). REQUIRES:
-  // the owner's Map, meta_ the old object (flock held), `block` its
-  // filesystem's block size.
+  // ReplaceMetadata replaces a pool whose object has content (its store
+  // lost, or re-created: --recreate, a creation that never finished) with
+  // a new, empty one of config_: a new metadata object (written beside the
+  // old one, locked, then renamed over `meta_path`) with a new store
+  // (CreateStore, after UnlinkStoresReusedInPlace: a new file even where
+  // the path is the same). Data-plane joins made before keep the old
+  // metadata and the old store, a pair no owner changes again: the volumes
+  // they hold and release never reach the new pool's stack. Releases a
+  // maintenance lock the dead owner held on the old pool, if it is one
+  // (lock_was_held). REQUIRES: the owner's Map, meta_ the old object
+  // mapped whole (flock held), `block` its filesystem's block size.
   absl::Status ReplaceMetadata(const std::string& meta_path, uint64_t block,
                                const OpenOptions& options);
   // CheckStorePath: DATA_LOSS unless `store_path` (from the metadata) is
@@ -371,6 +373,13 @@ class NamedPool {
   // (normal) or HUGETLBFS/groove-volumed.NAME@TAG.volumes (hugepages), or,
   // as servers before the tag named them, the last two without @TAG.
   absl::Status CheckStorePath(const std::string& store_path) const;
+  // StoresReusedInPlace are the files a creation of this pool would open
+  // and size in place: DATA_DIR/NAME.volumes, and the file of file:PATH.
+  std::vector<std::string> StoresReusedInPlace() const;
+  // UnlinkStoresReusedInPlace removes those that exist, so that the
+  // creation makes new files, not reformat ones older joins map.
+  // ALREADY_EXISTS when another owner holds one (it is left).
+  absl::Status UnlinkStoresReusedInPlace() const;
   // RefuseToCreateOverAStore returns DATA_LOSS, naming the files and what
   // to do, when a store this pool's creation would reuse in place
   // (DATA_DIR/NAME.volumes, the file of file:PATH) holds data: the metadata
