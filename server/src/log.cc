@@ -1,5 +1,6 @@
 #include "groove/server/log.h"
 
+#include <google/protobuf/stubs/logging.h>
 #include <limits.h>
 #include <unistd.h>
 
@@ -163,6 +164,29 @@ void WriteQueuedThen(absl::string_view last) {
 void Log(LogLevel level, absl::string_view event,
          std::initializer_list<LogField> fields) {
   WriteQueuedThen(FormatLogLine(absl::Now(), level, event, fields));
+}
+
+void RouteProtobufLogs() {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel level,
+                                     const char* filename, int line,
+                                     const std::string& message) {
+    const std::string source = absl::StrCat(filename, ":", line);
+    switch (level) {
+      case google::protobuf::LOGLEVEL_INFO:
+        LogDeferred(LogLevel::kInfo, "protobuf_log",
+                    {{"source", source}, {"message", message}});
+        break;
+      case google::protobuf::LOGLEVEL_WARNING:
+      case google::protobuf::LOGLEVEL_ERROR:
+        LogDeferred(LogLevel::kWarn, "protobuf_log",
+                    {{"source", source}, {"message", message}});
+        break;
+      case google::protobuf::LOGLEVEL_FATAL:
+        Log(LogLevel::kError, "protobuf_log",
+            {{"source", source}, {"message", message}});
+        break;
+    }
+  });
 }
 
 void LogDeferred(LogLevel level, absl::string_view event,

@@ -249,6 +249,7 @@ int main(int argc, char** argv) {
                     " is negative; use 0 for no limit")));
   }
   groove::server::SetRoutineLineBudget(static_cast<uint64_t>(routine_lines));
+  groove::server::RouteProtobufLogs();
   const absl::Duration drain_grace = absl::GetFlag(FLAGS_drain_grace);
   if (drain_grace < absl::ZeroDuration()) {
     return Fail(kExitBadConfig, "bad_flags",

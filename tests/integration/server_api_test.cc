@@ -5,6 +5,8 @@
 // pools unchanged afterwards (the flags include the TLS, token and limit
 // flags, with certificates made by openssl at test time).
 
+#include <grpcpp/generic/generic_stub.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
@@ -752,6 +755,38 @@ TEST(ServerBadInputTest, PoolThatCannotBeOpenedStopsTheServer) {
   ASSERT_NE(recreated, nullptr);
   auto stub = recreated->Stub();
   EXPECT_EQ(TakeSnapshot(*stub, "a").summary.max_volumes(), 9u);
+}
+
+// A request libprotobuf cannot parse (here a pool name that is not UTF-8)
+// is refused by gRPC before any handler runs; libprotobuf's complaint
+// reaches the log as one logfmt line, not in a format of its own.
+TEST(ServerBadInputTest, AMalformedRequestIsLoggedAsOneLogfmtLine) {
+  TempDir dir;
+  auto server = ServerProcess::Start({"--data-dir=" + dir.path()});
+  ASSERT_NE(server, nullptr);
+  grpc::GenericStub generic(server->channel());
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const std::string pool_not_utf8("\x0a\x01\xff", 3);  // field 1, "\xff"
+  grpc::Slice slice(pool_not_utf8);
+  const grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  absl::Notification done;
+  grpc::Status status;
+  generic.UnaryCall(&context, "/groove.v1.VolumePoolService/Inspect",
+                    grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  EXPECT_FALSE(status.ok());
+  const std::optional<std::string> line =
+      server->WaitForLog("event=protobuf_log");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, HasSubstr("level=warn"));
+  EXPECT_THAT(*line, HasSubstr("invalid UTF-8"));
+  EXPECT_EQ(server->LogCount({"[libprotobuf"}), 0u) << server->LogText();
 }
 
 TEST(ServerBadInputTest, AddressInUseStopsTheServer) {

@@ -163,6 +163,22 @@ void SetRoutineLineBudget(uint64_t per_second);
 // Thread safety: lock-free; safe from any thread (a metrics scrape).
 uint64_t RoutineLinesSuppressedTotal();
 
+// ---- libprotobuf's own messages ---------------------------------------------
+//
+// libprotobuf writes its messages ("[libprotobuf ERROR ...] String field
+// ... contains invalid UTF-8", one per malformed request a peer sends) to
+// stderr in a format of its own. RouteProtobufLogs sends them through this
+// log instead, as
+//
+//   time=... level=warn event=protobuf_log source=FILE:LINE message="..."
+//
+// (level info, warn or error as libprotobuf's), written as routine lines
+// (LogDeferred): a peer can cause one per request, so they count against
+// the routine line budget rather than flood the log. FATAL messages are
+// written at once (libprotobuf aborts after them).
+// REQUIRES: called once, from main, before the server serves.
+void RouteProtobufLogs();
+
 }  // namespace groove::server
 
 #endif  // GROOVE_SERVER_LOG_H_
