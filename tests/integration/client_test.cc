@@ -1,5 +1,5 @@
 // client_test: groove::VolumePoolClient against the real groove-volumed,
-// stopped and restarted mid-test on the same port and data directory
+// stopped and restarted mid-test on the same unix socket and data directory
 // (retries, deadlines, idempotent adds); the data-plane example beside a
 // server that adds and removes; the Python example. No sleeps: the tests
 // wait on the client's retry events, on health and on process exits.
@@ -194,7 +194,9 @@ TEST_F(ClientRestartTest, InspectRetriesUntilTheServerIsBack) {
   ASSERT_EQ(server_->Stop(), 0);
 
   absl::StatusOr<v1::InspectResponse> inspected;
-  std::thread caller([&] {
+  // A jthread: a failed ASSERT below still joins it (a joinable std::thread
+  // would end the whole test binary).
+  std::jthread caller([&] {
     v1::InspectRequest request;
     request.set_pool("a");
     inspected = client->Inspect(request);
@@ -241,7 +243,7 @@ TEST_F(ClientRestartTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
   v1::AddVolumeRequest request = AddOf(2);
   request.set_request_id(NewRequestId());
   absl::StatusOr<v1::AddVolumeResponse> added;
-  std::thread caller([&] { added = client->AddVolume(request); });
+  std::jthread caller([&] { added = client->AddVolume(request); });
   ASSERT_TRUE(retries_.WaitFor(1));
   Restart();
   caller.join();
@@ -254,6 +256,34 @@ TEST_F(ClientRestartTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->volume_indices(0), added->volume_indices(0));
   EXPECT_EQ(Mapped(*client), 2u);
+}
+
+// Without jitter the waits between attempts are exactly the documented
+// sequence: initial_backoff times the multiplier per retry, up to
+// max_backoff.
+TEST_F(ClientTest, BackoffGrowsByItsMultiplierUpToItsMaximum) {
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  ClientOptions options;
+  options.address = nobody.address();
+  options.max_attempts = 5;
+  options.timeout = absl::Seconds(30);
+  options.initial_backoff = absl::Milliseconds(10);
+  options.max_backoff = absl::Milliseconds(40);
+  options.backoff_multiplier = 2.0;
+  options.jitter = 0;
+  options.on_retry = [this](const RetryEvent& e) { retries_.Record(e); };
+  auto client = VolumePoolClient::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::InspectRequest request;
+  request.set_pool("a");
+  EXPECT_EQ((*client)->Inspect(request).status().code(),
+            absl::StatusCode::kUnavailable);
+  std::vector<absl::Duration> waits;
+  for (const RetryEvent& e : retries_.events()) waits.push_back(e.backoff);
+  EXPECT_THAT(waits, ::testing::ElementsAre(
+                         absl::Milliseconds(10), absl::Milliseconds(20),
+                         absl::Milliseconds(40), absl::Milliseconds(40)));
 }
 
 TEST_F(ClientTest, GeneratedRequestIdMakesAddsRetryable) {
@@ -338,7 +368,7 @@ TEST(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
       << first_status.error_message();
 
   absl::StatusOr<v1::AddVolumeResponse> learned;
-  std::thread caller([&] { learned = (*client)->AddVolume(request); });
+  std::jthread caller([&] { learned = (*client)->AddVolume(request); });
   ASSERT_TRUE(retries.WaitFor(1));  // ABORTED: the first call still runs
   EXPECT_EQ(retries.events()[0].status.code(), absl::StatusCode::kAborted);
   const int fd = open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
@@ -378,12 +408,12 @@ TEST(ClientStallTest, InspectWithVerifyIsRetriedWhileAnotherVerifyRuns) {
   verify.set_verify(true);
 
   absl::StatusOr<v1::InspectResponse> held;
-  std::thread holder([&] { held = (*client)->Inspect(verify); });
+  std::jthread holder([&] { held = (*client)->Inspect(verify); });
   ASSERT_TRUE(
       server->WaitForLog("event=testonly_stall_verify_wait").has_value())
       << "the first verify never reached its walk";
   absl::StatusOr<v1::InspectResponse> second;
-  std::thread caller([&] { second = (*client)->Inspect(verify); });
+  std::jthread caller([&] { second = (*client)->Inspect(verify); });
   ASSERT_TRUE(retries.WaitFor(1));
   EXPECT_EQ(retries.events()[0].method, "Inspect");
   EXPECT_EQ(retries.events()[0].status.code(), absl::StatusCode::kAborted);

@@ -813,6 +813,36 @@ TEST(ServerBadInputTest, AddressInUseStopsTheServer) {
   EXPECT_TRUE(ListPools(*stub, &pools).ok());
 }
 
+// The limits are inclusive: one call adds, and one removes, exactly
+// kMaxVolumesPerRequest (1024) volumes, each with exactly kVolumeInfoMax
+// (480) bytes of info, which come back whole.
+TEST(ServerApiTest, OneCallAddsAndRemovesTheMostVolumesWithTheLongestInfo) {
+  TempDir dir;
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=2048"});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  const std::string info(480, 'i');
+  v1::AddVolumeResponse added;
+  const grpc::Status add = Add(*stub, AddRequest("a", 1024, info), &added);
+  ASSERT_TRUE(add.ok()) << add.error_message();
+  EXPECT_EQ(added.volume_indices_size(), 1024);
+  v1::InspectRequest page;
+  page.set_pool("a");
+  page.set_include_volumes(true);
+  page.set_page_size(1);
+  v1::InspectResponse inspected;
+  ASSERT_TRUE(Inspect(*stub, page, &inspected).ok());
+  ASSERT_EQ(inspected.volumes_size(), 1);
+  EXPECT_EQ(inspected.volumes(0).info(), info);
+  v1::RemoveVolumeResponse removed;
+  const grpc::Status remove = Remove(*stub, "a", 1024, &removed);
+  ASSERT_TRUE(remove.ok()) << remove.error_message();
+  EXPECT_EQ(removed.volumes_size(), 1024);
+  EXPECT_EQ(TakeSnapshot(*stub, "a").summary.volumes_mapped(), 0u);
+}
+
 // A unix socket's address is its path: the server serves it (as local as
 // loopback, so without TLS), refuses one another server serves or a path
 // that is something else, replaces the socket of a server that died, and

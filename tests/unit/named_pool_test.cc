@@ -627,6 +627,20 @@ TEST(NamedPoolTest, StorePathsTooLongToRecordAreRefusedBeforeAnythingIsMade) {
   EXPECT_FALSE(std::filesystem::exists(long_dir));
 }
 
+// kVolumeInfoMax bytes of info fit (481 do not: NamedPoolBadAddTest), and
+// come back whole.
+TEST(NamedPoolTest, TheLongestInfoFitsWhole) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  const std::string info(kVolumeInfoMax, 'i');
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, info).ok());
+  uint64_t next = 0;
+  const std::vector<VolumeEntry> listed = pool->ListVolumes(0, 1, &next);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].info, info);
+}
+
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
   TempDir dir;
   const std::string data = dir.path() + "/data";
@@ -1499,36 +1513,83 @@ TEST(NamedPoolTest, ARemoveWhosePunchFailsLeavesTheIndexFreeToAddAgain) {
 // Regression: recovery acted on the slots it had read (rolling back an
 // add, freeing its index) before it reached a corrupt slot word further on,
 // so a quarantined pool was left half recovered rather than as found.
+// WriteSlot and ReadSlot write and read the slot word of `index` in the
+// metadata object `meta`, as a crash or a corruption would leave it.
+void WriteSlot(const std::string& meta, uint64_t index, uint64_t word) {
+  const int fd = open(meta.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, &word, sizeof(word),
+                   static_cast<off_t>(testing::kSlotTableOffset + 8 * index)),
+            8);
+  close(fd);
+}
+uint64_t ReadSlot(const std::string& meta, uint64_t index) {
+  uint64_t word = 0;
+  const int fd = open(meta.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_EQ(pread(fd, &word, sizeof(word),
+                  static_cast<off_t>(testing::kSlotTableOffset + 8 * index)),
+            8);
+  close(fd);
+  return word;
+}
+
 TEST(NamedPoolTest, RecoveryJudgesTheWholeSlotTableBeforeActing) {
   TempDir dir;
   { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
   const std::string meta = dir.path() + "/main.pool";
-  auto write_slot = [&](uint64_t index, uint64_t word) {
-    const int fd = open(meta.c_str(), O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(pwrite(fd, &word, sizeof(word),
-                     static_cast<off_t>(testing::kSlotTableOffset + 8 * index)),
-              8);
-    close(fd);
-  };
-  auto read_slot = [&](uint64_t index) {
-    uint64_t word = 0;
-    const int fd = open(meta.c_str(), O_RDONLY | O_CLOEXEC);
-    EXPECT_EQ(pread(fd, &word, sizeof(word),
-                    static_cast<off_t>(testing::kSlotTableOffset + 8 * index)),
-              8);
-    close(fd);
-    return word;
-  };
-  write_slot(3, testing::kAddingSlotWord);  // an add in flight: rolled back
-  write_slot(9, testing::kInvalidSlotWord);
+  WriteSlot(meta, 3, testing::kAddingSlotWord);  // an add in flight
+  WriteSlot(meta, 9, testing::kInvalidSlotWord);
   absl::StatusOr<std::unique_ptr<NamedPool>> pool =
       NamedPool::Open(dir.path(), SmallConfig());
   ASSERT_EQ(pool.status().code(), absl::StatusCode::kDataLoss) << pool.status();
   EXPECT_NE(pool.status().message().find("slot 9"), std::string::npos)
       << pool.status();
-  EXPECT_EQ(read_slot(3), testing::kAddingSlotWord) << "recovery acted";
-  EXPECT_EQ(read_slot(9), testing::kInvalidSlotWord);
+  EXPECT_EQ(ReadSlot(meta, 3), testing::kAddingSlotWord) << "recovery acted";
+  EXPECT_EQ(ReadSlot(meta, 9), testing::kInvalidSlotWord);
+}
+
+// An owner that dies in the middle of committing a batch (its slots turn
+// from ADDING to PUSHING one by one) leaves a batch of both: recovery
+// rolls the whole batch back, since a slot still ADDING says the commit
+// did not finish; rolling the PUSHING part forward would add half a batch.
+TEST(NamedPoolTest, RecoveryRollsBackABatchItsOwnerDiedCommitting) {
+  TempDir dir;
+  const std::string meta = dir.path() + "/main.pool";
+  { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Dies with both volumes formatted and both slots ADDING.
+    NamedPool::OpenOptions options;
+    options.step_hook = [](absl::string_view step) {
+      if (step == "add:formatted") _exit(0);
+    };
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+        NamedPool::Open(dir.path(), SmallConfig(), std::move(options));
+    if (pool.ok()) (void)(*pool)->AddVolumes(2, std::nullopt, "half");
+    _exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the add did not reach add:formatted";
+  // The commit reached slot 1 only: its state (the low 3 bits) PUSHING.
+  constexpr uint64_t kStateMask = testing::kInvalidSlotWord;
+  const uint64_t adding = ReadSlot(meta, 1);
+  ASSERT_EQ(adding & kStateMask, testing::kAddingSlotWord);
+  ASSERT_EQ(ReadSlot(meta, 0), adding) << "one batch";
+  WriteSlot(meta, 1, (adding & ~kStateMask) | testing::kPushingSlotWord);
+
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().adds_rolled_back, 2u);
+  EXPECT_EQ(pool->recovery().volumes_repushed, 0u);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+  EXPECT_EQ(ReadSlot(meta, 0), 0u);
+  EXPECT_EQ(ReadSlot(meta, 1), 0u);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 0u);
 }
 
 TEST(NamedPoolTest, FileBackingKeepsVolumesInTheNamedFile) {
