@@ -267,6 +267,18 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(offsetof(Metadata, volume_size_bytes) ==
                 testing::kVolumeSizeOffset);
   static_assert(offsetof(Metadata, max_volumes) == testing::kMaxVolumesOffset);
+  static_assert(offsetof(Metadata, layout_version) ==
+                testing::kLayoutVersionOffset);
+  static_assert(offsetof(Metadata, backing_in_use) ==
+                testing::kBackingInUseOffset);
+  static_assert(offsetof(Metadata, page_size_bytes) ==
+                testing::kPageSizeOffset);
+  static_assert(offsetof(Metadata, owner_pid) == testing::kOwnerPidOffset);
+  static_assert(offsetof(Metadata, store_memfd) == testing::kStoreMemfdOffset);
+  static_assert(offsetof(Metadata, name) == testing::kNameOffset);
+  static_assert(offsetof(Metadata, store_path) == testing::kStorePathOffset);
+  static_assert(sizeof(Metadata::store_path) == testing::kStorePathBytes);
+  static_assert(testing::kLayoutVersion == kLayoutVersion);
   static_assert(testing::kSlotTableOffset == kSlotTableOffset);
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
@@ -558,6 +570,30 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       if (meta_->magic.load(std::memory_order_acquire) != kMetadataMagic) {
         return absl::FailedPreconditionError(absl::StrCat(
             meta_path, " is not a complete groove-volumed pool"));
+      }
+      // Checked before anything else is read: another layout gives the
+      // fields and the stack other meanings (layouts 2 and 3 share the
+      // magic, and a layout-3 join of a layout-2 pool would push and pop
+      // by the wrong conventions).
+      if (meta_->layout_version != kLayoutVersion) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "': ", meta_path, " has metadata layout ",
+            meta_->layout_version, ", this data plane reads layout ",
+            kLayoutVersion,
+            ": its owner (groove-volumed) is of another version; run a data "
+            "plane built from the owner's version, or upgrade the owner "
+            "and let it re-create the pool"));
+      }
+      // A metadata object renamed or copied under another name: the owner
+      // of NAME would refuse it too, and its store is another pool's.
+      if (const std::string recorded = FieldString(meta_->name);
+          recorded != config_.name) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "': ", meta_path,
+            " records the pool name '", recorded,
+            "': it was renamed or copied from another pool; join '", recorded,
+            "' in the directory its owner serves, or give the "
+            "file back its name"));
       }
       config_.volume_size_bytes = meta_->volume_size_bytes;
       config_.max_volumes = meta_->max_volumes;

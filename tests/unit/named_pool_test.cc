@@ -1661,6 +1661,37 @@ TEST(NamedPoolTest, ClosingAndRecoveryGiveCounterShardsBack) {
   EXPECT_EQ(owner->Summary().volumes_empty, 2u);
 }
 
+// A data plane of another build must not follow the pool's conventions
+// with its own (layouts 2 and 3 share the metadata magic).
+TEST(NamedPoolTest, AJoinRefusesMetadataOfAnotherLayoutVersion) {
+  TempDir dir;
+  ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr);
+  WriteWord(dir.path() + "/main.pool", testing::kLayoutVersionOffset,
+            testing::kLayoutVersion - 1);
+  const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("has metadata layout 2, this data plane "
+                                     "reads layout 3"));
+  EXPECT_THAT(s.message(), HasSubstr("owner's version"));
+}
+
+// A metadata object renamed (or copied) to another pool's name is not that
+// pool: its owner refuses it, and so does a join.
+TEST(NamedPoolTest, AJoinRefusesMetadataThatRecordsAnotherName) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  }
+  std::filesystem::rename(dir.path() + "/main.pool",
+                          dir.path() + "/other.pool");
+  const absl::Status s = NamedPool::Join(dir.path(), "other").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("records the pool name 'main'"));
+  EXPECT_THAT(s.message(), HasSubstr("renamed or copied"));
+}
+
 TEST(NamedPoolTest, JoiningAnUnknownPoolIsNotFound) {
   TempDir dir;
   EXPECT_EQ(NamedPool::Join(dir.path(), "nope").status().code(),

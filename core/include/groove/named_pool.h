@@ -210,9 +210,14 @@ class NamedPool {
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or
   // recovers. Errors: NOT_FOUND (no such pool), FAILED_PRECONDITION (bad
-  // metadata: incomplete, or a geometry, backing or page size no pool has;
-  // a volume store shorter than the pool; a memfd store whose owner is
-  // gone).
+  // metadata: incomplete, of another layout version than this build's
+  // (an owner of another version: says to run a data plane of the owner's
+  // version), recording another pool name than `name` (a renamed or copied
+  // file: names the recorded one), or a geometry, backing or page size no
+  // pool has; a volume store shorter than the pool; a memfd store whose
+  // owner is gone).
+  // Thread safety: safe to call from any thread. Cost: O(1) system calls
+  // (the mappings are made lazily by the kernel).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
       const std::string& data_dir, absl::string_view name);
 
@@ -487,6 +492,21 @@ inline constexpr uint64_t kMetadataMagicOffset = sizeof(PoolHeader);
 // the metadata.
 inline constexpr uint64_t kVolumeSizeOffset = kMetadataMagicOffset + 16;
 inline constexpr uint64_t kMaxVolumesOffset = kMetadataMagicOffset + 24;
+// The layout version (a uint64_t), and the one this build reads and writes.
+inline constexpr uint64_t kLayoutVersionOffset = kMetadataMagicOffset + 8;
+inline constexpr uint64_t kLayoutVersion = 3;
+// The backing in use (a uint64_t BackingKind) and its page size (uint64_t).
+inline constexpr uint64_t kBackingInUseOffset = kMetadataMagicOffset + 40;
+inline constexpr uint64_t kPageSizeOffset = kMetadataMagicOffset + 48;
+// The owner's pid and the number of its hugetlb memfd (int64_t each), which
+// a data-plane join of a memfd store opens as /proc/PID/fd/N.
+inline constexpr uint64_t kOwnerPidOffset = kMetadataMagicOffset + 56;
+inline constexpr uint64_t kStoreMemfdOffset = kMetadataMagicOffset + 64;
+// The pool's name (NUL-padded), and the store's path (NUL-padded; all
+// zeros for a hugetlb memfd).
+inline constexpr uint64_t kNameOffset = kMetadataMagicOffset + 96;
+inline constexpr uint64_t kStorePathOffset = kNameOffset + 72 + 1024;
+inline constexpr uint64_t kStorePathBytes = 1024;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.
