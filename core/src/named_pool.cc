@@ -254,6 +254,24 @@ absl::Status ValidatePoolName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+absl::Status CheckOwnerMemfd(absl::string_view pool_name, int64_t owner_pid,
+                             int64_t memfd, uint64_t fs_type,
+                             absl::string_view link_name) {
+  // memfd_create(NAME) files read as "/memfd:NAME (deleted)" in /proc.
+  const std::string want =
+      absl::StrCat("/memfd:groove-", pool_name, " (deleted)");
+  if (fs_type == HUGETLBFS_MAGIC && link_name == want) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "pool '", pool_name, "' lives in a hugetlb memfd of process ", owner_pid,
+      ", which is gone: /proc/", owner_pid, "/fd/", memfd, " is now '",
+      link_name, "'", fs_type == HUGETLBFS_MAGIC ? "" : ", not on hugetlbfs",
+      ", not the pool's memfd '", want,
+      "' (the pid belongs to another process now); start the owner "
+      "(groove-volumed) again and join once it serves the pool"));
+}
+
 // ---- Opening ---------------------------------------------------------------
 
 NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
@@ -1097,6 +1115,25 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
             "pool '", config_.name, "' lives in a hugetlb memfd of process ",
             pid, " (", path, "), which cannot be opened: ",
             std::strerror(errno), "; is the owner running?"));
+      }
+      // The pid may have been reused since the owner died: the file must
+      // be the memfd the owner made, or the join would map (and its
+      // Acquire write headers into) another process's file. What the fd
+      // we opened is, not what the path names now.
+      struct statfs fs;
+      const uint64_t fs_type =
+          fstatfs(fd, &fs) == 0 ? static_cast<uint64_t>(fs.f_type) : 0;
+      char link[256];
+      const ssize_t link_bytes = readlink(
+          absl::StrCat("/proc/self/fd/", fd).c_str(), link, sizeof(link));
+      const std::string link_name =
+          link_bytes > 0 ? std::string(link, static_cast<size_t>(link_bytes))
+                         : std::string();
+      if (absl::Status s =
+              CheckOwnerMemfd(config_.name, pid, memfd, fs_type, link_name);
+          !s.ok()) {
+        close(fd);
+        return s;
       }
     } else {
       // The memfd died with the previous owner; so did its volumes. Map

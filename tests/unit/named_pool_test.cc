@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -1690,6 +1691,72 @@ TEST(NamedPoolTest, AJoinRefusesMetadataThatRecordsAnotherName) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_THAT(s.message(), HasSubstr("records the pool name 'main'"));
   EXPECT_THAT(s.message(), HasSubstr("renamed or copied"));
+}
+
+TEST(NamedPoolTest, CheckOwnerMemfdAcceptsOnlyTheOwnersHugetlbMemfd) {
+  EXPECT_TRUE(CheckOwnerMemfd("main", 42, 7, HUGETLBFS_MAGIC,
+                              "/memfd:groove-main (deleted)")
+                  .ok());
+  // The owner's memfd is a hugetlb one: a tmpfs memfd of that name is not.
+  absl::Status s = CheckOwnerMemfd("main", 42, 7, TMPFS_MAGIC,
+                                   "/memfd:groove-main (deleted)");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("not on hugetlbfs"));
+  EXPECT_THAT(s.message(), HasSubstr("start the owner"));
+  // Another pool's memfd, a file on hugetlbfs, a memfd not deleted (no
+  // such thing), a link that could not be read.
+  for (absl::string_view link :
+       {"/memfd:groove-other (deleted)", "/dev/hugepages/main.volumes",
+        "/memfd:groove-main", ""}) {
+    s = CheckOwnerMemfd("main", 42, 7, HUGETLBFS_MAGIC, link);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << link;
+    EXPECT_THAT(s.message(), HasSubstr("/proc/42/fd/7 is now '"));
+    EXPECT_THAT(s.message(),
+                HasSubstr("not the pool's memfd '/memfd:groove-main "
+                          "(deleted)'"));
+  }
+}
+
+// A hugetlb-memfd pool is joined through /proc/OWNER_PID/fd/N. Once the
+// owner has died that pid may be another process's, whose fd N is some
+// other file of the right size: the join must not map it. Stood for here
+// by this process (its pid) and a memfd or file of its own at fd N, which
+// this host can make without hugepages.
+TEST(NamedPoolTest, AJoinRefusesAMemfdStoreThatIsNotTheOwnersAnyMore) {
+  TempDir dir;
+  PoolConfig config = SmallConfig();
+  config.volume_size_bytes = kHugePageBytes;  // as a huge pool's
+  config.max_volumes = 2;
+  ASSERT_NE(OpenOrDie(dir.path(), config), nullptr);
+  // The metadata of a huge pool whose store is the owner's memfd.
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kBackingInUseOffset,
+            static_cast<uint64_t>(BackingKind::kHuge));
+  WriteWord(meta, testing::kPageSizeOffset, kHugePageBytes);
+  {
+    std::fstream file(meta, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(testing::kStorePathOffset));
+    const std::string zeros(testing::kStorePathBytes, '\0');
+    file.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+    ASSERT_TRUE(file.good());
+  }
+  WriteWord(meta, testing::kOwnerPidOffset, static_cast<uint64_t>(getpid()));
+  // A memfd of the owner's name, on tmpfs; and a plain file.
+  const int same_name = memfd_create("groove-main", MFD_CLOEXEC);
+  ASSERT_GE(same_name, 0);
+  const int plain = open((dir.path() + "/other-file").c_str(),
+                         O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(plain, 0);
+  for (const int fd : {same_name, plain}) {
+    ASSERT_EQ(ftruncate(fd, 2 * kHugePageBytes), 0);
+    WriteWord(meta, testing::kStoreMemfdOffset, static_cast<uint64_t>(fd));
+    const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(s.message(), HasSubstr("which is gone"));
+    EXPECT_THAT(s.message(), HasSubstr("start the owner"));
+  }
+  close(same_name);
+  close(plain);
 }
 
 TEST(NamedPoolTest, JoiningAnUnknownPoolIsNotFound) {

@@ -88,6 +88,21 @@ struct PoolConfig {
 // data directory.
 absl::Status ValidatePoolName(absl::string_view name);
 
+// CheckOwnerMemfd checks the file a data-plane Join opened as the store of
+// pool `pool_name`, a hugetlb memfd of its owner, through
+// /proc/`owner_pid`/fd/`memfd`: once the owner is dead its pid can belong
+// to another process, whose fd `memfd` is then some other file. OK only
+// when the file is on hugetlbfs (`fs_type`, fstatfs's f_type, is
+// HUGETLBFS_MAGIC) and its /proc link name (`link_name`) is the one the
+// owner's memfd_create gives it: "/memfd:groove-NAME (deleted)". Else
+// FAILED_PRECONDITION saying the owner is gone (start it again). Join calls
+// it with what fstatfs and readlink of /proc/self/fd/FD say of the fd it
+// opened; it is public so that it can be tested without hugepages.
+// Thread safety: a pure function. Cost: O(1).
+absl::Status CheckOwnerMemfd(absl::string_view pool_name, int64_t owner_pid,
+                             int64_t memfd, uint64_t fs_type,
+                             absl::string_view link_name);
+
 // VolumeStatus is a mapped volume's state as its header says.
 enum class VolumeStatus { kEmpty, kInUse, kCorrupt };
 
@@ -215,7 +230,8 @@ class NamedPool {
   // version), recording another pool name than `name` (a renamed or copied
   // file: names the recorded one), or a geometry, backing or page size no
   // pool has; a volume store shorter than the pool; a memfd store whose
-  // owner is gone).
+  // owner is gone: /proc/PID/fd/N cannot be opened, or is no longer the
+  // owner's hugetlb memfd because the pid was reused, CheckOwnerMemfd).
   // Thread safety: safe to call from any thread. Cost: O(1) system calls
   // (the mappings are made lazily by the kernel).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
