@@ -687,6 +687,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     if (absl::Status s = store_->MapFixed(volume0_, 0, span); !s.ok()) {
       return s;
     }
+    // Verify's walk reads headers of volumes the join has not popped, one
+    // of which the owner may be removing: read through the mapping, its
+    // punched page would be faulted back into the store (tmpfs: memory
+    // held; hugetlbfs: a hugepage taken, or SIGBUS). pread reads the hole
+    // as zeros (shmem and hugetlbfs read_iter alike) and allocates
+    // nothing; Acquire and Release keep using the mapping.
+    hooks.read_header = &NamedPool::ReadHeaderHook;
   } else {
     hooks.read_header = &NamedPool::ReadHeaderHook;
     hooks.write_header = &NamedPool::WriteHeaderHook;

@@ -1613,6 +1613,43 @@ TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// A data-plane join's Verify reads the headers of volumes it has not
+// popped. One of them may be popped and punched by the owner's remove
+// between the walk's look at the top and its read; read through the
+// join's mapping, its page would be faulted back into the store (the walk
+// is discarded, the memory stays taken). The walk reads with pread, as the
+// owner's does: a hole reads as zeros. Deterministic stand-in for that
+// race: the pages of the volumes on the stack are punched while the stack
+// stays as it is, so the walk reads every one of them after its punch.
+TEST(NamedPoolTest, AJoinsVerifyFaultsNoPunchedPageBackIntoTheStore) {
+  TempDir dir;
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(owner->AddVolumes(4, std::nullopt, "x").ok());
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  absl::StatusOr<VerifyReport> verified = (*join)->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 4u);
+
+  const int store = open(owner->StorePath().c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(store, 0) << owner->StorePath();
+  ASSERT_EQ(fallocate(store, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                      4 * kVolumeBytes),
+            0);
+  close(store);
+  ASSERT_EQ(*owner->AllocatedBytes(), 0u);
+
+  // The stack stood still, so the walk's finding is reported: holes.
+  verified = (*join)->Verify();
+  EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss)
+      << verified.status();
+  EXPECT_THAT(verified.status().message(), HasSubstr("its magic is 0x0"));
+  EXPECT_EQ(*owner->AllocatedBytes(), 0u)
+      << "the join's Verify faulted punched pages back into the store";
+  EXPECT_EQ(*(*join)->AllocatedBytes(), 0u);
+}
+
 // The pids of the processes holding counter shards in `pool`'s header.
 std::vector<pid_t> CounterShardHolders(const NamedPool& pool) {
   std::vector<pid_t> pids;

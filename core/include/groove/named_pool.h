@@ -336,8 +336,13 @@ class NamedPool {
   // walk) and, in the same still window, checks that every volume on the
   // stack has a MAPPED slot (or a PUSHING one: an add has pushed it and not
   // yet marked it MAPPED). Safe from the owner and from data-plane joins.
-  // Cost: O(empty volumes) reads of headers (a pread each on the owner)
-  // per walk.
+  // Every join reads the headers with pread on the store, a data-plane
+  // join too (its Acquire and Release use its mapping): a walk overtaken
+  // by a remove may read the header of a volume the owner has just punched,
+  // and a read through the mapping would fault that page back into the
+  // store (tmpfs: memory held; hugetlbfs: a hugepage taken, or SIGBUS);
+  // pread reads the hole as zeros and allocates nothing.
+  // Cost: O(empty volumes) header preads per walk.
   absl::StatusOr<VerifyReport> Verify() const;
 
   // pool is the lock-free pool, for Acquire/Release.
@@ -433,7 +438,8 @@ class NamedPool {
   // a hole reads as zeros and stays a hole); false on an I/O error.
   bool ReadVolumeHeader(uint64_t index, VolumeHeader* out) const;
   // ReadHeaderHook and WriteHeaderHook are the owner's VolumePool header
-  // hooks (`self` is the NamedPool): the store's Read and Write.
+  // hooks (`self` is the NamedPool): the store's Read and Write. A
+  // data-plane join has ReadHeaderHook only, for Verify's walk.
   static bool ReadHeaderHook(void* self, uint64_t index, VolumeHeader* out);
   static bool WriteHeaderHook(void* self, uint64_t index, uint64_t offset,
                               const void* bytes, uint64_t size);
