@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -1381,6 +1382,79 @@ TEST(NamedPoolTest, ARemoveWhosePunchFailsLeavesTheIndexFreeToAddAgain) {
   ASSERT_EQ(listed.size(), 2u);
   EXPECT_EQ(listed[0].info, "again");
   EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
+}
+
+// An owner dies while one add has claimed its slots (ADDING) and another
+// has committed its batch (PUSHING) and not pushed it: recovery rolls the
+// first back, a PUSHING slot of its batch included (a commit cut short),
+// and the second forward. The first's slots are one run of indices, given
+// back with one punch. (Recovery used to search the ADDING slots' batches
+// once per PUSHING slot, O(ADDING x PUSHING) under the maintenance lock,
+// and to punch each volume on its own.)
+TEST(NamedPoolTest, RecoveryRollsAnUncommittedAddBackAndACommittedOneForward) {
+  TempDir dir;
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::atomic<bool> claimed{false};
+    std::atomic<int> claims{0};
+    NamedPool::OpenOptions options;
+    options.step_hook = [&](absl::string_view step) {
+      if (step == "add:claimed" && claims.fetch_add(1) == 0) {
+        claimed.store(true);
+        for (;;) pause();  // the first add stays claimed until we die
+      }
+      if (step == "add:committed") _exit(0);  // the second add's commit
+    };
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+        NamedPool::Open(dir.path(), SmallConfig(), std::move(options));
+    if (!pool.ok()) _exit(1);
+    std::thread first(
+        [&] { (void)(*pool)->AddVolumes(4, std::nullopt, "a"); });  // 0..3
+    while (!claimed.load()) std::this_thread::yield();
+    (void)(*pool)->AddVolumes(2, std::nullopt, "b");  // 4, 5
+    _exit(2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The first add's commit cut short: slot 1 PUSHING of its batch.
+  const std::string meta = dir.path() + "/main.pool";
+  uint64_t adding = 0;
+  {
+    std::ifstream file(meta, std::ios::binary);
+    file.seekg(static_cast<std::streamoff>(testing::kSlotTableOffset));
+    file.read(reinterpret_cast<char*>(&adding), sizeof(adding));
+    ASSERT_TRUE(file.good());
+  }
+  ASSERT_EQ(adding & 7, testing::kAddingSlotWord) << adding;
+  WriteWord(meta, testing::kSlotTableOffset + 8,
+            (adding & ~uint64_t{7}) | testing::kPushingSlotWord);
+
+  auto control = std::make_shared<FaultStore::Control>();
+  auto pool = OpenWithFaults(dir, control);
+  ASSERT_NE(pool, nullptr);
+  const RecoveryReport& report = pool->recovery();
+  EXPECT_EQ(report.adds_rolled_back, 4u);
+  EXPECT_EQ(report.volumes_repushed, 2u);
+  EXPECT_EQ(report.volumes_recovered, 2u);
+  EXPECT_EQ(report.volumes_unresolved, 0u);
+  EXPECT_EQ(control->deallocates.load(), 1) << "one punch for [0, 4)";
+  const Observed after = Observe(*pool);
+  EXPECT_EQ(after.indices, (std::vector<uint64_t>{4, 5}));
+  EXPECT_EQ(after.mapped, 2u);
+  EXPECT_EQ(after.empty, 2u);
+  EXPECT_EQ(after.allocated_bytes, 2 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 2u);
+  uint64_t next = 0;
+  for (const VolumeEntry& e : pool->ListVolumes(0, 16, &next)) {
+    EXPECT_EQ(e.info, "b") << e.index;
+  }
+  // The rolled-back indices are free again.
+  EXPECT_EQ(*pool->AddVolumes(4, std::nullopt, "again"),
+            (std::vector<uint64_t>{0, 1, 2, 3}));
 }
 
 // Regression: recovery acted on the slots it had read (rolling back an
