@@ -257,6 +257,24 @@ absl::Status ValidatePoolName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+absl::Status CheckOwnerMemfd(absl::string_view pool_name, int64_t owner_pid,
+                             int64_t memfd, uint64_t fs_type,
+                             absl::string_view link_name) {
+  // memfd_create(NAME) files read as "/memfd:NAME (deleted)" in /proc.
+  const std::string want =
+      absl::StrCat("/memfd:groove-", pool_name, " (deleted)");
+  if (fs_type == HUGETLBFS_MAGIC && link_name == want) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "pool '", pool_name, "' lives in a hugetlb memfd of process ", owner_pid,
+      ", which is gone: /proc/", owner_pid, "/fd/", memfd, " is now '",
+      link_name, "'", fs_type == HUGETLBFS_MAGIC ? "" : ", not on hugetlbfs",
+      ", not the pool's memfd '", want,
+      "' (the pid belongs to another process now); start the owner "
+      "(groove-volumed) again and join once it serves the pool"));
+}
+
 // ---- Opening ---------------------------------------------------------------
 
 NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
@@ -272,6 +290,18 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(offsetof(Metadata, volume_size_bytes) ==
                 testing::kVolumeSizeOffset);
   static_assert(offsetof(Metadata, max_volumes) == testing::kMaxVolumesOffset);
+  static_assert(offsetof(Metadata, layout_version) ==
+                testing::kLayoutVersionOffset);
+  static_assert(offsetof(Metadata, backing_in_use) ==
+                testing::kBackingInUseOffset);
+  static_assert(offsetof(Metadata, page_size_bytes) ==
+                testing::kPageSizeOffset);
+  static_assert(offsetof(Metadata, owner_pid) == testing::kOwnerPidOffset);
+  static_assert(offsetof(Metadata, store_memfd) == testing::kStoreMemfdOffset);
+  static_assert(offsetof(Metadata, name) == testing::kNameOffset);
+  static_assert(offsetof(Metadata, store_path) == testing::kStorePathOffset);
+  static_assert(sizeof(Metadata::store_path) == testing::kStorePathBytes);
+  static_assert(testing::kLayoutVersion == kLayoutVersion);
   static_assert(testing::kSlotTableOffset == kSlotTableOffset);
   static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
@@ -603,6 +633,30 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
         return absl::FailedPreconditionError(absl::StrCat(
             meta_path, " is not a complete groove-volumed pool"));
       }
+      // Checked before anything else is read: another layout gives the
+      // fields and the stack other meanings (layouts 2 and 3 share the
+      // magic, and a layout-3 join of a layout-2 pool would push and pop
+      // by the wrong conventions).
+      if (meta_->layout_version != kLayoutVersion) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "': ", meta_path, " has metadata layout ",
+            meta_->layout_version, ", this data plane reads layout ",
+            kLayoutVersion,
+            ": its owner (groove-volumed) is of another version; run a data "
+            "plane built from the owner's version, or upgrade the owner "
+            "and let it re-create the pool"));
+      }
+      // A metadata object renamed or copied under another name: the owner
+      // of NAME would refuse it too, and its store is another pool's.
+      if (const std::string recorded = FieldString(meta_->name);
+          recorded != config_.name) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "': ", meta_path,
+            " records the pool name '", recorded,
+            "': it was renamed or copied from another pool; join '", recorded,
+            "' in the directory its owner serves, or give the "
+            "file back its name"));
+      }
       config_.volume_size_bytes = meta_->volume_size_bytes;
       config_.max_volumes = meta_->max_volumes;
       config_.backing.kind =
@@ -677,6 +731,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     if (absl::Status s = store_->MapFixed(volume0_, 0, span); !s.ok()) {
       return s;
     }
+    // Verify's walk reads headers of volumes the join has not popped, one
+    // of which the owner may be removing: read through the mapping, its
+    // punched page would be faulted back into the store (tmpfs: memory
+    // held; hugetlbfs: a hugepage taken, or SIGBUS). pread reads the hole
+    // as zeros (shmem and hugetlbfs read_iter alike) and allocates
+    // nothing; Acquire and Release keep using the mapping.
+    hooks.read_header = &NamedPool::ReadHeaderHook;
   } else {
     hooks.read_header = &NamedPool::ReadHeaderHook;
     hooks.write_header = &NamedPool::WriteHeaderHook;
@@ -1175,6 +1236,25 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
             pid, " (", path, "), which cannot be opened: ",
             std::strerror(errno), "; is the owner running?"));
       }
+      // The pid may have been reused since the owner died: the file must
+      // be the memfd the owner made, or the join would map (and its
+      // Acquire write headers into) another process's file. What the fd
+      // we opened is, not what the path names now.
+      struct statfs fs;
+      const uint64_t fs_type =
+          fstatfs(fd, &fs) == 0 ? static_cast<uint64_t>(fs.f_type) : 0;
+      char link[256];
+      const ssize_t link_bytes = readlink(
+          absl::StrCat("/proc/self/fd/", fd).c_str(), link, sizeof(link));
+      const std::string link_name =
+          link_bytes > 0 ? std::string(link, static_cast<size_t>(link_bytes))
+                         : std::string();
+      if (absl::Status s =
+              CheckOwnerMemfd(config_.name, pid, memfd, fs_type, link_name);
+          !s.ok()) {
+        close(fd);
+        return s;
+      }
     } else {
       // The memfd died with the previous owner; so did its volumes. Map
       // replaces the pool (ReplaceMetadata).
@@ -1246,23 +1326,53 @@ absl::Status NamedPool::Recover() {
         stack.status().message()));
   }
   // A batch is rolled back if any of its slots is still ADDING (its
-  // pushes had not started), and rolled forward otherwise.
+  // pushes had not started), and rolled forward otherwise. The batches
+  // are kept sorted and distinct (a batch's slots are mostly adjacent, so
+  // most repeats are dropped as they are read), so that each PUSHING slot
+  // is judged in O(log batches): recovery holds the maintenance lock, and
+  // a linear search per PUSHING slot made it O(ADDING x PUSHING) slots
+  // (seconds at 2^19 slots, while every data-plane blocking call spins).
   std::vector<uint64_t> uncommitted_batches;
   for (uint64_t i = 0; i < n; ++i) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
-    if (StateOf(slot) == kSlotAdding) {
+    if (StateOf(slot) == kSlotAdding &&
+        (uncommitted_batches.empty() ||
+         uncommitted_batches.back() != BatchOf(slot))) {
       uncommitted_batches.push_back(BatchOf(slot));
     }
   }
+  std::sort(uncommitted_batches.begin(), uncommitted_batches.end());
+  uncommitted_batches.erase(
+      std::unique(uncommitted_batches.begin(), uncommitted_batches.end()),
+      uncommitted_batches.end());
   auto uncommitted = [&](uint64_t batch) {
-    return std::find(uncommitted_batches.begin(), uncommitted_batches.end(),
-                     batch) != uncommitted_batches.end();
+    return std::binary_search(uncommitted_batches.begin(),
+                              uncommitted_batches.end(), batch);
   };
   std::vector<uint64_t> to_push;
   uint64_t mapped = 0;
+  // Volumes to free are gathered into runs of consecutive indices (the
+  // loop below goes up), each given back with one punch rather than one
+  // per volume, then their slots freed. A recovery that dies before a
+  // run's punch leaves its slots as they were, for the next one to free.
+  uint64_t run_first = 0;
+  uint64_t run_count = 0;
+  auto free_run = [&] {
+    if (run_count == 0) return;
+    GiveBack(run_first, run_count);  // reads as zeros, not a volume
+    for (uint64_t i = run_first; i < run_first + run_count; ++i) {
+      Slot(i).store(kSlotFree, std::memory_order_release);
+    }
+    run_count = 0;
+  };
   auto free_volume = [&](uint64_t i) {
-    GiveBack(i, 1);  // reads as zeros, not a volume, from then on
-    Slot(i).store(kSlotFree, std::memory_order_release);
+    if (run_count != 0 && run_first + run_count == i) {
+      ++run_count;
+      return;
+    }
+    free_run();
+    run_first = i;
+    run_count = 1;
   };
   // push_if_sound queues a volume recovery would push, unless its header
   // is not a sound empty one (the checks Verify makes of every volume on
@@ -1342,12 +1452,14 @@ absl::Status NamedPool::Recover() {
         ++recovery_.removes_finished;
         break;
       default:  // ruled out above; kept so the switch stays total
+        free_run();
         pool.Unlock();
         return absl::DataLossError(absl::StrCat(
             "pool '", config_.name, "': slot ", i, " holds 0x",
             absl::Hex(slot), ", not a slot state"));
     }
   }
+  free_run();
   recovery_.volumes_recovered = mapped;
   // Push under the lock (highest first, so the lowest index ends on top):
   // no other party can see a volume half-pushed, so a PUSHING slot is

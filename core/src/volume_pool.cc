@@ -365,9 +365,11 @@ absl::StatusOr<VolumePool> VolumePool::Join(PoolHeader* header,
     return absl::InvalidArgumentError(
         "join a volume pool: a join without volume0 needs a link table");
   }
-  if ((hooks.read_header == nullptr) != (hooks.write_header == nullptr)) {
+  // A read hook alone serves a mapped join's Verify; a write hook is for a
+  // join without volume0, which needs both.
+  if (hooks.write_header != nullptr && hooks.read_header == nullptr) {
     return absl::InvalidArgumentError(
-        "join a volume pool: set both header I/O hooks or neither");
+        "join a volume pool: a header write hook needs a read hook");
   }
   if (reinterpret_cast<uintptr_t>(header) % kPoolAlign != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -429,6 +431,18 @@ const VolumeHeader* VolumePool::HeaderToRead(uint64_t index,
   // mapped path loads anyway.
   if (volume0_ != nullptr) [[likely]] return VolumeAt(index);
   return hooks_.read_header(hooks_.arg, index, scratch) ? scratch : nullptr;
+}
+
+const VolumeHeader* VolumePool::HeaderToWalk(uint64_t index,
+                                             VolumeHeader* scratch) const {
+  // Verify's walk reads headers of volumes nobody has popped for it: a
+  // read in place of one that is being removed (popped and punched since
+  // the walk read the top) would fault its page back into the store. A
+  // read hook (pread) reads a hole as zeros and allocates nothing.
+  if (hooks_.read_header != nullptr) {
+    return hooks_.read_header(hooks_.arg, index, scratch) ? scratch : nullptr;
+  }
+  return VolumeAt(index);
 }
 
 bool VolumePool::WriteHeaderWord(uint64_t index, HeaderWord word,
@@ -1028,7 +1042,7 @@ absl::StatusOr<VerifyReport> VolumePool::WalkStack(uint64_t ver_top,
           max_volumes_, " entries (last index ", index, ")"));
     }
     VolumeHeader scratch;
-    const VolumeHeader* volume = HeaderToRead(index, &scratch);
+    const VolumeHeader* volume = HeaderToWalk(index, &scratch);
     if (volume == nullptr) {
       return absl::DataLossError(absl::StrCat(
           "verify pool: the header of volume ", index,

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -1510,6 +1512,79 @@ TEST(NamedPoolTest, ARemoveWhosePunchFailsLeavesTheIndexFreeToAddAgain) {
   EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
 }
 
+// An owner dies while one add has claimed its slots (ADDING) and another
+// has committed its batch (PUSHING) and not pushed it: recovery rolls the
+// first back, a PUSHING slot of its batch included (a commit cut short),
+// and the second forward. The first's slots are one run of indices, given
+// back with one punch. (Recovery used to search the ADDING slots' batches
+// once per PUSHING slot, O(ADDING x PUSHING) under the maintenance lock,
+// and to punch each volume on its own.)
+TEST(NamedPoolTest, RecoveryRollsAnUncommittedAddBackAndACommittedOneForward) {
+  TempDir dir;
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::atomic<bool> claimed{false};
+    std::atomic<int> claims{0};
+    NamedPool::OpenOptions options;
+    options.step_hook = [&](absl::string_view step) {
+      if (step == "add:claimed" && claims.fetch_add(1) == 0) {
+        claimed.store(true);
+        for (;;) pause();  // the first add stays claimed until we die
+      }
+      if (step == "add:committed") _exit(0);  // the second add's commit
+    };
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+        NamedPool::Open(dir.path(), SmallConfig(), std::move(options));
+    if (!pool.ok()) _exit(1);
+    std::thread first(
+        [&] { (void)(*pool)->AddVolumes(4, std::nullopt, "a"); });  // 0..3
+    while (!claimed.load()) std::this_thread::yield();
+    (void)(*pool)->AddVolumes(2, std::nullopt, "b");  // 4, 5
+    _exit(2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The first add's commit cut short: slot 1 PUSHING of its batch.
+  const std::string meta = dir.path() + "/main.pool";
+  uint64_t adding = 0;
+  {
+    std::ifstream file(meta, std::ios::binary);
+    file.seekg(static_cast<std::streamoff>(testing::kSlotTableOffset));
+    file.read(reinterpret_cast<char*>(&adding), sizeof(adding));
+    ASSERT_TRUE(file.good());
+  }
+  ASSERT_EQ(adding & 7, testing::kAddingSlotWord) << adding;
+  WriteWord(meta, testing::kSlotTableOffset + 8,
+            (adding & ~uint64_t{7}) | testing::kPushingSlotWord);
+
+  auto control = std::make_shared<FaultStore::Control>();
+  auto pool = OpenWithFaults(dir, control);
+  ASSERT_NE(pool, nullptr);
+  const RecoveryReport& report = pool->recovery();
+  EXPECT_EQ(report.adds_rolled_back, 4u);
+  EXPECT_EQ(report.volumes_repushed, 2u);
+  EXPECT_EQ(report.volumes_recovered, 2u);
+  EXPECT_EQ(report.volumes_unresolved, 0u);
+  EXPECT_EQ(control->deallocates.load(), 1) << "one punch for [0, 4)";
+  const Observed after = Observe(*pool);
+  EXPECT_EQ(after.indices, (std::vector<uint64_t>{4, 5}));
+  EXPECT_EQ(after.mapped, 2u);
+  EXPECT_EQ(after.empty, 2u);
+  EXPECT_EQ(after.allocated_bytes, 2 * kVolumeBytes);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 2u);
+  uint64_t next = 0;
+  for (const VolumeEntry& e : pool->ListVolumes(0, 16, &next)) {
+    EXPECT_EQ(e.info, "b") << e.index;
+  }
+  // The rolled-back indices are free again.
+  EXPECT_EQ(*pool->AddVolumes(4, std::nullopt, "again"),
+            (std::vector<uint64_t>{0, 1, 2, 3}));
+}
+
 // Regression: recovery acted on the slots it had read (rolling back an
 // add, freeing its index) before it reached a corrupt slot word further on,
 // so a quarantined pool was left half recovered rather than as found.
@@ -1847,6 +1922,43 @@ TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// A data-plane join's Verify reads the headers of volumes it has not
+// popped. One of them may be popped and punched by the owner's remove
+// between the walk's look at the top and its read; read through the
+// join's mapping, its page would be faulted back into the store (the walk
+// is discarded, the memory stays taken). The walk reads with pread, as the
+// owner's does: a hole reads as zeros. Deterministic stand-in for that
+// race: the pages of the volumes on the stack are punched while the stack
+// stays as it is, so the walk reads every one of them after its punch.
+TEST(NamedPoolTest, AJoinsVerifyFaultsNoPunchedPageBackIntoTheStore) {
+  TempDir dir;
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(owner->AddVolumes(4, std::nullopt, "x").ok());
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  absl::StatusOr<VerifyReport> verified = (*join)->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 4u);
+
+  const int store = open(owner->StorePath().c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(store, 0) << owner->StorePath();
+  ASSERT_EQ(fallocate(store, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                      4 * kVolumeBytes),
+            0);
+  close(store);
+  ASSERT_EQ(*owner->AllocatedBytes(), 0u);
+
+  // The stack stood still, so the walk's finding is reported: holes.
+  verified = (*join)->Verify();
+  EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss)
+      << verified.status();
+  EXPECT_THAT(verified.status().message(), HasSubstr("its magic is 0x0"));
+  EXPECT_EQ(*owner->AllocatedBytes(), 0u)
+      << "the join's Verify faulted punched pages back into the store";
+  EXPECT_EQ(*(*join)->AllocatedBytes(), 0u);
+}
+
 // The pids of the processes holding counter shards in `pool`'s header.
 std::vector<pid_t> CounterShardHolders(const NamedPool& pool) {
   std::vector<pid_t> pids;
@@ -1894,6 +2006,103 @@ TEST(NamedPoolTest, ClosingAndRecoveryGiveCounterShardsBack) {
   const PoolCounts counts = owner->Summary().counts;
   EXPECT_EQ(counts.volumes_added, 2u);
   EXPECT_EQ(owner->Summary().volumes_empty, 2u);
+}
+
+// A data plane of another build must not follow the pool's conventions
+// with its own (layouts 2 and 3 share the metadata magic).
+TEST(NamedPoolTest, AJoinRefusesMetadataOfAnotherLayoutVersion) {
+  TempDir dir;
+  ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr);
+  WriteWord(dir.path() + "/main.pool", testing::kLayoutVersionOffset,
+            testing::kLayoutVersion - 1);
+  const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("has metadata layout 2, this data plane "
+                                     "reads layout 3"));
+  EXPECT_THAT(s.message(), HasSubstr("owner's version"));
+}
+
+// A metadata object renamed (or copied) to another pool's name is not that
+// pool: its owner refuses it, and so does a join.
+TEST(NamedPoolTest, AJoinRefusesMetadataThatRecordsAnotherName) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  }
+  std::filesystem::rename(dir.path() + "/main.pool",
+                          dir.path() + "/other.pool");
+  const absl::Status s = NamedPool::Join(dir.path(), "other").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("records the pool name 'main'"));
+  EXPECT_THAT(s.message(), HasSubstr("renamed or copied"));
+}
+
+TEST(NamedPoolTest, CheckOwnerMemfdAcceptsOnlyTheOwnersHugetlbMemfd) {
+  EXPECT_TRUE(CheckOwnerMemfd("main", 42, 7, HUGETLBFS_MAGIC,
+                              "/memfd:groove-main (deleted)")
+                  .ok());
+  // The owner's memfd is a hugetlb one: a tmpfs memfd of that name is not.
+  absl::Status s = CheckOwnerMemfd("main", 42, 7, TMPFS_MAGIC,
+                                   "/memfd:groove-main (deleted)");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("not on hugetlbfs"));
+  EXPECT_THAT(s.message(), HasSubstr("start the owner"));
+  // Another pool's memfd, a file on hugetlbfs, a memfd not deleted (no
+  // such thing), a link that could not be read.
+  for (absl::string_view link :
+       {"/memfd:groove-other (deleted)", "/dev/hugepages/main.volumes",
+        "/memfd:groove-main", ""}) {
+    s = CheckOwnerMemfd("main", 42, 7, HUGETLBFS_MAGIC, link);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << link;
+    EXPECT_THAT(s.message(), HasSubstr("/proc/42/fd/7 is now '"));
+    EXPECT_THAT(s.message(),
+                HasSubstr("not the pool's memfd '/memfd:groove-main "
+                          "(deleted)'"));
+  }
+}
+
+// A hugetlb-memfd pool is joined through /proc/OWNER_PID/fd/N. Once the
+// owner has died that pid may be another process's, whose fd N is some
+// other file of the right size: the join must not map it. Stood for here
+// by this process (its pid) and a memfd or file of its own at fd N, which
+// this host can make without hugepages.
+TEST(NamedPoolTest, AJoinRefusesAMemfdStoreThatIsNotTheOwnersAnyMore) {
+  TempDir dir;
+  PoolConfig config = SmallConfig();
+  config.volume_size_bytes = kHugePageBytes;  // as a huge pool's
+  config.max_volumes = 2;
+  ASSERT_NE(OpenOrDie(dir.path(), config), nullptr);
+  // The metadata of a huge pool whose store is the owner's memfd.
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kBackingInUseOffset,
+            static_cast<uint64_t>(BackingKind::kHuge));
+  WriteWord(meta, testing::kPageSizeOffset, kHugePageBytes);
+  {
+    std::fstream file(meta, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(testing::kStorePathOffset));
+    const std::string zeros(testing::kStorePathBytes, '\0');
+    file.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+    ASSERT_TRUE(file.good());
+  }
+  WriteWord(meta, testing::kOwnerPidOffset, static_cast<uint64_t>(getpid()));
+  // A memfd of the owner's name, on tmpfs; and a plain file.
+  const int same_name = memfd_create("groove-main", MFD_CLOEXEC);
+  ASSERT_GE(same_name, 0);
+  const int plain = open((dir.path() + "/other-file").c_str(),
+                         O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(plain, 0);
+  for (const int fd : {same_name, plain}) {
+    ASSERT_EQ(ftruncate(fd, 2 * kHugePageBytes), 0);
+    WriteWord(meta, testing::kStoreMemfdOffset, static_cast<uint64_t>(fd));
+    const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(s.message(), HasSubstr("which is gone"));
+    EXPECT_THAT(s.message(), HasSubstr("start the owner"));
+  }
+  close(same_name);
+  close(plain);
 }
 
 TEST(NamedPoolTest, JoiningAnUnknownPoolIsNotFound) {

@@ -403,6 +403,48 @@ struct HeaderFile {
   std::function<void(uint64_t offset)> during_write;
 };
 
+// A mapped join with a read hook (a NamedPool data-plane join's pread)
+// walks Verify through it, so the walk never touches the memory of a
+// volume it has not popped, while its pops and pushes stay in place.
+TEST_F(VolumePoolTest, AMappedJoinWithAReadHookVerifiesThroughItOnly) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  HeaderFile file;
+  file.volume0 = memory_.volume0();
+  VolumePool::Hooks read_only;
+  read_only.read_header = &HeaderFile::Read;
+  read_only.arg = &file;
+  const VolumePool join =
+      *VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                        kSmallFootprint, links, read_only);
+  ASSERT_EQ(join.Add(0, 3, "in place"), PoolError::kSuccess);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(join.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(join.Release(v), PoolError::kSuccess);
+  EXPECT_EQ(file.reads, 0);
+  absl::StatusOr<VerifyReport> verified = join.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+  EXPECT_EQ(file.reads, 3);
+  // The walk believes the hook, not the mapping: a read that fails is a
+  // header that cannot be read.
+  file.fail_reads = true;
+  verified = join.Verify();
+  EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(verified.status().message()),
+              ::testing::HasSubstr("cannot be read"));
+  file.fail_reads = false;
+  // A write hook without a read hook is refused.
+  VolumePool::Hooks write_only;
+  write_only.write_header = &HeaderFile::Write;
+  write_only.arg = &file;
+  EXPECT_EQ(VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                             kSmallFootprint, links, write_only)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(VolumePoolTest, AJoinWithoutVolume0ReachesHeadersOnlyThroughItsHooks) {
   VolumePool::Format(memory_.header());
   std::atomic<uint64_t> links[16] = {};

@@ -93,6 +93,21 @@ inline constexpr size_t kMaxStorePathBytes = 1023;
 // data directory.
 absl::Status ValidatePoolName(absl::string_view name);
 
+// CheckOwnerMemfd checks the file a data-plane Join opened as the store of
+// pool `pool_name`, a hugetlb memfd of its owner, through
+// /proc/`owner_pid`/fd/`memfd`: once the owner is dead its pid can belong
+// to another process, whose fd `memfd` is then some other file. OK only
+// when the file is on hugetlbfs (`fs_type`, fstatfs's f_type, is
+// HUGETLBFS_MAGIC) and its /proc link name (`link_name`) is the one the
+// owner's memfd_create gives it: "/memfd:groove-NAME (deleted)". Else
+// FAILED_PRECONDITION saying the owner is gone (start it again). Join calls
+// it with what fstatfs and readlink of /proc/self/fd/FD say of the fd it
+// opened; it is public so that it can be tested without hugepages.
+// Thread safety: a pure function. Cost: O(1).
+absl::Status CheckOwnerMemfd(absl::string_view pool_name, int64_t owner_pid,
+                             int64_t memfd, uint64_t fs_type,
+                             absl::string_view link_name);
+
 // VolumeStatus is a mapped volume's state as its header says.
 enum class VolumeStatus { kEmpty, kInUse, kCorrupt };
 
@@ -222,9 +237,15 @@ class NamedPool {
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or
   // recovers. Errors: NOT_FOUND (no such pool), FAILED_PRECONDITION (bad
-  // metadata: incomplete, or a geometry, backing or page size no pool has;
-  // a volume store shorter than the pool; a memfd store whose owner is
-  // gone).
+  // metadata: incomplete, of another layout version than this build's
+  // (an owner of another version: says to run a data plane of the owner's
+  // version), recording another pool name than `name` (a renamed or copied
+  // file: names the recorded one), or a geometry, backing or page size no
+  // pool has; a volume store shorter than the pool; a memfd store whose
+  // owner is gone: /proc/PID/fd/N cannot be opened, or is no longer the
+  // owner's hugetlb memfd because the pid was reused, CheckOwnerMemfd).
+  // Thread safety: safe to call from any thread. Cost: O(1) system calls
+  // (the mappings are made lazily by the kernel).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
       const std::string& data_dir, absl::string_view name);
 
@@ -327,8 +348,13 @@ class NamedPool {
   // walk) and, in the same still window, checks that every volume on the
   // stack has a MAPPED slot (or a PUSHING one: an add has pushed it and not
   // yet marked it MAPPED). Safe from the owner and from data-plane joins.
-  // Cost: O(empty volumes) reads of headers (a pread each on the owner)
-  // per walk.
+  // Every join reads the headers with pread on the store, a data-plane
+  // join too (its Acquire and Release use its mapping): a walk overtaken
+  // by a remove may read the header of a volume the owner has just punched,
+  // and a read through the mapping would fault that page back into the
+  // store (tmpfs: memory held; hugetlbfs: a hugepage taken, or SIGBUS);
+  // pread reads the hole as zeros and allocates nothing.
+  // Cost: O(empty volumes) header preads per walk.
   absl::StatusOr<VerifyReport> Verify() const;
 
   // pool is the lock-free pool, for Acquire/Release.
@@ -440,7 +466,8 @@ class NamedPool {
   // a hole reads as zeros and stays a hole); false on an I/O error.
   bool ReadVolumeHeader(uint64_t index, VolumeHeader* out) const;
   // ReadHeaderHook and WriteHeaderHook are the owner's VolumePool header
-  // hooks (`self` is the NamedPool): the store's Read and Write.
+  // hooks (`self` is the NamedPool): the store's Read and Write. A
+  // data-plane join has ReadHeaderHook only, for Verify's walk.
   static bool ReadHeaderHook(void* self, uint64_t index, VolumeHeader* out);
   static bool WriteHeaderHook(void* self, uint64_t index, uint64_t offset,
                               const void* bytes, uint64_t size);
@@ -515,6 +542,21 @@ inline constexpr uint64_t kMetadataMagicOffset = sizeof(PoolHeader);
 // the metadata.
 inline constexpr uint64_t kVolumeSizeOffset = kMetadataMagicOffset + 16;
 inline constexpr uint64_t kMaxVolumesOffset = kMetadataMagicOffset + 24;
+// The layout version (a uint64_t), and the one this build reads and writes.
+inline constexpr uint64_t kLayoutVersionOffset = kMetadataMagicOffset + 8;
+inline constexpr uint64_t kLayoutVersion = 3;
+// The backing in use (a uint64_t BackingKind) and its page size (uint64_t).
+inline constexpr uint64_t kBackingInUseOffset = kMetadataMagicOffset + 40;
+inline constexpr uint64_t kPageSizeOffset = kMetadataMagicOffset + 48;
+// The owner's pid and the number of its hugetlb memfd (int64_t each), which
+// a data-plane join of a memfd store opens as /proc/PID/fd/N.
+inline constexpr uint64_t kOwnerPidOffset = kMetadataMagicOffset + 56;
+inline constexpr uint64_t kStoreMemfdOffset = kMetadataMagicOffset + 64;
+// The pool's name (NUL-padded), and the store's path (NUL-padded; all
+// zeros for a hugetlb memfd).
+inline constexpr uint64_t kNameOffset = kMetadataMagicOffset + 96;
+inline constexpr uint64_t kStorePathOffset = kNameOffset + 72 + 1024;
+inline constexpr uint64_t kStorePathBytes = 1024;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.

@@ -320,7 +320,13 @@ class VolumePool {
   // owner of a NamedPool reads and writes them with pread and pwrite on
   // the volume store, so that it never has a page-table entry for a volume
   // and giving a volume back costs it no TLB shootdown (docs/
-  // ARCHITECTURE.md §9, "Volume memory"). ReadHeaderHook copies volume
+  // ARCHITECTURE.md §9, "Volume memory"). A join that maps its volumes
+  // may set ReadHeaderHook too: Verify's walk, which reads the headers of
+  // volumes on the stack that another party may be removing and giving
+  // back at that instant, then reads through it (a NamedPool data-plane
+  // join: pread, which reads a hole as zeros where a load through the
+  // mapping would fault a page back into the store), while its pops and
+  // pushes keep reading and writing in place. ReadHeaderHook copies volume
   // `index`'s 512-byte header into *out; WriteHeaderHook writes `size`
   // bytes from `bytes` at byte `offset` of that header. Each returns false
   // when the I/O failed, which the pool treats like a corrupt header
@@ -338,8 +344,9 @@ class VolumePool {
                                    uint64_t size);
 
   // Hooks are a join's TaggedPopHook and AnnouncedPopHook, its header I/O
-  // (needed by a join without volume0, ignored by one with), with their
-  // argument.
+  // (both needed by a join without volume0; on a join with volume0
+  // read_header, if set, serves Verify's walk only, and write_header is
+  // ignored), with their argument.
   // A pool that is ever pushed with PushRangeTagged or popped with
   // RemoveAnnounced needs the same pop hooks on every join.
   struct Hooks {
@@ -377,6 +384,9 @@ class VolumePool {
   // `hooks` are the join's (see Hooks); the overload without has none.
   // PushRangeTagged needs links.
   //
+  // A join with volume0 may have a read_header hook alone (for Verify's
+  // walk, see ReadHeaderHook); a write_header hook without a read_header
+  // one is INVALID_ARGUMENT.
   // `volume0` may be null when `hooks` has both header I/O hooks and
   // `links` is set: the join then never touches volume memory itself. Such
   // a join can Add, FormatRange, PushRange(Tagged), RemoveAnnounced, Lock,
@@ -635,9 +645,12 @@ class VolumePool {
   // when pool users (or a recovery holding the maintenance lock) moved the
   // stack during every walk: nothing was found wrong, retry when the pool
   // is quieter.
+  // Headers are read through the join's read hook when it has one (see
+  // ReadHeaderHook), in place otherwise.
   // Thread safety: lock-free, never blocks other pool users; safe from any
-  // join. Cost: O(empty volumes * kVolumeInfoMax) per walk, at most
-  // kVerifyWalks walks (a moved walk stops at its next step).
+  // join. Cost: O(empty volumes * kVolumeInfoMax) per walk (and a read
+  // hook call per volume, when set), at most kVerifyWalks walks (a moved
+  // walk stops at its next step).
   absl::StatusOr<VerifyReport> Verify() const;
   absl::StatusOr<VerifyReport> Verify(StackCheck also_check) const;
 
@@ -793,6 +806,11 @@ class VolumePool {
   // null when the hook failed.
   const VolumeHeader* HeaderToRead(uint64_t index,
                                    VolumeHeader* scratch) const;
+  // HeaderToWalk is HeaderToRead for Verify's walk, which reads headers of
+  // volumes it has not popped: through the read hook whenever the join has
+  // one (volume0 or not), so that it never faults in the page of a volume
+  // that is being given back; in place otherwise.
+  const VolumeHeader* HeaderToWalk(uint64_t index, VolumeHeader* scratch) const;
   // HeaderWord names a header field the pool writes alone, by its offset.
   enum class HeaderWord : uint64_t {
     kMagic = offsetof(VolumeHeader, magic),
