@@ -299,52 +299,56 @@ uint64_t AllocatedBytes(const std::string& path) {
 // and a 4 GiB allocation takes it for ~0.3 s (zeroing the pages). A
 // RemoveVolume of the same pool used to punch right then, and so wait in
 // the kernel, with the gRPC thread serving it, until the allocation ended.
-// Now it returns while the allocation runs and leaves the punch to the add
-// (StoreGate): when the remove's reply arrives, the store holds the removed
-// volume and part of the new one. Had the remove waited, it would hold
-// exactly the new volume.
+// Now it returns while the allocation is in progress and leaves the punch
+// to the add (StoreGate). The allocation is held in progress with the
+// stall hook (just before the kernel's fallocate), so the test does not
+// depend on which of the two finishes first; then the real 4 GiB
+// fallocate runs, and the add punches the removed volume on its way out.
 TEST(ServerConcurrencyTest, ARemoveDoesNotWaitForAnAllocationOfItsPool) {
   constexpr uint64_t kVolume = uint64_t{4} << 30;
   TempDir dir;  // on tmpfs: the store is DIR/big.volumes
+  StallFifo fifo(dir);
   auto server = ServerProcess::Start(
       {"--data-dir=" + dir.path(),
-       "--pool=name=big,backing=normal,volume_size=4GiB,max_volumes=2"});
+       "--pool=name=big,backing=normal,volume_size=4GiB,max_volumes=2",
+       "--testonly_stall_add_fifo=" + fifo.path()});
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   const std::string store = dir.path() + "/big.volumes";
-  v1::AddVolumeResponse first;
-  ASSERT_TRUE(Add(*stub, AddRequest("big", 1, "first"), &first).ok());
+  AsyncAdd first;
+  first.request = AddRequest("big", 1, "first");
+  first.Start(*stub);
+  fifo.Release(1);
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
   ASSERT_EQ(AllocatedBytes(store), kVolume);
 
   AsyncAdd second;
   second.request = AddRequest("big", 1, "second");
   second.Start(*stub);
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (AllocatedBytes(store) == kVolume && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(1));  // a poll interval
-  }
-  ASSERT_GT(AllocatedBytes(store), kVolume) << "the second add never began";
+  ASSERT_TRUE(server->WaitForLogCount({"event=testonly_stall_add_wait"}, 2))
+      << server->LogText();
 
   v1::RemoveVolumeResponse removed;
   const grpc::Status status = Remove(*stub, "big", 1, &removed);
-  const uint64_t held = AllocatedBytes(store);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_GT(held, kVolume) << "the removed volume was punched before the "
-                              "reply: the remove waited for the allocation";
-  EXPECT_LT(held, 2 * kVolume)
-      << "the allocation had ended by the time the remove returned";
+  EXPECT_EQ(AllocatedBytes(store), kVolume)
+      << "the removed volume was punched under the allocation in progress";
+  EXPECT_EQ(removed.summary().releasing_bytes(), kVolume);
   ASSERT_EQ(removed.volumes_size(), 1);
-  EXPECT_EQ(removed.volumes(0).index(), first.volume_indices(0));
+  EXPECT_EQ(removed.volumes(0).index(), first.response.volume_indices(0));
   EXPECT_EQ(removed.volumes(0).info(), "first");
   EXPECT_EQ(removed.summary().volumes_mapped(), 0u);
 
-  // The add finishes, having punched the removed volume on its way out:
-  // only its own volume is left in the store.
+  // The add allocates its 4 GiB and punches the removed volume on its way
+  // out: only its own volume is left in the store.
+  fifo.Release(1);
   ASSERT_TRUE(second.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
   ASSERT_TRUE(second.status.ok()) << second.status.error_message();
   EXPECT_EQ(AllocatedBytes(store), kVolume);
   const Snapshot big = TakeSnapshot(*stub, "big");
   EXPECT_THAT(Indices(big), ElementsAre(second.response.volume_indices(0)));
+  EXPECT_EQ(big.summary.releasing_bytes(), 0u);
   EXPECT_EQ(server->Stop(), 0);
 }
 
