@@ -1348,6 +1348,68 @@ absl::Status NamedPool::WithRemedy(absl::Status status) const {
       "pool '", config_.name, "': ", remedy, " (", status.message(), ")"));
 }
 
+absl::Status NamedPool::CheckAddArguments(uint64_t count,
+                                          std::optional<uint64_t> first_index,
+                                          absl::string_view info) const {
+  const uint64_t n = config_.max_volumes;
+  if (count == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "add volumes to pool '", config_.name, "': count must be at least 1"));
+  }
+  if (info.size() > kVolumeInfoMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("add volumes to pool '", config_.name, "': info is ",
+                     info.size(), " bytes; at most ", kVolumeInfoMax,
+                     " fit in a volume header (it is never truncated)"));
+  }
+  if (!first_index.has_value()) {
+    if (count <= n) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pool '", config_.name, "' holds at most max_volumes ", n,
+        " volumes, asked for ", count, "; add fewer or raise max_volumes"));
+  }
+  const uint64_t first = *first_index;
+  if (first >= n) {
+    return absl::OutOfRangeError(
+        absl::StrCat("pool '", config_.name, "': first_index ", first,
+                     " is not below max_volumes ", n, "; pick indices below ",
+                     n, " or raise max_volumes"));
+  }
+  if (count > n - first) {
+    // first < n <= 2^30: first + count cannot wrap while count <= n.
+    return absl::OutOfRangeError(absl::StrCat(
+        "pool '", config_.name, "': ",
+        count <= n ? absl::StrCat("indices [", first, ", ", first + count, ")")
+                   : absl::StrCat(count, " volumes from first_index ", first),
+        " go beyond max_volumes ", n, "; pick indices below ", n,
+        " or raise max_volumes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NamedPool::CheckRangeNotMapped(uint64_t first_index,
+                                            uint64_t count) const {
+  if (first_index >= config_.max_volumes ||
+      count > config_.max_volumes - first_index) {
+    return absl::OkStatus();  // not a range: CheckAddArguments says why
+  }
+  const uint64_t end = first_index + count;
+  for (uint64_t i = first_index; i < end; ++i) {
+    // Relaxed: a hint that reads one word; AddVolumes's claim decides.
+    if (StateOf(Slot(i).load(std::memory_order_relaxed)) == kSlotMapped) {
+      return IndexTakenError(i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NamedPool::IndexTakenError(uint64_t index) const {
+  return absl::AlreadyExistsError(absl::StrCat(
+      "pool '", config_.name, "': index ", index,
+      " already holds a volume (or one being added or removed); pick free "
+      "indices or omit first_index"));
+}
+
 absl::Status NamedPool::ClaimSlots(uint64_t count,
                                    std::optional<uint64_t> first,
                                    uint64_t slot_value,
@@ -1358,22 +1420,6 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
     out->clear();
   };
   if (first.has_value()) {
-    if (*first >= n) {
-      return absl::OutOfRangeError(
-          absl::StrCat("pool '", config_.name, "': first_index ", *first,
-                       " is not below max_volumes ", n, "; pick indices below ",
-                       n, " or raise max_volumes"));
-    }
-    if (count > n - *first) {
-      // first < n <= 2^30: first + count cannot wrap while count <= n.
-      return absl::OutOfRangeError(absl::StrCat(
-          "pool '", config_.name, "': ",
-          count <= n
-              ? absl::StrCat("indices [", *first, ", ", *first + count, ")")
-              : absl::StrCat(count, " volumes from first_index ", *first),
-          " go beyond max_volumes ", n, "; pick indices below ", n,
-          " or raise max_volumes"));
-    }
     for (uint64_t i = *first; i < *first + count; ++i) {
       uint64_t expected = kSlotFree;
       // Acquire on success: we own the index from here on; pairs with the
@@ -1382,10 +1428,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
                                            std::memory_order_acquire,
                                            std::memory_order_relaxed)) {
         undo();
-        return absl::AlreadyExistsError(absl::StrCat(
-            "pool '", config_.name, "': index ", i,
-            " already holds a volume (or one being added or removed); "
-            "pick free indices or omit first_index"));
+        return IndexTakenError(i);
       }
       free_slots_->MarkTaken(i);
       out->push_back(i);
@@ -1436,23 +1479,10 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     return absl::FailedPreconditionError(
         "add volumes: only the pool's owner adds; this is a data-plane join");
   }
-  if (count == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("add volumes to pool '", config_.name,
-                     "': count must be at least 1"));
-  }
-  if (info.size() > kVolumeInfoMax) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "add volumes to pool '", config_.name, "': info is ", info.size(),
-        " bytes; at most ", kVolumeInfoMax, " fit in a volume header"));
-  }
-  if (!first_index.has_value() && count > config_.max_volumes) {
-    // Before claiming anything: claiming every free slot only to give them
-    // all back would make concurrent adds fail meanwhile.
-    return absl::ResourceExhaustedError(
-        absl::StrCat("pool '", config_.name, "' holds at most max_volumes ",
-                     config_.max_volumes, " volumes, asked for ", count,
-                     "; add fewer or raise max_volumes"));
+  // Before claiming anything: claiming every free slot only to give them
+  // all back would make concurrent adds fail meanwhile.
+  if (absl::Status s = CheckAddArguments(count, first_index, info); !s.ok()) {
+    return s;
   }
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);

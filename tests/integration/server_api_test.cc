@@ -270,9 +270,14 @@ TEST(ServerApiTest, RequestIdReplaysTheFirstResponse) {
   ASSERT_TRUE(Add(*stub, failing, &unused).ok());
   EXPECT_THAT(unused.volume_indices(), ElementsAre(7));
   // ... and now it is remembered.
-  failing.set_first_index(16);
+  failing.set_first_index(8);
   EXPECT_EQ(Add(*stub, failing, &unused).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+  // Arguments the pool refuses whatever it holds are refused before the id
+  // is looked at (the add worker is never involved).
+  failing.set_first_index(16);
+  EXPECT_EQ(Add(*stub, failing, &unused).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
 }
 
 // ---- Bad input: RPCs -------------------------------------------------------

@@ -262,6 +262,32 @@ class NamedPool {
       uint64_t count, std::optional<uint64_t> first_index,
       absl::string_view info);
 
+  // CheckAddArguments returns the error AddVolumes would return for these
+  // arguments whatever the pool holds, or OK: INVALID_ARGUMENT (count 0,
+  // info over 480 bytes), RESOURCE_EXHAUSTED (first_index unset and count
+  // above max_volumes), OUT_OF_RANGE (first_index set and [first_index,
+  // first_index + count) not within [0, max_volumes)), each with the
+  // message AddVolumes gives. AddVolumes checks through it; a server calls
+  // it to refuse such a request at once instead of queueing it behind
+  // slow adds.
+  // Thread safety: reads only the configuration; safe from any thread,
+  // concurrently with everything. Cost: O(1).
+  absl::Status CheckAddArguments(uint64_t count,
+                                 std::optional<uint64_t> first_index,
+                                 absl::string_view info) const;
+
+  // CheckRangeNotMapped returns ALREADY_EXISTS, with AddVolumes's message,
+  // when an index of [first_index, first_index + count) holds a volume
+  // (its slot MAPPED: added and not removed) as its slot is read; else OK.
+  // A hint for failing fast: a remove may free the index the next instant,
+  // and indices being added or removed are not reported (a remove that has
+  // returned may have left its punch to an add in progress, and
+  // AddVolumes waits for that instead of failing); AddVolumes's claim
+  // decides. OK for a range CheckAddArguments refuses.
+  // Thread safety: lock-free loads; safe concurrently with everything.
+  // Cost: O(count) loads.
+  absl::Status CheckRangeNotMapped(uint64_t first_index, uint64_t count) const;
+
   // RemoveVolumes pops up to `count` empty volumes, gives their memory back
   // and frees their slots. Returns the removed volumes (index and info).
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
@@ -387,8 +413,15 @@ class NamedPool {
   // early, OK, once it sees the top moved).
   absl::Status WalkStack(uint64_t top, std::vector<bool>* on_stack,
                          std::optional<uint64_t> still_top = {}) const;
+  // ClaimSlots claims `count` FREE slots (CAS to `slot_value`): those of
+  // [*first, *first + count), or the lowest free ones, appending them to
+  // *out; on failure it frees what it claimed. ALREADY_EXISTS (an index of
+  // the range is taken), RESOURCE_EXHAUSTED (fewer free slots than count).
+  // REQUIRES: CheckAddArguments(count, first, ...) is OK.
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
+  // IndexTakenError is the ALREADY_EXISTS of an add over index `index`.
+  absl::Status IndexTakenError(uint64_t index) const;
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
   // FreeSlot turns slot `index` free (release) and tells free_slots_.
   void FreeSlot(uint64_t index);
