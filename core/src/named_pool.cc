@@ -1800,12 +1800,18 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   const uint64_t per_window = footprint <= kListWindowMaxFootprint
                                   ? kListWindowBytes / footprint
                                   : 1;
+  // The slots this call may look at: a sparse pool's listing is many
+  // short pages, never one call that reads the whole slot table.
+  const uint64_t scan_end =
+      start_index >= n
+          ? start_index
+          : start_index + std::min(n - start_index, kListMaxSlotsScanned);
   std::vector<VolumeEntry> entries;
   std::vector<uint64_t> slots(per_window);
   std::unique_ptr<std::byte[]> window;
   uint64_t i = start_index;
-  while (i < n && entries.size() < max_entries) {
-    const uint64_t end = std::min(n, i + per_window);
+  while (i < scan_end && entries.size() < max_entries) {
+    const uint64_t end = std::min(scan_end, i + per_window);
     // Every slot of the window first. Acquire: pairs with the release
     // that made a slot MAPPED, so the header written before it is visible
     // to the read below, which must come after these loads.

@@ -323,15 +323,25 @@ class NamedPool {
   // is written only while the owner opens the pool). Cost: O(1).
   std::string StorePath() const;
 
-  // ListVolumes returns up to `max_entries` mapped volumes with index >=
-  // `start_index`, ascending, and sets *next_index to the index to resume
-  // from (or max_volumes when the listing is complete). Volumes in the
-  // middle of being added or removed are skipped. A mapped volume whose
-  // header cannot be read (an I/O error, a store cut short) is listed as
-  // kCorrupt, its corruption saying why, never left out. Thread safety:
-  // lock-free reads. Cost: O(indices scanned), plus one pread per window
-  // of small volumes or per larger volume listed (one per volume when a
-  // window cannot be read).
+  // kListMaxSlotsScanned is the most slots one ListVolumes call looks at:
+  // 64 Ki slot loads, tens of microseconds, so that a page of a sparse pool
+  // (max_volumes up to 2^30) costs a bounded amount of work, not a scan of
+  // the whole slot table (a reader may list at will).
+  static constexpr uint64_t kListMaxSlotsScanned = uint64_t{1} << 16;
+
+  // ListVolumes returns up to `max_entries` mapped volumes with index in
+  // [start_index, start_index + kListMaxSlotsScanned), ascending, and sets
+  // *next_index to the index to resume from (max_volumes, or start_index
+  // when it is not below max_volumes, when the listing is complete). So a
+  // call may return fewer than `max_entries` volumes, none even, while
+  // more follow: the listing is complete only when *next_index reaches
+  // max_volumes. Volumes in the middle of being added or removed are
+  // skipped. A mapped volume whose header cannot be read (an I/O error, a
+  // store cut short) is listed as kCorrupt, its corruption saying why,
+  // never left out. Thread safety: lock-free reads. Cost: O(min(
+  // kListMaxSlotsScanned, max_volumes)) slot loads, plus one pread per
+  // window of small volumes or per larger volume listed (one per volume
+  // when a window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
