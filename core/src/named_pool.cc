@@ -1595,7 +1595,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
 
 absl::Status NamedPool::PushCommitted(uint64_t index, uint64_t batch,
                                       uint64_t top_hint) {
-  const PoolError err = pool_->PushRangeTagged(index, 1, batch, top_hint);
+  const PoolError err = pool_->PutBackTagged(index, batch, top_hint);
   if (err == PoolError::kSuccess) return absl::OkStatus();
   return PoolErrorToStatus(
       err, absl::StrCat("push volume ", index, " of pool '", config_.name,

@@ -462,7 +462,9 @@ class NamedPool {
   absl::Status WithRemedy(absl::Status status) const;
   // PushCommitted pushes volume `index` of the committed batch `batch`
   // (slot PUSHING) with its link tagged with the batch: a remove's put-back
-  // of a volume it popped (an add pushes its batch with one CAS instead).
+  // of a volume it popped (an add pushes its batch with one CAS instead),
+  // through VolumePool::PutBackTagged, so that the counters show neither
+  // the pop nor the push.
   // DATA_LOSS when the stack is corrupt or the header cannot be written
   // (then nothing was pushed and the header is marked not a volume).
   // `top_hint` is the one its FormatRange was given, or kNoTopHint.
