@@ -1611,6 +1611,42 @@ void NamedPool::MarkPushed(uint64_t index, uint64_t batch) {
                                       std::memory_order_relaxed);
 }
 
+namespace {
+
+// HeaderFieldFault names the first of the header fields idx and info_sz
+// that volume `index` cannot hold, with the value found and the value
+// wanted ("header idx is 18, want 17"), or returns "".
+std::string HeaderFieldFault(uint64_t index, const VolumeHeader& v) {
+  const uint64_t idx = v.idx.load(std::memory_order_relaxed);
+  if (idx != index)
+    return absl::StrCat("header idx is ", idx, ", want ", index);
+  const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
+  if (info_sz > kVolumeInfoMax) {
+    return absl::StrCat("header info_sz is ", info_sz, ", want at most ",
+                        kVolumeInfoMax);
+  }
+  return "";
+}
+
+// StackHeaderFault says what is wrong with the header of volume `index`,
+// popped off the stack, where only empty volumes belong (the checks of
+// VolumePool's pops, in their order): the field, the value found and the
+// value wanted, as Inspect shows a CORRUPT volume's; or "" when it reads
+// sound.
+std::string StackHeaderFault(uint64_t index, const VolumeHeader& v) {
+  const uint64_t magic = v.magic.load(std::memory_order_relaxed);
+  if (magic != kVolumeEmptyMagic) {
+    absl::string_view what = magic == kVolumeMagic        ? " (in use)"
+                             : magic == kVolumeNotAVolume ? " (not a volume)"
+                                                          : "";
+    return absl::StrCat("header magic is 0x", absl::Hex(magic), what,
+                        ", want 0x", absl::Hex(kVolumeEmptyMagic), " (empty)");
+  }
+  return HeaderFieldFault(index, v);
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     uint64_t count) {
   if (!owner_) {
@@ -1626,6 +1662,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   const VolumePool& pool = *pool_;
   std::vector<RemovedVolume> removed;
   absl::Status failure;
+  uint64_t quarantined = kNullIndex;  // the volume with a bad header
   while (removed.size() < count) {
     uint64_t index = kNullIndex;
     VolumeHeader popped;
@@ -1635,7 +1672,6 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     const PoolError err = pool.RemoveAnnounced(&index, &popped, Wait::kBlock);
     if (err == PoolError::kEmpty) break;
     if (err != PoolError::kSuccess) {
-      std::string where;
       if (index != kNullIndex) {
         // A corrupt header: keep the volume, off the stack and MAPPED
         // again, where Inspect shows it as corrupt (a fresh batch keeps
@@ -1644,11 +1680,23 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
             SlotWord(kSlotMapped,
                      meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
             std::memory_order_relaxed);
-        where = absl::StrCat(" (volume ", index, " quarantined)");
+        quarantined = index;
+        // Read again for the message: nobody writes a quarantined volume
+        // (off the stack, no user holds it).
+        VolumeHeader found;
+        std::string fault = ReadVolumeHeader(index, &found)
+                                ? StackHeaderFault(index, found)
+                                : "its header cannot be read (an I/O error)";
+        if (fault.empty()) fault = "its header was bad when popped";
+        failure = absl::DataLossError(absl::StrCat(
+            "remove volumes from pool '", config_.name, "': volume ", index,
+            ", popped off the stack, is not a sound empty volume (", fault,
+            "); it is quarantined: off the stack, counted in "
+            "volumes_quarantined and left mapped as found, for inspection"));
+      } else {
+        failure = PoolErrorToStatus(
+            err, absl::StrCat("remove volumes from pool '", config_.name, "'"));
       }
-      failure = PoolErrorToStatus(
-          err, absl::StrCat("remove volumes from pool '", config_.name, "'",
-                            where));
       break;
     }
     Step("remove:popped");
@@ -1666,11 +1714,13 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
       Slot(r.index).store(SlotWord(kSlotPushing, batch),
                           std::memory_order_release);
     }
+    uint64_t lost = 0;
     for (const RemovedVolume& r : removed) {
       if (PushCommitted(r.index, batch, VolumePool::kNoTopHint).ok()) {
         MarkPushed(r.index, batch);
         continue;
       }
+      ++lost;
       // Not pushed (its header cannot be written, or the stack is
       // corrupt: `failure` says DATA_LOSS already) and marked not a
       // volume: removed after all, never left MAPPED and unreachable.
@@ -1679,7 +1729,21 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
       meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
       store_gate_->GiveBackOrDefer(r.index, 1);
     }
-    return failure;
+    if (quarantined == kNullIndex) return failure;
+    const uint64_t put_back = removed.size() - lost;
+    std::string rest =
+        removed.empty()
+            ? std::string("; nothing else was popped")
+            : absl::StrCat("; the ", put_back,
+                           put_back == 1 ? " volume popped before it was"
+                                         : " volumes popped before it were",
+                           " put back");
+    if (lost > 0) {
+      absl::StrAppend(&rest, ", and ", lost,
+                      " that could not be (a header write failed) were "
+                      "removed after all");
+    }
+    return absl::DataLossError(absl::StrCat(failure.message(), rest));
   }
   if (removed.empty()) {
     const PoolSummary summary = Summary();
@@ -1688,10 +1752,26 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
           absl::StrCat("pool '", config_.name, "' has no volumes (0 of ",
                        config_.max_volumes, " mapped); add some first"));
     }
+    // Quarantined volumes are mapped and off the stack like volumes in
+    // use, but nobody holds them: said apart, since releasing cannot bring
+    // them back. The counter restarts with recovery, so this is exact
+    // until the next restart (docs/SERVER.md §3).
+    const uint64_t quarantined_mapped =
+        std::min(summary.counts.volumes_quarantined, summary.volumes_in_use);
+    const uint64_t held = summary.volumes_in_use - quarantined_mapped;
+    if (quarantined_mapped == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", config_.name, "' has no empty volume to remove (",
+          summary.volumes_mapped, " mapped, ", held,
+          " in use); release volumes or add more"));
+    }
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", config_.name, "' has no empty volume to remove (",
-        summary.volumes_mapped, " mapped, ", summary.volumes_in_use,
-        " in use); release volumes or add more"));
+        summary.volumes_mapped, " mapped: ", held, " in use, ",
+        quarantined_mapped,
+        " quarantined, a bad header found by a pop: left mapped for "
+        "inspection, never handed out or removed); ",
+        held > 0 ? "release volumes or add more" : "add more"));
   }
   // The volumes are out of the pool: off the stack, their slots REMOVING.
   meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
@@ -1760,8 +1840,6 @@ constexpr uint64_t kListWindowMaxFootprint = 8 << 10;
 // returns nullopt when it is not a volume (popped by a remove in flight).
 std::optional<VolumeEntry> ListedEntry(uint64_t index, const VolumeHeader& v) {
   const uint64_t magic = v.magic.load(std::memory_order_relaxed);
-  const uint64_t idx = v.idx.load(std::memory_order_relaxed);
-  const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
   VolumeEntry entry;
   entry.index = index;
   if (magic == kVolumeEmptyMagic) {
@@ -1777,14 +1855,9 @@ std::optional<VolumeEntry> ListedEntry(uint64_t index, const VolumeHeader& v) {
         absl::Hex(kVolumeMagic), " (in use) or 0x",
         absl::Hex(kVolumeEmptyMagic), " (empty)");
   }
-  if (entry.corruption.empty() && idx != index) {
-    entry.status = VolumeStatus::kCorrupt;
-    entry.corruption = absl::StrCat("header idx is ", idx, ", want ", index);
-  }
-  if (entry.corruption.empty() && info_sz > kVolumeInfoMax) {
-    entry.status = VolumeStatus::kCorrupt;
-    entry.corruption = absl::StrCat("header info_sz is ", info_sz,
-                                    ", want at most ", kVolumeInfoMax);
+  if (entry.corruption.empty()) {
+    entry.corruption = HeaderFieldFault(index, v);
+    if (!entry.corruption.empty()) entry.status = VolumeStatus::kCorrupt;
   }
   entry.info = std::string(VolumeInfo(v));
   return entry;

@@ -424,6 +424,48 @@ TEST(ServerQuarantineTest, AFailedRemoveChangesNoCounterButQuarantined) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// The DATA_LOSS of a remove that meets a corrupt header names the volume
+// and the header field, as Inspect does; once only the quarantined volume
+// is left, FAILED_PRECONDITION counts it apart from volumes in use (which a
+// release could bring back), and does not tell the caller to release it.
+TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
+  TempDir dir;
+  auto server = StartWithCorruptVolume1(dir);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  v1::RemoveVolumeResponse removed;
+  grpc::Status status = Remove(*stub, "a", 3, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr(absl::StrCat(
+                  "remove volumes from pool 'a': volume 1, popped off the "
+                  "stack, is not a sound empty volume (header magic is ",
+                  kGarbageMagic, ", want 0x")));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("it is quarantined: off the stack, counted in "
+                        "volumes_quarantined and left mapped as found"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("the 1 volume popped before it was put back"));
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  ASSERT_EQ(after.volumes.size(), 3u);
+  EXPECT_EQ(after.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
+  EXPECT_THAT(after.volumes[1].corruption(),
+              HasSubstr(absl::StrCat("header magic is ", kGarbageMagic)));
+
+  ASSERT_TRUE(Remove(*stub, "a", 5, &removed).ok());  // 0 and 2
+  EXPECT_EQ(removed.volumes_size(), 2);
+  status = Remove(*stub, "a", 5, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("pool 'a' has no empty volume to remove (1 mapped: 0 "
+                        "in use, 1 quarantined"));
+  EXPECT_THAT(status.error_message(), ::testing::EndsWith("; add more"));
+  EXPECT_THAT(status.error_message(),
+              ::testing::Not(HasSubstr("release volumes")));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
   TempDir dir;
   Snapshot a, b;

@@ -292,11 +292,15 @@ class NamedPool {
   // and frees their slots. Returns the removed volumes (index and info).
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
   // volume at all: says whether the pool has no volumes or how many are
-  // mapped and in use; or a data-plane join), DATA_LOSS (a corrupt volume was
-  // popped: it is quarantined, the good ones popped by this call are put
-  // back, and the pool is otherwise unchanged, but for a good one whose
-  // put-back fails (a header write: an I/O error), which is given back as
-  // if removed).
+  // mapped, in use and quarantined (volumes_quarantined, up to the volumes
+  // off the stack); or a data-plane join), DATA_LOSS (a corrupt volume was
+  // popped: the message names it and its bad header field, value found and
+  // value wanted; it is quarantined (off the stack, MAPPED, left as found;
+  // nothing frees it), the good ones popped by this call are put back
+  // (VolumePool::PutBackTagged: no counter changes but
+  // volumes_quarantined), and the pool is otherwise unchanged, but for a
+  // good one whose put-back fails (a header write: an I/O error), which is
+  // given back as if removed; or the stack is corrupt).
   // The memory is given back one run of consecutive indices at a time
   // (punched out of the store): before it returns, unless an add of this
   // pool is allocating or another punch runs; then the punch is queued and
