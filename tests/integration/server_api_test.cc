@@ -505,6 +505,12 @@ TEST(ServerBadInputTest, EveryBadRpcFailsWithItsCodeAndChangesNothing) {
        [&](Stub& s) { return InspectCall(s, "a", 0, tampered); }},
       {"inspect a page_token with a space", C::INVALID_ARGUMENT, "page_token",
        [&](Stub& s) { return InspectCall(s, "a", 0, " " + full_token); }},
+      // The token's own pool, its bytes with the '=' padding base64 allows:
+      // only the canonical (unpadded) spelling is taken.
+      {"inspect a padded page_token", C::INVALID_ARGUMENT,
+       "page_token is not a next_page_token that Inspect returned for pool "
+       "'full'",
+       [&](Stub& s) { return InspectCall(s, "full", 1, full_token + "="); }},
   };
 
   const std::vector<std::string> pools = {"a", "full", "empty"};
