@@ -1573,6 +1573,68 @@ absl::Status NamedPool::WithRemedy(absl::Status status) const {
       "pool '", config_.name, "': ", remedy, " (", status.message(), ")"));
 }
 
+absl::Status NamedPool::CheckAddArguments(uint64_t count,
+                                          std::optional<uint64_t> first_index,
+                                          absl::string_view info) const {
+  const uint64_t n = config_.max_volumes;
+  if (count == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "add volumes to pool '", config_.name, "': count must be at least 1"));
+  }
+  if (info.size() > kVolumeInfoMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("add volumes to pool '", config_.name, "': info is ",
+                     info.size(), " bytes; at most ", kVolumeInfoMax,
+                     " fit in a volume header (it is never truncated)"));
+  }
+  if (!first_index.has_value()) {
+    if (count <= n) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pool '", config_.name, "' holds at most max_volumes ", n,
+        " volumes, asked for ", count, "; add fewer or raise max_volumes"));
+  }
+  const uint64_t first = *first_index;
+  if (first >= n) {
+    return absl::OutOfRangeError(
+        absl::StrCat("pool '", config_.name, "': first_index ", first,
+                     " is not below max_volumes ", n, "; pick indices below ",
+                     n, " or raise max_volumes"));
+  }
+  if (count > n - first) {
+    // first < n <= 2^30: first + count cannot wrap while count <= n.
+    return absl::OutOfRangeError(absl::StrCat(
+        "pool '", config_.name, "': ",
+        count <= n ? absl::StrCat("indices [", first, ", ", first + count, ")")
+                   : absl::StrCat(count, " volumes from first_index ", first),
+        " go beyond max_volumes ", n, "; pick indices below ", n,
+        " or raise max_volumes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NamedPool::CheckRangeNotMapped(uint64_t first_index,
+                                            uint64_t count) const {
+  if (first_index >= config_.max_volumes ||
+      count > config_.max_volumes - first_index) {
+    return absl::OkStatus();  // not a range: CheckAddArguments says why
+  }
+  const uint64_t end = first_index + count;
+  for (uint64_t i = first_index; i < end; ++i) {
+    // Relaxed: a hint that reads one word; AddVolumes's claim decides.
+    if (StateOf(Slot(i).load(std::memory_order_relaxed)) == kSlotMapped) {
+      return IndexTakenError(i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NamedPool::IndexTakenError(uint64_t index) const {
+  return absl::AlreadyExistsError(absl::StrCat(
+      "pool '", config_.name, "': index ", index,
+      " already holds a volume (or one being added or removed); pick free "
+      "indices or omit first_index"));
+}
+
 absl::Status NamedPool::ClaimSlots(uint64_t count,
                                    std::optional<uint64_t> first,
                                    uint64_t slot_value,
@@ -1583,22 +1645,6 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
     out->clear();
   };
   if (first.has_value()) {
-    if (*first >= n) {
-      return absl::OutOfRangeError(
-          absl::StrCat("pool '", config_.name, "': first_index ", *first,
-                       " is not below max_volumes ", n, "; pick indices below ",
-                       n, " or raise max_volumes"));
-    }
-    if (count > n - *first) {
-      // first < n <= 2^30: first + count cannot wrap while count <= n.
-      return absl::OutOfRangeError(absl::StrCat(
-          "pool '", config_.name, "': ",
-          count <= n
-              ? absl::StrCat("indices [", *first, ", ", *first + count, ")")
-              : absl::StrCat(count, " volumes from first_index ", *first),
-          " go beyond max_volumes ", n, "; pick indices below ", n,
-          " or raise max_volumes"));
-    }
     for (uint64_t i = *first; i < *first + count; ++i) {
       uint64_t expected = kSlotFree;
       // Acquire on success: we own the index from here on; pairs with the
@@ -1607,10 +1653,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
                                            std::memory_order_acquire,
                                            std::memory_order_relaxed)) {
         undo();
-        return absl::AlreadyExistsError(absl::StrCat(
-            "pool '", config_.name, "': index ", i,
-            " already holds a volume (or one being added or removed); "
-            "pick free indices or omit first_index"));
+        return IndexTakenError(i);
       }
       free_slots_->MarkTaken(i);
       out->push_back(i);
@@ -1661,23 +1704,10 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     return absl::FailedPreconditionError(
         "add volumes: only the pool's owner adds; this is a data-plane join");
   }
-  if (count == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("add volumes to pool '", config_.name,
-                     "': count must be at least 1"));
-  }
-  if (info.size() > kVolumeInfoMax) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "add volumes to pool '", config_.name, "': info is ", info.size(),
-        " bytes; at most ", kVolumeInfoMax, " fit in a volume header"));
-  }
-  if (!first_index.has_value() && count > config_.max_volumes) {
-    // Before claiming anything: claiming every free slot only to give them
-    // all back would make concurrent adds fail meanwhile.
-    return absl::ResourceExhaustedError(
-        absl::StrCat("pool '", config_.name, "' holds at most max_volumes ",
-                     config_.max_volumes, " volumes, asked for ", count,
-                     "; add fewer or raise max_volumes"));
+  // Before claiming anything: claiming every free slot only to give them
+  // all back would make concurrent adds fail meanwhile.
+  if (absl::Status s = CheckAddArguments(count, first_index, info); !s.ok()) {
+    return s;
   }
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
@@ -1790,7 +1820,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
 
 absl::Status NamedPool::PushCommitted(uint64_t index, uint64_t batch,
                                       uint64_t top_hint) {
-  const PoolError err = pool_->PushRangeTagged(index, 1, batch, top_hint);
+  const PoolError err = pool_->PutBackTagged(index, batch, top_hint);
   if (err == PoolError::kSuccess) return absl::OkStatus();
   return PoolErrorToStatus(
       err, absl::StrCat("push volume ", index, " of pool '", config_.name,
@@ -1805,6 +1835,42 @@ void NamedPool::MarkPushed(uint64_t index, uint64_t batch) {
   Slot(index).compare_exchange_strong(pushing, SlotWord(kSlotMapped, batch),
                                       std::memory_order_relaxed);
 }
+
+namespace {
+
+// HeaderFieldFault names the first of the header fields idx and info_sz
+// that volume `index` cannot hold, with the value found and the value
+// wanted ("header idx is 18, want 17"), or returns "".
+std::string HeaderFieldFault(uint64_t index, const VolumeHeader& v) {
+  const uint64_t idx = v.idx.load(std::memory_order_relaxed);
+  if (idx != index)
+    return absl::StrCat("header idx is ", idx, ", want ", index);
+  const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
+  if (info_sz > kVolumeInfoMax) {
+    return absl::StrCat("header info_sz is ", info_sz, ", want at most ",
+                        kVolumeInfoMax);
+  }
+  return "";
+}
+
+// StackHeaderFault says what is wrong with the header of volume `index`,
+// popped off the stack, where only empty volumes belong (the checks of
+// VolumePool's pops, in their order): the field, the value found and the
+// value wanted, as Inspect shows a CORRUPT volume's; or "" when it reads
+// sound.
+std::string StackHeaderFault(uint64_t index, const VolumeHeader& v) {
+  const uint64_t magic = v.magic.load(std::memory_order_relaxed);
+  if (magic != kVolumeEmptyMagic) {
+    absl::string_view what = magic == kVolumeMagic        ? " (in use)"
+                             : magic == kVolumeNotAVolume ? " (not a volume)"
+                                                          : "";
+    return absl::StrCat("header magic is 0x", absl::Hex(magic), what,
+                        ", want 0x", absl::Hex(kVolumeEmptyMagic), " (empty)");
+  }
+  return HeaderFieldFault(index, v);
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     uint64_t count) {
@@ -1821,6 +1887,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
   const VolumePool& pool = *pool_;
   std::vector<RemovedVolume> removed;
   absl::Status failure;
+  uint64_t quarantined = kNullIndex;  // the volume with a bad header
   while (removed.size() < count) {
     uint64_t index = kNullIndex;
     VolumeHeader popped;
@@ -1830,7 +1897,6 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     const PoolError err = pool.RemoveAnnounced(&index, &popped, Wait::kBlock);
     if (err == PoolError::kEmpty) break;
     if (err != PoolError::kSuccess) {
-      std::string where;
       if (index != kNullIndex) {
         // A corrupt header: keep the volume, off the stack and MAPPED
         // again, where Inspect shows it as corrupt (a fresh batch keeps
@@ -1839,11 +1905,23 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
             SlotWord(kSlotMapped,
                      meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
             std::memory_order_relaxed);
-        where = absl::StrCat(" (volume ", index, " quarantined)");
+        quarantined = index;
+        // Read again for the message: nobody writes a quarantined volume
+        // (off the stack, no user holds it).
+        VolumeHeader found;
+        std::string fault = ReadVolumeHeader(index, &found)
+                                ? StackHeaderFault(index, found)
+                                : "its header cannot be read (an I/O error)";
+        if (fault.empty()) fault = "its header was bad when popped";
+        failure = absl::DataLossError(absl::StrCat(
+            "remove volumes from pool '", config_.name, "': volume ", index,
+            ", popped off the stack, is not a sound empty volume (", fault,
+            "); it is quarantined: off the stack, counted in "
+            "volumes_quarantined and left mapped as found, for inspection"));
+      } else {
+        failure = PoolErrorToStatus(
+            err, absl::StrCat("remove volumes from pool '", config_.name, "'"));
       }
-      failure = PoolErrorToStatus(
-          err, absl::StrCat("remove volumes from pool '", config_.name, "'",
-                            where));
       break;
     }
     Step("remove:popped");
@@ -1861,11 +1939,13 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
       Slot(r.index).store(SlotWord(kSlotPushing, batch),
                           std::memory_order_release);
     }
+    uint64_t lost = 0;
     for (const RemovedVolume& r : removed) {
       if (PushCommitted(r.index, batch, VolumePool::kNoTopHint).ok()) {
         MarkPushed(r.index, batch);
         continue;
       }
+      ++lost;
       // Not pushed (its header cannot be written, or the stack is
       // corrupt: `failure` says DATA_LOSS already) and marked not a
       // volume: removed after all, never left MAPPED and unreachable.
@@ -1874,7 +1954,21 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
       meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
       store_gate_->GiveBackOrDefer(r.index, 1);
     }
-    return failure;
+    if (quarantined == kNullIndex) return failure;
+    const uint64_t put_back = removed.size() - lost;
+    std::string rest =
+        removed.empty()
+            ? std::string("; nothing else was popped")
+            : absl::StrCat("; the ", put_back,
+                           put_back == 1 ? " volume popped before it was"
+                                         : " volumes popped before it were",
+                           " put back");
+    if (lost > 0) {
+      absl::StrAppend(&rest, ", and ", lost,
+                      " that could not be (a header write failed) were "
+                      "removed after all");
+    }
+    return absl::DataLossError(absl::StrCat(failure.message(), rest));
   }
   if (removed.empty()) {
     const PoolSummary summary = Summary();
@@ -1883,10 +1977,26 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
           absl::StrCat("pool '", config_.name, "' has no volumes (0 of ",
                        config_.max_volumes, " mapped); add some first"));
     }
+    // Quarantined volumes are mapped and off the stack like volumes in
+    // use, but nobody holds them: said apart, since releasing cannot bring
+    // them back. The counter restarts with recovery, so this is exact
+    // until the next restart (docs/SERVER.md §3).
+    const uint64_t quarantined_mapped =
+        std::min(summary.counts.volumes_quarantined, summary.volumes_in_use);
+    const uint64_t held = summary.volumes_in_use - quarantined_mapped;
+    if (quarantined_mapped == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", config_.name, "' has no empty volume to remove (",
+          summary.volumes_mapped, " mapped, ", held,
+          " in use); release volumes or add more"));
+    }
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", config_.name, "' has no empty volume to remove (",
-        summary.volumes_mapped, " mapped, ", summary.volumes_in_use,
-        " in use); release volumes or add more"));
+        summary.volumes_mapped, " mapped: ", held, " in use, ",
+        quarantined_mapped,
+        " quarantined, a bad header found by a pop: left mapped for "
+        "inspection, never handed out or removed); ",
+        held > 0 ? "release volumes or add more" : "add more"));
   }
   // The volumes are out of the pool: off the stack, their slots REMOVING.
   meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
@@ -1955,8 +2065,6 @@ constexpr uint64_t kListWindowMaxFootprint = 8 << 10;
 // returns nullopt when it is not a volume (popped by a remove in flight).
 std::optional<VolumeEntry> ListedEntry(uint64_t index, const VolumeHeader& v) {
   const uint64_t magic = v.magic.load(std::memory_order_relaxed);
-  const uint64_t idx = v.idx.load(std::memory_order_relaxed);
-  const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
   VolumeEntry entry;
   entry.index = index;
   if (magic == kVolumeEmptyMagic) {
@@ -1972,14 +2080,9 @@ std::optional<VolumeEntry> ListedEntry(uint64_t index, const VolumeHeader& v) {
         absl::Hex(kVolumeMagic), " (in use) or 0x",
         absl::Hex(kVolumeEmptyMagic), " (empty)");
   }
-  if (entry.corruption.empty() && idx != index) {
-    entry.status = VolumeStatus::kCorrupt;
-    entry.corruption = absl::StrCat("header idx is ", idx, ", want ", index);
-  }
-  if (entry.corruption.empty() && info_sz > kVolumeInfoMax) {
-    entry.status = VolumeStatus::kCorrupt;
-    entry.corruption = absl::StrCat("header info_sz is ", info_sz,
-                                    ", want at most ", kVolumeInfoMax);
+  if (entry.corruption.empty()) {
+    entry.corruption = HeaderFieldFault(index, v);
+    if (!entry.corruption.empty()) entry.status = VolumeStatus::kCorrupt;
   }
   entry.info = std::string(VolumeInfo(v));
   return entry;
@@ -1995,12 +2098,18 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   const uint64_t per_window = footprint <= kListWindowMaxFootprint
                                   ? kListWindowBytes / footprint
                                   : 1;
+  // The slots this call may look at: a sparse pool's listing is many
+  // short pages, never one call that reads the whole slot table.
+  const uint64_t scan_end =
+      start_index >= n
+          ? start_index
+          : start_index + std::min(n - start_index, kListMaxSlotsScanned);
   std::vector<VolumeEntry> entries;
   std::vector<uint64_t> slots(per_window);
   std::unique_ptr<std::byte[]> window;
   uint64_t i = start_index;
-  while (i < n && entries.size() < max_entries) {
-    const uint64_t end = std::min(n, i + per_window);
+  while (i < scan_end && entries.size() < max_entries) {
+    const uint64_t end = std::min(scan_end, i + per_window);
     // Every slot of the window first. Acquire: pairs with the release
     // that made a slot MAPPED, so the header written before it is visible
     // to the read below, which must come after these loads.

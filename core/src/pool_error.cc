@@ -59,8 +59,10 @@ absl::string_view Remedy(PoolError error) {
       return "the pool is locked for maintenance (verify or recovery); "
              "retry shortly; nothing was changed";
     case PoolError::kCorrupt:
-      return "the pool's shared state is inconsistent; run verify, and "
-             "recover the pool from its data directory";
+      return "the pool's shared state is inconsistent; Inspect with verify "
+             "says what is wrong; the owner's next start recovers the pool "
+             "from its data directory, or quarantines it if its stack or "
+             "slot table is corrupt (docs/SERVER.md section 4)";
     case PoolError::kEmpty:
       return "the pool has no empty volume; add volumes first or release "
              "volumes in use";

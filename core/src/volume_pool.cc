@@ -704,17 +704,33 @@ PoolError VolumePool::FormatRange(uint64_t first_index, uint64_t count,
 
 PoolError VolumePool::PushRange(uint64_t first_index, uint64_t count,
                                 uint64_t top_hint) const {
-  return PushRangeWithTag(first_index, count, kUntagged, top_hint);
+  return PushRangeWithTag(first_index, count, kUntagged, top_hint,
+                          /*count_added=*/true);
 }
 
 PoolError VolumePool::PushRangeTagged(uint64_t first_index, uint64_t count,
                                       uint64_t tag, uint64_t top_hint) const {
   if (links_ == nullptr) return PoolError::kInvalid;
-  return PushRangeWithTag(first_index, count, tag & kLinkTagMask, top_hint);
+  return PushRangeWithTag(first_index, count, tag & kLinkTagMask, top_hint,
+                          /*count_added=*/true);
+}
+
+PoolError VolumePool::PutBackTagged(uint64_t index, uint64_t tag,
+                                    uint64_t top_hint) const {
+  if (links_ == nullptr) return PoolError::kInvalid;
+  const PoolError err = PushRangeWithTag(index, 1, tag & kLinkTagMask, top_hint,
+                                         /*count_added=*/false);
+  if (err == PoolError::kSuccess) {
+    // Takes back RemoveAnnounced's count of this volume: the shards sum
+    // modulo 2^64, so adding 2^64 - 1 subtracts one from the sum.
+    Count(header_, &CounterValues::volumes_removed, ~uint64_t{0});
+  }
+  return err;
 }
 
 PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
-                                       uint64_t tag, uint64_t top_hint) const {
+                                       uint64_t tag, uint64_t top_hint,
+                                       bool count_added) const {
   if (!IsRange(first_index, count)) return PoolError::kInvalid;
   const uint64_t end = first_index + count;
   for (uint64_t i = end; i-- > first_index;) {
@@ -727,13 +743,13 @@ PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
         // Best effort: a header that cannot be written is not a volume's.
         WriteHeaderWord(j, HeaderWord::kMagic, kVolumeNotAVolume);
       }
-      if (i + 1 != end) {
+      if (count_added && i + 1 != end) {
         Count(header_, &CounterValues::volumes_added, end - 1 - i);
       }
       return err;
     }
   }
-  Count(header_, &CounterValues::volumes_added, count);
+  if (count_added) Count(header_, &CounterValues::volumes_added, count);
   return PoolError::kSuccess;
 }
 

@@ -65,6 +65,10 @@ absl::StatusOr<uint64_t> DecodePageToken(absl::string_view token,
     ok =
         Load64(raw.data() + 9) == Checksum(pool, index) && index <= max_volumes;
   }
+  // The canonical encoding only (unpadded, no other spelling of the same
+  // bytes): the unescape also takes '=' padding, whitespace and unused
+  // low bits in the last character, so one token had several spellings.
+  if (ok) ok = token == EncodePageToken(pool, index);
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
         "page_token is not a next_page_token that Inspect returned for pool '",

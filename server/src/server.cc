@@ -82,12 +82,14 @@ absl::Status CheckUnixSocketFree(const std::string& path) {
 // are kept as they are.
 absl::Status AddInitialVolumes(NamedPool& pool, uint64_t count) {
   if (count == 0) return absl::OkStatus();
-  // The first `count` mapped volumes include every mapped index below
-  // `count`.
+  // Every mapped index below `count`: the listing of [0, count), a
+  // bounded number of slots per call (NamedPool::kListMaxSlotsScanned).
   uint64_t next = 0;
   std::vector<bool> present(count, false);
-  for (const VolumeEntry& entry : pool.ListVolumes(0, count, &next)) {
-    if (entry.index < count) present[entry.index] = true;
+  while (next < count) {
+    for (const VolumeEntry& entry : pool.ListVolumes(next, count, &next)) {
+      if (entry.index < count) present[entry.index] = true;
+    }
   }
   uint64_t added = 0;
   for (uint64_t i = 0; i < count;) {

@@ -197,20 +197,25 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
   if (absl::Status s = Begin(&call, request->pool()); !s.ok()) {
     return Finish(call, s);
   }
-  const std::string& name = pools_[call.pool].pool->config().name;
+  const NamedPool& pool = *pools_[call.pool].pool;
+  const std::string& name = pool.config().name;
   if (request->count() == 0 || request->count() > kMaxVolumesPerRequest) {
     return Finish(
         call, absl::InvalidArgumentError(absl::StrCat(
                   "add volumes to pool '", name, "': count ", request->count(),
                   " is outside [1, ", kMaxVolumesPerRequest, "]")));
   }
-  if (request->info().size() > kVolumeInfoMax) {
-    return Finish(
-        call, absl::InvalidArgumentError(absl::StrCat(
-                  "add volumes to pool '", name, "': info is ",
-                  request->info().size(), " bytes; at most ", kVolumeInfoMax,
-                  " fit in a volume header (it is never "
-                  "truncated)")));
+  std::optional<uint64_t> first_index;
+  if (request->has_first_index()) first_index = request->first_index();
+  // Everything the configuration decides (info size, OUT_OF_RANGE,
+  // RESOURCE_EXHAUSTED beyond max_volumes) is answered here, at once: a
+  // request the add worker would refuse must not wait behind slow adds
+  // (seconds each for hugepages) only to time out or be told to retry.
+  // The core's own check, so the rules and messages live in one place.
+  if (absl::Status s = pool.CheckAddArguments(request->count(), first_index,
+                                              request->info());
+      !s.ok()) {
+    return Finish(call, s);
   }
   if (absl::Status s = ValidateRequestId(request->request_id()); !s.ok()) {
     return Finish(call, s);
@@ -245,6 +250,18 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                                 "too many AddVolume calls with request ids "
                                 "are in progress at once; retry with "
                                 "backoff"));
+    }
+  }
+  if (first_index.has_value()) {
+    // An index that holds a volume fails fast too. After the request log,
+    // so that a replay of an add that made these volumes gets its response.
+    // A hint (a remove may free the index the next instant); the worker's
+    // claim decides.
+    if (absl::Status s =
+            pool.CheckRangeNotMapped(*first_index, request->count());
+        !s.ok()) {
+      if (ticket.has_value()) requests_->Failed(*ticket);
+      return Finish(call, s);
     }
   }
   WorkerPool& workers = *pools_[call.pool].add_workers;
@@ -302,6 +319,8 @@ void VolumePoolServiceImpl::RunAdd(
   }
   std::optional<uint64_t> first_index;
   if (request->has_first_index()) first_index = request->first_index();
+  // The arguments were checked by AddVolume; AddVolumes checks them again
+  // (CheckAddArguments) and decides ALREADY_EXISTS with its claim.
   absl::StatusOr<std::vector<uint64_t>> added =
       pool.AddVolumes(request->count(), first_index, request->info());
   if (!added.ok()) {

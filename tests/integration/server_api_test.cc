@@ -199,6 +199,71 @@ TEST(ServerApiTest, InspectPagesEveryVolumeOnce) {
   EXPECT_EQ(summary_only.summary().volumes_mapped(), 10u);
 }
 
+// A page costs a bounded scan, not one of max_volumes slots: in a pool of
+// 4 * 64 Ki slots with one volume, at the last index, the first page is
+// short (here empty) with a token, and the tokens lead to the volume. A
+// listing of a few volumes spread over the scan bounds has each index
+// once, in order.
+TEST(ServerApiTest, PagesOfASparsePoolAreShortAndTheTokensReachEveryVolume) {
+  constexpr uint64_t kScan = uint64_t{1} << 16;  // kListMaxSlotsScanned
+  constexpr uint64_t kMax = 4 * kScan;
+  TempDir dir;
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       absl::StrCat("--pool=name=sparse,backing=normal,volume_size=4KiB,"
+                    "max_volumes=",
+                    kMax)});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  v1::AddVolumeRequest last = AddRequest("sparse", 1);
+  last.set_first_index(kMax - 1);
+  ASSERT_TRUE(Add(*stub, last, &added).ok());
+
+  v1::InspectRequest request;
+  request.set_pool("sparse");
+  request.set_include_volumes(true);
+  v1::InspectResponse first;
+  ASSERT_TRUE(Inspect(*stub, request, &first).ok());
+  EXPECT_EQ(first.volumes_size(), 0);
+  EXPECT_FALSE(first.next_page_token().empty())
+      << "one page scanned the whole pool";
+  std::vector<uint64_t> seen;
+  int pages = 1;
+  request.set_page_token(first.next_page_token());
+  for (;;) {
+    v1::InspectResponse page;
+    ASSERT_TRUE(Inspect(*stub, request, &page).ok());
+    ++pages;
+    for (const v1::Volume& v : page.volumes()) seen.push_back(v.index());
+    if (page.next_page_token().empty()) break;
+    ASSERT_LT(pages, 10) << "the listing does not end";
+    request.set_page_token(page.next_page_token());
+  }
+  EXPECT_THAT(seen, ElementsAre(kMax - 1));
+
+  // Volumes at both sides of each scan bound, listed two to a page.
+  for (uint64_t index : {uint64_t{0}, kScan - 1, kScan, 2 * kScan + 1}) {
+    v1::AddVolumeRequest at = AddRequest("sparse", 1);
+    at.set_first_index(index);
+    ASSERT_TRUE(Add(*stub, at, &added).ok()) << index;
+  }
+  request.set_page_size(2);
+  request.clear_page_token();
+  seen.clear();
+  for (pages = 0;; ++pages) {
+    ASSERT_LT(pages, 20) << "the listing does not end";
+    v1::InspectResponse page;
+    ASSERT_TRUE(Inspect(*stub, request, &page).ok());
+    ASSERT_LE(page.volumes_size(), 2);
+    for (const v1::Volume& v : page.volumes()) seen.push_back(v.index());
+    if (page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  EXPECT_THAT(seen, ElementsAre(0, kScan - 1, kScan, 2 * kScan + 1, kMax - 1));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 TEST(ServerApiTest, PageTokenSurvivesRestart) {
   TempDir dir;
   std::string token;
@@ -273,9 +338,14 @@ TEST(ServerApiTest, RequestIdReplaysTheFirstResponse) {
   ASSERT_TRUE(Add(*stub, failing, &unused).ok());
   EXPECT_THAT(unused.volume_indices(), ElementsAre(7));
   // ... and now it is remembered.
-  failing.set_first_index(16);
+  failing.set_first_index(8);
   EXPECT_EQ(Add(*stub, failing, &unused).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+  // Arguments the pool refuses whatever it holds are refused before the id
+  // is looked at (the add worker is never involved).
+  failing.set_first_index(16);
+  EXPECT_EQ(Add(*stub, failing, &unused).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
 }
 
 // ---- Bad input: RPCs -------------------------------------------------------
@@ -438,6 +508,12 @@ TEST(ServerBadInputTest, EveryBadRpcFailsWithItsCodeAndChangesNothing) {
        [&](Stub& s) { return InspectCall(s, "a", 0, tampered); }},
       {"inspect a page_token with a space", C::INVALID_ARGUMENT, "page_token",
        [&](Stub& s) { return InspectCall(s, "a", 0, " " + full_token); }},
+      // The token's own pool, its bytes with the '=' padding base64 allows:
+      // only the canonical (unpadded) spelling is taken.
+      {"inspect a padded page_token", C::INVALID_ARGUMENT,
+       "page_token is not a next_page_token that Inspect returned for pool "
+       "'full'",
+       [&](Stub& s) { return InspectCall(s, "full", 1, full_token + "="); }},
   };
 
   const std::vector<std::string> pools = {"a", "full", "empty"};

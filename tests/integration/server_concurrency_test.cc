@@ -221,6 +221,91 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// An add the configuration refuses is answered at once, not queued behind
+// a pool's slow adds: with the pool's one add worker held inside an
+// allocation, an add beyond max_volumes, out of range or over a volume
+// already there gets its own code (before the fix these waited in the
+// queue until their deadline: DEADLINE_EXCEEDED). A replay of the add that
+// made a volume still gets that add's response, not ALREADY_EXISTS.
+TEST(ServerConcurrencyTest, AddsTheConfigRefusesDoNotWaitForAStalledAdd) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = PoolArgs(dir);
+  args.insert(args.end(),
+              {"--testonly_stall_add_fifo=" + fifo.path(),
+               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  // Volume 5, added (its allocation released) with a request id.
+  AsyncAdd first;
+  first.request = AddRequest("slow", 1, "first");
+  first.request.set_first_index(5);
+  first.request.set_request_id("00000000-0000-4000-8000-000000000005");
+  first.Start(*stub);
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_add_wait", "pool=slow"}, 1))
+      << server->LogText();
+  fifo.Release(1);
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+
+  // The one worker held inside the next add's allocation.
+  AsyncAdd stalled;
+  stalled.request = AddRequest("slow", 1, "stalled");
+  stalled.Start(*stub);
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_add_wait", "pool=slow"}, 2))
+      << server->LogText();
+
+  struct Refused {
+    v1::AddVolumeRequest request;
+    grpc::StatusCode code;
+    std::string message_part;
+  };
+  v1::AddVolumeRequest beyond = AddRequest("slow", 1);
+  beyond.set_first_index(64);
+  v1::AddVolumeRequest straddling = AddRequest("slow", 2);
+  straddling.set_first_index(63);
+  v1::AddVolumeRequest too_many = AddRequest("slow", 65);
+  v1::AddVolumeRequest too_many_with_id = too_many;
+  too_many_with_id.set_request_id("00000000-0000-4000-8000-000000000065");
+  v1::AddVolumeRequest over_volume = AddRequest("slow", 2);
+  over_volume.set_first_index(4);
+  const Refused refused[] = {
+      {beyond, grpc::StatusCode::OUT_OF_RANGE,
+       "pool 'slow': first_index 64 is not below max_volumes 64"},
+      {straddling, grpc::StatusCode::OUT_OF_RANGE,
+       "pool 'slow': indices [63, 65) go beyond max_volumes 64"},
+      {too_many, grpc::StatusCode::RESOURCE_EXHAUSTED,
+       "pool 'slow' holds at most max_volumes 64 volumes, asked for 65"},
+      {too_many_with_id, grpc::StatusCode::RESOURCE_EXHAUSTED,
+       "pool 'slow' holds at most max_volumes 64 volumes, asked for 65"},
+      {over_volume, grpc::StatusCode::ALREADY_EXISTS,
+       "pool 'slow': index 5 already holds a volume"},
+  };
+  for (const Refused& r : refused) {
+    v1::AddVolumeResponse unused;
+    const grpc::Status status = Add(*stub, r.request, &unused);
+    EXPECT_EQ(status.error_code(), r.code)
+        << r.request.ShortDebugString() << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr(r.message_part));
+  }
+  v1::AddVolumeResponse replayed;
+  const grpc::Status replay = Add(*stub, first.request, &replayed);
+  ASSERT_TRUE(replay.ok()) << replay.error_message();
+  EXPECT_THAT(replayed.volume_indices(), ElementsAre(5));
+  EXPECT_FALSE(stalled.done.HasBeenNotified())
+      << "the stalled add finished before it was released";
+
+  fifo.Release(1);
+  ASSERT_TRUE(stalled.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(stalled.status.ok()) << stalled.status.error_message();
+  EXPECT_THAT(Indices(TakeSnapshot(*stub, "slow")), ElementsAre(0, 5));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // Inspect with verify walks the pool without a lock: held in the middle of
 // its walk (the --testonly_stall_verify_fifo hook), it keeps no add,
 // remove or inspect of its pool waiting (a verify that locked the pool

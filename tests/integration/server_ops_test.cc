@@ -350,6 +350,122 @@ TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
             absl::StrCat(suppressed));
 }
 
+// ---- A volume quarantined by RemoveVolume -----------------------------------
+
+// CorruptMagic overwrites the magic of 4 KiB volume `index` of pool `pool`
+// (normal backing, its store in the data directory `dir`) with "GARBAGE!",
+// as a data-plane process writing past its volume might.
+void CorruptMagic(const TempDir& dir, const std::string& pool, uint64_t index) {
+  std::fstream store(dir.path() + "/" + pool + ".volumes",
+                     std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(store.is_open());
+  // The magic is the header's first word (groove/volume.h; this test
+  // links no core code).
+  store.seekp(static_cast<std::streamoff>(index * 4096));
+  store.write("GARBAGE!", 8);
+  ASSERT_TRUE(store.good());
+}
+
+// kGarbageMagic is "GARBAGE!" read as a little-endian uint64_t.
+constexpr absl::string_view kGarbageMagic = "0x2145474142524147";
+
+// QuarantineRemove starts a server whose pool "a" holds volumes 0, 1 and 2
+// (0 on top of the stack, then 1) with volume 1's magic corrupt.
+std::unique_ptr<ServerProcess> StartWithCorruptVolume1(const TempDir& dir) {
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16"});
+  if (server == nullptr) return nullptr;
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  EXPECT_TRUE(Add(*stub, AddRequest("a", 3), &added).ok());
+  EXPECT_THAT(added.volume_indices(), ::testing::ElementsAre(0, 1, 2));
+  CorruptMagic(dir, "a", 1);
+  return server;
+}
+
+// A RemoveVolume that meets a corrupt header puts back the volume it
+// popped before it: the counters (Inspect and /metrics) then say exactly
+// what they said before, but for the one quarantined volume. (Before the
+// fix the put-back counted as an add, after the pop counted a remove.)
+TEST(ServerQuarantineTest, AFailedRemoveChangesNoCounterButQuarantined) {
+  TempDir dir;
+  auto server = StartWithCorruptVolume1(dir);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  const v1::PoolCounters before = TakeSnapshot(*stub, "a").summary.counters();
+  EXPECT_EQ(before.volumes_added(), 3u);
+
+  v1::RemoveVolumeResponse removed;
+  const grpc::Status status = Remove(*stub, "a", 3, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS)
+      << status.error_message();
+
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  v1::PoolCounters expected = before;
+  expected.set_volumes_quarantined(1);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      after.summary.counters(), expected))
+      << after.summary.counters().ShortDebugString();
+  EXPECT_EQ(after.summary.volumes_empty(), 2u);  // 0 and 2
+  EXPECT_EQ(after.summary.volumes_mapped(), 3u);
+  absl::StatusOr<std::string> m =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes_added_total{pool="a"})"),
+            "3");
+  EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes_removed_total{pool="a"})"),
+            "0");
+  EXPECT_EQ(
+      MetricValue(*m, R"(groove_pool_volumes_quarantined_total{pool="a"})"),
+      "1");
+  EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes{pool="a",state="empty"})"),
+            "2");
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// The DATA_LOSS of a remove that meets a corrupt header names the volume
+// and the header field, as Inspect does; once only the quarantined volume
+// is left, FAILED_PRECONDITION counts it apart from volumes in use (which a
+// release could bring back), and does not tell the caller to release it.
+TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
+  TempDir dir;
+  auto server = StartWithCorruptVolume1(dir);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  v1::RemoveVolumeResponse removed;
+  grpc::Status status = Remove(*stub, "a", 3, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr(absl::StrCat(
+                  "remove volumes from pool 'a': volume 1, popped off the "
+                  "stack, is not a sound empty volume (header magic is ",
+                  kGarbageMagic, ", want 0x")));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("it is quarantined: off the stack, counted in "
+                        "volumes_quarantined and left mapped as found"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("the 1 volume popped before it was put back"));
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  ASSERT_EQ(after.volumes.size(), 3u);
+  EXPECT_EQ(after.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
+  EXPECT_THAT(after.volumes[1].corruption(),
+              HasSubstr(absl::StrCat("header magic is ", kGarbageMagic)));
+
+  ASSERT_TRUE(Remove(*stub, "a", 5, &removed).ok());  // 0 and 2
+  EXPECT_EQ(removed.volumes_size(), 2);
+  status = Remove(*stub, "a", 5, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("pool 'a' has no empty volume to remove (1 mapped: 0 "
+                        "in use, 1 quarantined"));
+  EXPECT_THAT(status.error_message(), ::testing::EndsWith("; add more"));
+  EXPECT_THAT(status.error_message(),
+              ::testing::Not(HasSubstr("release volumes")));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
   TempDir dir;
   Snapshot a, b;

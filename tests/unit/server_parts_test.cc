@@ -165,7 +165,8 @@ TEST(PageTokenTest, RoundTripsForItsPoolOnly) {
   EXPECT_EQ(DecodePageToken(token, "main", 99).status().code(),
             absl::StatusCode::kInvalidArgument);
   for (const std::string& bad :
-       {std::string("x"), token + "A", token.substr(1), std::string(23, 'A')}) {
+       {std::string("x"), token + "A", token.substr(1), std::string(23, 'A'),
+        token + "=", token + "\n"}) {
     EXPECT_EQ(DecodePageToken(bad, "main", 1024).status().code(),
               absl::StatusCode::kInvalidArgument)
         << bad;

@@ -733,6 +733,29 @@ TEST_F(VolumePoolTest, PopsOfATaggedPushReportItsTagUntilItIsPushedAgain) {
   EXPECT_EQ(pool.Verify()->empty_volumes, 1u);
 }
 
+TEST_F(VolumePoolTest, PutBackTaggedLeavesTheCountersAsBeforeThePop) {
+  VolumePool::Format(memory_.header());
+  std::atomic<uint64_t> links[16] = {};
+  HookCalls pops;
+  const VolumePool pool =
+      *VolumePool::Join(memory_.header(), memory_.volume0(), 16,
+                        kSmallFootprint, links, pops.Hooks());
+  ASSERT_EQ(pool.FormatRange(0, 2, "x"), PoolError::kSuccess);
+  ASSERT_EQ(pool.PushRangeTagged(0, 2, 3), PoolError::kSuccess);
+  uint64_t index = kNullIndex;
+  VolumeHeader popped;
+  ASSERT_EQ(pool.RemoveAnnounced(&index, &popped), PoolError::kSuccess);
+  ASSERT_EQ(pool.Counts().volumes_removed, 1u);
+  ASSERT_EQ(pool.PutBackTagged(index, 4), PoolError::kSuccess);
+  const PoolCounts counts = pool.Counts();
+  EXPECT_EQ(counts.volumes_added, 2u);
+  EXPECT_EQ(counts.volumes_removed, 0u);
+  EXPECT_EQ(counts.empty_volumes, 2u);
+  EXPECT_EQ(links[index].load(), TaggedLink(1, 4));
+  EXPECT_EQ(pool.Verify()->empty_volumes, 2u);
+  EXPECT_EQ(pool.PeekTop(), index);
+}
+
 TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   VolumePool::Format(memory_.header());
   HookCalls pops;

@@ -295,15 +295,45 @@ class NamedPool {
       uint64_t count, std::optional<uint64_t> first_index,
       absl::string_view info);
 
+  // CheckAddArguments returns the error AddVolumes would return for these
+  // arguments whatever the pool holds, or OK: INVALID_ARGUMENT (count 0,
+  // info over 480 bytes), RESOURCE_EXHAUSTED (first_index unset and count
+  // above max_volumes), OUT_OF_RANGE (first_index set and [first_index,
+  // first_index + count) not within [0, max_volumes)), each with the
+  // message AddVolumes gives. AddVolumes checks through it; a server calls
+  // it to refuse such a request at once instead of queueing it behind
+  // slow adds.
+  // Thread safety: reads only the configuration; safe from any thread,
+  // concurrently with everything. Cost: O(1).
+  absl::Status CheckAddArguments(uint64_t count,
+                                 std::optional<uint64_t> first_index,
+                                 absl::string_view info) const;
+
+  // CheckRangeNotMapped returns ALREADY_EXISTS, with AddVolumes's message,
+  // when an index of [first_index, first_index + count) holds a volume
+  // (its slot MAPPED: added and not removed) as its slot is read; else OK.
+  // A hint for failing fast: a remove may free the index the next instant,
+  // and indices being added or removed are not reported (a remove that has
+  // returned may have left its punch to an add in progress, and
+  // AddVolumes waits for that instead of failing); AddVolumes's claim
+  // decides. OK for a range CheckAddArguments refuses.
+  // Thread safety: lock-free loads; safe concurrently with everything.
+  // Cost: O(count) loads.
+  absl::Status CheckRangeNotMapped(uint64_t first_index, uint64_t count) const;
+
   // RemoveVolumes pops up to `count` empty volumes, gives their memory back
   // and frees their slots. Returns the removed volumes (index and info).
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
   // volume at all: says whether the pool has no volumes or how many are
-  // mapped and in use; or a data-plane join), DATA_LOSS (a corrupt volume was
-  // popped: it is quarantined, the good ones popped by this call are put
-  // back, and the pool is otherwise unchanged, but for a good one whose
-  // put-back fails (a header write: an I/O error), which is given back as
-  // if removed).
+  // mapped, in use and quarantined (volumes_quarantined, up to the volumes
+  // off the stack); or a data-plane join), DATA_LOSS (a corrupt volume was
+  // popped: the message names it and its bad header field, value found and
+  // value wanted; it is quarantined (off the stack, MAPPED, left as found;
+  // nothing frees it), the good ones popped by this call are put back
+  // (VolumePool::PutBackTagged: no counter changes but
+  // volumes_quarantined), and the pool is otherwise unchanged, but for a
+  // good one whose put-back fails (a header write: an I/O error), which is
+  // given back as if removed; or the stack is corrupt).
   // The memory is given back one run of consecutive indices at a time
   // (punched out of the store): before it returns, unless an add of this
   // pool is allocating or another punch runs; then the punch is queued and
@@ -330,15 +360,25 @@ class NamedPool {
   // is written only while the owner opens the pool). Cost: O(1).
   std::string StorePath() const;
 
-  // ListVolumes returns up to `max_entries` mapped volumes with index >=
-  // `start_index`, ascending, and sets *next_index to the index to resume
-  // from (or max_volumes when the listing is complete). Volumes in the
-  // middle of being added or removed are skipped. A mapped volume whose
-  // header cannot be read (an I/O error, a store cut short) is listed as
-  // kCorrupt, its corruption saying why, never left out. Thread safety:
-  // lock-free reads. Cost: O(indices scanned), plus one pread per window
-  // of small volumes or per larger volume listed (one per volume when a
-  // window cannot be read).
+  // kListMaxSlotsScanned is the most slots one ListVolumes call looks at:
+  // 64 Ki slot loads, tens of microseconds, so that a page of a sparse pool
+  // (max_volumes up to 2^30) costs a bounded amount of work, not a scan of
+  // the whole slot table (a reader may list at will).
+  static constexpr uint64_t kListMaxSlotsScanned = uint64_t{1} << 16;
+
+  // ListVolumes returns up to `max_entries` mapped volumes with index in
+  // [start_index, start_index + kListMaxSlotsScanned), ascending, and sets
+  // *next_index to the index to resume from (max_volumes, or start_index
+  // when it is not below max_volumes, when the listing is complete). So a
+  // call may return fewer than `max_entries` volumes, none even, while
+  // more follow: the listing is complete only when *next_index reaches
+  // max_volumes. Volumes in the middle of being added or removed are
+  // skipped. A mapped volume whose header cannot be read (an I/O error, a
+  // store cut short) is listed as kCorrupt, its corruption saying why,
+  // never left out. Thread safety: lock-free reads. Cost: O(min(
+  // kListMaxSlotsScanned, max_volumes)) slot loads, plus one pread per
+  // window of small volumes or per larger volume listed (one per volume
+  // when a window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
@@ -441,8 +481,15 @@ class NamedPool {
   // early, OK, once it sees the top moved).
   absl::Status WalkStack(uint64_t top, std::vector<bool>* on_stack,
                          std::optional<uint64_t> still_top = {}) const;
+  // ClaimSlots claims `count` FREE slots (CAS to `slot_value`): those of
+  // [*first, *first + count), or the lowest free ones, appending them to
+  // *out; on failure it frees what it claimed. ALREADY_EXISTS (an index of
+  // the range is taken), RESOURCE_EXHAUSTED (fewer free slots than count).
+  // REQUIRES: CheckAddArguments(count, first, ...) is OK.
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
+  // IndexTakenError is the ALREADY_EXISTS of an add over index `index`.
+  absl::Status IndexTakenError(uint64_t index) const;
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
   // FreeSlot turns slot `index` free (release) and tells free_slots_.
   void FreeSlot(uint64_t index);
@@ -474,7 +521,9 @@ class NamedPool {
   absl::Status WithRemedy(absl::Status status) const;
   // PushCommitted pushes volume `index` of the committed batch `batch`
   // (slot PUSHING) with its link tagged with the batch: a remove's put-back
-  // of a volume it popped (an add pushes its batch with one CAS instead).
+  // of a volume it popped (an add pushes its batch with one CAS instead),
+  // through VolumePool::PutBackTagged, so that the counters show neither
+  // the pop nor the push.
   // DATA_LOSS when the stack is corrupt or the header cannot be written
   // (then nothing was pushed and the header is marked not a volume).
   // `top_hint` is the one its FormatRange was given, or kNoTopHint.

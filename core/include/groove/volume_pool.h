@@ -205,7 +205,10 @@ struct alignas(64) CounterShard {
   // slot) of the one thread that writes `counts`. Shard 0 (the fallback)
   // is never owned: its owner stays 0.
   std::atomic<uint64_t> owner;
-  CounterValues counts;  // only ever increase (modulo 2^64)
+  // Only ever increase (modulo 2^64), but for PutBackTagged, which takes
+  // back a remove's count (adds 2^64 - 1, possibly in another shard than
+  // the pop's): only the sum over the shards means anything.
+  CounterValues counts;
   unsigned char reserved[64 - 8 - sizeof(CounterValues)];
 };
 static_assert(sizeof(CounterShard) == 64);
@@ -486,6 +489,22 @@ class VolumePool {
   PoolError PushRangeTagged(uint64_t first_index, uint64_t count, uint64_t tag,
                             uint64_t top_hint = kNoTopHint) const;
 
+  // PutBackTagged pushes volume `index`, which RemoveAnnounced popped,
+  // back onto the stack as if that pop had not happened: tagged as
+  // PushRangeTagged pushes (its TaggedPopHook runs on its next pop), not
+  // counted as added, and the pop's volumes_removed count taken back. For
+  // a remove that fails part way and puts back the volumes it popped, so
+  // that the counters keep meaning what they say (PoolCounts: added by
+  // adds, removed by removes that took effect).
+  // REQUIRES: the caller popped `index` with RemoveAnnounced on this pool
+  // and has not put it back yet; its header is as the pop left it (an
+  // empty volume's); the join has links.
+  // Returns as PushRangeTagged (on failure nothing is pushed or counted,
+  // and the header is marked not a volume). Thread safety: lock-free;
+  // spins while locked. Cost: O(1).
+  PoolError PutBackTagged(uint64_t index, uint64_t tag,
+                          uint64_t top_hint = kNoTopHint) const;
+
   // PushChainTagged pushes the volumes indices[0], ..., indices[n - 1]
   // (distinct, in any order) with one CAS, as a chain: indices[0] ends on
   // top, each links the next, and the last links the top the push found.
@@ -750,9 +769,10 @@ class VolumePool {
   PoolError Push(uint64_t index, Wait wait, uint64_t tag,
                  uint64_t next_in_header, uint64_t new_top,
                  bool* header_write_failed = nullptr) const;
-  // PushRangeWithTag is PushRange and PushRangeTagged.
+  // PushRangeWithTag is PushRange, PushRangeTagged and PutBackTagged; it
+  // counts the volumes it pushes as added when `count_added`.
   PoolError PushRangeWithTag(uint64_t first_index, uint64_t count, uint64_t tag,
-                             uint64_t top_hint) const;
+                             uint64_t top_hint, bool count_added) const;
   // HintedNext is the `next` FormatRange writes into volume `index` of the
   // range ending before `end` (PushRange pushes index + 1 just before it),
   // or kNoTopHint when the caller gave no hint.
