@@ -317,6 +317,10 @@ absl::string_view PoolOpName(PoolOp op) {
   return "unknown";
 }
 
+// Observe's lower_bound needs the bounds ascending.
+static_assert(std::is_sorted(LatencyHistogram::kBucketBounds.begin(),
+                             LatencyHistogram::kBucketBounds.end()));
+
 void LatencyHistogram::Observe(absl::Duration elapsed) {
   const double seconds = absl::ToDoubleSeconds(elapsed);
   const size_t bucket = static_cast<size_t>(

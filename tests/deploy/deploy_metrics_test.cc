@@ -12,8 +12,10 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -21,6 +23,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -37,6 +41,7 @@
 namespace groove::testing {
 namespace {
 
+using ::testing::DoubleEq;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::IsSupersetOf;
@@ -278,6 +283,65 @@ TEST_F(DeployMetricsTest, AlertRulesQueryOnlyExportedMetrics) {
   ASSERT_EQ(exprs.size(), alerts);
   EXPECT_THAT(Unexported(exprs, ExportedNames(*scrape_)), IsEmpty())
       << "the alerting rules query metrics groove-volumed does not export";
+}
+
+// LatencyBuckets returns the cumulative bucket counts of
+// grpc_server_handling_seconds for `method` in a text exposition, by upper
+// bound (+Inf left out).
+std::map<double, double> LatencyBuckets(const std::string& scrape,
+                                        const std::string& method) {
+  std::map<double, double> buckets;
+  const std::string prefix =
+      absl::StrCat("grpc_server_handling_seconds_bucket{grpc_method=\"", method,
+                   "\",grpc_service=\"groove.v1.VolumePoolService\",le=\"");
+  for (absl::string_view line : absl::StrSplit(scrape, '\n')) {
+    if (!absl::ConsumePrefix(&line, prefix)) continue;
+    const size_t quote = line.find('"');
+    double le = 0;
+    double count = 0;
+    if (quote == absl::string_view::npos ||
+        !absl::SimpleAtod(line.substr(0, quote), &le) ||
+        !absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &count) ||
+        std::isinf(le)) {
+      continue;
+    }
+    buckets[le] = count;
+  }
+  return buckets;
+}
+
+// The dashboard's latency quantiles come from these buckets: a handler of
+// about a microsecond (ListPools) must land below 100 us, in buckets that
+// resolve it, not all in one first bucket whose quantiles
+// histogram_quantile() can only interpolate (50/90/99 us whatever the real
+// latency). Asserted loosely: at least one of 200 calls under 50 us.
+TEST_F(DeployMetricsTest, FastRpcsLandInBucketsBelow100Microseconds) {
+  auto stub = server_->Stub();
+  constexpr int kCalls = 200;
+  for (int i = 0; i < kCalls; ++i) {
+    v1::ListPoolsResponse pools;
+    ASSERT_TRUE(ListPools(*stub, &pools).ok());
+  }
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  const std::map<double, double> buckets = LatencyBuckets(*scrape, "ListPools");
+  std::vector<double> below_100us;
+  for (const auto& [le, count] : buckets) {
+    if (le < 0.0001) below_100us.push_back(le);
+  }
+  EXPECT_THAT(below_100us,
+              ElementsAre(DoubleEq(1e-6), DoubleEq(2.5e-6), DoubleEq(5e-6),
+                          DoubleEq(1e-5), DoubleEq(2.5e-5), DoubleEq(5e-5)))
+      << *scrape;
+  ASSERT_EQ(buckets.count(5e-5), 1u) << *scrape;
+  EXPECT_GT(buckets.at(5e-5), 0) << "no ListPools call under 50 us:\n"
+                                 << *scrape;
+  EXPECT_EQ(MetricValue(*scrape,
+                        "grpc_server_handling_seconds_count{grpc_method="
+                        "\"ListPools\",grpc_service=\"groove.v1."
+                        "VolumePoolService\"}"),
+            absl::StrCat(kCalls));
 }
 
 // The checks above would catch a wrong dashboard: the reader finds the
