@@ -3,13 +3,13 @@
 // waits for SIGTERM or SIGINT and shuts down with a deadline. Nothing else
 // (STYLE.md rule 9); see groove/server/server.h.
 //
-// Exit status: 0 after a clean shutdown; 2 for bad flags or configuration
-// (nothing was opened or bound); 1 when a pool cannot be opened or an
-// address cannot be bound; 3 when shutdown overran its deadline by the
-// watchdog's grace (pools are recovered at the next start). --help lists
-// every flag and exits 0.
+// Exit status: 0 after a clean shutdown, and after a stop signal during
+// start-up (which then stops before it binds anything: docs/SERVER.md §5);
+// 2 for bad flags or configuration (nothing was opened or bound); 1 when a
+// pool cannot be opened or an address cannot be bound; 3 when shutdown
+// overran its deadline by the watchdog's grace (pools are recovered at the
+// next start). --help lists every flag and exits 0.
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,6 +40,7 @@
 #include "groove/server/log.h"
 #include "groove/server/security.h"
 #include "groove/server/server.h"
+#include "groove/server/stop_signals.h"
 
 ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
           "host:port of the gRPC service (default 127.0.0.1:50051; port 0 "
@@ -122,6 +123,7 @@ namespace {
 
 using groove::server::Log;
 using groove::server::LogLevel;
+using groove::server::StopSignals;
 
 constexpr int kExitBadConfig = 2;
 constexpr int kExitFailed = 1;
@@ -185,12 +187,8 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Block the stop signals before any thread exists, so every thread
-  // inherits the mask and only sigwait below receives them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // inherits the mask and only StopSignals' thread receives them.
+  StopSignals::BlockInThisThread();
 
   // Abseil's --helpshort and --helppackage list the flags of files named
   // after the program; ours are all defined in this file.
@@ -363,6 +361,11 @@ int main(int argc, char** argv) {
     }
     ~LogBatchingScope() { groove::server::StopLogBatching(); }
   } log_batching(log_flush_interval);
+  // From here on each stop signal is logged when it arrives (with the
+  // phase), and start-up stops at its next safe point.
+  absl::StatusOr<std::unique_ptr<StopSignals>> signals = StopSignals::Start();
+  if (!signals.ok()) return Fail(kExitFailed, "start_failed", signals.status());
+  options.stop_requested = [s = signals->get()] { return s->stop_requested(); };
   Log(LogLevel::kInfo, "starting",
       {{"pid", getpid()},
        {"config", options.config.ShortDebugString()},
@@ -370,29 +373,37 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<groove::server::VolumeServer>> server =
       groove::server::VolumeServer::Create(std::move(options));
-  if (!server.ok()) return Fail(kExitFailed, "start_failed", server.status());
+  if (!server.ok() &&
+      !(absl::IsCancelled(server.status()) && (*signals)->stop_requested())) {
+    return Fail(kExitFailed, "start_failed", server.status());
+  }
+  // Stopped during start-up: never bind, exit 0 (the stop was asked for).
+  if (!server.ok() || !(*signals)->EnterPhase(StopSignals::Phase::kServing)) {
+    Log(LogLevel::kInfo, "stopped",
+        {{"phase", "starting"},
+         {"reason",
+          server.ok() ? "stopped before binding" : server.status().message()}});
+    return 0;
+  }
   if (absl::Status s = (*server)->Start(); !s.ok()) {
     return Fail(kExitFailed, "start_failed", s);
   }
 
-  int signal_number = 0;
-  while (sigwait(&stop_signals, &signal_number) != 0) {
-  }
-  Log(LogLevel::kInfo, "signal",
-      {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  (*signals)->WaitForSignals(1, absl::InfiniteDuration());
 
   // Drain grace: health says NOT_SERVING and new calls get UNAVAILABLE from
   // the service, while connections stay open, until the grace ends or a
   // second signal arrives.
+  (*signals)->EnterPhase(StopSignals::Phase::kDraining);
   (*server)->StartDraining();
   if (drain_grace > absl::ZeroDuration()) {
     Log(LogLevel::kInfo, "drain_grace",
         {{"grace", absl::FormatDuration(drain_grace)}});
-    const timespec grace = absl::ToTimespec(drain_grace);
-    if (sigtimedwait(&stop_signals, nullptr, &grace) > 0) {
+    if ((*signals)->WaitForSignals(2, drain_grace)) {
       Log(LogLevel::kInfo, "drain_grace_cut_short", {});
     }
   }
+  (*signals)->EnterPhase(StopSignals::Phase::kStopping);
 
   // Watchdog: an add stuck in the kernel could hold Shutdown past its
   // deadline. Exiting then is safe: the pools' slot tables record every

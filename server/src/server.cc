@@ -78,10 +78,15 @@ absl::Status CheckUnixSocketFree(const std::string& path) {
 }
 
 // AddInitialVolumes adds the volumes of [0, count) that `pool` lacks, a
-// contiguous run at a time. Volumes already there (from an earlier start)
-// are kept as they are.
-absl::Status AddInitialVolumes(NamedPool& pool, uint64_t count) {
+// contiguous run of at most kInitialAddBytesPerCall at a time, and polls
+// `stop_requested` (if set) before each: CANCELLED when it returns true.
+// Volumes already there (from an earlier start) are kept as they are.
+absl::Status AddInitialVolumes(NamedPool& pool, uint64_t count,
+                               const std::function<bool()>& stop_requested) {
   if (count == 0) return absl::OkStatus();
+  const uint64_t per_call =
+      std::max<uint64_t>(1, VolumeServer::kInitialAddBytesPerCall /
+                                pool.config().volume_size_bytes);
   // Every mapped index below `count`: the listing of [0, count), a
   // bounded number of slots per call (NamedPool::kListMaxSlotsScanned).
   uint64_t next = 0;
@@ -98,7 +103,18 @@ absl::Status AddInitialVolumes(NamedPool& pool, uint64_t count) {
       continue;
     }
     uint64_t end = i;
-    while (end < count && !present[end]) ++end;
+    while (end < count && end - i < per_call && !present[end]) ++end;
+    if (stop_requested && stop_requested()) {
+      Log(LogLevel::kInfo, "initial_volumes_stopped",
+          {{"pool", pool.config().name},
+           {"initial_volumes", count},
+           {"added", added},
+           {"next_index", i}});
+      return absl::CancelledError(
+          absl::StrCat("pool '", pool.config().name, "': initial_volumes ",
+                       count, ": stopped by a stop signal before index ", i,
+                       " (", added, " added; the next start adds the rest)"));
+    }
     absl::StatusOr<std::vector<uint64_t>> run = pool.AddVolumes(end - i, i, "");
     if (!run.ok()) {
       return absl::Status(
@@ -282,6 +298,11 @@ absl::Status VolumeServer::OpenPools() {
         {{"fifo", *fifo}});
   }
   for (const v1::PoolConfig& pool_config : config.pools()) {
+    if (options_.stop_requested && options_.stop_requested()) {
+      return absl::CancelledError(
+          absl::StrCat("stopped by a stop signal before opening pool '",
+                       pool_config.name(), "'"));
+    }
     NamedPool::OpenOptions open_options;
     open_options.recreate = options_.recreate;
     const std::vector<std::string>& stalled = options_.testonly_stall_add_pools;
@@ -324,8 +345,8 @@ absl::Status VolumeServer::OpenPools() {
                                  config.data_dir(), ": ", s.message()));
     }
     LogOpened(**pool);
-    if (absl::Status s =
-            AddInitialVolumes(**pool, pool_config.initial_volumes());
+    if (absl::Status s = AddInitialVolumes(
+            **pool, pool_config.initial_volumes(), options_.stop_requested);
         !s.ok()) {
       return s;
     }

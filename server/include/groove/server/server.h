@@ -4,7 +4,9 @@
 // Life cycle:
 //   Create    opens (creating or recovering) every pool of the config and
 //             adds its initial volumes; binds nothing. A config the host
-//             cannot honour fails here, before any port is bound.
+//             cannot honour fails here, before any port is bound. A stop
+//             asked for meanwhile (Options::stop_requested) ends it at the
+//             next safe point, with CANCELLED.
 //   Start     binds the metrics endpoint and the gRPC server (with health
 //             checking and, unless turned off, reflection; with TLS and
 //             tokens when configured; with the resource limits of
@@ -21,8 +23,9 @@
 //             start (NamedPool::Open recovers whatever was in flight).
 //
 // Example (what main.cc does):
+//   options.stop_requested = [&] { return signals.stop_requested(); };
 //   auto server = VolumeServer::Create(options);
-//   if (!server.ok()) return 1;
+//   if (!server.ok()) return 1;  // 0 for CANCELLED after a stop signal
 //   if (!(*server)->Start().ok()) return 1;
 //   ... wait for SIGTERM ...
 //   (*server)->Shutdown(absl::Seconds(30));
@@ -35,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -106,13 +110,29 @@ class VolumeServer {
     // (one byte each), inside the walk's window (the top word already
     // read), logging event=testonly_stall_verify_wait pool=NAME first.
     std::string testonly_stall_verify_fifo;
+    // Polled by Create, on its own thread, at its safe points: before
+    // opening each pool and before each call that adds initial volumes
+    // (at most kInitialAddBytesPerCall of them at a time). Once it returns
+    // true, Create stops there (see Create). Null: never stops.
+    std::function<bool()> stop_requested;
   };
+
+  // kInitialAddBytesPerCall bounds the initial volumes Create adds in one
+  // NamedPool::AddVolumes call (at least one volume per call): about 0.5-4
+  // s of hugepage allocation between two polls of stop_requested, while
+  // small volumes still go in few calls (one fallocate per call).
+  static constexpr uint64_t kInitialAddBytesPerCall = uint64_t{1} << 30;
 
   // Create opens every pool of `options.config` in its data_dir (creating
   // the directory and new pools, recovering existing ones, logging each
   // recovery report) and adds the initial volumes each pool lacks.
   // Errors: whatever NamedPool::Open or AddVolumes return (the message
-  // names the pool), INVALID_ARGUMENT for a bad test-hook FIFO.
+  // names the pool), INVALID_ARGUMENT for a bad test-hook FIFO, CANCELLED
+  // when options.stop_requested returned true: the pools opened so far are
+  // closed again, and the initial volumes added so far stay (each add is
+  // complete and crash-safe; the next start adds the rest). An add already
+  // in the kernel when the stop comes is not interrupted: it completes
+  // first.
   static absl::StatusOr<std::unique_ptr<VolumeServer>> Create(Options options);
 
   // Shuts down (with a zero deadline) if Start was called and Shutdown
