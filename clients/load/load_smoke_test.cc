@@ -111,6 +111,27 @@ class LoadSmokeTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> server_;
 };
 
+// --help lists groove-load's own flags (Abseil lists only the flags of
+// files it takes for the program's: none, before SetFlagsUsageConfig), and
+// names the program once. Exit status 1 is Abseil 20220623's for --help.
+TEST(LoadHelpTest, HelpListsEveryFlag) {
+  const CommandResult r =
+      RunCommand({GROOVE_LOAD_BIN, "--help"}, "", absl::Seconds(20));
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StartsWith(
+      r.out, "groove-load: async gRPC load generator for groove-volumed.\n"))
+      << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "No flags matched")) << r.out;
+  for (const char* flag :
+       {"addr", "compare", "connections", "contend_dir", "duration",
+        "in_flight", "mix", "output", "pool", "rounds", "scale", "server_pid",
+        "warmup", "write_request"}) {
+    EXPECT_TRUE(absl::StrContains(r.out, absl::StrCat("    --", flag, " (")))
+        << flag << " is not listed:\n"
+        << r.out;
+  }
+}
+
 TEST_F(LoadSmokeTest, HealthReportsOperations) { ExpectSaneRun("health"); }
 
 TEST_F(LoadSmokeTest, InspectSummaryReportsOperations) {
