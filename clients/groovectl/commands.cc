@@ -83,37 +83,50 @@ std::string Percent(uint64_t part, uint64_t whole) {
   return absl::StrCat(part * 100 / whole, "%");
 }
 
-// ReportError prints `status` and returns the exit code for it: 3 for
-// UNAVAILABLE (the server could not be reached, or it answered that it
-// cannot serve the call now: draining, a full add queue) and for
-// DEADLINE_EXCEEDED before the channel ever became ready; 1 otherwise
-// (UNAUTHENTICATED and PERMISSION_DENIED included, with a hint). "cannot
-// reach" is said only when no connection was made; a failed TLS handshake
-// is one of those, with a hint.
+// ReportError prints `status` and returns its exit code (ReportCallError)
+// for a call made through `client`.
 int ReportError(const absl::Status& status, const VolumePoolClient& client,
                 std::ostream& err) {
+  CallTarget target;
+  target.address = client.options().address;
+  target.connected = client.channel()->GetState(false) == GRPC_CHANNEL_READY;
+  target.tls = !client.options().security.tls_ca_file.empty();
+  target.token = !client.options().security.token_file.empty();
+  return ReportCallError(status, target, err);
+}
+
+}  // namespace
+
+int ReportCallError(const absl::Status& status, const CallTarget& target,
+                    std::ostream& err) {
   err << "error: " << absl::StatusCodeToString(status.code()) << ": "
       << status.message() << "\n";
-  const bool connected =
-      client.channel()->GetState(false) == GRPC_CHANNEL_READY;
-  if (absl::IsUnavailable(status) && connected) {
+  if (absl::IsCancelled(status)) {
+    // groovectl never cancels its own calls, so the server (or the
+    // connection to it) ended this one: a server stopping or restarting
+    // (gRPC 1.51 answers CANCELLED to a call that races its shutdown,
+    // docs/SERVER.md §5). Retrying later is the answer, as for UNAVAILABLE.
+    err << "error: groove-volumed at " << target.address
+        << " answered but cannot serve the call now (it ended the call: "
+           "shutting down or restarting?); retry later\n";
+    return kExitUnreachable;
+  }
+  if (absl::IsUnavailable(status) && target.connected) {
     // The server answered: it is reachable, but refused the call for now.
-    err << "error: groove-volumed at " << client.options().address
+    err << "error: groove-volumed at " << target.address
         << " answered but cannot serve the call now; retry later\n";
     return kExitUnreachable;
   }
   if (absl::IsUnavailable(status) ||
-      (absl::IsDeadlineExceeded(status) && !connected)) {
-    err << "error: cannot reach groove-volumed at " << client.options().address
-        << "\n";
+      (absl::IsDeadlineExceeded(status) && !target.connected)) {
+    err << "error: cannot reach groove-volumed at " << target.address << "\n";
     const std::string message = absl::AsciiStrToLower(status.message());
     // Against a mutual-TLS server, a client without an accepted
     // certificate sees only the connection closed.
-    const bool tls = !client.options().security.tls_ca_file.empty();
     if (absl::StrContains(message, "ssl") ||
         absl::StrContains(message, "handshake") ||
         absl::StrContains(message, "certificate") ||
-        (tls && absl::StrContains(message, "socket closed"))) {
+        (target.tls && absl::StrContains(message, "socket closed"))) {
       err << "error: the TLS handshake failed: check that --tls-ca signed "
              "the server's certificate, that --tls-server-name (or the host "
              "of --addr) is a name in it, and that a server with "
@@ -121,14 +134,11 @@ int ReportError(const absl::Status& status, const VolumePoolClient& client,
     }
     return kExitUnreachable;
   }
-  if (absl::IsUnauthenticated(status) &&
-      client.options().security.token_file.empty()) {
+  if (absl::IsUnauthenticated(status) && !target.token) {
     err << "error: the server requires a bearer token: give --token-file\n";
   }
   return kExitServerError;
 }
-
-}  // namespace
 
 void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out) {
   std::vector<Row> rows = {{"POOL", "BACKING", "VOLUME", "MAPPED/MAX", "EMPTY",

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "cli.h"
 #include "groove/v1/volume_pool.pb.h"
 
@@ -37,6 +38,30 @@ struct Terminal {
 // sigtimedwait between redraws: call Run from the main thread.
 int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
         Terminal terminal);
+
+// CallTarget is what ReportCallError needs to know of the failed call's
+// client.
+struct CallTarget {
+  std::string address;     // --addr
+  bool connected = false;  // the channel was READY after the call
+  bool tls = false;        // --tls-ca given
+  bool token = false;      // --token-file given
+};
+
+// ReportCallError prints `status` to `err` as `error: <GRPC_CODE>:
+// <message>`, plus a line saying what it means where that helps, and
+// returns groovectl's exit code for it:
+//   kExitUnreachable (3): UNAVAILABLE (with `connected`: the server
+//     answered that it cannot serve the call now, e.g. draining or a full
+//     add queue; without: it could not be reached, with a hint when the
+//     TLS handshake failed); DEADLINE_EXCEEDED without a connection;
+//     CANCELLED, which only the server's side can cause (groovectl never
+//     cancels its own calls): a server shutting down under the call.
+//   kExitServerError (1): every other code (UNAUTHENTICATED without a
+//     token, with a hint to give --token-file).
+// Cost: O(message).
+int ReportCallError(const absl::Status& status, const CallTarget& target,
+                    std::ostream& err);
 
 // HumanBytes formats a byte count with binary units: "0 B", "512 B",
 // "4 KiB", "1.5 GiB" (at most one decimal, dropped when zero).

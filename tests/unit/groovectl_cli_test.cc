@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "cli.h"
 #include "commands.h"
 #include "gmock/gmock.h"
@@ -86,6 +87,57 @@ TEST(GroovectlCliTest, RejectsBadCommandLines) {
   EXPECT_EQ(CodeOf({"watch", "p", "--count", "0"}), kBad);
   EXPECT_THAT(ParseCommandLine({"add", "p"}).status().message(),
               HasSubstr("POOL COUNT"));
+}
+
+// Exit codes of failed calls (clients/README.md's table).
+TEST(GroovectlExitCodeTest, CancelledByTheServerIsRetryLater) {
+  CallTarget target;
+  target.address = "127.0.0.1:50051";
+  for (bool connected : {true, false}) {
+    target.connected = connected;
+    std::ostringstream err;
+    EXPECT_EQ(ReportCallError(absl::CancelledError("CANCELLED"), target, err),
+              kExitUnreachable)
+        << connected;
+    EXPECT_THAT(err.str(), HasSubstr("error: CANCELLED: CANCELLED\n"));
+    EXPECT_THAT(err.str(),
+                HasSubstr("error: groove-volumed at 127.0.0.1:50051 answered "
+                          "but cannot serve the call now"));
+  }
+}
+
+TEST(GroovectlExitCodeTest, EachCodeHasItsExitCode) {
+  CallTarget connected;
+  connected.address = "h:1";
+  connected.connected = true;
+  CallTarget unreachable = connected;
+  unreachable.connected = false;
+  struct Case {
+    absl::Status status;
+    const CallTarget& target;
+    int exit_code;
+    const char* says;
+  };
+  const Case cases[] = {
+      {absl::UnavailableError("draining"), connected, kExitUnreachable,
+       "answered but cannot serve the call now; retry later"},
+      {absl::UnavailableError("connect failed"), unreachable, kExitUnreachable,
+       "cannot reach groove-volumed at h:1"},
+      {absl::DeadlineExceededError("x"), unreachable, kExitUnreachable,
+       "cannot reach groove-volumed at h:1"},
+      {absl::DeadlineExceededError("x"), connected, kExitServerError,
+       "error: DEADLINE_EXCEEDED: x"},
+      {absl::InvalidArgumentError("x"), connected, kExitServerError,
+       "error: INVALID_ARGUMENT: x"},
+      {absl::UnauthenticatedError("x"), connected, kExitServerError,
+       "give --token-file"},
+  };
+  for (const Case& c : cases) {
+    std::ostringstream err;
+    EXPECT_EQ(ReportCallError(c.status, c.target, err), c.exit_code)
+        << c.status;
+    EXPECT_THAT(err.str(), HasSubstr(c.says)) << c.status;
+  }
 }
 
 TEST(GroovectlCliTest, HelpNeedsNothingElse) {
