@@ -2,9 +2,11 @@
 
 #include "cli.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -154,7 +156,13 @@ absl::StatusOr<Invocation> ParseCommandLine(
       inv.help = true;
       continue;
     }
-    if (!absl::StartsWith(arg, "-") || arg == "-") {
+    // A negative number ("-1") is an argument, not a flag: COUNT's check
+    // below then names it.
+    const bool negative_number =
+        arg.size() >= 2 && arg[0] == '-' &&
+        std::all_of(arg.begin() + 1, arg.end(),
+                    [](char c) { return absl::ascii_isdigit(c); });
+    if (!absl::StartsWith(arg, "-") || arg == "-" || negative_number) {
       if (spec == nullptr) {
         spec = FindCommand(arg);
         if (spec == nullptr) {
@@ -282,8 +290,13 @@ absl::StatusOr<Invocation> ParseCommandLine(
     if (inv.pool.empty()) return Bad("POOL must not be empty");
   }
   if (spec->positionals >= 2) {
+    // The server refuses a count of 0 (INVALID_ARGUMENT, exit 1); it is a
+    // usage error here, said before any connection.
     absl::StatusOr<uint64_t> n = ParseNumber("COUNT", positionals[1]);
-    if (!n.ok()) return n.status();
+    if (!n.ok() || *n == 0) {
+      return Bad(absl::StrCat("COUNT must be a positive integer, got '",
+                              positionals[1], "'"));
+    }
     inv.count = *n;
   }
   return inv;

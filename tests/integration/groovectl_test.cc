@@ -77,6 +77,26 @@ TEST(GroovectlUsageTest, UsageErrorsExit2WithUsage) {
   EXPECT_THAT(Ctl({"add", "a"}).err, HasSubstr("add POOL COUNT"));
 }
 
+// A COUNT below 1 is a usage error naming COUNT, before any call: "-1"
+// is not taken for a flag, and "0" does not go to the server (which would
+// refuse it: exit 1).
+TEST(GroovectlUsageTest, CountBelowOneIsAUsageError) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"add", "a", "-1"},
+                                             {"add", "a", "0"},
+                                             {"remove", "a", "-1"},
+                                             {"remove", "a", "0"}}) {
+    CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(args, " ") << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat(
+                           "error: COUNT must be a positive integer, got '",
+                           args[2], "'")))
+        << absl::StrJoin(args, " ");
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat("usage: groovectl")));
+    EXPECT_EQ(r.out, "");
+  }
+}
+
 TEST(GroovectlUsageTest, HelpOnEveryCommand) {
   CommandResult r = Ctl({"--help"});
   EXPECT_EQ(r.exit_code, 0);
@@ -214,9 +234,12 @@ TEST_F(GroovectlTest, ServerErrorsExit1WithCodeAndMessage) {
   r = Run({"add", "a", "1", "--first-index", "16"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: OUT_OF_RANGE: "));
-  r = Run({"add", "a", "0"});
+  // Over the server's limit per call (a COUNT of 0 is groovectl's own
+  // usage error, CountBelowOneIsAUsageError).
+  r = Run({"add", "a", "1025"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: "));
+  EXPECT_THAT(r.err, HasSubstr("count 1025 is outside [1, 1024]"));
   r = Run({"--output=json", "add", "nope", "1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "");

@@ -89,6 +89,25 @@ TEST(GroovectlCliTest, RejectsBadCommandLines) {
               HasSubstr("POOL COUNT"));
 }
 
+// COUNT is at least 1 (the server refuses 0): "-1" and "0" are usage
+// errors naming COUNT, not an unknown flag "-1" or a call the server
+// refuses.
+TEST(GroovectlCliTest, CountMustBePositive) {
+  for (const char* command : {"add", "remove"}) {
+    for (const char* count : {"-1", "0", "-0"}) {
+      SCOPED_TRACE(absl::StrCat(command, " p ", count));
+      const auto inv = ParseCommandLine({command, "p", count});
+      EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(
+          inv.status().message(),
+          absl::StrCat("COUNT must be a positive integer, got '", count, "'"));
+    }
+  }
+  auto one = ParseCommandLine({"remove", "p", "1"});
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->count, 1u);
+}
+
 // Exit codes of failed calls (clients/README.md's table).
 TEST(GroovectlExitCodeTest, CancelledByTheServerIsRetryLater) {
   CallTarget target;
