@@ -63,15 +63,38 @@ absl::StatusOr<std::string> ReadPem(const std::string& path,
   return text;
 }
 
+// TokenFileModeProblem returns why a token file of `mode` owned by `uid`
+// must not be used, or "" when it may. Others get nothing, the group at
+// most read, and group read only on a root-owned file. Why group read at
+// all: Kubernetes mounts a Secret for a non-root container only through
+// the pod's fsGroup, as root:fsGroup 0440 (kubelet adds group read to
+// defaultMode), so refusing every group bit made the documented recipe
+// unusable. Why root-owned only (PostgreSQL's rule for its key files): a
+// file made root-owned with a chosen group was shared on purpose (the
+// kubelet, config management); a user's own 0640 file is a loose umask
+// that shares the token with a whole group, which is refused as before.
+std::string TokenFileModeProblem(mode_t mode, uid_t uid) {
+  if ((mode & 007) != 0) return "is accessible to others";
+  if ((mode & 070) == 0) return "";
+  if ((mode & 030) != 0) return "is writable or executable by its group";
+  if (uid != 0) {
+    return "is readable by its group and not owned by root (group read is "
+           "accepted only on a root-owned file, such as a Kubernetes Secret "
+           "under fsGroup)";
+  }
+  return "";
+}
+
 // ReadTokenFile returns the first line of the token file, stripped.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
                                           absl::string_view what) {
   struct stat st;
-  if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-      (st.st_mode & 077) != 0) {
-    return Bad(what, absl::StrFormat("is readable or writable by group or "
-                                     "others (mode %04o); chmod 600 %s",
-                                     st.st_mode & 07777, path));
+  if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    if (const std::string problem = TokenFileModeProblem(st.st_mode, st.st_uid);
+        !problem.empty()) {
+      return Bad(what, absl::StrFormat("%s (mode %04o); chmod 600 %s", problem,
+                                       st.st_mode & 07777, path));
+    }
   }
   absl::StatusOr<std::string> text = ReadWholeFile(path, what);
   if (!text.ok()) return text.status();

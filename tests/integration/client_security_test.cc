@@ -8,6 +8,7 @@
 // refusal for another reason would not pass.
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <memory>
@@ -168,7 +169,7 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
        "token_file (--token-file) " + s.path("missing.token") +
            ": cannot read: No such file or directory"},
       {{ca, "--token-file=" + loose},
-       "is readable or writable by group or others (mode 0644); chmod 600"},
+       "is accessible to others (mode 0644); chmod 600"},
       {{ca, "--token-file=" + s.path("data")}, "is not a regular file"},
       {{ca, "--token-file=" + short_token}, "the token is 3 bytes"},
       {{"--tls-ca=" + s.path("missing.pem")}, "tls_ca_file (--tls-ca)"},
@@ -201,6 +202,74 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   chmod(loose.c_str(), 0600);
   const CommandResult fixed = s.Ctl({ca, "--token-file=" + loose, "pools"});
   EXPECT_EQ(fixed.exit_code, 0) << Show(fixed);
+}
+
+// A Kubernetes Secret mounted for a non-root client under the pod's
+// fsGroup: kubelet makes each key a symlink into ..data/ whose file is
+// root:fsGroup 0440. Group read on a root-owned file is accepted; a group
+// that may write, any access for others, and group read on a file that is
+// not root's are still refused (docs/SECURITY.md).
+TEST(GroovectlSecurityTest, TokenFileModesFollowTheSecretVolumeRule) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root, to make root-owned and other-owned files";
+  }
+  const SecureServer s(/*mutual=*/false);
+  ASSERT_TRUE(s.ok());
+  const std::string ca = "--tls-ca=" + s.path("ca.pem");
+  constexpr gid_t kFsGroup = 10002;
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(mkdir(s.path("secret").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(s.path("secret/..data").c_str(), 0755), 0);
+  const std::string data = WriteFile(s.path("secret/..data/token"),
+                                     absl::StrCat(kAdminToken, "\n"), 0440);
+  ASSERT_EQ(chown(data.c_str(), 0, kFsGroup), 0);
+  const std::string token = s.path("secret/token");
+  ASSERT_EQ(symlink("..data/token", token.c_str()), 0);
+
+  CommandResult r = s.Ctl({ca, "--token-file=" + token, "pools"});
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  absl::StatusOr<std::unique_ptr<VolumePoolClient>> client = s.Client([&] {
+    ClientSecurity security;
+    security.tls_ca_file = s.path("ca.pem");
+    security.token_file = token;
+    return security;
+  }());
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->ListPools().ok());
+
+  struct Case {
+    mode_t mode;
+    uid_t owner;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {0640, 0, ""},  // accepted: root-owned, group read only
+      {0460, 0, "is writable or executable by its group (mode 0460)"},
+      {0660, 0, "is writable or executable by its group (mode 0660)"},
+      {0444, 0, "is accessible to others (mode 0444)"},
+      {0404, 0, "is accessible to others (mode 0404)"},
+      {0440, kNobody,
+       "is readable by its group and not owned by root (group read is "
+       "accepted only on a root-owned file, such as a Kubernetes Secret "
+       "under fsGroup) (mode 0440); chmod 600"},
+      {0640, kNobody, "is readable by its group and not owned by root"},
+  };
+  for (const Case& c : cases) {
+    ASSERT_EQ(chmod(data.c_str(), c.mode), 0);
+    ASSERT_EQ(chown(data.c_str(), c.owner, kFsGroup), 0);
+    r = s.Ctl({ca, "--token-file=" + token, "pools"});
+    SCOPED_TRACE(absl::StrCat("mode 0", c.mode >> 6, (c.mode >> 3) & 7,
+                              c.mode & 7, " owner ", c.owner));
+    if (c.message.empty()) {
+      EXPECT_EQ(r.exit_code, 0) << Show(r);
+      continue;
+    }
+    EXPECT_EQ(r.exit_code, 2) << Show(r);
+    EXPECT_THAT(r.err, HasSubstr("token_file (--token-file) " + token + ": " +
+                                 c.message))
+        << Show(r);
+    EXPECT_THAT(r.out + r.err, Not(HasSubstr(kAdminToken)));
+  }
 }
 
 TEST(GroovectlSecurityTest, MutualTlsNeedsTheClientCertificate) {
@@ -345,6 +414,11 @@ TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   TempDir dir;
   const std::string loose =
       WriteFile(dir.path() + "/loose", std::string(kAdminToken) + "\n", 0640);
+  // Group read is refused on a file that is not root's (it is accepted on
+  // a root-owned one: TokenFileModesFollowTheSecretVolumeRule).
+  if (geteuid() == 0) {
+    ASSERT_EQ(chown(loose.c_str(), 65534, 65534), 0);
+  }
   const std::string good =
       WriteFile(dir.path() + "/good", std::string(kAdminToken) + "\n");
   const auto create = [](const std::string& address, ClientSecurity security,
@@ -360,9 +434,10 @@ TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   s.token_file = loose;
   absl::Status status = create("127.0.0.1:1", s);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("token_file (--token-file) " + loose +
-                                          ": is readable or writable by "
-                                          "group or others (mode 0640)"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("token_file (--token-file) " + loose +
+                        ": is readable by its group and not owned by root"));
+  EXPECT_THAT(status.message(), HasSubstr("(mode 0640); chmod 600 " + loose));
   s.token_file = good;
   s.token = kAdminToken;
   EXPECT_EQ(create("127.0.0.1:1", s).code(),

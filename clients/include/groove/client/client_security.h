@@ -12,6 +12,7 @@
 //   options.security.tls_cert_file = "/etc/groove/client.pem";
 //   options.security.tls_key_file = "/etc/groove/client.key";
 //   options.security.token_file = "/etc/groove/admin.token";  // mode 0600
+//   // (or root:GROUP 0440, as a Kubernetes Secret under fsGroup)
 //   auto client = groove::VolumePoolClient::Create(options);
 //
 // How the token travels, and why: VolumePoolClient adds
@@ -65,9 +66,15 @@ struct ClientSecurity {
   std::string tls_server_name;
   // token_file: a file whose first line is the bearer token (16 to 256
   // printable ASCII characters, the server's rule; surrounding whitespace
-  // ignored). It must not be readable or writable by group or others
-  // (chmod 600), as ssh insists for private keys: a readable token is a
-  // leaked one. (groovectl --token-file)
+  // ignored). Its mode must give others nothing and its group nothing but
+  // read: 0600 or 0400, or, for a file owned by root, also 0640 or 0440.
+  // A readable token is a leaked one, as ssh insists for private keys; but
+  // a root-owned file readable by its group is one an administrator (or
+  // the kubelet) shared deliberately, as PostgreSQL allows for its key
+  // files: a Kubernetes Secret volume under the pod's fsGroup is exactly
+  // that (root:fsGroup, 0440), and the only way a non-root container can
+  // read a Secret. A user's own group-readable file is usually a loose
+  // umask, and refused. (groovectl --token-file)
   std::string token_file;
   // token: the token itself, for callers that hold it already (from a
   // secret store). At most one of token and token_file.
@@ -100,7 +107,7 @@ struct LoadedSecurity {
 // Errors: INVALID_ARGUMENT with a message naming the option, its groovectl
 // flag and the file, e.g. "tls_key_file (--tls-key) /x/client.key: cannot
 // read: No such file or directory", "token_file (--token-file) /x/t: is
-// readable by group or others (mode 0644); chmod 600 /x/t". Messages
+// accessible to others (mode 0644); chmod 600 /x/t". Messages
 // never contain the token. Thread safety: reads files only; safe
 // concurrently. Cost: the size of the files.
 absl::StatusOr<LoadedSecurity> LoadClientSecurity(
