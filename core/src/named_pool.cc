@@ -90,6 +90,40 @@ constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
 
 uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
+// Indices iterates, ascending, over the indices of runs [first, first +
+// count) (NamedPool::SlotRunsWithData): `for (uint64_t i : indices)`.
+template <typename Run>
+class Indices {
+ public:
+  explicit Indices(const std::vector<Run>& runs) : runs_(runs) {}
+  class Iterator {
+   public:
+    Iterator(const std::vector<Run>& runs, size_t run)
+        : runs_(runs), run_(run) {}
+    uint64_t operator*() const { return runs_[run_].first + offset_; }
+    Iterator& operator++() {
+      if (++offset_ == runs_[run_].count) {
+        ++run_;
+        offset_ = 0;
+      }
+      return *this;
+    }
+    bool operator!=(const Iterator& other) const {
+      return run_ != other.run_ || offset_ != other.offset_;
+    }
+
+   private:
+    const std::vector<Run>& runs_;
+    size_t run_;
+    uint64_t offset_ = 0;
+  };
+  Iterator begin() const { return Iterator(runs_, 0); }
+  Iterator end() const { return Iterator(runs_, runs_.size()); }
+
+ private:
+  const std::vector<Run>& runs_;
+};
+
 // kMaxSpanBytes is the largest volume store, max_volumes * volume_size: a
 // file's size is an off_t. A larger span would wrap (2^44-byte volumes
 // times 2^20 is 2^64: 0) or turn negative, and size the store wrongly.
@@ -334,7 +368,8 @@ uint64_t NamedPool::FirstUsedSlot(uint64_t file_bytes) const {
   if (n == 0 || n > (uint64_t{1} << 30)) n = config_.max_volumes;
   if (file_bytes <= kSlotTableOffset) return kNoSlot;
   n = std::min(n, (file_bytes - kSlotTableOffset) / 8);
-  for (uint64_t i = 0; i < n; ++i) {
+  const std::vector<SlotRun> written = SlotRunsWithData(0, n);
+  for (const uint64_t i : Indices(written)) {
     // Relaxed: a snapshot, judged before anything is written.
     if (Slot(i).load(std::memory_order_relaxed) != kSlotFree) return i;
   }
@@ -1302,11 +1337,14 @@ absl::Status NamedPool::Recover() {
     pool.Lock(Wait::kBlock);
   }
   const uint64_t n = config_.max_volumes;
+  // Slots in holes of the file are FREE, which recovery leaves alone: it
+  // reads only the others (an empty pool's table stays unallocated).
+  const std::vector<SlotRun> written = SlotRunsWithData(0, n);
 
   // Judge the whole slot table before acting on any of it: a corrupt word
   // found half-way through the resolution below would leave the pool half
   // recovered when it is quarantined, instead of as found.
-  for (uint64_t i = 0; i < n; ++i) {
+  for (const uint64_t i : Indices(written)) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
     if (StateOf(slot) > kSlotRemoving) {
       pool.Unlock();
@@ -1333,7 +1371,7 @@ absl::Status NamedPool::Recover() {
   // a linear search per PUSHING slot made it O(ADDING x PUSHING) slots
   // (seconds at 2^19 slots, while every data-plane blocking call spins).
   std::vector<uint64_t> uncommitted_batches;
-  for (uint64_t i = 0; i < n; ++i) {
+  for (const uint64_t i : Indices(written)) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
     if (StateOf(slot) == kSlotAdding &&
         (uncommitted_batches.empty() ||
@@ -1407,7 +1445,7 @@ absl::Status NamedPool::Recover() {
     }
     return true;
   };
-  for (uint64_t i = 0; i < n; ++i) {
+  for (const uint64_t i : Indices(written)) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
     // Only MAPPED slots need their header's magic (a hole reads 0).
     VolumeHeader header;
@@ -1467,7 +1505,7 @@ absl::Status NamedPool::Recover() {
   for (auto it = to_push.rbegin(); it != to_push.rend(); ++it) {
     pool.PushLocked(*it);
   }
-  for (uint64_t i = 0; i < n; ++i) {
+  for (const uint64_t i : Indices(written)) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
     if (StateOf(slot) == kSlotPushing) {
       Slot(i).store(SlotWord(kSlotMapped, BatchOf(slot)),
@@ -1531,12 +1569,50 @@ void NamedPool::FreeSlot(uint64_t index) {
 
 void NamedPool::IndexFreeSlots() {
   free_slots_ = std::make_unique<FreeSlotIndex>(config_.max_volumes);
-  for (uint64_t i = 0; i < config_.max_volumes; ++i) {
-    // Relaxed: nothing else runs on the pool before Open returns.
-    if (Slot(i).load(std::memory_order_relaxed) == kSlotFree) {
-      free_slots_->MarkFree(i);
+  uint64_t i = 0;
+  auto mark_free_up_to = [&](uint64_t end) {
+    for (; i < end; ++i) free_slots_->MarkFree(i);  // in a hole: FREE
+  };
+  for (const SlotRun& run : SlotRunsWithData(0, config_.max_volumes)) {
+    mark_free_up_to(run.first);
+    for (; i < run.first + run.count; ++i) {
+      // Relaxed: nothing else runs on the pool before Open returns.
+      if (Slot(i).load(std::memory_order_relaxed) == kSlotFree) {
+        free_slots_->MarkFree(i);
+      }
     }
   }
+  mark_free_up_to(config_.max_volumes);
+}
+
+std::vector<NamedPool::SlotRun> NamedPool::SlotRunsWithData(
+    uint64_t begin, uint64_t end) const {
+  std::vector<SlotRun> runs;
+  auto offset_of = [](uint64_t index) {
+    return static_cast<off_t>(kSlotTableOffset + 8 * index);
+  };
+  uint64_t i = begin;
+  while (i < end) {
+    const off_t data = lseek(meta_fd_, offset_of(i), SEEK_DATA);
+    if (data < 0) {
+      // ENXIO: no data from there on. Anything else: cannot tell.
+      if (errno != ENXIO) runs.push_back({i, end - i});
+      break;
+    }
+    const uint64_t first = std::max<uint64_t>(
+        i, (static_cast<uint64_t>(data) - kSlotTableOffset) / 8);
+    if (first >= end) break;
+    const off_t hole = lseek(meta_fd_, data, SEEK_HOLE);
+    const uint64_t after =
+        hole < 0
+            ? end
+            : std::min<uint64_t>(
+                  end,
+                  (static_cast<uint64_t>(hole) - kSlotTableOffset + 7) / 8);
+    runs.push_back({first, after - first});
+    i = after;
+  }
+  return runs;
 }
 
 void NamedPool::MarkNotAVolume(uint64_t index) {
@@ -2107,9 +2183,22 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   std::vector<VolumeEntry> entries;
   std::vector<uint64_t> slots(per_window);
   std::unique_ptr<std::byte[]> window;
+  // Slots in holes of the metadata file are FREE: skipped unread.
+  const std::vector<SlotRun> written = SlotRunsWithData(start_index, scan_end);
+  size_t run = 0;
   uint64_t i = start_index;
   while (i < scan_end && entries.size() < max_entries) {
-    const uint64_t end = std::min(scan_end, i + per_window);
+    while (run < written.size() &&
+           written[run].first + written[run].count <= i) {
+      ++run;
+    }
+    if (run == written.size()) {
+      i = scan_end;
+      break;
+    }
+    i = std::max(i, written[run].first);
+    const uint64_t end = std::min(
+        {scan_end, i + per_window, written[run].first + written[run].count});
     // Every slot of the window first. Acquire: pairs with the release
     // that made a slot MAPPED, so the header written before it is visible
     // to the read below, which must come after these loads.

@@ -496,6 +496,20 @@ class NamedPool {
   // IndexFreeSlots builds free_slots_ from the slot table. REQUIRES: the
   // owner's Open, after recovery, before the pool is used.
   void IndexFreeSlots();
+  // SlotRun is a run [first, first + count) of slot indices.
+  struct SlotRun {
+    uint64_t first;
+    uint64_t count;
+  };
+  // SlotRunsWithData returns, ascending, the runs of indices in
+  // [begin, end) whose slot words the metadata file holds data for. Every
+  // other slot of the range lies in a hole of the file, so it is FREE (0),
+  // known without reading it: a read through the mapping would allocate a
+  // page of a tmpfs for every 512 slots, 8 bytes of memory per slot of an
+  // empty pool. Where the filesystem cannot tell (no SEEK_DATA), the whole
+  // range is one run. Thread safety: a snapshot; a slot that gains data
+  // meanwhile was FREE when it was taken. Cost: two lseek(2) per run.
+  std::vector<SlotRun> SlotRunsWithData(uint64_t begin, uint64_t end) const;
   // GiveBack punches the memory of volumes [first, first + count) out of
   // the store: one fallocate, which also clears their headers (a hole
   // reads as zeros: not a volume). If the punch fails, it marks each
