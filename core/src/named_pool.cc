@@ -950,6 +950,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
     close(fd);
     return s;
   }
+  RememberStoreFile(fd);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,
                                            kind == BackingKind::kNormal);
   if (options.wrap_store) store_ = options.wrap_store(std::move(store_));
@@ -1315,6 +1316,7 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
                      ": it was cut short"));
   }
   if (owner) meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
+  RememberStoreFile(fd);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,
                                            kind == BackingKind::kNormal);
   if (options != nullptr && options->wrap_store) {
@@ -2099,6 +2101,20 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
 
 std::string NamedPool::StorePath() const {
   return FieldString(meta_->store_path);
+}
+
+void NamedPool::RememberStoreFile(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) == 0) store_file_ = {st.st_dev, st.st_ino};
+}
+
+bool NamedPool::StoreDeleted() const {
+  if (!owner_ || !store_file_.has_value()) return false;
+  const std::string path = StorePath();
+  if (path.empty()) return false;  // a hugetlb memfd has no name
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return errno == ENOENT;
+  return st.st_dev != store_file_->device || st.st_ino != store_file_->inode;
 }
 
 PoolSummary NamedPool::Summary() const {

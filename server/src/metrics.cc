@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -77,7 +79,9 @@ class LatencyCollector final : public prometheus::Collectable {
 class PoolCollector final : public prometheus::Collectable {
  public:
   explicit PoolCollector(std::vector<const NamedPool*> pools)
-      : pools_(std::move(pools)) {}
+      : pools_(std::move(pools)),
+        store_deleted_logged_(
+            std::make_unique<std::atomic<bool>[]>(pools_.size())) {}
 
   std::vector<MetricFamily> Collect() const override {
     MetricFamily volumes =
@@ -133,12 +137,18 @@ class PoolCollector final : public prometheus::Collectable {
         Family("groove_pool_locked",
                "1 while the pool's maintenance lock is held (a recovery).",
                MetricType::Gauge);
+    MetricFamily store_deleted = Family(
+        "groove_pool_store_deleted",
+        "1 when the pool's volume store file was deleted under the running "
+        "server: its volumes live only until the server stops.",
+        MetricType::Gauge);
     MetricFamily info = Family(
         "groove_pool_info",
         "Always 1: the backing the pool's memory comes from and its page "
         "size.",
         MetricType::Gauge);
-    for (const NamedPool* pool : pools_) {
+    for (size_t i = 0; i < pools_.size(); ++i) {
+      const NamedPool* pool = pools_[i];
       const PoolSummary s = pool->Summary();
       const ClientMetric::Label name{"pool", s.name};
       auto gauge = [&](MetricFamily& family, double value) {
@@ -164,6 +174,20 @@ class PoolCollector final : public prometheus::Collectable {
       counter(releases, static_cast<double>(s.counts.releases));
       counter(quarantined, static_cast<double>(s.counts.volumes_quarantined));
       gauge(locked, s.locked ? 1 : 0);
+      const bool deleted = pool->StoreDeleted();
+      gauge(store_deleted, deleted ? 1 : 0);
+      // Once per pool, by the first scrape that sees it (relaxed: only
+      // which scrape logs is decided here).
+      if (deleted &&
+          !store_deleted_logged_[i].exchange(true, std::memory_order_relaxed)) {
+        Log(LogLevel::kError, "store_deleted",
+            {{"pool", s.name},
+             {"store", pool->StorePath()},
+             {"note",
+              "the volume store file was deleted under the running server: "
+              "its volumes live only until the server stops, new data-plane "
+              "joins fail, and the next start finds the pool empty"}});
+      }
       info.metric.push_back(
           Sample({{"backing", std::string(BackingKindName(s.backing_in_use))},
                   {"page_size_bytes", absl::StrCat(s.page_size_bytes)},
@@ -171,9 +195,10 @@ class PoolCollector final : public prometheus::Collectable {
                  1, MetricType::Gauge));
     }
     std::vector<MetricFamily> families;
-    for (MetricFamily* f : {&volumes, &max_volumes, &volume_size, &capacity,
-                            &empty, &releasing, &added, &removed, &acquires,
-                            &releases, &quarantined, &locked, &info}) {
+    for (MetricFamily* f :
+         {&volumes, &max_volumes, &volume_size, &capacity, &empty, &releasing,
+          &added, &removed, &acquires, &releases, &quarantined, &locked,
+          &store_deleted, &info}) {
       families.push_back(std::move(*f));
     }
     return families;
@@ -181,6 +206,8 @@ class PoolCollector final : public prometheus::Collectable {
 
  private:
   std::vector<const NamedPool*> pools_;
+  // Whether a scrape has logged event=store_deleted for pools_[i].
+  std::unique_ptr<std::atomic<bool>[]> store_deleted_logged_;
 };
 
 // ProcessCollector reads the process's own resource use from /proc/self

@@ -394,6 +394,44 @@ INSTANTIATE_TEST_SUITE_P(
                        "again (a cycle)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// ---- A store deleted under the running server ------------------------------
+
+// Someone deletes a pool's store file while the server runs (by hand, or a
+// cleaner of /dev/shm). The server keeps the memory while it runs, but a
+// restart will find the pool empty: the next scrape shows it in
+// groove_pool_store_deleted (an alert), and it is logged once.
+TEST(ServerStoreDeletedTest, AStoreDeletedUnderTheServerIsShownAndLoggedOnce) {
+  TempDir dir;  // a tmpfs: the stores are DIR/a.volumes and DIR/b.volumes
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 1), &added).ok());
+  auto deleted = [&](const std::string& pool) {
+    absl::StatusOr<std::string> scrape =
+        HttpGet(server->metrics_address(), "/metrics");
+    EXPECT_TRUE(scrape.ok()) << scrape.status();
+    return MetricValue(
+        scrape.value_or(""),
+        absl::StrCat("groove_pool_store_deleted{pool=\"", pool, "\"}"));
+  };
+  EXPECT_EQ(deleted("a"), "0");
+  EXPECT_EQ(server->LogCount({"event=store_deleted"}), 0u);
+
+  ASSERT_TRUE(std::filesystem::remove(dir.path() + "/a.volumes"));
+  EXPECT_EQ(deleted("a"), "1");
+  EXPECT_EQ(deleted("b"), "0");
+  const std::optional<std::string> line =
+      server->WaitForLog("event=store_deleted");
+  ASSERT_TRUE(line.has_value());
+  EXPECT_THAT(*line, HasSubstr("level=error"));
+  EXPECT_THAT(*line, HasSubstr("pool=a"));
+  EXPECT_THAT(*line, HasSubstr("store=" + dir.path() + "/a.volumes"));
+  EXPECT_EQ(deleted("a"), "1");
+  EXPECT_EQ(server->LogCount({"event=store_deleted"}), 1u) << "logged once";
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // ---- A data directory the server cannot use --------------------------------
 
 struct DataDirCase {

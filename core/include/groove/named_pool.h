@@ -54,6 +54,8 @@
 #ifndef GROOVE_NAMED_POOL_H_
 #define GROOVE_NAMED_POOL_H_
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -360,6 +362,16 @@ class NamedPool {
   // is written only while the owner opens the pool). Cost: O(1).
   std::string StorePath() const;
 
+  // StoreDeleted reports whether the owner's volume store file was deleted
+  // (or replaced by another file) under it: StorePath() is gone or names
+  // another file than the one the owner opened. Its volumes then live only
+  // as long as this process and the data-plane joins that map them: new
+  // joins fail, and the owner's next start finds the store lost and the
+  // pool empty (RecoveryReport::store_lost). False in data-plane joins and
+  // for a hugetlb memfd (which has no name). Thread safety: safe from any
+  // thread. Cost: one stat(2).
+  bool StoreDeleted() const;
+
   // kListMaxSlotsScanned is the most slots one ListVolumes call looks at:
   // 64 Ki slot loads, tens of microseconds, so that a page of a sparse pool
   // (max_volumes up to 2^30) costs a bounded amount of work, not a scan of
@@ -581,6 +593,14 @@ class NamedPool {
   uint64_t reservation_bytes_ = 0;    // including alignment slack
   std::byte* volume0_ = nullptr;      // null for the owner
   std::unique_ptr<VolumeStore> store_;
+  // The file the owner opened as its store (StoreDeleted), from
+  // RememberStoreFile when the store is opened or created.
+  struct FileIdentity {
+    dev_t device;
+    ino_t inode;
+  };
+  std::optional<FileIdentity> store_file_;
+  void RememberStoreFile(int fd);
   // Orders the owner's allocations and punches of store_ so that a remove
   // never waits for an allocation (StoreGate). Reset first in the
   // destructor.
