@@ -141,7 +141,8 @@ std::string Usage(std::optional<Command> command) {
       "message`),\n"
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
-      "UNAVAILABLE (draining, its add queue full: retry later).\n");
+      "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
+      "retry later).\n");
   return text;
 }
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -456,8 +457,18 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Join(
 
 absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
                             const OpenOptions* options) {
-  meta_fd_ = open(meta_path.c_str(), O_RDWR | O_CLOEXEC | (owner ? O_CREAT : 0),
-                  0600);
+  meta_fd_ = open(meta_path.c_str(), O_RDWR | O_CLOEXEC);
+  // Whether this call made the object (so may remove it when it refuses).
+  bool made_object = false;
+  if (meta_fd_ < 0 && owner && errno == ENOENT) {
+    meta_fd_ =
+        open(meta_path.c_str(), O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
+    made_object = meta_fd_ >= 0;
+    // Made by another Open meanwhile: open that one (its flock decides).
+    if (meta_fd_ < 0 && errno == EEXIST) {
+      meta_fd_ = open(meta_path.c_str(), O_RDWR | O_CLOEXEC);
+    }
+  }
   if (meta_fd_ < 0) {
     if (!owner && errno == ENOENT) {
       return absl::NotFoundError(absl::StrCat(
@@ -629,6 +640,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     }
     if (create && !options->recreate) {
       if (absl::Status s = RefuseToCreateOverAStore(meta_path); !s.ok()) {
+        if (made_object) unlink(meta_path.c_str());  // as it was: none
         return s;
       }
     }
@@ -980,14 +992,21 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
 
 absl::Status NamedPool::UnlinkStoresReusedInPlace() const {
   for (const std::string& path : StoresReusedInPlace()) {
-    const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    // A file:PATH may be a symlink: the file it names is the store (the
+    // link stays, and the creation makes a new file through it).
+    char real[PATH_MAX];
+    if (realpath(path.c_str(), real) == nullptr) {
+      if (errno == ENOENT) continue;
+      return ErrnoError(absl::StrCat("resolve volume store ", path));
+    }
+    const int fd = open(real, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
       if (errno == ENOENT) continue;
       return ErrnoError(absl::StrCat("open volume store ", path));
     }
     // Another owner's store (one file:PATH configured twice) stays.
     absl::Status s = LockStore(fd, config_.name, path);
-    if (s.ok() && unlink(path.c_str()) != 0) {
+    if (s.ok() && unlink(real) != 0) {
       s = ErrnoError(absl::StrCat("remove volume store ", path));
     }
     close(fd);
@@ -1206,6 +1225,8 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   // A store the creation would reuse in place is the old pool's, which
   // its joins map: the new pool gets a new file.
   absl::Status s = UnlinkStoresReusedInPlace();
+  // From here whatever stands at an in-place path is this replacement's.
+  const bool in_place_made_here = s.ok();
   if (s.ok()) s = CreateStore(options);
   // The commit point: from here joins find the new pool at meta_path.
   if (s.ok() && rename(temp.c_str(), meta_path.c_str()) != 0) {
@@ -1222,6 +1243,15 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     close(fd);
     unlink(temp.c_str());
     RemoveAbandonedStore(made);  // a tagged name of this pool's only
+    // And a new file at an in-place path, which would pair the old
+    // metadata with an empty store (DATA_LOSS at the next start): without
+    // it the old pool's store is lost, and the next Open replaces it.
+    if (in_place_made_here) {
+      for (const std::string& path : StoresReusedInPlace()) {
+        char real[PATH_MAX];
+        if (realpath(path.c_str(), real) != nullptr) unlink(real);
+      }
+    }
     return s;
   }
   munmap(old, old_bytes);
@@ -1571,11 +1601,19 @@ void NamedPool::FreeSlot(uint64_t index) {
 
 void NamedPool::IndexFreeSlots() {
   free_slots_ = std::make_unique<FreeSlotIndex>(config_.max_volumes);
+  const uint64_t pages =
+      (config_.max_volumes + kSlotsPerPage - 1) / kSlotsPerPage;
+  written_slot_pages_ =
+      std::make_unique<std::atomic<uint64_t>[]>((pages + 63) / 64);
   uint64_t i = 0;
   auto mark_free_up_to = [&](uint64_t end) {
     for (; i < end; ++i) free_slots_->MarkFree(i);  // in a hole: FREE
   };
   for (const SlotRun& run : SlotRunsWithData(0, config_.max_volumes)) {
+    for (uint64_t page = run.first / kSlotsPerPage;
+         page * kSlotsPerPage < run.first + run.count; ++page) {
+      MarkSlotPageWritten(page * kSlotsPerPage);
+    }
     mark_free_up_to(run.first);
     for (; i < run.first + run.count; ++i) {
       // Relaxed: nothing else runs on the pool before Open returns.
@@ -1585,6 +1623,24 @@ void NamedPool::IndexFreeSlots() {
     }
   }
   mark_free_up_to(config_.max_volumes);
+}
+
+void NamedPool::MarkSlotPageWritten(uint64_t index) {
+  const uint64_t page = index / kSlotsPerPage;
+  std::atomic<uint64_t>& word = written_slot_pages_[page / 64];
+  const uint64_t bit = uint64_t{1} << (page % 64);
+  // Relaxed peek: the bit, once set, stays; release on setting it: see
+  // SlotPageWritten.
+  if ((word.load(std::memory_order_relaxed) & bit) == 0) {
+    word.fetch_or(bit, std::memory_order_release);
+  }
+}
+
+bool NamedPool::SlotPageWritten(uint64_t index) const {
+  if (!written_slot_pages_) return true;
+  const uint64_t page = index / kSlotsPerPage;
+  return (written_slot_pages_[page / 64].load(std::memory_order_acquire) &
+          (uint64_t{1} << (page % 64))) != 0;
 }
 
 std::vector<NamedPool::SlotRun> NamedPool::SlotRunsWithData(
@@ -1698,6 +1754,8 @@ absl::Status NamedPool::CheckRangeNotMapped(uint64_t first_index,
   }
   const uint64_t end = first_index + count;
   for (uint64_t i = first_index; i < end; ++i) {
+    // A page no claim wrote holds no volume (and is not faulted in).
+    if (!SlotPageWritten(i)) continue;
     // Relaxed: a hint that reads one word; AddVolumes's claim decides.
     if (StateOf(Slot(i).load(std::memory_order_relaxed)) == kSlotMapped) {
       return IndexTakenError(i);
@@ -1725,6 +1783,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
   if (first.has_value()) {
     for (uint64_t i = *first; i < *first + count; ++i) {
       uint64_t expected = kSlotFree;
+      MarkSlotPageWritten(i);  // before the CAS, which writes even failing
       // Acquire on success: we own the index from here on; pairs with the
       // release that freed it. Relaxed on failure: we only report it.
       if (!Slot(i).compare_exchange_strong(expected, slot_value,
@@ -1743,6 +1802,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
   for (uint64_t i = free_slots_->FindFrom(0); i < n && out->size() < count;
        i = free_slots_->FindFrom(i + 1)) {
     uint64_t expected = kSlotFree;
+    MarkSlotPageWritten(i);
     if (Slot(i).compare_exchange_strong(expected, slot_value,
                                         std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
@@ -2024,6 +2084,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         continue;
       }
       ++lost;
+      pool.CountRemoved(1);
       // Not pushed (its header cannot be written, or the stack is
       // corrupt: `failure` says DATA_LOSS already) and marked not a
       // volume: removed after all, never left MAPPED and unreachable.
@@ -2077,6 +2138,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         held > 0 ? "release volumes or add more" : "add more"));
   }
   // The volumes are out of the pool: off the stack, their slots REMOVING.
+  pool.CountRemoved(removed.size());
   meta_->volumes_mapped.fetch_sub(removed.size(), std::memory_order_relaxed);
   // Give the memory back one run of consecutive indices at a time (one
   // punch each), in index order: now, or, while an add allocates in this
@@ -2199,22 +2261,16 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   std::vector<VolumeEntry> entries;
   std::vector<uint64_t> slots(per_window);
   std::unique_ptr<std::byte[]> window;
-  // Slots in holes of the metadata file are FREE: skipped unread.
-  const std::vector<SlotRun> written = SlotRunsWithData(start_index, scan_end);
-  size_t run = 0;
   uint64_t i = start_index;
   while (i < scan_end && entries.size() < max_entries) {
-    while (run < written.size() &&
-           written[run].first + written[run].count <= i) {
-      ++run;
+    // A page of the slot table no claim has written is a hole of the file:
+    // FREE slots, skipped unread (a read would allocate it on tmpfs).
+    if (!SlotPageWritten(i)) {
+      i = std::min(scan_end, (i / kSlotsPerPage + 1) * kSlotsPerPage);
+      continue;
     }
-    if (run == written.size()) {
-      i = scan_end;
-      break;
-    }
-    i = std::max(i, written[run].first);
     const uint64_t end = std::min(
-        {scan_end, i + per_window, written[run].first + written[run].count});
+        {scan_end, i + per_window, (i / kSlotsPerPage + 1) * kSlotsPerPage});
     // Every slot of the window first. Acquire: pairs with the release
     // that made a slot MAPPED, so the header written before it is visible
     // to the read below, which must come after these loads.

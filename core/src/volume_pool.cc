@@ -718,14 +718,12 @@ PoolError VolumePool::PushRangeTagged(uint64_t first_index, uint64_t count,
 PoolError VolumePool::PutBackTagged(uint64_t index, uint64_t tag,
                                     uint64_t top_hint) const {
   if (links_ == nullptr) return PoolError::kInvalid;
-  const PoolError err = PushRangeWithTag(index, 1, tag & kLinkTagMask, top_hint,
-                                         /*count_added=*/false);
-  if (err == PoolError::kSuccess) {
-    // Takes back RemoveAnnounced's count of this volume: the shards sum
-    // modulo 2^64, so adding 2^64 - 1 subtracts one from the sum.
-    Count(header_, &CounterValues::volumes_removed, ~uint64_t{0});
-  }
-  return err;
+  return PushRangeWithTag(index, 1, tag & kLinkTagMask, top_hint,
+                          /*count_added=*/false);
+}
+
+void VolumePool::CountRemoved(uint64_t count) const {
+  Count(header_, &CounterValues::volumes_removed, count);
 }
 
 PoolError VolumePool::PushRangeWithTag(uint64_t first_index, uint64_t count,
@@ -831,13 +829,10 @@ PoolError VolumePool::Remove(VolumeHeader** volume, Wait wait) const {
 
 PoolError VolumePool::RemoveAnnounced(uint64_t* index, VolumeHeader* popped,
                                       Wait wait) const {
-  const PoolError err = PopChecked(index, popped, wait,
-                                   /*new_magic=*/std::nullopt,
-                                   /*announce=*/true);
-  if (err == PoolError::kSuccess) {
-    Count(header_, &CounterValues::volumes_removed, 1);
-  }
-  return err;
+  // Not counted here: the caller counts the removes that take effect
+  // (CountRemoved), so that a put-back never makes the counter go down.
+  return PopChecked(index, popped, wait, /*new_magic=*/std::nullopt,
+                    /*announce=*/true);
 }
 
 PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {

@@ -33,9 +33,10 @@ std::string WithPort(absl::string_view address, int port) {
   return absl::StrCat(address.substr(0, colon), ":", port);
 }
 
-// kUnixSocketMode: the socket's owner and group may connect (connect(2)
-// needs write permission), nobody else.
-constexpr mode_t kUnixSocketMode = 0660;
+// kUnixSocketUmask makes bind(2) create the socket 0660: its owner and
+// group may connect (connect(2) needs write permission), nobody else, from
+// the moment it exists.
+constexpr mode_t kUnixSocketUmask = 0117;
 
 // UnixSocketPath is the PATH of a "unix:PATH" address, "" for host:port.
 std::string UnixSocketPath(absl::string_view address) {
@@ -43,10 +44,12 @@ std::string UnixSocketPath(absl::string_view address) {
 }
 
 // CheckUnixSocketFree returns OK when a server may bind the unix socket
-// `path`: nothing is there, or a socket that refuses connections (left by
-// a server that died; gRPC replaces it). gRPC would also replace a socket
-// another server is accepting on, taking its address silently: that is
-// UNAVAILABLE here, as is a path that is not a socket.
+// `path`: nothing is there, or a socket that refuses connections
+// (ECONNREFUSED: left by a server that died; gRPC replaces it). gRPC would
+// also replace a socket another server is accepting on, taking its address
+// silently: that is UNAVAILABLE here, as is a path that is not a socket and
+// a socket whose state the connect cannot tell (a full backlog, no
+// permission). The connect does not block.
 absl::Status CheckUnixSocketFree(const std::string& path) {
   struct stat st {};
   if (lstat(path.c_str(), &st) != 0) {
@@ -60,21 +63,33 @@ absl::Status CheckUnixSocketFree(const std::string& path) {
         ": cannot listen: the path exists and is not a socket; remove it or "
         "choose another path"));
   }
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::OkStatus();  // cannot tell: let gRPC bind
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("listen_address unix:", path,
+                     ": cannot listen: socket: ", strerror(errno)));
+  }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   path.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
-  const bool accepted =
-      connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  const int connected =
+      connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  const int error = errno;
   close(fd);
-  if (accepted) {
+  if (connected != 0 && error == ECONNREFUSED) return absl::OkStatus();
+  if (connected == 0 || error == EAGAIN) {
     return absl::UnavailableError(absl::StrCat(
         "listen_address unix:", path,
         ": cannot listen: another process is serving that socket (another "
         "groove-volumed?); stop it or choose another path"));
   }
-  return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "listen_address unix:", path,
+      ": cannot listen: cannot tell whether another process serves that "
+      "socket (connect: ",
+      strerror(error),
+      "); remove it or choose another "
+      "path"));
 }
 
 // AddInitialVolumes adds the volumes of [0, count) that `pool` lacks, a
@@ -407,7 +422,11 @@ absl::Status VolumeServer::Start() {
                            &grpc_port);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_.get());
+  // The socket of a unix address is made 0660 by bind(2) itself (the umask
+  // is the process's: no other thread creates files meanwhile).
+  const mode_t umask_before = unix_path.empty() ? 0 : umask(kUnixSocketUmask);
   grpc_server_ = builder.BuildAndStart();
+  if (!unix_path.empty()) umask(umask_before);
   if (grpc_server_ == nullptr || grpc_port == 0) {
     grpc_server_.reset();
     CloseExposer(std::move(exposer_), WithPort(config.metrics_listen_address(),
@@ -415,18 +434,6 @@ absl::Status VolumeServer::Start() {
     return absl::UnavailableError(absl::StrCat(
         "listen_address ", config.listen_address(),
         ": cannot listen (in use, or not an address of this host)"));
-  }
-  // A unix socket's mode is the only check on who may connect (loopback's
-  // equivalent); bind(2) left it to the umask: make it owner and group.
-  if (!unix_path.empty() && chmod(unix_path.c_str(), kUnixSocketMode) != 0) {
-    const int error = errno;
-    grpc_server_->Shutdown();
-    grpc_server_.reset();
-    CloseExposer(std::move(exposer_), WithPort(config.metrics_listen_address(),
-                                               metrics_ports.front()));
-    return absl::UnavailableError(
-        absl::StrCat("listen_address ", config.listen_address(),
-                     ": cannot set the socket's mode: ", strerror(error)));
   }
   health_->SetServing(true);
   started_ = true;

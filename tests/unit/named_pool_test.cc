@@ -466,6 +466,33 @@ TEST(NamedPoolTest, ALostSharedStoreIsReplacedByOneOfANewName) {
   EXPECT_EQ(Observe(*pool).indices, std::vector<uint64_t>{0});
 }
 
+// OpenFailsWithFileTooLarge opens the pool (re-creating it when asked) in
+// a child process whose files may grow to 1 MiB at most (RLIMIT_FSIZE): a
+// new metadata object of up to 1024 slots fits, a larger store does not
+// (EFBIG, a real kernel error). True when Open failed with INTERNAL "File
+// too large".
+bool OpenFailsWithFileTooLarge(const std::string& dir, const PoolConfig& config,
+                               bool recreate) {
+  const pid_t child = fork();
+  if (child < 0) return false;
+  if (child == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    const rlimit limit{uint64_t{1} << 20, uint64_t{1} << 20};
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(2);
+    NamedPool::OpenOptions options;
+    options.recreate = recreate;
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+        NamedPool::Open(dir, config, std::move(options));
+    _exit(!pool.ok() && pool.status().code() == absl::StatusCode::kInternal &&
+                  absl::StrContains(pool.status().message(), "File too large")
+              ? 0
+              : 1);
+  }
+  int status = 0;
+  return waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+         WEXITSTATUS(status) == 0;
+}
+
 // A replacement that fails after it has made its new store (the store's
 // size is over RLIMIT_FSIZE here: EFBIG, a real kernel error) leaves
 // nothing behind: no new store, which only its temporary metadata
@@ -487,25 +514,7 @@ TEST(NamedPoolTest, AFailedReplacementOfALostStoreLeavesNothingBehind) {
   const std::string meta = dir.path() + "/" + name + ".pool";
   const std::string before = ReadFile(meta);
 
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    // Files of up to 1 MiB: the new metadata fits, the new store does not.
-    signal(SIGXFSZ, SIG_IGN);
-    const rlimit limit{uint64_t{1} << 20, uint64_t{1} << 20};
-    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(2);
-    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
-        NamedPool::Open(dir.path(), config);
-    _exit(!pool.ok() && pool.status().code() == absl::StatusCode::kInternal &&
-                  absl::StrContains(pool.status().message(), "File too large")
-              ? 0
-              : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  ASSERT_EQ(WEXITSTATUS(status), 0)
-      << "Open did not fail with INTERNAL \"File too large\"";
+  ASSERT_TRUE(OpenFailsWithFileTooLarge(dir.path(), config, false));
   EXPECT_TRUE(stores.List().empty()) << "the failed replacement left its store";
   EXPECT_FALSE(std::filesystem::exists(meta + ".new"));
   EXPECT_EQ(ReadFile(meta), before);
@@ -584,6 +593,8 @@ TEST(NamedPoolTest, AnEmptyOrMissingMetadataDoesNotEmptyTheStoreItWouldReuse) {
                   HasSubstr("the volume store " + store + " it would reuse"));
       EXPECT_THAT(s.message(), HasSubstr("--recreate"));
       EXPECT_TRUE(ReadFile(store) == before) << "the store was changed";
+      // Left as found: an emptied object stays, a missing one stays missing.
+      EXPECT_EQ(std::filesystem::exists(meta), !deleted);
     }
     NamedPool::OpenOptions options;
     options.recreate = true;
@@ -685,6 +696,34 @@ TEST(NamedPoolTest, TheLongestInfoFitsWhole) {
   const std::vector<VolumeEntry> listed = pool->ListVolumes(0, 1, &next);
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0].info, info);
+}
+
+// A re-creation whose store is in the data directory (a tmpfs) unlinks the
+// old store first (joins of the old pool keep it); if the new one cannot
+// be made, nothing is left at its path either: the old metadata finds its
+// store lost, and the next Open replaces the pool, instead of pairing the
+// old metadata with an empty file (DATA_LOSS at every start).
+TEST(NamedPoolTest, AFailedRecreationLeavesTheOldPoolsStoreLostNotEmpty) {
+  TempDir dir;  // a tmpfs: the store is DIR/main.volumes
+  const std::string meta = dir.path() + "/main.pool";
+  const std::string store = dir.path() + "/main.volumes";
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig("main", 16));
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "old").ok());
+  }
+  const std::string before = ReadFile(meta);
+  // Re-created with 1024 slots: a 4 MiB store, over the limit.
+  ASSERT_TRUE(OpenFailsWithFileTooLarge(dir.path(), SmallConfig("main", 1024),
+                                        /*recreate=*/true));
+  EXPECT_FALSE(std::filesystem::exists(store)) << "an empty store was left";
+  EXPECT_FALSE(std::filesystem::exists(meta + ".new"));
+  EXPECT_EQ(ReadFile(meta), before);
+  auto pool = OpenOrDie(dir.path(), SmallConfig("main", 16));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().store_lost);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "new").ok());
 }
 
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {

@@ -745,7 +745,9 @@ TEST_F(VolumePoolTest, PutBackTaggedLeavesTheCountersAsBeforeThePop) {
   uint64_t index = kNullIndex;
   VolumeHeader popped;
   ASSERT_EQ(pool.RemoveAnnounced(&index, &popped), PoolError::kSuccess);
-  ASSERT_EQ(pool.Counts().volumes_removed, 1u);
+  // Counted only once the remove takes effect (CountRemoved): a scrape in
+  // between never sees the counter go down.
+  ASSERT_EQ(pool.Counts().volumes_removed, 0u);
   ASSERT_EQ(pool.PutBackTagged(index, 4), PoolError::kSuccess);
   const PoolCounts counts = pool.Counts();
   EXPECT_EQ(counts.volumes_added, 2u);
@@ -784,6 +786,9 @@ TEST_F(VolumePoolTest, RemoveAnnouncedRemovesTheTopAndCallsTheHookFirst) {
   EXPECT_FALSE(TopIsPopAnnounced(after));
   EXPECT_EQ(TopVersion(after), TopVersion(before) + kTopVersionStep);
   EXPECT_EQ(TopIndex(after), 1u);
+  // The caller counts the remove once it takes effect.
+  EXPECT_EQ(pool.Counts().volumes_removed, 0u);
+  pool.CountRemoved(1);
   EXPECT_EQ(pool.Counts().volumes_removed, 1u);
   EXPECT_EQ(pool.Verify()->empty_volumes, 2u);
   // Plain pops do not call it.

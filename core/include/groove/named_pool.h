@@ -520,8 +520,23 @@ class NamedPool {
   // page of a tmpfs for every 512 slots, 8 bytes of memory per slot of an
   // empty pool. Where the filesystem cannot tell (no SEEK_DATA), the whole
   // range is one run. Thread safety: a snapshot; a slot that gains data
-  // meanwhile was FREE when it was taken. Cost: two lseek(2) per run.
+  // meanwhile was FREE when it was taken. Cost: two lseek(2) per run, and
+  // on tmpfs a SEEK_HOLE walks every page up to the next hole: for Open's
+  // scans only (ListVolumes asks written_slot_pages_).
   std::vector<SlotRun> SlotRunsWithData(uint64_t begin, uint64_t end) const;
+  // The owner's record of which pages of the slot table (kSlotsPerPage
+  // slots each) hold data, one bit each: built by IndexFreeSlots from the
+  // file, set by ClaimSlots before its first write to a page (only a claim
+  // writes a slot that was FREE, and so a page that was a hole; pages are
+  // never punched again). ListVolumes skips the pages whose bit is clear
+  // without a system call. Null in data-plane joins.
+  static constexpr uint64_t kSlotsPerPage = 4096 / 8;
+  std::unique_ptr<std::atomic<uint64_t>[]> written_slot_pages_;
+  void MarkSlotPageWritten(uint64_t index);
+  // SlotPageWritten: the page of slot `index` may hold a non-FREE slot
+  // (always true without the record). Acquire: pairs with the release of
+  // MarkSlotPageWritten, which precedes every write to the page.
+  bool SlotPageWritten(uint64_t index) const;
   // GiveBack punches the memory of volumes [first, first + count) out of
   // the store: one fallocate, which also clears their headers (a hole
   // reads as zeros: not a volume). If the punch fails, it marks each

@@ -205,9 +205,8 @@ struct alignas(64) CounterShard {
   // slot) of the one thread that writes `counts`. Shard 0 (the fallback)
   // is never owned: its owner stays 0.
   std::atomic<uint64_t> owner;
-  // Only ever increase (modulo 2^64), but for PutBackTagged, which takes
-  // back a remove's count (adds 2^64 - 1, possibly in another shard than
-  // the pop's): only the sum over the shards means anything.
+  // Only ever increase (modulo 2^64); only the sum over the shards means
+  // anything.
   CounterValues counts;
   unsigned char reserved[64 - 8 - sizeof(CounterValues)];
 };
@@ -491,11 +490,11 @@ class VolumePool {
 
   // PutBackTagged pushes volume `index`, which RemoveAnnounced popped,
   // back onto the stack as if that pop had not happened: tagged as
-  // PushRangeTagged pushes (its TaggedPopHook runs on its next pop), not
-  // counted as added, and the pop's volumes_removed count taken back. For
-  // a remove that fails part way and puts back the volumes it popped, so
-  // that the counters keep meaning what they say (PoolCounts: added by
-  // adds, removed by removes that took effect).
+  // PushRangeTagged pushes (its TaggedPopHook runs on its next pop), and
+  // not counted as added (RemoveAnnounced counted no remove). For a remove
+  // that fails part way and puts back the volumes it popped, so that the
+  // counters keep meaning what they say (PoolCounts: added by adds,
+  // removed by removes that took effect).
   // REQUIRES: the caller popped `index` with RemoveAnnounced on this pool
   // and has not put it back yet; its header is as the pop left it (an
   // empty volume's); the join has links.
@@ -567,9 +566,17 @@ class VolumePool {
   // pool's, and giving the memory back clears the header, so a mark would
   // cost a header write (a system call without volume0) for nothing. A
   // caller that keeps the volume instead can push it back as it is.
+  // Unlike Remove, it counts nothing: the caller counts the volumes whose
+  // remove took effect with CountRemoved, so that volumes_removed, a
+  // Prometheus counter, never goes down when a remove puts volumes back.
   // REQUIRES: popped is not null.
   PoolError RemoveAnnounced(uint64_t* index, VolumeHeader* popped,
                             Wait wait = Wait::kBlock) const;
+
+  // CountRemoved adds `count` to volumes_removed: for the caller of
+  // RemoveAnnounced, once `count` of its pops took effect. Thread safety:
+  // wait-free (this thread's counter shard). Cost: O(1).
+  void CountRemoved(uint64_t count) const;
 
   // Acquire pops one empty volume for a data-plane user, checks its header
   // as Remove does and marks it in use (kVolumeMagic). Returns as Remove.

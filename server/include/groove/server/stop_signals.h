@@ -11,8 +11,10 @@
 // stop_requested() at its safe points (VolumeServer::Options::
 // stop_requested) and stops there.
 //
-// Each signal is counted and logged on its own, so two signals never merge
-// into one (the drain grace ends on the second, WaitForSignals).
+// Each signal read is counted and logged on its own (the drain grace ends
+// on the second, WaitForSignals). The kernel still merges a signal sent
+// again while the first of its kind is pending (unread): a SIGTERM and a
+// SIGINT are two, two SIGTERMs in the same instant may be one.
 //
 // Example (main.cc):
 //   StopSignals::BlockInThisThread();  // first thing: before any thread
