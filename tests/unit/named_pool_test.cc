@@ -726,6 +726,37 @@ TEST(NamedPoolTest, AFailedRecreationLeavesTheOldPoolsStoreLostNotEmpty) {
   ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "new").ok());
 }
 
+// A file:PATH may be a symlink to the store: a re-creation makes a new
+// file where the link points (the old one goes with the old pool's joins)
+// and keeps the link.
+TEST(NamedPoolTest, ARecreationThroughASymlinkedFileStoreKeepsTheLink) {
+  TempDir dir;
+  const std::string target = dir.path() + "/store.bin";
+  const std::string link = dir.path() + "/store.link";
+  std::ofstream(target).close();
+  std::filesystem::create_symlink(target, link);
+  PoolConfig config = SmallConfig("main", 16);
+  config.backing = *ParseBacking("file:" + link);
+  {
+    auto pool = OpenOrDie(dir.path() + "/data", config);
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "old").ok());
+  }
+  struct stat old_target {};
+  ASSERT_EQ(stat(target.c_str(), &old_target), 0);
+  config.max_volumes = 32;
+  NamedPool::OpenOptions recreate;
+  recreate.recreate = true;
+  auto pool = OpenOrDie(dir.path() + "/data", config, std::move(recreate));
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  struct stat new_target {};
+  ASSERT_EQ(stat(target.c_str(), &new_target), 0);
+  EXPECT_NE(new_target.st_ino, old_target.st_ino);
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "new").ok());
+}
+
 TEST(NamedPoolTest, OpenCreatesAnOwnerOnlyDataDirectoryAndObjects) {
   TempDir dir;
   const std::string data = dir.path() + "/data";
