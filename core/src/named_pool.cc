@@ -53,6 +53,9 @@ constexpr uint64_t kSlotTableOffset = 4096;
 // The metadata object is sized in whole pages of this size (or of its
 // filesystem's block, a multiple of it).
 constexpr uint64_t kMetadataPageBytes = 4096;
+// The slots of one page of the slot table (which starts on a page).
+constexpr uint64_t kSlotsPerPage = kMetadataPageBytes / 8;
+static_assert(kSlotTableOffset % kMetadataPageBytes == 0);
 
 // A slot word is `state | batch << kSlotStateBits`. The state records the
 // intent of the add or remove in flight on that index; the batch ties the
@@ -369,7 +372,7 @@ uint64_t NamedPool::FirstUsedSlot(uint64_t file_bytes) const {
   if (n == 0 || n > (uint64_t{1} << 30)) n = config_.max_volumes;
   if (file_bytes <= kSlotTableOffset) return kNoSlot;
   n = std::min(n, (file_bytes - kSlotTableOffset) / 8);
-  const std::vector<SlotRun> written = SlotRunsWithData(0, n);
+  const std::vector<SlotRun> written = SlotRunsWithData(n);
   for (const uint64_t i : Indices(written)) {
     // Relaxed: a snapshot, judged before anything is written.
     if (Slot(i).load(std::memory_order_relaxed) != kSlotFree) return i;
@@ -1371,7 +1374,7 @@ absl::Status NamedPool::Recover() {
   const uint64_t n = config_.max_volumes;
   // Slots in holes of the file are FREE, which recovery leaves alone: it
   // reads only the others (an empty pool's table stays unallocated).
-  const std::vector<SlotRun> written = SlotRunsWithData(0, n);
+  const std::vector<SlotRun> written = SlotRunsWithData(n);
 
   // Judge the whole slot table before acting on any of it: a corrupt word
   // found half-way through the resolution below would leave the pool half
@@ -1609,7 +1612,7 @@ void NamedPool::IndexFreeSlots() {
   auto mark_free_up_to = [&](uint64_t end) {
     for (; i < end; ++i) free_slots_->MarkFree(i);  // in a hole: FREE
   };
-  for (const SlotRun& run : SlotRunsWithData(0, config_.max_volumes)) {
+  for (const SlotRun& run : SlotRunsWithData(config_.max_volumes)) {
     for (uint64_t page = run.first / kSlotsPerPage;
          page * kSlotsPerPage < run.first + run.count; ++page) {
       MarkSlotPageWritten(page * kSlotsPerPage);
@@ -1644,12 +1647,12 @@ bool NamedPool::SlotPageWritten(uint64_t index) const {
 }
 
 std::vector<NamedPool::SlotRun> NamedPool::SlotRunsWithData(
-    uint64_t begin, uint64_t end) const {
+    uint64_t end) const {
   std::vector<SlotRun> runs;
   auto offset_of = [](uint64_t index) {
     return static_cast<off_t>(kSlotTableOffset + 8 * index);
   };
-  uint64_t i = begin;
+  uint64_t i = 0;
   while (i < end) {
     const off_t data = lseek(meta_fd_, offset_of(i), SEEK_DATA);
     if (data < 0) {

@@ -514,7 +514,7 @@ class NamedPool {
     uint64_t count;
   };
   // SlotRunsWithData returns, ascending, the runs of indices in
-  // [begin, end) whose slot words the metadata file holds data for. Every
+  // [0, end) whose slot words the metadata file holds data for. Every
   // other slot of the range lies in a hole of the file, so it is FREE (0),
   // known without reading it: a read through the mapping would allocate a
   // page of a tmpfs for every 512 slots, 8 bytes of memory per slot of an
@@ -523,14 +523,13 @@ class NamedPool {
   // meanwhile was FREE when it was taken. Cost: two lseek(2) per run, and
   // on tmpfs a SEEK_HOLE walks every page up to the next hole: for Open's
   // scans only (ListVolumes asks written_slot_pages_).
-  std::vector<SlotRun> SlotRunsWithData(uint64_t begin, uint64_t end) const;
-  // The owner's record of which pages of the slot table (kSlotsPerPage
-  // slots each) hold data, one bit each: built by IndexFreeSlots from the
+  std::vector<SlotRun> SlotRunsWithData(uint64_t end) const;
+  // The owner's record of which 4 KiB pages of the slot table (512 slots
+  // each) hold data, one bit each: built by IndexFreeSlots from the
   // file, set by ClaimSlots before its first write to a page (only a claim
   // writes a slot that was FREE, and so a page that was a hole; pages are
   // never punched again). ListVolumes skips the pages whose bit is clear
   // without a system call. Null in data-plane joins.
-  static constexpr uint64_t kSlotsPerPage = 4096 / 8;
   std::unique_ptr<std::atomic<uint64_t>[]> written_slot_pages_;
   void MarkSlotPageWritten(uint64_t index);
   // SlotPageWritten: the page of slot `index` may hold a non-FREE slot
