@@ -28,18 +28,22 @@ constexpr CommandSpec kCommands[] = {
      "List every pool of the server with its summary: backing, volume size,\n"
      "volumes mapped of max (empty, in use), capacity and a fill bar.\n"},
     {Command::kAdd, "add", 2,
-     "add POOL COUNT [--first-index N] [--info TEXT|@FILE]",
-     "Add COUNT volumes to POOL (one AddVolume call with a fresh request_id,\n"
-     "so that a retry after UNAVAILABLE never adds twice).\n"
+     "add POOL COUNT [--first-index N] [--info TEXT|@FILE] [--request-id ID]",
+     "Add COUNT volumes to POOL (one AddVolume call with a request_id;\n"
+     "retried only when the server added nothing, so never twice).\n"
      "  --first-index N   use indices [N, N+COUNT) instead of the lowest free\n"
      "  --info TEXT       store TEXT (0 to 480 bytes) in each volume header;\n"
      "                    @FILE reads it from FILE\n"
+     "  --request-id ID   the request_id (a UUID; default: a fresh one): an\n"
+     "                    add cut off after it was sent (exit 4) prints its\n"
+     "                    id; the same add with that id answers what the\n"
+     "                    first did (while the same server runs)\n"
      "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
      "On a terminal (and not with --output json) a progress line shows the\n"
      "elapsed time on stderr.\n"},
     {Command::kRemove, "remove", 2, "remove POOL COUNT",
-     "Remove up to COUNT empty volumes from POOL (never retried: a retry\n"
-     "would remove more).\n"},
+     "Remove up to COUNT empty volumes from POOL (retried only when the\n"
+     "server removed nothing: a repeat would remove more).\n"},
     {Command::kInspect, "inspect", 1, "inspect POOL [--volumes] [--verify]",
      "Show POOL's summary and counters.\n"
      "  --volumes   also list every volume (index, state, info)\n"
@@ -142,7 +146,8 @@ std::string Usage(std::optional<Command> command) {
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
       "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
-      "retry later).\n");
+      "retry later), 4 an add or remove cut off after it was sent: it may\n"
+      "have taken effect (look before repeating it).\n");
   return text;
 }
 
@@ -244,6 +249,11 @@ absl::StatusOr<Invocation> ParseCommandLine(
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();
       inv.info = *v;
+    } else if (name == "--request-id" && command_is(Command::kAdd)) {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return Bad("--request-id must not be empty");
+      inv.request_id = *v;
     } else if (name == "--volumes" && command_is(Command::kInspect)) {
       status = boolean(&inv.volumes);
     } else if (name == "--verify" && command_is(Command::kInspect)) {

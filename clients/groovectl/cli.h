@@ -41,6 +41,8 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitServerError = 1;  // the server answered an error
 inline constexpr int kExitUsage = 2;        // bad flags, command or args
 inline constexpr int kExitUnreachable = 3;  // no connection to the server
+// An add or remove cut off after it was sent: it may have taken effect.
+inline constexpr int kExitOutcomeUnknown = 4;
 
 enum class Command { kPools, kAdd, kRemove, kInspect, kHealth, kWatch };
 enum class OutputFormat { kTable, kJson };
@@ -72,6 +74,8 @@ struct Invocation {
   // Command flags.
   std::optional<uint64_t> first_index;  // add
   std::string info;      // add: TEXT, or "@FILE" (read by the command)
+  std::string request_id;  // add: empty for a fresh one (checked by the
+                           // server: a UUID)
   bool volumes = false;  // inspect
   bool verify = false;   // inspect
   std::string service;   // health

@@ -101,6 +101,13 @@ int ReportCallError(const absl::Status& status, const CallTarget& target,
                     std::ostream& err) {
   err << "error: " << absl::StatusCodeToString(status.code()) << ": "
       << status.message() << "\n";
+  if (OutcomeUnknown(status)) {
+    err << "error: the call was cut off after it reached groove-volumed at "
+        << target.address
+        << ", which may have made the change: look (groovectl inspect POOL "
+           "--volumes) before repeating it\n";
+    return kExitOutcomeUnknown;
+  }
   if (absl::IsCancelled(status)) {
     // groovectl never cancels its own calls, so the server (or the
     // connection to it) ended this one: a server stopping or restarting
@@ -300,8 +307,12 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
   const double gib = static_cast<double>(size) *
                      static_cast<double>(inv.count) / double(uint64_t{1} << 30);
   CallOptions call;
-  call.timeout = inv.timeout + absl::Seconds(8) * gib;
-  call.generate_request_id = true;
+  call.timeout =
+      absl::Ceil(inv.timeout + absl::Seconds(8) * gib, absl::Milliseconds(1));
+  // An id of our own rather than generate_request_id: the hint below
+  // names it.
+  request.set_request_id(inv.request_id.empty() ? NewRequestId()
+                                                : inv.request_id);
   absl::StatusOr<v1::AddVolumeResponse> r;
   {
     std::unique_ptr<Progress> progress;
@@ -312,7 +323,16 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
     }
     r = client.AddVolume(request, call);
   }
-  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (!r.ok()) {
+    const int exit_code = ReportError(r.status(), client, err);
+    if (exit_code == kExitOutcomeUnknown) {
+      err << "error: or repeat this add with --request-id "
+          << request.request_id()
+          << ": while the same server runs, it answers what the first did "
+             "instead of adding again (ids do not survive a restart)\n";
+    }
+    return exit_code;
+  }
   if (inv.output == OutputFormat::kJson) {
     out << ToJson(*r) << "\n";
     return kExitOk;

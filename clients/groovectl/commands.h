@@ -31,7 +31,7 @@ struct Terminal {
 };
 
 // Run runs `inv` and returns groovectl's exit code (kExitOk,
-// kExitServerError, kExitUsage, kExitUnreachable).
+// kExitServerError, kExitUsage, kExitUnreachable, kExitOutcomeUnknown).
 // REQUIRES: inv came from ParseCommandLine, inv.command is set, !inv.help.
 // `watch` blocks SIGINT and SIGTERM in the calling thread (before any gRPC
 // thread starts, so they inherit the mask) and waits for them with
@@ -51,6 +51,8 @@ struct CallTarget {
 // ReportCallError prints `status` to `err` as `error: <GRPC_CODE>:
 // <message>`, plus a line saying what it means where that helps, and
 // returns groovectl's exit code for it:
+//   kExitOutcomeUnknown (4): OutcomeUnknown(status): an add or remove cut
+//     off after it was sent (it may have taken effect).
 //   kExitUnreachable (3): UNAVAILABLE (with `connected`: the server
 //     answered that it cannot serve the call now, e.g. draining or a full
 //     add queue; without: it could not be reached, with a hint when the

@@ -7,9 +7,11 @@
 #include <random>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "groove/v1/call_metadata.h"
 
 namespace groove {
 namespace {
@@ -58,7 +60,15 @@ absl::Status ValidateOptions(const ClientOptions& o) {
   return absl::OkStatus();
 }
 
+// The payload OutcomeUnknown looks for (its content is empty).
+constexpr char kOutcomeUnknownPayload[] =
+    "type.googleapis.com/groove.client.OutcomeUnknown";
+
 }  // namespace
+
+bool OutcomeUnknown(const absl::Status& status) {
+  return status.GetPayload(kOutcomeUnknownPayload).has_value();
+}
 
 std::string NewRequestId() {
   std::uniform_int_distribution<uint64_t> dist;
@@ -142,8 +152,25 @@ VolumePoolClient::VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
       stub_(v1::VolumePoolService::NewStub(channel_)),
       health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
 
+absl::Status VolumePoolClient::Probe(absl::Time deadline) const {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(deadline));
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = health_stub_->Check(
+      &context, grpc::health::v1::HealthCheckRequest(), &response);
+  // Any answer means a connection; only these two mean none was made.
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat(status.error_message(),
+                                     " (no connection: the request was not "
+                                     "sent)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VolumePoolClient::Call(
-    absl::string_view method, const CallOptions& call, bool may_retry,
+    absl::string_view method, const CallOptions& call, CallKind kind,
     const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const {
   const absl::Duration timeout = call.timeout.value_or(options_.timeout);
   if (timeout <= absl::ZeroDuration()) {
@@ -151,8 +178,7 @@ absl::Status VolumePoolClient::Call(
         absl::StrCat(method, ": timeout must be positive, got ",
                      absl::FormatDuration(timeout)));
   }
-  const int max_attempts =
-      may_retry ? call.max_attempts.value_or(options_.max_attempts) : 1;
+  const int max_attempts = call.max_attempts.value_or(options_.max_attempts);
   if (max_attempts < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         method, ": max_attempts must be at least 1, got ", max_attempts));
@@ -160,19 +186,59 @@ absl::Status VolumePoolClient::Call(
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration backoff = options_.initial_backoff;
   for (int n = 1;; ++n) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
-    // Health needs no token (and a probe's answer must not depend on one).
-    if (!authorization_.empty() && method != "Health") {
-      context.AddMetadata("authorization", authorization_);
+    absl::Status status;
+    bool retryable = false;
+    if (kind == CallKind::kMutating &&
+        channel_->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
+      // Send a change only over a connection: without one, gRPC fails a
+      // call fast, but its UNAVAILABLE would look like one cut off after
+      // sending. The probe's failure means nothing was sent.
+      status = Probe(deadline);
+      retryable = absl::IsUnavailable(status);
     }
-    const absl::Status status = ToAbslStatus(attempt(&context));
-    // ABORTED: for AddVolume, its request_id is still running; for
-    // Inspect, another verify of the pool runs or the pool's users kept
-    // moving its stack (retried: read-only).
-    const bool retryable = absl::IsUnavailable(status) ||
-                           ((method == "AddVolume" || method == "Inspect") &&
-                            absl::IsAborted(status));
+    if (status.ok()) {
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(deadline));
+      // A change waits for the connection instead of failing fast, so
+      // that its every UNAVAILABLE comes from a sent request or from the
+      // server.
+      if (kind == CallKind::kMutating) context.set_wait_for_ready(true);
+      // Health needs no token (and a probe's answer must not depend on
+      // one).
+      if (!authorization_.empty() && method != "Health") {
+        context.AddMetadata("authorization", authorization_);
+      }
+      status = ToAbslStatus(attempt(&context));
+      if (kind == CallKind::kReadOnly) {
+        // CANCELLED: this client never cancels, so the server ended the
+        // call (one racing its shutdown). ABORTED: for Inspect, another
+        // verify of the pool runs or the pool's users kept moving its
+        // stack.
+        retryable = absl::IsUnavailable(status) || absl::IsCancelled(status) ||
+                    (method == "Inspect" && absl::IsAborted(status));
+      } else {
+        const auto& trailers = context.GetServerTrailingMetadata();
+        const auto marker = trailers.find(v1::kNotAppliedKey);
+        const bool not_applied = absl::IsUnavailable(status) &&
+                                 marker != trailers.end() &&
+                                 marker->second == v1::kNotAppliedValue;
+        // ABORTED: the add's request_id is still running on the server,
+        // which will answer a repeat with its result.
+        retryable =
+            not_applied || (method == "AddVolume" && absl::IsAborted(status));
+        if (!not_applied &&
+            (absl::IsUnavailable(status) || absl::IsCancelled(status) ||
+             absl::IsDeadlineExceeded(status) || absl::IsUnknown(status))) {
+          absl::Status unknown(
+              status.code(),
+              absl::StrCat(status.message(), " (", method,
+                           ": the request was sent and its outcome is "
+                           "unknown: the server may have made the change)"));
+          unknown.SetPayload(kOutcomeUnknownPayload, absl::Cord());
+          return unknown;
+        }
+      }
+    }
     if (status.ok() || !retryable || n >= max_attempts) {
       if (!status.ok() && retryable && n > 1) {
         return absl::Status(status.code(),
@@ -205,11 +271,12 @@ absl::Status VolumePoolClient::Call(
 absl::StatusOr<v1::ListPoolsResponse> VolumePoolClient::ListPools(
     const CallOptions& call) const {
   v1::ListPoolsResponse response;
-  absl::Status status =
-      Call("ListPools", call, true, [&](grpc::ClientContext* context) {
-        response.Clear();
-        return stub_->ListPools(context, v1::ListPoolsRequest(), &response);
-      });
+  absl::Status status = Call("ListPools", call, CallKind::kReadOnly,
+                             [&](grpc::ClientContext* context) {
+                               response.Clear();
+                               return stub_->ListPools(
+                                   context, v1::ListPoolsRequest(), &response);
+                             });
   if (!status.ok()) return status;
   return response;
 }
@@ -219,16 +286,26 @@ absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
   if (call.generate_request_id && request.request_id().empty()) {
     request.set_request_id(NewRequestId());
   }
-  // Without a request_id a retry after a lost response could add the
-  // volumes twice: one attempt only.
-  const bool may_retry = !request.request_id().empty();
   v1::AddVolumeResponse response;
   absl::Status status =
-      Call("AddVolume", call, may_retry, [&](grpc::ClientContext* context) {
-        response.Clear();
-        return stub_->AddVolume(context, request, &response);
-      });
-  if (!status.ok()) return status;
+      Call("AddVolume", call, CallKind::kMutating,
+           [&](grpc::ClientContext* context) {
+             response.Clear();
+             return stub_->AddVolume(context, request, &response);
+           });
+  if (!status.ok()) {
+    if (request.request_id().empty()) return status;
+    // The caller may not know the id (generate_request_id), and needs it
+    // to learn the outcome of a call cut off after it was sent.
+    absl::Status named(
+        status.code(),
+        absl::StrCat(status.message(), "; request_id ", request.request_id()));
+    status.ForEachPayload(
+        [&](absl::string_view url, const absl::Cord& payload) {
+          named.SetPayload(url, payload);
+        });
+    return named;
+  }
   return response;
 }
 
@@ -236,9 +313,11 @@ absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
     const v1::RemoveVolumeRequest& request, const CallOptions& call) const {
   v1::RemoveVolumeResponse response;
   absl::Status status =
-      Call("RemoveVolume", call, false, [&](grpc::ClientContext* context) {
-        return stub_->RemoveVolume(context, request, &response);
-      });
+      Call("RemoveVolume", call, CallKind::kMutating,
+           [&](grpc::ClientContext* context) {
+             response.Clear();
+             return stub_->RemoveVolume(context, request, &response);
+           });
   if (!status.ok()) return status;
   return response;
 }
@@ -246,8 +325,8 @@ absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
 absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
     const v1::InspectRequest& request, const CallOptions& call) const {
   v1::InspectResponse response;
-  absl::Status status =
-      Call("Inspect", call, true, [&](grpc::ClientContext* context) {
+  absl::Status status = Call(
+      "Inspect", call, CallKind::kReadOnly, [&](grpc::ClientContext* context) {
         response.Clear();
         return stub_->Inspect(context, request, &response);
       });
@@ -261,8 +340,8 @@ VolumePoolClient::Health(const std::string& service,
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  absl::Status status =
-      Call("Health", call, true, [&](grpc::ClientContext* context) {
+  absl::Status status = Call(
+      "Health", call, CallKind::kReadOnly, [&](grpc::ClientContext* context) {
         response.Clear();
         return health_stub_->Check(context, request, &response);
       });

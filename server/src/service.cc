@@ -13,6 +13,7 @@
 #include "groove/server/grpc_status.h"
 #include "groove/server/log.h"
 #include "groove/server/page_token.h"
+#include "groove/v1/call_metadata.h"
 #include "groove/volume.h"
 
 namespace groove::server {
@@ -163,6 +164,15 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Finish(
          {"code", StatusCodeName(status.code())},
          {"peer", call.context->peer()},
          {"message", status.message()}});
+  }
+  if (absl::IsUnavailable(status)) {
+    // Every UNAVAILABLE this service answers is one of its refusals made
+    // before any change (shutting down, a full add queue or request log;
+    // the core calls it makes wait out a maintenance lock rather than
+    // return kAgain): say so, so that clients may repeat even an add or a
+    // remove. gRPC's own UNAVAILABLE (a connection cut after the request
+    // was sent) never carries it.
+    call.context->AddTrailingMetadata(v1::kNotAppliedKey, v1::kNotAppliedValue);
   }
   call.reactor->Finish(ToGrpcStatus(status));
   return call.reactor;

@@ -1,18 +1,21 @@
 // groovectl_test: every groovectl command against the real groove-volumed
 // on loopback, checking the table and JSON output and the exit codes: 0
-// ok, 1 server error, 2 usage error, 3 unreachable. NOT_SERVING comes from
-// an in-process gRPC server whose health status the test sets (the real
-// server is NOT_SERVING only in the instant before it refuses calls).
+// ok, 1 server error, 2 usage error, 3 unreachable, 4 outcome unknown.
+// NOT_SERVING comes from an in-process gRPC server whose health status the test
+// sets (the real server is NOT_SERVING only in the instant before it refuses
+// calls).
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -221,6 +224,50 @@ TEST_F(GroovectlTest, AddInspectRemoveTableAndJson) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr(R"("volumes":[{"index":)"));
   EXPECT_THAT(r.out, HasSubstr(R"("volumes_mapped":"3")"));
+}
+
+// The same add with the same --request-id is answered with the first
+// one's volumes, not made again.
+TEST_F(GroovectlTest, AddWithTheSameRequestIdIsAnsweredNotMadeAgain) {
+  const std::vector<std::string> add = {"add", "a", "2", "--request-id",
+                                        "123e4567-e89b-42d3-a456-426614174000"};
+  CommandResult r = Run(add);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("added 2 volumes to a: indices 2, 3"));
+  r = Run(add);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("added 2 volumes to a: indices 2, 3"));
+  r = Run({"inspect", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("4 of 16 mapped"));
+}
+
+// An add cut off after it reached the server (here the server dies in the
+// add's allocation) may have been made: exit 4, not 3's "retry later",
+// with the request_id to repeat it with.
+TEST(GroovectlOutcomeTest, AnAddCutOffAfterItWasSentExits4) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/stall.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(), "--testonly_stall_add_fifo=" + fifo,
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  CommandResult r;
+  std::jthread ctl([&] {
+    r = Ctl({"--addr=" + server->grpc_address(), "add", "a", "1",
+             "--request-id", "123e4567-e89b-42d3-a456-426614174000"});
+  });
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
+      << "the add never reached the stalled allocation";
+  server->Kill();
+  ctl.join();
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("may have made the change"));
+  EXPECT_THAT(r.err, HasSubstr("repeat this add with --request-id "
+                               "123e4567-e89b-42d3-a456-426614174000"));
+  EXPECT_THAT(r.err, Not(HasSubstr("retry later")));
+  EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
 }
 
 TEST_F(GroovectlTest, ServerErrorsExit1WithCodeAndMessage) {

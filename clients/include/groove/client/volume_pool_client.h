@@ -12,33 +12,54 @@
 //   add.set_pool("default");
 //   add.set_count(2);
 //   groove::CallOptions call;
-//   call.generate_request_id = true;  // safe to retry: retried on UNAVAILABLE
+//   call.generate_request_id = true;  // a repeat learns the first's result
 //   absl::StatusOr<groove::v1::AddVolumeResponse> added =
 //       (*client)->AddVolume(add, call);
+//   if (groove::OutcomeUnknown(added.status())) {
+//     // Cut off after it was sent: the volumes may have been added.
+//   }
 //   if (!added.ok()) return added.status();  // e.g. NOT_FOUND: no such pool
 //
 // Which calls are retried, and why:
-//   ListPools, Inspect, Health   read-only: retried on UNAVAILABLE; Inspect
+//   ListPools, Inspect, Health   read-only: retried on UNAVAILABLE and
+//                                CANCELLED (this client never cancels, so a
+//                                server stopping ended the call); Inspect
 //                                also on ABORTED (with verify: another
 //                                verify of the pool runs, or its users kept
 //                                moving the stack through every walk).
-//   AddVolume                    retried on UNAVAILABLE only when the request
-//                                carries a request_id (set by the caller, or
-//                                generated with
-//                                CallOptions::generate_request_id): the server
-//                                then answers a repeat with the first call's
-//                                result instead of adding twice. Also retried
-//                                on ABORTED ("the same request_id is still in
-//                                progress"), as the proto asks.
-//   RemoveVolume                 never retried: it is not idempotent (a retry
-//                                after a lost response removes more volumes).
+//   AddVolume, RemoveVolume      changes: retried only when an attempt
+//                                changed nothing, so a retry never adds or
+//                                removes twice. That is when it was never
+//                                sent (no connection: before sending a
+//                                change over a channel that is not READY,
+//                                the client makes a Health call, and sends
+//                                only once that gets an answer; the change
+//                                itself then waits for the connection
+//                                rather than failing fast), and when the
+//                                server answered UNAVAILABLE with trailing
+//                                metadata groove-not-applied: true
+//                                (groove/v1/call_metadata.h: shutting down,
+//                                a full add queue or request log).
+//                                AddVolume also on ABORTED ("the same
+//                                request_id is still in progress", which
+//                                only a request_id can give).
+//   A change cut off after it was sent (an UNAVAILABLE without that
+//   metadata, CANCELLED, DEADLINE_EXCEEDED, UNKNOWN) is not retried: it may
+//   have taken effect. OutcomeUnknown(status) says so. Look before repeating
+//   it (Inspect, e.g. the volumes' info), or repeat an AddVolume with the
+//   same request_id, which the server answers with the first call's result
+//   as long as it has not restarted (it keeps ids in memory only).
 // No call retries DEADLINE_EXCEEDED: the deadline covers every attempt.
 //
 // Errors: every method returns the server's gRPC status as an absl::Status
 // with the same code and message (absl and gRPC codes share numbers), e.g.
-// NOT_FOUND for an unknown pool; UNAVAILABLE when the server cannot be
-// reached within the retry budget (the message counts the attempts);
-// DEADLINE_EXCEEDED when the call's deadline passed.
+// NOT_FOUND for an unknown pool, except that the client appends what it
+// knows: "(METHOD: gave up after N attempts)", "(... no time left for
+// another before the D deadline)", "(no connection: the request was not
+// sent)", "(METHOD: the request was sent and its outcome is unknown ...)",
+// and for AddVolume with a request_id, "; request_id ID". UNAVAILABLE when
+// the server cannot be reached within the retry budget; DEADLINE_EXCEEDED
+// when the call's deadline passed.
 //
 // Security (client_security.h): ClientOptions::security names the TLS
 // files and the bearer token; every VolumePoolService call then carries
@@ -75,7 +96,7 @@ namespace groove {
 struct RetryEvent {
   std::string method;      // "ListPools", "AddVolume", "Inspect", "Health"
   int attempt = 0;         // the attempt that failed: 1 for the first call
-  absl::Status status;     // why it failed (UNAVAILABLE or ABORTED)
+  absl::Status status;     // why it failed (UNAVAILABLE, CANCELLED, ABORTED)
   absl::Duration backoff;  // how long the client waits before the next one
 };
 
@@ -103,8 +124,11 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(10);
 
   // max_attempts bounds the attempts of a retryable call (1 = no retries).
-  // Must be at least 1. CallOptions::max_attempts overrides it.
-  int max_attempts = 5;
+  // Must be at least 1. CallOptions::max_attempts overrides it. With the
+  // default backoffs below, 10 attempts wait 8.9-13.3 s between them, more
+  // than the default timeout: by default the deadline ends the retries, so
+  // a call rides out a server restart of up to about 10 s.
+  int max_attempts = 10;
 
   // Backoff before retry n (n = 1, 2, ...) is
   //   min(max_backoff, initial_backoff * backoff_multiplier^(n-1))
@@ -129,10 +153,20 @@ struct CallOptions {
   std::optional<absl::Duration> timeout;  // all attempts; must be positive
   std::optional<int> max_attempts;        // at least 1
   // AddVolume only: when the request's request_id is empty, set it to a
-  // fresh UUID v4 (NewRequestId) so that the call is idempotent and may be
-  // retried. Ignored by other methods.
+  // fresh UUID v4 (NewRequestId), so that the server answers a repeat
+  // (ABORTED while the first runs, then the first's result) instead of
+  // adding again. A failed call's message ends with the id. Ignored by
+  // other methods.
   bool generate_request_id = false;
 };
+
+// OutcomeUnknown says whether `status`, as returned by AddVolume or
+// RemoveVolume, leaves open whether the call took effect: its request was
+// sent, then the connection broke, the server ended the call, or the
+// deadline passed before the answer came. The server may have made the
+// change. False for OK and for every status that says what happened (the
+// server's own errors, a call that was never sent). Cost: O(payloads).
+bool OutcomeUnknown(const absl::Status& status);
 
 // NewRequestId returns a random (version 4) UUID in its 36-character
 // lowercase text form, e.g. "5f0c6a3e-8d1b-4f6e-9a27-1c3b5d7e9f10".
@@ -175,17 +209,20 @@ class VolumePoolClient {
       const CallOptions& call = {}) const;
 
   // AddVolume grows a pool (see the proto for every error code). Retried
-  // on UNAVAILABLE and ABORTED only when the request carries a request_id
-  // (or call.generate_request_id makes one); otherwise one attempt. A
-  // call that ends with DEADLINE_EXCEEDED may still complete on the
-  // server: repeat it with the same request_id to learn its result.
-  // Adding hugepage-backed volumes takes seconds per GiB: give the call a
-  // deadline that fits (e.g. BaseTimeout + count * seconds per GiB).
+  // only when an attempt changed nothing (see the top of this file), and
+  // on ABORTED. A call that fails with OutcomeUnknown may still have added
+  // the volumes: repeat it with the same request_id (its message ends with
+  // the id) while the same server runs, or Inspect the pool. Adding
+  // hugepage-backed volumes takes seconds per GiB: give the call a
+  // deadline that fits (groovectl gives 8 s per GiB on top of its
+  // --timeout).
   absl::StatusOr<v1::AddVolumeResponse> AddVolume(
       v1::AddVolumeRequest request, const CallOptions& call = {}) const;
 
   // RemoveVolume shrinks a pool by up to request.count() empty volumes.
-  // Never retried, whatever call.max_attempts says: it is not idempotent.
+  // It is not idempotent (a repeat removes more), so it is retried only
+  // when an attempt changed nothing (see the top of this file); a status
+  // with OutcomeUnknown may have removed volumes: Inspect before repeating.
   absl::StatusOr<v1::RemoveVolumeResponse> RemoveVolume(
       const v1::RemoveVolumeRequest& request,
       const CallOptions& call = {}) const;
@@ -210,11 +247,24 @@ class VolumePoolClient {
   VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
                    ClientOptions options, std::string authorization);
 
+  // CallKind says which failed attempts Call may repeat (the top of this
+  // file has the rules).
+  enum class CallKind {
+    kReadOnly,  // any UNAVAILABLE or CANCELLED; Inspect's ABORTED
+    kMutating,  // only an attempt that changed nothing; AddVolume's ABORTED
+  };
+
   // Call runs `attempt` (one RPC with the given context) until it succeeds,
-  // fails with a code `retryable` refuses, runs out of attempts or of time.
+  // fails in a way `kind` does not repeat, runs out of attempts or of time.
   absl::Status Call(
-      absl::string_view method, const CallOptions& call, bool may_retry,
+      absl::string_view method, const CallOptions& call, CallKind kind,
       const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const;
+
+  // Probe makes one fail-fast Health call, to learn whether the channel
+  // can connect before a change is sent. OK when the server answered
+  // (whatever it answered); else UNAVAILABLE or DEADLINE_EXCEEDED, which
+  // say that nothing was sent.
+  absl::Status Probe(absl::Time deadline) const;
 
   // Immutable after construction: that is what makes concurrent calls safe.
   ClientOptions options_;
