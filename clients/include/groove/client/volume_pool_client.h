@@ -179,7 +179,10 @@ std::string NewRequestId();
 // Thread safety: every method is safe to call concurrently from many
 // threads on one client (gRPC channels and stubs are thread-safe; the
 // client's state is immutable after Create). Each call blocks its caller
-// until it finishes, retries included, for at most its deadline.
+// until it finishes, retries included, for at most its deadline; there is
+// no way to cancel one early, so a caller that must stop sooner gives it a
+// shorter CallOptions::timeout. REQUIRES: no call in flight when the
+// client is destroyed (join the threads that call it first).
 class VolumePoolClient {
  public:
   // Create builds a client over a new channel to options.address. It does
