@@ -21,7 +21,9 @@ file(REMOVE_RECURSE ${WORK_DIR})
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
 foreach(f include/groove/named_pool.h
           include/groove/client/volume_pool_client.h
-          include/groove/v1/volume_pool.grpc.pb.h bin/groovectl)
+          include/groove/v1/volume_pool.grpc.pb.h
+          include/groove/v1/volume_pool.proto include/groove/v1/config.proto
+          bin/groovectl)
   if(NOT EXISTS ${WORK_DIR}/prefix/${f})
     message(FATAL_ERROR "the install lacks ${f}")
   endif()
