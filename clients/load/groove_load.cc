@@ -915,28 +915,37 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     }
     return false;
   };
-  auto add = [&](uint64_t count) {
+  // call makes one RPC, `rpc(&ctx)`, with a deadline `timeout` away;
+  // false when it failed. Once a call (or the kernel floor) has failed,
+  // later calls fail at once without reaching the server: the run has
+  // failed already (exit 1), and measure() makes hundreds of calls, each
+  // of which would otherwise wait out its deadline on a stuck server.
+  auto call = [&](std::chrono::seconds timeout, const char* what, auto rpc) {
+    if (!ok) return false;
     grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineIn(kAddTimeout));
+    ctx.set_deadline(DeadlineIn(timeout));
+    return note(rpc(&ctx), what);
+  };
+  auto add = [&](uint64_t count) {
     v1::AddVolumeRequest req;
     req.set_pool(o.pool);
     req.set_count(count);
     v1::AddVolumeResponse resp;
-    return note(stub->AddVolume(&ctx, req, &resp), "AddVolume");
+    return call(kAddTimeout, "AddVolume", [&](grpc::ClientContext* ctx) {
+      return stub->AddVolume(ctx, req, &resp);
+    });
   };
   auto remove = [&](uint64_t count) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineIn(kCallTimeout));
     v1::RemoveVolumeRequest req;
     req.set_pool(o.pool);
     req.set_count(count);
     v1::RemoveVolumeResponse resp;
-    return note(stub->RemoveVolume(&ctx, req, &resp), "RemoveVolume");
+    return call(kCallTimeout, "RemoveVolume", [&](grpc::ClientContext* ctx) {
+      return stub->RemoveVolume(ctx, req, &resp);
+    });
   };
   auto inspect = [&](bool page, const std::string& token, std::string* next,
                      v1::PoolSummary* summary) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineIn(kCallTimeout));
     v1::InspectRequest req;
     req.set_pool(o.pool);
     if (page) {
@@ -945,17 +954,20 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       req.set_page_token(token);
     }
     v1::InspectResponse resp;
-    const bool good = note(stub->Inspect(&ctx, req, &resp), "Inspect");
+    const bool good =
+        call(kCallTimeout, "Inspect", [&](grpc::ClientContext* ctx) {
+          return stub->Inspect(ctx, req, &resp);
+        });
     if (next != nullptr) *next = resp.next_page_token();
     if (summary != nullptr) *summary = resp.summary();
     return good;
   };
   auto check = [&] {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineIn(kCallTimeout));
     HealthCheckRequest req;
     HealthCheckResponse resp;
-    return note(health->Check(&ctx, req, &resp), "Health/Check");
+    return call(kCallTimeout, "Health/Check", [&](grpc::ClientContext* ctx) {
+      return health->Check(ctx, req, &resp);
+    });
   };
   v1::PoolSummary summary;
   if (!inspect(false, "", nullptr, &summary)) {
