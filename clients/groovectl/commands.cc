@@ -8,10 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
-#include <fstream>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -27,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "groove/client/client_security.h"
 #include "groove/client/volume_pool_client.h"
+#include "read_whole_file.h"
 
 namespace groove::ctl {
 namespace {
@@ -283,14 +282,13 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
   if (inv.first_index.has_value()) request.set_first_index(*inv.first_index);
   if (absl::StartsWith(inv.info, "@")) {
     const std::string path = inv.info.substr(1);
-    std::ifstream file(path, std::ios::binary);
-    std::stringstream content;
-    content << file.rdbuf();
-    if (!file) {
-      err << "error: cannot read --info file '" << path << "'\n";
+    absl::StatusOr<std::string> content =
+        ReadWholeFile(path, absl::StrCat("--info file ", path));
+    if (!content.ok()) {
+      err << "error: " << content.status().message() << "\n";
       return kExitUsage;
     }
-    request.set_info(content.str());
+    request.set_info(*std::move(content));
   } else {
     request.set_info(inv.info);
   }

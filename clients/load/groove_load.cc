@@ -165,6 +165,20 @@ const char* MixName(Mix m) {
   return "?";
 }
 
+// Every call groove-load makes has a deadline, so that a stuck server fails
+// the run (DEADLINE_EXCEEDED, counted as a failed RPC) instead of hanging
+// it. kCallTimeout is far above what any call but an add takes here
+// (microseconds to milliseconds); an AddVolume of up to 1024 volumes
+// zeroes their memory (0.5 to 4 s per GiB of hugepages), hence
+// kAddTimeout.
+constexpr std::chrono::seconds kCallTimeout{30};
+constexpr std::chrono::seconds kAddTimeout{120};
+
+// DeadlineIn returns the ClientContext deadline `timeout` from now.
+std::chrono::system_clock::time_point DeadlineIn(std::chrono::seconds timeout) {
+  return std::chrono::system_clock::now() + timeout;
+}
+
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              Clock::now().time_since_epoch())
@@ -355,7 +369,7 @@ class Connection {
   void Start(Slot* s) {
     s->op = s->next;
     s->context = std::make_unique<grpc::ClientContext>();
-    s->context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    s->context->set_deadline(DeadlineIn(kCallTimeout));
     s->start_ns = NowNs();
     switch (s->op) {
       case Op::kHealth:
@@ -442,7 +456,7 @@ std::string PreparePool(const LoadOptions& o, uint64_t volumes) {
   auto stub = v1::VolumePoolService::NewStub(MakeChannel(o.addr, -1));
   for (;;) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.set_deadline(DeadlineIn(kCallTimeout));
     v1::InspectRequest req;
     req.set_pool(o.pool);
     v1::InspectResponse resp;
@@ -451,7 +465,7 @@ std::string PreparePool(const LoadOptions& o, uint64_t volumes) {
     const uint64_t have = resp.summary().volumes_mapped();
     if (have >= volumes) return "";
     grpc::ClientContext add_ctx;
-    add_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    add_ctx.set_deadline(DeadlineIn(kAddTimeout));
     v1::AddVolumeRequest add;
     add.set_pool(o.pool);
     add.set_count(std::min<uint64_t>(1024, volumes - have));
@@ -901,25 +915,37 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
     }
     return false;
   };
-  auto add = [&](uint64_t count) {
+  // call makes one RPC, `rpc(&ctx)`, with a deadline `timeout` away;
+  // false when it failed. Once a call (or the kernel floor) has failed,
+  // later calls fail at once without reaching the server: the run has
+  // failed already (exit 1), and measure() makes hundreds of calls, each
+  // of which would otherwise wait out its deadline on a stuck server.
+  auto call = [&](std::chrono::seconds timeout, const char* what, auto rpc) {
+    if (!ok) return false;
     grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(timeout));
+    return note(rpc(&ctx), what);
+  };
+  auto add = [&](uint64_t count) {
     v1::AddVolumeRequest req;
     req.set_pool(o.pool);
     req.set_count(count);
     v1::AddVolumeResponse resp;
-    return note(stub->AddVolume(&ctx, req, &resp), "AddVolume");
+    return call(kAddTimeout, "AddVolume", [&](grpc::ClientContext* ctx) {
+      return stub->AddVolume(ctx, req, &resp);
+    });
   };
   auto remove = [&](uint64_t count) {
-    grpc::ClientContext ctx;
     v1::RemoveVolumeRequest req;
     req.set_pool(o.pool);
     req.set_count(count);
     v1::RemoveVolumeResponse resp;
-    return note(stub->RemoveVolume(&ctx, req, &resp), "RemoveVolume");
+    return call(kCallTimeout, "RemoveVolume", [&](grpc::ClientContext* ctx) {
+      return stub->RemoveVolume(ctx, req, &resp);
+    });
   };
   auto inspect = [&](bool page, const std::string& token, std::string* next,
                      v1::PoolSummary* summary) {
-    grpc::ClientContext ctx;
     v1::InspectRequest req;
     req.set_pool(o.pool);
     if (page) {
@@ -928,16 +954,20 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       req.set_page_token(token);
     }
     v1::InspectResponse resp;
-    const bool good = note(stub->Inspect(&ctx, req, &resp), "Inspect");
+    const bool good =
+        call(kCallTimeout, "Inspect", [&](grpc::ClientContext* ctx) {
+          return stub->Inspect(ctx, req, &resp);
+        });
     if (next != nullptr) *next = resp.next_page_token();
     if (summary != nullptr) *summary = resp.summary();
     return good;
   };
   auto check = [&] {
-    grpc::ClientContext ctx;
     HealthCheckRequest req;
     HealthCheckResponse resp;
-    return note(health->Check(&ctx, req, &resp), "Health/Check");
+    return call(kCallTimeout, "Health/Check", [&](grpc::ClientContext* ctx) {
+      return health->Check(ctx, req, &resp);
+    });
   };
   v1::PoolSummary summary;
   if (!inspect(false, "", nullptr, &summary)) {
@@ -1076,6 +1106,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   uint64_t batches = 0;
   while (ok) {
     grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(kCallTimeout));
     v1::RemoveVolumeRequest req;
     req.set_pool(o.pool);
     req.set_count(kScaleBatch);
@@ -1091,6 +1122,7 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   uint64_t volume_bytes = 0;  // for the report
   {
     grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(kCallTimeout));
     v1::InspectRequest req;
     req.set_pool(o.pool);
     v1::InspectResponse resp;

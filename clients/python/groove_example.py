@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """groove_example.py: a Python client of groove-volumed, using nothing of
 the C++ client library: its stubs are generated at run time from
-proto/groove/v1/*.proto, and it calls ListPools, AddVolume, Inspect and
+proto/groove/v1/*.proto (or --proto-dir, e.g. an install's include/), and
+it calls ListPools, AddVolume, Inspect (paging through every volume) and
 RemoveVolume.
 
     /usr/bin/python3 clients/python/groove_example.py \
@@ -44,6 +45,29 @@ def generate(proto_dir, out_dir):
         check=True)
 
 
+def inspect_volumes(stub, pb, pool, timeout):
+    """Returns (summary, volumes) of pool: the first page's summary and the
+    volumes of every page, in index order.
+
+    Pages until next_page_token is empty, not until a page comes back
+    short: a page holds at most 1000 volumes, and one call looks at no more
+    than 65,536 indices, so a sparse pool's pages can be short or empty
+    with more to follow (proto/groove/v1/volume_pool.proto, InspectRequest).
+    """
+    summary, volumes, token = None, [], ""
+    while True:
+        page = stub.Inspect(
+            pb.InspectRequest(pool=pool, include_volumes=True,
+                              page_size=1000, page_token=token),
+            timeout=timeout)
+        if summary is None:
+            summary = page.summary
+        volumes.extend(page.volumes)
+        token = page.next_page_token
+        if not token:
+            return summary, volumes
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--addr", default="127.0.0.1:50051")
@@ -80,13 +104,11 @@ def main():
                     timeout=args.timeout)
                 print("added indices %s" % list(added.volume_indices))
                 assert len(added.volume_indices) == args.count
-                inspected = stub.Inspect(
-                    pb.InspectRequest(pool=args.pool, include_volumes=True,
-                                      page_size=1000),
-                    timeout=args.timeout)
-                assert (inspected.summary.volumes_mapped ==
+                summary, volumes = inspect_volumes(stub, pb, args.pool,
+                                                   args.timeout)
+                assert (summary.volumes_mapped ==
                         before.volumes_mapped + args.count)
-                infos = {v.index: v.info for v in inspected.volumes}
+                infos = {v.index: v.info for v in volumes}
                 for i in added.volume_indices:
                     assert infos[i] == b"python example", infos
                 removed = stub.RemoveVolume(

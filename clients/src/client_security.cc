@@ -5,17 +5,13 @@
 #include <arpa/inet.h>
 #include <sys/stat.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "read_whole_file.h"
 
 namespace groove {
 namespace {
@@ -26,23 +22,6 @@ constexpr size_t kMaxTokenBytes = 256;
 
 absl::Status Bad(absl::string_view what, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": ", problem));
-}
-
-// ReadWholeFile reads `path`; `what` names the option, flag and file.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
-                                          absl::string_view what) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    return Bad(what, absl::StrCat("cannot read: ", std::strerror(errno)));
-  }
-  if (!S_ISREG(st.st_mode)) return Bad(what, "is not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) {
-    return Bad(what, absl::StrCat("cannot read: ", std::strerror(errno)));
-  }
-  return text.str();
 }
 
 // ReadPem reads a PEM file that must hold a block of `kind`

@@ -268,6 +268,25 @@ TEST(GroovectlOutcomeTest, AnAddCutOffAfterItWasSentExits4) {
                                "123e4567-e89b-42d3-a456-426614174000"));
   EXPECT_THAT(r.err, Not(HasSubstr("retry later")));
   EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
+// `--info @FILE` with FILE a directory once stored empty info and exited
+// 0 (the ifstream opened it, and its failed read went unnoticed). A FILE
+// that is not a readable regular file is a usage error naming it, before
+// any volume is added.
+TEST_F(GroovectlTest, AddInfoFromAFileThatCannotBeReadExits2NamingIt) {
+  const std::string missing = dir_.path() + "/no-such-info.txt";
+  for (const auto& [path, problem] :
+       std::vector<std::pair<std::string, std::string>>{
+           {dir_.path(), "is not a regular file"},
+           {missing, "cannot read: No such file or directory"}}) {
+    CommandResult r = Run({"add", "a", "1", "--info", "@" + path});
+    EXPECT_EQ(r.exit_code, 2) << path << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat("error: --info file ", path, ": ",
+                                              problem)));
+    EXPECT_EQ(r.out, "");
+  }
+  CommandResult r = Run({"inspect", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("2 of 16 mapped"));  // the initial 2 only
 }
 
 TEST_F(GroovectlTest, ServerErrorsExit1WithCodeAndMessage) {
