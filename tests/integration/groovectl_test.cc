@@ -268,6 +268,8 @@ TEST(GroovectlOutcomeTest, AnAddCutOffAfterItWasSentExits4) {
                                "123e4567-e89b-42d3-a456-426614174000"));
   EXPECT_THAT(r.err, Not(HasSubstr("retry later")));
   EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
+}
+
 // `--info @FILE` with FILE a directory once stored empty info and exited
 // 0 (the ifstream opened it, and its failed read went unnoticed). A FILE
 // that is not a readable regular file is a usage error naming it, before
