@@ -53,9 +53,10 @@ class ExecArgv {
 
 struct CommandResult {
   int exit_code = -1;  // -1 when killed by a signal or timed out
-  bool timed_out = false;
-  std::string out;  // stdout
-  std::string err;  // stderr
+  bool timed_out = false;  // killed (SIGKILL) by RunCommand at the timeout
+  int term_signal = 0;     // the signal that ended it (SIGSEGV...), or 0
+  std::string out;         // stdout
+  std::string err;         // stderr
 };
 
 // RunCommand runs argv[0] (an absolute path) with `args`, feeding `input`
@@ -128,6 +129,7 @@ inline CommandResult RunCommand(const std::vector<std::string>& argv,
   if (WIFEXITED(status) && !result.timed_out) {
     result.exit_code = WEXITSTATUS(status);
   }
+  if (WIFSIGNALED(status)) result.term_signal = WTERMSIG(status);
   return result;
 }
 
