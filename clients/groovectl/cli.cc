@@ -35,9 +35,10 @@ constexpr CommandSpec kCommands[] = {
      "  --info TEXT       store TEXT (0 to 480 bytes) in each volume header;\n"
      "                    @FILE reads it from FILE\n"
      "  --request-id ID   the request_id (a UUID; default: a fresh one): an\n"
-     "                    add cut off after it was sent (exit 4) prints its\n"
-     "                    id; the same add with that id answers what the\n"
-     "                    first did (while the same server runs)\n"
+     "                    add cut off after it may have reached the server\n"
+     "                    (exit 4) prints its id; the same add with that id\n"
+     "                    answers what the first did (while the same server\n"
+     "                    runs)\n"
      "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
      "On a terminal (and not with --output json) a progress line shows the\n"
      "elapsed time on stderr.\n"},
@@ -147,8 +148,10 @@ std::string Usage(std::optional<Command> command) {
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
       "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
-      "retry later), 4 an add or remove cut off after it was sent: it may\n"
-      "have taken effect (look before repeating it).\n");
+      "retry later), 4 an add or remove cut off after it may have reached\n"
+      "the server (a CANCELLED, or an UNAVAILABLE the server did not mark\n"
+      "as changing nothing): it may have taken effect; look before\n"
+      "repeating it.\n");
   return text;
 }
 

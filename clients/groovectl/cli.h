@@ -41,7 +41,8 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitServerError = 1;  // the server answered an error
 inline constexpr int kExitUsage = 2;        // bad flags, command or args
 inline constexpr int kExitUnreachable = 3;  // no connection to the server
-// An add or remove cut off after it was sent: it may have taken effect.
+// An add or remove cut off after it may have reached the server: it may
+// have taken effect.
 inline constexpr int kExitOutcomeUnknown = 4;
 
 enum class Command { kPools, kAdd, kRemove, kInspect, kHealth, kWatch };

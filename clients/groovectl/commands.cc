@@ -101,7 +101,8 @@ int ReportCallError(const absl::Status& status, const CallTarget& target,
   err << "error: " << absl::StatusCodeToString(status.code()) << ": "
       << status.message() << "\n";
   if (OutcomeUnknown(status)) {
-    err << "error: the call was cut off after it reached groove-volumed at "
+    err << "error: the call was cut off after it may have reached "
+           "groove-volumed at "
         << target.address
         << ", which may have made the change: look (groovectl inspect POOL "
            "--volumes) before repeating it\n";

@@ -33,6 +33,17 @@ absl::Status ToAbslStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
+// WithSuffix returns `status` with `suffix` appended to its message, its
+// code and payloads kept (the client's notes on a status: attempts made,
+// whether the request was sent, the add's request_id).
+absl::Status WithSuffix(const absl::Status& status, absl::string_view suffix) {
+  absl::Status noted(status.code(), absl::StrCat(status.message(), suffix));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    noted.SetPayload(url, payload);
+  });
+  return noted;
+}
+
 absl::Status ValidateOptions(const ClientOptions& o) {
   if (o.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -161,10 +172,13 @@ absl::Status VolumePoolClient::Probe(absl::Time deadline) const {
   // Any answer means a connection; only these two mean none was made.
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        absl::StrCat(status.error_message(),
-                                     " (no connection: the request was not "
-                                     "sent)"));
+    return WithSuffix(ToAbslStatus(status),
+                      " (no connection: the request was not sent)");
+  }
+  if (absl::Now() >= deadline) {
+    // Answered at the last instant: sending now could only expire.
+    return absl::DeadlineExceededError(
+        "the deadline passed while connecting (the request was not sent)");
   }
   return absl::OkStatus();
 }
@@ -229,11 +243,11 @@ absl::Status VolumePoolClient::Call(
         if (!not_applied &&
             (absl::IsUnavailable(status) || absl::IsCancelled(status) ||
              absl::IsDeadlineExceeded(status) || absl::IsUnknown(status))) {
-          absl::Status unknown(
-              status.code(),
-              absl::StrCat(status.message(), " (", method,
-                           ": the request was sent and its outcome is "
-                           "unknown: the server may have made the change)"));
+          absl::Status unknown = WithSuffix(
+              status, absl::StrCat(" (", method,
+                                   ": its outcome is unknown: the request "
+                                   "may have reached the server, which may "
+                                   "have made the change)"));
           unknown.SetPayload(kOutcomeUnknownPayload, absl::Cord());
           return unknown;
         }
@@ -241,9 +255,8 @@ absl::Status VolumePoolClient::Call(
     }
     if (status.ok() || !retryable || n >= max_attempts) {
       if (!status.ok() && retryable && n > 1) {
-        return absl::Status(status.code(),
-                            absl::StrCat(status.message(), " (", method,
-                                         ": gave up after ", n, " attempts)"));
+        return WithSuffix(status, absl::StrCat(" (", method, ": gave up after ",
+                                               n, " attempts)"));
       }
       return status;
     }
@@ -253,11 +266,11 @@ absl::Status VolumePoolClient::Call(
     if (absl::Now() + wait >= deadline) {
       // The next attempt could not start before the deadline: report the
       // failure we have rather than a bare DEADLINE_EXCEEDED.
-      return absl::Status(
-          status.code(),
-          absl::StrCat(status.message(), " (", method, ": ", n,
-                       " attempts, no time left for another before the ",
-                       absl::FormatDuration(timeout), " deadline)"));
+      return WithSuffix(
+          status, absl::StrCat(" (", method, ": ", n,
+                               " attempts, no time left for another before "
+                               "the ",
+                               absl::FormatDuration(timeout), " deadline)"));
     }
     if (options_.on_retry) {
       options_.on_retry(RetryEvent{std::string(method), n, status, wait});
@@ -297,14 +310,8 @@ absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
     if (request.request_id().empty()) return status;
     // The caller may not know the id (generate_request_id), and needs it
     // to learn the outcome of a call cut off after it was sent.
-    absl::Status named(
-        status.code(),
-        absl::StrCat(status.message(), "; request_id ", request.request_id()));
-    status.ForEachPayload(
-        [&](absl::string_view url, const absl::Cord& payload) {
-          named.SetPayload(url, payload);
-        });
-    return named;
+    return WithSuffix(status,
+                      absl::StrCat("; request_id ", request.request_id()));
   }
   return response;
 }

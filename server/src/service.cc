@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -18,6 +19,20 @@
 
 namespace groove::server {
 namespace {
+
+// The payload NothingChanged puts on a status (its content is empty).
+constexpr char kNothingChangedPayload[] =
+    "type.googleapis.com/groove.server.NothingChanged";
+
+// NothingChanged marks `refusal`, an UNAVAILABLE answered before the call
+// changed anything, for Finish to send it with the trailing metadata
+// groove-not-applied (groove/v1/call_metadata.h): clients repeat even an
+// add or a remove after it. Only refusals made before any change may be
+// marked; an UNAVAILABLE from anywhere else goes out unmarked.
+absl::Status NothingChanged(absl::Status refusal) {
+  refusal.SetPayload(kNothingChangedPayload, absl::Cord());
+  return refusal;
+}
 
 // IndexList formats indices for a log line, eliding the middle of long
 // lists: "0,1,2" or "0,1,2,...,1023 (1024 indices)".
@@ -120,9 +135,9 @@ absl::Status VolumePoolServiceImpl::Begin(Call* call,
     }
   }
   if (draining_.load(std::memory_order_relaxed)) {
-    return absl::UnavailableError(
+    return NothingChanged(absl::UnavailableError(
         "groove-volumed is shutting down; retry with backoff (against its "
-        "next start)");
+        "next start)"));
   }
   if (call->method == RpcMethod::kListPools) return absl::OkStatus();
   auto it = pool_index_.find(pool_name);
@@ -165,13 +180,7 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Finish(
          {"peer", call.context->peer()},
          {"message", status.message()}});
   }
-  if (absl::IsUnavailable(status)) {
-    // Every UNAVAILABLE this service answers is one of its refusals made
-    // before any change (shutting down, a full add queue or request log;
-    // the core calls it makes wait out a maintenance lock rather than
-    // return kAgain): say so, so that clients may repeat even an add or a
-    // remove. gRPC's own UNAVAILABLE (a connection cut after the request
-    // was sent) never carries it.
+  if (status.GetPayload(kNothingChangedPayload).has_value()) {
     call.context->AddTrailingMetadata(v1::kNotAppliedKey, v1::kNotAppliedValue);
   }
   call.reactor->Finish(ToGrpcStatus(status));
@@ -256,10 +265,10 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
                           "different arguments (",
                           claim.conflict, "); use a new id for a new call")));
       case RequestLog::Outcome::kBusy:
-        return Finish(call, absl::UnavailableError(
+        return Finish(call, NothingChanged(absl::UnavailableError(
                                 "too many AddVolume calls with request ids "
                                 "are in progress at once; retry with "
-                                "backoff"));
+                                "backoff")));
     }
   }
   if (first_index.has_value()) {
@@ -282,19 +291,19 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
   if (!scheduled) {
     if (ticket.has_value()) requests_->Failed(*ticket);
     if (workers.stopping()) {
-      return Finish(call, absl::UnavailableError(absl::StrCat(
+      return Finish(call, NothingChanged(absl::UnavailableError(absl::StrCat(
                               "add volumes to pool '", name,
                               "': groove-volumed is shutting down and no "
                               "longer queues adds; nothing was added; retry "
-                              "with backoff (against its next start)")));
+                              "with backoff (against its next start)"))));
     }
     return Finish(
-        call, absl::UnavailableError(absl::StrCat(
+        call, NothingChanged(absl::UnavailableError(absl::StrCat(
                   "add volumes to pool '", name, "': its add queue is full (",
                   workers.max_queued(), " AddVolume calls wait for its ",
                   workers.threads(),
                   " add workers, --add_workers_per_pool); nothing was added; "
-                  "retry with backoff")));
+                  "retry with backoff"))));
   }
   return call.reactor;
 }
@@ -320,11 +329,11 @@ void VolumePoolServiceImpl::RunAdd(
     // it, but may not have marked it cancelled yet. Starting now could
     // keep the server (hugepages: seconds per add) past its watchdog.
     if (ticket.has_value()) requests_->Failed(*ticket);
-    Finish(call, absl::UnavailableError(absl::StrCat(
+    Finish(call, NothingChanged(absl::UnavailableError(absl::StrCat(
                      "add volumes to pool '", pool.config().name,
                      "': groove-volumed is shutting down and its shutdown "
                      "deadline passed before the add started; nothing was "
-                     "added; retry with backoff (against its next start)")));
+                     "added; retry with backoff (against its next start)"))));
     return;
   }
   std::optional<uint64_t> first_index;

@@ -324,7 +324,9 @@ TEST(ClientDrainTest, ChangesTheServerRefusedAreRetried) {
   EXPECT_EQ(server->WaitForExit(), 0);
 }
 
-TEST_F(ClientRestartTest, AddVolumeWithRequestIdIsRetriedAndAddsOnce) {
+// An add made while the server is down was never sent (the client found
+// no connection): it is retried until the server is back, and made once.
+TEST_F(ClientRestartTest, AnAddWhileTheServerIsDownIsRetriedAndMadeOnce) {
   auto client = Client(1000, absl::Seconds(30));
   ASSERT_EQ(server_->Stop(), 0);
   v1::AddVolumeRequest request = AddOf(2);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "groove/v1/call_metadata.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
@@ -810,6 +811,11 @@ TEST(ServerConcurrencyTest, ShutdownDeadlineStopsQueuedAddsFromStarting) {
                       "add volumes to pool 'deadline': its add queue is full (",
                       kQueueLimit, " AddVolume calls wait for its ", kWorkers,
                       " add workers")));
+      // Refused before any change: marked so (groove/v1/call_metadata.h).
+      const auto& trailers = add->context.GetServerTrailingMetadata();
+      const auto marker = trailers.find(v1::kNotAppliedKey);
+      ASSERT_NE(marker, trailers.end());
+      EXPECT_EQ(marker->second, v1::kNotAppliedValue);
     }
   }
   EXPECT_EQ(refused_full, kRefused);

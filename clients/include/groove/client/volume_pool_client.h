@@ -56,7 +56,8 @@
 // NOT_FOUND for an unknown pool, except that the client appends what it
 // knows: "(METHOD: gave up after N attempts)", "(... no time left for
 // another before the D deadline)", "(no connection: the request was not
-// sent)", "(METHOD: the request was sent and its outcome is unknown ...)",
+// sent)", "(METHOD: its outcome is unknown: the request may have reached
+// the server ...)",
 // and for AddVolume with a request_id, "; request_id ID". UNAVAILABLE when
 // the server cannot be reached within the retry budget; DEADLINE_EXCEEDED
 // when the call's deadline passed.
@@ -94,7 +95,8 @@ namespace groove {
 // RetryEvent describes one failed attempt that is about to be retried:
 // passed to ClientOptions::on_retry (logging, metrics, tests).
 struct RetryEvent {
-  std::string method;      // "ListPools", "AddVolume", "Inspect", "Health"
+  std::string method;      // "ListPools", "AddVolume", "RemoveVolume",
+                           // "Inspect", "Health"
   int attempt = 0;         // the attempt that failed: 1 for the first call
   absl::Status status;     // why it failed (UNAVAILABLE, CANCELLED, ABORTED)
   absl::Duration backoff;  // how long the client waits before the next one
@@ -125,9 +127,9 @@ struct ClientOptions {
 
   // max_attempts bounds the attempts of a retryable call (1 = no retries).
   // Must be at least 1. CallOptions::max_attempts overrides it. With the
-  // default backoffs below, 10 attempts wait 8.9-13.3 s between them, more
-  // than the default timeout: by default the deadline ends the retries, so
-  // a call rides out a server restart of up to about 10 s.
+  // default backoffs below, 10 attempts wait 8.9-13.3 s between them, about
+  // the default timeout: by default the deadline, or nearly, ends the
+  // retries, so a call rides out a server restart of up to about 9 s.
   int max_attempts = 10;
 
   // Backoff before retry n (n = 1, 2, ...) is
@@ -161,11 +163,15 @@ struct CallOptions {
 };
 
 // OutcomeUnknown says whether `status`, as returned by AddVolume or
-// RemoveVolume, leaves open whether the call took effect: its request was
-// sent, then the connection broke, the server ended the call, or the
-// deadline passed before the answer came. The server may have made the
-// change. False for OK and for every status that says what happened (the
-// server's own errors, a call that was never sent). Cost: O(payloads).
+// RemoveVolume, leaves open whether the call took effect: its request may
+// have reached the server (it found a connection), then the connection
+// broke, the server ended the call, or the deadline passed before the
+// answer came (UNAVAILABLE without groove-not-applied, CANCELLED,
+// DEADLINE_EXCEEDED, UNKNOWN). The server may have made the change. False
+// for OK, for a call that was never sent, and for the server's own
+// errors, which it answers having changed nothing. One exception it cannot
+// see: gRPC's own INTERNAL for a protocol error after sending (rare) looks
+// like the server's INTERNAL, and is not counted. Cost: O(payloads).
 bool OutcomeUnknown(const absl::Status& status);
 
 // NewRequestId returns a random (version 4) UUID in its 36-character
@@ -207,7 +213,8 @@ class VolumePoolClient {
   VolumePoolClient(const VolumePoolClient&) = delete;
   VolumePoolClient& operator=(const VolumePoolClient&) = delete;
 
-  // ListPools returns every pool's summary. Retried on UNAVAILABLE.
+  // ListPools returns every pool's summary. Retried on UNAVAILABLE and
+  // CANCELLED.
   absl::StatusOr<v1::ListPoolsResponse> ListPools(
       const CallOptions& call = {}) const;
 
@@ -231,13 +238,14 @@ class VolumePoolClient {
       const CallOptions& call = {}) const;
 
   // Inspect returns one page of a pool's summary and volumes. Retried on
-  // UNAVAILABLE, and on ABORTED (a verify that could not run now).
+  // UNAVAILABLE and CANCELLED, and on ABORTED (a verify that could not run
+  // now).
   absl::StatusOr<v1::InspectResponse> Inspect(
       const v1::InspectRequest& request, const CallOptions& call = {}) const;
 
   // Health returns the serving status grpc.health.v1.Health/Check reports
   // for `service` ("" for the whole server, or
-  // "groove.v1.VolumePoolService"). Retried on UNAVAILABLE.
+  // "groove.v1.VolumePoolService"). Retried on UNAVAILABLE and CANCELLED.
   // Errors: NOT_FOUND for a service the server does not know; as above.
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service = "", const CallOptions& call = {}) const;
