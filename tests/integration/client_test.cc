@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "support/notification.h"
 #include "support/server_process.h"
+#include "support/stall_fifo.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -78,6 +79,29 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> PatientClient(
   options.on_retry = [retries](const RetryEvent& e) { retries->Record(e); };
   return VolumePoolClient::Create(options);
 }
+
+// ClientStallTest's server parks adds or verifies on a FIFO until the
+// test releases them (StallFifo); its client is patient (PatientClient).
+class ClientStallTest : public ::testing::Test {
+ protected:
+  // Start starts the server, with `stall_flag`
+  // (--testonly_stall_add_fifo or --testonly_stall_verify_fifo) naming
+  // fifo_, and client_.
+  void Start(const std::string& stall_flag) {
+    server_ = ServerProcess::Start(
+        {"--data-dir=" + dir_.path(), kPool, stall_flag + "=" + fifo_.path()});
+    ASSERT_NE(server_, nullptr);
+    auto client = PatientClient(*server_, &retries_);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+  }
+
+  TempDir dir_;
+  StallFifo fifo_{dir_};
+  std::unique_ptr<ServerProcess> server_;
+  Retries retries_;
+  std::unique_ptr<VolumePoolClient> client_;
+};
 
 class ClientTest : public ::testing::Test {
  protected:
@@ -254,23 +278,15 @@ TEST_F(ClientTest, ChangesThatWereNeverSentAreRetried) {
 // is not retried, even with a request_id and a patient client, because a
 // restarted server has forgotten the id and would add again. The status
 // says so and names the id.
-TEST(ClientStallTest, AnAddCutOffAfterItWasSentIsNotRetried) {
-  TempDir dir;
-  const std::string fifo = dir.path() + "/stall.fifo";
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path(), kPool, "--testonly_stall_add_fifo=" + fifo});
-  ASSERT_NE(server, nullptr);
-  Retries retries;
-  auto client = PatientClient(*server, &retries);
-  ASSERT_TRUE(client.ok());
+TEST_F(ClientStallTest, AnAddCutOffAfterItWasSentIsNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(Start("--testonly_stall_add_fifo"));
   v1::AddVolumeRequest request = AddOf(1);
   request.set_request_id(NewRequestId());
   absl::StatusOr<v1::AddVolumeResponse> added;
-  std::jthread caller([&] { added = (*client)->AddVolume(request); });
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
+  std::jthread caller([&] { added = client_->AddVolume(request); });
+  ASSERT_TRUE(server_->WaitForLog("event=testonly_stall_add_wait").has_value())
       << "the add never reached the stalled allocation";
-  server->Kill();
+  server_->Kill();
   caller.join();
   EXPECT_EQ(added.status().code(), absl::StatusCode::kUnavailable)
       << added.status();
@@ -278,7 +294,7 @@ TEST(ClientStallTest, AnAddCutOffAfterItWasSentIsNotRetried) {
   EXPECT_THAT(added.status().message(), HasSubstr("outcome is unknown"));
   EXPECT_THAT(added.status().message(),
               HasSubstr("request_id " + request.request_id()));
-  EXPECT_TRUE(retries.events().empty());
+  EXPECT_TRUE(retries_.events().empty());
 }
 
 // A server that answers UNAVAILABLE itself (here: draining, during its
@@ -426,21 +442,13 @@ TEST_F(ClientTest, DeadlineBoundsEveryAttemptAndBackoff) {
 // server sees it as it sees an expired deadline (both cancel the call),
 // without a deadline that would have to outlast the call's trip to the
 // stall (a short one let a slow server drop the call before it ran).
-TEST(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
-  TempDir dir;
-  const std::string fifo = dir.path() + "/stall.fifo";
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path(), kPool, "--testonly_stall_add_fifo=" + fifo});
-  ASSERT_NE(server, nullptr);
-  Retries retries;
-  auto client = PatientClient(*server, &retries);
-  ASSERT_TRUE(client.ok());
+TEST_F(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
+  ASSERT_NO_FATAL_FAILURE(Start("--testonly_stall_add_fifo"));
   v1::AddVolumeRequest request = AddOf(1);
   request.set_request_id(NewRequestId());
 
   // The first call, on a stub of its own so that the test can cancel it.
-  auto stub = server->Stub();
+  auto stub = server_->Stub();
   grpc::ClientContext first_context;
   first_context.set_deadline(
       absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
@@ -453,7 +461,7 @@ TEST(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
                              first_done.Notify();
                            });
   const bool stalled =
-      server->WaitForLog("event=testonly_stall_add_wait").has_value();
+      server_->WaitForLog("event=testonly_stall_add_wait").has_value();
   first_context.TryCancel();
   ASSERT_TRUE(first_done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   ASSERT_TRUE(stalled) << "the add never reached the stalled allocation";
@@ -461,22 +469,19 @@ TEST(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
       << first_status.error_message();
 
   absl::StatusOr<v1::AddVolumeResponse> learned;
-  std::jthread caller([&] { learned = (*client)->AddVolume(request); });
-  ASSERT_TRUE(retries.WaitFor(1));  // ABORTED: the first call still runs
-  EXPECT_EQ(retries.events()[0].status.code(), absl::StatusCode::kAborted);
-  const int fd = open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, "x", 1), 1);  // let the stalled allocation proceed
+  std::jthread caller([&] { learned = client_->AddVolume(request); });
+  ASSERT_TRUE(retries_.WaitFor(1));  // ABORTED: the first call still runs
+  EXPECT_EQ(retries_.events()[0].status.code(), absl::StatusCode::kAborted);
+  fifo_.Release(1);  // let the stalled allocation proceed
   caller.join();
-  close(fd);
   ASSERT_TRUE(learned.ok()) << learned.status();
   // The retry was answered from the first call's result, not run again:
   // the pool holds the one volume it names.
-  EXPECT_TRUE(server->WaitForLog("event=add_replayed").has_value());
+  EXPECT_TRUE(server_->WaitForLog("event=add_replayed").has_value());
   v1::InspectRequest inspect;
   inspect.set_pool("a");
   inspect.set_include_volumes(true);
-  auto pool = (*client)->Inspect(inspect);
+  auto pool = client_->Inspect(inspect);
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ(pool->summary().volumes_mapped(), 1u);
   ASSERT_EQ(pool->volumes_size(), 1);
@@ -486,37 +491,26 @@ TEST(ClientStallTest, AbandonedAddIsLearnedByRetryingItsRequestId) {
 
 // An Inspect with verify refused because another verify of the pool runs
 // (ABORTED) is retried, until the other has finished: it is read-only.
-TEST(ClientStallTest, InspectWithVerifyIsRetriedWhileAnotherVerifyRuns) {
-  TempDir dir;
-  const std::string fifo = dir.path() + "/stall.fifo";
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  auto server = ServerProcess::Start({"--data-dir=" + dir.path(), kPool,
-                                      "--testonly_stall_verify_fifo=" + fifo});
-  ASSERT_NE(server, nullptr);
-  Retries retries;
-  auto client = PatientClient(*server, &retries);
-  ASSERT_TRUE(client.ok());
+TEST_F(ClientStallTest, InspectWithVerifyIsRetriedWhileAnotherVerifyRuns) {
+  ASSERT_NO_FATAL_FAILURE(Start("--testonly_stall_verify_fifo"));
   v1::InspectRequest verify;
   verify.set_pool("a");
   verify.set_verify(true);
 
   absl::StatusOr<v1::InspectResponse> held;
-  std::jthread holder([&] { held = (*client)->Inspect(verify); });
+  std::jthread holder([&] { held = client_->Inspect(verify); });
   ASSERT_TRUE(
-      server->WaitForLog("event=testonly_stall_verify_wait").has_value())
+      server_->WaitForLog("event=testonly_stall_verify_wait").has_value())
       << "the first verify never reached its walk";
   absl::StatusOr<v1::InspectResponse> second;
-  std::jthread caller([&] { second = (*client)->Inspect(verify); });
-  ASSERT_TRUE(retries.WaitFor(1));
-  EXPECT_EQ(retries.events()[0].method, "Inspect");
-  EXPECT_EQ(retries.events()[0].status.code(), absl::StatusCode::kAborted);
+  std::jthread caller([&] { second = client_->Inspect(verify); });
+  ASSERT_TRUE(retries_.WaitFor(1));
+  EXPECT_EQ(retries_.events()[0].method, "Inspect");
+  EXPECT_EQ(retries_.events()[0].status.code(), absl::StatusCode::kAborted);
   // One byte for the held walk, one for the retried verify's walk.
-  const int fd = open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, "xx", 2), 2);
+  fifo_.Release(2);
   holder.join();
   caller.join();
-  close(fd);
   ASSERT_TRUE(held.ok()) << held.status();
   EXPECT_TRUE(held->verify_result().ok());
   ASSERT_TRUE(second.ok()) << second.status();

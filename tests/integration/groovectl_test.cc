@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/server_process.h"
+#include "support/stall_fifo.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -247,10 +248,9 @@ TEST_F(GroovectlTest, AddWithTheSameRequestIdIsAnsweredNotMadeAgain) {
 // with the request_id to repeat it with.
 TEST(GroovectlOutcomeTest, AnAddCutOffAfterItWasSentExits4) {
   TempDir dir;
-  const std::string fifo = dir.path() + "/stall.fifo";
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  StallFifo fifo(dir);
   auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path(), "--testonly_stall_add_fifo=" + fifo,
+      {"--data-dir=" + dir.path(), "--testonly_stall_add_fifo=" + fifo.path(),
        "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
   ASSERT_NE(server, nullptr);
   CommandResult r;

@@ -24,6 +24,7 @@
 #include "server_test_util.h"
 #include "support/notification.h"
 #include "support/server_process.h"
+#include "support/stall_fifo.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -32,33 +33,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
-
-// StallFifo is the FIFO the server's stalled allocations read from: each
-// byte written releases one of them.
-class StallFifo {
- public:
-  explicit StallFifo(const TempDir& dir) : path_(dir.path() + "/stall.fifo") {
-    EXPECT_EQ(mkfifo(path_.c_str(), 0600), 0);
-  }
-  ~StallFifo() {
-    if (fd_ >= 0) close(fd_);
-  }
-  const std::string& path() const { return path_; }
-
-  // Release lets `count` stalled allocations proceed. The server holds
-  // the FIFO open for reading, so opening it for writing does not block.
-  void Release(int count) {
-    if (fd_ < 0) fd_ = open(path_.c_str(), O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd_, 0);
-    const std::string bytes(static_cast<size_t>(count), 'x');
-    ASSERT_EQ(write(fd_, bytes.data(), bytes.size()),
-              static_cast<ssize_t>(bytes.size()));
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
 
 // AsyncAdd is an AddVolume call in flight (gRPC's callback client API).
 struct AsyncAdd {
