@@ -15,10 +15,11 @@ namespace groove {
 
 // ReadWholeFile returns the contents of `path` (an empty file gives "").
 // `path` must name a regular file, after symlinks: a directory, FIFO or
-// device is refused before it is opened. Why: a directory opens fine
-// through std::ifstream and its read fails on the stream read into, so a
-// caller checking the ifstream took it for an empty file; a FIFO can block
-// the reader forever.
+// device is refused, judged on the file opened (without blocking) and
+// before any read. Why: a directory opens fine through std::ifstream and
+// its read fails on the stream read into, so a caller checking the
+// ifstream took it for an empty file; a FIFO can block the reader forever.
+// A read error is an error, never contents cut short.
 // `what` names the file in the message, e.g. "--info file /x/info.txt" or
 // "tls_ca_file (--tls-ca) /x/ca.pem".
 // Errors: INVALID_ARGUMENT "WHAT: cannot read: <strerror>" (missing,
