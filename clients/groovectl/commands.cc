@@ -327,8 +327,8 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
     if (exit_code == kExitOutcomeUnknown) {
       err << "error: or repeat this add with --request-id "
           << request.request_id()
-          << ": while the same server runs, it answers what the first did "
-             "instead of adding again (ids do not survive a restart)\n";
+          << ": the server answers what the first did instead of adding "
+             "again, also after a restart\n";
     }
     return exit_code;
   }

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <span>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -169,19 +171,6 @@ absl::Status ForEachRun(size_t n, IndexAt index_at, Fn fn) {
     k = end;
   }
   return absl::OkStatus();
-}
-
-absl::Status ErrnoError(absl::string_view what) {
-  const int err = errno;
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  if (err == EACCES || err == EPERM || err == EROFS) {
-    return absl::PermissionDeniedError(message);
-  }
-  if (err == ENOENT) return absl::NotFoundError(message);
-  if (err == ENOSPC || err == ENOMEM) {
-    return absl::ResourceExhaustedError(message);
-  }
-  return absl::InternalError(message);
 }
 
 // CopyField writes `text` into a fixed char field, NUL-terminated.
@@ -442,7 +431,46 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
   }
   if (absl::Status s = pool->Recover(); !s.ok()) return s;
   pool->IndexFreeSlots();
+  if (absl::Status s = pool->OpenJournal(); !s.ok()) return s;
   return pool;
+}
+
+absl::Status NamedPool::OpenJournal() {
+  // The metadata object this owner holds (a replaced one's, if recovery
+  // replaced it): a journal naming another belongs to an earlier pool.
+  struct stat st;
+  if (fstat(meta_fd_, &st) != 0) {
+    return ErrnoError(
+        absl::StrCat("stat the metadata of pool '", config_.name, "'"));
+  }
+  const RequestJournal::Identity identity{static_cast<uint64_t>(st.st_dev),
+                                          static_cast<uint64_t>(st.st_ino)};
+  // An add that was in flight happened if recovery rolled it forward: its
+  // slots are MAPPED with its batch now (rolled back: FREE). Nothing else
+  // runs yet to change them: this owner serves no add or remove before
+  // Open returns, and data planes leave slots MAPPED.
+  auto committed = [this](uint64_t batch, std::span<const uint64_t> indices) {
+    for (const uint64_t i : indices) {
+      // Relaxed: recovery's stores were made by this thread.
+      if (Slot(i).load(std::memory_order_relaxed) ==
+          SlotWord(kSlotMapped, batch)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  absl::StatusOr<std::unique_ptr<RequestJournal>> journal =
+      RequestJournal::Open(
+          absl::StrCat(data_dir_, "/", config_.name, ".requests"), identity,
+          config_.max_volumes, committed, &recovery_.request_journal);
+  if (!journal.ok()) return journal.status();
+  journal_ = std::move(*journal);
+  recorded_adds_ = journal_->CommittedAdds();
+  return absl::OkStatus();
+}
+
+std::vector<RecordedAdd> NamedPool::TakeRecordedAdds() {
+  return std::exchange(recorded_adds_, {});
 }
 
 absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Join(
@@ -1839,8 +1867,8 @@ void NamedPool::ReleaseClaims(const std::vector<uint64_t>& indices,
 }
 
 absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
-    uint64_t count, std::optional<uint64_t> first_index,
-    absl::string_view info) {
+    uint64_t count, std::optional<uint64_t> first_index, absl::string_view info,
+    std::optional<RequestKey> key) {
   if (!owner_) {
     return absl::FailedPreconditionError(
         "add volumes: only the pool's owner adds; this is a data-plane join");
@@ -1849,6 +1877,12 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   // all back would make concurrent adds fail meanwhile.
   if (absl::Status s = CheckAddArguments(count, first_index, info); !s.ok()) {
     return s;
+  }
+  if (key.has_value() && count > RequestJournal::kMaxVolumesPerAdd) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "add volumes to pool '", config_.name, "': an add with a request key ",
+        "adds at most ", RequestJournal::kMaxVolumesPerAdd, " volumes, not ",
+        count, "; split it"));
   }
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
@@ -1922,12 +1956,32 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     }
   }
   Step("add:formatted");
-  // Release: recovery (or Inspect) that sees PUSHING sees the headers.
+  // An add with a key is recorded before it commits (PENDING: it happened
+  // if its slots turn PUSHING), and its record commits before the push,
+  // after which removes may take its volumes and leave no slot to judge
+  // it by (RequestJournal).
+  std::optional<uint64_t> journal_entry;
+  if (key.has_value()) {
+    absl::StatusOr<uint64_t> entry =
+        journal_->Begin(*key, batch, count, first_index, info, indices);
+    if (!entry.ok()) {
+      ReleaseClaims(indices, indices.size());
+      return absl::Status(
+          entry.status().code(),
+          absl::StrCat("add volumes to pool '", config_.name,
+                       "': ", entry.status().message(), "; nothing was added"));
+    }
+    journal_entry = *entry;
+    Step("add:recorded");
+  }
+  // Release: recovery (or Inspect) that sees PUSHING sees the headers, and
+  // the journal entry's PENDING.
   for (uint64_t i : indices) {
     Slot(i).store(SlotWord(kSlotPushing, batch), std::memory_order_release);
   }
   meta_->volumes_mapped.fetch_add(count, std::memory_order_relaxed);
   Step("add:committed");
+  if (journal_entry.has_value()) journal_->Commit(*journal_entry, batch);
   // One CAS pushes the whole batch (a chain, the lowest index on top), so
   // a push that fails (the top moved and the last volume's header cannot
   // be written again, or the stack is corrupt) pushed nothing and the add
@@ -1938,11 +1992,15 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
       pool.PushChainTagged(indices, batch, top_now, &header_write_failed);
   if (pushed != PoolError::kSuccess) {
     // Uncommitted again (a crash from here on is rolled back), then undone.
+    // The journal entry first, and the slots with release stores, so no
+    // crash finds a committed record of an add being rolled back.
+    if (journal_entry.has_value()) journal_->Uncommit(*journal_entry, batch);
     for (uint64_t i : indices) {
-      Slot(i).store(SlotWord(kSlotAdding, batch), std::memory_order_relaxed);
+      Slot(i).store(SlotWord(kSlotAdding, batch), std::memory_order_release);
     }
     meta_->volumes_mapped.fetch_sub(count, std::memory_order_relaxed);
     ReleaseClaims(indices, indices.size());
+    if (journal_entry.has_value()) journal_->Forget(*journal_entry);
     if (header_write_failed) {
       return absl::InternalError(absl::StrCat(
           "add volumes to pool '", config_.name, "': linking volume ",

@@ -1,5 +1,9 @@
 #include "groove/pool_error.h"
 
+#include <cerrno>
+#include <cstring>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 
 namespace groove {
@@ -83,6 +87,19 @@ absl::Status PoolErrorToStatus(PoolError error, absl::string_view what) {
   return absl::Status(PoolErrorCode(error),
                       absl::StrCat(what, ": ", PoolErrorName(error), ": ",
                                    Remedy(error)));
+}
+
+absl::Status ErrnoError(absl::string_view what) {
+  const int err = errno;
+  std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == EACCES || err == EPERM || err == EROFS) {
+    return absl::PermissionDeniedError(message);
+  }
+  if (err == ENOENT) return absl::NotFoundError(message);
+  if (err == ENOSPC || err == ENOMEM) {
+    return absl::ResourceExhaustedError(message);
+  }
+  return absl::InternalError(message);
 }
 
 }  // namespace groove

@@ -12,29 +12,6 @@
 namespace groove::server {
 namespace {
 
-// A 128-bit request id, parsed from its UUID text form.
-struct Id {
-  uint64_t high = 0;
-  uint64_t low = 0;
-};
-
-// ParseId reads the 32 hex digits of a UUID that passed ValidateRequestId.
-Id ParseId(absl::string_view text) {
-  Id id;
-  int digits = 0;
-  for (char c : text) {
-    if (c == '-') continue;
-    const uint64_t nibble = absl::ascii_isdigit(c)
-                                ? static_cast<uint64_t>(c - '0')
-                                : static_cast<uint64_t>(
-                                      absl::ascii_tolower(c) - 'a' + 10);
-    uint64_t& half = digits < 16 ? id.high : id.low;
-    half = half << 4 | nibble;
-    ++digits;
-  }
-  return id;
-}
-
 // ArgumentDifference names the first argument in which `now` differs from
 // `first` (pool, count, first_index, info), with both values:
 // "count was 2, is 3 now". Empty when they are the same.
@@ -78,6 +55,30 @@ constexpr uint64_t kVersionShift = 48;
 constexpr uint64_t kVersionOne = uint64_t{1} << kVersionShift;
 
 }  // namespace
+
+RequestKey ParseRequestId(absl::string_view request_id) {
+  RequestKey key;
+  int digits = 0;
+  for (char c : request_id) {
+    if (c == '-') continue;
+    const uint64_t nibble =
+        absl::ascii_isdigit(c)
+            ? static_cast<uint64_t>(c - '0')
+            : static_cast<uint64_t>(absl::ascii_tolower(c) - 'a' + 10);
+    uint64_t& half = digits < 16 ? key.high : key.low;
+    half = half << 4 | nibble;
+    ++digits;
+  }
+  return key;
+}
+
+std::string FormatRequestId(const RequestKey& key) {
+  const std::string hex = absl::StrCat(absl::Hex(key.high, absl::kZeroPad16),
+                                       absl::Hex(key.low, absl::kZeroPad16));
+  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-",
+                      hex.substr(12, 4), "-", hex.substr(16, 4), "-",
+                      hex.substr(20, 12));
+}
 
 absl::Status ValidateRequestId(absl::string_view request_id) {
   if (request_id.empty()) return absl::OkStatus();
@@ -197,7 +198,7 @@ int64_t RequestLog::AllocateRecord() {
 }
 
 RequestLog::Claim RequestLog::Start(const v1::AddVolumeRequest& request) {
-  const Id id = ParseId(request.request_id());
+  const RequestKey id = ParseRequestId(request.request_id());
   const uint32_t bucket_index = BucketOf(id.high, id.low);
   std::atomic<uint64_t>& bucket = buckets_[bucket_index];
   int64_t fresh = -1;  // a record allocated for this id, not yet published
@@ -327,6 +328,14 @@ void RequestLog::Succeeded(const Ticket& ticket,
   r.response.store(new v1::AddVolumeResponse(response),
                    std::memory_order_release);
   Unreference(r);  // the runner's reference
+}
+
+bool RequestLog::Remember(const v1::AddVolumeRequest& request,
+                          const v1::AddVolumeResponse& response) {
+  Claim claim = Start(request);
+  if (claim.outcome != Outcome::kRun) return false;
+  Succeeded(claim.ticket, response);
+  return true;
 }
 
 void RequestLog::Failed(const Ticket& ticket) {

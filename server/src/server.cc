@@ -231,9 +231,12 @@ void ApplyLimits(const VolumeServer::Limits& limits,
 void LogOpened(const NamedPool& pool) {
   const RecoveryReport& r = pool.recovery();
   const PoolSummary s = pool.Summary();
+  const RequestJournal::OpenReport& journal = r.request_journal;
   const bool eventful = r.lock_was_held || r.store_lost ||
                         r.adds_rolled_back > 0 || r.removes_finished > 0 ||
-                        r.volumes_unresolved > 0 || r.volumes_quarantined > 0;
+                        r.volumes_unresolved > 0 || r.volumes_quarantined > 0 ||
+                        !journal.reset_reason.empty() ||
+                        journal.dropped_invalid > 0;
   Log(eventful ? LogLevel::kWarn : LogLevel::kInfo,
       r.created ? "pool_created" : "pool_recovered",
       {{"pool", s.name},
@@ -253,7 +256,37 @@ void LogOpened(const NamedPool& pool) {
        {"removes_finished", r.removes_finished},
        {"volumes_repushed", r.volumes_repushed},
        {"volumes_unresolved", r.volumes_unresolved},
-       {"volumes_quarantined", r.volumes_quarantined}});
+       {"volumes_quarantined", r.volumes_quarantined},
+       // Adds with request ids the pool's journal holds (their ids are
+       // answered across this restart); of them, in flight and rolled
+       // forward; in flight and rolled back (forgotten); entries that were
+       // no add's; why the journal was emptied ("" if it was not).
+       {"request_ids_recorded", journal.committed},
+       {"request_adds_rolled_forward", journal.resolved_committed},
+       {"request_adds_forgotten", journal.resolved_failed},
+       {"request_entries_dropped", journal.dropped_invalid},
+       {"request_journal_reset", journal.reset_reason}});
+}
+
+// RememberRecordedAdds gives the request log the adds with ids that
+// `pool`'s journal held at Open, so that repeating one of them after this
+// restart returns its first response, as before it, instead of adding
+// again. The response's summary is today's (a replay's may be stale).
+void RememberRecordedAdds(NamedPool& pool, RequestLog& requests) {
+  const v1::PoolSummary summary = ToProtoSummary(pool.Summary());
+  for (const RecordedAdd& add : pool.TakeRecordedAdds()) {
+    v1::AddVolumeRequest request;
+    request.set_pool(pool.config().name);
+    request.set_count(add.count);
+    if (add.first_index.has_value()) request.set_first_index(*add.first_index);
+    request.set_info(add.info);
+    request.set_request_id(FormatRequestId(add.key));
+    v1::AddVolumeResponse response;
+    response.mutable_volume_indices()->Assign(add.indices.begin(),
+                                              add.indices.end());
+    *response.mutable_summary() = summary;
+    requests.Remember(request, response);
+  }
 }
 
 }  // namespace
@@ -360,6 +393,7 @@ absl::Status VolumeServer::OpenPools() {
                                  config.data_dir(), ": ", s.message()));
     }
     LogOpened(**pool);
+    RememberRecordedAdds(**pool, requests_);
     if (absl::Status s = AddInitialVolumes(
             **pool, pool_config.initial_volumes(), options_.stop_requested);
         !s.ok()) {

@@ -339,9 +339,13 @@ void VolumePoolServiceImpl::RunAdd(
   std::optional<uint64_t> first_index;
   if (request->has_first_index()) first_index = request->first_index();
   // The arguments were checked by AddVolume; AddVolumes checks them again
-  // (CheckAddArguments) and decides ALREADY_EXISTS with its claim.
+  // (CheckAddArguments) and decides ALREADY_EXISTS with its claim. An id
+  // goes to the pool's request journal with the add's commit, so that it
+  // is answered after a restart too (RequestLog, "Restarts").
+  std::optional<RequestKey> key;
+  if (ticket.has_value()) key = ParseRequestId(request->request_id());
   absl::StatusOr<std::vector<uint64_t>> added =
-      pool.AddVolumes(request->count(), first_index, request->info());
+      pool.AddVolumes(request->count(), first_index, request->info(), key);
   if (!added.ok()) {
     if (ticket.has_value()) requests_->Failed(*ticket);
     Finish(call, added.status());

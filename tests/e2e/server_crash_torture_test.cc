@@ -18,10 +18,13 @@
 // At the end the data planes finish, everything is removed, and the store
 // file holds no block.
 //
-// Why clients do not retry a lost add with its request_id: the server
-// remembers request ids in memory only (docs/SERVER.md §3), so after a
-// restart a retry would add again. Every add carries a unique `info`
-// instead, which is how the checker learns whether a lost add happened.
+// Every add carries a unique `info`, which is how the checker learns
+// whether a lost add happened, and a request_id. A client whose add was
+// lost to a kill repeats it, with the same id, as its first call to the
+// next server: request ids survive restarts and kills (the pool's request
+// journal, docs/SERVER.md §3), so the repeat must be answered with the
+// volumes the lost add made if it happened (the ones the check found with
+// its info), must make them if it did not, and must never add twice.
 //
 // GROOVE_TORTURE_ITERATIONS (default 100) sets how many times the server is
 // killed; GROOVE_TEST_SEED replays a run (the seed is printed).
@@ -34,6 +37,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -94,6 +98,7 @@ class Ledger {
     uint64_t adds_acked = 0, adds_failed = 0, adds_unknown = 0;
     uint64_t removes_acked = 0, removes_lost = 0, inspects = 0;
     uint64_t volumes_checked = 0, lost_adds_happened = 0;
+    uint64_t repeats_replayed = 0, repeats_added = 0;
   };
 
   void AddAcked(const std::string& info, uint64_t count,
@@ -113,6 +118,31 @@ class Ledger {
     absl::MutexLock lock(&mu_);
     adds_[info] = {count, Outcome::kUnknown, {}};
     ++totals_.adds_unknown;
+  }
+  // The repeat of a lost add (same id, same info) was answered with
+  // `indices`. If the check after the kill found the add had happened, the
+  // answer must name the volumes it found (a replay); if not, they are new
+  // (the add ran now). Either way, no volume with its info may exist
+  // outside the answer at the next check (nothing added twice).
+  void AddRepeated(const std::string& info, uint64_t count,
+                   std::vector<uint64_t> indices,
+                   std::vector<std::string>* failures) {
+    absl::MutexLock lock(&mu_);
+    auto settled = settled_.find(info);
+    if (settled != settled_.end() && !settled->second.empty()) {
+      for (uint64_t index : settled->second) {
+        if (std::find(indices.begin(), indices.end(), index) == indices.end()) {
+          failures->push_back(absl::StrCat(
+              "the repeat of lost add '", info, "' was not answered with ",
+              "volume ", index, ", which the lost add made"));
+        }
+      }
+      ++totals_.repeats_replayed;
+    } else {
+      ++totals_.repeats_added;
+    }
+    if (settled != settled_.end()) settled_.erase(settled);
+    adds_[info] = {count, Outcome::kRepeated, std::move(indices)};
   }
   void RemoveAcked(const v1::RemoveVolumeResponse& response,
                    std::vector<std::string>* failures) {
@@ -203,6 +233,32 @@ class Ledger {
             ++totals_.lost_adds_happened;
             missing += add.count - seen;  // happened whole; some removed
           }
+          // What its repeat must be answered with (AddRepeated).
+          settled_[info] = present;
+          for (const auto& [index, removed_info] : removed_) {
+            if (removed_info == info) settled_[info].push_back(index);
+          }
+          break;
+        }
+        case Outcome::kRepeated: {
+          // The volumes with its info are among those the repeat named:
+          // a repeat that added again would leave others. (Some of the
+          // named ones may be gone: removed before the kill whose answer
+          // was lost.)
+          for (uint64_t index : present) {
+            if (std::find(add.indices.begin(), add.indices.end(), index) ==
+                add.indices.end()) {
+              fail("lost add '", info, "' was repeated and volume ", index,
+                   " with its info is not in the repeat's answer (added "
+                   "twice)");
+            }
+          }
+          if (present.size() + removed > add.count) {
+            fail("lost add '", info, "' of ", add.count,
+                 " volumes was repeated and left ", present.size() + removed,
+                 " (duplicated)");
+          }
+          // Those still there are known from now on (known_ = server).
           break;
         }
       }
@@ -240,7 +296,7 @@ class Ledger {
   }
 
  private:
-  enum class Outcome { kAcked, kFailed, kUnknown };
+  enum class Outcome { kAcked, kFailed, kUnknown, kRepeated };
   struct Add {
     uint64_t count = 0;
     Outcome outcome = Outcome::kUnknown;
@@ -250,6 +306,9 @@ class Ledger {
   absl::Mutex mu_;
   std::map<uint64_t, std::string> known_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Add> adds_ ABSL_GUARDED_BY(mu_);  // by info
+  // Lost adds the last check settled, by info: the indices it found with
+  // their info (present or removed), empty if the add had not happened.
+  std::map<std::string, std::vector<uint64_t>> settled_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<uint64_t, std::string>> removed_ ABSL_GUARDED_BY(mu_);
   uint64_t lost_remove_budget_ ABSL_GUARDED_BY(mu_) = 0;
   Totals totals_ ABSL_GUARDED_BY(mu_);
@@ -345,6 +404,7 @@ class Clients {
   void Run(int id, uint64_t seed) {
     std::mt19937_64 rng(seed);
     uint64_t sequence = 0;
+    std::optional<v1::AddVolumeRequest> lost_add;  // to repeat first
     uint64_t parked_epoch = 0;  // the server this client lost a call to
     for (;;) {
       std::shared_ptr<grpc::Channel> channel;
@@ -360,7 +420,10 @@ class Clients {
         ++in_flight_;
       }
       std::vector<std::string> failures;
-      const bool lost = OneCall(channel, id, &sequence, rng, &failures);
+      const bool lost =
+          lost_add.has_value()
+              ? RepeatLostAdd(channel, &lost_add, &failures)
+              : OneCall(channel, id, &sequence, rng, &lost_add, &failures);
       absl::MutexLock lock(&mu_);
       --in_flight_;
       ++ops_;
@@ -373,10 +436,44 @@ class Clients {
     }
   }
 
+  // RepeatLostAdd sends *lost_add (an add lost to a kill) again, with its
+  // request_id, and records the answer; clears *lost_add once answered.
+  // Returns true when the repeat was lost to a kill too.
+  bool RepeatLostAdd(const std::shared_ptr<grpc::Channel>& channel,
+                     std::optional<v1::AddVolumeRequest>* lost_add,
+                     std::vector<std::string>* failures) {
+    auto stub = v1::VolumePoolService::NewStub(channel);
+    grpc::ClientContext context;
+    SetDeadline(&context, kTortureRpcTimeout);
+    const v1::AddVolumeRequest request = **lost_add;
+    v1::AddVolumeResponse response;
+    const grpc::Status s = stub->AddVolume(&context, request, &response);
+    if (LostToTheKill(s)) {
+      ledger_->AddUnknown(request.info(), request.count());
+      return true;
+    }
+    lost_add->reset();
+    if (s.ok()) {
+      ledger_->AddRepeated(
+          request.info(), request.count(),
+          {response.volume_indices().begin(), response.volume_indices().end()},
+          failures);
+    } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      // Not remembered, so it had not happened, and the pool is full now.
+      ledger_->AddFailed(request.info(), request.count());
+    } else {
+      ledger_->AddUnknown(request.info(), request.count());
+      failures->push_back(absl::StrCat("repeated add: ", s.error_code(), " ",
+                                       s.error_message()));
+    }
+    return false;
+  }
+
   // OneCall makes one random call and records it; returns true when the
-  // call was lost to a kill.
+  // call was lost to a kill (an add so lost is left in *lost_add).
   bool OneCall(const std::shared_ptr<grpc::Channel>& channel, int id,
                uint64_t* sequence, std::mt19937_64& rng,
+               std::optional<v1::AddVolumeRequest>* lost_add,
                std::vector<std::string>* failures) {
     auto stub = v1::VolumePoolService::NewStub(channel);
     grpc::ClientContext context;
@@ -405,6 +502,7 @@ class Clients {
         ledger_->AddFailed(info, request.count());  // the pool is full
       } else if (LostToTheKill(s)) {
         ledger_->AddUnknown(info, request.count());
+        *lost_add = request;
         return true;
       } else {
         ledger_->AddUnknown(info, request.count());
@@ -697,7 +795,9 @@ TEST(ServerCrashTortureTest, KilledAtRandomInstantsLosesAndLeaksNothing) {
   std::printf(
       "torture: %llu iterations, %llu SIGKILLs (%llu while starting) in "
       "%.1f s; client calls %llu: adds acked %llu, refused %llu, lost %llu "
-      "(%llu of them had happened); removes acked %llu, lost %llu; "
+      "(%llu of them had happened), repeated with their request_id: "
+      "%llu answered with the lost add's volumes, %llu added then; "
+      "removes acked %llu, lost %llu; "
       "inspects %llu; volumes checked %llu; data-plane runs %llu, "
       "acquires %llu\n",
       static_cast<unsigned long long>(iterations),
@@ -709,6 +809,8 @@ TEST(ServerCrashTortureTest, KilledAtRandomInstantsLosesAndLeaksNothing) {
       static_cast<unsigned long long>(t.adds_failed),
       static_cast<unsigned long long>(t.adds_unknown),
       static_cast<unsigned long long>(t.lost_adds_happened),
+      static_cast<unsigned long long>(t.repeats_replayed),
+      static_cast<unsigned long long>(t.repeats_added),
       static_cast<unsigned long long>(t.removes_acked),
       static_cast<unsigned long long>(t.removes_lost),
       static_cast<unsigned long long>(t.inspects),
@@ -719,6 +821,13 @@ TEST(ServerCrashTortureTest, KilledAtRandomInstantsLosesAndLeaksNothing) {
   EXPECT_GT(t.adds_acked, 0u);
   EXPECT_GT(t.removes_acked, 0u);
   EXPECT_GT(data_planes.acquires(), 0u);
+  // A run of the default length loses dozens of adds to kills, about half
+  // of them after they happened: their repeats must have been answered
+  // (a shorter run, GROOVE_TORTURE_ITERATIONS, may lose none).
+  if (iterations >= 50) {
+    EXPECT_GT(t.repeats_replayed, 0u);
+    EXPECT_GT(t.repeats_added, 0u);
+  }
 }
 
 }  // namespace

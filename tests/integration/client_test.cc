@@ -275,9 +275,10 @@ TEST_F(ClientTest, ChangesThatWereNeverSentAreRetried) {
 // An add whose connection is cut after it reached the server may have been
 // made (here it had not: the server died in its allocation, and recovery
 // rolls it back; a server stopping gracefully would have finished it): it
-// is not retried, even with a request_id and a patient client, because a
-// restarted server has forgotten the id and would add again. The status
-// says so and names the id.
+// is not retried, even with a request_id and a patient client: the client
+// cannot tell whether it was, and leaves the choice to its caller, who may
+// repeat it with the id (answered with the first call's result, also by a
+// restarted server) or look first. The status says so and names the id.
 TEST_F(ClientStallTest, AnAddCutOffAfterItWasSentIsNotRetried) {
   ASSERT_NO_FATAL_FAILURE(Start("--testonly_stall_add_fifo"));
   v1::AddVolumeRequest request = AddOf(1);

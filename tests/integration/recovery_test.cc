@@ -57,9 +57,11 @@ void MakeBaseline(const std::string& dir) {
   ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
 }
 
-// KillOwnerAt forks an owner that adds 3 volumes (`add`) or removes 2 and
-// is killed with SIGKILL at `step` (see OpenOptions::step_hook).
-void KillOwnerAt(const std::string& dir, const std::string& step, bool add) {
+// KillOwnerAt forks an owner that adds 3 volumes (`add`, with `key` if
+// set) or removes 2 and is killed with SIGKILL at `step` (see
+// OpenOptions::step_hook).
+void KillOwnerAt(const std::string& dir, const std::string& step, bool add,
+                 std::optional<RequestKey> key = std::nullopt) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -70,7 +72,7 @@ void KillOwnerAt(const std::string& dir, const std::string& step, bool add) {
     auto pool = NamedPool::Open(dir, Config(), options);
     if (!pool.ok()) _exit(2);
     if (add) {
-      (void)(*pool)->AddVolumes(3, std::nullopt, "new");
+      (void)(*pool)->AddVolumes(3, std::nullopt, "new", key);
     } else {
       (void)(*pool)->RemoveVolumes(2);
     }
@@ -222,6 +224,75 @@ TEST(CrashRecoveryHelpTest, AVolumeTheOwnerFailedToPopIsLeftToItsUser) {
   EXPECT_EQ((*owner)->recovery().volumes_unresolved, 0u);
   ExpectAllThereThenRemoveAll(**owner, kBaseline);
 }
+
+// An add with a request key, killed at each of its steps: the reopened
+// pool's journal lists the add if and only if its volumes were added, with
+// the arguments and indices of the add, and keeps saying so.
+struct KeyedCrashCase {
+  const char* step;
+  bool added;
+  bool recorded_pending;  // the entry was PENDING: settled by recovery
+};
+
+class KeyedAddCrashTest : public ::testing::TestWithParam<KeyedCrashCase> {};
+
+TEST_P(KeyedAddCrashTest, TheJournalListsTheAddExactlyWhenItHappened) {
+  const KeyedCrashCase& c = GetParam();
+  const RequestKey key{0x123e4567e89b42d3, 0xa456426614174000};
+  TempDir dir;
+  MakeBaseline(dir.path());
+  KillOwnerAt(dir.path(), c.step, /*add=*/true, key);
+
+  for (int open = 0; open < 2; ++open) {
+    SCOPED_TRACE(open == 0 ? "first open after the crash" : "second open");
+    auto reopened = NamedPool::Open(dir.path(), Config());
+    ASSERT_TRUE(reopened.ok()) << reopened.status();
+    const RequestJournal::OpenReport& journal =
+        (*reopened)->recovery().request_journal;
+    EXPECT_FALSE(journal.created);
+    EXPECT_EQ(journal.reset_reason, "");
+    EXPECT_EQ(journal.dropped_invalid, 0u);
+    const bool settled_now = open == 0 && c.recorded_pending;
+    EXPECT_EQ(journal.resolved_committed, settled_now && c.added ? 1u : 0u);
+    EXPECT_EQ(journal.resolved_failed, settled_now && !c.added ? 1u : 0u);
+    const std::vector<RecordedAdd> recorded = (*reopened)->TakeRecordedAdds();
+    EXPECT_TRUE((*reopened)->TakeRecordedAdds().empty());
+    EXPECT_EQ(MappedIndices(**reopened).size(), kBaseline + (c.added ? 3 : 0));
+    if (!c.added) {
+      EXPECT_TRUE(recorded.empty());
+      continue;
+    }
+    ASSERT_EQ(recorded.size(), 1u);
+    EXPECT_EQ(recorded[0].key, key);
+    EXPECT_EQ(recorded[0].count, 3u);
+    EXPECT_FALSE(recorded[0].first_index.has_value());
+    EXPECT_EQ(recorded[0].info, "new");
+    EXPECT_EQ(recorded[0].indices,
+              (std::vector<uint64_t>{kBaseline, kBaseline + 1, kBaseline + 2}));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Steps, KeyedAddCrashTest,
+    ::testing::Values(
+        // Before its journal entry: no entry at all.
+        KeyedCrashCase{"add:claimed", false, false},
+        KeyedCrashCase{"add:formatted", false, false},
+        // Its entry PENDING, the batch uncommitted: rolled back, forgotten.
+        KeyedCrashCase{"add:recorded", false, true},
+        // The batch committed, the entry still PENDING: rolled forward,
+        // the entry committed by recovery.
+        KeyedCrashCase{"add:committed", true, true},
+        // The entry committed before the push: in the push, and after it.
+        KeyedCrashCase{"stack:linked", true, false},
+        KeyedCrashCase{"add:pushed", true, false}),
+    [](const auto& info) {
+      std::string name = info.param.step;
+      for (char& ch : name) {
+        if (ch == ':') ch = '_';
+      }
+      return name;
+    });
 
 INSTANTIATE_TEST_SUITE_P(
     Steps, CrashRecoveryTest,

@@ -625,6 +625,65 @@ TEST(ServerRestartTest, PoolsAndVolumesSurviveSigkill) {
   EXPECT_THAT(server->LogText(), Not(HasSubstr("event=pool_created")));
 }
 
+// A request id is answered after a restart as before it, whether the
+// server stopped cleanly or was killed: each add with an id is in its
+// pool's request journal, which the next server reads. Before the journal,
+// ids lived in memory only and a repeat across a restart added again.
+TEST(ServerRestartTest, RequestIdsAreAnsweredAcrossRestartsAndKills) {
+  TempDir dir;
+  v1::AddVolumeRequest before_stop = AddRequest("a", 2, "before the stop");
+  before_stop.set_request_id("123e4567-e89b-42d3-a456-426614174000");
+  v1::AddVolumeRequest before_kill = AddRequest("a", 1, "before the kill");
+  before_kill.set_request_id("00000000-0000-4000-8000-0000000000aa");
+  v1::AddVolumeResponse response;
+  {
+    auto server = ServerProcess::Start(TwoPools(dir));
+    ASSERT_NE(server, nullptr);
+    auto stub = server->Stub();
+    ASSERT_TRUE(Add(*stub, before_stop, &response).ok());
+    EXPECT_THAT(response.volume_indices(), ElementsAre(0, 1));
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  {
+    auto server = ServerProcess::Start(TwoPools(dir));
+    ASSERT_NE(server, nullptr);
+    EXPECT_THAT(server->WaitForLog("event=pool_recovered pool=a").value_or(""),
+                HasSubstr("request_ids_recorded=1"))
+        << server->LogText();
+    auto stub = server->Stub();
+    ASSERT_TRUE(Add(*stub, before_stop, &response).ok());
+    EXPECT_THAT(response.volume_indices(), ElementsAre(0, 1));
+    ASSERT_TRUE(Add(*stub, before_kill, &response).ok());
+    EXPECT_THAT(response.volume_indices(), ElementsAre(2));
+    EXPECT_EQ(TakeSnapshot(*stub, "a").summary.volumes_mapped(), 3u);
+    server->Kill();
+  }
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  // Both repeats (one with its hex digits in upper case) are answered,
+  // and nothing is added.
+  before_stop.set_request_id("123E4567-E89B-42D3-A456-426614174000");
+  ASSERT_TRUE(Add(*stub, before_stop, &response).ok());
+  EXPECT_THAT(response.volume_indices(), ElementsAre(0, 1));
+  ASSERT_TRUE(Add(*stub, before_kill, &response).ok());
+  EXPECT_THAT(response.volume_indices(), ElementsAre(2));
+  EXPECT_EQ(response.summary().volumes_mapped(), 3u);
+  EXPECT_EQ(TakeSnapshot(*stub, "a").summary.volumes_mapped(), 3u);
+  // The id with other arguments is refused, naming the first call's.
+  before_kill.set_count(2);
+  const grpc::Status conflict = Add(*stub, before_kill, &response);
+  EXPECT_EQ(conflict.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(conflict.error_message(), HasSubstr("count was 1, is 2 now"));
+  // And in another pool: ids are the server's, not a pool's.
+  before_kill.set_count(1);
+  before_kill.set_pool("b");
+  EXPECT_EQ(Add(*stub, before_kill, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(TakeSnapshot(*stub, "a").summary.volumes_mapped(), 3u);
+  EXPECT_EQ(TakeSnapshot(*stub, "b").summary.volumes_mapped(), 0u);
+}
+
 // Two servers with their own data directories (not tmpfs, so `normal`
 // stores go to /dev/shm/groove-volumed, which they share) and a pool of
 // the same name: the second's start used to cut the first's store to its

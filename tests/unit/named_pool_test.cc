@@ -1490,7 +1490,10 @@ TEST(NamedPoolTest, AHeaderWriteFailureAfterTheCommitRollsBackTheWholeBatch) {
   const Observed before = Observe(*pool);
 
   armed = true;
-  const absl::Status s = pool->AddVolumes(5, std::nullopt, "batch").status();
+  // With a request key: its journal entry, committed with the batch, is
+  // uncommitted and forgotten with it.
+  const absl::Status s =
+      pool->AddVolumes(5, std::nullopt, "batch", RequestKey{1, 2}).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("volume 7"))
       << s;  // 0, 2, 4, 6, 7
@@ -1512,6 +1515,9 @@ TEST(NamedPoolTest, AHeaderWriteFailureAfterTheCommitRollsBackTheWholeBatch) {
   EXPECT_EQ(r.volumes_repushed, 0u);
   EXPECT_EQ(r.volumes_quarantined, 0u);
   EXPECT_EQ(r.volumes_recovered, 3u);
+  EXPECT_EQ(r.request_journal.committed, 0u);
+  EXPECT_EQ(r.request_journal.resolved_failed, 0u);
+  EXPECT_TRUE(pool->TakeRecordedAdds().empty());
   EXPECT_EQ(Observe(*pool), before);
   verified = pool->Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
@@ -1897,6 +1903,199 @@ TEST(NamedPoolTest, APoolSurvivesCloseAndReopenWithItsVolumes) {
   EXPECT_EQ(data_plane->pool().Release(held), PoolError::kSuccess);
   EXPECT_EQ(pool->Verify()->empty_volumes, 4u);
   EXPECT_EQ(pool->Summary().volumes_empty, 4u);
+}
+
+// ---- The request journal
+// -------------------------------------------------------
+
+std::string JournalPath(const TempDir& dir, const std::string& name = "main") {
+  return dir.path() + "/" + name + ".requests";
+}
+
+// Adds with keys survive the owner: the next Open lists them, committed
+// ones only, oldest first, with their arguments and indices; adds without
+// a key and failed adds are not listed.
+TEST(RequestJournalTest, AddsWithKeysAreListedByTheNextOpen) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    EXPECT_TRUE(pool->recovery().request_journal.created);
+    EXPECT_TRUE(pool->TakeRecordedAdds().empty());
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "a", RequestKey{1, 1}).ok());
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "no key").ok());
+    ASSERT_TRUE(pool->AddVolumes(2, 8, "b", RequestKey{2, 2}).ok());
+    // Fails (index 8 is taken) after claiming nothing: never recorded.
+    EXPECT_EQ(pool->AddVolumes(1, 8, "c", RequestKey{3, 3}).status().code(),
+              absl::StatusCode::kAlreadyExists);
+  }
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  const RequestJournal::OpenReport& report = pool->recovery().request_journal;
+  EXPECT_FALSE(report.created);
+  EXPECT_EQ(report.reset_reason, "");
+  EXPECT_EQ(report.committed, 2u);
+  const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
+  ASSERT_EQ(recorded.size(), 2u);
+  EXPECT_EQ(recorded[0].key, (RequestKey{1, 1}));
+  EXPECT_EQ(recorded[0].count, 2u);
+  EXPECT_FALSE(recorded[0].first_index.has_value());
+  EXPECT_EQ(recorded[0].info, "a");
+  EXPECT_EQ(recorded[0].indices, (std::vector<uint64_t>{0, 1}));
+  EXPECT_EQ(recorded[1].key, (RequestKey{2, 2}));
+  EXPECT_EQ(recorded[1].first_index, std::optional<uint64_t>(8));
+  EXPECT_EQ(recorded[1].info, "b");
+  EXPECT_EQ(recorded[1].indices, (std::vector<uint64_t>{8, 9}));
+  EXPECT_LT(recorded[0].batch, recorded[1].batch);
+  EXPECT_TRUE(pool->TakeRecordedAdds().empty());  // handed out once
+}
+
+// The journal holds the last RequestJournal::kEntries adds with keys: a
+// newer add reuses the oldest one's entry, and the others are kept.
+TEST(RequestJournalTest, ANewAddReusesTheOldestEntry) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("main", 2 * RequestJournal::kEntries);
+  config.volume_size_bytes = 4096;
+  const uint64_t adds = RequestJournal::kEntries + 2;
+  {
+    auto pool = OpenOrDie(dir.path(), config);
+    ASSERT_NE(pool, nullptr);
+    for (uint64_t k = 0; k < adds; ++k) {
+      ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{0, k}).ok())
+          << k;
+    }
+  }
+  // Twice: a reopened journal goes on in ring order where the last one
+  // stopped.
+  for (uint64_t round = 0; round < 2; ++round) {
+    auto pool = OpenOrDie(dir.path(), config);
+    ASSERT_NE(pool, nullptr);
+    const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
+    ASSERT_EQ(recorded.size(), RequestJournal::kEntries);
+    const uint64_t oldest = 2 + round;
+    for (uint64_t k = 0; k < recorded.size(); ++k) {
+      EXPECT_EQ(recorded[k].key, (RequestKey{0, oldest + k}));
+      EXPECT_EQ(recorded[k].indices, (std::vector<uint64_t>{oldest + k}));
+    }
+    if (round == 0) {
+      ASSERT_TRUE(
+          pool->AddVolumes(1, std::nullopt, "", RequestKey{0, adds}).ok());
+    }
+  }
+}
+
+// A re-created pool is a new pool: the keys of the one it replaced named
+// volumes that are gone, so its journal is emptied, and says why.
+TEST(RequestJournalTest, ARecreatedPoolForgetsTheKeysOfTheOldOne) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{7, 7}).ok());
+  }
+  NamedPool::OpenOptions recreate;
+  recreate.recreate = true;
+  auto pool = OpenOrDie(dir.path(), SmallConfig("main", 32), recreate);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  EXPECT_THAT(pool->recovery().request_journal.reset_reason,
+              HasSubstr("earlier pool of this name"));
+  EXPECT_TRUE(pool->TakeRecordedAdds().empty());
+}
+
+// A journal that is not one (damaged, cut short, of another build) is
+// emptied, never trusted; an entry that is no add's is dropped, the
+// others kept.
+TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{1, 0}).ok());
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{2, 0}).ok());
+  }
+  // The first add's entry (the first of a new journal) claims 5000
+  // volumes: no add's.
+  WriteWord(JournalPath(dir),
+            testing::kJournalEntryOffset + testing::kJournalEntryCountOffset,
+            5000);
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    EXPECT_EQ(pool->recovery().request_journal.dropped_invalid, 1u);
+    const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
+    ASSERT_EQ(recorded.size(), 1u);
+    EXPECT_EQ(recorded[0].key, (RequestKey{2, 0}));
+  }
+  WriteWord(JournalPath(dir), 0, 0x1234);  // the magic
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    EXPECT_THAT(pool->recovery().request_journal.reset_reason,
+                HasSubstr("not a journal"));
+    EXPECT_TRUE(pool->TakeRecordedAdds().empty());
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{3, 0}).ok());
+  }
+  ASSERT_EQ(truncate(JournalPath(dir).c_str(), 8192), 0);
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_THAT(pool->recovery().request_journal.reset_reason,
+              HasSubstr("8192 bytes"));
+  EXPECT_TRUE(pool->TakeRecordedAdds().empty());
+  // The pool itself is untouched by all this.
+  EXPECT_EQ(pool->Summary().volumes_mapped, 3u);
+}
+
+TEST(RequestJournalTest, AnAddWithAKeyOfMoreThanAnEntryHoldsIsRefused) {
+  TempDir dir;
+  auto pool = OpenOrDie(
+      dir.path(), SmallConfig("main", RequestJournal::kMaxVolumesPerAdd + 1));
+  ASSERT_NE(pool, nullptr);
+  const Observed before = Observe(*pool);
+  const absl::Status s = pool->AddVolumes(RequestJournal::kMaxVolumesPerAdd + 1,
+                                          std::nullopt, "", RequestKey{1, 1})
+                             .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("at most 1024 volumes"));
+  EXPECT_EQ(Observe(*pool), before);
+}
+
+// Adds with keys from several threads at once each get an entry of their
+// own: every one is listed after a reopen with the indices it returned.
+TEST(RequestJournalTest, ConcurrentAddsWithKeysAreEachRecorded) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("main", 512);
+  config.volume_size_bytes = 4096;
+  constexpr uint64_t kThreads = 4;
+  constexpr uint64_t kAddsPerThread = 40;
+  std::vector<std::vector<uint64_t>> returned(kThreads * kAddsPerThread);
+  {
+    auto pool = OpenOrDie(dir.path(), config);
+    ASSERT_NE(pool, nullptr);
+    std::vector<std::thread> threads;
+    for (uint64_t t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (uint64_t k = 0; k < kAddsPerThread; ++k) {
+          const uint64_t n = t * kAddsPerThread + k;
+          absl::StatusOr<std::vector<uint64_t>> added =
+              pool->AddVolumes(1 + n % 3, std::nullopt, "", RequestKey{t, k});
+          EXPECT_TRUE(added.ok()) << added.status();
+          if (added.ok()) returned[n] = *added;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  auto pool = OpenOrDie(dir.path(), config);
+  ASSERT_NE(pool, nullptr);
+  const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
+  ASSERT_EQ(recorded.size(), kThreads * kAddsPerThread);
+  for (const RecordedAdd& add : recorded) {
+    const uint64_t n = add.key.high * kAddsPerThread + add.key.low;
+    ASSERT_LT(n, returned.size());
+    EXPECT_EQ(add.indices, returned[n]) << n;
+    EXPECT_EQ(add.count, 1 + n % 3);
+  }
 }
 
 // --recreate with data-plane joins still running (here: of another

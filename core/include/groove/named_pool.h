@@ -1,7 +1,7 @@
 // groove/named_pool.h: a volume pool that lives in a data directory as
 // named objects, survives its processes and can be joined by others.
 //
-// A pool NAME in data directory DIR is two objects:
+// A pool NAME in data directory DIR is two objects, and the owner's journal:
 //
 //   DIR/NAME.pool      the metadata object, mapped shared by every join:
 //                      the pool header (facts-file layout at offset 0), the
@@ -21,6 +21,10 @@
 //                      store), the PATH of file:PATH, or a hugetlb memfd
 //                      when no hugetlbfs mount serves the page size (joined
 //                      through /proc/PID/fd/N; it dies with the owner).
+//   DIR/NAME.requests  the owner's request journal: the recent adds made
+//                      with a caller's key, so that a repeat returns the
+//                      first add's volumes across the owner's restarts and
+//                      crashes (RequestJournal; data planes never open it).
 //
 // Two roles join a pool:
 //   - the owner (the server; one at a time, enforced by an flock on the
@@ -69,6 +73,7 @@
 #include "absl/strings/string_view.h"
 #include "groove/backing.h"
 #include "groove/free_slot_index.h"
+#include "groove/request_journal.h"
 #include "groove/store_gate.h"
 #include "groove/volume_pool.h"
 #include "groove/volume_store.h"
@@ -175,6 +180,10 @@ struct RecoveryReport {
   // sound empty volume's (corrupt): left off the stack, shown as corrupt by
   // ListVolumes, never handed out.
   uint64_t volumes_quarantined = 0;
+  // What opening the request journal found and resolved: adds with keys
+  // that were in flight are judged by the slots above (rolled forward:
+  // committed; rolled back: forgotten).
+  RequestJournal::OpenReport request_journal;
 };
 
 class NamedPool {
@@ -190,7 +199,9 @@ class NamedPool {
     HostMemory host;
     // Tests: called between the steps of AddVolumes and RemoveVolumes with
     // the step just completed ("add:claimed", "add:allocated",
-    // "add:formatted", "add:committed", "add:pushed", "remove:popped",
+    // "add:formatted", "add:recorded" (an add with a key: its journal
+    // entry written, PENDING), "add:committed" (slots PUSHING; the journal
+    // entry still PENDING), "add:pushed", "remove:popped",
     // "remove:deallocated", "remove:deferred": the punch was queued for
     // the allocation in progress), before an add waits for the punches
     // removes queued ("add:store-busy": its claim found no room, or it is
@@ -208,6 +219,10 @@ class NamedPool {
   // the directory (0700) and the pool when they do not exist, and recovers
   // it (see RecoveryReport): in-flight adds are rolled back, half-removed
   // volumes freed, empty volumes that were off the stack pushed again.
+  // Then it opens the request journal (DIR/NAME.requests, created when
+  // missing, emptied when it belongs to an earlier pool of this name) and
+  // settles the adds with keys that were in flight by what recovery did
+  // with their slots; TakeRecordedAdds hands out what it holds.
   // Errors: INVALID_ARGUMENT (bad name or geometry: volume_size not a power
   // of two of at least 4096, max_volumes outside [1, 2^30], or more than
   // 2^63 - 1 bytes in max_volumes * volume_size), FAILED_PRECONDITION
@@ -224,7 +239,9 @@ class NamedPool {
   // the recorded backing or page size cannot be the pool's; the volume
   // store is shorter than max_volumes * volume_size), INVALID_ARGUMENT
   // also for a file:PATH or DATA_DIR/NAME.volumes longer than
-  // kMaxStorePathBytes, INTERNAL/PERMISSION_DENIED (system calls). With
+  // kMaxStorePathBytes, INTERNAL/PERMISSION_DENIED (system calls),
+  // RESOURCE_EXHAUSTED (no room in the data directory for the request
+  // journal, about 4.5 MiB: the message names the file). With
   // options.recreate, every DATA_LOSS and FAILED_PRECONDITION of the
   // metadata re-creates the pool instead, emptying its store.
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
@@ -271,7 +288,12 @@ class NamedPool {
   // pushed nothing). A crash after the commit is rolled forward by
   // recovery, before it rolled back.
   // Returns the indices added, ascending.
-  // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes),
+  // With a `key`, the add is recorded in the request journal before it
+  // commits, and its record commits with it (RequestJournal): after a
+  // restart or a crash of this process at any instant, TakeRecordedAdds of
+  // the next Open lists it if and only if its volumes were added.
+  // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes; with a key,
+  // count above RequestJournal::kMaxVolumesPerAdd),
   // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
   // the range is taken), RESOURCE_EXHAUSTED (more than max_volumes asked
   // for without first_index, refused before claiming anything; pool at
@@ -295,7 +317,16 @@ class NamedPool {
   // the push.
   absl::StatusOr<std::vector<uint64_t>> AddVolumes(
       uint64_t count, std::optional<uint64_t> first_index,
-      absl::string_view info);
+      absl::string_view info, std::optional<RequestKey> key = std::nullopt);
+
+  // TakeRecordedAdds returns the adds with keys that the request journal
+  // held when Open ran, committed ones only, oldest first (at most
+  // RequestJournal::kEntries), and forgets them: a second call returns
+  // none. The server seeds its in-memory request log with them, so that a
+  // caller repeating an add across a restart gets the first add's answer.
+  // The volumes an add lists may have been removed since.
+  // Thread safety: call from one thread. Cost: moves a vector.
+  std::vector<RecordedAdd> TakeRecordedAdds();
 
   // CheckAddArguments returns the error AddVolumes would return for these
   // arguments whatever the pool holds, or OK: INVALID_ARGUMENT (count 0,
@@ -624,6 +655,12 @@ class NamedPool {
   // indices without reading the whole slot table (FreeSlotIndex).
   std::unique_ptr<FreeSlotIndex> free_slots_;
   RecoveryReport recovery_;
+  // The owner's request journal (null in data-plane joins), and the
+  // committed adds it held at Open, until TakeRecordedAdds.
+  std::unique_ptr<RequestJournal> journal_;
+  std::vector<RecordedAdd> recorded_adds_;
+  // OpenJournal opens journal_ after Recover (Open's last step).
+  absl::Status OpenJournal();
   HostMemory host_;
   std::function<void(absl::string_view)> step_hook_;
 };

@@ -61,6 +61,13 @@ absl::StatusCode PoolErrorCode(PoolError error);
 // 'main'". Allocates only on error.
 absl::Status PoolErrorToStatus(PoolError error, absl::string_view what);
 
+// ErrnoError returns the status of a failed system call from errno: "<what>:
+// <strerror>", PERMISSION_DENIED for EACCES, EPERM and EROFS, NOT_FOUND for
+// ENOENT, RESOURCE_EXHAUSTED for ENOSPC and ENOMEM, else INTERNAL. `what`
+// names the call and its object, e.g. "open /dev/shm/groove-volumed/a.pool".
+// REQUIRES: errno is the failed call's (read first thing).
+absl::Status ErrnoError(absl::string_view what);
+
 }  // namespace groove
 
 #endif  // GROOVE_POOL_ERROR_H_

@@ -47,8 +47,9 @@
 //   metadata, CANCELLED, DEADLINE_EXCEEDED, UNKNOWN) is not retried: it may
 //   have taken effect. OutcomeUnknown(status) says so. Look before repeating
 //   it (Inspect, e.g. the volumes' info), or repeat an AddVolume with the
-//   same request_id, which the server answers with the first call's result
-//   as long as it has not restarted (it keeps ids in memory only).
+//   same request_id, which the server answers with the first call's result,
+//   also after it restarted or crashed (each pool records its recent adds
+//   with ids: docs/SERVER.md §3, request_id).
 // No call retries DEADLINE_EXCEEDED: the deadline covers every attempt.
 //
 // Errors: every method returns the server's gRPC status as an absl::Status
@@ -222,7 +223,7 @@ class VolumePoolClient {
   // only when an attempt changed nothing (see the top of this file), and
   // on ABORTED. A call that fails with OutcomeUnknown may still have added
   // the volumes: repeat it with the same request_id (its message ends with
-  // the id) while the same server runs, or Inspect the pool. Adding
+  // the id; also after the server restarted), or Inspect the pool. Adding
   // hugepage-backed volumes takes seconds per GiB: give the call a
   // deadline that fits (groovectl gives 8 s per GiB on top of its
   // --timeout).

@@ -17,8 +17,15 @@
 // with the default 2,048 buckets that is, on average, about 6,000 newer ids
 // across all pools (docs/SERVER.md). An id in progress is never forgotten;
 // when every entry of its bucket is in progress, a new id gets kBusy
-// (UNAVAILABLE: retry). Every id is forgotten when the server restarts.
-// Ids are compared as 128-bit numbers, so case does not matter.
+// (UNAVAILABLE: retry). Ids are compared as 128-bit numbers, so case does
+// not matter.
+//
+// Restarts. This log is memory only; what survives a restart (or a crash)
+// is each pool's request journal (groove/request_journal.h), in which the
+// core records every add with an id as part of the add's commit. At
+// start-up the server Remembers the adds the journals hold, so a repeat
+// after a restart is answered like one before it (from the journal's
+// window: the last RequestJournal::kEntries adds with ids per pool).
 //
 // Why lock-free: every AddVolume with an id passes through this one
 // server-wide object, and no request may wait on a lock another request
@@ -50,6 +57,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "groove/request_journal.h"
 #include "groove/v1/volume_pool.pb.h"
 
 namespace groove::server {
@@ -58,6 +66,15 @@ namespace groove::server {
 // its 36-character text form (8-4-4-4-12 hex digits, any case), else
 // INVALID_ARGUMENT with an example of the right form.
 absl::Status ValidateRequestId(absl::string_view request_id);
+
+// ParseRequestId returns the 128 bits of a UUID: its 32 hex digits, the
+// first 16 in `high`. REQUIRES: request_id passed ValidateRequestId and is
+// not empty.
+RequestKey ParseRequestId(absl::string_view request_id);
+
+// FormatRequestId is ParseRequestId's inverse: the UUID's text form, in
+// lower case ("123e4567-e89b-42d3-a456-426614174000").
+std::string FormatRequestId(const RequestKey& key);
 
 class RequestLog {
  public:
@@ -118,6 +135,15 @@ class RequestLog {
   // the same id and arguments replay it. Thread safety: lock-free (one
   // release store and one atomic decrement). Cost: copying `response`.
   void Succeeded(const Ticket& ticket, const v1::AddVolumeResponse& response);
+
+  // Remember records a call that succeeded before this log existed (an add
+  // from a pool's request journal, at start-up) as if it had run here:
+  // Start, then Succeeded. Returns false, remembering nothing, when the id
+  // is known already (another journal's add with the same id: the first
+  // remembered stays) or its bucket is full of calls in progress.
+  // REQUIRES: as Start. Thread safety and cost: as Start and Succeeded.
+  bool Remember(const v1::AddVolumeRequest& request,
+                const v1::AddVolumeResponse& response);
 
   // Failed forgets the ticket's id, so that its retry runs afresh.
   // Thread safety: lock-free. Cost: O(1) plus retries of one CAS.

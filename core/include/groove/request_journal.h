@@ -1,0 +1,211 @@
+// groove/request_journal.h: the adds a pool's owner made under a caller's
+// request key, recorded so that they survive the owner's restart and crash.
+//
+// A caller that may lose an add's answer (a broken connection, a server
+// killed or restarted during the call) gives the add a 128-bit key (the
+// server's AddVolumeRequest.request_id). Repeating the add with the same
+// key must then return the first add's volumes instead of adding again,
+// also after the owner restarted. The owner keeps the keys of its recent
+// adds in memory (the server's RequestLog); this journal is what survives
+// it: DIR/NAME.requests beside the pool's metadata object, a file of
+// kEntries fixed-size entries, each one add: its key, its arguments, its
+// batch and the indices it claimed.
+//
+// An entry is tied to its add's commit (NamedPool::AddVolumes, and
+// docs/ARCHITECTURE.md §9, "Request keys"):
+//
+//   FREE --Begin--> WRITING --(fields written)--> PENDING
+//   PENDING --Commit--> COMMITTED        (after the slots turn PUSHING,
+//                                          before the push)
+//   COMMITTED --Uncommit--> PENDING      (the push failed; before the
+//                                          slots go back to ADDING)
+//   PENDING/WRITING --Forget--> FREE     (the add failed and is undone)
+//   COMMITTED --Begin of a newer add--> WRITING (the oldest is reused)
+//
+// So a COMMITTED entry's add happened; a PENDING one's happened if and only
+// if recovery rolled its batch forward, which the pool's slots say after
+// recovery (its indices MAPPED with its batch): Open asks the caller. A
+// WRITING entry's add had not committed (the entry is written before the
+// commit). The journal is written through a shared mapping: a killed
+// process's stores are in the page cache, in program order. Like the
+// metadata object, it is not synced to disk: a host crash keeps what the
+// file system kept.
+//
+// Identity. The journal records the device and inode of the metadata
+// object it belongs to. A pool re-created (--recreate, a lost store, a
+// creation that never finished) gets a new metadata object, and its old
+// journal, naming the old one, is emptied when opened: its entries name
+// volumes of a pool that is gone. A copy of the data directory loses its
+// keys the same way.
+//
+// Example (the owner; NamedPool does this):
+//   auto journal = RequestJournal::Open(path, identity, committed, &report);
+//   auto entry = (*journal)->Begin(key, batch, count, first, info, indices);
+//   ... slots PUSHING ...  (*journal)->Commit(*entry, batch);  ... push ...
+
+#ifndef GROOVE_REQUEST_JOURNAL_H_
+#define GROOVE_REQUEST_JOURNAL_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace groove {
+
+// RequestKey is a caller's 128-bit key for one add. All zeros is a key like
+// any other; an add without a key is not journaled at all.
+struct RequestKey {
+  uint64_t high = 0;
+  uint64_t low = 0;
+  bool operator==(const RequestKey&) const = default;
+};
+
+// RecordedAdd is a committed add that carried a key, as the journal holds
+// it: the arguments it was called with and the volumes it added.
+struct RecordedAdd {
+  RequestKey key;
+  uint64_t count = 0;
+  std::optional<uint64_t> first_index;
+  std::string info;
+  std::vector<uint64_t> indices;  // ascending, `count` of them
+  uint64_t batch = 0;             // the add's batch: later adds, larger
+};
+
+class RequestJournal {
+ public:
+  // Entries in a journal: the adds with keys it remembers, per pool. A new
+  // add reuses the entry of the oldest committed one.
+  static constexpr uint64_t kEntries = 1024;
+  // The most volumes one journaled add may claim (the server's per-request
+  // maximum is the same number).
+  static constexpr uint64_t kMaxVolumesPerAdd = 1024;
+  // The longest info an entry holds (a volume header's).
+  static constexpr uint64_t kMaxInfoBytes = 480;
+  // The largest index an entry holds: indices are stored in 32 bits (a
+  // pool has at most 2^30 volumes).
+  static constexpr uint64_t kMaxIndex = 0xffffffffu;
+
+  // The metadata object a journal belongs to (fstat of it).
+  struct Identity {
+    uint64_t device = 0;
+    uint64_t inode = 0;
+  };
+
+  // OpenReport says what Open found.
+  struct OpenReport {
+    bool created = false;  // there was no journal: a new, empty one
+    // Why an existing journal was emptied: of another size or layout, its
+    // creation not completed, or another metadata object's (a re-created
+    // pool). Empty when it was kept (or created).
+    std::string reset_reason;
+    uint64_t committed = 0;           // adds found committed (kept)
+    uint64_t resolved_committed = 0;  // of them, PENDING ones rolled forward
+    uint64_t resolved_failed = 0;     // PENDING/WRITING ones freed
+    uint64_t dropped_invalid = 0;     // entries that are no add's: freed
+  };
+
+  // Committed answers, for a PENDING entry of `batch` that claimed
+  // `indices`, whether recovery rolled that add forward.
+  using Committed =
+      std::function<bool(uint64_t batch, std::span<const uint64_t> indices)>;
+
+  // Open opens the journal at `path` (creating it, mode 0600, sized and
+  // allocated in full, so that writing an entry never faults on a full
+  // file system), empties it when it is not this pool's (see Identity) or
+  // not a journal, resolves its PENDING entries with `committed` and frees
+  // its WRITING ones and the ones that are no add's (a count outside
+  // [1, kMaxVolumesPerAdd], an index at or above `max_volumes`, an info
+  // longer than kMaxInfoBytes). `report` (optional) says what it found.
+  // REQUIRES: the caller owns the pool (holds its lock) and has recovered
+  // it, and no other journal object is open on `path`.
+  // Errors: INTERNAL/PERMISSION_DENIED/RESOURCE_EXHAUSTED (system calls:
+  // open, fstat, ftruncate, posix_fallocate, mmap; the message names the
+  // file).
+  // Thread safety: call once, before any other method. Cost: one pass over
+  // the file (kEntries entries, about 4.5 MiB).
+  static absl::StatusOr<std::unique_ptr<RequestJournal>> Open(
+      const std::string& path, const Identity& identity, uint64_t max_volumes,
+      const Committed& committed, OpenReport* report);
+
+  ~RequestJournal();
+  RequestJournal(const RequestJournal&) = delete;
+  RequestJournal& operator=(const RequestJournal&) = delete;
+
+  // Committed adds, oldest (lowest batch) first. Thread safety: only
+  // before any Begin (it reads entries Begin may rewrite). Cost: a pass
+  // over the file.
+  std::vector<RecordedAdd> CommittedAdds() const;
+
+  // Begin records that the add of `batch` with `key` and these arguments
+  // has claimed `indices` and is about to commit: the entry is PENDING when
+  // it returns. It reuses the oldest committed entry if none is free.
+  // REQUIRES: indices.size() == count, in [1, kMaxVolumesPerAdd]; each
+  // index <= kMaxIndex; info.size() <= kMaxInfoBytes; the slots of
+  // `indices` are not yet PUSHING.
+  // Returns the entry's number, for Commit, Uncommit and Forget.
+  // Errors: RESOURCE_EXHAUSTED when every entry belongs to an add in
+  // flight (kEntries adds with keys at once).
+  // Thread safety: lock-free; safe concurrently with Begin, Commit,
+  // Uncommit and Forget of other entries. Cost: O(count) stores plus, when
+  // entries are taken, one CAS per entry skipped.
+  absl::StatusOr<uint64_t> Begin(const RequestKey& key, uint64_t batch,
+                                 uint64_t count,
+                                 std::optional<uint64_t> first_index,
+                                 absl::string_view info,
+                                 std::span<const uint64_t> indices);
+
+  // Commit marks entry `entry` (PENDING, of `batch`) COMMITTED: its add
+  // happened. REQUIRES: every slot of the add is PUSHING, none pushed yet.
+  // Thread safety: one release store; safe concurrently with every method
+  // on other entries. Cost: O(1).
+  void Commit(uint64_t entry, uint64_t batch);
+
+  // Uncommit marks entry `entry` (COMMITTED, of `batch`) PENDING again: its
+  // add's push failed, and the add is about to be rolled back. REQUIRES:
+  // no slot of the add has gone back to ADDING yet, and the caller sends
+  // them back with release stores (so that none becomes visible before
+  // this one). Thread safety and cost: as Commit.
+  void Uncommit(uint64_t entry, uint64_t batch);
+
+  // Forget frees entry `entry` (WRITING or PENDING): its add failed and is
+  // undone (the slots it claimed are free again, or about to be).
+  // Thread safety and cost: as Commit.
+  void Forget(uint64_t entry);
+
+ private:
+  struct Header;
+  struct Entry;
+
+  RequestJournal(int fd, void* map, uint64_t map_bytes);
+  Entry& EntryAt(uint64_t entry) const;
+
+  int fd_;
+  void* map_;
+  uint64_t map_bytes_;
+  // Where Begin looks for an entry next (the one after the newest add's at
+  // Open): entries are reused in ring order, so the oldest goes first.
+  std::atomic<uint64_t> cursor_{0};
+};
+
+// Layout facts of the journal file, for tests that damage it on purpose.
+// Not an API: request_journal.cc static_asserts that these match it.
+namespace testing {
+// The first entry (entry 0: a new journal's first add) starts here.
+inline constexpr uint64_t kJournalEntryOffset = 4096;
+// An entry's count of volumes (a uint64_t) is at this offset in it.
+inline constexpr uint64_t kJournalEntryCountOffset = 24;
+}  // namespace testing
+
+}  // namespace groove
+
+#endif  // GROOVE_REQUEST_JOURNAL_H_
