@@ -183,9 +183,36 @@ absl::Status VolumePoolClient::Probe(absl::Time deadline) const {
   return absl::OkStatus();
 }
 
+// CallRules: how Call treats one RPC. Every field is set, by name, where
+// the public method defines its rules beside its call, so that each RPC's
+// retry and token policy reads in one place (the top of the header gives
+// them all).
+struct VolumePoolClient::CallRules {
+  // method: the RPC's name, for the client's notes on a status and for
+  // RetryEvent::method.
+  absl::string_view method;
+  // changes_pool: the RPC adds or removes volumes, so a repeat could do it
+  // twice. True: an attempt is retried only when it changed nothing. Over a
+  // channel that is not READY a fail-fast Health probe goes first, and the
+  // change is sent only once that is answered (a probe's UNAVAILABLE, which
+  // sent nothing, is retried); the change then waits for the connection
+  // (wait_for_ready) instead of failing fast; of its answers only an
+  // UNAVAILABLE marked groove-not-applied is retried, and an unmarked
+  // UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED or UNKNOWN is returned as
+  // OutcomeUnknown. False (read-only): sent at once, retried on any
+  // UNAVAILABLE and on CANCELLED.
+  bool changes_pool;
+  // retry_aborted: ABORTED is retried too (whatever changes_pool says).
+  bool retry_aborted;
+  // carries_token: each attempt carries `authorization: Bearer TOKEN` when
+  // the client has a token.
+  bool carries_token;
+};
+
 absl::Status VolumePoolClient::Call(
-    absl::string_view method, const CallOptions& call, CallKind kind,
+    const CallRules& rules, const CallOptions& call,
     const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const {
+  const absl::string_view method = rules.method;
   const absl::Duration timeout = call.timeout.value_or(options_.timeout);
   if (timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -202,7 +229,7 @@ absl::Status VolumePoolClient::Call(
   for (int n = 1;; ++n) {
     absl::Status status;
     bool retryable = false;
-    if (kind == CallKind::kMutating &&
+    if (rules.changes_pool &&
         channel_->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
       // Send a change only over a connection: without one, gRPC fails a
       // call fast, but its UNAVAILABLE would look like one cut off after
@@ -216,30 +243,24 @@ absl::Status VolumePoolClient::Call(
       // A change waits for the connection instead of failing fast, so
       // that its every UNAVAILABLE comes from a sent request or from the
       // server.
-      if (kind == CallKind::kMutating) context.set_wait_for_ready(true);
-      // Health needs no token (and a probe's answer must not depend on
-      // one).
-      if (!authorization_.empty() && method != "Health") {
+      if (rules.changes_pool) context.set_wait_for_ready(true);
+      if (rules.carries_token && !authorization_.empty()) {
         context.AddMetadata("authorization", authorization_);
       }
       status = ToAbslStatus(attempt(&context));
-      if (kind == CallKind::kReadOnly) {
+      if (!rules.changes_pool) {
         // CANCELLED: this client never cancels, so the server ended the
-        // call (one racing its shutdown). ABORTED: for Inspect, another
-        // verify of the pool runs or the pool's users kept moving its
-        // stack.
+        // call (one racing its shutdown).
         retryable = absl::IsUnavailable(status) || absl::IsCancelled(status) ||
-                    (method == "Inspect" && absl::IsAborted(status));
+                    (rules.retry_aborted && absl::IsAborted(status));
       } else {
         const auto& trailers = context.GetServerTrailingMetadata();
         const auto marker = trailers.find(v1::kNotAppliedKey);
         const bool not_applied = absl::IsUnavailable(status) &&
                                  marker != trailers.end() &&
                                  marker->second == v1::kNotAppliedValue;
-        // ABORTED: the add's request_id is still running on the server,
-        // which will answer a repeat with its result.
         retryable =
-            not_applied || (method == "AddVolume" && absl::IsAborted(status));
+            not_applied || (rules.retry_aborted && absl::IsAborted(status));
         if (!not_applied &&
             (absl::IsUnavailable(status) || absl::IsCancelled(status) ||
              absl::IsDeadlineExceeded(status) || absl::IsUnknown(status))) {
@@ -283,13 +304,17 @@ absl::Status VolumePoolClient::Call(
 
 absl::StatusOr<v1::ListPoolsResponse> VolumePoolClient::ListPools(
     const CallOptions& call) const {
+  static constexpr CallRules kRules{
+      .method = "ListPools",
+      .changes_pool = false,
+      .retry_aborted = false,
+      .carries_token = true,
+  };
   v1::ListPoolsResponse response;
-  absl::Status status = Call("ListPools", call, CallKind::kReadOnly,
-                             [&](grpc::ClientContext* context) {
-                               response.Clear();
-                               return stub_->ListPools(
-                                   context, v1::ListPoolsRequest(), &response);
-                             });
+  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return stub_->ListPools(context, v1::ListPoolsRequest(), &response);
+  });
   if (!status.ok()) return status;
   return response;
 }
@@ -299,13 +324,19 @@ absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
   if (call.generate_request_id && request.request_id().empty()) {
     request.set_request_id(NewRequestId());
   }
+  static constexpr CallRules kRules{
+      .method = "AddVolume",
+      .changes_pool = true,
+      // ABORTED: the add's request_id is still running on the server, which
+      // will answer a repeat with its result.
+      .retry_aborted = true,
+      .carries_token = true,
+  };
   v1::AddVolumeResponse response;
-  absl::Status status =
-      Call("AddVolume", call, CallKind::kMutating,
-           [&](grpc::ClientContext* context) {
-             response.Clear();
-             return stub_->AddVolume(context, request, &response);
-           });
+  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return stub_->AddVolume(context, request, &response);
+  });
   if (!status.ok()) {
     if (request.request_id().empty()) return status;
     // The caller may not know the id (generate_request_id), and needs it
@@ -318,25 +349,36 @@ absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
 
 absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
     const v1::RemoveVolumeRequest& request, const CallOptions& call) const {
+  static constexpr CallRules kRules{
+      .method = "RemoveVolume",
+      .changes_pool = true,
+      .retry_aborted = false,
+      .carries_token = true,
+  };
   v1::RemoveVolumeResponse response;
-  absl::Status status =
-      Call("RemoveVolume", call, CallKind::kMutating,
-           [&](grpc::ClientContext* context) {
-             response.Clear();
-             return stub_->RemoveVolume(context, request, &response);
-           });
+  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return stub_->RemoveVolume(context, request, &response);
+  });
   if (!status.ok()) return status;
   return response;
 }
 
 absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
     const v1::InspectRequest& request, const CallOptions& call) const {
+  static constexpr CallRules kRules{
+      .method = "Inspect",
+      .changes_pool = false,
+      // ABORTED: another verify of the pool runs, or the pool's users kept
+      // moving its stack; a later verify may run.
+      .retry_aborted = true,
+      .carries_token = true,
+  };
   v1::InspectResponse response;
-  absl::Status status = Call(
-      "Inspect", call, CallKind::kReadOnly, [&](grpc::ClientContext* context) {
-        response.Clear();
-        return stub_->Inspect(context, request, &response);
-      });
+  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return stub_->Inspect(context, request, &response);
+  });
   if (!status.ok()) return status;
   return response;
 }
@@ -346,12 +388,19 @@ VolumePoolClient::Health(const std::string& service,
                          const CallOptions& call) const {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
+  static constexpr CallRules kRules{
+      .method = "Health",
+      .changes_pool = false,
+      .retry_aborted = false,
+      // Health needs no token (and a probe's answer must not depend on
+      // one).
+      .carries_token = false,
+  };
   grpc::health::v1::HealthCheckResponse response;
-  absl::Status status = Call(
-      "Health", call, CallKind::kReadOnly, [&](grpc::ClientContext* context) {
-        response.Clear();
-        return health_stub_->Check(context, request, &response);
-      });
+  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return health_stub_->Check(context, request, &response);
+  });
   if (!status.ok()) return status;
   return response.status();
 }

@@ -259,17 +259,14 @@ class VolumePoolClient {
   VolumePoolClient(std::shared_ptr<grpc::Channel> channel,
                    ClientOptions options, std::string authorization);
 
-  // CallKind says which failed attempts Call may repeat (the top of this
-  // file has the rules).
-  enum class CallKind {
-    kReadOnly,  // any UNAVAILABLE or CANCELLED; Inspect's ABORTED
-    kMutating,  // only an attempt that changed nothing; AddVolume's ABORTED
-  };
+  // CallRules state one RPC's retry and token policy (the top of this file
+  // has the rules): defined in the .cc, one per RPC beside its call.
+  struct CallRules;
 
   // Call runs `attempt` (one RPC with the given context) until it succeeds,
-  // fails in a way `kind` does not repeat, runs out of attempts or of time.
+  // fails in a way `rules` do not repeat, runs out of attempts or of time.
   absl::Status Call(
-      absl::string_view method, const CallOptions& call, CallKind kind,
+      const CallRules& rules, const CallOptions& call,
       const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const;
 
   // Probe makes one fail-fast Health call, to learn whether the channel
