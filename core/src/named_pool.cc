@@ -435,6 +435,29 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
   return pool;
 }
 
+absl::StatusOr<std::string> NamedPool::JournalPath(
+    const RequestJournal::Identity& identity) const {
+  struct statfs fs;
+  if (statfs(data_dir_.c_str(), &fs) != 0) {
+    return ErrnoError(absl::StrCat("stat data directory ", data_dir_));
+  }
+  if (fs.f_type != HUGETLBFS_MAGIC) {
+    return absl::StrCat(data_dir_, "/", config_.name, ".requests");
+  }
+  // Every file on hugetlbfs takes whole huge pages (a 1 GiB one for 4.5
+  // MiB), which a deployment counts for its volumes: the journal goes to
+  // the shared tmpfs directory, named by the metadata object it belongs
+  // to, so pools of one name in two data directories never share one.
+  if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) return s;
+  return SharedJournalPath(identity);
+}
+
+std::string NamedPool::SharedJournalPath(
+    const RequestJournal::Identity& identity) const {
+  return absl::StrCat(kShmStoreDir, "/", config_.name, "@", identity.device,
+                      "-", identity.inode, ".requests");
+}
+
 absl::Status NamedPool::OpenJournal() {
   // The metadata object this owner holds (a replaced one's, if recovery
   // replaced it): a journal naming another belongs to an earlier pool.
@@ -445,6 +468,8 @@ absl::Status NamedPool::OpenJournal() {
   }
   const RequestJournal::Identity identity{static_cast<uint64_t>(st.st_dev),
                                           static_cast<uint64_t>(st.st_ino)};
+  absl::StatusOr<std::string> path = JournalPath(identity);
+  if (!path.ok()) return path.status();
   // An add that was in flight happened if recovery rolled it forward: its
   // slots are MAPPED with its batch now (rolled back: FREE). Nothing else
   // runs yet to change them: this owner serves no add or remove before
@@ -460,12 +485,10 @@ absl::Status NamedPool::OpenJournal() {
     return false;
   };
   absl::StatusOr<std::unique_ptr<RequestJournal>> journal =
-      RequestJournal::Open(
-          absl::StrCat(data_dir_, "/", config_.name, ".requests"), identity,
-          config_.max_volumes, committed, &recovery_.request_journal);
+      RequestJournal::Open(*path, identity, config_.max_volumes, committed,
+                           &recovery_.request_journal, &recorded_adds_);
   if (!journal.ok()) return journal.status();
   journal_ = std::move(*journal);
-  recorded_adds_ = journal_->CommittedAdds();
   return absl::OkStatus();
 }
 
@@ -1286,6 +1309,18 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     return s;
   }
   munmap(old, old_bytes);
+  // The old pool's request journal, where it is named by the old object
+  // (a hugetlbfs data directory): nothing would ever open it again. (At
+  // DATA_DIR/NAME.requests, OpenJournal empties it as another object's.)
+  struct stat old_st;
+  struct statfs dir_fs;
+  if (fstat(meta_fd_, &old_st) == 0 &&
+      statfs(data_dir_.c_str(), &dir_fs) == 0 &&
+      dir_fs.f_type == HUGETLBFS_MAGIC) {
+    unlink(SharedJournalPath({static_cast<uint64_t>(old_st.st_dev),
+                              static_cast<uint64_t>(old_st.st_ino)})
+               .c_str());
+  }
   close(meta_fd_);  // the old object's lock: nobody can open it any more
   meta_fd_ = fd;
   return absl::OkStatus();

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,8 +42,6 @@ constexpr uint64_t BatchOf(uint64_t word) { return word >> kStateBits; }
 // An unset first_index.
 constexpr uint64_t kNoFirstIndex = ~uint64_t{0};
 
-uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
-
 }  // namespace
 
 // Header is the file's first page. Fields are written once, when the file
@@ -58,12 +55,12 @@ struct RequestJournal::Header {
   uint64_t pool_inode;
 };
 
-// Entry is one add. Only `state` is shared between threads: the thread
-// whose CAS takes the entry to WRITING owns the other fields until it
-// publishes them with the release store of PENDING; they are read only by
-// Open and CommittedAdds, when no add runs.
+// Entry is one add, as the file holds it. Its fields are written by the
+// thread that claimed it (RequestJournal::states_) and read only by Open,
+// when no add runs; `state` is stored last, through std::atomic_ref, so a
+// crash that finds it PENDING finds the fields.
 struct RequestJournal::Entry {
-  std::atomic<uint64_t> state;  // StateWord(state, batch)
+  uint64_t state;  // StateWord(state, batch)
   uint64_t key_high;
   uint64_t key_low;
   uint64_t count;        // in [1, kMaxVolumesPerAdd]
@@ -76,7 +73,11 @@ struct RequestJournal::Entry {
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
 RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes)
-    : fd_(fd), map_(map), map_bytes_(map_bytes) {
+    : fd_(fd),
+      map_(map),
+      map_bytes_(map_bytes),
+      states_(new std::atomic<uint64_t>[kEntries]),
+      allocated_(new std::atomic<bool>[kEntries]) {
   static_assert(std::is_standard_layout_v<Entry>);
   static_assert(sizeof(Header) <= kHeaderBytes);
   static_assert(offsetof(Entry, state) == 0);
@@ -84,6 +85,10 @@ RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes)
   static_assert(sizeof(Entry) == 48 + kMaxInfoBytes + 4 * kMaxVolumesPerAdd);
   static_assert(testing::kJournalEntryOffset == kHeaderBytes);
   static_assert(testing::kJournalEntryCountOffset == offsetof(Entry, count));
+  for (uint64_t i = 0; i < kEntries; ++i) {
+    states_[i].store(kFree, std::memory_order_relaxed);
+    allocated_[i].store(false, std::memory_order_relaxed);
+  }
 }
 
 RequestJournal::~RequestJournal() {
@@ -96,12 +101,22 @@ RequestJournal::Entry& RequestJournal::EntryAt(uint64_t entry) const {
                                   kHeaderBytes)[entry];
 }
 
+void RequestJournal::StoreState(uint64_t entry, uint64_t word) {
+  states_[entry].store(word, std::memory_order_release);
+  // Release: the entry's fields, and the caller's earlier stores to the
+  // pool's slots, are in the file before the state that makes them count.
+  std::atomic_ref<uint64_t>(EntryAt(entry).state)
+      .store(word, std::memory_order_release);
+}
+
 absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
     const std::string& path, const Identity& identity, uint64_t max_volumes,
-    const Committed& committed, OpenReport* report) {
+    const Committed& committed, OpenReport* report,
+    std::vector<RecordedAdd>* recorded) {
   OpenReport local;
   OpenReport& r = report != nullptr ? *report : local;
   r = OpenReport();
+  if (recorded != nullptr) recorded->clear();
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError(absl::StrCat("open request journal ", path));
   auto fail = [&](absl::string_view what) {
@@ -110,13 +125,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
     return s;
   };
   struct stat st;
-  struct statfs fs;
-  if (fstat(fd, &st) != 0 || fstatfs(fd, &fs) != 0) return fail("stat");
-  // Whole blocks: a file system of huge pages (hugetlbfs) sizes files in
-  // them.
-  const uint64_t block = std::max<uint64_t>(fs.f_bsize, 4096);
-  const uint64_t bytes =
-      RoundUp(kHeaderBytes + kEntries * sizeof(Entry), block);
+  if (fstat(fd, &st) != 0) return fail("stat");
+  const uint64_t bytes = kHeaderBytes + kEntries * sizeof(Entry);
 
   // Judge the file as found; empty it unless it is this pool's journal.
   std::string reset_reason;
@@ -145,24 +155,36 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
   }
   const bool fresh = r.created || !reset_reason.empty();
   if (fresh) {
-    // Empty it, then size and allocate it whole, then write the header,
-    // the magic last: a crash meanwhile leaves a file without the magic,
-    // which the next Open empties again.
+    // Empty it, size it (a sparse file: an entry's pages are allocated
+    // when it is first used, Begin), allocate the header's page, then
+    // write the header, the magic last: a crash meanwhile leaves a file
+    // without the magic, which the next Open empties again.
     if (ftruncate(fd, 0) != 0 ||
         ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
       return fail("size");
     }
-    if (const int err = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
-        err != 0) {
+    if (const int err = posix_fallocate(fd, 0, kHeaderBytes); err != 0) {
       errno = err;
       return fail("allocate");
+    }
+  }
+  // Read every entry with one pread: holes read as zeros (FREE) and stay
+  // holes, where a read through the mapping would allocate their pages on
+  // tmpfs (or, on a full one, raise SIGBUS).
+  std::vector<Entry> found;
+  if (!fresh) {
+    found.resize(kEntries);
+    const size_t want = kEntries * sizeof(Entry);
+    if (pread(fd, found.data(), want, kHeaderBytes) !=
+        static_cast<ssize_t>(want)) {
+      return fail("read");
     }
   }
   void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) return fail("map");
   std::unique_ptr<RequestJournal> journal(new RequestJournal(fd, map, bytes));
-  Header& header = *static_cast<Header*>(map);
   if (fresh) {
+    Header& header = *static_cast<Header*>(map);
     header.layout_version = kJournalLayoutVersion;
     header.entry_count = kEntries;
     header.entry_bytes = sizeof(Entry);
@@ -175,17 +197,18 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
   }
 
   // Resolve what the last owner left in flight, and drop what is no add.
+  // Only entries that are not FREE are written to (their pages hold data).
   uint64_t newest_batch = 0;
   uint64_t newest_entry = kEntries - 1;  // so the cursor starts at 0
   std::vector<uint64_t> indices;
   for (uint64_t i = 0; i < kEntries; ++i) {
-    Entry& e = journal->EntryAt(i);
-    // Relaxed: no other thread runs (the owner's lock is held).
-    const uint64_t word = e.state.load(std::memory_order_relaxed);
-    const EntryState state = StateOf(word);
+    const Entry& e = found[i];
+    const EntryState state = StateOf(e.state);
     if (state == kFree) continue;
+    // Its pages were allocated when it was first used.
+    journal->allocated_[i].store(true, std::memory_order_relaxed);
     if (state == kWriting) {
-      e.state.store(kFree, std::memory_order_relaxed);
+      journal->StoreState(i, kFree);
       ++r.resolved_failed;
       continue;
     }
@@ -201,52 +224,45 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       indices.push_back(e.indices[k]);
     }
     if (!valid) {
-      e.state.store(kFree, std::memory_order_relaxed);
+      journal->StoreState(i, kFree);
       ++r.dropped_invalid;
       continue;
     }
+    const uint64_t batch = BatchOf(e.state);
     if (state == kPending) {
-      if (!committed(BatchOf(word), indices)) {
-        e.state.store(kFree, std::memory_order_relaxed);
+      if (!committed(batch, indices)) {
+        journal->StoreState(i, kFree);
         ++r.resolved_failed;
         continue;
       }
-      e.state.store(StateWord(kCommitted, BatchOf(word)),
-                    std::memory_order_relaxed);
       ++r.resolved_committed;
     }
+    journal->StoreState(i, StateWord(kCommitted, batch));
     ++r.committed;
-    if (BatchOf(word) >= newest_batch) {
-      newest_batch = BatchOf(word);
+    if (batch >= newest_batch) {
+      newest_batch = batch;
       newest_entry = i;
     }
+    if (recorded != nullptr) {
+      RecordedAdd add;
+      add.key = RequestKey{e.key_high, e.key_low};
+      add.count = e.count;
+      if (e.first_index != kNoFirstIndex) add.first_index = e.first_index;
+      add.info.assign(e.info, e.info_size);
+      add.indices = indices;
+      add.batch = batch;
+      recorded->push_back(std::move(add));
+    }
+  }
+  if (recorded != nullptr) {
+    std::sort(recorded->begin(), recorded->end(),
+              [](const RecordedAdd& a, const RecordedAdd& b) {
+                return a.batch < b.batch;
+              });
   }
   journal->cursor_.store((newest_entry + 1) % kEntries,
                          std::memory_order_relaxed);
   return journal;
-}
-
-std::vector<RecordedAdd> RequestJournal::CommittedAdds() const {
-  std::vector<RecordedAdd> adds;
-  for (uint64_t i = 0; i < kEntries; ++i) {
-    const Entry& e = EntryAt(i);
-    // Acquire: pairs with Commit's release (fields written before it).
-    const uint64_t word = e.state.load(std::memory_order_acquire);
-    if (StateOf(word) != kCommitted) continue;
-    RecordedAdd add;
-    add.key = RequestKey{e.key_high, e.key_low};
-    add.count = e.count;
-    if (e.first_index != kNoFirstIndex) add.first_index = e.first_index;
-    add.info.assign(e.info, e.info_size);
-    add.indices.assign(e.indices, e.indices + e.count);
-    add.batch = BatchOf(word);
-    adds.push_back(std::move(add));
-  }
-  std::sort(adds.begin(), adds.end(),
-            [](const RecordedAdd& a, const RecordedAdd& b) {
-              return a.batch < b.batch;
-            });
-  return adds;
 }
 
 absl::StatusOr<uint64_t> RequestJournal::Begin(
@@ -258,19 +274,37 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
     // decides.
     const uint64_t i =
         cursor_.fetch_add(1, std::memory_order_relaxed) % kEntries;
-    Entry& e = EntryAt(i);
-    uint64_t word = e.state.load(std::memory_order_relaxed);
+    uint64_t word = states_[i].load(std::memory_order_relaxed);
     const EntryState state = StateOf(word);
     if (state != kFree && state != kCommitted) continue;  // an add in flight
     // Acquire: the entry's last user's writes (published by its release
-    // store of COMMITTED or FREE) happen before ours. The fields are this
-    // thread's from here; a crash reads WRITING as free, and the release
-    // store of PENDING publishes them.
-    if (!e.state.compare_exchange_strong(word, StateWord(kWriting, batch),
-                                         std::memory_order_acquire,
-                                         std::memory_order_relaxed)) {
+    // store of COMMITTED or FREE) happen before ours. The entry is this
+    // thread's from here.
+    if (!states_[i].compare_exchange_strong(word, StateWord(kWriting, batch),
+                                            std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
       continue;
     }
+    const uint64_t offset = kHeaderBytes + i * sizeof(Entry);
+    if (!allocated_[i].load(std::memory_order_relaxed)) {
+      // First use in this process: give the entry its pages now, so that
+      // no store to the mapping can fault on a full file system.
+      if (const int err =
+              posix_fallocate(fd_, static_cast<off_t>(offset), sizeof(Entry));
+          err != 0) {
+        states_[i].store(word, std::memory_order_release);  // as it was
+        errno = err;
+        return ErrnoError(
+            "allocate an entry of the request journal (the data directory's "
+            "file system is full?)");
+      }
+      allocated_[i].store(true, std::memory_order_relaxed);
+    }
+    Entry& e = EntryAt(i);
+    // WRITING in the file first: a crash from here reads the entry as
+    // free, whatever it held before.
+    std::atomic_ref<uint64_t>(e.state).store(StateWord(kWriting, batch),
+                                             std::memory_order_relaxed);
     e.key_high = key.high;
     e.key_low = key.low;
     e.count = count;
@@ -281,9 +315,7 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
     for (uint64_t k = 0; k < count; ++k) {
       e.indices[k] = static_cast<uint32_t>(indices[k]);
     }
-    // Release: an entry read as PENDING has its fields (Open after a
-    // crash reads the page cache, which holds every store made before).
-    e.state.store(StateWord(kPending, batch), std::memory_order_release);
+    StoreState(i, StateWord(kPending, batch));
     return i;
   }
   return absl::ResourceExhaustedError(absl::StrCat(
@@ -292,22 +324,16 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
 }
 
 void RequestJournal::Commit(uint64_t entry, uint64_t batch) {
-  // Release: ordered after the slots' PUSHING stores (program order on
-  // this thread; release keeps the compiler from sinking them below).
-  EntryAt(entry).state.store(StateWord(kCommitted, batch),
-                             std::memory_order_release);
+  // Release (StoreState): after the slots' PUSHING stores.
+  StoreState(entry, StateWord(kCommitted, batch));
 }
 
 void RequestJournal::Uncommit(uint64_t entry, uint64_t batch) {
-  // Relaxed: the caller's stores that must follow it (the slots going
-  // back to ADDING) are release stores, which nothing before them passes.
-  EntryAt(entry).state.store(StateWord(kPending, batch),
-                             std::memory_order_relaxed);
+  // The caller's stores that must follow it (the slots going back to
+  // ADDING) are release stores, which nothing before them passes.
+  StoreState(entry, StateWord(kPending, batch));
 }
 
-void RequestJournal::Forget(uint64_t entry) {
-  // Release: the entry's last use happens before its next owner's writes.
-  EntryAt(entry).state.store(kFree, std::memory_order_release);
-}
+void RequestJournal::Forget(uint64_t entry) { StoreState(entry, kFree); }
 
 }  // namespace groove

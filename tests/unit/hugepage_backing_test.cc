@@ -8,6 +8,7 @@
 // they change a machine-wide setting.
 
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "groove/named_pool.h"
 #include "gtest/gtest.h"
 #include "support/hugepage_reservation.h"
@@ -167,6 +169,63 @@ TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
   ASSERT_TRUE((*pool)->RemoveVolumes(1).ok());
   EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
   std::filesystem::remove(stores[0]);
+}
+
+// A data directory on hugetlbfs (the DaemonSet's emptyDir of medium
+// HugePages) holds the metadata and the store; the request journal, which
+// would take whole huge pages there, is kept in /dev/shm/groove-volumed,
+// named by the metadata object, and a re-created pool removes its old one.
+TEST(HugepageBackingTest, OnAHugetlbfsDataDirectoryTheJournalTakesNoHugePage) {
+  HugepageReservation reservation(kHugePageBytes, 4);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  HugetlbfsMount mount(kHugePageBytes);
+  if (!mount.ok()) GTEST_SKIP() << mount.reason();
+  PoolConfig config = HugeConfig(BackingKind::kHuge, kHugePageBytes);
+  config.name = absl::StrCat("jrnl", getpid());
+  const uint64_t free_before = FreeHugepages(kHugePageBytes);
+  std::string journal;
+  {
+    auto pool = NamedPool::Open(mount.path(), config);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    ASSERT_TRUE(
+        (*pool)->AddVolumes(1, std::nullopt, "", RequestKey{4, 2}).ok());
+    // One page of metadata, one volume: nothing for the journal.
+    EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
+    struct stat meta;
+    ASSERT_EQ(stat((mount.path() + "/" + config.name + ".pool").c_str(), &meta),
+              0);
+    journal = absl::StrCat("/dev/shm/groove-volumed/", config.name, "@",
+                           meta.st_dev, "-", meta.st_ino, ".requests");
+    EXPECT_TRUE(std::filesystem::exists(journal)) << journal;
+    EXPECT_FALSE(std::filesystem::exists(mount.path() + "/" + config.name +
+                                         ".requests"));
+  }
+  {
+    auto pool = NamedPool::Open(mount.path(), config);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    const std::vector<RecordedAdd> recorded = (*pool)->TakeRecordedAdds();
+    ASSERT_EQ(recorded.size(), 1u);
+    EXPECT_EQ(recorded[0].key, (RequestKey{4, 2}));
+  }
+  NamedPool::OpenOptions recreate;
+  recreate.recreate = true;
+  config.max_volumes = 4;  // another configuration: re-created
+  {
+    auto pool = NamedPool::Open(mount.path(), config, recreate);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    EXPECT_TRUE((*pool)->TakeRecordedAdds().empty());
+    EXPECT_FALSE(std::filesystem::exists(journal)) << journal;
+  }
+  // The pool's files go with the mount; its journal is in /dev/shm.
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/dev/shm/groove-volumed")) {
+    if (entry.path().filename().string().rfind(config.name + "@", 0) == 0) {
+      std::filesystem::remove(entry.path());
+    }
+  }
+  std::filesystem::remove(mount.path() + "/" + config.name + ".pool");
+  std::filesystem::remove(mount.path() + "/" + config.name + ".volumes");
+  EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
 }
 
 TEST(HugepageBackingTest, AutoPicksHugeWhenHugepagesAreFree) {

@@ -25,6 +25,9 @@
 //                      with a caller's key, so that a repeat returns the
 //                      first add's volumes across the owner's restarts and
 //                      crashes (RequestJournal; data planes never open it).
+//                      When DIR is a hugetlbfs, where it would take whole
+//                      huge pages, it is /dev/shm/groove-volumed/
+//                      NAME@DEVICE-INODE.requests (the metadata object's).
 //
 // Two roles join a pool:
 //   - the owner (the server; one at a time, enforced by an flock on the
@@ -241,7 +244,7 @@ class NamedPool {
   // also for a file:PATH or DATA_DIR/NAME.volumes longer than
   // kMaxStorePathBytes, INTERNAL/PERMISSION_DENIED (system calls),
   // RESOURCE_EXHAUSTED (no room in the data directory for the request
-  // journal, about 4.5 MiB: the message names the file). With
+  // journal's first page: the message names the file). With
   // options.recreate, every DATA_LOSS and FAILED_PRECONDITION of the
   // metadata re-creates the pool instead, emptying its store.
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
@@ -293,7 +296,8 @@ class NamedPool {
   // restart or a crash of this process at any instant, TakeRecordedAdds of
   // the next Open lists it if and only if its volumes were added.
   // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes; with a key,
-  // count above RequestJournal::kMaxVolumesPerAdd),
+  // count above RequestJournal::kMaxVolumesPerAdd), RESOURCE_EXHAUSTED
+  // also when a key's journal entry finds no room (RequestJournal::Begin),
   // OUT_OF_RANGE (range beyond max_volumes), ALREADY_EXISTS (an index in
   // the range is taken), RESOURCE_EXHAUSTED (more than max_volumes asked
   // for without first_index, refused before claiming anything; pool at
@@ -661,6 +665,13 @@ class NamedPool {
   std::vector<RecordedAdd> recorded_adds_;
   // OpenJournal opens journal_ after Recover (Open's last step).
   absl::Status OpenJournal();
+  // JournalPath is where the journal of the metadata object `identity`
+  // lives: DATA_DIR/NAME.requests, or, when the data directory is a
+  // hugetlbfs (where a file takes whole huge pages),
+  // /dev/shm/groove-volumed/NAME@DEVICE-INODE.requests.
+  absl::StatusOr<std::string> JournalPath(
+      const RequestJournal::Identity& identity) const;
+  std::string SharedJournalPath(const RequestJournal::Identity& identity) const;
   HostMemory host_;
   std::function<void(absl::string_view)> step_hook_;
 };

@@ -119,44 +119,48 @@ class RequestJournal {
   using Committed =
       std::function<bool(uint64_t batch, std::span<const uint64_t> indices)>;
 
-  // Open opens the journal at `path` (creating it, mode 0600, sized and
-  // allocated in full, so that writing an entry never faults on a full
-  // file system), empties it when it is not this pool's (see Identity) or
-  // not a journal, resolves its PENDING entries with `committed` and frees
-  // its WRITING ones and the ones that are no add's (a count outside
-  // [1, kMaxVolumesPerAdd], an index at or above `max_volumes`, an info
-  // longer than kMaxInfoBytes). `report` (optional) says what it found.
+  // Open opens the journal at `path` (creating it, mode 0600, as a sparse
+  // file: an entry's pages are allocated when it is first used), empties
+  // it when it is not this pool's (see Identity) or not a journal,
+  // resolves its PENDING entries with `committed`, and frees its WRITING
+  // ones and the ones that are no add's (a count outside
+  // [1, kMaxVolumesPerAdd], indices not ascending or at or above
+  // `max_volumes`, an info longer than kMaxInfoBytes). `report` (optional)
+  // says what it found; `recorded` (optional) receives the committed adds,
+  // oldest (lowest batch) first.
   // REQUIRES: the caller owns the pool (holds its lock) and has recovered
-  // it, and no other journal object is open on `path`.
+  // it, no other journal object is open on `path`, and `path` is not on a
+  // hugetlbfs (which has no sparse files and no write(2)).
   // Errors: INTERNAL/PERMISSION_DENIED/RESOURCE_EXHAUSTED (system calls:
-  // open, fstat, ftruncate, posix_fallocate, mmap; the message names the
-  // file).
-  // Thread safety: call once, before any other method. Cost: one pass over
-  // the file (kEntries entries, about 4.5 MiB).
+  // open, fstat, ftruncate, posix_fallocate of the header's page, pread,
+  // mmap; the message names the file).
+  // Thread safety: call once, before any other method. Cost: one read of
+  // the file (kEntries entries, about 4.5 MiB: holes read as zeros and
+  // stay holes).
   static absl::StatusOr<std::unique_ptr<RequestJournal>> Open(
       const std::string& path, const Identity& identity, uint64_t max_volumes,
-      const Committed& committed, OpenReport* report);
+      const Committed& committed, OpenReport* report,
+      std::vector<RecordedAdd>* recorded);
 
   ~RequestJournal();
   RequestJournal(const RequestJournal&) = delete;
   RequestJournal& operator=(const RequestJournal&) = delete;
 
-  // Committed adds, oldest (lowest batch) first. Thread safety: only
-  // before any Begin (it reads entries Begin may rewrite). Cost: a pass
-  // over the file.
-  std::vector<RecordedAdd> CommittedAdds() const;
-
   // Begin records that the add of `batch` with `key` and these arguments
   // has claimed `indices` and is about to commit: the entry is PENDING when
-  // it returns. It reuses the oldest committed entry if none is free.
+  // it returns. It reuses the oldest committed entry if none is free. An
+  // entry's first use in this process allocates its pages (one
+  // posix_fallocate), so that no store to the mapping can fault.
   // REQUIRES: indices.size() == count, in [1, kMaxVolumesPerAdd]; each
   // index <= kMaxIndex; info.size() <= kMaxInfoBytes; the slots of
   // `indices` are not yet PUSHING.
   // Returns the entry's number, for Commit, Uncommit and Forget.
   // Errors: RESOURCE_EXHAUSTED when every entry belongs to an add in
-  // flight (kEntries adds with keys at once).
+  // flight (kEntries adds with keys at once), or the file system has no
+  // room for a first-used entry's pages (ENOSPC); nothing is recorded.
   // Thread safety: lock-free; safe concurrently with Begin, Commit,
-  // Uncommit and Forget of other entries. Cost: O(count) stores plus, when
+  // Uncommit and Forget of other entries (entries are claimed by a CAS of
+  // an in-memory copy of their state). Cost: O(count) stores plus, when
   // entries are taken, one CAS per entry skipped.
   absl::StatusOr<uint64_t> Begin(const RequestKey& key, uint64_t batch,
                                  uint64_t count,
@@ -166,8 +170,9 @@ class RequestJournal {
 
   // Commit marks entry `entry` (PENDING, of `batch`) COMMITTED: its add
   // happened. REQUIRES: every slot of the add is PUSHING, none pushed yet.
-  // Thread safety: one release store; safe concurrently with every method
-  // on other entries. Cost: O(1).
+  // Thread safety: two release stores (the in-memory state and the
+  // file's); safe concurrently with every method on other entries.
+  // Cost: O(1).
   void Commit(uint64_t entry, uint64_t batch);
 
   // Uncommit marks entry `entry` (COMMITTED, of `batch`) PENDING again: its
@@ -188,10 +193,20 @@ class RequestJournal {
 
   RequestJournal(int fd, void* map, uint64_t map_bytes);
   Entry& EntryAt(uint64_t entry) const;
+  // StoreState stores `word` as entry `entry`'s state, in memory and in
+  // the file (release, both).
+  void StoreState(uint64_t entry, uint64_t word);
 
   int fd_;
   void* map_;
   uint64_t map_bytes_;
+  // Each entry's state, as the file has it once the claimer is done:
+  // Begin claims an entry by a CAS here, before it touches the entry's
+  // pages in the file (which may not be allocated yet).
+  std::unique_ptr<std::atomic<uint64_t>[]> states_;
+  // Whether the entry's pages are known to be allocated (used in this
+  // process, or found holding an add by Open).
+  std::unique_ptr<std::atomic<bool>[]> allocated_;
   // Where Begin looks for an entry next (the one after the newest add's at
   // Open): entries are reused in ring order, so the oldest goes first.
   std::atomic<uint64_t> cursor_{0};
