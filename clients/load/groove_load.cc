@@ -66,7 +66,10 @@
 //
 // Output: --output=table (default) or json (one object on stdout).
 // Exit status: 0; 1 when a measured run completed no operation or had any
-// failed RPC (so a smoke test can rely on it); 2 for bad flags.
+// failed RPC (so a smoke test can rely on it); 2 for bad flags, said with
+// the help on stderr before anything is run. --help (-h) prints the help
+// on stdout and exits 0. These are groovectl's conventions (ParseFlags
+// tells why groove-load does not let Abseil parse its command line).
 
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -94,10 +97,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
+#include "absl/flags/reflection.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -1291,26 +1295,163 @@ int WriteRequest(Mix mix, const std::string& pool, const std::string& path) {
 }
 
 // IsLoadFlagFile says whether a flag defined in `file` is one of
-// groove-load's (all are defined in this file). Abseil's --help lists only
-// the flags of files it takes for the program's own, by default those
-// named after the program (groove-load.cc, ...): without this it listed
-// none ("No flags matched").
+// groove-load's (all are defined in this file), as opposed to a flag of a
+// library it links or one of Abseil's built-ins (--flagfile, --helpfull).
 bool IsLoadFlagFile(absl::string_view file) {
   return absl::EndsWith(file, "clients/load/groove_load.cc");
 }
 
-int Main(int argc, char** argv) {
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = IsLoadFlagFile;
-  usage_config.contains_helpshort_flags = IsLoadFlagFile;
-  absl::SetFlagsUsageConfig(usage_config);
-  // Abseil prints "groove-load: " before the message itself.
-  absl::SetProgramUsageMessage(
-      "async gRPC load generator for groove-volumed.\n"
-      "Usage: groove-load --addr=HOST:PORT --mix=MIX [--compare] ...");
-  absl::ParseCommandLine(argc, argv);
-  const std::optional<Mix> mix = ParseMix(absl::GetFlag(FLAGS_mix));
+// FindLoadFlag returns groove-load's flag `name`, or null when it has none
+// of that name.
+absl::CommandLineFlag* FindLoadFlag(absl::string_view name) {
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  return flag != nullptr && IsLoadFlagFile(flag->Filename()) ? flag : nullptr;
+}
+
+constexpr char kUsage[] =
+    "usage: groove-load --addr=HOST:PORT --mix=MIX [--compare] [--FLAG=VALUE]"
+    "...\n\nasync gRPC load generator for groove-volumed "
+    "(docs/PERFORMANCE.md).\n";
+
+// Help returns the usage, every flag of groove-load's, sorted by name, with
+// its help and default, and the exit statuses: what --help prints on
+// stdout, and a usage error on stderr after the error.
+std::string Help() {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsLoadFlagFile(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::string text = absl::StrCat(
+      kUsage,
+      "\nflags (--NAME=VALUE or --NAME VALUE; a boolean is --NAME or "
+      "--noNAME):\n");
+  for (const absl::CommandLineFlag* flag : flags) {
+    const std::string value = flag->DefaultValue();
+    absl::StrAppend(&text, "  --", flag->Name(), " (default ",
+                    value.empty() ? "none" : value, ")\n");
+    // The help on the lines below, broken at spaces before column 80.
+    std::string line;
+    for (absl::string_view word : absl::StrSplit(flag->Help(), ' ')) {
+      if (!line.empty() && 6 + line.size() + 1 + word.size() > 80) {
+        absl::StrAppend(&text, "      ", line, "\n");
+        line.clear();
+      }
+      absl::StrAppend(&line, line.empty() ? "" : " ", word);
+    }
+    absl::StrAppend(&text, "      ", line, "\n");
+  }
+  absl::StrAppend(
+      &text,
+      "  --help, -h (this help)\n"
+      "\nexit status: 0 ok; 1 a measured run completed no operation or had a "
+      "failed\nRPC, or the run could not be prepared; 2 bad flags (nothing "
+      "was run).\n");
+  return text;
+}
+
+// FlagsRequest is what the command line asks for, after ParseFlags.
+enum class FlagsRequest { kRun, kHelp };
+
+// ParseFlags sets groove-load's flags from argv[1, argc): --NAME=VALUE,
+// --NAME VALUE, and for a boolean also --NAME (true) and --noNAME (false),
+// each with one dash or two, as Abseil spells them. Returns kHelp when
+// --help, -help or -h is among the arguments and all of them parse.
+// Errors: INVALID_ARGUMENT naming the argument: a flag that is not
+// groove-load's (Abseil's built-ins such as --flagfile and --helpfull are
+// not offered), a value that does not parse or is missing, or a positional
+// argument (groove-load takes none); flags before it may have been set.
+//
+// Why not absl::ParseCommandLine: Abseil 20220623 ends the process itself
+// with exit status 1 both after --help and on a bad flag, where
+// groove-load's statuses are 0 and 2, as groovectl's.
+absl::StatusOr<FlagsRequest> ParseFlags(int argc, char** argv) {
+  FlagsRequest request = FlagsRequest::kRun;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "-h") {
+      request = FlagsRequest::kHelp;
+      continue;
+    }
+    if (!absl::ConsumePrefix(&arg, "-") || arg.empty() || arg == "-") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", argv[i],
+                       "': groove-load takes only --flags"));
+    }
+    absl::ConsumePrefix(&arg, "-");
+    absl::string_view name = arg;
+    std::optional<absl::string_view> value;
+    if (const size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    absl::CommandLineFlag* flag = FindLoadFlag(name);
+    if (flag == nullptr && !value.has_value() &&
+        absl::ConsumePrefix(&name, "no")) {
+      // --noNAME, for a boolean NAME only.
+      flag = FindLoadFlag(name);
+      if (flag != nullptr && !flag->IsOfType<bool>()) flag = nullptr;
+      value = "false";
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag '", argv[i], "'"));
+    }
+    if (!value.has_value()) {
+      if (flag->IsOfType<bool>()) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag --", flag->Name(), " needs a value"));
+      }
+    }
+    std::string error;
+    if (!flag->ParseFrom(*value, &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag->Name(), "='", *value, "': ", error));
+    }
+  }
+  return request;
+}
+
+// CheckOptions returns a message naming the first flag whose value is out
+// of its range, or "" when all are usable.
+std::string CheckOptions(const LoadOptions& o) {
+  const std::string mix = absl::GetFlag(FLAGS_mix);
   const std::string output = absl::GetFlag(FLAGS_output);
+  if (!ParseMix(mix).has_value()) {
+    return absl::StrCat("--mix='", mix, "' is not one of health, ",
+                        "inspect_summary, inspect_page, add_remove, "
+                        "list_pools");
+  }
+  if (output != "table" && output != "json") {
+    return absl::StrCat("--output='", output, "' is not table or json");
+  }
+  if (o.connections < 1) return "--connections must be at least 1";
+  if (o.in_flight < 1) return "--in_flight must be at least 1";
+  if (o.duration <= absl::ZeroDuration()) return "--duration must be positive";
+  if (o.warmup < absl::ZeroDuration()) return "--warmup must not be negative";
+  if (absl::GetFlag(FLAGS_rounds) < 1) return "--rounds must be at least 1";
+  return "";
+}
+
+int Main(int argc, char** argv) {
+  // A usage error is said before any work: exit 2, as groovectl's.
+  constexpr int kExitUsage = 2;
+  const auto usage_error = [](absl::string_view message) {
+    std::fprintf(stderr, "error: %s\n\n%s", std::string(message).c_str(),
+                 Help().c_str());
+    return kExitUsage;
+  };
+  const absl::StatusOr<FlagsRequest> request = ParseFlags(argc, argv);
+  if (!request.ok()) return usage_error(request.status().message());
+  if (*request == FlagsRequest::kHelp) {
+    std::fputs(Help().c_str(), stdout);
+    return 0;
+  }
   LoadOptions o;
   o.addr = absl::GetFlag(FLAGS_addr);
   o.pool = absl::GetFlag(FLAGS_pool);
@@ -1319,13 +1460,11 @@ int Main(int argc, char** argv) {
   o.duration = absl::GetFlag(FLAGS_duration);
   o.warmup = absl::GetFlag(FLAGS_warmup);
   o.server_pid = absl::GetFlag(FLAGS_server_pid);
-  if (!mix.has_value() || (output != "table" && output != "json") ||
-      o.connections < 1 || o.in_flight < 1 ||
-      o.duration <= absl::ZeroDuration() || o.warmup < absl::ZeroDuration() ||
-      absl::GetFlag(FLAGS_rounds) < 1) {
-    std::fprintf(stderr, "groove-load: bad flags (see --help)\n");
-    return 2;
+  if (const std::string error = CheckOptions(o); !error.empty()) {
+    return usage_error(error);
   }
+  const std::optional<Mix> mix = ParseMix(absl::GetFlag(FLAGS_mix));
+  const std::string output = absl::GetFlag(FLAGS_output);
   const bool json = output == "json";
   if (!absl::GetFlag(FLAGS_write_request).empty()) {
     return WriteRequest(*mix, o.pool, absl::GetFlag(FLAGS_write_request));

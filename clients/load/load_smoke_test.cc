@@ -1,15 +1,19 @@
 // clients/load/load_smoke_test.cc: groove-load against the real server on
 // loopback, ~1 s per mix. Checks that each run completed and reported a
 // non-zero operation count and no failed RPC; never how fast (benchmarks
-// are not timed tests: the numbers come from script/bench).
+// are not timed tests: the numbers come from script/bench). And, without a
+// server, its command line: --help, bad flags and their exit statuses.
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -111,25 +115,93 @@ class LoadSmokeTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> server_;
 };
 
-// --help lists groove-load's own flags (Abseil lists only the flags of
-// files it takes for the program's: none, before SetFlagsUsageConfig), and
-// names the program once. Exit status 1 is Abseil 20220623's for --help.
-TEST(LoadHelpTest, HelpListsEveryFlag) {
-  const CommandResult r =
-      RunCommand({GROOVE_LOAD_BIN, "--help"}, "", absl::Seconds(20));
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(absl::StartsWith(
-      r.out, "groove-load: async gRPC load generator for groove-volumed.\n"))
-      << r.out;
-  EXPECT_FALSE(absl::StrContains(r.out, "No flags matched")) << r.out;
-  for (const char* flag :
-       {"addr", "compare", "connections", "contend_dir", "duration",
-        "in_flight", "mix", "output", "pool", "rounds", "scale", "server_pid",
-        "warmup", "write_request"}) {
-    EXPECT_TRUE(absl::StrContains(r.out, absl::StrCat("    --", flag, " (")))
-        << flag << " is not listed:\n"
+// --help and -h print the help on stdout and exit 0: the usage, every one
+// of groove-load's flags with its default (Abseil's own help listed only
+// the flags of files it took for the program's: none), and nothing else.
+TEST(LoadHelpTest, HelpListsEveryFlagAndExitsZero) {
+  for (const char* help : {"--help", "-h"}) {
+    SCOPED_TRACE(help);
+    const CommandResult r =
+        RunCommand({GROOVE_LOAD_BIN, help}, "", absl::Seconds(20));
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_TRUE(absl::StartsWith(r.out, "usage: groove-load --addr=HOST:PORT"))
         << r.out;
+    EXPECT_TRUE(absl::StrContains(r.out,
+                                  "  --addr (default 127.0.0.1:50051)\n"
+                                  "      host:port of the server\n"))
+        << r.out;
+    for (const char* flag :
+         {"addr", "compare", "connections", "contend_dir", "duration",
+          "in_flight", "mix", "output", "pool", "rounds", "scale", "server_pid",
+          "warmup", "write_request"}) {
+      EXPECT_TRUE(absl::StrContains(r.out, absl::StrCat("\n  --", flag, " (")))
+          << flag << " is not listed:\n"
+          << r.out;
+    }
+    // Only groove-load's own flags: not Abseil's built-ins.
+    EXPECT_FALSE(absl::StrContains(r.out, "--flagfile")) << r.out;
   }
+}
+
+// A bad command line exits 2 before anything runs (no server is given:
+// a run would fail with 1), with the error and the help on stderr and
+// nothing on stdout.
+TEST(LoadHelpTest, BadFlagsExitTwoWithTheErrorAndTheHelp) {
+  const struct {
+    std::vector<std::string> args;
+    std::string error;
+  } cases[] = {
+      {{"--no_such_flag=1"}, "unknown flag '--no_such_flag=1'"},
+      {{"--flagfile=/dev/null"}, "unknown flag '--flagfile=/dev/null'"},
+      {{"--nomix"}, "unknown flag '--nomix'"},
+      {{"--connections=many"}, "--connections='many': "},
+      {{"--compare=maybe"}, "--compare='maybe': "},
+      {{"--duration=5"}, "--duration='5': "},
+      {{"--addr"}, "flag --addr needs a value"},
+      {{"health"}, "unexpected argument 'health'"},
+      {{"--compare", "false"}, "unexpected argument 'false'"},
+      {{"--mix=nope"}, "--mix='nope' is not one of health, "},
+      {{"--output=yaml"}, "--output='yaml' is not table or json"},
+      {{"--connections=0"}, "--connections must be at least 1"},
+      {{"--rounds=0"}, "--rounds must be at least 1"},
+      {{"--warmup=-1s"}, "--warmup must not be negative"},
+      // The error wins over a --help beside it.
+      {{"--help", "--no_such_flag"}, "unknown flag '--no_such_flag'"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {GROOVE_LOAD_BIN,
+                                     "--addr=127.0.0.1:1"};  // never reached
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    SCOPED_TRACE(absl::StrJoin(argv, " "));
+    const CommandResult r = RunCommand(argv, "", absl::Seconds(20));
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_EQ(r.out, "");
+    EXPECT_TRUE(absl::StartsWith(r.err, absl::StrCat("error: ", c.error)))
+        << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "\n  --connections (default 4)\n"))
+        << r.err;
+  }
+}
+
+// The spellings Abseil accepts still set the flags: --NAME VALUE, one
+// dash, --noNAME; --write_request runs without a server and writes the
+// request of --mix (a 5-byte gRPC frame header and the message).
+TEST(LoadHelpTest, FlagSpellingsSetTheFlags) {
+  TempDir dir;
+  const std::string out = dir.path() + "/request";
+  const CommandResult r =
+      RunCommand({GROOVE_LOAD_BIN, "-mix", "inspect_summary", "--nocompare",
+                  "--pool", "abc", "--write_request=" + out},
+                 "", absl::Seconds(20));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::ifstream in(out, std::ios::binary);
+  const std::string frame((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  ASSERT_GT(frame.size(), 5u);
+  v1::InspectRequest request;
+  ASSERT_TRUE(request.ParseFromString(frame.substr(5)));
+  EXPECT_EQ(request.pool(), "abc");
 }
 
 TEST_F(LoadSmokeTest, HealthReportsOperations) { ExpectSaneRun("health"); }

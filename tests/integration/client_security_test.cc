@@ -40,6 +40,14 @@ std::string WriteFile(const std::string& path, const std::string& text,
   return path;
 }
 
+// CleanupProbeEnv is the environment of a child that runs with
+// openssl_cleanup_probe preloaded, logging its OPENSSL_cleanup calls to
+// `log`.
+EnvironmentAdditions CleanupProbeEnv(const std::string& log) {
+  return {{"LD_PRELOAD", GROOVE_OPENSSL_CLEANUP_PROBE},
+          {"GROOVE_OPENSSL_CLEANUP_LOG", log}};
+}
+
 // SecureServer runs groove-volumed with TLS (mutual TLS when `mutual`) and
 // the admin and reader tokens, and writes the token files the clients use.
 class SecureServer {
@@ -61,17 +69,12 @@ class SecureServer {
         "--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/server.key",
         "--auth-tokens=" + d + "/tokens"};
     if (mutual) args.push_back("--tls-client-ca=" + d + "/ca.pem");
-    // The server inherits the environment; this process has loaded its
-    // libraries already.
-    if (!cleanup_probe_log.empty()) {
-      setenv("LD_PRELOAD", GROOVE_OPENSSL_CLEANUP_PROBE, 1);
-      setenv("GROOVE_OPENSSL_CLEANUP_LOG", cleanup_probe_log.c_str(), 1);
-    }
+    const EnvironmentAdditions env = cleanup_probe_log.empty()
+                                         ? EnvironmentAdditions{}
+                                         : CleanupProbeEnv(cleanup_probe_log);
     server_ = ServerProcess::Start(
         args, absl::Seconds(30), TlsClient(d, "ca.pem", mutual ? "client" : ""),
-        TlsChannelArgs());
-    unsetenv("LD_PRELOAD");
-    unsetenv("GROOVE_OPENSSL_CLEANUP_LOG");
+        TlsChannelArgs(), env);
   }
   bool ok() const { return pki_ok_ && server_ != nullptr; }
   std::string path(const std::string& file) const {
@@ -335,11 +338,8 @@ TEST(GroovectlSecurityTest, ExitRunsNoOpenSslCleanup) {
   const SecureServer s(/*mutual=*/false);
   ASSERT_TRUE(s.ok());
   const std::string log = s.path("openssl_cleanup.log");
-  const auto with_probe = [&](std::vector<std::string> args) {
-    args.insert(args.begin(),
-                {"/usr/bin/env", "LD_PRELOAD=" GROOVE_OPENSSL_CLEANUP_PROBE,
-                 "GROOVE_OPENSSL_CLEANUP_LOG=" + log});
-    return RunCommand(args, "", absl::Seconds(30));
+  const auto with_probe = [&](const std::vector<std::string>& args) {
+    return RunCommand(args, "", absl::Seconds(30), CleanupProbeEnv(log));
   };
   // The probe sees the cleanup of a program that runs it: openssl's own.
   CommandResult r = with_probe({GROOVE_OPENSSL_BIN, "version"});

@@ -4,13 +4,15 @@
 // each call appends "OPENSSL_cleanup\n" to the file named by the
 // environment variable GROOVE_OPENSSL_CLEANUP_LOG, then runs the real one.
 //
-// For GroovectlSecurityTest.ExitRunsNoOpenSslCleanup: groovectl must not
-// run that cleanup while gRPC's threads may still be using OpenSSL
-// (clients/groovectl/main.cc, ExitNow).
+// For GroovectlSecurityTest.ExitRunsNoOpenSslCleanup and
+// ServerTlsExitTest.StopRunsNoOpenSslCleanup: groovectl and groove-volumed
+// must not run that cleanup while gRPC's threads may still be using
+// OpenSSL (clients/groovectl/main.cc, ExitNow; server/src/main.cc).
 //
-// Example:
-//   RunCommand({"/usr/bin/env", "LD_PRELOAD=" GROOVE_OPENSSL_CLEANUP_PROBE,
-//               "GROOVE_OPENSSL_CLEANUP_LOG=" + log, program, ...});
+// Example (the probe in that child's environment only):
+//   RunCommand({program, ...}, "", absl::Seconds(30),
+//              {{"LD_PRELOAD", GROOVE_OPENSSL_CLEANUP_PROBE},
+//               {"GROOVE_OPENSSL_CLEANUP_LOG", log}});
 //   // ReadTextFile(log) is "" unless the program ran OPENSSL_cleanup.
 
 #include <dlfcn.h>

@@ -8,6 +8,11 @@
 // "" and for groove.v1.VolumePoolService): no sleeps. The process dies with
 // the test (PR_SET_PDEATHSIG), and its log is printed when the test failed.
 //
+// Environment: the server inherits the test process's environment, plus
+// the EnvironmentAdditions (subprocess.h) that Start, Launch or RunToExit
+// is given, for that server alone: nothing is set in the test process, so
+// no other child sees them (a test must not setenv around a Start).
+//
 // Sanitizer reports fail the test: when the server exits (Stop, Kill,
 // WaitForExit, or the destructor) and its output holds a ThreadSanitizer,
 // AddressSanitizer, LeakSanitizer or UBSan report, the test fails with the
@@ -117,12 +122,14 @@ class ServerProcess {
   // `timeout`. channel() (and so the health checks) connects with
   // `credentials` (default: plaintext) and `channel_args`, e.g. TLS
   // credentials and GRPC_SSL_TARGET_NAME_OVERRIDE_ARG for a server
-  // started with --tls-cert.
+  // started with --tls-cert. The server's environment is the test
+  // process's with `env` added (see the file comment).
   static std::unique_ptr<ServerProcess> Start(
       std::vector<std::string> args, absl::Duration timeout = absl::Seconds(30),
       std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
-      const grpc::ChannelArguments& channel_args = grpc::ChannelArguments()) {
-    std::unique_ptr<ServerProcess> server = Launch(std::move(args));
+      const grpc::ChannelArguments& channel_args = grpc::ChannelArguments(),
+      const EnvironmentAdditions& env = {}) {
+    std::unique_ptr<ServerProcess> server = Launch(std::move(args), env);
     std::optional<std::string> line =
         server->WaitForLog("event=listening", timeout);
     if (!line.has_value()) {
@@ -157,8 +164,9 @@ class ServerProcess {
   // --metrics-listen on 127.0.0.1 port 0 unless given) and returns at once,
   // without waiting for it to listen: for tests that kill it while it
   // starts (WaitForLog tells how far it got). grpc_address(), channel() and
-  // Stub() are only set by Start.
-  static std::unique_ptr<ServerProcess> Launch(std::vector<std::string> args) {
+  // Stub() are only set by Start. `env` as for Start.
+  static std::unique_ptr<ServerProcess> Launch(
+      std::vector<std::string> args, const EnvironmentAdditions& env = {}) {
     auto has = [&](absl::string_view prefix) {
       for (const std::string& a : args) {
         if (absl::StartsWith(a, prefix)) return true;
@@ -170,16 +178,18 @@ class ServerProcess {
       args.push_back("--metrics-listen=127.0.0.1:0");
     }
     std::unique_ptr<ServerProcess> server(new ServerProcess());
-    server->Spawn(args);
+    server->Spawn(args, env);
     return server;
   }
 
   // RunToExit runs groove-volumed with `args` and waits for it to exit
   // (for flags that must be refused). The output is stdout and stderr.
+  // `env` as for Start.
   static CommandResult RunToExit(std::vector<std::string> args,
-                                 absl::Duration timeout = absl::Seconds(20)) {
+                                 absl::Duration timeout = absl::Seconds(20),
+                                 const EnvironmentAdditions& env = {}) {
     args.insert(args.begin(), GROOVE_VOLUMED_BIN);
-    CommandResult result = RunCommand(args, "", timeout);
+    CommandResult result = RunCommand(args, "", timeout, env);
     ExpectNoSanitizerReport("groove-volumed",
                             absl::StrCat(result.out, result.err));
     return result;
@@ -306,10 +316,12 @@ class ServerProcess {
  private:
   ServerProcess() = default;
 
-  void Spawn(const std::vector<std::string>& args) {
+  void Spawn(const std::vector<std::string>& args,
+             const EnvironmentAdditions& env) {
     std::vector<std::string> argv = {GROOVE_VOLUMED_BIN};
     argv.insert(argv.end(), args.begin(), args.end());
     ExecArgv exec_argv(argv);
+    ExecEnv exec_env(env);
     int out[2];
     if (pipe2(out, O_CLOEXEC) != 0) {
       ADD_FAILURE() << "pipe2 failed";
@@ -322,7 +334,7 @@ class ServerProcess {
       dup2(out[1], 1);
       dup2(out[1], 2);
       prctl(PR_SET_PDEATHSIG, SIGKILL);
-      execv(exec_argv.path(), exec_argv.get());
+      execve(exec_argv.path(), exec_argv.get(), exec_env.get());
       _exit(127);
     }
     close(out[1]);

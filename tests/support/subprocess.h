@@ -2,6 +2,11 @@
 // plain HTTP, find a free loopback port or hold one where nobody listens.
 // For integration tests that drive real binaries (buf, promtool,
 // prometheus) on loopback.
+//
+// A child that needs variables of its own (LD_PRELOAD, a log path) gets
+// them as EnvironmentAdditions, never through setenv in the test process:
+// setenv would reach every child started until the matching unsetenv, by
+// this test or by a library's thread, and is not thread-safe against them.
 
 #ifndef GROOVE_TESTS_SUPPORT_SUBPROCESS_H_
 #define GROOVE_TESTS_SUPPORT_SUBPROCESS_H_
@@ -19,6 +24,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,6 +57,39 @@ class ExecArgv {
   std::vector<char*> ptrs_;
 };
 
+// EnvironmentAdditions are variables one child process gets on top of the
+// environment it would otherwise inherit: NAME to VALUE, each replacing a
+// variable of the same NAME in the test process's environment, the others
+// inherited as they are. They reach that child (and what it starts) only:
+// the test process's own environment is not changed. Empty: the child
+// inherits the test process's environment unchanged.
+using EnvironmentAdditions = std::map<std::string, std::string>;
+
+// ExecEnv is envp for execve: the test process's environment as it is when
+// the ExecEnv is built, with `additions` applied (EnvironmentAdditions).
+// Built before fork, as ExecArgv is.
+class ExecEnv {
+ public:
+  explicit ExecEnv(const EnvironmentAdditions& additions) {
+    for (char** e = environ; *e != nullptr; ++e) {
+      const absl::string_view entry = *e;
+      if (!additions.contains(std::string(entry.substr(0, entry.find('='))))) {
+        entries_.emplace_back(entry);
+      }
+    }
+    for (const auto& [name, value] : additions) {
+      entries_.push_back(absl::StrCat(name, "=", value));
+    }
+    for (std::string& e : entries_) ptrs_.push_back(e.data());
+    ptrs_.push_back(nullptr);
+  }
+  char* const* get() { return ptrs_.data(); }
+
+ private:
+  std::vector<std::string> entries_;  // NAME=VALUE
+  std::vector<char*> ptrs_;           // into entries_, then null
+};
+
 struct CommandResult {
   int exit_code = -1;  // -1 when killed by a signal or timed out
   bool timed_out = false;  // killed (SIGKILL) by RunCommand at the timeout
@@ -61,10 +100,12 @@ struct CommandResult {
 
 // RunCommand runs argv[0] (an absolute path) with `args`, feeding `input`
 // on stdin, and returns its exit code and output. Kills it (SIGKILL) after
-// `timeout`.
+// `timeout`. The command's environment is the test process's with `env`
+// added (EnvironmentAdditions).
 inline CommandResult RunCommand(const std::vector<std::string>& argv,
                                 absl::string_view input = "",
-                                absl::Duration timeout = absl::Seconds(30)) {
+                                absl::Duration timeout = absl::Seconds(30),
+                                const EnvironmentAdditions& env = {}) {
   CommandResult result;
   int in_pipe[2], out_pipe[2], err_pipe[2];
   if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0 ||
@@ -73,13 +114,14 @@ inline CommandResult RunCommand(const std::vector<std::string>& argv,
     return result;
   }
   ExecArgv exec_argv(argv);
+  ExecEnv exec_env(env);
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
     dup2(err_pipe[1], 2);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    execv(exec_argv.path(), exec_argv.get());
+    execve(exec_argv.path(), exec_argv.get(), exec_env.get());
     _exit(127);
   }
   close(in_pipe[0]);
