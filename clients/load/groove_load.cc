@@ -18,13 +18,18 @@
 //                    RemoveVolume(count 1) on --pool; both RPCs count as
 //                    operations (ops/s is RPCs/s), and at the end every
 //                    slot's last add is removed again
+//   add_remove_id    add_remove, every AddVolume with a new request_id, so
+//                    the server also records it (its request log and the
+//                    pool's request journal): against add_remove
+//                    (--baseline=add_remove), what an id costs
 //   list_pools       ListPools
 //
 // Modes:
 //   default          run --mix once and report
-//   --compare        run --mix, then `health` with the same connections and
-//                    in-flight count against the same server, and report
-//                    both and the ratios X/health (throughput, p50/p99/p999)
+//   --compare        run --mix, then --baseline (default `health`, the
+//                    floor) with the same connections and in-flight count
+//                    against the same server, and report both and the
+//                    ratios X/baseline (throughput, p50/p99/p999)
 //   --contend_dir=D  before anything else, fork a child; run --mix alone,
 //                    then beside the child's busy loop (the control: it
 //                    takes a core, shares nothing), then beside the child
@@ -91,6 +96,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -124,7 +130,9 @@ ABSL_FLAG(std::string, mix, "health",
           "health | inspect_summary | inspect_page | add_remove | list_pools");
 ABSL_FLAG(std::string, pool, "default", "the pool of the pool mixes");
 ABSL_FLAG(std::string, output, "table", "table | json");
-ABSL_FLAG(bool, compare, false, "run --mix then health; report the ratios");
+ABSL_FLAG(bool, compare, false, "run --mix then --baseline; report the ratios");
+ABSL_FLAG(std::string, baseline, "health",
+          "the mix --compare measures --mix against (default: the floor)");
 ABSL_FLAG(std::string, contend_dir, "",
           "data directory: run --mix without, then with a data-plane child "
           "acquiring and releasing on --pool; report the ratios");
@@ -146,14 +154,21 @@ using grpc::health::v1::Health;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 
-enum class Mix { kHealth, kInspectSummary, kInspectPage, kAddRemove,
-                 kListPools };
+enum class Mix {
+  kHealth,
+  kInspectSummary,
+  kInspectPage,
+  kAddRemove,
+  kAddRemoveWithId,
+  kListPools
+};
 
 std::optional<Mix> ParseMix(const std::string& s) {
   if (s == "health") return Mix::kHealth;
   if (s == "inspect_summary") return Mix::kInspectSummary;
   if (s == "inspect_page") return Mix::kInspectPage;
   if (s == "add_remove") return Mix::kAddRemove;
+  if (s == "add_remove_id") return Mix::kAddRemoveWithId;
   if (s == "list_pools") return Mix::kListPools;
   return std::nullopt;
 }
@@ -164,9 +179,16 @@ const char* MixName(Mix m) {
     case Mix::kInspectSummary: return "inspect_summary";
     case Mix::kInspectPage: return "inspect_page";
     case Mix::kAddRemove: return "add_remove";
+    case Mix::kAddRemoveWithId:
+      return "add_remove_id";
     case Mix::kListPools: return "list_pools";
   }
   return "?";
+}
+
+// IsPairMix: the mix alternates AddVolume and RemoveVolume per slot.
+bool IsPairMix(Mix m) {
+  return m == Mix::kAddRemove || m == Mix::kAddRemoveWithId;
 }
 
 // Every call groove-load makes has a deadline, so that a stuck server fails
@@ -278,7 +300,7 @@ class Connection {
   // every call has completed.
   void Run(int64_t measure_start, int64_t measure_end, RunResult* out) {
     for (Slot& s : slots_) {
-      s.next = mix_ == Mix::kAddRemove ? Op::kAdd : FirstOp();
+      s.next = IsPairMix(mix_) ? Op::kAdd : FirstOp();
       Start(&s);
     }
     size_t outstanding = slots_.size();
@@ -305,7 +327,7 @@ class Connection {
       }
       // The pair: a successful add is followed by a remove (even after the
       // end, so the pool is left as found); anything else by an add.
-      if (mix_ == Mix::kAddRemove) {
+      if (IsPairMix(mix_)) {
         s->next = (s->op == Op::kAdd && !failed) ? Op::kRemove : Op::kAdd;
         if (end >= measure_end && s->next != Op::kRemove) {
           --outstanding;
@@ -341,7 +363,9 @@ class Connection {
       case Mix::kHealth: return Op::kHealth;
       case Mix::kInspectSummary:
       case Mix::kInspectPage: return Op::kInspect;
-      case Mix::kAddRemove: return Op::kAdd;
+      case Mix::kAddRemove:
+      case Mix::kAddRemoveWithId:
+        return Op::kAdd;
       case Mix::kListPools: return Op::kList;
     }
     return Op::kHealth;
@@ -355,6 +379,7 @@ class Connection {
     grpc::Status status;
     HealthCheckResponse health;
     v1::InspectResponse inspect;
+    v1::AddVolumeRequest add_request;  // add_remove_id: with its own id
     v1::AddVolumeResponse add;
     v1::RemoveVolumeResponse remove;
     v1::ListPoolsResponse list;
@@ -387,8 +412,14 @@ class Connection {
         s->inspect_rpc->Finish(&s->inspect, &s->status, s);
         break;
       case Op::kAdd:
-        s->add_rpc =
-            pool_->AsyncAddVolume(s->context.get(), requests_->add, &cq_);
+        if (mix_ == Mix::kAddRemoveWithId) {
+          s->add_request = requests_->add;
+          s->add_request.set_request_id(NewRequestId());
+        }
+        s->add_rpc = pool_->AsyncAddVolume(
+            s->context.get(),
+            mix_ == Mix::kAddRemoveWithId ? s->add_request : requests_->add,
+            &cq_);
         s->add_rpc->Finish(&s->add, &s->status, s);
         break;
       case Op::kRemove:
@@ -404,8 +435,17 @@ class Connection {
     }
   }
 
+  // NewRequestId returns a random (version 4) UUID for add_remove_id.
+  std::string NewRequestId() {
+    const uint64_t a = random_(), b = random_();
+    return absl::StrFormat(
+        "%08x-%04x-4%03x-%04x-%012x", a >> 32, (a >> 16) & 0xffff, a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff), b & 0xffffffffffffULL);
+  }
+
   std::unique_ptr<Health::Stub> health_;
   std::unique_ptr<v1::VolumePoolService::Stub> pool_;
+  std::mt19937_64 random_{std::random_device{}()};
   Mix mix_;
   const Requests* requests_;
   grpc::CompletionQueue cq_;
@@ -1277,7 +1317,10 @@ int WriteRequest(Mix mix, const std::string& pool, const std::string& path) {
     case Mix::kHealth: body = r.health.SerializeAsString(); break;
     case Mix::kInspectSummary:
     case Mix::kInspectPage: body = r.inspect.SerializeAsString(); break;
-    case Mix::kAddRemove: body = r.add.SerializeAsString(); break;
+    case Mix::kAddRemove:
+    case Mix::kAddRemoveWithId:
+      body = r.add.SerializeAsString();
+      break;
     case Mix::kListPools: body = r.list.SerializeAsString(); break;
   }
   // gRPC message framing: 1 byte "compressed" flag, 4 bytes big-endian
@@ -1422,10 +1465,14 @@ absl::StatusOr<FlagsRequest> ParseFlags(int argc, char** argv) {
 std::string CheckOptions(const LoadOptions& o) {
   const std::string mix = absl::GetFlag(FLAGS_mix);
   const std::string output = absl::GetFlag(FLAGS_output);
-  if (!ParseMix(mix).has_value()) {
-    return absl::StrCat("--mix='", mix, "' is not one of health, ",
-                        "inspect_summary, inspect_page, add_remove, "
-                        "list_pools");
+  for (const auto& [flag, value] :
+       {std::pair{"--mix", mix},
+        std::pair{"--baseline", absl::GetFlag(FLAGS_baseline)}}) {
+    if (!ParseMix(value).has_value()) {
+      return absl::StrCat(flag, "='", value, "' is not one of health, ",
+                          "inspect_summary, inspect_page, add_remove, ",
+                          "add_remove_id, list_pools");
+    }
   }
   if (output != "table" && output != "json") {
     return absl::StrCat("--output='", output, "' is not table or json");
@@ -1539,21 +1586,23 @@ int Main(int argc, char** argv) {
   }
 
   if (absl::GetFlag(FLAGS_compare)) {
+    const Mix baseline = *ParseMix(absl::GetFlag(FLAGS_baseline));
     const Interleaved runs =
-        RunInterleaved(o, {Arm{*mix}, Arm{Mix::kHealth}}, rounds);
+        RunInterleaved(o, {Arm{*mix}, Arm{baseline}}, rounds);
     const RunResult& x = runs.merged[0];
     const RunResult& floor = runs.merged[1];
     if (json) {
+      // The baseline's key is its mix's name ("health" by default).
       std::printf(
           "{\"mode\":\"compare\",\"rounds\":%d,\"mix\":%s,"
-          "\"health\":%s,%s}\n",
-          rounds, ResultJson(x).c_str(), ResultJson(floor).c_str(),
-          RoundsJson("", runs, 0, 1).c_str());
+          "\"%s\":%s,%s}\n",
+          rounds, ResultJson(x).c_str(), MixName(baseline),
+          ResultJson(floor).c_str(), RoundsJson("", runs, 0, 1).c_str());
     } else {
       PrintTableHeader();
       PrintTableRow(x);
       PrintTableRow(floor);
-      PrintRoundRatios(absl::StrCat(x.mix, "/health"), runs, 0, 1);
+      PrintRoundRatios(absl::StrCat(x.mix, "/", MixName(baseline)), runs, 0, 1);
     }
     return Sane(x) && Sane(floor) ? 0 : 1;
   }
