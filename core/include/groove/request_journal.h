@@ -7,12 +7,13 @@
 // key must then return the first add's volumes instead of adding again,
 // also after the owner restarted. The owner keeps the keys of its recent
 // adds in memory (the server's RequestLog); this journal is what survives
-// it: DIR/NAME.requests beside the pool's metadata object, a file of
-// kEntries fixed-size entries, each one add: its key, its arguments, its
-// batch and the indices it claimed.
+// it: DIR/NAME.requests beside the pool's metadata object (in
+// /dev/shm/groove-volumed when DIR is a hugetlbfs: NamedPool::JournalPath),
+// a sparse file of kEntries fixed-size entries, each one add: its key, its
+// arguments, its batch and the indices it claimed.
 //
 // An entry is tied to its add's commit (NamedPool::AddVolumes, and
-// docs/ARCHITECTURE.md §9, "Request keys"):
+// docs/ARCHITECTURE.md §9, "The request journal"):
 //
 //   FREE --Begin--> WRITING --(fields written)--> PENDING
 //   PENDING --Commit--> COMMITTED        (after the slots turn PUSHING,
@@ -39,7 +40,8 @@
 // keys the same way.
 //
 // Example (the owner; NamedPool does this):
-//   auto journal = RequestJournal::Open(path, identity, committed, &report);
+//   auto journal = RequestJournal::Open(path, identity, max_volumes,
+//                                       committed, &report, &recorded);
 //   auto entry = (*journal)->Begin(key, batch, count, first, info, indices);
 //   ... slots PUSHING ...  (*journal)->Commit(*entry, batch);  ... push ...
 
