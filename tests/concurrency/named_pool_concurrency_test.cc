@@ -5,6 +5,7 @@
 // never waits for an add's allocation, which the kernel would make it do on
 // the store's inode lock (StoreGate).
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -19,6 +20,7 @@
 #include "support/fault_store.h"
 #include "support/notification.h"
 #include "support/pool_memory.h"
+#include "support/stall.h"
 #include "support/temp_dir.h"
 
 namespace groove {
@@ -323,6 +325,64 @@ TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveFindsTheMemoryItGaveBack) {
   absl::StatusOr<VerifyReport> report = pool->Verify();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->empty_volumes, 3u);
+}
+
+// A keyed add stopped with its request journal entry PENDING (written,
+// the add not yet committed) keeps no other add, keyed or not, and no
+// remove from completing: entries are claimed lock-free, one per add, and
+// the others go round the whole ring past the stopped one's. It then
+// completes, and is in the journal when the pool is opened again, beside
+// the newest of the others (the oldest were reused).
+TEST(NamedPoolConcurrencyTest, AKeyedAddStoppedInItsJournalEntryBlocksNoOne) {
+  TempDir dir;
+  testing::Stall stall;
+  constexpr int kOthers = 2;
+  // Together more keyed adds than the journal has entries.
+  constexpr uint64_t kAddsEach = RequestJournal::kEntries / kOthers + 8;
+  {
+    auto pool =
+        OpenHeld(dir, kMaxVolumes, std::make_shared<FaultStore::Control>(),
+                 [&stall](absl::string_view step) {
+                   if (step == "add:recorded") {
+                     testing::Stall::Hook(&stall);
+                   }
+                 });
+    ASSERT_NE(pool, nullptr);
+    std::thread stopped([&] {
+      EXPECT_TRUE(
+          pool->AddVolumes(1, std::nullopt, "stopped", RequestKey{9, 9}).ok());
+    });
+    stall.WaitUntilStalled();
+    std::vector<std::thread> others;
+    for (int t = 0; t < kOthers; ++t) {
+      others.emplace_back([&, t] {
+        for (uint64_t k = 0; k < kAddsEach; ++k) {
+          EXPECT_TRUE(
+              pool->AddVolumes(1, std::nullopt, "", RequestKey{uint64_t(t), k})
+                  .ok());
+          EXPECT_TRUE(pool->RemoveVolumes(1).ok());
+        }
+      });
+    }
+    // Joined while the stopped add still waits: nothing waited for it.
+    for (std::thread& t : others) t.join();
+    EXPECT_EQ(pool->Summary().volumes_mapped, 0u);
+    stall.Resume();
+    stopped.join();
+  }
+  PoolConfig config;
+  config.name = "held";
+  config.backing.kind = BackingKind::kNormal;
+  config.volume_size_bytes = kVolumeBytes;
+  config.max_volumes = kMaxVolumes;
+  auto reopened = NamedPool::Open(dir.path(), config);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  const std::vector<RecordedAdd> recorded = (*reopened)->TakeRecordedAdds();
+  EXPECT_EQ(recorded.size(), RequestJournal::kEntries);
+  EXPECT_TRUE(
+      std::any_of(recorded.begin(), recorded.end(), [](const RecordedAdd& add) {
+        return add.key == RequestKey{9, 9};
+      }));
 }
 
 }  // namespace
