@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""groove_example.py: a Python client of groove-volumed, using nothing of
+r"""groove_example.py: a Python client of groove-volumed, using nothing of
 the C++ client library: its stubs are generated at run time from
 proto/groove/v1/*.proto (or --proto-dir, e.g. an install's include/), and
 it calls ListPools, AddVolume, Inspect (paging through every volume) and
@@ -18,12 +18,49 @@ Adds COUNT volumes (with a fresh UUID v4 request_id, so that a retry is
 safe) and removes COUNT again, checking the summaries on the way; use a
 pool whose volumes are small or a host with huge pages to spare. Exits 0
 and prints "python example ok" on success; 1 on an RPC error (printed as
-"error: CODE: message").
+"error: CODE: message"; a failed TLS handshake is UNAVAILABLE, a missing
+or unknown token UNAUTHENTICATED); 2 on a usage error, such as a bad
+combination of the security options or a bad file they name (printed as
+"error: ..." naming the flag).
+
+Security, as groovectl's flags of the same names and the C++ client's
+ClientSecurity (clients/include/groove/client/client_security.h;
+docs/SECURITY.md):
+
+    --tls-ca FILE          TLS, trusting the PEM CA certificates in FILE
+                           (without it: plaintext)
+    --tls-cert FILE        mutual TLS: the client's PEM certificate chain
+    --tls-key FILE           and its unencrypted PEM key (both or neither;
+                           each needs --tls-ca)
+    --tls-server-name NAME the name the server's certificate must carry,
+                           when it is not --addr's host (needs --tls-ca)
+    --token-file FILE      the bearer token on FILE's first line (16 to 256
+                           printable ASCII characters), sent as
+                           `authorization: Bearer TOKEN` metadata on every
+                           VolumePoolService call. FILE must give others
+                           nothing and its group at most read, and group
+                           read only when root owns it (a Kubernetes Secret
+                           under fsGroup): 0600 or 0400 otherwise. Without
+                           --tls-ca the token goes only to a loopback --addr
+                           (127.0.0.0/8, [::1], localhost, unix:); there is
+                           no switch to send it in plaintext elsewhere.
+
+    /usr/bin/python3 clients/python/groove_example.py \
+        --addr volumes.internal:50051 --tls-ca ca.pem \
+        --tls-cert client.pem --tls-key client.key \
+        --token-file ~/.groove-token --pool default --count 2
+
+The token travels as per-call metadata, not as gRPC call credentials
+(grpc.access_token_call_credentials): gRPC refuses call credentials on a
+plaintext channel, and the server accepts tokens over plaintext on
+loopback; per-call metadata works over both, as in the C++ client.
 """
 
 import argparse
+import ipaddress
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,6 +68,196 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PROTO_DIR = os.path.join(HERE, "..", "..", "proto")
+
+
+# The server's token rule (server/include/groove/server/security.h).
+MIN_TOKEN_BYTES = 16
+MAX_TOKEN_BYTES = 256
+
+
+class UsageError(Exception):
+    """A bad option or a bad file it names: exit 2, "error: MESSAGE"."""
+
+
+def read_file(path, flag):
+    """Returns the bytes of the regular file `path`, named by `flag`.
+
+    Refuses what is not a regular file (judged on the file opened, without
+    blocking: a FIFO would block the read forever), as the C++ client's
+    ReadWholeFile does. Raises UsageError "FLAG PATH: ..." naming both.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise UsageError("%s %s: cannot read: %s" % (flag, path, e.strerror))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError("%s %s: is not a regular file" % (flag, path))
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise UsageError("%s %s: cannot read: %s" %
+                             (flag, path, e.strerror))
+
+
+def read_pem(path, flag, kind):
+    """Returns the PEM file `path`, which must hold a block of `kind`
+    ("CERTIFICATE", "PRIVATE KEY"; "EC PRIVATE KEY" counts), unencrypted.
+    OpenSSL's full checks (does the key match the certificate?) happen in
+    the handshake, whose failure the first call reports as UNAVAILABLE.
+    """
+    text = read_file(path, flag)
+    if b"-----BEGIN " not in text or (kind + "-----").encode() not in text:
+        raise UsageError("%s %s: holds no PEM %s (-----BEGIN %s-----)" %
+                         (flag, path, kind, kind))
+    if kind == "PRIVATE KEY" and b"ENCRYPTED" in text:
+        raise UsageError("%s %s: is encrypted; give the unencrypted key "
+                         "(openssl pkey)" % (flag, path))
+    return text
+
+
+def token_file_mode_problem(mode, uid):
+    """Returns why a token file of `mode` owned by `uid` must not be used,
+    or "" when it may: the C++ client's rule (client_security.cc). Others
+    get nothing, the group at most read, and group read only on a
+    root-owned file (a Kubernetes Secret under the pod's fsGroup is
+    root:fsGroup 0440; a user's own 0640 file is a loose umask).
+    """
+    if mode & 0o007:
+        return "is accessible to others"
+    if not mode & 0o070:
+        return ""
+    if mode & 0o030:
+        return "is writable or executable by its group"
+    if uid != 0:
+        return ("is readable by its group and not owned by root (group read "
+                "is accepted only on a root-owned file, such as a Kubernetes "
+                "Secret under fsGroup)")
+    return ""
+
+
+def read_token_file(path):
+    """Returns the token on the first line of the token file `path`,
+    stripped, after checking the file's mode and the token's form.
+    Messages never contain the token.
+    """
+    flag = "--token-file"
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None  # read_file says why
+    if st is not None and stat.S_ISREG(st.st_mode):
+        problem = token_file_mode_problem(st.st_mode, st.st_uid)
+        if problem:
+            raise UsageError("%s %s: %s (mode %04o); chmod 600 %s" %
+                             (flag, path, problem,
+                              stat.S_IMODE(st.st_mode), path))
+    token = read_file(path, flag).split(b"\n", 1)[0].strip()
+    if not MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES:
+        raise UsageError("%s %s: the token is %d bytes; tokens are %d to %d "
+                         "bytes" % (flag, path, len(token), MIN_TOKEN_BYTES,
+                                    MAX_TOKEN_BYTES))
+    for i, byte in enumerate(token):
+        if byte <= 0x20 or byte >= 0x7f:
+            raise UsageError("%s %s: byte %d of the token is not printable "
+                             "ASCII" % (flag, path, i + 1))
+    return token.decode("ascii")
+
+
+def is_loopback_target(address):
+    """Reports whether gRPC target `address` ("host:port", "ipv4:HOST:PORT",
+    "dns:///host:port", "unix:PATH", ...) names this host: a 127.0.0.0/8 or
+    ::1 address, "localhost", or a unix socket. The C++ client's
+    IsLoopbackTarget, line for line.
+    """
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address
+    if host.startswith("dns:"):
+        host = host[len("dns:"):]
+        if host.startswith("//"):  # dns://AUTHORITY/host:port
+            host = host[2:]
+            host = host[host.find("/") + 1:]
+    elif host.startswith(("ipv4:", "ipv6:")):
+        host = host[len("ipv4:"):]
+    if not host:
+        return False
+    colon = host.rfind(":")
+    if colon > 0 and (host[0] != "[" or host[colon - 1] == "]"):
+        host = host[:colon]
+    if host.lower() == "localhost":
+        return True
+    text = host[1:] if host.startswith("[") else host
+    text = text[:-1] if text.endswith("]") else text
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def load_security(args):
+    """Reads and checks every file the security options name, before any
+    connection is tried, as the C++ client's LoadClientSecurity does.
+
+    Returns (tls, metadata): tls is None for plaintext, else a dict of the
+    PEM bytes for grpc.ssl_channel_credentials and the server name
+    override; metadata is the call metadata of every VolumePoolService
+    call (the authorization header, or none). Raises UsageError naming the
+    flag.
+    """
+    if not args.tls_ca:
+        for value, flag in ((args.tls_cert, "--tls-cert"),
+                            (args.tls_key, "--tls-key"),
+                            (args.tls_server_name, "--tls-server-name")):
+            if value:
+                raise UsageError("%s needs TLS: also give --tls-ca, the CA "
+                                 "that signed the server's certificate" % flag)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("mutual TLS needs both --tls-cert and --tls-key")
+    tls = None
+    if args.tls_ca:
+        tls = {
+            "root_certificates": read_pem(args.tls_ca, "--tls-ca",
+                                          "CERTIFICATE"),
+            "certificate_chain": None,
+            "private_key": None,
+            "server_name": args.tls_server_name,
+        }
+        if args.tls_cert:
+            tls["certificate_chain"] = read_pem(args.tls_cert, "--tls-cert",
+                                                "CERTIFICATE")
+            tls["private_key"] = read_pem(args.tls_key, "--tls-key",
+                                          "PRIVATE KEY")
+    metadata = ()
+    if args.token_file:
+        token = read_token_file(args.token_file)
+        if tls is None and not is_loopback_target(args.addr):
+            raise UsageError(
+                "refusing to send the bearer token in plaintext to %s, which "
+                "is not a loopback address: give --tls-ca for TLS (a token "
+                "without TLS goes only to 127.0.0.0/8, [::1], localhost or "
+                "unix:)" % args.addr)
+        metadata = (("authorization", "Bearer " + token),)
+    return tls, metadata
+
+
+def open_channel(grpc, addr, tls):
+    """Returns a channel to addr: plaintext when tls is None, else TLS with
+    tls's certificates and server name override."""
+    if tls is None:
+        return grpc.insecure_channel(addr)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls["root_certificates"],
+        private_key=tls["private_key"],
+        certificate_chain=tls["certificate_chain"])
+    options = []
+    if tls["server_name"]:
+        options.append(("grpc.ssl_target_name_override", tls["server_name"]))
+    return grpc.secure_channel(addr, credentials, options=options)
 
 
 def generate(proto_dir, out_dir):
@@ -45,9 +272,10 @@ def generate(proto_dir, out_dir):
         check=True)
 
 
-def inspect_volumes(stub, pb, pool, timeout):
+def inspect_volumes(stub, pb, pool, call):
     """Returns (summary, volumes) of pool: the first page's summary and the
-    volumes of every page, in index order.
+    volumes of every page, in index order. `call` holds the keyword
+    arguments of every call (timeout, metadata).
 
     Pages until next_page_token is empty, not until a page comes back
     short: a page holds at most 1000 volumes, and one call looks at no more
@@ -59,7 +287,7 @@ def inspect_volumes(stub, pb, pool, timeout):
         page = stub.Inspect(
             pb.InspectRequest(pool=pool, include_volumes=True,
                               page_size=1000, page_token=token),
-            timeout=timeout)
+            **call)
         if summary is None:
             summary = page.summary
         volumes.extend(page.volumes)
@@ -76,7 +304,27 @@ def main():
     parser.add_argument("--proto-dir", default=DEFAULT_PROTO_DIR)
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds per call")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="TLS, trusting these PEM CA certificates")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="mutual TLS: the client's PEM certificate "
+                        "(with --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="mutual TLS: the client's unencrypted PEM key "
+                        "(with --tls-cert)")
+    parser.add_argument("--tls-server-name", metavar="NAME",
+                        help="the name the server's certificate must carry")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="the bearer token on FILE's first line (mode "
+                        "0600); without --tls-ca, loopback --addr only")
     args = parser.parse_args()
+    try:
+        tls, metadata = load_security(args)
+    except UsageError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    # Every VolumePoolService call: its deadline and the token, if any.
+    call = {"timeout": args.timeout, "metadata": metadata}
 
     out_dir = tempfile.mkdtemp(prefix="groove-py-")
     try:
@@ -86,26 +334,24 @@ def main():
         from groove.v1 import volume_pool_pb2 as pb  # noqa: E402
         from groove.v1 import volume_pool_pb2_grpc as pb_grpc  # noqa: E402
 
-        with grpc.insecure_channel(args.addr) as channel:
+        with open_channel(grpc, args.addr, tls) as channel:
             stub = pb_grpc.VolumePoolServiceStub(channel)
             try:
-                pools = stub.ListPools(pb.ListPoolsRequest(),
-                                       timeout=args.timeout)
+                pools = stub.ListPools(pb.ListPoolsRequest(), **call)
                 for p in pools.pools:
                     print("pool %s: %d/%d volumes of %d bytes" %
                           (p.name, p.volumes_mapped, p.max_volumes,
                            p.volume_size_bytes))
                 before = stub.Inspect(pb.InspectRequest(pool=args.pool),
-                                      timeout=args.timeout).summary
+                                      **call).summary
                 added = stub.AddVolume(
                     pb.AddVolumeRequest(pool=args.pool, count=args.count,
                                         info=b"python example",
                                         request_id=str(uuid.uuid4())),
-                    timeout=args.timeout)
+                    **call)
                 print("added indices %s" % list(added.volume_indices))
                 assert len(added.volume_indices) == args.count
-                summary, volumes = inspect_volumes(stub, pb, args.pool,
-                                                   args.timeout)
+                summary, volumes = inspect_volumes(stub, pb, args.pool, call)
                 assert (summary.volumes_mapped ==
                         before.volumes_mapped + args.count)
                 infos = {v.index: v.info for v in volumes}
@@ -113,7 +359,7 @@ def main():
                     assert infos[i] == b"python example", infos
                 removed = stub.RemoveVolume(
                     pb.RemoveVolumeRequest(pool=args.pool, count=args.count),
-                    timeout=args.timeout)
+                    **call)
                 print("removed indices %s" %
                       [v.index for v in removed.volumes])
                 assert (removed.summary.volumes_mapped ==

@@ -1,7 +1,8 @@
 // client_security_test: the clients' side of docs/SERVER.md §10 against the
 // real groove-volumed on loopback: groovectl's --tls-ca, --tls-cert,
-// --tls-key, --tls-server-name and --token-file, and the same through
-// groove::VolumePoolClient's ClientOptions::security, over TLS and mutual
+// --tls-key, --tls-server-name and --token-file, the same through
+// groove::VolumePoolClient's ClientOptions::security and the same flags of
+// the Python example (clients/python/groove_example.py), over TLS and mutual
 // TLS (certificates made with openssl at test time, test_pki.h), with
 // admin and reader tokens. Each refusal is checked against a success of
 // the same client setup minus the one thing that is wrong, so that a
@@ -562,6 +563,130 @@ TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   status = create("127.0.0.1:1", tls, grpc::InsecureChannelCredentials());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("not both"));
+}
+
+// ---- The Python example
+// ----------------------------------------------------------
+
+// Python runs clients/python/groove_example.py against the server with
+// `args` after --addr, on pool "a".
+CommandResult Python(const SecureServer& s, std::vector<std::string> args) {
+  args.insert(
+      args.begin(),
+      {GROOVE_PYTHON3, GROOVE_SOURCE_DIR "/clients/python/groove_example.py",
+       "--addr", s.server().grpc_address(), "--pool", "a", "--count", "2",
+       "--timeout", "10"});
+  return RunCommand(args, "", absl::Seconds(60));
+}
+
+// MutualTls is the Python example's flags for mutual TLS, and with a
+// non-empty `token_file` (of the server's directory) that token.
+std::vector<std::string> MutualTls(const SecureServer& s,
+                                   const std::string& token_file) {
+  std::vector<std::string> args = {"--tls-ca",   s.path("ca.pem"),
+                                   "--tls-cert", s.path("client.pem"),
+                                   "--tls-key",  s.path("client.key")};
+  if (!token_file.empty()) {
+    args.insert(args.end(), {"--token-file", s.path(token_file)});
+  }
+  return args;
+}
+
+TEST(PythonExampleSecurityTest, RunsWithMutualTlsAndAnAdminToken) {
+  const SecureServer s(/*mutual=*/true);
+  ASSERT_TRUE(s.ok());
+  std::vector<std::string> args = MutualTls(s, "admin.token");
+  args.insert(args.end(), {"--tls-server-name", "localhost"});
+  const CommandResult r = Python(s, args);
+  EXPECT_EQ(r.exit_code, 0) << Show(r);
+  EXPECT_THAT(r.out, HasSubstr("pool a: 0/16 volumes of 4096 bytes"));
+  EXPECT_THAT(r.out, HasSubstr("added indices [0, 1]"));
+  EXPECT_THAT(r.out, HasSubstr("python example ok"));
+  EXPECT_THAT(r.out + r.err, Not(HasSubstr(kAdminToken)));
+  // It removed what it added.
+  const CommandResult pools = s.Ctl({"--tls-ca=" + s.path("ca.pem"),
+                                     "--tls-cert=" + s.path("client.pem"),
+                                     "--tls-key=" + s.path("client.key"),
+                                     "--token-file=" + s.path("reader.token"),
+                                     "--output=json", "inspect", "a"});
+  EXPECT_THAT(pools.out, HasSubstr("\"volumes_mapped\":\"0\"")) << Show(pools);
+}
+
+// The run above minus the right token: an unknown token, or none, is
+// refused by the server (exit 1). UNAUTHENTICATED rather than UNAVAILABLE
+// shows the handshake (TLS, client certificate) succeeded.
+TEST(PythonExampleSecurityTest, AnUnknownOrMissingTokenIsUnauthenticated) {
+  const SecureServer s(/*mutual=*/true);
+  ASSERT_TRUE(s.ok());
+  WriteFile(s.path("unknown.token"), absl::StrCat(kUnknownToken, "\n"));
+  CommandResult r = Python(s, MutualTls(s, "unknown.token"));
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: ")) << Show(r);
+  EXPECT_THAT(r.out, Not(HasSubstr("python example ok")));
+  EXPECT_THAT(r.out + r.err, Not(HasSubstr(kUnknownToken)));
+  r = Python(s, MutualTls(s, ""));
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: ")) << Show(r);
+}
+
+// --tls-server-name reaches the handshake: the server's certificate
+// carries 127.0.0.1 and localhost, so only a name it lacks can show it.
+// The same against the mutual TLS server without a client certificate.
+// No connection is UNAVAILABLE, exit 1.
+TEST(PythonExampleSecurityTest, AWrongServerNameOrNoClientCertificateFails) {
+  const SecureServer s(/*mutual=*/true);
+  ASSERT_TRUE(s.ok());
+  std::vector<std::string> args = MutualTls(s, "admin.token");
+  args.insert(args.end(), {"--tls-server-name", "volumes.example"});
+  CommandResult r = Python(s, args);
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE: ")) << Show(r);
+  r = Python(
+      s, {"--tls-ca", s.path("ca.pem"), "--token-file", s.path("admin.token")});
+  EXPECT_EQ(r.exit_code, 1) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE: ")) << Show(r);
+}
+
+// Bad combinations and bad files are usage errors (exit 2) naming the
+// flag, found before any connection is tried (192.0.2.1 is never dialed).
+TEST(PythonExampleSecurityTest, BadSecurityOptionsAreUsageErrors) {
+  const SecureServer s(/*mutual=*/true);
+  ASSERT_TRUE(s.ok());
+  const std::string loose = WriteFile(s.path("loose.token"), kAdminToken, 0644);
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--tls-ca", s.path("ca.pem"), "--tls-cert", s.path("client.pem")},
+       "error: mutual TLS needs both --tls-cert and --tls-key"},
+      {{"--tls-ca", s.path("ca.pem"), "--tls-key", s.path("client.key")},
+       "error: mutual TLS needs both --tls-cert and --tls-key"},
+      {{"--tls-cert", s.path("client.pem"), "--tls-key", s.path("client.key")},
+       "error: --tls-cert needs TLS: also give --tls-ca"},
+      {{"--tls-server-name", "localhost"},
+       "error: --tls-server-name needs TLS: also give --tls-ca"},
+      {{"--tls-ca", s.path("server.key")},
+       "error: --tls-ca " + s.path("server.key") +
+           ": holds no PEM CERTIFICATE"},
+      {{"--tls-ca", s.path("ca.pem"), "--token-file", s.path("missing.token")},
+       "error: --token-file " + s.path("missing.token") +
+           ": cannot read: No such file or directory"},
+      {{"--tls-ca", s.path("ca.pem"), "--token-file", loose},
+       "error: --token-file " + loose +
+           ": is accessible to others (mode 0644); chmod 600 " + loose},
+      {{"--addr", "192.0.2.1:50051", "--token-file", s.path("admin.token")},
+       "error: refusing to send the bearer token in plaintext to "
+       "192.0.2.1:50051, which is not a loopback address: give --tls-ca"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrJoin(c.args, " "));
+    const CommandResult r = Python(s, c.args);
+    EXPECT_EQ(r.exit_code, 2) << Show(r);
+    EXPECT_THAT(r.err, HasSubstr(c.message)) << Show(r);
+    EXPECT_EQ(r.out, "") << Show(r);
+    EXPECT_THAT(r.err, Not(HasSubstr(kAdminToken)));
+  }
 }
 
 }  // namespace
