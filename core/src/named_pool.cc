@@ -267,6 +267,12 @@ struct NamedPool::Metadata {
   char name[72];
   char backing_file_path[1024];       // file:PATH as configured
   char store_path[1024];              // named store file; empty for memfd
+  // This pool's identity, 128 random bits drawn when it is created, which
+  // its request journal records (RequestJournal::Identity): a re-created
+  // pool has another. Zero in pools created before it existed: their
+  // owner draws it at Open. (Not part of the layout version: builds that
+  // do not know it never read it.)
+  uint64_t pool_id[2];
 };
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 
@@ -435,45 +441,51 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
   return pool;
 }
 
-absl::StatusOr<std::string> NamedPool::JournalPath(
-    const RequestJournal::Identity& identity) const {
+bool NamedPool::DataDirIsHugetlbfs() const {
   struct statfs fs;
-  if (statfs(data_dir_.c_str(), &fs) != 0) {
-    return ErrnoError(absl::StrCat("stat data directory ", data_dir_));
-  }
-  if (fs.f_type != HUGETLBFS_MAGIC) {
-    return absl::StrCat(data_dir_, "/", config_.name, ".requests");
-  }
-  // Every file on hugetlbfs takes whole huge pages (a 1 GiB one for 4.5
-  // MiB), which a deployment counts for its volumes: the journal goes to
-  // the shared tmpfs directory, named by the metadata object it belongs
-  // to, so pools of one name in two data directories never share one.
-  if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) return s;
-  return SharedJournalPath(identity);
+  return statfs(data_dir_.c_str(), &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC;
 }
 
 std::string NamedPool::SharedJournalPath(
-    const RequestJournal::Identity& identity) const {
-  return absl::StrCat(kShmStoreDir, "/", config_.name, "@", identity.device,
-                      "-", identity.inode, ".requests");
+    const RequestJournal::Identity& pool_id) const {
+  return absl::StrCat(kShmStoreDir, "/", config_.name, "@",
+                      absl::Hex(pool_id.high, absl::kZeroPad16),
+                      absl::Hex(pool_id.low, absl::kZeroPad16), ".requests");
 }
 
 absl::Status NamedPool::OpenJournal() {
-  // The metadata object this owner holds (a replaced one's, if recovery
-  // replaced it): a journal naming another belongs to an earlier pool.
-  struct stat st;
-  if (fstat(meta_fd_, &st) != 0) {
-    return ErrnoError(
-        absl::StrCat("stat the metadata of pool '", config_.name, "'"));
+  // The pool's identity, drawn once (a pool made before it has none yet):
+  // a journal recording another belongs to an earlier pool of this name.
+  if (meta_->pool_id[0] == 0 && meta_->pool_id[1] == 0) {
+    uint64_t drawn[2] = {0, 0};
+    if (getrandom(drawn, sizeof(drawn), 0) != sizeof(drawn)) {
+      return ErrnoError("draw a pool id (getrandom)");
+    }
+    meta_->pool_id[0] = drawn[0];
+    meta_->pool_id[1] = drawn[1] | 1;  // never all zeros
   }
-  const RequestJournal::Identity identity{static_cast<uint64_t>(st.st_dev),
-                                          static_cast<uint64_t>(st.st_ino)};
-  absl::StatusOr<std::string> path = JournalPath(identity);
-  if (!path.ok()) return path.status();
+  const RequestJournal::Identity pool_id{meta_->pool_id[0], meta_->pool_id[1]};
+  // DATA_DIR/NAME.requests, unless the data directory is a hugetlbfs:
+  // every file there takes whole huge pages (a 1 GiB one for the journal's
+  // 4.5 MiB) and has no holes, so the journal goes to the shared tmpfs
+  // directory, named by the pool's id, so that pools of one name in two
+  // data directories never share one.
+  std::string path = absl::StrCat(data_dir_, "/", config_.name, ".requests");
+  if (DataDirIsHugetlbfs()) {
+    if (absl::Status s = PrepareStoreDirectory(kShmStoreDir); !s.ok()) {
+      recovery_.request_journal_error = std::string(s.message());
+      return absl::OkStatus();
+    }
+    path = SharedJournalPath(pool_id);
+  }
   // An add that was in flight happened if recovery rolled it forward: its
-  // slots are MAPPED with its batch now (rolled back: FREE). Nothing else
-  // runs yet to change them: this owner serves no add or remove before
-  // Open returns, and data planes leave slots MAPPED.
+  // slots are MAPPED with its batch now, rolled back: FREE (recovery turns
+  // an uncommitted batch's slots back to ADDING before it frees any, so a
+  // batch is never half of each). "Any" rather than "all": recovery frees
+  // a committed volume whose header says it is not a volume, and leaves a
+  // corrupt one off the stack (MAPPED); the add happened all the same.
+  // Nothing else runs yet to change the slots: this owner serves no add or
+  // remove before Open returns, and data planes leave slots MAPPED.
   auto committed = [this](uint64_t batch, std::span<const uint64_t> indices) {
     for (const uint64_t i : indices) {
       // Relaxed: recovery's stores were made by this thread.
@@ -485,9 +497,15 @@ absl::Status NamedPool::OpenJournal() {
     return false;
   };
   absl::StatusOr<std::unique_ptr<RequestJournal>> journal =
-      RequestJournal::Open(*path, identity, config_.max_volumes, committed,
+      RequestJournal::Open(path, pool_id, config_.max_volumes, committed,
                            &recovery_.request_journal, &recorded_adds_);
-  if (!journal.ok()) return journal.status();
+  if (!journal.ok()) {
+    // The pool is served without one: its adds with keys are remembered
+    // in memory only, as before journals existed (the server logs this).
+    recovery_.request_journal_error = std::string(journal.status().message());
+    recorded_adds_.clear();
+    return absl::OkStatus();
+  }
   journal_ = std::move(*journal);
   return absl::OkStatus();
 }
@@ -1035,6 +1053,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   m->next_batch.store(1, std::memory_order_relaxed);
   m->volumes_mapped.store(0, std::memory_order_relaxed);
   m->reserved = 0;
+  m->pool_id[0] = m->pool_id[1] = 0;  // drawn by OpenJournal
   CopyField(m->name, config_.name);
   CopyField(m->backing_file_path, config_.backing.file_path);
   CopyField(m->store_path, store_path);
@@ -1274,6 +1293,10 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   }
   Metadata* const old = meta_;
   const uint64_t old_bytes = meta_bytes_;
+  // A garbage object's id is no journal's name; unlinking it is harmless.
+  const RequestJournal::Identity old_pool_id{
+      old_bytes >= sizeof(Metadata) ? old->pool_id[0] : 0,
+      old_bytes >= sizeof(Metadata) ? old->pool_id[1] : 0};
   meta_ = static_cast<Metadata*>(p);
   meta_bytes_ = bytes;
   // A store the creation would reuse in place is the old pool's, which
@@ -1309,17 +1332,11 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     return s;
   }
   munmap(old, old_bytes);
-  // The old pool's request journal, where it is named by the old object
+  // The old pool's request journal, where it is named by the old pool's id
   // (a hugetlbfs data directory): nothing would ever open it again. (At
-  // DATA_DIR/NAME.requests, OpenJournal empties it as another object's.)
-  struct stat old_st;
-  struct statfs dir_fs;
-  if (fstat(meta_fd_, &old_st) == 0 &&
-      statfs(data_dir_.c_str(), &dir_fs) == 0 &&
-      dir_fs.f_type == HUGETLBFS_MAGIC) {
-    unlink(SharedJournalPath({static_cast<uint64_t>(old_st.st_dev),
-                              static_cast<uint64_t>(old_st.st_ino)})
-               .c_str());
+  // DATA_DIR/NAME.requests, OpenJournal empties it as another pool's.)
+  if ((old_pool_id.high != 0 || old_pool_id.low != 0) && DataDirIsHugetlbfs()) {
+    unlink(SharedJournalPath(old_pool_id).c_str());
   }
   close(meta_fd_);  // the old object's lock: nobody can open it any more
   meta_fd_ = fd;
@@ -1485,6 +1502,19 @@ absl::Status NamedPool::Recover() {
     return std::binary_search(uncommitted_batches.begin(),
                               uncommitted_batches.end(), batch);
   };
+  // An uncommitted batch's PUSHING slots (a failed push was sending them
+  // back, or the commit was being made) go back to ADDING before any slot
+  // of it is freed: freed in runs, a recovery that dies between two runs
+  // would otherwise leave only PUSHING slots of the batch, which the next
+  // one would judge committed and push: part of an add that was rolled
+  // back (and its request journal entry would list it).
+  for (const uint64_t i : Indices(written)) {
+    const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    if (StateOf(slot) == kSlotPushing && uncommitted(BatchOf(slot))) {
+      Slot(i).store(SlotWord(kSlotAdding, BatchOf(slot)),
+                    std::memory_order_relaxed);
+    }
+  }
   std::vector<uint64_t> to_push;
   uint64_t mapped = 0;
   // Volumes to free are gathered into runs of consecutive indices (the
@@ -1500,6 +1530,7 @@ absl::Status NamedPool::Recover() {
       Slot(i).store(kSlotFree, std::memory_order_release);
     }
     run_count = 0;
+    Step("recover:freed-run");
   };
   auto free_volume = [&](uint64_t i) {
     if (run_count != 0 && run_first + run_count == i) {
@@ -1996,7 +2027,7 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   // after which removes may take its volumes and leave no slot to judge
   // it by (RequestJournal).
   std::optional<uint64_t> journal_entry;
-  if (key.has_value()) {
+  if (key.has_value() && journal_ != nullptr) {
     absl::StatusOr<uint64_t> entry =
         journal_->Begin(*key, batch, count, first_index, info, indices);
     if (!entry.ok()) {
@@ -2032,6 +2063,8 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
     if (journal_entry.has_value()) journal_->Uncommit(*journal_entry, batch);
     for (uint64_t i : indices) {
       Slot(i).store(SlotWord(kSlotAdding, batch), std::memory_order_release);
+      // Tests: killed here, the batch is part ADDING, part PUSHING.
+      if (i == indices.front()) Step("add:uncommitting");
     }
     meta_->volumes_mapped.fetch_sub(count, std::memory_order_relaxed);
     ReleaseClaims(indices, indices.size());

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,6 +40,24 @@ constexpr EntryState StateOf(uint64_t word) {
 }
 constexpr uint64_t BatchOf(uint64_t word) { return word >> kStateBits; }
 
+// WriteZeros writes `bytes` zeros at `offset` of `fd`, allocating the
+// pages under them; false (errno set) when it cannot.
+bool WriteZeros(int fd, uint64_t offset, uint64_t bytes) {
+  static constexpr char kZeros[4096] = {};
+  while (bytes > 0) {
+    const size_t n = std::min<uint64_t>(bytes, sizeof(kZeros));
+    const ssize_t done = pwrite(fd, kZeros, n, static_cast<off_t>(offset));
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) {
+      if (done == 0) errno = EIO;
+      return false;
+    }
+    offset += static_cast<uint64_t>(done);
+    bytes -= static_cast<uint64_t>(done);
+  }
+  return true;
+}
+
 // An unset first_index.
 constexpr uint64_t kNoFirstIndex = ~uint64_t{0};
 
@@ -51,8 +70,8 @@ struct RequestJournal::Header {
   uint64_t layout_version;  // kJournalLayoutVersion
   uint64_t entry_count;     // kEntries
   uint64_t entry_bytes;     // sizeof(Entry)
-  uint64_t pool_device;     // Identity of the metadata object
-  uint64_t pool_inode;
+  uint64_t pool_id_high;    // Identity of the pool
+  uint64_t pool_id_low;
 };
 
 // Entry is one add, as the file holds it. Its fields are written by the
@@ -66,6 +85,7 @@ struct RequestJournal::Entry {
   uint64_t count;        // in [1, kMaxVolumesPerAdd]
   uint64_t first_index;  // or kNoFirstIndex
   uint64_t info_size;    // <= kMaxInfoBytes
+  int64_t recorded_unix_ns;  // CLOCK_REALTIME when Begin wrote it
   char info[kMaxInfoBytes];
   uint32_t indices[kMaxVolumesPerAdd];  // the first `count`, ascending
 };
@@ -82,7 +102,7 @@ RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes)
   static_assert(sizeof(Header) <= kHeaderBytes);
   static_assert(offsetof(Entry, state) == 0);
   static_assert(sizeof(Entry) % alignof(Entry) == 0);
-  static_assert(sizeof(Entry) == 48 + kMaxInfoBytes + 4 * kMaxVolumesPerAdd);
+  static_assert(sizeof(Entry) == 56 + kMaxInfoBytes + 4 * kMaxVolumesPerAdd);
   static_assert(testing::kJournalEntryOffset == kHeaderBytes);
   static_assert(testing::kJournalEntryCountOffset == offsetof(Entry, count));
   for (uint64_t i = 0; i < kEntries; ++i) {
@@ -102,11 +122,18 @@ RequestJournal::Entry& RequestJournal::EntryAt(uint64_t entry) const {
 }
 
 void RequestJournal::StoreState(uint64_t entry, uint64_t word) {
-  states_[entry].store(word, std::memory_order_release);
   // Release: the entry's fields, and the caller's earlier stores to the
   // pool's slots, are in the file before the state that makes them count.
   std::atomic_ref<uint64_t>(EntryAt(entry).state)
       .store(word, std::memory_order_release);
+  // Relaxed: a test's function, set before the pool is used.
+  if (auto hook =
+          testing::journal_store_state_hook.load(std::memory_order_relaxed)) {
+    hook(entry, word);
+  }
+  // Release, and after the file's: a Begin that claims the entry from this
+  // state (acquire) writes the file after this thread has.
+  states_[entry].store(word, std::memory_order_release);
 }
 
 absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
@@ -117,7 +144,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
   OpenReport& r = report != nullptr ? *report : local;
   r = OpenReport();
   if (recorded != nullptr) recorded->clear();
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  const int fd =
+      open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError(absl::StrCat("open request journal ", path));
   auto fail = [&](absl::string_view what) {
     absl::Status s = ErrnoError(absl::StrCat(what, " request journal ", path));
@@ -126,6 +154,11 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
   };
   struct stat st;
   if (fstat(fd, &st) != 0) return fail("stat");
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "request journal ", path, " is not a regular file; move it aside"));
+  }
   const uint64_t bytes = kHeaderBytes + kEntries * sizeof(Entry);
 
   // Judge the file as found; empty it unless it is this pool's journal.
@@ -146,8 +179,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       reset_reason =
           absl::StrCat("it has layout ", h.layout_version,
                        ", this build writes ", kJournalLayoutVersion);
-    } else if (h.pool_device != identity.device ||
-               h.pool_inode != identity.inode) {
+    } else if (h.pool_id_high != identity.high ||
+               h.pool_id_low != identity.low) {
       reset_reason =
           "it belongs to an earlier pool of this name (the pool "
           "was re-created)";
@@ -163,10 +196,7 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
         ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
       return fail("size");
     }
-    if (const int err = posix_fallocate(fd, 0, kHeaderBytes); err != 0) {
-      errno = err;
-      return fail("allocate");
-    }
+    if (!WriteZeros(fd, 0, kHeaderBytes)) return fail("allocate");
   }
   // Read every entry with one pread: holes read as zeros (FREE) and stay
   // holes, where a read through the mapping would allocate their pages on
@@ -188,8 +218,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
     header.layout_version = kJournalLayoutVersion;
     header.entry_count = kEntries;
     header.entry_bytes = sizeof(Entry);
-    header.pool_device = identity.device;
-    header.pool_inode = identity.inode;
+    header.pool_id_high = identity.high;
+    header.pool_id_low = identity.low;
     std::atomic_ref<uint64_t>(header.magic)
         .store(kJournalMagic, std::memory_order_release);
     r.reset_reason = std::move(reset_reason);
@@ -251,6 +281,7 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       add.info.assign(e.info, e.info_size);
       add.indices = indices;
       add.batch = batch;
+      add.recorded_unix_ns = e.recorded_unix_ns;
       recorded->push_back(std::move(add));
     }
   }
@@ -288,28 +319,34 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
     const uint64_t offset = kHeaderBytes + i * sizeof(Entry);
     if (!allocated_[i].load(std::memory_order_relaxed)) {
       // First use in this process: give the entry its pages now, so that
-      // no store to the mapping can fault on a full file system.
-      if (const int err =
-              posix_fallocate(fd_, static_cast<off_t>(offset), sizeof(Entry));
-          err != 0) {
+      // no store to the mapping can fault on a full file system. Zeros
+      // written over this entry alone (posix_fallocate's fallback, where
+      // the file system has no fallocate, would write to the neighbours'
+      // bytes too, which their adds may be writing).
+      if (!WriteZeros(fd_, offset, sizeof(Entry))) {
+        const absl::Status s = ErrnoError(
+            "allocate an entry of the request journal (is its file system "
+            "full?)");
         states_[i].store(word, std::memory_order_release);  // as it was
-        errno = err;
-        return ErrnoError(
-            "allocate an entry of the request journal (the data directory's "
-            "file system is full?)");
+        return s;
       }
       allocated_[i].store(true, std::memory_order_relaxed);
     }
     Entry& e = EntryAt(i);
-    // WRITING in the file first: a crash from here reads the entry as
-    // free, whatever it held before.
+    // WRITING in the file first, and the fence keeps the field stores
+    // below from passing it: a crash from here reads the entry as free,
+    // whatever it held before.
     std::atomic_ref<uint64_t>(e.state).store(StateWord(kWriting, batch),
                                              std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
     e.key_high = key.high;
     e.key_low = key.low;
     e.count = count;
     e.first_index = first_index.value_or(kNoFirstIndex);
     e.info_size = info.size();
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    e.recorded_unix_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
     std::memcpy(e.info, info.data(), info.size());
     std::memset(e.info + info.size(), 0, kMaxInfoBytes - info.size());
     for (uint64_t k = 0; k < count; ++k) {

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -359,6 +360,40 @@ void RequestLog::Failed(const Ticket& ticket) {
     }
   }
   Unreference(r);  // the runner's reference
+}
+
+size_t RememberNewest(std::vector<RecordedPoolAdd> adds, RequestLog& log) {
+  std::sort(adds.begin(), adds.end(),
+            [](const RecordedPoolAdd& a, const RecordedPoolAdd& b) {
+              return a.add.recorded_unix_ns < b.add.recorded_unix_ns;
+            });
+  // Newest first, keeping the first of each id; then remembered oldest
+  // first.
+  std::vector<const RecordedPoolAdd*> newest;
+  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> seen;
+  for (auto it = adds.rbegin(); it != adds.rend(); ++it) {
+    if (seen.insert({it->add.key.high, it->add.key.low}).second) {
+      newest.push_back(&*it);
+    }
+  }
+  size_t remembered = 0;
+  for (auto it = newest.rbegin(); it != newest.rend(); ++it) {
+    const RecordedPoolAdd& r = **it;
+    v1::AddVolumeRequest request;
+    request.set_pool(r.pool);
+    request.set_count(r.add.count);
+    if (r.add.first_index.has_value()) {
+      request.set_first_index(*r.add.first_index);
+    }
+    request.set_info(r.add.info);
+    request.set_request_id(FormatRequestId(r.add.key));
+    v1::AddVolumeResponse response;
+    response.mutable_volume_indices()->Assign(r.add.indices.begin(),
+                                              r.add.indices.end());
+    *response.mutable_summary() = r.summary;
+    if (log.Remember(request, response)) ++remembered;
+  }
+  return remembered;
 }
 
 }  // namespace groove::server

@@ -232,11 +232,11 @@ void LogOpened(const NamedPool& pool) {
   const RecoveryReport& r = pool.recovery();
   const PoolSummary s = pool.Summary();
   const RequestJournal::OpenReport& journal = r.request_journal;
-  const bool eventful = r.lock_was_held || r.store_lost ||
-                        r.adds_rolled_back > 0 || r.removes_finished > 0 ||
-                        r.volumes_unresolved > 0 || r.volumes_quarantined > 0 ||
-                        !journal.reset_reason.empty() ||
-                        journal.dropped_invalid > 0;
+  const bool eventful =
+      r.lock_was_held || r.store_lost || r.adds_rolled_back > 0 ||
+      r.removes_finished > 0 || r.volumes_unresolved > 0 ||
+      r.volumes_quarantined > 0 || !journal.reset_reason.empty() ||
+      journal.dropped_invalid > 0 || !r.request_journal_error.empty();
   Log(eventful ? LogLevel::kWarn : LogLevel::kInfo,
       r.created ? "pool_created" : "pool_recovered",
       {{"pool", s.name},
@@ -265,28 +265,10 @@ void LogOpened(const NamedPool& pool) {
        {"request_adds_rolled_forward", journal.resolved_committed},
        {"request_adds_forgotten", journal.resolved_failed},
        {"request_entries_dropped", journal.dropped_invalid},
-       {"request_journal_reset", journal.reset_reason}});
-}
-
-// RememberRecordedAdds gives the request log the adds with ids that
-// `pool`'s journal held at Open, so that repeating one of them after this
-// restart returns its first response, as before it, instead of adding
-// again. The response's summary is today's (a replay's may be stale).
-void RememberRecordedAdds(NamedPool& pool, RequestLog& requests) {
-  const v1::PoolSummary summary = ToProtoSummary(pool.Summary());
-  for (const RecordedAdd& add : pool.TakeRecordedAdds()) {
-    v1::AddVolumeRequest request;
-    request.set_pool(pool.config().name);
-    request.set_count(add.count);
-    if (add.first_index.has_value()) request.set_first_index(*add.first_index);
-    request.set_info(add.info);
-    request.set_request_id(FormatRequestId(add.key));
-    v1::AddVolumeResponse response;
-    response.mutable_volume_indices()->Assign(add.indices.begin(),
-                                              add.indices.end());
-    *response.mutable_summary() = summary;
-    requests.Remember(request, response);
-  }
+       {"request_journal_reset", journal.reset_reason},
+       // Why the pool has no journal this run ("" when it has): its ids
+       // are then remembered in memory only, until a restart.
+       {"request_journal_error", r.request_journal_error}});
 }
 
 }  // namespace
@@ -345,6 +327,7 @@ absl::Status VolumeServer::OpenPools() {
     Log(LogLevel::kWarn, absl::StrCat("testonly_stall_", hook, "_enabled"),
         {{"fifo", *fifo}});
   }
+  std::vector<RecordedPoolAdd> recorded;
   for (const v1::PoolConfig& pool_config : config.pools()) {
     if (options_.stop_requested && options_.stop_requested()) {
       return absl::CancelledError(
@@ -393,7 +376,12 @@ absl::Status VolumeServer::OpenPools() {
                                  config.data_dir(), ": ", s.message()));
     }
     LogOpened(**pool);
-    RememberRecordedAdds(**pool, requests_);
+    // Taken before the initial volumes are added, whose summary a replay
+    // need not show.
+    const v1::PoolSummary summary = ToProtoSummary((*pool)->Summary());
+    for (RecordedAdd& add : (*pool)->TakeRecordedAdds()) {
+      recorded.push_back({pool_config.name(), std::move(add), summary});
+    }
     if (absl::Status s = AddInitialVolumes(
             **pool, pool_config.initial_volumes(), options_.stop_requested);
         !s.ok()) {
@@ -401,6 +389,9 @@ absl::Status VolumeServer::OpenPools() {
     }
     pools_.push_back(*std::move(pool));
   }
+  // The adds with request ids the pools' journals held: a repeat of one
+  // after this restart is answered as before it (RequestLog, "Restarts").
+  RememberNewest(std::move(recorded), requests_);
   return absl::OkStatus();
 }
 

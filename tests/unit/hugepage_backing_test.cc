@@ -8,7 +8,6 @@
 // they change a machine-wide setting.
 
 #include <sys/mount.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -174,7 +173,7 @@ TEST(HugepageBackingTest, HugetlbfsMountGivesANamedStoreThatSurvivesReopen) {
 // A data directory on hugetlbfs (the DaemonSet's emptyDir of medium
 // HugePages) holds the metadata and the store; the request journal, which
 // would take whole huge pages there, is kept in /dev/shm/groove-volumed,
-// named by the metadata object, and a re-created pool removes its old one.
+// named by the pool's id, and a re-created pool removes its old one.
 TEST(HugepageBackingTest, OnAHugetlbfsDataDirectoryTheJournalTakesNoHugePage) {
   HugepageReservation reservation(kHugePageBytes, 4);
   if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
@@ -183,6 +182,19 @@ TEST(HugepageBackingTest, OnAHugetlbfsDataDirectoryTheJournalTakesNoHugePage) {
   PoolConfig config = HugeConfig(BackingKind::kHuge, kHugePageBytes);
   config.name = absl::StrCat("jrnl", getpid());
   const uint64_t free_before = FreeHugepages(kHugePageBytes);
+  // The journals of this pool's name in the shared directory.
+  const auto journals = [&config] {
+    std::vector<std::string> found;
+    for (const auto& entry :
+         std::filesystem::directory_iterator("/dev/shm/groove-volumed")) {
+      const std::string file = entry.path().filename().string();
+      if (file.rfind(config.name + "@", 0) == 0 && file.size() > 9 &&
+          file.substr(file.size() - 9) == ".requests") {
+        found.push_back(entry.path().string());
+      }
+    }
+    return found;
+  };
   std::string journal;
   {
     auto pool = NamedPool::Open(mount.path(), config);
@@ -191,12 +203,8 @@ TEST(HugepageBackingTest, OnAHugetlbfsDataDirectoryTheJournalTakesNoHugePage) {
         (*pool)->AddVolumes(1, std::nullopt, "", RequestKey{4, 2}).ok());
     // One page of metadata, one volume: nothing for the journal.
     EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
-    struct stat meta;
-    ASSERT_EQ(stat((mount.path() + "/" + config.name + ".pool").c_str(), &meta),
-              0);
-    journal = absl::StrCat("/dev/shm/groove-volumed/", config.name, "@",
-                           meta.st_dev, "-", meta.st_ino, ".requests");
-    EXPECT_TRUE(std::filesystem::exists(journal)) << journal;
+    ASSERT_EQ(journals().size(), 1u);
+    journal = journals()[0];
     EXPECT_FALSE(std::filesystem::exists(mount.path() + "/" + config.name +
                                          ".requests"));
   }
@@ -215,14 +223,10 @@ TEST(HugepageBackingTest, OnAHugetlbfsDataDirectoryTheJournalTakesNoHugePage) {
     ASSERT_TRUE(pool.ok()) << pool.status();
     EXPECT_TRUE((*pool)->TakeRecordedAdds().empty());
     EXPECT_FALSE(std::filesystem::exists(journal)) << journal;
+    EXPECT_EQ(journals().size(), 1u);  // the new pool's
   }
   // The pool's files go with the mount; its journal is in /dev/shm.
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/dev/shm/groove-volumed")) {
-    if (entry.path().filename().string().rfind(config.name + "@", 0) == 0) {
-      std::filesystem::remove(entry.path());
-    }
-  }
+  for (const std::string& path : journals()) std::filesystem::remove(path);
   std::filesystem::remove(mount.path() + "/" + config.name + ".pool");
   std::filesystem::remove(mount.path() + "/" + config.name + ".volumes");
   EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);

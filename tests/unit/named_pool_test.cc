@@ -2046,6 +2046,49 @@ TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
   EXPECT_EQ(pool->Summary().volumes_mapped, 3u);
 }
 
+// A pool whose metadata and store an operator removed, leaving its
+// journal, is a new pool when made again: it keeps none of the old pool's
+// keys. On a disk file system the new metadata object often gets the old
+// one's inode number, so the journal is tied to a random pool id instead.
+TEST(RequestJournalTest, APoolRemovedAndMadeAgainForgetsTheOldPoolsKeys) {
+  TempDir dir("/tmp");  // a disk file system here, which reuses inodes
+  PoolConfig config = SmallConfig();
+  config.backing.kind = BackingKind::kFile;
+  config.backing.file_path = dir.path() + "/store";
+  {
+    auto pool = OpenOrDie(dir.path(), config);
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(3, std::nullopt, "", RequestKey{7, 7}).ok());
+  }
+  ASSERT_EQ(unlink((dir.path() + "/main.pool").c_str()), 0);
+  ASSERT_EQ(unlink(config.backing.file_path.c_str()), 0);
+  auto pool = OpenOrDie(dir.path(), config);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->recovery().created);
+  EXPECT_THAT(pool->recovery().request_journal.reset_reason,
+              HasSubstr("earlier pool of this name"));
+  EXPECT_TRUE(pool->TakeRecordedAdds().empty());
+}
+
+// A journal that cannot be opened (here a directory stands at its path)
+// does not keep the pool from being served: the pool says why, and its
+// adds with keys go on, remembered in memory only.
+TEST(RequestJournalTest, APoolWhoseJournalCannotBeOpenedIsServedWithoutOne) {
+  TempDir dir;
+  ASSERT_EQ(mkdir(JournalPath(dir).c_str(), 0700), 0);
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_THAT(pool->recovery().request_journal_error,
+              HasSubstr("main.requests"));
+  EXPECT_EQ(pool->AddVolumes(1, std::nullopt, "", RequestKey{1, 1})->size(),
+            1u);
+  pool.reset();
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_TRUE(pool->TakeRecordedAdds().empty());
+  EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+}
+
 TEST(RequestJournalTest, AnAddWithAKeyOfMoreThanAnEntryHoldsIsRefused) {
   TempDir dir;
   auto pool = OpenOrDie(

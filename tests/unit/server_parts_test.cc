@@ -693,5 +693,67 @@ TEST(ValidateServerConfigTest, NonLoopbackNeedsTlsTokensOrInsecure) {
               HasSubstr("tls.cert_file: TLS needs both"));
 }
 
+// RecordedIn is an add of one volume at `index` from pool `pool`'s
+// journal, recorded at `unix_ns`, with the id `id`.
+RecordedPoolAdd RecordedIn(const std::string& pool, const std::string& id,
+                           uint64_t index, int64_t unix_ns) {
+  RecordedPoolAdd r;
+  r.pool = pool;
+  r.add.key = ParseRequestId(id);
+  r.add.count = 1;
+  r.add.info = "x";
+  r.add.indices = {index};
+  r.add.recorded_unix_ns = unix_ns;
+  return r;
+}
+
+v1::AddVolumeRequest RepeatOf(const std::string& pool, const std::string& id) {
+  v1::AddVolumeRequest request;
+  request.set_pool(pool);
+  request.set_count(1);
+  request.set_info("x");
+  request.set_request_id(id);
+  return request;
+}
+
+// An id the in-memory log had forgotten may have been used again, in the
+// same pool or in another, so the journals can hold it twice: after a
+// restart it must be answered as it was last, whichever pool's journal
+// comes first and in whatever order the adds are given.
+TEST(RememberNewestTest, AnIdRecordedTwiceIsAnsweredWithItsNewestAdd) {
+  const std::string again = "00000000-0000-4000-8000-000000000001";
+  const std::string moved = "00000000-0000-4000-8000-000000000002";
+  const std::string once = "00000000-0000-4000-8000-000000000003";
+  RequestLog log;
+  EXPECT_EQ(RememberNewest(
+                {RecordedIn("a", again, 7, 300), RecordedIn("a", moved, 1, 100),
+                 RecordedIn("b", once, 4, 150), RecordedIn("a", again, 3, 200),
+                 RecordedIn("b", moved, 2, 250)},
+                log),
+            3u);
+  RequestLog::Claim claim = log.Start(RepeatOf("a", again));
+  ASSERT_EQ(claim.outcome, RequestLog::Outcome::kReplay);
+  EXPECT_THAT(claim.response.volume_indices(), ElementsAre(7));
+  // Used last for pool b: answered there, refused for pool a.
+  claim = log.Start(RepeatOf("b", moved));
+  ASSERT_EQ(claim.outcome, RequestLog::Outcome::kReplay);
+  EXPECT_THAT(claim.response.volume_indices(), ElementsAre(2));
+  claim = log.Start(RepeatOf("a", moved));
+  EXPECT_EQ(claim.outcome, RequestLog::Outcome::kConflict);
+  EXPECT_THAT(claim.conflict, HasSubstr("pool was 'b', is 'a' now"));
+  claim = log.Start(RepeatOf("b", once));
+  ASSERT_EQ(claim.outcome, RequestLog::Outcome::kReplay);
+  EXPECT_THAT(claim.response.volume_indices(), ElementsAre(4));
+}
+
+TEST(RequestIdTest, FormatIsParsesInverseInLowerCase) {
+  const RequestKey key = ParseRequestId("123E4567-e89b-42D3-A456-426614174000");
+  EXPECT_EQ(key.high, 0x123e4567e89b42d3u);
+  EXPECT_EQ(key.low, 0xa456426614174000u);
+  EXPECT_EQ(FormatRequestId(key), "123e4567-e89b-42d3-a456-426614174000");
+  EXPECT_EQ(FormatRequestId(RequestKey{0, 1}),
+            "00000000-0000-0000-0000-000000000001");
+}
+
 }  // namespace
 }  // namespace groove::server

@@ -27,7 +27,7 @@
 //                      crashes (RequestJournal; data planes never open it).
 //                      When DIR is a hugetlbfs, where it would take whole
 //                      huge pages, it is /dev/shm/groove-volumed/
-//                      NAME@DEVICE-INODE.requests (the metadata object's).
+//                      NAME@ID.requests (ID: the pool's random id).
 //
 // Two roles join a pool:
 //   - the owner (the server; one at a time, enforced by an flock on the
@@ -187,6 +187,10 @@ struct RecoveryReport {
   // that were in flight are judged by the slots above (rolled forward:
   // committed; rolled back: forgotten).
   RequestJournal::OpenReport request_journal;
+  // Why the request journal could not be opened (a full or unwritable
+  // data directory or /dev/shm), or empty. The pool is then served without
+  // one: adds with keys are remembered in memory only, until a restart.
+  std::string request_journal_error;
 };
 
 class NamedPool {
@@ -204,7 +208,9 @@ class NamedPool {
     // the step just completed ("add:claimed", "add:allocated",
     // "add:formatted", "add:recorded" (an add with a key: its journal
     // entry written, PENDING), "add:committed" (slots PUSHING; the journal
-    // entry still PENDING), "add:pushed", "remove:popped",
+    // entry still PENDING), "add:uncommitting" (a failed push has sent the
+    // batch's first slot back to ADDING, not the others), "add:pushed",
+    // "recover:freed-run" (recovery freed one run of slots), "remove:popped",
     // "remove:deallocated", "remove:deferred": the punch was queued for
     // the allocation in progress), before an add waits for the punches
     // removes queued ("add:store-busy": its claim found no room, or it is
@@ -243,8 +249,8 @@ class NamedPool {
   // store is shorter than max_volumes * volume_size), INVALID_ARGUMENT
   // also for a file:PATH or DATA_DIR/NAME.volumes longer than
   // kMaxStorePathBytes, INTERNAL/PERMISSION_DENIED (system calls),
-  // RESOURCE_EXHAUSTED (no room in the data directory for the request
-  // journal's first page: the message names the file). With
+  // (A request journal that cannot be opened does not fail Open:
+  // RecoveryReport::request_journal_error.) With
   // options.recreate, every DATA_LOSS and FAILED_PRECONDITION of the
   // metadata re-creates the pool instead, emptying its store.
   // Thread safety: call once per pool per process. Cost: O(max_volumes).
@@ -294,7 +300,9 @@ class NamedPool {
   // With a `key`, the add is recorded in the request journal before it
   // commits, and its record commits with it (RequestJournal): after a
   // restart or a crash of this process at any instant, TakeRecordedAdds of
-  // the next Open lists it if and only if its volumes were added.
+  // the next Open lists it if and only if its volumes were added (unless
+  // the journal could not be opened: RecoveryReport::request_journal_error,
+  // or newer adds with keys reused its entry).
   // Errors: INVALID_ARGUMENT (count 0, info over 480 bytes; with a key,
   // count above RequestJournal::kMaxVolumesPerAdd), RESOURCE_EXHAUSTED
   // also when a key's journal entry finds no room (RequestJournal::Begin),
@@ -665,13 +673,13 @@ class NamedPool {
   std::vector<RecordedAdd> recorded_adds_;
   // OpenJournal opens journal_ after Recover (Open's last step).
   absl::Status OpenJournal();
-  // JournalPath is where the journal of the metadata object `identity`
-  // lives: DATA_DIR/NAME.requests, or, when the data directory is a
-  // hugetlbfs (where a file takes whole huge pages),
-  // /dev/shm/groove-volumed/NAME@DEVICE-INODE.requests.
-  absl::StatusOr<std::string> JournalPath(
-      const RequestJournal::Identity& identity) const;
-  std::string SharedJournalPath(const RequestJournal::Identity& identity) const;
+  // DataDirIsHugetlbfs: the data directory is on a hugetlbfs (false when
+  // it cannot be told).
+  bool DataDirIsHugetlbfs() const;
+  // SharedJournalPath is the journal of the pool `pool_id` in the shared
+  // tmpfs directory, where it goes when the data directory is a hugetlbfs:
+  // /dev/shm/groove-volumed/NAME@ID.requests (ID: 32 hex digits).
+  std::string SharedJournalPath(const RequestJournal::Identity& pool_id) const;
   HostMemory host_;
   std::function<void(absl::string_view)> step_hook_;
 };

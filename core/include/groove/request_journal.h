@@ -32,12 +32,13 @@
 // metadata object, it is not synced to disk: a host crash keeps what the
 // file system kept.
 //
-// Identity. The journal records the device and inode of the metadata
-// object it belongs to. A pool re-created (--recreate, a lost store, a
-// creation that never finished) gets a new metadata object, and its old
-// journal, naming the old one, is emptied when opened: its entries name
-// volumes of a pool that is gone. A copy of the data directory loses its
-// keys the same way.
+// Identity. The journal records the id of the pool it belongs to (128
+// random bits the pool's metadata object holds, NamedPool draws them). A
+// pool re-created (--recreate, a lost store, a metadata object removed by
+// hand) has a new id, and its old journal, naming the old one, is emptied
+// when opened: its entries name volumes of a pool that is gone. (A file's
+// device and inode would not do: a disk file system hands a freed inode
+// number to the next file at once.)
 //
 // Example (the owner; NamedPool does this):
 //   auto journal = RequestJournal::Open(path, identity, max_volumes,
@@ -81,6 +82,9 @@ struct RecordedAdd {
   std::string info;
   std::vector<uint64_t> indices;  // ascending, `count` of them
   uint64_t batch = 0;             // the add's batch: later adds, larger
+  // When it was recorded (CLOCK_REALTIME), to order the adds of several
+  // pools' journals (a server keeps the newest of an id).
+  int64_t recorded_unix_ns = 0;
 };
 
 class RequestJournal {
@@ -97,10 +101,10 @@ class RequestJournal {
   // pool has at most 2^30 volumes).
   static constexpr uint64_t kMaxIndex = 0xffffffffu;
 
-  // The metadata object a journal belongs to (fstat of it).
+  // The pool a journal belongs to: its random id.
   struct Identity {
-    uint64_t device = 0;
-    uint64_t inode = 0;
+    uint64_t high = 0;
+    uint64_t low = 0;
   };
 
   // OpenReport says what Open found.
@@ -122,7 +126,8 @@ class RequestJournal {
       std::function<bool(uint64_t batch, std::span<const uint64_t> indices)>;
 
   // Open opens the journal at `path` (creating it, mode 0600, as a sparse
-  // file: an entry's pages are allocated when it is first used), empties
+  // file: an entry's pages are allocated when it is first used; a path
+  // that is a symbolic link or not a regular file is refused), empties
   // it when it is not this pool's (see Identity) or not a journal,
   // resolves its PENDING entries with `committed`, and frees its WRITING
   // ones and the ones that are no add's (a count outside
@@ -133,9 +138,10 @@ class RequestJournal {
   // REQUIRES: the caller owns the pool (holds its lock) and has recovered
   // it, no other journal object is open on `path`, and `path` is not on a
   // hugetlbfs (which has no sparse files and no write(2)).
-  // Errors: INTERNAL/PERMISSION_DENIED/RESOURCE_EXHAUSTED (system calls:
-  // open, fstat, ftruncate, posix_fallocate of the header's page, pread,
-  // mmap; the message names the file).
+  // Errors: FAILED_PRECONDITION (not a regular file),
+  // INTERNAL/PERMISSION_DENIED/RESOURCE_EXHAUSTED (system calls: open,
+  // fstat, ftruncate, pwrite of the header's page, pread, mmap; the message
+  // names the file).
   // Thread safety: call once, before any other method. Cost: one read of
   // the file (kEntries entries, about 4.5 MiB: holes read as zeros and
   // stay holes).
@@ -150,9 +156,11 @@ class RequestJournal {
 
   // Begin records that the add of `batch` with `key` and these arguments
   // has claimed `indices` and is about to commit: the entry is PENDING when
-  // it returns. It reuses the oldest committed entry if none is free. An
-  // entry's first use in this process allocates its pages (one
-  // posix_fallocate), so that no store to the mapping can fault.
+  // it returns. It reuses entries in ring order, skipping those of adds in
+  // flight, so the one reused is the committed add recorded longest ago.
+  // An entry's first use in this process allocates its pages (a pwrite of
+  // zeros over the entry alone, so no neighbour's bytes are touched), so
+  // that no store to the mapping can fault.
   // REQUIRES: indices.size() == count, in [1, kMaxVolumesPerAdd]; each
   // index <= kMaxIndex; info.size() <= kMaxInfoBytes; the slots of
   // `indices` are not yet PUSHING.
@@ -195,8 +203,9 @@ class RequestJournal {
 
   RequestJournal(int fd, void* map, uint64_t map_bytes);
   Entry& EntryAt(uint64_t entry) const;
-  // StoreState stores `word` as entry `entry`'s state, in memory and in
-  // the file (release, both).
+  // StoreState stores `word` as entry `entry`'s state, in the file, then in
+  // memory (release, both): once another Begin can claim the entry from
+  // the in-memory state, this thread's file store is done.
   void StoreState(uint64_t entry, uint64_t word);
 
   int fd_;
@@ -214,9 +223,15 @@ class RequestJournal {
   std::atomic<uint64_t> cursor_{0};
 };
 
-// Layout facts of the journal file, for tests that damage it on purpose.
-// Not an API: request_journal.cc static_asserts that these match it.
+// Layout facts of the journal file, for tests that damage it on purpose,
+// and a hook for tests that stop a thread inside it. Not an API:
+// request_journal.cc static_asserts that the facts match it.
 namespace testing {
+// Called by every state change of an entry between its store to the file
+// and its store to the in-memory state (tests stop a thread there to show
+// that no other add can claim the entry meanwhile). Null: no call.
+inline std::atomic<void (*)(uint64_t entry, uint64_t word)>
+    journal_store_state_hook{nullptr};
 // The first entry (entry 0: a new journal's first add) starts here.
 inline constexpr uint64_t kJournalEntryOffset = 4096;
 // An entry's count of volumes (a uint64_t) is at this offset in it.

@@ -23,9 +23,10 @@
 // Restarts. This log is memory only; what survives a restart (or a crash)
 // is each pool's request journal (groove/request_journal.h), in which the
 // core records every add with an id as part of the add's commit. At
-// start-up the server Remembers the adds the journals hold, so a repeat
-// after a restart is answered like one before it (from the journal's
-// window: the last RequestJournal::kEntries adds with ids per pool).
+// start-up the server gives the log the adds the journals hold
+// (RememberNewest), so a repeat after a restart is answered like one
+// before it (from the journal's window: the last RequestJournal::kEntries
+// adds with ids per pool).
 //
 // Why lock-free: every AddVolume with an id passes through this one
 // server-wide object, and no request may wait on a lock another request
@@ -54,6 +55,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -75,6 +77,26 @@ RequestKey ParseRequestId(absl::string_view request_id);
 // FormatRequestId is ParseRequestId's inverse: the UUID's text form, in
 // lower case ("123e4567-e89b-42d3-a456-426614174000").
 std::string FormatRequestId(const RequestKey& key);
+
+class RequestLog;
+
+// RecordedPoolAdd is an add from a pool's request journal
+// (NamedPool::TakeRecordedAdds), with its pool's name and the summary to
+// answer a repeat with.
+struct RecordedPoolAdd {
+  std::string pool;
+  RecordedAdd add;
+  v1::PoolSummary summary;
+};
+
+// RememberNewest gives `log` the adds of `adds` (every pool's, at start-up)
+// as calls that succeeded (RequestLog::Remember), keeping for each request
+// id only the newest add (by RecordedAdd::recorded_unix_ns): an id the
+// log had forgotten may have been used again, in the same pool or another,
+// and the answer after the restart must be the one given last. Remembered
+// oldest first, so the log forgets the oldest first. Returns how many it
+// remembered. REQUIRES: no call in flight on `log` (start-up).
+size_t RememberNewest(std::vector<RecordedPoolAdd> adds, RequestLog& log);
 
 class RequestLog {
  public:

@@ -54,6 +54,8 @@ namespace groove::server {
 // The per-request maximum of AddVolumeRequest.count and
 // RemoveVolumeRequest.count.
 inline constexpr uint64_t kMaxVolumesPerRequest = 1024;
+// Every add a request may ask for fits in a request journal entry.
+static_assert(kMaxVolumesPerRequest <= RequestJournal::kMaxVolumesPerAdd);
 // Inspect's page sizes: 0 means kDefaultPageSize; larger than kMaxPageSize
 // means kMaxPageSize.
 inline constexpr int32_t kDefaultPageSize = 100;
