@@ -391,7 +391,14 @@ absl::Status VolumeServer::OpenPools() {
   }
   // The adds with request ids the pools' journals held: a repeat of one
   // after this restart is answered as before it (RequestLog, "Restarts").
-  RememberNewest(std::move(recorded), requests_);
+  if (!recorded.empty()) {
+    const size_t adds = recorded.size();
+    const size_t ids = RememberNewest(std::move(recorded), requests_);
+    // ids < adds: an id recorded twice (the newest kept), or more than the
+    // request log holds (the oldest forgotten).
+    Log(LogLevel::kInfo, "request_ids_remembered",
+        {{"ids", ids}, {"adds_recorded", adds}});
+  }
   return absl::OkStatus();
 }
 

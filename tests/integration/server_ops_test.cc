@@ -660,6 +660,10 @@ TEST(ServerRestartTest, RequestIdsAreAnsweredAcrossRestartsAndKills) {
   }
   auto server = ServerProcess::Start(TwoPools(dir));
   ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(
+      server->WaitForLog("event=request_ids_remembered ids=2 adds_recorded=2")
+          .has_value())
+      << server->LogText();
   auto stub = server->Stub();
   // Both repeats (one with its hex digits in upper case) are answered,
   // and nothing is added.
