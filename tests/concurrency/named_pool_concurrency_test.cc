@@ -141,15 +141,21 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
 // Allocate and Deallocate share one lock, as the kernel's fallocate holds
 // the file's inode lock, and `control` can hold either inside it. Steps
 // (OpenOptions::step_hook) go to `on_step`, from any thread.
-std::unique_ptr<NamedPool> OpenHeld(
-    const TempDir& dir, uint64_t max_volumes,
-    std::shared_ptr<FaultStore::Control> control,
-    std::function<void(absl::string_view)> on_step) {
+// HeldConfig is the configuration of OpenHeld's pool.
+PoolConfig HeldConfig(uint64_t max_volumes) {
   PoolConfig config;
   config.name = "held";
   config.backing.kind = BackingKind::kNormal;
   config.volume_size_bytes = kVolumeBytes;
   config.max_volumes = max_volumes;
+  return config;
+}
+
+std::unique_ptr<NamedPool> OpenHeld(
+    const TempDir& dir, uint64_t max_volumes,
+    std::shared_ptr<FaultStore::Control> control,
+    std::function<void(absl::string_view)> on_step) {
+  const PoolConfig config = HeldConfig(max_volumes);
   NamedPool::OpenOptions options;
   options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
     return std::make_unique<FaultStore>(std::move(real), control);
@@ -370,12 +376,7 @@ TEST(NamedPoolConcurrencyTest, AKeyedAddStoppedInItsJournalEntryBlocksNoOne) {
     stall.Resume();
     stopped.join();
   }
-  PoolConfig config;
-  config.name = "held";
-  config.backing.kind = BackingKind::kNormal;
-  config.volume_size_bytes = kVolumeBytes;
-  config.max_volumes = kMaxVolumes;
-  auto reopened = NamedPool::Open(dir.path(), config);
+  auto reopened = NamedPool::Open(dir.path(), HeldConfig(kMaxVolumes));
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   const std::vector<RecordedAdd> recorded = (*reopened)->TakeRecordedAdds();
   EXPECT_EQ(recorded.size(), RequestJournal::kEntries);

@@ -59,6 +59,15 @@ void MakeBaseline(const std::string& dir) {
   ASSERT_TRUE((*pool)->AddVolumes(kBaseline, std::nullopt, "base").ok());
 }
 
+// ExpectKilledAt waits for forked `child`, which must have died of SIGKILL
+// at `step` (its step hook raised it).
+void ExpectKilledAt(pid_t child, const std::string& step) {
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "child did not die at step " << step << ", status " << status;
+}
+
 // KillOwnerAt forks an owner that adds 3 volumes (`add`, with `key` if
 // set) or removes 2 and is killed with SIGKILL at `step` (see
 // OpenOptions::step_hook).
@@ -80,10 +89,7 @@ void KillOwnerAt(const std::string& dir, const std::string& step, bool add,
     }
     _exit(3);  // the step never came: the test is wrong
   }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-      << "child did not die at step " << step << ", status " << status;
+  ExpectKilledAt(child, step);
 }
 
 // ExpectAllThereThenRemoveAll checks that `pool` holds `count` volumes, all
@@ -311,10 +317,7 @@ void KillAddWhosePushFailsAt(const std::string& dir, const char* step,
     }
     _exit(3);  // the step never came: the test is wrong
   }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-      << "child did not die at step " << step << ", status " << status;
+  ExpectKilledAt(child, step);
 }
 
 // A failed push sends its batch's slots back to ADDING, lowest first, and
@@ -399,9 +402,7 @@ TEST(KeyedAddRecoveryTest, AnEntryIsNotClaimedBeforeItsLastUserStoredItsState) {
     (void)(*pool)->AddVolumes(1, std::nullopt, "B", kb);
     _exit(3);
   }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  ASSERT_NO_FATAL_FAILURE(ExpectKilledAt(child, "B's add:recorded"));
 
   auto pool = NamedPool::Open(dir.path(), config);
   ASSERT_TRUE(pool.ok()) << pool.status();
