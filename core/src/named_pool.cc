@@ -2080,6 +2080,8 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
         pushed, absl::StrCat("push volumes of pool '", config_.name,
                              "' (the add was rolled back)"));
   }
+  // Pushed: the entry may be reused by a later add.
+  if (journal_entry.has_value()) journal_->Finish(*journal_entry, batch);
   Step("add:pushed");
   for (uint64_t i : indices) MarkPushed(i, batch);
   return indices;

@@ -11,8 +11,11 @@
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "groove/pool_error.h"
 
 namespace groove {
@@ -39,6 +42,19 @@ constexpr EntryState StateOf(uint64_t word) {
   return static_cast<EntryState>(word & kStateMask);
 }
 constexpr uint64_t BatchOf(uint64_t word) { return word >> kStateBits; }
+constexpr absl::string_view StateName(EntryState state) {
+  switch (state) {
+    case kFree:
+      return "FREE";
+    case kWriting:
+      return "WRITING";
+    case kPending:
+      return "PENDING";
+    case kCommitted:
+      return "COMMITTED";
+  }
+  return "?";
+}
 
 // WriteZeros writes `bytes` zeros at `offset` of `fd`, allocating the
 // pages under them; false (errno set) when it cannot.
@@ -88,14 +104,45 @@ struct RequestJournal::Entry {
   int64_t recorded_unix_ns;  // CLOCK_REALTIME when Begin wrote it
   char info[kMaxInfoBytes];
   uint32_t indices[kMaxVolumesPerAdd];  // the first `count`, ascending
+
+  // Problem says why this entry records no add of a pool of `max_volumes`
+  // volumes (its count, info size or indices are out of their ranges), or
+  // returns "" when it records one.
+  std::string Problem(uint64_t max_volumes) const {
+    if (count < 1 || count > kMaxVolumesPerAdd) {
+      return absl::StrCat("its count is ", count, ", not in [1, ",
+                          kMaxVolumesPerAdd, "]");
+    }
+    if (info_size > kMaxInfoBytes) {
+      return absl::StrCat("its info is ", info_size, " bytes, more than ",
+                          kMaxInfoBytes);
+    }
+    for (uint64_t k = 0; k < count; ++k) {
+      if (indices[k] >= max_volumes) {
+        return absl::StrCat("its index ", indices[k], " is not below ",
+                            max_volumes);
+      }
+      if (k > 0 && indices[k] <= indices[k - 1]) {
+        return absl::StrCat("its indices are not ascending at ", k);
+      }
+      if (first_index != kNoFirstIndex && indices[k] != first_index + k) {
+        return absl::StrCat("its index ", k, " is ", indices[k],
+                            ", not first_index + ", k);
+      }
+    }
+    return "";
+  }
 };
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
-RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes)
+RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes,
+                               const Identity& identity, uint64_t max_volumes)
     : fd_(fd),
       map_(map),
       map_bytes_(map_bytes),
+      identity_(identity),
+      max_volumes_(max_volumes),
       states_(new std::atomic<uint64_t>[kEntries]),
       allocated_(new std::atomic<bool>[kEntries]) {
   static_assert(std::is_standard_layout_v<Entry>);
@@ -105,6 +152,8 @@ RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes)
   static_assert(sizeof(Entry) == 56 + kMaxInfoBytes + 4 * kMaxVolumesPerAdd);
   static_assert(testing::kJournalEntryOffset == kHeaderBytes);
   static_assert(testing::kJournalEntryCountOffset == offsetof(Entry, count));
+  static_assert(testing::kJournalEntryBytes == sizeof(Entry));
+  static_assert(kWriting == 1 && kCommitted == 3 && kStateBits == 2);
   for (uint64_t i = 0; i < kEntries; ++i) {
     states_[i].store(kFree, std::memory_order_relaxed);
     allocated_[i].store(false, std::memory_order_relaxed);
@@ -121,7 +170,7 @@ RequestJournal::Entry& RequestJournal::EntryAt(uint64_t entry) const {
                                   kHeaderBytes)[entry];
 }
 
-void RequestJournal::StoreState(uint64_t entry, uint64_t word) {
+void RequestJournal::StoreFileState(uint64_t entry, uint64_t word) {
   // Release: the entry's fields, and the caller's earlier stores to the
   // pool's slots, are in the file before the state that makes them count.
   std::atomic_ref<uint64_t>(EntryAt(entry).state)
@@ -131,6 +180,10 @@ void RequestJournal::StoreState(uint64_t entry, uint64_t word) {
           testing::journal_store_state_hook.load(std::memory_order_relaxed)) {
     hook(entry, word);
   }
+}
+
+void RequestJournal::StoreState(uint64_t entry, uint64_t word) {
+  StoreFileState(entry, word);
   // Release, and after the file's: a Begin that claims the entry from this
   // state (acquire) writes the file after this thread has.
   states_[entry].store(word, std::memory_order_release);
@@ -212,7 +265,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
   }
   void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) return fail("map");
-  std::unique_ptr<RequestJournal> journal(new RequestJournal(fd, map, bytes));
+  std::unique_ptr<RequestJournal> journal(
+      new RequestJournal(fd, map, bytes, identity, max_volumes));
   if (fresh) {
     Header& header = *static_cast<Header*>(map);
     header.layout_version = kJournalLayoutVersion;
@@ -242,22 +296,12 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       ++r.resolved_failed;
       continue;
     }
-    bool valid = e.count >= 1 && e.count <= kMaxVolumesPerAdd &&
-                 e.info_size <= kMaxInfoBytes;
-    indices.clear();
-    for (uint64_t k = 0; valid && k < e.count; ++k) {
-      // Ascending, in the pool, and the asked-for range when there was one.
-      valid =
-          e.indices[k] < max_volumes &&
-          (k == 0 || e.indices[k] > e.indices[k - 1]) &&
-          (e.first_index == kNoFirstIndex || e.indices[k] == e.first_index + k);
-      indices.push_back(e.indices[k]);
-    }
-    if (!valid) {
+    if (!e.Problem(max_volumes).empty()) {
       journal->StoreState(i, kFree);
       ++r.dropped_invalid;
       continue;
     }
+    indices.assign(e.indices, e.indices + e.count);
     const uint64_t batch = BatchOf(e.state);
     if (state == kPending) {
       if (!committed(batch, indices)) {
@@ -361,16 +405,92 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
 }
 
 void RequestJournal::Commit(uint64_t entry, uint64_t batch) {
-  // Release (StoreState): after the slots' PUSHING stores.
-  StoreState(entry, StateWord(kCommitted, batch));
+  // Release (StoreFileState): after the slots' PUSHING stores. The
+  // in-memory state stays PENDING: the entry is the add's until Finish,
+  // since a failed push still writes to it.
+  StoreFileState(entry, StateWord(kCommitted, batch));
+}
+
+void RequestJournal::Finish(uint64_t entry, uint64_t batch) {
+  // Release: a Begin that claims the entry (acquire) writes the file after
+  // this add's Commit has.
+  states_[entry].store(StateWord(kCommitted, batch), std::memory_order_release);
 }
 
 void RequestJournal::Uncommit(uint64_t entry, uint64_t batch) {
   // The caller's stores that must follow it (the slots going back to
   // ADDING) are release stores, which nothing before them passes.
-  StoreState(entry, StateWord(kPending, batch));
+  StoreFileState(entry, StateWord(kPending, batch));
 }
 
 void RequestJournal::Forget(uint64_t entry) { StoreState(entry, kFree); }
+
+absl::StatusOr<uint64_t> RequestJournal::Verify() const {
+  const Header& h = *static_cast<const Header*>(map_);
+  if (h.magic != kJournalMagic || h.layout_version != kJournalLayoutVersion ||
+      h.entry_count != kEntries || h.entry_bytes != sizeof(Entry)) {
+    return absl::DataLossError(
+        absl::StrCat("request journal: the header is not one of layout ",
+                     kJournalLayoutVersion, " (magic ", absl::Hex(h.magic),
+                     ", layout ", h.layout_version, ", ", h.entry_count,
+                     " entries of ", h.entry_bytes, " bytes)"));
+  }
+  if (h.pool_id_high != identity_.high || h.pool_id_low != identity_.low) {
+    return absl::DataLossError(
+        "request journal: the header names another pool than the one it "
+        "was opened for");
+  }
+  uint64_t committed = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> batches;  // (batch, entry)
+  for (uint64_t i = 0; i < kEntries; ++i) {
+    const auto bad = [i](auto&&... what) {
+      return absl::DataLossError(
+          absl::StrCat("request journal entry ", i, ": ", what...));
+    };
+    // Acquire: the store that set it was the last to touch the entry.
+    const uint64_t memory = states_[i].load(std::memory_order_acquire);
+    const EntryState memory_state = StateOf(memory);
+    if (memory_state == kWriting) {
+      return bad("is WRITING: a Begin runs or stopped in it");
+    }
+    if (!allocated_[i].load(std::memory_order_relaxed)) {
+      // Never used since Open found it FREE: its pages may be a hole, and
+      // reading them through the mapping would allocate them.
+      if (memory_state != kFree) {
+        return bad("is ", StateName(memory_state),
+                   " but its pages were never allocated");
+      }
+      continue;
+    }
+    const Entry& e = EntryAt(i);
+    // Acquire: the fields stored before it (REQUIRES: no writer runs).
+    const uint64_t file = std::atomic_ref<uint64_t>(EntryAt(i).state)
+                              .load(std::memory_order_acquire);
+    const EntryState file_state = StateOf(file);
+    const bool matches = file == memory || (memory_state == kPending &&
+                                            BatchOf(file) == BatchOf(memory) &&
+                                            file_state == kCommitted);
+    if (!matches) {
+      return bad("is ", StateName(file_state), " of batch ", BatchOf(file),
+                 " in the file but ", StateName(memory_state), " of batch ",
+                 BatchOf(memory), " in memory");
+    }
+    if (file_state == kFree) continue;
+    if (const std::string problem = e.Problem(max_volumes_); !problem.empty()) {
+      return bad("records no add: ", problem);
+    }
+    batches.emplace_back(BatchOf(file), i);
+    if (file_state == kCommitted) ++committed;
+  }
+  std::sort(batches.begin(), batches.end());
+  for (size_t k = 1; k < batches.size(); ++k) {
+    if (batches[k].first == batches[k - 1].first) {
+      return absl::DataLossError(absl::StrCat(
+          "request journal entries ", batches[k - 1].second, " and ",
+          batches[k].second, " both record batch ", batches[k].first));
+    }
+  }
+  return committed;
+}
 
 }  // namespace groove

@@ -367,7 +367,8 @@ class NamedPool {
   absl::Status CheckRangeNotMapped(uint64_t first_index, uint64_t count) const;
 
   // RemoveVolumes pops up to `count` empty volumes, gives their memory back
-  // and frees their slots. Returns the removed volumes (index and info).
+  // and frees their slots. Returns the removed volumes (index and info):
+  // the top `count` of the stack (or all of it), ascending by index.
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
   // volume at all: says whether the pool has no volumes or how many are
   // mapped, in use and quarantined (volumes_quarantined, up to the volumes

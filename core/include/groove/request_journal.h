@@ -21,7 +21,13 @@
 //   COMMITTED --Uncommit--> PENDING      (the push failed; before the
 //                                          slots go back to ADDING)
 //   PENDING/WRITING --Forget--> FREE     (the add failed and is undone)
-//   COMMITTED --Begin of a newer add--> WRITING (the oldest is reused)
+//   COMMITTED --Begin of a newer add--> WRITING (the oldest is reused,
+//                                          once its add has Finished)
+//
+// Those are the file's states. An entry belongs to its add from Begin to
+// Finish (the push done) or Forget: until then no other add may take it,
+// even COMMITTED, since a push that fails after the commit still writes to
+// it (Uncommit, Forget).
 //
 // So a COMMITTED entry's add happened; a PENDING one's happened if and only
 // if recovery rolled its batch forward, which the pool's slots say after
@@ -45,6 +51,9 @@
 //                                       committed, &report, &recorded);
 //   auto entry = (*journal)->Begin(key, batch, count, first, info, indices);
 //   ... slots PUSHING ...  (*journal)->Commit(*entry, batch);  ... push ...
+//   (*journal)->Finish(*entry, batch);    // or, the push failed:
+//   (*journal)->Uncommit(*entry, batch);  ... slots ADDING, freed ...
+//   (*journal)->Forget(*entry);
 
 #ifndef GROOVE_REQUEST_JOURNAL_H_
 #define GROOVE_REQUEST_JOURNAL_H_
@@ -156,8 +165,10 @@ class RequestJournal {
 
   // Begin records that the add of `batch` with `key` and these arguments
   // has claimed `indices` and is about to commit: the entry is PENDING when
-  // it returns. It reuses entries in ring order, skipping those of adds in
-  // flight, so the one reused is the committed add recorded longest ago.
+  // it returns, and the add's until Finish or Forget. It reuses entries in
+  // ring order, skipping those of adds in flight (Begun, not yet Finished
+  // or Forgotten), so the one reused is the finished add recorded longest
+  // ago.
   // An entry's first use in this process allocates its pages (a pwrite of
   // zeros over the entry alone, so no neighbour's bytes are touched), so
   // that no store to the mapping can fault.
@@ -178,31 +189,64 @@ class RequestJournal {
                                  absl::string_view info,
                                  std::span<const uint64_t> indices);
 
-  // Commit marks entry `entry` (PENDING, of `batch`) COMMITTED: its add
-  // happened. REQUIRES: every slot of the add is PUSHING, none pushed yet.
-  // Thread safety: two release stores (the in-memory state and the
-  // file's); safe concurrently with every method on other entries.
-  // Cost: O(1).
+  // Commit marks entry `entry` (PENDING, of `batch`) COMMITTED in the
+  // file: its add happened. The entry stays the add's (Finish).
+  // REQUIRES: the entry is the caller's (Begin returned it, not yet
+  // Finished or Forgotten); every slot of the add is PUSHING, none pushed
+  // yet.
+  // Thread safety: one release store, to the file; safe concurrently with
+  // every method on other entries. Cost: O(1).
   void Commit(uint64_t entry, uint64_t batch);
 
-  // Uncommit marks entry `entry` (COMMITTED, of `batch`) PENDING again: its
-  // add's push failed, and the add is about to be rolled back. REQUIRES:
+  // Finish gives entry `entry` (COMMITTED, of `batch`) up: its add is
+  // done (pushed), and a later Begin may reuse the entry.
+  // REQUIRES: the entry is the caller's and Committed.
+  // Thread safety: one release store, to the in-memory state; as Commit.
+  // Cost: O(1).
+  void Finish(uint64_t entry, uint64_t batch);
+
+  // Uncommit marks entry `entry` (COMMITTED, of `batch`) PENDING again in
+  // the file: its add's push failed, and the add is about to be rolled
+  // back. REQUIRES: the entry is the caller's and Committed, not Finished;
   // no slot of the add has gone back to ADDING yet, and the caller sends
   // them back with release stores (so that none becomes visible before
   // this one). Thread safety and cost: as Commit.
   void Uncommit(uint64_t entry, uint64_t batch);
 
-  // Forget frees entry `entry` (WRITING or PENDING): its add failed and is
-  // undone (the slots it claimed are free again, or about to be).
-  // Thread safety and cost: as Commit.
+  // Forget frees entry `entry` (PENDING: Begun, or Uncommitted): its add
+  // failed and is undone (the slots it claimed are free again, or about
+  // to be). REQUIRES: the entry is the caller's.
+  // Thread safety: two release stores (the file's state, then the
+  // in-memory one); as Commit. Cost: O(1).
   void Forget(uint64_t entry);
+
+  // Verify checks the whole journal: the file's header is this pool's
+  // journal of this build's layout; every entry's state in the file
+  // matches the in-memory one (the same, or COMMITTED/PENDING in the file
+  // where an add in flight has committed or uncommitted), and no entry is
+  // WRITING; every entry that is not FREE records an add (a count in
+  // [1, kMaxVolumesPerAdd], an info of at most kMaxInfoBytes, ascending
+  // indices below the pool's max_volumes that begin at its first_index
+  // when it had one) and its pages are allocated; no two entries that are
+  // not FREE record one batch. Returns the number of COMMITTED entries.
+  // Errors: DATA_LOSS naming the entry and what is wrong.
+  // REQUIRES: no other method of this journal runs meanwhile (adds may be
+  // in flight between calls, as a test's single thread leaves them).
+  // Thread safety: none with the journal's writers; a test's check. Cost:
+  // O(kEntries + the volumes recorded); reads only the pages of entries
+  // used (allocated), so it allocates none.
+  absl::StatusOr<uint64_t> Verify() const;
 
  private:
   struct Header;
   struct Entry;
 
-  RequestJournal(int fd, void* map, uint64_t map_bytes);
+  RequestJournal(int fd, void* map, uint64_t map_bytes,
+                 const Identity& identity, uint64_t max_volumes);
   Entry& EntryAt(uint64_t entry) const;
+  // StoreFileState stores `word` as entry `entry`'s state in the file
+  // (release), then calls testing::journal_store_state_hook.
+  void StoreFileState(uint64_t entry, uint64_t word);
   // StoreState stores `word` as entry `entry`'s state, in the file, then in
   // memory (release, both): once another Begin can claim the entry from
   // the in-memory state, this thread's file store is done.
@@ -211,9 +255,14 @@ class RequestJournal {
   int fd_;
   void* map_;
   uint64_t map_bytes_;
-  // Each entry's state, as the file has it once the claimer is done:
-  // Begin claims an entry by a CAS here, before it touches the entry's
-  // pages in the file (which may not be allocated yet).
+  Identity identity_;     // the pool's, as the header records it
+  uint64_t max_volumes_;  // the pool's: recorded indices are below it
+  // Each entry's state, as Begin may claim entries by: FREE, or COMMITTED
+  // once its add has Finished (the file's state then too); WRITING or
+  // PENDING while its add is in flight (the file's may be PENDING or
+  // COMMITTED meanwhile). Begin claims an entry by a CAS here, before it
+  // touches the entry's pages in the file (which may not be allocated
+  // yet).
   std::unique_ptr<std::atomic<uint64_t>[]> states_;
   // Whether the entry's pages are known to be allocated (used in this
   // process, or found holding an add by Open).
@@ -227,13 +276,18 @@ class RequestJournal {
 // and a hook for tests that stop a thread inside it. Not an API:
 // request_journal.cc static_asserts that the facts match it.
 namespace testing {
-// Called by every state change of an entry between its store to the file
-// and its store to the in-memory state (tests stop a thread there to show
-// that no other add can claim the entry meanwhile). Null: no call.
+// Called by every state change of an entry after its store to the file,
+// before its store to the in-memory state if it has one (tests stop a
+// thread there to show that no other add can claim the entry meanwhile).
+// Null: no call.
 inline std::atomic<void (*)(uint64_t entry, uint64_t word)>
     journal_store_state_hook{nullptr};
 // The first entry (entry 0: a new journal's first add) starts here.
 inline constexpr uint64_t kJournalEntryOffset = 4096;
+// Entry k starts kJournalEntryBytes after entry k - 1; its state word (a
+// uint64_t: state | batch << 2, states FREE 0, WRITING 1, PENDING 2,
+// COMMITTED 3) is its first field.
+inline constexpr uint64_t kJournalEntryBytes = 4632;
 // An entry's count of volumes (a uint64_t) is at this offset in it.
 inline constexpr uint64_t kJournalEntryCountOffset = 24;
 }  // namespace testing
