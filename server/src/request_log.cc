@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
@@ -360,6 +361,76 @@ void RequestLog::Failed(const Ticket& ticket) {
     }
   }
   Unreference(r);  // the runner's reference
+}
+
+absl::StatusOr<RequestLog::Contents> RequestLog::Verify() const {
+  Contents contents;
+  // How many bucket entries name each record.
+  std::vector<uint64_t> named(record_count_, 0);
+  const uint64_t sequences_handed_out =
+      next_sequence_.load(std::memory_order_relaxed);
+  for (size_t b = 0; b < bucket_count_; ++b) {
+    // Relaxed loads throughout: REQUIRES no call in flight.
+    const uint64_t word = buckets_[b].load(std::memory_order_relaxed);
+    for (size_t way = 0; way < kWays; ++way) {
+      const uint16_t handle = HandleAt(word, way);
+      if (handle == 0) continue;
+      const auto bad = [&](auto&&... what) {
+        return absl::InternalError(absl::StrCat("request log bucket ", b,
+                                                " entry ", way, ": ", what...));
+      };
+      if (handle > record_count_) {
+        return bad("names record ", handle - 1, " of ", record_count_);
+      }
+      const size_t i = handle - 1;
+      if (++named[i] > 1) return bad("names record ", i, " again");
+      const Record& r = records_[i];
+      const uint64_t high = r.id_high.load(std::memory_order_relaxed);
+      const uint64_t low = r.id_low.load(std::memory_order_relaxed);
+      if (BucketOf(high, low) != b) {
+        return bad("record ", i, "'s id belongs in bucket ",
+                   BucketOf(high, low));
+      }
+      for (size_t other = 0; other < way; ++other) {
+        const uint16_t h = HandleAt(word, other);
+        if (h != 0 && h <= record_count_ &&
+            records_[h - 1].id_high.load(std::memory_order_relaxed) == high &&
+            records_[h - 1].id_low.load(std::memory_order_relaxed) == low) {
+          return bad("holds the id of entry ", other, " again");
+        }
+      }
+      if (r.request.load(std::memory_order_relaxed) == nullptr) {
+        return bad("record ", i, " has no request");
+      }
+      const bool done = r.response.load(std::memory_order_relaxed) != nullptr;
+      const uint64_t sequence =
+          r.completed_sequence.load(std::memory_order_relaxed);
+      if (done != (sequence != 0) || sequence >= sequences_handed_out) {
+        return bad("record ", i, (done ? " succeeded" : " is in progress"),
+                   " with completion sequence ", sequence, " (",
+                   sequences_handed_out, " handed out)");
+      }
+      const uint64_t want_references = done ? 1 : 2;
+      const uint64_t references = r.references.load(std::memory_order_relaxed);
+      if (references != want_references) {
+        return bad(
+            "record ", i, " has ", references, " references, not ",
+            want_references,
+            (done ? " (its bucket's)" : " (its bucket's and its runner's)"));
+      }
+      ++(done ? contents.remembered : contents.in_progress);
+    }
+  }
+  for (size_t i = 0; i < record_count_; ++i) {
+    const uint64_t references =
+        records_[i].references.load(std::memory_order_relaxed);
+    if (named[i] == 0 && references != 0) {
+      return absl::InternalError(
+          absl::StrCat("request log record ", i, " is in no bucket but has ",
+                       references, " references: it can never be reused"));
+    }
+  }
+  return contents;
 }
 
 size_t RememberNewest(std::vector<RecordedPoolAdd> adds, RequestLog& log) {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@
 #include "groove/server/security.h"
 #include "groove/server/worker_pool.h"
 #include "gtest/gtest.h"
+#include "support/pool_memory.h"
 
 namespace groove::server {
 namespace {
@@ -292,6 +294,181 @@ TEST(RequestLogTest, NeverForgetsAnIdInProgress) {
   log.Succeeded(next.ticket, v1::AddVolumeResponse());
   // Id 1, the only completed one, was the one replaced: it runs again.
   EXPECT_EQ(log.Start(Request(1, 1)).outcome, RequestLog::Outcome::kRun);
+}
+
+TEST(RequestLogTest, VerifyCountsTheIdsRememberedAndInProgress) {
+  RequestLog log(4);
+  RequestLog::Claim done = log.Start(Request(1, 1));
+  ASSERT_EQ(done.outcome, RequestLog::Outcome::kRun);
+  log.Succeeded(done.ticket, v1::AddVolumeResponse());
+  RequestLog::Claim running = log.Start(Request(2, 1));
+  ASSERT_EQ(running.outcome, RequestLog::Outcome::kRun);
+  absl::StatusOr<RequestLog::Contents> contents = log.Verify();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_EQ(contents->remembered, 1u);
+  EXPECT_EQ(contents->in_progress, 1u);
+  log.Failed(running.ticket);
+  contents = log.Verify();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_EQ(contents->remembered, 1u);
+  EXPECT_EQ(contents->in_progress, 0u);
+}
+
+// ---- The seed's randomized run against a model of one bucket -------------
+
+// One id as the model of a one-bucket log holds it.
+struct ModelId {
+  uint64_t id = 0;
+  v1::AddVolumeRequest request;  // the first call's
+  bool done = false;
+  v1::AddVolumeResponse response;  // done only
+  uint64_t sequence = 0;           // done only: when it succeeded
+  RequestLog::Ticket ticket;       // in progress only
+};
+
+TEST(RequestLogRandomizedTest, EveryStepMatchesTheModelOfOneBucket) {
+  constexpr int kSteps = 100000;
+  constexpr uint64_t kIds = 7;  // more than kWays: ids are forgotten
+  RequestLog log(1);
+  std::vector<ModelId> bucket;  // at most kWays
+  uint64_t sequence = 0;
+  std::mt19937_64 rng(groove::testing::TestSeed());
+  int replays = 0, conflicts = 0, busy = 0, evictions = 0;
+  const auto random_request = [&](uint64_t id) {
+    v1::AddVolumeRequest request = Request(id, 1 + rng() % 2);
+    if (rng() % 4 == 0) request.set_pool("b");
+    if (rng() % 4 == 0) request.set_first_index(rng() % 2);
+    if (rng() % 4 == 0) request.set_info("x");
+    // Ids compare as numbers: the upper-case form is the same id.
+    if (rng() % 2 == 0) {
+      request.set_request_id(absl::AsciiStrToUpper(request.request_id()));
+    }
+    return request;
+  };
+  const auto random_response = [&] {
+    v1::AddVolumeResponse response;
+    for (uint64_t k = rng() % 3; k > 0; --k) {
+      response.add_volume_indices(rng() % 100);
+    }
+    return response;
+  };
+  const auto same_arguments = [](const v1::AddVolumeRequest& a,
+                                 const v1::AddVolumeRequest& b) {
+    return a.pool() == b.pool() && a.count() == b.count() &&
+           a.has_first_index() == b.has_first_index() &&
+           a.first_index() == b.first_index() && a.info() == b.info();
+  };
+  // Admits a new id to the model as the log must: into an empty way, else
+  // in place of the oldest succeeded id; false (the log is busy) when every
+  // id it holds is in progress.
+  const auto admit = [&](ModelId id) -> bool {
+    if (bucket.size() == RequestLog::kWays) {
+      auto oldest = bucket.end();
+      for (auto it = bucket.begin(); it != bucket.end(); ++it) {
+        if (it->done &&
+            (oldest == bucket.end() || it->sequence < oldest->sequence)) {
+          oldest = it;
+        }
+      }
+      if (oldest == bucket.end()) return false;
+      bucket.erase(oldest);
+      ++evictions;
+    }
+    bucket.push_back(std::move(id));
+    return true;
+  };
+  for (int step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE(step);
+    std::vector<size_t> running;
+    for (size_t k = 0; k < bucket.size(); ++k) {
+      if (!bucket[k].done) running.push_back(k);
+    }
+    switch (rng() % 5) {
+      case 0:
+      case 1: {  // Start
+        const uint64_t id = rng() % kIds;
+        v1::AddVolumeRequest request = random_request(id);
+        RequestLog::Claim claim = log.Start(request);
+        auto known = std::find_if(bucket.begin(), bucket.end(),
+                                  [&](const ModelId& m) { return m.id == id; });
+        if (known != bucket.end()) {
+          if (!same_arguments(known->request, request)) {
+            ASSERT_EQ(claim.outcome, RequestLog::Outcome::kConflict);
+            ++conflicts;
+          } else if (!known->done) {
+            ASSERT_EQ(claim.outcome, RequestLog::Outcome::kInProgress);
+          } else {
+            ASSERT_EQ(claim.outcome, RequestLog::Outcome::kReplay);
+            ASSERT_EQ(claim.response.SerializeAsString(),
+                      known->response.SerializeAsString());
+            ++replays;
+          }
+          break;
+        }
+        ModelId fresh;
+        fresh.id = id;
+        fresh.request = request;
+        fresh.ticket = claim.ticket;
+        if (!admit(std::move(fresh))) {
+          ASSERT_EQ(claim.outcome, RequestLog::Outcome::kBusy);
+          ++busy;
+          break;
+        }
+        ASSERT_EQ(claim.outcome, RequestLog::Outcome::kRun);
+        break;
+      }
+      case 2:  // the call of an id in progress succeeds
+        if (running.empty()) break;
+        {
+          ModelId& m = bucket[running[rng() % running.size()]];
+          m.response = random_response();
+          log.Succeeded(m.ticket, m.response);
+          m.done = true;
+          m.sequence = ++sequence;
+        }
+        break;
+      case 3:  // or fails, and is forgotten
+        if (running.empty()) break;
+        {
+          const size_t k = running[rng() % running.size()];
+          log.Failed(bucket[k].ticket);
+          bucket.erase(bucket.begin() + static_cast<ptrdiff_t>(k));
+        }
+        break;
+      case 4: {  // an add from a journal, at start-up
+        const uint64_t id = rng() % kIds;
+        v1::AddVolumeRequest request = random_request(id);
+        const v1::AddVolumeResponse response = random_response();
+        const bool remembered = log.Remember(request, response);
+        if (std::any_of(bucket.begin(), bucket.end(),
+                        [&](const ModelId& m) { return m.id == id; })) {
+          ASSERT_FALSE(remembered) << "an id the log holds was replaced";
+          break;
+        }
+        ModelId fresh;
+        fresh.id = id;
+        fresh.request = request;
+        fresh.done = true;
+        fresh.response = response;
+        fresh.sequence = sequence + 1;
+        const bool admitted = admit(std::move(fresh));
+        ASSERT_EQ(remembered, admitted);
+        if (admitted) ++sequence;
+        break;
+      }
+    }
+    absl::StatusOr<RequestLog::Contents> contents = log.Verify();
+    ASSERT_TRUE(contents.ok()) << contents.status();
+    size_t in_progress = 0;
+    for (const ModelId& m : bucket) in_progress += m.done ? 0 : 1;
+    ASSERT_EQ(contents->in_progress, in_progress);
+    ASSERT_EQ(contents->remembered, bucket.size() - in_progress);
+  }
+  // Every outcome came up, or the run tested little.
+  EXPECT_GT(replays, 1000);
+  EXPECT_GT(conflicts, 1000);
+  EXPECT_GT(busy, 100);
+  EXPECT_GT(evictions, 1000);
 }
 
 TEST(LogTest, FormatsLogfmtAndEscapesValues) {

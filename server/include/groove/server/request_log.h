@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "groove/request_journal.h"
 #include "groove/v1/volume_pool.pb.h"
@@ -173,6 +174,24 @@ class RequestLog {
 
   // remembered_capacity is kWays * buckets.
   size_t remembered_capacity() const { return kWays * bucket_count_; }
+
+  // Contents counts the ids a log holds.
+  struct Contents {
+    size_t remembered = 0;   // succeeded: a repeat is replayed
+    size_t in_progress = 0;  // started, not yet Succeeded or Failed
+  };
+  // Verify checks the whole log: each bucket names distinct records, in
+  // range, whose ids are distinct and hash to that bucket, each with its
+  // first request; a record's references are its bucket's plus, while its
+  // id is in progress, the runner's, and a record no bucket names has
+  // none (a leaked reference would keep it from ever being reused); a
+  // completed record has a response and a completion sequence already
+  // handed out, one in progress neither.
+  // Errors: INTERNAL naming the bucket or record and what is wrong.
+  // REQUIRES: no other call on this log runs meanwhile (ids may be in
+  // progress between calls). Thread safety: none; a test's check. Cost:
+  // O(buckets * kWays + records).
+  absl::StatusOr<Contents> Verify() const;
 
   void set_test_hook(TestHook hook, void* arg) {
     test_hook_ = hook;
