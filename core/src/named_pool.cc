@@ -510,6 +510,14 @@ absl::Status NamedPool::OpenJournal() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint64_t> NamedPool::VerifyRequestJournal() const {
+  if (journal_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", config_.name, "' has no request journal open here"));
+  }
+  return journal_->Verify();
+}
+
 std::vector<RecordedAdd> NamedPool::TakeRecordedAdds() {
   return std::exchange(recorded_adds_, {});
 }

@@ -52,7 +52,8 @@ struct PoolModel {
   bool IsMapped(uint64_t index) const { return mapped.count(index) != 0; }
 };
 
-// Checks every observable of `pool` (and the join's view) against `model`.
+// Checks every observable of `pool` against `model`, and Verifies the pool
+// and its request journal.
 void ExpectMatches(const NamedPool& pool, const PoolModel& model) {
   absl::StatusOr<VerifyReport> verified = pool.Verify();
   ASSERT_TRUE(verified.ok()) << verified.status();
@@ -62,6 +63,9 @@ void ExpectMatches(const NamedPool& pool, const PoolModel& model) {
   EXPECT_EQ(summary.volumes_empty, model.stack.size());
   EXPECT_EQ(summary.volumes_in_use, model.held.size());
   EXPECT_EQ(*pool.AllocatedBytes(), model.mapped.size() * kVolumeBytes);
+  absl::StatusOr<uint64_t> journaled = pool.VerifyRequestJournal();
+  ASSERT_TRUE(journaled.ok()) << journaled.status();
+  EXPECT_EQ(*journaled, model.journal.size());
   uint64_t next = 0;
   const std::vector<VolumeEntry> listed =
       pool.ListVolumes(0, kMaxVolumes, &next);

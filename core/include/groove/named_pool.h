@@ -340,6 +340,14 @@ class NamedPool {
   // Thread safety: call from one thread. Cost: moves a vector.
   std::vector<RecordedAdd> TakeRecordedAdds();
 
+  // VerifyRequestJournal runs the request journal's Verify
+  // (RequestJournal::Verify): it returns the number of adds with keys the
+  // journal holds as committed. FAILED_PRECONDITION when the pool has no
+  // journal (a data-plane join, or RecoveryReport::request_journal_error).
+  // REQUIRES: no AddVolumes of this pool runs meanwhile (tests).
+  // Thread safety: none with adds. Cost: as RequestJournal::Verify.
+  absl::StatusOr<uint64_t> VerifyRequestJournal() const;
+
   // CheckAddArguments returns the error AddVolumes would return for these
   // arguments whatever the pool holds, or OK: INVALID_ARGUMENT (count 0,
   // info over 480 bytes), RESOURCE_EXHAUSTED (first_index unset and count
