@@ -1,11 +1,94 @@
 #include "groove/server/credentials_reloader.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "groove/pool_error.h"
 #include "groove/server/log.h"
 
 namespace groove::server {
+namespace {
+
+// SealedCopy returns a new memfd named `name` holding `text`, sealed
+// against any change (so what gRPC reads through it is what was checked).
+absl::StatusOr<int> SealedCopy(const char* name, const std::string& text) {
+  const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return ErrnoError(absl::StrCat("memfd_create ", name));
+  size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status s = ErrnoError(absl::StrCat("write ", name));
+      close(fd);
+      return s;
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (fcntl(fd, F_ADD_SEALS,
+            F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) {
+    absl::Status s = ErrnoError(absl::StrCat("seal ", name));
+    close(fd);
+    return s;
+  }
+  return fd;
+}
+
+// Swap makes descriptor `*fd` (or a new one, when -1) read `text`.
+absl::Status Swap(const char* name, const std::string& text, int* fd) {
+  absl::StatusOr<int> copy = SealedCopy(name, text);
+  if (!copy.ok()) return copy.status();
+  if (*fd < 0) {
+    *fd = *copy;
+    return absl::OkStatus();
+  }
+  // dup3 replaces the descriptor atomically: an open of /proc/self/fd/N
+  // finds the old file or the new one, never none.
+  if (dup3(*copy, *fd, O_CLOEXEC) < 0) {
+    absl::Status s = ErrnoError(absl::StrCat("dup3 ", name));
+    close(*copy);
+    return s;
+  }
+  close(*copy);
+  return absl::OkStatus();
+}
+
+std::string FdPath(int fd) { return absl::StrCat("/proc/self/fd/", fd); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServedTlsFiles>> ServedTlsFiles::Create(
+    const TlsFiles& files) {
+  std::unique_ptr<ServedTlsFiles> served(new ServedTlsFiles());
+  absl::Status s = served->Replace(files);
+  if (!s.ok()) return s;
+  served->key_path_ = FdPath(served->key_fd_);
+  served->cert_path_ = FdPath(served->cert_fd_);
+  if (served->client_ca_fd_ >= 0) {
+    served->client_ca_path_ = FdPath(served->client_ca_fd_);
+  }
+  return served;
+}
+
+ServedTlsFiles::~ServedTlsFiles() {
+  for (int fd : {key_fd_, cert_fd_, client_ca_fd_}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+absl::Status ServedTlsFiles::Replace(const TlsFiles& files) {
+  absl::Status s = Swap("groove-tls-key", files.private_key, &key_fd_);
+  if (s.ok()) s = Swap("groove-tls-cert", files.cert_chain, &cert_fd_);
+  if (s.ok() && !files.client_ca.empty()) {
+    s = Swap("groove-tls-client-ca", files.client_ca, &client_ca_fd_);
+  }
+  return s;
+}
 
 std::unique_ptr<CredentialsReloader> CredentialsReloader::Start(
     Options options, ServerMetrics* metrics) {
@@ -82,6 +165,14 @@ void CredentialsReloader::CheckTls() {
   if (read == last_tls_) return;
   last_tls_ = read;
   absl::Status check = read.ok() ? CheckTlsFiles(tls, *read) : read.status();
+  // Only files that pass reach gRPC (ServedTlsFiles): it serves the last
+  // good ones meanwhile.
+  if (check.ok()) {
+    check = options_.served_tls->Replace(*read);
+    // Not served (a system call failed): try the same files again next
+    // round.
+    if (!check.ok()) last_tls_ = check;
+  }
   metrics_->RecordCredentialsReload(Credentials::kTls, check.ok());
   if (check.ok()) {
     Log(LogLevel::kInfo, "credentials_reloaded",
@@ -91,15 +182,10 @@ void CredentialsReloader::CheckTls() {
          {"client_ca_file", tls.client_ca_file()}});
     return;
   }
-  // What gRPC does with the same files is its own (docs/SERVER.md section
-  // 10;
-  // ServerCredentialsReloadTest.BadTlsFilesAreLoggedCountedAndWhatGrpcDoes):
-  // gRPC 1.51 keeps serving the files it read last when one cannot be
-  // read, but it takes a certificate and key that do not match, or that
-  // are not PEM, and then fails every new handshake until they are fixed
-  // (connections already open stay).
   Log(LogLevel::kError, "credentials_reload_failed",
-      {{"what", "tls"}, {"reason", check.message()}});
+      {{"what", "tls"},
+       {"reason", check.message()},
+       {"kept", "the certificates in use"}});
 }
 
 }  // namespace groove::server

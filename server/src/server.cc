@@ -454,11 +454,21 @@ absl::Status VolumeServer::Start() {
       return free;
     }
   }
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (options_.tls.has_value()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
+        TlsCredentials();
+    if (!tls.ok()) {
+      CloseExposer(
+          std::move(exposer_),
+          WithPort(config.metrics_listen_address(), metrics_ports.front()));
+      return tls.status();
+    }
+    credentials = *std::move(tls);
+  }
   int grpc_port = 0;
-  builder.AddListeningPort(config.listen_address(),
-                           options_.tls.has_value()
-                               ? TlsCredentials()
-                               : grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(config.listen_address(), std::move(credentials),
                            &grpc_port);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_.get());
@@ -519,9 +529,9 @@ absl::Status VolumeServer::Start() {
   return absl::OkStatus();
 }
 
-std::shared_ptr<grpc::ServerCredentials> VolumeServer::TlsCredentials() const {
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+VolumeServer::TlsCredentials() {
   const grpc::SslServerCredentialsOptions& read = *options_.tls;
-  const v1::TlsConfig& files = options_.config.tls();
   const bool mutual = read.client_certificate_request !=
                       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
   const absl::Duration refresh = CredentialsRefresh(options_.config);
@@ -530,18 +540,28 @@ std::shared_ptr<grpc::ServerCredentials> VolumeServer::TlsCredentials() const {
     // gRPC's own FileWatcherCertificateProvider
     // (grpcpp/security/tls_certificate_provider.h): a thread of gRPC's
     // re-reads the key, the certificate chain and the client CAs every
-    // interval, and new handshakes use what it read last. Its interval is
-    // whole seconds (an unsigned int), so a shorter refresh becomes 1 s;
-    // gRPC 1.51 has no minimum of its own, and 0 would make it read in a
-    // loop. What gRPC 1.51 does with a bad file is in docs/SERVER.md
-    // section 10; the reloader (credentials_reloader.h) logs and counts
-    // each change.
+    // interval, and new handshakes use what it read last. It reads
+    // checked copies (ServedTlsFiles), which the reloader replaces only
+    // with files that pass the start-up checks: given the configured
+    // files, gRPC 1.51 would take a key that is not the certificate's and
+    // then fail every new handshake (docs/SERVER.md section 10). Its
+    // interval is whole seconds (an unsigned int), so a shorter refresh
+    // becomes 1 s; gRPC 1.51 has no minimum of its own, and 0 would make
+    // it read in a loop.
+    TlsFiles checked;
+    checked.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
+    checked.private_key = read.pem_key_cert_pairs.front().private_key;
+    if (mutual) checked.client_ca = read.pem_root_certs;
+    absl::StatusOr<std::unique_ptr<ServedTlsFiles>> served =
+        ServedTlsFiles::Create(checked);
+    if (!served.ok()) return served.status();
+    served_tls_ = *std::move(served);
     const auto seconds = static_cast<unsigned int>(std::max<int64_t>(
         1, absl::ToInt64Seconds(absl::Ceil(refresh, absl::Seconds(1)))));
     provider =
         std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-            files.key_file(), files.cert_file(),
-            mutual ? files.client_ca_file() : "", seconds);
+            served_tls_->key_path(), served_tls_->cert_path(),
+            served_tls_->client_ca_path(), seconds);
   } else {
     // --credentials-refresh=0s: exactly what was read and checked at
     // start-up, for the server's life.
@@ -583,6 +603,7 @@ void VolumeServer::StartReloader() {
     reload.tls_files.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
     reload.tls_files.private_key = read.pem_key_cert_pairs.front().private_key;
     reload.tls_files.client_ca = read.pem_root_certs;
+    reload.served_tls = served_tls_.get();
   }
   reloader_ = CredentialsReloader::Start(std::move(reload), metrics_.get());
 }

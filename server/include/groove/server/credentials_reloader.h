@@ -13,13 +13,17 @@
 //     table in use and is logged `level=error
 //     event=credentials_reload_failed what=auth_tokens reason=...` (the
 //     reason names the line, never a token).
-//   - the TLS files: gRPC itself serves them, through its
-//     FileWatcherCertificateProvider (server.cc), which re-reads them on
-//     its own thread. This thread only watches the same files on the same
-//     interval and runs the start-up checks (CheckTlsFiles) on each
-//     change, so that a change is logged (`what=tls`) and counted, and a
-//     bad one (a key that is not the certificate's, a file that is not
-//     PEM) is reported with the start-up check's message.
+//   - the TLS files: it reads them and runs the start-up checks
+//     (CheckTlsFiles) on each change. Files that pass are copied into the
+//     ServedTlsFiles below, which gRPC's FileWatcherCertificateProvider
+//     re-reads on its own thread (server.cc), and logged
+//     `event=credentials_reloaded what=tls`; files that do not (a key that
+//     is not the certificate's, a file that is not PEM, one missing) are
+//     logged `level=error event=credentials_reload_failed what=tls` with
+//     the start-up check's message, and gRPC keeps serving the last good
+//     ones. (Watching the configured files itself, gRPC 1.51 would take a
+//     certificate and key that do not match and then fail every new
+//     handshake: ServerCredentialsReloadTest.BadTlsFilesAreNeverServed.)
 // Each change counts once in groove_credentials_reloads_total{what,result}
 // (metrics.h), however many intervals it stays.
 //
@@ -53,6 +57,50 @@
 
 namespace groove::server {
 
+// ServedTlsFiles are the TLS files gRPC serves: checked copies of the
+// configured ones, in three memfds (key, certificate chain, client CAs)
+// that gRPC's FileWatcherCertificateProvider reads through their
+// /proc/self/fd/N paths. Only files that passed CheckTlsFiles are ever
+// written to them, so gRPC never sees a bad pair; the copies live in this
+// process's memory only (memfds die with it: no key is left behind on a
+// file system after a crash), each sealed against change once written.
+class ServedTlsFiles {
+ public:
+  // Create copies `files` (already checked) into new memfds.
+  // Errors: INTERNAL or RESOURCE_EXHAUSTED (memfd_create, write, fcntl),
+  // naming the call.
+  static absl::StatusOr<std::unique_ptr<ServedTlsFiles>> Create(
+      const TlsFiles& files);
+  ~ServedTlsFiles();  // closes the memfds
+  ServedTlsFiles(const ServedTlsFiles&) = delete;
+  ServedTlsFiles& operator=(const ServedTlsFiles&) = delete;
+
+  // The paths to give gRPC: "/proc/self/fd/N", valid while this object
+  // lives (REQUIRES: it outlives the gRPC server that reads them).
+  // client_ca_path is "" when the files have no client CAs.
+  const std::string& key_path() const { return key_path_; }
+  const std::string& cert_path() const { return cert_path_; }
+  const std::string& client_ca_path() const { return client_ca_path_; }
+
+  // Replace makes the paths name copies of `files` (checked; with client
+  // CAs exactly when the files given to Create had them): each file is
+  // written to a new memfd, which then takes the old one's descriptor
+  // number (dup3: atomic per file), so a reader opens a whole old file or
+  // a whole new one. The key goes first; a read between two of the three
+  // swaps can see a new key with the old certificate, which gRPC then
+  // rejects until its next read (the same window a Kubernetes Secret's
+  // symlink swap leaves between gRPC's two file reads).
+  // Errors: as Create; the paths then still name complete files, possibly
+  // some old and some new. Thread safety: call from one thread (the
+  // reloader's); gRPC may read the paths meanwhile.
+  absl::Status Replace(const TlsFiles& files);
+
+ private:
+  ServedTlsFiles() = default;
+  int key_fd_ = -1, cert_fd_ = -1, client_ca_fd_ = -1;
+  std::string key_path_, cert_path_, client_ca_path_;
+};
+
 class CredentialsReloader {
  public:
   struct Options {
@@ -65,13 +113,17 @@ class CredentialsReloader {
     LiveTokenTable* tokens = nullptr;
     std::string tokens_text;
     // The TLS files and what they held when the server read them at
-    // start-up (the baseline). Unset: TLS is not watched.
+    // start-up (the baseline), and the copies gRPC serves, which this
+    // thread replaces with files that pass the checks. Unset: TLS is not
+    // watched; `served_tls` may then be null.
     std::optional<v1::TlsConfig> tls;
     TlsFiles tls_files;
+    ServedTlsFiles* served_tls = nullptr;
   };
 
   // Start starts the thread. REQUIRES: options.interval > 0; `metrics`,
-  // options.tokens (when auth_tokens_file is set) outlive the reloader.
+  // options.tokens (when auth_tokens_file is set) and options.served_tls
+  // (when tls is set) outlive the reloader.
   // The thread's first read is one interval from now.
   static std::unique_ptr<CredentialsReloader> Start(Options options,
                                                     ServerMetrics* metrics);

@@ -29,10 +29,9 @@
 // certificate and the key with OpenSSL, checks that the key belongs to
 // the certificate) and returns their text, so that a bad file stops the
 // server before it binds anything, with a message naming the flag and the
-// file. The server hands the same paths to gRPC's
-// FileWatcherCertificateProvider, which re-reads them while it serves
-// (server.cc); the reloader runs the same checks on each change, to log
-// and count it.
+// file. While it serves, the reloader (credentials_reloader.h) runs the
+// same checks on each change and copies only files that pass to what
+// gRPC's FileWatcherCertificateProvider re-reads (ServedTlsFiles).
 //
 // Example (what main.cc and server.cc do):
 //   std::string text;

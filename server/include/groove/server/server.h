@@ -100,9 +100,10 @@ class VolumeServer {
     size_t add_queue_per_pool = 256;
     // TLS for the gRPC port: what LoadTlsCredentials (security.h) read
     // from config.tls's files at start-up; unset: plaintext. With a
-    // credentials_refresh above zero gRPC re-reads the files themselves
-    // (FileWatcherCertificateProvider), and this is the reloader's
-    // baseline; with zero, the server serves exactly this.
+    // credentials_refresh above zero this is what gRPC serves first and
+    // the reloader's baseline (gRPC then re-reads the checked copies the
+    // reloader keeps: ServedTlsFiles); with zero, the server serves
+    // exactly this.
     std::optional<grpc::SslServerCredentialsOptions> tls;
     // Bearer tokens every VolumePoolService call must carry, as read at
     // start-up from config.auth_tokens_file, and the text they were parsed
@@ -180,8 +181,10 @@ class VolumeServer {
 
   absl::Status OpenPools();
   // TlsCredentials builds the gRPC port's TLS credentials from
-  // options_.tls. REQUIRES: options_.tls is set.
-  std::shared_ptr<grpc::ServerCredentials> TlsCredentials() const;
+  // options_.tls: with credentials_refresh above zero, over copies of the
+  // files that the reloader replaces (served_tls_, made here). REQUIRES:
+  // options_.tls is set. Errors: ServedTlsFiles::Create's.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials();
   // StartReloader starts reloader_ when credentials_refresh is above zero
   // and TLS or tokens are configured.
   void StartReloader();
@@ -203,6 +206,10 @@ class VolumeServer {
   std::unique_ptr<VolumePoolServiceImpl> service_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  // The TLS files gRPC serves when credentials_refresh is above zero
+  // (null otherwise): declared before grpc_server_, which reads them until
+  // it is destroyed.
+  std::unique_ptr<ServedTlsFiles> served_tls_;
   std::unique_ptr<grpc::Server> grpc_server_;
   // Started by Start (null when credentials_refresh is zero or there is
   // nothing to watch), stopped by Shutdown. Declared after what it uses.
