@@ -1,5 +1,6 @@
 #include "groove/server/config.h"
 
+#include <google/protobuf/duration.pb.h>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
@@ -163,6 +164,7 @@ struct Origins {
   std::string metrics;
   std::string data_dir;
   std::string tls;
+  std::string credentials_refresh;
   std::vector<PoolOrigin> pools;
 };
 
@@ -202,6 +204,25 @@ absl::Status ValidateWithOrigins(const v1::ServerConfig& config,
           tls.cert_file().empty() ? "tls.cert_file" : "tls.key_file",
           "TLS needs both a certificate and its key: give both --tls-cert "
           "and --tls-key (tls.cert_file and tls.key_file)");
+    }
+  }
+  if (config.has_credentials_refresh()) {
+    const google::protobuf::Duration& d = config.credentials_refresh();
+    // A valid Duration: nanos in (-1e9, 1e9) with the sign of seconds.
+    const bool valid = d.nanos() > -1000000000 && d.nanos() < 1000000000 &&
+                       !(d.seconds() > 0 && d.nanos() < 0) &&
+                       !(d.seconds() < 0 && d.nanos() > 0);
+    const absl::Duration refresh = CredentialsRefresh(config);
+    if (!valid || refresh < absl::ZeroDuration() ||
+        refresh > kMaxCredentialsRefresh) {
+      return FieldError(
+          origins.credentials_refresh, "credentials_refresh",
+          absl::StrCat(
+              valid ? absl::FormatDuration(refresh)
+                    : absl::StrCat("{seconds: ", d.seconds(),
+                                   " nanos: ", d.nanos(), "}"),
+              " is outside [0s, ", absl::FormatDuration(kMaxCredentialsRefresh),
+              "]; 0s reads the TLS and token files once, at start-up"));
     }
   }
   if (!IsLoopbackAddress(config.listen_address()) && !config.has_tls() &&
@@ -294,6 +315,11 @@ absl::StatusOr<v1::ServerConfig> ReadConfigFile(const std::string& path) {
 }
 
 }  // namespace
+
+absl::Duration CredentialsRefresh(const v1::ServerConfig& config) {
+  return absl::Seconds(config.credentials_refresh().seconds()) +
+         absl::Nanoseconds(config.credentials_refresh().nanos());
+}
 
 std::string DefaultDataDir() {
   std::error_code ec;
@@ -434,6 +460,17 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
   if (command_line.auth_tokens.has_value()) {
     config.set_auth_tokens_file(*command_line.auth_tokens);
   }
+  if (command_line.credentials_refresh.has_value()) {
+    // Seconds and the nanoseconds left, both with the duration's sign (the
+    // Duration convention); an infinite duration saturates and is refused
+    // by the range check.
+    absl::Duration remainder;
+    const int64_t seconds = absl::IDivDuration(
+        *command_line.credentials_refresh, absl::Seconds(1), &remainder);
+    config.mutable_credentials_refresh()->set_seconds(seconds);
+    config.mutable_credentials_refresh()->set_nanos(
+        static_cast<int32_t>(remainder / absl::Nanoseconds(1)));
+  }
   if (command_line.insecure) config.set_insecure(true);
   for (const std::string& text : command_line.pools) {
     absl::StatusOr<v1::PoolConfig> pool = ParsePoolFlag(text);
@@ -453,6 +490,10 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
     config.set_metrics_listen_address(kDefaultMetricsListenAddress);
   }
   if (config.data_dir().empty()) config.set_data_dir(DefaultDataDir());
+  if (!config.has_credentials_refresh()) {
+    config.mutable_credentials_refresh()->set_seconds(
+        absl::ToInt64Seconds(kDefaultCredentialsRefresh));
+  }
   Origins from;
   from.listen = command_line.listen_address.has_value() ? "--listen" : where;
   from.metrics = command_line.metrics_listen_address.has_value()
@@ -464,6 +505,9 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
                      command_line.tls_client_ca.has_value()
                  ? "--tls-cert/--tls-key/--tls-client-ca"
                  : where;
+  from.credentials_refresh = command_line.credentials_refresh.has_value()
+                                 ? "--credentials-refresh"
+                                 : where;
   from.pools = std::move(origins);
   // Check data_dir before making file paths absolute against it.
   if (!std::filesystem::path(config.data_dir()).is_absolute()) {

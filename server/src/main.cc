@@ -92,6 +92,14 @@ ABSL_FLAG(std::optional<std::string>, auth_tokens, std::nullopt,
           "file of `TOKEN ROLE` lines (roles reader, admin): every "
           "VolumePoolService call must send `authorization: Bearer TOKEN` "
           "(health checking needs none; auth_tokens_file)");
+ABSL_FLAG(std::optional<absl::Duration>, credentials_refresh, std::nullopt,
+          "how often the --tls-cert/--tls-key/--tls-client-ca and "
+          "--auth-tokens files are read again while serving, so rotated "
+          "certificates and tokens take effect without a restart (TLS in "
+          "whole seconds, at least 1s); 0s: read once at start-up. A token "
+          "file that no longer parses keeps the tokens in use (logged "
+          "credentials_reload_failed). Unset: the config's "
+          "credentials_refresh, else 60s");
 ABSL_FLAG(bool, insecure, false,
           "allow a non-loopback --listen without TLS and without tokens "
           "(only where the network itself is trusted)");
@@ -213,7 +221,7 @@ int main(int argc, char** argv) {
       "[--listen=HOST:PORT|unix:PATH] "
       "[--metrics-listen=HOST:PORT] [--data-dir=DIR] [--tls-cert=PEM "
       "--tls-key=PEM [--tls-client-ca=PEM]] [--auth-tokens=FILE] "
-      "[--insecure]");
+      "[--credentials-refresh=DURATION] [--insecure]");
   std::vector<std::string> args(argv + 1, argv + argc);
   absl::StatusOr<std::vector<std::string>> pool_flags =
       groove::server::ExtractRepeatedFlag(&args, "pool");
@@ -321,6 +329,7 @@ int main(int argc, char** argv) {
   command_line.tls_key = absl::GetFlag(FLAGS_tls_key);
   command_line.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   command_line.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  command_line.credentials_refresh = absl::GetFlag(FLAGS_credentials_refresh);
   command_line.insecure = absl::GetFlag(FLAGS_insecure);
   absl::StatusOr<groove::v1::ServerConfig> config =
       groove::server::LoadServerConfig(command_line);
@@ -337,15 +346,16 @@ int main(int argc, char** argv) {
     }
     tls = *std::move(loaded);
   }
-  std::shared_ptr<const groove::server::TokenTable> tokens;
+  std::optional<groove::server::TokenTable> tokens;
+  std::string tokens_text;
   if (!config->auth_tokens_file().empty()) {
     absl::StatusOr<groove::server::TokenTable> loaded =
-        groove::server::TokenTable::Load(config->auth_tokens_file());
+        groove::server::TokenTable::Load(config->auth_tokens_file(),
+                                         &tokens_text);
     if (!loaded.ok()) {
       return Fail(kExitBadConfig, "bad_config", loaded.status());
     }
-    tokens =
-        std::make_shared<const groove::server::TokenTable>(*std::move(loaded));
+    tokens = *std::move(loaded);
   }
 
   groove::server::VolumeServer::Options options;
@@ -354,6 +364,7 @@ int main(int argc, char** argv) {
   options.add_workers_per_pool = static_cast<size_t>(add_workers);
   options.tls = std::move(tls);
   options.tokens = std::move(tokens);
+  options.tokens_text = std::move(tokens_text);
   options.reflection = absl::GetFlag(FLAGS_reflection);
   options.limits = limits;
   options.testonly_stall_add_fifo =

@@ -344,6 +344,16 @@ absl::string_view PoolOpName(PoolOp op) {
   return "unknown";
 }
 
+absl::string_view CredentialsName(Credentials what) {
+  switch (what) {
+    case Credentials::kAuthTokens:
+      return "auth_tokens";
+    case Credentials::kTls:
+      return "tls";
+  }
+  return "unknown";
+}
+
 // Observe's lower_bound needs the bounds ascending.
 static_assert(std::is_sorted(LatencyHistogram::kBucketBounds.begin(),
                              LatencyHistogram::kBucketBounds.end()));
@@ -430,6 +440,22 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
       }
     }
   }
+  auto& reloads =
+      prometheus::BuildCounter()
+          .Name("groove_credentials_reloads_total")
+          .Help(
+              "Changes of the credential files (what: auth_tokens, tls) the "
+              "server saw while serving: ok, installed; failed, refused "
+              "(the log says why; the tokens in use stay). Each change "
+              "counts once, however long it stays.")
+          .Register(*registry_);
+  for (int w = 0; w < kCredentialsCount; ++w) {
+    for (const bool ok : {false, true}) {
+      credentials_reloads_[w][ok ? 1 : 0] = &reloads.Add(
+          {{"what", std::string(CredentialsName(static_cast<Credentials>(w)))},
+           {"result", ok ? "ok" : "failed"}});
+    }
+  }
   auto latency = std::make_shared<LatencyCollector>();
   latency_ = &latency->histograms;
   latency_collector_ = std::move(latency);
@@ -454,6 +480,10 @@ void ServerMetrics::RecordPoolError(size_t pool, PoolOp op,
   if (c <= 0 || c >= kStatusCodeCount)
     c = static_cast<int>(absl::StatusCode::kUnknown);
   pool_errors_[pool][static_cast<int>(op)][c]->Increment();
+}
+
+void ServerMetrics::RecordCredentialsReload(Credentials what, bool ok) {
+  credentials_reloads_[static_cast<int>(what)][ok ? 1 : 0]->Increment();
 }
 
 std::vector<std::shared_ptr<prometheus::Collectable>>

@@ -203,11 +203,32 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
   return table;
 }
 
-absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path) {
-  const std::string source = absl::StrCat("--auth-tokens=", path);
-  absl::StatusOr<std::string> text = ReadFile(path, source);
-  if (!text.ok()) return text.status();
-  return Parse(*text, source);
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  return ReadFile(path, absl::StrCat("--auth-tokens=", path));
+}
+
+absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path,
+                                            std::string* text) {
+  absl::StatusOr<std::string> read = ReadTokenFile(path);
+  if (!read.ok()) return read.status();
+  absl::StatusOr<TokenTable> table =
+      Parse(*read, absl::StrCat("--auth-tokens=", path));
+  if (table.ok() && text != nullptr) *text = *std::move(read);
+  return table;
+}
+
+LiveTokenTable::LiveTokenTable(TokenTable initial) {
+  tables_.push_back(std::make_unique<const TokenTable>(std::move(initial)));
+  // Relaxed: the constructor finishes before any reader can reach this
+  // object (the server publishes it by starting its threads).
+  current_.store(tables_.back().get(), std::memory_order_relaxed);
+}
+
+void LiveTokenTable::Install(TokenTable next) {
+  tables_.push_back(std::make_unique<const TokenTable>(std::move(next)));
+  // Release: a reader that loads this pointer (acquire) sees the table
+  // fully built.
+  current_.store(tables_.back().get(), std::memory_order_release);
 }
 
 Role TokenTable::Lookup(absl::string_view token) const {
@@ -286,67 +307,97 @@ absl::Status Authorize(const TokenTable& tokens,
   return absl::OkStatus();
 }
 
-absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
-    const v1::TlsConfig& tls) {
-  const std::string cert_what =
-      absl::StrCat("--tls-cert (tls.cert_file) ", tls.cert_file());
-  const std::string key_what =
-      absl::StrCat("--tls-key (tls.key_file) ", tls.key_file());
-  const std::string ca_what = absl::StrCat(
-      "--tls-client-ca (tls.client_ca_file) ", tls.client_ca_file());
+namespace {
+
+// TlsWhat names each TLS file in messages: the flag, the config field and
+// the path.
+struct TlsWhat {
+  explicit TlsWhat(const v1::TlsConfig& tls)
+      : cert(absl::StrCat("--tls-cert (tls.cert_file) ", tls.cert_file())),
+        key(absl::StrCat("--tls-key (tls.key_file) ", tls.key_file())),
+        ca(absl::StrCat("--tls-client-ca (tls.client_ca_file) ",
+                        tls.client_ca_file())) {}
+  std::string cert;
+  std::string key;
+  std::string ca;
+};
+
+}  // namespace
+
+absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls) {
   if (tls.cert_file().empty() || tls.key_file().empty()) {
     return absl::InvalidArgumentError(
         "TLS needs both --tls-cert (tls.cert_file) and --tls-key "
         "(tls.key_file)");
   }
+  const TlsWhat what(tls);
   // Errors of reading are INVALID_ARGUMENT whatever errno says: all of
   // them are a bad flag to the operator (exit status 2).
-  auto read = [](const std::string& path,
-                 absl::string_view what) -> absl::StatusOr<std::string> {
+  auto read = [](const std::string& path, absl::string_view what,
+                 std::string* out) -> absl::Status {
     absl::StatusOr<std::string> text = ReadFile(path, what);
-    if (!text.ok()) {
-      return absl::InvalidArgumentError(text.status().message());
-    }
-    return text;
+    if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
+    *out = *std::move(text);
+    return absl::OkStatus();
   };
-  absl::StatusOr<std::string> cert_pem = read(tls.cert_file(), cert_what);
-  if (!cert_pem.ok()) return cert_pem.status();
-  absl::StatusOr<std::vector<X509Ptr>> chain =
-      ParseCertificates(*cert_pem, cert_what);
-  if (!chain.ok()) return chain.status();
-
-  absl::StatusOr<std::string> key_pem = read(tls.key_file(), key_what);
-  if (!key_pem.ok()) return key_pem.status();
-  {
-    ERR_clear_error();
-    BioPtr bio(
-        BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
-    PkeyPtr key(
-        PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
-    if (key == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          key_what,
-          ": holds no unencrypted PEM private key (-----BEGIN PRIVATE "
-          "KEY-----)",
-          OpenSslReason()));
-    }
-    if (X509_check_private_key(chain->front().get(), key.get()) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(key_what, ": is not the key of the certificate in ",
-                       cert_what, OpenSslReason()));
+  TlsFiles files;
+  if (absl::Status s = read(tls.cert_file(), what.cert, &files.cert_chain);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = read(tls.key_file(), what.key, &files.private_key);
+      !s.ok()) {
+    return s;
+  }
+  if (!tls.client_ca_file().empty()) {
+    if (absl::Status s = read(tls.client_ca_file(), what.ca, &files.client_ca);
+        !s.ok()) {
+      return s;
     }
   }
+  return files;
+}
 
+absl::Status CheckTlsFiles(const v1::TlsConfig& tls, const TlsFiles& files) {
+  const TlsWhat what(tls);
+  absl::StatusOr<std::vector<X509Ptr>> chain =
+      ParseCertificates(files.cert_chain, what.cert);
+  if (!chain.ok()) return chain.status();
+  ERR_clear_error();
+  BioPtr bio(BIO_new_mem_buf(files.private_key.data(),
+                             static_cast<int>(files.private_key.size())));
+  PkeyPtr key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what.key,
+        ": holds no unencrypted PEM private key (-----BEGIN PRIVATE "
+        "KEY-----)",
+        OpenSslReason()));
+  }
+  if (X509_check_private_key(chain->front().get(), key.get()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what.key, ": is not the key of the certificate in ",
+                     what.cert, OpenSslReason()));
+  }
+  if (!tls.client_ca_file().empty()) {
+    absl::StatusOr<std::vector<X509Ptr>> cas =
+        ParseCertificates(files.client_ca, what.ca);
+    if (!cas.ok()) return cas.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
+    const v1::TlsConfig& tls) {
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(tls);
+  if (!files.ok()) return files.status();
+  if (absl::Status s = CheckTlsFiles(tls, *files); !s.ok()) return s;
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
+  options.pem_key_cert_pairs.push_back({files->private_key, files->cert_chain});
   if (!tls.client_ca_file().empty()) {
-    absl::StatusOr<std::string> ca_pem = read(tls.client_ca_file(), ca_what);
-    if (!ca_pem.ok()) return ca_pem.status();
-    absl::StatusOr<std::vector<X509Ptr>> cas =
-        ParseCertificates(*ca_pem, ca_what);
-    if (!cas.ok()) return cas.status();
-    options.pem_root_certs = *ca_pem;
+    options.pem_root_certs = files->client_ca;
     options.client_certificate_request =
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }

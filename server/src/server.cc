@@ -1,6 +1,9 @@
 #include "groove/server/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -306,9 +309,14 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
   }
   server->metrics_ =
       std::make_unique<ServerMetrics>(std::move(pools), quarantined_names);
+  if (server->options_.tokens.has_value()) {
+    server->tokens_ =
+        std::make_unique<LiveTokenTable>(*std::move(server->options_.tokens));
+    server->options_.tokens.reset();
+  }
   server->service_ = std::make_unique<VolumePoolServiceImpl>(
       std::move(served), server->metrics_.get(), &server->requests_,
-      server->quarantined_, server->options_.tokens.get());
+      server->quarantined_, server->tokens_.get());
   server->health_ = std::make_unique<HealthService>(std::move(health_names),
                                                     std::move(never_serving));
   return server;
@@ -446,11 +454,21 @@ absl::Status VolumeServer::Start() {
       return free;
     }
   }
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (options_.tls.has_value()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
+        TlsCredentials();
+    if (!tls.ok()) {
+      CloseExposer(
+          std::move(exposer_),
+          WithPort(config.metrics_listen_address(), metrics_ports.front()));
+      return tls.status();
+    }
+    credentials = *std::move(tls);
+  }
   int grpc_port = 0;
-  builder.AddListeningPort(config.listen_address(),
-                           options_.tls.has_value()
-                               ? grpc::SslServerCredentials(*options_.tls)
-                               : grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(config.listen_address(), std::move(credentials),
                            &grpc_port);
   builder.RegisterService(service_.get());
   builder.RegisterService(health_.get());
@@ -481,7 +499,8 @@ absl::Status VolumeServer::Start() {
               ? "on"
               : "mutual";
   }
-  const TokenTable* tokens = options_.tokens.get();
+  const TokenTable* tokens = tokens_ == nullptr ? nullptr : &tokens_->Current();
+  const absl::Duration refresh = CredentialsRefresh(config);
   Log(LogLevel::kInfo, "listening",
       {{"grpc", grpc_address_},
        {"metrics", metrics_address_},
@@ -490,7 +509,10 @@ absl::Status VolumeServer::Start() {
        {"tls", tls},
        {"auth_tokens",
         tokens == nullptr ? "off" : absl::StrCat(tokens->size())},
+       {"credentials_refresh",
+        refresh > absl::ZeroDuration() ? absl::FormatDuration(refresh) : "off"},
        {"reflection", options_.reflection ? "on" : "off"}});
+  StartReloader();
   if (!IsLoopbackAddress(config.listen_address()) &&
       !options_.tls.has_value()) {
     // Allowed by --insecure or by tokens alone (ValidateServerConfig);
@@ -507,6 +529,85 @@ absl::Status VolumeServer::Start() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+VolumeServer::TlsCredentials() {
+  const grpc::SslServerCredentialsOptions& read = *options_.tls;
+  const bool mutual = read.client_certificate_request !=
+                      GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+  const absl::Duration refresh = CredentialsRefresh(options_.config);
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+  if (refresh > absl::ZeroDuration()) {
+    // gRPC's own FileWatcherCertificateProvider
+    // (grpcpp/security/tls_certificate_provider.h): a thread of gRPC's
+    // re-reads the key, the certificate chain and the client CAs every
+    // interval, and new handshakes use what it read last. It reads
+    // checked copies (ServedTlsFiles), which the reloader replaces only
+    // with files that pass the start-up checks: given the configured
+    // files, gRPC 1.51 would take a key that is not the certificate's and
+    // then fail every new handshake (docs/SERVER.md section 10). Its
+    // interval is whole seconds (an unsigned int), so a shorter refresh
+    // becomes 1 s; gRPC 1.51 has no minimum of its own, and 0 would make
+    // it read in a loop.
+    TlsFiles checked;
+    checked.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
+    checked.private_key = read.pem_key_cert_pairs.front().private_key;
+    if (mutual) checked.client_ca = read.pem_root_certs;
+    absl::StatusOr<std::unique_ptr<ServedTlsFiles>> served =
+        ServedTlsFiles::Create(checked);
+    if (!served.ok()) return served.status();
+    served_tls_ = *std::move(served);
+    const auto seconds = static_cast<unsigned int>(std::max<int64_t>(
+        1, absl::ToInt64Seconds(absl::Ceil(refresh, absl::Seconds(1)))));
+    provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            served_tls_->key_path(), served_tls_->cert_path(),
+            served_tls_->client_ca_path(), seconds);
+  } else {
+    // --credentials-refresh=0s: exactly what was read and checked at
+    // start-up, for the server's life.
+    provider =
+        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+            read.pem_root_certs,
+            std::vector<grpc::experimental::IdentityKeyCertPair>{
+                {read.pem_key_cert_pairs.front().private_key,
+                 read.pem_key_cert_pairs.front().cert_chain}});
+  }
+  grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+  tls_options.watch_identity_key_cert_pairs();
+  if (mutual) {
+    // The client CAs verify client certificates: the same
+    // require-and-verify as grpc::SslServerCredentials had.
+    tls_options.watch_root_certs();
+  }
+  tls_options.set_cert_request_type(read.client_certificate_request);
+  return grpc::experimental::TlsServerCredentials(tls_options);
+}
+
+void VolumeServer::StartReloader() {
+  const v1::ServerConfig& config = options_.config;
+  const absl::Duration refresh = CredentialsRefresh(config);
+  if (refresh <= absl::ZeroDuration() ||
+      (tokens_ == nullptr && !options_.tls.has_value())) {
+    return;
+  }
+  CredentialsReloader::Options reload;
+  reload.interval = refresh;
+  if (tokens_ != nullptr) {
+    reload.auth_tokens_file = config.auth_tokens_file();
+    reload.tokens = tokens_.get();
+    reload.tokens_text = std::move(options_.tokens_text);
+  }
+  if (options_.tls.has_value()) {
+    reload.tls = config.tls();
+    const grpc::SslServerCredentialsOptions& read = *options_.tls;
+    reload.tls_files.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
+    reload.tls_files.private_key = read.pem_key_cert_pairs.front().private_key;
+    reload.tls_files.client_ca = read.pem_root_certs;
+    reload.served_tls = served_tls_.get();
+  }
+  reloader_ = CredentialsReloader::Start(std::move(reload), metrics_.get());
+}
+
 void VolumeServer::StartDraining() {
   if (!started_ || draining_) return;
   draining_ = true;
@@ -520,6 +621,8 @@ void VolumeServer::StartDraining() {
 void VolumeServer::Shutdown(absl::Duration deadline) {
   if (!started_ || shut_down_) return;
   shut_down_ = true;
+  // No more reloads: the thread wakes at once and is joined.
+  if (reloader_ != nullptr) reloader_->Stop();
   StartDraining();
   Log(LogLevel::kInfo, "shutting_down",
       {{"deadline", absl::FormatDuration(deadline)}});

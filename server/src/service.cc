@@ -90,7 +90,7 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
 
 VolumePoolServiceImpl::VolumePoolServiceImpl(
     std::vector<ServedPool> pools, ServerMetrics* metrics, RequestLog* requests,
-    std::vector<QuarantinedPool> quarantined, const TokenTable* tokens)
+    std::vector<QuarantinedPool> quarantined, const LiveTokenTable* tokens)
     : pools_(std::move(pools)),
       quarantined_(std::move(quarantined)),
       metrics_(metrics),
@@ -129,7 +129,7 @@ absl::Status VolumePoolServiceImpl::Begin(Call* call,
       authorization.emplace_back(it->second.data(), it->second.size());
     }
     if (absl::Status s =
-            Authorize(*tokens_, authorization, call->method, verify);
+            Authorize(tokens_->Current(), authorization, call->method, verify);
         !s.ok()) {
       return s;
     }

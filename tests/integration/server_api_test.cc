@@ -749,6 +749,24 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        {"--auth-tokens=" + tokens},
        2,
        "--auth-tokens=" + tokens + ": line 2: the role is neither"},
+      {"negative credentials refresh",
+       {"--credentials-refresh=-1s"},
+       2,
+       "--credentials-refresh: credentials_refresh: -1s is outside [0s, 24h]; "
+       "0s reads the TLS and token files once, at start-up"},
+      {"credentials refresh above a day",
+       {"--credentials_refresh=25h"},
+       2,
+       "--credentials-refresh: credentials_refresh: 25h is outside [0s, 24h]"},
+      {"config credentials refresh negative",
+       {config("refresh", "credentials_refresh { seconds: -5 }")},
+       2,
+       "credentials_refresh: -5s is outside [0s, 24h]"},
+      {"config credentials refresh not a valid Duration",
+       {config("refresh_nanos",
+               "credentials_refresh { seconds: 1 nanos: -1 }")},
+       2,
+       "credentials_refresh: {seconds: 1 nanos: -1} is outside"},
       {"max request size below 4 KiB",
        {"--max_request_bytes=1KiB"},
        2,
@@ -795,7 +813,8 @@ TEST(ServerFlagsTest, HelpListsEveryFlagAndExitsZero) {
     for (const char* flag :
          {"--data-dir (", "--pool (", "--listen (", "--metrics-listen (",
           "--config (", "--shutdown-deadline (", "--tls-cert (",
-          "--auth-tokens (", "--insecure (", "--max-request-bytes ("}) {
+          "--auth-tokens (", "--credentials-refresh (", "--insecure (",
+          "--max-request-bytes ("}) {
       EXPECT_THAT(result.out, HasSubstr(flag));
     }
     EXPECT_THAT(result.out, HasSubstr("default: 30s;"));

@@ -1,11 +1,11 @@
 // groove-volumed's security and resource limits, against the real binary
 // on loopback: TLS and mutual TLS with certificates made at test time,
 // bearer tokens and their roles (codes, logs, metrics, tokens never in the
-// log), reflection on and off, the request size limit, keepalive
-// enforcement, idle connections, and 1,000 connections held at once with
-// bounded memory.
-// The bad flags (PEM and token files, the loopback rule, the limits) are
-// in server_api_test's table.
+// log), certificates, client CAs and tokens rotated while the server
+// serves (--credentials-refresh), reflection on and off, the request size
+// limit, keepalive enforcement, idle connections, and 1,000 connections held at
+// once with bounded memory. The bad flags (PEM and token files, the loopback
+// rule, the limits) are in server_api_test's table.
 
 #include <dirent.h>
 #include <sys/resource.h>
@@ -13,16 +13,20 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
@@ -298,6 +302,370 @@ TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {
   const CommandResult refused = BufCurl(*server, {"--list-services"});
   EXPECT_NE(refused.exit_code, 0) << refused.out;
   EXPECT_THAT(refused.out + refused.err, HasSubstr("unimplemented"));
+}
+
+// ---- Credential reloads
+// -------------------------------------------------------
+
+// SecretVolume writes files the way the kubelet updates a Secret volume:
+// each version in a directory of its own, `..data` a symlink to the
+// current one, swapped by rename(2) (atomic: a reader sees the old files
+// or the new ones, never half of each), and each file a symlink
+// `NAME -> ..data/NAME`. A file missing from a version is a dangling
+// symlink.
+class SecretVolume {
+ public:
+  explicit SecretVolume(std::string dir) : dir_(std::move(dir)) {
+    std::filesystem::create_directories(dir_);
+  }
+
+  // Write makes `files` (name, text) the volume's content.
+  void Write(const std::vector<std::pair<std::string, std::string>>& files) {
+    const std::string version = absl::StrCat("..v", ++versions_);
+    std::filesystem::create_directory(dir_ + "/" + version);
+    for (const auto& [name, text] : files) {
+      std::ofstream(dir_ + "/" + version + "/" + name) << text;
+    }
+    const std::string tmp = dir_ + "/..data_tmp";
+    std::filesystem::create_directory_symlink(version, tmp);
+    std::filesystem::rename(tmp, dir_ + "/..data");
+    for (const auto& [name, text] : files) {
+      std::error_code ec;
+      if (!std::filesystem::is_symlink(path(name), ec)) {
+        std::filesystem::create_symlink("..data/" + name, path(name));
+      }
+    }
+  }
+
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+ private:
+  std::string dir_;
+  int versions_ = 0;
+};
+
+// PollUntil calls `done` until it returns true (then true) or `timeout`
+// passes (then false).
+bool PollUntil(const std::function<bool()>& done,
+               absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return true;
+}
+
+// FreshTlsChannel returns a channel with a connection of its own (a local
+// subchannel pool: no connection shared with an earlier channel) that
+// trusts `pki`/`ca_file` and, with `client`, presents that certificate.
+std::shared_ptr<grpc::Channel> FreshTlsChannel(const ServerProcess& server,
+                                               const std::string& pki,
+                                               const std::string& ca_file,
+                                               const std::string& client = "") {
+  grpc::ChannelArguments args = TlsChannelArgs();
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(server.grpc_address(),
+                                   TlsClient(pki, ca_file, client), args);
+}
+
+std::string ReloadsSeries(const std::string& what, const std::string& result) {
+  return absl::StrCat("groove_credentials_reloads_total{result=\"", result,
+                      "\",what=\"", what, "\"}");
+}
+
+// ReloadCount returns groove_credentials_reloads_total{what,result} as the
+// server's /metrics shows it now ("" when absent).
+std::string ReloadCount(const ServerProcess& server, const std::string& what,
+                        const std::string& result) {
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_TRUE(scrape.ok()) << scrape.status();
+  return scrape.ok() ? MetricValue(*scrape, ReloadsSeries(what, result)) : "";
+}
+
+TEST(ServerCredentialsReloadTest,
+     ARotatedTokenFileTakesEffectAndABadOneIsKept) {
+  TempDir dir;
+  SecretVolume secret(dir.path() + "/tokens");
+  secret.Write({{"tokens", absl::StrCat(kAdminToken, " admin\n")}});
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + secret.path("tokens"));
+  args.push_back("--credentials-refresh=100ms");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "auth_tokens=1",
+                              "credentials_refresh=100ms"}),
+            1u);
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "0");
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "failed"), "0");
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
+
+  // Rotated: the new token is accepted once the server has read it, and
+  // from then on the old one is refused.
+  secret.Write({{"tokens", absl::StrCat(kReaderToken, " reader\n")}});
+  EXPECT_TRUE(PollUntil(
+      [&] { return ListPoolsWith(server->channel(), kReaderToken).ok(); }));
+  EXPECT_EQ(ListPoolsWith(server->channel(), kAdminToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=auth_tokens",
+                               "tokens=1", "reader=1"},
+                              1));
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "1");
+
+  // A malformed file (its fields swapped, so the token is where the role
+  // should be): the tokens in use stay, the failure is logged, naming the
+  // line and never the token, and counted once however many intervals it
+  // stays.
+  secret.Write({{"tokens", absl::StrCat("admin ", kAdminToken, "\n")}});
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"level=error", "event=credentials_reload_failed", "what=auth_tokens",
+       "line 1: the role is neither"},
+      1));
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kReaderToken).ok());
+  EXPECT_EQ(ListPoolsWith(server->channel(), kAdminToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // A later change (an empty file: no token) is a failure of its own.
+  secret.Write({{"tokens", "# nothing yet\n"}});
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reload_failed", "what=auth_tokens", "holds no token"},
+      1));
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "failed"), "2");
+  EXPECT_EQ(server->LogCount({"event=credentials_reload_failed"}), 2u);
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "1");
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kReaderToken).ok());
+  EXPECT_EQ(server->Stop(), 0);
+  const std::string log = server->LogText();
+  for (const char* token : {kAdminToken, kReaderToken}) {
+    EXPECT_THAT(log, Not(HasSubstr(std::string(token).substr(0, 10))));
+  }
+}
+
+TEST(ServerCredentialsReloadTest, RefreshZeroKeepsTheStartUpTokens) {
+  TempDir dir;
+  SecretVolume secret(dir.path() + "/tokens");
+  secret.Write({{"tokens", absl::StrCat(kAdminToken, " admin\n")}});
+  // Both servers read a config that asks for a 100 ms refresh; the first
+  // one's flag turns it off. Were the flag ignored, it would reload as
+  // the second one does.
+  const std::string config = dir.path() + "/groove.textproto";
+  std::ofstream(config) << "credentials_refresh { nanos: 100000000 }\n";
+  std::vector<std::string> args = {"--config=" + config,
+                                   "--auth-tokens=" + secret.path("tokens")};
+  std::vector<std::string> fixed_args = args;
+  fixed_args.push_back("--data-dir=" + dir.path() + "/fixed");
+  fixed_args.push_back("--pool=name=a,backing=normal,volume_size=4KiB");
+  fixed_args.push_back("--credentials-refresh=0s");
+  args.push_back("--data-dir=" + dir.path() + "/reloading");
+  args.push_back("--pool=name=a,backing=normal,volume_size=4KiB");
+  auto fixed = ServerProcess::Start(fixed_args);
+  ASSERT_NE(fixed, nullptr);
+  auto reloading = ServerProcess::Start(args);
+  ASSERT_NE(reloading, nullptr);
+  EXPECT_EQ(fixed->LogCount({"event=listening", "credentials_refresh=off"}),
+            1u);
+  EXPECT_EQ(
+      reloading->LogCount({"event=listening", "credentials_refresh=100ms"}),
+      1u);
+
+  // Two rotations, each picked up by the reloading server: the fixed one
+  // had as long to see them, and did not.
+  secret.Write({{"tokens", absl::StrCat(kReaderToken, " reader\n")}});
+  EXPECT_TRUE(PollUntil(
+      [&] { return ListPoolsWith(reloading->channel(), kReaderToken).ok(); }));
+  secret.Write({{"tokens", absl::StrCat(kUnknownToken, " admin\n")}});
+  EXPECT_TRUE(PollUntil(
+      [&] { return ListPoolsWith(reloading->channel(), kUnknownToken).ok(); }));
+  EXPECT_TRUE(ListPoolsWith(fixed->channel(), kAdminToken).ok());
+  for (const char* token : {kReaderToken, kUnknownToken}) {
+    EXPECT_EQ(ListPoolsWith(fixed->channel(), token).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  EXPECT_EQ(fixed->LogCount({"event=credentials_reload"}), 0u);
+  EXPECT_EQ(ReloadCount(*fixed, "auth_tokens", "ok"), "0");
+  EXPECT_EQ(ReloadCount(*reloading, "auth_tokens", "ok"), "2");
+  EXPECT_EQ(fixed->Stop(), 0);
+  EXPECT_EQ(reloading->Stop(), 0);
+}
+
+TEST(ServerCredentialsReloadTest, StopDoesNotWaitForTheRefreshInterval) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << kAdminToken << " admin\n";
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + dir.path() + "/server.pem");
+  args.push_back("--tls-key=" + dir.path() + "/server.key");
+  args.push_back("--auth-tokens=" + tokens);
+  args.push_back("--credentials-refresh=24h");
+  auto server =
+      ServerProcess::Start(args, absl::Seconds(30),
+                           TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "credentials_refresh=24h"}),
+            1u);
+  // The reloader waits on a notification, not a 24-hour sleep.
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(server->Stop(absl::Seconds(20)), 0);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+}
+
+// TlsSecret returns the (name, text) pairs of a kubernetes.io/tls Secret
+// holding `pki`/`cert`.pem and `pki`/`key`.key.
+std::vector<std::pair<std::string, std::string>> TlsSecret(
+    const std::string& pki, const std::string& cert, const std::string& key) {
+  return {{"tls.crt", ReadTextFile(pki + "/" + cert + ".pem")},
+          {"tls.key", ReadTextFile(pki + "/" + key + ".key")}};
+}
+
+TEST(ServerCredentialsReloadTest, ARotatedCertificateServesNewConnections) {
+  TempDir dir;
+  const std::string pki = dir.path() + "/pki";
+  std::filesystem::create_directory(pki);
+  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  SecretVolume secret(dir.path() + "/tls");
+  secret.Write(TlsSecret(pki, "server", "server"));
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + secret.path("tls.crt"));
+  args.push_back("--tls-key=" + secret.path("tls.key"));
+  args.push_back("--credentials-refresh=100ms");
+  auto server = ServerProcess::Start(
+      args, absl::Seconds(30), TlsClient(pki, "ca.pem"), TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem")).ok());
+  EXPECT_EQ(
+      ListPoolsWith(FreshTlsChannel(*server, pki, "other_ca.pem")).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
+
+  // Rotated to a certificate of the other CA (gRPC reads the files every
+  // second): new connections get it, so a client trusting only the first
+  // CA can no longer connect.
+  secret.Write(TlsSecret(pki, "other_server", "other_server"));
+  EXPECT_TRUE(PollUntil([&] {
+    return ListPoolsWith(FreshTlsChannel(*server, pki, "other_ca.pem")).ok();
+  }));
+  EXPECT_EQ(ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem")).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 1));
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  EXPECT_EQ(ReloadCount(*server, "tls", "failed"), "0");
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+TEST(ServerCredentialsReloadTest, ARotatedClientCaDecidesWhichClientsConnect) {
+  TempDir dir;
+  const std::string pki = dir.path() + "/pki";
+  std::filesystem::create_directory(pki);
+  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  SecretVolume secret(dir.path() + "/ca");
+  secret.Write({{"ca.crt", ReadTextFile(pki + "/ca.pem")}});
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + pki + "/server.pem");
+  args.push_back("--tls-key=" + pki + "/server.key");
+  args.push_back("--tls-client-ca=" + secret.path("ca.crt"));
+  args.push_back("--credentials-refresh=100ms");
+  auto server = ServerProcess::Start(args, absl::Seconds(30),
+                                     TlsClient(pki, "ca.pem", "client"),
+                                     TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "tls=mutual"}), 1u);
+  const auto with_client = [&](const std::string& client) {
+    return ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem", client));
+  };
+  EXPECT_TRUE(with_client("client").ok());
+  EXPECT_EQ(with_client("other_client").error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(with_client("").error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  secret.Write({{"ca.crt", ReadTextFile(pki + "/other_ca.pem")}});
+  EXPECT_TRUE(PollUntil([&] { return with_client("other_client").ok(); }));
+  EXPECT_EQ(with_client("client").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(with_client("").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 1));
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// ServedTlsFile returns what the server process `pid` serves as its TLS
+// file `name` ("key", "cert"): the content of its memfd
+// "groove-tls-NAME" (ServedTlsFiles), which gRPC reads; "" if none.
+std::string ServedTlsFile(pid_t pid, const std::string& name) {
+  const std::string fds = absl::StrCat("/proc/", pid, "/fd");
+  const std::string want =
+      absl::StrCat("/memfd:groove-tls-", name, " (deleted)");
+  for (const auto& fd : std::filesystem::directory_iterator(fds)) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(fd.path(), ec).string() == want) {
+      return ReadTextFile(fd.path().string());
+    }
+  }
+  return "";
+}
+
+// Bad TLS files never reach gRPC: the server checks each change as it
+// checks the files at start-up and copies only files that pass to what
+// gRPC reads (ServedTlsFiles), so gRPC keeps serving the last good ones.
+// (Given the configured files, gRPC 1.51's FileWatcherCertificateProvider
+// takes a certificate and key that do not match and then refuses every new
+// handshake, logging "Update handshaker factory failed", until the files
+// are fixed.) Each failure is logged and counted.
+TEST(ServerCredentialsReloadTest, BadTlsFilesAreNeverServed) {
+  TempDir dir;
+  const std::string pki = dir.path() + "/pki";
+  std::filesystem::create_directory(pki);
+  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  SecretVolume secret(dir.path() + "/tls");
+  secret.Write(TlsSecret(pki, "server", "server"));
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + secret.path("tls.crt"));
+  args.push_back("--tls-key=" + secret.path("tls.key"));
+  args.push_back("--credentials-refresh=100ms");
+  auto server = ServerProcess::Start(
+      args, absl::Seconds(30), TlsClient(pki, "ca.pem"), TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  const auto trusting = [&](const std::string& ca) {
+    return ListPoolsWith(FreshTlsChannel(*server, pki, ca));
+  };
+  const std::string key = ReadTextFile(pki + "/server.key");
+  const std::string cert = ReadTextFile(pki + "/server.pem");
+  ASSERT_EQ(ServedTlsFile(server->pid(), "key"), key);
+  ASSERT_EQ(ServedTlsFile(server->pid(), "cert"), cert);
+
+  // The key is missing: kept.
+  secret.Write({{"tls.crt", ReadTextFile(pki + "/server.pem")}});
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"level=error", "event=credentials_reload_failed", "what=tls",
+       "tls.key: cannot read: No such file or directory",
+       "kept=\"the certificates in use\""},
+      1));
+  EXPECT_EQ(ServedTlsFile(server->pid(), "key"), key);
+  EXPECT_TRUE(trusting("ca.pem").ok());
+
+  // A certificate and a key that do not match: kept.
+  secret.Write(TlsSecret(pki, "other_server", "server"));
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reload_failed", "what=tls",
+       "is not the key of the certificate in --tls-cert"},
+      1));
+  EXPECT_EQ(ServedTlsFile(server->pid(), "key"), key);
+  EXPECT_EQ(ServedTlsFile(server->pid(), "cert"), cert);
+  EXPECT_TRUE(trusting("ca.pem").ok());
+
+  // Fixed: served from gRPC's next read.
+  secret.Write(TlsSecret(pki, "other_server", "other_server"));
+  EXPECT_TRUE(PollUntil([&] { return trusting("other_ca.pem").ok(); }));
+  EXPECT_EQ(ServedTlsFile(server->pid(), "cert"),
+            ReadTextFile(pki + "/other_server.pem"));
+  EXPECT_EQ(trusting("ca.pem").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ReloadCount(*server, "tls", "failed"), "2");
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  // gRPC never read a missing or mismatched file.
+  EXPECT_EQ(server->LogCount({"Update handshaker factory failed"}), 0u);
+  EXPECT_EQ(server->LogCount({"All retry attempts failed"}), 0u);
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 // ---- Resource limits

@@ -9,6 +9,8 @@
 //                                 IP SAN 127.0.0.1; serverAuth
 //   client.pem, client.key        signed by ca; clientAuth
 //   other_ca.pem                  another CA
+//   other_server.pem, .key        signed by other_ca; the names of server
+//                                 (a rotation to another CA)
 //   other_client.pem, .key        signed by other_ca; clientAuth
 //
 // It also holds the bearer tokens the auth tests give the server in an
@@ -69,6 +71,8 @@ leaf() {  # leaf NAME CA CN EXTENSIONS
 ca ca groove-test-ca
 ca other_ca groove-other-ca
 leaf server ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1
+extendedKeyUsage=serverAuth"
+leaf other_server other_ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1
 extendedKeyUsage=serverAuth"
 leaf client ca groove-test-client "extendedKeyUsage=clientAuth"
 leaf other_client other_ca groove-other-client "extendedKeyUsage=clientAuth"

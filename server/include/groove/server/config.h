@@ -5,8 +5,9 @@
 // config.proto documents every field). It comes from, in order:
 //   1. `--config=FILE`, a ServerConfig in protobuf text format, if given;
 //   2. `--listen`, `--metrics-listen`, `--data-dir`, `--tls-cert`,
-//      `--tls-key`, `--tls-client-ca`, `--auth-tokens` and `--insecure`,
-//      which override the file's fields when given;
+//      `--tls-key`, `--tls-client-ca`, `--auth-tokens`,
+//      `--credentials-refresh` and `--insecure`, which override the file's
+//      fields when given;
 //   3. each `--pool=name=NAME,backing=...,volume_size=...,max_volumes=N,
 //      initial_volumes=K`, appended to the file's pools;
 //   4. defaults for whatever is still unset (see LoadServerConfig).
@@ -32,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "groove/backing.h"
 #include "groove/named_pool.h"
 #include "groove/v1/config.pb.h"
@@ -48,6 +50,10 @@ inline constexpr size_t kMaxUnixSocketPath = 108;
 // kTmpfsDataDir.
 inline constexpr char kSystemDataDir[] = "/var/lib/groove-volumed";
 inline constexpr char kTmpfsDataDir[] = "/dev/shm/groove-volumed";
+// How often the TLS and token files are read again while the server
+// serves (credentials_refresh), unless configured; zero: never.
+inline constexpr absl::Duration kDefaultCredentialsRefresh = absl::Seconds(60);
+inline constexpr absl::Duration kMaxCredentialsRefresh = absl::Hours(24);
 // The pool the server owns when neither --config nor --pool names any.
 inline constexpr char kDefaultPoolName[] = "default";
 inline constexpr uint64_t kDefaultVolumeSizeBytes = uint64_t{1} << 30;
@@ -72,7 +78,8 @@ struct CommandLine {
   std::optional<std::string> tls_key;        // --tls-key
   std::optional<std::string> tls_client_ca;  // --tls-client-ca
   std::optional<std::string> auth_tokens;    // --auth-tokens
-  bool insecure = false;                     // --insecure
+  std::optional<absl::Duration> credentials_refresh;  // --credentials-refresh
+  bool insecure = false;                              // --insecure
 };
 
 // LoadServerConfig reads --config (if given), applies the flags, fills in
@@ -89,6 +96,7 @@ struct CommandLine {
 //   pool max_volumes         1024
 //   pool file_path           made absolute against data_dir
 //   tls, auth_tokens_file    unset (plaintext, no tokens)
+//   credentials_refresh      kDefaultCredentialsRefresh (60 s)
 //   insecure                 false
 // Errors: INVALID_ARGUMENT naming the flag or field (a config file that
 // does not parse: its line and column); NOT_FOUND or PERMISSION_DENIED
@@ -101,12 +109,18 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
 // in, as LoadServerConfig returns it): addresses are host:port (the two
 // differ unless both use port 0), data_dir is absolute, pool names are
 // valid and unique, geometry and backing agree, tls names both a
-// certificate and a key, and a listen_address that is not loopback has
-// TLS or tokens or `insecure` (see config.proto). It does not read the
+// certificate and a key, credentials_refresh is a valid Duration in
+// [0, kMaxCredentialsRefresh], and a listen_address that is not loopback
+// has TLS or tokens or `insecure` (see config.proto). It does not read the
 // TLS or token files (security.h does, at start-up).
 // Returns INVALID_ARGUMENT naming the first bad field, e.g.
 // "pools[2].name: 'a' is already the name of pools[0]".
 absl::Status ValidateServerConfig(const v1::ServerConfig& config);
+
+// CredentialsRefresh returns the config's credentials_refresh as a
+// duration (zero when unset). REQUIRES: ValidateServerConfig accepted the
+// configuration (LoadServerConfig fills the default in).
+absl::Duration CredentialsRefresh(const v1::ServerConfig& config);
 
 // DefaultDataDir returns kSystemDataDir if that directory exists, else
 // kTmpfsDataDir.

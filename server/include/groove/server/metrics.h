@@ -27,6 +27,10 @@
 //     process_start_time_seconds
 //   per process, from the log's budget (log.h) at scrape time:
 //     groove_log_lines_suppressed_total
+//   per credential file set, counted by the reloader
+//   (RecordCredentialsReload; credentials_reloader.h):
+//     groove_credentials_reloads_total{what="auth_tokens"|"tls",
+//                                      result="ok"|"failed"}
 //
 // Status codes are labelled with their canonical upper-case names
 // ("INVALID_ARGUMENT"), the same names the logs use.
@@ -78,6 +82,14 @@ inline constexpr int kPoolOpCount = 4;
 
 // PoolOpName returns "add", "remove", "inspect" or "verify".
 absl::string_view PoolOpName(PoolOp op);
+
+// The credentials the server re-reads while it serves
+// (credentials_reloader.h): the --auth-tokens file, the TLS files.
+enum class Credentials : int { kAuthTokens, kTls };
+inline constexpr int kCredentialsCount = 2;
+
+// CredentialsName returns "auth_tokens" or "tls".
+absl::string_view CredentialsName(Credentials what);
 
 // LatencyHistogram is a lock-free histogram of durations in seconds, with
 // fixed buckets fit for RPCs from 1 us to a minute: the handlers of
@@ -137,6 +149,11 @@ class ServerMetrics {
   // Thread safety: lock-free. Cost: O(1).
   void RecordPoolError(size_t pool, PoolOp op, absl::StatusCode code);
 
+  // RecordCredentialsReload counts one change of `what`'s files that the
+  // reloader saw: installed (`ok`) or refused, the old credentials kept.
+  // Thread safety: lock-free. Cost: O(1).
+  void RecordCredentialsReload(Credentials what, bool ok);
+
   // collectables returns what an Exposer must collect from. The Exposer
   // keeps weak pointers: keep this object alive while it serves.
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables() const;
@@ -149,6 +166,9 @@ class ServerMetrics {
   std::array<CodeCounters, kRpcMethodCount> handled_{};
   // pool_errors_[pool][op][code]; null for code OK.
   std::vector<std::array<CodeCounters, kPoolOpCount>> pool_errors_;
+  // credentials_reloads_[what][ok ? 1 : 0]; every entry is set.
+  std::array<std::array<prometheus::Counter*, 2>, kCredentialsCount>
+      credentials_reloads_{};
   // The histograms and the scrape-time collectors.
   std::shared_ptr<prometheus::Collectable> latency_collector_;
   std::array<LatencyHistogram, kRpcMethodCount>* latency_ = nullptr;

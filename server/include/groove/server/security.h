@@ -8,13 +8,15 @@
 //   3b1f0c9e6a2d4f7b8c5e1a9d0f2b4c6e admin
 //   9c7e5a3b1d0f2e4a6c8b0d2f4e6a8c0b reader
 //
-// TokenTable::Parse reads it once at start-up into an immutable table;
-// every RPC then calls Authorize, a pure function of the table and the
-// call's `authorization` metadata, which compares the presented token with
-// every token of the table in constant time (TokenTable::Lookup). Nothing
-// on the request path takes a lock (docs/SERVER.md, "No blocking"), and no
-// function here ever puts a token (presented or configured) in a message
-// or a log line.
+// TokenTable::Parse reads it into an immutable table. LiveTokenTable holds
+// the table in use: read at start-up, replaced when the file changes
+// (CredentialsReloader, credentials_reloader.h). Every RPC calls
+// Authorize, a pure function of the current table and the call's
+// `authorization` metadata, which compares the presented token with every
+// token of the table in constant time (TokenTable::Lookup). Nothing on
+// the request path takes a lock (docs/SERVER.md, "No blocking"): the
+// current table is one acquire load. No function here ever puts a token
+// (presented or configured) in a message or a log line.
 //
 // Roles: kReader may call ListPools and Inspect without verify; kAdmin
 // may call every RPC of groove.v1.VolumePoolService, Inspect with
@@ -23,17 +25,21 @@
 // needs a token.
 //
 // TLS. LoadTlsCredentials reads and checks the PEM files of a
-// `groove.v1.TlsConfig` (parses every certificate and the key with
-// OpenSSL, checks that the key belongs to the certificate) and returns
-// the options for grpc::SslServerCredentials, so that a bad file stops the
+// `groove.v1.TlsConfig` (ReadTlsFiles, then CheckTlsFiles: parses every
+// certificate and the key with OpenSSL, checks that the key belongs to
+// the certificate) and returns their text, so that a bad file stops the
 // server before it binds anything, with a message naming the flag and the
-// file.
+// file. While it serves, the reloader (credentials_reloader.h) runs the
+// same checks on each change and copies only files that pass to what
+// gRPC's FileWatcherCertificateProvider re-reads (ServedTlsFiles).
 //
 // Example (what main.cc and server.cc do):
-//   absl::StatusOr<TokenTable> tokens = TokenTable::Load(path);
+//   std::string text;
+//   absl::StatusOr<TokenTable> table = TokenTable::Load(path, &text);
+//   LiveTokenTable tokens(*std::move(table));
 //   ...
 //   // per RPC, on any thread:
-//   absl::Status s = Authorize(*tokens, AuthorizationValues(context),
+//   absl::Status s = Authorize(tokens.Current(), AuthorizationValues(context),
 //                              RpcMethod::kAddVolume);
 
 #ifndef GROOVE_SERVER_SECURITY_H_
@@ -42,8 +48,10 @@
 #include <grpcpp/security/server_credentials.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -80,7 +88,8 @@ inline constexpr size_t kMaxTokenBytes = 256;
 
 // TokenTable is the immutable set of bearer tokens and their roles.
 // Built once (Parse, Load), then only read: safe to share between any
-// number of threads without synchronization.
+// number of threads without synchronization (LiveTokenTable publishes
+// each new one with a release store).
 class TokenTable {
  public:
   // Parse reads a token file's text. Lines: `TOKEN ROLE`, separated by
@@ -96,11 +105,13 @@ class TokenTable {
   static absl::StatusOr<TokenTable> Parse(absl::string_view text,
                                           absl::string_view source);
 
-  // Load reads the file at `path` and parses it (Parse, with source
-  // "--auth-tokens=PATH"). Errors: as Parse; NOT_FOUND, PERMISSION_DENIED
-  // or INVALID_ARGUMENT when the file cannot be read (the message names
-  // the flag, the file and the reason).
-  static absl::StatusOr<TokenTable> Load(const std::string& path);
+  // Load reads the file at `path` (ReadTokenFile) and parses it (Parse,
+  // with source "--auth-tokens=PATH"). When `text` is not null and the
+  // file parses, *text receives the file's text (the reloader's baseline:
+  // a later change is a change of this text). Errors: as ReadTokenFile,
+  // then as Parse.
+  static absl::StatusOr<TokenTable> Load(const std::string& path,
+                                         std::string* text = nullptr);
 
   // Lookup returns the role of `token`, or kNone when it is not in the
   // table. Constant time: it compares all kMaxTokenBytes bytes of every
@@ -128,6 +139,67 @@ class TokenTable {
   std::vector<Entry> entries_;
 };
 
+// ReadTokenFile returns the whole text of the token file at `path`.
+// Errors: NOT_FOUND, PERMISSION_DENIED or INVALID_ARGUMENT (a directory,
+// another failure) with "--auth-tokens=PATH: cannot read: REASON". Never
+// puts any of the file's text in a message.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
+// LiveTokenTable is the token table in use, replaceable while RPCs read
+// it: the server's start-up table, then each table the reloader installs
+// when the token file changes (credentials_reloader.h).
+//
+// Current() is one acquire load of an atomic pointer: wait-free, no lock,
+// safe from any number of threads. Install() builds nothing on the RPC
+// path: it moves an already parsed table to the heap and publishes it
+// with a release store, so a reader that sees the new pointer sees the
+// whole table.
+//
+// Memory: no table is freed before the LiveTokenTable. A reader may still
+// be comparing a token with the table it loaded when the next one is
+// installed, and nothing on the RPC path says when it is done (that would
+// take hazard pointers or an epoch scheme; a per-table reader count is
+// racy without one), so every table installed is kept until shutdown: one
+// table per change of the file that parsed, about 264 bytes per token
+// (10 tokens rotated daily: 2.6 KB a day, under 1 MB a year).
+// tables_held() tells how many there are.
+class LiveTokenTable {
+ public:
+  explicit LiveTokenTable(TokenTable initial);
+
+  LiveTokenTable(const LiveTokenTable&) = delete;
+  LiveTokenTable& operator=(const LiveTokenTable&) = delete;
+
+  // Current returns the table in use. The reference stays valid until
+  // this object is destroyed, even after later Installs. Thread safety:
+  // wait-free (one acquire load); any thread. Cost: O(1).
+  const TokenTable& Current() const {
+    // Acquire: pairs with Install's release store, so every byte of the
+    // table the pointer names is visible here.
+    return *current_.load(std::memory_order_acquire);
+  }
+
+  // Install makes `next` the table in use for every Authorize that loads
+  // it from now on; calls already past their load finish with the old one.
+  // REQUIRES: one thread at a time calls Install (the reloader's).
+  // Thread safety: safe concurrently with any number of Current() calls.
+  // Cost: one allocation, O(1) otherwise.
+  void Install(TokenTable next);
+
+  // tables_held returns how many tables this object keeps (1 + the
+  // Installs so far). REQUIRES: called by the thread that calls Install.
+  size_t tables_held() const { return tables_.size(); }
+
+ private:
+  static_assert(std::atomic<const TokenTable*>::is_always_lock_free);
+  // Every table ever installed, oldest first; tables_.back() is the one
+  // current_ names. Only the installing thread touches the vector; readers
+  // touch only the tables, which never move (unique_ptr).
+  std::vector<std::unique_ptr<const TokenTable>> tables_;
+  // Never null: names tables_.back().
+  std::atomic<const TokenTable*> current_;
+};
+
 // Authorize decides whether a call of `method` whose `authorization`
 // metadata values are `authorization` (normally zero or one) may proceed:
 //   OK                 one value `Bearer TOKEN` (scheme case-insensitive)
@@ -143,19 +215,39 @@ absl::Status Authorize(const TokenTable& tokens,
                        absl::Span<const absl::string_view> authorization,
                        RpcMethod method, bool verify = false);
 
-// LoadTlsCredentials reads the PEM files named by `tls` and returns the
-// options of grpc::SslServerCredentials: the certificate chain and its
-// key, and with `client_ca_file` the client CAs and
+// TlsFiles is the text of the PEM files a TlsConfig names.
+struct TlsFiles {
+  std::string cert_chain;   // cert_file
+  std::string private_key;  // key_file
+  std::string client_ca;    // client_ca_file; "" when it is not set
+  bool operator==(const TlsFiles&) const = default;
+};
+
+// ReadTlsFiles reads the files `tls` names, as they are now.
+// Errors: INVALID_ARGUMENT "TLS needs both --tls-cert ..." when cert_file
+// or key_file is empty; INVALID_ARGUMENT "--tls-cert (tls.cert_file)
+// PATH: cannot read: REASON" (likewise --tls-key, --tls-client-ca) when a
+// file cannot be read. Changes nothing.
+absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls);
+
+// CheckTlsFiles checks, with OpenSSL, that `files` (read from the paths of
+// `tls`) hold what they should: at least one certificate (cert_file,
+// client_ca_file), every PEM certificate valid, an unencrypted private key
+// (key_file) that matches the first certificate of cert_file.
+// Errors: INVALID_ARGUMENT "--tls-key (tls.key_file) PATH: <problem>"
+// (likewise --tls-cert, --tls-client-ca). Thread safety: pure (OpenSSL's
+// error queue is per thread). Cost: parses every certificate.
+absl::Status CheckTlsFiles(const v1::TlsConfig& tls, const TlsFiles& files);
+
+// LoadTlsCredentials reads (ReadTlsFiles) and checks (CheckTlsFiles) the
+// PEM files named by `tls` and returns the options of
+// grpc::SslServerCredentials: the certificate chain and its key, and with
+// `client_ca_file` the client CAs and
 // GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY (else
-// GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE). Checks, with OpenSSL, that
-// every file holds what it should: at least one certificate (cert_file,
-// client_ca_file), an unencrypted private key (key_file) that matches the
-// first certificate of cert_file.
-// Errors: INVALID_ARGUMENT "--tls-cert (tls.cert_file) PATH: <problem>"
-// (likewise --tls-key, --tls-client-ca) when cert_file or key_file is
-// empty, a file cannot be read (the reason from the system) or does not
-// hold valid PEM, or the key does not match. Reads the files; changes
-// nothing.
+// GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE). The server builds its TLS
+// credentials from them (server.cc) and uses their text as the
+// reloader's baseline. Errors: as ReadTlsFiles, then as CheckTlsFiles.
+// Reads the files; changes nothing.
 absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
     const v1::TlsConfig& tls);
 

@@ -10,15 +10,18 @@
 //   Start     binds the metrics endpoint and the gRPC server (with health
 //             checking and, unless turned off, reflection; with TLS and
 //             tokens when configured; with the resource limits of
-//             Options::limits), marks the service SERVING, and logs
+//             Options::limits), marks the service SERVING, starts the
+//             credentials reloader (credentials_reloader.h) when the
+//             config's credentials_refresh is above zero, and logs
 //             `event=listening grpc=HOST:PORT metrics=HOST:PORT` with the
 //             ports actually bound (tests bind port 0 and read this line).
 //   Shutdown  health goes NOT_SERVING and new RPCs get UNAVAILABLE; RPCs in
 //             flight (queued and running adds included) get until the
 //             deadline to finish, after which gRPC cancels them and a
 //             queued add no longer starts (it finishes UNAVAILABLE; one
-//             already in the core completes); the add workers are joined
-//             and the metrics endpoint closed.
+//             already in the core completes); the add workers and the
+//             credentials reloader are joined and the metrics endpoint
+//             closed.
 //   ~         unmaps the pools, which stay consistent on disk for the next
 //             start (NamedPool::Open recovers whatever was in flight).
 //
@@ -48,6 +51,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "groove/named_pool.h"
+#include "groove/server/credentials_reloader.h"
 #include "groove/server/health.h"
 #include "groove/server/metrics.h"
 #include "groove/server/request_log.h"
@@ -94,11 +98,18 @@ class VolumeServer {
     // may wait for them before AddVolume answers UNAVAILABLE.
     size_t add_workers_per_pool = 4;
     size_t add_queue_per_pool = 256;
-    // TLS for the gRPC port (security.h, LoadTlsCredentials); unset:
-    // plaintext.
+    // TLS for the gRPC port: what LoadTlsCredentials (security.h) read
+    // from config.tls's files at start-up; unset: plaintext. With a
+    // credentials_refresh above zero this is what gRPC serves first and
+    // the reloader's baseline (gRPC then re-reads the checked copies the
+    // reloader keeps: ServedTlsFiles); with zero, the server serves
+    // exactly this.
     std::optional<grpc::SslServerCredentialsOptions> tls;
-    // Bearer tokens every VolumePoolService call must carry; null: none.
-    std::shared_ptr<const TokenTable> tokens;
+    // Bearer tokens every VolumePoolService call must carry, as read at
+    // start-up from config.auth_tokens_file, and the text they were parsed
+    // from (the reloader's baseline); unset: no tokens.
+    std::optional<TokenTable> tokens;
+    std::string tokens_text;
     // Serve gRPC server reflection (never behind a token).
     bool reflection = true;
     Limits limits;
@@ -169,6 +180,14 @@ class VolumeServer {
   explicit VolumeServer(Options options) : options_(std::move(options)) {}
 
   absl::Status OpenPools();
+  // TlsCredentials builds the gRPC port's TLS credentials from
+  // options_.tls: with credentials_refresh above zero, over copies of the
+  // files that the reloader replaces (served_tls_, made here). REQUIRES:
+  // options_.tls is set. Errors: ServedTlsFiles::Create's.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials();
+  // StartReloader starts reloader_ when credentials_refresh is above zero
+  // and TLS or tokens are configured.
+  void StartReloader();
 
   // Members are destroyed bottom-up: the endpoints before the service,
   // the service before the workers, the workers before the pools.
@@ -180,11 +199,21 @@ class VolumeServer {
   std::vector<VolumePoolServiceImpl::QuarantinedPool> quarantined_;
   std::vector<std::unique_ptr<WorkerPool>> add_workers_;
   std::unique_ptr<ServerMetrics> metrics_;
+  // The tokens in use (null: no tokens); the service reads them, the
+  // reloader replaces them.
+  std::unique_ptr<LiveTokenTable> tokens_;
   RequestLog requests_;
   std::unique_ptr<VolumePoolServiceImpl> service_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  // The TLS files gRPC serves when credentials_refresh is above zero
+  // (null otherwise): declared before grpc_server_, which reads them until
+  // it is destroyed.
+  std::unique_ptr<ServedTlsFiles> served_tls_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // Started by Start (null when credentials_refresh is zero or there is
+  // nothing to watch), stopped by Shutdown. Declared after what it uses.
+  std::unique_ptr<CredentialsReloader> reloader_;
   std::string grpc_address_;
   std::string metrics_address_;
   bool started_ = false;

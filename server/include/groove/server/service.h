@@ -13,7 +13,9 @@
 //     of hugepages), so the handler queues it on the pool's add WorkerPool
 //     and returns; a worker calls the core and finishes the RPC.
 // With tokens on, Begin authorizes every call first (security.h): a pure
-// function of the immutable TokenTable and the call's metadata.
+// function of the current TokenTable (one acquire load of the
+// LiveTokenTable, which the credentials reloader may replace) and the
+// call's metadata.
 // No handler takes a lock that another request can hold: the request_id
 // log (RequestLog) and the add queue (WorkerPool) are lock-free, the core
 // pool is lock-free (Inspect's verify included), and metrics are relaxed
@@ -83,7 +85,8 @@ class VolumePoolServiceImpl final
 
   // `quarantined`: configured pools not served (their RPCs fail with
   // DATA_LOSS). `tokens`: when not null, every RPC must carry a bearer
-  // token of this table whose role allows it (security.h, Authorize),
+  // token of its current table whose role allows it (security.h,
+  // Authorize),
   // checked first, before anything else about the call is looked at or
   // revealed.
   // REQUIRES: the pools, workers, metrics, request log and tokens outlive
@@ -92,7 +95,7 @@ class VolumePoolServiceImpl final
   VolumePoolServiceImpl(std::vector<ServedPool> pools, ServerMetrics* metrics,
                         RequestLog* requests,
                         std::vector<QuarantinedPool> quarantined = {},
-                        const TokenTable* tokens = nullptr);
+                        const LiveTokenTable* tokens = nullptr);
 
   // StartDraining makes every RPC that starts from now on fail with
   // UNAVAILABLE; RPCs already running finish normally.
@@ -161,7 +164,7 @@ class VolumePoolServiceImpl final
   absl::flat_hash_map<std::string, int> pool_index_;  // name -> pools_ index
   ServerMetrics* metrics_;
   RequestLog* requests_;
-  const TokenTable* tokens_;  // null: no authorization
+  const LiveTokenTable* tokens_;  // null: no authorization
   std::atomic<bool> draining_{false};
   // verifying_[i] is true while an Inspect with verify runs on pools_[i]:
   // one verify per pool at a time, so that verifies (each O(empty volumes)

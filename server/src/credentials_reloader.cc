@@ -1,0 +1,191 @@
+#include "groove/server/credentials_reloader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "groove/pool_error.h"
+#include "groove/server/log.h"
+
+namespace groove::server {
+namespace {
+
+// SealedCopy returns a new memfd named `name` holding `text`, sealed
+// against any change (so what gRPC reads through it is what was checked).
+absl::StatusOr<int> SealedCopy(const char* name, const std::string& text) {
+  const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return ErrnoError(absl::StrCat("memfd_create ", name));
+  size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status s = ErrnoError(absl::StrCat("write ", name));
+      close(fd);
+      return s;
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (fcntl(fd, F_ADD_SEALS,
+            F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) {
+    absl::Status s = ErrnoError(absl::StrCat("seal ", name));
+    close(fd);
+    return s;
+  }
+  return fd;
+}
+
+// Swap makes descriptor `*fd` (or a new one, when -1) read `text`.
+absl::Status Swap(const char* name, const std::string& text, int* fd) {
+  absl::StatusOr<int> copy = SealedCopy(name, text);
+  if (!copy.ok()) return copy.status();
+  if (*fd < 0) {
+    *fd = *copy;
+    return absl::OkStatus();
+  }
+  // dup3 replaces the descriptor atomically: an open of /proc/self/fd/N
+  // finds the old file or the new one, never none.
+  if (dup3(*copy, *fd, O_CLOEXEC) < 0) {
+    absl::Status s = ErrnoError(absl::StrCat("dup3 ", name));
+    close(*copy);
+    return s;
+  }
+  close(*copy);
+  return absl::OkStatus();
+}
+
+std::string FdPath(int fd) { return absl::StrCat("/proc/self/fd/", fd); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServedTlsFiles>> ServedTlsFiles::Create(
+    const TlsFiles& files) {
+  std::unique_ptr<ServedTlsFiles> served(new ServedTlsFiles());
+  absl::Status s = served->Replace(files);
+  if (!s.ok()) return s;
+  served->key_path_ = FdPath(served->key_fd_);
+  served->cert_path_ = FdPath(served->cert_fd_);
+  if (served->client_ca_fd_ >= 0) {
+    served->client_ca_path_ = FdPath(served->client_ca_fd_);
+  }
+  return served;
+}
+
+ServedTlsFiles::~ServedTlsFiles() {
+  for (int fd : {key_fd_, cert_fd_, client_ca_fd_}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+absl::Status ServedTlsFiles::Replace(const TlsFiles& files) {
+  absl::Status s = Swap("groove-tls-key", files.private_key, &key_fd_);
+  if (s.ok()) s = Swap("groove-tls-cert", files.cert_chain, &cert_fd_);
+  if (s.ok() && !files.client_ca.empty()) {
+    s = Swap("groove-tls-client-ca", files.client_ca, &client_ca_fd_);
+  }
+  return s;
+}
+
+std::unique_ptr<CredentialsReloader> CredentialsReloader::Start(
+    Options options, ServerMetrics* metrics) {
+  std::unique_ptr<CredentialsReloader> reloader(
+      new CredentialsReloader(std::move(options), metrics));
+  // The thread starts last: everything it reads is set before.
+  reloader->thread_ = std::thread([r = reloader.get()] { r->Run(); });
+  return reloader;
+}
+
+CredentialsReloader::CredentialsReloader(Options options,
+                                         ServerMetrics* metrics)
+    : options_(std::move(options)),
+      metrics_(metrics),
+      last_tokens_(options_.tokens_text),
+      last_tls_(options_.tls_files) {}
+
+CredentialsReloader::~CredentialsReloader() { Stop(); }
+
+void CredentialsReloader::Stop() {
+  if (!thread_.joinable()) return;
+  stop_.Notify();
+  thread_.join();
+}
+
+void CredentialsReloader::Run() {
+  while (!stop_.WaitForNotificationWithTimeout(options_.interval)) {
+    if (!options_.auth_tokens_file.empty()) CheckTokens();
+    if (options_.tls.has_value()) CheckTls();
+  }
+}
+
+void CredentialsReloader::CheckTokens() {
+  absl::StatusOr<std::string> read = ReadTokenFile(options_.auth_tokens_file);
+  // The same text, or the same error, as last time: nothing changed (an
+  // error is logged and counted once, not once an interval).
+  if (read == last_tokens_) return;
+  last_tokens_ = read;
+  absl::Status failure;
+  if (read.ok()) {
+    absl::StatusOr<TokenTable> table = TokenTable::Parse(
+        *read, absl::StrCat("--auth-tokens=", options_.auth_tokens_file));
+    if (table.ok()) {
+      const size_t tokens = table->size();
+      const size_t admins = table->RoleCount(Role::kAdmin);
+      options_.tokens->Install(*std::move(table));
+      metrics_->RecordCredentialsReload(Credentials::kAuthTokens, true);
+      Log(LogLevel::kInfo, "credentials_reloaded",
+          {{"what", "auth_tokens"},
+           {"file", options_.auth_tokens_file},
+           {"tokens", tokens},
+           {"admin", admins},
+           {"reader", tokens - admins},
+           {"tables_held", options_.tokens->tables_held()}});
+      return;
+    }
+    failure = table.status();
+  } else {
+    failure = read.status();
+  }
+  // Parse and ReadTokenFile never put a token in a message.
+  metrics_->RecordCredentialsReload(Credentials::kAuthTokens, false);
+  Log(LogLevel::kError, "credentials_reload_failed",
+      {{"what", "auth_tokens"},
+       {"file", options_.auth_tokens_file},
+       {"reason", failure.message()},
+       {"kept", "the tokens in use"},
+       {"tokens", options_.tokens->Current().size()}});
+}
+
+void CredentialsReloader::CheckTls() {
+  const v1::TlsConfig& tls = *options_.tls;
+  absl::StatusOr<TlsFiles> read = ReadTlsFiles(tls);
+  if (read == last_tls_) return;
+  last_tls_ = read;
+  absl::Status check = read.ok() ? CheckTlsFiles(tls, *read) : read.status();
+  // Only files that pass reach gRPC (ServedTlsFiles): it serves the last
+  // good ones meanwhile.
+  if (check.ok()) {
+    check = options_.served_tls->Replace(*read);
+    // Not served (a system call failed): try the same files again next
+    // round.
+    if (!check.ok()) last_tls_ = check;
+  }
+  metrics_->RecordCredentialsReload(Credentials::kTls, check.ok());
+  if (check.ok()) {
+    Log(LogLevel::kInfo, "credentials_reloaded",
+        {{"what", "tls"},
+         {"cert_file", tls.cert_file()},
+         {"key_file", tls.key_file()},
+         {"client_ca_file", tls.client_ca_file()}});
+    return;
+  }
+  Log(LogLevel::kError, "credentials_reload_failed",
+      {{"what", "tls"},
+       {"reason", check.message()},
+       {"kept", "the certificates in use"}});
+}
+
+}  // namespace groove::server
