@@ -30,15 +30,17 @@ constexpr CommandSpec kCommands[] = {
     {Command::kAdd, "add", 2,
      "add POOL COUNT [--first-index N] [--info TEXT|@FILE] [--request-id ID]",
      "Add COUNT volumes to POOL (one AddVolume call with a request_id;\n"
-     "retried only when the server added nothing, so never twice).\n"
+     "an attempt cut off after it may have reached the server is repeated\n"
+     "with the same id, which the server answers with what the first did,\n"
+     "also after a restart: the volumes are added once).\n"
      "  --first-index N   use indices [N, N+COUNT) instead of the lowest free\n"
      "  --info TEXT       store TEXT (0 to 480 bytes) in each volume header;\n"
      "                    @FILE reads it from FILE\n"
      "  --request-id ID   the request_id (a UUID; default: a fresh one): an\n"
-     "                    add cut off after it may have reached the server\n"
-     "                    (exit 4) prints its id; the same add with that id\n"
-     "                    answers what the first did (while the same server\n"
-     "                    runs)\n"
+     "                    add whose attempts all went unanswered (exit 4:\n"
+     "                    the server gone for the whole --timeout) prints\n"
+     "                    its id; the same add with that id later answers\n"
+     "                    what the first did, also after a restart\n"
      "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
      "On a terminal (and not with --output json) a progress line shows the\n"
      "elapsed time on stderr.\n"},
@@ -151,7 +153,8 @@ std::string Usage(std::optional<Command> command) {
       "retry later), 4 an add or remove cut off after it may have reached\n"
       "the server (a CANCELLED, or an UNAVAILABLE the server did not mark\n"
       "as changing nothing): it may have taken effect; look before\n"
-      "repeating it.\n");
+      "repeating it (an add is repeated by groovectl with its request_id\n"
+      "until --timeout or its attempts run out, and is 4 only then).\n");
   return text;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
@@ -74,6 +75,15 @@ absl::Status ValidateOptions(const ClientOptions& o) {
 // The payload OutcomeUnknown looks for (its content is empty).
 constexpr char kOutcomeUnknownPayload[] =
     "type.googleapis.com/groove.client.OutcomeUnknown";
+
+// MarkOutcomeUnknown returns `status` with `note` appended, marked so that
+// OutcomeUnknown says true.
+absl::Status MarkOutcomeUnknown(const absl::Status& status,
+                                absl::string_view note) {
+  absl::Status unknown = WithSuffix(status, note);
+  unknown.SetPayload(kOutcomeUnknownPayload, absl::Cord());
+  return unknown;
+}
 
 }  // namespace
 
@@ -192,18 +202,24 @@ struct VolumePoolClient::CallRules {
   // RetryEvent::method.
   absl::string_view method;
   // changes_pool: the RPC adds or removes volumes, so a repeat could do it
-  // twice. True: an attempt is retried only when it changed nothing. Over a
+  // twice. True: an attempt is retried when it changed nothing. Over a
   // channel that is not READY a fail-fast Health probe goes first, and the
   // change is sent only once that is answered (a probe's UNAVAILABLE, which
   // sent nothing, is retried); the change then waits for the connection
   // (wait_for_ready) instead of failing fast; of its answers only an
   // UNAVAILABLE marked groove-not-applied is retried, and an unmarked
   // UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED or UNKNOWN is returned as
-  // OutcomeUnknown. False (read-only): sent at once, retried on any
-  // UNAVAILABLE and on CANCELLED.
+  // OutcomeUnknown (unless retry_unknown_outcome). False (read-only): sent
+  // at once, retried on any UNAVAILABLE and on CANCELLED.
   bool changes_pool;
   // retry_aborted: ABORTED is retried too (whatever changes_pool says).
   bool retry_aborted;
+  // retry_unknown_outcome (only with changes_pool): an attempt whose
+  // outcome is unknown is retried too, rather than returned. Only for a
+  // change the server deduplicates, whose repeat it answers with the first
+  // attempt's result instead of making it again: an AddVolume with a
+  // request_id. DEADLINE_EXCEEDED is not retried: no time is left.
+  bool retry_unknown_outcome;
   // carries_token: each attempt carries `authorization: Bearer TOKEN` when
   // the client has a token.
   bool carries_token;
@@ -226,9 +242,45 @@ absl::Status VolumePoolClient::Call(
   }
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration backoff = options_.initial_backoff;
+  // Attempts whose outcome is unknown. Once one is, so is the call's until
+  // an attempt succeeds: a later attempt's failure says only that that
+  // attempt changed nothing (and an error answered before the server looks
+  // at the request_id, e.g. after a restart with another configuration,
+  // says nothing of the first).
+  std::vector<int> unknown_attempts;  // their numbers, 1 for the first
+  // Failed returns the call's failure `status` after n attempts, with the
+  // client's notes: `progress` ("gave up after N attempts", ...: may be
+  // empty) and whether the outcome is unknown (marked OutcomeUnknown).
+  auto failed = [&](const absl::Status& status, int n,
+                    const std::string& progress) {
+    if (unknown_attempts.empty()) {
+      if (progress.empty()) return status;
+      return WithSuffix(status,
+                        absl::StrCat(" (", method, ": ", progress, ")"));
+    }
+    std::string note = progress;
+    if (note.empty() && n > 1) note = absl::StrCat(n, " attempts");
+    if (!note.empty()) note += "; ";
+    // "attempt 1", "attempts 1, 3 and 4": the last attempt's own message
+    // may say something else (e.g. that it found no connection).
+    std::string which = "the request";
+    if (n > 1) {
+      which = unknown_attempts.size() == 1 ? "attempt " : "attempts ";
+      for (size_t i = 0; i < unknown_attempts.size(); ++i) {
+        if (i > 0) which += i + 1 == unknown_attempts.size() ? " and " : ", ";
+        absl::StrAppend(&which, unknown_attempts[i]);
+      }
+    }
+    return MarkOutcomeUnknown(
+        status, absl::StrCat(" (", method, ": ", note,
+                             "its outcome is unknown: ", which,
+                             " may have reached the server, which may have "
+                             "made the change)"));
+  };
   for (int n = 1;; ++n) {
     absl::Status status;
     bool retryable = false;
+    bool attempt_unknown = false;  // this attempt's outcome is unknown
     if (rules.changes_pool &&
         channel_->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
       // Send a change only over a connection: without one, gRPC fails a
@@ -261,25 +313,26 @@ absl::Status VolumePoolClient::Call(
                                  marker->second == v1::kNotAppliedValue;
         retryable =
             not_applied || (rules.retry_aborted && absl::IsAborted(status));
-        if (!not_applied &&
+        attempt_unknown =
+            !not_applied &&
             (absl::IsUnavailable(status) || absl::IsCancelled(status) ||
-             absl::IsDeadlineExceeded(status) || absl::IsUnknown(status))) {
-          absl::Status unknown = WithSuffix(
-              status, absl::StrCat(" (", method,
-                                   ": its outcome is unknown: the request "
-                                   "may have reached the server, which may "
-                                   "have made the change)"));
-          unknown.SetPayload(kOutcomeUnknownPayload, absl::Cord());
-          return unknown;
+             absl::IsDeadlineExceeded(status) || absl::IsUnknown(status));
+        if (attempt_unknown) {
+          unknown_attempts.push_back(n);
+          // The retry carries the same request_id: the server answers it
+          // with this attempt's result if it made the change, and makes
+          // it if not (rolled back, or never started).
+          retryable =
+              rules.retry_unknown_outcome && !absl::IsDeadlineExceeded(status);
         }
       }
     }
-    if (status.ok() || !retryable || n >= max_attempts) {
-      if (!status.ok() && retryable && n > 1) {
-        return WithSuffix(status, absl::StrCat(" (", method, ": gave up after ",
-                                               n, " attempts)"));
-      }
-      return status;
+    if (status.ok()) return status;
+    if (!retryable || n >= max_attempts) {
+      return failed(status, n,
+                    retryable && n > 1
+                        ? absl::StrCat("gave up after ", n, " attempts")
+                        : std::string());
     }
     std::uniform_real_distribution<double> factor(1.0 - options_.jitter,
                                                   1.0 + options_.jitter);
@@ -287,14 +340,24 @@ absl::Status VolumePoolClient::Call(
     if (absl::Now() + wait >= deadline) {
       // The next attempt could not start before the deadline: report the
       // failure we have rather than a bare DEADLINE_EXCEEDED.
-      return WithSuffix(
-          status, absl::StrCat(" (", method, ": ", n,
-                               " attempts, no time left for another before "
-                               "the ",
-                               absl::FormatDuration(timeout), " deadline)"));
+      return failed(status, n,
+                    absl::StrCat(n,
+                                 " attempts, no time left for another before "
+                                 "the ",
+                                 absl::FormatDuration(timeout), " deadline"));
     }
     if (options_.on_retry) {
-      options_.on_retry(RetryEvent{std::string(method), n, status, wait});
+      // The event's status says why the attempt is retried: an attempt
+      // whose outcome is unknown carries OutcomeUnknown.
+      options_.on_retry(RetryEvent{
+          std::string(method), n,
+          attempt_unknown
+              ? MarkOutcomeUnknown(
+                    status, absl::StrCat(" (", method, ": attempt ", n,
+                                         "'s outcome is unknown: retried "
+                                         "with the same request_id)"))
+              : status,
+          wait});
     }
     absl::SleepFor(wait);
     backoff =
@@ -308,6 +371,7 @@ absl::StatusOr<v1::ListPoolsResponse> VolumePoolClient::ListPools(
       .method = "ListPools",
       .changes_pool = false,
       .retry_aborted = false,
+      .retry_unknown_outcome = false,
       .carries_token = true,
   };
   v1::ListPoolsResponse response;
@@ -324,16 +388,21 @@ absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
   if (call.generate_request_id && request.request_id().empty()) {
     request.set_request_id(NewRequestId());
   }
-  static constexpr CallRules kRules{
+  const CallRules rules{
       .method = "AddVolume",
       .changes_pool = true,
       // ABORTED: the add's request_id is still running on the server, which
       // will answer a repeat with its result.
       .retry_aborted = true,
+      // With a request_id the server answers a repeat with the first
+      // attempt's result (also after it restarted or crashed), so an
+      // attempt cut off after it was sent is repeated too; without one a
+      // repeat could add again.
+      .retry_unknown_outcome = !request.request_id().empty(),
       .carries_token = true,
   };
   v1::AddVolumeResponse response;
-  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+  absl::Status status = Call(rules, call, [&](grpc::ClientContext* context) {
     response.Clear();
     return stub_->AddVolume(context, request, &response);
   });
@@ -353,6 +422,7 @@ absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
       .method = "RemoveVolume",
       .changes_pool = true,
       .retry_aborted = false,
+      .retry_unknown_outcome = false,
       .carries_token = true,
   };
   v1::RemoveVolumeResponse response;
@@ -372,6 +442,7 @@ absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
       // ABORTED: another verify of the pool runs, or the pool's users kept
       // moving its stack; a later verify may run.
       .retry_aborted = true,
+      .retry_unknown_outcome = false,
       .carries_token = true,
   };
   v1::InspectResponse response;
@@ -392,6 +463,7 @@ VolumePoolClient::Health(const std::string& service,
       .method = "Health",
       .changes_pool = false,
       .retry_aborted = false,
+      .retry_unknown_outcome = false,
       // Health needs no token (and a probe's answer must not depend on
       // one).
       .carries_token = false,

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "support/cut_proxy.h"
 #include "support/server_process.h"
 #include "support/stall_fifo.h"
 #include "support/subprocess.h"
@@ -244,18 +245,22 @@ TEST_F(GroovectlTest, AddWithTheSameRequestIdIsAnsweredNotMadeAgain) {
 }
 
 // An add cut off after it reached the server (here the server dies in the
-// add's allocation) may have been made: exit 4, not 3's "retry later",
-// with the request_id to repeat it with.
-TEST(GroovectlOutcomeTest, AnAddCutOffAfterItWasSentExits4) {
+// add's allocation) may have been made. groovectl repeats it with its
+// request_id until --timeout runs out (the server never comes back, on a
+// unix socket of its own that nothing else can take meanwhile): exit 4,
+// not 3's "retry later", with the request_id to repeat it with.
+TEST(GroovectlOutcomeTest, AnAddCutOffUntilItsTimeoutRunsOutExits4) {
   TempDir dir;
   StallFifo fifo(dir);
+  const std::string address = "unix:" + dir.path() + "/grpc.sock";
   auto server = ServerProcess::Start(
       {"--data-dir=" + dir.path(), "--testonly_stall_add_fifo=" + fifo.path(),
-       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4",
+       "--listen=" + address});
   ASSERT_NE(server, nullptr);
   CommandResult r;
   std::jthread ctl([&] {
-    r = Ctl({"--addr=" + server->grpc_address(), "add", "a", "1",
+    r = Ctl({"--addr=" + address, "--timeout=5s", "add", "a", "1",
              "--request-id", "123e4567-e89b-42d3-a456-426614174000"});
   });
   ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
@@ -263,11 +268,57 @@ TEST(GroovectlOutcomeTest, AnAddCutOffAfterItWasSentExits4) {
   server->Kill();
   ctl.join();
   EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("its outcome is unknown"));
   EXPECT_THAT(r.err, HasSubstr("may have made the change"));
   EXPECT_THAT(r.err, HasSubstr("repeat this add with --request-id "
                                "123e4567-e89b-42d3-a456-426614174000"));
   EXPECT_THAT(r.err, Not(HasSubstr("retry later")));
   EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
+}
+
+// An add whose answer was lost (its connection cut while the add was in
+// its allocation, which then completed; the server then killed and
+// restarted on the same data directory, behind a proxy that groovectl
+// reaches it through) is repeated by groovectl with its request_id: the
+// restarted server answers with the volumes the first attempt added, and
+// groovectl exits 0. The pool holds them once.
+TEST(GroovectlOutcomeTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  const std::string pool =
+      "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4";
+  auto server =
+      ServerProcess::Start({"--data-dir=" + dir.path(),
+                            "--testonly_stall_add_fifo=" + fifo.path(), pool});
+  ASSERT_NE(server, nullptr);
+  CutProxy proxy(server->grpc_address());
+  ASSERT_NE(proxy.address(), "");
+  CommandResult r;
+  // --timeout 60s: its 10 attempts' backoffs (8.9-13.3 s), not the
+  // deadline, bound the time the restart below may take.
+  std::jthread ctl([&] {
+    r = Ctl({"--addr=" + proxy.address(), "--timeout=60s", "add", "a", "2"});
+  });
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
+      << "the add never reached the stalled allocation";
+  // Once Cut returns, no answer can reach groovectl through the old
+  // connection: let the add complete.
+  proxy.Cut();
+  fifo.Release(1);
+  ASSERT_TRUE(server->WaitForLog("event=add ").has_value())
+      << "the first attempt's add was not made";
+  server->Kill();
+  server = ServerProcess::Start({"--data-dir=" + dir.path(), pool});
+  ASSERT_NE(server, nullptr);
+  proxy.Resume(server->grpc_address());
+  ctl.join();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("added 2 volumes to a: indices 0, 1"));
+  EXPECT_TRUE(server->WaitForLog("event=add_replayed").has_value())
+      << server->LogText();
+  r = Ctl({"--addr=" + server->grpc_address(), "inspect", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("2 of 4 mapped"));
 }
 
 // `--info @FILE` with FILE a directory once stored empty info and exited

@@ -12,11 +12,14 @@
 //   add.set_pool("default");
 //   add.set_count(2);
 //   groove::CallOptions call;
-//   call.generate_request_id = true;  // a repeat learns the first's result
+//   call.generate_request_id = true;  // a repeat learns the first's result,
+//                                     // so the client repeats a cut-off add
 //   absl::StatusOr<groove::v1::AddVolumeResponse> added =
 //       (*client)->AddVolume(add, call);
 //   if (groove::OutcomeUnknown(added.status())) {
-//     // Cut off after it was sent: the volumes may have been added.
+//     // Every attempt's answer was lost (the server down for the whole
+//     // deadline, say): the volumes may have been added. Repeat with the
+//     // id the message ends with, or look.
 //   }
 //   if (!added.ok()) return added.status();  // e.g. NOT_FOUND: no such pool
 //
@@ -27,7 +30,7 @@
 //                                also on ABORTED (with verify: another
 //                                verify of the pool runs, or its users kept
 //                                moving the stack through every walk).
-//   AddVolume, RemoveVolume      changes: retried only when an attempt
+//   AddVolume, RemoveVolume      changes: retried when an attempt
 //                                changed nothing, so a retry never adds or
 //                                removes twice. That is when it was never
 //                                sent (no connection: before sending a
@@ -43,14 +46,37 @@
 //                                AddVolume also on ABORTED ("the same
 //                                request_id is still in progress", which
 //                                only a request_id can give).
+//   AddVolume with a request_id  also when an attempt was cut off after it
+//                                was sent (its outcome unknown, below),
+//                                with the same id: the server answers a
+//                                repeat with the first attempt's result
+//                                (ABORTED while that still runs), also
+//                                after it restarted or crashed (each pool
+//                                journals its last 1,024 adds with ids:
+//                                docs/SERVER.md §3, request_id), and makes
+//                                the add if the first did not. So such an
+//                                add is made at most once, and the caller
+//                                need not write the repeat loop.
 //   A change cut off after it was sent (an UNAVAILABLE without that
-//   metadata, CANCELLED, DEADLINE_EXCEEDED, UNKNOWN) is not retried: it may
-//   have taken effect. OutcomeUnknown(status) says so. Look before repeating
-//   it (Inspect, e.g. the volumes' info), or repeat an AddVolume with the
-//   same request_id, which the server answers with the first call's result,
-//   also after it restarted or crashed (each pool records its recent adds
-//   with ids: docs/SERVER.md §3, request_id).
+//   metadata, CANCELLED, DEADLINE_EXCEEDED, UNKNOWN) may have taken effect.
+//   Without a request_id (every RemoveVolume, an AddVolume without one) it
+//   is not retried: a repeat could do it twice. OutcomeUnknown(status)
+//   says so. Look before repeating it (Inspect, e.g. the volumes' info). A
+//   keyed AddVolume returns OutcomeUnknown only when no attempt after the
+//   cut-off one learned the result: its attempts or its deadline ran out
+//   (e.g. the server down for the whole deadline), or a later attempt
+//   failed in a way that says nothing of the first. Repeating it later
+//   with the same id is still safe.
 // No call retries DEADLINE_EXCEEDED: the deadline covers every attempt.
+//
+// Retrying keyed adds is on by default, with no switch to turn it off: a
+// retry can only do what the caller's own repeat with the id would (learn
+// the first's result, or make the add that did not happen), and does it
+// sooner, so more surely while the server still remembers the id (the
+// pool's last 1,024 keyed adds and the server's last ~6,000,
+// docs/SERVER.md §9). No caller was found that is better off with the
+// cut-off add returned: one that wants to look rather than repeat sends
+// no request_id (or gives max_attempts = 1).
 //
 // Errors: every method returns the server's gRPC status as an absl::Status
 // with the same code and message (absl and gRPC codes share numbers), e.g.
@@ -58,7 +84,9 @@
 // knows: "(METHOD: gave up after N attempts)", "(... no time left for
 // another before the D deadline)", "(no connection: the request was not
 // sent)", "(METHOD: its outcome is unknown: the request may have reached
-// the server ...)",
+// the server ...)" (after several attempts, e.g. "(METHOD: gave up after N
+// attempts; its outcome is unknown: attempt 1 may have reached the
+// server ...)": the message before it is the last attempt's),
 // and for AddVolume with a request_id, "; request_id ID". UNAVAILABLE when
 // the server cannot be reached within the retry budget; DEADLINE_EXCEEDED
 // when the call's deadline passed.
@@ -99,7 +127,13 @@ struct RetryEvent {
   std::string method;      // "ListPools", "AddVolume", "RemoveVolume",
                            // "Inspect", "Health"
   int attempt = 0;         // the attempt that failed: 1 for the first call
-  absl::Status status;     // why it failed (UNAVAILABLE, CANCELLED, ABORTED)
+  // status: why it failed (UNAVAILABLE, CANCELLED, ABORTED, UNKNOWN). For
+  // an AddVolume with a request_id cut off after it was sent,
+  // OutcomeUnknown(status) is true and the message ends "(AddVolume:
+  // attempt N's outcome is unknown: retried with the same request_id)";
+  // a change that was never sent says "(no connection: the request was
+  // not sent)", one the server refused carries its message.
+  absl::Status status;
   absl::Duration backoff;  // how long the client waits before the next one
 };
 
@@ -158,8 +192,9 @@ struct CallOptions {
   // AddVolume only: when the request's request_id is empty, set it to a
   // fresh UUID v4 (NewRequestId), so that the server answers a repeat
   // (ABORTED while the first runs, then the first's result) instead of
-  // adding again. A failed call's message ends with the id. Ignored by
-  // other methods.
+  // adding again, and so that the client repeats an attempt cut off after
+  // it was sent (see the top of this file). A failed call's message ends
+  // with the id. Ignored by other methods.
   bool generate_request_id = false;
 };
 
@@ -170,7 +205,12 @@ struct CallOptions {
 // answer came (UNAVAILABLE without groove-not-applied, CANCELLED,
 // DEADLINE_EXCEEDED, UNKNOWN). The server may have made the change. False
 // for OK, for a call that was never sent, and for the server's own
-// errors, which it answers having changed nothing. One exception it cannot
+// errors, which it answers having changed nothing. For a call of several
+// attempts (a keyed AddVolume retried after one was cut off), true when
+// any attempt's outcome was unknown and none succeeded, whatever the last
+// one's code: that a later attempt changed nothing says nothing of the
+// earlier one (e.g. the last found no connection, or a restarted server
+// refused it before looking at the id). One exception it cannot
 // see: gRPC's own INTERNAL for a protocol error after sending (rare) looks
 // like the server's INTERNAL, and is not counted. Cost: O(payloads).
 bool OutcomeUnknown(const absl::Status& status);
@@ -220,13 +260,18 @@ class VolumePoolClient {
       const CallOptions& call = {}) const;
 
   // AddVolume grows a pool (see the proto for every error code). Retried
-  // only when an attempt changed nothing (see the top of this file), and
-  // on ABORTED. A call that fails with OutcomeUnknown may still have added
-  // the volumes: repeat it with the same request_id (its message ends with
-  // the id; also after the server restarted), or Inspect the pool. Adding
-  // hugepage-backed volumes takes seconds per GiB: give the call a
-  // deadline that fits (groovectl gives 8 s per GiB on top of its
-  // --timeout).
+  // when an attempt changed nothing (see the top of this file), and on
+  // ABORTED; with a request_id (the request's, or generate_request_id's)
+  // also when an attempt was cut off after it was sent, with the same id,
+  // so that the volumes are added once: OK then returns the volumes
+  // whichever attempt made them. A call that still fails with
+  // OutcomeUnknown (its attempts or deadline ran out with none answered;
+  // without an id, the first cut off) may have added the volumes: repeat
+  // it with the same request_id (its message ends with the id; also after
+  // the server restarted), or Inspect the pool. Adding hugepage-backed
+  // volumes takes seconds per GiB: give the call a deadline that fits
+  // (groovectl gives 8 s per GiB on top of its --timeout), since an
+  // attempt whose deadline passes is not retried.
   absl::StatusOr<v1::AddVolumeResponse> AddVolume(
       v1::AddVolumeRequest request, const CallOptions& call = {}) const;
 
