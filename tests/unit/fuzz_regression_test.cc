@@ -246,5 +246,54 @@ TEST(FuzzCrashTest, OpenRefusesAStoreShorterThanThePoolsSpan) {
   EXPECT_EQ(pool.status().code(), absl::StatusCode::kDataLoss) << pool.status();
 }
 
+// journal_fuzzer, crash 1: two entries (0 and 21) that both record a
+// committed add of batch 9, each valid on its own (a batch is one add's:
+// a damaged file, or one whose pages a host crash kept from two times).
+// Open kept both, and its own Verify then rejected the journal
+// (DATA_LOSS: "entries 0 and 21 both record batch 9"); the server would
+// have answered a key with an add that may not be the batch's. Open must
+// keep one of them at most.
+TEST(FuzzCrashTest, JournalOpenKeepsNoTwoEntriesOfOneBatch) {
+  const JournalOutcome out = RunJournalInput(
+      Corpus("journal_fuzzer", "crash_two_entries_of_one_batch"));
+  EXPECT_TRUE(out.open.ok()) << out.open;
+  EXPECT_TRUE(out.verify.ok()) << out.verify;
+  EXPECT_EQ(out.violation, "");
+}
+
+// The same, written plainly: batch 9 COMMITTED in entries 0 and 21, batch
+// 8 in entry 5 (kept), and batch 9 PENDING in entry 7 and COMMITTED in
+// entry 8 of a second image.
+TEST(FuzzCrashTest, JournalOpenKeepsNoTwoEntriesOfOneBatchAmongOthers) {
+  JournalRecord r;
+  r.state_word = 3 | 9 << 2;  // COMMITTED, batch 9
+  r.count = 1;
+  r.indices = {3};
+  JournalImage image;
+  image.max_volumes_byte = 15;
+  image.answers = 0xff;  // every PENDING batch rolled forward
+  for (const uint16_t entry : {0, 21}) {
+    r.entry = entry;
+    image.records.push_back(r);
+  }
+  r.entry = 5;
+  r.state_word = 3 | 8 << 2;
+  image.records.push_back(r);
+  JournalOutcome out = RunJournalInput(EncodeJournalInput(image));
+  EXPECT_TRUE(out.verify.ok()) << out.verify;
+  EXPECT_EQ(out.violation, "");
+
+  image.records.clear();
+  r.entry = 7;
+  r.state_word = 2 | 9 << 2;  // PENDING, batch 9
+  image.records.push_back(r);
+  r.entry = 8;
+  r.state_word = 3 | 9 << 2;
+  image.records.push_back(r);
+  out = RunJournalInput(EncodeJournalInput(image));
+  EXPECT_TRUE(out.verify.ok()) << out.verify;
+  EXPECT_EQ(out.violation, "");
+}
+
 }  // namespace
 }  // namespace groove::fuzz
