@@ -246,6 +246,10 @@ void JournalSeed(const std::string& out, const std::string& name, uint8_t flags,
     ++failures;
     return;
   }
+  // The clock's times, fixed: regenerated seeds are the same bytes.
+  for (fz::JournalRecord& r : image->records) {
+    r.recorded_unix_ns = 1'700'000'000'000'000'000 + r.entry;
+  }
   if (edit) edit(*image);
   Write(out + "/journal_fuzzer", name, fz::EncodeJournalInput(*image));
 }
@@ -360,6 +364,11 @@ void JournalSeeds(const std::string& out) {
   for (const auto& [name, flags] : headers) {
     JournalSeed(out, name, flags, m, 0, ThreeCommitted);
   }
+  // The largest batch a state word holds: no batch is left for another
+  // add.
+  JournalSeed(
+      out, "largest_batch", 0, m, 0, ThreeCommitted,
+      EditLast([](fz::JournalRecord& r) { r.state_word = ~uint64_t{0}; }));
   // A pool of 2^30 volumes (the largest): indices near the top, a large
   // add, and large batches.
   JournalSeed(out, "large_pool", fz::kJournalLargePool, 255, 0xaa,
