@@ -20,12 +20,15 @@
 #define GROOVE_TESTS_FUZZ_FUZZ_HARNESS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "groove/named_pool.h"
+#include "groove/request_journal.h"
 
 namespace groove::fuzz {
 
@@ -109,6 +112,109 @@ struct RequestOutcome {
   std::string violation;
 };
 RequestOutcome RunRequestInput(absl::string_view data);
+
+// ---- journal_fuzzer ---------------------------------------------------------
+//
+// Input: a compact request journal image (the file is 4.5 MiB; an input
+// names only the entries it writes). Missing bytes are zeros.
+//   [0]   flags: kJournalBad* (each a header field written wrong), the file's
+//         size ((f >> 5) & 3: kJournalSize*), kJournalLargePool
+//   [1]   m: max_volumes = 1 + m, or (1 + m) << 22 with kJournalLargePool
+//         (2^30 at most, a pool's largest)
+//   [2]   answers: the `committed` callback answers a question about batch
+//         b with bit (b % 8)
+//   then  records, each one entry's fields, little-endian, in the file's
+//         order (the last record of an entry number wins):
+//           u16 entry (mod kEntries)   u64 state word (state | batch << 2)
+//           u64 key_high  u64 key_low  u16 count
+//           u32 first_index (0xffffffff: none, the file's ~0)
+//           u16 info_size  i64 recorded_unix_ns
+//           u8  info bytes that follow (so at most 255 of the entry's
+//               kMaxInfoBytes; the rest of its info is zeros)
+//           u8  s: (s & 0x7f) u32 indices follow, written from index 0; with
+//               s & 0x80 the rest of the entry's kMaxVolumesPerAdd indices
+//               continue one by one from the last (from 0 when none), so
+//               that one index makes a valid add of any count
+//           the info bytes, then the indices
+// The harness writes the file sparse in its scratch directory (the header
+// and the records' entries at their offsets, holes elsewhere), opens it
+// (RequestJournal::Open, recovery of a crashed owner's journal) with a
+// fixed identity and checks what it found against a model of the image
+// (see RunJournalInput); then it makes one more add (Begin, Commit,
+// Finish) and opens the file again.
+inline constexpr uint8_t kJournalBadMagic = 0x01;       // 0: never created
+inline constexpr uint8_t kJournalBadLayout = 0x02;      // layout_version 2
+inline constexpr uint8_t kJournalBadEntryCount = 0x04;  // kEntries + 1
+inline constexpr uint8_t kJournalBadEntryBytes = 0x08;  // an entry's - 8
+inline constexpr uint8_t kJournalOtherPool = 0x10;      // another pool's id
+inline constexpr uint8_t kJournalSizeShift = 5;
+inline constexpr uint8_t kJournalSizeRight = 0;
+inline constexpr uint8_t kJournalSizeShort = 1;  // its last entry cut off
+inline constexpr uint8_t kJournalSizeLong = 2;   // a page more
+inline constexpr uint8_t kJournalSizeEmpty = 3;  // 0 bytes: no journal yet
+inline constexpr uint8_t kJournalLargePool = 0x80;
+// The first_index of a record that has none.
+inline constexpr uint32_t kJournalNoFirstIndex = 0xffffffffu;
+// The identity the harness opens every journal with.
+inline constexpr RequestJournal::Identity kJournalIdentity{
+    0x6a6f75726e616c31ull, 0x66757a7a00000001ull};
+
+struct JournalRecord {
+  uint16_t entry = 0;
+  uint64_t state_word = 0;
+  RequestKey key;
+  uint16_t count = 0;
+  uint32_t first_index = kJournalNoFirstIndex;
+  uint16_t info_size = 0;
+  int64_t recorded_unix_ns = 0;
+  std::string info;               // at most 255 bytes (more: cut)
+  std::vector<uint32_t> indices;  // at most 127 (more: cut)
+  bool continue_indices = false;  // the s & 0x80 above
+  bool operator==(const JournalRecord&) const = default;
+};
+
+struct JournalImage {
+  uint8_t flags = 0;
+  uint8_t max_volumes_byte = 0;
+  uint8_t answers = 0;
+  std::vector<JournalRecord> records;
+  bool operator==(const JournalImage&) const = default;
+};
+
+// DecodeJournalInput reads an input as the image above (every input is
+// one: missing bytes are zeros, a record cut short is completed with
+// zeros). EncodeJournalInput writes an image as an input (trailing zeros
+// dropped); Decode(Encode(image)) == image when the image's info and
+// indices fit their limits.
+JournalImage DecodeJournalInput(absl::string_view data);
+std::string EncodeJournalInput(const JournalImage& image);
+// JournalMaxVolumes is the max_volumes an image's first two bytes select.
+uint64_t JournalMaxVolumes(uint8_t flags, uint8_t max_volumes_byte);
+
+struct JournalOutcome {
+  absl::Status open;                  // the first RequestJournal::Open
+  absl::Status verify;                // Verify right after it
+  RequestJournal::OpenReport report;  // the first Open's
+  std::vector<RecordedAdd> recorded;  // the first Open's
+  bool added = false;   // the add after it ran (a batch was left for it)
+  absl::Status reopen;  // the second Open (OK when not attempted)
+  std::string violation;
+};
+JournalOutcome RunJournalInput(absl::string_view data);
+
+// ReadJournalImage reads the journal file at `path` (written by a real
+// RequestJournal opened with kJournalIdentity) and returns it as an image
+// with `flags`, `max_volumes_byte` and `answers`, one record for each entry
+// that holds a byte other than zero: the seed corpus is made of real
+// journals. Errors: NOT_FOUND (no file), FAILED_PRECONDITION (an entry the
+// image cannot express: a count or info_size above 65535, a first_index
+// at or above 2^32 - 1 other than none, an info with a byte other than
+// zero past its 255th, or more than 127 indices before the consecutive
+// rest).
+absl::StatusOr<JournalImage> ReadJournalImage(const std::string& path,
+                                              uint8_t flags,
+                                              uint8_t max_volumes_byte,
+                                              uint8_t answers);
 
 }  // namespace groove::fuzz
 

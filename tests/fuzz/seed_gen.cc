@@ -6,7 +6,12 @@
 //   recovery_fuzzer   real pools (NamedPool::Open in a scratch directory)
 //                     at rest, in use, and with an add or remove killed at
 //                     each of its steps (a forked child _exits in the step
-//                     hook), encoded by EncodeRecoveryImage.
+//                     hook), encoded by EncodeRecoveryImage;
+//   journal_fuzzer    real request journals (RequestJournal) with adds
+//                     committed, finished, pending, uncommitted and
+//                     forgotten, read by ReadJournalImage, and edited into
+//                     what the API never leaves (WRITING, each kind of entry
+//                     that is no add, each wrong header).
 // Usage: fuzz_seed_gen OUT   (script/fuzz --seed regenerates the corpus
 // from this; the checked-in corpus is its output, minimized, plus every
 // crash ever found.)
@@ -17,6 +22,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,6 +32,7 @@
 #include "absl/strings/str_replace.h"
 #include "fuzz_harness.h"
 #include "groove/named_pool.h"
+#include "groove/request_journal.h"
 #include "groove/server/page_token.h"
 #include "groove/v1/volume_pool.pb.h"
 
@@ -195,6 +204,194 @@ void RecoverySeeds(const std::string& out) {
   RecoverySeed(out, "store_lost", lost, "", AddSome);
 }
 
+using groove::RequestJournal;
+using groove::RequestKey;
+using groove::fuzz::JournalImage;
+namespace fz = groove::fuzz;
+
+// JournalSeed makes a real journal (RequestJournal::Open of a scratch
+// file, with the harness's identity and the max_volumes `flags` and `m`
+// select), lets `setup` work on it, closes it (as a killed owner leaves
+// it: an add Begun and not Forgotten stays PENDING in the file), reads its
+// image with `flags` and `answers`, lets `edit` change it (into what the
+// API never leaves), and writes it as OUT/journal_fuzzer/seed_`name`.
+void JournalSeed(const std::string& out, const std::string& name, uint8_t flags,
+                 uint8_t m, uint8_t answers,
+                 const std::function<void(RequestJournal&)>& setup,
+                 const std::function<void(JournalImage&)>& edit = nullptr) {
+  const std::string scratch =
+      absl::StrCat("/dev/shm/groove-fuzz-seed-journal-", getpid());
+  std::filesystem::remove_all(scratch);
+  std::filesystem::create_directories(scratch);
+  const std::string path = scratch + "/j.requests";
+  {
+    auto journal = RequestJournal::Open(
+        path, fz::kJournalIdentity, fz::JournalMaxVolumes(flags, m),
+        [](uint64_t, std::span<const uint64_t>) { return true; }, nullptr,
+        nullptr);
+    if (!journal.ok()) {
+      std::fprintf(stderr, "seed %s: %s\n", name.c_str(),
+                   journal.status().ToString().c_str());
+      ++failures;
+      return;
+    }
+    setup(**journal);
+  }
+  absl::StatusOr<JournalImage> image =
+      fz::ReadJournalImage(path, flags, m, answers);
+  std::filesystem::remove_all(scratch);
+  if (!image.ok()) {
+    std::fprintf(stderr, "seed %s: %s\n", name.c_str(),
+                 image.status().ToString().c_str());
+    ++failures;
+    return;
+  }
+  // The clock's times, fixed: regenerated seeds are the same bytes.
+  for (fz::JournalRecord& r : image->records) {
+    r.recorded_unix_ns = 1'700'000'000'000'000'000 + r.entry;
+  }
+  if (edit) edit(*image);
+  Write(out + "/journal_fuzzer", name, fz::EncodeJournalInput(*image));
+}
+
+// Add makes one add of `batch` that claimed `indices`, Begun and, as
+// `steps` says, committed ("c"), finished ("cf"), uncommitted ("cu"),
+// forgotten ("x"), or left PENDING (""). Returns its entry.
+uint64_t Add(RequestJournal& journal, uint64_t batch,
+             std::vector<uint64_t> indices, std::optional<uint64_t> first,
+             absl::string_view info, absl::string_view steps = "cf") {
+  absl::StatusOr<uint64_t> entry =
+      journal.Begin(RequestKey{0x5eed0000 + batch, ~batch}, batch,
+                    indices.size(), first, info, indices);
+  if (!entry.ok()) {
+    std::fprintf(stderr, "seed add of batch %llu: %s\n",
+                 static_cast<unsigned long long>(batch),
+                 entry.status().ToString().c_str());
+    ++failures;
+    return 0;
+  }
+  if (steps == "c" || steps == "cf" || steps == "cu") {
+    journal.Commit(*entry, batch);
+  }
+  if (steps == "cf") journal.Finish(*entry, batch);
+  if (steps == "cu") journal.Uncommit(*entry, batch);
+  if (steps == "x") journal.Forget(*entry);
+  return *entry;
+}
+
+// Three finished adds: consecutive without a first index, at a first
+// index, and scattered.
+void ThreeCommitted(RequestJournal& j) {
+  Add(j, 1, {0, 1}, std::nullopt, "tenant=a");
+  Add(j, 2, {4, 5, 6, 7}, 4, "tenant=b");
+  Add(j, 3, {10, 20, 30}, std::nullopt, "");
+}
+
+// Edit returns an edit of the last record by `f`.
+std::function<void(JournalImage&)> EditLast(
+    std::function<void(fz::JournalRecord&)> f) {
+  return [f](JournalImage& image) {
+    if (!image.records.empty()) f(image.records.back());
+  };
+}
+
+void JournalSeeds(const std::string& out) {
+  constexpr uint8_t m = 63;  // max_volumes 64
+  const auto none = [](RequestJournal&) {};
+  JournalSeed(out, "no_journal", fz::kJournalSizeEmpty << fz::kJournalSizeShift,
+              m, 0, none);
+  JournalSeed(out, "empty", 0, m, 0, none);
+  JournalSeed(out, "three_committed", 0, m, 0, ThreeCommitted);
+  const auto pending = [](RequestJournal& j) {
+    ThreeCommitted(j);
+    Add(j, 4, {40, 41}, std::nullopt, "p", "");
+  };
+  JournalSeed(out, "pending_rolled_forward", 0, m, 0xff, pending);
+  JournalSeed(out, "pending_rolled_back", 0, m, 0x00, pending);
+  JournalSeed(out, "committed_not_finished", 0, m, 0, [](RequestJournal& j) {
+    ThreeCommitted(j);
+    Add(j, 4, {40}, 40, "c", "c");
+  });
+  JournalSeed(out, "uncommitted", 0, m, 0x10, [](RequestJournal& j) {
+    ThreeCommitted(j);
+    Add(j, 4, {40, 41, 42}, std::nullopt, "u", "cu");
+  });
+  JournalSeed(out, "forgotten", 0, m, 0, [](RequestJournal& j) {
+    ThreeCommitted(j);
+    Add(j, 4, {50}, std::nullopt, "f", "x");
+  });
+  JournalSeed(out, "writing", 0, m, 0xff, pending,
+              EditLast([](fz::JournalRecord& r) {
+                r.state_word = (r.state_word & ~uint64_t{3}) | 1;
+              }));
+  // Entries that are no add's, one of each kind (the last add's).
+  const std::vector<
+      std::pair<const char*, std::function<void(fz::JournalRecord&)>>>
+      invalid = {
+          {"invalid_count_zero", [](fz::JournalRecord& r) { r.count = 0; }},
+          {"invalid_count_too_big",
+           [](fz::JournalRecord& r) {
+             r.count = RequestJournal::kMaxVolumesPerAdd + 1;
+           }},
+          {"invalid_info_too_long",
+           [](fz::JournalRecord& r) {
+             r.info_size = RequestJournal::kMaxInfoBytes + 1;
+           }},
+          {"invalid_index_too_big",
+           [](fz::JournalRecord& r) {
+             r.indices = {10, 20, 64};
+           }},
+          {"invalid_not_ascending",
+           [](fz::JournalRecord& r) {
+             r.indices = {10, 30, 20};
+           }},
+          {"invalid_not_from_first_index",
+           [](fz::JournalRecord& r) { r.first_index = 11; }},
+      };
+  for (const auto& [name, f] : invalid) {
+    JournalSeed(out, name, 0, m, 0, ThreeCommitted, EditLast(f));
+  }
+  // Wrong headers over three adds: each is emptied.
+  const std::vector<std::pair<const char*, uint8_t>> headers = {
+      {"header_bad_magic", fz::kJournalBadMagic},
+      {"header_bad_layout", fz::kJournalBadLayout},
+      {"header_bad_entry_count", fz::kJournalBadEntryCount},
+      {"header_bad_entry_bytes", fz::kJournalBadEntryBytes},
+      {"header_other_pool", fz::kJournalOtherPool},
+      {"size_short", fz::kJournalSizeShort << fz::kJournalSizeShift},
+      {"size_long", fz::kJournalSizeLong << fz::kJournalSizeShift},
+  };
+  for (const auto& [name, flags] : headers) {
+    JournalSeed(out, name, flags, m, 0, ThreeCommitted);
+  }
+  // The largest batch a state word holds: no batch is left for another
+  // add.
+  JournalSeed(
+      out, "largest_batch", 0, m, 0, ThreeCommitted,
+      EditLast([](fz::JournalRecord& r) { r.state_word = ~uint64_t{0}; }));
+  // A pool of 2^30 volumes (the largest): indices near the top, a large
+  // add, and large batches.
+  JournalSeed(out, "large_pool", fz::kJournalLargePool, 255, 0xaa,
+              [](RequestJournal& j) {
+                const uint64_t top = uint64_t{1} << 30;
+                std::vector<uint64_t> run;
+                for (uint64_t k = 0; k < RequestJournal::kMaxVolumesPerAdd;
+                     ++k) {
+                  run.push_back(top - RequestJournal::kMaxVolumesPerAdd + k);
+                }
+                Add(j, uint64_t{1} << 40, run, run.front(), "the largest");
+                Add(j, (uint64_t{1} << 40) + 1, {0, top / 2, top - 1},
+                    std::nullopt, "spread", "");
+                Add(j, (uint64_t{1} << 40) + 2, {7}, 7, "", "");
+              });
+  // Many adds of one volume each, every other one left in flight.
+  JournalSeed(out, "many", 0, 255, 0x5a, [](RequestJournal& j) {
+    for (uint64_t b = 1; b <= 60; ++b) {
+      Add(j, b, {b * 4}, std::nullopt, "", b % 2 == 0 ? "" : "cf");
+    }
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -206,5 +403,6 @@ int main(int argc, char** argv) {
   ConfigSeeds(out);
   RequestSeeds(out);
   RecoverySeeds(out);
+  JournalSeeds(out);
   return failures == 0 ? 0 : 1;
 }
