@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -285,6 +286,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
   uint64_t newest_batch = 0;
   uint64_t newest_entry = kEntries - 1;  // so the cursor starts at 0
   std::vector<uint64_t> indices;
+  // (batch, entry, was PENDING) of every entry kept.
+  std::vector<std::tuple<uint64_t, uint64_t, bool>> kept;
   for (uint64_t i = 0; i < kEntries; ++i) {
     const Entry& e = found[i];
     const EntryState state = StateOf(e.state);
@@ -312,6 +315,7 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       ++r.resolved_committed;
     }
     journal->StoreState(i, StateWord(kCommitted, batch));
+    kept.emplace_back(batch, i, state == kPending);
     ++r.committed;
     if (batch >= newest_batch) {
       newest_batch = batch;
@@ -327,6 +331,25 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       add.batch = batch;
       add.recorded_unix_ns = e.recorded_unix_ns;
       recorded->push_back(std::move(add));
+    }
+  }
+  // A batch is one add's: two entries of one batch are a damaged file (or
+  // pages a host crash kept from two times), and which of them is the
+  // batch's add cannot be told. Keep neither (Verify allows one at most).
+  std::sort(kept.begin(), kept.end());
+  for (size_t k = 0; k < kept.size(); ++k) {
+    const auto& [batch, i, pending] = kept[k];
+    if ((k == 0 || std::get<0>(kept[k - 1]) != batch) &&
+        (k + 1 == kept.size() || std::get<0>(kept[k + 1]) != batch)) {
+      continue;
+    }
+    journal->StoreState(i, kFree);
+    --r.committed;
+    if (pending) --r.resolved_committed;
+    ++r.dropped_invalid;
+    if (recorded != nullptr) {
+      std::erase_if(*recorded,
+                    [b = batch](const RecordedAdd& a) { return a.batch == b; });
     }
   }
   if (recorded != nullptr) {

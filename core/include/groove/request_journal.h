@@ -126,7 +126,8 @@ class RequestJournal {
     uint64_t committed = 0;           // adds found committed (kept)
     uint64_t resolved_committed = 0;  // of them, PENDING ones rolled forward
     uint64_t resolved_failed = 0;     // PENDING/WRITING ones freed
-    uint64_t dropped_invalid = 0;     // entries that are no add's: freed
+    uint64_t dropped_invalid = 0;     // entries that are no add's, or of one
+                                      // batch with another: freed
   };
 
   // Committed answers, for a PENDING entry of `batch` that claimed
@@ -139,9 +140,12 @@ class RequestJournal {
   // that is a symbolic link or not a regular file is refused), empties
   // it when it is not this pool's (see Identity) or not a journal,
   // resolves its PENDING entries with `committed`, and frees its WRITING
-  // ones and the ones that are no add's (a count outside
+  // ones, the ones that are no add's (a count outside
   // [1, kMaxVolumesPerAdd], indices not ascending or at or above
-  // `max_volumes`, an info longer than kMaxInfoBytes). `report` (optional)
+  // `max_volumes`, an info longer than kMaxInfoBytes) and, counted with
+  // those, every entry it would keep whose batch another one it would keep
+  // also records (a damaged file: which is the batch's add cannot be told;
+  // found by the journal fuzzer). `report` (optional)
   // says what it found; `recorded` (optional) receives the committed adds,
   // oldest (lowest batch) first.
   // REQUIRES: the caller owns the pool (holds its lock) and has recovered
