@@ -519,19 +519,40 @@ std::vector<std::pair<std::string, std::string>> TlsSecret(
           {"tls.key", ReadTextFile(pki + "/" + key + ".key")}};
 }
 
-TEST(ServerCredentialsReloadTest, ARotatedCertificateServesNewConnections) {
-  TempDir dir;
+// MakePki makes the test PKI (test_pki.h) in DIR/pki and returns that
+// path, or "" with a test failure.
+std::string MakePki(const TempDir& dir) {
   const std::string pki = dir.path() + "/pki";
   std::filesystem::create_directory(pki);
-  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  const absl::Status made = MakeTestPki(pki);
+  EXPECT_TRUE(made.ok()) << made;
+  return made.ok() ? pki : "";
+}
+
+// StartReloadingTls starts a server of one pool in `dir` with the TLS
+// flags `tls_args`, reading its credentials again every 100 ms; its own
+// client trusts `pki`/ca.pem (and presents `pki`/`client`.pem when
+// `client` is not empty).
+std::unique_ptr<ServerProcess> StartReloadingTls(
+    const TempDir& dir, const std::string& pki,
+    const std::vector<std::string>& tls_args, const std::string& client = "") {
+  std::vector<std::string> args = OnePool(dir);
+  args.insert(args.end(), tls_args.begin(), tls_args.end());
+  args.push_back("--credentials-refresh=100ms");
+  return ServerProcess::Start(args, absl::Seconds(30),
+                              TlsClient(pki, "ca.pem", client),
+                              TlsChannelArgs());
+}
+
+TEST(ServerCredentialsReloadTest, ARotatedCertificateServesNewConnections) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
   SecretVolume secret(dir.path() + "/tls");
   secret.Write(TlsSecret(pki, "server", "server"));
-  std::vector<std::string> args = OnePool(dir);
-  args.push_back("--tls-cert=" + secret.path("tls.crt"));
-  args.push_back("--tls-key=" + secret.path("tls.key"));
-  args.push_back("--credentials-refresh=100ms");
-  auto server = ServerProcess::Start(
-      args, absl::Seconds(30), TlsClient(pki, "ca.pem"), TlsChannelArgs());
+  auto server = StartReloadingTls(dir, pki,
+                                  {"--tls-cert=" + secret.path("tls.crt"),
+                                   "--tls-key=" + secret.path("tls.key")});
   ASSERT_NE(server, nullptr);
   EXPECT_TRUE(ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem")).ok());
   EXPECT_EQ(
@@ -556,19 +577,15 @@ TEST(ServerCredentialsReloadTest, ARotatedCertificateServesNewConnections) {
 
 TEST(ServerCredentialsReloadTest, ARotatedClientCaDecidesWhichClientsConnect) {
   TempDir dir;
-  const std::string pki = dir.path() + "/pki";
-  std::filesystem::create_directory(pki);
-  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
   SecretVolume secret(dir.path() + "/ca");
   secret.Write({{"ca.crt", ReadTextFile(pki + "/ca.pem")}});
-  std::vector<std::string> args = OnePool(dir);
-  args.push_back("--tls-cert=" + pki + "/server.pem");
-  args.push_back("--tls-key=" + pki + "/server.key");
-  args.push_back("--tls-client-ca=" + secret.path("ca.crt"));
-  args.push_back("--credentials-refresh=100ms");
-  auto server = ServerProcess::Start(args, absl::Seconds(30),
-                                     TlsClient(pki, "ca.pem", "client"),
-                                     TlsChannelArgs());
+  auto server = StartReloadingTls(
+      dir, pki,
+      {"--tls-cert=" + pki + "/server.pem", "--tls-key=" + pki + "/server.key",
+       "--tls-client-ca=" + secret.path("ca.crt")},
+      "client");
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(server->LogCount({"event=listening", "tls=mutual"}), 1u);
   const auto with_client = [&](const std::string& client) {
@@ -614,17 +631,13 @@ std::string ServedTlsFile(pid_t pid, const std::string& name) {
 // are fixed.) Each failure is logged and counted.
 TEST(ServerCredentialsReloadTest, BadTlsFilesAreNeverServed) {
   TempDir dir;
-  const std::string pki = dir.path() + "/pki";
-  std::filesystem::create_directory(pki);
-  ASSERT_TRUE(MakeTestPki(pki).ok()) << MakeTestPki(pki);
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
   SecretVolume secret(dir.path() + "/tls");
   secret.Write(TlsSecret(pki, "server", "server"));
-  std::vector<std::string> args = OnePool(dir);
-  args.push_back("--tls-cert=" + secret.path("tls.crt"));
-  args.push_back("--tls-key=" + secret.path("tls.key"));
-  args.push_back("--credentials-refresh=100ms");
-  auto server = ServerProcess::Start(
-      args, absl::Seconds(30), TlsClient(pki, "ca.pem"), TlsChannelArgs());
+  auto server = StartReloadingTls(dir, pki,
+                                  {"--tls-cert=" + secret.path("tls.crt"),
+                                   "--tls-key=" + secret.path("tls.key")});
   ASSERT_NE(server, nullptr);
   const auto trusting = [&](const std::string& ca) {
     return ListPoolsWith(FreshTlsChannel(*server, pki, ca));
