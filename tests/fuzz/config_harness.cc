@@ -23,17 +23,8 @@ namespace {
 // ScratchFile is this process's config file path, under a directory that
 // is removed at exit.
 const std::string& ScratchFile() {
-  static const std::string* path = [] {
-    const std::string dir =
-        absl::StrCat("/dev/shm/groove-fuzz-config-", getpid());
-    std::filesystem::create_directories(dir);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(
-          absl::StrCat("/dev/shm/groove-fuzz-config-", getpid()), ec);
-    });
-    return new std::string(dir + "/config.textproto");
-  }();
+  static const std::string* path =
+      new std::string(ScratchDir("config") + "/config.textproto");
   return *path;
 }
 

@@ -32,6 +32,14 @@
 
 namespace groove::fuzz {
 
+// ScratchDir returns /dev/shm/groove-fuzz-KIND-PID, this process's scratch
+// directory for the harness `kind` ("config", "recovery", ...): emptied
+// and created on the first call, removed at exit (std::atexit: a run that
+// aborts leaves it, so harnesses also empty their files after an input).
+// Thread safety: call from one thread (libFuzzer and the regression tests
+// run inputs one at a time).
+const std::string& ScratchDir(absl::string_view kind);
+
 // ---- config_fuzzer ----------------------------------------------------------
 //
 // Input: lines up to a line "%%" are command-line arguments, one per line

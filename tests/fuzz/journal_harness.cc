@@ -75,22 +75,7 @@ constexpr size_t kRecordFixedBytes = 2 + 8 + 8 + 8 + 2 + 4 + 2 + 8 + 1 + 1;
 constexpr size_t kMaxExplicitIndices = 0x7f;
 constexpr size_t kMaxRecordInfo = 0xff;
 
-const std::string& ScratchDir() {
-  static const std::string* dir = [] {
-    auto* d = new std::string(
-        absl::StrCat("/dev/shm/groove-fuzz-journal-", getpid()));
-    std::filesystem::create_directories(*d);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(
-          absl::StrCat("/dev/shm/groove-fuzz-journal-", getpid()), ec);
-    });
-    return d;
-  }();
-  return *dir;
-}
-
-std::string JournalPath() { return ScratchDir() + "/j.requests"; }
+std::string JournalPath() { return ScratchDir("journal") + "/j.requests"; }
 
 template <typename T>
 T Load(const std::string& bytes, size_t offset) {

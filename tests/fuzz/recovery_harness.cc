@@ -50,21 +50,6 @@ uint64_t MetadataFileBytes(uint64_t max_volumes) {
   return (bytes + 4095) / 4096 * 4096;
 }
 
-const std::string& ScratchDir() {
-  static const std::string* dir = [] {
-    auto* d = new std::string(
-        absl::StrCat("/dev/shm/groove-fuzz-recovery-", getpid()));
-    std::filesystem::create_directories(*d);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(
-          absl::StrCat("/dev/shm/groove-fuzz-recovery-", getpid()), ec);
-    });
-    return d;
-  }();
-  return *dir;
-}
-
 std::string MetaPath(const std::string& dir) {
   return absl::StrCat(dir, "/", kRecoveryPoolName, ".pool");
 }
@@ -223,7 +208,7 @@ RecoveryOutcome RunRecoveryInput(absl::string_view data) {
   RecoveryOutcome out;
   const RecoveryGeometry g =
       DecodeGeometry(data.empty() ? 0 : static_cast<uint8_t>(data[0]));
-  const std::string& dir = ScratchDir();
+  const std::string& dir = ScratchDir("recovery");
   if (!WriteImage(dir, data, g)) {
     out.violation = absl::StrCat("cannot write the scratch pool in ", dir);
     return out;

@@ -55,14 +55,7 @@ struct Env {
 
 Env* MakeEnv() {
   auto* env = new Env;
-  env->dir = absl::StrCat("/dev/shm/groove-fuzz-request-", getpid());
-  std::error_code ec;
-  std::filesystem::remove_all(env->dir, ec);
-  std::atexit([] {
-    std::error_code ec;
-    std::filesystem::remove_all(
-        absl::StrCat("/dev/shm/groove-fuzz-request-", getpid()), ec);
-  });
+  env->dir = ScratchDir("request");
   PoolConfig config;
   config.name = kRequestPoolName;
   config.backing.kind = BackingKind::kNormal;
