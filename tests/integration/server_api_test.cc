@@ -973,7 +973,9 @@ TEST(ServerUnixSocketTest, ASocketAnotherServerServesIsRefused) {
       {"--data-dir=" + dir.path() + "/first", "--listen=unix:" + socket});
   ASSERT_NE(first, nullptr);
   const CommandResult refused = ServerProcess::RunToExit(
-      {"--data-dir=" + dir.path() + "/second", "--listen=unix:" + socket});
+      {"--data-dir=" + dir.path() + "/second", "--listen=unix:" + socket,
+       // Port 0: the default 9464 may be another test's at this moment.
+       "--metrics-listen=127.0.0.1:0"});
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err,
               HasSubstr("listen_address unix:" + socket +
@@ -990,7 +992,9 @@ TEST(ServerUnixSocketTest, APathThatIsNotASocketIsRefusedAndLeftAlone) {
   const std::string path = dir.path() + "/grpc.sock";
   std::ofstream(path) << "not a socket\n";
   const CommandResult refused = ServerProcess::RunToExit(
-      {"--data-dir=" + dir.path() + "/data", "--listen=unix:" + path});
+      {"--data-dir=" + dir.path() + "/data", "--listen=unix:" + path,
+       // Port 0: the default 9464 may be another test's at this moment.
+       "--metrics-listen=127.0.0.1:0"});
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err,
               HasSubstr("the path exists and is not a socket; remove it or "
