@@ -449,12 +449,22 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
               "(the log says why; the tokens in use stay). Each change "
               "counts once, however long it stays.")
           .Register(*registry_);
+  auto& failing =
+      prometheus::BuildGauge()
+          .Name("groove_credentials_reload_failing")
+          .Help(
+              "1 while the newest change of the credential files (what: "
+              "auth_tokens, tls) was refused, so the server serves older "
+              "ones (rotation has stopped until the files are fixed); 0 "
+              "otherwise.")
+          .Register(*registry_);
   for (int w = 0; w < kCredentialsCount; ++w) {
+    const std::string what(CredentialsName(static_cast<Credentials>(w)));
     for (const bool ok : {false, true}) {
-      credentials_reloads_[w][ok ? 1 : 0] = &reloads.Add(
-          {{"what", std::string(CredentialsName(static_cast<Credentials>(w)))},
-           {"result", ok ? "ok" : "failed"}});
+      credentials_reloads_[w][ok ? 1 : 0] =
+          &reloads.Add({{"what", what}, {"result", ok ? "ok" : "failed"}});
     }
+    credentials_failing_[w] = &failing.Add({{"what", what}});
   }
   auto latency = std::make_shared<LatencyCollector>();
   latency_ = &latency->histograms;
@@ -484,6 +494,7 @@ void ServerMetrics::RecordPoolError(size_t pool, PoolOp op,
 
 void ServerMetrics::RecordCredentialsReload(Credentials what, bool ok) {
   credentials_reloads_[static_cast<int>(what)][ok ? 1 : 0]->Increment();
+  credentials_failing_[static_cast<int>(what)]->Set(ok ? 0 : 1);
 }
 
 std::vector<std::shared_ptr<prometheus::Collectable>>

@@ -384,6 +384,21 @@ std::string ReloadCount(const ServerProcess& server, const std::string& what,
   return scrape.ok() ? MetricValue(*scrape, ReloadsSeries(what, result)) : "";
 }
 
+// ReloadFailing returns groove_credentials_reload_failing{what} as the
+// server's /metrics shows it now ("" when absent).
+std::string ReloadFailing(const ServerProcess& server,
+                          const std::string& what) {
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_TRUE(scrape.ok()) << scrape.status();
+  return scrape.ok()
+             ? MetricValue(
+                   *scrape,
+                   absl::StrCat("groove_credentials_reload_failing{what=\"",
+                                what, "\"}"))
+             : "";
+}
+
 TEST(ServerCredentialsReloadTest,
      ARotatedTokenFileTakesEffectAndABadOneIsKept) {
   TempDir dir;
@@ -399,6 +414,7 @@ TEST(ServerCredentialsReloadTest,
             1u);
   EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "0");
   EXPECT_EQ(ReloadCount(*server, "auth_tokens", "failed"), "0");
+  EXPECT_EQ(ReloadFailing(*server, "auth_tokens"), "0");
   EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
 
   // Rotated: the new token is accepted once the server has read it, and
@@ -423,6 +439,7 @@ TEST(ServerCredentialsReloadTest,
       {"level=error", "event=credentials_reload_failed", "what=auth_tokens",
        "line 1: the role is neither"},
       1));
+  EXPECT_EQ(ReloadFailing(*server, "auth_tokens"), "1");
   EXPECT_TRUE(ListPoolsWith(server->channel(), kReaderToken).ok());
   EXPECT_EQ(ListPoolsWith(server->channel(), kAdminToken).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
@@ -435,6 +452,14 @@ TEST(ServerCredentialsReloadTest,
   EXPECT_EQ(server->LogCount({"event=credentials_reload_failed"}), 2u);
   EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "1");
   EXPECT_TRUE(ListPoolsWith(server->channel(), kReaderToken).ok());
+  EXPECT_EQ(ReloadFailing(*server, "auth_tokens"), "1");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "0");
+  // Fixed: installed, and no longer failing.
+  secret.Write({{"tokens", absl::StrCat(kAdminToken, " admin\n")}});
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reloaded", "what=auth_tokens"}, 2));
+  EXPECT_EQ(ReloadFailing(*server, "auth_tokens"), "0");
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
   EXPECT_EQ(server->Stop(), 0);
   const std::string log = server->LogText();
   for (const char* token : {kAdminToken, kReaderToken}) {
@@ -656,6 +681,7 @@ TEST(ServerCredentialsReloadTest, BadTlsFilesAreNeverServed) {
       1));
   EXPECT_EQ(ServedTlsFile(server->pid(), "key"), key);
   EXPECT_TRUE(trusting("ca.pem").ok());
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "1");
 
   // A certificate and a key that do not match: kept.
   secret.Write(TlsSecret(pki, "other_server", "server"));
@@ -673,8 +699,12 @@ TEST(ServerCredentialsReloadTest, BadTlsFilesAreNeverServed) {
   EXPECT_EQ(ServedTlsFile(server->pid(), "cert"),
             ReadTextFile(pki + "/other_server.pem"));
   EXPECT_EQ(trusting("ca.pem").error_code(), grpc::StatusCode::UNAVAILABLE);
+  // Counted before it is logged.
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 1));
   EXPECT_EQ(ReloadCount(*server, "tls", "failed"), "2");
   EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "0");
   // gRPC never read a missing or mismatched file.
   EXPECT_EQ(server->LogCount({"Update handshaker factory failed"}), 0u);
   EXPECT_EQ(server->LogCount({"All retry attempts failed"}), 0u);

@@ -31,6 +31,8 @@
 //   (RecordCredentialsReload; credentials_reloader.h):
 //     groove_credentials_reloads_total{what="auth_tokens"|"tls",
 //                                      result="ok"|"failed"}
+//     groove_credentials_reload_failing{what}: 1 while the newest change
+//       of those files was refused (the server serves older ones), else 0
 //
 // Status codes are labelled with their canonical upper-case names
 // ("INVALID_ARGUMENT"), the same names the logs use.
@@ -50,6 +52,7 @@
 
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
 #include <array>
@@ -150,7 +153,8 @@ class ServerMetrics {
   void RecordPoolError(size_t pool, PoolOp op, absl::StatusCode code);
 
   // RecordCredentialsReload counts one change of `what`'s files that the
-  // reloader saw: installed (`ok`) or refused, the old credentials kept.
+  // reloader saw: installed (`ok`) or refused, the old credentials kept;
+  // and sets groove_credentials_reload_failing{what} to 0 or 1 to match.
   // Thread safety: lock-free. Cost: O(1).
   void RecordCredentialsReload(Credentials what, bool ok);
 
@@ -169,6 +173,8 @@ class ServerMetrics {
   // credentials_reloads_[what][ok ? 1 : 0]; every entry is set.
   std::array<std::array<prometheus::Counter*, 2>, kCredentialsCount>
       credentials_reloads_{};
+  // credentials_failing_[what]; every entry is set.
+  std::array<prometheus::Gauge*, kCredentialsCount> credentials_failing_{};
   // The histograms and the scrape-time collectors.
   std::shared_ptr<prometheus::Collectable> latency_collector_;
   std::array<LatencyHistogram, kRpcMethodCount>* latency_ = nullptr;
