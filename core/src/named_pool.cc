@@ -497,8 +497,11 @@ absl::Status NamedPool::OpenJournal() {
     return false;
   };
   absl::StatusOr<std::unique_ptr<RequestJournal>> journal =
-      RequestJournal::Open(path, pool_id, config_.max_volumes, committed,
-                           &recovery_.request_journal, &recorded_adds_);
+      RequestJournal::Open(path, pool_id, config_.max_volumes,
+                           // Relaxed: recovery's stores, this thread's.
+                           meta_->next_batch.load(std::memory_order_relaxed),
+                           committed, &recovery_.request_journal,
+                           &recorded_adds_);
   if (!journal.ok()) {
     // The pool is served without one: its adds with keys are remembered
     // in memory only, as before journals existed (the server logs this).

@@ -192,7 +192,7 @@ void RequestJournal::StoreState(uint64_t entry, uint64_t word) {
 
 absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
     const std::string& path, const Identity& identity, uint64_t max_volumes,
-    const Committed& committed, OpenReport* report,
+    uint64_t next_batch, const Committed& committed, OpenReport* report,
     std::vector<RecordedAdd>* recorded) {
   OpenReport local;
   OpenReport& r = report != nullptr ? *report : local;
@@ -299,7 +299,8 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
       ++r.resolved_failed;
       continue;
     }
-    if (!e.Problem(max_volumes).empty()) {
+    // A batch the pool has not handed out is an add it never made.
+    if (!e.Problem(max_volumes).empty() || BatchOf(e.state) >= next_batch) {
       journal->StoreState(i, kFree);
       ++r.dropped_invalid;
       continue;

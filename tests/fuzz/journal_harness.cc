@@ -625,9 +625,9 @@ JournalOutcome RunJournalInput(absl::string_view data) {
   // (ENOSPC, ENOMEM: a full /dev/shm) is accepted, nothing else.
   Questions asked;
   absl::StatusOr<std::unique_ptr<RequestJournal>> journal =
-      RequestJournal::Open(path, kJournalIdentity, m.max_volumes,
-                           Asker(image.answers, &asked), &out.report,
-                           &out.recorded);
+      RequestJournal::Open(
+          path, kJournalIdentity, m.max_volumes, RequestJournal::kAnyBatch,
+          Asker(image.answers, &asked), &out.report, &out.recorded);
   out.open = journal.status();
   if (!journal.ok()) {
     if (out.open.code() != absl::StatusCode::kResourceExhausted) {
@@ -700,9 +700,9 @@ JournalOutcome RunJournalInput(absl::string_view data) {
   Questions asked_again;
   JournalOutcome again;
   absl::StatusOr<std::unique_ptr<RequestJournal>> reopened =
-      RequestJournal::Open(path, kJournalIdentity, m.max_volumes,
-                           Asker(image.answers, &asked_again), &again.report,
-                           &again.recorded);
+      RequestJournal::Open(
+          path, kJournalIdentity, m.max_volumes, RequestJournal::kAnyBatch,
+          Asker(image.answers, &asked_again), &again.report, &again.recorded);
   out.reopen = reopened.status();
   if (!reopened.ok()) {
     if (out.reopen.code() != absl::StatusCode::kResourceExhausted) {

@@ -227,6 +227,7 @@ void JournalSeed(const std::string& out, const std::string& name, uint8_t flags,
   {
     auto journal = RequestJournal::Open(
         path, fz::kJournalIdentity, fz::JournalMaxVolumes(flags, m),
+        RequestJournal::kAnyBatch,
         [](uint64_t, std::span<const uint64_t>) { return true; }, nullptr,
         nullptr);
     if (!journal.ok()) {

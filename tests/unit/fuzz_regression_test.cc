@@ -122,6 +122,7 @@ TEST(JournalImageTest, RealJournalRoundTripsThroughTheImage) {
   {
     auto journal = RequestJournal::Open(
         path, kJournalIdentity, JournalMaxVolumes(0, kM),
+        RequestJournal::kAnyBatch,
         [](uint64_t, std::span<const uint64_t>) { return true; }, nullptr,
         nullptr);
     ASSERT_TRUE(journal.ok()) << journal.status();

@@ -2046,6 +2046,29 @@ TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
   EXPECT_EQ(pool->Summary().volumes_mapped, 3u);
 }
 
+// An entry whose batch the pool never handed out (a host crash kept a
+// newer page of the journal than of the metadata) records an add the pool
+// never made: the owner's Open drops it (it gives the journal the pool's
+// next batch).
+TEST(RequestJournalTest, AnEntryOfABatchThePoolNeverMadeIsDropped) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{1, 0}).ok());
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{2, 0}).ok());
+  }
+  // The first entry: COMMITTED (3) of batch 1,000,000.
+  WriteWord(JournalPath(dir), testing::kJournalEntryOffset,
+            3 | uint64_t{1'000'000} << 2);
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().request_journal.dropped_invalid, 1u);
+  const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
+  ASSERT_EQ(recorded.size(), 1u);
+  EXPECT_EQ(recorded[0].key, (RequestKey{2, 0}));
+}
+
 // A pool whose metadata and store an operator removed, leaving its
 // journal, is a new pool when made again: it keeps none of the old pool's
 // keys. On a disk file system the new metadata object often gets the old

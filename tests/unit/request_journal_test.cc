@@ -41,7 +41,7 @@ std::unique_ptr<RequestJournal> OpenQuiet(
     const std::string& path, RequestJournal::OpenReport* report = nullptr,
     std::vector<RecordedAdd>* recorded = nullptr) {
   auto journal = RequestJournal::Open(
-      path, kIdentity, kMaxVolumes,
+      path, kIdentity, kMaxVolumes, RequestJournal::kAnyBatch,
       [](uint64_t batch, std::span<const uint64_t>) {
         ADD_FAILURE() << "asked about batch " << batch
                       << ", but no entry is PENDING";
@@ -110,6 +110,34 @@ TEST(RequestJournalEntryTest, ACommittedAddIsNotReusedBeforeItFinishes) {
   ASSERT_EQ(recorded.size(), kEntries - 1);
   EXPECT_EQ(recorded.front().batch, 3u);  // 1 failed, 2's entry was reused
   EXPECT_EQ(recorded.back().batch, kEntries + 1);
+}
+
+// An entry of a batch at or above the pool's next one records an add the
+// pool never made (a host crash kept the journal's page and lost the
+// metadata's): Open drops it as invalid.
+TEST(RequestJournalEntryTest, AnEntryOfABatchThePoolNeverMadeIsDropped) {
+  TempDir dir;
+  const std::string path = dir.path() + "/p.requests";
+  {
+    auto journal = OpenQuiet(path);
+    ASSERT_NE(journal, nullptr);
+    for (uint64_t batch = 1; batch <= 3; ++batch) AddOne(*journal, batch);
+  }
+  RequestJournal::OpenReport report;
+  std::vector<RecordedAdd> recorded;
+  auto journal = RequestJournal::Open(
+      path, kIdentity, kMaxVolumes, /*next_batch=*/3,
+      [](uint64_t, std::span<const uint64_t>) { return true; }, &report,
+      &recorded);
+  ASSERT_TRUE(journal.ok()) << journal.status();
+  EXPECT_EQ(report.committed, 2u);
+  EXPECT_EQ(report.dropped_invalid, 1u);
+  ASSERT_EQ(recorded.size(), 2u);
+  EXPECT_EQ(recorded[0].batch, 1u);
+  EXPECT_EQ(recorded[1].batch, 2u);
+  absl::StatusOr<uint64_t> verified = (*journal)->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(*verified, 2u);
 }
 
 TEST(RequestJournalEntryTest, VerifyCountsTheCommittedEntriesOfANewJournal) {
@@ -261,6 +289,9 @@ class JournalModel {
     return add;
   }
 
+  // The batch the next RandomAdd takes: the pool's next_batch.
+  uint64_t next_batch() const { return batch_ + 1; }
+
   uint64_t CommittedInFile() const {
     return In({Phase::kCommitted, Phase::kFinished}).size();
   }
@@ -304,8 +335,9 @@ void CrashAndReopen(const std::string& path, JournalModel& model,
   uint64_t rolled_forward = 0, rolled_back = 0;
   RequestJournal::OpenReport report;
   std::vector<RecordedAdd> recorded;
+  // The pool's next batch: every add the model made is below it.
   auto reopened = RequestJournal::Open(
-      path, kIdentity, kMaxVolumes,
+      path, kIdentity, kMaxVolumes, model.next_batch(),
       [&](uint64_t batch, std::span<const uint64_t> indices) {
         auto it = std::find_if(entries.begin(), entries.end(),
                                [&](const ModelEntry& e) {

@@ -142,7 +142,10 @@ class RequestJournal {
   // resolves its PENDING entries with `committed`, and frees its WRITING
   // ones, the ones that are no add's (a count outside
   // [1, kMaxVolumesPerAdd], indices not ascending or at or above
-  // `max_volumes`, an info longer than kMaxInfoBytes) and, counted with
+  // `max_volumes`, an info longer than kMaxInfoBytes, a batch at or above
+  // `next_batch`: the pool's next, so an add it never made, which a host
+  // crash can leave when the journal's page outlived the metadata's) and,
+  // counted with
   // those, every entry it would keep whose batch another one it would keep
   // also records (a damaged file: which is the batch's add cannot be told;
   // found by the journal fuzzer). `report` (optional)
@@ -160,8 +163,12 @@ class RequestJournal {
   // stay holes).
   static absl::StatusOr<std::unique_ptr<RequestJournal>> Open(
       const std::string& path, const Identity& identity, uint64_t max_volumes,
-      const Committed& committed, OpenReport* report,
+      uint64_t next_batch, const Committed& committed, OpenReport* report,
       std::vector<RecordedAdd>* recorded);
+
+  // kAnyBatch, as Open's next_batch, drops no entry for its batch: every
+  // batch a state word holds (62 bits) is below it.
+  static constexpr uint64_t kAnyBatch = uint64_t{1} << 62;
 
   ~RequestJournal();
   RequestJournal(const RequestJournal&) = delete;
