@@ -14,8 +14,9 @@ protobuf-compiler (protoc 3.21) and protobuf-compiler-grpc
 3.6, which rejects the proto3 `optional` of AddVolumeRequest.first_index,
 so the code is generated with Debian's protoc and gRPC's Python plugin.
 
-Adds COUNT volumes (with a fresh UUID v4 request_id, so that a retry is
-safe) and removes COUNT again, checking the summaries on the way; use a
+Adds COUNT volumes (with a fresh UUID v4 request_id, and repeats the add
+with that id while its outcome is unknown: add_volumes below) and removes
+COUNT again, checking the summaries on the way; use a
 pool whose volumes are small or a host with huge pages to spare. Exits 0
 and prints "python example ok" on success; 1 on an RPC error (printed as
 "error: CODE: message"; a failed TLS handshake is UNAVAILABLE, a missing
@@ -64,6 +65,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -272,6 +274,41 @@ def generate(proto_dir, out_dir):
         check=True)
 
 
+# The codes after which AddVolume is repeated with the same request_id: the
+# request may have reached the server (UNAVAILABLE, CANCELLED, UNKNOWN), or
+# the first call with that id still runs there (ABORTED). The server answers
+# a repeat with the first call's result, or makes the add if the first did
+# not happen (docs/SERVER.md section 3, request_id).
+REPEATED_ADD_CODES = ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "ABORTED")
+
+
+def add_volumes(grpc, stub, request, call, max_attempts=8):
+    """AddVolume, repeated with the request's id while its outcome is
+    unknown, within call["timeout"] seconds for all attempts, as the C++
+    client's VolumePoolClient::AddVolume does. A repeat waits for the
+    connection (wait_for_ready) rather than failing at once while the
+    channel reconnects. Raises the last grpc.RpcError when the attempts or
+    the time run out, or at once on any other code."""
+    assert request.request_id, "only an add with a request_id is repeated"
+    deadline = time.monotonic() + call["timeout"]
+    backoff = 0.1
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return stub.AddVolume(
+                request, timeout=max(0.001, deadline - time.monotonic()),
+                metadata=call["metadata"], wait_for_ready=attempt > 1)
+        except grpc.RpcError as e:
+            if (e.code().name not in REPEATED_ADD_CODES
+                    or attempt == max_attempts
+                    or time.monotonic() + backoff >= deadline):
+                raise
+            print("AddVolume attempt %d: %s: %s; repeating it with "
+                  "request_id %s" % (attempt, e.code().name, e.details(),
+                                     request.request_id), file=sys.stderr)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 1.0)
+
+
 def inspect_volumes(stub, pb, pool, call):
     """Returns (summary, volumes) of pool: the first page's summary and the
     volumes of every page, in index order. `call` holds the keyword
@@ -344,11 +381,12 @@ def main():
                            p.volume_size_bytes))
                 before = stub.Inspect(pb.InspectRequest(pool=args.pool),
                                       **call).summary
-                added = stub.AddVolume(
+                added = add_volumes(
+                    grpc, stub,
                     pb.AddVolumeRequest(pool=args.pool, count=args.count,
                                         info=b"python example",
                                         request_id=str(uuid.uuid4())),
-                    **call)
+                    call)
                 print("added indices %s" % list(added.volume_indices))
                 assert len(added.volume_indices) == args.count
                 summary, volumes = inspect_volumes(stub, pb, args.pool, call)

@@ -731,6 +731,38 @@ TEST_F(ClientTest, DataPlaneExampleRunsWhileTheServerAddsAndRemoves) {
   EXPECT_EQ(verified->summary().volumes_in_use(), 0u);
 }
 
+// The Python example repeats a keyed add whose connection was cut after
+// the server had it: the repeats, through the proxy again, find the first
+// call still running (ABORTED), then are answered with its result once it
+// completes; the example goes on and exits 0. Without the repeat it
+// exits 1 on the cut's UNAVAILABLE.
+TEST_F(ClientCutOffTest, ThePythonExampleRepeatsAKeyedAddCutOffAfterItWasSent) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*stalled=*/true));
+  CommandResult r;
+  std::jthread example([&] {
+    r = RunCommand(
+        {GROOVE_PYTHON3, GROOVE_SOURCE_DIR "/clients/python/groove_example.py",
+         "--addr", proxy_->address(), "--pool", "a", "--count", "2",
+         "--timeout", "30"},
+        "", absl::Seconds(60));
+  });
+  ASSERT_TRUE(server_->WaitForLog("event=testonly_stall_add_wait").has_value())
+      << "the example's add never reached the stalled allocation";
+  // The answer can no longer reach the example: its attempt fails.
+  proxy_->Cut();
+  proxy_->Resume(server_->grpc_address());
+  fifo_.Release(1);
+  example.join();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("AddVolume attempt 1: UNAVAILABLE"));
+  EXPECT_THAT(r.out, HasSubstr("added indices [0, 1]"));
+  EXPECT_THAT(r.out, HasSubstr("python example ok"));
+  // The repeat was answered with the first call's volumes, not made again.
+  EXPECT_TRUE(server_->WaitForLog("event=add_replayed").has_value())
+      << server_->LogText();
+  EXPECT_TRUE(PoolIndices().empty());  // it removed what it added
+}
+
 TEST_F(ClientTest, PythonExampleTalksToTheServer) {
   CommandResult r = RunCommand(
       {GROOVE_PYTHON3, GROOVE_SOURCE_DIR "/clients/python/groove_example.py",
