@@ -19,6 +19,7 @@
 #ifndef GROOVE_TESTS_FUZZ_FUZZ_HARNESS_H_
 #define GROOVE_TESTS_FUZZ_FUZZ_HARNESS_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -39,6 +40,10 @@ namespace groove::fuzz {
 // Thread safety: call from one thread (libFuzzer and the regression tests
 // run inputs one at a time).
 const std::string& ScratchDir(absl::string_view kind);
+
+// WriteAll writes `size` bytes of `data` at `offset` of `fd` (pwrite until
+// done); false when a write fails or writes nothing.
+bool WriteAll(int fd, const void* data, size_t size, uint64_t offset);
 
 // ---- config_fuzzer ----------------------------------------------------------
 //

@@ -360,18 +360,6 @@ Model MakeModel(const JournalImage& image) {
   return m;
 }
 
-bool WriteAll(int fd, const void* data, size_t size, uint64_t offset) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = pwrite(fd, p, size, static_cast<off_t>(offset));
-    if (n <= 0) return false;
-    p += n;
-    size -= static_cast<size_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
-  return true;
-}
-
 // WriteJournal writes the model's file: sized first, then the header and
 // each entry up to its last byte other than zero, the rest left holes (as
 // a real journal has them). Returns false when the scratch directory

@@ -2006,14 +2006,18 @@ TEST(RequestJournalTest, ARecreatedPoolForgetsTheKeysOfTheOldOne) {
 // A journal that is not one (damaged, cut short, of another build) is
 // emptied, never trusted; an entry that is no add's is dropped, the
 // others kept.
+// AddTwoKeyedVolumes opens a pool in `dir` and adds one volume with key
+// {1, 0}, then one with key {2, 0} (journal entries 0 and 1).
+void AddTwoKeyedVolumes(const TempDir& dir) {
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{1, 0}).ok());
+  ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{2, 0}).ok());
+}
+
 TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
   TempDir dir;
-  {
-    auto pool = OpenOrDie(dir.path(), SmallConfig());
-    ASSERT_NE(pool, nullptr);
-    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{1, 0}).ok());
-    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{2, 0}).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(AddTwoKeyedVolumes(dir));
   // The first add's entry (the first of a new journal) claims 5000
   // volumes: no add's.
   WriteWord(JournalPath(dir),
@@ -2052,12 +2056,7 @@ TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
 // next batch).
 TEST(RequestJournalTest, AnEntryOfABatchThePoolNeverMadeIsDropped) {
   TempDir dir;
-  {
-    auto pool = OpenOrDie(dir.path(), SmallConfig());
-    ASSERT_NE(pool, nullptr);
-    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{1, 0}).ok());
-    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{2, 0}).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(AddTwoKeyedVolumes(dir));
   // The first entry: COMMITTED (3) of batch 1,000,000.
   WriteWord(JournalPath(dir), testing::kJournalEntryOffset,
             3 | uint64_t{1'000'000} << 2);

@@ -1,3 +1,5 @@
+// The files the fuzz harnesses share: scratch directories and whole writes.
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -30,6 +32,18 @@ const std::string& ScratchDir(absl::string_view kind) {
   std::filesystem::remove_all(dir, ec);
   std::filesystem::create_directories(dir);
   return dirs->emplace(std::string(kind), std::move(dir)).first->second;
+}
+
+bool WriteAll(int fd, const void* data, size_t size, uint64_t offset) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = pwrite(fd, p, size, static_cast<off_t>(offset));
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
 }
 
 }  // namespace groove::fuzz
