@@ -108,6 +108,13 @@ class ClientStallTest : public ::testing::Test {
   std::unique_ptr<VolumePoolClient> client_;
 };
 
+v1::AddVolumeRequest AddOf(uint64_t count) {
+  v1::AddVolumeRequest request;
+  request.set_pool("a");
+  request.set_count(count);
+  return request;
+}
+
 // ClientCutOffTest's client reaches the server through a CutProxy, so that
 // a test can lose an add's answer after the server received it; its
 // server parks adds on a FIFO (StallFifo) until the test releases them,
@@ -142,6 +149,24 @@ class ClientCutOffTest : public ::testing::Test {
     proxy_->Resume(server_->grpc_address());
   }
 
+  // CutAKeyedAddInItsAllocation starts an add of 2 volumes with a new
+  // request_id on `caller`, writing its result to `added`; waits until the
+  // server has parked it in its stalled allocation, then cuts the proxy and
+  // waits until the client has seen its attempt cut off (its first retry
+  // event; the retries meanwhile are refused by the cut proxy: not sent).
+  // REQUIRES: started stalled; `added` outlives `caller`.
+  void CutAKeyedAddInItsAllocation(
+      std::jthread& caller, absl::StatusOr<v1::AddVolumeResponse>& added) {
+    keyed_add_ = AddOf(2);
+    keyed_add_.set_request_id(NewRequestId());
+    caller = std::jthread([&] { added = client_->AddVolume(keyed_add_); });
+    ASSERT_TRUE(
+        server_->WaitForLog("event=testonly_stall_add_wait").has_value())
+        << "the add never reached the stalled allocation";
+    proxy_->Cut();
+    ASSERT_TRUE(retries_.WaitFor(1));
+  }
+
   // PoolIndices returns the indices of pool a's volumes, Inspected through
   // the client.
   std::vector<uint64_t> PoolIndices() {
@@ -163,6 +188,7 @@ class ClientCutOffTest : public ::testing::Test {
   std::unique_ptr<CutProxy> proxy_;
   Retries retries_;
   std::unique_ptr<VolumePoolClient> client_;
+  v1::AddVolumeRequest keyed_add_;  // CutAKeyedAddInItsAllocation's
 };
 
 class ClientTest : public ::testing::Test {
@@ -223,13 +249,6 @@ class ClientRestartTest : public ClientTest {
 
   TempDir sockets_;
 };
-
-v1::AddVolumeRequest AddOf(uint64_t count) {
-  v1::AddVolumeRequest request;
-  request.set_pool("a");
-  request.set_count(count);
-  return request;
-}
 
 TEST(ClientOptionsTest, CreateRejectsBadOptions) {
   ClientOptions o;
@@ -362,16 +381,9 @@ TEST_F(ClientStallTest, AnAddWithoutRequestIdCutOffAfterItWasSentIsNotRetried) {
 // journal with the first attempt's volumes, and nothing is added again.
 TEST_F(ClientCutOffTest, AKeyedAddWhoseAnswerWasLostReturnsTheVolumesItAdded) {
   ASSERT_NO_FATAL_FAILURE(Start(/*stalled=*/true));
-  v1::AddVolumeRequest request = AddOf(2);
-  request.set_request_id(NewRequestId());
   absl::StatusOr<v1::AddVolumeResponse> added;
-  std::jthread caller([&] { added = client_->AddVolume(request); });
-  ASSERT_TRUE(server_->WaitForLog("event=testonly_stall_add_wait").has_value())
-      << "the add never reached the stalled allocation";
-  proxy_->Cut();
-  // The client saw its attempt cut off (and retries meanwhile, refused by
-  // the cut proxy: not sent) before the server makes the add.
-  ASSERT_TRUE(retries_.WaitFor(1));
+  std::jthread caller;
+  ASSERT_NO_FATAL_FAILURE(CutAKeyedAddInItsAllocation(caller, added));
   fifo_.Release(1);
   const std::optional<std::string> made = server_->WaitForLog("event=add ");
   ASSERT_TRUE(made.has_value()) << "the first attempt's add was not made";
@@ -404,14 +416,9 @@ TEST_F(ClientCutOffTest, AKeyedAddWhoseAnswerWasLostReturnsTheVolumesItAdded) {
 // once.
 TEST_F(ClientCutOffTest, AKeyedAddKilledInItsAllocationIsMadeOnceByItsRetry) {
   ASSERT_NO_FATAL_FAILURE(Start(/*stalled=*/true));
-  v1::AddVolumeRequest request = AddOf(2);
-  request.set_request_id(NewRequestId());
   absl::StatusOr<v1::AddVolumeResponse> added;
-  std::jthread caller([&] { added = client_->AddVolume(request); });
-  ASSERT_TRUE(server_->WaitForLog("event=testonly_stall_add_wait").has_value())
-      << "the add never reached the stalled allocation";
-  proxy_->Cut();
-  ASSERT_TRUE(retries_.WaitFor(1));
+  std::jthread caller;
+  ASSERT_NO_FATAL_FAILURE(CutAKeyedAddInItsAllocation(caller, added));
   ASSERT_NO_FATAL_FAILURE(KillAndRestart());
   caller.join();
   ASSERT_TRUE(added.ok()) << added.status();

@@ -2015,6 +2015,18 @@ void AddTwoKeyedVolumes(const TempDir& dir) {
   ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "", RequestKey{2, 0}).ok());
 }
 
+// ExpectTheFirstEntryDropped opens AddTwoKeyedVolumes's pool again and
+// checks that its journal dropped the first add's entry as invalid and
+// lists the second add only.
+void ExpectTheFirstEntryDropped(const TempDir& dir) {
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().request_journal.dropped_invalid, 1u);
+  const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
+  ASSERT_EQ(recorded.size(), 1u);
+  EXPECT_EQ(recorded[0].key, (RequestKey{2, 0}));
+}
+
 TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
   TempDir dir;
   ASSERT_NO_FATAL_FAILURE(AddTwoKeyedVolumes(dir));
@@ -2023,14 +2035,7 @@ TEST(RequestJournalTest, ADamagedJournalIsEmptiedAndABadEntryDropped) {
   WriteWord(JournalPath(dir),
             testing::kJournalEntryOffset + testing::kJournalEntryCountOffset,
             5000);
-  {
-    auto pool = OpenOrDie(dir.path(), SmallConfig());
-    ASSERT_NE(pool, nullptr);
-    EXPECT_EQ(pool->recovery().request_journal.dropped_invalid, 1u);
-    const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
-    ASSERT_EQ(recorded.size(), 1u);
-    EXPECT_EQ(recorded[0].key, (RequestKey{2, 0}));
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectTheFirstEntryDropped(dir));
   WriteWord(JournalPath(dir), 0, 0x1234);  // the magic
   {
     auto pool = OpenOrDie(dir.path(), SmallConfig());
@@ -2060,12 +2065,7 @@ TEST(RequestJournalTest, AnEntryOfABatchThePoolNeverMadeIsDropped) {
   // The first entry: COMMITTED (3) of batch 1,000,000.
   WriteWord(JournalPath(dir), testing::kJournalEntryOffset,
             3 | uint64_t{1'000'000} << 2);
-  auto pool = OpenOrDie(dir.path(), SmallConfig());
-  ASSERT_NE(pool, nullptr);
-  EXPECT_EQ(pool->recovery().request_journal.dropped_invalid, 1u);
-  const std::vector<RecordedAdd> recorded = pool->TakeRecordedAdds();
-  ASSERT_EQ(recorded.size(), 1u);
-  EXPECT_EQ(recorded[0].key, (RequestKey{2, 0}));
+  ASSERT_NO_FATAL_FAILURE(ExpectTheFirstEntryDropped(dir));
 }
 
 // A pool whose metadata and store an operator removed, leaving its
