@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -114,6 +115,45 @@ TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
   EXPECT_EQ(untrusted.error_code(), grpc::StatusCode::UNAVAILABLE)
       << untrusted.error_message();
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// gRPC's own lines (gpr_log) reach the log as logfmt lines, not in gRPC's
+// format ("E1127 12:00:00.000 ... Handshake failed ..."): a plaintext
+// client at a TLS port makes gRPC log one per connection.
+TEST(ServerTlsTest, GrpcsHandshakeErrorIsLoggedAsOneLogfmtLine) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + dir.path() + "/server.pem");
+  args.push_back("--tls-key=" + dir.path() + "/server.key");
+  auto server =
+      ServerProcess::Start(args, absl::Seconds(30),
+                           TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  const grpc::Status plaintext = ListPoolsWith(grpc::CreateChannel(
+      server->grpc_address(), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(plaintext.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  // In either format the line names the failed handshake.
+  const std::optional<std::string> line =
+      server->WaitForLog("Handshake failed");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  const auto fields = LogfmtFields(*line);
+  ASSERT_TRUE(fields.has_value()) << *line;
+  using Field = std::pair<std::string, std::string>;
+  ASSERT_EQ(fields->size(), 5u) << *line;
+  EXPECT_EQ((*fields)[1], Field("level", "warn"));
+  EXPECT_EQ((*fields)[2], Field("event", "grpc_log"));
+  EXPECT_EQ((*fields)[3].first, "source");
+  EXPECT_THAT((*fields)[3].second,
+              ::testing::MatchesRegex(".*ssl_transport_security\\.cc:[0-9]+"));
+  EXPECT_EQ((*fields)[4].first, "message");
+  EXPECT_THAT((*fields)[4].second, HasSubstr("Handshake failed"));
+
+  EXPECT_EQ(server->Stop(), 0);
+  for (const std::string& each : server->LogLines()) {
+    EXPECT_TRUE(LogfmtFields(each).has_value()) << "not logfmt: " << each;
+  }
 }
 
 TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
