@@ -1,11 +1,13 @@
 #include "groove/server/log.h"
 
 #include <google/protobuf/stubs/logging.h>
+#include <grpc/support/log.h>
 #include <limits.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -189,8 +191,12 @@ void RouteProtobufLogs() {
   });
 }
 
-void LogDeferred(LogLevel level, absl::string_view event,
-                 std::initializer_list<LogField> fields) {
+namespace {
+
+// LogRoutine writes a routine line under the budget: LogDeferred when
+// `may_queue`, else at once (after the queued lines) once admitted.
+void LogRoutine(bool may_queue, LogLevel level, absl::string_view event,
+                std::initializer_list<LogField> fields) {
   const absl::Time now = absl::Now();
   if (routine_budget != nullptr &&
       !routine_budget->Admit(absl::ToUnixSeconds(now))) {
@@ -201,12 +207,49 @@ void LogDeferred(LogLevel level, absl::string_view event,
       std::make_unique<std::string>(FormatLogLine(now, level, event, fields));
   // Relaxed: a line queued just after the flusher stopped is written by
   // the next Log (see Batching).
-  if (batching != nullptr && batching->on.load(std::memory_order_relaxed) &&
+  if (may_queue && batching != nullptr &&
+      batching->on.load(std::memory_order_relaxed) &&
       batching->queue.bounded_push(line.get())) {
     line.release();  // the queue owns it now
     return;
   }
   WriteQueuedThen(*line);
+}
+
+}  // namespace
+
+void LogDeferred(LogLevel level, absl::string_view event,
+                 std::initializer_list<LogField> fields) {
+  LogRoutine(/*may_queue=*/true, level, event, fields);
+}
+
+void RouteGrpcLogs() {
+  if (const char* trace = std::getenv("GRPC_TRACE");
+      trace != nullptr && trace[0] != '\0') {
+    const char* verbosity = std::getenv("GRPC_VERBOSITY");
+    Log(LogLevel::kWarn, "grpc_trace_on",
+        {{"grpc_trace", trace},
+         {"grpc_verbosity", verbosity != nullptr ? verbosity : ""},
+         {"note",
+          "gRPC's tracers can log request headers (bearer tokens) and "
+          "decrypted bytes; never in production"}});
+  }
+  // gRPC filters by GRPC_VERBOSITY before calling the function; reading
+  // it now (grpc_init would, later) applies it to lines logged before.
+  gpr_log_verbosity_init();
+  gpr_set_log_function([](gpr_log_func_args* args) {
+    const std::string source =
+        absl::StrCat(args->file != nullptr ? args->file : "", ":", args->line);
+    const absl::string_view message =
+        args->message != nullptr ? args->message : "";
+    if (args->severity == GPR_LOG_SEVERITY_ERROR) {
+      LogRoutine(/*may_queue=*/false, LogLevel::kWarn, "grpc_log",
+                 {{"source", source}, {"message", message}});
+    } else {
+      LogRoutine(/*may_queue=*/true, LogLevel::kInfo, "grpc_log",
+                 {{"source", source}, {"message", message}});
+    }
+  });
 }
 
 bool LineBudget::Admit(int64_t unix_second) {

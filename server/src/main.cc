@@ -75,9 +75,11 @@ ABSL_FLAG(absl::Duration, log_flush_interval, absl::Milliseconds(100),
           "written to stderr, batched; 0 writes each at once. Warnings, "
           "errors, start and stop are always written at once");
 ABSL_FLAG(int64_t, log_routine_lines_per_second, 100,
-          "at most this many lines of routine events (each add and remove) "
+          "at most this many lines of routine events (each add and remove, "
+          "and libprotobuf's and gRPC's own lines, which a peer can cause) "
           "a second; the rest are counted in one log_lines_suppressed line "
-          "per flush. 0: every line. Warnings and errors are never limited");
+          "per flush. 0: every line. The server's other warnings and errors "
+          "are never limited");
 ABSL_FLAG(int, add_workers_per_pool, 4,
           "threads per pool that take memory for AddVolume (1 to 64)");
 ABSL_FLAG(std::optional<std::string>, tls_cert, std::nullopt,
@@ -266,6 +268,7 @@ int main(int argc, char** argv) {
   }
   groove::server::SetRoutineLineBudget(static_cast<uint64_t>(routine_lines));
   groove::server::RouteProtobufLogs();
+  groove::server::RouteGrpcLogs();
   const absl::Duration drain_grace = absl::GetFlag(FLAGS_drain_grace);
   if (drain_grace < absl::ZeroDuration()) {
     return Fail(kExitBadConfig, "bad_flags",

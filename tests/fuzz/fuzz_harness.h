@@ -136,6 +136,9 @@ RequestOutcome RunRequestInput(absl::string_view data);
 //         (2^30 at most, a pool's largest)
 //   [2]   answers: the `committed` callback answers a question about batch
 //         b with bit (b % 8)
+//   [3]   n: the pool's next batch, Open's next_batch (JournalNextBatch):
+//         n - 1, or RequestJournal::kAnyBatch when n is 0 (no entry
+//         dropped for its batch)
 //   then  records, each one entry's fields, little-endian, in the file's
 //         order (the last record of an entry number wins):
 //           u16 entry (mod kEntries)   u64 state word (state | batch << 2)
@@ -190,6 +193,7 @@ struct JournalImage {
   uint8_t flags = 0;
   uint8_t max_volumes_byte = 0;
   uint8_t answers = 0;
+  uint8_t next_batch_byte = 0;
   std::vector<JournalRecord> records;
   bool operator==(const JournalImage&) const = default;
 };
@@ -203,6 +207,8 @@ JournalImage DecodeJournalInput(absl::string_view data);
 std::string EncodeJournalInput(const JournalImage& image);
 // JournalMaxVolumes is the max_volumes an image's first two bytes select.
 uint64_t JournalMaxVolumes(uint8_t flags, uint8_t max_volumes_byte);
+// JournalNextBatch is the next_batch an image's byte [3] selects.
+uint64_t JournalNextBatch(uint8_t next_batch_byte);
 
 struct JournalOutcome {
   absl::Status open;                  // the first RequestJournal::Open

@@ -1,7 +1,8 @@
 // journal_fuzzer's harness: a compact request journal image written out as
 // a pool's journal file, opened (repaired) by RequestJournal::Open as an
-// owner that crashed would find it, checked against a model of the image,
-// used for one add and opened again. See fuzz_harness.h for the image
+// owner that crashed would find it (with the pool's next batch the image
+// chooses, or none), checked against a model of the image, used for one
+// add and opened again. See fuzz_harness.h for the image
 // format.
 
 #include <fcntl.h>
@@ -269,6 +270,7 @@ using Questions = std::vector<std::pair<uint64_t, std::vector<uint64_t>>>;
 // neither, and not asking about them.
 struct Model {
   uint64_t max_volumes = 0;
+  uint64_t next_batch = RequestJournal::kAnyBatch;  // Open's next_batch
   bool keeps_header = false;  // the file is this pool's journal, kept
   uint64_t file_bytes = 0;
   std::map<uint64_t, std::string> entries;  // entry number -> its bytes
@@ -290,6 +292,7 @@ bool Answer(uint8_t answers, uint64_t batch) {
 Model MakeModel(const JournalImage& image) {
   Model m;
   m.max_volumes = JournalMaxVolumes(image.flags, image.max_volumes_byte);
+  m.next_batch = JournalNextBatch(image.next_batch_byte);
   switch ((image.flags >> kJournalSizeShift) & 3) {
     case kJournalSizeRight:
       m.file_bytes = kFileBytes;
@@ -326,9 +329,12 @@ Model MakeModel(const JournalImage& image) {
       ++m.report.resolved_failed;
       continue;
     }
+    // No add's, or one of a batch the pool has not handed out (at or above
+    // its next_batch): an add it never made.
     if (!AddProblem(p.add.count, p.add.first_index, p.info_size, p.add.indices,
                     m.max_volumes)
-             .empty()) {
+             .empty() ||
+        p.add.batch >= m.next_batch) {
       ++m.report.dropped_invalid;
       continue;
     }
@@ -400,15 +406,21 @@ bool WriteJournal(const std::string& path, const JournalImage& image,
 }
 
 // CheckAdds checks invariant 3's shape of a listing: every add one a pool
-// of `max_volumes` could have made, oldest (lowest batch) first.
+// of `max_volumes` whose next batch is `next_batch` could have made, oldest
+// (lowest batch) first.
 std::string CheckAdds(const std::vector<RecordedAdd>& recorded,
-                      uint64_t max_volumes) {
+                      uint64_t max_volumes, uint64_t next_batch) {
   for (size_t k = 0; k < recorded.size(); ++k) {
     const RecordedAdd& a = recorded[k];
     if (const std::string p = AddProblem(a.count, a.first_index, a.info.size(),
                                          a.indices, max_volumes);
         !p.empty()) {
       return absl::StrCat("listed an add that is none: ", p, " in ",
+                          Describe(a));
+    }
+    if (a.batch >= next_batch) {
+      return absl::StrCat("listed an add the pool never made: batch ", a.batch,
+                          " is at or above next_batch ", next_batch, " in ",
                           Describe(a));
     }
     if (k > 0 && a.batch < recorded[k - 1].batch) {
@@ -448,7 +460,8 @@ std::string CheckOpened(const RequestJournal& journal, const Model& m,
                         out.report.committed, ", the listing ",
                         out.recorded.size());
   }
-  if (std::string p = CheckAdds(out.recorded, m.max_volumes); !p.empty()) {
+  if (std::string p = CheckAdds(out.recorded, m.max_volumes, m.next_batch);
+      !p.empty()) {
     return p;
   }
   // Each PENDING entry with an add asked about once (of contested batches:
@@ -535,12 +548,18 @@ uint64_t JournalMaxVolumes(uint8_t flags, uint8_t max_volumes_byte) {
   return (flags & kJournalLargePool) ? n << 22 : n;
 }
 
+uint64_t JournalNextBatch(uint8_t next_batch_byte) {
+  return next_batch_byte == 0 ? RequestJournal::kAnyBatch
+                              : uint64_t{next_batch_byte} - 1;
+}
+
 JournalImage DecodeJournalInput(absl::string_view data) {
   Reader in(data);
   JournalImage image;
   image.flags = in.Take<uint8_t>();
   image.max_volumes_byte = in.Take<uint8_t>();
   image.answers = in.Take<uint8_t>();
+  image.next_batch_byte = in.Take<uint8_t>();
   while (!in.empty()) {
     JournalRecord r;
     r.entry = in.Take<uint16_t>() % kEntries;
@@ -568,6 +587,7 @@ std::string EncodeJournalInput(const JournalImage& image) {
   Put<uint8_t>(out, image.flags);
   Put<uint8_t>(out, image.max_volumes_byte);
   Put<uint8_t>(out, image.answers);
+  Put<uint8_t>(out, image.next_batch_byte);
   for (const JournalRecord& r : image.records) {
     const size_t info = std::min(r.info.size(), kMaxRecordInfo);
     const size_t n = std::min(r.indices.size(), kMaxExplicitIndices);
@@ -613,9 +633,9 @@ JournalOutcome RunJournalInput(absl::string_view data) {
   // (ENOSPC, ENOMEM: a full /dev/shm) is accepted, nothing else.
   Questions asked;
   absl::StatusOr<std::unique_ptr<RequestJournal>> journal =
-      RequestJournal::Open(
-          path, kJournalIdentity, m.max_volumes, RequestJournal::kAnyBatch,
-          Asker(image.answers, &asked), &out.report, &out.recorded);
+      RequestJournal::Open(path, kJournalIdentity, m.max_volumes, m.next_batch,
+                           Asker(image.answers, &asked), &out.report,
+                           &out.recorded);
   out.open = journal.status();
   if (!journal.ok()) {
     if (out.open.code() != absl::StatusCode::kResourceExhausted) {
@@ -629,10 +649,13 @@ JournalOutcome RunJournalInput(absl::string_view data) {
   out.violation = CheckOpened(**journal, m, asked, out);
   if (!out.violation.empty()) return out;
 
-  // 5. One more add, in a batch above every listed one (as a pool's next
-  // batch is), unless the listing left none.
-  const uint64_t batch =
-      out.recorded.empty() ? 1 : out.recorded.back().batch + 1;
+  // 5. One more add, in the pool's next batch: next_batch, or without one
+  // a batch above every listed one, unless the listing left none. Batch 0
+  // is none a pool hands out.
+  const uint64_t batch = m.next_batch != RequestJournal::kAnyBatch
+                             ? m.next_batch
+                         : out.recorded.empty() ? 1
+                                                : out.recorded.back().batch + 1;
   if (batch == 0 || batch > kMaxBatch) return out;
   const std::map<uint64_t, uint64_t> kept =
       m.keeps_header ? KeptEntries(path, m) : std::map<uint64_t, uint64_t>();
@@ -655,6 +678,10 @@ JournalOutcome RunJournalInput(absl::string_view data) {
   // Begin reused (if it took a kept one), plus the new add.
   Model after;
   after.max_volumes = m.max_volumes;
+  // The pool's next batch now follows the add's.
+  after.next_batch = m.next_batch != RequestJournal::kAnyBatch
+                         ? batch + 1
+                         : RequestJournal::kAnyBatch;
   after.keeps_header = true;  // the file is the pool's now, whatever it was
   after.recorded = out.recorded;
   if (auto reused = kept.find(*entry); reused != kept.end()) {
@@ -688,9 +715,9 @@ JournalOutcome RunJournalInput(absl::string_view data) {
   Questions asked_again;
   JournalOutcome again;
   absl::StatusOr<std::unique_ptr<RequestJournal>> reopened =
-      RequestJournal::Open(
-          path, kJournalIdentity, m.max_volumes, RequestJournal::kAnyBatch,
-          Asker(image.answers, &asked_again), &again.report, &again.recorded);
+      RequestJournal::Open(path, kJournalIdentity, m.max_volumes,
+                           after.next_batch, Asker(image.answers, &asked_again),
+                           &again.report, &again.recorded);
   out.reopen = reopened.status();
   if (!reopened.ok()) {
     if (out.reopen.code() != absl::StatusCode::kResourceExhausted) {

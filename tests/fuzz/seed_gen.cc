@@ -370,6 +370,21 @@ void JournalSeeds(const std::string& out) {
   JournalSeed(
       out, "largest_batch", 0, m, 0, ThreeCommitted,
       EditLast([](fz::JournalRecord& r) { r.state_word = ~uint64_t{0}; }));
+  // The pool's next batch (Open's next_batch, image byte [3]): an entry at
+  // or above it is an add the pool never made (a host crash kept a newer
+  // journal page than metadata page), dropped, PENDING or not, without a
+  // question; one just below it is kept.
+  const auto next_batch = [](uint8_t batch) {
+    return [batch](JournalImage& image) {
+      image.next_batch_byte = static_cast<uint8_t>(batch + 1);
+    };
+  };
+  JournalSeed(out, "next_batch_drops_the_newest", 0, m, 0, ThreeCommitted,
+              next_batch(3));
+  JournalSeed(out, "next_batch_keeps_the_one_below", 0, m, 0, ThreeCommitted,
+              next_batch(4));
+  JournalSeed(out, "next_batch_drops_a_pending_one", 0, m, 0xff, pending,
+              next_batch(4));
   // A pool of 2^30 volumes (the largest): indices near the top, a large
   // add, and large batches.
   JournalSeed(out, "large_pool", fz::kJournalLargePool, 255, 0xaa,

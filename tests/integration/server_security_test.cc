@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -88,23 +89,40 @@ double CounterValue(const std::string& scrape, const std::string& name,
 // ---- TLS
 // ----------------------------------------------------------------------
 
-TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
-  TempDir dir;
-  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+// StartTlsServer makes the test PKI (test_pki.h) in `dir` and starts a
+// server of one pool there on TLS with its server certificate, plus
+// `more_args`. Start's health checks go over TLS, trusting the test CA.
+// Null, with a test failure, when the PKI cannot be made or the server
+// does not start.
+std::unique_ptr<ServerProcess> StartTlsServer(
+    const TempDir& dir, const std::vector<std::string>& more_args = {}) {
+  const absl::Status pki = MakeTestPki(dir.path());
+  EXPECT_TRUE(pki.ok()) << pki;
+  if (!pki.ok()) return nullptr;
   std::vector<std::string> args = OnePool(dir);
   args.push_back("--tls-cert=" + dir.path() + "/server.pem");
   args.push_back("--tls-key=" + dir.path() + "/server.key");
-  // Start's health checks go over TLS, with the test CA.
-  auto server =
-      ServerProcess::Start(args, absl::Seconds(30),
-                           TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+  args.insert(args.end(), more_args.begin(), more_args.end());
+  return ServerProcess::Start(args, absl::Seconds(30),
+                              TlsClient(dir.path(), "ca.pem"),
+                              TlsChannelArgs());
+}
+
+// ListPoolsInPlaintext calls ListPools on `server` without TLS.
+grpc::Status ListPoolsInPlaintext(const ServerProcess& server) {
+  return ListPoolsWith(grpc::CreateChannel(server.grpc_address(),
+                                           grpc::InsecureChannelCredentials()));
+}
+
+TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
+  TempDir dir;
+  auto server = StartTlsServer(dir);
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(server->LogCount({"event=listening", "tls=on"}), 1u);
   EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
 
   // Plaintext: the handshake fails, no RPC gets through.
-  const grpc::Status plaintext = ListPoolsWith(grpc::CreateChannel(
-      server->grpc_address(), grpc::InsecureChannelCredentials()));
+  const grpc::Status plaintext = ListPoolsInPlaintext(*server);
   EXPECT_EQ(plaintext.error_code(), grpc::StatusCode::UNAVAILABLE)
       << plaintext.error_message();
   // A client that trusts another CA refuses the server's certificate.
@@ -114,6 +132,38 @@ TEST(ServerTlsTest, TlsClientWithTheCaSucceedsAndOthersFail) {
   EXPECT_EQ(untrusted.error_code(), grpc::StatusCode::UNAVAILABLE)
       << untrusted.error_message();
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// gRPC's own lines (gpr_log) reach the log as logfmt lines, not in gRPC's
+// format ("E1127 12:00:00.000 ... Handshake failed ..."): a plaintext
+// client at a TLS port makes gRPC log one per connection.
+TEST(ServerTlsTest, GrpcsHandshakeErrorIsLoggedAsOneLogfmtLine) {
+  TempDir dir;
+  auto server = StartTlsServer(dir);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(ListPoolsInPlaintext(*server).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+
+  // In either format the line names the failed handshake.
+  const std::optional<std::string> line =
+      server->WaitForLog("Handshake failed");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  const auto fields = LogfmtFields(*line);
+  ASSERT_TRUE(fields.has_value()) << *line;
+  using Field = std::pair<std::string, std::string>;
+  ASSERT_EQ(fields->size(), 5u) << *line;
+  EXPECT_EQ((*fields)[1], Field("level", "warn"));
+  EXPECT_EQ((*fields)[2], Field("event", "grpc_log"));
+  EXPECT_EQ((*fields)[3].first, "source");
+  EXPECT_THAT((*fields)[3].second,
+              ::testing::MatchesRegex(".*ssl_transport_security\\.cc:[0-9]+"));
+  EXPECT_EQ((*fields)[4].first, "message");
+  EXPECT_THAT((*fields)[4].second, HasSubstr("Handshake failed"));
+
+  EXPECT_EQ(server->Stop(), 0);
+  for (const std::string& each : server->LogLines()) {
+    EXPECT_TRUE(LogfmtFields(each).has_value()) << "not logfmt: " << each;
+  }
 }
 
 TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
@@ -516,17 +566,10 @@ TEST(ServerCredentialsReloadTest, RefreshZeroKeepsTheStartUpTokens) {
 
 TEST(ServerCredentialsReloadTest, StopDoesNotWaitForTheRefreshInterval) {
   TempDir dir;
-  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
   const std::string tokens = dir.path() + "/tokens";
   std::ofstream(tokens) << kAdminToken << " admin\n";
-  std::vector<std::string> args = OnePool(dir);
-  args.push_back("--tls-cert=" + dir.path() + "/server.pem");
-  args.push_back("--tls-key=" + dir.path() + "/server.key");
-  args.push_back("--auth-tokens=" + tokens);
-  args.push_back("--credentials-refresh=24h");
-  auto server =
-      ServerProcess::Start(args, absl::Seconds(30),
-                           TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+  auto server = StartTlsServer(
+      dir, {"--auth-tokens=" + tokens, "--credentials-refresh=24h"});
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(server->LogCount({"event=listening", "credentials_refresh=24h"}),
             1u);

@@ -52,8 +52,10 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -89,6 +91,72 @@ inline std::string LogValue(absl::string_view line, absl::string_view key) {
     }
   }
   return "";
+}
+
+// LogfmtFields returns the key=value pairs of `line` if it is a line of
+// groove-volumed's log (server/include/groove/server/log.h): `time`,
+// `level` and `event` first, then fields, keys of [A-Za-z0-9_], values
+// bare or quoted with \", \\, \n and \xNN escapes (returned unescaped);
+// nullopt for any other line (gRPC's or libprotobuf's own format, a
+// sanitizer report, a half line).
+inline std::optional<std::vector<std::pair<std::string, std::string>>>
+LogfmtFields(absl::string_view line) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  const auto is_key_char = [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_';
+  };
+  size_t i = 0;
+  while (i < line.size()) {
+    if (!fields.empty() && line[i++] != ' ') return std::nullopt;
+    const size_t key_start = i;
+    while (i < line.size() && is_key_char(line[i])) ++i;
+    if (i == key_start || i == line.size() || line[i] != '=') {
+      return std::nullopt;
+    }
+    std::string key(line.substr(key_start, i - key_start));
+    std::string value;
+    ++i;  // '='
+    if (i < line.size() && line[i] == '"') {
+      for (++i;; ++i) {
+        if (i >= line.size()) return std::nullopt;  // unterminated
+        if (line[i] == '"') break;
+        if (line[i] != '\\') {
+          value.push_back(line[i]);
+          continue;
+        }
+        if (++i >= line.size()) return std::nullopt;
+        if (line[i] == 'n') {
+          value.push_back('\n');
+        } else if (line[i] == '"' || line[i] == '\\') {
+          value.push_back(line[i]);
+        } else if (line[i] == 'x' && i + 2 < line.size() &&
+                   absl::ascii_isxdigit(
+                       static_cast<unsigned char>(line[i + 1])) &&
+                   absl::ascii_isxdigit(
+                       static_cast<unsigned char>(line[i + 2]))) {
+          value.push_back(static_cast<char>(
+              std::stoi(std::string(line.substr(i + 1, 2)), nullptr, 16)));
+          i += 2;
+        } else {
+          return std::nullopt;
+        }
+      }
+      ++i;  // the closing '"'
+    } else {
+      while (i < line.size() && line[i] != ' ' &&
+             (absl::ascii_isalnum(static_cast<unsigned char>(line[i])) ||
+              absl::StrContains("_.:/@+,[]-", line[i]))) {
+        value.push_back(line[i++]);
+      }
+      if (value.empty()) return std::nullopt;
+    }
+    fields.emplace_back(std::move(key), std::move(value));
+  }
+  if (fields.size() < 3 || fields[0].first != "time" ||
+      fields[1].first != "level" || fields[2].first != "event") {
+    return std::nullopt;
+  }
+  return fields;
 }
 
 // SanitizerReportLine returns the first line of `output` that belongs to a
@@ -262,6 +330,12 @@ class ServerProcess {
   size_t LogCount(std::vector<std::string> needles) {
     std::lock_guard<std::mutex> lock(mu_);
     return CountLocked(needles);
+  }
+
+  // LogLines returns every line so far.
+  std::vector<std::string> LogLines() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lines_;
   }
 
   std::string LogText() {

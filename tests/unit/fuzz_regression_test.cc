@@ -161,6 +161,7 @@ TEST(JournalImageTest, InputRoundTrips) {
   image.flags = kJournalLargePool | kJournalOtherPool;
   image.max_volumes_byte = 200;
   image.answers = 0x81;
+  image.next_batch_byte = 9;
   JournalRecord r;
   r.entry = 1023;
   r.state_word = 3 | 77 << 2;
@@ -181,6 +182,9 @@ TEST(JournalImageTest, InputRoundTrips) {
   EXPECT_EQ(DecodeJournalInput(EncodeJournalInput(image)), image);
   EXPECT_EQ(JournalMaxVolumes(kJournalLargePool, 255), uint64_t{1} << 30);
   EXPECT_EQ(JournalMaxVolumes(0, 0), 1u);
+  EXPECT_EQ(JournalNextBatch(0), RequestJournal::kAnyBatch);
+  EXPECT_EQ(JournalNextBatch(1), 0u);
+  EXPECT_EQ(JournalNextBatch(255), 254u);
 }
 
 // recovery_fuzzer, crash 1: a committed add (slot PUSHING) whose volume

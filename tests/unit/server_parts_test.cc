@@ -6,6 +6,7 @@
 // integration tests (tests/integration/server_*_test.cc) drive the whole
 // binary.
 
+#include <grpc/support/log.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -653,6 +654,37 @@ TEST(LogBatchingTest, TheFlusherWritesQueuedLinesOnItsOwn) {
   close(ends[1]);
   EXPECT_EQ(ready, 1);
   EXPECT_THAT(text, EndsWith("event=add n=1\n"));
+}
+
+// gRPC's lines (RouteGrpcLogs): ERROR ones are written at once as
+// level=warn (gRPC may abort right after one), INFO ones are queued as
+// routine lines, and both count against the routine line budget.
+TEST(GrpcLogTest, ErrorLinesAreWrittenAtOnceAndAllCountAgainstTheBudget) {
+  StderrToFile err;
+  RouteGrpcLogs();
+  gpr_set_log_verbosity(GPR_LOG_SEVERITY_INFO);  // whatever GRPC_VERBOSITY
+  {
+    BatchingOn batching(absl::Hours(1));
+    gpr_log(GPR_INFO, "queued %d", 1);
+    EXPECT_EQ(err.Text(), "");
+    gpr_log(GPR_ERROR, "Handshake failed %d", 2);
+    const std::vector<std::string> lines =
+        absl::StrSplit(err.Text(), '\n', absl::SkipEmpty());
+    ASSERT_EQ(lines.size(), 2u) << err.Text();
+    EXPECT_THAT(lines[0], HasSubstr("level=info event=grpc_log source="));
+    EXPECT_THAT(lines[0], EndsWith(" message=\"queued 1\""));
+    EXPECT_THAT(lines[1], HasSubstr("level=warn event=grpc_log source="));
+    EXPECT_THAT(lines[1], HasSubstr("server_parts_test.cc:"));
+    EXPECT_THAT(lines[1], EndsWith(" message=\"Handshake failed 2\""));
+  }
+  SetRoutineLineBudget(1);
+  for (int i = 0; i < 10; ++i) gpr_log(GPR_ERROR, "refused %d", i);
+  // All ten fall in one or two seconds: one or two are written.
+  EXPECT_GE(RoutineLinesSuppressedTotal(), 8u);
+  EXPECT_LE(RoutineLinesSuppressedTotal(), 9u);
+  SetRoutineLineBudget(0);
+  gpr_set_log_function(nullptr);  // gRPC's own again, for the other tests
+  gpr_set_log_verbosity(GPR_LOG_SEVERITY_ERROR);
 }
 
 TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {

@@ -179,6 +179,39 @@ uint64_t RoutineLinesSuppressedTotal();
 // REQUIRES: called once, from main, before the server serves.
 void RouteProtobufLogs();
 
+// ---- gRPC's own lines -------------------------------------------------------
+//
+// gRPC writes its own lines (gpr_log: "E1127 12:00:00.000 ... Handshake
+// failed ...", one per connection a plaintext client opens to a TLS port)
+// to stderr in a format of its own. RouteGrpcLogs sends them through this
+// log instead, as
+//
+//   time=... level=warn event=grpc_log source=FILE:LINE message="..."
+//
+// Which lines: those gRPC itself lets through, by GRPC_VERBOSITY (DEBUG,
+// INFO or ERROR; unset: ERROR, gRPC's default, so only ERROR lines);
+// RouteGrpcLogs never changes it. Levels: gRPC's ERROR is `warn` (on a
+// server nearly all are about one peer's connection; gRPC failures that
+// matter to the server reach events of its own, e.g. start_failed), INFO
+// and DEBUG are `info`. A peer can cause one per connection, so every line
+// counts against the routine line budget, as protobuf_log's do; ERROR
+// lines are written at once (gRPC may abort right after one, as
+// GPR_ASSERT does), INFO and DEBUG are queued as LogDeferred's.
+//
+// Secrets: at the default verbosity gRPC logs no metadata and no key
+// material. GRPC_TRACE (with GRPC_VERBOSITY=INFO or DEBUG) can: the
+// `chttp2_hpack_parser` tracer (and `all`) logs every request header,
+// `authorization: Bearer ...` included, `tcp` the bytes read; these lines
+// are written as gRPC gives them. So when GRPC_TRACE is set, RouteGrpcLogs
+// says so first, in a `level=warn event=grpc_trace_on` line
+// (docs/SERVER.md §7).
+// REQUIRES: called once, from main, before anything starts gRPC (a
+// grpc::ServerBuilder, a channel); before that gRPC's lines go to stderr
+// as gRPC writes them.
+// Thread safety: gRPC calls the installed function from any of its
+// threads; it takes no lock, as LogDeferred.
+void RouteGrpcLogs();
+
 }  // namespace groove::server
 
 #endif  // GROOVE_SERVER_LOG_H_
