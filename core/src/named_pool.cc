@@ -2321,6 +2321,13 @@ bool NamedPool::StoreDeleted() const {
   return st.st_dev != store_file_->device || st.st_ino != store_file_->inode;
 }
 
+absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
+  // Not yet implemented: the API is committed first so that the server
+  // can be built against it.
+  return absl::UnimplementedError(
+      absl::StrCat("ReclaimVolume(", index, ") is not implemented yet"));
+}
+
 PoolSummary NamedPool::Summary() const {
   PoolSummary s;
   s.name = config_.name;

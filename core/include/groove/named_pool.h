@@ -7,9 +7,9 @@
 //                      the pool header (facts-file layout at offset 0), the
 //                      pool's configuration, and a slot table with one
 //                      atomic word per index (FREE, ADDING, PUSHING,
-//                      MAPPED, REMOVING) that records intent before each
-//                      step of an add or remove, so recovery is
-//                      deterministic.
+//                      MAPPED, REMOVING, QUARANTINED) that records intent
+//                      before each step of an add or remove, so recovery
+//                      is deterministic.
 //   the volume store   a file in which volume i lives at i * volume_size:
 //                      DIR/NAME.volumes (normal backing, DIR on tmpfs, or
 //                      huge/gigantic, DIR on hugetlbfs), a file in a
@@ -136,6 +136,17 @@ struct RemovedVolume {
   std::string info;
 };
 
+// ReclaimedVolume is a quarantined volume that ReclaimVolume freed.
+struct ReclaimedVolume {
+  uint64_t index = 0;
+  // What was wrong with its header as it was reclaimed, in the words of
+  // ListVolumes' kCorrupt entries (VolumeEntry::corruption): the first bad
+  // field with the value found and the value wanted, why it could not be
+  // read, or, when the header reads sound now, that it was bad when a pop
+  // quarantined it.
+  std::string corruption;
+};
+
 // PoolSummary is a snapshot of a pool; the counts are approximate while
 // operations are in flight (see PoolStats).
 struct PoolSummary {
@@ -154,6 +165,18 @@ struct PoolSummary {
   // add's allocation in progress (StoreGate). The owner's view; 0 in a
   // data-plane join.
   uint64_t releasing_bytes = 0;
+  // Volumes quarantined now: popped with a bad header (by a remove or a
+  // data-plane Acquire) since quarantines were recorded (slot QUARANTINED),
+  // and not reclaimed (ReclaimVolume). Counted in volumes_mapped and
+  // volumes_in_use. Exact when no quarantine or reclaim is in flight, and
+  // across restarts (recovery counts the slots). Volumes quarantined by a
+  // build before this one stay MAPPED and are not counted (nor
+  // reclaimable).
+  uint64_t volumes_in_quarantine = 0;
+  // Volumes ReclaimVolume freed since the pool was created (kept in the
+  // metadata: survives restarts; a re-created pool starts at 0). Only
+  // grows.
+  uint64_t volumes_reclaimed = 0;
   PoolCounts counts;
   bool locked = false;
   bool store_survives_restart = true;  // false for a hugetlb memfd
@@ -402,6 +425,36 @@ class NamedPool {
   // Cost: O(count log count), plus one read of each header and one punch
   // per run of consecutive indices.
   absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
+
+  // ReclaimVolume frees the quarantined volume at `index` (its slot
+  // QUARANTINED: a pop, by a remove or a data-plane Acquire, found its
+  // header bad and left it off the stack): it gives its memory back as
+  // RemoveVolumes does (punched out of the store, or the punch queued for
+  // an add's allocation in progress: StoreGate::GiveBackOrDefer; the index
+  // stays taken until the punch) and frees its slot, so that an AddVolumes
+  // may use the index again. Returns the index and what was wrong with its
+  // header (ReclaimedVolume::corruption). The volume leaves volumes_mapped,
+  // volumes_in_quarantine and ListVolumes before it returns;
+  // volumes_reclaimed counts it.
+  // REQUIRES: the caller (an admin) vouches that no data-plane process
+  // still reads or writes the volume: the pool cannot tell (a quarantined
+  // volume is held by no groove party, but a process that popped it with a
+  // bad header may still use the memory it was handed).
+  // Errors: FAILED_PRECONDITION on a data-plane join; OUT_OF_RANGE for
+  // index >= max_volumes; FAILED_PRECONDITION when the volume at `index`
+  // is not quarantined, the message saying what is there instead: no
+  // volume; a volume being added; a volume being removed (or reclaimed);
+  // an empty or in-use volume; or a volume mapped with a bad header that
+  // was quarantined before quarantines were recorded (a build before this
+  // one, or an old pool), which cannot be reclaimed: re-create the pool to
+  // free it. Nothing is changed by an error.
+  // Thread safety: lock-free (one CAS of the slot, QUARANTINED ->
+  // REMOVING), safe concurrently with every other operation; of two
+  // concurrent reclaims of one index exactly one succeeds. A crash after
+  // the CAS is finished by the next Open's recovery (a REMOVING slot is
+  // punched and freed).
+  // Cost: one header pread, and one punch unless it is queued.
+  absl::StatusOr<ReclaimedVolume> ReclaimVolume(uint64_t index);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
   PoolSummary Summary() const;
