@@ -809,6 +809,10 @@ inline constexpr uint64_t kStoreMemfdOffset = kMetadataMagicOffset + 64;
 inline constexpr uint64_t kNameOffset = kMetadataMagicOffset + 96;
 inline constexpr uint64_t kStorePathOffset = kNameOffset + 72 + 1024;
 inline constexpr uint64_t kStorePathBytes = 1024;
+// volumes_in_quarantine as the metadata keeps it (a uint64_t), after the
+// pool's 16-byte id.
+inline constexpr uint64_t kVolumesInQuarantineOffset =
+    kStorePathOffset + kStorePathBytes + 16;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.
