@@ -38,6 +38,40 @@ constexpr int kOpsPerThread = 10'000;
 constexpr uint64_t kVolumeBytes = 16 << 10;
 constexpr uint64_t kMaxVolumes = 64;
 
+// ExpectPresentAsBalanced checks `pool` once its threads are done, every
+// volume released: summed over `balance` (each thread's adds minus its
+// removes and reclaims, per index), an index is 0 or 1, listed (empty)
+// iff 1, and Verify, volumes_mapped and the store's memory agree. Sets
+// *present to how many are.
+void ExpectPresentAsBalanced(
+    const NamedPool& pool,
+    const std::vector<std::map<uint64_t, int64_t>>& balance,
+    uint64_t* present) {
+  std::map<uint64_t, int64_t> total;
+  for (const auto& b : balance) {
+    for (const auto& [index, n] : b) total[index] += n;
+  }
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
+  std::map<uint64_t, bool> listed_index;
+  for (const VolumeEntry& e : listed) {
+    listed_index[e.index] = true;
+    EXPECT_EQ(e.status, VolumeStatus::kEmpty) << e.index << " " << e.corruption;
+  }
+  *present = 0;
+  for (const auto& [index, n] : total) {
+    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
+    EXPECT_EQ(listed_index.count(index) == 1, n == 1) << "index " << index;
+    *present += static_cast<uint64_t>(n);
+  }
+  EXPECT_EQ(listed.size(), *present);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, *present);
+  EXPECT_EQ(pool.Summary().volumes_mapped, *present);
+  EXPECT_EQ(*pool.AllocatedBytes(), *present * kVolumeBytes);
+}
+
 TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   TempDir dir;
   PoolConfig config;
@@ -111,27 +145,9 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(unexpected.load(), 0);
 
-  // Sum every thread's adds minus removes per index: 0 or 1, never more.
-  std::map<uint64_t, int64_t> total;
-  for (const auto& b : balance) {
-    for (const auto& [index, n] : b) total[index] += n;
-  }
   uint64_t expected_present = 0;
-  uint64_t next = 0;
-  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
-  std::map<uint64_t, bool> present;
-  for (const VolumeEntry& e : listed) present[e.index] = true;
-  for (const auto& [index, n] : total) {
-    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
-    EXPECT_EQ(present.count(index) == 1, n == 1) << "index " << index;
-    expected_present += static_cast<uint64_t>(n);
-  }
-  EXPECT_EQ(listed.size(), expected_present);
-  absl::StatusOr<VerifyReport> report = pool.Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, expected_present);
-  EXPECT_EQ(pool.Summary().volumes_mapped, expected_present);
-  EXPECT_EQ(*pool.AllocatedBytes(), expected_present * kVolumeBytes);
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectPresentAsBalanced(pool, balance, &expected_present));
   std::printf("%llu volumes present, %llu data-plane pairs\n",
               static_cast<unsigned long long>(expected_present),
               static_cast<unsigned long long>(pairs.load()));
@@ -448,6 +464,48 @@ TEST(NamedPoolConcurrencyTest, OfTwoReclaimsOfOneVolumeExactlyOneWins) {
   ASSERT_TRUE(pool.Verify().ok());
 }
 
+// A reclaim, like a remove, never waits for an add's allocation: it
+// returns at once with its punch left to the add, the volume out of the
+// pool meanwhile (its memory counted as releasing), and the add runs the
+// punch as it lets go of the store.
+TEST(NamedPoolConcurrencyTest, AReclaimDoesNotWaitForAnAddThatIsAllocating) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  std::atomic<int> deferred{0};
+  auto pool = OpenHeld(dir, 8, control, [&](absl::string_view step) {
+    if (step == "reclaim:deferred") deferred.fetch_add(1);
+  });
+  ASSERT_NE(pool, nullptr);
+  auto joined = NamedPool::Join(dir.path(), pool->config().name);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  const uint64_t index = QuarantineTop(*pool, (*joined)->pool());
+  HeldAdd adder(*pool, *control);
+  auto reclaiming = std::async(std::launch::async,
+                               [&] { return pool->ReclaimVolume(index); });
+  const bool returned = reclaiming.wait_for(absl::ToChronoSeconds(kStuck)) ==
+                        std::future_status::ready;
+  EXPECT_TRUE(returned) << "ReclaimVolume waited for the add's allocation";
+  if (returned) {
+    absl::StatusOr<ReclaimedVolume> reclaimed = reclaiming.get();
+    ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+    EXPECT_EQ(deferred.load(), 1);
+    EXPECT_EQ(control->deallocates.load(), 0);
+    const PoolSummary s = pool->Summary();
+    EXPECT_EQ(s.volumes_mapped, 1u);
+    EXPECT_EQ(s.volumes_in_quarantine, 0u);
+    EXPECT_EQ(s.releasing_bytes, kVolumeBytes);
+  }
+  adder.Finish();
+  if (!returned) return;  // reclaiming's destructor waits for the reclaim
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);  // 1 and the add's
+  EXPECT_TRUE(pool->AddVolumes(1, index, "again").ok());
+  absl::StatusOr<VerifyReport> report = pool->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 3u);
+}
+
 // Quarantines and reclaims race adds, removes, acquires and releases of
 // other volumes: a data-plane thread now and then releases a volume with
 // a bad info_sz (which the next pop quarantines: a remove's DATA_LOSS or
@@ -586,28 +644,9 @@ TEST(NamedPoolConcurrencyTest, ReclaimsRacingEverythingElseLeaveThePoolSound) {
   }
   EXPECT_EQ(pool.Summary().volumes_in_quarantine, 0u);
 
-  std::map<uint64_t, int64_t> total;
-  for (const auto& b : balance) {
-    for (const auto& [index, n] : b) total[index] += n;
-  }
-  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
-  std::map<uint64_t, bool> present;
-  for (const VolumeEntry& e : listed) {
-    present[e.index] = true;
-    EXPECT_EQ(e.status, VolumeStatus::kEmpty) << e.index << " " << e.corruption;
-  }
   uint64_t expected_present = 0;
-  for (const auto& [index, n] : total) {
-    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
-    EXPECT_EQ(present.count(index) == 1, n == 1) << "index " << index;
-    expected_present += static_cast<uint64_t>(n);
-  }
-  EXPECT_EQ(listed.size(), expected_present);
-  absl::StatusOr<VerifyReport> report = pool.Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, expected_present);
-  EXPECT_EQ(pool.Summary().volumes_mapped, expected_present);
-  EXPECT_EQ(*pool.AllocatedBytes(), expected_present * kVolumeBytes);
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectPresentAsBalanced(pool, balance, &expected_present));
   std::printf("%llu quarantined, %llu reclaimed while racing\n",
               static_cast<unsigned long long>(quarantines.load()),
               static_cast<unsigned long long>(reclaims));
