@@ -72,6 +72,43 @@ void ExpectPresentAsBalanced(
   EXPECT_EQ(*pool.AllocatedBytes(), *present * kVolumeBytes);
 }
 
+// AddAndRemoveAtRandom is an admin thread: `ops` adds and removes of 1 to
+// `max_count` volumes at random (seeded with `seed`), each index added
+// counted up in *balance and each removed counted down. Counts in
+// *quarantines a remove that popped a corrupt volume (DATA_LOSS; without
+// quarantines, unexpected), and in *unexpected any other error but a
+// full pool for an add or an empty stack for a remove.
+void AddAndRemoveAtRandom(NamedPool& pool, uint64_t seed, int ops,
+                          uint64_t max_count,
+                          std::map<uint64_t, int64_t>* balance,
+                          std::atomic<int>* unexpected,
+                          std::atomic<uint64_t>* quarantines) {
+  std::mt19937_64 rng(seed);
+  for (int op = 0; op < ops; ++op) {
+    const uint64_t count = 1 + rng() % max_count;
+    if (rng() % 2 == 0) {
+      auto added = pool.AddVolumes(count, std::nullopt, "c");
+      if (added.ok()) {
+        for (uint64_t i : *added) ++(*balance)[i];
+      } else if (added.status().code() !=
+                 absl::StatusCode::kResourceExhausted) {
+        unexpected->fetch_add(1);
+      }
+      continue;
+    }
+    auto removed = pool.RemoveVolumes(count);
+    if (removed.ok()) {
+      for (const RemovedVolume& r : *removed) --(*balance)[r.index];
+    } else if (removed.status().code() == absl::StatusCode::kDataLoss &&
+               quarantines != nullptr) {
+      quarantines->fetch_add(1);
+    } else if (removed.status().code() !=
+               absl::StatusCode::kFailedPrecondition) {
+      unexpected->fetch_add(1);
+    }
+  }
+}
+
 TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   TempDir dir;
   PoolConfig config;
@@ -99,27 +136,8 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kAdmins; ++t) {
     threads.emplace_back([&, t] {
-      std::mt19937_64 rng(seed + t);
-      for (int op = 0; op < kOpsPerThread; ++op) {
-        const uint64_t count = 1 + rng() % 4;
-        if (rng() % 2 == 0) {
-          auto added = pool.AddVolumes(count, std::nullopt, "c");
-          if (added.ok()) {
-            for (uint64_t i : *added) ++balance[t][i];
-          } else if (added.status().code() !=
-                     absl::StatusCode::kResourceExhausted) {
-            unexpected.fetch_add(1);
-          }
-        } else {
-          auto removed = pool.RemoveVolumes(count);
-          if (removed.ok()) {
-            for (const RemovedVolume& r : *removed) --balance[t][r.index];
-          } else if (removed.status().code() !=
-                     absl::StatusCode::kFailedPrecondition) {
-            unexpected.fetch_add(1);
-          }
-        }
-      }
+      AddAndRemoveAtRandom(pool, seed + t, kOpsPerThread, 4, &balance[t],
+                           &unexpected, /*quarantines=*/nullptr);
       admins_running.fetch_sub(1);
     });
   }
@@ -227,6 +245,28 @@ class HeldAdd {
   std::thread thread_;
 };
 
+// OpenHeldWithTwo opens OpenHeld's pool of 8 with 2 volumes added,
+// counting in *steps each step `counted` it makes.
+std::unique_ptr<NamedPool> OpenHeldWithTwo(
+    const TempDir& dir, std::shared_ptr<FaultStore::Control> control,
+    absl::string_view counted, std::atomic<int>* steps) {
+  auto pool = OpenHeld(dir, 8, std::move(control),
+                       [counted, steps](absl::string_view step) {
+                         if (step == counted) steps->fetch_add(1);
+                       });
+  if (pool != nullptr) {
+    EXPECT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  }
+  return pool;
+}
+
+// ReadyBeforeStuck: `call` is ready within kStuck.
+template <typename T>
+bool ReadyBeforeStuck(std::future<T>& call) {
+  return call.wait_for(absl::ToChronoSeconds(kStuck)) ==
+         std::future_status::ready;
+}
+
 // An add holds the store's lock inside its allocation (as a hugepage
 // allocation does for seconds): a remove of the same pool returns at once,
 // having left its punch to the add, which runs it when its allocation is
@@ -235,16 +275,12 @@ TEST(NamedPoolConcurrencyTest, ARemoveDoesNotWaitForAnAddThatIsAllocating) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
   std::atomic<int> deferred{0};
-  auto pool = OpenHeld(dir, 8, control, [&](absl::string_view step) {
-    if (step == "remove:deferred") deferred.fetch_add(1);
-  });
+  auto pool = OpenHeldWithTwo(dir, control, "remove:deferred", &deferred);
   ASSERT_NE(pool, nullptr);
-  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
   HeldAdd adder(*pool, *control);
   auto removing =
       std::async(std::launch::async, [&] { return pool->RemoveVolumes(1); });
-  const bool returned = removing.wait_for(absl::ToChronoSeconds(kStuck)) ==
-                        std::future_status::ready;
+  const bool returned = ReadyBeforeStuck(removing);
   EXPECT_TRUE(returned) << "RemoveVolumes waited for the add's allocation";
   uint64_t removed_index = 0;
   if (returned) {
@@ -472,19 +508,15 @@ TEST(NamedPoolConcurrencyTest, AReclaimDoesNotWaitForAnAddThatIsAllocating) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
   std::atomic<int> deferred{0};
-  auto pool = OpenHeld(dir, 8, control, [&](absl::string_view step) {
-    if (step == "reclaim:deferred") deferred.fetch_add(1);
-  });
+  auto pool = OpenHeldWithTwo(dir, control, "reclaim:deferred", &deferred);
   ASSERT_NE(pool, nullptr);
   auto joined = NamedPool::Join(dir.path(), pool->config().name);
   ASSERT_TRUE(joined.ok()) << joined.status();
-  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
   const uint64_t index = QuarantineTop(*pool, (*joined)->pool());
   HeldAdd adder(*pool, *control);
   auto reclaiming = std::async(std::launch::async,
                                [&] { return pool->ReclaimVolume(index); });
-  const bool returned = reclaiming.wait_for(absl::ToChronoSeconds(kStuck)) ==
-                        std::future_status::ready;
+  const bool returned = ReadyBeforeStuck(reclaiming);
   EXPECT_TRUE(returned) << "ReclaimVolume waited for the add's allocation";
   if (returned) {
     absl::StatusOr<ReclaimedVolume> reclaimed = reclaiming.get();
@@ -536,29 +568,8 @@ TEST(NamedPoolConcurrencyTest, ReclaimsRacingEverythingElseLeaveThePoolSound) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kAdmins; ++t) {
     threads.emplace_back([&, t] {
-      std::mt19937_64 rng(seed + t);
-      for (int op = 0; op < kOpsPerThread / 2; ++op) {
-        const uint64_t count = 1 + rng() % 3;
-        if (rng() % 2 == 0) {
-          auto added = pool.AddVolumes(count, std::nullopt, "c");
-          if (added.ok()) {
-            for (uint64_t i : *added) ++balance[t][i];
-          } else if (added.status().code() !=
-                     absl::StatusCode::kResourceExhausted) {
-            unexpected.fetch_add(1);
-          }
-          continue;
-        }
-        auto removed = pool.RemoveVolumes(count);
-        if (removed.ok()) {
-          for (const RemovedVolume& r : *removed) --balance[t][r.index];
-        } else if (removed.status().code() == absl::StatusCode::kDataLoss) {
-          quarantines.fetch_add(1);  // popped a scribbled one
-        } else if (removed.status().code() !=
-                   absl::StatusCode::kFailedPrecondition) {
-          unexpected.fetch_add(1);
-        }
-      }
+      AddAndRemoveAtRandom(pool, seed + t, kOpsPerThread / 2, 3, &balance[t],
+                           &unexpected, &quarantines);
       admins_running.fetch_sub(1);
     });
   }

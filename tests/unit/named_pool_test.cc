@@ -1760,27 +1760,37 @@ TEST(NamedPoolTest, RecoveryJudgesTheWholeSlotTableBeforeActing) {
 // from ADDING to PUSHING one by one) leaves a batch of both: recovery
 // rolls the whole batch back, since a slot still ADDING says the commit
 // did not finish; rolling the PUSHING part forward would add half a batch.
-TEST(NamedPoolTest, RecoveryRollsBackABatchItsOwnerDiedCommitting) {
-  TempDir dir;
-  const std::string meta = dir.path() + "/main.pool";
-  { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
+// DieAtStep opens pool "main" (SmallConfig) in `dir` as its owner in a
+// forked child, which calls `work` on it and dies (_exit) at step `step`,
+// as an owner killed there. Fails the test unless the child got there.
+void DieAtStep(const std::string& dir, absl::string_view step,
+               void (*work)(NamedPool& pool)) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    // Dies with both volumes formatted and both slots ADDING.
     NamedPool::OpenOptions options;
-    options.step_hook = [](absl::string_view step) {
-      if (step == "add:formatted") _exit(0);
+    options.step_hook = [step](absl::string_view at) {
+      if (at == step) _exit(0);
     };
     absl::StatusOr<std::unique_ptr<NamedPool>> pool =
-        NamedPool::Open(dir.path(), SmallConfig(), std::move(options));
-    if (pool.ok()) (void)(*pool)->AddVolumes(2, std::nullopt, "half");
+        NamedPool::Open(dir, SmallConfig(), std::move(options));
+    if (pool.ok()) work(**pool);
     _exit(1);
   }
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the add did not reach add:formatted";
+      << "the owner did not reach " << step;
+}
+
+TEST(NamedPoolTest, RecoveryRollsBackABatchItsOwnerDiedCommitting) {
+  TempDir dir;
+  const std::string meta = dir.path() + "/main.pool";
+  { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
+  // Dies with both volumes formatted and both slots ADDING.
+  ASSERT_NO_FATAL_FAILURE(DieAtStep(
+      dir.path(), "add:formatted",
+      [](NamedPool& pool) { (void)pool.AddVolumes(2, std::nullopt, "half"); }));
   // The commit reached slot 1 only: its state (the low 3 bits) PUSHING.
   constexpr uint64_t kStateMask = testing::kInvalidSlotWord;
   const uint64_t adding = ReadSlot(meta, 1);
@@ -2809,22 +2819,9 @@ TEST_F(QuarantinedVolumeTest, ItSurvivesARestart) {
 // punch leaves the rest to recovery, which frees the volume and counts it.
 TEST_F(QuarantinedVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
   pool_.reset();  // the child owns it
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    NamedPool::OpenOptions options;
-    options.step_hook = [](absl::string_view step) {
-      if (step == "reclaim:claimed") _exit(0);
-    };
-    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
-        NamedPool::Open(dir_.path(), SmallConfig(), std::move(options));
-    if (pool.ok()) (void)(*pool)->ReclaimVolume(0);
-    _exit(1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the reclaim did not reach reclaim:claimed";
+  ASSERT_NO_FATAL_FAILURE(
+      DieAtStep(dir_.path(), "reclaim:claimed",
+                [](NamedPool& pool) { (void)pool.ReclaimVolume(0); }));
   const std::string meta = dir_.path() + "/main.pool";
   ASSERT_EQ(ReadSlot(meta, 0) & kStateMask, 4u) << "REMOVING";
   auto pool = OpenOrDie(dir_.path(), SmallConfig());
