@@ -2815,6 +2815,17 @@ TEST_F(QuarantinedVolumeTest, ItSurvivesARestart) {
   EXPECT_EQ(pool_->Summary().volumes_mapped, 2u);
 }
 
+// A data-plane process killed between its quarantine's slot change and
+// its count leaves the figure one short until recovery: a reclaim then
+// leaves it at 0, not wrapped round to 2^64 - 1.
+TEST_F(QuarantinedVolumeTest, AReclaimOfAnUncountedQuarantineLeavesZero) {
+  WriteWord(dir_.path() + "/main.pool", testing::kVolumesInQuarantineOffset, 0);
+  ASSERT_EQ(pool_->Summary().volumes_in_quarantine, 0u);
+  ASSERT_TRUE(pool_->ReclaimVolume(0).ok());
+  EXPECT_EQ(pool_->Summary().volumes_in_quarantine, 0u);
+  EXPECT_EQ(pool_->Summary().volumes_mapped, 2u);
+}
+
 // An owner killed between a reclaim's claim of the slot (REMOVING) and its
 // punch leaves the rest to recovery, which frees the volume and counts it.
 TEST_F(QuarantinedVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
