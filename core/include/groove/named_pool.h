@@ -246,7 +246,9 @@ class NamedPool {
     // batch's first slot back to ADDING, not the others), "add:pushed",
     // "recover:freed-run" (recovery freed one run of slots), "remove:popped",
     // "remove:deallocated", "remove:deferred": the punch was queued for
-    // the allocation in progress), before an add waits for the punches
+    // the allocation in progress; "reclaim:claimed": a reclaim's slot is
+    // REMOVING, nothing else done; "reclaim:deferred": its punch was
+    // queued), before an add waits for the punches
     // removes queued ("add:store-busy": its claim found no room, or it is
     // about to allocate and runs them first), and from
     // inside the owner's pushes and pops
