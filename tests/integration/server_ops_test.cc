@@ -444,7 +444,7 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
                   kGarbageMagic, ", want 0x")));
   EXPECT_THAT(status.error_message(),
               HasSubstr("it is quarantined: off the stack, counted in "
-                        "volumes_quarantined and left mapped as found"));
+                        "volumes_in_quarantine and left as found"));
   EXPECT_THAT(status.error_message(),
               HasSubstr("the 1 volume popped before it was put back"));
   const Snapshot after = TakeSnapshot(*stub, "a");
@@ -460,7 +460,9 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
   EXPECT_THAT(status.error_message(),
               HasSubstr("pool 'a' has no empty volume to remove (1 mapped: 0 "
                         "in use, 1 quarantined"));
-  EXPECT_THAT(status.error_message(), ::testing::EndsWith("; add more"));
+  EXPECT_THAT(
+      status.error_message(),
+      ::testing::EndsWith("; reclaim the quarantined ones or add more"));
   EXPECT_THAT(status.error_message(),
               ::testing::Not(HasSubstr("release volumes")));
   EXPECT_EQ(server->Stop(), 0);

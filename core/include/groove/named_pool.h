@@ -7,9 +7,9 @@
 //                      the pool header (facts-file layout at offset 0), the
 //                      pool's configuration, and a slot table with one
 //                      atomic word per index (FREE, ADDING, PUSHING,
-//                      MAPPED, REMOVING) that records intent before each
-//                      step of an add or remove, so recovery is
-//                      deterministic.
+//                      MAPPED, REMOVING, QUARANTINED) that records intent
+//                      before each step of an add or remove, so recovery
+//                      is deterministic.
 //   the volume store   a file in which volume i lives at i * volume_size:
 //                      DIR/NAME.volumes (normal backing, DIR on tmpfs, or
 //                      huge/gigantic, DIR on hugetlbfs), a file in a
@@ -136,6 +136,17 @@ struct RemovedVolume {
   std::string info;
 };
 
+// ReclaimedVolume is a quarantined volume that ReclaimVolume freed.
+struct ReclaimedVolume {
+  uint64_t index = 0;
+  // What was wrong with its header as it was reclaimed, in the words of
+  // ListVolumes' kCorrupt entries (VolumeEntry::corruption): the first bad
+  // field with the value found and the value wanted, why it could not be
+  // read, or, when the header reads sound now, that it was bad when a pop
+  // quarantined it.
+  std::string corruption;
+};
+
 // PoolSummary is a snapshot of a pool; the counts are approximate while
 // operations are in flight (see PoolStats).
 struct PoolSummary {
@@ -154,6 +165,18 @@ struct PoolSummary {
   // add's allocation in progress (StoreGate). The owner's view; 0 in a
   // data-plane join.
   uint64_t releasing_bytes = 0;
+  // Volumes quarantined now: popped with a bad header (by a remove or a
+  // data-plane Acquire) since quarantines were recorded (slot QUARANTINED),
+  // and not reclaimed (ReclaimVolume). Counted in volumes_mapped and
+  // volumes_in_use. Exact when no quarantine or reclaim is in flight, and
+  // across restarts (recovery counts the slots). Volumes quarantined by a
+  // build before this one stay MAPPED and are not counted (nor
+  // reclaimable).
+  uint64_t volumes_in_quarantine = 0;
+  // Volumes ReclaimVolume freed since the pool was created (kept in the
+  // metadata: survives restarts; a re-created pool starts at 0). Only
+  // grows.
+  uint64_t volumes_reclaimed = 0;
   PoolCounts counts;
   bool locked = false;
   bool store_survives_restart = true;  // false for a hugetlb memfd
@@ -180,9 +203,20 @@ struct RecoveryReport {
   // remove was working on: their slots say what became of those.
   uint64_t volumes_unresolved = 0;
   // Committed adds recovery would have pushed but whose header is not a
-  // sound empty volume's (corrupt): left off the stack, shown as corrupt by
-  // ListVolumes, never handed out.
+  // sound empty volume's (corrupt): left off the stack, quarantined (slot
+  // QUARANTINED: ListVolumes shows them as corrupt, ReclaimVolume frees
+  // them), never handed out.
   uint64_t volumes_quarantined = 0;
+  // Slots QUARANTINED after recovery (volumes_quarantined included): the
+  // pool's volumes_in_quarantine, recounted.
+  uint64_t volumes_in_quarantine = 0;
+  // Volumes on the stack whose slot said QUARANTINED: a volume quarantined
+  // by a pop and then pushed back (a data-plane process released a volume
+  // its Acquire returned as corrupt, against Release's contract). Being on
+  // the stack, it is the pool's again: its slot is made MAPPED. (A bad
+  // header on the stack fails recovery, DATA_LOSS, whatever its slot.)
+  // Verify reports such a volume (DATA_LOSS) until recovery.
+  uint64_t quarantines_on_stack = 0;
   // What opening the request journal found and resolved: adds with keys
   // that were in flight are judged by the slots above (rolled forward:
   // committed; rolled back: forgotten).
@@ -212,7 +246,9 @@ class NamedPool {
     // batch's first slot back to ADDING, not the others), "add:pushed",
     // "recover:freed-run" (recovery freed one run of slots), "remove:popped",
     // "remove:deallocated", "remove:deferred": the punch was queued for
-    // the allocation in progress), before an add waits for the punches
+    // the allocation in progress; "reclaim:claimed": a reclaim's slot is
+    // REMOVING, nothing else done; "reclaim:deferred": its punch was
+    // queued), before an add waits for the punches
     // removes queued ("add:store-busy": its claim found no room, or it is
     // about to allocate and runs them first), and from
     // inside the owner's pushes and pops
@@ -364,7 +400,8 @@ class NamedPool {
 
   // CheckRangeNotMapped returns ALREADY_EXISTS, with AddVolumes's message,
   // when an index of [first_index, first_index + count) holds a volume
-  // (its slot MAPPED: added and not removed) as its slot is read; else OK.
+  // (its slot MAPPED: added and not removed; or QUARANTINED, the message
+  // then saying to reclaim it) as its slot is read; else OK.
   // A hint for failing fast: a remove may free the index the next instant,
   // and indices being added or removed are not reported (a remove that has
   // returned may have left its punch to an add in progress, and
@@ -379,11 +416,13 @@ class NamedPool {
   // the top `count` of the stack (or all of it), ascending by index.
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
   // volume at all: says whether the pool has no volumes or how many are
-  // mapped, in use and quarantined (volumes_quarantined, up to the volumes
-  // off the stack); or a data-plane join), DATA_LOSS (a corrupt volume was
+  // mapped, in use and quarantined (volumes_in_quarantine), and that
+  // ReclaimVolume frees the quarantined ones; or a data-plane join),
+  // DATA_LOSS (a corrupt volume was
   // popped: the message names it and its bad header field, value found and
-  // value wanted; it is quarantined (off the stack, MAPPED, left as found;
-  // nothing frees it), the good ones popped by this call are put back
+  // value wanted; it is quarantined (off the stack, slot QUARANTINED,
+  // header left as found; ReclaimVolume frees it: the message says so),
+  // the good ones popped by this call are put back
   // (VolumePool::PutBackTagged: no counter changes but
   // volumes_quarantined), and the pool is otherwise unchanged, but for a
   // good one whose put-back fails (a header write: an I/O error), which is
@@ -402,6 +441,36 @@ class NamedPool {
   // Cost: O(count log count), plus one read of each header and one punch
   // per run of consecutive indices.
   absl::StatusOr<std::vector<RemovedVolume>> RemoveVolumes(uint64_t count);
+
+  // ReclaimVolume frees the quarantined volume at `index` (its slot
+  // QUARANTINED: a pop, by a remove or a data-plane Acquire, found its
+  // header bad and left it off the stack): it gives its memory back as
+  // RemoveVolumes does (punched out of the store, or the punch queued for
+  // an add's allocation in progress: StoreGate::GiveBackOrDefer; the index
+  // stays taken until the punch) and frees its slot, so that an AddVolumes
+  // may use the index again. Returns the index and what was wrong with its
+  // header (ReclaimedVolume::corruption). The volume leaves volumes_mapped,
+  // volumes_in_quarantine and ListVolumes before it returns;
+  // volumes_reclaimed counts it.
+  // REQUIRES: the caller (an admin) vouches that no data-plane process
+  // still reads or writes the volume: the pool cannot tell (a quarantined
+  // volume is held by no groove party, but a process that popped it with a
+  // bad header may still use the memory it was handed).
+  // Errors: FAILED_PRECONDITION on a data-plane join; OUT_OF_RANGE for
+  // index >= max_volumes; FAILED_PRECONDITION when the volume at `index`
+  // is not quarantined, the message saying what is there instead: no
+  // volume; a volume being added; a volume being removed (or reclaimed);
+  // an empty or in-use volume; or a volume mapped with a bad header that
+  // was quarantined before quarantines were recorded (a build before this
+  // one, or an old pool), which cannot be reclaimed: re-create the pool to
+  // free it. Nothing is changed by an error.
+  // Thread safety: lock-free (one CAS of the slot, QUARANTINED ->
+  // REMOVING), safe concurrently with every other operation; of two
+  // concurrent reclaims of one index exactly one succeeds. A crash after
+  // the CAS is finished by the next Open's recovery (a REMOVING slot is
+  // punched and freed).
+  // Cost: one header pread, and one punch unless it is queued.
+  absl::StatusOr<ReclaimedVolume> ReclaimVolume(uint64_t index);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
   PoolSummary Summary() const;
@@ -437,12 +506,14 @@ class NamedPool {
   // call may return fewer than `max_entries` volumes, none even, while
   // more follow: the listing is complete only when *next_index reaches
   // max_volumes. Volumes in the middle of being added or removed are
-  // skipped. A mapped volume whose header cannot be read (an I/O error, a
-  // store cut short) is listed as kCorrupt, its corruption saying why,
-  // never left out. Thread safety: lock-free reads. Cost: O(min(
-  // kListMaxSlotsScanned, max_volumes)) slot loads, plus one pread per
-  // window of small volumes or per larger volume listed (one per volume
-  // when a window cannot be read).
+  // skipped. A quarantined volume (slot QUARANTINED) is listed as kCorrupt
+  // whatever its header says now: its corruption names the bad field as
+  // ReclaimVolume will, or says the header was bad when popped. A mapped volume
+  // whose header cannot be read (an I/O error, a store cut short) is listed as
+  // kCorrupt, its corruption saying why, never left out. Thread safety:
+  // lock-free reads. Cost: O(min( kListMaxSlotsScanned, max_volumes)) slot
+  // loads, plus one pread per window of small volumes or per larger volume
+  // listed (one per volume when a window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
@@ -451,7 +522,10 @@ class NamedPool {
   // nobody; ABORTED when pool users kept the stack moving through every
   // walk) and, in the same still window, checks that every volume on the
   // stack has a MAPPED slot (or a PUSHING one: an add has pushed it and not
-  // yet marked it MAPPED). Safe from the owner and from data-plane joins.
+  // yet marked it MAPPED): DATA_LOSS otherwise, naming a QUARANTINED one (a
+  // volume an Acquire returned as corrupt, released anyway: it must not be
+  // reclaimed; the owner's next recovery makes it MAPPED). Safe from the
+  // owner and from data-plane joins.
   // Every join reads the headers with pread on the store, a data-plane
   // join too (its Acquire and Release use its mapping): a walk overtaken
   // by a remove may read the header of a volume the owner has just punched,
@@ -538,7 +612,9 @@ class NamedPool {
   // WalkStack walks the stack from volume `top` through the link table,
   // checking that each index on it has a MAPPED or PUSHING slot, and marks
   // (*on_stack)[i] for each unless on_stack is null. Returns DATA_LOSS for
-  // an index out of range, a cycle or a slot that is not mapped. REQUIRES:
+  // an index out of range, a cycle or a slot that is not mapped; a
+  // QUARANTINED slot is that too, unless on_stack is given (recovery, which
+  // makes it MAPPED again). REQUIRES:
   // the maintenance lock is held, or the caller believes the result only
   // if the stack stayed still (VolumePool::Verify's StackCheck: then
   // `still_top` is the top word the walk started from, and the walk stops
@@ -552,8 +628,10 @@ class NamedPool {
   // REQUIRES: CheckAddArguments(count, first, ...) is OK.
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
-  // IndexTakenError is the ALREADY_EXISTS of an add over index `index`.
-  absl::Status IndexTakenError(uint64_t index) const;
+  // IndexTakenError is the ALREADY_EXISTS of an add over index `index`,
+  // whose slot word is `slot` (as read by the failed claim): a
+  // quarantined volume is named as such, with the way to free it.
+  absl::Status IndexTakenError(uint64_t index, uint64_t slot) const;
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
   // FreeSlot turns slot `index` free (release) and tells free_slots_.
   void FreeSlot(uint64_t index);
@@ -637,6 +715,28 @@ class NamedPool {
   // the stack, whenever the owner dies.
   static void RecordAnnouncedPop(void* self, uint64_t index,
                                  uint64_t announced_top);
+  // RecordQuarantine is every join's VolumePool::QuarantinedPopHook: a pop
+  // of this join took volume `index` with a bad header, so its slot turns
+  // QUARANTINED (keeping its batch) from MAPPED (or PUSHING: a pop marks a
+  // tagged volume MAPPED before it takes it, ConfirmPushed, so only in
+  // theory) and volumes_in_quarantine counts it. A REMOVING slot is left:
+  // the owner's RemoveVolumes popped it (announced) and records the
+  // quarantine itself. A data-plane join records nothing while the pool's
+  // owner is a build that does not know the state (Metadata::
+  // quarantine_owner_pid is not owner_pid): that owner's recovery would
+  // refuse the pool (DATA_LOSS), so the slot stays MAPPED as before.
+  // The slot CAS is a release, so the owner's reclaim (an acquire CAS of
+  // the slot) gives back memory this pop last touched only after it.
+  static void RecordQuarantine(void* self, uint64_t index);
+  // NotQuarantinedError is ReclaimVolume's FAILED_PRECONDITION for index
+  // `index`, whose slot word `slot` is not QUARANTINED: says what is there.
+  absl::Status NotQuarantinedError(uint64_t index, uint64_t slot) const;
+  // QuarantineFault says what is wrong with the header of quarantined
+  // volume `index` now, as ListVolumes' kCorrupt entries say it (the
+  // header `v`, or `read`, the error that kept it from being read); when
+  // the header reads sound, that it was bad when a pop quarantined it.
+  static std::string QuarantineFault(uint64_t index, const VolumeHeader& v,
+                                     const absl::Status& read);
   void Step(absl::string_view step) const {
     if (step_hook_) step_hook_(step);
   }
@@ -719,12 +819,22 @@ inline constexpr uint64_t kStoreMemfdOffset = kMetadataMagicOffset + 64;
 inline constexpr uint64_t kNameOffset = kMetadataMagicOffset + 96;
 inline constexpr uint64_t kStorePathOffset = kNameOffset + 72 + 1024;
 inline constexpr uint64_t kStorePathBytes = 1024;
+// volumes_in_quarantine as the metadata keeps it (a uint64_t), after the
+// pool's 16-byte id.
+inline constexpr uint64_t kVolumesInQuarantineOffset =
+    kStorePathOffset + kStorePathBytes + 16;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.
 inline constexpr uint64_t kSlotTableOffset = 4096;
 // A slot word whose state (its low 3 bits) is none of the slot states.
 inline constexpr uint64_t kInvalidSlotWord = 7;
+// The state QUARANTINED (a slot word's low 3 bits): a volume a pop found
+// with a bad header, off the stack, which ReclaimVolume frees.
+inline constexpr uint64_t kQuarantinedSlotState = 5;
+// The number of bits of a slot word's state: a word is state | batch <<
+// kSlotStateBits.
+inline constexpr int kSlotStateBits = 3;
 // The slot word of an add of batch 0 in flight (ADDING), which recovery
 // rolls back.
 inline constexpr uint64_t kAddingSlotWord = 1;
