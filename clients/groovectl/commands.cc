@@ -193,6 +193,12 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                                        " of removed volumes still being "
                                        "given back"),
                     ")")},
+      {"quarantine",
+       absl::StrCat(p.volumes_in_quarantine(),
+                    p.volumes_in_quarantine() == 1 ? " volume" : " volumes",
+                    " quarantined now (counted in use; groovectl reclaim "
+                    "frees one), ",
+                    p.volumes_reclaimed(), " reclaimed since creation")},
       {"counters", absl::StrCat("added ", c.volumes_added(), ", removed ",
                                 c.volumes_removed(), ", acquires ",
                                 c.acquires(), ", releases ", c.releases(),
@@ -360,6 +366,27 @@ int RunRemove(const Invocation& inv, const VolumePoolClient& client,
   std::vector<uint64_t> indices;
   for (const v1::RemovedVolume& v : r->volumes()) indices.push_back(v.index());
   PrintVolumeIndices("removed", indices, inv.pool, out);
+  PrintSummary(r->summary(), out);
+  return kExitOk;
+}
+
+int RunReclaim(const Invocation& inv, const VolumePoolClient& client,
+               std::ostream& out, std::ostream& err) {
+  v1::ReclaimVolumeRequest request;
+  request.set_pool(inv.pool);
+  request.set_index(inv.index);
+  CallOptions call;
+  call.timeout = inv.timeout;
+  absl::StatusOr<v1::ReclaimVolumeResponse> r =
+      client.ReclaimVolume(request, call);
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(*r) << "\n";
+    return kExitOk;
+  }
+  out << "reclaimed volume " << r->index() << " of " << inv.pool
+      << ": its header was bad (" << r->corruption()
+      << "); its memory is given back and the index is free\n";
   PrintSummary(r->summary(), out);
   return kExitOk;
 }
@@ -548,6 +575,8 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
       return RunAdd(inv, **client, out, err, terminal);
     case Command::kRemove:
       return RunRemove(inv, **client, out, err);
+    case Command::kReclaim:
+      return RunReclaim(inv, **client, out, err);
     case Command::kInspect:
       return RunInspect(inv, **client, out, err);
     case Command::kHealth:

@@ -51,9 +51,9 @@ struct CallTarget {
 // ReportCallError prints `status` to `err` as `error: <GRPC_CODE>:
 // <message>`, plus a line saying what it means where that helps, and
 // returns groovectl's exit code for it:
-//   kExitOutcomeUnknown (4): OutcomeUnknown(status): an add or remove cut
-//     off after it may have reached the server (it may have taken effect);
-//     checked first, so such an UNAVAILABLE or CANCELLED is not 3.
+//   kExitOutcomeUnknown (4): OutcomeUnknown(status): an add, remove or
+//     reclaim cut off after it may have reached the server (it may have taken
+//     effect); checked first, so such an UNAVAILABLE or CANCELLED is not 3.
 //   kExitUnreachable (3): UNAVAILABLE (with `connected`: the server
 //     answered that it cannot serve the call now, e.g. draining or a full
 //     add queue; without: it could not be reached, with a hint when the

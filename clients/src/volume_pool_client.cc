@@ -434,6 +434,29 @@ absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
   return response;
 }
 
+absl::StatusOr<v1::ReclaimVolumeResponse> VolumePoolClient::ReclaimVolume(
+    const v1::ReclaimVolumeRequest& request, const CallOptions& call) const {
+  // A change, retried only when an attempt changed nothing. An attempt cut
+  // off after it was sent is not repeated, though a repeat would be
+  // harmless (FAILED_PRECONDITION: the index is no longer quarantined):
+  // its answer could not say that the first attempt reclaimed the volume,
+  // so the caller gets OutcomeUnknown and looks.
+  static constexpr CallRules kRules{
+      .method = "ReclaimVolume",
+      .changes_pool = true,
+      .retry_aborted = false,
+      .retry_unknown_outcome = false,
+      .carries_token = true,
+  };
+  v1::ReclaimVolumeResponse response;
+  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return stub_->ReclaimVolume(context, request, &response);
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
     const v1::InspectRequest& request, const CallOptions& call) const {
   static constexpr CallRules kRules{
