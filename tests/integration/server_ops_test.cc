@@ -2,8 +2,9 @@
 // `buf curl` through server reflection (no proto files), the /metrics
 // endpoint checked by `promtool check metrics` and scraped by a real
 // Prometheus server, restarts (clean and SIGKILL) on the same data
-// directory, and two servers with their own data directories and a pool
-// of the same name.
+// directory, two servers with their own data directories and a pool of
+// the same name, and volumes quarantined by a remove and freed again by
+// ReclaimVolume.
 
 #include <unistd.h>
 
@@ -19,6 +20,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "groove/named_pool.h"
+#include "groove/pool_error.h"
+#include "groove/volume.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
@@ -81,7 +85,7 @@ TEST(ServerToolsTest, BufCurlWorksThroughReflection) {
   const CommandResult methods = BufCurl(*server, {"--list-methods"});
   ASSERT_EQ(methods.exit_code, 0) << methods.err;
   for (const char* method :
-       {"ListPools", "AddVolume", "RemoveVolume", "Inspect"}) {
+       {"ListPools", "AddVolume", "RemoveVolume", "Inspect", "ReclaimVolume"}) {
     EXPECT_THAT(methods.out, HasSubstr(absl::StrCat(
                                  "groove.v1.VolumePoolService/", method)));
   }
@@ -352,23 +356,6 @@ TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
 
 // ---- A volume quarantined by RemoveVolume -----------------------------------
 
-// CorruptMagic overwrites the magic of 4 KiB volume `index` of pool `pool`
-// (normal backing, its store in the data directory `dir`) with "GARBAGE!",
-// as a data-plane process writing past its volume might.
-void CorruptMagic(const TempDir& dir, const std::string& pool, uint64_t index) {
-  std::fstream store(dir.path() + "/" + pool + ".volumes",
-                     std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(store.is_open());
-  // The magic is the header's first word (groove/volume.h; this test
-  // links no core code).
-  store.seekp(static_cast<std::streamoff>(index * 4096));
-  store.write("GARBAGE!", 8);
-  ASSERT_TRUE(store.good());
-}
-
-// kGarbageMagic is "GARBAGE!" read as a little-endian uint64_t.
-constexpr absl::string_view kGarbageMagic = "0x2145474142524147";
-
 // QuarantineRemove starts a server whose pool "a" holds volumes 0, 1 and 2
 // (0 on top of the stack, then 1) with volume 1's magic corrupt.
 std::unique_ptr<ServerProcess> StartWithCorruptVolume1(const TempDir& dir) {
@@ -380,7 +367,7 @@ std::unique_ptr<ServerProcess> StartWithCorruptVolume1(const TempDir& dir) {
   v1::AddVolumeResponse added;
   EXPECT_TRUE(Add(*stub, AddRequest("a", 3), &added).ok());
   EXPECT_THAT(added.volume_indices(), ::testing::ElementsAre(0, 1, 2));
-  CorruptMagic(dir, "a", 1);
+  CorruptMagic(dir.path(), "a", 1);
   return server;
 }
 
@@ -464,6 +451,222 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
   EXPECT_THAT(status.error_message(),
               ::testing::Not(HasSubstr("release volumes")));
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// ---- ReclaimVolume: freeing a quarantined volume ----------------------------
+
+// QuarantineVolume1 has a RemoveVolume of pool "a" (as StartWithCorruptVolume1
+// left it) pop volume 0, then the corrupt volume 1: volume 1 is quarantined,
+// 0 and 2 are empty.
+void QuarantineVolume1(Stub& stub) {
+  v1::RemoveVolumeResponse removed;
+  const grpc::Status status = Remove(stub, "a", 3, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS)
+      << status.error_message();
+  const Snapshot quarantined = TakeSnapshot(stub, "a");
+  ASSERT_EQ(quarantined.summary.volumes_in_quarantine(), 1u);
+  ASSERT_EQ(quarantined.volumes.size(), 3u);
+  ASSERT_EQ(quarantined.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
+}
+
+// A reclaimed volume leaves the pool (Inspect, volumes_in_quarantine,
+// volumes_mapped) and its index can be added again; nothing else changes,
+// and a repeat of the reclaim is refused, changing nothing.
+TEST(ServerReclaimTest, AReclaimedVolumeLeavesThePoolAndItsIndexIsFree) {
+  TempDir dir;
+  auto server = StartWithCorruptVolume1(dir);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub));
+  const Snapshot before = TakeSnapshot(*stub, "a");
+
+  v1::ReclaimVolumeResponse reclaimed;
+  const grpc::Status status = Reclaim(*stub, "a", 1, &reclaimed);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reclaimed.index(), 1u);
+  EXPECT_THAT(reclaimed.corruption(),
+              HasSubstr(absl::StrCat("header magic is ", kGarbageMagic)));
+  EXPECT_EQ(reclaimed.summary().volumes_in_quarantine(), 0u);
+  EXPECT_EQ(reclaimed.summary().volumes_reclaimed(), 1u);
+  EXPECT_EQ(reclaimed.summary().volumes_mapped(), 2u);
+
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  EXPECT_THAT(Indices(after), ElementsAre(0, 2)) << after.DebugString();
+  EXPECT_EQ(after.summary.volumes_in_quarantine(), 0u);
+  EXPECT_EQ(after.summary.volumes_in_use(), 0u);
+  EXPECT_EQ(after.summary.volumes_empty(), 2u);
+  EXPECT_EQ(after.summary.capacity_bytes(), 2u * 4096);
+  // Neither an add nor a remove: the operation counters are as they were.
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      after.summary.counters(), before.summary.counters()))
+      << after.summary.counters().ShortDebugString();
+
+  // Again: the index is free now, so the repeat is refused and harmless.
+  v1::ReclaimVolumeResponse again;
+  const grpc::Status repeat = Reclaim(*stub, "a", 1, &again);
+  EXPECT_EQ(repeat.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << repeat.error_message();
+  EXPECT_EQ(TakeSnapshot(*stub, "a"), after);
+
+  // The index can be added again, and the pool is sound.
+  v1::AddVolumeRequest at_one = AddRequest("a", 1, "again");
+  at_one.set_first_index(1);
+  v1::AddVolumeResponse added;
+  const grpc::Status add = Add(*stub, at_one, &added);
+  ASSERT_TRUE(add.ok()) << add.error_message();
+  EXPECT_THAT(added.volume_indices(), ElementsAre(1));
+  const Snapshot readded = TakeSnapshot(*stub, "a");
+  ASSERT_EQ(readded.volumes.size(), 3u);
+  EXPECT_EQ(readded.volumes[1].state(), v1::VOLUME_STATE_EMPTY);
+  EXPECT_EQ(readded.volumes[1].info(), "again");
+  v1::InspectRequest verify;
+  verify.set_pool("a");
+  verify.set_verify(true);
+  v1::InspectResponse verified;
+  ASSERT_TRUE(Inspect(*stub, verify, &verified).ok());
+  EXPECT_TRUE(verified.verify_result().ok())
+      << verified.verify_result().message();
+  EXPECT_EQ(verified.verify_result().empty_volumes_walked(), 3u);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// /metrics shows the quarantine and the reclaim: the gauge of volumes in
+// quarantine falls from 1 to 0 and the reclaim counter rises from 0 to 1;
+// the log has one warn line naming pool, index and corruption.
+TEST(ServerReclaimTest, MetricsAndTheLogShowTheReclaim) {
+  TempDir dir;
+  auto server = StartWithCorruptVolume1(dir);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  const std::string in_quarantine =
+      R"(groove_pool_volumes_in_quarantine{pool="a"})";
+  const std::string reclaimed_total =
+      R"(groove_pool_volumes_reclaimed_total{pool="a"})";
+  const std::string handled_ok =
+      R"(grpc_server_handled_total{grpc_code="OK",grpc_method="ReclaimVolume",grpc_service="groove.v1.VolumePoolService"})";
+  absl::StatusOr<std::string> m =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, in_quarantine), "0");
+  EXPECT_EQ(MetricValue(*m, reclaimed_total), "0");
+  EXPECT_EQ(MetricValue(*m, handled_ok), "0");
+
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub));
+  m = HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, in_quarantine), "1");
+  EXPECT_EQ(MetricValue(*m, reclaimed_total), "0");
+
+  v1::ReclaimVolumeResponse reclaimed;
+  ASSERT_TRUE(Reclaim(*stub, "a", 1, &reclaimed).ok());
+  m = HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, in_quarantine), "0");
+  EXPECT_EQ(MetricValue(*m, reclaimed_total), "1");
+  EXPECT_EQ(MetricValue(*m, handled_ok), "1");
+  EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes{pool="a",state="in_use"})"),
+            "0");
+
+  const std::optional<std::string> line = server->WaitForLog("event=reclaim ");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, HasSubstr("level=warn "));
+  EXPECT_THAT(*line, HasSubstr(" pool=a index=1 corruption="));
+  EXPECT_THAT(*line, HasSubstr(kGarbageMagic));
+  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(server->LogCount({"event=reclaim "}), 1u);
+}
+
+// Every refused reclaim answers its code, names the pool and the index
+// where it has them, and leaves the pool exactly as it was: an unknown
+// pool, an index out of range, no index, and indices that hold no
+// quarantined volume (free, empty, in use).
+TEST(ServerReclaimTest, RefusedReclaimsChangeNothing) {
+  TempDir dir;
+  auto server = StartWithCorruptVolume1(dir);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub));
+  // A data-plane process holds volume 0 (the top of the stack).
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), "a");
+  ASSERT_TRUE(join.ok()) << join.status();
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&held), PoolError::kSuccess);
+  const Snapshot before = TakeSnapshot(*stub, "a");
+  ASSERT_EQ(before.volumes[0].state(), v1::VOLUME_STATE_IN_USE);
+  ASSERT_EQ(before.volumes[2].state(), v1::VOLUME_STATE_EMPTY);
+
+  struct Refusal {
+    std::string pool;
+    std::optional<uint64_t> index;
+    grpc::StatusCode code;
+    std::vector<std::string> message_has;
+  };
+  const std::vector<Refusal> refusals = {
+      {"nope", 1, grpc::StatusCode::NOT_FOUND, {"no pool named 'nope'"}},
+      {"a", 16, grpc::StatusCode::OUT_OF_RANGE, {"pool 'a'", "16"}},
+      {"a",
+       std::nullopt,
+       grpc::StatusCode::INVALID_ARGUMENT,
+       {"pool 'a'", "index is unset"}},
+      {"a", 5, grpc::StatusCode::FAILED_PRECONDITION, {"pool 'a'", "5"}},
+      {"a", 2, grpc::StatusCode::FAILED_PRECONDITION, {"pool 'a'", "2"}},
+      {"a", 0, grpc::StatusCode::FAILED_PRECONDITION, {"pool 'a'", "0"}},
+  };
+  for (const Refusal& r : refusals) {
+    SCOPED_TRACE(absl::StrCat(r.pool, " ", r.index.value_or(999)));
+    v1::ReclaimVolumeResponse response;
+    const grpc::Status status = Reclaim(*stub, r.pool, r.index, &response);
+    EXPECT_EQ(status.error_code(), r.code) << status.error_message();
+    for (const std::string& part : r.message_has) {
+      EXPECT_THAT(status.error_message(), HasSubstr(part));
+    }
+    const Snapshot after = TakeSnapshot(*stub, "a");
+    EXPECT_EQ(after, before) << "before " << before.DebugString() << "\nafter "
+                             << after.DebugString();
+  }
+  EXPECT_EQ((*join)->pool().Release(held), PoolError::kSuccess);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// A quarantine is kept across a restart of the server (volumes_in_quarantine
+// is counted from the slots, not from the counters recovery resets), the
+// volume can be reclaimed after it, and the reclaim is kept across the next.
+TEST(ServerReclaimTest, AQuarantineSurvivesARestartAndIsStillReclaimable) {
+  TempDir dir;
+  const std::vector<std::string> args = {
+      "--data-dir=" + dir.path(),
+      "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16"};
+  {
+    auto server = StartWithCorruptVolume1(dir);
+    ASSERT_NE(server, nullptr);
+    auto stub = server->Stub();
+    ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub));
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  {
+    auto server = ServerProcess::Start(args);
+    ASSERT_NE(server, nullptr);
+    auto stub = server->Stub();
+    const Snapshot restarted = TakeSnapshot(*stub, "a");
+    EXPECT_EQ(restarted.summary.volumes_in_quarantine(), 1u)
+        << restarted.DebugString();
+    ASSERT_EQ(restarted.volumes.size(), 3u);
+    EXPECT_EQ(restarted.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
+    v1::ReclaimVolumeResponse reclaimed;
+    const grpc::Status status = Reclaim(*stub, "a", 1, &reclaimed);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_THAT(reclaimed.corruption(), HasSubstr(kGarbageMagic));
+    EXPECT_THAT(Indices(TakeSnapshot(*stub, "a")), ElementsAre(0, 2));
+    EXPECT_EQ(server->Stop(), 0);
+  }
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  EXPECT_THAT(Indices(after), ElementsAre(0, 2));
+  EXPECT_EQ(after.summary.volumes_in_quarantine(), 0u);
+  EXPECT_EQ(after.summary.volumes_reclaimed(), 1u);
 }
 
 TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
