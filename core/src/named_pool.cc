@@ -74,16 +74,29 @@ static_assert(kSlotTableOffset % kMetadataPageBytes == 0);
 //             the stack was never pushed.
 //   MAPPED    pushed (empty, in use, or in a data-plane operation)
 //   REMOVING  taken by a remove (set by whoever completes its announced
-//             pop, before the volume leaves the stack), which is giving
-//             the memory back
+//             pop, before the volume leaves the stack), or by a reclaim of
+//             a quarantined volume, which is giving the memory back
+//   QUARANTINED
+//             a pop found its header bad (a remove's: RemoveVolumes; a
+//             data-plane Acquire's: RecordQuarantine; or recovery, for a
+//             committed volume it would have pushed): off the stack, its
+//             memory and index still taken, held by no groove party.
+//             The popper owned the volume when it set the state, so the
+//             state itself says the volume is off the stack. Only
+//             ReclaimVolume leaves it (CAS to REMOVING). Not known to
+//             builds before it: their recovery refuses such a pool
+//             (DATA_LOSS, "not a slot state").
 enum SlotState : uint64_t {
   kSlotFree = 0,
   kSlotAdding = 1,
   kSlotPushing = 2,
   kSlotMapped = 3,
   kSlotRemoving = 4,
+  kSlotQuarantined = 5,
 };
 constexpr int kSlotStateBits = 3;
+// The last state: a word whose state is above it is corrupt.
+constexpr SlotState kLastSlotState = kSlotQuarantined;
 constexpr uint64_t kSlotStateMask = (uint64_t{1} << kSlotStateBits) - 1;
 
 constexpr SlotState StateOf(uint64_t slot) {
@@ -273,6 +286,19 @@ struct NamedPool::Metadata {
   // owner draws it at Open. (Not part of the layout version: builds that
   // do not know it never read it.)
   uint64_t pool_id[2];
+  // Slots QUARANTINED now (volumes_in_quarantine): counted up after each
+  // slot turns QUARANTINED and down after a reclaim turns it REMOVING;
+  // recounted by recovery. Zero in pools older than the state, which have
+  // none. (Not part of the layout version, as pool_id.)
+  std::atomic<uint64_t> volumes_in_quarantine;
+  // Volumes ReclaimVolume freed, ever (only the owner writes it).
+  std::atomic<uint64_t> volumes_reclaimed;
+  // The pid of the owner that records quarantines in slots: written by the
+  // owner of a build that knows QUARANTINED as it opens the pool, next to
+  // owner_pid. A build before it writes owner_pid only, so a data-plane
+  // join that sees the two differ leaves the slots of its quarantines
+  // MAPPED, as that owner expects (RecordQuarantine).
+  std::atomic<int64_t> quarantine_owner_pid;
 };
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 
@@ -336,8 +362,10 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(sizeof(Metadata::store_path) == testing::kStorePathBytes);
   static_assert(testing::kLayoutVersion == kLayoutVersion);
   static_assert(testing::kSlotTableOffset == kSlotTableOffset);
-  static_assert(StateOf(testing::kInvalidSlotWord) > kSlotRemoving &&
+  static_assert(StateOf(testing::kInvalidSlotWord) > kLastSlotState &&
                 testing::kInvalidSlotWord <= kSlotStateMask);
+  static_assert(testing::kQuarantinedSlotState == kSlotQuarantined);
+  static_assert(testing::kSlotStateBits == kSlotStateBits);
   static_assert(testing::kAddingSlotWord == SlotWord(kSlotAdding, 0));
   static_assert(testing::kPushingSlotWord == SlotWord(kSlotPushing, 0));
   store_gate_.emplace([this](uint64_t first, uint64_t count) {
@@ -483,14 +511,16 @@ absl::Status NamedPool::OpenJournal() {
   // an uncommitted batch's slots back to ADDING before it frees any, so a
   // batch is never half of each). "Any" rather than "all": recovery frees
   // a committed volume whose header says it is not a volume, and leaves a
-  // corrupt one off the stack (MAPPED); the add happened all the same.
+  // corrupt one off the stack (QUARANTINED, with its batch: a data-plane
+  // pop's quarantine keeps it too); the add happened all the same.
   // Nothing else runs yet to change the slots: this owner serves no add or
   // remove before Open returns, and data planes leave slots MAPPED.
   auto committed = [this](uint64_t batch, std::span<const uint64_t> indices) {
     for (const uint64_t i : indices) {
       // Relaxed: recovery's stores were made by this thread.
-      if (Slot(i).load(std::memory_order_relaxed) ==
-          SlotWord(kSlotMapped, batch)) {
+      const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+      if (slot == SlotWord(kSlotMapped, batch) ||
+          slot == SlotWord(kSlotQuarantined, batch)) {
         return true;
       }
     }
@@ -876,6 +906,7 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   // back: a pop racing a removal then never reads the removed volume.
   hooks.on_tagged_pop = &NamedPool::ConfirmPushed;
   hooks.on_announced_pop = &NamedPool::RecordAnnouncedPop;
+  hooks.on_quarantined_pop = &NamedPool::RecordQuarantine;
   hooks.arg = this;
   absl::StatusOr<VolumePool> joined = VolumePool::Join(
       &meta_->pool, volume0_, config_.max_volumes, config_.volume_size_bytes,
@@ -934,6 +965,32 @@ void NamedPool::RecordAnnouncedPop(void* self, uint64_t index,
     if (ver_top.load(std::memory_order_relaxed) != announced_top) return;
     if (slot.compare_exchange_weak(word, SlotWord(kSlotRemoving, 0),
                                    std::memory_order_acquire)) {
+      return;
+    }
+  }
+}
+
+void NamedPool::RecordQuarantine(void* self, uint64_t index) {
+  const NamedPool& pool = *static_cast<NamedPool*>(self);
+  const Metadata& meta = *pool.meta_;
+  // Relaxed: a hint of which build owns the pool (see Metadata).
+  if (!pool.owner_ &&
+      meta.quarantine_owner_pid.load(std::memory_order_relaxed) !=
+          meta.owner_pid.load(std::memory_order_relaxed)) {
+    return;
+  }
+  std::atomic<uint64_t>& slot = pool.Slot(index);
+  uint64_t word = slot.load(std::memory_order_relaxed);
+  // The volume is off the stack and this thread's: only a late
+  // ConfirmPushed or an add's MarkPushed (PUSHING -> MAPPED) can change
+  // the word meanwhile, so the loop ends at once.
+  while (StateOf(word) == kSlotMapped || StateOf(word) == kSlotPushing) {
+    // Release: see the header comment; relaxed on failure (retried).
+    if (slot.compare_exchange_weak(
+            word, SlotWord(kSlotQuarantined, BatchOf(word)),
+            std::memory_order_release, std::memory_order_relaxed)) {
+      // Relaxed: a statistic, never used to synchronize.
+      pool.meta_->volumes_in_quarantine.fetch_add(1, std::memory_order_relaxed);
       return;
     }
   }
@@ -1059,10 +1116,13 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   m->backing_in_use = static_cast<uint64_t>(kind);
   m->page_size_bytes = page;
   m->owner_pid.store(getpid(), std::memory_order_relaxed);
+  m->quarantine_owner_pid.store(getpid(), std::memory_order_relaxed);
   m->store_memfd.store(store_path.empty() ? fd : -1,
                        std::memory_order_relaxed);
   m->next_batch.store(1, std::memory_order_relaxed);
   m->volumes_mapped.store(0, std::memory_order_relaxed);
+  m->volumes_in_quarantine.store(0, std::memory_order_relaxed);
+  m->volumes_reclaimed.store(0, std::memory_order_relaxed);
   m->reserved = 0;
   m->pool_id[0] = m->pool_id[1] = 0;  // drawn by OpenJournal
   CopyField(m->name, config_.name);
@@ -1439,7 +1499,12 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
                      " need ", meta_->max_volumes * meta_->volume_size_bytes,
                      ": it was cut short"));
   }
-  if (owner) meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
+  if (owner) {
+    // Relaxed, both: a data-plane join compares them as a hint of which
+    // build owns the pool (RecordQuarantine), nothing is read through them.
+    meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
+    meta_->quarantine_owner_pid.store(getpid(), std::memory_order_relaxed);
+  }
   RememberStoreFile(fd);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,
                                            kind == BackingKind::kNormal);
@@ -1472,7 +1537,7 @@ absl::Status NamedPool::Recover() {
   // recovered when it is quarantined, instead of as found.
   for (const uint64_t i : Indices(written)) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
-    if (StateOf(slot) > kSlotRemoving) {
+    if (StateOf(slot) > kLastSlotState) {
       pool.Unlock();
       return absl::DataLossError(absl::StrCat(
           "pool '", config_.name, "': slot ", i, " holds 0x",
@@ -1528,6 +1593,7 @@ absl::Status NamedPool::Recover() {
   }
   std::vector<uint64_t> to_push;
   uint64_t mapped = 0;
+  uint64_t in_quarantine = 0;
   // Volumes to free are gathered into runs of consecutive indices (the
   // loop below goes up), each given back with one punch rather than one
   // per volume, then their slots freed. A recovery that dies before a
@@ -1554,16 +1620,25 @@ absl::Status NamedPool::Recover() {
   };
   // push_if_sound queues a volume recovery would push, unless its header
   // is not a sound empty one (the checks Verify makes of every volume on
-  // the stack): a corrupt volume stays off the stack, MAPPED, where Inspect
-  // shows it as corrupt and no Acquire can be handed it.
+  // the stack): a corrupt volume stays off the stack, QUARANTINED (its
+  // batch kept, so the request journal still sees its add happened), where
+  // Inspect shows it as corrupt, no Acquire can be handed it and
+  // ReclaimVolume can free it.
   // It returns false, having freed the slot, for a volume that is not a
   // volume at all (magic 0: its push failed and marked it so, or it reads
   // as a hole): it was never pushed and cannot be, so its add is undone
   // for it, instead of leaving a MAPPED slot that nothing lists or removes.
+  auto quarantine = [&](uint64_t i) {
+    Slot(i).store(SlotWord(kSlotQuarantined,
+                           BatchOf(Slot(i).load(std::memory_order_relaxed))),
+                  std::memory_order_relaxed);
+    ++recovery_.volumes_quarantined;
+    ++in_quarantine;
+  };
   auto push_if_sound = [&](uint64_t i) {
     VolumeHeader v;
     if (!ReadVolumeHeader(i, &v)) {
-      ++recovery_.volumes_quarantined;
+      quarantine(i);
       return true;
     }
     if (v.magic.load(std::memory_order_relaxed) == kVolumeNotAVolume) {
@@ -1581,7 +1656,7 @@ absl::Status NamedPool::Recover() {
     if (sound) {
       to_push.push_back(i);
     } else {
-      ++recovery_.volumes_quarantined;
+      quarantine(i);
     }
     return true;
   };
@@ -1626,8 +1701,25 @@ absl::Status NamedPool::Recover() {
         ++mapped;
         break;
       case kSlotRemoving:
+        // A remove's, or a reclaim's (its volume no longer in
+        // volumes_in_quarantine, recounted below).
         free_volume(i);
         ++recovery_.removes_finished;
+        break;
+      case kSlotQuarantined:
+        if (on_stack[i]) {
+          // Quarantined, then pushed back (a data-plane Release of a
+          // volume its Acquire returned as corrupt): on the stack it is
+          // the pool's again, and a reclaim would free it under the
+          // stack. MAPPED, as every volume on the stack is. (Its header is
+          // sound: VerifyLocked above refused a stack with a bad one.)
+          Slot(i).store(SlotWord(kSlotMapped, BatchOf(slot)),
+                        std::memory_order_relaxed);
+          ++recovery_.quarantines_on_stack;
+        } else {
+          ++in_quarantine;  // kept as it is, for ReclaimVolume
+        }
+        ++mapped;
         break;
       default:  // ruled out above; kept so the switch stays total
         free_run();
@@ -1653,7 +1745,12 @@ absl::Status NamedPool::Recover() {
     }
   }
   recovery_.volumes_repushed = to_push.size();
+  recovery_.volumes_in_quarantine = in_quarantine;
   meta_->volumes_mapped.store(mapped, std::memory_order_relaxed);
+  // Exact, unless a data-plane pop that took a corrupt volume before the
+  // lock records its quarantine (RecordQuarantine) across this count: it
+  // may be counted twice or not at all, until the next recovery.
+  meta_->volumes_in_quarantine.store(in_quarantine, std::memory_order_relaxed);
   pool.RestartCountsLocked(stack->empty_volumes + to_push.size());
   // Release (inside Unlock): what recovery wrote is visible to every pop.
   pool.Unlock();
@@ -1865,14 +1962,21 @@ absl::Status NamedPool::CheckRangeNotMapped(uint64_t first_index,
     // A page no claim wrote holds no volume (and is not faulted in).
     if (!SlotPageWritten(i)) continue;
     // Relaxed: a hint that reads one word; AddVolumes's claim decides.
-    if (StateOf(Slot(i).load(std::memory_order_relaxed)) == kSlotMapped) {
-      return IndexTakenError(i);
+    const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
+    if (StateOf(slot) == kSlotMapped || StateOf(slot) == kSlotQuarantined) {
+      return IndexTakenError(i, slot);
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status NamedPool::IndexTakenError(uint64_t index) const {
+absl::Status NamedPool::IndexTakenError(uint64_t index, uint64_t slot) const {
+  if (StateOf(slot) == kSlotQuarantined) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "pool '", config_.name, "': index ", index,
+        " holds a quarantined volume (a pop found its header bad); reclaim "
+        "it first (ReclaimVolume), pick free indices or omit first_index"));
+  }
   return absl::AlreadyExistsError(absl::StrCat(
       "pool '", config_.name, "': index ", index,
       " already holds a volume (or one being added or removed); pick free "
@@ -1898,7 +2002,7 @@ absl::Status NamedPool::ClaimSlots(uint64_t count,
                                            std::memory_order_acquire,
                                            std::memory_order_relaxed)) {
         undo();
-        return IndexTakenError(i);
+        return IndexTakenError(i, expected);
       }
       free_slots_->MarkTaken(i);
       out->push_back(i);
@@ -2152,6 +2256,17 @@ std::string StackHeaderFault(uint64_t index, const VolumeHeader& v) {
 
 }  // namespace
 
+std::string NamedPool::QuarantineFault(uint64_t index, const VolumeHeader& v,
+                                       const absl::Status& read) {
+  if (!read.ok())
+    return absl::StrCat("header cannot be read: ", read.message());
+  std::string fault = StackHeaderFault(index, v);
+  if (fault.empty()) {
+    fault = "header reads sound now, but was bad when a pop quarantined it";
+  }
+  return fault;
+}
+
 absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     uint64_t count) {
   if (!owner_) {
@@ -2178,13 +2293,17 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     if (err == PoolError::kEmpty) break;
     if (err != PoolError::kSuccess) {
       if (index != kNullIndex) {
-        // A corrupt header: keep the volume, off the stack and MAPPED
-        // again, where Inspect shows it as corrupt (a fresh batch keeps
-        // slot words of different lives of an index apart).
+        // A corrupt header: keep the volume, off the stack, QUARANTINED
+        // (its slot REMOVING(0) from the announced pop; a fresh batch keeps
+        // slot words of different lives of an index apart), where Inspect
+        // shows it as corrupt and ReclaimVolume can free it. Release: as
+        // RecordQuarantine's CAS.
         Slot(index).store(
-            SlotWord(kSlotMapped,
+            SlotWord(kSlotQuarantined,
                      meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
-            std::memory_order_relaxed);
+            std::memory_order_release);
+        // Relaxed: a statistic.
+        meta_->volumes_in_quarantine.fetch_add(1, std::memory_order_relaxed);
         quarantined = index;
         // Read again for the message: nobody writes a quarantined volume
         // (off the stack, no user holds it).
@@ -2197,7 +2316,9 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
             "remove volumes from pool '", config_.name, "': volume ", index,
             ", popped off the stack, is not a sound empty volume (", fault,
             "); it is quarantined: off the stack, counted in "
-            "volumes_quarantined and left mapped as found, for inspection"));
+            "volumes_in_quarantine and left as found, for inspection; "
+            "ReclaimVolume of index ",
+            index, " frees it"));
       } else {
         failure = PoolErrorToStatus(
             err, absl::StrCat("remove volumes from pool '", config_.name, "'"));
@@ -2260,10 +2381,11 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     }
     // Quarantined volumes are mapped and off the stack like volumes in
     // use, but nobody holds them: said apart, since releasing cannot bring
-    // them back. The counter restarts with recovery, so this is exact
-    // until the next restart (docs/SERVER.md §3).
+    // them back, and reclaiming them can (ReclaimVolume). Volumes
+    // quarantined before quarantines were recorded (an older build) are
+    // counted in use: their slots say MAPPED.
     const uint64_t quarantined_mapped =
-        std::min(summary.counts.volumes_quarantined, summary.volumes_in_use);
+        std::min(summary.volumes_in_quarantine, summary.volumes_in_use);
     const uint64_t held = summary.volumes_in_use - quarantined_mapped;
     if (quarantined_mapped == 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -2275,9 +2397,11 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         "pool '", config_.name, "' has no empty volume to remove (",
         summary.volumes_mapped, " mapped: ", held, " in use, ",
         quarantined_mapped,
-        " quarantined, a bad header found by a pop: left mapped for "
-        "inspection, never handed out or removed); ",
-        held > 0 ? "release volumes or add more" : "add more"));
+        " quarantined: a pop found a bad header; never handed out or "
+        "removed, but ReclaimVolume frees them (ListVolumes shows them as "
+        "corrupt)); ",
+        held > 0 ? "release volumes, reclaim the quarantined ones or add more"
+                 : "reclaim the quarantined ones or add more"));
   }
   // The volumes are out of the pool: off the stack, their slots REMOVING.
   pool.CountRemoved(removed.size());
@@ -2321,13 +2445,6 @@ bool NamedPool::StoreDeleted() const {
   return st.st_dev != store_file_->device || st.st_ino != store_file_->inode;
 }
 
-absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
-  // Not yet implemented: the API is committed first so that the server
-  // can be built against it.
-  return absl::UnimplementedError(
-      absl::StrCat("ReclaimVolume(", index, ") is not implemented yet"));
-}
-
 PoolSummary NamedPool::Summary() const {
   PoolSummary s;
   s.name = config_.name;
@@ -2345,6 +2462,13 @@ PoolSummary NamedPool::Summary() const {
   s.capacity_bytes = s.volumes_mapped * s.volume_size_bytes;
   s.empty_bytes = s.volumes_empty * s.volume_size_bytes;
   s.releasing_bytes = store_gate_->pending_volumes() * s.volume_size_bytes;
+  // Relaxed: statistics. Clamped: a quarantine counts its slot after
+  // changing it and a reclaim its volume, so in flight the two may part.
+  s.volumes_in_quarantine = std::min<uint64_t>(
+      meta_->volumes_in_quarantine.load(std::memory_order_relaxed),
+      s.volumes_mapped);
+  s.volumes_reclaimed =
+      meta_->volumes_reclaimed.load(std::memory_order_relaxed);
   s.locked = pool_->IsLocked();
   // A named store has a path; a memfd has none. Its first byte says which,
   // without copying the path (Inspect calls this on every request).
@@ -2363,6 +2487,12 @@ namespace {
 // volumes are read one header at a time.
 constexpr uint64_t kListWindowBytes = 256 << 10;
 constexpr uint64_t kListWindowMaxFootprint = 8 << 10;
+
+// Listed: ListVolumes lists the volume of slot word `slot`: mapped, or
+// quarantined (as corrupt).
+constexpr bool Listed(uint64_t slot) {
+  return StateOf(slot) == kSlotMapped || StateOf(slot) == kSlotQuarantined;
+}
 
 // ListedEntry describes volume `index` from a copy of its header, or
 // returns nullopt when it is not a volume (popped by a remove in flight).
@@ -2427,7 +2557,7 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
     uint64_t last = kNullIndex;
     for (uint64_t k = i; k < end; ++k) {
       slots[k - i] = Slot(k).load(std::memory_order_acquire);
-      if (StateOf(slots[k - i]) != kSlotMapped) continue;
+      if (!Listed(slots[k - i])) continue;
       if (first == kNullIndex) first = k;
       last = k;
     }
@@ -2451,7 +2581,7 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
         store_->Read(first * footprint, window.get(), bytes);
     uint64_t k = first;
     for (; k <= last && entries.size() < max_entries; ++k) {
-      if (StateOf(slots[k - i]) != kSlotMapped) continue;
+      if (!Listed(slots[k - i])) continue;
       VolumeHeader v;
       absl::Status read = window_read;
       if (read.ok()) {
@@ -2469,6 +2599,16 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
       }
       // Acquire: orders the reads above before this re-check.
       if (Slot(k).load(std::memory_order_acquire) != slots[k - i]) continue;
+      if (StateOf(slots[k - i]) == kSlotQuarantined) {
+        // Listed whatever its header says now (it may even read sound).
+        VolumeEntry entry;
+        entry.index = k;
+        entry.status = VolumeStatus::kCorrupt;
+        entry.corruption = QuarantineFault(k, v, read);
+        if (read.ok()) entry.info = std::string(VolumeInfo(v));
+        entries.push_back(std::move(entry));
+        continue;
+      }
       if (!read.ok()) {
         VolumeEntry entry;
         entry.index = k;
@@ -2487,6 +2627,100 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   }
   *next_index = i;
   return entries;
+}
+
+absl::Status NamedPool::NotQuarantinedError(uint64_t index,
+                                            uint64_t slot) const {
+  std::string what;
+  switch (StateOf(slot)) {
+    case kSlotFree:
+      what = "holds no volume";
+      break;
+    case kSlotAdding:
+    case kSlotPushing:
+      what = "holds a volume being added";
+      break;
+    case kSlotRemoving:
+      what = "holds a volume being removed (or reclaimed)";
+      break;
+    case kSlotMapped: {
+      VolumeHeader v;
+      const absl::Status read = store_->Read(index * config_.volume_size_bytes,
+                                             &v, sizeof(VolumeHeader));
+      const std::optional<VolumeEntry> entry =
+          read.ok() ? ListedEntry(index, v) : std::nullopt;
+      if (read.ok() && entry.has_value() &&
+          entry->status != VolumeStatus::kCorrupt) {
+        what = entry->status == VolumeStatus::kEmpty
+                   ? "holds an empty volume (remove it with RemoveVolumes)"
+                   : "holds a volume in use";
+        break;
+      }
+      // Mapped with a bad header: quarantined by a pop of a build before
+      // quarantines were recorded (or in use, its header overwritten by
+      // its user): no slot says it is nobody's.
+      what = absl::StrCat(
+          "holds a mapped volume with a bad header (",
+          read.ok() ? (entry.has_value() ? entry->corruption
+                                         : std::string("not a volume"))
+                    : absl::StrCat("header cannot be read: ", read.message()),
+          ") that is not recorded as quarantined: quarantined before "
+          "quarantines were recorded (by an older build), or in use by a "
+          "data-plane process that wrote over its header; it cannot be "
+          "reclaimed: re-create the pool to free it");
+      break;
+    }
+    default:
+      what = absl::StrCat("holds slot word 0x", absl::Hex(slot),
+                          ", not a slot state (the slot table is corrupt)");
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "reclaim volume ", index, " of pool '", config_.name, "': index ", index,
+      " ", what, "; only a quarantined volume can be reclaimed"));
+}
+
+absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
+  if (!owner_) {
+    return absl::FailedPreconditionError(
+        "reclaim volume: only the pool's owner reclaims; this is a "
+        "data-plane join");
+  }
+  if (index >= config_.max_volumes) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "reclaim volume ", index, " of pool '", config_.name, "': index ",
+        index, " is not below max_volumes ", config_.max_volumes));
+  }
+  // A page no claim wrote is a hole: FREE, known without faulting it in.
+  // Acquire: pairs with the release that made the slot QUARANTINED, so
+  // that the popper's last touch of the volume comes before our punch.
+  uint64_t slot = SlotPageWritten(index)
+                      ? Slot(index).load(std::memory_order_acquire)
+                      : uint64_t{kSlotFree};
+  do {
+    if (StateOf(slot) != kSlotQuarantined) {
+      return NotQuarantinedError(index, slot);
+    }
+    // A QUARANTINED slot changes only here: the CAS fails only to a
+    // concurrent reclaim, which then owns the volume (the loop reports its
+    // REMOVING or what followed).
+  } while (!Slot(index).compare_exchange_strong(
+      slot, SlotWord(kSlotRemoving, 0), std::memory_order_acquire,
+      std::memory_order_acquire));
+  // Ours from here: a crash leaves REMOVING, which recovery finishes (punch,
+  // FREE) and recounts. Read for the answer before the punch clears it.
+  Step("reclaim:claimed");
+  VolumeHeader v;
+  const absl::Status read =
+      store_->Read(index * config_.volume_size_bytes, &v, sizeof(v));
+  ReclaimedVolume reclaimed{index, QuarantineFault(index, v, read)};
+  // Relaxed: statistics (as RemoveVolumes' volumes_mapped).
+  meta_->volumes_in_quarantine.fetch_sub(1, std::memory_order_relaxed);
+  meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
+  meta_->volumes_reclaimed.fetch_add(1, std::memory_order_relaxed);
+  // As a remove's: now, or queued for the add allocating (StoreGate); the
+  // slot turns FREE with the punch (GiveBackAndFree).
+  if (!store_gate_->GiveBackOrDefer(index, 1)) Step("reclaim:deferred");
+  return reclaimed;
 }
 
 absl::Status NamedPool::WalkStack(uint64_t top, std::vector<bool>* on_stack,
@@ -2509,7 +2743,16 @@ absl::Status NamedPool::WalkStack(uint64_t top, std::vector<bool>* on_stack,
     }
     // PUSHING: pushed by an add that has not marked it MAPPED yet.
     const SlotState state = StateOf(Slot(i).load(std::memory_order_relaxed));
-    if (state != kSlotMapped && state != kSlotPushing) {
+    if (state == kSlotQuarantined && on_stack == nullptr) {
+      return absl::DataLossError(absl::StrCat(
+          "pool '", config_.name, "': volume ", i,
+          " is on the stack but its slot says it is quarantined (a pop "
+          "found its header bad, and it was pushed back: a data-plane "
+          "Release of a volume its Acquire returned as corrupt?); the "
+          "owner's next start makes it mapped again"));
+    }
+    if (state != kSlotMapped && state != kSlotPushing &&
+        state != kSlotQuarantined) {
       return absl::DataLossError(absl::StrCat(
           "pool '", config_.name, "': volume ", i,
           " is on the stack but its slot says it is not mapped"));

@@ -802,10 +802,17 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::PopChecked(
       // synchronizes through its own means (or a later release push).
       (new_magic.has_value() &&
        !WriteHeaderWord(top, HeaderWord::kMagic, *new_magic))) {
-    Count(header_, &CounterValues::volumes_quarantined, 1);
+    Quarantine(top);
     return PoolError::kCorrupt;
   }
   return PoolError::kSuccess;
+}
+
+void VolumePool::Quarantine(uint64_t index) const {
+  Count(header_, &CounterValues::volumes_quarantined, 1);
+  if (hooks_.on_quarantined_pop != nullptr) {
+    hooks_.on_quarantined_pop(hooks_.arg, index);
+  }
 }
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline PoolError VolumePool::PopMapped(

@@ -203,9 +203,20 @@ struct RecoveryReport {
   // remove was working on: their slots say what became of those.
   uint64_t volumes_unresolved = 0;
   // Committed adds recovery would have pushed but whose header is not a
-  // sound empty volume's (corrupt): left off the stack, shown as corrupt by
-  // ListVolumes, never handed out.
+  // sound empty volume's (corrupt): left off the stack, quarantined (slot
+  // QUARANTINED: ListVolumes shows them as corrupt, ReclaimVolume frees
+  // them), never handed out.
   uint64_t volumes_quarantined = 0;
+  // Slots QUARANTINED after recovery (volumes_quarantined included): the
+  // pool's volumes_in_quarantine, recounted.
+  uint64_t volumes_in_quarantine = 0;
+  // Volumes on the stack whose slot said QUARANTINED: a volume quarantined
+  // by a pop and then pushed back (a data-plane process released a volume
+  // its Acquire returned as corrupt, against Release's contract). Being on
+  // the stack, it is the pool's again: its slot is made MAPPED. (A bad
+  // header on the stack fails recovery, DATA_LOSS, whatever its slot.)
+  // Verify reports such a volume (DATA_LOSS) until recovery.
+  uint64_t quarantines_on_stack = 0;
   // What opening the request journal found and resolved: adds with keys
   // that were in flight are judged by the slots above (rolled forward:
   // committed; rolled back: forgotten).
@@ -591,7 +602,9 @@ class NamedPool {
   // WalkStack walks the stack from volume `top` through the link table,
   // checking that each index on it has a MAPPED or PUSHING slot, and marks
   // (*on_stack)[i] for each unless on_stack is null. Returns DATA_LOSS for
-  // an index out of range, a cycle or a slot that is not mapped. REQUIRES:
+  // an index out of range, a cycle or a slot that is not mapped; a
+  // QUARANTINED slot is that too, unless on_stack is given (recovery, which
+  // makes it MAPPED again). REQUIRES:
   // the maintenance lock is held, or the caller believes the result only
   // if the stack stayed still (VolumePool::Verify's StackCheck: then
   // `still_top` is the top word the walk started from, and the walk stops
@@ -605,8 +618,10 @@ class NamedPool {
   // REQUIRES: CheckAddArguments(count, first, ...) is OK.
   absl::Status ClaimSlots(uint64_t count, std::optional<uint64_t> first,
                           uint64_t slot_value, std::vector<uint64_t>* out);
-  // IndexTakenError is the ALREADY_EXISTS of an add over index `index`.
-  absl::Status IndexTakenError(uint64_t index) const;
+  // IndexTakenError is the ALREADY_EXISTS of an add over index `index`,
+  // whose slot word is `slot` (as read by the failed claim): a
+  // quarantined volume is named as such, with the way to free it.
+  absl::Status IndexTakenError(uint64_t index, uint64_t slot) const;
   void ReleaseClaims(const std::vector<uint64_t>& indices, size_t allocated);
   // FreeSlot turns slot `index` free (release) and tells free_slots_.
   void FreeSlot(uint64_t index);
@@ -690,6 +705,28 @@ class NamedPool {
   // the stack, whenever the owner dies.
   static void RecordAnnouncedPop(void* self, uint64_t index,
                                  uint64_t announced_top);
+  // RecordQuarantine is every join's VolumePool::QuarantinedPopHook: a pop
+  // of this join took volume `index` with a bad header, so its slot turns
+  // QUARANTINED (keeping its batch) from MAPPED (or PUSHING: a pop marks a
+  // tagged volume MAPPED before it takes it, ConfirmPushed, so only in
+  // theory) and volumes_in_quarantine counts it. A REMOVING slot is left:
+  // the owner's RemoveVolumes popped it (announced) and records the
+  // quarantine itself. A data-plane join records nothing while the pool's
+  // owner is a build that does not know the state (Metadata::
+  // quarantine_owner_pid is not owner_pid): that owner's recovery would
+  // refuse the pool (DATA_LOSS), so the slot stays MAPPED as before.
+  // The slot CAS is a release, so the owner's reclaim (an acquire CAS of
+  // the slot) gives back memory this pop last touched only after it.
+  static void RecordQuarantine(void* self, uint64_t index);
+  // NotQuarantinedError is ReclaimVolume's FAILED_PRECONDITION for index
+  // `index`, whose slot word `slot` is not QUARANTINED: says what is there.
+  absl::Status NotQuarantinedError(uint64_t index, uint64_t slot) const;
+  // QuarantineFault says what is wrong with the header of quarantined
+  // volume `index` now, as ListVolumes' kCorrupt entries say it (the
+  // header `v`, or `read`, the error that kept it from being read); when
+  // the header reads sound, that it was bad when a pop quarantined it.
+  static std::string QuarantineFault(uint64_t index, const VolumeHeader& v,
+                                     const absl::Status& read);
   void Step(absl::string_view step) const {
     if (step_hook_) step_hook_(step);
   }
@@ -778,6 +815,12 @@ inline constexpr uint64_t kStorePathBytes = 1024;
 inline constexpr uint64_t kSlotTableOffset = 4096;
 // A slot word whose state (its low 3 bits) is none of the slot states.
 inline constexpr uint64_t kInvalidSlotWord = 7;
+// The state QUARANTINED (a slot word's low 3 bits): a volume a pop found
+// with a bad header, off the stack, which ReclaimVolume frees.
+inline constexpr uint64_t kQuarantinedSlotState = 5;
+// The number of bits of a slot word's state: a word is state | batch <<
+// kSlotStateBits.
+inline constexpr int kSlotStateBits = 3;
 // The slot word of an add of batch 0 in flight (ADDING), which recovery
 // rolls back.
 inline constexpr uint64_t kAddingSlotWord = 1;

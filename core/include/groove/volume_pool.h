@@ -317,6 +317,19 @@ class VolumePool {
   using AnnouncedPopHook = void (*)(void* arg, uint64_t index,
                                     uint64_t announced_top);
 
+  // QuarantinedPopHook, when set on a join, is called by that join's pops
+  // (Acquire, Remove, RemoveAnnounced) that took a volume whose header was
+  // bad (the kCorrupt with a popped volume: quarantined, counted in
+  // volumes_quarantined), with its index, after the pop's CAS and before
+  // the pop returns: the volume is off the stack and the caller's, and
+  // nobody else will take it. Never called on a pop that succeeds (the
+  // Acquire+Release pair pays nothing for it). NamedPool records the
+  // quarantine in the volume's slot (NamedPool::RecordQuarantine), so
+  // that the owner can tell such a volume from one in use and free it
+  // (NamedPool::ReclaimVolume). It must be lock-free; it runs once per
+  // quarantine.
+  using QuarantinedPopHook = void (*)(void* arg, uint64_t index);
+
   // ReadHeaderHook and WriteHeaderHook are how a join that does not map
   // its volumes (Join with a null volume0) reaches their headers: the
   // owner of a NamedPool reads and writes them with pread and pwrite on
@@ -345,7 +358,8 @@ class VolumePool {
                                    uint64_t offset, const void* bytes,
                                    uint64_t size);
 
-  // Hooks are a join's TaggedPopHook and AnnouncedPopHook, its header I/O
+  // Hooks are a join's TaggedPopHook, AnnouncedPopHook and
+  // QuarantinedPopHook, its header I/O
   // (both needed by a join without volume0; on a join with volume0
   // read_header, if set, serves Verify's walk only, and write_header is
   // ignored), with their argument.
@@ -354,6 +368,7 @@ class VolumePool {
   struct Hooks {
     TaggedPopHook on_tagged_pop = nullptr;
     AnnouncedPopHook on_announced_pop = nullptr;
+    QuarantinedPopHook on_quarantined_pop = nullptr;
     ReadHeaderHook read_header = nullptr;
     WriteHeaderHook write_header = nullptr;
     void* arg = nullptr;
@@ -817,6 +832,10 @@ class VolumePool {
   // volume0). Shared by Remove, RemoveAnnounced and Acquire.
   PoolError PopChecked(uint64_t* index, VolumeHeader* popped, Wait wait,
                        std::optional<uint64_t> new_magic, bool announce) const;
+  // Quarantine counts volume `index`, just popped by this thread with a bad
+  // header, as quarantined and calls the QuarantinedPopHook. Out of line:
+  // PopChecked is inlined into Acquire, and this is its cold branch.
+  [[gnu::noinline]] void Quarantine(uint64_t index) const;
   // PopMapped is PopChecked for the calls that hand out an address
   // (Acquire, Remove): kInvalid on a join without volume0.
   PoolError PopMapped(VolumeHeader** volume, Wait wait,
