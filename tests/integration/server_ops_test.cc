@@ -431,7 +431,8 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
                   kGarbageMagic, ", want 0x")));
   EXPECT_THAT(status.error_message(),
               HasSubstr("it is quarantined: off the stack, counted in "
-                        "volumes_quarantined and left mapped as found"));
+                        "volumes_in_quarantine and left as found, for "
+                        "inspection; ReclaimVolume of index 1 frees it"));
   EXPECT_THAT(status.error_message(),
               HasSubstr("the 1 volume popped before it was put back"));
   const Snapshot after = TakeSnapshot(*stub, "a");
@@ -447,7 +448,9 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
   EXPECT_THAT(status.error_message(),
               HasSubstr("pool 'a' has no empty volume to remove (1 mapped: 0 "
                         "in use, 1 quarantined"));
-  EXPECT_THAT(status.error_message(), ::testing::EndsWith("; add more"));
+  EXPECT_THAT(
+      status.error_message(),
+      ::testing::EndsWith("; reclaim the quarantined ones or add more"));
   EXPECT_THAT(status.error_message(),
               ::testing::Not(HasSubstr("release volumes")));
   EXPECT_EQ(server->Stop(), 0);
@@ -506,6 +509,7 @@ TEST(ServerReclaimTest, AReclaimedVolumeLeavesThePoolAndItsIndexIsFree) {
   const grpc::Status repeat = Reclaim(*stub, "a", 1, &again);
   EXPECT_EQ(repeat.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << repeat.error_message();
+  EXPECT_THAT(repeat.error_message(), HasSubstr("index 1 holds no volume"));
   EXPECT_EQ(TakeSnapshot(*stub, "a"), after);
 
   // The index can be added again, and the pool is sound.
@@ -604,14 +608,26 @@ TEST(ServerReclaimTest, RefusedReclaimsChangeNothing) {
   };
   const std::vector<Refusal> refusals = {
       {"nope", 1, grpc::StatusCode::NOT_FOUND, {"no pool named 'nope'"}},
-      {"a", 16, grpc::StatusCode::OUT_OF_RANGE, {"pool 'a'", "16"}},
+      {"a",
+       16,
+       grpc::StatusCode::OUT_OF_RANGE,
+       {"reclaim volume 16 of pool 'a': index 16 is not below max_volumes 16"}},
       {"a",
        std::nullopt,
        grpc::StatusCode::INVALID_ARGUMENT,
        {"pool 'a'", "index is unset"}},
-      {"a", 5, grpc::StatusCode::FAILED_PRECONDITION, {"pool 'a'", "5"}},
-      {"a", 2, grpc::StatusCode::FAILED_PRECONDITION, {"pool 'a'", "2"}},
-      {"a", 0, grpc::StatusCode::FAILED_PRECONDITION, {"pool 'a'", "0"}},
+      {"a",
+       5,
+       grpc::StatusCode::FAILED_PRECONDITION,
+       {"reclaim volume 5 of pool 'a': index 5 holds no volume"}},
+      {"a",
+       2,
+       grpc::StatusCode::FAILED_PRECONDITION,
+       {"reclaim volume 2 of pool 'a': index 2 holds an empty volume"}},
+      {"a",
+       0,
+       grpc::StatusCode::FAILED_PRECONDITION,
+       {"reclaim volume 0 of pool 'a': index 0 holds a volume in use"}},
   };
   for (const Refusal& r : refusals) {
     SCOPED_TRACE(absl::StrCat(r.pool, " ", r.index.value_or(999)));
