@@ -75,7 +75,8 @@ std::string HumanBytes(uint64_t bytes);
 void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out);
 
 // PrintSummary prints a pool's summary as a two-column table (backing,
-// volumes, a fill bar, capacity, counters, ...), followed by `extra` rows
+// volumes, a fill bar, capacity, volumes in quarantine and reclaimed,
+// counters, ...), followed by `extra` rows
 // of two cells (e.g. a verify result) aligned with it. The capacity row
 // names the memory of removed volumes still being given back, when there
 // is any (releasing_bytes: a remove beside an allocation leaves its punch
