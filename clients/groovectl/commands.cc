@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -348,6 +349,24 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
   return kExitOk;
 }
 
+// PrintChanged prints the answer `r` of a remove or a reclaim and returns
+// the exit code: the error (ReportError), or the response as JSON, or
+// what `describe` says of it and the pool's summary after it.
+template <typename Response>
+int PrintChanged(const absl::StatusOr<Response>& r, const Invocation& inv,
+                 const VolumePoolClient& client, std::ostream& out,
+                 std::ostream& err,
+                 const std::function<void(const Response&)>& describe) {
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(*r) << "\n";
+    return kExitOk;
+  }
+  describe(*r);
+  PrintSummary(r->summary(), out);
+  return kExitOk;
+}
+
 int RunRemove(const Invocation& inv, const VolumePoolClient& client,
               std::ostream& out, std::ostream& err) {
   v1::RemoveVolumeRequest request;
@@ -355,18 +374,15 @@ int RunRemove(const Invocation& inv, const VolumePoolClient& client,
   request.set_count(inv.count);
   CallOptions call;
   call.timeout = inv.timeout;
-  absl::StatusOr<v1::RemoveVolumeResponse> r =
-      client.RemoveVolume(request, call);
-  if (!r.ok()) return ReportError(r.status(), client, err);
-  if (inv.output == OutputFormat::kJson) {
-    out << ToJson(*r) << "\n";
-    return kExitOk;
-  }
-  std::vector<uint64_t> indices;
-  for (const v1::RemovedVolume& v : r->volumes()) indices.push_back(v.index());
-  PrintVolumeIndices("removed", indices, inv.pool, out);
-  PrintSummary(r->summary(), out);
-  return kExitOk;
+  return PrintChanged<v1::RemoveVolumeResponse>(
+      client.RemoveVolume(request, call), inv, client, out, err,
+      [&](const v1::RemoveVolumeResponse& r) {
+        std::vector<uint64_t> indices;
+        for (const v1::RemovedVolume& v : r.volumes()) {
+          indices.push_back(v.index());
+        }
+        PrintVolumeIndices("removed", indices, inv.pool, out);
+      });
 }
 
 int RunReclaim(const Invocation& inv, const VolumePoolClient& client,
@@ -376,18 +392,13 @@ int RunReclaim(const Invocation& inv, const VolumePoolClient& client,
   request.set_index(inv.index);
   CallOptions call;
   call.timeout = inv.timeout;
-  absl::StatusOr<v1::ReclaimVolumeResponse> r =
-      client.ReclaimVolume(request, call);
-  if (!r.ok()) return ReportError(r.status(), client, err);
-  if (inv.output == OutputFormat::kJson) {
-    out << ToJson(*r) << "\n";
-    return kExitOk;
-  }
-  out << "reclaimed volume " << r->index() << " of " << inv.pool
-      << ": its header was bad (" << r->corruption()
-      << "); its memory is given back and the index is free\n";
-  PrintSummary(r->summary(), out);
-  return kExitOk;
+  return PrintChanged<v1::ReclaimVolumeResponse>(
+      client.ReclaimVolume(request, call), inv, client, out, err,
+      [&](const v1::ReclaimVolumeResponse& r) {
+        out << "reclaimed volume " << r.index() << " of " << inv.pool
+            << ": its header was bad (" << r.corruption()
+            << "); its memory is given back and the index is free\n";
+      });
 }
 
 int RunInspect(const Invocation& inv, const VolumePoolClient& client,

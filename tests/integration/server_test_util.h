@@ -133,6 +133,21 @@ inline Snapshot TakeSnapshot(Stub& stub, const std::string& pool) {
   return snapshot;
 }
 
+// ExpectPoolVerifies runs Inspect with verify on `pool` and expects it to
+// pass, with `empty_volumes` volumes on the stack.
+inline void ExpectPoolVerifies(Stub& stub, const std::string& pool,
+                               uint64_t empty_volumes) {
+  v1::InspectRequest verify;
+  verify.set_pool(pool);
+  verify.set_verify(true);
+  v1::InspectResponse verified;
+  const grpc::Status status = Inspect(stub, verify, &verified);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(verified.verify_result().ok())
+      << verified.verify_result().message();
+  EXPECT_EQ(verified.verify_result().empty_volumes_walked(), empty_volumes);
+}
+
 // MetricValue returns the value of the sample `series` (name and labels
 // exactly as exposed) in a text exposition, or "" when absent.
 inline std::string MetricValue(const std::string& text,

@@ -330,6 +330,15 @@ class VolumePoolClient {
       const CallRules& rules, const CallOptions& call,
       const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const;
 
+  // CallFor runs Call with attempts of `rpc`, each into a cleared
+  // response, and returns the last attempt's response or the status.
+  // Defined (and instantiated) in the .cc.
+  template <typename Response>
+  absl::StatusOr<Response> CallFor(
+      const CallRules& rules, const CallOptions& call,
+      const std::function<grpc::Status(grpc::ClientContext*, Response*)>& rpc)
+      const;
+
   // Probe makes one fail-fast Health call, to learn whether the channel
   // can connect before a change is sent. OK when the server answered
   // (whatever it answered); else UNAVAILABLE or DEADLINE_EXCEEDED, which
