@@ -360,6 +360,8 @@ NamedPool::NamedPool(const std::string& data_dir, const PoolConfig& config,
   static_assert(offsetof(Metadata, name) == testing::kNameOffset);
   static_assert(offsetof(Metadata, store_path) == testing::kStorePathOffset);
   static_assert(sizeof(Metadata::store_path) == testing::kStorePathBytes);
+  static_assert(offsetof(Metadata, volumes_in_quarantine) ==
+                testing::kVolumesInQuarantineOffset);
   static_assert(testing::kLayoutVersion == kLayoutVersion);
   static_assert(testing::kSlotTableOffset == kSlotTableOffset);
   static_assert(StateOf(testing::kInvalidSlotWord) > kLastSlotState &&
@@ -2294,16 +2296,22 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
     if (err != PoolError::kSuccess) {
       if (index != kNullIndex) {
         // A corrupt header: keep the volume, off the stack, QUARANTINED
-        // (its slot REMOVING(0) from the announced pop; a fresh batch keeps
-        // slot words of different lives of an index apart), where Inspect
-        // shows it as corrupt and ReclaimVolume can free it. Release: as
-        // RecordQuarantine's CAS.
-        Slot(index).store(
+        // (a fresh batch keeps slot words of different lives of an index
+        // apart), where Inspect shows it as corrupt and ReclaimVolume can
+        // free it. Only from the REMOVING(0) its announced pop recorded: a
+        // corrupt stack can lead a pop to an index whose slot is no mapped
+        // volume's (FREE: never added), which must not become one.
+        // Release: as RecordQuarantine's CAS.
+        uint64_t removing = SlotWord(kSlotRemoving, 0);
+        const bool recorded = Slot(index).compare_exchange_strong(
+            removing,
             SlotWord(kSlotQuarantined,
                      meta_->next_batch.fetch_add(1, std::memory_order_relaxed)),
-            std::memory_order_release);
+            std::memory_order_release, std::memory_order_relaxed);
         // Relaxed: a statistic.
-        meta_->volumes_in_quarantine.fetch_add(1, std::memory_order_relaxed);
+        if (recorded) {
+          meta_->volumes_in_quarantine.fetch_add(1, std::memory_order_relaxed);
+        }
         quarantined = index;
         // Read again for the message: nobody writes a quarantined volume
         // (off the stack, no user holds it).
@@ -2315,10 +2323,15 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         failure = absl::DataLossError(absl::StrCat(
             "remove volumes from pool '", config_.name, "': volume ", index,
             ", popped off the stack, is not a sound empty volume (", fault,
-            "); it is quarantined: off the stack, counted in "
-            "volumes_in_quarantine and left as found, for inspection; "
-            "ReclaimVolume of index ",
-            index, " frees it"));
+            "); ",
+            recorded
+                ? absl::StrCat("it is quarantined: off the stack, counted in "
+                               "volumes_in_quarantine and left as found, for "
+                               "inspection; ReclaimVolume of index ",
+                               index, " frees it")
+                : absl::StrCat("its slot (0x", absl::Hex(removing),
+                               ") says no volume was mapped there: the stack "
+                               "is corrupt")));
       } else {
         failure = PoolErrorToStatus(
             err, absl::StrCat("remove volumes from pool '", config_.name, "'"));

@@ -386,5 +386,232 @@ TEST(NamedPoolConcurrencyTest, AKeyedAddStoppedInItsJournalEntryBlocksNoOne) {
       }));
 }
 
+// QuarantineTop has the data plane `plane` acquire the volume on top of
+// the stack after scribbling its info_sz: quarantined. Returns its index.
+uint64_t QuarantineTop(const NamedPool& pool, const VolumePool& plane) {
+  const uint64_t top = pool.pool().PeekTop();
+  EXPECT_NE(top, kNullIndex);
+  if (top == kNullIndex) return top;
+  plane.VolumeAt(top)->info_sz.store(kVolumeInfoMax + 1);
+  VolumeHeader* v = nullptr;
+  EXPECT_EQ(plane.Acquire(&v), PoolError::kCorrupt);
+  return top;
+}
+
+// Two admins reclaim one quarantined volume at once: one CAS of its slot
+// wins, the other is told the volume is being removed or gone, and the
+// volume is freed once.
+TEST(NamedPoolConcurrencyTest, OfTwoReclaimsOfOneVolumeExactlyOneWins) {
+  TempDir dir;
+  auto opened = NamedPool::Open(dir.path(), HeldConfig(8));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  NamedPool& pool = **opened;
+  auto joined = NamedPool::Join(dir.path(), pool.config().name);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  ASSERT_TRUE(pool.AddVolumes(4, std::nullopt, "r").ok());
+#if defined(__SANITIZE_THREAD__)
+  constexpr int kRounds = 100;
+#else
+  constexpr int kRounds = 200;
+#endif
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE(round);
+    const uint64_t index = QuarantineTop(pool, (*joined)->pool());
+    ASSERT_EQ(pool.Summary().volumes_in_quarantine, 1u);
+    std::atomic<int> ready{0};
+    absl::StatusOr<ReclaimedVolume> results[2] = {absl::UnknownError(""),
+                                                  absl::UnknownError("")};
+    std::vector<std::thread> admins;
+    for (int t = 0; t < 2; ++t) {
+      admins.emplace_back([&, t] {
+        // Both start together: each waits until the other is there.
+        ready.fetch_add(1);
+        while (ready.load() < 2) {
+        }
+        results[t] = pool.ReclaimVolume(index);
+      });
+    }
+    for (std::thread& t : admins) t.join();
+    ASSERT_NE(results[0].ok(), results[1].ok())
+        << results[0].status() << " / " << results[1].status();
+    const absl::Status& lost =
+        results[0].ok() ? results[1].status() : results[0].status();
+    EXPECT_EQ(lost.code(), absl::StatusCode::kFailedPrecondition) << lost;
+    EXPECT_EQ((results[0].ok() ? *results[0] : *results[1]).index, index);
+    const PoolSummary s = pool.Summary();
+    ASSERT_EQ(s.volumes_in_quarantine, 0u);
+    ASSERT_EQ(s.volumes_mapped, 3u);
+    ASSERT_EQ(s.volumes_reclaimed, static_cast<uint64_t>(round) + 1);
+    ASSERT_EQ(*pool.AllocatedBytes(), 3 * kVolumeBytes);
+    ASSERT_TRUE(pool.AddVolumes(1, index, "again").ok());
+  }
+  ASSERT_TRUE(pool.Verify().ok());
+}
+
+// Quarantines and reclaims race adds, removes, acquires and releases of
+// other volumes: a data-plane thread now and then releases a volume with
+// a bad info_sz (which the next pop quarantines: a remove's DATA_LOSS or
+// an acquire's kCorrupt), and a reclaimer frees what ListVolumes shows
+// as corrupt, while trying indices that are not quarantined, which must
+// be refused. Afterwards every quarantine is either reclaimed or still
+// counted, every index is present iff its adds outnumber its removes and
+// reclaims, and Verify is clean.
+TEST(NamedPoolConcurrencyTest, ReclaimsRacingEverythingElseLeaveThePoolSound) {
+  TempDir dir;
+  PoolConfig config = HeldConfig(kMaxVolumes);
+  config.name = "reclaim";
+  auto opened = NamedPool::Open(dir.path(), config);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  NamedPool& pool = **opened;
+  auto joined = NamedPool::Join(dir.path(), config.name);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  const VolumePool& plane = (*joined)->pool();
+  const uint64_t seed = testing::TestSeed();
+
+  constexpr int kAdmins = 2;
+  // Per thread: adds minus removes (admins) or reclaims (the reclaimer,
+  // last) of each index, and the quarantines each thread's pops made.
+  std::vector<std::map<uint64_t, int64_t>> balance(kAdmins + 1);
+  std::atomic<uint64_t> quarantines{0};
+  std::atomic<int> unexpected{0};
+  std::atomic<int> admins_running{kAdmins};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAdmins; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(seed + t);
+      for (int op = 0; op < kOpsPerThread / 2; ++op) {
+        const uint64_t count = 1 + rng() % 3;
+        if (rng() % 2 == 0) {
+          auto added = pool.AddVolumes(count, std::nullopt, "c");
+          if (added.ok()) {
+            for (uint64_t i : *added) ++balance[t][i];
+          } else if (added.status().code() !=
+                     absl::StatusCode::kResourceExhausted) {
+            unexpected.fetch_add(1);
+          }
+          continue;
+        }
+        auto removed = pool.RemoveVolumes(count);
+        if (removed.ok()) {
+          for (const RemovedVolume& r : *removed) --balance[t][r.index];
+        } else if (removed.status().code() == absl::StatusCode::kDataLoss) {
+          quarantines.fetch_add(1);  // popped a scribbled one
+        } else if (removed.status().code() !=
+                   absl::StatusCode::kFailedPrecondition) {
+          unexpected.fetch_add(1);
+        }
+      }
+      admins_running.fetch_sub(1);
+    });
+  }
+  threads.emplace_back([&] {  // the data plane, scribbling now and then
+    std::mt19937_64 rng(seed + 100);
+    while (admins_running.load() > 0) {
+      VolumeHeader* v = nullptr;
+      const PoolError err = plane.Acquire(&v);
+      if (err == PoolError::kEmpty) continue;
+      if (err == PoolError::kCorrupt && v != nullptr) {
+        quarantines.fetch_add(1);
+        continue;
+      }
+      if (err != PoolError::kSuccess) {
+        unexpected.fetch_add(1);
+        continue;
+      }
+      VolumeData(v)[0] = std::byte{7};
+      if (rng() % 16 == 0) v->info_sz.store(kVolumeInfoMax + 1 + rng() % 64);
+      if (plane.Release(v) != PoolError::kSuccess) unexpected.fetch_add(1);
+    }
+  });
+  threads.emplace_back([&] {  // the reclaimer
+    std::mt19937_64 rng(seed + 200);
+    std::map<uint64_t, int64_t>& reclaimed = balance[kAdmins];
+    while (admins_running.load() > 0) {
+      uint64_t next = 0;
+      for (const VolumeEntry& e : pool.ListVolumes(0, kMaxVolumes, &next)) {
+        if (e.status != VolumeStatus::kCorrupt) continue;
+        absl::StatusOr<ReclaimedVolume> r = pool.ReclaimVolume(e.index);
+        if (r.ok()) {
+          --reclaimed[e.index];
+        } else if (r.status().code() != absl::StatusCode::kFailedPrecondition) {
+          unexpected.fetch_add(1);  // listed while in use with a bad header
+        }
+      }
+      // Any index: refused unless quarantined (then it is freed).
+      const uint64_t index = rng() % kMaxVolumes;
+      absl::StatusOr<ReclaimedVolume> r = pool.ReclaimVolume(index);
+      if (r.ok()) {
+        --reclaimed[index];
+      } else if (r.status().code() != absl::StatusCode::kFailedPrecondition) {
+        unexpected.fetch_add(1);
+      }
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(unexpected.load(), 0);
+  // A volume released with a bad info_sz may still be on the stack: the
+  // data plane takes every volume once, which quarantines those, and
+  // gives the good ones back.
+  std::vector<VolumeHeader*> taken;
+  for (;;) {
+    VolumeHeader* v = nullptr;
+    const PoolError err = plane.Acquire(&v);
+    if (err == PoolError::kEmpty) break;
+    if (err == PoolError::kCorrupt && v != nullptr) {
+      quarantines.fetch_add(1);
+      continue;
+    }
+    ASSERT_EQ(err, PoolError::kSuccess);
+    taken.push_back(v);
+  }
+  for (VolumeHeader* v : taken)
+    ASSERT_EQ(plane.Release(v), PoolError::kSuccess);
+
+  // Every quarantine is counted, or was reclaimed.
+  uint64_t reclaims = 0;
+  for (const auto& [index, n] : balance[kAdmins]) {
+    reclaims += static_cast<uint64_t>(-n);
+  }
+  const PoolSummary s = pool.Summary();
+  EXPECT_EQ(s.volumes_in_quarantine + reclaims, quarantines.load());
+  EXPECT_EQ(s.volumes_reclaimed, reclaims);
+  EXPECT_EQ(s.counts.volumes_quarantined, quarantines.load());
+  // The rest, one at a time now.
+  uint64_t next = 0;
+  for (const VolumeEntry& e : pool.ListVolumes(0, kMaxVolumes, &next)) {
+    if (e.status != VolumeStatus::kCorrupt) continue;
+    absl::StatusOr<ReclaimedVolume> r = pool.ReclaimVolume(e.index);
+    ASSERT_TRUE(r.ok()) << r.status();
+    --balance[kAdmins][e.index];
+  }
+  EXPECT_EQ(pool.Summary().volumes_in_quarantine, 0u);
+
+  std::map<uint64_t, int64_t> total;
+  for (const auto& b : balance) {
+    for (const auto& [index, n] : b) total[index] += n;
+  }
+  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
+  std::map<uint64_t, bool> present;
+  for (const VolumeEntry& e : listed) {
+    present[e.index] = true;
+    EXPECT_EQ(e.status, VolumeStatus::kEmpty) << e.index << " " << e.corruption;
+  }
+  uint64_t expected_present = 0;
+  for (const auto& [index, n] : total) {
+    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
+    EXPECT_EQ(present.count(index) == 1, n == 1) << "index " << index;
+    expected_present += static_cast<uint64_t>(n);
+  }
+  EXPECT_EQ(listed.size(), expected_present);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, expected_present);
+  EXPECT_EQ(pool.Summary().volumes_mapped, expected_present);
+  EXPECT_EQ(*pool.AllocatedBytes(), expected_present * kVolumeBytes);
+  std::printf("%llu quarantined, %llu reclaimed while racing\n",
+              static_cast<unsigned long long>(quarantines.load()),
+              static_cast<unsigned long long>(reclaims));
+}
+
 }  // namespace
 }  // namespace groove

@@ -163,6 +163,31 @@ std::string Exercise(NamedPool& pool, const absl::Status& first_verify) {
   (void)pool.AddVolumes(2, 0, "");
   (void)pool.RemoveVolumes(n);
   entries = pool.ListVolumes(0, n, &next);
+  // Every quarantined volume is listed (as corrupt) and can be reclaimed,
+  // and the pool's figure counts exactly those: nothing is in flight.
+  const uint64_t in_quarantine = pool.Summary().volumes_in_quarantine;
+  uint64_t reclaimed = 0;
+  for (const VolumeEntry& e : entries) {
+    if (e.status != VolumeStatus::kCorrupt) continue;
+    absl::StatusOr<ReclaimedVolume> r = pool.ReclaimVolume(e.index);
+    if (r.ok()) {
+      ++reclaimed;
+    } else if (r.status().code() != absl::StatusCode::kFailedPrecondition) {
+      return absl::StrCat("ReclaimVolume of listed corrupt volume ", e.index,
+                          ": ", r.status().ToString());
+    }
+  }
+  if (reclaimed != in_quarantine || pool.Summary().volumes_in_quarantine != 0) {
+    return absl::StrCat("volumes_in_quarantine was ", in_quarantine, ", ",
+                        reclaimed, " volumes were reclaimed, ",
+                        pool.Summary().volumes_in_quarantine, " left");
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    if (pool.ReclaimVolume(i).ok()) {
+      return absl::StrCat("volume ", i,
+                          " was reclaimed but not listed as corrupt");
+    }
+  }
   absl::StatusOr<VerifyReport> verify = pool.Verify();
   if (first_verify.ok() && !verify.ok()) {
     return absl::StrCat("a sound pool went corrupt through the API: ",
@@ -226,6 +251,14 @@ RecoveryOutcome RunRecoveryInput(absl::string_view data) {
   out.open = pool.status();
   if (!pool.ok()) return out;
   out.report = (*pool)->recovery();
+  if (out.report.volumes_in_quarantine !=
+      (*pool)->Summary().volumes_in_quarantine) {
+    out.violation =
+        absl::StrCat("recovery counted ", out.report.volumes_in_quarantine,
+                     " volumes in quarantine, the summary says ",
+                     (*pool)->Summary().volumes_in_quarantine);
+    return out;
+  }
   absl::StatusOr<VerifyReport> verify = (*pool)->Verify();
   out.verify = verify.status();
   if (!verify.ok()) {

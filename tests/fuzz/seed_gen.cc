@@ -4,7 +4,8 @@
 //   config_fuzzer     flag lists and config files as the docs show them;
 //   request_fuzzer    one request of each RPC, valid and at the edges;
 //   recovery_fuzzer   real pools (NamedPool::Open in a scratch directory)
-//                     at rest, in use, and with an add or remove killed at
+//                     at rest, in use, with quarantined volumes, and with
+//                     an add, remove or reclaim killed at
 //                     each of its steps (a forked child _exits in the step
 //                     hook), encoded by EncodeRecoveryImage;
 //   journal_fuzzer    real request journals (RequestJournal) with adds
@@ -182,6 +183,23 @@ void AddThenRemove(groove::NamedPool& pool, const std::string&) {
   (void)pool.RemoveVolumes(2);
 }
 
+// Quarantine has a remove and then a data-plane acquire each pop a
+// volume whose header was scribbled: two QUARANTINED slots.
+void Quarantine(groove::NamedPool& pool, const std::string& dir) {
+  (void)pool.AddVolumes(4, std::nullopt, "q");  // 0 on top
+  auto join = groove::NamedPool::Join(dir, pool.config().name);
+  if (!join.ok()) return;
+  (*join)->pool().VolumeAt(0)->magic.store(0x1234);
+  (void)pool.RemoveVolumes(1);
+  (*join)->pool().VolumeAt(1)->idx.store(7);
+  groove::VolumeHeader* v = nullptr;
+  (void)(*join)->pool().Acquire(&v);
+}
+void QuarantineThenReclaim(groove::NamedPool& pool, const std::string& dir) {
+  Quarantine(pool, dir);
+  (void)pool.ReclaimVolume(0);
+}
+
 void RecoverySeeds(const std::string& out) {
   RecoveryGeometry g;
   g.max_volumes = 8;
@@ -200,6 +218,9 @@ void RecoverySeeds(const std::string& out) {
         out, absl::StrCat("crash_", absl::StrReplaceAll(step, {{":", "_"}})), g,
         step, AddThenRemove);
   }
+  RecoverySeed(out, "quarantined", g, "", Quarantine);
+  RecoverySeed(out, "crash_reclaim_claimed", g, "reclaim:claimed",
+               QuarantineThenReclaim);
   RecoveryGeometry big = g;
   big.max_volumes = 16;
   big.volume_size_bytes = 8192;

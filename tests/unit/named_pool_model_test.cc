@@ -1,7 +1,9 @@
 // NamedPool, one thread at a time: a seeded randomized run of adds (with
 // and without keys, at the lowest free indices or at a given range, good
-// and bad), removes, a data-plane join's acquires and releases, and the
-// owner closed and opened again, against a model of the pool's slots, its
+// and bad), removes, a data-plane join's acquires and releases, volumes
+// whose header is scribbled and then quarantined by a remove or an
+// acquire, reclaims (good and bad), and the owner closed and opened
+// again, against a model of the pool's slots, its
 // stack and its request journal, with Verify and every observable after
 // each step (docs/STYLE.md point 12; VolumePoolRandomizedTest does the
 // same for the bare pool).
@@ -15,11 +17,13 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "groove/named_pool.h"
 #include "groove/request_journal.h"
 #include "support/pool_memory.h"
@@ -47,9 +51,16 @@ struct PoolModel {
   std::map<uint64_t, std::string> mapped;  // index -> info
   std::vector<uint64_t> stack;             // empty volumes, top last
   std::vector<uint64_t> held;              // acquired by the data plane
+  // Quarantined volumes (off the stack, held by nobody), with what
+  // ListVolumes and ReclaimVolume say is wrong with their header.
+  std::map<uint64_t, std::string> quarantined;
+  uint64_t reclaimed = 0;                  // volumes ReclaimVolume freed
   std::deque<RecordedAdd> journal;         // adds with keys, oldest first
 
   bool IsMapped(uint64_t index) const { return mapped.count(index) != 0; }
+  bool IsHeld(uint64_t index) const {
+    return std::find(held.begin(), held.end(), index) != held.end();
+  }
 };
 
 // Checks every observable of `pool` against `model`, and Verifies the pool
@@ -61,7 +72,10 @@ void ExpectMatches(const NamedPool& pool, const PoolModel& model) {
   const PoolSummary summary = pool.Summary();
   EXPECT_EQ(summary.volumes_mapped, model.mapped.size());
   EXPECT_EQ(summary.volumes_empty, model.stack.size());
-  EXPECT_EQ(summary.volumes_in_use, model.held.size());
+  EXPECT_EQ(summary.volumes_in_use,
+            model.held.size() + model.quarantined.size());
+  EXPECT_EQ(summary.volumes_in_quarantine, model.quarantined.size());
+  EXPECT_EQ(summary.volumes_reclaimed, model.reclaimed);
   EXPECT_EQ(*pool.AllocatedBytes(), model.mapped.size() * kVolumeBytes);
   absl::StatusOr<uint64_t> journaled = pool.VerifyRequestJournal();
   ASSERT_TRUE(journaled.ok()) << journaled.status();
@@ -75,10 +89,15 @@ void ExpectMatches(const NamedPool& pool, const PoolModel& model) {
   for (const VolumeEntry& got : listed) {
     EXPECT_EQ(got.index, want->first);
     EXPECT_EQ(got.info, want->second) << "volume " << got.index;
-    const bool held = std::find(model.held.begin(), model.held.end(),
-                                got.index) != model.held.end();
-    EXPECT_EQ(got.status, held ? VolumeStatus::kInUse : VolumeStatus::kEmpty)
-        << "volume " << got.index;
+    const auto quarantined = model.quarantined.find(got.index);
+    if (quarantined != model.quarantined.end()) {
+      EXPECT_EQ(got.status, VolumeStatus::kCorrupt) << "volume " << got.index;
+      EXPECT_EQ(got.corruption, quarantined->second);
+    } else {
+      EXPECT_EQ(got.status, model.IsHeld(got.index) ? VolumeStatus::kInUse
+                                                    : VolumeStatus::kEmpty)
+          << "volume " << got.index;
+    }
     ++want;
   }
 }
@@ -219,6 +238,106 @@ class NamedPoolModelRun {
     held_headers_.erase(held_headers_.begin() + static_cast<ptrdiff_t>(k));
   }
 
+  // A volume on the stack has its header scribbled (through the data
+  // plane's mapping) and is popped at once, by the data plane's Acquire
+  // (on top) or by a remove that pops the good ones above it first and
+  // puts them back: quarantined either way. (Between steps a bad header
+  // cannot stay on the stack: Verify would report it.)
+  void Quarantine() {
+    if (model_.stack.empty()) return;
+    const size_t depth = rng_() % std::min<size_t>(model_.stack.size(), 4);
+    const uint64_t index = model_.stack[model_.stack.size() - 1 - depth];
+    VolumeHeader* v = join_->pool().VolumeAt(index);
+    std::string fault;
+    switch (rng_() % 4) {
+      case 0: {
+        const uint64_t magic = 0x1234 + rng_() % 1000;
+        v->magic.store(magic);
+        fault =
+            absl::StrCat("header magic is 0x", absl::Hex(magic), ", want 0x",
+                         absl::Hex(kVolumeEmptyMagic), " (empty)");
+        break;
+      }
+      case 1:
+        v->magic.store(kVolumeMagic);
+        fault = absl::StrCat("header magic is 0x", absl::Hex(kVolumeMagic),
+                             " (in use), want 0x", absl::Hex(kVolumeEmptyMagic),
+                             " (empty)");
+        break;
+      case 2: {
+        const uint64_t idx = index + 1 + rng_() % 100;
+        v->idx.store(idx);
+        fault = absl::StrCat("header idx is ", idx, ", want ", index);
+        break;
+      }
+      default: {
+        const uint64_t info_sz = kVolumeInfoMax + 1 + rng_() % 1000;
+        v->info_sz.store(info_sz);
+        fault = absl::StrCat("header info_sz is ", info_sz, ", want at most ",
+                             kVolumeInfoMax);
+        // Listed with its info clamped to the whole field: zeros past it.
+        model_.mapped[index].resize(kVolumeInfoMax, '\0');
+        break;
+      }
+    }
+    if (depth == 0 && rng_() % 2 == 0) {
+      VolumeHeader* popped = nullptr;
+      ASSERT_EQ(join_->pool().Acquire(&popped), PoolError::kCorrupt);
+      ASSERT_EQ(popped, v);
+      model_.stack.pop_back();
+    } else {
+      const uint64_t count = depth + 1 + rng_() % 2;
+      const absl::Status s = pool_->RemoveVolumes(count).status();
+      ASSERT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+      ASSERT_NE(s.message().find(absl::StrCat("volume ", index, ",")),
+                std::string::npos)
+          << s;
+      // The good ones go back in the order they were popped: the last
+      // popped ends on top.
+      std::vector<uint64_t> popped;
+      for (size_t k = 0; k < depth; ++k) {
+        popped.push_back(model_.stack.back());
+        model_.stack.pop_back();
+      }
+      model_.stack.pop_back();  // the bad one
+      for (const uint64_t i : popped) model_.stack.push_back(i);
+    }
+    model_.quarantined[index] = fault;
+    ++quarantines_;
+  }
+
+  // A reclaim of a quarantined volume, or of any index (refused unless it
+  // is quarantined, naming what is there).
+  void Reclaim() {
+    uint64_t index = rng_() % (kMaxVolumes + 2);
+    if (!model_.quarantined.empty() && rng_() % 2 == 0) {
+      auto it = model_.quarantined.begin();
+      std::advance(it, rng_() % model_.quarantined.size());
+      index = it->first;
+    }
+    absl::StatusOr<ReclaimedVolume> reclaimed = pool_->ReclaimVolume(index);
+    const auto quarantined = model_.quarantined.find(index);
+    if (quarantined != model_.quarantined.end()) {
+      ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+      EXPECT_EQ(reclaimed->index, index);
+      EXPECT_EQ(reclaimed->corruption, quarantined->second);
+      model_.quarantined.erase(quarantined);
+      model_.mapped.erase(index);
+      ++model_.reclaimed;
+      return;
+    }
+    const absl::StatusCode want_code =
+        index >= kMaxVolumes ? absl::StatusCode::kOutOfRange
+                             : absl::StatusCode::kFailedPrecondition;
+    ASSERT_EQ(reclaimed.status().code(), want_code) << reclaimed.status();
+    if (index >= kMaxVolumes) return;
+    const std::string says = !model_.IsMapped(index) ? "holds no volume"
+                             : model_.IsHeld(index)  ? "holds a volume in use"
+                                                     : "holds an empty volume";
+    EXPECT_NE(reclaimed.status().message().find(says), std::string::npos)
+        << reclaimed.status();
+  }
+
   // The owner closes and opens again: everything stays, and the journal
   // lists the adds with keys of its window, oldest first.
   void Reopen() {
@@ -227,6 +346,7 @@ class NamedPoolModelRun {
     const RecoveryReport& r = pool_->recovery();
     EXPECT_FALSE(r.created);
     EXPECT_EQ(r.volumes_recovered, model_.mapped.size());
+    EXPECT_EQ(r.volumes_in_quarantine, model_.quarantined.size());
     EXPECT_EQ(r.adds_rolled_back, 0u);
     EXPECT_EQ(r.request_journal_error, "");
     const std::vector<RecordedAdd> recorded = pool_->TakeRecordedAdds();
@@ -247,6 +367,7 @@ class NamedPoolModelRun {
   int adds() const { return adds_; }
   int removes() const { return removes_; }
   int reopens() const { return reopens_; }
+  int quarantines() const { return quarantines_; }
   uint64_t keyed_adds() const { return keyed_adds_; }
   const PoolModel& model() const { return model_; }
 
@@ -258,7 +379,7 @@ class NamedPoolModelRun {
                                      // first Open, closed before it)
   std::vector<VolumeHeader*> held_headers_;  // model_.held's, in order
   PoolModel model_;
-  int adds_ = 0, removes_ = 0, reopens_ = 0;
+  int adds_ = 0, removes_ = 0, reopens_ = 0, quarantines_ = 0;
   uint64_t keyed_adds_ = 0;
 };
 
@@ -269,7 +390,7 @@ TEST(NamedPoolRandomizedTest, EveryStepMatchesTheModel) {
   ASSERT_NO_FATAL_FAILURE(run.Open());
   for (int step = 0; step < kSteps; ++step) {
     SCOPED_TRACE(step);
-    switch (run.rng()() % 10) {
+    switch (run.rng()() % 12) {
       case 0:
       case 1:
       case 2:
@@ -290,6 +411,14 @@ TEST(NamedPoolRandomizedTest, EveryStepMatchesTheModel) {
           ASSERT_NO_FATAL_FAILURE(run.Reopen());
         }
         break;
+      case 10:
+        if (run.rng()() % 3 == 0) {
+          ASSERT_NO_FATAL_FAILURE(run.Quarantine());
+        }
+        break;
+      case 11:
+        ASSERT_NO_FATAL_FAILURE(run.Reclaim());
+        break;
     }
     ASSERT_NO_FATAL_FAILURE(run.Check());
   }
@@ -309,6 +438,8 @@ TEST(NamedPoolRandomizedTest, EveryStepMatchesTheModel) {
   EXPECT_GT(run.adds(), 1000);
   EXPECT_GT(run.removes(), 1000);
   EXPECT_GT(run.reopens(), 10);
+  EXPECT_GT(run.quarantines(), 100);
+  EXPECT_GT(run.model().reclaimed, 100u);
   EXPECT_GT(run.keyed_adds(), RequestJournal::kEntries);
 }
 

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <thread>
@@ -1153,6 +1154,13 @@ TEST(NamedPoolTest, APopThroughACorruptTopToAnUnaddedIndexDoesNotFault) {
   EXPECT_EQ(removed.status().code(), absl::StatusCode::kDataLoss)
       << removed.status();
   EXPECT_EQ(pool->Summary().counts.volumes_quarantined, 1u);
+  // Its FREE slot is not made a quarantined volume's: there is none there
+  // to reclaim (its announced pop did not record it: not a mapped slot).
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  const absl::Status reclaimed = pool->ReclaimVolume(12).status();
+  EXPECT_EQ(reclaimed.code(), absl::StatusCode::kFailedPrecondition)
+      << reclaimed;
+  EXPECT_THAT(reclaimed.message(), HasSubstr("holds no volume"));
 }
 
 TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {
@@ -2494,6 +2502,445 @@ TEST(NamedPoolTest, JoiningAnUnknownPoolIsNotFound) {
             absl::StatusCode::kNotFound);
   EXPECT_EQ(NamedPool::Join(dir.path(), "../x").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// ---- Quarantine and ReclaimVolume ------------------------------------------
+
+constexpr uint64_t kStateMask = (uint64_t{1} << testing::kSlotStateBits) - 1;
+
+// ScribbleMagic writes `magic` into volume `index`'s header, through a
+// data-plane join's mapping, as a process that scribbles on a volume does.
+void ScribbleMagic(const std::string& dir, uint64_t index, uint64_t magic) {
+  auto join = NamedPool::Join(dir, "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  (*join)->pool().VolumeAt(index)->magic.store(magic);
+}
+
+// QuarantineByRemove adds volumes 0, 1 and 2 (0 on top), scribbles volume
+// 0's magic and has a remove pop it: quarantined.
+void QuarantineByRemove(const std::string& dir, NamedPool& pool) {
+  ASSERT_EQ(*pool.AddVolumes(3, std::nullopt, "q"),
+            (std::vector<uint64_t>{0, 1, 2}));
+  ScribbleMagic(dir, 0, 0x1234);
+  const absl::Status s = pool.RemoveVolumes(1).status();
+  ASSERT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  ASSERT_THAT(s.message(), HasSubstr("ReclaimVolume of index 0 frees it"));
+}
+
+// kScribbledFault is what a header whose magic is 0x1234 is found to be.
+const std::string kScribbledFault =
+    absl::StrCat("header magic is 0x1234, want 0x",
+                 absl::Hex(kVolumeEmptyMagic), " (empty)");
+
+// Everything a caller can see of a pool, to check a refusal changed nothing.
+struct FullView {
+  Observed observed;
+  uint64_t in_use, in_quarantine, reclaimed;
+  std::vector<std::string> listed;  // index, status, corruption, info
+  bool operator==(const FullView&) const = default;
+};
+FullView View(const NamedPool& pool) {
+  FullView v{Observe(pool), 0, 0, 0, {}};
+  const PoolSummary s = pool.Summary();
+  v.in_use = s.volumes_in_use;
+  v.in_quarantine = s.volumes_in_quarantine;
+  v.reclaimed = s.volumes_reclaimed;
+  for (uint64_t next = 0; next < pool.config().max_volumes;) {
+    for (const VolumeEntry& e : pool.ListVolumes(next, 1 << 20, &next)) {
+      v.listed.push_back(absl::StrCat(e.index, " ", static_cast<int>(e.status),
+                                      " ", e.corruption, " ", e.info));
+    }
+  }
+  return v;
+}
+
+// What ListVolumes says of volume `index` (its kCorrupt explanation), or
+// "missing" when it is not listed.
+std::string ListedCorruption(const NamedPool& pool, uint64_t index) {
+  uint64_t next = 0;
+  for (const VolumeEntry& e : pool.ListVolumes(index, 1, &next)) {
+    if (e.index != index) break;
+    return e.status == VolumeStatus::kCorrupt ? e.corruption : "not corrupt";
+  }
+  return "missing";
+}
+
+TEST(QuarantineTest, ARemoveThatPopsABadHeaderQuarantinesItsSlot) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);
+  const std::string meta = dir.path() + "/main.pool";
+  EXPECT_EQ(ReadSlot(meta, 0) & kStateMask, testing::kQuarantinedSlotState);
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.volumes_in_quarantine, 1u);
+  EXPECT_EQ(s.volumes_mapped, 3u);
+  EXPECT_EQ(s.volumes_in_use, 1u);  // counted in use: off the stack
+  EXPECT_EQ(ListedCorruption(*pool, 0), kScribbledFault);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 2u);
+}
+
+TEST(QuarantineTest, ADataPlaneAcquireOfABadHeaderQuarantinesItsSlot) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "q").ok());  // 0 on top
+  const std::string meta = dir.path() + "/main.pool";
+  const uint64_t mapped_word = ReadSlot(meta, 0);
+  auto join = NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  (*join)->pool().VolumeAt(0)->magic.store(0x1234);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+  ASSERT_EQ(v, (*join)->pool().VolumeAt(0));
+  // QUARANTINED, its batch kept.
+  EXPECT_EQ(ReadSlot(meta, 0),
+            (mapped_word & ~kStateMask) | testing::kQuarantinedSlotState);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 1u);
+  EXPECT_EQ(ListedCorruption(*pool, 0), kScribbledFault);
+  // A good acquire records nothing.
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(ReadSlot(meta, 1) & kStateMask, 3u) << "MAPPED";
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 1u);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+// A data-plane join leaves its quarantines MAPPED while the owner is a
+// build that does not know QUARANTINED (it recorded its pid as owner, not
+// as the owner that records quarantines): that owner's recovery would
+// refuse the pool for a slot state it does not know.
+TEST(QuarantineTest, ADataPlaneRecordsNoQuarantineForAnOlderOwner) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "q").ok());
+  const std::string meta = dir.path() + "/main.pool";
+  const uint64_t mapped_word = ReadSlot(meta, 0);
+  // As an older owner's Open writes it: its own pid, nothing else.
+  WriteWord(meta, testing::kOwnerPidOffset, static_cast<uint64_t>(getppid()));
+  auto join = NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  (*join)->pool().VolumeAt(0)->magic.store(0x1234);
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+  EXPECT_EQ(ReadSlot(meta, 0), mapped_word);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+}
+
+TEST(QuarantineTest, AnAddOverAQuarantinedIndexIsRefused) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);
+  const FullView before = View(*pool);
+  const absl::Status hint = pool->CheckRangeNotMapped(0, 1);
+  EXPECT_EQ(hint.code(), absl::StatusCode::kAlreadyExists) << hint;
+  EXPECT_THAT(hint.message(), HasSubstr("index 0 holds a quarantined volume"));
+  const absl::Status added = pool->AddVolumes(1, 0, "over").status();
+  EXPECT_EQ(added.code(), absl::StatusCode::kAlreadyExists) << added;
+  EXPECT_THAT(added.message(), HasSubstr("reclaim it first (ReclaimVolume)"));
+  EXPECT_EQ(View(*pool), before);
+}
+
+TEST(ReclaimVolumeTest, FreesAQuarantinedVolume) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);
+  const FullView before = View(*pool);
+  absl::StatusOr<ReclaimedVolume> reclaimed = pool->ReclaimVolume(0);
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  EXPECT_EQ(reclaimed->index, 0u);
+  EXPECT_EQ(reclaimed->corruption, kScribbledFault);
+  const FullView after = View(*pool);
+  EXPECT_EQ(after.observed.allocated_bytes,
+            before.observed.allocated_bytes - kVolumeBytes);
+  EXPECT_EQ(after.observed.mapped, before.observed.mapped - 1);
+  EXPECT_EQ(after.observed.empty, before.observed.empty);
+  EXPECT_EQ(after.in_quarantine, 0u);
+  EXPECT_EQ(after.in_use, 0u);
+  EXPECT_EQ(after.reclaimed, 1u);
+  EXPECT_EQ(after.observed.indices, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(ReadSlot(dir.path() + "/main.pool", 0), 0u);
+  absl::StatusOr<VerifyReport> verified = pool->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 2u);
+  // Its index is free again, and a second reclaim finds nothing there.
+  EXPECT_EQ(pool->ReclaimVolume(0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(*pool->AddVolumes(1, 0, "again"), (std::vector<uint64_t>{0}));
+  EXPECT_EQ(pool->Summary().volumes_reclaimed, 1u);
+}
+
+TEST(ReclaimVolumeTest, FreesAVolumeADataPlaneQuarantined) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "q").ok());
+  {
+    auto join = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    (*join)->pool().VolumeAt(0)->idx.store(9);
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+  }
+  absl::StatusOr<ReclaimedVolume> reclaimed = pool->ReclaimVolume(0);
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  EXPECT_EQ(reclaimed->corruption, "header idx is 9, want 0");
+  EXPECT_EQ(*pool->AllocatedBytes(), kVolumeBytes);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+// Each refusal says what the index holds and changes nothing.
+TEST(ReclaimVolumeTest, RefusesWhatIsNotQuarantinedAndChangesNothing) {
+  TempDir dir;
+  std::function<void(absl::string_view)> on_step;
+  NamedPool::OpenOptions options;
+  options.step_hook = [&](absl::string_view step) {
+    if (on_step) on_step(step);
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);  // 0 quarantined; 1 on top, 2
+  auto join = NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&held), PoolError::kSuccess);  // 1
+  const FullView before = View(*pool);
+  auto refused = [&](uint64_t index, absl::StatusCode code,
+                     const std::string& says) {
+    const absl::Status s = pool->ReclaimVolume(index).status();
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_THAT(s.message(), HasSubstr(says)) << index;
+    EXPECT_EQ(View(*pool), before) << index;
+  };
+  refused(16, absl::StatusCode::kOutOfRange, "not below max_volumes 16");
+  refused(5, absl::StatusCode::kFailedPrecondition, "index 5 holds no volume");
+  refused(2, absl::StatusCode::kFailedPrecondition,
+          "index 2 holds an empty volume");
+  refused(1, absl::StatusCode::kFailedPrecondition,
+          "index 1 holds a volume in use");
+  EXPECT_EQ((*join)->ReclaimVolume(0).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // a data-plane join
+  EXPECT_EQ(View(*pool), before);
+  // An index being added, and one being removed, from inside those calls.
+  uint64_t popping = 7;  // the remove's volume, on top
+  on_step = [&](absl::string_view step) {
+    if (step == "add:claimed") {
+      const absl::Status s = pool->ReclaimVolume(7).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+      EXPECT_THAT(s.message(), HasSubstr("index 7 holds a volume being added"));
+    } else if (step == "remove:popped") {
+      const absl::Status s = pool->ReclaimVolume(popping).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+      EXPECT_THAT(s.message(),
+                  HasSubstr(absl::StrCat("index ", popping,
+                                         " holds a volume being removed")));
+    }
+  };
+  ASSERT_TRUE(pool->AddVolumes(1, 7, "seven").ok());
+  ASSERT_TRUE(pool->RemoveVolumes(1).ok());  // 7, then
+  popping = 2;
+  ASSERT_TRUE(pool->RemoveVolumes(1).ok());
+  on_step = nullptr;
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 1u);
+  EXPECT_EQ((*join)->pool().Release(held), PoolError::kSuccess);
+}
+
+// A volume quarantined before quarantines were recorded (an older build)
+// is MAPPED with a bad header, off the stack: nothing tells it from a
+// volume in use whose user wrote over its header, so it is refused, with
+// the way out.
+TEST(ReclaimVolumeTest, RefusesALegacyQuarantineWithTheRecreateHint) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);
+  // As an older build left it: MAPPED (of the same batch), not counted.
+  const std::string meta = dir.path() + "/main.pool";
+  const uint64_t word = ReadSlot(meta, 0);
+  pool.reset();
+  WriteSlot(meta, 0, (word & ~kStateMask) | 3);
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  const FullView before = View(*pool);
+  const absl::Status s = pool->ReclaimVolume(0).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("mapped volume with a bad header"));
+  EXPECT_THAT(s.message(), HasSubstr("quarantined before quarantines were "
+                                     "recorded"));
+  EXPECT_THAT(s.message(), HasSubstr("re-create the pool to free it"));
+  EXPECT_EQ(View(*pool), before);
+}
+
+TEST(ReclaimVolumeTest, AQuarantineSurvivesARestart) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);
+  pool.reset();
+  // Recovery recounts the figure from the slots, whatever the metadata
+  // says (a data-plane process killed between its slot and its count).
+  const std::string meta = dir.path() + "/main.pool";
+  WriteWord(meta, testing::kVolumesInQuarantineOffset, 7);
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().volumes_in_quarantine, 1u);
+  EXPECT_EQ(pool->recovery().volumes_recovered, 3u);
+  EXPECT_EQ(pool->recovery().volumes_unresolved, 0u);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 1u);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 3u);
+  EXPECT_EQ(ReadSlot(meta, 0) & kStateMask, testing::kQuarantinedSlotState);
+  EXPECT_EQ(ListedCorruption(*pool, 0), kScribbledFault);
+  EXPECT_EQ(*pool->AllocatedBytes(), 3 * kVolumeBytes);
+  ASSERT_TRUE(pool->ReclaimVolume(0).ok());
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+  pool.reset();
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  EXPECT_EQ(pool->Summary().volumes_reclaimed, 1u);  // kept in the metadata
+  EXPECT_EQ(pool->Summary().volumes_mapped, 2u);
+}
+
+// An owner killed between a reclaim's claim of the slot (REMOVING) and its
+// punch leaves the rest to recovery, which frees the volume and counts it.
+TEST(ReclaimVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
+  TempDir dir;
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    QuarantineByRemove(dir.path(), *pool);
+  }
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    NamedPool::OpenOptions options;
+    options.step_hook = [](absl::string_view step) {
+      if (step == "reclaim:claimed") _exit(0);
+    };
+    absl::StatusOr<std::unique_ptr<NamedPool>> pool =
+        NamedPool::Open(dir.path(), SmallConfig(), std::move(options));
+    if (pool.ok()) (void)(*pool)->ReclaimVolume(0);
+    _exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the reclaim did not reach reclaim:claimed";
+  const std::string meta = dir.path() + "/main.pool";
+  ASSERT_EQ(ReadSlot(meta, 0) & kStateMask, 4u) << "REMOVING";
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().removes_finished, 1u);
+  EXPECT_EQ(pool->recovery().volumes_in_quarantine, 0u);
+  const FullView after = View(*pool);
+  EXPECT_EQ(after.observed.mapped, 2u);
+  EXPECT_EQ(after.in_quarantine, 0u);
+  EXPECT_EQ(after.observed.allocated_bytes, 2 * kVolumeBytes);
+  EXPECT_EQ(after.observed.indices, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(ReadSlot(meta, 0), 0u);
+  ASSERT_TRUE(pool->Verify().ok());
+  EXPECT_EQ(*pool->AddVolumes(1, 0, "again"), (std::vector<uint64_t>{0}));
+}
+
+// A committed volume recovery would push but whose header is bad is
+// quarantined as a pop's would be: reclaimable.
+TEST(ReclaimVolumeTest, FreesACommittedVolumeRecoveryCouldNotPush) {
+  TempDir dir;
+  const std::string meta = dir.path() + "/main.pool";
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "a").ok());  // 0
+    ASSERT_TRUE(pool->RemoveVolumes(1).ok());  // its memory given back
+    ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "b").ok());  // 0, 1
+    auto join = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kSuccess);  // 0
+    // As a committed add killed before its push leaves it, with a header
+    // that is not sound: PUSHING, off the stack.
+    v->idx.store(5);
+    v->magic.store(kVolumeEmptyMagic);
+  }
+  const uint64_t word = ReadSlot(meta, 0);
+  WriteSlot(meta, 0, (word & ~kStateMask) | testing::kPushingSlotWord);
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().volumes_quarantined, 1u);
+  EXPECT_EQ(pool->recovery().volumes_in_quarantine, 1u);
+  EXPECT_EQ(ReadSlot(meta, 0),
+            (word & ~kStateMask) | testing::kQuarantinedSlotState);
+  EXPECT_EQ(ListedCorruption(*pool, 0), "header idx is 5, want 0");
+  absl::StatusOr<ReclaimedVolume> reclaimed = pool->ReclaimVolume(0);
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  EXPECT_EQ(reclaimed->corruption, "header idx is 5, want 0");
+  EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+  EXPECT_EQ(*pool->AllocatedBytes(), kVolumeBytes);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+// A data-plane process that releases a volume its Acquire returned as
+// corrupt (against Release's contract) puts a QUARANTINED slot on the
+// stack: Verify says so, and a reclaim must not free it under the stack;
+// recovery makes it MAPPED again, the pool's.
+TEST(QuarantineTest, AQuarantinedVolumePushedBackIsFlaggedThenMappedAgain) {
+  TempDir dir;
+  const std::string meta = dir.path() + "/main.pool";
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "q").ok());  // 0 on top
+  auto join = NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  (*join)->pool().VolumeAt(0)->magic.store(kVolumeMagic);  // "in use"
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+  ASSERT_EQ((*join)->pool().Release(v), PoolError::kSuccess);
+  const absl::Status verified = pool->Verify().status();
+  EXPECT_EQ(verified.code(), absl::StatusCode::kDataLoss) << verified;
+  EXPECT_THAT(verified.message(),
+              HasSubstr("volume 0 is on the stack but its slot says it is "
+                        "quarantined"));
+  EXPECT_EQ(ListedCorruption(*pool, 0),
+            "header reads sound now, but was bad when a pop quarantined it");
+  pool.reset();
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().quarantines_on_stack, 1u);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  EXPECT_EQ(ReadSlot(meta, 0) & kStateMask, 3u) << "MAPPED";
+  absl::StatusOr<VerifyReport> after = pool->Verify();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->empty_volumes, 2u);
+  EXPECT_EQ(pool->ReclaimVolume(0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// A remove that finds only quarantined volumes counts them exactly (not
+// the quarantine counter since the restart) and says they can be reclaimed.
+TEST(QuarantineTest, ARemoveOfOnlyQuarantinedVolumesSaysReclaimThem) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  QuarantineByRemove(dir.path(), *pool);
+  ASSERT_TRUE(pool->RemoveVolumes(2).ok());  // 1 and 2
+  pool.reset();  // the quarantine counter restarts: 0
+  pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Summary().counts.volumes_quarantined, 0u);
+  const absl::Status s = pool->RemoveVolumes(1).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("(1 mapped: 0 in use, 1 quarantined"));
+  EXPECT_THAT(s.message(), HasSubstr("ReclaimVolume frees them"));
+  EXPECT_THAT(
+      std::string(s.message()),
+      ::testing::EndsWith("; reclaim the quarantined ones or add more"));
 }
 
 }  // namespace

@@ -398,7 +398,8 @@ class NamedPool {
 
   // CheckRangeNotMapped returns ALREADY_EXISTS, with AddVolumes's message,
   // when an index of [first_index, first_index + count) holds a volume
-  // (its slot MAPPED: added and not removed) as its slot is read; else OK.
+  // (its slot MAPPED: added and not removed; or QUARANTINED, the message
+  // then saying to reclaim it) as its slot is read; else OK.
   // A hint for failing fast: a remove may free the index the next instant,
   // and indices being added or removed are not reported (a remove that has
   // returned may have left its punch to an add in progress, and
@@ -413,11 +414,13 @@ class NamedPool {
   // the top `count` of the stack (or all of it), ascending by index.
   // Errors: INVALID_ARGUMENT (count 0), FAILED_PRECONDITION (no empty
   // volume at all: says whether the pool has no volumes or how many are
-  // mapped, in use and quarantined (volumes_quarantined, up to the volumes
-  // off the stack); or a data-plane join), DATA_LOSS (a corrupt volume was
+  // mapped, in use and quarantined (volumes_in_quarantine), and that
+  // ReclaimVolume frees the quarantined ones; or a data-plane join),
+  // DATA_LOSS (a corrupt volume was
   // popped: the message names it and its bad header field, value found and
-  // value wanted; it is quarantined (off the stack, MAPPED, left as found;
-  // nothing frees it), the good ones popped by this call are put back
+  // value wanted; it is quarantined (off the stack, slot QUARANTINED,
+  // header left as found; ReclaimVolume frees it: the message says so),
+  // the good ones popped by this call are put back
   // (VolumePool::PutBackTagged: no counter changes but
   // volumes_quarantined), and the pool is otherwise unchanged, but for a
   // good one whose put-back fails (a header write: an I/O error), which is
@@ -501,12 +504,14 @@ class NamedPool {
   // call may return fewer than `max_entries` volumes, none even, while
   // more follow: the listing is complete only when *next_index reaches
   // max_volumes. Volumes in the middle of being added or removed are
-  // skipped. A mapped volume whose header cannot be read (an I/O error, a
-  // store cut short) is listed as kCorrupt, its corruption saying why,
-  // never left out. Thread safety: lock-free reads. Cost: O(min(
-  // kListMaxSlotsScanned, max_volumes)) slot loads, plus one pread per
-  // window of small volumes or per larger volume listed (one per volume
-  // when a window cannot be read).
+  // skipped. A quarantined volume (slot QUARANTINED) is listed as kCorrupt
+  // whatever its header says now: its corruption names the bad field as
+  // ReclaimVolume will, or says the header was bad when popped. A mapped volume
+  // whose header cannot be read (an I/O error, a store cut short) is listed as
+  // kCorrupt, its corruption saying why, never left out. Thread safety:
+  // lock-free reads. Cost: O(min( kListMaxSlotsScanned, max_volumes)) slot
+  // loads, plus one pread per window of small volumes or per larger volume
+  // listed (one per volume when a window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
                                        uint64_t* next_index) const;
@@ -515,7 +520,10 @@ class NamedPool {
   // nobody; ABORTED when pool users kept the stack moving through every
   // walk) and, in the same still window, checks that every volume on the
   // stack has a MAPPED slot (or a PUSHING one: an add has pushed it and not
-  // yet marked it MAPPED). Safe from the owner and from data-plane joins.
+  // yet marked it MAPPED): DATA_LOSS otherwise, naming a QUARANTINED one (a
+  // volume an Acquire returned as corrupt, released anyway: it must not be
+  // reclaimed; the owner's next recovery makes it MAPPED). Safe from the
+  // owner and from data-plane joins.
   // Every join reads the headers with pread on the store, a data-plane
   // join too (its Acquire and Release use its mapping): a walk overtaken
   // by a remove may read the header of a volume the owner has just punched,
@@ -809,6 +817,10 @@ inline constexpr uint64_t kStoreMemfdOffset = kMetadataMagicOffset + 64;
 inline constexpr uint64_t kNameOffset = kMetadataMagicOffset + 96;
 inline constexpr uint64_t kStorePathOffset = kNameOffset + 72 + 1024;
 inline constexpr uint64_t kStorePathBytes = 1024;
+// volumes_in_quarantine as the metadata keeps it (a uint64_t), after the
+// pool's 16-byte id.
+inline constexpr uint64_t kVolumesInQuarantineOffset =
+    kStorePathOffset + kStorePathBytes + 16;
 // The slot table: one uint64_t slot word per index from here. The link
 // table (one uint64_t stack link per index) follows it, at
 // kSlotTableOffset + 8 * max_volumes.

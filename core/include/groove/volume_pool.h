@@ -600,8 +600,10 @@ class VolumePool {
   PoolError Acquire(VolumeHeader** volume, Wait wait = Wait::kBlock) const;
 
   // Release marks an in-use volume empty and pushes it back.
-  // REQUIRES: the caller acquired `volume` from this pool (any join) and
-  // no longer touches it. Returns kSuccess; kInvalid when `volume` is not a
+  // REQUIRES: the caller acquired `volume` from this pool (any join:
+  // Acquire returned kSuccess; never a volume it returned with kCorrupt,
+  // which is quarantined and which the pool's owner may free) and no
+  // longer touches it. Returns kSuccess; kInvalid when `volume` is not a
   // volume address of this pool or is not in use (e.g. a double release),
   // with nothing changed; kAgain (kNoBlock and locked); kCorrupt when the
   // stack top is out of range.
