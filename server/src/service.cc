@@ -7,7 +7,6 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -55,23 +54,6 @@ v1::VolumeState ToProtoState(VolumeStatus status) {
       return v1::VOLUME_STATE_CORRUPT;
   }
   return v1::VOLUME_STATE_UNSPECIFIED;
-}
-
-// NamingPoolAndIndex returns `status` (a core error of ReclaimVolume) with
-// the pool and the index named at the front of its message, unless the
-// core's message names the pool already; code and payloads are kept.
-absl::Status NamingPoolAndIndex(const absl::Status& status,
-                                absl::string_view pool, uint64_t index) {
-  if (absl::StrContains(status.message(), absl::StrCat("pool '", pool, "'"))) {
-    return status;
-  }
-  absl::Status named(status.code(),
-                     absl::StrCat("reclaim volume ", index, " of pool '", pool,
-                                  "': ", status.message()));
-  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
-    named.SetPayload(url, payload);
-  });
-  return named;
 }
 
 bool IsServerFault(absl::StatusCode code) {
@@ -533,14 +515,13 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::ReclaimVolume(
                             "': index is unset; give the index of the "
                             "quarantined volume (Inspect lists it CORRUPT)")));
   }
-  const uint64_t index = request->index();
   // Straight to the core, like RemoveVolume: one CAS of the slot and a
-  // punch, lock-free, on this callback thread. It decides every refusal
-  // (OUT_OF_RANGE, FAILED_PRECONDITION saying what is at the index).
-  absl::StatusOr<ReclaimedVolume> reclaimed = pool.ReclaimVolume(index);
-  if (!reclaimed.ok()) {
-    return Finish(call, NamingPoolAndIndex(reclaimed.status(), name, index));
-  }
+  // punch, lock-free, on this callback thread. It decides every refusal,
+  // with messages that name the pool and the index (OUT_OF_RANGE;
+  // FAILED_PRECONDITION saying what is at the index instead).
+  absl::StatusOr<ReclaimedVolume> reclaimed =
+      pool.ReclaimVolume(request->index());
+  if (!reclaimed.ok()) return Finish(call, reclaimed.status());
   response->set_index(reclaimed->index);
   response->set_corruption(reclaimed->corruption);
   *response->mutable_summary() = ToProtoSummary(pool.Summary());
