@@ -2260,8 +2260,9 @@ std::string StackHeaderFault(uint64_t index, const VolumeHeader& v) {
 
 std::string NamedPool::QuarantineFault(uint64_t index, const VolumeHeader& v,
                                        const absl::Status& read) {
-  if (!read.ok())
+  if (!read.ok()) {
     return absl::StrCat("header cannot be read: ", read.message());
+  }
   std::string fault = StackHeaderFault(index, v);
   if (fault.empty()) {
     fault = "header reads sound now, but was bad when a pop quarantined it";
@@ -2726,8 +2727,15 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
   const absl::Status read =
       store_->Read(index * config_.volume_size_bytes, &v, sizeof(v));
   ReclaimedVolume reclaimed{index, QuarantineFault(index, v, read)};
-  // Relaxed: statistics (as RemoveVolumes' volumes_mapped).
-  meta_->volumes_in_quarantine.fetch_sub(1, std::memory_order_relaxed);
+  // Relaxed: statistics (as RemoveVolumes' volumes_mapped). The figure
+  // stops at 0 rather than wrap: a data-plane process killed between its
+  // quarantine's slot and its count left it one short (until recovery).
+  uint64_t in_quarantine =
+      meta_->volumes_in_quarantine.load(std::memory_order_relaxed);
+  while (in_quarantine > 0 &&
+         !meta_->volumes_in_quarantine.compare_exchange_weak(
+             in_quarantine, in_quarantine - 1, std::memory_order_relaxed)) {
+  }
   meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
   meta_->volumes_reclaimed.fetch_add(1, std::memory_order_relaxed);
   // As a remove's: now, or queued for the add allocating (StoreGate); the

@@ -38,6 +38,77 @@ constexpr int kOpsPerThread = 10'000;
 constexpr uint64_t kVolumeBytes = 16 << 10;
 constexpr uint64_t kMaxVolumes = 64;
 
+// ExpectPresentAsBalanced checks `pool` once its threads are done, every
+// volume released: summed over `balance` (each thread's adds minus its
+// removes and reclaims, per index), an index is 0 or 1, listed (empty)
+// iff 1, and Verify, volumes_mapped and the store's memory agree. Sets
+// *present to how many are.
+void ExpectPresentAsBalanced(
+    const NamedPool& pool,
+    const std::vector<std::map<uint64_t, int64_t>>& balance,
+    uint64_t* present) {
+  std::map<uint64_t, int64_t> total;
+  for (const auto& b : balance) {
+    for (const auto& [index, n] : b) total[index] += n;
+  }
+  uint64_t next = 0;
+  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
+  std::map<uint64_t, bool> listed_index;
+  for (const VolumeEntry& e : listed) {
+    listed_index[e.index] = true;
+    EXPECT_EQ(e.status, VolumeStatus::kEmpty) << e.index << " " << e.corruption;
+  }
+  *present = 0;
+  for (const auto& [index, n] : total) {
+    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
+    EXPECT_EQ(listed_index.count(index) == 1, n == 1) << "index " << index;
+    *present += static_cast<uint64_t>(n);
+  }
+  EXPECT_EQ(listed.size(), *present);
+  absl::StatusOr<VerifyReport> report = pool.Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, *present);
+  EXPECT_EQ(pool.Summary().volumes_mapped, *present);
+  EXPECT_EQ(*pool.AllocatedBytes(), *present * kVolumeBytes);
+}
+
+// AddAndRemoveAtRandom is an admin thread: `ops` adds and removes of 1 to
+// `max_count` volumes at random (seeded with `seed`), each index added
+// counted up in *balance and each removed counted down. Counts in
+// *quarantines a remove that popped a corrupt volume (DATA_LOSS; without
+// quarantines, unexpected), and in *unexpected any other error but a
+// full pool for an add or an empty stack for a remove.
+void AddAndRemoveAtRandom(NamedPool& pool, uint64_t seed, int ops,
+                          uint64_t max_count,
+                          std::map<uint64_t, int64_t>* balance,
+                          std::atomic<int>* unexpected,
+                          std::atomic<uint64_t>* quarantines) {
+  std::mt19937_64 rng(seed);
+  for (int op = 0; op < ops; ++op) {
+    const uint64_t count = 1 + rng() % max_count;
+    if (rng() % 2 == 0) {
+      auto added = pool.AddVolumes(count, std::nullopt, "c");
+      if (added.ok()) {
+        for (uint64_t i : *added) ++(*balance)[i];
+      } else if (added.status().code() !=
+                 absl::StatusCode::kResourceExhausted) {
+        unexpected->fetch_add(1);
+      }
+      continue;
+    }
+    auto removed = pool.RemoveVolumes(count);
+    if (removed.ok()) {
+      for (const RemovedVolume& r : *removed) --(*balance)[r.index];
+    } else if (removed.status().code() == absl::StatusCode::kDataLoss &&
+               quarantines != nullptr) {
+      quarantines->fetch_add(1);
+    } else if (removed.status().code() !=
+               absl::StatusCode::kFailedPrecondition) {
+      unexpected->fetch_add(1);
+    }
+  }
+}
+
 TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   TempDir dir;
   PoolConfig config;
@@ -65,27 +136,8 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kAdmins; ++t) {
     threads.emplace_back([&, t] {
-      std::mt19937_64 rng(seed + t);
-      for (int op = 0; op < kOpsPerThread; ++op) {
-        const uint64_t count = 1 + rng() % 4;
-        if (rng() % 2 == 0) {
-          auto added = pool.AddVolumes(count, std::nullopt, "c");
-          if (added.ok()) {
-            for (uint64_t i : *added) ++balance[t][i];
-          } else if (added.status().code() !=
-                     absl::StatusCode::kResourceExhausted) {
-            unexpected.fetch_add(1);
-          }
-        } else {
-          auto removed = pool.RemoveVolumes(count);
-          if (removed.ok()) {
-            for (const RemovedVolume& r : *removed) --balance[t][r.index];
-          } else if (removed.status().code() !=
-                     absl::StatusCode::kFailedPrecondition) {
-            unexpected.fetch_add(1);
-          }
-        }
-      }
+      AddAndRemoveAtRandom(pool, seed + t, kOpsPerThread, 4, &balance[t],
+                           &unexpected, /*quarantines=*/nullptr);
       admins_running.fetch_sub(1);
     });
   }
@@ -111,27 +163,9 @@ TEST(NamedPoolConcurrencyTest, ConcurrentAddsNeverShareAnIndex) {
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(unexpected.load(), 0);
 
-  // Sum every thread's adds minus removes per index: 0 or 1, never more.
-  std::map<uint64_t, int64_t> total;
-  for (const auto& b : balance) {
-    for (const auto& [index, n] : b) total[index] += n;
-  }
   uint64_t expected_present = 0;
-  uint64_t next = 0;
-  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
-  std::map<uint64_t, bool> present;
-  for (const VolumeEntry& e : listed) present[e.index] = true;
-  for (const auto& [index, n] : total) {
-    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
-    EXPECT_EQ(present.count(index) == 1, n == 1) << "index " << index;
-    expected_present += static_cast<uint64_t>(n);
-  }
-  EXPECT_EQ(listed.size(), expected_present);
-  absl::StatusOr<VerifyReport> report = pool.Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, expected_present);
-  EXPECT_EQ(pool.Summary().volumes_mapped, expected_present);
-  EXPECT_EQ(*pool.AllocatedBytes(), expected_present * kVolumeBytes);
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectPresentAsBalanced(pool, balance, &expected_present));
   std::printf("%llu volumes present, %llu data-plane pairs\n",
               static_cast<unsigned long long>(expected_present),
               static_cast<unsigned long long>(pairs.load()));
@@ -211,6 +245,28 @@ class HeldAdd {
   std::thread thread_;
 };
 
+// OpenHeldWithTwo opens OpenHeld's pool of 8 with 2 volumes added,
+// counting in *steps each step `counted` it makes.
+std::unique_ptr<NamedPool> OpenHeldWithTwo(
+    const TempDir& dir, std::shared_ptr<FaultStore::Control> control,
+    absl::string_view counted, std::atomic<int>* steps) {
+  auto pool = OpenHeld(dir, 8, std::move(control),
+                       [counted, steps](absl::string_view step) {
+                         if (step == counted) steps->fetch_add(1);
+                       });
+  if (pool != nullptr) {
+    EXPECT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  }
+  return pool;
+}
+
+// ReadyBeforeStuck: `call` is ready within kStuck.
+template <typename T>
+bool ReadyBeforeStuck(std::future<T>& call) {
+  return call.wait_for(absl::ToChronoSeconds(kStuck)) ==
+         std::future_status::ready;
+}
+
 // An add holds the store's lock inside its allocation (as a hugepage
 // allocation does for seconds): a remove of the same pool returns at once,
 // having left its punch to the add, which runs it when its allocation is
@@ -219,16 +275,12 @@ TEST(NamedPoolConcurrencyTest, ARemoveDoesNotWaitForAnAddThatIsAllocating) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
   std::atomic<int> deferred{0};
-  auto pool = OpenHeld(dir, 8, control, [&](absl::string_view step) {
-    if (step == "remove:deferred") deferred.fetch_add(1);
-  });
+  auto pool = OpenHeldWithTwo(dir, control, "remove:deferred", &deferred);
   ASSERT_NE(pool, nullptr);
-  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
   HeldAdd adder(*pool, *control);
   auto removing =
       std::async(std::launch::async, [&] { return pool->RemoveVolumes(1); });
-  const bool returned = removing.wait_for(absl::ToChronoSeconds(kStuck)) ==
-                        std::future_status::ready;
+  const bool returned = ReadyBeforeStuck(removing);
   EXPECT_TRUE(returned) << "RemoveVolumes waited for the add's allocation";
   uint64_t removed_index = 0;
   if (returned) {
@@ -448,6 +500,44 @@ TEST(NamedPoolConcurrencyTest, OfTwoReclaimsOfOneVolumeExactlyOneWins) {
   ASSERT_TRUE(pool.Verify().ok());
 }
 
+// A reclaim, like a remove, never waits for an add's allocation: it
+// returns at once with its punch left to the add, the volume out of the
+// pool meanwhile (its memory counted as releasing), and the add runs the
+// punch as it lets go of the store.
+TEST(NamedPoolConcurrencyTest, AReclaimDoesNotWaitForAnAddThatIsAllocating) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  std::atomic<int> deferred{0};
+  auto pool = OpenHeldWithTwo(dir, control, "reclaim:deferred", &deferred);
+  ASSERT_NE(pool, nullptr);
+  auto joined = NamedPool::Join(dir.path(), pool->config().name);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  const uint64_t index = QuarantineTop(*pool, (*joined)->pool());
+  HeldAdd adder(*pool, *control);
+  auto reclaiming = std::async(std::launch::async,
+                               [&] { return pool->ReclaimVolume(index); });
+  const bool returned = ReadyBeforeStuck(reclaiming);
+  EXPECT_TRUE(returned) << "ReclaimVolume waited for the add's allocation";
+  if (returned) {
+    absl::StatusOr<ReclaimedVolume> reclaimed = reclaiming.get();
+    ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+    EXPECT_EQ(deferred.load(), 1);
+    EXPECT_EQ(control->deallocates.load(), 0);
+    const PoolSummary s = pool->Summary();
+    EXPECT_EQ(s.volumes_mapped, 1u);
+    EXPECT_EQ(s.volumes_in_quarantine, 0u);
+    EXPECT_EQ(s.releasing_bytes, kVolumeBytes);
+  }
+  adder.Finish();
+  if (!returned) return;  // reclaiming's destructor waits for the reclaim
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);  // 1 and the add's
+  EXPECT_TRUE(pool->AddVolumes(1, index, "again").ok());
+  absl::StatusOr<VerifyReport> report = pool->Verify();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->empty_volumes, 3u);
+}
+
 // Quarantines and reclaims race adds, removes, acquires and releases of
 // other volumes: a data-plane thread now and then releases a volume with
 // a bad info_sz (which the next pop quarantines: a remove's DATA_LOSS or
@@ -478,29 +568,8 @@ TEST(NamedPoolConcurrencyTest, ReclaimsRacingEverythingElseLeaveThePoolSound) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kAdmins; ++t) {
     threads.emplace_back([&, t] {
-      std::mt19937_64 rng(seed + t);
-      for (int op = 0; op < kOpsPerThread / 2; ++op) {
-        const uint64_t count = 1 + rng() % 3;
-        if (rng() % 2 == 0) {
-          auto added = pool.AddVolumes(count, std::nullopt, "c");
-          if (added.ok()) {
-            for (uint64_t i : *added) ++balance[t][i];
-          } else if (added.status().code() !=
-                     absl::StatusCode::kResourceExhausted) {
-            unexpected.fetch_add(1);
-          }
-          continue;
-        }
-        auto removed = pool.RemoveVolumes(count);
-        if (removed.ok()) {
-          for (const RemovedVolume& r : *removed) --balance[t][r.index];
-        } else if (removed.status().code() == absl::StatusCode::kDataLoss) {
-          quarantines.fetch_add(1);  // popped a scribbled one
-        } else if (removed.status().code() !=
-                   absl::StatusCode::kFailedPrecondition) {
-          unexpected.fetch_add(1);
-        }
-      }
+      AddAndRemoveAtRandom(pool, seed + t, kOpsPerThread / 2, 3, &balance[t],
+                           &unexpected, &quarantines);
       admins_running.fetch_sub(1);
     });
   }
@@ -586,28 +655,9 @@ TEST(NamedPoolConcurrencyTest, ReclaimsRacingEverythingElseLeaveThePoolSound) {
   }
   EXPECT_EQ(pool.Summary().volumes_in_quarantine, 0u);
 
-  std::map<uint64_t, int64_t> total;
-  for (const auto& b : balance) {
-    for (const auto& [index, n] : b) total[index] += n;
-  }
-  std::vector<VolumeEntry> listed = pool.ListVolumes(0, kMaxVolumes, &next);
-  std::map<uint64_t, bool> present;
-  for (const VolumeEntry& e : listed) {
-    present[e.index] = true;
-    EXPECT_EQ(e.status, VolumeStatus::kEmpty) << e.index << " " << e.corruption;
-  }
   uint64_t expected_present = 0;
-  for (const auto& [index, n] : total) {
-    ASSERT_TRUE(n == 0 || n == 1) << "index " << index << " balance " << n;
-    EXPECT_EQ(present.count(index) == 1, n == 1) << "index " << index;
-    expected_present += static_cast<uint64_t>(n);
-  }
-  EXPECT_EQ(listed.size(), expected_present);
-  absl::StatusOr<VerifyReport> report = pool.Verify();
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->empty_volumes, expected_present);
-  EXPECT_EQ(pool.Summary().volumes_mapped, expected_present);
-  EXPECT_EQ(*pool.AllocatedBytes(), expected_present * kVolumeBytes);
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectPresentAsBalanced(pool, balance, &expected_present));
   std::printf("%llu quarantined, %llu reclaimed while racing\n",
               static_cast<unsigned long long>(quarantines.load()),
               static_cast<unsigned long long>(reclaims));
