@@ -19,15 +19,17 @@ struct CommandSpec {
   Command command;
   const char* name;
   int positionals;  // how many positional arguments it takes
+  // operands names them for messages: "POOL", "POOL COUNT", "POOL INDEX".
+  const char* operands;
   const char* synopsis;
   const char* details;
 };
 
 constexpr CommandSpec kCommands[] = {
-    {Command::kPools, "pools", 0, "pools",
+    {Command::kPools, "pools", 0, "", "pools",
      "List every pool of the server with its summary: backing, volume size,\n"
      "volumes mapped of max (empty, in use), capacity and a fill bar.\n"},
-    {Command::kAdd, "add", 2,
+    {Command::kAdd, "add", 2, "POOL COUNT",
      "add POOL COUNT [--first-index N] [--info TEXT|@FILE] [--request-id ID]",
      "Add COUNT volumes to POOL (one AddVolume call with a request_id;\n"
      "an attempt cut off after it may have reached the server is repeated\n"
@@ -44,19 +46,31 @@ constexpr CommandSpec kCommands[] = {
      "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
      "On a terminal (and not with --output json) a progress line shows the\n"
      "elapsed time on stderr.\n"},
-    {Command::kRemove, "remove", 2, "remove POOL COUNT",
+    {Command::kRemove, "remove", 2, "POOL COUNT", "remove POOL COUNT",
      "Remove up to COUNT empty volumes from POOL (retried only when the\n"
      "server removed nothing: a repeat would remove more).\n"},
-    {Command::kInspect, "inspect", 1, "inspect POOL [--volumes] [--verify]",
+    {Command::kReclaim, "reclaim", 2, "POOL INDEX", "reclaim POOL INDEX",
+     "Free the quarantined volume INDEX of POOL (one ReclaimVolume call;\n"
+     "needs an admin token when the server has tokens): its memory goes\n"
+     "back and the index can be added again. A volume is quarantined when\n"
+     "a pop finds its header bad (inspect POOL --volumes lists it CORRUPT,\n"
+     "with what is wrong). First make sure no data-plane process still\n"
+     "uses it: the server cannot tell, and a process that writes there\n"
+     "after the reclaim writes into the next volume added at INDEX (tmpfs)\n"
+     "or may die of SIGBUS (hugetlbfs). Prints the index and what was\n"
+     "wrong with its header. Exit 1 (FAILED_PRECONDITION) when INDEX holds\n"
+     "no quarantined volume, e.g. already reclaimed: a repeat is harmless.\n"},
+    {Command::kInspect, "inspect", 1, "POOL",
+     "inspect POOL [--volumes] [--verify]",
      "Show POOL's summary and counters.\n"
      "  --volumes   also list every volume (index, state, info)\n"
      "  --verify    verify the pool's shared structure first (pauses\n"
      "              nobody; O(empty volumes)); exit 1 when it fails\n"},
-    {Command::kHealth, "health", 0, "health [--service NAME]",
+    {Command::kHealth, "health", 0, "", "health [--service NAME]",
      "Ask grpc.health.v1.Health/Check. Exit 0 when SERVING, 1 when not\n"
      "(NOT_SERVING, or an unknown service), 3 when unreachable.\n"
      "  --service NAME   the service to check (default \"\": the server)\n"},
-    {Command::kWatch, "watch", 1,
+    {Command::kWatch, "watch", 1, "POOL",
      "watch POOL [--interval DURATION] [--count N]",
      "Redraw POOL's summary every DURATION (default 1s) until interrupted\n"
      "(Ctrl-C). With --output json, print one JSON object per line.\n"
@@ -150,11 +164,12 @@ std::string Usage(std::optional<Command> command) {
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
       "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
-      "retry later), 4 an add or remove cut off after it may have reached\n"
-      "the server (a CANCELLED, or an UNAVAILABLE the server did not mark\n"
-      "as changing nothing): it may have taken effect; look before\n"
-      "repeating it (an add is repeated by groovectl with its request_id\n"
-      "until --timeout or its attempts run out, and is 4 only then).\n");
+      "retry later), 4 an add, remove or reclaim cut off after it may have\n"
+      "reached the server (a CANCELLED, or an UNAVAILABLE the server did\n"
+      "not mark as changing nothing): it may have taken effect; look\n"
+      "before repeating it (an add is repeated by groovectl with its\n"
+      "request_id until --timeout or its attempts run out, and is 4 only\n"
+      "then).\n");
   return text;
 }
 
@@ -294,8 +309,7 @@ absl::StatusOr<Invocation> ParseCommandLine(
   if (inv.help) return inv;
   if (spec == nullptr) return Bad("missing command");
   if (positionals.size() < static_cast<size_t>(spec->positionals)) {
-    return Bad(absl::StrCat("'", spec->name, "' needs ",
-                            spec->positionals == 1 ? "POOL" : "POOL COUNT",
+    return Bad(absl::StrCat("'", spec->name, "' needs ", spec->operands,
                             ", got ", positionals.size(), " argument(s)"));
   }
   if (positionals.size() > static_cast<size_t>(spec->positionals)) {
@@ -307,7 +321,12 @@ absl::StatusOr<Invocation> ParseCommandLine(
     inv.pool = positionals[0];
     if (inv.pool.empty()) return Bad("POOL must not be empty");
   }
-  if (spec->positionals >= 2) {
+  if (spec->positionals >= 2 && spec->command == Command::kReclaim) {
+    // 0 is an index like any other.
+    absl::StatusOr<uint64_t> n = ParseNumber("INDEX", positionals[1]);
+    if (!n.ok()) return n.status();
+    inv.index = *n;
+  } else if (spec->positionals >= 2) {
     // The server refuses a count of 0 (INVALID_ARGUMENT, exit 1); it is a
     // usage error here, said before any connection.
     absl::StatusOr<uint64_t> n = ParseNumber("COUNT", positionals[1]);

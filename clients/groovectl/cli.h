@@ -17,6 +17,7 @@
 //   pools
 //   add POOL COUNT [--first-index N] [--info TEXT|@FILE]
 //   remove POOL COUNT
+//   reclaim POOL INDEX
 //   inspect POOL [--volumes] [--verify]
 //   health [--service NAME]
 //   watch POOL [--interval DURATION] [--count N]
@@ -41,11 +42,19 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitServerError = 1;  // the server answered an error
 inline constexpr int kExitUsage = 2;        // bad flags, command or args
 inline constexpr int kExitUnreachable = 3;  // no connection to the server
-// An add or remove cut off after it may have reached the server: it may
-// have taken effect.
+// An add, remove or reclaim cut off after it may have reached the server:
+// it may have taken effect.
 inline constexpr int kExitOutcomeUnknown = 4;
 
-enum class Command { kPools, kAdd, kRemove, kInspect, kHealth, kWatch };
+enum class Command {
+  kPools,
+  kAdd,
+  kRemove,
+  kReclaim,
+  kInspect,
+  kHealth,
+  kWatch
+};
 enum class OutputFormat { kTable, kJson };
 
 // Invocation is one parsed command line. Fields a command does not take
@@ -69,8 +78,10 @@ struct Invocation {
   std::optional<Command> command;  // set unless help without a command
 
   // Positional arguments.
-  std::string pool;    // add, remove, inspect, watch
+  std::string pool;    // add, remove, reclaim, inspect, watch
   uint64_t count = 0;  // add, remove: a decimal number (range: the server's)
+  uint64_t index = 0;  // reclaim: a decimal number, 0 included (range: the
+                       // server's)
 
   // Command flags.
   std::optional<uint64_t> first_index;  // add

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -193,6 +194,11 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                                        " of removed volumes still being "
                                        "given back"),
                     ")")},
+      {"quarantine",
+       absl::StrCat(p.volumes_in_quarantine(),
+                    p.volumes_in_quarantine() == 1 ? " volume" : " volumes",
+                    " quarantined now (counted in use), ",
+                    p.volumes_reclaimed(), " reclaimed since creation")},
       {"counters", absl::StrCat("added ", c.volumes_added(), ", removed ",
                                 c.volumes_removed(), ", acquires ",
                                 c.acquires(), ", releases ", c.releases(),
@@ -343,6 +349,24 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
   return kExitOk;
 }
 
+// PrintChanged prints the answer `r` of a remove or a reclaim and returns
+// the exit code: the error (ReportError), or the response as JSON, or
+// what `describe` says of it and the pool's summary after it.
+template <typename Response>
+int PrintChanged(const absl::StatusOr<Response>& r, const Invocation& inv,
+                 const VolumePoolClient& client, std::ostream& out,
+                 std::ostream& err,
+                 const std::function<void(const Response&)>& describe) {
+  if (!r.ok()) return ReportError(r.status(), client, err);
+  if (inv.output == OutputFormat::kJson) {
+    out << ToJson(*r) << "\n";
+    return kExitOk;
+  }
+  describe(*r);
+  PrintSummary(r->summary(), out);
+  return kExitOk;
+}
+
 int RunRemove(const Invocation& inv, const VolumePoolClient& client,
               std::ostream& out, std::ostream& err) {
   v1::RemoveVolumeRequest request;
@@ -350,18 +374,31 @@ int RunRemove(const Invocation& inv, const VolumePoolClient& client,
   request.set_count(inv.count);
   CallOptions call;
   call.timeout = inv.timeout;
-  absl::StatusOr<v1::RemoveVolumeResponse> r =
-      client.RemoveVolume(request, call);
-  if (!r.ok()) return ReportError(r.status(), client, err);
-  if (inv.output == OutputFormat::kJson) {
-    out << ToJson(*r) << "\n";
-    return kExitOk;
-  }
-  std::vector<uint64_t> indices;
-  for (const v1::RemovedVolume& v : r->volumes()) indices.push_back(v.index());
-  PrintVolumeIndices("removed", indices, inv.pool, out);
-  PrintSummary(r->summary(), out);
-  return kExitOk;
+  return PrintChanged<v1::RemoveVolumeResponse>(
+      client.RemoveVolume(request, call), inv, client, out, err,
+      [&](const v1::RemoveVolumeResponse& r) {
+        std::vector<uint64_t> indices;
+        for (const v1::RemovedVolume& v : r.volumes()) {
+          indices.push_back(v.index());
+        }
+        PrintVolumeIndices("removed", indices, inv.pool, out);
+      });
+}
+
+int RunReclaim(const Invocation& inv, const VolumePoolClient& client,
+               std::ostream& out, std::ostream& err) {
+  v1::ReclaimVolumeRequest request;
+  request.set_pool(inv.pool);
+  request.set_index(inv.index);
+  CallOptions call;
+  call.timeout = inv.timeout;
+  return PrintChanged<v1::ReclaimVolumeResponse>(
+      client.ReclaimVolume(request, call), inv, client, out, err,
+      [&](const v1::ReclaimVolumeResponse& r) {
+        out << "reclaimed volume " << r.index() << " of " << inv.pool
+            << ": its header was bad (" << r.corruption()
+            << "); its memory is given back and the index is free\n";
+      });
 }
 
 int RunInspect(const Invocation& inv, const VolumePoolClient& client,
@@ -548,6 +585,8 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
       return RunAdd(inv, **client, out, err, terminal);
     case Command::kRemove:
       return RunRemove(inv, **client, out, err);
+    case Command::kReclaim:
+      return RunReclaim(inv, **client, out, err);
     case Command::kInspect:
       return RunInspect(inv, **client, out, err);
     case Command::kHealth:

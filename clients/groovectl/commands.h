@@ -51,9 +51,9 @@ struct CallTarget {
 // ReportCallError prints `status` to `err` as `error: <GRPC_CODE>:
 // <message>`, plus a line saying what it means where that helps, and
 // returns groovectl's exit code for it:
-//   kExitOutcomeUnknown (4): OutcomeUnknown(status): an add or remove cut
-//     off after it may have reached the server (it may have taken effect);
-//     checked first, so such an UNAVAILABLE or CANCELLED is not 3.
+//   kExitOutcomeUnknown (4): OutcomeUnknown(status): an add, remove or
+//     reclaim cut off after it may have reached the server (it may have taken
+//     effect); checked first, so such an UNAVAILABLE or CANCELLED is not 3.
 //   kExitUnreachable (3): UNAVAILABLE (with `connected`: the server
 //     answered that it cannot serve the call now, e.g. draining or a full
 //     add queue; without: it could not be reached, with a hint when the
@@ -75,7 +75,8 @@ std::string HumanBytes(uint64_t bytes);
 void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out);
 
 // PrintSummary prints a pool's summary as a two-column table (backing,
-// volumes, a fill bar, capacity, counters, ...), followed by `extra` rows
+// volumes, a fill bar, capacity, volumes in quarantine and reclaimed,
+// counters, ...), followed by `extra` rows
 // of two cells (e.g. a verify result) aligned with it. The capacity row
 // names the memory of removed volumes still being given back, when there
 // is any (releasing_bytes: a remove beside an allocation leaves its punch

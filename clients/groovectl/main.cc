@@ -55,8 +55,9 @@ int Main(const std::vector<std::string>& args) {
     // Show the usage of the command when it was recognised.
     std::optional<Command> command;
     for (const std::string& a : args) {
-      for (Command c : {Command::kPools, Command::kAdd, Command::kRemove,
-                        Command::kInspect, Command::kHealth, Command::kWatch}) {
+      for (Command c :
+           {Command::kPools, Command::kAdd, Command::kRemove, Command::kReclaim,
+            Command::kInspect, Command::kHealth, Command::kWatch}) {
         if (a == CommandName(c) && !command.has_value()) command = c;
       }
     }

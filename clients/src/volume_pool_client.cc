@@ -365,6 +365,20 @@ absl::Status VolumePoolClient::Call(
   }
 }
 
+template <typename Response>
+absl::StatusOr<Response> VolumePoolClient::CallFor(
+    const CallRules& rules, const CallOptions& call,
+    const std::function<grpc::Status(grpc::ClientContext*, Response*)>& rpc)
+    const {
+  Response response;
+  absl::Status status = Call(rules, call, [&](grpc::ClientContext* context) {
+    response.Clear();
+    return rpc(context, &response);
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<v1::ListPoolsResponse> VolumePoolClient::ListPools(
     const CallOptions& call) const {
   static constexpr CallRules kRules{
@@ -374,13 +388,11 @@ absl::StatusOr<v1::ListPoolsResponse> VolumePoolClient::ListPools(
       .retry_unknown_outcome = false,
       .carries_token = true,
   };
-  v1::ListPoolsResponse response;
-  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
-    response.Clear();
-    return stub_->ListPools(context, v1::ListPoolsRequest(), &response);
-  });
-  if (!status.ok()) return status;
-  return response;
+  return CallFor<v1::ListPoolsResponse>(
+      kRules, call,
+      [&](grpc::ClientContext* context, v1::ListPoolsResponse* response) {
+        return stub_->ListPools(context, v1::ListPoolsRequest(), response);
+      });
 }
 
 absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
@@ -401,19 +413,18 @@ absl::StatusOr<v1::AddVolumeResponse> VolumePoolClient::AddVolume(
       .retry_unknown_outcome = !request.request_id().empty(),
       .carries_token = true,
   };
-  v1::AddVolumeResponse response;
-  absl::Status status = Call(rules, call, [&](grpc::ClientContext* context) {
-    response.Clear();
-    return stub_->AddVolume(context, request, &response);
-  });
-  if (!status.ok()) {
-    if (request.request_id().empty()) return status;
+  absl::StatusOr<v1::AddVolumeResponse> added = CallFor<v1::AddVolumeResponse>(
+      rules, call,
+      [&](grpc::ClientContext* context, v1::AddVolumeResponse* response) {
+        return stub_->AddVolume(context, request, response);
+      });
+  if (!added.ok() && !request.request_id().empty()) {
     // The caller may not know the id (generate_request_id), and needs it
     // to learn the outcome of a call cut off after it was sent.
-    return WithSuffix(status,
+    return WithSuffix(added.status(),
                       absl::StrCat("; request_id ", request.request_id()));
   }
-  return response;
+  return added;
 }
 
 absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
@@ -425,13 +436,32 @@ absl::StatusOr<v1::RemoveVolumeResponse> VolumePoolClient::RemoveVolume(
       .retry_unknown_outcome = false,
       .carries_token = true,
   };
-  v1::RemoveVolumeResponse response;
-  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
-    response.Clear();
-    return stub_->RemoveVolume(context, request, &response);
-  });
-  if (!status.ok()) return status;
-  return response;
+  return CallFor<v1::RemoveVolumeResponse>(
+      kRules, call,
+      [&](grpc::ClientContext* context, v1::RemoveVolumeResponse* response) {
+        return stub_->RemoveVolume(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::ReclaimVolumeResponse> VolumePoolClient::ReclaimVolume(
+    const v1::ReclaimVolumeRequest& request, const CallOptions& call) const {
+  // A change, retried only when an attempt changed nothing. An attempt cut
+  // off after it was sent is not repeated, though a repeat would be
+  // harmless (FAILED_PRECONDITION: the index is no longer quarantined):
+  // its answer could not say that the first attempt reclaimed the volume,
+  // so the caller gets OutcomeUnknown and looks.
+  static constexpr CallRules kRules{
+      .method = "ReclaimVolume",
+      .changes_pool = true,
+      .retry_aborted = false,
+      .retry_unknown_outcome = false,
+      .carries_token = true,
+  };
+  return CallFor<v1::ReclaimVolumeResponse>(
+      kRules, call,
+      [&](grpc::ClientContext* context, v1::ReclaimVolumeResponse* response) {
+        return stub_->ReclaimVolume(context, request, response);
+      });
 }
 
 absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
@@ -445,13 +475,11 @@ absl::StatusOr<v1::InspectResponse> VolumePoolClient::Inspect(
       .retry_unknown_outcome = false,
       .carries_token = true,
   };
-  v1::InspectResponse response;
-  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
-    response.Clear();
-    return stub_->Inspect(context, request, &response);
-  });
-  if (!status.ok()) return status;
-  return response;
+  return CallFor<v1::InspectResponse>(
+      kRules, call,
+      [&](grpc::ClientContext* context, v1::InspectResponse* response) {
+        return stub_->Inspect(context, request, response);
+      });
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
@@ -468,13 +496,13 @@ VolumePoolClient::Health(const std::string& service,
       // one).
       .carries_token = false,
   };
-  grpc::health::v1::HealthCheckResponse response;
-  absl::Status status = Call(kRules, call, [&](grpc::ClientContext* context) {
-    response.Clear();
-    return health_stub_->Check(context, request, &response);
-  });
-  if (!status.ok()) return status;
-  return response.status();
+  using Response = grpc::health::v1::HealthCheckResponse;
+  absl::StatusOr<Response> checked = CallFor<Response>(
+      kRules, call, [&](grpc::ClientContext* context, Response* response) {
+        return health_stub_->Check(context, request, response);
+      });
+  if (!checked.ok()) return checked.status();
+  return checked->status();
 }
 
 }  // namespace groove

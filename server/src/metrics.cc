@@ -133,6 +133,17 @@ class PoolCollector final : public prometheus::Collectable {
         Family("groove_pool_volumes_quarantined_total",
                "Volumes popped with a bad header and taken out of circulation.",
                MetricType::Counter);
+    MetricFamily in_quarantine = Family(
+        "groove_pool_volumes_in_quarantine",
+        "Volumes quarantined now: popped with a bad header, still mapped "
+        "(counted in_use) until ReclaimVolume frees them. Kept across "
+        "restarts.",
+        MetricType::Gauge);
+    MetricFamily reclaimed =
+        Family("groove_pool_volumes_reclaimed_total",
+               "Quarantined volumes freed by ReclaimVolume since the pool was "
+               "created (kept across restarts).",
+               MetricType::Counter);
     MetricFamily locked =
         Family("groove_pool_locked",
                "1 while the pool's maintenance lock is held (a recovery).",
@@ -173,6 +184,8 @@ class PoolCollector final : public prometheus::Collectable {
       counter(acquires, static_cast<double>(s.counts.acquires));
       counter(releases, static_cast<double>(s.counts.releases));
       counter(quarantined, static_cast<double>(s.counts.volumes_quarantined));
+      gauge(in_quarantine, static_cast<double>(s.volumes_in_quarantine));
+      counter(reclaimed, static_cast<double>(s.volumes_reclaimed));
       gauge(locked, s.locked ? 1 : 0);
       const bool deleted = pool->StoreDeleted();
       gauge(store_deleted, deleted ? 1 : 0);
@@ -197,8 +210,8 @@ class PoolCollector final : public prometheus::Collectable {
     std::vector<MetricFamily> families;
     for (MetricFamily* f :
          {&volumes, &max_volumes, &volume_size, &capacity, &empty, &releasing,
-          &added, &removed, &acquires, &releases, &quarantined, &locked,
-          &store_deleted, &info}) {
+          &added, &removed, &acquires, &releases, &quarantined, &in_quarantine,
+          &reclaimed, &locked, &store_deleted, &info}) {
       families.push_back(std::move(*f));
     }
     return families;
@@ -326,6 +339,8 @@ absl::string_view RpcMethodName(RpcMethod method) {
       return "RemoveVolume";
     case RpcMethod::kInspect:
       return "Inspect";
+    case RpcMethod::kReclaimVolume:
+      return "ReclaimVolume";
   }
   return "unknown";
 }
@@ -340,6 +355,8 @@ absl::string_view PoolOpName(PoolOp op) {
       return "inspect";
     case PoolOp::kVerify:
       return "verify";
+    case PoolOp::kReclaim:
+      return "reclaim";
   }
   return "unknown";
 }

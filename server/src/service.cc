@@ -78,6 +78,8 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
   out.set_capacity_bytes(s.capacity_bytes);
   out.set_empty_bytes(s.empty_bytes);
   out.set_releasing_bytes(s.releasing_bytes);
+  out.set_volumes_in_quarantine(s.volumes_in_quarantine);
+  out.set_volumes_reclaimed(s.volumes_reclaimed);
   v1::PoolCounters* counters = out.mutable_counters();
   counters->set_volumes_added(s.counts.volumes_added);
   counters->set_volumes_removed(s.counts.volumes_removed);
@@ -487,6 +489,50 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
       response->set_next_page_token(EncodePageToken(name, next_index));
     }
   }
+  return Finish(call, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* VolumePoolServiceImpl::ReclaimVolume(
+    grpc::CallbackServerContext* context,
+    const v1::ReclaimVolumeRequest* request,
+    v1::ReclaimVolumeResponse* response) {
+  Call call{context,
+            context->DefaultReactor(),
+            RpcMethod::kReclaimVolume,
+            absl::Now(),
+            -1,
+            PoolOp::kReclaim};
+  if (absl::Status s = Begin(&call, request->pool()); !s.ok()) {
+    return Finish(call, s);
+  }
+  NamedPool& pool = *pools_[call.pool].pool;
+  const std::string& name = pool.config().name;
+  if (!request->has_index()) {
+    // proto3 would read an unset index as 0, a valid index: a client that
+    // forgot it must not reclaim volume 0.
+    return Finish(call, absl::InvalidArgumentError(absl::StrCat(
+                            "reclaim a volume of pool '", name,
+                            "': index is unset; give the index of the "
+                            "quarantined volume (Inspect lists it CORRUPT)")));
+  }
+  // Straight to the core, like RemoveVolume: one CAS of the slot and a
+  // punch, lock-free, on this callback thread. It decides every refusal,
+  // with messages that name the pool and the index (OUT_OF_RANGE;
+  // FAILED_PRECONDITION saying what is at the index instead).
+  absl::StatusOr<ReclaimedVolume> reclaimed =
+      pool.ReclaimVolume(request->index());
+  if (!reclaimed.ok()) return Finish(call, reclaimed.status());
+  response->set_index(reclaimed->index);
+  response->set_corruption(reclaimed->corruption);
+  *response->mutable_summary() = ToProtoSummary(pool.Summary());
+  // Not a routine line (never batched or budgeted): an operator's override
+  // of a quarantine, on their word that no process still uses the volume.
+  Log(LogLevel::kWarn, "reclaim",
+      {{"pool", name},
+       {"index", reclaimed->index},
+       {"corruption", reclaimed->corruption},
+       {"volumes_in_quarantine", response->summary().volumes_in_quarantine()},
+       {"peer", context->peer()}});
   return Finish(call, absl::OkStatus());
 }
 

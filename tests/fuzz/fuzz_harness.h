@@ -110,8 +110,9 @@ absl::StatusOr<std::string> EncodeRecoveryImage(
 // ---- request_fuzzer ---------------------------------------------------------
 //
 // Input: [0] selects the RPC: (b & 3) is ListPools, AddVolume,
-// RemoveVolume, Inspect; b & 4: the request's pool becomes "fuzz" (the
-// served pool); b & 8 (without 4): it becomes "bad" (a quarantined pool).
+// RemoveVolume, Inspect, and b & 16 makes it ReclaimVolume whatever b & 3
+// says; b & 4: the request's pool becomes "fuzz" (the served pool); b & 8
+// (without 4): it becomes "bad" (a quarantined pool).
 // The rest is the request message in protobuf wire format. The request is
 // sent through a stub to one in-process gRPC server per process
 // (grpc::Server::InProcessChannel) running the real VolumePoolServiceImpl

@@ -112,6 +112,12 @@ void RequestSeeds(const std::string& out) {
   Write(dir, "inspect", Request(3 | 4, inspect));
   inspect.set_page_token(groove::server::EncodePageToken("fuzz", 1));
   Write(dir, "inspect_page_token", Request(3 | 4, inspect));
+  v1::ReclaimVolumeRequest reclaim;
+  reclaim.set_pool("fuzz");
+  reclaim.set_index(0);
+  Write(dir, "reclaim", Request(16 | 4, reclaim));
+  reclaim.clear_index();
+  Write(dir, "reclaim_unset_index", Request(16 | 4, reclaim));
 }
 
 // RecoverySeed makes a real pool in `scratch` with geometry `g`, lets

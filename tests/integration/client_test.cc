@@ -291,6 +291,16 @@ TEST_F(ClientTest, CallsReturnTheServersStatusCodes) {
   auto health = client->Health("groove.v1.VolumePoolService");
   ASSERT_TRUE(health.ok()) << health.status();
   EXPECT_EQ(*health, grpc::health::v1::HealthCheckResponse::SERVING);
+  // A reclaim of a free index: the pool's refusal, not retried.
+  v1::ReclaimVolumeRequest reclaim;
+  reclaim.set_pool("a");
+  reclaim.set_index(0);
+  auto reclaimed = client->ReclaimVolume(reclaim);
+  EXPECT_EQ(reclaimed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(reclaimed.status().message(),
+              HasSubstr("reclaim volume 0 of pool 'a': index 0 holds no "
+                        "volume"));
+  EXPECT_FALSE(OutcomeUnknown(reclaimed.status()));
   EXPECT_TRUE(retries_.events().empty());
 }
 
@@ -507,6 +517,17 @@ TEST(ClientDrainTest, ChangesTheServerRefusedAreRetried) {
   EXPECT_FALSE(OutcomeUnknown(removed));
   ASSERT_EQ(retries.events().size(), 1u);
   EXPECT_EQ(retries.events()[0].method, "RemoveVolume");
+  // ReclaimVolume follows the same rule.
+  v1::ReclaimVolumeRequest reclaim;
+  reclaim.set_pool("a");
+  reclaim.set_index(0);
+  const absl::Status reclaimed =
+      (*client)->ReclaimVolume(reclaim, call).status();
+  EXPECT_EQ(reclaimed.code(), absl::StatusCode::kUnavailable) << reclaimed;
+  EXPECT_THAT(reclaimed.message(), HasSubstr("gave up after 2 attempts"));
+  EXPECT_FALSE(OutcomeUnknown(reclaimed));
+  ASSERT_EQ(retries.events().size(), 2u);
+  EXPECT_EQ(retries.events()[1].method, "ReclaimVolume");
   server->Signal(SIGTERM);  // ends the grace
   EXPECT_EQ(server->WaitForExit(), 0);
 }

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server_test_util.h"
 #include "support/cut_proxy.h"
 #include "support/server_process.h"
 #include "support/stall_fifo.h"
@@ -66,6 +67,8 @@ TEST(GroovectlUsageTest, UsageErrorsExit2WithUsage) {
                                              {"add", "a"},
                                              {"add", "a", "many"},
                                              {"remove", "a", "1", "2"},
+                                             {"reclaim", "a"},
+                                             {"reclaim", "a", "-1"},
                                              {"--output", "xml", "pools"},
                                              {"inspect", "a", "--bogus"},
                                              {"pools", "--volumes"},
@@ -80,6 +83,7 @@ TEST(GroovectlUsageTest, UsageErrorsExit2WithUsage) {
   }
   // The usage shown is the command's when the command is known.
   EXPECT_THAT(Ctl({"add", "a"}).err, HasSubstr("add POOL COUNT"));
+  EXPECT_THAT(Ctl({"reclaim", "a"}).err, HasSubstr("reclaim POOL INDEX"));
 }
 
 // A COUNT below 1 is a usage error naming COUNT, before any call: "-1"
@@ -106,7 +110,7 @@ TEST(GroovectlUsageTest, HelpOnEveryCommand) {
   CommandResult r = Ctl({"--help"});
   EXPECT_EQ(r.exit_code, 0);
   for (const char* command :
-       {"pools", "add", "remove", "inspect", "health", "watch"}) {
+       {"pools", "add", "remove", "reclaim", "inspect", "health", "watch"}) {
     EXPECT_THAT(r.out, HasSubstr(absl::StrCat("  ", command)));
     CommandResult c = Ctl({command, "--help"});
     EXPECT_EQ(c.exit_code, 0) << command;
@@ -126,6 +130,7 @@ TEST(GroovectlUnreachableTest, Exits3WhenNoServerListens) {
            {addr, "--timeout=3s", "health"},
            {addr, "--timeout=3s", "pools"},
            {addr, "--timeout=3s", "remove", "a", "1"},
+           {addr, "--timeout=3s", "reclaim", "a", "0"},
            {addr, "--timeout=3s", "--output=json", "inspect", "a"}}) {
     CommandResult r = Ctl(args);
     EXPECT_EQ(r.exit_code, 3) << absl::StrJoin(args, " ") << "\n" << r.err;
@@ -160,6 +165,61 @@ TEST(GroovectlUnreachableTest,
   EXPECT_THAT(r.err, Not(HasSubstr("TLS handshake")));
   server->Signal(SIGTERM);  // ends the grace
   EXPECT_EQ(server->WaitForExit(), 0);
+}
+
+// reclaim frees quarantined volumes (table and JSON output, exit 0), shows
+// what was wrong with each, and exits 1 with the server's code and message
+// for an index that holds no quarantined volume (a repeat included), an
+// index out of range and an unknown pool; inspect counts the volumes in
+// quarantine.
+TEST_F(GroovectlTest, ReclaimFreesQuarantinedVolumesAndExitsByTheTable) {
+  // Pool a holds volumes 0 (the top of the stack) and 1: each remove pops
+  // one, finds its header bad, quarantines it and fails (DATA_LOSS).
+  CorruptMagic(dir_.path(), "a", 0);
+  CorruptMagic(dir_.path(), "a", 1);
+  for (int i = 0; i < 2; ++i) {
+    const CommandResult r = Run({"remove", "a", "1"});
+    ASSERT_EQ(r.exit_code, 1) << r.err;
+    ASSERT_THAT(r.err, HasSubstr("error: DATA_LOSS: "));
+  }
+  CommandResult r = Run({"inspect", "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("2 volumes quarantined now"));
+
+  r = Run({"reclaim", "a", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat(
+                         "reclaimed volume 0 of a: its header was bad "
+                         "(header magic is ",
+                         kGarbageMagic)));
+  EXPECT_THAT(r.out, HasSubstr("1 of 16 mapped"));
+  EXPECT_THAT(r.out, HasSubstr("1 volume quarantined now"));
+  EXPECT_THAT(r.out, HasSubstr("1 reclaimed since creation"));
+  EXPECT_EQ(r.err, "");
+
+  r = Run({"--output=json", "reclaim", "a", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out,
+              HasSubstr(R"({"index":"1","corruption":"header magic is )"));
+  EXPECT_THAT(r.out, HasSubstr(R"("volumes_in_quarantine":"0")"));
+  EXPECT_THAT(r.out, HasSubstr(R"("volumes_reclaimed":"2")"));
+
+  r = Run({"reclaim", "a", "1"});  // again: harmless
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: FAILED_PRECONDITION: reclaim volume 1 "
+                               "of pool 'a': index 1 holds no volume"));
+  EXPECT_EQ(r.out, "");
+  r = Run({"reclaim", "a", "16"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: OUT_OF_RANGE: "));
+  r = Run({"reclaim", "nope", "0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: no pool named 'nope'"));
+
+  r = Run({"inspect", "a", "--volumes"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("0 of 16 mapped"));
+  EXPECT_THAT(r.out, HasSubstr("0 volumes quarantined now"));
 }
 
 TEST_F(GroovectlTest, PoolsTableAndJson) {

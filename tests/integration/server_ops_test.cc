@@ -2,8 +2,9 @@
 // `buf curl` through server reflection (no proto files), the /metrics
 // endpoint checked by `promtool check metrics` and scraped by a real
 // Prometheus server, restarts (clean and SIGKILL) on the same data
-// directory, and two servers with their own data directories and a pool
-// of the same name.
+// directory, two servers with their own data directories and a pool of
+// the same name, and volumes quarantined by a remove and freed again by
+// ReclaimVolume.
 
 #include <unistd.h>
 
@@ -19,6 +20,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "groove/named_pool.h"
+#include "groove/pool_error.h"
+#include "groove/volume.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
@@ -81,7 +85,7 @@ TEST(ServerToolsTest, BufCurlWorksThroughReflection) {
   const CommandResult methods = BufCurl(*server, {"--list-methods"});
   ASSERT_EQ(methods.exit_code, 0) << methods.err;
   for (const char* method :
-       {"ListPools", "AddVolume", "RemoveVolume", "Inspect"}) {
+       {"ListPools", "AddVolume", "RemoveVolume", "Inspect", "ReclaimVolume"}) {
     EXPECT_THAT(methods.out, HasSubstr(absl::StrCat(
                                  "groove.v1.VolumePoolService/", method)));
   }
@@ -352,25 +356,8 @@ TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
 
 // ---- A volume quarantined by RemoveVolume -----------------------------------
 
-// CorruptMagic overwrites the magic of 4 KiB volume `index` of pool `pool`
-// (normal backing, its store in the data directory `dir`) with "GARBAGE!",
-// as a data-plane process writing past its volume might.
-void CorruptMagic(const TempDir& dir, const std::string& pool, uint64_t index) {
-  std::fstream store(dir.path() + "/" + pool + ".volumes",
-                     std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(store.is_open());
-  // The magic is the header's first word (groove/volume.h; this test
-  // links no core code).
-  store.seekp(static_cast<std::streamoff>(index * 4096));
-  store.write("GARBAGE!", 8);
-  ASSERT_TRUE(store.good());
-}
-
-// kGarbageMagic is "GARBAGE!" read as a little-endian uint64_t.
-constexpr absl::string_view kGarbageMagic = "0x2145474142524147";
-
-// QuarantineRemove starts a server whose pool "a" holds volumes 0, 1 and 2
-// (0 on top of the stack, then 1) with volume 1's magic corrupt.
+// StartWithCorruptVolume1 starts a server whose pool "a" holds volumes 0,
+// 1 and 2 (0 on top of the stack, then 1) with volume 1's magic corrupt.
 std::unique_ptr<ServerProcess> StartWithCorruptVolume1(const TempDir& dir) {
   auto server = ServerProcess::Start(
       {"--data-dir=" + dir.path(),
@@ -380,28 +367,42 @@ std::unique_ptr<ServerProcess> StartWithCorruptVolume1(const TempDir& dir) {
   v1::AddVolumeResponse added;
   EXPECT_TRUE(Add(*stub, AddRequest("a", 3), &added).ok());
   EXPECT_THAT(added.volume_indices(), ::testing::ElementsAre(0, 1, 2));
-  CorruptMagic(dir, "a", 1);
+  CorruptMagic(dir.path(), "a", 1);
   return server;
 }
+
+// CorruptVolume1Test runs each test against StartWithCorruptVolume1's
+// server, in dir_.
+class CorruptVolume1Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartWithCorruptVolume1(dir_);
+    ASSERT_NE(server_, nullptr);
+    stub_ = server_->Stub();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<Stub> stub_;
+};
+
+class ServerQuarantineTest : public CorruptVolume1Test {};
+class ServerReclaimTest : public CorruptVolume1Test {};
 
 // A RemoveVolume that meets a corrupt header puts back the volume it
 // popped before it: the counters (Inspect and /metrics) then say exactly
 // what they said before, but for the one quarantined volume. (Before the
 // fix the put-back counted as an add, after the pop counted a remove.)
-TEST(ServerQuarantineTest, AFailedRemoveChangesNoCounterButQuarantined) {
-  TempDir dir;
-  auto server = StartWithCorruptVolume1(dir);
-  ASSERT_NE(server, nullptr);
-  auto stub = server->Stub();
-  const v1::PoolCounters before = TakeSnapshot(*stub, "a").summary.counters();
+TEST_F(ServerQuarantineTest, AFailedRemoveChangesNoCounterButQuarantined) {
+  const v1::PoolCounters before = TakeSnapshot(*stub_, "a").summary.counters();
   EXPECT_EQ(before.volumes_added(), 3u);
 
   v1::RemoveVolumeResponse removed;
-  const grpc::Status status = Remove(*stub, "a", 3, &removed);
+  const grpc::Status status = Remove(*stub_, "a", 3, &removed);
   ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS)
       << status.error_message();
 
-  const Snapshot after = TakeSnapshot(*stub, "a");
+  const Snapshot after = TakeSnapshot(*stub_, "a");
   v1::PoolCounters expected = before;
   expected.set_volumes_quarantined(1);
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
@@ -410,7 +411,7 @@ TEST(ServerQuarantineTest, AFailedRemoveChangesNoCounterButQuarantined) {
   EXPECT_EQ(after.summary.volumes_empty(), 2u);  // 0 and 2
   EXPECT_EQ(after.summary.volumes_mapped(), 3u);
   absl::StatusOr<std::string> m =
-      HttpGet(server->metrics_address(), "/metrics");
+      HttpGet(server_->metrics_address(), "/metrics");
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes_added_total{pool="a"})"),
             "3");
@@ -421,21 +422,16 @@ TEST(ServerQuarantineTest, AFailedRemoveChangesNoCounterButQuarantined) {
       "1");
   EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes{pool="a",state="empty"})"),
             "2");
-  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(server_->Stop(), 0);
 }
 
 // The DATA_LOSS of a remove that meets a corrupt header names the volume
 // and the header field, as Inspect does; once only the quarantined volume
 // is left, FAILED_PRECONDITION counts it apart from volumes in use (which a
 // release could bring back), and does not tell the caller to release it.
-TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
-  TempDir dir;
-  auto server = StartWithCorruptVolume1(dir);
-  ASSERT_NE(server, nullptr);
-  auto stub = server->Stub();
-
+TEST_F(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
   v1::RemoveVolumeResponse removed;
-  grpc::Status status = Remove(*stub, "a", 3, &removed);
+  grpc::Status status = Remove(*stub_, "a", 3, &removed);
   ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_THAT(status.error_message(),
               HasSubstr(absl::StrCat(
@@ -444,18 +440,19 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
                   kGarbageMagic, ", want 0x")));
   EXPECT_THAT(status.error_message(),
               HasSubstr("it is quarantined: off the stack, counted in "
-                        "volumes_in_quarantine and left as found"));
+                        "volumes_in_quarantine and left as found, for "
+                        "inspection; ReclaimVolume of index 1 frees it"));
   EXPECT_THAT(status.error_message(),
               HasSubstr("the 1 volume popped before it was put back"));
-  const Snapshot after = TakeSnapshot(*stub, "a");
+  const Snapshot after = TakeSnapshot(*stub_, "a");
   ASSERT_EQ(after.volumes.size(), 3u);
   EXPECT_EQ(after.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
   EXPECT_THAT(after.volumes[1].corruption(),
               HasSubstr(absl::StrCat("header magic is ", kGarbageMagic)));
 
-  ASSERT_TRUE(Remove(*stub, "a", 5, &removed).ok());  // 0 and 2
+  ASSERT_TRUE(Remove(*stub_, "a", 5, &removed).ok());  // 0 and 2
   EXPECT_EQ(removed.volumes_size(), 2);
-  status = Remove(*stub, "a", 5, &removed);
+  status = Remove(*stub_, "a", 5, &removed);
   ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(status.error_message(),
               HasSubstr("pool 'a' has no empty volume to remove (1 mapped: 0 "
@@ -465,7 +462,210 @@ TEST(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
       ::testing::EndsWith("; reclaim the quarantined ones or add more"));
   EXPECT_THAT(status.error_message(),
               ::testing::Not(HasSubstr("release volumes")));
-  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(server_->Stop(), 0);
+}
+
+// ---- ReclaimVolume: freeing a quarantined volume ----------------------------
+
+// QuarantineVolume1 has a RemoveVolume of pool "a" (as StartWithCorruptVolume1
+// left it) pop volume 0, then the corrupt volume 1: volume 1 is quarantined,
+// 0 and 2 are empty.
+void QuarantineVolume1(Stub& stub) {
+  v1::RemoveVolumeResponse removed;
+  const grpc::Status status = Remove(stub, "a", 3, &removed);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS)
+      << status.error_message();
+  const Snapshot quarantined = TakeSnapshot(stub, "a");
+  ASSERT_EQ(quarantined.summary.volumes_in_quarantine(), 1u);
+  ASSERT_EQ(quarantined.volumes.size(), 3u);
+  ASSERT_EQ(quarantined.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
+}
+
+// A reclaimed volume leaves the pool (Inspect, volumes_in_quarantine,
+// volumes_mapped) and its index can be added again; nothing else changes,
+// and a repeat of the reclaim is refused, changing nothing.
+TEST_F(ServerReclaimTest, AReclaimedVolumeLeavesThePoolAndItsIndexIsFree) {
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub_));
+  const Snapshot before = TakeSnapshot(*stub_, "a");
+
+  v1::ReclaimVolumeResponse reclaimed;
+  const grpc::Status status = Reclaim(*stub_, "a", 1, &reclaimed);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reclaimed.index(), 1u);
+  EXPECT_THAT(reclaimed.corruption(),
+              HasSubstr(absl::StrCat("header magic is ", kGarbageMagic)));
+  EXPECT_EQ(reclaimed.summary().volumes_in_quarantine(), 0u);
+  EXPECT_EQ(reclaimed.summary().volumes_reclaimed(), 1u);
+  EXPECT_EQ(reclaimed.summary().volumes_mapped(), 2u);
+
+  const Snapshot after = TakeSnapshot(*stub_, "a");
+  EXPECT_THAT(Indices(after), ElementsAre(0, 2)) << after.DebugString();
+  EXPECT_EQ(after.summary.volumes_in_quarantine(), 0u);
+  EXPECT_EQ(after.summary.volumes_in_use(), 0u);
+  EXPECT_EQ(after.summary.volumes_empty(), 2u);
+  EXPECT_EQ(after.summary.capacity_bytes(), 2u * 4096);
+  // Neither an add nor a remove: the operation counters are as they were.
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      after.summary.counters(), before.summary.counters()))
+      << after.summary.counters().ShortDebugString();
+
+  // Again: the index is free now, so the repeat is refused and harmless.
+  v1::ReclaimVolumeResponse again;
+  const grpc::Status repeat = Reclaim(*stub_, "a", 1, &again);
+  EXPECT_EQ(repeat.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << repeat.error_message();
+  EXPECT_THAT(repeat.error_message(), HasSubstr("index 1 holds no volume"));
+  EXPECT_EQ(TakeSnapshot(*stub_, "a"), after);
+
+  // The index can be added again, and the pool is sound.
+  v1::AddVolumeRequest at_one = AddRequest("a", 1, "again");
+  at_one.set_first_index(1);
+  v1::AddVolumeResponse added;
+  const grpc::Status add = Add(*stub_, at_one, &added);
+  ASSERT_TRUE(add.ok()) << add.error_message();
+  EXPECT_THAT(added.volume_indices(), ElementsAre(1));
+  const Snapshot readded = TakeSnapshot(*stub_, "a");
+  ASSERT_EQ(readded.volumes.size(), 3u);
+  EXPECT_EQ(readded.volumes[1].state(), v1::VOLUME_STATE_EMPTY);
+  EXPECT_EQ(readded.volumes[1].info(), "again");
+  ExpectPoolVerifies(*stub_, "a", 3);
+  EXPECT_EQ(server_->Stop(), 0);
+}
+
+// /metrics shows the quarantine and the reclaim: the gauge of volumes in
+// quarantine falls from 1 to 0 and the reclaim counter rises from 0 to 1;
+// the log has one warn line naming pool, index and corruption.
+TEST_F(ServerReclaimTest, MetricsAndTheLogShowTheReclaim) {
+  const std::string in_quarantine =
+      R"(groove_pool_volumes_in_quarantine{pool="a"})";
+  const std::string reclaimed_total =
+      R"(groove_pool_volumes_reclaimed_total{pool="a"})";
+  const std::string handled_ok =
+      R"(grpc_server_handled_total{grpc_code="OK",grpc_method="ReclaimVolume",grpc_service="groove.v1.VolumePoolService"})";
+  absl::StatusOr<std::string> m =
+      HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, in_quarantine), "0");
+  EXPECT_EQ(MetricValue(*m, reclaimed_total), "0");
+  EXPECT_EQ(MetricValue(*m, handled_ok), "0");
+
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub_));
+  m = HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, in_quarantine), "1");
+  EXPECT_EQ(MetricValue(*m, reclaimed_total), "0");
+
+  v1::ReclaimVolumeResponse reclaimed;
+  ASSERT_TRUE(Reclaim(*stub_, "a", 1, &reclaimed).ok());
+  m = HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(MetricValue(*m, in_quarantine), "0");
+  EXPECT_EQ(MetricValue(*m, reclaimed_total), "1");
+  EXPECT_EQ(MetricValue(*m, handled_ok), "1");
+  EXPECT_EQ(MetricValue(*m, R"(groove_pool_volumes{pool="a",state="in_use"})"),
+            "0");
+
+  const std::optional<std::string> line = server_->WaitForLog("event=reclaim ");
+  ASSERT_TRUE(line.has_value()) << server_->LogText();
+  EXPECT_THAT(*line, HasSubstr("level=warn "));
+  EXPECT_THAT(*line, HasSubstr(" pool=a index=1 corruption="));
+  EXPECT_THAT(*line, HasSubstr(kGarbageMagic));
+  EXPECT_EQ(server_->Stop(), 0);
+  EXPECT_EQ(server_->LogCount({"event=reclaim "}), 1u);
+}
+
+// Every refused reclaim answers its code, names the pool and the index
+// where it has them, and leaves the pool exactly as it was: an unknown
+// pool, an index out of range, no index, and indices that hold no
+// quarantined volume (free, empty, in use).
+TEST_F(ServerReclaimTest, RefusedReclaimsChangeNothing) {
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub_));
+  // A data-plane process holds volume 0 (the top of the stack).
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir_.path(), "a");
+  ASSERT_TRUE(join.ok()) << join.status();
+  VolumeHeader* held = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&held), PoolError::kSuccess);
+  const Snapshot before = TakeSnapshot(*stub_, "a");
+  ASSERT_EQ(before.volumes[0].state(), v1::VOLUME_STATE_IN_USE);
+  ASSERT_EQ(before.volumes[2].state(), v1::VOLUME_STATE_EMPTY);
+
+  struct Refusal {
+    std::string pool;
+    std::optional<uint64_t> index;
+    grpc::StatusCode code;
+    std::vector<std::string> message_has;
+  };
+  const std::vector<Refusal> refusals = {
+      {"nope", 1, grpc::StatusCode::NOT_FOUND, {"no pool named 'nope'"}},
+      {"a",
+       16,
+       grpc::StatusCode::OUT_OF_RANGE,
+       {"reclaim volume 16 of pool 'a': index 16 is not below max_volumes 16"}},
+      {"a",
+       std::nullopt,
+       grpc::StatusCode::INVALID_ARGUMENT,
+       {"pool 'a'", "index is unset"}},
+      {"a",
+       5,
+       grpc::StatusCode::FAILED_PRECONDITION,
+       {"reclaim volume 5 of pool 'a': index 5 holds no volume"}},
+      {"a",
+       2,
+       grpc::StatusCode::FAILED_PRECONDITION,
+       {"reclaim volume 2 of pool 'a': index 2 holds an empty volume"}},
+      {"a",
+       0,
+       grpc::StatusCode::FAILED_PRECONDITION,
+       {"reclaim volume 0 of pool 'a': index 0 holds a volume in use"}},
+  };
+  for (const Refusal& r : refusals) {
+    SCOPED_TRACE(absl::StrCat(r.pool, " ", r.index.value_or(999)));
+    v1::ReclaimVolumeResponse response;
+    const grpc::Status status = Reclaim(*stub_, r.pool, r.index, &response);
+    EXPECT_EQ(status.error_code(), r.code) << status.error_message();
+    for (const std::string& part : r.message_has) {
+      EXPECT_THAT(status.error_message(), HasSubstr(part));
+    }
+    const Snapshot after = TakeSnapshot(*stub_, "a");
+    EXPECT_EQ(after, before) << "before " << before.DebugString() << "\nafter "
+                             << after.DebugString();
+  }
+  EXPECT_EQ((*join)->pool().Release(held), PoolError::kSuccess);
+  EXPECT_EQ(server_->Stop(), 0);
+}
+
+// A quarantine is kept across a restart of the server (volumes_in_quarantine
+// is counted from the slots, not from the counters recovery resets), the
+// volume can be reclaimed after it, and the reclaim is kept across the next.
+TEST_F(ServerReclaimTest, AQuarantineSurvivesARestartAndIsStillReclaimable) {
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub_));
+  // A clean restart on the same data directory.
+  const auto restart = [&] {
+    EXPECT_EQ(server_->Stop(), 0);
+    server_ = ServerProcess::Start(
+        {"--data-dir=" + dir_.path(),
+         "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16"});
+    ASSERT_NE(server_, nullptr);
+    stub_ = server_->Stub();
+  };
+  ASSERT_NO_FATAL_FAILURE(restart());
+  const Snapshot restarted = TakeSnapshot(*stub_, "a");
+  EXPECT_EQ(restarted.summary.volumes_in_quarantine(), 1u)
+      << restarted.DebugString();
+  ASSERT_EQ(restarted.volumes.size(), 3u);
+  EXPECT_EQ(restarted.volumes[1].state(), v1::VOLUME_STATE_CORRUPT);
+  v1::ReclaimVolumeResponse reclaimed;
+  const grpc::Status status = Reclaim(*stub_, "a", 1, &reclaimed);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(reclaimed.corruption(), HasSubstr(kGarbageMagic));
+  EXPECT_THAT(Indices(TakeSnapshot(*stub_, "a")), ElementsAre(0, 2));
+
+  ASSERT_NO_FATAL_FAILURE(restart());
+  const Snapshot after = TakeSnapshot(*stub_, "a");
+  EXPECT_THAT(Indices(after), ElementsAre(0, 2));
+  EXPECT_EQ(after.summary.volumes_in_quarantine(), 0u);
+  EXPECT_EQ(after.summary.volumes_reclaimed(), 1u);
 }
 
 TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
@@ -508,14 +708,7 @@ TEST(ServerRestartTest, PoolsAndVolumesSurviveACleanRestart) {
   // With the default interval, its line is written while the server runs.
   EXPECT_TRUE(server->WaitForLog("event=add pool=a").has_value())
       << server->LogText();
-  v1::InspectRequest verify;
-  verify.set_pool("a");
-  verify.set_verify(true);
-  v1::InspectResponse verified;
-  ASSERT_TRUE(Inspect(*stub, verify, &verified).ok());
-  EXPECT_TRUE(verified.verify_result().ok())
-      << verified.verify_result().message();
-  EXPECT_EQ(verified.verify_result().empty_volumes_walked(), 5u);
+  ExpectPoolVerifies(*stub, "a", 5);
 }
 
 // HealthOf returns the health status the server reports for `service`.
@@ -717,17 +910,6 @@ TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
             "--pool=name=", name,
             ",backing=normal,volume_size=4KiB,max_volumes=", max_volumes)};
   };
-  auto verify = [&](Stub& stub) {
-    v1::InspectRequest request;
-    request.set_pool(name);
-    request.set_verify(true);
-    v1::InspectResponse response;
-    const grpc::Status s = Inspect(stub, request, &response);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    EXPECT_TRUE(response.verify_result().ok())
-        << response.verify_result().message();
-    return response.verify_result().empty_volumes_walked();
-  };
   // The store a pool_created/pool_recovered line names (store=PATH).
   auto store_of = [&](ServerProcess& server, const std::string& event) {
     const std::string line =
@@ -762,10 +944,10 @@ TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
     EXPECT_NE(second_store, first_store);
     auto second_stub = second->Stub();
     ASSERT_TRUE(Add(*second_stub, AddRequest(name, 1, "second"), &added).ok());
-    EXPECT_EQ(verify(*second_stub), 1u);
+    ExpectPoolVerifies(*second_stub, name, 1);
     EXPECT_EQ(second->Stop(), 0);
 
-    EXPECT_EQ(verify(*stub), 3u);
+    ExpectPoolVerifies(*stub, name, 3);
     ExpectSameVolumes(first_pool, TakeSnapshot(*stub, name));
     EXPECT_EQ(first->Stop(), 0);
   }
@@ -779,7 +961,7 @@ TEST(ServerRestartTest, ServersWithOtherDataDirectoriesKeepTheirPoolsApart) {
   EXPECT_EQ(store_of(*first, "pool_recovered"), first_store);
   auto stub = first->Stub();
   ExpectSameVolumes(first_pool, TakeSnapshot(*stub, name));
-  EXPECT_EQ(verify(*stub), 3u);
+  ExpectPoolVerifies(*stub, name, 3);
 }
 
 }  // namespace

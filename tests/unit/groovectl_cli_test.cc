@@ -50,6 +50,29 @@ TEST(GroovectlCliTest, ParsesAddAndWatch) {
   EXPECT_EQ(defaults->output, OutputFormat::kTable);
 }
 
+// INDEX is a number, 0 included (unlike COUNT); the server judges its
+// range.
+TEST(GroovectlCliTest, ParsesReclaimWithIndexZero) {
+  auto inv = ParseCommandLine({"reclaim", "p", "0"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->command, Command::kReclaim);
+  EXPECT_EQ(inv->pool, "p");
+  EXPECT_EQ(inv->index, 0u);
+  inv = ParseCommandLine({"reclaim", "p", "17"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->index, 17u);
+  auto missing = ParseCommandLine({"reclaim", "p"});
+  EXPECT_EQ(missing.status().message(),
+            "'reclaim' needs POOL INDEX, got 1 argument(s)");
+  auto negative = ParseCommandLine({"reclaim", "p", "-1"});
+  EXPECT_EQ(negative.status().message(),
+            "INDEX must be a non-negative integer, got '-1'");
+  EXPECT_EQ(CodeOf({"reclaim", "p", "1x"}), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CodeOf({"reclaim", "p", "1", "2"}),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Usage(Command::kReclaim), HasSubstr("reclaim POOL INDEX"));
+}
+
 TEST(GroovectlCliTest, ParsesSecurityFlags) {
   auto inv = ParseCommandLine(
       {"--tls-ca", "ca.pem", "pools", "--tls-cert=c.pem", "--tls-key", "c.key",

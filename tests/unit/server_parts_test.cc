@@ -811,8 +811,9 @@ TEST(AuthorizeTest, ChecksTheBearerTokenAndItsRole) {
   using V = std::vector<absl::string_view>;
   const std::string admin = absl::StrCat("Bearer ", kAdminToken);
   const std::string reader = absl::StrCat("bearer ", kReaderToken);
-  for (RpcMethod method : {RpcMethod::kListPools, RpcMethod::kAddVolume,
-                           RpcMethod::kRemoveVolume, RpcMethod::kInspect}) {
+  for (RpcMethod method :
+       {RpcMethod::kListPools, RpcMethod::kAddVolume, RpcMethod::kRemoveVolume,
+        RpcMethod::kInspect, RpcMethod::kReclaimVolume}) {
     SCOPED_TRACE(RpcMethodName(method));
     EXPECT_TRUE(Authorize(table, V{admin}, method).ok());
     const absl::Status as_reader = Authorize(table, V{reader}, method);
@@ -853,6 +854,21 @@ TEST(AuthorizeTest, InspectWithVerifyNeedsAdmin) {
                         "every empty volume"));
   // verify means nothing to the other methods.
   EXPECT_TRUE(Authorize(table, V{reader}, RpcMethod::kListPools, true).ok());
+}
+
+TEST(AuthorizeTest, ReclaimVolumeNeedsAdmin) {
+  const TokenTable table = TwoTokens();
+  using V = std::vector<absl::string_view>;
+  EXPECT_EQ(RequiredRole(RpcMethod::kReclaimVolume), Role::kAdmin);
+  EXPECT_TRUE(Authorize(table, V{absl::StrCat("Bearer ", kAdminToken)},
+                        RpcMethod::kReclaimVolume)
+                  .ok());
+  const absl::Status denied =
+      Authorize(table, V{absl::StrCat("Bearer ", kReaderToken)},
+                RpcMethod::kReclaimVolume);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(denied.message(),
+            "ReclaimVolume needs role admin; this token has role reader");
 }
 
 TEST(LoopbackTest, OnlyLoopbackHostsAndUnixSocketsAre) {

@@ -30,7 +30,8 @@
 //                                also on ABORTED (with verify: another
 //                                verify of the pool runs, or its users kept
 //                                moving the stack through every walk).
-//   AddVolume, RemoveVolume      changes: retried when an attempt
+//   AddVolume, RemoveVolume,     changes: retried when an attempt
+//   ReclaimVolume
 //                                changed nothing, so a retry never adds or
 //                                removes twice. That is when it was never
 //                                sent (no connection: before sending a
@@ -59,13 +60,15 @@
 //                                need not write the repeat loop.
 //   A change cut off after it was sent (an UNAVAILABLE without that
 //   metadata, CANCELLED, DEADLINE_EXCEEDED, UNKNOWN) may have taken effect.
-//   Without a request_id (every RemoveVolume, an AddVolume without one) it
-//   is not retried: a repeat could do it twice. OutcomeUnknown(status)
-//   says so. Look before repeating it (Inspect, e.g. the volumes' info). A
-//   keyed AddVolume returns OutcomeUnknown only when no attempt after the
-//   cut-off one learned the result: its attempts or its deadline ran out
-//   (e.g. the server down for the whole deadline), or a later attempt
-//   failed in a way that says nothing of the first. Repeating it later
+//   Without a request_id (every RemoveVolume and ReclaimVolume, an
+//   AddVolume without one) it is not retried: a repeat could do it twice
+//   (a repeated ReclaimVolume cannot: it fails with FAILED_PRECONDITION,
+//   but that answer cannot tell the caller that the first one freed the
+//   volume). OutcomeUnknown(status) says so. Look before repeating it (Inspect,
+//   e.g. the volumes' info). A keyed AddVolume returns OutcomeUnknown only when
+//   no attempt after the cut-off one learned the result: its attempts or its
+//   deadline ran out (e.g. the server down for the whole deadline), or a later
+//   attempt failed in a way that says nothing of the first. Repeating it later
 //   with the same id is still safe.
 // No call retries DEADLINE_EXCEEDED: the deadline covers every attempt.
 //
@@ -125,7 +128,7 @@ namespace groove {
 // passed to ClientOptions::on_retry (logging, metrics, tests).
 struct RetryEvent {
   std::string method;      // "ListPools", "AddVolume", "RemoveVolume",
-                           // "Inspect", "Health"
+                           // "ReclaimVolume", "Inspect", "Health"
   int attempt = 0;         // the attempt that failed: 1 for the first call
   // status: why it failed (UNAVAILABLE, CANCELLED, ABORTED, UNKNOWN). For
   // an AddVolume with a request_id cut off after it was sent,
@@ -198,11 +201,11 @@ struct CallOptions {
   bool generate_request_id = false;
 };
 
-// OutcomeUnknown says whether `status`, as returned by AddVolume or
-// RemoveVolume, leaves open whether the call took effect: its request may
-// have reached the server (it found a connection), then the connection
-// broke, the server ended the call, or the deadline passed before the
-// answer came (UNAVAILABLE without groove-not-applied, CANCELLED,
+// OutcomeUnknown says whether `status`, as returned by AddVolume,
+// RemoveVolume or ReclaimVolume, leaves open whether the call took effect: its
+// request may have reached the server (it found a connection), then the
+// connection broke, the server ended the call, or the deadline passed before
+// the answer came (UNAVAILABLE without groove-not-applied, CANCELLED,
 // DEADLINE_EXCEEDED, UNKNOWN). The server may have made the change. False
 // for OK, for a call that was never sent, and for the server's own
 // errors, which it answers having changed nothing. For a call of several
@@ -283,6 +286,19 @@ class VolumePoolClient {
       const v1::RemoveVolumeRequest& request,
       const CallOptions& call = {}) const;
 
+  // ReclaimVolume frees the quarantined volume at request.index() of
+  // request.pool() (see the proto: the caller vouches that no data-plane
+  // process still uses it). Retried only when an attempt changed nothing
+  // (never sent, or UNAVAILABLE with groove-not-applied), like
+  // RemoveVolume. A status with OutcomeUnknown may have reclaimed the
+  // volume: Inspect the pool (a reclaimed index is no longer listed), or
+  // simply repeat the call, which is harmless: a reclaim of an index that
+  // is free (or holds a new volume) fails with FAILED_PRECONDITION and
+  // changes nothing.
+  absl::StatusOr<v1::ReclaimVolumeResponse> ReclaimVolume(
+      const v1::ReclaimVolumeRequest& request,
+      const CallOptions& call = {}) const;
+
   // Inspect returns one page of a pool's summary and volumes. Retried on
   // UNAVAILABLE and CANCELLED, and on ABORTED (a verify that could not run
   // now).
@@ -313,6 +329,15 @@ class VolumePoolClient {
   absl::Status Call(
       const CallRules& rules, const CallOptions& call,
       const std::function<grpc::Status(grpc::ClientContext*)>& attempt) const;
+
+  // CallFor runs Call with attempts of `rpc`, each into a cleared
+  // response, and returns the last attempt's response or the status.
+  // Defined (and instantiated) in the .cc.
+  template <typename Response>
+  absl::StatusOr<Response> CallFor(
+      const CallRules& rules, const CallOptions& call,
+      const std::function<grpc::Status(grpc::ClientContext*, Response*)>& rpc)
+      const;
 
   // Probe makes one fail-fast Health call, to learn whether the channel
   // can connect before a change is sent. OK when the server answered

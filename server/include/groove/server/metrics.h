@@ -20,7 +20,9 @@
 //     groove_pool_volumes_added_total, groove_pool_volumes_removed_total,
 //     groove_pool_acquires_total, groove_pool_releases_total,
 //     groove_pool_volumes_quarantined_total, groove_pool_locked,
-//     groove_pool_info{pool,backing,page_size_bytes} (always 1)
+//     groove_pool_volumes_in_quarantine (quarantined volumes now),
+//     groove_pool_volumes_reclaimed_total (ReclaimVolume; kept across
+//     restarts), groove_pool_info{pool,backing,page_size_bytes} (always 1)
 //   per process, read from /proc/self at scrape time (ProcessCollector):
 //     process_cpu_seconds_total, process_resident_memory_bytes,
 //     process_virtual_memory_bytes, process_open_fds, process_max_fds,
@@ -71,8 +73,14 @@
 namespace groove::server {
 
 // The RPCs of groove.v1.VolumePoolService, as metric label values.
-enum class RpcMethod : int { kListPools, kAddVolume, kRemoveVolume, kInspect };
-inline constexpr int kRpcMethodCount = 4;
+enum class RpcMethod : int {
+  kListPools,
+  kAddVolume,
+  kRemoveVolume,
+  kInspect,
+  kReclaimVolume
+};
+inline constexpr int kRpcMethodCount = 5;
 inline constexpr char kServiceName[] = "groove.v1.VolumePoolService";
 
 // RpcMethodName returns the method's name as in the proto ("AddVolume").
@@ -80,10 +88,10 @@ absl::string_view RpcMethodName(RpcMethod method);
 
 // The pool operations whose errors groove_pool_errors_total counts. kVerify
 // counts the corruption Inspect's verify finds (Inspect itself succeeds).
-enum class PoolOp : int { kAdd, kRemove, kInspect, kVerify };
-inline constexpr int kPoolOpCount = 4;
+enum class PoolOp : int { kAdd, kRemove, kInspect, kVerify, kReclaim };
+inline constexpr int kPoolOpCount = 5;
 
-// PoolOpName returns "add", "remove", "inspect" or "verify".
+// PoolOpName returns "add", "remove", "inspect", "verify" or "reclaim".
 absl::string_view PoolOpName(PoolOp op);
 
 // The credentials the server re-reads while it serves

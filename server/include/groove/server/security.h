@@ -69,7 +69,8 @@ namespace groove::server {
 enum class Role : uint8_t {
   kNone = 0,    // no token, or an unknown one: nothing
   kReader = 1,  // ListPools, Inspect (without verify)
-  kAdmin = 2,   // also AddVolume, RemoveVolume, Inspect with verify
+  kAdmin = 2,   // also AddVolume, RemoveVolume, ReclaimVolume, Inspect
+                // with verify
 };
 
 // RoleName returns "none", "reader" or "admin".

@@ -4,9 +4,10 @@
 // logs errors and finishes (STYLE.md rule 8). It uses gRPC's callback API:
 // handlers run on gRPC's threads, which serve every RPC of the server, so
 // no handler may wait there for long:
-//   - ListPools, Inspect and RemoveVolume call the core inline: reading
-//     summaries and headers is wait-free or lock-free, and a remove pops
-//     (lock-free) and punches holes (milliseconds). Inspect with `verify`
+//   - ListPools, Inspect, RemoveVolume and ReclaimVolume call the core
+//     inline: reading summaries and headers is wait-free or lock-free, a
+//     remove pops (lock-free) and a reclaim CASes one slot, and both punch
+//     holes (milliseconds). Inspect with `verify`
 //     walks the stack, O(empty volumes), without a lock, one verify per
 //     pool at a time (another fails with ABORTED).
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
@@ -128,6 +129,10 @@ class VolumePoolServiceImpl final
   grpc::ServerUnaryReactor* Inspect(grpc::CallbackServerContext* context,
                                     const v1::InspectRequest* request,
                                     v1::InspectResponse* response) override;
+  grpc::ServerUnaryReactor* ReclaimVolume(
+      grpc::CallbackServerContext* context,
+      const v1::ReclaimVolumeRequest* request,
+      v1::ReclaimVolumeResponse* response) override;
 
  private:
   // Call is one RPC in progress: what Finish needs to account for it.
