@@ -2412,7 +2412,7 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         summary.volumes_mapped, " mapped: ", held, " in use, ",
         quarantined_mapped,
         " quarantined: a pop found a bad header; never handed out or "
-        "removed, but ReclaimVolume frees them (ListVolumes shows them as "
+        "removed, but ReclaimVolume frees them (Inspect lists them as "
         "corrupt)); ",
         held > 0 ? "release volumes, reclaim the quarantined ones or add more"
                  : "reclaim the quarantined ones or add more"));
@@ -2665,9 +2665,10 @@ absl::Status NamedPool::NotQuarantinedError(uint64_t index,
           read.ok() ? ListedEntry(index, v) : std::nullopt;
       if (read.ok() && entry.has_value() &&
           entry->status != VolumeStatus::kCorrupt) {
-        what = entry->status == VolumeStatus::kEmpty
-                   ? "holds an empty volume (remove it with RemoveVolumes)"
-                   : "holds a volume in use";
+        what =
+            entry->status == VolumeStatus::kEmpty
+                ? "holds an empty volume (RemoveVolume removes empty volumes)"
+                : "holds a volume in use";
         break;
       }
       // Mapped with a bad header: quarantined by a pop of a build before
@@ -2693,6 +2694,25 @@ absl::Status NamedPool::NotQuarantinedError(uint64_t index,
       " ", what, "; only a quarantined volume can be reclaimed"));
 }
 
+absl::Status NamedPool::RefuseSoundQuarantine(uint64_t index) const {
+  VolumeHeader v;
+  if (!store_->Read(index * config_.volume_size_bytes, &v, sizeof(v)).ok()) {
+    return absl::OkStatus();  // unreadable: corrupt as far as anyone can tell
+  }
+  const std::optional<VolumeEntry> entry = ListedEntry(index, v);
+  if (!entry.has_value() || entry->status != VolumeStatus::kEmpty) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "reclaim volume ", index, " of pool '", config_.name, "': volume ", index,
+      " is quarantined, but its header now reads as a sound empty volume's, "
+      "as a Release writes it: a data-plane process released it back onto "
+      "the stack (against Release's contract) or mended its header, so it "
+      "may be on the stack, and it is not freed. Inspect with verify says "
+      "whether it is on the stack (the server's next start then makes it an "
+      "ordinary volume again); find the data-plane process that wrote it"));
+}
+
 absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
   if (!owner_) {
     return absl::FailedPreconditionError(
@@ -2710,6 +2730,18 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
   uint64_t slot = SlotPageWritten(index)
                       ? Slot(index).load(std::memory_order_acquire)
                       : uint64_t{kSlotFree};
+  if (StateOf(slot) == kSlotQuarantined) {
+    // A quarantined volume whose header reads as a sound empty volume's
+    // was written after its quarantine, most likely by a data-plane
+    // Release that pushed it back (against Release's contract): it may be
+    // on the stack, which its slot cannot tell, so it is not freed. (A
+    // header that reads in use is left to the admin: a process that wrote
+    // an in-use magic over an empty volume is the usual cause of a
+    // quarantine.)
+    if (absl::Status refused = RefuseSoundQuarantine(index); !refused.ok()) {
+      return refused;
+    }
+  }
   do {
     if (StateOf(slot) != kSlotQuarantined) {
       return NotQuarantinedError(index, slot);

@@ -2888,7 +2888,8 @@ TEST(ReclaimVolumeTest, FreesACommittedVolumeRecoveryCouldNotPush) {
 
 // A data-plane process that releases a volume its Acquire returned as
 // corrupt (against Release's contract) puts a QUARANTINED slot on the
-// stack: Verify says so, and a reclaim must not free it under the stack;
+// stack: Verify says so, and a reclaim must not free it under the stack:
+// its header reads as a sound empty volume's, which ReclaimVolume refuses;
 // recovery makes it MAPPED again, the pool's.
 TEST(QuarantineTest, AQuarantinedVolumePushedBackIsFlaggedThenMappedAgain) {
   TempDir dir;
@@ -2909,6 +2910,22 @@ TEST(QuarantineTest, AQuarantinedVolumePushedBackIsFlaggedThenMappedAgain) {
                         "quarantined"));
   EXPECT_EQ(ListedCorruption(*pool, 0),
             "header reads sound now, but was bad when a pop quarantined it");
+  // A reclaim now would free a volume on the stack: refused, as for any
+  // quarantined volume whose header reads sound, and nothing changes.
+  const uint64_t slot_before = ReadSlot(meta, 0);
+  const PoolSummary summary_before = pool->Summary();
+  const uint64_t bytes_before = *pool->AllocatedBytes();
+  const absl::Status refused = pool->ReclaimVolume(0).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(refused.message(),
+              HasSubstr("volume 0 is quarantined, but its header now reads as "
+                        "a sound empty volume's"));
+  EXPECT_EQ(ReadSlot(meta, 0), slot_before);
+  EXPECT_EQ(pool->Summary().volumes_mapped, summary_before.volumes_mapped);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine,
+            summary_before.volumes_in_quarantine);
+  EXPECT_EQ(pool->Summary().volumes_reclaimed, 0u);
+  EXPECT_EQ(*pool->AllocatedBytes(), bytes_before);
   pool.reset();
   pool = OpenOrDie(dir.path(), SmallConfig());
   ASSERT_NE(pool, nullptr);
