@@ -109,6 +109,21 @@ constexpr uint64_t SlotWord(SlotState state, uint64_t batch) {
 
 uint64_t RoundUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
+// SoundEmptyHeader: `v` is a sound empty volume's header for index
+// `index`, as recovery pushes a volume: empty magic, its own index, info
+// within bounds and zero after it (Verify's checks of a volume on the
+// stack).
+bool SoundEmptyHeader(uint64_t index, const VolumeHeader& v) {
+  const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
+  bool sound = v.magic.load(std::memory_order_relaxed) == kVolumeEmptyMagic &&
+               v.idx.load(std::memory_order_relaxed) == index &&
+               info_sz <= kVolumeInfoMax;
+  for (uint64_t k = info_sz; sound && k < kVolumeInfoMax; ++k) {
+    sound = v.info[k] == 0;
+  }
+  return sound;
+}
+
 // Indices iterates, ascending, over the indices of runs [first, first +
 // count) (NamedPool::SlotRunsWithData): `for (uint64_t i : indices)`.
 template <typename Run>
@@ -1594,6 +1609,7 @@ absl::Status NamedPool::Recover() {
     }
   }
   std::vector<uint64_t> to_push;
+  std::vector<uint64_t> to_mend;  // QUARANTINED, off the stack, header sound
   uint64_t mapped = 0;
   uint64_t in_quarantine = 0;
   // Volumes to free are gathered into runs of consecutive indices (the
@@ -1648,14 +1664,7 @@ absl::Status NamedPool::Recover() {
       ++recovery_.adds_rolled_back;
       return false;
     }
-    const uint64_t info_sz = v.info_sz.load(std::memory_order_relaxed);
-    bool sound = v.magic.load(std::memory_order_relaxed) == kVolumeEmptyMagic &&
-                 v.idx.load(std::memory_order_relaxed) == i &&
-                 info_sz <= kVolumeInfoMax;
-    for (uint64_t k = info_sz; sound && k < kVolumeInfoMax; ++k) {
-      sound = v.info[k] == 0;
-    }
-    if (sound) {
+    if (SoundEmptyHeader(i, v)) {
       to_push.push_back(i);
     } else {
       quarantine(i);
@@ -1718,6 +1727,12 @@ absl::Status NamedPool::Recover() {
           Slot(i).store(SlotWord(kSlotMapped, BatchOf(slot)),
                         std::memory_order_relaxed);
           ++recovery_.quarantines_on_stack;
+        } else if (VolumeHeader v;
+                   ReadVolumeHeader(i, &v) && SoundEmptyHeader(i, v)) {
+          // Off the stack with a sound empty header: mended after its
+          // quarantine (nobody holds a volume whose magic says empty), a
+          // volume ReclaimVolume refuses. Pushed back, the pool's again.
+          to_mend.push_back(i);
         } else {
           ++in_quarantine;  // kept as it is, for ReclaimVolume
         }
@@ -1739,6 +1754,12 @@ absl::Status NamedPool::Recover() {
   for (auto it = to_push.rbegin(); it != to_push.rend(); ++it) {
     pool.PushLocked(*it);
   }
+  // Mended quarantines likewise, and only then MAPPED: a recovery that dies
+  // between leaves QUARANTINED slots on the stack, which the next one makes
+  // MAPPED (quarantines_on_stack).
+  for (auto it = to_mend.rbegin(); it != to_mend.rend(); ++it) {
+    pool.PushLocked(*it);
+  }
   for (const uint64_t i : Indices(written)) {
     const uint64_t slot = Slot(i).load(std::memory_order_relaxed);
     if (StateOf(slot) == kSlotPushing) {
@@ -1746,14 +1767,21 @@ absl::Status NamedPool::Recover() {
                     std::memory_order_relaxed);
     }
   }
+  for (const uint64_t i : to_mend) {
+    Slot(i).store(
+        SlotWord(kSlotMapped, BatchOf(Slot(i).load(std::memory_order_relaxed))),
+        std::memory_order_relaxed);
+  }
   recovery_.volumes_repushed = to_push.size();
+  recovery_.quarantines_mended = to_mend.size();
   recovery_.volumes_in_quarantine = in_quarantine;
   meta_->volumes_mapped.store(mapped, std::memory_order_relaxed);
   // Exact, unless a data-plane pop that took a corrupt volume before the
   // lock records its quarantine (RecordQuarantine) across this count: it
   // may be counted twice or not at all, until the next recovery.
   meta_->volumes_in_quarantine.store(in_quarantine, std::memory_order_relaxed);
-  pool.RestartCountsLocked(stack->empty_volumes + to_push.size());
+  pool.RestartCountsLocked(stack->empty_volumes + to_push.size() +
+                           to_mend.size());
   // Release (inside Unlock): what recovery wrote is visible to every pop.
   pool.Unlock();
   return absl::OkStatus();
@@ -2699,18 +2727,16 @@ absl::Status NamedPool::RefuseSoundQuarantine(uint64_t index) const {
   if (!store_->Read(index * config_.volume_size_bytes, &v, sizeof(v)).ok()) {
     return absl::OkStatus();  // unreadable: corrupt as far as anyone can tell
   }
-  const std::optional<VolumeEntry> entry = ListedEntry(index, v);
-  if (!entry.has_value() || entry->status != VolumeStatus::kEmpty) {
-    return absl::OkStatus();
-  }
+  if (!SoundEmptyHeader(index, v)) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       "reclaim volume ", index, " of pool '", config_.name, "': volume ", index,
       " is quarantined, but its header now reads as a sound empty volume's, "
       "as a Release writes it: a data-plane process released it back onto "
       "the stack (against Release's contract) or mended its header, so it "
-      "may be on the stack, and it is not freed. Inspect with verify says "
-      "whether it is on the stack (the server's next start then makes it an "
-      "ordinary volume again); find the data-plane process that wrote it"));
+      "may be on the stack, and it is not freed. The server's next start "
+      "makes it an ordinary empty volume again, on the stack or off it "
+      "(Inspect with verify says which); find the data-plane process that "
+      "wrote it"));
 }
 
 absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {

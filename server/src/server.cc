@@ -260,6 +260,8 @@ void LogOpened(const NamedPool& pool) {
        {"volumes_repushed", r.volumes_repushed},
        {"volumes_unresolved", r.volumes_unresolved},
        {"volumes_quarantined", r.volumes_quarantined},
+       {"quarantines_on_stack", r.quarantines_on_stack},
+       {"quarantines_mended", r.quarantines_mended},
        // Adds with request ids the pool's journal holds (their ids are
        // answered across this restart); of them, in flight and rolled
        // forward; in flight and rolled back (forgotten); entries that were

@@ -2614,6 +2614,37 @@ TEST_F(QuarantinedVolumeTest, ARemoveThatPopsABadHeaderQuarantinesItsSlot) {
   EXPECT_EQ(verified->empty_volumes, 2u);
 }
 
+// A quarantined volume whose header was mended off the stack (its writer
+// put the empty magic back) reads as a sound empty volume's, as one
+// released back onto the stack would: ReclaimVolume refuses it, changing
+// nothing, and the next start's recovery, which sees it off the stack,
+// pushes it back as an ordinary empty volume.
+TEST_F(QuarantinedVolumeTest, OneMendedOffTheStackIsRefusedThenPushedBack) {
+  const std::string meta = dir_.path() + "/main.pool";
+  ScribbleMagic(dir_.path(), 0, kVolumeEmptyMagic);
+  const FullView before = View(*pool_);
+  const absl::Status refused = pool_->ReclaimVolume(0).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(refused.message(),
+              HasSubstr("its header now reads as a sound empty volume's"));
+  EXPECT_EQ(View(*pool_), before);
+  EXPECT_EQ(ReadSlot(meta, 0) & kStateMask, testing::kQuarantinedSlotState);
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  EXPECT_EQ(pool_->recovery().quarantines_mended, 1u);
+  EXPECT_EQ(pool_->recovery().quarantines_on_stack, 0u);
+  EXPECT_EQ(pool_->recovery().volumes_in_quarantine, 0u);
+  EXPECT_EQ(pool_->Summary().volumes_in_quarantine, 0u);
+  EXPECT_EQ(ReadSlot(meta, 0) & kStateMask, 3u) << "MAPPED";
+  absl::StatusOr<VerifyReport> verified = pool_->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 3u);
+  EXPECT_EQ(pool_->Summary().volumes_empty, 3u);
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool_->RemoveVolumes(3);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(removed->size(), 3u);
+  EXPECT_EQ(pool_->Summary().volumes_mapped, 0u);
+}
+
 TEST(QuarantineTest, ADataPlaneAcquireOfABadHeaderQuarantinesItsSlot) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());

@@ -217,6 +217,11 @@ struct RecoveryReport {
   // header on the stack fails recovery, DATA_LOSS, whatever its slot.)
   // Verify reports such a volume (DATA_LOSS) until recovery.
   uint64_t quarantines_on_stack = 0;
+  // Volumes off the stack whose slot said QUARANTINED but whose header
+  // reads as a sound empty volume's (mended after the quarantine: nobody
+  // holds a volume whose magic says empty; ReclaimVolume refuses them):
+  // pushed back and made MAPPED, the pool's again.
+  uint64_t quarantines_mended = 0;
   // What opening the request journal found and resolved: adds with keys
   // that were in flight are judged by the slots above (rolled forward:
   // committed; rolled back: forgotten).
@@ -737,8 +742,11 @@ class NamedPool {
   static void RecordQuarantine(void* self, uint64_t index);
   // RefuseSoundQuarantine is ReclaimVolume's FAILED_PRECONDITION for the
   // quarantined volume `index` when its header reads as a sound empty
-  // volume's now (written after its quarantine: it may be on the stack),
-  // else OK (its header is bad, reads in use, or cannot be read).
+  // volume's now, as recovery would push one (written after its
+  // quarantine: it may be on the stack; the next Open's recovery makes it
+  // an ordinary volume, RecoveryReport::quarantines_on_stack or
+  // quarantines_mended), else OK (its header is bad, reads in use, or
+  // cannot be read).
   absl::Status RefuseSoundQuarantine(uint64_t index) const;
   // NotQuarantinedError is ReclaimVolume's FAILED_PRECONDITION for index
   // `index`, whose slot word `slot` is not QUARANTINED: says what is there.
