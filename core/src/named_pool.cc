@@ -2722,12 +2722,7 @@ absl::Status NamedPool::NotQuarantinedError(uint64_t index,
       " ", what, "; only a quarantined volume can be reclaimed"));
 }
 
-absl::Status NamedPool::RefuseSoundQuarantine(uint64_t index) const {
-  VolumeHeader v;
-  if (!store_->Read(index * config_.volume_size_bytes, &v, sizeof(v)).ok()) {
-    return absl::OkStatus();  // unreadable: corrupt as far as anyone can tell
-  }
-  if (!SoundEmptyHeader(index, v)) return absl::OkStatus();
+absl::Status NamedPool::SoundQuarantineError(uint64_t index) const {
   return absl::FailedPreconditionError(absl::StrCat(
       "reclaim volume ", index, " of pool '", config_.name, "': volume ", index,
       " is quarantined, but its header now reads as a sound empty volume's, "
@@ -2756,7 +2751,13 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
   uint64_t slot = SlotPageWritten(index)
                       ? Slot(index).load(std::memory_order_acquire)
                       : uint64_t{kSlotFree};
+  // The header, read once: to refuse a sound one, and for the answer (read
+  // before the punch clears it; nobody writes a quarantined volume, on the
+  // admin's word).
+  VolumeHeader v;
+  absl::Status read;
   if (StateOf(slot) == kSlotQuarantined) {
+    read = store_->Read(index * config_.volume_size_bytes, &v, sizeof(v));
     // A quarantined volume whose header reads as a sound empty volume's
     // was written after its quarantine, most likely by a data-plane
     // Release that pushed it back (against Release's contract): it may be
@@ -2764,8 +2765,8 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
     // header that reads in use is left to the admin: a process that wrote
     // an in-use magic over an empty volume is the usual cause of a
     // quarantine.)
-    if (absl::Status refused = RefuseSoundQuarantine(index); !refused.ok()) {
-      return refused;
+    if (read.ok() && SoundEmptyHeader(index, v)) {
+      return SoundQuarantineError(index);
     }
   }
   do {
@@ -2779,11 +2780,8 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
       slot, SlotWord(kSlotRemoving, 0), std::memory_order_acquire,
       std::memory_order_acquire));
   // Ours from here: a crash leaves REMOVING, which recovery finishes (punch,
-  // FREE) and recounts. Read for the answer before the punch clears it.
+  // FREE) and recounts.
   Step("reclaim:claimed");
-  VolumeHeader v;
-  const absl::Status read =
-      store_->Read(index * config_.volume_size_bytes, &v, sizeof(v));
   ReclaimedVolume reclaimed{index, QuarantineFault(index, v, read)};
   // Relaxed: statistics (as RemoveVolumes' volumes_mapped). The figure
   // stops at 0 rather than wrap: a data-plane process killed between its

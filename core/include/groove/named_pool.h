@@ -472,7 +472,7 @@ class NamedPool {
   // reads as a sound empty volume's now: written after its quarantine, most
   // likely by a data-plane Release that pushed it back (against Release's
   // contract), it may be on the stack, so it is not freed
-  // (RefuseSoundQuarantine; the header is read before the slot's CAS, and
+  // (SoundQuarantineError; the header is read before the slot's CAS, and
   // a write between the two is the admin's to rule out, as is a volume
   // pushed back and then acquired again, whose header reads in use).
   // Nothing is changed by an error.
@@ -481,7 +481,7 @@ class NamedPool {
   // concurrent reclaims of one index exactly one succeeds. A crash after
   // the CAS is finished by the next Open's recovery (a REMOVING slot is
   // punched and freed).
-  // Cost: two header preads, and one punch unless it is queued.
+  // Cost: one header pread, and one punch unless it is queued.
   absl::StatusOr<ReclaimedVolume> ReclaimVolume(uint64_t index);
 
   // Summary returns a snapshot. Thread safety: wait-free reads.
@@ -740,14 +740,13 @@ class NamedPool {
   // The slot CAS is a release, so the owner's reclaim (an acquire CAS of
   // the slot) gives back memory this pop last touched only after it.
   static void RecordQuarantine(void* self, uint64_t index);
-  // RefuseSoundQuarantine is ReclaimVolume's FAILED_PRECONDITION for the
-  // quarantined volume `index` when its header reads as a sound empty
-  // volume's now, as recovery would push one (written after its
-  // quarantine: it may be on the stack; the next Open's recovery makes it
-  // an ordinary volume, RecoveryReport::quarantines_on_stack or
-  // quarantines_mended), else OK (its header is bad, reads in use, or
-  // cannot be read).
-  absl::Status RefuseSoundQuarantine(uint64_t index) const;
+  // SoundQuarantineError is ReclaimVolume's FAILED_PRECONDITION for the
+  // quarantined volume `index` whose header reads as a sound empty
+  // volume's now, as recovery would push one (SoundEmptyHeader): written
+  // after its quarantine, it may be on the stack; the next Open's recovery
+  // makes it an ordinary volume (RecoveryReport::quarantines_on_stack or
+  // quarantines_mended).
+  absl::Status SoundQuarantineError(uint64_t index) const;
   // NotQuarantinedError is ReclaimVolume's FAILED_PRECONDITION for index
   // `index`, whose slot word `slot` is not QUARANTINED: says what is there.
   absl::Status NotQuarantinedError(uint64_t index, uint64_t slot) const;
