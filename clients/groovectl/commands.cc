@@ -397,7 +397,8 @@ int RunReclaim(const Invocation& inv, const VolumePoolClient& client,
       [&](const v1::ReclaimVolumeResponse& r) {
         out << "reclaimed volume " << r.index() << " of " << inv.pool
             << ": its header was bad (" << r.corruption()
-            << "); its memory is given back and the index is free\n";
+            << "); its memory is given back and its index freed (while an "
+               "add of the pool allocates: once that allocation ends)\n";
       });
 }
 

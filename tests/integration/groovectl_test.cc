@@ -192,6 +192,7 @@ TEST_F(GroovectlTest, ReclaimFreesQuarantinedVolumesAndExitsByTheTable) {
                          "reclaimed volume 0 of a: its header was bad "
                          "(header magic is ",
                          kGarbageMagic)));
+  EXPECT_THAT(r.out, HasSubstr("its memory is given back and its index freed"));
   EXPECT_THAT(r.out, HasSubstr("1 of 16 mapped"));
   EXPECT_THAT(r.out, HasSubstr("1 volume quarantined now"));
   EXPECT_THAT(r.out, HasSubstr("1 reclaimed since creation"));
