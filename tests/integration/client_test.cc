@@ -2,9 +2,11 @@
 // stopped and restarted mid-test on the same unix socket and data directory
 // (retries, deadlines, idempotent adds), or killed and restarted behind a
 // proxy that cuts the client's connection (keyed adds whose answer was
-// lost); the data-plane example beside a server that adds and removes; the
-// Python example. No sleeps: the tests wait on the client's retry events,
-// on the server's log, on health and on process exits.
+// lost), or behind a proxy that holds back the server's answers and then
+// cuts (removes and reclaims whose answer was lost); the data-plane example
+// beside a server that adds and removes; the Python example. No sleeps: the
+// tests wait on the client's retry events, on the server's log, on health
+// and on process exits.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 
 #include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -25,6 +28,7 @@
 #include "groove/client/volume_pool_client.h"
 #include "groove/v1/call_metadata.h"
 #include "gtest/gtest.h"
+#include "server_test_util.h"
 #include "support/cut_proxy.h"
 #include "support/notification.h"
 #include "support/server_process.h"
@@ -116,12 +120,13 @@ v1::AddVolumeRequest AddOf(uint64_t count) {
 }
 
 // ClientCutOffTest's client reaches the server through a CutProxy, so that
-// a test can lose an add's answer after the server received it; its
-// server parks adds on a FIFO (StallFifo) until the test releases them,
-// and can be killed and restarted on the same data directory behind the
-// proxy. The proxy is cut before a server is killed and resumed towards
-// the next one, so that no retry can reach whatever binds a dead server's
-// port.
+// a test can lose a change's answer after the server received it: an
+// add's, which its server parks on a FIFO (StallFifo) until the test
+// releases it, or a remove's or a reclaim's, which no hook parks, by
+// holding the proxy's answers (LoseTheAnswerOf). The server can be killed
+// and restarted on the same data directory behind the proxy. The proxy is
+// cut before a server is killed and resumed towards the next one, so that
+// no retry can reach whatever binds a dead server's port.
 class ClientCutOffTest : public ::testing::Test {
  protected:
   // Start starts the server (again, after KillAndRestart's kill), parking adds
@@ -165,6 +170,49 @@ class ClientCutOffTest : public ::testing::Test {
         << "the add never reached the stalled allocation";
     proxy_->Cut();
     ASSERT_TRUE(retries_.WaitFor(1));
+  }
+
+  // LoseTheAnswerOf loses the answer of `change`, a call of client_ that
+  // the server finishes at once, after the server made it: it makes
+  // client_'s channel READY (a Health call through the proxy), holds the
+  // proxy's answers, runs `change` on a thread of its own, waits until the
+  // server logs a line containing `made` (the change's event), then cuts
+  // the proxy and resumes it towards the server, so that a retry (which
+  // must not come) would reach the server and make the change again.
+  // Returns once `change` has returned.
+  // READY first, because the held answers must not be needed to send the
+  // change: over a channel that is not READY the client sends a change only
+  // after a Health probe is answered, and a new connection is READY only
+  // once the server's SETTINGS arrive. Over a READY one it goes out at
+  // once, and only its answer is held. No sleep: WaitForLog wakes on each
+  // line; a remove's line is batched (written by the next flush, within
+  // --log_flush_interval, 100 ms), which its 20 s wait covers.
+  // REQUIRES: started; no line so far contains `made`.
+  void LoseTheAnswerOf(const std::function<void()>& change,
+                       const std::string& made) {
+    const auto health = client_->Health();
+    ASSERT_TRUE(health.ok()) << health.status();
+    ASSERT_EQ(client_->channel()->GetState(/*try_to_connect=*/false),
+              GRPC_CHANNEL_READY);
+    proxy_->HoldAnswers();
+    std::jthread caller(change);
+    const bool was_made = server_->WaitForLog(made).has_value();
+    // Cut even when it was not made: the call would wait for its answer
+    // until its deadline.
+    proxy_->Cut();
+    proxy_->Resume(server_->grpc_address());
+    caller.join();
+    ASSERT_TRUE(was_made) << "the server did not log `" << made << "`";
+  }
+
+  // DirectClient is a client of the server itself, not through the proxy
+  // (to set up and to look), whose retries are not counted in retries_.
+  std::unique_ptr<VolumePoolClient> DirectClient() {
+    ClientOptions options;
+    options.address = server_->grpc_address();
+    auto client = VolumePoolClient::Create(options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? std::move(*client) : nullptr;
   }
 
   // PoolIndices returns the indices of pool a's volumes, Inspected through
@@ -476,6 +524,84 @@ TEST_F(ClientCutOffTest, AKeyedAddWhoseAttemptsRunOutIsStillOutcomeUnknown) {
     EXPECT_THAT(events[i].status.message(),
                 HasSubstr("the request was not sent"));
   }
+}
+
+// A RemoveVolume whose answer was lost after the server removed a volume
+// (the proxy held the answer back, then cut the connection) is not
+// retried, even by a patient client with the proxy open again: a repeat
+// would remove a second volume. The status says the outcome is unknown;
+// the pool lost one volume, not two.
+TEST_F(ClientCutOffTest, ARemoveCutOffAfterItWasSentIsNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*stalled=*/false));
+  std::unique_ptr<VolumePoolClient> direct = DirectClient();
+  ASSERT_NE(direct, nullptr);
+  const auto added = direct->AddVolume(AddOf(3));
+  ASSERT_TRUE(added.ok()) << added.status();
+  v1::RemoveVolumeRequest remove;
+  remove.set_pool("a");
+  remove.set_count(1);
+  absl::StatusOr<v1::RemoveVolumeResponse> removed;
+  ASSERT_NO_FATAL_FAILURE(LoseTheAnswerOf(
+      [&] { removed = client_->RemoveVolume(remove); }, "event=remove "));
+  EXPECT_EQ(removed.status().code(), absl::StatusCode::kUnavailable)
+      << removed.status();
+  EXPECT_TRUE(OutcomeUnknown(removed.status())) << removed.status();
+  EXPECT_THAT(std::string(removed.status().message()),
+              HasSubstr("(RemoveVolume: its outcome is unknown"));
+  EXPECT_TRUE(retries_.events().empty());
+  v1::InspectRequest inspect;
+  inspect.set_pool("a");
+  const auto pool = direct->Inspect(inspect);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->summary().volumes_mapped(), 2u);
+  EXPECT_EQ(pool->summary().volumes_empty(), 2u);
+  EXPECT_EQ(pool->summary().counters().volumes_removed(), 1u);
+}
+
+// A ReclaimVolume whose answer was lost after the server freed the
+// quarantined volume is not retried either: the repeat would be refused
+// with FAILED_PRECONDITION ("holds no volume"), which would hide that the
+// first attempt freed it. The call returns the cut-off attempt's
+// UNAVAILABLE, marked OutcomeUnknown, and the server reclaimed once.
+TEST_F(ClientCutOffTest, AReclaimCutOffAfterItWasSentIsNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*stalled=*/false));
+  std::unique_ptr<VolumePoolClient> direct = DirectClient();
+  ASSERT_NE(direct, nullptr);
+  // Volume 0, its header's magic overwritten, is quarantined by the remove
+  // that pops it.
+  const auto added = direct->AddVolume(AddOf(1));
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_NO_FATAL_FAILURE(CorruptMagic(dir_.path(), "a", 0));
+  v1::RemoveVolumeRequest remove;
+  remove.set_pool("a");
+  remove.set_count(1);
+  const absl::Status quarantining = direct->RemoveVolume(remove).status();
+  ASSERT_EQ(quarantining.code(), absl::StatusCode::kDataLoss) << quarantining;
+  v1::InspectRequest inspect;
+  inspect.set_pool("a");
+  auto pool = direct->Inspect(inspect);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_EQ(pool->summary().volumes_in_quarantine(), 1u);
+
+  v1::ReclaimVolumeRequest reclaim;
+  reclaim.set_pool("a");
+  reclaim.set_index(0);
+  absl::StatusOr<v1::ReclaimVolumeResponse> reclaimed;
+  ASSERT_NO_FATAL_FAILURE(LoseTheAnswerOf(
+      [&] { reclaimed = client_->ReclaimVolume(reclaim); }, "event=reclaim "));
+  EXPECT_EQ(reclaimed.status().code(), absl::StatusCode::kUnavailable)
+      << reclaimed.status();
+  EXPECT_TRUE(OutcomeUnknown(reclaimed.status())) << reclaimed.status();
+  EXPECT_THAT(std::string(reclaimed.status().message()),
+              HasSubstr("(ReclaimVolume: its outcome is unknown"));
+  EXPECT_TRUE(retries_.events().empty());
+  pool = direct->Inspect(inspect);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->summary().volumes_in_quarantine(), 0u);
+  EXPECT_EQ(pool->summary().volumes_reclaimed(), 1u);
+  EXPECT_EQ(pool->summary().volumes_mapped(), 0u);
+  // A reclaim's line is written at once (never batched).
+  EXPECT_EQ(server_->LogCount({"event=reclaim "}), 1u) << server_->LogText();
 }
 
 // A server that answers UNAVAILABLE itself (here: draining, during its

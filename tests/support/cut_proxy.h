@@ -6,6 +6,12 @@
 // call the server has received, at an instant the test chooses, with no
 // hook in the server or the client.
 //
+// A call the server finishes at once (one that no stall hook parks) is
+// lost by holding the answers first: after HoldAnswers the bytes from the
+// server are read and kept, never forwarded, while the client's still
+// reach the server; the server makes the change, its answer waits in the
+// proxy, and Cut then closes the connections, dropping what was held.
+//
 // Example:
 //   CutProxy proxy(server->grpc_address());
 //   ClientOptions options;
@@ -14,9 +20,22 @@
 //   proxy.Cut();  // the client sees the connection break
 //   ... restart the server ...
 //   proxy.Resume(restarted->grpc_address());
+// or, for a call the server finishes at once:
+//   ... a call through the proxy, so that the channel is READY ...
+//   proxy.HoldAnswers();
+//   ... start the call; wait until the server has made it (its log) ...
+//   proxy.Cut();  // the answer never reaches the client
 //
-// It forwards bytes and knows nothing of HTTP/2. Two threads per
-// connection, one per direction, plus one that accepts.
+// It forwards bytes and knows nothing of HTTP/2: a test that holds the
+// answers sees to it that the client needs none of them to send its call
+// (a connected, READY channel: a client that must first connect or probe
+// would wait for the held bytes instead). Two threads per connection, one
+// per direction, plus one that accepts.
+//
+// Thread safety: Cut, Resume and HoldAnswers may be called from any thread,
+// concurrently with each other and with the traffic (one mutex orders them,
+// and a second per connection orders HoldAnswers with that connection's
+// forwarding). The destructor must not race them.
 
 #ifndef GROOVE_TESTS_SUPPORT_CUT_PROXY_H_
 #define GROOVE_TESTS_SUPPORT_CUT_PROXY_H_
@@ -88,15 +107,30 @@ class CutProxy {
 
   // Cut closes every connection (both of its sockets: the client sees its
   // connection end) and refuses new ones until Resume. Returns once they
-  // are closed.
+  // are closed. It ends HoldAnswers: the bytes held are dropped (the
+  // client never gets them), and the connections made after Resume
+  // forward both ways.
   void Cut() {
     std::vector<std::unique_ptr<Connection>> cut;
     {
       std::lock_guard<std::mutex> lock(mu_);
       cutting_ = true;
+      holding_ = false;
       cut.swap(connections_);
     }
     for (const std::unique_ptr<Connection>& c : cut) c->Close();
+  }
+
+  // HoldAnswers stops forwarding the server's bytes, on every connection
+  // open now and every new one, until the next Cut: from its return on,
+  // what the server sends is read and kept in memory (so the server's
+  // writes never block), and the client receives nothing more; what the
+  // client sends still reaches the server. Returns once no connection is
+  // forwarding (a send to the client in progress has finished).
+  void HoldAnswers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    holding_ = true;
+    for (const std::unique_ptr<Connection>& c : connections_) c->Hold();
   }
 
   // Resume forwards new connections again, to `target`.
@@ -114,10 +148,22 @@ class CutProxy {
     int server_fd = -1;
     std::thread to_server;
     std::thread to_client;
+    // mu is held by to_client across each forward (the check of `holding`
+    // and the send), so that Hold returns only when none is in progress.
+    std::mutex mu;
+    bool holding = false;  // guarded by mu: keep the server's bytes
+    std::string held;      // guarded by mu: the server's bytes kept
 
+    // Start starts the pumps. REQUIRES: called once; `holding` set (or not)
+    // before it.
     void Start() {
-      to_server = std::thread([this] { Pump(client_fd, server_fd); });
-      to_client = std::thread([this] { Pump(server_fd, client_fd); });
+      to_server = std::thread([this] { Pump(client_fd, server_fd, false); });
+      to_client = std::thread([this] { Pump(server_fd, client_fd, true); });
+    }
+    // Hold makes to_client keep what it reads from now on (see HoldAnswers).
+    void Hold() {
+      std::lock_guard<std::mutex> lock(mu);
+      holding = true;
     }
     // Close ends both directions and closes both sockets.
     void Close() {
@@ -129,14 +175,24 @@ class CutProxy {
       close(server_fd);
     }
     // Pump copies `from` to `to` until either ends, then ends both (the
-    // other pump wakes); the sockets stay open until Close.
-    void Pump(int from, int to) {
+    // other pump wakes); the sockets stay open until Close. The pump of
+    // the server's bytes (`answers`) keeps them instead while holding.
+    void Pump(int from, int to, bool answers) {
       char buf[16384];
       for (;;) {
         const ssize_t n = recv(from, buf, sizeof(buf), 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        if (!SendAll(to, buf, static_cast<size_t>(n))) break;
+        if (answers) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (holding) {
+            held.append(buf, static_cast<size_t>(n));
+            continue;
+          }
+          if (!SendAll(to, buf, static_cast<size_t>(n))) break;
+        } else if (!SendAll(to, buf, static_cast<size_t>(n))) {
+          break;
+        }
       }
       shutdown(from, SHUT_RDWR);
       shutdown(to, SHUT_RDWR);
@@ -188,6 +244,7 @@ class CutProxy {
         close(server_fd);
         continue;
       }
+      connection->holding = holding_;  // before Start: no pump runs yet
       connection->Start();
       connections_.push_back(std::move(connection));
     }
@@ -237,6 +294,7 @@ class CutProxy {
   std::mutex mu_;
   std::string target_;     // guarded by mu_
   bool cutting_ = false;   // guarded by mu_: refuse new connections
+  bool holding_ = false;   // guarded by mu_: HoldAnswers until the next Cut
   bool stopping_ = false;  // guarded by mu_: the destructor runs
   // The connections forwarded since the last Cut, closed by the next
   // (ended ones included: their sockets stay open until then, so that a
