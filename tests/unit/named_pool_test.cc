@@ -2970,6 +2970,100 @@ TEST(QuarantineTest, AQuarantinedVolumePushedBackIsFlaggedThenMappedAgain) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// PushBackAQuarantine has a data plane quarantine volume 0 of `pool`
+// (volumes 0 and 1, 0 on top) through an Acquire and then Release it
+// (against Release's contract): volume 0 is on the stack, its slot
+// QUARANTINED, counted in volumes_in_quarantine.
+void PushBackAQuarantine(const std::string& dir, NamedPool& pool) {
+  ASSERT_EQ(*pool.AddVolumes(2, std::nullopt, "q"),
+            (std::vector<uint64_t>{0, 1}));
+  auto join = NamedPool::Join(dir, "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  (*join)->pool().VolumeAt(0)->magic.store(kVolumeMagic);  // "in use"
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+  ASSERT_EQ((*join)->pool().Release(v), PoolError::kSuccess);
+  ASSERT_EQ(ReadSlot(dir + "/main.pool", 0) & kStateMask,
+            testing::kQuarantinedSlotState);
+  ASSERT_EQ(pool.Summary().volumes_in_quarantine, 1u);
+}
+
+// A remove that takes a quarantined volume pushed back onto the stack
+// takes a volume of the pool's (recovery would make it MAPPED): it is
+// quarantined no more, and leaves volumes_in_quarantine.
+TEST(QuarantineTest, ARemoveOfAQuarantinedVolumePushedBackUncountsIt) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_NO_FATAL_FAILURE(PushBackAQuarantine(dir.path(), *pool));
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].index, 0u);
+  EXPECT_EQ(ReadSlot(dir.path() + "/main.pool", 0), 0u) << "FREE";
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.volumes_mapped, 1u);
+  EXPECT_EQ(s.volumes_in_quarantine, 0u);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+// While a remove gives back a quarantined volume pushed back onto the
+// stack, its slot is the remove's (REMOVING): a reclaim of it, once the
+// punch has cleared its header, is refused rather than freeing the slot a
+// second time.
+TEST(QuarantineTest, AReclaimCannotFreeAPushedBackQuarantineARemoveTook) {
+  TempDir dir;
+  std::function<void(absl::string_view)> on_step;
+  NamedPool::OpenOptions options;
+  options.step_hook = [&](absl::string_view step) {
+    if (on_step) on_step(step);
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_NO_FATAL_FAILURE(PushBackAQuarantine(dir.path(), *pool));
+  bool reclaim_tried = false;
+  on_step = [&](absl::string_view step) {
+    if (step != "remove:deallocated" || reclaim_tried) return;
+    reclaim_tried = true;
+    const absl::Status s = pool->ReclaimVolume(0).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  };
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  on_step = nullptr;
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_TRUE(reclaim_tried);
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.volumes_mapped, 1u);
+  EXPECT_EQ(s.volumes_reclaimed, 0u);
+  EXPECT_EQ(*pool->AllocatedBytes(), kVolumeBytes);
+}
+
+// An owner killed while it gives back a quarantined volume pushed back
+// onto the stack, which its remove took, leaves the remove to recovery,
+// which finishes it: no quarantine is left behind for a volume whose
+// memory is gone.
+TEST(QuarantineTest, RecoveryFinishesARemoveOfAPushedBackQuarantine) {
+  TempDir dir;
+  { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
+  // The owner that dies pushes the quarantine back itself: the recovery
+  // of its own Open would make an earlier one MAPPED.
+  static const std::string* pushed_back_dir;
+  pushed_back_dir = &dir.path();
+  ASSERT_NO_FATAL_FAILURE(
+      DieAtStep(dir.path(), "remove:deallocated", [](NamedPool& pool) {
+        PushBackAQuarantine(*pushed_back_dir, pool);
+        if (!::testing::Test::HasFailure()) (void)pool.RemoveVolumes(1);
+      }));
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().removes_finished, 1u);
+  EXPECT_EQ(pool->recovery().volumes_in_quarantine, 0u);
+  EXPECT_EQ(ReadSlot(dir.path() + "/main.pool", 0), 0u) << "FREE";
+  EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
 // A remove that finds only quarantined volumes counts them exactly (not
 // the quarantine counter since the restart) and says they can be reclaimed.
 TEST_F(QuarantinedVolumeTest, ARemoveOfOnlyQuarantinedVolumesSaysReclaimThem) {
