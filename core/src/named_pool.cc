@@ -2775,12 +2775,15 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
   uint64_t slot = SlotPageWritten(index)
                       ? Slot(index).load(std::memory_order_acquire)
                       : uint64_t{kSlotFree};
-  // The header, read once: to refuse a sound one, and for the answer (read
-  // before the punch clears it; nobody writes a quarantined volume, on the
-  // admin's word).
+  // The header, read once per quarantine judged: to refuse a sound one,
+  // and for the answer (read before the punch clears it; nobody writes a
+  // quarantined volume, on the admin's word).
   VolumeHeader v;
   absl::Status read;
-  if (StateOf(slot) == kSlotQuarantined) {
+  for (;;) {
+    if (StateOf(slot) != kSlotQuarantined) {
+      return NotQuarantinedError(index, slot);
+    }
     read = store_->Read(index * config_.volume_size_bytes, &v, sizeof(v));
     // A quarantined volume whose header reads as a sound empty volume's
     // was written after its quarantine, most likely by a data-plane
@@ -2792,17 +2795,18 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
     if (read.ok() && SoundEmptyHeader(index, v)) {
       return SoundQuarantineError(index);
     }
-  }
-  do {
-    if (StateOf(slot) != kSlotQuarantined) {
-      return NotQuarantinedError(index, slot);
+    // The CAS fails only to a party that took the volume meanwhile (a
+    // concurrent reclaim, or a remove's pop of one pushed back onto the
+    // stack). The loop then reports what followed, or, if that is a
+    // quarantine of a later life of the index (added again and quarantined
+    // since), judges that one afresh: the header read above was another
+    // volume's.
+    if (Slot(index).compare_exchange_strong(slot, SlotWord(kSlotRemoving, 0),
+                                            std::memory_order_acquire,
+                                            std::memory_order_acquire)) {
+      break;
     }
-    // A QUARANTINED slot changes only here: the CAS fails only to a
-    // concurrent reclaim, which then owns the volume (the loop reports its
-    // REMOVING or what followed).
-  } while (!Slot(index).compare_exchange_strong(
-      slot, SlotWord(kSlotRemoving, 0), std::memory_order_acquire,
-      std::memory_order_acquire));
+  }
   // Ours from here: a crash leaves REMOVING, which recovery finishes (punch,
   // FREE) and recounts.
   Step("reclaim:claimed");
