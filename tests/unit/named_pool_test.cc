@@ -2858,7 +2858,9 @@ TEST_F(QuarantinedVolumeTest, AReclaimOfAnUncountedQuarantineLeavesZero) {
 }
 
 // An owner killed between a reclaim's claim of the slot (REMOVING) and its
-// punch leaves the rest to recovery, which frees the volume and counts it.
+// punch leaves the rest to recovery, which frees the volume and counts it
+// as a remove it finished (volumes_reclaimed had not counted it yet, and
+// the slot cannot say it was a reclaim's).
 TEST_F(QuarantinedVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
   pool_.reset();  // the child owns it
   ASSERT_NO_FATAL_FAILURE(
@@ -2873,6 +2875,7 @@ TEST_F(QuarantinedVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
   const FullView after = View(*pool);
   EXPECT_EQ(after.observed.mapped, 2u);
   EXPECT_EQ(after.in_quarantine, 0u);
+  EXPECT_EQ(after.reclaimed, 0u);
   EXPECT_EQ(after.observed.allocated_bytes, 2 * kVolumeBytes);
   EXPECT_EQ(after.observed.indices, (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(ReadSlot(meta, 0), 0u);

@@ -175,7 +175,10 @@ struct PoolSummary {
   uint64_t volumes_in_quarantine = 0;
   // Volumes ReclaimVolume freed since the pool was created (kept in the
   // metadata: survives restarts; a re-created pool starts at 0). Only
-  // grows.
+  // grows. A reclaim whose owner died after it claimed the slot and before
+  // it counted is finished by recovery as a remove
+  // (RecoveryReport::removes_finished) and not counted here: the slot word
+  // REMOVING does not say whose it was.
   uint64_t volumes_reclaimed = 0;
   PoolCounts counts;
   bool locked = false;
