@@ -83,7 +83,9 @@ static_assert(kSlotTableOffset % kMetadataPageBytes == 0);
 //             memory and index still taken, held by no groove party.
 //             The popper owned the volume when it set the state, so the
 //             state itself says the volume is off the stack. Only
-//             ReclaimVolume leaves it (CAS to REMOVING). Not known to
+//             ReclaimVolume leaves it (CAS to REMOVING), or, for one
+//             pushed back onto the stack against Release's contract, a
+//             remove's announced pop (RecordAnnouncedPop). Not known to
 //             builds before it: their recovery refuses such a pool
 //             (DATA_LOSS, "not a slot state").
 enum SlotState : uint64_t {
@@ -302,7 +304,8 @@ struct NamedPool::Metadata {
   // do not know it never read it.)
   uint64_t pool_id[2];
   // Slots QUARANTINED now (volumes_in_quarantine): counted up after each
-  // slot turns QUARANTINED and down after a reclaim turns it REMOVING;
+  // slot turns QUARANTINED and down after a reclaim (or a remove's pop of
+  // one pushed back onto the stack) turns it REMOVING;
   // recounted by recovery. Zero in pools older than the state, which have
   // none. (Not part of the layout version, as pool_id.)
   std::atomic<uint64_t> volumes_in_quarantine;
@@ -971,9 +974,17 @@ void NamedPool::RecordAnnouncedPop(void* self, uint64_t index,
   uint64_t word = slot.load(std::memory_order_acquire);
   for (;;) {
     const SlotState state = StateOf(word);
-    // REMOVING: recorded already. Anything but PUSHING or MAPPED: a
-    // corrupt slot table, which Verify and recovery report; left as is.
-    if (state != kSlotPushing && state != kSlotMapped) return;
+    // REMOVING: recorded already. QUARANTINED: a quarantined volume
+    // pushed back onto the stack (a data-plane Release against its
+    // contract), the pool's again (recovery would make it MAPPED): the
+    // remove takes it like any other, and so must record it, or a reclaim
+    // could free the slot under the remove (and a crash would leave a
+    // quarantine of a punched volume). Anything else: a corrupt slot
+    // table, which Verify and recovery report; left as is.
+    if (state != kSlotPushing && state != kSlotMapped &&
+        state != kSlotQuarantined) {
+      return;
+    }
     // Act only while the pop is still announced: `word` was then read
     // while the volume was on the stack in this life (its slot changes
     // life only after it leaves the stack), and slot words of different
@@ -982,8 +993,21 @@ void NamedPool::RecordAnnouncedPop(void* self, uint64_t index,
     if (ver_top.load(std::memory_order_relaxed) != announced_top) return;
     if (slot.compare_exchange_weak(word, SlotWord(kSlotRemoving, 0),
                                    std::memory_order_acquire)) {
+      if (state == kSlotQuarantined) pool.UncountQuarantine();
       return;
     }
+  }
+}
+
+void NamedPool::UncountQuarantine() const {
+  // Relaxed: a statistic. Stops at 0 rather than wrap: a data-plane
+  // process killed between its quarantine's slot and its count left it one
+  // short (until recovery).
+  uint64_t in_quarantine =
+      meta_->volumes_in_quarantine.load(std::memory_order_relaxed);
+  while (in_quarantine > 0 &&
+         !meta_->volumes_in_quarantine.compare_exchange_weak(
+             in_quarantine, in_quarantine - 1, std::memory_order_relaxed)) {
   }
 }
 
@@ -2751,12 +2775,15 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
   uint64_t slot = SlotPageWritten(index)
                       ? Slot(index).load(std::memory_order_acquire)
                       : uint64_t{kSlotFree};
-  // The header, read once: to refuse a sound one, and for the answer (read
-  // before the punch clears it; nobody writes a quarantined volume, on the
-  // admin's word).
+  // The header, read once per quarantine judged: to refuse a sound one,
+  // and for the answer (read before the punch clears it; nobody writes a
+  // quarantined volume, on the admin's word).
   VolumeHeader v;
   absl::Status read;
-  if (StateOf(slot) == kSlotQuarantined) {
+  for (;;) {
+    if (StateOf(slot) != kSlotQuarantined) {
+      return NotQuarantinedError(index, slot);
+    }
     read = store_->Read(index * config_.volume_size_bytes, &v, sizeof(v));
     // A quarantined volume whose header reads as a sound empty volume's
     // was written after its quarantine, most likely by a data-plane
@@ -2768,30 +2795,24 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
     if (read.ok() && SoundEmptyHeader(index, v)) {
       return SoundQuarantineError(index);
     }
-  }
-  do {
-    if (StateOf(slot) != kSlotQuarantined) {
-      return NotQuarantinedError(index, slot);
+    // The CAS fails only to a party that took the volume meanwhile (a
+    // concurrent reclaim, or a remove's pop of one pushed back onto the
+    // stack). The loop then reports what followed, or, if that is a
+    // quarantine of a later life of the index (added again and quarantined
+    // since), judges that one afresh: the header read above was another
+    // volume's.
+    if (Slot(index).compare_exchange_strong(slot, SlotWord(kSlotRemoving, 0),
+                                            std::memory_order_acquire,
+                                            std::memory_order_acquire)) {
+      break;
     }
-    // A QUARANTINED slot changes only here: the CAS fails only to a
-    // concurrent reclaim, which then owns the volume (the loop reports its
-    // REMOVING or what followed).
-  } while (!Slot(index).compare_exchange_strong(
-      slot, SlotWord(kSlotRemoving, 0), std::memory_order_acquire,
-      std::memory_order_acquire));
+  }
   // Ours from here: a crash leaves REMOVING, which recovery finishes (punch,
   // FREE) and recounts.
   Step("reclaim:claimed");
   ReclaimedVolume reclaimed{index, QuarantineFault(index, v, read)};
-  // Relaxed: statistics (as RemoveVolumes' volumes_mapped). The figure
-  // stops at 0 rather than wrap: a data-plane process killed between its
-  // quarantine's slot and its count left it one short (until recovery).
-  uint64_t in_quarantine =
-      meta_->volumes_in_quarantine.load(std::memory_order_relaxed);
-  while (in_quarantine > 0 &&
-         !meta_->volumes_in_quarantine.compare_exchange_weak(
-             in_quarantine, in_quarantine - 1, std::memory_order_relaxed)) {
-  }
+  // Relaxed: statistics (as RemoveVolumes' volumes_mapped).
+  UncountQuarantine();
   meta_->volumes_mapped.fetch_sub(1, std::memory_order_relaxed);
   meta_->volumes_reclaimed.fetch_add(1, std::memory_order_relaxed);
   // As a remove's: now, or queued for the add allocating (StoreGate); the

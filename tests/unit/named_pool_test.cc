@@ -2858,7 +2858,9 @@ TEST_F(QuarantinedVolumeTest, AReclaimOfAnUncountedQuarantineLeavesZero) {
 }
 
 // An owner killed between a reclaim's claim of the slot (REMOVING) and its
-// punch leaves the rest to recovery, which frees the volume and counts it.
+// punch leaves the rest to recovery, which frees the volume and counts it
+// as a remove it finished (volumes_reclaimed had not counted it yet, and
+// the slot cannot say it was a reclaim's).
 TEST_F(QuarantinedVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
   pool_.reset();  // the child owns it
   ASSERT_NO_FATAL_FAILURE(
@@ -2873,6 +2875,7 @@ TEST_F(QuarantinedVolumeTest, RecoveryFinishesAReclaimItsOwnerDiedIn) {
   const FullView after = View(*pool);
   EXPECT_EQ(after.observed.mapped, 2u);
   EXPECT_EQ(after.in_quarantine, 0u);
+  EXPECT_EQ(after.reclaimed, 0u);
   EXPECT_EQ(after.observed.allocated_bytes, 2 * kVolumeBytes);
   EXPECT_EQ(after.observed.indices, (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(ReadSlot(meta, 0), 0u);
@@ -2968,6 +2971,187 @@ TEST(QuarantineTest, AQuarantinedVolumePushedBackIsFlaggedThenMappedAgain) {
   EXPECT_EQ(after->empty_volumes, 2u);
   EXPECT_EQ(pool->ReclaimVolume(0).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// PushBackAQuarantine has a data plane quarantine volume 0 of `pool`
+// (volumes 0 and 1, 0 on top) through an Acquire and then Release it
+// (against Release's contract): volume 0 is on the stack, its slot
+// QUARANTINED, counted in volumes_in_quarantine.
+void PushBackAQuarantine(const std::string& dir, NamedPool& pool) {
+  ASSERT_EQ(*pool.AddVolumes(2, std::nullopt, "q"),
+            (std::vector<uint64_t>{0, 1}));
+  auto join = NamedPool::Join(dir, "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  (*join)->pool().VolumeAt(0)->magic.store(kVolumeMagic);  // "in use"
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+  ASSERT_EQ((*join)->pool().Release(v), PoolError::kSuccess);
+  ASSERT_EQ(ReadSlot(dir + "/main.pool", 0) & kStateMask,
+            testing::kQuarantinedSlotState);
+  ASSERT_EQ(pool.Summary().volumes_in_quarantine, 1u);
+}
+
+// A remove that takes a quarantined volume pushed back onto the stack
+// takes a volume of the pool's (recovery would make it MAPPED): it is
+// quarantined no more, and leaves volumes_in_quarantine.
+TEST(QuarantineTest, ARemoveOfAQuarantinedVolumePushedBackUncountsIt) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_NO_FATAL_FAILURE(PushBackAQuarantine(dir.path(), *pool));
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].index, 0u);
+  EXPECT_EQ(ReadSlot(dir.path() + "/main.pool", 0), 0u) << "FREE";
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.volumes_mapped, 1u);
+  EXPECT_EQ(s.volumes_in_quarantine, 0u);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+// While a remove gives back a quarantined volume pushed back onto the
+// stack, its slot is the remove's (REMOVING): a reclaim of it, once the
+// punch has cleared its header, is refused rather than freeing the slot a
+// second time.
+TEST(QuarantineTest, AReclaimCannotFreeAPushedBackQuarantineARemoveTook) {
+  TempDir dir;
+  std::function<void(absl::string_view)> on_step;
+  NamedPool::OpenOptions options;
+  options.step_hook = [&](absl::string_view step) {
+    if (on_step) on_step(step);
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_NO_FATAL_FAILURE(PushBackAQuarantine(dir.path(), *pool));
+  bool reclaim_tried = false;
+  on_step = [&](absl::string_view step) {
+    if (step != "remove:deallocated" || reclaim_tried) return;
+    reclaim_tried = true;
+    const absl::Status s = pool->ReclaimVolume(0).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  };
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  on_step = nullptr;
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_TRUE(reclaim_tried);
+  const PoolSummary s = pool->Summary();
+  EXPECT_EQ(s.volumes_mapped, 1u);
+  EXPECT_EQ(s.volumes_reclaimed, 0u);
+  EXPECT_EQ(*pool->AllocatedBytes(), kVolumeBytes);
+}
+
+// An owner killed while it gives back a quarantined volume pushed back
+// onto the stack, which its remove took, leaves the remove to recovery,
+// which finishes it: no quarantine is left behind for a volume whose
+// memory is gone.
+TEST(QuarantineTest, RecoveryFinishesARemoveOfAPushedBackQuarantine) {
+  TempDir dir;
+  { ASSERT_NE(OpenOrDie(dir.path(), SmallConfig()), nullptr); }
+  // The owner that dies pushes the quarantine back itself: the recovery
+  // of its own Open would make an earlier one MAPPED.
+  static const std::string* pushed_back_dir;
+  pushed_back_dir = &dir.path();
+  ASSERT_NO_FATAL_FAILURE(
+      DieAtStep(dir.path(), "remove:deallocated", [](NamedPool& pool) {
+        PushBackAQuarantine(*pushed_back_dir, pool);
+        if (!::testing::Test::HasFailure()) (void)pool.RemoveVolumes(1);
+      }));
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->recovery().removes_finished, 1u);
+  EXPECT_EQ(pool->recovery().volumes_in_quarantine, 0u);
+  EXPECT_EQ(ReadSlot(dir.path() + "/main.pool", 0), 0u) << "FREE";
+  EXPECT_EQ(pool->Summary().volumes_mapped, 1u);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 0u);
+  ASSERT_TRUE(pool->Verify().ok());
+}
+
+// ReadHookStore wraps a pool's store and runs `on_read` (once: it is
+// cleared first) after the next Read at `at_offset`, before that Read
+// returns, as a thread stalled just after the read would let others run.
+class ReadHookStore final : public VolumeStore {
+ public:
+  struct Control {
+    uint64_t at_offset = 0;
+    std::function<void()> on_read;
+  };
+  ReadHookStore(std::unique_ptr<VolumeStore> real,
+                std::shared_ptr<Control> control)
+      : real_(std::move(real)), control_(std::move(control)) {}
+  absl::Status Allocate(uint64_t offset, uint64_t length) override {
+    return real_->Allocate(offset, length);
+  }
+  absl::Status Deallocate(uint64_t offset, uint64_t length) override {
+    return real_->Deallocate(offset, length);
+  }
+  absl::Status MapFixed(void* address, uint64_t offset,
+                        uint64_t length) override {
+    return real_->MapFixed(address, offset, length);
+  }
+  absl::Status Read(uint64_t offset, void* out, uint64_t size) const override {
+    absl::Status read = real_->Read(offset, out, size);
+    if (control_->on_read && offset == control_->at_offset) {
+      std::function<void()> hook = std::move(control_->on_read);
+      control_->on_read = nullptr;
+      hook();
+    }
+    return read;
+  }
+  absl::Status Write(uint64_t offset, const void* bytes,
+                     uint64_t size) override {
+    return real_->Write(offset, bytes, size);
+  }
+  absl::StatusOr<uint64_t> AllocatedBytes() const override {
+    return real_->AllocatedBytes();
+  }
+  uint64_t page_bytes() const override { return real_->page_bytes(); }
+
+ private:
+  std::unique_ptr<VolumeStore> real_;
+  std::shared_ptr<ReadHookStore::Control> control_;
+};
+
+// A reclaim whose CAS loses to another reclaim of the index finds, when
+// more has happened meanwhile (the index added again and its new volume
+// quarantined), a quarantine it has not judged: it judges it before it
+// frees it, here refusing it since its header now reads as a sound empty
+// volume's, as a reclaim that began then would.
+TEST(ReclaimVolumeTest, ARaceLostToAnotherReclaimJudgesTheNextQuarantine) {
+  TempDir dir;
+  auto control = std::make_shared<ReadHookStore::Control>();
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<ReadHookStore>(std::move(real), control);
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_NO_FATAL_FAILURE(QuarantineByRemove(dir.path(), *pool));
+  const std::string meta = dir.path() + "/main.pool";
+  // Stalled after its header read (the old volume's), before its CAS, the
+  // reclaim lets another reclaim free volume 0, an add put a new volume
+  // there and a data plane quarantine it; then the header is mended.
+  control->at_offset = 0;
+  control->on_read = [&] {
+    ASSERT_TRUE(pool->ReclaimVolume(0).ok());
+    ASSERT_EQ(*pool->AddVolumes(1, 0, "new"), (std::vector<uint64_t>{0}));
+    auto join = NamedPool::Join(dir.path(), "main");
+    ASSERT_TRUE(join.ok()) << join.status();
+    (*join)->pool().VolumeAt(0)->idx.store(9);
+    VolumeHeader* v = nullptr;
+    ASSERT_EQ((*join)->pool().Acquire(&v), PoolError::kCorrupt);
+    ASSERT_EQ(ReadSlot(meta, 0) & kStateMask, testing::kQuarantinedSlotState);
+    v->idx.store(0);  // mended: a sound empty volume's header
+  };
+  const uint64_t quarantined_word = ReadSlot(meta, 0);
+  const absl::StatusOr<ReclaimedVolume> late = pool->ReclaimVolume(0);
+  ASSERT_EQ(control->on_read, nullptr) << "the reclaim read no header";
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition)
+      << (late.ok() ? late->corruption : late.status().ToString());
+  EXPECT_NE(ReadSlot(meta, 0), quarantined_word);
+  EXPECT_EQ(ReadSlot(meta, 0) & kStateMask, testing::kQuarantinedSlotState);
+  EXPECT_EQ(pool->Summary().volumes_reclaimed, 1u);
+  EXPECT_EQ(pool->Summary().volumes_in_quarantine, 1u);
 }
 
 // A remove that finds only quarantined volumes counts them exactly (not

@@ -175,7 +175,10 @@ struct PoolSummary {
   uint64_t volumes_in_quarantine = 0;
   // Volumes ReclaimVolume freed since the pool was created (kept in the
   // metadata: survives restarts; a re-created pool starts at 0). Only
-  // grows.
+  // grows. A reclaim whose owner died after it claimed the slot and before
+  // it counted is finished by recovery as a remove
+  // (RecoveryReport::removes_finished) and not counted here: the slot word
+  // REMOVING does not say whose it was.
   uint64_t volumes_reclaimed = 0;
   PoolCounts counts;
   bool locked = false;
@@ -722,11 +725,16 @@ class NamedPool {
   // RecordAnnouncedPop is every join's VolumePool::AnnouncedPopHook: the
   // owner's RemoveVolumes announced the pop of volume `index` and some
   // party is completing it, so its slot turns REMOVING (from PUSHING or
-  // MAPPED) before the volume leaves the stack, as long as the top still
-  // reads `announced_top`. So a volume the owner took is never MAPPED off
-  // the stack, whenever the owner dies.
+  // MAPPED, or QUARANTINED: a quarantined volume pushed back onto the stack
+  // against Release's contract, which is then no longer counted in
+  // volumes_in_quarantine) before the volume leaves the stack, as long as
+  // the top still reads `announced_top`. So a volume the owner took is
+  // never MAPPED (or QUARANTINED) off the stack, whenever the owner dies.
   static void RecordAnnouncedPop(void* self, uint64_t index,
                                  uint64_t announced_top);
+  // UncountQuarantine takes one off volumes_in_quarantine, stopping at 0
+  // rather than wrap. Thread safety: lock-free (a CAS loop on a statistic).
+  void UncountQuarantine() const;
   // RecordQuarantine is every join's VolumePool::QuarantinedPopHook: a pop
   // of this join took volume `index` with a bad header, so its slot turns
   // QUARANTINED (keeping its batch) from MAPPED (or PUSHING: a pop marks a
