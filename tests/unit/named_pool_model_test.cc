@@ -2,11 +2,13 @@
 // and without keys, at the lowest free indices or at a given range, good
 // and bad), removes, a data-plane join's acquires and releases, volumes
 // whose header is scribbled and then quarantined by a remove or an
-// acquire, reclaims (good and bad), and the owner closed and opened
-// again, against a model of the pool's slots, its
-// stack and its request journal, with Verify and every observable after
-// each step (docs/STYLE.md point 12; VolumePoolRandomizedTest does the
-// same for the bare pool).
+// acquire, the data plane releasing a volume its Acquire returned as
+// corrupt (against Release's contract: as it is, or with its header
+// mended), which pushes a quarantined volume back onto the stack, reclaims
+// (good and bad), and the owner closed and opened again, against a model
+// of the pool's slots, its stack and its request journal, with Verify and
+// every observable after each step (docs/STYLE.md point 12;
+// VolumePoolRandomizedTest does the same for the bare pool).
 
 #include <gtest/gtest.h>
 
@@ -24,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "groove/named_pool.h"
 #include "groove/request_journal.h"
 #include "support/pool_memory.h"
@@ -51,8 +54,13 @@ struct PoolModel {
   std::map<uint64_t, std::string> mapped;  // index -> info
   std::vector<uint64_t> stack;             // empty volumes, top last
   std::vector<uint64_t> held;              // acquired by the data plane
-  // Quarantined volumes (off the stack, held by nobody), with what
-  // ListVolumes and ReclaimVolume say is wrong with their header.
+  // Volumes whose slot says QUARANTINED (volumes_in_quarantine), with what
+  // ListVolumes and ReclaimVolume say about their header. Off the stack
+  // and held by nobody, but for those a data-plane Release pushed back
+  // onto the stack (PushBackQuarantined): on the stack (Verify reports
+  // them, ReclaimVolume refuses them, a remove's pop or a reopen makes them
+  // ordinary), or acquired again (held: the documented hole, a reclaim
+  // frees them under their user).
   std::map<uint64_t, std::string> quarantined;
   uint64_t reclaimed = 0;                  // volumes ReclaimVolume freed
   std::deque<RecordedAdd> journal;         // adds with keys, oldest first
@@ -61,19 +69,61 @@ struct PoolModel {
   bool IsHeld(uint64_t index) const {
     return std::find(held.begin(), held.end(), index) != held.end();
   }
+  bool IsOnStack(uint64_t index) const {
+    return std::find(stack.begin(), stack.end(), index) != stack.end();
+  }
+  bool IsQuarantined(uint64_t index) const {
+    return quarantined.count(index) != 0;
+  }
+  // The quarantined volume on the stack nearest its top, which Verify's
+  // walk from the top names, if any.
+  std::optional<uint64_t> QuarantinedOnStack() const {
+    for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
+      if (IsQuarantined(*it)) return *it;
+    }
+    return std::nullopt;
+  }
 };
 
+// What ListVolumes and ReclaimVolume say of a quarantined volume whose
+// header reads as a sound empty volume's (one a Release pushed back).
+constexpr absl::string_view kSoundNowFault =
+    "header reads sound now, but was bad when a pop quarantined it";
+
+// What they say of a quarantined volume whose header reads in use (one a
+// Release pushed back, then acquired again; or scribbled so).
+std::string InUseFault() {
+  return absl::StrCat("header magic is 0x", absl::Hex(kVolumeMagic),
+                      " (in use), want 0x", absl::Hex(kVolumeEmptyMagic),
+                      " (empty)");
+}
+
 // Checks every observable of `pool` against `model`, and Verifies the pool
-// and its request journal.
+// (DATA_LOSS while a quarantined volume is on the stack, naming the one
+// nearest the top) and its request journal.
 void ExpectMatches(const NamedPool& pool, const PoolModel& model) {
   absl::StatusOr<VerifyReport> verified = pool.Verify();
-  ASSERT_TRUE(verified.ok()) << verified.status();
-  EXPECT_EQ(verified->empty_volumes, model.stack.size());
+  if (const std::optional<uint64_t> flagged = model.QuarantinedOnStack()) {
+    ASSERT_EQ(verified.status().code(), absl::StatusCode::kDataLoss)
+        << verified.status();
+    EXPECT_NE(verified.status().message().find(absl::StrCat(
+                  "volume ", *flagged,
+                  " is on the stack but its slot says it is quarantined")),
+              std::string::npos)
+        << verified.status();
+  } else {
+    ASSERT_TRUE(verified.ok()) << verified.status();
+    EXPECT_EQ(verified->empty_volumes, model.stack.size());
+  }
+  // In use: held, or quarantined and idle (off the stack, held by nobody).
+  uint64_t idle_quarantines = 0;
+  for (const auto& [index, fault] : model.quarantined) {
+    if (!model.IsOnStack(index) && !model.IsHeld(index)) ++idle_quarantines;
+  }
   const PoolSummary summary = pool.Summary();
   EXPECT_EQ(summary.volumes_mapped, model.mapped.size());
   EXPECT_EQ(summary.volumes_empty, model.stack.size());
-  EXPECT_EQ(summary.volumes_in_use,
-            model.held.size() + model.quarantined.size());
+  EXPECT_EQ(summary.volumes_in_use, model.held.size() + idle_quarantines);
   EXPECT_EQ(summary.volumes_in_quarantine, model.quarantined.size());
   EXPECT_EQ(summary.volumes_reclaimed, model.reclaimed);
   EXPECT_EQ(*pool.AllocatedBytes(), model.mapped.size() * kVolumeBytes);
@@ -211,11 +261,18 @@ class NamedPoolModelRun {
       EXPECT_EQ((*removed)[k].index, want[k]) << "not the volumes on top";
       EXPECT_EQ((*removed)[k].info, model_.mapped[want[k]]);
       model_.mapped.erase(want[k]);
+      // A quarantined volume pushed back is taken as any empty one, and
+      // leaves volumes_in_quarantine.
+      if (model_.quarantined.erase(want[k]) != 0) ++pushed_back_removed_;
     }
     ++removes_;
   }
 
   // The data plane takes the volume on top, or gives one it holds back.
+  // A quarantined volume pushed back is handed out as any empty one (its
+  // header is sound), its slot still QUARANTINED: listed as corrupt, its
+  // header now reading in use, and pushed back again by its Release (this
+  // time within the contract: its Acquire returned kSuccess).
   void AcquireOrRelease() {
     if (rng_() % 2 == 0 || model_.held.empty()) {
       VolumeHeader* v = nullptr;
@@ -225,14 +282,21 @@ class NamedPoolModelRun {
         return;
       }
       ASSERT_EQ(err, PoolError::kSuccess);
-      ASSERT_EQ(v->idx.load(), model_.stack.back());
-      model_.held.push_back(model_.stack.back());
+      const uint64_t index = model_.stack.back();
+      ASSERT_EQ(v->idx.load(), index);
+      model_.held.push_back(index);
       model_.stack.pop_back();
       held_headers_.push_back(v);
+      if (model_.IsQuarantined(index)) {
+        model_.quarantined[index] = InUseFault();
+      }
       return;
     }
     const size_t k = rng_() % model_.held.size();
     ASSERT_EQ(join_->pool().Release(held_headers_[k]), PoolError::kSuccess);
+    if (model_.IsQuarantined(model_.held[k])) {
+      model_.quarantined[model_.held[k]] = std::string(kSoundNowFault);
+    }
     model_.stack.push_back(model_.held[k]);
     model_.held.erase(model_.held.begin() + static_cast<ptrdiff_t>(k));
     held_headers_.erase(held_headers_.begin() + static_cast<ptrdiff_t>(k));
@@ -242,14 +306,23 @@ class NamedPoolModelRun {
   // plane's mapping) and is popped at once, by the data plane's Acquire
   // (on top) or by a remove that pops the good ones above it first and
   // puts them back: quarantined either way. (Between steps a bad header
-  // cannot stay on the stack: Verify would report it.)
+  // cannot stay on the stack: Verify would report it.) The scribbled
+  // volume may be a quarantined one pushed back: quarantined again (and
+  // still counted once). A quarantined one pushed back among the good ones
+  // the remove puts back is put back as an ordinary empty volume: its pop
+  // took it out of quarantine.
   void Quarantine() {
     if (model_.stack.empty()) return;
-    const size_t depth = rng_() % std::min<size_t>(model_.stack.size(), 4);
+    // By the data plane's Acquire (of the top) a third of the time, so that
+    // PushBackQuarantined finds such volumes before reclaims free them.
+    const bool by_acquire = rng_() % 3 == 0;
+    const size_t depth =
+        by_acquire ? 0 : rng_() % std::min<size_t>(model_.stack.size(), 4);
     const uint64_t index = model_.stack[model_.stack.size() - 1 - depth];
     VolumeHeader* v = join_->pool().VolumeAt(index);
     std::string fault;
-    switch (rng_() % 4) {
+    const uint64_t scribble = rng_() % 4;
+    switch (scribble) {
       case 0: {
         const uint64_t magic = 0x1234 + rng_() % 1000;
         v->magic.store(magic);
@@ -280,11 +353,14 @@ class NamedPoolModelRun {
         break;
       }
     }
-    if (depth == 0 && rng_() % 2 == 0) {
+    if (by_acquire) {
       VolumeHeader* popped = nullptr;
       ASSERT_EQ(join_->pool().Acquire(&popped), PoolError::kCorrupt);
       ASSERT_EQ(popped, v);
       model_.stack.pop_back();
+      // Its magic scribbled to "in use" (case 1) is the one header
+      // Release takes as it is.
+      acquired_corrupt_[index] = scribble == 1;
     } else {
       const uint64_t count = depth + 1 + rng_() % 2;
       const absl::Status s = pool_->RemoveVolumes(count).status();
@@ -300,14 +376,55 @@ class NamedPoolModelRun {
         model_.stack.pop_back();
       }
       model_.stack.pop_back();  // the bad one
-      for (const uint64_t i : popped) model_.stack.push_back(i);
+      for (const uint64_t i : popped) {
+        model_.stack.push_back(i);
+        model_.quarantined.erase(i);
+      }
     }
     model_.quarantined[index] = fault;
     ++quarantines_;
   }
 
+  // The data plane Releases a volume its Acquire returned as corrupt,
+  // against Release's contract: as it is (Release refuses it, changing
+  // nothing, unless its magic reads in use), or with its header mended as
+  // a user of a volume in use leaves it (magic in use, its own idx, info_sz
+  // within bounds). Release then writes the empty magic and pushes it: a
+  // QUARANTINED slot on the stack, still counted in volumes_in_quarantine,
+  // listed as corrupt (its header reading sound now), which Verify reports
+  // (DATA_LOSS) and ReclaimVolume refuses until a remove's pop or a reopen
+  // makes it an ordinary volume, or an Acquire hands it out again.
+  void PushBackQuarantined() {
+    if (acquired_corrupt_.empty()) return;
+    auto it = acquired_corrupt_.begin();
+    std::advance(it, rng_() % acquired_corrupt_.size());
+    const uint64_t index = it->first;
+    VolumeHeader* v = join_->pool().VolumeAt(index);
+    if (rng_() % 2 == 0) {
+      const PoolError err = join_->pool().Release(v);
+      if (!it->second) {
+        ASSERT_EQ(err, PoolError::kInvalid);
+        return;
+      }
+      ASSERT_EQ(err, PoolError::kSuccess);
+    } else {
+      v->magic.store(kVolumeMagic);
+      v->idx.store(index);
+      if (v->info_sz.load() > kVolumeInfoMax) v->info_sz.store(kVolumeInfoMax);
+      ASSERT_EQ(join_->pool().Release(v), PoolError::kSuccess);
+    }
+    acquired_corrupt_.erase(it);
+    model_.stack.push_back(index);
+    model_.quarantined[index] = std::string(kSoundNowFault);
+    ++pushed_back_;
+  }
+
   // A reclaim of a quarantined volume, or of any index (refused unless it
-  // is quarantined, naming what is there).
+  // is quarantined, naming what is there). A quarantined volume pushed
+  // back onto the stack is refused, its header reading sound; one pushed
+  // back and acquired again is freed under its user (the documented hole:
+  // its header reads in use, which a reclaim does not refuse), and the
+  // data plane, told by its admin, forgets it.
   void Reclaim() {
     uint64_t index = rng_() % (kMaxVolumes + 2);
     if (!model_.quarantined.empty() && rng_() % 2 == 0) {
@@ -317,12 +434,30 @@ class NamedPoolModelRun {
     }
     absl::StatusOr<ReclaimedVolume> reclaimed = pool_->ReclaimVolume(index);
     const auto quarantined = model_.quarantined.find(index);
+    if (quarantined != model_.quarantined.end() && model_.IsOnStack(index)) {
+      ASSERT_EQ(reclaimed.status().code(),
+                absl::StatusCode::kFailedPrecondition)
+          << reclaimed.status();
+      EXPECT_NE(reclaimed.status().message().find(
+                    "its header now reads as a sound empty volume's"),
+                std::string::npos)
+          << reclaimed.status();
+      return;
+    }
     if (quarantined != model_.quarantined.end()) {
       ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
       EXPECT_EQ(reclaimed->index, index);
       EXPECT_EQ(reclaimed->corruption, quarantined->second);
       model_.quarantined.erase(quarantined);
       model_.mapped.erase(index);
+      acquired_corrupt_.erase(index);
+      const auto held =
+          std::find(model_.held.begin(), model_.held.end(), index);
+      if (held != model_.held.end()) {
+        const ptrdiff_t k = held - model_.held.begin();
+        model_.held.erase(held);
+        held_headers_.erase(held_headers_.begin() + k);
+      }
       ++model_.reclaimed;
       return;
     }
@@ -338,15 +473,30 @@ class NamedPoolModelRun {
         << reclaimed.status();
   }
 
-  // The owner closes and opens again: everything stays, and the journal
-  // lists the adds with keys of its window, oldest first.
+  // The owner closes and opens again: everything stays, but for the
+  // quarantined volumes pushed back onto the stack, whose slots recovery
+  // makes MAPPED (ordinary empty volumes), and the journal lists the adds
+  // with keys of its window, oldest first.
   void Reopen() {
     pool_.reset();
     ASSERT_NO_FATAL_FAILURE(Open());
+    uint64_t on_stack = 0;
+    for (auto it = model_.quarantined.begin();
+         it != model_.quarantined.end();) {
+      if (model_.IsOnStack(it->first)) {
+        it = model_.quarantined.erase(it);
+        ++on_stack;
+      } else {
+        ++it;
+      }
+    }
+    pushed_back_reopened_ += static_cast<int>(on_stack);
     const RecoveryReport& r = pool_->recovery();
     EXPECT_FALSE(r.created);
     EXPECT_EQ(r.volumes_recovered, model_.mapped.size());
     EXPECT_EQ(r.volumes_in_quarantine, model_.quarantined.size());
+    EXPECT_EQ(r.quarantines_on_stack, on_stack);
+    EXPECT_EQ(r.quarantines_mended, 0u);
     EXPECT_EQ(r.adds_rolled_back, 0u);
     EXPECT_EQ(r.request_journal_error, "");
     const std::vector<RecordedAdd> recorded = pool_->TakeRecordedAdds();
@@ -368,6 +518,9 @@ class NamedPoolModelRun {
   int removes() const { return removes_; }
   int reopens() const { return reopens_; }
   int quarantines() const { return quarantines_; }
+  int pushed_back() const { return pushed_back_; }
+  int pushed_back_removed() const { return pushed_back_removed_; }
+  int pushed_back_reopened() const { return pushed_back_reopened_; }
   uint64_t keyed_adds() const { return keyed_adds_; }
   const PoolModel& model() const { return model_; }
 
@@ -378,8 +531,14 @@ class NamedPoolModelRun {
   std::unique_ptr<NamedPool> pool_;  // the owner's (opened after the join's
                                      // first Open, closed before it)
   std::vector<VolumeHeader*> held_headers_;  // model_.held's, in order
+  // Volumes the data plane's Acquire returned as corrupt (kCorrupt), still
+  // quarantined off the stack: whether Release takes the header as it is.
+  std::map<uint64_t, bool> acquired_corrupt_;
   PoolModel model_;
   int adds_ = 0, removes_ = 0, reopens_ = 0, quarantines_ = 0;
+  // Quarantined volumes pushed back; of them, removed, and mapped by a
+  // reopen.
+  int pushed_back_ = 0, pushed_back_removed_ = 0, pushed_back_reopened_ = 0;
   uint64_t keyed_adds_ = 0;
 };
 
@@ -407,13 +566,27 @@ TEST(NamedPoolRandomizedTest, EveryStepMatchesTheModel) {
         ASSERT_NO_FATAL_FAILURE(run.AcquireOrRelease());
         break;
       case 9:
-        if (run.rng()() % 20 == 0) {
+        // More often while a quarantined volume pushed back is on the
+        // stack, for recovery to map it in most runs.
+        if (run.rng()() % 20 == 0 ||
+            (run.model().QuarantinedOnStack().has_value() &&
+             run.rng()() % 4 == 0)) {
           ASSERT_NO_FATAL_FAILURE(run.Reopen());
         }
         break;
       case 10:
-        if (run.rng()() % 3 == 0) {
-          ASSERT_NO_FATAL_FAILURE(run.Quarantine());
+        switch (run.rng()() % 6) {
+          case 0:
+          case 1:
+            ASSERT_NO_FATAL_FAILURE(run.Quarantine());
+            break;
+          case 2:
+          case 3:
+          case 4:
+            ASSERT_NO_FATAL_FAILURE(run.PushBackQuarantined());
+            break;
+          default:
+            break;
         }
         break;
       case 11:
@@ -431,6 +604,16 @@ TEST(NamedPoolRandomizedTest, EveryStepMatchesTheModel) {
     ASSERT_NO_FATAL_FAILURE(run.Remove());
     ASSERT_NO_FATAL_FAILURE(run.Check());
   }
+  // A quarantined volume pushed back onto the stack, for the last reopen
+  // to map in every run (Reclaim keeps quarantines from filling the pool).
+  for (int round = 0; !run.model().QuarantinedOnStack().has_value(); ++round) {
+    ASSERT_LT(round, 200);
+    ASSERT_NO_FATAL_FAILURE(run.Add());
+    ASSERT_NO_FATAL_FAILURE(run.Quarantine());
+    ASSERT_NO_FATAL_FAILURE(run.PushBackQuarantined());
+    ASSERT_NO_FATAL_FAILURE(run.Reclaim());
+    ASSERT_NO_FATAL_FAILURE(run.Check());
+  }
   ASSERT_NO_FATAL_FAILURE(run.Reopen());
   ASSERT_NO_FATAL_FAILURE(run.Check());
   // The run filled the pool, emptied it and reused journal entries, or it
@@ -439,6 +622,9 @@ TEST(NamedPoolRandomizedTest, EveryStepMatchesTheModel) {
   EXPECT_GT(run.removes(), 1000);
   EXPECT_GT(run.reopens(), 10);
   EXPECT_GT(run.quarantines(), 100);
+  EXPECT_GT(run.pushed_back(), 5);
+  EXPECT_GT(run.pushed_back_removed(), 3);
+  EXPECT_GT(run.pushed_back_reopened(), 0);
   EXPECT_GT(run.model().reclaimed, 100u);
   EXPECT_GT(run.keyed_adds(), RequestJournal::kEntries);
 }
