@@ -32,18 +32,44 @@ void StoreGate::StopGivingBack() {
 void StoreGate::BeginAllocation() {
   uint32_t state =
       state_.fetch_add(kAllocation, std::memory_order_seq_cst) + kAllocation;
-  // Counted first, so no give-back starts from here on; then wait for the
-  // one in progress, if any, to end.
-  while ((state & kGivingBack) != 0) {
-    state_.wait(state, std::memory_order_seq_cst);
-    state = state_.load(std::memory_order_seq_cst);
+  // Counted first, so no remove punches inline from here on. Then wait for
+  // the give-back in progress, if any (a remove's punch, or the queue run
+  // by the last allocation to end or by an add that began before us), and
+  // run, here, before we allocate, the give-backs queued before us (see
+  // the header). We run them holding kGivingBack, so that an add that
+  // begins meanwhile waits for them as it waits for any give-back: it
+  // found the queue empty because we took it, and without the bit it
+  // allocated before our punches reached the kernel (for hugepages: with
+  // the pages they free still taken).
+  for (;;) {
+    if ((state & kGivingBack) != 0) {
+      if (before_wait_) before_wait_();
+      state_.wait(state, std::memory_order_seq_cst);
+      state = state_.load(std::memory_order_seq_cst);
+      continue;
+    }
+    // A load first: most adds find nothing queued, and an exchange would
+    // take the cache line for nothing (we are an extra runner, never the
+    // only one, so a miss is harmless).
+    if (pending_.load(std::memory_order_seq_cst) == nullptr) {
+      // Empty, maybe because another add took the queue since our look
+      // at the state: it set kGivingBack before its exchange, so a look
+      // after ours at the queue sees the bit until it is done.
+      state = state_.load(std::memory_order_seq_cst);
+      if ((state & kGivingBack) == 0) return;
+      continue;
+    }
+    // seq_cst: the bit is set before our exchange of the queue (above).
+    if (state_.compare_exchange_weak(state, state | kGivingBack,
+                                     std::memory_order_seq_cst,
+                                     std::memory_order_seq_cst)) {
+      break;
+    }
   }
-  // Run the give-backs queued before us, here, before we allocate (see the
-  // header): a remove punches inline only while the store is idle, and we
-  // are counted in, so none does meanwhile. A load first: most adds find
-  // nothing queued, and an exchange would take the cache line for nothing
-  // (we are an extra runner, never the only one, so a miss is harmless).
-  if (pending_.load(std::memory_order_seq_cst) != nullptr) RunQueued();
+  RunQueued();
+  // Our allocation is still counted: a give-back queued from here on is
+  // run by an add that begins or by the last allocation to end.
+  StopGivingBack();
 }
 
 void StoreGate::EndAllocation() {
