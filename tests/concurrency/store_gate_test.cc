@@ -284,6 +284,34 @@ TEST(StoreGateTest, FinishGiveBacksReturnsOnceAnotherAddHasRunTheQueuedOnes) {
   EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 
+// FinishGiveBacks waits for the give-backs queued before it, not for one
+// a remove queues after it began: once another add has run the earlier
+// one, it returns, though the later one is held up by the allocations in
+// progress (for hugepages, seconds per GiB). It used to wait until no
+// give-back at all was pending, so an add waiting for room waited for
+// every allocation in progress whenever removes kept queueing.
+TEST(StoreGateTest, FinishGiveBacksDoesNotWaitForGiveBacksQueuedAfterIt) {
+  std::atomic<int> given{0};
+  StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
+  gate.BeginAllocation();  // an add allocating (on this thread)
+  ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));
+  {
+    Finisher finisher(gate);
+    ASSERT_TRUE(finisher.WaitUntilAboutToBlock());
+    gate.BeginAllocation();  // another add: runs the queued give-back
+    EXPECT_EQ(given.load(), 1);
+    ASSERT_FALSE(gate.GiveBackOrDefer(2, 1));  // a remove after the call
+    finisher.Proceed();
+    EXPECT_TRUE(finisher.WaitUntilReturned())
+        << "FinishGiveBacks waits for a give-back queued after it began";
+    EXPECT_EQ(given.load(), 1);
+    gate.EndAllocation();
+    gate.EndAllocation();  // runs the later give-back
+  }
+  EXPECT_EQ(given.load(), 2);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
+}
+
 #if defined(__SANITIZE_THREAD__)
 constexpr uint64_t kGiveBacksPerThread = 2'000;
 #else

@@ -102,9 +102,13 @@ class StoreGate {
   // is done, running them itself when it can: as soon as their runner
   // (another add's BeginAllocation, the last allocation to end, or a
   // give-back in progress) has run them, even while allocations are still
-  // in progress. Thread safety: blocks while allocations in progress hold
-  // the queued give-backs up (seconds, for a hugepage allocation), and
-  // while another thread runs them (as long as its punches).
+  // in progress and hold up give-backs queued after the call (it may wait
+  // for one of those only when it was queued within the instant between
+  // the call and its first look at the queue, or while a run that began
+  // before the call had not yet taken the queue). Thread safety: blocks
+  // while allocations in progress hold the queued give-backs up (seconds,
+  // for a hugepage allocation), and while another thread runs them (as
+  // long as its punches).
   void FinishGiveBacks();
 
   // pending_volumes is the number of volumes whose give-back
@@ -169,10 +173,17 @@ class StoreGate {
   std::atomic<Pending*> pending_{nullptr};  // newest first
   // Volumes queued and not yet given back: see pending_volumes.
   std::atomic<uint64_t> pending_volumes_{0};
-  // Queued give-backs done so far (wrapping): RunQueued adds one after
-  // each give-back's decrement of pending_volumes_ and wakes
-  // FinishGiveBacks, which waits on it (a futex-sized word: no proxy).
+  // Queued give-backs done so far, and runs ended (wrapping): RunQueued
+  // adds one after each give-back's decrement of pending_volumes_ and
+  // after each run, and wakes FinishGiveBacks, which waits on it (a
+  // futex-sized word: no proxy).
   std::atomic<uint32_t> give_backs_done_{0};
+  // Runs of the queue (RunQueued calls) begun and ended (wrapping). Runs
+  // hold kGivingBack, so they are made one at a time: run n has ended
+  // once runs_ended_ reaches n, and FinishGiveBacks waits for the first
+  // run counted after its call, not for the queue to be empty.
+  std::atomic<uint32_t> runs_begun_{0};
+  std::atomic<uint32_t> runs_ended_{0};
   std::function<void()> before_wait_;  // tests: SetTestHookForTesting
 };
 
