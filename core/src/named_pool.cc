@@ -2122,14 +2122,20 @@ absl::StatusOr<std::vector<uint64_t>> NamedPool::AddVolumes(
   const uint64_t batch =
       meta_->next_batch.fetch_add(1, std::memory_order_relaxed);
   std::vector<uint64_t> indices;
+  // Looked at before the claim too: a punch done between a refused claim
+  // and the look after it would leave none pending, its index free.
+  const bool punches_were_pending = store_gate_->pending_volumes() > 0;
   absl::Status claimed =
       ClaimSlots(count, first_index, SlotWord(kSlotAdding, batch), &indices);
-  if ((claimed.code() == absl::StatusCode::kResourceExhausted ||
-       claimed.code() == absl::StatusCode::kAlreadyExists) &&
-      store_gate_->pending_volumes() > 0) {
+  const bool refused = claimed.code() == absl::StatusCode::kResourceExhausted ||
+                       claimed.code() == absl::StatusCode::kAlreadyExists;
+  if (refused) Step("add:claim-refused");
+  if (refused && (punches_were_pending || store_gate_->pending_volumes() > 0)) {
     // A remove that has returned may have left its punch to an add that
     // is allocating, its indices still taken: wait for those punches and
     // claim again, so that an add after a remove finds the room it made.
+    // (None pending before the claim: every remove that returned before
+    // this add began has freed its indices, which the claim saw.)
     Step("add:store-busy");
     store_gate_->FinishGiveBacks();
     claimed =

@@ -32,18 +32,44 @@ void StoreGate::StopGivingBack() {
 void StoreGate::BeginAllocation() {
   uint32_t state =
       state_.fetch_add(kAllocation, std::memory_order_seq_cst) + kAllocation;
-  // Counted first, so no give-back starts from here on; then wait for the
-  // one in progress, if any, to end.
-  while ((state & kGivingBack) != 0) {
-    state_.wait(state, std::memory_order_seq_cst);
-    state = state_.load(std::memory_order_seq_cst);
+  // Counted first, so no remove punches inline from here on. Then wait for
+  // the give-back in progress, if any (a remove's punch, or the queue run
+  // by the last allocation to end or by an add that began before us), and
+  // run, here, before we allocate, the give-backs queued before us (see
+  // the header). We run them holding kGivingBack, so that an add that
+  // begins meanwhile waits for them as it waits for any give-back: it
+  // found the queue empty because we took it, and without the bit it
+  // allocated before our punches reached the kernel (for hugepages: with
+  // the pages they free still taken).
+  for (;;) {
+    if ((state & kGivingBack) != 0) {
+      if (before_wait_) before_wait_();
+      state_.wait(state, std::memory_order_seq_cst);
+      state = state_.load(std::memory_order_seq_cst);
+      continue;
+    }
+    // A load first: most adds find nothing queued, and an exchange would
+    // take the cache line for nothing (we are an extra runner, never the
+    // only one, so a miss is harmless).
+    if (pending_.load(std::memory_order_seq_cst) == nullptr) {
+      // Empty, maybe because another add took the queue since our look
+      // at the state: it set kGivingBack before its exchange, so a look
+      // after ours at the queue sees the bit until it is done.
+      state = state_.load(std::memory_order_seq_cst);
+      if ((state & kGivingBack) == 0) return;
+      continue;
+    }
+    // seq_cst: the bit is set before our exchange of the queue (above).
+    if (state_.compare_exchange_weak(state, state | kGivingBack,
+                                     std::memory_order_seq_cst,
+                                     std::memory_order_seq_cst)) {
+      break;
+    }
   }
-  // Run the give-backs queued before us, here, before we allocate (see the
-  // header): a remove punches inline only while the store is idle, and we
-  // are counted in, so none does meanwhile. A load first: most adds find
-  // nothing queued, and an exchange would take the cache line for nothing
-  // (we are an extra runner, never the only one, so a miss is harmless).
-  if (pending_.load(std::memory_order_seq_cst) != nullptr) RunQueued();
+  RunQueued();
+  // Our allocation is still counted: a give-back queued from here on is
+  // run by an add that begins or by the last allocation to end.
+  StopGivingBack();
 }
 
 void StoreGate::EndAllocation() {
@@ -76,15 +102,35 @@ bool StoreGate::GiveBackOrDefer(uint64_t first, uint64_t count) {
 }
 
 void StoreGate::FinishGiveBacks() {
+  if (pending_volumes() == 0) return;
+  // Runs of the queue are made one at a time (each holds kGivingBack) and
+  // each takes everything queued, so every give-back queued before this
+  // call is done once the first run to begin after it has ended: run
+  // `target` (runs_begun_ counts before the exchange). Or sooner: once the
+  // runs that had begun when we see the queue empty have ended, since
+  // they took what had been queued before that look. Waiting instead
+  // until nothing at all is pending also waited for give-backs queued
+  // after the call, which the allocations in progress hold up.
+  uint32_t target = runs_begun_.load(std::memory_order_seq_cst) + 1;
+  auto ended = [&] {
+    // Wrapping counts: run `target` has ended.
+    return static_cast<int32_t>(runs_ended_.load(std::memory_order_seq_cst) -
+                                target) >= 0;
+  };
   for (;;) {
-    // The count of give-backs done first, then what is pending: a
-    // give-back done after this load bumps the count past `done`, so the
-    // wait below cannot miss it (and one done before it shows in the
-    // pending count read after it: RunQueued decrements, then bumps).
+    // The count of give-backs done first, then the checks: a run that
+    // ends after this load bumps the count past `done`, so the wait below
+    // cannot miss it (and one that ended before it shows in the checks:
+    // RunQueued decrements and counts the run, then bumps).
     const uint32_t done = give_backs_done_.load(std::memory_order_seq_cst);
     if (pending_volumes() == 0) return;
+    if (pending_.load(std::memory_order_seq_cst) == nullptr) {
+      const uint32_t begun = runs_begun_.load(std::memory_order_seq_cst);
+      if (static_cast<int32_t>(begun - target) < 0) target = begun;
+    }
+    if (ended()) return;
     RunQueuedWhileFree();
-    if (pending_volumes() == 0) return;
+    if (pending_volumes() == 0 || ended()) return;
     // Held up by allocations, or being run elsewhere: whoever runs them
     // wakes us as each is done (RunQueued), be it an add that begins, the
     // last allocation to end or a give-back in progress; no queued
@@ -95,6 +141,14 @@ void StoreGate::FinishGiveBacks() {
 }
 
 void StoreGate::RunQueued() {
+  // Nothing queued: no run (a remove's own punch mostly finds none, and
+  // the counts below would cost it three more atomic writes). We hold
+  // kGivingBack, so nobody takes the queue between this look and our
+  // exchange below.
+  if (pending_.load(std::memory_order_seq_cst) == nullptr) return;
+  // Counted before the exchange: a run counted after FinishGiveBacks
+  // looked takes everything queued before that look.
+  runs_begun_.fetch_add(1, std::memory_order_seq_cst);
   Pending* list = pending_.exchange(nullptr, std::memory_order_seq_cst);
   while (list != nullptr) {
     give_back_(list->first, list->count);
@@ -107,6 +161,10 @@ void StoreGate::RunQueued() {
     list = list->next;
     delete done;
   }
+  // The whole run is done: wake FinishGiveBacks, which may wait for it.
+  runs_ended_.fetch_add(1, std::memory_order_seq_cst);
+  give_backs_done_.fetch_add(1, std::memory_order_seq_cst);
+  give_backs_done_.notify_all();
 }
 
 void StoreGate::RunQueuedWhileFree() {

@@ -347,6 +347,42 @@ TEST(NamedPoolConcurrencyTest, AnAddAfterARemoveWaitsForItsQueuedPunch) {
   EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
 }
 
+// As AnAddAfterARemoveWaitsForItsQueuedPunch, the add asking for the
+// removed volume's index: its claim finds the slot still REMOVING, and the
+// queued punch is done (the slot freed, nothing left queued) before the
+// add looks for queued punches. The remove returned before the add began,
+// so the add claims again and takes the index, instead of failing with
+// ALREADY_EXISTS for an index that is free.
+TEST(NamedPoolConcurrencyTest, AnAddWhoseClaimRacesTheQueuedPunchClaimsAgain) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  std::unique_ptr<HeldAdd> allocator;
+  std::atomic<bool> refused{false};
+  auto pool = OpenHeld(dir, 2, control, [&](absl::string_view step) {
+    // The first refused claim: the allocator ends and runs the punch.
+    if (step == "add:claim-refused" && !refused.exchange(true)) {
+      allocator->Finish();
+    }
+  });
+  ASSERT_NE(pool, nullptr);
+  absl::StatusOr<std::vector<uint64_t>> first =
+      pool->AddVolumes(1, std::nullopt, "first");
+  ASSERT_TRUE(first.ok()) << first.status();
+  allocator = std::make_unique<HeldAdd>(*pool, *control);
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ(control->deallocates.load(), 0);  // queued for the allocator
+  absl::StatusOr<std::vector<uint64_t>> again =
+      pool->AddVolumes(1, (*first)[0], "again");
+  EXPECT_TRUE(refused.load());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, *first);
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(pool->Summary().volumes_mapped, 2u);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);
+}
+
 // The store holds at most 3 volumes' memory, as a hugepage pool holds what
 // nr_hugepages allows. While an add allocates the third, a remove queues
 // its punch; an add called after the remove returned runs that punch

@@ -149,6 +149,46 @@ TEST(StoreGateTest, AnAllocationRunsTheGiveBacksQueuedBeforeItBegins) {
   EXPECT_EQ(given.size(), 1u);
 }
 
+// An allocation that begins while another one, begun before it, is still
+// running the give-backs it took off the queue waits for them (as for any
+// give-back in progress) before it allocates: a remove that returned
+// before it began has given its memory back by then, as for hugepages the
+// allocation needs. Without the wait it went on to allocate while the
+// other add's punch had not yet reached the kernel, and on a pool whose
+// hugepages were all taken failed for want of the page that punch frees.
+TEST(StoreGateTest, AnAllocationWaitsForTheGiveBacksAnotherOneIsRunning) {
+  Notification running;     // the earlier add runs the give-back (held)
+  Notification may_finish;  // let it finish
+  std::atomic<bool> given{false};
+  StoreGate gate([&](uint64_t, uint64_t) {
+    running.Notify();
+    EXPECT_TRUE(may_finish.WaitForNotificationWithTimeout(kStuck));
+    given.store(true);
+  });
+  auto finish = [&] {
+    if (!may_finish.HasBeenNotified()) may_finish.Notify();
+  };
+  // Called by the add below only when it blocks for the give-back in
+  // progress: let that give-back finish then.
+  gate.SetTestHookForTesting(finish);
+  HeldAllocation allocating(gate);
+  ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));  // a remove, returned
+  std::thread earlier_add([&] {
+    gate.BeginAllocation();  // runs the queued give-back, held in it
+    gate.EndAllocation();
+  });
+  ASSERT_TRUE(running.WaitForNotificationWithTimeout(kStuck));
+  gate.BeginAllocation();  // an add that began after the remove returned
+  EXPECT_TRUE(given.load())
+      << "an allocation began while a give-back queued before it was still "
+         "being run by another add";
+  finish();
+  gate.EndAllocation();
+  earlier_add.join();
+  allocating.End();
+  EXPECT_EQ(gate.pending_volumes(), 0u);
+}
+
 // Finisher calls FinishGiveBacks on a thread of its own. The gate's test
 // hook holds it just before it would block, until Proceed, so that the
 // test can act while it is known to be there.
@@ -241,6 +281,34 @@ TEST(StoreGateTest, FinishGiveBacksReturnsOnceAnotherAddHasRunTheQueuedOnes) {
     gate.EndAllocation();
   }
   EXPECT_EQ(given.load(), 1);
+  EXPECT_EQ(gate.pending_volumes(), 0u);
+}
+
+// FinishGiveBacks waits for the give-backs queued before it, not for one
+// a remove queues after it began: once another add has run the earlier
+// one, it returns, though the later one is held up by the allocations in
+// progress (for hugepages, seconds per GiB). It used to wait until no
+// give-back at all was pending, so an add waiting for room waited for
+// every allocation in progress whenever removes kept queueing.
+TEST(StoreGateTest, FinishGiveBacksDoesNotWaitForGiveBacksQueuedAfterIt) {
+  std::atomic<int> given{0};
+  StoreGate gate([&](uint64_t, uint64_t) { given.fetch_add(1); });
+  gate.BeginAllocation();  // an add allocating (on this thread)
+  ASSERT_FALSE(gate.GiveBackOrDefer(1, 1));
+  {
+    Finisher finisher(gate);
+    ASSERT_TRUE(finisher.WaitUntilAboutToBlock());
+    gate.BeginAllocation();  // another add: runs the queued give-back
+    EXPECT_EQ(given.load(), 1);
+    ASSERT_FALSE(gate.GiveBackOrDefer(2, 1));  // a remove after the call
+    finisher.Proceed();
+    EXPECT_TRUE(finisher.WaitUntilReturned())
+        << "FinishGiveBacks waits for a give-back queued after it began";
+    EXPECT_EQ(given.load(), 1);
+    gate.EndAllocation();
+    gate.EndAllocation();  // runs the later give-back
+  }
+  EXPECT_EQ(given.load(), 2);
   EXPECT_EQ(gate.pending_volumes(), 0u);
 }
 

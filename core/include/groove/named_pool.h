@@ -256,9 +256,10 @@ class NamedPool {
     // "remove:deallocated", "remove:deferred": the punch was queued for
     // the allocation in progress; "reclaim:claimed": a reclaim's slot is
     // REMOVING, nothing else done; "reclaim:deferred": its punch was
-    // queued), before an add waits for the punches
-    // removes queued ("add:store-busy": its claim found no room, or it is
-    // about to allocate and runs them first), and from
+    // queued), when an add's claim finds no room ("add:claim-refused",
+    // before it looks for queued punches), before an add waits for the
+    // punches removes queued ("add:store-busy": its claim found no room,
+    // or it is about to allocate and runs them first), and from
     // inside the owner's pushes and pops
     // (VolumePool's TestHook) with "stack:linked" (a volume's stack link
     // written or read, the CAS not done) and "stack:announced" (a remove's

@@ -16,10 +16,12 @@
 // (GiveBackOrDefer); otherwise it queues its punch and returns at once. The
 // next add to begin runs the queued punches before it allocates, and so
 // does the last allocation to end, or the punch in progress, whichever
-// comes first. An add waits for a punch in progress before it allocates
-// (it would wait for it in the kernel anyway), never for another add in
-// user space; the punches it runs may wait in the kernel for the
-// allocations in progress, as its own fallocate would.
+// comes first. An add waits for the punches in progress before it
+// allocates (a remove's, or those the last allocation to end or an add
+// that began before it is running: it would wait for them in the kernel
+// anyway), never for another add's allocation in user space; the punches
+// it runs may wait in the kernel for the allocations in progress, as its
+// own fallocate would.
 //
 // So an add that begins after a remove returned finds the memory the
 // remove gave back (for hugepages: the pages, in the kernel's free count),
@@ -54,9 +56,7 @@ class StoreGate {
   // the kernel, on whichever thread runs it, so it must not call back into
   // the gate. A remove's own punch (GiveBackOrDefer returning true) runs
   // while no allocation and no other give-back is in progress; a queued
-  // one may run beside allocations and another queued one (never of the
-  // same volumes), so it must be safe to run concurrently on disjoint
-  // ranges.
+  // one may run beside allocations, never beside another give-back.
   using GiveBackFn = std::function<void(uint64_t first, uint64_t count)>;
 
   explicit StoreGate(GiveBackFn give_back);
@@ -71,8 +71,12 @@ class StoreGate {
   // BeginAllocation announces an allocation (or an add's rollback punch),
   // which the caller then makes, and EndAllocation ends it. From the
   // announcement until the end, removes queue their punches instead of
-  // making them. BeginAllocation first waits for a give-back in progress,
-  // then runs, on the calling thread, the give-backs queued before it.
+  // making them. BeginAllocation first waits for the give-backs in
+  // progress (a remove's own, or queued ones that the last allocation to
+  // end or another add's BeginAllocation is running), then runs, on the
+  // calling thread, the give-backs still queued, as a give-back in
+  // progress: an add that begins meanwhile waits for them in turn. So
+  // every give-back queued before the call is done when it returns.
   // Thread safety: BeginAllocation blocks its caller while a give-back
   // runs (as long as the kernel's punch; another add's allocation never
   // holds it up in user space), and the queued give-backs it runs may wait
@@ -98,9 +102,13 @@ class StoreGate {
   // is done, running them itself when it can: as soon as their runner
   // (another add's BeginAllocation, the last allocation to end, or a
   // give-back in progress) has run them, even while allocations are still
-  // in progress. Thread safety: blocks while allocations in progress hold
-  // the queued give-backs up (seconds, for a hugepage allocation), and
-  // while another thread runs them (as long as its punches).
+  // in progress and hold up give-backs queued after the call (it may wait
+  // for one of those only when it was queued within the instant between
+  // the call and its first look at the queue, or while a run that began
+  // before the call had not yet taken the queue). Thread safety: blocks
+  // while allocations in progress hold the queued give-backs up (seconds,
+  // for a hugepage allocation), and while another thread runs them (as
+  // long as its punches).
   void FinishGiveBacks();
 
   // pending_volumes is the number of volumes whose give-back
@@ -116,7 +124,8 @@ class StoreGate {
 
   // SetTestHookForTesting installs `before_wait` (may be empty), which
   // FinishGiveBacks calls each time it has found give-backs pending that it
-  // cannot run, just before it blocks: a test can hold it there while it
+  // cannot run, and BeginAllocation each time it finds a give-back in
+  // progress, just before it blocks: a test can hold it there while it
   // lets another party run them. REQUIRES: no thread is using the gate.
   void SetTestHookForTesting(std::function<void()> before_wait) {
     before_wait_ = std::move(before_wait);
@@ -142,10 +151,10 @@ class StoreGate {
   bool TryStartGivingBack();
   // StopGivingBack clears kGivingBack and wakes the adds waiting for it.
   void StopGivingBack();
-  // RunQueued runs and frees every queued give-back. Callers running it at
-  // once take disjoint lists.
-  // REQUIRES: kGivingBack is ours, or an allocation of the caller's is in
-  // progress: either way no remove punches inline meanwhile.
+  // RunQueued runs and frees every queued give-back.
+  // REQUIRES: kGivingBack is ours (so no remove punches inline meanwhile,
+  // and an add that begins waits for what we run), or no thread uses the
+  // gate (the destructor).
   void RunQueued();
   // RunQueuedWhileFree runs queued give-backs for as long as some are
   // queued and the give-back bit can be taken; it returns once the queue
@@ -164,10 +173,17 @@ class StoreGate {
   std::atomic<Pending*> pending_{nullptr};  // newest first
   // Volumes queued and not yet given back: see pending_volumes.
   std::atomic<uint64_t> pending_volumes_{0};
-  // Queued give-backs done so far (wrapping): RunQueued adds one after
-  // each give-back's decrement of pending_volumes_ and wakes
-  // FinishGiveBacks, which waits on it (a futex-sized word: no proxy).
+  // Queued give-backs done so far, and runs ended (wrapping): RunQueued
+  // adds one after each give-back's decrement of pending_volumes_ and
+  // after each run, and wakes FinishGiveBacks, which waits on it (a
+  // futex-sized word: no proxy).
   std::atomic<uint32_t> give_backs_done_{0};
+  // Runs of the queue (RunQueued calls) begun and ended (wrapping). Runs
+  // hold kGivingBack, so they are made one at a time: run n has ended
+  // once runs_ended_ reaches n, and FinishGiveBacks waits for the first
+  // run counted after its call, not for the queue to be empty.
+  std::atomic<uint32_t> runs_begun_{0};
+  std::atomic<uint32_t> runs_ended_{0};
   std::function<void()> before_wait_;  // tests: SetTestHookForTesting
 };
 
