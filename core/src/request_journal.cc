@@ -78,10 +78,24 @@ bool WriteZeros(int fd, uint64_t offset, uint64_t bytes) {
 // An unset first_index.
 constexpr uint64_t kNoFirstIndex = ~uint64_t{0};
 
+// RaiseTo stores `value` in `word` (in the file) unless it holds a larger
+// one already: concurrent Begins may raise it in any order.
+void RaiseTo(uint64_t& word, uint64_t value) {
+  std::atomic_ref<uint64_t> ref(word);
+  // Relaxed load: the CAS re-checks it. Release: before the entry's state
+  // changes in the file.
+  uint64_t now = ref.load(std::memory_order_relaxed);
+  while (now < value &&
+         !ref.compare_exchange_weak(now, value, std::memory_order_release,
+                                    std::memory_order_relaxed)) {
+  }
+}
+
 }  // namespace
 
 // Header is the file's first page. Fields are written once, when the file
-// is created or emptied; `magic` last.
+// is created or emptied, `magic` last; but for the claim record, which
+// Begin raises and Open may set.
 struct RequestJournal::Header {
   uint64_t magic;           // kJournalMagic once the rest is written
   uint64_t layout_version;  // kJournalLayoutVersion
@@ -89,6 +103,14 @@ struct RequestJournal::Header {
   uint64_t entry_bytes;     // sizeof(Entry)
   uint64_t pool_id_high;    // Identity of the pool
   uint64_t pool_id_low;
+  // Where Open goes on: the cursor after the entry claimed last (its
+  // position + 1, not reduced modulo kEntries) and the largest batch
+  // claimed, each raised by Begin before it writes its entry. 0: none
+  // recorded (a new file, or one an earlier build wrote). An add takes its
+  // batch when it starts and its entry when it commits, so the newest
+  // batch's entry need not be the one claimed last.
+  uint64_t next_claim;
+  uint64_t claimed_batch_max;
 };
 
 // Entry is one add, as the file holds it. Its fields are written by the
@@ -152,6 +174,10 @@ RequestJournal::RequestJournal(int fd, void* map, uint64_t map_bytes,
   static_assert(sizeof(Entry) % alignof(Entry) == 0);
   static_assert(sizeof(Entry) == 56 + kMaxInfoBytes + 4 * kMaxVolumesPerAdd);
   static_assert(testing::kJournalEntryOffset == kHeaderBytes);
+  static_assert(testing::kJournalNextClaimOffset ==
+                offsetof(Header, next_claim));
+  static_assert(offsetof(Header, claimed_batch_max) ==
+                offsetof(Header, next_claim) + sizeof(uint64_t));
   static_assert(testing::kJournalEntryCountOffset == offsetof(Entry, count));
   static_assert(testing::kJournalEntryBytes == sizeof(Entry));
   static_assert(kWriting == 1 && kCommitted == 3 && kStateBits == 2);
@@ -359,8 +385,20 @@ absl::StatusOr<std::unique_ptr<RequestJournal>> RequestJournal::Open(
                 return a.batch < b.batch;
               });
   }
-  journal->cursor_.store((newest_entry + 1) % kEntries,
-                         std::memory_order_relaxed);
+  // Go on after the entry claimed last, as the header records it, unless
+  // an entry holds a batch claimed after the header's record (by an
+  // earlier build, which keeps none): then after the newest batch's, and
+  // the header says so from now on.
+  Header& header = *static_cast<Header*>(map);
+  uint64_t cursor = header.next_claim % kEntries;
+  if (header.next_claim == 0 || newest_batch > header.claimed_batch_max) {
+    cursor = (newest_entry + 1) % kEntries;
+    header.claimed_batch_max = newest_batch;
+  }
+  // Recorded in [1, kEntries] (0 is none): far from wrapping however many
+  // claims follow, whatever a damaged header held.
+  header.next_claim = cursor == 0 ? kEntries : cursor;
+  journal->cursor_.store(header.next_claim, std::memory_order_relaxed);
   return journal;
 }
 
@@ -371,8 +409,8 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
   for (uint64_t scanned = 0; scanned < kEntries; ++scanned) {
     // Relaxed: the cursor only spreads entries in ring order; the CAS
     // decides.
-    const uint64_t i =
-        cursor_.fetch_add(1, std::memory_order_relaxed) % kEntries;
+    const uint64_t claim = cursor_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t i = claim % kEntries;
     uint64_t word = states_[i].load(std::memory_order_relaxed);
     const EntryState state = StateOf(word);
     if (state != kFree && state != kCommitted) continue;  // an add in flight
@@ -400,6 +438,10 @@ absl::StatusOr<uint64_t> RequestJournal::Begin(
       }
       allocated_[i].store(true, std::memory_order_relaxed);
     }
+    // The claim in the header first: no entry records a claim it lacks.
+    Header& header = *static_cast<Header*>(map_);
+    RaiseTo(header.next_claim, claim + 1);
+    RaiseTo(header.claimed_batch_max, batch);
     Entry& e = EntryAt(i);
     // WRITING in the file first, by an exchange whose acquire keeps the
     // field stores below from passing it (ThreadSanitizer models no
@@ -502,6 +544,11 @@ absl::StatusOr<uint64_t> RequestJournal::Verify() const {
     if (file_state == kFree) continue;
     if (const std::string problem = e.Problem(max_volumes_); !problem.empty()) {
       return bad("records no add: ", problem);
+    }
+    if (BatchOf(file) > h.claimed_batch_max) {
+      return bad("records batch ", BatchOf(file),
+                 ", above the largest the header says was claimed, ",
+                 h.claimed_batch_max);
     }
     batches.emplace_back(BatchOf(file), i);
     if (file_state == kCommitted) ++committed;

@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/fault_store.h"
+#include "support/stall.h"
 #include "support/temp_dir.h"
 
 namespace groove {
@@ -2000,6 +2001,46 @@ TEST(RequestJournalTest, ANewAddReusesTheOldestEntry) {
           pool->AddVolumes(1, std::nullopt, "", RequestKey{0, adds}).ok());
     }
   }
+}
+
+// Adds take their batch when they start and their journal entry when they
+// commit, so an add slow to allocate (x) takes the entry after that of an
+// add with a later batch (y). A reopened journal must go on after the entry
+// taken last, not after the newest batch's: there the next add (z) reused
+// x's entry, the add recorded last, while 1,021 entries were free, and a
+// repeat of x after one more restart added it again.
+TEST(RequestJournalTest, AReopenedJournalGoesOnAfterTheEntryTakenLast) {
+  TempDir dir;
+  const RequestKey x{1, 1}, y{2, 2}, z{3, 3};
+  {
+    testing::Stall stall;  // parks the first add to pass add:claimed: x
+    NamedPool::OpenOptions options;
+    options.step_hook = [&stall](absl::string_view step) {
+      if (step == "add:claimed") testing::Stall::Hook(&stall);
+    };
+    auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+    ASSERT_NE(pool, nullptr);
+    std::thread slow(
+        [&] { EXPECT_TRUE(pool->AddVolumes(1, std::nullopt, "x", x).ok()); });
+    stall.WaitUntilStalled();  // x has its batch, not yet its entry
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "y", y).ok());
+    stall.Resume();
+    slow.join();
+  }
+  {
+    auto pool = OpenOrDie(dir.path(), SmallConfig());
+    ASSERT_NE(pool, nullptr);
+    ASSERT_EQ(pool->TakeRecordedAdds().size(), 2u);
+    ASSERT_TRUE(pool->AddVolumes(1, std::nullopt, "z", z).ok());
+  }
+  auto pool = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_NE(pool, nullptr);
+  std::vector<RequestKey> listed;
+  for (const RecordedAdd& add : pool->TakeRecordedAdds()) {
+    listed.push_back(add.key);
+  }
+  EXPECT_EQ(listed, (std::vector<RequestKey>{x, y, z}))
+      << "the journal lost an add it had room for";
 }
 
 // A re-created pool is a new pool: the keys of the one it replaced named

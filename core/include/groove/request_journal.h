@@ -148,9 +148,13 @@ class RequestJournal {
   // counted with
   // those, every entry it would keep whose batch another one it would keep
   // also records (a damaged file: which is the batch's add cannot be told;
-  // found by the journal fuzzer). `report` (optional)
-  // says what it found; `recorded` (optional) receives the committed adds,
-  // oldest (lowest batch) first.
+  // found by the journal fuzzer). Begin then goes on after the entry
+  // claimed last, as the header records it (after the newest batch's when
+  // it records none, or when an entry holds a batch above the largest it
+  // says was claimed: an earlier build's, which keeps no record; the
+  // header then records that). `report` (optional) says what it found;
+  // `recorded` (optional) receives the committed adds, oldest (lowest
+  // batch) first.
   // REQUIRES: the caller owns the pool (holds its lock) and has recovered
   // it, no other journal object is open on `path`, and `path` is not on a
   // hugetlbfs (which has no sparse files and no write(2)).
@@ -179,7 +183,8 @@ class RequestJournal {
   // it returns, and the add's until Finish or Forget. It reuses entries in
   // ring order, skipping those of adds in flight (Begun, not yet Finished
   // or Forgotten), so the one reused is the finished add recorded longest
-  // ago.
+  // ago; the file's header records where it claimed (a reopened journal
+  // goes on from there).
   // An entry's first use in this process allocates its pages (a pwrite of
   // zeros over the entry alone, so no neighbour's bytes are touched), so
   // that no store to the mapping can fault.
@@ -193,7 +198,8 @@ class RequestJournal {
   // Thread safety: lock-free; safe concurrently with Begin, Commit,
   // Uncommit and Forget of other entries (entries are claimed by a CAS of
   // an in-memory copy of their state). Cost: O(count) stores plus, when
-  // entries are taken, one CAS per entry skipped.
+  // entries are taken, one CAS per entry skipped, plus two CAS loops on
+  // the header's record.
   absl::StatusOr<uint64_t> Begin(const RequestKey& key, uint64_t batch,
                                  uint64_t count,
                                  std::optional<uint64_t> first_index,
@@ -238,8 +244,9 @@ class RequestJournal {
   // WRITING; every entry that is not FREE records an add (a count in
   // [1, kMaxVolumesPerAdd], an info of at most kMaxInfoBytes, ascending
   // indices below the pool's max_volumes that begin at its first_index
-  // when it had one) and its pages are allocated; no two entries that are
-  // not FREE record one batch. Returns the number of COMMITTED entries.
+  // when it had one), of a batch the header says was claimed, and its
+  // pages are allocated; no two entries that are not FREE record one
+  // batch. Returns the number of COMMITTED entries.
   // Errors: DATA_LOSS naming the entry and what is wrong.
   // REQUIRES: no other method of this journal runs meanwhile (adds may be
   // in flight between calls, as a test's single thread leaves them).
@@ -278,8 +285,11 @@ class RequestJournal {
   // Whether the entry's pages are known to be allocated (used in this
   // process, or found holding an add by Open).
   std::unique_ptr<std::atomic<bool>[]> allocated_;
-  // Where Begin looks for an entry next (the one after the newest add's at
-  // Open): entries are reused in ring order, so the oldest goes first.
+  // Where Begin looks for an entry next: entries are reused in ring order,
+  // so the oldest goes first. Open sets it after the entry claimed last,
+  // which the file's header records (Begin raises the record with each
+  // claim): an add takes its batch when it starts and its entry when it
+  // commits, so the newest batch's entry need not be the one claimed last.
   std::atomic<uint64_t> cursor_{0};
 };
 
@@ -293,6 +303,10 @@ namespace testing {
 // Null: no call.
 inline std::atomic<void (*)(uint64_t entry, uint64_t word)>
     journal_store_state_hook{nullptr};
+// The header's record of where Open goes on (a uint64_t: the cursor after
+// the entry claimed last, its position + 1 not reduced modulo kEntries; 0
+// for none) is at this offset, and the largest batch claimed right after.
+inline constexpr uint64_t kJournalNextClaimOffset = 48;
 // The first entry (entry 0: a new journal's first add) starts here.
 inline constexpr uint64_t kJournalEntryOffset = 4096;
 // Entry k starts kJournalEntryBytes after entry k - 1; its state word (a
