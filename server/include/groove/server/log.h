@@ -18,6 +18,19 @@
 // Example:
 //   groove::server::Log(groove::server::LogLevel::kWarn, "rpc_error",
 //                       {{"method", "AddVolume"}, {"code", "NOT_FOUND"}});
+//
+// Lifetime: Log, LogDeferred, RoutineLinesSuppressedTotal and the lines
+// routed by RouteGrpcLogs and RouteProtobufLogs are safe from any thread
+// until the process ends, static destruction included. They have to be:
+// gRPC's threads and libprotobuf log at any time, after main returns too
+// (gRPC 1.51 can finish its shutdown on a thread of its own). So the state
+// behind them is never destroyed: the routine line budget is a
+// constant-initialized, trivially destructible global, and the batching
+// queue and its flusher are made once and never freed, yet stay reachable
+// from a global, so LeakSanitizer reports no leak without a suppression
+// (log.cc, Batching). Tested by LogAtExitTest in
+// tests/unit/server_parts_test.cc (threads logging through every route
+// while the process exits, under ASan too).
 
 #ifndef GROOVE_SERVER_LOG_H_
 #define GROOVE_SERVER_LOG_H_
@@ -73,26 +86,31 @@ void Log(LogLevel level, absl::string_view event,
 // never sees half a line, whatever the other threads write). Every other
 // line goes through Log, at once, after the queued ones.
 //
-// What it gives up: a process killed without its shutdown (SIGKILL, a
-// crash) loses the routine lines of at most the last interval; the slot
-// tables, not the log, are what recovery relies on. Lines of events on
-// different threads may appear out of time order by up to one interval
-// (each line carries its own `time`).
+// What it gives up: a process that ends without StopLogBatching (SIGKILL,
+// a crash, a std::exit) loses the routine lines of at most the last
+// interval; the slot tables, not the log, are what recovery relies on.
+// Lines of events on different threads may appear out of time order by up
+// to one interval (each line carries its own `time`).
 
-// StartLogBatching starts the flusher, writing every `interval`.
+// StartLogBatching starts the flusher, writing every `interval`. The first
+// call makes the queue (kLogQueueLines lines, about 0.5 MiB), which is
+// never freed; later calls reuse it. Should the process end with batching
+// on, the flusher runs on to the end, and the lines still queued are lost.
 // REQUIRES: interval > 0; batching is off. Call from one thread (main).
 void StartLogBatching(absl::Duration interval);
 
 // StopLogBatching stops the flusher and writes every queued line; from then
 // on LogDeferred writes at once. No-op when batching is off. Call from the
-// thread that started it.
+// thread that started it, before the process exits (main does on every
+// return), or the last interval's lines are lost.
 void StopLogBatching();
 
 // LogDeferred is Log for a routine event: with batching on, the line is
 // queued and written by the flusher within one interval; with it off, or
 // with the queue full (kLogQueueLines lines), it is written at once as Log
-// does. Thread safety: safe from any thread; takes no lock and, when
-// queued, makes no system call.
+// does. Thread safety: safe from any thread, until the process ends
+// ("Lifetime", above); takes no lock and, when queued, makes no system
+// call.
 void LogDeferred(LogLevel level, absl::string_view event,
                  std::initializer_list<LogField> fields = {});
 
@@ -119,12 +137,18 @@ inline constexpr size_t kLogQueueLines = 8192;
 
 // LineBudget admits at most `per_second` lines in each second, give or
 // take the lines of threads that race the turn of a second (each may be
-// admitted against the old second's count), and counts the rest.
+// admitted against the old second's count), and counts the rest;
+// `per_second` 0 admits every line and counts none (no limit).
 // Thread safety: lock-free; Admit and TakeSuppressed are safe from any
-// thread. Cost: two or three relaxed atomic operations.
+// thread. Cost: one relaxed load with no limit, three or four relaxed
+// atomic operations with one.
+// Lifetime: constexpr-constructible and trivially destructible, so a
+// global one is constant-initialized and never destroyed (the routine
+// budget, below, is one).
 class LineBudget {
  public:
-  explicit LineBudget(uint64_t per_second) : per_second_(per_second) {}
+  constexpr explicit LineBudget(uint64_t per_second)
+      : per_second_(per_second) {}
 
   // Admit says whether a line of `unix_second` may be written; false
   // counts it as suppressed. Seconds may arrive out of order (threads):
@@ -137,14 +161,23 @@ class LineBudget {
   // refused lines between them: each line is returned by exactly one call.
   uint64_t TakeSuppressed();
 
-  // suppressed_total returns every line refused since construction. It
-  // never decreases (a Prometheus counter), whatever TakeSuppressed takes.
+  // suppressed_total returns every line refused since construction or
+  // the last Reset. It never decreases but by a Reset (a Prometheus
+  // counter), whatever TakeSuppressed takes.
   uint64_t suppressed_total() const {
     return suppressed_.load(std::memory_order_relaxed);
   }
 
+  // Reset makes this a new budget of `per_second` lines a second: every
+  // count starts again at zero, suppressed_total() included.
+  // Thread safety: no data race with the other members (every field is an
+  // atomic), but a line racing it may be counted under either budget, and
+  // the counts of racing callers are then approximate: call it before
+  // lines are logged. Cost: five relaxed stores.
+  void Reset(uint64_t per_second);
+
  private:
-  const uint64_t per_second_;
+  std::atomic<uint64_t> per_second_;     // 0: no limit
   std::atomic<int64_t> second_{0};       // the newest second seen
   std::atomic<uint64_t> admitted_{0};    // lines admitted in second_
   std::atomic<uint64_t> suppressed_{0};  // every line refused
@@ -153,9 +186,11 @@ class LineBudget {
 
 // SetRoutineLineBudget limits LogDeferred to `per_second` lines a second
 // (0: no limit, the default). A new budget starts its count of refused
-// lines at zero. REQUIRES: called before any LogDeferred and before any
-// RoutineLinesSuppressedTotal (main, at start-up); not thread-safe against
-// them.
+// lines at zero. It may be called again (tests do); it resets the one
+// budget in place (LineBudget::Reset), which is never destroyed.
+// REQUIRES: called before any LogDeferred and before any
+// RoutineLinesSuppressedTotal (main, at start-up): lines racing it are no
+// data race, but may be counted under either budget.
 void SetRoutineLineBudget(uint64_t per_second);
 
 // RoutineLinesSuppressedTotal returns how many lines LogDeferred has
@@ -175,7 +210,9 @@ uint64_t RoutineLinesSuppressedTotal();
 // (level info, warn or error as libprotobuf's), written as routine lines
 // (LogDeferred): a peer can cause one per request, so they count against
 // the routine line budget rather than flood the log. FATAL messages are
-// written at once (libprotobuf aborts after them).
+// written at once (libprotobuf aborts after them). The handler is a plain
+// function that captures nothing: libprotobuf may call it from any thread
+// until the process ends ("Lifetime", above); it takes no lock.
 // REQUIRES: called once, from main, before the server serves.
 void RouteProtobufLogs();
 
@@ -208,8 +245,9 @@ void RouteProtobufLogs();
 // REQUIRES: called once, from main, before anything starts gRPC (a
 // grpc::ServerBuilder, a channel); before that gRPC's lines go to stderr
 // as gRPC writes them.
-// Thread safety: gRPC calls the installed function from any of its
-// threads; it takes no lock, as LogDeferred.
+// Thread safety: gRPC calls the installed function (a plain function that
+// captures nothing) from any of its threads, until the process ends
+// ("Lifetime", above); it takes no lock, as LogDeferred.
 void RouteGrpcLogs();
 
 }  // namespace groove::server
