@@ -4,7 +4,8 @@
 // and, when armed, makes one Allocate fail after the real one succeeded,
 // as a kernel that runs out of pages in the middle of a batch would (and,
 // like the kernel, it keeps the pages: the pool must give them back); or
-// makes one Read, Write or Deallocate fail (an I/O error); or
+// makes one Read, Write or Deallocate fail (an I/O error); or runs a
+// test's hook right after one Read (after_read); or
 // makes one MapFixed fail with ENOMEM before mapping, as mmap does when the
 // process is out of memory or mappings (vm.max_map_count); or limits the
 // memory the store may hold, as nr_hugepages does (capacity_bytes).
@@ -47,6 +48,12 @@ class FaultStore final : public VolumeStore {
     // the inode lock), before the real call. Set it while no other thread
     // uses the pool.
     std::function<void()> during_allocate;
+    // Called once, after the next Read at offset `after_read_at` and
+    // before that Read returns (cleared first), as a thread stalled just
+    // after its read would let others run. Set it while no other thread
+    // uses the pool.
+    uint64_t after_read_at = 0;
+    std::function<void()> after_read;
     std::mutex inode_lock;
   };
 
@@ -97,7 +104,13 @@ class FaultStore final : public VolumeStore {
         control_->fail_read_in.fetch_sub(1) == 1) {
       return absl::InternalError("injected: read: Input/output error");
     }
-    return real_->Read(offset, out, size);
+    absl::Status read = real_->Read(offset, out, size);
+    if (control_->after_read && offset == control_->after_read_at) {
+      std::function<void()> hook = std::move(control_->after_read);
+      control_->after_read = nullptr;
+      hook();
+    }
+    return read;
   }
   absl::Status Write(uint64_t offset, const void* bytes,
                      uint64_t size) override {

@@ -3108,51 +3108,6 @@ TEST(QuarantineTest, RecoveryFinishesARemoveOfAPushedBackQuarantine) {
   ASSERT_TRUE(pool->Verify().ok());
 }
 
-// ReadHookStore wraps a pool's store and runs `on_read` (once: it is
-// cleared first) after the next Read at `at_offset`, before that Read
-// returns, as a thread stalled just after the read would let others run.
-class ReadHookStore final : public VolumeStore {
- public:
-  struct Control {
-    uint64_t at_offset = 0;
-    std::function<void()> on_read;
-  };
-  ReadHookStore(std::unique_ptr<VolumeStore> real,
-                std::shared_ptr<Control> control)
-      : real_(std::move(real)), control_(std::move(control)) {}
-  absl::Status Allocate(uint64_t offset, uint64_t length) override {
-    return real_->Allocate(offset, length);
-  }
-  absl::Status Deallocate(uint64_t offset, uint64_t length) override {
-    return real_->Deallocate(offset, length);
-  }
-  absl::Status MapFixed(void* address, uint64_t offset,
-                        uint64_t length) override {
-    return real_->MapFixed(address, offset, length);
-  }
-  absl::Status Read(uint64_t offset, void* out, uint64_t size) const override {
-    absl::Status read = real_->Read(offset, out, size);
-    if (control_->on_read && offset == control_->at_offset) {
-      std::function<void()> hook = std::move(control_->on_read);
-      control_->on_read = nullptr;
-      hook();
-    }
-    return read;
-  }
-  absl::Status Write(uint64_t offset, const void* bytes,
-                     uint64_t size) override {
-    return real_->Write(offset, bytes, size);
-  }
-  absl::StatusOr<uint64_t> AllocatedBytes() const override {
-    return real_->AllocatedBytes();
-  }
-  uint64_t page_bytes() const override { return real_->page_bytes(); }
-
- private:
-  std::unique_ptr<VolumeStore> real_;
-  std::shared_ptr<ReadHookStore::Control> control_;
-};
-
 // A reclaim whose CAS loses to another reclaim of the index finds, when
 // more has happened meanwhile (the index added again and its new volume
 // quarantined), a quarantine it has not judged: it judges it before it
@@ -3160,10 +3115,10 @@ class ReadHookStore final : public VolumeStore {
 // volume's, as a reclaim that began then would.
 TEST(ReclaimVolumeTest, ARaceLostToAnotherReclaimJudgesTheNextQuarantine) {
   TempDir dir;
-  auto control = std::make_shared<ReadHookStore::Control>();
+  auto control = std::make_shared<FaultStore::Control>();
   NamedPool::OpenOptions options;
   options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<ReadHookStore>(std::move(real), control);
+    return std::make_unique<FaultStore>(std::move(real), control);
   };
   auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
   ASSERT_NE(pool, nullptr);
@@ -3172,8 +3127,8 @@ TEST(ReclaimVolumeTest, ARaceLostToAnotherReclaimJudgesTheNextQuarantine) {
   // Stalled after its header read (the old volume's), before its CAS, the
   // reclaim lets another reclaim free volume 0, an add put a new volume
   // there and a data plane quarantine it; then the header is mended.
-  control->at_offset = 0;
-  control->on_read = [&] {
+  control->after_read_at = 0;
+  control->after_read = [&] {
     ASSERT_TRUE(pool->ReclaimVolume(0).ok());
     ASSERT_EQ(*pool->AddVolumes(1, 0, "new"), (std::vector<uint64_t>{0}));
     auto join = NamedPool::Join(dir.path(), "main");
@@ -3186,7 +3141,7 @@ TEST(ReclaimVolumeTest, ARaceLostToAnotherReclaimJudgesTheNextQuarantine) {
   };
   const uint64_t quarantined_word = ReadSlot(meta, 0);
   const absl::StatusOr<ReclaimedVolume> late = pool->ReclaimVolume(0);
-  ASSERT_EQ(control->on_read, nullptr) << "the reclaim read no header";
+  ASSERT_EQ(control->after_read, nullptr) << "the reclaim read no header";
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition)
       << (late.ok() ? late->corruption : late.status().ToString());
   EXPECT_NE(ReadSlot(meta, 0), quarantined_word);
