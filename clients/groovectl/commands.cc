@@ -205,6 +205,16 @@ void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                                 ", quarantined ", c.volumes_quarantined())},
       {"locked", p.locked() ? "yes (recovery running)" : "no"},
   };
+  // Only when there are some: a failed punch is rare, and a row of zeros
+  // on every inspect would be noise.
+  if (p.volumes_not_given_back() != 0) {
+    rows.push_back(
+        {"give-back failed",
+         absl::StrCat(p.volumes_not_given_back(),
+                      p.volumes_not_given_back() == 1 ? " volume" : " volumes",
+                      " since the server started: memory still allocated "
+                      "until the index is added again")});
+  }
   rows.insert(rows.end(), extra.begin(), extra.end());
   PrintTable(out, rows);
 }

@@ -80,7 +80,9 @@ void PrintPools(const v1::ListPoolsResponse& response, std::ostream& out);
 // of two cells (e.g. a verify result) aligned with it. The capacity row
 // names the memory of removed volumes still being given back, when there
 // is any (releasing_bytes: a remove beside an allocation leaves its punch
-// to that allocation).
+// to that allocation). A "give-back failed" row follows the counters when
+// the server could not give some removed volumes' memory back
+// (volumes_not_given_back), and only then.
 void PrintSummary(const v1::PoolSummary& p, std::ostream& out,
                   const std::vector<std::vector<std::string>>& extra = {});
 

@@ -1842,6 +1842,9 @@ void NamedPool::GiveBack(uint64_t first, uint64_t count) {
     // removed volume keeps the empty magic until the punch clears it
     // (RemoveAnnounced), and a later add of these indices would refuse it.
     for (uint64_t i = first; i < first + count; ++i) MarkNotAVolume(i);
+    // Relaxed: a statistic (Summary); the memory is lost to the pool until
+    // the indices are added again, and only this count says so.
+    volumes_not_given_back_.fetch_add(count, std::memory_order_relaxed);
   }
 }
 
@@ -2541,6 +2544,8 @@ PoolSummary NamedPool::Summary() const {
       s.volumes_mapped);
   s.volumes_reclaimed =
       meta_->volumes_reclaimed.load(std::memory_order_relaxed);
+  s.volumes_not_given_back =
+      volumes_not_given_back_.load(std::memory_order_relaxed);
   s.locked = pool_->IsLocked();
   // A named store has a path; a memfd has none. Its first byte says which,
   // without copying the path (Inspect calls this on every request).

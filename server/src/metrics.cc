@@ -144,6 +144,13 @@ class PoolCollector final : public prometheus::Collectable {
                "Quarantined volumes freed by ReclaimVolume since the pool was "
                "created (kept across restarts).",
                MetricType::Counter);
+    MetricFamily not_given_back = Family(
+        "groove_pool_volumes_not_given_back_total",
+        "Volumes whose memory this server could not give back to the "
+        "backing since it started (a failed hole punch): their indices are "
+        "free, their memory stays allocated until an AddVolume takes the "
+        "index again or the pool is re-created.",
+        MetricType::Counter);
     MetricFamily locked =
         Family("groove_pool_locked",
                "1 while the pool's maintenance lock is held (a recovery).",
@@ -186,6 +193,7 @@ class PoolCollector final : public prometheus::Collectable {
       counter(quarantined, static_cast<double>(s.counts.volumes_quarantined));
       gauge(in_quarantine, static_cast<double>(s.volumes_in_quarantine));
       counter(reclaimed, static_cast<double>(s.volumes_reclaimed));
+      counter(not_given_back, static_cast<double>(s.volumes_not_given_back));
       gauge(locked, s.locked ? 1 : 0);
       const bool deleted = pool->StoreDeleted();
       gauge(store_deleted, deleted ? 1 : 0);
@@ -211,7 +219,7 @@ class PoolCollector final : public prometheus::Collectable {
     for (MetricFamily* f :
          {&volumes, &max_volumes, &volume_size, &capacity, &empty, &releasing,
           &added, &removed, &acquires, &releases, &quarantined, &in_quarantine,
-          &reclaimed, &locked, &store_deleted, &info}) {
+          &reclaimed, &not_given_back, &locked, &store_deleted, &info}) {
       families.push_back(std::move(*f));
     }
     return families;

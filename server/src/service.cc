@@ -80,6 +80,7 @@ v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
   out.set_releasing_bytes(s.releasing_bytes);
   out.set_volumes_in_quarantine(s.volumes_in_quarantine);
   out.set_volumes_reclaimed(s.volumes_reclaimed);
+  out.set_volumes_not_given_back(s.volumes_not_given_back);
   v1::PoolCounters* counters = out.mutable_counters();
   counters->set_volumes_added(s.counts.volumes_added);
   counters->set_volumes_removed(s.counts.volumes_removed);

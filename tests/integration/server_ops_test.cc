@@ -167,6 +167,10 @@ TEST(ServerToolsTest, MetricsPassPromtoolAndCountEverything) {
             "3");
   EXPECT_EQ(MetricValue(m, R"(groove_pool_volumes_removed_total{pool="a"})"),
             "1");
+  // The remove's punch worked: nothing is held back.
+  EXPECT_EQ(
+      MetricValue(m, R"(groove_pool_volumes_not_given_back_total{pool="a"})"),
+      "0");
   EXPECT_EQ(
       MetricValue(
           m,

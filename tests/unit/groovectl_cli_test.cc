@@ -248,5 +248,21 @@ TEST(GroovectlFormatTest, SummaryNamesMemoryStillBeingGivenBack) {
   EXPECT_THAT(releasing.str(), HasSubstr("verify"));
 }
 
+TEST(GroovectlFormatTest, SummaryNamesVolumesNotGivenBackOnlyWhenThereAreSome) {
+  v1::PoolSummary p;
+  p.set_name("leaky");
+  std::ostringstream none;
+  PrintSummary(p, none);
+  EXPECT_THAT(none.str(), Not(HasSubstr("give-back failed")));
+
+  p.set_volumes_not_given_back(2);
+  std::ostringstream some;
+  PrintSummary(p, some);
+  EXPECT_THAT(some.str(),
+              HasSubstr("give-back failed  2 volumes since the server "
+                        "started: memory still allocated until the index is "
+                        "added again\n"));
+}
+
 }  // namespace
 }  // namespace groove::ctl

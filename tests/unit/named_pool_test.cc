@@ -1646,6 +1646,37 @@ TEST(NamedPoolTest, ARemoveWhosePunchFailsLeavesTheIndexFreeToAddAgain) {
   EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
 }
 
+// A failed punch is counted per volume in volumes_not_given_back (the
+// remove's caller cannot be told: the punch may run on an add's thread); a
+// punch that succeeds counts nothing, and the count only grows.
+TEST(NamedPoolTest, AFailedPunchCountsItsVolumesAsNotGivenBack) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  auto pool = OpenWithFaults(dir, control);
+  ASSERT_EQ(*pool->AddVolumes(3, std::nullopt, "x"),
+            (std::vector<uint64_t>{0, 1, 2}));
+  absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(pool->Summary().volumes_not_given_back, 0u);
+  // The other two are one run [1, 2]: one punch, which fails.
+  control->deallocates = 0;
+  control->fail_deallocate_in = 1;
+  removed = pool->RemoveVolumes(2);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->size(), 2u);
+  EXPECT_EQ(control->deallocates.load(), 1);
+  EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);  // not given back
+  EXPECT_EQ(pool->Summary().volumes_not_given_back, 2u);
+  // Added again and removed with a punch that succeeds: the memory is
+  // back, the count stays what it was.
+  ASSERT_EQ(pool->AddVolumes(3, std::nullopt, "y").status().code(),
+            absl::StatusCode::kOk);
+  removed = pool->RemoveVolumes(3);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*pool->AllocatedBytes(), 0u);
+  EXPECT_EQ(pool->Summary().volumes_not_given_back, 2u);
+}
+
 // An owner dies while one add has claimed its slots (ADDING) and another
 // has committed its batch (PUSHING) and not pushed it: recovery rolls the
 // first back, a PUSHING slot of its batch included (a commit cut short),

@@ -31,6 +31,7 @@
 #include "groove/server/page_token.h"
 #include "groove/server/request_log.h"
 #include "groove/server/security.h"
+#include "groove/server/service.h"
 #include "groove/server/worker_pool.h"
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
@@ -177,6 +178,18 @@ TEST(PageTokenTest, RoundTripsForItsPoolOnly) {
               absl::StatusCode::kInvalidArgument)
         << bad;
   }
+}
+
+// Inspect's summary carries the volumes whose memory could not be given
+// back (the core's count, kept outside the shared counters).
+TEST(ToProtoSummaryTest, CarriesTheVolumesNotGivenBack) {
+  PoolSummary s;
+  s.name = "a";
+  s.volumes_not_given_back = 3;
+  s.counts.volumes_removed = 5;
+  const v1::PoolSummary out = ToProtoSummary(s);
+  EXPECT_EQ(out.volumes_not_given_back(), 3u);
+  EXPECT_EQ(out.counters().volumes_removed(), 5u);
 }
 
 TEST(RequestIdTest, AcceptsUuidsOnly) {

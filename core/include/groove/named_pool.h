@@ -180,6 +180,20 @@ struct PoolSummary {
   // (RecoveryReport::removes_finished) and not counted here: the slot word
   // REMOVING does not say whose it was.
   uint64_t volumes_reclaimed = 0;
+  // Volumes whose memory this process could not give back to the backing
+  // since it opened the pool: each volume of a failed punch (GiveBack's
+  // fallocate) counts once, whatever freed it (a remove, a reclaim, a
+  // failed add's rollback, or recovery while opening). Their indices were
+  // freed anyway, their headers marked not a volume; the memory stays
+  // allocated in the store, unaccounted for (not in capacity_bytes nor
+  // releasing_bytes), until an add takes the index again (its allocation
+  // finds the memory there) or the pool's store is re-created. Kept in
+  // this process only, not in the shared header: a restart starts it at
+  // 0 without giving the memory back (except for a hugetlb memfd store,
+  // which dies with its owner). Only grows; relaxed, not for
+  // synchronization. The owner's view: 0 in a data-plane join, which
+  // never punches.
+  uint64_t volumes_not_given_back = 0;
   PoolCounts counts;
   bool locked = false;
   bool store_survives_restart = true;  // false for a hugetlb memfd
@@ -685,7 +699,12 @@ class NamedPool {
   // GiveBack punches the memory of volumes [first, first + count) out of
   // the store: one fallocate, which also clears their headers (a hole
   // reads as zeros: not a volume). If the punch fails, it marks each
-  // header not a volume instead.
+  // header not a volume instead and adds `count` to
+  // volumes_not_given_back_ (PoolSummary::volumes_not_given_back): the
+  // caller is not told, since the punch may run on another thread than
+  // the remove that asked for it (StoreGate defers it to an add).
+  // Thread safety: the store gate orders it against allocations; the
+  // count is one relaxed fetch_add (lock-free).
   void GiveBack(uint64_t first, uint64_t count);
   // GiveBackAndFree gives back volumes [first, first + count) (GiveBack),
   // whose slots are REMOVING, and frees their slots: the store gate's
@@ -799,6 +818,9 @@ class NamedPool {
   // never waits for an allocation (StoreGate). Reset first in the
   // destructor.
   std::optional<StoreGate> store_gate_;
+  // Volumes of failed punches in this process (GiveBack). Only grows.
+  // Relaxed everywhere: a statistic, not for synchronization.
+  std::atomic<uint64_t> volumes_not_given_back_{0};
   std::optional<VolumePool> pool_;  // set once mapped
   // The owner's index of free slots, so that an add finds the lowest free
   // indices without reading the whole slot table (FreeSlotIndex).

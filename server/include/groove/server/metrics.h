@@ -22,7 +22,9 @@
 //     groove_pool_volumes_quarantined_total, groove_pool_locked,
 //     groove_pool_volumes_in_quarantine (quarantined volumes now),
 //     groove_pool_volumes_reclaimed_total (ReclaimVolume; kept across
-//     restarts), groove_pool_info{pool,backing,page_size_bytes} (always 1)
+//     restarts), groove_pool_volumes_not_given_back_total (failed hole
+//     punches, per volume; this process since it started),
+//     groove_pool_info{pool,backing,page_size_bytes} (always 1)
 //   per process, read from /proc/self at scrape time (ProcessCollector):
 //     process_cpu_seconds_total, process_resident_memory_bytes,
 //     process_virtual_memory_bytes, process_open_fds, process_max_fds,
