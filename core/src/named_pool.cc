@@ -2472,9 +2472,9 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
         "pool '", config_.name, "' has no empty volume to remove (",
         summary.volumes_mapped, " mapped: ", held, " in use, ",
         quarantined_mapped,
-        " quarantined: a pop found a bad header; never handed out or "
-        "removed, but ReclaimVolume frees them (Inspect lists them as "
-        "corrupt)); ",
+        " quarantined: a pop found a bad header; no acquire hands them "
+        "out and no RemoveVolume removes them, but ReclaimVolume frees them "
+        "(Inspect lists them as corrupt)); ",
         held > 0 ? "release volumes, reclaim the quarantined ones or add more"
                  : "reclaim the quarantined ones or add more"));
   }
