@@ -854,28 +854,25 @@ TEST(LogAtExitTest, LinesStillQueuedAtExitAreNoLeak) {
 // memory is read without a crash. The further exits vary the races.
 constexpr int kExitsPerTest = 20;
 
-TEST(LogAtExitTest, LinesLoggedWhileTheProcessExitsWithoutBatching) {
+// ExitsCleanlyEveryTime runs kExitsPerTest exits of LogWhileExiting with
+// `batching`, each of which must end with status 0.
+void ExitsCleanlyEveryTime(BatchingAtExit batching) {
   for (int exit = 0; exit < kExitsPerTest; ++exit) {
-    ASSERT_EXIT(LogWhileExiting(BatchingAtExit::kNeverStarted),
-                ::testing::ExitedWithCode(0), "")
+    ASSERT_EXIT(LogWhileExiting(batching), ::testing::ExitedWithCode(0), "")
         << "exit " << exit;
   }
+}
+
+TEST(LogAtExitTest, LinesLoggedWhileTheProcessExitsWithoutBatching) {
+  ASSERT_NO_FATAL_FAILURE(ExitsCleanlyEveryTime(BatchingAtExit::kNeverStarted));
 }
 
 TEST(LogAtExitTest, LinesLoggedWhileTheProcessExitsAfterBatchingStopped) {
-  for (int exit = 0; exit < kExitsPerTest; ++exit) {
-    ASSERT_EXIT(LogWhileExiting(BatchingAtExit::kStopped),
-                ::testing::ExitedWithCode(0), "")
-        << "exit " << exit;
-  }
+  ASSERT_NO_FATAL_FAILURE(ExitsCleanlyEveryTime(BatchingAtExit::kStopped));
 }
 
 TEST(LogAtExitTest, LinesLoggedWhileTheProcessExitsWithBatchingOn) {
-  for (int exit = 0; exit < kExitsPerTest; ++exit) {
-    ASSERT_EXIT(LogWhileExiting(BatchingAtExit::kOn),
-                ::testing::ExitedWithCode(0), "")
-        << "exit " << exit;
-  }
+  ASSERT_NO_FATAL_FAILURE(ExitsCleanlyEveryTime(BatchingAtExit::kOn));
 }
 
 TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
