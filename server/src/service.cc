@@ -1,6 +1,7 @@
 #include "groove/server/service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <utility>
 
@@ -316,27 +317,47 @@ void VolumePoolServiceImpl::RunAdd(
     v1::AddVolumeResponse* response,
     const std::optional<RequestLog::Ticket>& ticket) {
   NamedPool& pool = *pools_[call.pool].pool;
-  if (call.context->IsCancelled()) {
-    // The client is gone (cancelled, or its deadline passed while the call
-    // was queued): adding now would only leave volumes it never hears of.
+  // An add that has not started is refused, adding nothing and forgetting
+  // its request_id, when its call can no longer be answered. The checks
+  // say why, for the log and the metrics (the client has gone already):
+  // the shutdown first (gRPC cancels every call left at its deadline),
+  // then the call's own deadline, then a cancellation.
+  const auto refuse = [&](absl::Status refusal) {
     if (ticket.has_value()) requests_->Failed(*ticket);
-    Finish(call, absl::CancelledError(absl::StrCat(
-                     "add volumes to pool '", pool.config().name,
-                     "': the call was cancelled or its deadline passed "
-                     "before the add started; nothing was added")));
-    return;
-  }
+    Finish(call, refusal);
+  };
   if (absl::ToUnixNanos(absl::Now()) >=
       add_cutoff_unix_ns_.load(std::memory_order_relaxed)) {
     // The shutdown deadline passed while the call was queued: gRPC cancels
     // it, but may not have marked it cancelled yet. Starting now could
     // keep the server (hugepages: seconds per add) past its watchdog.
-    if (ticket.has_value()) requests_->Failed(*ticket);
-    Finish(call, NothingChanged(absl::UnavailableError(absl::StrCat(
-                     "add volumes to pool '", pool.config().name,
-                     "': groove-volumed is shutting down and its shutdown "
-                     "deadline passed before the add started; nothing was "
-                     "added; retry with backoff (against its next start)"))));
+    refuse(NothingChanged(absl::UnavailableError(absl::StrCat(
+        "add volumes to pool '", pool.config().name,
+        "': groove-volumed is shutting down and its shutdown deadline "
+        "passed before the add started; nothing was added; retry with "
+        "backoff (against its next start)"))));
+    return;
+  }
+  // Compared with the clock, not left to IsCancelled: gRPC marks a call
+  // whose deadline passed cancelled asynchronously, and tells no one why.
+  if (call.context->deadline() <= std::chrono::system_clock::now()) {
+    const WorkerPool& workers = *pools_[call.pool].add_workers;
+    refuse(absl::DeadlineExceededError(absl::StrCat(
+        "add volumes to pool '", pool.config().name,
+        "': its deadline passed while it waited in the add queue (",
+        absl::FormatDuration(absl::Now() - call.start),
+        " behind the pool's other adds; add workers: ", workers.threads(),
+        ", --add_workers_per_pool); nothing was added; give AddVolume a "
+        "longer deadline")));
+    return;
+  }
+  if (call.context->IsCancelled()) {
+    // The client is gone: adding now would only leave volumes it never
+    // hears of.
+    refuse(absl::CancelledError(absl::StrCat(
+        "add volumes to pool '", pool.config().name,
+        "': the client cancelled the call while it waited in the add queue "
+        "(or its connection closed); nothing was added")));
     return;
   }
   std::optional<uint64_t> first_index;

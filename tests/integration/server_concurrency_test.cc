@@ -631,6 +631,119 @@ TEST(ServerConcurrencyTest, StopSignalDuringStartUpStopsBeforeServing) {
   EXPECT_EQ(restarted->Stop(), 0);
 }
 
+// An add that waits in its pool's add queue until its deadline passes is
+// never started (the pool is not touched) and is answered, and counted,
+// DEADLINE_EXCEEDED, while one whose client cancelled it there is
+// CANCELLED, each with a message saying which: an operator must tell
+// clients whose deadlines are too short for the queue (raise the deadline
+// or --add_workers_per_pool) from clients that give up. The pool's one
+// add worker is held inside an allocation (the stall hook) while an add
+// with a short deadline and a cancelled add queue behind it. A sentinel
+// call with a longer deadline (a health Watch, which ends only at its
+// deadline) is sent after the server has the first add (a ListPools on
+// the same connection answered in between): once its client has seen
+// that deadline pass, the first add's deadline has passed on the server
+// too, and the test releases the worker.
+TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = PoolArgs(dir);
+  args.insert(args.end(),
+              {"--testonly_stall_add_fifo=" + fifo.path(),
+               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  AsyncAdd held;
+  held.request = AddRequest("slow", 1, "held");
+  held.Start(*stub);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+
+  // Queued behind it: the add whose deadline passes, ...
+  constexpr absl::Duration kShort = absl::Milliseconds(400);
+  AsyncAdd expired;
+  expired.request = AddRequest("slow", 1, "expired");
+  expired.request.set_request_id("00000000-0000-4000-8000-000000000001");
+  SetDeadline(&expired.context, kShort);
+  stub->async()->AddVolume(&expired.context, &expired.request,
+                           &expired.response, [&](grpc::Status s) {
+                             expired.status = std::move(s);
+                             expired.done.Notify();
+                           });
+  v1::ListPoolsResponse pools;
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());  // the server has `expired`
+  // ... one its client cancels ...
+  AsyncAdd cancelled;
+  cancelled.request = AddRequest("slow", 1, "cancelled");
+  cancelled.Start(*stub);
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());  // the server has `cancelled`
+  cancelled.context.TryCancel();
+  // The sentinel: a health Watch, which stays open until its deadline.
+  auto health = grpc::health::v1::Health::NewStub(server->channel());
+  grpc::ClientContext sentinel;
+  SetDeadline(&sentinel, kShort + absl::Milliseconds(200));
+  auto watch = health->Watch(&sentinel, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse watched;
+  while (watch->Read(&watched)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  for (AsyncAdd* add : {&expired, &cancelled}) {
+    ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  }
+  EXPECT_EQ(expired.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(held.done.HasBeenNotified());
+
+  fifo.Release(1);
+  ASSERT_TRUE(held.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(held.status.ok()) << held.status.error_message();
+  // The worker takes the two queued adds next, and starts neither.
+  ASSERT_TRUE(
+      server->WaitForLogCount({"event=rpc_error", "method=AddVolume"}, 2))
+      << server->LogText();
+  EXPECT_EQ(server->LogCount({"event=rpc_error", "method=AddVolume",
+                              "code=DEADLINE_EXCEEDED",
+                              "its deadline passed while it waited in the "
+                              "add queue"}),
+            1u)
+      << server->LogText();
+  EXPECT_EQ(
+      server->LogCount({"event=rpc_error", "method=AddVolume", "code=CANCELLED",
+                        "the client cancelled the call while it "
+                        "waited in the add queue"}),
+      1u)
+      << server->LogText();
+  EXPECT_EQ(server->LogCount({"event=testonly_stall_add_wait"}), 1u)
+      << server->LogText();
+  const Snapshot slow = TakeSnapshot(*stub, "slow");
+  ASSERT_EQ(slow.volumes.size(), 1u) << slow.DebugString();
+  EXPECT_EQ(slow.volumes[0].info(), "held");
+  EXPECT_EQ(slow.summary.counters().volumes_added(), 1u);
+
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(
+      MetricValue(
+          *scrape,
+          R"(groove_pool_errors_total{code="DEADLINE_EXCEEDED",op="add",pool="slow"})"),
+      "1");
+  EXPECT_EQ(
+      MetricValue(
+          *scrape,
+          R"(groove_pool_errors_total{code="CANCELLED",op="add",pool="slow"})"),
+      "1");
+
+  // The expired add's request_id was forgotten: sent again, it runs.
+  v1::AddVolumeResponse again;
+  fifo.Release(1);
+  ASSERT_TRUE(Add(*stub, expired.request, &again).ok());
+  EXPECT_EQ(server->LogCount({"event=add_replayed"}), 0u);
+  EXPECT_EQ(TakeSnapshot(*stub, "slow").summary.volumes_mapped(), 2u);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // An add held inside the backing past the shutdown deadline: the server
 // releases it itself at the deadline (the stall hook stands for an
 // allocation slow in the kernel) and exits 0. The add had started, so it
