@@ -744,6 +744,61 @@ TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// An add whose deadline passes while it is inside the kernel runs to its
+// end (the proto says so) and its volumes are the pool's, but its answer
+// reaches nobody: the server says so, at warn, naming the volumes, why,
+// and the request_id that learns them, so that an operator can match a
+// client's DEADLINE_EXCEEDED to the add it made (the routine `add` line
+// alone reads as answered). The add is held inside its allocation by the
+// stall hook until a sentinel health Watch, sent after the add started
+// and with a longer deadline, has seen its own deadline pass.
+TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  constexpr absl::Duration kDeadline = absl::Seconds(1);
+  constexpr char kRequestId[] = "00000000-0000-4000-8000-000000000007";
+  AsyncAdd add;
+  add.request = AddRequest("slow", 2, "outlived");
+  add.request.set_request_id(kRequestId);
+  SetDeadline(&add.context, kDeadline);
+  stub->async()->AddVolume(&add.context, &add.request, &add.response,
+                           [&](grpc::Status s) {
+                             add.status = std::move(s);
+                             add.done.Notify();
+                           });
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+  auto health = grpc::health::v1::Health::NewStub(server->channel());
+  grpc::ClientContext sentinel;
+  SetDeadline(&sentinel, kDeadline + absl::Milliseconds(200));
+  auto watch = health->Watch(&sentinel, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse watched;
+  while (watch->Read(&watched)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(add.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  fifo.Release(1);
+  const std::optional<std::string> line =
+      server->WaitForLog("event=add_unanswered");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
+  EXPECT_EQ(LogValue(*line, "pool"), "slow") << *line;
+  EXPECT_EQ(LogValue(*line, "indices"), "0,1") << *line;
+  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
+  EXPECT_EQ(LogValue(*line, "request_id"), kRequestId) << *line;
+  // Completed, whole: both volumes are the pool's, and the id learns them.
+  EXPECT_THAT(Indices(TakeSnapshot(*stub, "slow")), ElementsAre(0, 1));
+  v1::AddVolumeResponse learned;
+  ASSERT_TRUE(Add(*stub, add.request, &learned).ok());
+  EXPECT_THAT(learned.volume_indices(), ElementsAre(0, 1));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // An add held inside the backing past the shutdown deadline: the server
 // releases it itself at the deadline (the stall hook stands for an
 // allocation slow in the kernel) and exits 0. The add had started, so it
