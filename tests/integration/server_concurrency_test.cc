@@ -335,6 +335,10 @@ TEST(ServerConcurrencyTest, AVerifyInProgressHoldsNobodyUpAndRunsAlone) {
   EXPECT_TRUE(first.response.verify_result().ok())
       << first.response.verify_result().message();
   EXPECT_EQ(first.response.verify_result().empty_volumes_walked(), 10u);
+  // Waited for, not counted at once: the line and the answer travel apart
+  // (stderr through the test's reader thread, the answer through gRPC).
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_verify_wait", "pool=v"}, 2));
   EXPECT_EQ(server->LogCount({"event=testonly_stall_verify_wait", "pool=v"}),
             2u);
 
