@@ -42,8 +42,8 @@ struct AsyncAdd {
   grpc::Status status;
   Notification done;  // not absl's: TSan must see it (support/notification.h)
 
-  void Start(Stub& stub) {
-    SetDeadline(&context, absl::Seconds(60));
+  void Start(Stub& stub, absl::Duration timeout = absl::Seconds(60)) {
+    SetDeadline(&context, timeout);
     stub.async()->AddVolume(&context, &request, &response,
                             [this](grpc::Status s) {
                               status = std::move(s);
@@ -69,6 +69,24 @@ struct AsyncInspect {
                           });
   }
 };
+
+// WaitForAHealthWatchToOutlive returns once a health Watch sent now with
+// a deadline 200 ms beyond `timeout` has seen that deadline pass (a Watch
+// stays open until then). A call with deadline `timeout` that the server
+// had before this began then has its deadline behind it on the server
+// too, whatever gRPC's rounding of the timeout it sent: the condition the
+// deadline tests wait on, not a sleep.
+void WaitForAHealthWatchToOutlive(const ServerProcess& server,
+                                  absl::Duration timeout) {
+  auto health = grpc::health::v1::Health::NewStub(server.channel());
+  grpc::ClientContext sentinel;
+  SetDeadline(&sentinel, timeout + absl::Milliseconds(200));
+  auto watch = health->Watch(&sentinel, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse watched;
+  while (watch->Read(&watched)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
 
 // PoolArgs are the data directory and the two pools, "slow" and "fast",
 // of the stall tests (and of the restarts that check what they left).
@@ -669,12 +687,7 @@ TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
   AsyncAdd expired;
   expired.request = AddRequest("slow", 1, "expired");
   expired.request.set_request_id("00000000-0000-4000-8000-000000000001");
-  SetDeadline(&expired.context, kShort);
-  stub->async()->AddVolume(&expired.context, &expired.request,
-                           &expired.response, [&](grpc::Status s) {
-                             expired.status = std::move(s);
-                             expired.done.Notify();
-                           });
+  expired.Start(*stub, kShort);
   v1::ListPoolsResponse pools;
   ASSERT_TRUE(ListPools(*stub, &pools).ok());  // the server has `expired`
   // ... one its client cancels ...
@@ -683,15 +696,7 @@ TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
   cancelled.Start(*stub);
   ASSERT_TRUE(ListPools(*stub, &pools).ok());  // the server has `cancelled`
   cancelled.context.TryCancel();
-  // The sentinel: a health Watch, which stays open until its deadline.
-  auto health = grpc::health::v1::Health::NewStub(server->channel());
-  grpc::ClientContext sentinel;
-  SetDeadline(&sentinel, kShort + absl::Milliseconds(200));
-  auto watch = health->Watch(&sentinel, grpc::health::v1::HealthCheckRequest());
-  grpc::health::v1::HealthCheckResponse watched;
-  while (watch->Read(&watched)) {
-  }
-  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  WaitForAHealthWatchToOutlive(*server, kShort);
   for (AsyncAdd* add : {&expired, &cancelled}) {
     ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   }
@@ -768,21 +773,9 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
   AsyncAdd add;
   add.request = AddRequest("slow", 2, "outlived");
   add.request.set_request_id(kRequestId);
-  SetDeadline(&add.context, kDeadline);
-  stub->async()->AddVolume(&add.context, &add.request, &add.response,
-                           [&](grpc::Status s) {
-                             add.status = std::move(s);
-                             add.done.Notify();
-                           });
+  add.Start(*stub, kDeadline);
   ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
-  auto health = grpc::health::v1::Health::NewStub(server->channel());
-  grpc::ClientContext sentinel;
-  SetDeadline(&sentinel, kDeadline + absl::Milliseconds(200));
-  auto watch = health->Watch(&sentinel, grpc::health::v1::HealthCheckRequest());
-  grpc::health::v1::HealthCheckResponse watched;
-  while (watch->Read(&watched)) {
-  }
-  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  WaitForAHealthWatchToOutlive(*server, kDeadline);
   ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_EQ(add.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
 
