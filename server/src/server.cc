@@ -284,6 +284,13 @@ std::string PoolHealthName(absl::string_view pool) {
 
 absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
     Options options) {
+  if (options.add_queue_per_pool > WorkerPool::kMaxQueued) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "add_queue_per_pool: ", options.add_queue_per_pool, " is above ",
+        WorkerPool::kMaxQueued,
+        ", the most AddVolume calls a pool's add queue can hold (its nodes "
+        "are one fixed-size array with 16-bit indices)"));
+  }
   std::unique_ptr<VolumeServer> server(new VolumeServer(std::move(options)));
   if (absl::Status s = server->OpenPools(); !s.ok()) return s;
   std::vector<const NamedPool*> pools;

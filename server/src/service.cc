@@ -1,6 +1,7 @@
 #include "groove/server/service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <utility>
 
@@ -311,33 +312,63 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::AddVolume(
   return call.reactor;
 }
 
+VolumePoolServiceImpl::Gone VolumePoolServiceImpl::CallGone(
+    const Call& call) const {
+  // Relaxed: the cutoff is compared with the clock, not used to publish
+  // anything; the server stores it when shutdown begins, a deadline
+  // (seconds) before it matters.
+  if (absl::ToUnixNanos(absl::Now()) >=
+      add_cutoff_unix_ns_.load(std::memory_order_relaxed)) {
+    return Gone::kShutdownDeadline;
+  }
+  if (call.context->deadline() <= std::chrono::system_clock::now()) {
+    return Gone::kDeadlineExceeded;
+  }
+  if (call.context->IsCancelled()) return Gone::kCancelled;
+  return Gone::kNo;
+}
+
 void VolumePoolServiceImpl::RunAdd(
     const Call& call, const v1::AddVolumeRequest* request,
     v1::AddVolumeResponse* response,
     const std::optional<RequestLog::Ticket>& ticket) {
   NamedPool& pool = *pools_[call.pool].pool;
-  if (call.context->IsCancelled()) {
-    // The client is gone (cancelled, or its deadline passed while the call
-    // was queued): adding now would only leave volumes it never hears of.
+  // An add that has not started is refused, adding nothing and forgetting
+  // its request_id, when its call can no longer be answered, saying why
+  // for the log and the metrics (the client has gone already).
+  const auto refuse = [&](absl::Status refusal) {
     if (ticket.has_value()) requests_->Failed(*ticket);
-    Finish(call, absl::CancelledError(absl::StrCat(
-                     "add volumes to pool '", pool.config().name,
-                     "': the call was cancelled or its deadline passed "
-                     "before the add started; nothing was added")));
-    return;
-  }
-  if (absl::ToUnixNanos(absl::Now()) >=
-      add_cutoff_unix_ns_.load(std::memory_order_relaxed)) {
-    // The shutdown deadline passed while the call was queued: gRPC cancels
-    // it, but may not have marked it cancelled yet. Starting now could
-    // keep the server (hugepages: seconds per add) past its watchdog.
-    if (ticket.has_value()) requests_->Failed(*ticket);
-    Finish(call, NothingChanged(absl::UnavailableError(absl::StrCat(
-                     "add volumes to pool '", pool.config().name,
-                     "': groove-volumed is shutting down and its shutdown "
-                     "deadline passed before the add started; nothing was "
-                     "added; retry with backoff (against its next start)"))));
-    return;
+    Finish(call, refusal);
+  };
+  switch (CallGone(call)) {
+    case Gone::kNo:
+      break;
+    case Gone::kShutdownDeadline:
+      // Starting now could keep the server (hugepages: seconds per add)
+      // past its watchdog.
+      refuse(NothingChanged(absl::UnavailableError(absl::StrCat(
+          "add volumes to pool '", pool.config().name,
+          "': groove-volumed is shutting down and its shutdown deadline "
+          "passed before the add started; nothing was added; retry with "
+          "backoff (against its next start)"))));
+      return;
+    case Gone::kDeadlineExceeded:
+      refuse(absl::DeadlineExceededError(absl::StrCat(
+          "add volumes to pool '", pool.config().name,
+          "': its deadline passed while it waited in the add queue (",
+          absl::FormatDuration(absl::Now() - call.start),
+          " behind the pool's other adds; add workers: ",
+          pools_[call.pool].add_workers->threads(),
+          ", --add_workers_per_pool); nothing was added; give AddVolume a "
+          "longer deadline")));
+      return;
+    case Gone::kCancelled:
+      // Adding now would only leave volumes the client never hears of.
+      refuse(absl::CancelledError(absl::StrCat(
+          "add volumes to pool '", pool.config().name,
+          "': the client cancelled the call while it waited in the add queue "
+          "(or its connection closed); nothing was added")));
+      return;
   }
   std::optional<uint64_t> first_index;
   if (request->has_first_index()) first_index = request->first_index();
@@ -362,6 +393,28 @@ void VolumePoolServiceImpl::RunAdd(
                {"count", added->size()},
                {"indices", IndexList(*added)},
                {"volumes_mapped", response->summary().volumes_mapped()}});
+  // The add ran to its end (once started it always does), but its client
+  // may have gone meanwhile: the answer is then lost (at the shutdown
+  // deadline it races gRPC's cancellation), and the routine line above
+  // reads as answered. Said at warn, never budgeted, so that a client's
+  // DEADLINE_EXCEEDED or CANCELLED can be matched to the volumes it made
+  // (and to the request_id that learns them).
+  const Gone gone = CallGone(call);
+  const char* unanswered = gone == Gone::kShutdownDeadline ? "shutdown_deadline"
+                           : gone == Gone::kDeadlineExceeded
+                               ? "deadline_exceeded"
+                           : gone == Gone::kCancelled ? "cancelled"
+                                                      : nullptr;
+  if (unanswered != nullptr) {
+    Log(LogLevel::kWarn, "add_unanswered",
+        {{"pool", pool.config().name},
+         {"count", added->size()},
+         {"indices", IndexList(*added)},
+         {"reason", unanswered},
+         {"request_id",
+          request->request_id().empty() ? "-" : request->request_id()},
+         {"peer", call.context->peer()}});
+  }
   Finish(call, absl::OkStatus());
 }
 

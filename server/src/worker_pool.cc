@@ -8,9 +8,9 @@
 namespace groove::server {
 
 WorkerPool::WorkerPool(std::string name, size_t threads, size_t max_queued)
-    : max_queued_(std::max<size_t>(max_queued, 1)),
-      // One node more than tasks: the queue keeps a dummy node.
-      queue_(max_queued_ + 1) {
+    : max_queued_(std::clamp<size_t>(max_queued, 1, kMaxQueued)),
+      // max_queued_ + 1 nodes: boost adds the queue's dummy node itself.
+      queue_(max_queued_) {
   const std::string thread_name = name.substr(0, 15);
   for (size_t i = 0; i < std::max<size_t>(threads, 1); ++i) {
     threads_.emplace_back([this] { Run(); });
@@ -42,7 +42,7 @@ bool WorkerPool::TrySchedule(absl::AnyInvocable<void() &&> task) {
   } while (!queued_.compare_exchange_weak(queued, queued + 1,
                                           std::memory_order_relaxed));
   auto* boxed = new Task(std::move(task));
-  if (!queue_.bounded_push(boxed)) {  // cannot happen: nodes are reserved
+  if (!queue_.bounded_push(boxed)) {  // cannot happen: queued_ bounds it
     delete boxed;
     queued_.fetch_sub(1, std::memory_order_relaxed);
     leave();

@@ -42,8 +42,8 @@ struct AsyncAdd {
   grpc::Status status;
   Notification done;  // not absl's: TSan must see it (support/notification.h)
 
-  void Start(Stub& stub) {
-    SetDeadline(&context, absl::Seconds(60));
+  void Start(Stub& stub, absl::Duration timeout = absl::Seconds(60)) {
+    SetDeadline(&context, timeout);
     stub.async()->AddVolume(&context, &request, &response,
                             [this](grpc::Status s) {
                               status = std::move(s);
@@ -69,6 +69,24 @@ struct AsyncInspect {
                           });
   }
 };
+
+// WaitForAHealthWatchToOutlive returns once a health Watch sent now with
+// a deadline 200 ms beyond `timeout` has seen that deadline pass (a Watch
+// stays open until then). A call with deadline `timeout` that the server
+// had before this began then has its deadline behind it on the server
+// too, whatever gRPC's rounding of the timeout it sent: the condition the
+// deadline tests wait on, not a sleep.
+void WaitForAHealthWatchToOutlive(const ServerProcess& server,
+                                  absl::Duration timeout) {
+  auto health = grpc::health::v1::Health::NewStub(server.channel());
+  grpc::ClientContext sentinel;
+  SetDeadline(&sentinel, timeout + absl::Milliseconds(200));
+  auto watch = health->Watch(&sentinel, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse watched;
+  while (watch->Read(&watched)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
 
 // PoolArgs are the data directory and the two pools, "slow" and "fast",
 // of the stall tests (and of the restarts that check what they left).
@@ -335,6 +353,10 @@ TEST(ServerConcurrencyTest, AVerifyInProgressHoldsNobodyUpAndRunsAlone) {
   EXPECT_TRUE(first.response.verify_result().ok())
       << first.response.verify_result().message();
   EXPECT_EQ(first.response.verify_result().empty_volumes_walked(), 10u);
+  // Waited for, not counted at once: the line and the answer travel apart
+  // (stderr through the test's reader thread, the answer through gRPC).
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_verify_wait", "pool=v"}, 2));
   EXPECT_EQ(server->LogCount({"event=testonly_stall_verify_wait", "pool=v"}),
             2u);
 
@@ -629,6 +651,149 @@ TEST(ServerConcurrencyTest, StopSignalDuringStartUpStopsBeforeServing) {
       1u)
       << restarted->LogText();
   EXPECT_EQ(restarted->Stop(), 0);
+}
+
+// An add that waits in its pool's add queue until its deadline passes is
+// never started (the pool is not touched) and is answered, and counted,
+// DEADLINE_EXCEEDED, while one whose client cancelled it there is
+// CANCELLED, each with a message saying which: an operator must tell
+// clients whose deadlines are too short for the queue (raise the deadline
+// or --add_workers_per_pool) from clients that give up. The pool's one
+// add worker is held inside an allocation (the stall hook) while an add
+// with a short deadline and a cancelled add queue behind it. A sentinel
+// call with a longer deadline (a health Watch, which ends only at its
+// deadline) is sent after the server has the first add (a ListPools on
+// the same connection answered in between): once its client has seen
+// that deadline pass, the first add's deadline has passed on the server
+// too, and the test releases the worker.
+TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = PoolArgs(dir);
+  args.insert(args.end(),
+              {"--testonly_stall_add_fifo=" + fifo.path(),
+               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  AsyncAdd held;
+  held.request = AddRequest("slow", 1, "held");
+  held.Start(*stub);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+
+  // Queued behind it: the add whose deadline passes, ...
+  constexpr absl::Duration kShort = absl::Milliseconds(400);
+  AsyncAdd expired;
+  expired.request = AddRequest("slow", 1, "expired");
+  expired.request.set_request_id("00000000-0000-4000-8000-000000000001");
+  expired.Start(*stub, kShort);
+  v1::ListPoolsResponse pools;
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());  // the server has `expired`
+  // ... one its client cancels ...
+  AsyncAdd cancelled;
+  cancelled.request = AddRequest("slow", 1, "cancelled");
+  cancelled.Start(*stub);
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());  // the server has `cancelled`
+  cancelled.context.TryCancel();
+  WaitForAHealthWatchToOutlive(*server, kShort);
+  for (AsyncAdd* add : {&expired, &cancelled}) {
+    ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  }
+  EXPECT_EQ(expired.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(held.done.HasBeenNotified());
+
+  fifo.Release(1);
+  ASSERT_TRUE(held.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(held.status.ok()) << held.status.error_message();
+  // The worker takes the two queued adds next, and starts neither.
+  ASSERT_TRUE(
+      server->WaitForLogCount({"event=rpc_error", "method=AddVolume"}, 2))
+      << server->LogText();
+  EXPECT_EQ(server->LogCount({"event=rpc_error", "method=AddVolume",
+                              "code=DEADLINE_EXCEEDED",
+                              "its deadline passed while it waited in the "
+                              "add queue"}),
+            1u)
+      << server->LogText();
+  EXPECT_EQ(
+      server->LogCount({"event=rpc_error", "method=AddVolume", "code=CANCELLED",
+                        "the client cancelled the call while it "
+                        "waited in the add queue"}),
+      1u)
+      << server->LogText();
+  EXPECT_EQ(server->LogCount({"event=testonly_stall_add_wait"}), 1u)
+      << server->LogText();
+  const Snapshot slow = TakeSnapshot(*stub, "slow");
+  ASSERT_EQ(slow.volumes.size(), 1u) << slow.DebugString();
+  EXPECT_EQ(slow.volumes[0].info(), "held");
+  EXPECT_EQ(slow.summary.counters().volumes_added(), 1u);
+
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(
+      MetricValue(
+          *scrape,
+          R"(groove_pool_errors_total{code="DEADLINE_EXCEEDED",op="add",pool="slow"})"),
+      "1");
+  EXPECT_EQ(
+      MetricValue(
+          *scrape,
+          R"(groove_pool_errors_total{code="CANCELLED",op="add",pool="slow"})"),
+      "1");
+
+  // The expired add's request_id was forgotten: sent again, it runs.
+  v1::AddVolumeResponse again;
+  fifo.Release(1);
+  ASSERT_TRUE(Add(*stub, expired.request, &again).ok());
+  EXPECT_EQ(server->LogCount({"event=add_replayed"}), 0u);
+  EXPECT_EQ(TakeSnapshot(*stub, "slow").summary.volumes_mapped(), 2u);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// An add whose deadline passes while it is inside the kernel runs to its
+// end (the proto says so) and its volumes are the pool's, but its answer
+// reaches nobody: the server says so, at warn, naming the volumes, why,
+// and the request_id that learns them, so that an operator can match a
+// client's DEADLINE_EXCEEDED to the add it made (the routine `add` line
+// alone reads as answered). The add is held inside its allocation by the
+// stall hook until a sentinel health Watch, sent after the add started
+// and with a longer deadline, has seen its own deadline pass.
+TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  constexpr absl::Duration kDeadline = absl::Seconds(1);
+  constexpr char kRequestId[] = "00000000-0000-4000-8000-000000000007";
+  AsyncAdd add;
+  add.request = AddRequest("slow", 2, "outlived");
+  add.request.set_request_id(kRequestId);
+  add.Start(*stub, kDeadline);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+  WaitForAHealthWatchToOutlive(*server, kDeadline);
+  ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(add.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  fifo.Release(1);
+  const std::optional<std::string> line =
+      server->WaitForLog("event=add_unanswered");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
+  EXPECT_EQ(LogValue(*line, "pool"), "slow") << *line;
+  EXPECT_EQ(LogValue(*line, "indices"), "0,1") << *line;
+  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
+  EXPECT_EQ(LogValue(*line, "request_id"), kRequestId) << *line;
+  // Completed, whole: both volumes are the pool's, and the id learns them.
+  EXPECT_THAT(Indices(TakeSnapshot(*stub, "slow")), ElementsAre(0, 1));
+  v1::AddVolumeResponse learned;
+  ASSERT_TRUE(Add(*stub, add.request, &learned).ok());
+  EXPECT_THAT(learned.volume_indices(), ElementsAre(0, 1));
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 // An add held inside the backing past the shutdown deadline: the server

@@ -31,6 +31,7 @@
 #include "groove/server/page_token.h"
 #include "groove/server/request_log.h"
 #include "groove/server/security.h"
+#include "groove/server/server.h"
 #include "groove/server/service.h"
 #include "groove/server/worker_pool.h"
 #include "gtest/gtest.h"
@@ -899,6 +900,43 @@ TEST(WorkerPoolTest, RefusesBeyondItsQueueAndRunsWhatItTook) {
   EXPECT_EQ(ran.load(), 3);
   EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // stopped
   EXPECT_TRUE(pool.stopping());
+}
+
+// The queue's nodes are one fixed-size array with 16-bit indices: the
+// largest queue, kMaxQueued, is made (boost would throw for one node
+// more), holds exactly that many tasks while its worker is busy, and runs
+// them all.
+TEST(WorkerPoolTest, TheLargestQueueHoldsKMaxQueuedTasks) {
+  absl::Notification release;
+  absl::Notification started;
+  std::atomic<size_t> ran{0};
+  WorkerPool pool("test", /*threads=*/1, WorkerPool::kMaxQueued);
+  EXPECT_EQ(pool.max_queued(), WorkerPool::kMaxQueued);
+  ASSERT_TRUE(pool.TrySchedule([&] {
+    started.Notify();
+    release.WaitForNotification();
+  }));
+  started.WaitForNotification();
+  for (size_t i = 0; i < WorkerPool::kMaxQueued; ++i) {
+    ASSERT_TRUE(pool.TrySchedule([&] { ++ran; })) << "task " << i;
+  }
+  EXPECT_FALSE(pool.TrySchedule([&] { ++ran; }));  // full
+  release.Notify();
+  pool.Stop();
+  EXPECT_EQ(ran.load(), WorkerPool::kMaxQueued);
+}
+
+// A queue larger than a fixed-size queue can be is refused when the server
+// is created, before any pool is opened, with a message that says why.
+TEST(WorkerPoolTest, TheServerRefusesAnAddQueueAboveKMaxQueued) {
+  VolumeServer::Options options;
+  options.add_queue_per_pool = WorkerPool::kMaxQueued + 1;
+  absl::StatusOr<std::unique_ptr<VolumeServer>> server =
+      VolumeServer::Create(std::move(options));
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(),
+              ::testing::HasSubstr("add_queue_per_pool: 65535 is above 65534"));
 }
 
 // ---- Security

@@ -95,7 +95,8 @@ class VolumeServer {
     // (NamedPool::OpenOptions::recreate): their volumes are lost.
     bool recreate = false;
     // Threads per pool that run AddVolume's core calls, and how many calls
-    // may wait for them before AddVolume answers UNAVAILABLE.
+    // may wait for them before AddVolume answers UNAVAILABLE (at most
+    // WorkerPool::kMaxQueued: Create refuses more).
     size_t add_workers_per_pool = 4;
     size_t add_queue_per_pool = 256;
     // TLS for the gRPC port: what LoadTlsCredentials (security.h) read
@@ -138,7 +139,9 @@ class VolumeServer {
   // the directory and new pools, recovering existing ones, logging each
   // recovery report) and adds the initial volumes each pool lacks.
   // Errors: whatever NamedPool::Open or AddVolumes return (the message
-  // names the pool), INVALID_ARGUMENT for a bad test-hook FIFO, CANCELLED
+  // names the pool), INVALID_ARGUMENT for a bad test-hook FIFO or an
+  // add_queue_per_pool above WorkerPool::kMaxQueued (before anything is
+  // opened), CANCELLED
   // when options.stop_requested returned true: the pools opened so far are
   // closed again, and the initial volumes added so far stay (each add is
   // complete and crash-safe; the next start adds the rest). An add already

@@ -158,6 +158,19 @@ class VolumePoolServiceImpl final
   // it with `status`. Returns the reactor, for handlers to return.
   grpc::ServerUnaryReactor* Finish(const Call& call,
                                    const absl::Status& status);
+  // Gone is why an AddVolume call can no longer be answered, if it can't.
+  enum class Gone {
+    kNo,
+    // The shutdown deadline (StopAddsAt) passed: gRPC cancels every call
+    // left, asynchronously.
+    kShutdownDeadline,
+    kDeadlineExceeded,  // the call's own deadline passed
+    kCancelled,         // the client cancelled it, or its connection closed
+  };
+  // CallGone says which, in that order: the two deadlines are compared
+  // with the clock, since gRPC marks such calls cancelled asynchronously
+  // (IsCancelled), and without saying why. Thread safety: any thread.
+  Gone CallGone(const Call& call) const;
   // RunAdd is AddVolume's second half, on a worker thread.
   // `ticket`: the request_id log entry to complete, for calls with an id.
   void RunAdd(const Call& call, const v1::AddVolumeRequest* request,

@@ -13,8 +13,9 @@
 // fail fast (UNAVAILABLE) rather than queue for minutes.
 //
 // Scheduling never takes a lock (docs/SERVER.md, "No blocking"): the queue
-// is a `boost::lockfree::queue` of task pointers with its nodes allocated
-// up front, the bound is a CAS on a counter, and idle workers sleep on a
+// is a fixed-size `boost::lockfree::queue` of task pointers (its nodes one
+// array, allocated up front: at most kMaxQueued tasks), the bound is a CAS
+// on a counter, and idle workers sleep on a
 // FutexSemaphore that TrySchedule releases once per task (an atomic add,
 // and a futex wake of one worker only when a worker sleeps; not
 // std::counting_semaphore, which wakes every sleeping worker and spins with
@@ -42,8 +43,16 @@ namespace groove::server {
 
 class WorkerPool {
  public:
+  // kMaxQueued is the largest max_queued: a fixed-size queue indexes its
+  // nodes with 16 bits, so it has at most 65,535, one of them its dummy.
+  static constexpr size_t kMaxQueued = 65534;
+
   // Starts `threads` threads (at least 1) named `name` (truncated to the
-  // 15 characters Linux keeps) that run queued tasks in FIFO order.
+  // 15 characters Linux keeps) that run queued tasks in FIFO order, and
+  // allocates the queue's nodes for `max_queued` tasks.
+  // REQUIRES: max_queued <= kMaxQueued (a larger value is taken as
+  // kMaxQueued; callers with a configured value refuse it first, as
+  // VolumeServer::Create does). 0 is taken as 1.
   WorkerPool(std::string name, size_t threads, size_t max_queued);
 
   // Stops the pool (see Stop).
@@ -82,8 +91,8 @@ class WorkerPool {
   size_t queued() const { return queued_.load(std::memory_order_relaxed); }
 
   // is_lock_free says whether the queue is lock-free on this platform
-  // (boost::lockfree falls back to locks where it has no double-word or
-  // tagged-pointer CAS). Tests assert it.
+  // (boost::lockfree falls back to locks where it has no CAS of its
+  // tagged 32-bit node handles). Tests assert it.
   bool is_lock_free() const { return queue_.is_lock_free(); }
 
  private:
@@ -92,9 +101,15 @@ class WorkerPool {
   void Run();
 
   const size_t max_queued_;
-  // Tasks waiting for a worker; nodes for max_queued_ of them are
-  // allocated up front (bounded_push never allocates).
-  boost::lockfree::queue<Task*> queue_;
+  // Tasks waiting for a worker. Fixed-size: max_queued_ + 1 nodes (one is
+  // the queue's dummy) in one array, made by the constructor; pushes take a
+  // free one and never allocate. The array is reached through a plain
+  // pointer and its nodes are linked by 16-bit indices, so LeakSanitizer
+  // follows it to every queued task of a pool that is never destroyed; a
+  // node-based queue links its nodes by tagged pointers (the tag in a
+  // pointer's top bits), which it cannot follow (log.cc says the same of
+  // the log's queue).
+  boost::lockfree::queue<Task*, boost::lockfree::fixed_sized<true>> queue_;
   // Tasks queued or being pushed: the bound. Relaxed: a count, not a
   // publication (the queue and the semaphore order the task itself).
   std::atomic<size_t> queued_{0};
