@@ -32,6 +32,7 @@
 namespace groove::testing {
 namespace {
 
+using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -134,7 +135,13 @@ TEST(GroovectlUnreachableTest, Exits3WhenNoServerListens) {
            {addr, "--timeout=3s", "--output=json", "inspect", "a"}}) {
     CommandResult r = Ctl(args);
     EXPECT_EQ(r.exit_code, 3) << absl::StrJoin(args, " ") << "\n" << r.err;
-    EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE: "));
+    // Each refused connection is UNAVAILABLE, but the client retries until
+    // its deadline: an attempt that a loaded machine delays past the
+    // deadline ends DEADLINE_EXCEEDED without a connection, which is as
+    // unreachable (seen once in six loaded runs). Any other code is wrong.
+    EXPECT_THAT(r.err, AnyOf(HasSubstr("error: UNAVAILABLE: "),
+                             HasSubstr("error: DEADLINE_EXCEEDED: ")))
+        << r.err;
     EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
   }
 }
