@@ -512,7 +512,7 @@ absl::Status NamedPool::OpenJournal() {
     meta_->pool_id[0] = drawn[0];
     meta_->pool_id[1] = drawn[1] | 1;  // never all zeros
   }
-  const RequestJournal::Identity pool_id{meta_->pool_id[0], meta_->pool_id[1]};
+  const RequestJournal::Identity pool_id = this->pool_id();
   // DATA_DIR/NAME.requests, unless the data directory is a hugetlbfs:
   // every file there takes whole huge pages (a 1 GiB one for the journal's
   // 4.5 MiB) and has no holes, so the journal goes to the shared tmpfs
@@ -2504,6 +2504,10 @@ absl::StatusOr<std::vector<RemovedVolume>> NamedPool::RemoveVolumes(
 
 std::string NamedPool::StorePath() const {
   return FieldString(meta_->store_path);
+}
+
+RequestJournal::Identity NamedPool::pool_id() const {
+  return {meta_->pool_id[0], meta_->pool_id[1]};
 }
 
 void NamedPool::RememberStoreFile(int fd) {

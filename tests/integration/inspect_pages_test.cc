@@ -63,6 +63,19 @@ std::unique_ptr<ServerProcess> StartA(const TempDir& dir,
   return ServerProcess::Start(args);
 }
 
+// TokenOf makes by hand (the layout is public) the token of pool `name`
+// in `dir` at `index`: its pool_id read through a data-plane join.
+std::string TokenOf(const TempDir& dir, const std::string& name,
+                    uint64_t index) {
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), name);
+  if (!join.ok()) {
+    ADD_FAILURE() << "join pool '" << name << "': " << join.status();
+    return "";
+  }
+  return groove::server::EncodePageToken(name, (*join)->pool_id(), index);
+}
+
 v1::InspectRequest PageRequest(const std::string& pool, int32_t page_size,
                                const std::string& token = "") {
   v1::InspectRequest request;
@@ -127,7 +140,7 @@ TEST(InspectPageTokenTest, EveryMalformedTokenIsInvalidArgumentAndActionable) {
   v1::InspectResponse first;
   ASSERT_TRUE(Inspect(*stub, PageRequest("a", 2), &first).ok());
   const std::string token = first.next_page_token();
-  ASSERT_EQ(token.size(), 23u) << token;
+  ASSERT_EQ(token.size(), 34u) << token;
   v1::InspectResponse b_first;
   ASSERT_TRUE(Inspect(*stub, PageRequest("b", 2), &b_first).ok());
 
@@ -136,7 +149,7 @@ TEST(InspectPageTokenTest, EveryMalformedTokenIsInvalidArgumentAndActionable) {
   std::string raw;
   ASSERT_TRUE(absl::WebSafeBase64Unescape(token, &raw));
   std::string other_version = raw;
-  other_version[0] = 2;
+  other_version[0] = 3;
   const struct {
     std::string name;
     std::string token;
@@ -153,10 +166,8 @@ TEST(InspectPageTokenTest, EveryMalformedTokenIsInvalidArgumentAndActionable) {
       {"a trailing newline", token + "\n"},
       {"another version byte", absl::WebSafeBase64Escape(other_version)},
       {"another pool's token", b_first.next_page_token()},
-      {"an index past max_volumes, checksum right",
-       groove::server::EncodePageToken("a", 17)},
-      {"index 2^64-1, checksum right",
-       groove::server::EncodePageToken("a", ~uint64_t{0})},
+      {"an index past max_volumes, checksum right", TokenOf(dir, "a", 17)},
+      {"index 2^64-1, checksum right", TokenOf(dir, "a", ~uint64_t{0})},
       {"64 KiB minus a little of garbage", std::string(60000, 'A')},
   };
   const Snapshot before = TakeSnapshot(*stub, "a");
@@ -184,17 +195,11 @@ TEST(InspectPageTokenTest, AForgedTokenStartsWherePagingCould) {
   ASSERT_TRUE(Add(*stub, AddRequest("a", 6), &added).ok());
   v1::InspectResponse page;
   ASSERT_TRUE(
-      Inspect(*stub,
-              PageRequest("a", 0, groove::server::EncodePageToken("a", 4)),
-              &page)
-          .ok());
+      Inspect(*stub, PageRequest("a", 0, TokenOf(dir, "a", 4)), &page).ok());
   EXPECT_EQ(PageIndices(page), (std::vector<uint64_t>{4, 5}));
   EXPECT_TRUE(page.next_page_token().empty());
   ASSERT_TRUE(
-      Inspect(*stub,
-              PageRequest("a", 0, groove::server::EncodePageToken("a", 16)),
-              &page)
-          .ok());
+      Inspect(*stub, PageRequest("a", 0, TokenOf(dir, "a", 16)), &page).ok());
   EXPECT_EQ(page.volumes_size(), 0);
   EXPECT_TRUE(page.next_page_token().empty());
 }

@@ -513,6 +513,18 @@ class NamedPool {
   // is written only while the owner opens the pool). Cost: O(1).
   std::string StorePath() const;
 
+  // pool_id returns the pool's identity: 128 random bits drawn when it is
+  // created (or, for a pool made before ids existed, by the first owner
+  // that opens it) and kept in its metadata across restarts. A pool
+  // re-created under the same name (--recreate, a lost store, files
+  // removed by hand) has another, so what is bound to it (the request
+  // journal, Inspect's page tokens) is not taken for the new pool's. Never
+  // all zeros once an owner has opened the pool (a data-plane join of a
+  // pool no owner has opened since may read zeros). Thread safety: safe
+  // from any thread (the owner writes it only while it opens the pool).
+  // Cost: O(1).
+  RequestJournal::Identity pool_id() const;
+
   // StoreDeleted reports whether the owner's volume store file was deleted
   // (or replaced by another file) under it: StorePath() is gone or names
   // another file than the one the owner opened. Its volumes then live only
