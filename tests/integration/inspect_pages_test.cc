@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -44,6 +45,9 @@
 
 #ifndef GROOVECTL_BIN
 #error "GROOVECTL_BIN must name the groovectl binary"
+#endif
+#if !defined(GROOVE_PYTHON3) || !defined(GROOVE_SOURCE_DIR)
+#error "GROOVE_PYTHON3 and GROOVE_SOURCE_DIR must be defined"
 #endif
 
 namespace groove::testing {
@@ -713,13 +717,12 @@ class EndlessPages final : public v1::VolumePoolService::Service {
   std::atomic<uint64_t> calls_{0};
 };
 
-// groovectl `inspect --volumes` follows next_page_token "until it is
-// empty". Against a server that never empties it, it must still end (a
-// listing has at most max_volumes + 1 pages, and its indices ascend across
-// pages: "every index appears at most once across the pages of one
-// listing"), with an error (exit 1), not loop for ever, its memory growing
-// with every page.
-TEST(GroovectlPagesTest, InspectEndsAgainstAServerThatKeepsReturningAToken) {
+// ExpectEachEndlessServerStops starts an EndlessPages server of each mode
+// on loopback and runs `client`'s command (given the server's address)
+// against it: the command must end within 10 s with exit 1 and an error
+// that speaks of the token, not page for ever.
+void ExpectEachEndlessServerStops(
+    const std::function<std::vector<std::string>(const std::string&)>& client) {
   for (EndlessPages::Mode mode :
        {EndlessPages::Mode::kSameToken, EndlessPages::Mode::kSameVolume,
         EndlessPages::Mode::kEmptyPages}) {
@@ -732,16 +735,59 @@ TEST(GroovectlPagesTest, InspectEndsAgainstAServerThatKeepsReturningAToken) {
     builder.RegisterService(&service);
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     ASSERT_NE(server, nullptr);
-    const CommandResult r =
-        RunCommand({GROOVECTL_BIN, absl::StrCat("--addr=127.0.0.1:", port),
-                    "--output=json", "inspect", "a", "--volumes"},
-                   "", absl::Seconds(10));
-    EXPECT_FALSE(r.timed_out) << "groovectl was still paging after 10 s and "
+    const CommandResult r = RunCommand(client(absl::StrCat("127.0.0.1:", port)),
+                                       "", absl::Seconds(10));
+    EXPECT_FALSE(r.timed_out) << "the client was still paging after 10 s and "
                               << service.calls() << " pages";
     EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_THAT(r.err, HasSubstr("token")) << r.err;
     server->Shutdown();
   }
+}
+
+// groovectl `inspect --volumes` follows next_page_token "until it is
+// empty". Against a server that never empties it, it must still end (a
+// listing has at most max_volumes + 1 pages, and its indices ascend across
+// pages: "every index appears at most once across the pages of one
+// listing"), with an error (exit 1), not loop for ever, its memory growing
+// with every page.
+TEST(GroovectlPagesTest, InspectEndsAgainstAServerThatKeepsReturningAToken) {
+  ExpectEachEndlessServerStops([](const std::string& address) {
+    return std::vector<std::string>{
+        GROOVECTL_BIN, "--addr=" + address, "--output=json", "inspect",
+        "a",           "--volumes"};
+  });
+}
+
+// The Python example's inspect_volumes pages the same way, and must stop
+// the same way (PagingError; here, exit 1 with its message).
+TEST(GroovectlPagesTest, ThePythonExampleEndsAgainstAServerThatKeepsPaging) {
+  constexpr char kScript[] = R"py(
+import shutil, sys, tempfile
+sys.path.insert(0, sys.argv[1] + "/clients/python")
+import groove_example as g
+out = tempfile.mkdtemp(prefix="groove-py-")
+try:
+    g.generate(g.DEFAULT_PROTO_DIR, out)
+    sys.path.insert(0, out)
+    import grpc
+    from groove.v1 import volume_pool_pb2 as pb
+    from groove.v1 import volume_pool_pb2_grpc as pb_grpc
+    with grpc.insecure_channel(sys.argv[2]) as channel:
+        stub = pb_grpc.VolumePoolServiceStub(channel)
+        try:
+            g.inspect_volumes(stub, pb, "a", {"timeout": 10})
+        except g.PagingError as e:
+            print("error: %s" % e, file=sys.stderr)
+            sys.exit(1)
+    print("the listing ended")
+finally:
+    shutil.rmtree(out, ignore_errors=True)
+)py";
+  ExpectEachEndlessServerStops([&](const std::string& address) {
+    return std::vector<std::string>{GROOVE_PYTHON3, "-c", kScript,
+                                    GROOVE_SOURCE_DIR, address};
+  });
 }
 
 }  // namespace
