@@ -58,13 +58,23 @@ using ::testing::HasSubstr;
 constexpr char kPoolA[] =
     "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16";
 
-std::unique_ptr<ServerProcess> StartA(const TempDir& dir,
-                                      std::vector<std::string> more = {}) {
-  std::vector<std::string> args = {"--data-dir=" + dir.path(), kPoolA,
-                                   "--pool=name=b,backing=normal,"
-                                   "volume_size=4KiB,max_volumes=16"};
-  args.insert(args.end(), more.begin(), more.end());
-  return ServerProcess::Start(args);
+// StartA starts the server on `dir` with pools a and b (16 slots of 4 KiB
+// each) and adds `volumes` volumes to pool a (none when 0). Null, the
+// failure recorded, when either fails.
+std::unique_ptr<ServerProcess> StartA(const TempDir& dir, uint64_t volumes) {
+  auto server = ServerProcess::Start({"--data-dir=" + dir.path(), kPoolA,
+                                      "--pool=name=b,backing=normal,"
+                                      "volume_size=4KiB,max_volumes=16"});
+  if (server == nullptr || volumes == 0) return server;
+  v1::AddVolumeResponse added;
+  const grpc::Status status =
+      Add(*server->Stub(), AddRequest("a", volumes), &added);
+  if (!status.ok()) {
+    ADD_FAILURE() << "add " << volumes
+                  << " volumes: " << status.error_message();
+    return nullptr;
+  }
+  return server;
 }
 
 // TokenOf makes by hand (the layout is public) the token of pool `name`
@@ -135,11 +145,10 @@ Walk WalkPool(Stub& stub, const std::string& pool,
 // what to do (start again with an empty page_token), and changes nothing.
 TEST(InspectPageTokenTest, EveryMalformedTokenIsInvalidArgumentAndActionable) {
   TempDir dir;
-  auto server = StartA(dir);
+  auto server = StartA(dir, 6);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   v1::AddVolumeResponse added;
-  ASSERT_TRUE(Add(*stub, AddRequest("a", 6), &added).ok());
   ASSERT_TRUE(Add(*stub, AddRequest("b", 6), &added).ok());
   v1::InspectResponse first;
   ASSERT_TRUE(Inspect(*stub, PageRequest("a", 2), &first).ok());
@@ -192,11 +201,9 @@ TEST(InspectPageTokenTest, EveryMalformedTokenIsInvalidArgumentAndActionable) {
 // could have (docs/SERVER.md §3): at max_volumes itself, an empty last page.
 TEST(InspectPageTokenTest, AForgedTokenStartsWherePagingCould) {
   TempDir dir;
-  auto server = StartA(dir);
+  auto server = StartA(dir, 6);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
-  v1::AddVolumeResponse added;
-  ASSERT_TRUE(Add(*stub, AddRequest("a", 6), &added).ok());
   v1::InspectResponse page;
   ASSERT_TRUE(
       Inspect(*stub, PageRequest("a", 0, TokenOf(dir, "a", 4)), &page).ok());
@@ -212,11 +219,9 @@ TEST(InspectPageTokenTest, AForgedTokenStartsWherePagingCould) {
 // pages, the service must honor the new page size."
 TEST(InspectPageTokenTest, ThePageSizeMayChangeBetweenPages) {
   TempDir dir;
-  auto server = StartA(dir);
+  auto server = StartA(dir, 12);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
-  v1::AddVolumeResponse added;
-  ASSERT_TRUE(Add(*stub, AddRequest("a", 12), &added).ok());
   const Walk walk = WalkPool(*stub, "a", {1, 5, 2, 1000, 3}, 20);
   ASSERT_TRUE(walk.status.ok()) << walk.status.error_message();
   EXPECT_TRUE(walk.ended);
@@ -233,18 +238,16 @@ TEST(InspectPageTokenTest, AWalkGoesOnAcrossARestart) {
   TempDir dir;
   std::string token;
   {
-    auto server = StartA(dir);
+    auto server = StartA(dir, 9);
     ASSERT_NE(server, nullptr);
     auto stub = server->Stub();
-    v1::AddVolumeResponse added;
-    ASSERT_TRUE(Add(*stub, AddRequest("a", 9), &added).ok());
     v1::InspectResponse page;
     ASSERT_TRUE(Inspect(*stub, PageRequest("a", 4), &page).ok());
     token = page.next_page_token();
     ASSERT_FALSE(token.empty());
     EXPECT_EQ(server->Stop(), 0);
   }
-  auto server = StartA(dir);
+  auto server = StartA(dir, 0);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   v1::InspectResponse page;
@@ -374,11 +377,9 @@ TEST(InspectPageSizeTest, ZeroNegativeAndAboveTheMaximumAsDocumented) {
 // by 1000: a pool of exactly 1000 volumes) a round trip for an empty page.
 TEST(InspectLastPageTest, APageThatEndsOnTheLastVolumeHasNoToken) {
   TempDir dir;
-  auto server = StartA(dir);
+  auto server = StartA(dir, 4);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
-  v1::AddVolumeResponse added;
-  ASSERT_TRUE(Add(*stub, AddRequest("a", 4), &added).ok());
   // One page of exactly the pool's volumes.
   v1::InspectResponse page;
   ASSERT_TRUE(Inspect(*stub, PageRequest("a", 4), &page).ok());
@@ -397,11 +398,10 @@ TEST(InspectLastPageTest, APageThatEndsOnTheLastVolumeHasNoToken) {
 // before it are not), and lists no index twice.
 TEST(InspectLastPageTest, AWalkEndsWhenThePoolShrinksOrGrowsUnderIt) {
   TempDir dir;
-  auto server = StartA(dir);
+  auto server = StartA(dir, 8);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   v1::AddVolumeResponse added;
-  ASSERT_TRUE(Add(*stub, AddRequest("a", 8), &added).ok());
   v1::InspectResponse page;
   ASSERT_TRUE(Inspect(*stub, PageRequest("a", 3), &page).ok());
   ASSERT_EQ(PageIndices(page), (std::vector<uint64_t>{0, 1, 2}));

@@ -60,6 +60,18 @@ std::unique_ptr<NamedPool> OpenOrDie(const std::string& dir,
   return pool.ok() ? std::move(*pool) : nullptr;
 }
 
+// OpenWithFaults opens a pool (a small one by default) whose store is a
+// FaultStore driven by `control`.
+std::unique_ptr<NamedPool> OpenWithFaults(
+    const TempDir& dir, std::shared_ptr<FaultStore::Control> control,
+    const PoolConfig& config = SmallConfig()) {
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  return OpenOrDie(dir.path(), config, std::move(options));
+}
+
 // The pool's observable state, to check that a failed call changed nothing.
 struct Observed {
   uint64_t mapped, empty;
@@ -1193,13 +1205,9 @@ TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {
 TEST(NamedPoolTest, ListVolumesPagesExactlyAcrossReadWindows) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
   PoolConfig config = SmallConfig("main", 200);
   config.volume_size_bytes = 4096;
-  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  auto pool = OpenWithFaults(dir, control, config);
   std::vector<uint64_t> added;
   for (uint64_t i = 0; i < 200; i += 2) {
     ASSERT_TRUE(pool->AddVolumes(1, i, absl::StrCat("v", i)).ok()) << i;
@@ -1249,13 +1257,9 @@ std::vector<uint64_t> IndicesOf(const std::vector<VolumeEntry>& page) {
 TEST(NamedPoolTest, ListVolumesCompletesAFullPageThatEndsOnTheLastVolume) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
   PoolConfig config = SmallConfig("main", 200);
   config.volume_size_bytes = 4096;  // read windows of 64 volumes
-  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  auto pool = OpenWithFaults(dir, control, config);
   ASSERT_NE(pool, nullptr);
   for (uint64_t i : {10, 20, 150}) {
     ASSERT_TRUE(pool->AddVolumes(1, i, "x").ok()) << i;
@@ -1303,13 +1307,9 @@ TEST(NamedPoolTest, ListVolumesResumesAFullPageWhenTheScanBoundComesFirst) {
 TEST(NamedPoolTest, ListVolumesReadsEachHeaderWhenAWindowCannotBeRead) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
   PoolConfig config = SmallConfig("main", 16);
   config.volume_size_bytes = 4096;  // all 16 in one window
-  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  auto pool = OpenWithFaults(dir, control, config);
   ASSERT_NE(pool, nullptr);
   ASSERT_TRUE(pool->AddVolumes(5, std::nullopt, "x").ok());
   control->reads = 0;
@@ -1466,17 +1466,6 @@ INSTANTIATE_TEST_SUITE_P(
                absl::StatusCode::kResourceExhausted,
                "holds at most max_volumes 16 volumes, asked for 17"}),
     [](const auto& info) { return std::string(info.param.name); });
-
-// OpenWithFaults opens a small pool whose store is a FaultStore driven by
-// `control`.
-std::unique_ptr<NamedPool> OpenWithFaults(
-    const TempDir& dir, std::shared_ptr<FaultStore::Control> control) {
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
-  return OpenOrDie(dir.path(), SmallConfig(), std::move(options));
-}
 
 // AddAtOddIndices adds volumes "before" at 1, 3 and 5, so that the next
 // batch's lowest free indices (0, 2, 4, 6, 7, ...) are not one run.
@@ -3210,11 +3199,7 @@ TEST(QuarantineTest, RecoveryFinishesARemoveOfAPushedBackQuarantine) {
 TEST(ReclaimVolumeTest, ARaceLostToAnotherReclaimJudgesTheNextQuarantine) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
-  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  auto pool = OpenWithFaults(dir, control);
   ASSERT_NE(pool, nullptr);
   ASSERT_NO_FATAL_FAILURE(QuarantineByRemove(dir.path(), *pool));
   const std::string meta = dir.path() + "/main.pool";
