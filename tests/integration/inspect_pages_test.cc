@@ -12,6 +12,8 @@
 // Every test here states the contract; a failure is a finding of the
 // review (see the report that added this file).
 
+#include "groove/client/inspect_pages.h"
+
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -716,6 +718,66 @@ class EndlessPages final : public v1::VolumePoolService::Service {
   const Mode mode_;
   std::atomic<uint64_t> calls_{0};
 };
+
+// PageOf is an InspectResponse of pool "a" (max_volumes `max_volumes`)
+// listing `indices`, with `token` as its next_page_token.
+v1::InspectResponse PageOf(uint64_t max_volumes,
+                           const std::vector<uint64_t>& indices,
+                           const std::string& token) {
+  v1::InspectResponse page;
+  page.mutable_summary()->set_name("a");
+  page.mutable_summary()->set_max_volumes(max_volumes);
+  for (uint64_t i : indices) page.add_volumes()->set_index(i);
+  page.set_next_page_token(token);
+  return page;
+}
+
+// InspectPageGuard takes what a server's listing can be (short and empty
+// pages, up to max_volumes + 1 pages, a max_volumes of 2^64 - 1), and
+// refuses each misbehaviour with INTERNAL naming it.
+TEST(InspectPageGuardTest, TakesEveryRealListingAndRefusesEachEndlessOne) {
+  {
+    InspectPageGuard guard("a");
+    EXPECT_TRUE(guard.Check("", PageOf(2, {0}, "t1")).ok());
+    EXPECT_TRUE(guard.Check("t1", PageOf(2, {}, "t2")).ok());
+    EXPECT_TRUE(guard.Check("t2", PageOf(2, {1}, "")).ok());
+  }
+  EXPECT_TRUE(
+      InspectPageGuard("a").Check("", PageOf(~uint64_t{0}, {5}, "t1")).ok());
+  const struct {
+    std::string name;
+    std::vector<v1::InspectResponse> pages;
+    std::string says;
+  } cases[] = {
+      {"the token sent comes back",
+       {PageOf(16, {0}, "t1"), PageOf(16, {1}, "t1")},
+       "its next_page_token is the page_token just sent"},
+      {"a volume listed again on the next page",
+       {PageOf(16, {0, 1}, "t1"), PageOf(16, {1, 2}, "")},
+       "it lists volume 1 after volume 1"},
+      {"indices out of order in one page",
+       {PageOf(16, {3, 2}, "")},
+       "it lists volume 2 after volume 3"},
+      {"a token on page max_volumes + 1",
+       {PageOf(1, {}, "t1"), PageOf(1, {}, "t2")},
+       "max_volumes 1 has at most 2 pages"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    InspectPageGuard guard("a");
+    std::string sent;
+    absl::Status status;
+    for (const v1::InspectResponse& page : c.pages) {
+      status = guard.Check(sent, page);
+      if (!status.ok()) break;
+      sent = page.next_page_token();
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+    EXPECT_THAT(status.message(), HasSubstr("the server misbehaves"));
+    EXPECT_THAT(status.message(), HasSubstr("pool 'a'"));
+    EXPECT_THAT(status.message(), HasSubstr(c.says));
+  }
+}
 
 // ExpectEachEndlessServerStops starts an EndlessPages server of each mode
 // on loopback and runs `client`'s command (given the server's address)
