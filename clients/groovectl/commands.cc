@@ -25,6 +25,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "groove/client/client_security.h"
+#include "groove/client/inspect_pages.h"
 #include "groove/client/volume_pool_client.h"
 #include "read_whole_file.h"
 
@@ -420,10 +421,16 @@ int RunInspect(const Invocation& inv, const VolumePoolClient& client,
   request.set_page_size(1000);
   request.set_verify(inv.verify);
   v1::InspectResponse all;
+  InspectPageGuard guard(inv.pool);
   // Follow the pages; verify only on the first (one walk is enough).
   for (int page = 0;; ++page) {
     absl::StatusOr<v1::InspectResponse> r = client.Inspect(request);
     if (!r.ok()) return ReportError(r.status(), client, err);
+    if (inv.volumes) {
+      if (absl::Status s = guard.Check(request.page_token(), *r); !s.ok()) {
+        return ReportError(s, client, err);
+      }
+    }
     if (page == 0) {
       all = *r;
     } else {

@@ -6,7 +6,10 @@
 // (google::protobuf::util::MessageToJsonString, original field names,
 // default values printed; 64-bit integers are JSON strings as the mapping
 // says), one object per line. `inspect --volumes` prints one
-// InspectResponse holding every page's volumes (next_page_token empty).
+// InspectResponse holding every page's volumes (next_page_token empty);
+// a server whose pages would never end (a token repeated, a volume listed
+// again, more pages than the pool can have: groove::InspectPageGuard)
+// stops it with `error: INTERNAL: the server misbehaves: ...` and exit 1.
 // Errors go to stderr as `error: <GRPC_CODE>: <message>`.
 
 #ifndef GROOVE_CLIENTS_GROOVECTL_COMMANDS_H_

@@ -115,6 +115,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "groove/client/inspect_pages.h"
 #include "groove/named_pool.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -988,8 +989,12 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
       return stub->RemoveVolume(ctx, req, &resp);
     });
   };
+  // inspect makes one Inspect: a page at `token` when `page`; with a
+  // `guard`, the page is checked as the next of its listing (a server whose
+  // pages would never end fails the run).
   auto inspect = [&](bool page, const std::string& token, std::string* next,
-                     v1::PoolSummary* summary) {
+                     v1::PoolSummary* summary,
+                     groove::InspectPageGuard* guard = nullptr) {
     v1::InspectRequest req;
     req.set_pool(o.pool);
     if (page) {
@@ -1002,6 +1007,14 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
         call(kCallTimeout, "Inspect", [&](grpc::ClientContext* ctx) {
           return stub->Inspect(ctx, req, &resp);
         });
+    // Checked before *next is written: `next` may be `&token`.
+    if (good && guard != nullptr) {
+      if (absl::Status checked = guard->Check(token, resp); !checked.ok()) {
+        return note(grpc::Status(grpc::StatusCode::INTERNAL,
+                                 std::string(checked.message())),
+                    "Inspect");
+      }
+    }
     if (next != nullptr) *next = resp.next_page_token();
     if (summary != nullptr) *summary = resp.summary();
     return good;
@@ -1139,8 +1152,9 @@ int RunScale(const LoadOptions& o, uint64_t target, int server_pid,
   const int64_t page_start = NowNs();
   std::string token;
   uint64_t pages = 0;
+  groove::InspectPageGuard guard(o.pool);
   do {
-    if (!inspect(true, token, &token, nullptr)) break;
+    if (!inspect(true, token, &token, nullptr, &guard)) break;
     ++pages;
   } while (!token.empty());
   const double pagination_s = static_cast<double>(NowNs() - page_start) / 1e9;

@@ -309,6 +309,44 @@ def add_volumes(grpc, stub, request, call, max_attempts=8):
             backoff = min(2 * backoff, 1.0)
 
 
+class PagingError(Exception):
+    """The server's Inspect pages would never end (see check_page)."""
+
+
+def check_page(pool, pages, sent_token, page, max_pages, last_index):
+    """Checks `page`, page number `pages` (1 for the first) of a listing of
+    pool's volumes, answering page_token `sent_token`, as
+    groove::InspectPageGuard (clients/include/groove/client/inspect_pages.h)
+    does: a real server never fails it. `max_pages` is max_volumes + 1 as
+    the first page's summary says, `last_index` the highest index listed
+    before (None: none yet). Returns the highest index listed now; raises
+    PagingError naming the server's misbehaviour when the page's
+    next_page_token is `sent_token` again, an index is not above every index
+    before it, or page `max_pages` still has a token.
+    """
+    def misbehaves(what):
+        return PagingError(
+            "the server misbehaves: Inspect of pool '%s', page %d of the "
+            "listing: %s; stopped following next_page_token (a listing that "
+            "would never end)" % (pool, pages, what))
+    token = page.next_page_token
+    if token and token == sent_token:
+        raise misbehaves("its next_page_token is the page_token just sent "
+                         "for it")
+    for v in page.volumes:
+        if last_index is not None and v.index <= last_index:
+            raise misbehaves(
+                "it lists volume %d after volume %d (indices ascend across "
+                "the pages of a listing, each at most once)" %
+                (v.index, last_index))
+        last_index = v.index
+    if token and pages >= max_pages:
+        raise misbehaves(
+            "it still has a next_page_token, but a listing of a pool of "
+            "max_volumes %d has at most %d pages" % (max_pages - 1, max_pages))
+    return last_index
+
+
 def inspect_volumes(stub, pb, pool, call):
     """Returns (summary, volumes) of pool: the first page's summary and the
     volumes of every page, in index order. `call` holds the keyword
@@ -318,15 +356,19 @@ def inspect_volumes(stub, pb, pool, call):
     short: a page holds at most 1000 volumes, and one call looks at no more
     than 65,536 indices, so a sparse pool's pages can be short or empty
     with more to follow (proto/groove/v1/volume_pool.proto, InspectRequest).
+    Raises PagingError when the server's pages would never end (check_page).
     """
-    summary, volumes, token = None, [], ""
+    summary, volumes, token, pages, last_index = None, [], "", 0, None
     while True:
         page = stub.Inspect(
             pb.InspectRequest(pool=pool, include_volumes=True,
                               page_size=1000, page_token=token),
             **call)
+        pages += 1
         if summary is None:
             summary = page.summary
+        last_index = check_page(pool, pages, token, page,
+                                summary.max_volumes + 1, last_index)
         volumes.extend(page.volumes)
         token = page.next_page_token
         if not token:
@@ -405,6 +447,9 @@ def main():
             except grpc.RpcError as e:
                 print("error: %s: %s" % (e.code().name, e.details()),
                       file=sys.stderr)
+                return 1
+            except PagingError as e:
+                print("error: INTERNAL: %s" % e, file=sys.stderr)
                 return 1
         print("python example ok")
         return 0

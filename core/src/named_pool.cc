@@ -512,7 +512,7 @@ absl::Status NamedPool::OpenJournal() {
     meta_->pool_id[0] = drawn[0];
     meta_->pool_id[1] = drawn[1] | 1;  // never all zeros
   }
-  const RequestJournal::Identity pool_id{meta_->pool_id[0], meta_->pool_id[1]};
+  const RequestJournal::Identity pool_id = this->pool_id();
   // DATA_DIR/NAME.requests, unless the data directory is a hugetlbfs:
   // every file there takes whole huge pages (a 1 GiB one for the journal's
   // 4.5 MiB) and has no holes, so the journal goes to the shared tmpfs
@@ -2506,6 +2506,10 @@ std::string NamedPool::StorePath() const {
   return FieldString(meta_->store_path);
 }
 
+RequestJournal::Identity NamedPool::pool_id() const {
+  return {meta_->pool_id[0], meta_->pool_id[1]};
+}
+
 void NamedPool::RememberStoreFile(int fd) {
   struct stat st;
   if (fstat(fd, &st) == 0) store_file_ = {st.st_dev, st.st_ino};
@@ -2618,6 +2622,10 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
   std::vector<uint64_t> slots(per_window);
   std::unique_ptr<std::byte[]> window;
   uint64_t i = start_index;
+  // Once the page is full: whether a slot word this call loaded after the
+  // page's last volume is listed, and the first slot it has not loaded.
+  bool volume_follows = false;
+  uint64_t unread = start_index;
   while (i < scan_end && entries.size() < max_entries) {
     // A page of the slot table no claim has written is a hole of the file:
     // FREE slots, skipped unread (a read would allocate it on tmpfs).
@@ -2699,11 +2707,46 @@ std::vector<VolumeEntry> NamedPool::ListVolumes(uint64_t start_index,
         entries.push_back(*std::move(entry));
       }
     }
-    // Resume after the last volume looked at when the page filled up.
-    i = entries.size() < max_entries ? end : k;
+    if (entries.size() < max_entries) {
+      i = end;
+      continue;
+    }
+    // The page filled up: resume after the last volume looked at. The
+    // window's slot `last` is listed, so a volume follows if the page
+    // ended before it; else the rest of the window holds none.
+    volume_follows = k <= last;
+    unread = end;
+    i = k;
+  }
+  // A full page ends the listing when no volume follows it (AIP-158: a
+  // token says more follow, and a full page that ends on the pool's last
+  // volume would otherwise cost a round trip for an empty one): the slot
+  // words up to the scan bound say so, no header read. Where the bound
+  // comes before max_volumes, the page keeps its token (the next page may
+  // then be empty and the last).
+  if (entries.size() == max_entries && i < n && !volume_follows &&
+      scan_end == n && FirstListedSlot(unread, scan_end) == scan_end) {
+    i = n;
   }
   *next_index = i;
   return entries;
+}
+
+uint64_t NamedPool::FirstListedSlot(uint64_t from, uint64_t to) const {
+  uint64_t k = from;
+  while (k < to) {
+    // A page no claim has written holds FREE slots only: skipped unread.
+    if (!SlotPageWritten(k)) {
+      k = std::min(to, (k / kSlotsPerPage + 1) * kSlotsPerPage);
+      continue;
+    }
+    // Relaxed: the word only decides whether a page carries a token; no
+    // header is read after it. A volume listed just after this load is as
+    // if it were added after the page.
+    if (Listed(Slot(k).load(std::memory_order_relaxed))) return k;
+    ++k;
+  }
+  return to;
 }
 
 absl::Status NamedPool::NotQuarantinedError(uint64_t index,

@@ -484,8 +484,9 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
           std::min<int32_t>(request->page_size(), kMaxPageSize));
     }
     if (!request->page_token().empty()) {
-      absl::StatusOr<uint64_t> next = DecodePageToken(
-          request->page_token(), name, pool.config().max_volumes);
+      absl::StatusOr<uint64_t> next =
+          DecodePageToken(request->page_token(), name, pool.pool_id(),
+                          pool.config().max_volumes);
       if (!next.ok()) return Finish(call, next.status());
       start_index = *next;
     }
@@ -540,7 +541,8 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
       }
     }
     if (next_index < pool.config().max_volumes) {
-      response->set_next_page_token(EncodePageToken(name, next_index));
+      response->set_next_page_token(
+          EncodePageToken(name, pool.pool_id(), next_index));
     }
   }
   return Finish(call, absl::OkStatus());

@@ -264,39 +264,6 @@ TEST(ServerApiTest, PagesOfASparsePoolAreShortAndTheTokensReachEveryVolume) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
-TEST(ServerApiTest, PageTokenSurvivesRestart) {
-  TempDir dir;
-  std::string token;
-  {
-    auto server = StartServer(dir);
-    ASSERT_NE(server, nullptr);
-    auto stub = server->Stub();
-    v1::AddVolumeResponse added;
-    ASSERT_TRUE(Add(*stub, AddRequest("a", 4), &added).ok());
-    v1::InspectRequest request;
-    request.set_pool("a");
-    request.set_include_volumes(true);
-    request.set_page_size(2);
-    v1::InspectResponse page;
-    ASSERT_TRUE(Inspect(*stub, request, &page).ok());
-    token = page.next_page_token();
-    ASSERT_FALSE(token.empty());
-    EXPECT_EQ(server->Stop(), 0);
-  }
-  auto server = StartServer(dir);
-  ASSERT_NE(server, nullptr);
-  auto stub = server->Stub();
-  v1::InspectRequest request;
-  request.set_pool("a");
-  request.set_include_volumes(true);
-  request.set_page_token(token);
-  v1::InspectResponse page;
-  ASSERT_TRUE(Inspect(*stub, request, &page).ok());
-  ASSERT_EQ(page.volumes_size(), 2);
-  EXPECT_EQ(page.volumes(0).index(), 2u);
-  EXPECT_EQ(page.volumes(1).index(), 3u);
-}
-
 TEST(ServerApiTest, RequestIdReplaysTheFirstResponse) {
   TempDir dir;
   auto server = StartServer(dir);

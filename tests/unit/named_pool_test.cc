@@ -60,6 +60,18 @@ std::unique_ptr<NamedPool> OpenOrDie(const std::string& dir,
   return pool.ok() ? std::move(*pool) : nullptr;
 }
 
+// OpenWithFaults opens a pool (a small one by default) whose store is a
+// FaultStore driven by `control`.
+std::unique_ptr<NamedPool> OpenWithFaults(
+    const TempDir& dir, std::shared_ptr<FaultStore::Control> control,
+    const PoolConfig& config = SmallConfig()) {
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  return OpenOrDie(dir.path(), config, std::move(options));
+}
+
 // The pool's observable state, to check that a failed call changed nothing.
 struct Observed {
   uint64_t mapped, empty;
@@ -1193,13 +1205,9 @@ TEST(NamedPoolTest, ListVolumesPaginatesAndShowsVolumesInUse) {
 TEST(NamedPoolTest, ListVolumesPagesExactlyAcrossReadWindows) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
   PoolConfig config = SmallConfig("main", 200);
   config.volume_size_bytes = 4096;
-  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  auto pool = OpenWithFaults(dir, control, config);
   std::vector<uint64_t> added;
   for (uint64_t i = 0; i < 200; i += 2) {
     ASSERT_TRUE(pool->AddVolumes(1, i, absl::StrCat("v", i)).ok()) << i;
@@ -1234,19 +1242,74 @@ TEST(NamedPoolTest, ListVolumesPagesExactlyAcrossReadWindows) {
   EXPECT_EQ(paged, std::vector<uint64_t>(added.begin() + 1, added.end()));
 }
 
+// IndicesOf lists the indices of a page.
+std::vector<uint64_t> IndicesOf(const std::vector<VolumeEntry>& page) {
+  std::vector<uint64_t> indices;
+  for (const VolumeEntry& e : page) indices.push_back(e.index);
+  return indices;
+}
+
+// A full page that ends on the pool's last volume completes the listing
+// (AIP-158: a token says more follow): ListVolumes reads on, slot words
+// only (no header), to the end of the index range. A full page that a
+// volume follows, in the same read window or a later one, resumes right
+// after its last volume.
+TEST(NamedPoolTest, ListVolumesCompletesAFullPageThatEndsOnTheLastVolume) {
+  TempDir dir;
+  auto control = std::make_shared<FaultStore::Control>();
+  PoolConfig config = SmallConfig("main", 200);
+  config.volume_size_bytes = 4096;  // read windows of 64 volumes
+  auto pool = OpenWithFaults(dir, control, config);
+  ASSERT_NE(pool, nullptr);
+  for (uint64_t i : {10, 20, 150}) {
+    ASSERT_TRUE(pool->AddVolumes(1, i, "x").ok()) << i;
+  }
+  uint64_t next = 0;
+  // 20 follows in the same window, 150 in a later one.
+  EXPECT_EQ(IndicesOf(pool->ListVolumes(0, 1, &next)),
+            std::vector<uint64_t>{10});
+  EXPECT_EQ(next, 11u);
+  EXPECT_EQ(IndicesOf(pool->ListVolumes(0, 2, &next)),
+            (std::vector<uint64_t>{10, 20}));
+  EXPECT_EQ(next, 21u);
+  // Full pages ending on 150: complete, one header read (the page's own).
+  control->reads = 0;
+  EXPECT_EQ(IndicesOf(pool->ListVolumes(21, 1, &next)),
+            std::vector<uint64_t>{150});
+  EXPECT_EQ(next, 200u);
+  EXPECT_EQ(control->reads.load(), 1);
+  EXPECT_EQ(IndicesOf(pool->ListVolumes(0, 3, &next)),
+            (std::vector<uint64_t>{10, 20, 150}));
+  EXPECT_EQ(next, 200u);
+}
+
+// Where the scan bound (kListMaxSlotsScanned) comes before max_volumes, a
+// full page cannot tell whether a volume follows: it resumes after its
+// last volume, and the next call may return none and complete the listing.
+TEST(NamedPoolTest, ListVolumesResumesAFullPageWhenTheScanBoundComesFirst) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("main", NamedPool::kListMaxSlotsScanned + 1);
+  config.volume_size_bytes = 4096;
+  auto pool = OpenOrDie(dir.path(), config);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_TRUE(pool->AddVolumes(1, 0, "x").ok());
+  uint64_t next = 0;
+  EXPECT_EQ(IndicesOf(pool->ListVolumes(0, 1, &next)),
+            std::vector<uint64_t>{0});
+  EXPECT_EQ(next, 1u);
+  EXPECT_TRUE(pool->ListVolumes(next, 1, &next).empty());
+  EXPECT_EQ(next, config.max_volumes);
+}
+
 // A window of small volumes that cannot be read (an I/O error) is read
 // again one header at a time: every volume is listed. It used to be
 // skipped whole: Inspect said OK, listing no volume.
 TEST(NamedPoolTest, ListVolumesReadsEachHeaderWhenAWindowCannotBeRead) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
   PoolConfig config = SmallConfig("main", 16);
   config.volume_size_bytes = 4096;  // all 16 in one window
-  auto pool = OpenOrDie(dir.path(), config, std::move(options));
+  auto pool = OpenWithFaults(dir, control, config);
   ASSERT_NE(pool, nullptr);
   ASSERT_TRUE(pool->AddVolumes(5, std::nullopt, "x").ok());
   control->reads = 0;
@@ -1403,17 +1466,6 @@ INSTANTIATE_TEST_SUITE_P(
                absl::StatusCode::kResourceExhausted,
                "holds at most max_volumes 16 volumes, asked for 17"}),
     [](const auto& info) { return std::string(info.param.name); });
-
-// OpenWithFaults opens a small pool whose store is a FaultStore driven by
-// `control`.
-std::unique_ptr<NamedPool> OpenWithFaults(
-    const TempDir& dir, std::shared_ptr<FaultStore::Control> control) {
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
-  return OpenOrDie(dir.path(), SmallConfig(), std::move(options));
-}
 
 // AddAtOddIndices adds volumes "before" at 1, 3 and 5, so that the next
 // batch's lowest free indices (0, 2, 4, 6, 7, ...) are not one run.
@@ -3147,11 +3199,7 @@ TEST(QuarantineTest, RecoveryFinishesARemoveOfAPushedBackQuarantine) {
 TEST(ReclaimVolumeTest, ARaceLostToAnotherReclaimJudgesTheNextQuarantine) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  NamedPool::OpenOptions options;
-  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
-    return std::make_unique<FaultStore>(std::move(real), control);
-  };
-  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
+  auto pool = OpenWithFaults(dir, control);
   ASSERT_NE(pool, nullptr);
   ASSERT_NO_FATAL_FAILURE(QuarantineByRemove(dir.path(), *pool));
   const std::string meta = dir.path() + "/main.pool";

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
@@ -166,19 +167,57 @@ TEST(CommandLineTest, ExtractsRepeatedFlagsAndNormalizesNames) {
 }
 
 TEST(PageTokenTest, RoundTripsForItsPoolOnly) {
-  const std::string token = EncodePageToken("main", 100);
-  EXPECT_EQ(*DecodePageToken(token, "main", 1024), 100u);
-  EXPECT_EQ(DecodePageToken(token, "other", 1024).status().code(),
+  const PoolId id{0x0123456789abcdefULL, 0xfedcba9876543211ULL};
+  const std::string token = EncodePageToken("main", id, 100);
+  EXPECT_EQ(token.size(), 34u) << token;
+  EXPECT_EQ(*DecodePageToken(token, "main", id, 1024), 100u);
+  EXPECT_EQ(DecodePageToken(token, "other", id, 1024).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(DecodePageToken(token, "main", 99).status().code(),
+  EXPECT_EQ(DecodePageToken(token, "main", id, 99).status().code(),
             absl::StatusCode::kInvalidArgument);
   for (const std::string& bad :
-       {std::string("x"), token + "A", token.substr(1), std::string(23, 'A'),
+       {std::string("x"), token + "A", token.substr(1), std::string(34, 'A'),
         token + "=", token + "\n"}) {
-    EXPECT_EQ(DecodePageToken(bad, "main", 1024).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    const absl::Status status = DecodePageToken(bad, "main", id, 1024).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(status.message(),
+                HasSubstr("not a next_page_token that Inspect returned for "
+                          "pool 'main'"))
         << bad;
   }
+}
+
+// A token of the pool's name and another pool_id (the pool re-created
+// since), or of version 1 (which named the pool only), is refused saying
+// so, not as a token Inspect never returned.
+TEST(PageTokenTest, ATokenOfAnotherPoolIdOrOfVersion1SaysWhy) {
+  const PoolId id{1, 3};
+  const absl::Status recreated =
+      DecodePageToken(EncodePageToken("main", PoolId{1, 5}, 2), "main", id,
+                      1024)
+          .status();
+  EXPECT_EQ(recreated.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(recreated.message(), HasSubstr("pool 'main' before it was "
+                                             "re-created"));
+  EXPECT_THAT(recreated.message(), HasSubstr("empty page_token"));
+  // Version 1: the unpadded web-safe base64 of (1, index 2, FNV-1a of the
+  // key, "main", NUL and the index), as servers before pool_id made it.
+  char raw[17] = {1, 2};
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  const std::string hashed = std::string("groove.v1.Inspect/page/main") + '\0' +
+                             std::string(raw + 1, 8);
+  for (unsigned char c : hashed) hash = (hash ^ c) * 0x100000001b3ULL;
+  for (int k = 0; k < 8; ++k) raw[9 + k] = static_cast<char>(hash >> (8 * k));
+  const std::string v1 = absl::WebSafeBase64Escape(absl::string_view(raw, 17));
+  ASSERT_EQ(v1.size(), 23u);
+  const absl::Status older = DecodePageToken(v1, "main", id, 1024).status();
+  EXPECT_EQ(older.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(older.message(), HasSubstr("from an older server"));
+  EXPECT_THAT(older.message(), HasSubstr("re-created"));
+  EXPECT_THAT(older.message(), HasSubstr("empty page_token"));
+  // The same bytes for another pool name: just not a token of "main".
+  EXPECT_THAT(DecodePageToken(v1, "other", id, 1024).status().message(),
+              HasSubstr("not a next_page_token"));
 }
 
 // Inspect's summary carries the volumes whose memory could not be given

@@ -513,6 +513,18 @@ class NamedPool {
   // is written only while the owner opens the pool). Cost: O(1).
   std::string StorePath() const;
 
+  // pool_id returns the pool's identity: 128 random bits drawn when it is
+  // created (or, for a pool made before ids existed, by the first owner
+  // that opens it) and kept in its metadata across restarts. A pool
+  // re-created under the same name (--recreate, a lost store, files
+  // removed by hand) has another, so what is bound to it (the request
+  // journal, Inspect's page tokens) is not taken for the new pool's. Never
+  // all zeros once an owner has opened the pool (a data-plane join of a
+  // pool no owner has opened since may read zeros). Thread safety: safe
+  // from any thread (the owner writes it only while it opens the pool).
+  // Cost: O(1).
+  RequestJournal::Identity pool_id() const;
+
   // StoreDeleted reports whether the owner's volume store file was deleted
   // (or replaced by another file) under it: StorePath() is gone or names
   // another file than the one the owner opened. Its volumes then live only
@@ -535,14 +547,21 @@ class NamedPool {
   // when it is not below max_volumes, when the listing is complete). So a
   // call may return fewer than `max_entries` volumes, none even, while
   // more follow: the listing is complete only when *next_index reaches
-  // max_volumes. Volumes in the middle of being added or removed are
-  // skipped. A quarantined volume (slot QUARANTINED) is listed as kCorrupt
-  // whatever its header says now: its corruption names the bad field as
-  // ReclaimVolume will, or says the header was bad when popped. A mapped volume
-  // whose header cannot be read (an I/O error, a store cut short) is listed as
-  // kCorrupt, its corruption saying why, never left out. Thread safety:
-  // lock-free reads. Cost: O(min( kListMaxSlotsScanned, max_volumes)) slot
-  // loads, plus one pread per window of small volumes or per larger volume
+  // max_volumes. A call that returns `max_entries` volumes resumes right
+  // after the last of them, unless no volume follows: it reads on, slot
+  // words only and within the same scan bound, and when no slot up to
+  // max_volumes is listed, the listing is complete (*next_index is
+  // max_volumes). When the bound comes first, it resumes after its last
+  // volume all the same, and the next call may return no volume and
+  // complete the listing. Volumes in the middle of being added or removed
+  // are skipped (and a volume being removed may make a full page resume
+  // when none follows). A quarantined volume (slot QUARANTINED) is listed as
+  // kCorrupt whatever its header says now: its corruption names the bad field
+  // as ReclaimVolume will, or says the header was bad when popped. A mapped
+  // volume whose header cannot be read (an I/O error, a store cut short) is
+  // listed as kCorrupt, its corruption saying why, never left out. Thread
+  // safety: lock-free reads. Cost: O(min( kListMaxSlotsScanned, max_volumes))
+  // slot loads, plus one pread per window of small volumes or per larger volume
   // listed (one per volume when a window cannot be read).
   std::vector<VolumeEntry> ListVolumes(uint64_t start_index,
                                        size_t max_entries,
@@ -788,6 +807,12 @@ class NamedPool {
     if (step_hook_) step_hook_(step);
   }
   std::atomic<uint64_t>& Slot(uint64_t index) const;
+  // FirstListedSlot returns the lowest index in [from, to) whose slot
+  // word ListVolumes lists (MAPPED or QUARANTINED), or `to` when there is
+  // none: slot words only, the pages no claim wrote skipped unread.
+  // ListVolumes asks it whether a volume follows a full page. Thread
+  // safety: lock-free reads. Cost: O(to - from) slot loads at most.
+  uint64_t FirstListedSlot(uint64_t from, uint64_t to) const;
   // FirstUsedSlot returns the lowest index whose slot is not FREE in the
   // metadata object mapped at meta_ (`file_bytes` long), or kNoSlot. The
   // table read is the recorded max_volumes' if it is one, else the

@@ -110,10 +110,11 @@ class RequestJournal {
   // pool has at most 2^30 volumes).
   static constexpr uint64_t kMaxIndex = 0xffffffffu;
 
-  // The pool a journal belongs to: its random id.
+  // The pool a journal belongs to: its random id (NamedPool::pool_id).
   struct Identity {
     uint64_t high = 0;
     uint64_t low = 0;
+    friend bool operator==(const Identity&, const Identity&) = default;
   };
 
   // OpenReport says what Open found.
