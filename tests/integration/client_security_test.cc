@@ -33,14 +33,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// WriteFile writes `text` to `path` with `mode`.
-std::string WriteFile(const std::string& path, const std::string& text,
-                      mode_t mode = 0600) {
-  std::ofstream(path) << text;
-  chmod(path.c_str(), mode);
-  return path;
-}
-
 // CleanupProbeEnv is the environment of a child that runs with
 // openssl_cleanup_probe preloaded, logging its OPENSSL_cleanup calls to
 // `log`.
@@ -60,10 +52,10 @@ class SecureServer {
     const std::string d = dir_.path();
     pki_ok_ = MakeTestPki(d).ok();
     if (!pki_ok_) return;
-    WriteFile(d + "/tokens",
-              absl::StrCat(kAdminToken, " admin\n", kReaderToken, " reader\n"));
-    WriteFile(d + "/admin.token", absl::StrCat(kAdminToken, "\n"));
-    WriteFile(d + "/reader.token", absl::StrCat(kReaderToken, "\n"));
+    WriteTextFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n",
+                                              kReaderToken, " reader\n"));
+    WriteTextFile(d + "/admin.token", absl::StrCat(kAdminToken, "\n"));
+    WriteTextFile(d + "/reader.token", absl::StrCat(kReaderToken, "\n"));
     std::vector<std::string> args = {
         "--data-dir=" + d + "/data",
         "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16",
@@ -182,8 +174,9 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   const SecureServer s(/*mutual=*/false);
   ASSERT_TRUE(s.ok());
   const std::string ca = "--tls-ca=" + s.path("ca.pem");
-  const std::string loose = WriteFile(s.path("loose.token"), kAdminToken, 0644);
-  const std::string short_token = WriteFile(s.path("short.token"), "abc\n");
+  const std::string loose =
+      WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string short_token = WriteTextFile(s.path("short.token"), "abc\n");
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -244,8 +237,8 @@ TEST(GroovectlSecurityTest, TokenFileModesFollowTheSecretVolumeRule) {
   constexpr uid_t kNobody = 65534;
   ASSERT_EQ(mkdir(s.path("secret").c_str(), 0755), 0);
   ASSERT_EQ(mkdir(s.path("secret/..data").c_str(), 0755), 0);
-  const std::string data = WriteFile(s.path("secret/..data/token"),
-                                     absl::StrCat(kAdminToken, "\n"), 0440);
+  const std::string data = WriteTextFile(s.path("secret/..data/token"),
+                                         absl::StrCat(kAdminToken, "\n"), 0440);
   ASSERT_EQ(chown(data.c_str(), 0, kFsGroup), 0);
   const std::string token = s.path("secret/token");
   ASSERT_EQ(symlink("..data/token", token.c_str()), 0);
@@ -395,9 +388,9 @@ TEST(ServerTlsExitTest, StopRunsNoOpenSslCleanup) {
 TEST(GroovectlSecurityTest, TokenWithoutTlsGoesToLoopbackOnly) {
   TempDir dir;
   const std::string d = dir.path();
-  WriteFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
+  WriteTextFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
   const std::string token =
-      "--token-file=" + WriteFile(d + "/admin.token", kAdminToken);
+      "--token-file=" + WriteTextFile(d + "/admin.token", kAdminToken);
   // Tokens without TLS: the server allows it on loopback (with a warning).
   auto server = ServerProcess::Start(
       {"--data-dir=" + d + "/data",
@@ -507,15 +500,15 @@ TEST(ClientSecurityTest, MutualTlsThroughClientOptions) {
 
 TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   TempDir dir;
-  const std::string loose =
-      WriteFile(dir.path() + "/loose", std::string(kAdminToken) + "\n", 0640);
+  const std::string loose = WriteTextFile(
+      dir.path() + "/loose", std::string(kAdminToken) + "\n", 0640);
   // Group read is refused on a file that is not root's (it is accepted on
   // a root-owned one: TokenFileModesFollowTheSecretVolumeRule).
   if (geteuid() == 0) {
     ASSERT_EQ(chown(loose.c_str(), 65534, 65534), 0);
   }
   const std::string good =
-      WriteFile(dir.path() + "/good", std::string(kAdminToken) + "\n");
+      WriteTextFile(dir.path() + "/good", std::string(kAdminToken) + "\n");
   const auto create = [](const std::string& address, ClientSecurity security,
                          std::shared_ptr<grpc::ChannelCredentials> creds =
                              nullptr) {
@@ -618,7 +611,7 @@ TEST(PythonExampleSecurityTest, RunsWithMutualTlsAndAnAdminToken) {
 TEST(PythonExampleSecurityTest, AnUnknownOrMissingTokenIsUnauthenticated) {
   const SecureServer s(/*mutual=*/true);
   ASSERT_TRUE(s.ok());
-  WriteFile(s.path("unknown.token"), absl::StrCat(kUnknownToken, "\n"));
+  WriteTextFile(s.path("unknown.token"), absl::StrCat(kUnknownToken, "\n"));
   CommandResult r = Python(s, MutualTls(s, "unknown.token"));
   EXPECT_EQ(r.exit_code, 1) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: ")) << Show(r);
@@ -652,7 +645,8 @@ TEST(PythonExampleSecurityTest, AWrongServerNameOrNoClientCertificateFails) {
 TEST(PythonExampleSecurityTest, BadSecurityOptionsAreUsageErrors) {
   const SecureServer s(/*mutual=*/true);
   ASSERT_TRUE(s.ok());
-  const std::string loose = WriteFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string loose =
+      WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
   struct Case {
     std::vector<std::string> args;
     std::string message;
