@@ -61,14 +61,27 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
   return std::string(absl::StripAsciiWhitespace(first));
 }
 
-absl::Status CheckToken(absl::string_view token, absl::string_view what) {
+// CheckToken checks the server's token rule: kMinTokenBytes to
+// kMaxTokenBytes printable ASCII characters other than space. `from_file`:
+// the token is a token file's first line, where a space or tab most often
+// means a line copied from the server's `TOKEN ROLE` file: say so.
+absl::Status CheckToken(absl::string_view token, absl::string_view what,
+                        bool from_file) {
   if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
     return Bad(
         what, absl::StrCat("the token is ", token.size(), " bytes; tokens are ",
                            kMinTokenBytes, " to ", kMaxTokenBytes, " bytes"));
   }
   for (size_t i = 0; i < token.size(); ++i) {
-    if (token[i] <= ' ' || token[i] >= 0x7f) {
+    if (token[i] == ' ' || token[i] == '\t') {
+      return Bad(what,
+                 absl::StrCat("byte ", i + 1, " of the token is a space or tab",
+                              from_file ? ": the first line must hold "
+                                          "the token alone (not `TOKEN "
+                                          "ROLE`, the server's format)"
+                                        : ""));
+    }
+    if (token[i] < ' ' || token[i] >= 0x7f) {
       return Bad(what, absl::StrCat("byte ", i + 1,
                                     " of the token is not printable ASCII"));
     }
@@ -175,10 +188,14 @@ absl::StatusOr<LoadedSecurity> LoadClientSecurity(
     absl::StatusOr<std::string> read =
         ReadTokenFile(security.token_file, token_what);
     if (!read.ok()) return read.status();
-    if (absl::Status s = CheckToken(*read, token_what); !s.ok()) return s;
+    if (absl::Status s = CheckToken(*read, token_what, /*from_file=*/true);
+        !s.ok())
+      return s;
     token = *std::move(read);
   } else if (!token.empty()) {
-    if (absl::Status s = CheckToken(token, "token"); !s.ok()) return s;
+    if (absl::Status s = CheckToken(token, "token", /*from_file=*/false);
+        !s.ok())
+      return s;
   }
   if (!token.empty()) {
     if (!loaded.tls && !security.allow_plaintext_token &&

@@ -177,6 +177,9 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   const std::string loose =
       WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
   const std::string short_token = WriteTextFile(s.path("short.token"), "abc\n");
+  // A line copied from the server's token file: `TOKEN ROLE`.
+  const std::string server_line = WriteTextFile(
+      s.path("server_line.token"), absl::StrCat(kAdminToken, " admin\n"));
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -189,6 +192,11 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
        "is accessible to others (mode 0644); chmod 600"},
       {{ca, "--token-file=" + s.path("data")}, "is not a regular file"},
       {{ca, "--token-file=" + short_token}, "the token is 3 bytes"},
+      {{ca, "--token-file=" + server_line},
+       "token_file (--token-file) " + server_line + ": byte " +
+           std::to_string(std::string(kAdminToken).size() + 1) +
+           " of the token is a space or tab: the first line must hold the "
+           "token alone (not `TOKEN ROLE`, the server's format)"},
       {{"--tls-ca=" + s.path("missing.pem")}, "tls_ca_file (--tls-ca)"},
       {{"--tls-ca=" + s.path("server.key")}, "holds no PEM CERTIFICATE"},
       {{ca, "--tls-cert=" + s.path("client.pem")},
@@ -647,11 +655,18 @@ TEST(PythonExampleSecurityTest, BadSecurityOptionsAreUsageErrors) {
   ASSERT_TRUE(s.ok());
   const std::string loose =
       WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string server_line = WriteTextFile(
+      s.path("server_line.token"), absl::StrCat(kAdminToken, "\tadmin\n"));
   struct Case {
     std::vector<std::string> args;
     std::string message;
   };
   const std::vector<Case> cases = {
+      {{"--tls-ca", s.path("ca.pem"), "--token-file", server_line},
+       "error: --token-file " + server_line + ": byte " +
+           std::to_string(std::string(kAdminToken).size() + 1) +
+           " of the token is a space or tab: the first line must hold the "
+           "token alone (not `TOKEN ROLE`, the server's format)"},
       {{"--tls-ca", s.path("ca.pem"), "--tls-cert", s.path("client.pem")},
        "error: mutual TLS needs both --tls-cert and --tls-key"},
       {{"--tls-ca", s.path("ca.pem"), "--tls-key", s.path("client.key")},
