@@ -136,6 +136,11 @@ TEST(GroovectlSecurityTest, TlsWithTokensSucceedsAndEachMistakeFails) {
   r = s.Ctl({ca, "--tls-server-name=volumes.example", reader, "pools"});
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed"));
+  // The hint names the credential that failed, and only that one.
+  EXPECT_THAT(r.err, HasSubstr("does not carry the name groovectl checked: "
+                               "give --tls-server-name"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-ca"))) << Show(r);
 
   // No CA (plaintext against a TLS port), or another CA: no connection.
   r = s.Ctl({reader, "pools"});
@@ -144,6 +149,11 @@ TEST(GroovectlSecurityTest, TlsWithTokensSucceedsAndEachMistakeFails) {
   r = s.Ctl({"--tls-ca=" + s.path("other_ca.pem"), reader, "pools"});
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed"));
+  EXPECT_THAT(r.err, HasSubstr("the server's certificate is not signed by a "
+                               "CA of --tls-ca"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-server-name"))) << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-cert"))) << Show(r);
 
   // No token: UNAUTHENTICATED, exit 1, with the flag to use.
   r = s.Ctl({ca, "pools"});
@@ -316,10 +326,18 @@ TEST(GroovectlSecurityTest, MutualTlsNeedsTheClientCertificate) {
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed")) << Show(r);
-  EXPECT_THAT(r.err, HasSubstr("--tls-cert and --tls-key")) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("the server may require a client certificate "
+                               "(mutual TLS): give --tls-cert and --tls-key"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-server-name"))) << Show(r);
+  // A certificate of another CA: the server refuses that certificate.
   r = s.Ctl(with_cert("other_client"));
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed")) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("the server may not accept the client "
+                               "certificate of --tls-cert"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-server-name"))) << Show(r);
 }
 
 // groovectl ends without OpenSSL's atexit cleanup (OPENSSL_cleanup), which
