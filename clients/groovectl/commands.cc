@@ -92,6 +92,7 @@ int ReportError(const absl::Status& status, const VolumePoolClient& client,
   target.address = client.options().address;
   target.connected = client.channel()->GetState(false) == GRPC_CHANNEL_READY;
   target.tls = !client.options().security.tls_ca_file.empty();
+  target.client_certificate = !client.options().security.tls_cert_file.empty();
   target.token = !client.options().security.token_file.empty();
   return ReportCallError(status, target, err);
 }
@@ -130,16 +131,31 @@ int ReportCallError(const absl::Status& status, const CallTarget& target,
       (absl::IsDeadlineExceeded(status) && !target.connected)) {
     err << "error: cannot reach groove-volumed at " << target.address << "\n";
     const std::string message = absl::AsciiStrToLower(status.message());
-    // Against a mutual-TLS server, a client without an accepted
-    // certificate sees only the connection closed.
-    if (absl::StrContains(message, "ssl") ||
-        absl::StrContains(message, "handshake") ||
-        absl::StrContains(message, "certificate") ||
-        (target.tls && absl::StrContains(message, "socket closed"))) {
-      err << "error: the TLS handshake failed: check that --tls-ca signed "
-             "the server's certificate, that --tls-server-name (or the host "
-             "of --addr) is a name in it, and that a server with "
-             "--tls-client-ca gets --tls-cert and --tls-key\n";
+    // The hint names the credential gRPC's message blames. Against a
+    // mutual-TLS server, a client without an accepted certificate sees
+    // only the connection closed.
+    if (absl::StrContains(message, "certificate verify failed")) {
+      err << "error: the TLS handshake failed: the server's certificate is "
+             "not signed by a CA of --tls-ca (or is expired or not yet "
+             "valid)\n";
+    } else if (absl::StrContains(message, "is not in peer certificate")) {
+      err << "error: the TLS handshake failed: the server's certificate "
+             "does not carry the name groovectl checked: give "
+             "--tls-server-name with a name it carries (else the host of "
+             "--addr is checked)\n";
+    } else if (absl::StrContains(message, "ssl") ||
+               absl::StrContains(message, "handshake") ||
+               absl::StrContains(message, "certificate") ||
+               (target.tls && absl::StrContains(message, "socket closed"))) {
+      err << "error: the TLS handshake failed: "
+          << (target.client_certificate
+                  ? "the server may not accept the client certificate of "
+                    "--tls-cert (a server with --tls-client-ca accepts only "
+                    "certificates its CAs signed), or may not speak TLS"
+                  : "the server may require a client certificate (mutual "
+                    "TLS): give --tls-cert and --tls-key; or it may not "
+                    "speak TLS")
+          << "\n";
     }
     return kExitUnreachable;
   }

@@ -48,7 +48,8 @@ struct CallTarget {
   std::string address;     // --addr
   bool connected = false;  // the channel was READY after the call
   bool tls = false;        // --tls-ca given
-  bool token = false;      // --token-file given
+  bool client_certificate = false;  // --tls-cert (and --tls-key) given
+  bool token = false;               // --token-file given
 };
 
 // ReportCallError prints `status` to `err` as `error: <GRPC_CODE>:
@@ -60,7 +61,12 @@ struct CallTarget {
 //   kExitUnreachable (3): UNAVAILABLE (with `connected`: the server
 //     answered that it cannot serve the call now, e.g. draining or a full
 //     add queue; without: it could not be reached, with a hint when the
-//     TLS handshake failed); DEADLINE_EXCEEDED without a connection;
+//     TLS handshake failed that names the credential gRPC's message
+//     blames: --tls-ca (the server's certificate did not verify),
+//     --tls-server-name (its names), or --tls-cert and --tls-key (the
+//     server closed the connection in the handshake: a mutual-TLS server
+//     without, or refusing, the client's certificate));
+//     DEADLINE_EXCEEDED without a connection;
 //     CANCELLED, which only the server's side can cause (groovectl never
 //     cancels its own calls): a server shutting down under the call.
 //   kExitServerError (1): every other code (UNAUTHENTICATED without a

@@ -161,7 +161,13 @@ def read_token_file(path):
                          "bytes" % (flag, path, len(token), MIN_TOKEN_BYTES,
                                     MAX_TOKEN_BYTES))
     for i, byte in enumerate(token):
-        if byte <= 0x20 or byte >= 0x7f:
+        if byte in b" \t":
+            # Most often a line copied from the server's `TOKEN ROLE` file.
+            raise UsageError("%s %s: byte %d of the token is a space or tab: "
+                             "the first line must hold the token alone (not "
+                             "`TOKEN ROLE`, the server's format)" %
+                             (flag, path, i + 1))
+        if byte < 0x20 or byte >= 0x7f:
             raise UsageError("%s %s: byte %d of the token is not printable "
                              "ASCII" % (flag, path, i + 1))
     return token.decode("ascii")

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "groove/v1/token_file.h"
 #include "read_whole_file.h"
 
 namespace groove {
@@ -42,35 +43,13 @@ absl::StatusOr<std::string> ReadPem(const std::string& path,
   return text;
 }
 
-// TokenFileModeProblem returns why a token file of `mode` owned by `uid`
-// must not be used, or "" when it may. Others get nothing, the group at
-// most read, and group read only on a root-owned file. Why group read at
-// all: Kubernetes mounts a Secret for a non-root container only through
-// the pod's fsGroup, as root:fsGroup 0440 (kubelet adds group read to
-// defaultMode), so refusing every group bit made the documented recipe
-// unusable. Why root-owned only (PostgreSQL's rule for its key files): a
-// file made root-owned with a chosen group was shared on purpose (the
-// kubelet, config management); a user's own 0640 file is a loose umask
-// that shares the token with a whole group, which is refused as before.
-std::string TokenFileModeProblem(mode_t mode, uid_t uid) {
-  if ((mode & 007) != 0) return "is accessible to others";
-  if ((mode & 070) == 0) return "";
-  if ((mode & 030) != 0) return "is writable or executable by its group";
-  if (uid != 0) {
-    return "is readable by its group and not owned by root (group read is "
-           "accepted only on a root-owned file, such as a Kubernetes Secret "
-           "under fsGroup)";
-  }
-  return "";
-}
-
 // ReadTokenFile returns the first line of the token file, stripped.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
                                           absl::string_view what) {
   struct stat st;
   if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-    if (const std::string problem = TokenFileModeProblem(st.st_mode, st.st_uid);
-        !problem.empty()) {
+    if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
+        *problem != '\0') {
       return Bad(what, absl::StrFormat("%s (mode %04o); chmod 600 %s", problem,
                                        st.st_mode & 07777, path));
     }
@@ -82,14 +61,27 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
   return std::string(absl::StripAsciiWhitespace(first));
 }
 
-absl::Status CheckToken(absl::string_view token, absl::string_view what) {
+// CheckToken checks the server's token rule: kMinTokenBytes to
+// kMaxTokenBytes printable ASCII characters other than space. `from_file`:
+// the token is a token file's first line, where a space or tab most often
+// means a line copied from the server's `TOKEN ROLE` file: say so.
+absl::Status CheckToken(absl::string_view token, absl::string_view what,
+                        bool from_file) {
   if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
     return Bad(
         what, absl::StrCat("the token is ", token.size(), " bytes; tokens are ",
                            kMinTokenBytes, " to ", kMaxTokenBytes, " bytes"));
   }
   for (size_t i = 0; i < token.size(); ++i) {
-    if (token[i] <= ' ' || token[i] >= 0x7f) {
+    if (token[i] == ' ' || token[i] == '\t') {
+      return Bad(what,
+                 absl::StrCat("byte ", i + 1, " of the token is a space or tab",
+                              from_file ? ": the first line must hold "
+                                          "the token alone (not `TOKEN "
+                                          "ROLE`, the server's format)"
+                                        : ""));
+    }
+    if (token[i] < ' ' || token[i] >= 0x7f) {
       return Bad(what, absl::StrCat("byte ", i + 1,
                                     " of the token is not printable ASCII"));
     }
@@ -196,10 +188,14 @@ absl::StatusOr<LoadedSecurity> LoadClientSecurity(
     absl::StatusOr<std::string> read =
         ReadTokenFile(security.token_file, token_what);
     if (!read.ok()) return read.status();
-    if (absl::Status s = CheckToken(*read, token_what); !s.ok()) return s;
+    if (absl::Status s = CheckToken(*read, token_what, /*from_file=*/true);
+        !s.ok())
+      return s;
     token = *std::move(read);
   } else if (!token.empty()) {
-    if (absl::Status s = CheckToken(token, "token"); !s.ok()) return s;
+    if (absl::Status s = CheckToken(token, "token", /*from_file=*/false);
+        !s.ok())
+      return s;
   }
   if (!token.empty()) {
     if (!loaded.tls && !security.allow_plaintext_token &&

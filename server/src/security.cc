@@ -1,53 +1,87 @@
 #include "groove/server/security.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "groove/v1/token_file.h"
 
 namespace groove::server {
 namespace {
 
-// ReadFile reads a whole file; `what` prefixes the error message.
+// CannotRead returns "WHAT: cannot read: PROBLEM": NOT_FOUND for a missing
+// file (ENOENT), PERMISSION_DENIED when it may not be read (EACCES),
+// INVALID_ARGUMENT otherwise.
+absl::Status CannotRead(absl::string_view what, int err,
+                        absl::string_view problem) {
+  std::string message = absl::StrCat(what, ": cannot read: ", problem);
+  if (err == ENOENT) return absl::NotFoundError(message);
+  if (err == EACCES) return absl::PermissionDeniedError(message);
+  return absl::InvalidArgumentError(message);
+}
+
+// ReadFile reads the whole of the regular file at `path` (after
+// symlinks), and returns its status as opened in `*opened` when that is
+// not null. The file is judged on what was opened, before any read: a
+// directory, FIFO, socket or device is refused. Why: the server reads
+// these files before it binds and, in the reloader, every interval; a
+// FIFO's open would wait for a writer forever (at start-up SIGTERM cannot
+// stop that wait, and in the reloader it blocks every later read and the
+// shutdown that joins it), and a device such as /dev/zero never ends.
+// O_NONBLOCK makes the open of a FIFO return at once, so that it is
+// refused here. `what` prefixes the message (CannotRead's codes).
 absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     absl::string_view what) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": cannot read: it is a directory"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+                                     absl::string_view what,
+                                     struct stat* opened = nullptr) {
+  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return CannotRead(what, errno, std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
     const int err = errno;
-    std::string message =
-        absl::StrCat(what, ": cannot read: ", std::strerror(err));
-    if (err == ENOENT) return absl::NotFoundError(message);
-    if (err == EACCES) return absl::PermissionDeniedError(message);
-    return absl::InvalidArgumentError(message);
+    close(fd);
+    return CannotRead(what, err, std::strerror(err));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": cannot read: ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return CannotRead(what, 0,
+                      S_ISDIR(st.st_mode)
+                          ? "it is a directory"
+                          : "it is not a regular file (a FIFO, socket or "
+                            "device); name the file itself");
   }
-  return text.str();
+  std::string text;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      close(fd);
+      return CannotRead(what, err, std::strerror(err));  // never a part
+    }
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (opened != nullptr) *opened = st;
+  return text;
 }
 
 // IsTokenByte: printable ASCII other than space (an HTTP header value's
@@ -207,7 +241,19 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  return ReadFile(path, absl::StrCat("--auth-tokens=", path));
+  const std::string what = absl::StrCat("--auth-tokens=", path);
+  struct stat st {};
+  absl::StatusOr<std::string> text = ReadFile(path, what, &st);
+  if (!text.ok()) return text.status();
+  // Whoever can read this file holds every client's token, admins'
+  // included: the clients' rule for their own token files.
+  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
+      *problem != '\0') {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s (mode %04o); chmod 600 %s", what, problem,
+                        st.st_mode & 07777, path));
+  }
+  return text;
 }
 
 absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path,

@@ -33,14 +33,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// WriteFile writes `text` to `path` with `mode`.
-std::string WriteFile(const std::string& path, const std::string& text,
-                      mode_t mode = 0600) {
-  std::ofstream(path) << text;
-  chmod(path.c_str(), mode);
-  return path;
-}
-
 // CleanupProbeEnv is the environment of a child that runs with
 // openssl_cleanup_probe preloaded, logging its OPENSSL_cleanup calls to
 // `log`.
@@ -60,10 +52,10 @@ class SecureServer {
     const std::string d = dir_.path();
     pki_ok_ = MakeTestPki(d).ok();
     if (!pki_ok_) return;
-    WriteFile(d + "/tokens",
-              absl::StrCat(kAdminToken, " admin\n", kReaderToken, " reader\n"));
-    WriteFile(d + "/admin.token", absl::StrCat(kAdminToken, "\n"));
-    WriteFile(d + "/reader.token", absl::StrCat(kReaderToken, "\n"));
+    WriteTextFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n",
+                                              kReaderToken, " reader\n"));
+    WriteTextFile(d + "/admin.token", absl::StrCat(kAdminToken, "\n"));
+    WriteTextFile(d + "/reader.token", absl::StrCat(kReaderToken, "\n"));
     std::vector<std::string> args = {
         "--data-dir=" + d + "/data",
         "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=16",
@@ -144,6 +136,11 @@ TEST(GroovectlSecurityTest, TlsWithTokensSucceedsAndEachMistakeFails) {
   r = s.Ctl({ca, "--tls-server-name=volumes.example", reader, "pools"});
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed"));
+  // The hint names the credential that failed, and only that one.
+  EXPECT_THAT(r.err, HasSubstr("does not carry the name groovectl checked: "
+                               "give --tls-server-name"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-ca"))) << Show(r);
 
   // No CA (plaintext against a TLS port), or another CA: no connection.
   r = s.Ctl({reader, "pools"});
@@ -152,6 +149,11 @@ TEST(GroovectlSecurityTest, TlsWithTokensSucceedsAndEachMistakeFails) {
   r = s.Ctl({"--tls-ca=" + s.path("other_ca.pem"), reader, "pools"});
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed"));
+  EXPECT_THAT(r.err, HasSubstr("the server's certificate is not signed by a "
+                               "CA of --tls-ca"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-server-name"))) << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-cert"))) << Show(r);
 
   // No token: UNAUTHENTICATED, exit 1, with the flag to use.
   r = s.Ctl({ca, "pools"});
@@ -182,8 +184,12 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   const SecureServer s(/*mutual=*/false);
   ASSERT_TRUE(s.ok());
   const std::string ca = "--tls-ca=" + s.path("ca.pem");
-  const std::string loose = WriteFile(s.path("loose.token"), kAdminToken, 0644);
-  const std::string short_token = WriteFile(s.path("short.token"), "abc\n");
+  const std::string loose =
+      WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string short_token = WriteTextFile(s.path("short.token"), "abc\n");
+  // A line copied from the server's token file: `TOKEN ROLE`.
+  const std::string server_line = WriteTextFile(
+      s.path("server_line.token"), absl::StrCat(kAdminToken, " admin\n"));
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -196,6 +202,11 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
        "is accessible to others (mode 0644); chmod 600"},
       {{ca, "--token-file=" + s.path("data")}, "is not a regular file"},
       {{ca, "--token-file=" + short_token}, "the token is 3 bytes"},
+      {{ca, "--token-file=" + server_line},
+       "token_file (--token-file) " + server_line + ": byte " +
+           std::to_string(std::string(kAdminToken).size() + 1) +
+           " of the token is a space or tab: the first line must hold the "
+           "token alone (not `TOKEN ROLE`, the server's format)"},
       {{"--tls-ca=" + s.path("missing.pem")}, "tls_ca_file (--tls-ca)"},
       {{"--tls-ca=" + s.path("server.key")}, "holds no PEM CERTIFICATE"},
       {{ca, "--tls-cert=" + s.path("client.pem")},
@@ -244,8 +255,8 @@ TEST(GroovectlSecurityTest, TokenFileModesFollowTheSecretVolumeRule) {
   constexpr uid_t kNobody = 65534;
   ASSERT_EQ(mkdir(s.path("secret").c_str(), 0755), 0);
   ASSERT_EQ(mkdir(s.path("secret/..data").c_str(), 0755), 0);
-  const std::string data = WriteFile(s.path("secret/..data/token"),
-                                     absl::StrCat(kAdminToken, "\n"), 0440);
+  const std::string data = WriteTextFile(s.path("secret/..data/token"),
+                                         absl::StrCat(kAdminToken, "\n"), 0440);
   ASSERT_EQ(chown(data.c_str(), 0, kFsGroup), 0);
   const std::string token = s.path("secret/token");
   ASSERT_EQ(symlink("..data/token", token.c_str()), 0);
@@ -315,10 +326,18 @@ TEST(GroovectlSecurityTest, MutualTlsNeedsTheClientCertificate) {
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed")) << Show(r);
-  EXPECT_THAT(r.err, HasSubstr("--tls-cert and --tls-key")) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("the server may require a client certificate "
+                               "(mutual TLS): give --tls-cert and --tls-key"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-server-name"))) << Show(r);
+  // A certificate of another CA: the server refuses that certificate.
   r = s.Ctl(with_cert("other_client"));
   EXPECT_EQ(r.exit_code, 3) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("TLS handshake failed")) << Show(r);
+  EXPECT_THAT(r.err, HasSubstr("the server may not accept the client "
+                               "certificate of --tls-cert"))
+      << Show(r);
+  EXPECT_THAT(r.err, Not(HasSubstr("--tls-server-name"))) << Show(r);
 }
 
 // groovectl ends without OpenSSL's atexit cleanup (OPENSSL_cleanup), which
@@ -395,9 +414,9 @@ TEST(ServerTlsExitTest, StopRunsNoOpenSslCleanup) {
 TEST(GroovectlSecurityTest, TokenWithoutTlsGoesToLoopbackOnly) {
   TempDir dir;
   const std::string d = dir.path();
-  WriteFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
+  WriteTextFile(d + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
   const std::string token =
-      "--token-file=" + WriteFile(d + "/admin.token", kAdminToken);
+      "--token-file=" + WriteTextFile(d + "/admin.token", kAdminToken);
   // Tokens without TLS: the server allows it on loopback (with a warning).
   auto server = ServerProcess::Start(
       {"--data-dir=" + d + "/data",
@@ -507,15 +526,15 @@ TEST(ClientSecurityTest, MutualTlsThroughClientOptions) {
 
 TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   TempDir dir;
-  const std::string loose =
-      WriteFile(dir.path() + "/loose", std::string(kAdminToken) + "\n", 0640);
+  const std::string loose = WriteTextFile(
+      dir.path() + "/loose", std::string(kAdminToken) + "\n", 0640);
   // Group read is refused on a file that is not root's (it is accepted on
   // a root-owned one: TokenFileModesFollowTheSecretVolumeRule).
   if (geteuid() == 0) {
     ASSERT_EQ(chown(loose.c_str(), 65534, 65534), 0);
   }
   const std::string good =
-      WriteFile(dir.path() + "/good", std::string(kAdminToken) + "\n");
+      WriteTextFile(dir.path() + "/good", std::string(kAdminToken) + "\n");
   const auto create = [](const std::string& address, ClientSecurity security,
                          std::shared_ptr<grpc::ChannelCredentials> creds =
                              nullptr) {
@@ -618,7 +637,7 @@ TEST(PythonExampleSecurityTest, RunsWithMutualTlsAndAnAdminToken) {
 TEST(PythonExampleSecurityTest, AnUnknownOrMissingTokenIsUnauthenticated) {
   const SecureServer s(/*mutual=*/true);
   ASSERT_TRUE(s.ok());
-  WriteFile(s.path("unknown.token"), absl::StrCat(kUnknownToken, "\n"));
+  WriteTextFile(s.path("unknown.token"), absl::StrCat(kUnknownToken, "\n"));
   CommandResult r = Python(s, MutualTls(s, "unknown.token"));
   EXPECT_EQ(r.exit_code, 1) << Show(r);
   EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: ")) << Show(r);
@@ -652,12 +671,20 @@ TEST(PythonExampleSecurityTest, AWrongServerNameOrNoClientCertificateFails) {
 TEST(PythonExampleSecurityTest, BadSecurityOptionsAreUsageErrors) {
   const SecureServer s(/*mutual=*/true);
   ASSERT_TRUE(s.ok());
-  const std::string loose = WriteFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string loose =
+      WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
+  const std::string server_line = WriteTextFile(
+      s.path("server_line.token"), absl::StrCat(kAdminToken, "\tadmin\n"));
   struct Case {
     std::vector<std::string> args;
     std::string message;
   };
   const std::vector<Case> cases = {
+      {{"--tls-ca", s.path("ca.pem"), "--token-file", server_line},
+       "error: --token-file " + server_line + ": byte " +
+           std::to_string(std::string(kAdminToken).size() + 1) +
+           " of the token is a space or tab: the first line must hold the "
+           "token alone (not `TOKEN ROLE`, the server's format)"},
       {{"--tls-ca", s.path("ca.pem"), "--tls-cert", s.path("client.pem")},
        "error: mutual TLS needs both --tls-cert and --tls-key"},
       {{"--tls-ca", s.path("ca.pem"), "--tls-key", s.path("client.key")},

@@ -446,23 +446,16 @@ TEST_F(GroovectlTest, HealthServing) {
   EXPECT_EQ(r.out, "{\"status\":\"SERVING\"}\n");
 }
 
-// WriteOwnerOnly writes `text` to `path`, mode 0600 (token files).
-void WriteOwnerOnly(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
-                                         std::filesystem::perms::owner_write);
-}
-
 // A server on a unix socket is as local as loopback: groovectl sends it a
 // token without TLS, and the server checks the token's role.
 TEST(GroovectlUnixSocketTest, TokensGoToAUnixSocketWithoutTls) {
   TempDir dir;
   const std::string admin_token(32, 'a');
   const std::string reader_token(32, 'r');
-  WriteOwnerOnly(dir.path() + "/tokens",
-                 admin_token + " admin\n" + reader_token + " reader\n");
-  WriteOwnerOnly(dir.path() + "/admin.token", admin_token + "\n");
-  WriteOwnerOnly(dir.path() + "/reader.token", reader_token + "\n");
+  WriteTextFile(dir.path() + "/tokens",
+                admin_token + " admin\n" + reader_token + " reader\n");
+  WriteTextFile(dir.path() + "/admin.token", admin_token + "\n");
+  WriteTextFile(dir.path() + "/reader.token", reader_token + "\n");
   const std::string address = "unix:" + dir.path() + "/grpc.sock";
   auto server = ServerProcess::Start(
       {"--data-dir=" + dir.path() + "/data", "--listen=" + address,

@@ -6,8 +6,11 @@
 // flags, with certificates made by openssl at test time).
 
 #include <grpcpp/generic/generic_stub.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -536,7 +539,16 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
   // names the line, never the token.
   const std::string secret = "SeCrEt-groove-token-0123456789";
   const std::string tokens = pki + "/tokens";
-  std::ofstream(tokens) << "# tokens\nadmin " << secret << "\n";
+  WriteTextFile(tokens, "# tokens\nadmin " + secret + "\n");
+  // Well-formed token files whose modes let others in.
+  const std::string loose_tokens =
+      WriteTextFile(pki + "/loose_tokens", secret + " admin\n", 0644);
+  const std::string group_writable_tokens =
+      WriteTextFile(pki + "/group_writable_tokens", secret + " admin\n", 0620);
+  // A FIFO nobody writes to: opening it to read would wait for a writer
+  // forever (and reading a device such as /dev/zero would never end).
+  const std::string fifo = pki + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
   const std::string cert = "--tls-cert=" + pki + "/server.pem";
   const std::string key = "--tls-key=" + pki + "/server.key";
   const std::vector<FlagCase> cases = {
@@ -680,6 +692,11 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        {"--tls-cert=" + pki, key},
        2,
        "--tls-cert (tls.cert_file) " + pki + ": cannot read"},
+      {"tls-cert a FIFO",
+       {"--tls-cert=" + fifo, key},
+       2,
+       "--tls-cert (tls.cert_file) " + fifo +
+           ": cannot read: it is not a regular file"},
       {"tls-cert not PEM",
        {"--tls-cert=" + not_pem, key},
        2,
@@ -716,6 +733,20 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        {"--auth-tokens=" + tokens},
        2,
        "--auth-tokens=" + tokens + ": line 2: the role is neither"},
+      {"auth-tokens a FIFO",
+       {"--auth-tokens=" + fifo},
+       2,
+       "--auth-tokens=" + fifo + ": cannot read: it is not a regular file"},
+      {"auth-tokens readable by others",
+       {"--auth-tokens=" + loose_tokens},
+       2,
+       "--auth-tokens=" + loose_tokens +
+           ": is accessible to others (mode 0644); chmod 600 " + loose_tokens},
+      {"auth-tokens writable by its group",
+       {"--auth-tokens=" + group_writable_tokens},
+       2,
+       "--auth-tokens=" + group_writable_tokens +
+           ": is writable or executable by its group (mode 0620)"},
       {"negative credentials refresh",
        {"--credentials-refresh=-1s"},
        2,

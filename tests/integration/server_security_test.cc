@@ -9,10 +9,13 @@
 
 #include <dirent.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -202,9 +205,8 @@ TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
 TEST(ServerAuthTest, TokensGateEachRpcByRoleAndNeverReachTheLog) {
   TempDir dir;
   const std::string tokens = dir.path() + "/tokens";
-  std::ofstream(tokens) << "# test tokens\n"
-                        << kAdminToken << " admin\n\n"
-                        << kReaderToken << "\treader\n";
+  WriteTextFile(tokens, absl::StrCat("# test tokens\n", kAdminToken,
+                                     " admin\n\n", kReaderToken, "\treader\n"));
   std::vector<std::string> args = OnePool(dir);
   args.push_back("--auth-tokens=" + tokens);
   // Start's health checks carry no token: health stays open.
@@ -354,7 +356,7 @@ TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {
       << GROOVE_BUF_BIN << " is missing: run script/bootstrap";
   TempDir dir;
   const std::string tokens = dir.path() + "/tokens";
-  std::ofstream(tokens) << kAdminToken << " admin\n";
+  WriteTextFile(tokens, absl::StrCat(kAdminToken, " admin\n"));
   std::vector<std::string> args = OnePool(dir);
   args.push_back("--auth-tokens=" + tokens);
   {
@@ -394,7 +396,8 @@ class SecretVolume {
     const std::string version = absl::StrCat("..v", ++versions_);
     std::filesystem::create_directory(dir_ + "/" + version);
     for (const auto& [name, text] : files) {
-      std::ofstream(dir_ + "/" + version + "/" + name) << text;
+      // Owner-only, as the server wants a token file to be.
+      WriteTextFile(dir_ + "/" + version + "/" + name, text);
     }
     const std::string tmp = dir_ + "/..data_tmp";
     std::filesystem::create_directory_symlink(version, tmp);
@@ -587,7 +590,7 @@ TEST(ServerCredentialsReloadTest, RefreshZeroKeepsTheStartUpTokens) {
 TEST(ServerCredentialsReloadTest, StopDoesNotWaitForTheRefreshInterval) {
   TempDir dir;
   const std::string tokens = dir.path() + "/tokens";
-  std::ofstream(tokens) << kAdminToken << " admin\n";
+  WriteTextFile(tokens, absl::StrCat(kAdminToken, " admin\n"));
   auto server = StartTlsServer(
       dir, {"--auth-tokens=" + tokens, "--credentials-refresh=24h"});
   ASSERT_NE(server, nullptr);
@@ -772,6 +775,88 @@ TEST(ServerCredentialsReloadTest, BadTlsFilesAreNeverServed) {
   EXPECT_EQ(server->LogCount({"Update handshaker factory failed"}), 0u);
   EXPECT_EQ(server->LogCount({"All retry attempts failed"}), 0u);
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// Replace puts a new file at `path` the way an atomic writer does: made
+// beside it with `text` and `mode`, then renamed over it.
+void Replace(const std::string& path, const std::string& text, mode_t mode) {
+  WriteTextFile(path + ".new", text, mode);
+  std::filesystem::rename(path + ".new", path);
+}
+
+// ReplaceWithFifo renames a FIFO, which nobody writes to, over `path`.
+void ReplaceWithFifo(const std::string& path) {
+  ASSERT_EQ(mkfifo((path + ".fifo").c_str(), 0600), 0) << strerror(errno);
+  std::filesystem::rename(path + ".fifo", path);
+}
+
+// A credential file replaced by something other than a regular file (a
+// FIFO, whose open waits for a writer that never comes; a device such as
+// /dev/zero, whose read never ends), or by a token file others may read,
+// is refused like one that does not parse: logged and counted, with the
+// credentials in use kept, and the next good file is taken. (The reloader
+// used to open a FIFO and wait in the open for good: no later rotation was
+// read, and SIGTERM could no longer stop the server, whose shutdown joins
+// the reloader's thread.)
+TEST(ServerCredentialsReloadTest,
+     AFifoOrATokenFileOthersMayReadIsRefusedAndTheNextGoodFileTaken) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  const std::string tokens = WriteTextFile(
+      dir.path() + "/tokens", absl::StrCat(kAdminToken, " admin\n"));
+  const std::string cert = WriteTextFile(dir.path() + "/cert.pem",
+                                         ReadTextFile(pki + "/server.pem"));
+  auto server = StartReloadingTls(
+      dir, pki,
+      {"--tls-cert=" + cert, "--tls-key=" + pki + "/server.key",
+       "--auth-tokens=" + tokens});
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
+
+  ReplaceWithFifo(tokens);
+  ReplaceWithFifo(cert);
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"level=error", "event=credentials_reload_failed", "what=auth_tokens",
+       "--auth-tokens=" + tokens + ": cannot read: it is not a regular file",
+       "kept=\"the tokens in use\""},
+      1));
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"level=error", "event=credentials_reload_failed", "what=tls",
+       "--tls-cert (tls.cert_file) " + cert +
+           ": cannot read: it is not a regular file",
+       "kept=\"the certificates in use\""},
+      1));
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
+  EXPECT_TRUE(
+      ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem"), kAdminToken).ok());
+
+  // A token file that others may read: refused (its tokens are as good as
+  // leaked), the tokens in use kept. Owner-only again, it is taken.
+  Replace(tokens, absl::StrCat(kReaderToken, " reader\n"), 0644);
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reload_failed", "what=auth_tokens",
+       "--auth-tokens=" + tokens + ": is accessible to others (mode 0644); " +
+           "chmod 600 " + tokens},
+      1));
+  EXPECT_EQ(ListPoolsWith(server->channel(), kReaderToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
+  ASSERT_EQ(chmod(tokens.c_str(), 0600), 0);
+  EXPECT_TRUE(PollUntil(
+      [&] { return ListPoolsWith(server->channel(), kReaderToken).ok(); }));
+  EXPECT_EQ(ListPoolsWith(server->channel(), kAdminToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // The certificate is back: taken too.
+  Replace(cert, ReadTextFile(pki + "/server.pem"), 0644);
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 1));
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "failed"), "2");
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "1");
+  EXPECT_EQ(ReloadCount(*server, "tls", "failed"), "1");
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  // Nothing is stuck: SIGTERM stops the server at once.
+  EXPECT_EQ(server->Stop(absl::Seconds(20)), 0);
 }
 
 // ---- Resource limits

@@ -1,11 +1,15 @@
-// tests/support/temp_dir.h: a scratch directory removed when done.
+// tests/support/temp_dir.h: a scratch directory removed when done, and
+// WriteTextFile, which puts a file with a chosen mode in it.
 
 #ifndef GROOVE_TESTS_SUPPORT_TEMP_DIR_H_
 #define GROOVE_TESTS_SUPPORT_TEMP_DIR_H_
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace groove::testing {
@@ -34,6 +38,16 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// WriteTextFile writes `text` to `path` (created or truncated) and gives
+// it `mode`; returns `path`. The default, owner-only, is what token files
+// need: the server and the clients refuse one others may read.
+inline std::string WriteTextFile(const std::string& path,
+                                 const std::string& text, mode_t mode = 0600) {
+  std::ofstream(path) << text;
+  chmod(path.c_str(), mode);
+  return path;
+}
 
 }  // namespace groove::testing
 

@@ -154,6 +154,10 @@ TEST(GroovectlExitCodeTest, EachCodeHasItsExitCode) {
   connected.connected = true;
   CallTarget unreachable = connected;
   unreachable.connected = false;
+  CallTarget tls = unreachable;
+  tls.tls = true;
+  CallTarget mutual_tls = tls;
+  mutual_tls.client_certificate = true;
   struct Case {
     absl::Status status;
     const CallTarget& target;
@@ -173,6 +177,26 @@ TEST(GroovectlExitCodeTest, EachCodeHasItsExitCode) {
        "error: INVALID_ARGUMENT: x"},
       {absl::UnauthenticatedError("x"), connected, kExitServerError,
        "give --token-file"},
+      // A failed TLS handshake: the hint names the credential gRPC's
+      // message blames (these are gRPC 1.51's words).
+      {absl::UnavailableError(
+           "failed to connect to all addresses; last error: UNKNOWN: "
+           "ipv4:127.0.0.1:1: Ssl handshake failed: SSL_ERROR_SSL: "
+           "error:0A000086:SSL routines::certificate verify failed"),
+       tls, kExitUnreachable,
+       "the server's certificate is not signed by a CA of --tls-ca"},
+      {absl::UnavailableError("last error: UNKNOWN: ipv4:127.0.0.1:1: Peer "
+                              "name foo is not in peer certificate"),
+       tls, kExitUnreachable, "give --tls-server-name"},
+      {absl::UnavailableError("last error: UNAVAILABLE: ipv4:127.0.0.1:1: "
+                              "Socket closed"),
+       tls, kExitUnreachable,
+       "the server may require a client certificate (mutual TLS): give "
+       "--tls-cert and --tls-key"},
+      {absl::UnavailableError("last error: UNAVAILABLE: ipv4:127.0.0.1:1: "
+                              "Socket closed"),
+       mutual_tls, kExitUnreachable,
+       "the server may not accept the client certificate of --tls-cert"},
   };
   for (const Case& c : cases) {
     std::ostringstream err;

@@ -37,6 +37,7 @@
 #include "groove/server/worker_pool.h"
 #include "gtest/gtest.h"
 #include "support/pool_memory.h"
+#include "support/temp_dir.h"
 
 namespace groove::server {
 namespace {
@@ -1069,6 +1070,48 @@ TEST(TokenTableTest, LoadNamesTheFlagAndFile) {
   EXPECT_THAT(missing.status().message(),
               HasSubstr("--auth-tokens=/nonexistent/groove-tokens: cannot "
                         "read"));
+}
+
+// The token file's mode is the clients' rule: others nothing, the group at
+// most read, and group read only on a root-owned file (a Kubernetes Secret
+// under fsGroup). The files here are the test's own, so 0640 is accepted
+// exactly when the test runs as root.
+TEST(TokenTableTest, LoadRefusesAFileOthersMayAccess) {
+  const groove::testing::TempDir dir;
+  const std::string path = dir.path() + "/tokens";
+  const std::string text = absl::StrCat(kAdminToken, " admin\n");
+  const bool root_owned = geteuid() == 0;
+  struct Case {
+    mode_t mode;
+    std::string problem;  // "" when accepted
+  };
+  const std::vector<Case> cases = {
+      {0600, ""},
+      {0400, ""},
+      {0640,
+       root_owned ? "" : "is readable by its group and not owned by root"},
+      {0644, "is accessible to others (mode 0644); chmod 600 " + path},
+      {0604, "is accessible to others (mode 0604)"},
+      {0601, "is accessible to others (mode 0601)"},
+      {0620, "is writable or executable by its group (mode 0620)"},
+      {0610, "is writable or executable by its group (mode 0610)"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(
+        absl::StrCat("mode 0", c.mode >> 6, (c.mode >> 3) & 7, c.mode & 7));
+    groove::testing::WriteTextFile(path, text, c.mode);
+    absl::StatusOr<TokenTable> table = TokenTable::Load(path);
+    if (c.problem.empty()) {
+      ASSERT_TRUE(table.ok()) << table.status();
+      EXPECT_EQ(table->Lookup(kAdminToken), Role::kAdmin);
+      continue;
+    }
+    EXPECT_EQ(table.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(table.status().message(),
+                HasSubstr("--auth-tokens=" + path + ": " + c.problem));
+    EXPECT_THAT(table.status().message(),
+                ::testing::Not(HasSubstr(kAdminToken)));
+  }
 }
 
 TEST(AuthorizeTest, ChecksTheBearerTokenAndItsRole) {

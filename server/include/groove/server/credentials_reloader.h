@@ -9,8 +9,10 @@
 //     (or read error) it saw, it parses it; a table that parses is
 //     installed in the LiveTokenTable (security.h), which the next RPC
 //     reads, and logged `event=credentials_reloaded what=auth_tokens
-//     tokens=N`; a file that cannot be read, or does not parse, keeps the
-//     table in use and is logged `level=error
+//     tokens=N`; a file that cannot be read (a FIFO or device included:
+//     ReadTokenFile refuses them without waiting), that others may access,
+//     or that does not parse, keeps the table in use and is logged
+//     `level=error
 //     event=credentials_reload_failed what=auth_tokens reason=...` (the
 //     reason names the line, never a token).
 //   - the TLS files: it reads them and runs the start-up checks

@@ -140,10 +140,20 @@ class TokenTable {
   std::vector<Entry> entries_;
 };
 
-// ReadTokenFile returns the whole text of the token file at `path`.
-// Errors: NOT_FOUND, PERMISSION_DENIED or INVALID_ARGUMENT (a directory,
-// another failure) with "--auth-tokens=PATH: cannot read: REASON". Never
-// puts any of the file's text in a message.
+// ReadTokenFile returns the whole text of the token file at `path`, which
+// must be a regular file (after symlinks) that others may not access: its
+// mode gives others nothing and its group at most read, and group read
+// only when root owns it (0600, 0400; root-owned 0640, 0440: a Kubernetes
+// Secret under the pod's fsGroup), the clients' rule for their token
+// files. Both are judged on the file opened, before it is read: a FIFO or
+// device is refused at once, never waited on or read without end.
+// Errors: NOT_FOUND (missing), PERMISSION_DENIED (not readable by the
+// server) or INVALID_ARGUMENT (a directory, a FIFO, socket or device,
+// another failure) with "--auth-tokens=PATH: cannot read: REASON";
+// INVALID_ARGUMENT "--auth-tokens=PATH: is accessible to others (mode
+// 0644); chmod 600 PATH" (likewise a group that may write, or group read
+// on a file root does not own). Never puts any of the file's text in a
+// message. Cost: the file's size.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // LiveTokenTable is the token table in use, replaceable while RPCs read
@@ -224,11 +234,13 @@ struct TlsFiles {
   bool operator==(const TlsFiles&) const = default;
 };
 
-// ReadTlsFiles reads the files `tls` names, as they are now.
+// ReadTlsFiles reads the files `tls` names, as they are now. Each must be
+// a regular file (after symlinks): a FIFO or device is refused without
+// waiting on it or reading it.
 // Errors: INVALID_ARGUMENT "TLS needs both --tls-cert ..." when cert_file
 // or key_file is empty; INVALID_ARGUMENT "--tls-cert (tls.cert_file)
 // PATH: cannot read: REASON" (likewise --tls-key, --tls-client-ca) when a
-// file cannot be read. Changes nothing.
+// file cannot be read or is not a regular file. Changes nothing.
 absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls);
 
 // CheckTlsFiles checks, with OpenSSL, that `files` (read from the paths of
