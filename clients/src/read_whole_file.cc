@@ -2,55 +2,27 @@
 
 #include "read_whole_file.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "groove/v1/regular_file.h"
 
 namespace groove {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
                                           absl::string_view what) {
-  const auto cannot_read = [&] {
+  v1::RegularFile file = v1::ReadRegularFile(path);
+  if (file.error != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": cannot read: ", std::strerror(errno)));
-  };
-  // O_NONBLOCK: a FIFO is refused below, not waited on at the open; the
-  // type is checked on what was opened, so nothing can be swapped in
-  // between.
-  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return cannot_read();
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    const absl::Status s = cannot_read();
-    close(fd);
-    return s;
+        absl::StrCat(what, ": cannot read: ", std::strerror(file.error)));
   }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
+  if (!file.regular()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": is not a regular file"));
   }
-  std::string text;
-  char buffer[4096];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const absl::Status s = cannot_read();  // never a file cut short
-      close(fd);
-      return s;
-    }
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return text;
+  return std::move(file.text);
 }
 
 }  // namespace groove

@@ -1,5 +1,6 @@
-// clients/src/read_whole_file.h: ReadWholeFile, the one way groove's
-// clients read a file a person named: the TLS PEM files and the token file
+// clients/src/read_whole_file.h: ReadWholeFile, the clients' errors over
+// v1::ReadRegularFile (shared with the server), for the files a person
+// names: the TLS PEM files and the token file
 // (client_security.cc) and groovectl's `add --info @FILE`. Internal to
 // groove::client and groovectl (not installed).
 

@@ -1,14 +1,12 @@
 #include "groove/server/security.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -21,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "groove/v1/regular_file.h"
 #include "groove/v1/token_file.h"
 
 namespace groove::server {
@@ -38,50 +37,30 @@ absl::Status CannotRead(absl::string_view what, int err,
 }
 
 // ReadFile reads the whole of the regular file at `path` (after
-// symlinks), and returns its status as opened in `*opened` when that is
-// not null. The file is judged on what was opened, before any read: a
-// directory, FIFO, socket or device is refused. Why: the server reads
+// symlinks; v1::ReadRegularFile), and returns its status as opened in
+// `*opened` when that is not null. A directory, FIFO, socket or device is
+// refused without waiting on it or reading it. Why: the server reads
 // these files before it binds and, in the reloader, every interval; a
 // FIFO's open would wait for a writer forever (at start-up SIGTERM cannot
 // stop that wait, and in the reloader it blocks every later read and the
 // shutdown that joins it), and a device such as /dev/zero never ends.
-// O_NONBLOCK makes the open of a FIFO return at once, so that it is
-// refused here. `what` prefixes the message (CannotRead's codes).
+// `what` prefixes the message (CannotRead's codes).
 absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      absl::string_view what,
                                      struct stat* opened = nullptr) {
-  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return CannotRead(what, errno, std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    close(fd);
-    return CannotRead(what, err, std::strerror(err));
+  v1::RegularFile file = v1::ReadRegularFile(path);
+  if (file.error != 0) {
+    return CannotRead(what, file.error, std::strerror(file.error));
   }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
+  if (!file.regular()) {
     return CannotRead(what, 0,
-                      S_ISDIR(st.st_mode)
+                      S_ISDIR(file.opened.st_mode)
                           ? "it is a directory"
                           : "it is not a regular file (a FIFO, socket or "
                             "device); name the file itself");
   }
-  std::string text;
-  char buffer[4096];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      close(fd);
-      return CannotRead(what, err, std::strerror(err));  // never a part
-    }
-    text.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  if (opened != nullptr) *opened = st;
-  return text;
+  if (opened != nullptr) *opened = file.opened;
+  return std::move(file.text);
 }
 
 // IsTokenByte: printable ASCII other than space (an HTTP header value's
