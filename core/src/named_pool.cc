@@ -478,6 +478,7 @@ absl::StatusOr<std::unique_ptr<NamedPool>> NamedPool::Open(
   std::unique_ptr<NamedPool> pool(new NamedPool(data_dir, config, true));
   pool->host_ = options.host;
   pool->step_hook_ = options.step_hook;
+  pool->on_give_back_failed_ = options.on_give_back_failed;
   const std::string meta_path = absl::StrCat(data_dir, "/", config.name,
                                              ".pool");
   if (absl::Status s = pool->Map(meta_path, true, &options); !s.ok()) {
@@ -1837,14 +1838,18 @@ void NamedPool::GiveBack(uint64_t first, uint64_t count) {
   // this process (a data-plane process that maps the store loses its own:
   // reading the range afterwards gives it zeros, not a volume).
   const uint64_t footprint = config_.volume_size_bytes;
-  if (!store_->Deallocate(first * footprint, count * footprint).ok()) {
+  const absl::Status punched =
+      store_->Deallocate(first * footprint, count * footprint);
+  if (!punched.ok()) {
     // The memory stays taken, but the headers must not read as volumes: a
     // removed volume keeps the empty magic until the punch clears it
     // (RemoveAnnounced), and a later add of these indices would refuse it.
     for (uint64_t i = first; i < first + count; ++i) MarkNotAVolume(i);
     // Relaxed: a statistic (Summary); the memory is lost to the pool until
-    // the indices are added again, and only this count says so.
+    // the indices are added again, and this count and the owner's report
+    // below are all that say so (the caller may be another thread's).
     volumes_not_given_back_.fetch_add(count, std::memory_order_relaxed);
+    if (on_give_back_failed_) on_give_back_failed_(first, count, punched);
   }
 }
 

@@ -353,16 +353,42 @@ absl::Status VolumeServer::OpenPools() {
     }
     NamedPool::OpenOptions open_options;
     open_options.recreate = options_.recreate;
-    const std::vector<std::string>& stalled = options_.testonly_stall_add_pools;
-    if (stall_gate_ != nullptr &&
-        (stalled.empty() || std::find(stalled.begin(), stalled.end(),
-                                      pool_config.name()) != stalled.end())) {
-      open_options.wrap_store = [gate = stall_gate_, name = pool_config.name()](
+    const auto named = [&pool_config](const std::vector<std::string>& pools) {
+      return std::find(pools.begin(), pools.end(), pool_config.name()) !=
+             pools.end();
+    };
+    TestonlyVolumeStore::Faults faults;
+    if (stall_gate_ != nullptr && (options_.testonly_stall_add_pools.empty() ||
+                                   named(options_.testonly_stall_add_pools))) {
+      faults.stall_allocations = stall_gate_;
+    }
+    faults.fail_punches = named(options_.testonly_fail_punch_pools);
+    if (faults.fail_punches) {
+      Log(LogLevel::kWarn, "testonly_fail_punches_enabled",
+          {{"pool", pool_config.name()}});
+    }
+    if (faults.stall_allocations != nullptr || faults.fail_punches) {
+      open_options.wrap_store = [faults, name = pool_config.name()](
                                     std::unique_ptr<VolumeStore> store) {
-        return std::make_unique<StallingVolumeStore>(std::move(store), gate,
+        return std::make_unique<TestonlyVolumeStore>(std::move(store), faults,
                                                      name);
       };
     }
+    // The memory of removed volumes that could not be given back stays
+    // allocated: said once per failed punch, at error, with the store's
+    // reason (groove_pool_volumes_not_given_back_total counts them).
+    open_options.on_give_back_failed = [name = pool_config.name()](
+                                           uint64_t first, uint64_t count,
+                                           const absl::Status& error) {
+      Log(LogLevel::kError, "give_back_failed",
+          {{"pool", name},
+           {"first_index", first},
+           {"count", count},
+           {"reason", error.message()},
+           {"effect",
+            "the volumes' indices are free but their memory stays allocated "
+            "until they are added again or the pool is re-created"}});
+    };
     if (verify_stall_gate_ != nullptr) {
       open_options.step_hook = [gate = verify_stall_gate_,
                                 name = pool_config.name()](

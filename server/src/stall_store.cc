@@ -60,20 +60,30 @@ void StallGate::ReleaseAll() {
   }
 }
 
-StallingVolumeStore::StallingVolumeStore(std::unique_ptr<VolumeStore> store,
-                                         std::shared_ptr<StallGate> gate,
-                                         std::string pool_name)
+TestonlyVolumeStore::TestonlyVolumeStore(std::unique_ptr<VolumeStore> store,
+                                         Faults faults, std::string pool_name)
     : store_(std::move(store)),
-      gate_(std::move(gate)),
+      faults_(std::move(faults)),
       pool_name_(std::move(pool_name)) {}
 
-absl::Status StallingVolumeStore::Allocate(uint64_t offset, uint64_t length) {
-  Log(LogLevel::kInfo, "testonly_stall_add_wait",
-      {{"pool", pool_name_}, {"offset", offset}});
-  gate_->Wait();
-  Log(LogLevel::kInfo, "testonly_stall_add_released",
-      {{"pool", pool_name_}, {"offset", offset}});
+absl::Status TestonlyVolumeStore::Allocate(uint64_t offset, uint64_t length) {
+  if (faults_.stall_allocations != nullptr) {
+    Log(LogLevel::kInfo, "testonly_stall_add_wait",
+        {{"pool", pool_name_}, {"offset", offset}});
+    faults_.stall_allocations->Wait();
+    Log(LogLevel::kInfo, "testonly_stall_add_released",
+        {{"pool", pool_name_}, {"offset", offset}});
+  }
   return store_->Allocate(offset, length);
+}
+
+absl::Status TestonlyVolumeStore::Deallocate(uint64_t offset, uint64_t length) {
+  if (faults_.fail_punches) {
+    return absl::InternalError(absl::StrCat(
+        "deallocate ", length, " bytes at ", offset, " of pool '", pool_name_,
+        "': ", std::strerror(EIO), " (--testonly_fail_punch_pools)"));
+  }
+  return store_->Deallocate(offset, length);
 }
 
 }  // namespace groove::server

@@ -8,6 +8,9 @@
 //     top, links and slots):
 //     quarantined with DATA_LOSS and a clear log line while the other pool
 //     serves, and per-pool health NOT_SERVING;
+//   - hole punches that fail (injected: --testonly_fail_punch_pools):
+//     the removes succeed, the memory kept is logged, counted and shown,
+//     and the indices are added again;
 //   - a data directory the server cannot use (read-only filesystem, a
 //     regular file in its path): exit 1 before listening, naming the
 //     directory and the system's reason; a missing one is created 0700.
@@ -18,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -429,6 +433,108 @@ TEST(ServerStoreDeletedTest, AStoreDeletedUnderTheServerIsShownAndLoggedOnce) {
   EXPECT_THAT(*line, HasSubstr("store=" + dir.path() + "/a.volumes"));
   EXPECT_EQ(deleted("a"), "1");
   EXPECT_EQ(server->LogCount({"event=store_deleted"}), 1u) << "logged once";
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// ---- Punches that fail ----------------------------------------------------
+
+// AllocatedBytes is what the file at `path` holds in memory or on disk.
+uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// The file system refuses to punch the memory of removed volumes out of
+// pool a's store (--testonly_fail_punch_pools=a: each punch fails as EIO
+// would; the one injected fault). The removes still succeed: their indices
+// are free, their memory stays allocated. That is said in every place an
+// operator looks (a line per failed punch with the reason, Inspect, the
+// counter behind GroovePoolGiveBackFailing, groovectl), and adding the
+// indices again finds the memory there; pool b, whose punches work, is
+// the control.
+TEST(ServerPunchFailureTest, IsLoggedCountedShownAndTheIndicesServeAgain) {
+  TempDir dir;  // a tmpfs: the stores are DIR/a.volumes and DIR/b.volumes
+  std::vector<std::string> args = TwoPools(dir);
+  args.push_back("--testonly_fail_punch_pools=a");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=testonly_fail_punches_enabled", "pool=a"}),
+            1u);
+  EXPECT_EQ(server->LogCount({"event=testonly_fail_punches_enabled", "pool=b"}),
+            0u);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 3), &added).ok());
+  ASSERT_TRUE(Add(*stub, AddRequest("b", 2), &added).ok());
+  const std::string store_a = dir.path() + "/a.volumes";
+  const std::string store_b = dir.path() + "/b.volumes";
+  const uint64_t allocated_a = AllocatedBytes(store_a);
+  const uint64_t allocated_b = AllocatedBytes(store_b);
+  ASSERT_GE(allocated_a, 3 * 4096u);
+
+  std::vector<uint64_t> removed_indices;
+  for (int i = 0; i < 2; ++i) {
+    v1::RemoveVolumeResponse removed;
+    const grpc::Status status = Remove(*stub, "a", 1, &removed);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(removed.volumes_size(), 1);
+    removed_indices.push_back(removed.volumes(0).index());
+    EXPECT_EQ(removed.summary().volumes_not_given_back(),
+              static_cast<uint64_t>(i + 1));
+  }
+  v1::RemoveVolumeResponse removed_b;
+  ASSERT_TRUE(Remove(*stub, "b", 1, &removed_b).ok());
+
+  // One error line per failed punch, naming the volumes and the reason.
+  ASSERT_TRUE(server->WaitForLogCount({"event=give_back_failed"}, 2));
+  for (uint64_t index : removed_indices) {
+    EXPECT_EQ(
+        server->LogCount({"level=error", "event=give_back_failed", "pool=a",
+                          absl::StrCat("first_index=", index, " "), "count=1",
+                          "Input/output error"}),
+        1u)
+        << "index " << index;
+  }
+  EXPECT_EQ(server->LogCount({"event=give_back_failed", "pool=b"}), 0u);
+
+  // The memory really stays (pool a), and really goes (pool b).
+  EXPECT_EQ(AllocatedBytes(store_a), allocated_a);
+  EXPECT_LT(AllocatedBytes(store_b), allocated_b);
+
+  v1::InspectRequest inspect;
+  inspect.set_pool("a");
+  v1::InspectResponse inspected;
+  ASSERT_TRUE(Inspect(*stub, inspect, &inspected).ok());
+  EXPECT_EQ(inspected.summary().volumes_not_given_back(), 2u);
+  EXPECT_EQ(inspected.summary().volumes_mapped(), 1u);
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(
+      MetricValue(*scrape,
+                  R"(groove_pool_volumes_not_given_back_total{pool="a"})"),
+      "2");
+  EXPECT_EQ(
+      MetricValue(*scrape,
+                  R"(groove_pool_volumes_not_given_back_total{pool="b"})"),
+      "0");
+  const CommandResult ctl =
+      RunCommand({GROOVECTL_BIN, "--addr=" + server->grpc_address(),
+                  "--timeout=5s", "inspect", "a"},
+                 "", absl::Seconds(30));
+  EXPECT_EQ(ctl.exit_code, 0) << ctl.err;
+  EXPECT_THAT(ctl.out, HasSubstr("give-back failed"));
+  EXPECT_THAT(ctl.out, HasSubstr("2 volumes since the server started"));
+
+  // An add takes the lowest free indices, the two removed, and finds their
+  // memory still allocated: the store does not grow, the pool is sound.
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 2), &added).ok());
+  std::sort(removed_indices.begin(), removed_indices.end());
+  EXPECT_THAT(added.volume_indices(),
+              ::testing::ElementsAreArray(removed_indices));
+  EXPECT_EQ(AllocatedBytes(store_a), allocated_a);
+  ExpectPoolVerifies(*stub, "a", 3);
   EXPECT_EQ(server->Stop(), 0);
 }
 

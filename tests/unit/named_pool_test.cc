@@ -1698,13 +1698,28 @@ TEST(NamedPoolTest, ARemoveWhosePunchFailsLeavesTheIndexFreeToAddAgain) {
   EXPECT_EQ(listed[0].status, VolumeStatus::kEmpty);
 }
 
-// A failed punch is counted per volume in volumes_not_given_back (the
-// remove's caller cannot be told: the punch may run on an add's thread); a
-// punch that succeeds counts nothing, and the count only grows.
+// A failed punch is counted per volume in volumes_not_given_back and
+// reported, with the store's error, to OpenOptions::on_give_back_failed
+// (the remove's caller cannot be told: the punch may run on an add's
+// thread); a punch that succeeds counts and reports nothing, and the count
+// only grows.
 TEST(NamedPoolTest, AFailedPunchCountsItsVolumesAsNotGivenBack) {
   TempDir dir;
   auto control = std::make_shared<FaultStore::Control>();
-  auto pool = OpenWithFaults(dir, control);
+  struct Report {
+    uint64_t first, count;
+    absl::Status error;
+  };
+  std::vector<Report> reports;  // this thread's: the removes run here
+  NamedPool::OpenOptions options;
+  options.wrap_store = [control](std::unique_ptr<VolumeStore> real) {
+    return std::make_unique<FaultStore>(std::move(real), control);
+  };
+  options.on_give_back_failed = [&reports](uint64_t first, uint64_t count,
+                                           const absl::Status& error) {
+    reports.push_back({first, count, error});
+  };
+  auto pool = OpenOrDie(dir.path(), SmallConfig(), std::move(options));
   ASSERT_EQ(*pool->AddVolumes(3, std::nullopt, "x"),
             (std::vector<uint64_t>{0, 1, 2}));
   absl::StatusOr<std::vector<RemovedVolume>> removed = pool->RemoveVolumes(1);
@@ -1719,6 +1734,10 @@ TEST(NamedPoolTest, AFailedPunchCountsItsVolumesAsNotGivenBack) {
   EXPECT_EQ(control->deallocates.load(), 1);
   EXPECT_EQ(*pool->AllocatedBytes(), 2 * kVolumeBytes);  // not given back
   EXPECT_EQ(pool->Summary().volumes_not_given_back, 2u);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].first, 1u);
+  EXPECT_EQ(reports[0].count, 2u);
+  EXPECT_FALSE(reports[0].error.ok());
   // Added again and removed with a punch that succeeds: the memory is
   // back, the count stays what it was.
   ASSERT_EQ(pool->AddVolumes(3, std::nullopt, "y").status().code(),
@@ -1727,6 +1746,7 @@ TEST(NamedPoolTest, AFailedPunchCountsItsVolumesAsNotGivenBack) {
   ASSERT_TRUE(removed.ok()) << removed.status();
   EXPECT_EQ(*pool->AllocatedBytes(), 0u);
   EXPECT_EQ(pool->Summary().volumes_not_given_back, 2u);
+  EXPECT_EQ(reports.size(), 1u);
 }
 
 // An owner dies while one add has claimed its slots (ADDING) and another

@@ -281,6 +281,18 @@ class NamedPool {
     // at each point deterministically; and "verify:walk" at the start of
     // each walk of Verify, inside its window (the stack's top word read).
     std::function<void(absl::string_view step)> step_hook;
+    // Told of each failed punch (GiveBack): the volumes [first, first +
+    // count) whose memory stays allocated, and the store's error (errno
+    // and what it tried). Called after volumes_not_given_back counted
+    // them, on the thread that punched: a remove's or a reclaim's, an
+    // add's that ran a deferred punch, a failed add's rollback, or Open's
+    // recovery (before Open returns). Null: only the count says so.
+    // REQUIRES: safe from any thread, several at once; quick, since an add
+    // that waits for the punches may wait for it too; must not call back
+    // into this pool.
+    std::function<void(uint64_t first, uint64_t count,
+                       const absl::Status& error)>
+        on_give_back_failed;
   };
 
   // Open opens the pool `config.name` in `data_dir` as its owner, creating
@@ -719,9 +731,10 @@ class NamedPool {
   // the store: one fallocate, which also clears their headers (a hole
   // reads as zeros: not a volume). If the punch fails, it marks each
   // header not a volume instead and adds `count` to
-  // volumes_not_given_back_ (PoolSummary::volumes_not_given_back): the
-  // caller is not told, since the punch may run on another thread than
-  // the remove that asked for it (StoreGate defers it to an add).
+  // volumes_not_given_back_ (PoolSummary::volumes_not_given_back) and
+  // reports the error to OpenOptions::on_give_back_failed: the caller is
+  // not told, since the punch may run on another thread than the remove
+  // that asked for it (StoreGate defers it to an add).
   // Thread safety: the store gate orders it against allocations; the
   // count is one relaxed fetch_add (lock-free).
   void GiveBack(uint64_t first, uint64_t count);
@@ -866,6 +879,8 @@ class NamedPool {
   std::string SharedJournalPath(const RequestJournal::Identity& pool_id) const;
   HostMemory host_;
   std::function<void(absl::string_view)> step_hook_;
+  std::function<void(uint64_t, uint64_t, const absl::Status&)>
+      on_give_back_failed_;
 };
 
 // Layout facts of the metadata object, for tests that corrupt it on purpose

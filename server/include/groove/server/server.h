@@ -122,6 +122,9 @@ class VolumeServer {
     // (one byte each), inside the walk's window (the top word already
     // read), logging event=testonly_stall_verify_wait pool=NAME first.
     std::string testonly_stall_verify_fifo;
+    // Test hook (stall_store.h): the pools whose hole punches all fail
+    // (EIO), so that a remove's memory is not given back.
+    std::vector<std::string> testonly_fail_punch_pools;
     // Polled by Create, on its own thread, at its safe points: before
     // opening each pool and before each call that adds initial volumes
     // (at most kInitialAddBytesPerCall of them at a time). Once it returns

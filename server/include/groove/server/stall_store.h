@@ -1,24 +1,30 @@
-// groove/server/stall_store.h: a test-only hook that stalls AddVolume
-// inside the backing, so that tests can hold adds in flight for as long as
-// they like (--testonly_stall_add_fifo).
+// groove/server/stall_store.h: test-only faults in a pool's volume store,
+// so that tests can hold adds in flight for as long as they like
+// (--testonly_stall_add_fifo) and make hole punches fail
+// (--testonly_fail_punch_pools), against the real server binary.
 //
-// With the hook on, the server wraps the VolumeStore of each chosen pool
-// (NamedPool::OpenOptions::wrap_store) in a StallingVolumeStore, whose
-// Allocate first logs `event=testonly_stall_add_wait pool=NAME`, then
-// blocks until it can read one byte from a FIFO, then logs
-// `event=testonly_stall_add_released` and allocates. A test writes one byte
-// to the FIFO per allocation it releases: no sleeps, the test decides.
-// The server keeps the FIFO open for reading and writing, so opening it
-// never blocks either side and a reader never sees end-of-file.
+// With a hook on, the server wraps the VolumeStore of each chosen pool
+// (NamedPool::OpenOptions::wrap_store) in a TestonlyVolumeStore:
+// - with a StallGate, its Allocate first logs `event=testonly_stall_add_wait
+//   pool=NAME`, then blocks until it can read one byte from a FIFO, then
+//   logs `event=testonly_stall_add_released` and allocates. A test writes
+//   one byte to the FIFO per allocation it releases: no sleeps, the test
+//   decides. The server keeps the FIFO open for reading and writing, so
+//   opening it never blocks either side and a reader never sees
+//   end-of-file.
+// - with fail_punches, its Deallocate punches nothing and fails as a
+//   failing file system would (INTERNAL, "Input/output error"), so the
+//   pool takes the path of a failed give-back (volumes_not_given_back).
 //
-// Never enable this in production: every add of a stalled pool waits for
-// someone to write to the FIFO.
+// Never enable these in production: every add of a stalled pool waits for
+// someone to write to the FIFO, and a pool whose punches fail never gives
+// memory back.
 //
 // Example:
 //   absl::StatusOr<std::shared_ptr<StallGate>> gate = StallGate::Open(path);
 //   options.wrap_store = [gate = *gate, name](auto store) {
-//     return std::make_unique<StallingVolumeStore>(std::move(store), gate,
-//                                                  name);
+//     return std::make_unique<TestonlyVolumeStore>(
+//         std::move(store), TestonlyVolumeStore::Faults{gate, false}, name);
 //   };
 
 #ifndef GROOVE_SERVER_STALL_STORE_H_
@@ -65,17 +71,22 @@ class StallGate {
   std::atomic<bool> released_{false};
 };
 
-// StallingVolumeStore is a VolumeStore whose Allocate waits on a StallGate
-// first; everything else goes straight to the wrapped store.
-class StallingVolumeStore final : public VolumeStore {
+// TestonlyVolumeStore is a VolumeStore with the faults above; everything
+// else goes straight to the wrapped store.
+class TestonlyVolumeStore final : public VolumeStore {
  public:
-  StallingVolumeStore(std::unique_ptr<VolumeStore> store,
-                      std::shared_ptr<StallGate> gate, std::string pool_name);
+  struct Faults {
+    // Non-null: each Allocate waits on this gate first.
+    std::shared_ptr<StallGate> stall_allocations;
+    // Each Deallocate fails (INTERNAL, EIO's message) and punches nothing.
+    bool fail_punches = false;
+  };
+
+  TestonlyVolumeStore(std::unique_ptr<VolumeStore> store, Faults faults,
+                      std::string pool_name);
 
   absl::Status Allocate(uint64_t offset, uint64_t length) override;
-  absl::Status Deallocate(uint64_t offset, uint64_t length) override {
-    return store_->Deallocate(offset, length);
-  }
+  absl::Status Deallocate(uint64_t offset, uint64_t length) override;
   absl::Status MapFixed(void* address, uint64_t offset,
                         uint64_t length) override {
     return store_->MapFixed(address, offset, length);
@@ -95,7 +106,7 @@ class StallingVolumeStore final : public VolumeStore {
 
  private:
   std::unique_ptr<VolumeStore> store_;
-  std::shared_ptr<StallGate> gate_;
+  Faults faults_;
   std::string pool_name_;
 };
 
