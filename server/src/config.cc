@@ -4,11 +4,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -289,22 +285,14 @@ class TextErrors final : public google::protobuf::io::ErrorCollector {
 };
 
 absl::StatusOr<v1::ServerConfig> ReadConfigFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    const int err = errno;
-    std::string message =
-        absl::StrCat("--config=", path, ": cannot read: ", std::strerror(err));
-    if (err == ENOENT) return absl::NotFoundError(message);
-    if (err == EACCES) return absl::PermissionDeniedError(message);
-    return absl::InvalidArgumentError(message);
-  }
-  std::stringstream text;
-  text << in.rdbuf();
+  absl::StatusOr<std::string> text =
+      ReadNamedFile(path, absl::StrCat("--config=", path));
+  if (!text.ok()) return text.status();
   v1::ServerConfig config;
   google::protobuf::TextFormat::Parser parser;
   TextErrors errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text.str(), &config)) {
+  if (!parser.ParseFromString(*text, &config)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--config=", path,
                      ": not a groove.v1.ServerConfig in "

@@ -219,6 +219,11 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
   return table;
 }
 
+absl::StatusOr<std::string> ReadNamedFile(const std::string& path,
+                                          absl::string_view what) {
+  return ReadFile(path, what);
+}
+
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   const std::string what = absl::StrCat("--auth-tokens=", path);
   struct stat st {};

@@ -156,6 +156,17 @@ class TokenTable {
 // message. Cost: the file's size.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
+// ReadNamedFile reads the whole of a file an operator named (the --config
+// file; the credential files go through ReadTokenFile and ReadTlsFiles),
+// after symlinks. A directory, FIFO, socket or device is refused without
+// waiting on it or reading it (v1::ReadRegularFile): the server reads its
+// files before it handles signals, where a FIFO's open would hang it past
+// SIGTERM. Errors: NOT_FOUND (missing), PERMISSION_DENIED (not readable
+// by the server) or INVALID_ARGUMENT (anything else), with "WHAT: cannot
+// read: REASON". Thread safety: reads the file only. Cost: its size.
+absl::StatusOr<std::string> ReadNamedFile(const std::string& path,
+                                          absl::string_view what);
+
 // LiveTokenTable is the token table in use, replaceable while RPCs read
 // it: the server's start-up table, then each table the reloader installs
 // when the token file changes (credentials_reloader.h).
