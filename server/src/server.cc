@@ -449,8 +449,12 @@ absl::Status VolumeServer::Start() {
   const v1::ServerConfig& config = options_.config;
   // Metrics first: if either address cannot be bound, nothing is served.
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(
-        config.metrics_listen_address(), /*num_threads=*/2);
+    // CivetWeb's options, as prometheus-cpp's other constructor sets the
+    // first two.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", config.metrics_listen_address(), "num_threads",
+        absl::StrCat(kMetricsThreads), "request_timeout_ms",
+        absl::StrCat(absl::ToInt64Milliseconds(kMetricsRequestTimeout))});
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics_listen_address ",
                                                config.metrics_listen_address(),

@@ -6,8 +6,11 @@
 // the same name, and volumes quarantined by a remove and freed again by
 // ReclaimVolume.
 
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -22,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "groove/named_pool.h"
 #include "groove/pool_error.h"
+#include "groove/server/server.h"
 #include "groove/volume.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -228,6 +232,60 @@ std::string PrometheusValue(const std::string& address,
   std::smatch match;
   if (!std::regex_search(*body, match, value)) return "";
   return match[1];
+}
+
+// ConnectAndStall opens a connection to the IPv4 `host_port` and sends
+// the start of a request it never finishes. Returns the socket (reads time
+// out after `timeout`), or an error.
+absl::StatusOr<int> ConnectAndStall(const std::string& host_port,
+                                    absl::Duration timeout) {
+  absl::StatusOr<int> fd = ConnectIpv4(host_port, timeout);
+  if (!fd.ok()) return fd;
+  const char partial[] = "GET /metrics HTTP/1.1\r\n";
+  if (send(*fd, partial, sizeof(partial) - 1, MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(sizeof(partial) - 1)) {
+    const std::string error = std::strerror(errno);
+    close(*fd);
+    return absl::UnavailableError(absl::StrCat("send: ", error));
+  }
+  return fd;
+}
+
+// Clients that connect to /metrics and stall (a half-open peer, a port
+// scanner, a slow client) each hold one of the endpoint's threads until
+// its request timeout drops them. With every thread held and one more
+// stalled connection queued ahead of it, a scrape still completes within
+// Prometheus' default scrape timeout, 10 s (deploy/prometheus's too);
+// with CivetWeb's default request timeout (30 s) it failed, and the
+// target read as down.
+TEST(ServerToolsTest, StalledMetricsConnectionsDoNotFailAScrape) {
+  TempDir dir;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  constexpr absl::Duration kScrapeTimeout = absl::Seconds(10);
+  static_assert(server::VolumeServer::kMetricsRequestTimeout < kScrapeTimeout);
+  std::vector<int> stalled;
+  for (int i = 0; i < server::VolumeServer::kMetricsThreads + 1; ++i) {
+    absl::StatusOr<int> fd =
+        ConnectAndStall(server->metrics_address(), 2 * kScrapeTimeout);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    stalled.push_back(*fd);
+  }
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics", kScrapeTimeout);
+  EXPECT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_THAT(scrape.value_or(""), HasSubstr("groove_pool_volumes{"));
+  // Each stalled connection was dropped by the server (end of file, or a
+  // response refusing it), not left open.
+  for (int fd : stalled) {
+    char buf[512];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+    }
+    EXPECT_EQ(n, 0) << "still open: " << std::strerror(errno);
+    close(fd);
+  }
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 TEST(ServerToolsTest, PrometheusScrapesPoolVolumes) {

@@ -293,12 +293,11 @@ class RefusingLoopbackPort {
   int fd_;        // bound to 127.0.0.1:port_, never listening; -1 on failure
 };
 
-// HttpGet fetches http://HOST:PORT/PATH (IPv4 host) with HTTP/1.0 and
-// returns the body of a 200 response. Errors: UNAVAILABLE (connect or read
-// failed), FAILED_PRECONDITION (another status; the message holds it).
-inline absl::StatusOr<std::string> HttpGet(
-    absl::string_view host_port, absl::string_view path,
-    absl::Duration timeout = absl::Seconds(10)) {
+// ConnectIpv4 connects to the IPv4 "HOST:PORT" and returns the socket,
+// whose sends and receives time out after `timeout`. Errors:
+// INVALID_ARGUMENT (not HOST:PORT), UNAVAILABLE (connect failed).
+inline absl::StatusOr<int> ConnectIpv4(absl::string_view host_port,
+                                       absl::Duration timeout) {
   const size_t colon = host_port.rfind(':');
   int port = 0;
   if (colon == absl::string_view::npos ||
@@ -323,6 +322,18 @@ inline absl::StatusOr<std::string> HttpGet(
     return absl::UnavailableError(
         absl::StrCat("connect ", host_port, ": ", error));
   }
+  return fd;
+}
+
+// HttpGet fetches http://HOST:PORT/PATH (IPv4 host) with HTTP/1.0 and
+// returns the body of a 200 response. Errors: UNAVAILABLE (connect or read
+// failed), FAILED_PRECONDITION (another status; the message holds it).
+inline absl::StatusOr<std::string> HttpGet(
+    absl::string_view host_port, absl::string_view path,
+    absl::Duration timeout = absl::Seconds(10)) {
+  absl::StatusOr<int> connected = ConnectIpv4(host_port, timeout);
+  if (!connected.ok()) return connected.status();
+  const int fd = *connected;
   const std::string request =
       absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host_port,
                    "\r\nConnection: close\r\n\r\n");

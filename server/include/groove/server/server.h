@@ -70,6 +70,17 @@ std::string PoolHealthName(absl::string_view pool);
 
 class VolumeServer {
  public:
+  // The metrics endpoint (prometheus-cpp's CivetWeb) serves one connection
+  // per thread, kMetricsThreads of them, and drops a connection that has
+  // not sent its request (or taken the response) within
+  // kMetricsRequestTimeout. So kMetricsThreads clients that connect and
+  // stall (a half-open peer, a port scanner, a slow client) hold a scrape
+  // back by at most kMetricsRequestTimeout, under Prometheus' default
+  // scrape timeout (10 s); CivetWeb's default, 30 s, failed every scrape
+  // meanwhile (docs/SERVER.md §6).
+  static constexpr int kMetricsThreads = 4;
+  static constexpr absl::Duration kMetricsRequestTimeout = absl::Seconds(5);
+
   // Limits are the gRPC port's resource limits (docs/SERVER.md, section
   // 10, gives the reasons for each default).
   struct Limits {
