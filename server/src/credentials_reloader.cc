@@ -108,16 +108,37 @@ CredentialsReloader::CredentialsReloader(Options options,
 
 CredentialsReloader::~CredentialsReloader() { Stop(); }
 
+bool CredentialsReloader::ReloadNow() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return false;
+    reload_requested_ = true;
+  }
+  wake_.notify_one();
+  return true;
+}
+
 void CredentialsReloader::Stop() {
   if (!thread_.joinable()) return;
-  stop_.Notify();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
   thread_.join();
 }
 
 void CredentialsReloader::Run() {
-  while (!stop_.WaitForNotificationWithTimeout(options_.interval)) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    wake_.wait_for(lock, absl::ToChronoNanoseconds(options_.interval),
+                   [this] { return stopping_ || reload_requested_; });
+    if (stopping_) return;
+    reload_requested_ = false;
+    lock.unlock();
     if (!options_.auth_tokens_file.empty()) CheckTokens();
     if (options_.tls.has_value()) CheckTls();
+    lock.lock();
   }
 }
 

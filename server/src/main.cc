@@ -417,6 +417,10 @@ int main(int argc, char** argv) {
   if (absl::Status s = (*server)->Start(); !s.ok()) {
     return Fail(kExitFailed, "start_failed", s);
   }
+  // SIGHUP reads the credential files again at once (while serving and
+  // draining; before, it logs and does nothing).
+  (*signals)->OnHangup(
+      [s = server->get()] { return s->ReloadCredentialsNow(); });
 
   (*signals)->WaitForSignals(1, absl::InfiniteDuration());
 
@@ -447,6 +451,7 @@ int main(int argc, char** argv) {
     }
   });
   (*server)->Shutdown(deadline);
+  (*signals)->OnHangup(nullptr);  // before the server it names is gone
   server->reset();
   done.Notify();
   watchdog.join();

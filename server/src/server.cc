@@ -647,6 +647,10 @@ void VolumeServer::StartReloader() {
   reloader_ = CredentialsReloader::Start(std::move(reload), metrics_.get());
 }
 
+bool VolumeServer::ReloadCredentialsNow() {
+  return reloader_ != nullptr && reloader_->ReloadNow();
+}
+
 void VolumeServer::StartDraining() {
   if (!started_ || draining_) return;
   draining_ = true;

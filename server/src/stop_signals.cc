@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "groove/server/log.h"
@@ -16,12 +17,26 @@
 namespace groove::server {
 namespace {
 
-sigset_t StopSignalSet() {
+// The signals the receiving thread takes: the stop signals and SIGHUP.
+sigset_t ReceivedSignalSet() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   return set;
+}
+
+absl::string_view SignalName(uint32_t signo) {
+  switch (signo) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+  }
+  return "unknown";
 }
 
 }  // namespace
@@ -41,16 +56,16 @@ absl::string_view StopSignals::PhaseName(Phase phase) {
 }
 
 void StopSignals::BlockInThisThread() {
-  const sigset_t set = StopSignalSet();
+  const sigset_t set = ReceivedSignalSet();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<StopSignals>> StopSignals::Start() {
-  const sigset_t set = StopSignalSet();
+  const sigset_t set = ReceivedSignalSet();
   const int signal_fd = signalfd(-1, &set, SFD_CLOEXEC);
   if (signal_fd < 0) {
-    return absl::InternalError(
-        absl::StrCat("signalfd(SIGTERM, SIGINT): ", std::strerror(errno)));
+    return absl::InternalError(absl::StrCat(
+        "signalfd(SIGTERM, SIGINT, SIGHUP): ", std::strerror(errno)));
   }
   const int wake_fd = eventfd(0, EFD_CLOEXEC);
   if (wake_fd < 0) {
@@ -89,6 +104,18 @@ void StopSignals::Receive() {
     signalfd_siginfo info{};
     const ssize_t n = read(signal_fd_, &info, sizeof(info));
     if (n != static_cast<ssize_t>(sizeof(info))) continue;  // EINTR, EAGAIN
+    if (info.ssi_signo == SIGHUP) {
+      // Under the mutex, so that OnHangup(nullptr) returns only once no
+      // handler runs; the handler only wakes the reloader.
+      std::lock_guard<std::mutex> lock(mu_);
+      const bool reloading = on_hangup_ && on_hangup_();
+      Log(LogLevel::kInfo, "signal",
+          {{"signal", "SIGHUP"},
+           {"phase", PhaseName(phase_)},
+           {"from_pid", info.ssi_pid},
+           {"action", reloading ? "reload_credentials" : "none"}});
+      continue;
+    }
     {
       // The line is written under the mutex, before anyone can act on the
       // signal: it names the phase EnterPhase cannot change meanwhile, and
@@ -96,7 +123,7 @@ void StopSignals::Receive() {
       std::lock_guard<std::mutex> lock(mu_);
       ++count_;
       Log(LogLevel::kInfo, "signal",
-          {{"signal", info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"},
+          {{"signal", SignalName(info.ssi_signo)},
            {"phase", PhaseName(phase_)},
            {"from_pid", info.ssi_pid}});
       // Release: see stop_requested().
@@ -104,6 +131,11 @@ void StopSignals::Receive() {
     }
     received_.notify_all();
   }
+}
+
+void StopSignals::OnHangup(std::function<bool()> reload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  on_hangup_ = std::move(reload);
 }
 
 bool StopSignals::EnterPhase(Phase next) {

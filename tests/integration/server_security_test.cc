@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -28,6 +29,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -600,6 +602,71 @@ TEST(ServerCredentialsReloadTest, StopDoesNotWaitForTheRefreshInterval) {
   const absl::Time start = absl::Now();
   EXPECT_EQ(server->Stop(absl::Seconds(20)), 0);
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+}
+
+// SIGHUP reads the credential files at once, whatever the interval (24 h
+// here), and stops nothing: the server serves on and stops cleanly on the
+// next SIGTERM. (Its default action killed the server.)
+TEST(ServerCredentialsReloadTest, SighupReadsTheTokenFileAtOnce) {
+  TempDir dir;
+  SecretVolume secret(dir.path() + "/tokens");
+  secret.Write({{"tokens", absl::StrCat(kAdminToken, " admin\n")}});
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + secret.path("tokens"));
+  args.push_back("--credentials-refresh=24h");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kAdminToken).ok());
+
+  secret.Write({{"tokens", absl::StrCat(kReaderToken, " reader\n")}});
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(
+      server->WaitForLogCount({"event=signal", "signal=SIGHUP", "phase=serving",
+                               "action=reload_credentials"},
+                              1));
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reloaded", "what=auth_tokens", "reader=1"}, 1));
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kReaderToken).ok());
+  EXPECT_EQ(ListPoolsWith(server->channel(), kAdminToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ReloadCount(*server, "auth_tokens", "ok"), "1");
+
+  // A second SIGHUP with the file unchanged reads it and changes nothing.
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLogCount({"event=signal", "signal=SIGHUP"}, 2));
+  EXPECT_TRUE(ListPoolsWith(server->channel(), kReaderToken).ok());
+  EXPECT_EQ(server->LogCount({"event=draining"}), 0u);
+  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(server->LogCount({"event=credentials_reloaded"}), 1u);
+  EXPECT_EQ(server->LogCount({"event=signal", "signal=SIGTERM"}), 1u);
+}
+
+// A SIGHUP to a server with nothing to read again (no TLS and no tokens,
+// or --credentials-refresh=0s) is logged as doing nothing, and the server
+// serves on.
+TEST(ServerCredentialsReloadTest, SighupWithNothingToReloadChangesNothing) {
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  WriteTextFile(tokens, absl::StrCat(kAdminToken, " admin\n"));
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{},
+        std::vector<std::string>{"--auth-tokens=" + tokens,
+                                 "--credentials-refresh=0s"}}) {
+    SCOPED_TRACE(absl::StrJoin(extra, " "));
+    TempDir data;
+    std::vector<std::string> args = OnePool(data);
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto server = ServerProcess::Start(args);
+    ASSERT_NE(server, nullptr);
+    server->Signal(SIGHUP);
+    ASSERT_TRUE(server->WaitForLogCount(
+        {"event=signal", "signal=SIGHUP", "phase=serving", "action=none"}, 1));
+    EXPECT_TRUE(
+        ListPoolsWith(server->channel(), extra.empty() ? "" : kAdminToken)
+            .ok());
+    EXPECT_EQ(server->LogCount({"event=credentials_reload"}), 0u);
+    EXPECT_EQ(server->Stop(), 0);
+  }
 }
 
 // TlsSecret returns the (name, text) pairs of a kubernetes.io/tls Secret

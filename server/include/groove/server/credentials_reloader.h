@@ -45,13 +45,14 @@
 #ifndef GROOVE_SERVER_CREDENTIALS_RELOADER_H_
 #define GROOVE_SERVER_CREDENTIALS_RELOADER_H_
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "groove/server/metrics.h"
 #include "groove/server/security.h"
@@ -136,9 +137,18 @@ class CredentialsReloader {
   CredentialsReloader(const CredentialsReloader&) = delete;
   CredentialsReloader& operator=(const CredentialsReloader&) = delete;
 
+  // ReloadNow wakes the thread for a round of reads at once (SIGHUP,
+  // stop_signals.h), as if the interval had passed; the next round is one
+  // interval after it. A request made while a round runs starts another
+  // when it ends; requests made meanwhile are one. Returns false (and does
+  // nothing) once Stop began. Thread safety: any thread; returns without
+  // waiting for the round (it takes the mutex the thread holds only to
+  // wait).
+  bool ReloadNow();
+
   // Stop wakes the thread and joins it: it returns as soon as a round of
-  // reads in progress ends (the thread waits on a Notification, not a
-  // sleep, so shutdown never waits for the rest of an interval).
+  // reads in progress ends (the thread waits on a condition variable, not
+  // a sleep, so shutdown never waits for the rest of an interval).
   // Idempotent. Thread safety: call from one thread (the server's
   // shutdown).
   void Stop();
@@ -159,7 +169,12 @@ class CredentialsReloader {
   absl::StatusOr<std::string> last_tokens_;
   // Likewise for the TLS files.
   absl::StatusOr<TlsFiles> last_tls_;
-  absl::Notification stop_;
+  // std::mutex, not absl::Mutex: Debian's Abseil is not instrumented for
+  // ThreadSanitizer, which would not see it order the two flags.
+  std::mutex mu_;
+  std::condition_variable wake_;   // notified by ReloadNow and Stop
+  bool stopping_ = false;          // guarded by mu_
+  bool reload_requested_ = false;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -180,6 +180,14 @@ class VolumeServer {
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& metrics_address() const { return metrics_address_; }
 
+  // ReloadCredentialsNow has the credentials reloader read the TLS files
+  // and the token file at once (CredentialsReloader::ReloadNow; main runs
+  // it on SIGHUP). Returns false, doing nothing, when there is no reloader
+  // (no TLS and no tokens, or credentials_refresh 0: the files are read
+  // only at start-up) or Shutdown has begun. Thread safety: any thread,
+  // after Start; returns without waiting for the reads.
+  bool ReloadCredentialsNow();
+
   // StartDraining makes health report NOT_SERVING (ending Watch streams)
   // and new pool RPCs fail with UNAVAILABLE, while the server keeps its
   // connections and lets calls in flight run. Idempotent. Thread safety:

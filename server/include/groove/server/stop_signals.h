@@ -1,6 +1,6 @@
 // groove/server/stop_signals.h: SIGTERM and SIGINT, the server's stop
-// signals, received for the whole process on a thread of their own, from
-// before start-up to the exit.
+// signals, and SIGHUP, its reload signal, received for the whole process on
+// a thread of their own, from before start-up to the exit.
 //
 // Why a thread, and why from the start: start-up can take minutes (adding
 // initial volumes on hugepages takes 0.5-4 s per GiB), and a stop signal
@@ -11,7 +11,14 @@
 // stop_requested() at its safe points (VolumeServer::Options::
 // stop_requested) and stops there.
 //
-// Each signal read is counted and logged on its own (the drain grace ends
+// SIGHUP is received on the same thread but stops nothing: it asks for the
+// credential files to be read again at once (OnHangup; the server's
+// CredentialsReloader), as daemons conventionally reload on it. Before,
+// its default action killed the server mid-request. It is logged like the
+// others, with what it did (`event=signal signal=SIGHUP phase=...
+// action=reload_credentials|none`), and counts as no stop signal.
+//
+// Each stop signal read is counted and logged on its own (the drain grace ends
 // on the second, WaitForSignals). The kernel still merges a signal sent
 // again while the first of its kind is pending (unread): a SIGTERM and a
 // SIGINT are two, two SIGTERMs in the same instant may be one.
@@ -32,6 +39,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -55,15 +63,16 @@ class StopSignals {
   // PhaseName returns "starting", "serving", "draining" or "stopping".
   static absl::string_view PhaseName(Phase phase);
 
-  // BlockInThisThread blocks SIGTERM and SIGINT in the calling thread.
+  // BlockInThisThread blocks SIGTERM, SIGINT and SIGHUP in the calling
+  // thread.
   // REQUIRES: called before the process creates any thread, so that every
   // thread inherits the mask and no thread has the signals delivered to it
   // (they then wait for Start's thread, even those sent before Start).
   static void BlockInThisThread();
 
-  // Start starts the thread that receives SIGTERM and SIGINT (through a
-  // signalfd), in phase kStarting. Signals already pending are received
-  // at once. REQUIRES: BlockInThisThread was called first; at most one
+  // Start starts the thread that receives SIGTERM, SIGINT and SIGHUP
+  // (through a signalfd), in phase kStarting. Signals already pending are
+  // received at once. REQUIRES: BlockInThisThread was called first; at most one
   // StopSignals exists at a time. Errors: INTERNAL when signalfd or
   // eventfd fails (the message says which).
   static absl::StatusOr<std::unique_ptr<StopSignals>> Start();
@@ -75,7 +84,16 @@ class StopSignals {
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
 
-  // stop_requested says whether a signal has been received. Thread safety:
+  // OnHangup makes `reload` what each later SIGHUP runs, on the receiving
+  // thread (null: a SIGHUP does nothing but log). `reload` returns whether
+  // it had anything to reload (logged as action=reload_credentials or
+  // action=none). REQUIRES: `reload` returns soon (it only wakes another
+  // thread), and stays valid until OnHangup(nullptr) or this object's
+  // destruction. Thread safety: any thread; takes the mutex the receiving
+  // thread holds while it reads the handler.
+  void OnHangup(std::function<bool()> reload);
+
+  // stop_requested says whether a stop signal has been received. Thread safety:
   // any thread; wait-free (one acquire load).
   bool stop_requested() const {
     // Acquire: pairs with the receiving thread's release store, though
@@ -91,7 +109,8 @@ class StopSignals {
   // only to count a signal.
   bool EnterPhase(Phase next);
 
-  // WaitForSignals blocks until `count` signals in all have been received
+  // WaitForSignals blocks until `count` stop signals in all have been
+  // received
   // (true) or `timeout` has passed (false). absl::InfiniteDuration() waits
   // for ever. Thread safety: any thread.
   bool WaitForSignals(int count, absl::Duration timeout);
@@ -100,7 +119,7 @@ class StopSignals {
   StopSignals(int signal_fd, int wake_fd);
   void Receive();  // the receiving thread
 
-  const int signal_fd_;  // signalfd of SIGTERM and SIGINT
+  const int signal_fd_;  // signalfd of SIGTERM, SIGINT and SIGHUP
   const int wake_fd_;    // eventfd: written by the destructor to end Receive
   std::atomic<bool> stop_requested_{false};
   // std::mutex, not absl::Mutex: Debian's Abseil is not instrumented for
@@ -108,7 +127,8 @@ class StopSignals {
   std::mutex mu_;
   std::condition_variable received_;  // notified on each signal
   Phase phase_ = Phase::kStarting;    // guarded by mu_
-  int count_ = 0;                     // signals received; guarded by mu_
+  int count_ = 0;                     // stop signals received; guarded by mu_
+  std::function<bool()> on_hangup_;   // guarded by mu_
   std::thread thread_;
 };
 
