@@ -1078,6 +1078,36 @@ constexpr bool kRssIsTheProducts = false;
 constexpr bool kRssIsTheProducts = true;
 #endif
 
+// The server raises its soft limit of open files to the hard one at
+// start-up, so a low inherited soft limit (1024 is the usual) does not
+// refuse clients the hard limit allows: the `starting` line and
+// process_max_fds say the limit in force. (Run in its own process, as
+// each test is: lowering this process's soft limit touches no other.)
+TEST(ServerLimitsTest, RaisesItsOpenFilesLimitToTheHardLimit) {
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  constexpr rlim_t kLowSoftLimit = 256;
+  ASSERT_GT(files.rlim_max, kLowSoftLimit)
+      << "the hard RLIMIT_NOFILE is too low to show a raise";
+  rlimit low = files;
+  low.rlim_cur = kLowSoftLimit;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  TempDir dir;
+  auto server = ServerProcess::Start(OnePool(dir));
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);  // this process's again
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(
+      server->LogCount({"event=starting",
+                        absl::StrCat("max_open_files=", files.rlim_max, " ")}),
+      1u);
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(MetricValue(*scrape, "process_max_fds"),
+            absl::StrCat(files.rlim_max));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 TEST(ServerLimitsTest, HoldsAThousandConnectionsWithBoundedMemory) {
   // Each connection is a socket on both sides (this process and the
   // server, which inherits the limit): raise the soft limit.
