@@ -373,7 +373,7 @@ function check(objects, ctx) {
     err('want one PrometheusRule');
   } else if (JSON.stringify(rules[0].spec.groups) !== JSON.stringify(ctx.rules.groups)) {
     err('PrometheusRule: spec.groups differ from deploy/prometheus/groove-volumed.rules.yml ' +
-        '(copy the file\'s groups into deploy/kubernetes/base/prometheusrule.yaml)');
+        '(run script/sync-prometheusrule)');
   }
   return errors;
 }
