@@ -63,6 +63,27 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   return std::move(file.text);
 }
 
+// ReadSecretFile is ReadFile for a file that holds a secret (the token
+// file, the TLS private key): after reading it, it refuses one that others
+// may read by the one rule of such files, v1::TokenFileModeProblem (its
+// status as opened, so nothing can be swapped in between). Errors: as
+// ReadFile; INVALID_ARGUMENT "WHAT: is accessible to others (mode 0644);
+// chmod 600 PATH" (and the rule's other problems). Never puts any of the
+// file's text in a message.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path,
+                                           absl::string_view what) {
+  struct stat st {};
+  absl::StatusOr<std::string> text = ReadFile(path, what, &st);
+  if (!text.ok()) return text.status();
+  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
+      *problem != '\0') {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s (mode %04o); chmod 600 %s", what, problem,
+                        st.st_mode & 07777, path));
+  }
+  return text;
+}
+
 // IsTokenByte: printable ASCII other than space (an HTTP header value's
 // visible characters).
 bool IsTokenByte(char c) { return c > ' ' && c < 0x7f; }
@@ -220,19 +241,9 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  const std::string what = absl::StrCat("--auth-tokens=", path);
-  struct stat st {};
-  absl::StatusOr<std::string> text = ReadFile(path, what, &st);
-  if (!text.ok()) return text.status();
   // Whoever can read this file holds every client's token, admins'
   // included: the clients' rule for their own token files.
-  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
-      *problem != '\0') {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: %s (mode %04o); chmod 600 %s", what, problem,
-                        st.st_mode & 07777, path));
-  }
-  return text;
+  return ReadSecretFile(path, absl::StrCat("--auth-tokens=", path));
 }
 
 absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path,
@@ -361,24 +372,31 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls) {
   const TlsWhat what(tls);
   // Errors of reading are INVALID_ARGUMENT whatever errno says: all of
   // them are a bad flag to the operator (exit status 2).
-  auto read = [](const std::string& path, absl::string_view what,
+  // The private key is a secret: whoever can read it can pose as the
+  // server, so it must be a file others may not read, by the token
+  // files' rule (ReadSecretFile); the certificates are public.
+  auto read = [](const std::string& path, absl::string_view what, bool secret,
                  std::string* out) -> absl::Status {
-    absl::StatusOr<std::string> text = ReadFile(path, what);
+    absl::StatusOr<std::string> text =
+        secret ? ReadSecretFile(path, what) : ReadFile(path, what);
     if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
     *out = *std::move(text);
     return absl::OkStatus();
   };
   TlsFiles files;
-  if (absl::Status s = read(tls.cert_file(), what.cert, &files.cert_chain);
+  if (absl::Status s =
+          read(tls.cert_file(), what.cert, /*secret=*/false, &files.cert_chain);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = read(tls.key_file(), what.key, &files.private_key);
+  if (absl::Status s =
+          read(tls.key_file(), what.key, /*secret=*/true, &files.private_key);
       !s.ok()) {
     return s;
   }
   if (!tls.client_ca_file().empty()) {
-    if (absl::Status s = read(tls.client_ca_file(), what.ca, &files.client_ca);
+    if (absl::Status s = read(tls.client_ca_file(), what.ca, /*secret=*/false,
+                              &files.client_ca);
         !s.ok()) {
       return s;
     }

@@ -28,6 +28,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -197,6 +198,39 @@ TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
   // The same CA's client again, on a fresh connection: still accepted.
   EXPECT_TRUE(ListPoolsWith(channel("client")).ok());
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// A TLS key others may read is as good as leaked: the server refuses it
+// at start-up by the token files' rule (groove/v1/token_file.h), exit 2
+// (server_api_test's table: 0644, 0660). These are the modes it takes:
+// owner-only, and group read on a root-owned file (a Kubernetes Secret
+// under the pod's fsGroup, 0440).
+TEST(ServerTlsTest, AKeyOnlyItsOwnerOrARootGroupMayReadIsServed) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+  const std::string key = ReadTextFile(dir.path() + "/server.key");
+  for (const mode_t mode : {0600, 0400, 0440}) {
+    SCOPED_TRACE(absl::StrFormat("mode %04o", mode));
+    const std::string path = WriteTextFile(
+        absl::StrFormat("%s/key-%04o.pem", dir.path(), mode), key, mode);
+    struct stat st {};
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    // Group read is accepted only on a root-owned file.
+    if ((mode & 040) != 0) {
+      ASSERT_EQ(chown(path.c_str(), 0, st.st_gid), 0)
+          << "making the file root-owned needs root: " << strerror(errno);
+    }
+    TempDir data;
+    std::vector<std::string> args = OnePool(data);
+    args.push_back("--tls-cert=" + dir.path() + "/server.pem");
+    args.push_back("--tls-key=" + path);
+    auto server =
+        ServerProcess::Start(args, absl::Seconds(30),
+                             TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+    ASSERT_NE(server, nullptr);
+    EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+    EXPECT_EQ(server->Stop(), 0);
+  }
 }
 
 // ---- Tokens
@@ -391,13 +425,15 @@ class SecretVolume {
     std::filesystem::create_directories(dir_);
   }
 
-  // Write makes `files` (name, text) the volume's content.
-  void Write(const std::vector<std::pair<std::string, std::string>>& files) {
+  // Write makes `files` (name, text) the volume's content, each file of
+  // `mode` from its creation on (the kubelet's defaultMode). The default,
+  // owner-only, is what the server wants of a token file and a TLS key.
+  void Write(const std::vector<std::pair<std::string, std::string>>& files,
+             mode_t mode = 0600) {
     const std::string version = absl::StrCat("..v", ++versions_);
     std::filesystem::create_directory(dir_ + "/" + version);
     for (const auto& [name, text] : files) {
-      // Owner-only, as the server wants a token file to be.
-      WriteTextFile(dir_ + "/" + version + "/" + name, text);
+      WriteTextFile(dir_ + "/" + version + "/" + name, text, mode);
     }
     const std::string tmp = dir_ + "/..data_tmp";
     std::filesystem::create_directory_symlink(version, tmp);
@@ -857,6 +893,52 @@ TEST(ServerCredentialsReloadTest,
   EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
   // Nothing is stuck: SIGTERM stops the server at once.
   EXPECT_EQ(server->Stop(absl::Seconds(20)), 0);
+}
+
+// A rotated TLS key that others may read is refused like any bad TLS
+// file: logged, counted, and the certificates in use kept; made
+// owner-only, the same files are taken.
+TEST(ServerCredentialsReloadTest, ARotatedKeyOthersMayReadIsRefused) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  SecretVolume secret(dir.path() + "/tls");
+  secret.Write(TlsSecret(pki, "server", "server"));
+  auto server = StartReloadingTls(dir, pki,
+                                  {"--tls-cert=" + secret.path("tls.crt"),
+                                   "--tls-key=" + secret.path("tls.key")});
+  ASSERT_NE(server, nullptr);
+  const auto trusting = [&](const std::string& ca) {
+    return ListPoolsWith(FreshTlsChannel(*server, pki, ca));
+  };
+  const std::string key = ReadTextFile(pki + "/server.key");
+  ASSERT_EQ(ServedTlsFile(server->pid(), "key"), key);
+
+  // The next version's files are 0644.
+  secret.Write(TlsSecret(pki, "other_server", "other_server"), 0644);
+  const std::string key_file = secret.path("tls.key");
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"level=error", "event=credentials_reload_failed", "what=tls",
+       "--tls-key (tls.key_file) " + key_file +
+           ": is accessible to others (mode 0644); chmod 600 " + key_file,
+       "kept=\"the certificates in use\""},
+      1));
+  EXPECT_EQ(ReloadCount(*server, "tls", "failed"), "1");
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "0");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "1");
+  EXPECT_EQ(ServedTlsFile(server->pid(), "key"), key);
+  EXPECT_TRUE(trusting("ca.pem").ok());
+
+  // Owner-only: taken.
+  ASSERT_EQ(chmod(key_file.c_str(), 0600), 0) << strerror(errno);
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 1));
+  EXPECT_EQ(ServedTlsFile(server->pid(), "key"),
+            ReadTextFile(pki + "/other_server.key"));
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "0");
+  EXPECT_TRUE(PollUntil([&] { return trusting("other_ca.pem").ok(); }));
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 // ---- Resource limits

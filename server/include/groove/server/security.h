@@ -236,11 +236,17 @@ struct TlsFiles {
 
 // ReadTlsFiles reads the files `tls` names, as they are now. Each must be
 // a regular file (after symlinks): a FIFO or device is refused without
-// waiting on it or reading it.
+// waiting on it or reading it. The private key (key_file) must also be a
+// file others may not read, by the rule of token files (ReadTokenFile,
+// groove/v1/token_file.h: 0600, 0400, root-owned 0640 or 0440): whoever
+// reads it can pose as the server.
 // Errors: INVALID_ARGUMENT "TLS needs both --tls-cert ..." when cert_file
 // or key_file is empty; INVALID_ARGUMENT "--tls-cert (tls.cert_file)
 // PATH: cannot read: REASON" (likewise --tls-key, --tls-client-ca) when a
-// file cannot be read or is not a regular file. Changes nothing.
+// file cannot be read or is not a regular file; INVALID_ARGUMENT
+// "--tls-key (tls.key_file) PATH: is accessible to others (mode 0644);
+// chmod 600 PATH" (likewise the rule's other problems). Never puts the
+// key's text in a message. Changes nothing.
 absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls);
 
 // CheckTlsFiles checks, with OpenSSL, that `files` (read from the paths of
