@@ -75,7 +75,9 @@ ENTRYPOINT ["groove-volumed"]
 # container's network is the boundary (publish the port on loopback only,
 # `-p 127.0.0.1:50051:50051`, or put the container on a private network).
 # Elsewhere, replace --insecure by TLS and/or tokens, files mounted
-# read-only (docs/DEPLOY.md §10):
+# read-only, the key and the token file owned by uid 10001 with mode 0600
+# (or by root, group 10001, mode 0440): the server refuses them when
+# others may read them (docs/DEPLOY.md §10):
 #   --tls-cert=/etc/groove/tls/tls.crt --tls-key=/etc/groove/tls/tls.key
 #   [--tls-client-ca=/etc/groove/tls/ca.crt]
 #   --auth-tokens=/etc/groove/tokens/tokens

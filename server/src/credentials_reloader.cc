@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "groove/pool_error.h"
 #include "groove/server/log.h"
 
@@ -185,7 +186,9 @@ void CredentialsReloader::CheckTls() {
   absl::StatusOr<TlsFiles> read = ReadTlsFiles(tls);
   if (read == last_tls_) return;
   last_tls_ = read;
-  absl::Status check = read.ok() ? CheckTlsFiles(tls, *read) : read.status();
+  absl::StatusOr<std::vector<TlsCertificate>> certificates =
+      read.ok() ? CheckTlsFiles(tls, *read) : read.status();
+  absl::Status check = certificates.status();
   // Only files that pass reach gRPC (ServedTlsFiles): it serves the last
   // good ones meanwhile.
   if (check.ok()) {
@@ -196,6 +199,9 @@ void CredentialsReloader::CheckTls() {
   }
   metrics_->RecordCredentialsReload(Credentials::kTls, check.ok());
   if (check.ok()) {
+    // Once per change that is installed: the dates of what is served
+    // now, set and logged before the line that says it is served.
+    ReportTlsCertificates(tls, *certificates, absl::Now(), metrics_);
     Log(LogLevel::kInfo, "credentials_reloaded",
         {{"what", "tls"},
          {"cert_file", tls.cert_file()},

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -379,6 +380,16 @@ absl::string_view CredentialsName(Credentials what) {
   return "unknown";
 }
 
+absl::string_view TlsCertificateFileName(TlsCertificateFile what) {
+  switch (what) {
+    case TlsCertificateFile::kCert:
+      return "cert";
+    case TlsCertificateFile::kClientCa:
+      return "client_ca";
+  }
+  return "unknown";
+}
+
 // Observe's lower_bound needs the bounds ascending.
 static_assert(std::is_sorted(LatencyHistogram::kBucketBounds.begin(),
                              LatencyHistogram::kBucketBounds.end()));
@@ -491,6 +502,28 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
     }
     credentials_failing_[w] = &failing.Add({{"what", what}});
   }
+  // Series come with the first SetTlsCertificate: a server without TLS
+  // has none.
+  tls_not_before_ =
+      &prometheus::BuildGauge()
+           .Name("groove_tls_certificate_not_before_seconds")
+           .Help(
+               "notBefore of the TLS certificate in use, as a UNIX time: "
+               "what=cert, the server's own (--tls-cert); what=client_ca, "
+               "the client CA of --tls-client-ca that expires first. The "
+               "certificate is not valid before it.")
+           .Register(*registry_);
+  tls_not_after_ =
+      &prometheus::BuildGauge()
+           .Name("groove_tls_certificate_not_after_seconds")
+           .Help(
+               "notAfter of the TLS certificate in use, as a UNIX time: "
+               "what=cert, the server's own (--tls-cert); what=client_ca, "
+               "the client CA of --tls-client-ca that expires first. "
+               "Clients refuse the certificate after it; rotate the files "
+               "before (alerts GrooveTlsCertificateExpiresSoon, "
+               "GrooveTlsCertificateExpired).")
+           .Register(*registry_);
   auto latency = std::make_shared<LatencyCollector>();
   latency_ = &latency->histograms;
   latency_collector_ = std::move(latency);
@@ -520,6 +553,29 @@ void ServerMetrics::RecordPoolError(size_t pool, PoolOp op,
 void ServerMetrics::RecordCredentialsReload(Credentials what, bool ok) {
   credentials_reloads_[static_cast<int>(what)][ok ? 1 : 0]->Increment();
   credentials_failing_[static_cast<int>(what)]->Set(ok ? 0 : 1);
+}
+
+void ServerMetrics::SetTlsCertificate(TlsCertificateFile what,
+                                      const std::string& subject,
+                                      absl::Time not_before,
+                                      absl::Time not_after) {
+  TlsSeries& series = tls_series_[static_cast<int>(what)];
+  if (series.not_after == nullptr || series.subject != subject) {
+    // Another certificate (or the first): its series replace the old
+    // subject's, which would otherwise be exported for ever.
+    if (series.not_after != nullptr) {
+      tls_not_before_->Remove(series.not_before);
+      tls_not_after_->Remove(series.not_after);
+    }
+    const std::map<std::string, std::string> labels = {
+        {"what", std::string(TlsCertificateFileName(what))},
+        {"subject", subject}};
+    series.subject = subject;
+    series.not_before = &tls_not_before_->Add(labels);
+    series.not_after = &tls_not_after_->Add(labels);
+  }
+  series.not_before->Set(static_cast<double>(absl::ToUnixSeconds(not_before)));
+  series.not_after->Set(static_cast<double>(absl::ToUnixSeconds(not_after)));
 }
 
 std::vector<std::shared_ptr<prometheus::Collectable>>

@@ -1,6 +1,7 @@
 #include "groove/server/security.h"
 
 #include <arpa/inet.h>
+#include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
@@ -19,6 +21,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "groove/server/log.h"
 #include "groove/v1/regular_file.h"
 #include "groove/v1/token_file.h"
 
@@ -61,6 +66,27 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   }
   if (opened != nullptr) *opened = file.opened;
   return std::move(file.text);
+}
+
+// ReadSecretFile is ReadFile for a file that holds a secret (the token
+// file, the TLS private key): after reading it, it refuses one that others
+// may read by the one rule of such files, v1::TokenFileModeProblem (its
+// status as opened, so nothing can be swapped in between). Errors: as
+// ReadFile; INVALID_ARGUMENT "WHAT: is accessible to others (mode 0644);
+// chmod 600 PATH" (and the rule's other problems). Never puts any of the
+// file's text in a message.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path,
+                                           absl::string_view what) {
+  struct stat st {};
+  absl::StatusOr<std::string> text = ReadFile(path, what, &st);
+  if (!text.ok()) return text.status();
+  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
+      *problem != '\0') {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s (mode %04o); chmod 600 %s", what, problem,
+                        st.st_mode & 07777, path));
+  }
+  return text;
 }
 
 // IsTokenByte: printable ASCII other than space (an HTTP header value's
@@ -225,19 +251,9 @@ absl::StatusOr<std::string> ReadNamedFile(const std::string& path,
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  const std::string what = absl::StrCat("--auth-tokens=", path);
-  struct stat st {};
-  absl::StatusOr<std::string> text = ReadFile(path, what, &st);
-  if (!text.ok()) return text.status();
   // Whoever can read this file holds every client's token, admins'
   // included: the clients' rule for their own token files.
-  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
-      *problem != '\0') {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: %s (mode %04o); chmod 600 %s", what, problem,
-                        st.st_mode & 07777, path));
-  }
-  return text;
+  return ReadSecretFile(path, absl::StrCat("--auth-tokens=", path));
 }
 
 absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path,
@@ -366,24 +382,31 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls) {
   const TlsWhat what(tls);
   // Errors of reading are INVALID_ARGUMENT whatever errno says: all of
   // them are a bad flag to the operator (exit status 2).
-  auto read = [](const std::string& path, absl::string_view what,
+  // The private key is a secret: whoever can read it can pose as the
+  // server, so it must be a file others may not read, by the token
+  // files' rule (ReadSecretFile); the certificates are public.
+  auto read = [](const std::string& path, absl::string_view what, bool secret,
                  std::string* out) -> absl::Status {
-    absl::StatusOr<std::string> text = ReadFile(path, what);
+    absl::StatusOr<std::string> text =
+        secret ? ReadSecretFile(path, what) : ReadFile(path, what);
     if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
     *out = *std::move(text);
     return absl::OkStatus();
   };
   TlsFiles files;
-  if (absl::Status s = read(tls.cert_file(), what.cert, &files.cert_chain);
+  if (absl::Status s =
+          read(tls.cert_file(), what.cert, /*secret=*/false, &files.cert_chain);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = read(tls.key_file(), what.key, &files.private_key);
+  if (absl::Status s =
+          read(tls.key_file(), what.key, /*secret=*/true, &files.private_key);
       !s.ok()) {
     return s;
   }
   if (!tls.client_ca_file().empty()) {
-    if (absl::Status s = read(tls.client_ca_file(), what.ca, &files.client_ca);
+    if (absl::Status s = read(tls.client_ca_file(), what.ca, /*secret=*/false,
+                              &files.client_ca);
         !s.ok()) {
       return s;
     }
@@ -391,11 +414,75 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls) {
   return files;
 }
 
-absl::Status CheckTlsFiles(const v1::TlsConfig& tls, const TlsFiles& files) {
+namespace {
+
+// AsnTime returns an ASN.1 time of a certificate as an absl::Time, or
+// nullopt when OpenSSL cannot read it.
+std::optional<absl::Time> AsnTime(const ASN1_TIME* time) {
+  struct tm utc {};
+  if (time == nullptr || ASN1_TIME_to_tm(time, &utc) != 1) return std::nullopt;
+  return absl::FromCivil(
+      absl::CivilSecond(utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
+                        utc.tm_hour, utc.tm_min, utc.tm_sec),
+      absl::UTCTimeZone());
+}
+
+// Describe returns the subject and dates of `cert` (certificate `number`,
+// from 1, of the file `what_file` names as `what`), or INVALID_ARGUMENT
+// when its dates cannot be read.
+absl::StatusOr<TlsCertificate> Describe(X509* cert, size_t number,
+                                        TlsCertificateFile what_file,
+                                        absl::string_view what) {
+  TlsCertificate described;
+  described.what = what_file;
+  const std::optional<absl::Time> not_before =
+      AsnTime(X509_get0_notBefore(cert));
+  const std::optional<absl::Time> not_after = AsnTime(X509_get0_notAfter(cert));
+  if (!not_before.has_value() || !not_after.has_value()) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": certificate ", number,
+                     " has validity dates (notBefore, notAfter) that are not "
+                     "valid ASN.1 times"));
+  }
+  described.not_before = *not_before;
+  described.not_after = *not_after;
+  // RFC 2253, non-ASCII escaped: one printable line.
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio != nullptr &&
+      X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0,
+                         XN_FLAG_RFC2253) >= 0) {
+    char* data = nullptr;
+    const long size = BIO_get_mem_data(bio.get(), &data);
+    if (size > 0) described.subject.assign(data, static_cast<size_t>(size));
+  }
+  ERR_clear_error();
+  return described;
+}
+
+// FormatCertificateTime: RFC 3339 in UTC, whole seconds
+// ("2026-01-31T00:00:00Z"), as certificates keep their dates.
+std::string FormatCertificateTime(absl::Time time) {
+  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%SZ", time, absl::UTCTimeZone());
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<TlsCertificate>> CheckTlsFiles(
+    const v1::TlsConfig& tls, const TlsFiles& files) {
   const TlsWhat what(tls);
+  std::vector<TlsCertificate> reported;
   absl::StatusOr<std::vector<X509Ptr>> chain =
       ParseCertificates(files.cert_chain, what.cert);
   if (!chain.ok()) return chain.status();
+  for (size_t i = 0; i < chain->size(); ++i) {
+    absl::StatusOr<TlsCertificate> described = Describe(
+        (*chain)[i].get(), i + 1, TlsCertificateFile::kCert, what.cert);
+    if (!described.ok()) return described.status();
+    // The server's own certificate only: the rest are its issuers', which
+    // clients judge with their own trust store.
+    if (i == 0) reported.push_back(*std::move(described));
+  }
   ERR_clear_error();
   BioPtr bio(BIO_new_mem_buf(files.private_key.data(),
                              static_cast<int>(files.private_key.size())));
@@ -417,15 +504,67 @@ absl::Status CheckTlsFiles(const v1::TlsConfig& tls, const TlsFiles& files) {
     absl::StatusOr<std::vector<X509Ptr>> cas =
         ParseCertificates(files.client_ca, what.ca);
     if (!cas.ok()) return cas.status();
+    for (size_t i = 0; i < cas->size(); ++i) {
+      absl::StatusOr<TlsCertificate> described = Describe(
+          (*cas)[i].get(), i + 1, TlsCertificateFile::kClientCa, what.ca);
+      if (!described.ok()) return described.status();
+      reported.push_back(*std::move(described));
+    }
   }
-  return absl::OkStatus();
+  return reported;
+}
+
+void ReportTlsCertificates(const v1::TlsConfig& tls,
+                           const std::vector<TlsCertificate>& certificates,
+                           absl::Time now, ServerMetrics* metrics) {
+  // The certificate each file's metrics show: cert's own, and the client
+  // CA that expires first (the first such in the file): one series per
+  // file whatever the bundle's size, and the one an alert must see first.
+  std::array<const TlsCertificate*, kTlsCertificateFileCount> shown{};
+  for (const TlsCertificate& cert : certificates) {
+    const TlsCertificate*& first = shown[static_cast<int>(cert.what)];
+    if (first == nullptr || cert.not_after < first->not_after) first = &cert;
+  }
+  // The metrics first, then the lines: whoever has read a line scrapes
+  // what it tells of.
+  for (const TlsCertificate* cert : shown) {
+    if (cert == nullptr) continue;
+    metrics->SetTlsCertificate(cert->what, cert->subject, cert->not_before,
+                               cert->not_after);
+  }
+  for (const TlsCertificate& cert : certificates) {
+    const std::string& file = cert.what == TlsCertificateFile::kCert
+                                  ? tls.cert_file()
+                                  : tls.client_ca_file();
+    const absl::string_view what = TlsCertificateFileName(cert.what);
+    // X.509 validity is inclusive at both ends (RFC 5280 4.1.2.5).
+    const bool invalid = now < cert.not_before || now > cert.not_after;
+    if (!invalid && cert.not_after - now >= kTlsExpiryWarning) continue;
+    const LogField last =
+        invalid ? LogField("reason",
+                           now < cert.not_before ? "not_yet_valid" : "expired")
+                : LogField("days_left",
+                           absl::ToInt64Hours(cert.not_after - now) / 24);
+    Log(invalid ? LogLevel::kError : LogLevel::kWarn,
+        invalid ? "tls_certificate_invalid" : "tls_certificate_expiring",
+        {{"what", what},
+         {"file", file},
+         {"subject", cert.subject},
+         {"not_before", FormatCertificateTime(cert.not_before)},
+         {"not_after", FormatCertificateTime(cert.not_after)},
+         last});
+  }
 }
 
 absl::StatusOr<grpc::SslServerCredentialsOptions> LoadTlsCredentials(
     const v1::TlsConfig& tls) {
   absl::StatusOr<TlsFiles> files = ReadTlsFiles(tls);
   if (!files.ok()) return files.status();
-  if (absl::Status s = CheckTlsFiles(tls, *files); !s.ok()) return s;
+  if (absl::StatusOr<std::vector<TlsCertificate>> checked =
+          CheckTlsFiles(tls, *files);
+      !checked.ok()) {
+    return checked.status();
+  }
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   options.pem_key_cert_pairs.push_back({files->private_key, files->cert_chain});

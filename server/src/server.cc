@@ -568,12 +568,37 @@ absl::Status VolumeServer::Start() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// StartUpTlsFiles returns the text of the TLS files main read and checked
+// (LoadTlsCredentials): the key, the chain and, for mutual TLS, the
+// client CAs ("" otherwise).
+TlsFiles StartUpTlsFiles(const grpc::SslServerCredentialsOptions& read) {
+  TlsFiles files;
+  files.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
+  files.private_key = read.pem_key_cert_pairs.front().private_key;
+  files.client_ca = read.pem_root_certs;
+  return files;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
 VolumeServer::TlsCredentials() {
   const grpc::SslServerCredentialsOptions& read = *options_.tls;
   const bool mutual = read.client_certificate_request !=
                       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
   const absl::Duration refresh = CredentialsRefresh(options_.config);
+  // The certificates' validity, reported once per load: here for the
+  // files read at start-up, then by the reloader for each change it
+  // installs. An expired or not yet valid certificate is served all the
+  // same (ReportTlsCertificates says why). The files passed CheckTlsFiles
+  // in main: this parse is for their dates.
+  absl::StatusOr<std::vector<TlsCertificate>> certificates =
+      CheckTlsFiles(options_.config.tls(), StartUpTlsFiles(read));
+  if (!certificates.ok()) return certificates.status();
+  ReportTlsCertificates(options_.config.tls(), *certificates, absl::Now(),
+                        metrics_.get());
   std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
   if (refresh > absl::ZeroDuration()) {
     // gRPC's own FileWatcherCertificateProvider
@@ -587,12 +612,8 @@ VolumeServer::TlsCredentials() {
     // interval is whole seconds (an unsigned int), so a shorter refresh
     // becomes 1 s; gRPC 1.51 has no minimum of its own, and 0 would make
     // it read in a loop.
-    TlsFiles checked;
-    checked.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
-    checked.private_key = read.pem_key_cert_pairs.front().private_key;
-    if (mutual) checked.client_ca = read.pem_root_certs;
     absl::StatusOr<std::unique_ptr<ServedTlsFiles>> served =
-        ServedTlsFiles::Create(checked);
+        ServedTlsFiles::Create(StartUpTlsFiles(read));
     if (!served.ok()) return served.status();
     served_tls_ = *std::move(served);
     const auto seconds = static_cast<unsigned int>(std::max<int64_t>(
@@ -638,10 +659,7 @@ void VolumeServer::StartReloader() {
   }
   if (options_.tls.has_value()) {
     reload.tls = config.tls();
-    const grpc::SslServerCredentialsOptions& read = *options_.tls;
-    reload.tls_files.cert_chain = read.pem_key_cert_pairs.front().cert_chain;
-    reload.tls_files.private_key = read.pem_key_cert_pairs.front().private_key;
-    reload.tls_files.client_ca = read.pem_root_certs;
+    reload.tls_files = StartUpTlsFiles(*options_.tls);
     reload.served_tls = served_tls_.get();
   }
   reloader_ = CredentialsReloader::Start(std::move(reload), metrics_.get());

@@ -33,6 +33,7 @@
 #include "support/server_process.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
+#include "support/test_pki.h"
 
 #ifndef GROOVE_SOURCE_DIR
 #error "GROOVE_SOURCE_DIR must name the source tree"
@@ -201,16 +202,25 @@ std::vector<std::string> Unexported(const std::vector<std::string>& queries,
 }
 
 // A live scrape of a server whose pool has had an add, a remove and an
-// error, shared by the tests below (one server start for the file).
+// error, shared by the tests below (one server start for the file). It
+// serves mutual TLS (test_pki.h), so that the TLS certificate series
+// (cert and client_ca) are exported too.
 class DeployMetricsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    server_ =
-        ServerProcess::Start({"--data-dir=" + dir_->path(),
-                              "--pool=name=a,backing=normal,volume_size=4KiB,"
-                              "max_volumes=16"})
-            .release();
+    const absl::Status pki = MakeTestPki(dir_->path());
+    ASSERT_TRUE(pki.ok()) << pki;
+    server_ = ServerProcess::Start(
+                  {"--data-dir=" + dir_->path() + "/data",
+                   "--pool=name=a,backing=normal,volume_size=4KiB,"
+                   "max_volumes=16",
+                   "--tls-cert=" + dir_->path() + "/server.pem",
+                   "--tls-key=" + dir_->path() + "/server.key",
+                   "--tls-client-ca=" + dir_->path() + "/ca.pem"},
+                  absl::Seconds(30),
+                  TlsClient(dir_->path(), "ca.pem", "client"), TlsChannelArgs())
+                  .release();
     if (server_ == nullptr) return;
     auto stub = server_->Stub();
     v1::AddVolumeResponse added;

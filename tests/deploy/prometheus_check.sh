@@ -6,8 +6,9 @@
 #                          and not firing)
 # then proves each check bites: a config with a misspelt field, a rule with
 # a PromQL syntax error, and rules with a moved threshold (10% -> 15%: the
-# `edge` pool at 10% would fire) and a dropped `for` must each fail, with
-# the finding named.
+# `edge` pool at 10% would fire; 14 -> 15 days: a certificate with 14 days
+# left would), a dropped `for` and client errors counted as failures must
+# each fail, with the finding named.
 #
 # Usage: prometheus_check.sh PROMTOOL SOURCE_DIR
 set -euo pipefail
@@ -112,8 +113,13 @@ mutate groove-volumed.rules.yml 's/UNKNOWN|INTERNAL|UNAVAILABLE/UNKNOWN|INTERNAL
 expect_fail "test rules catches client errors counted as failures" "RemoveVolume" \
   "$promtool" test rules "$scratch/groove-volumed.rules.test.yml"
 
+mutate groove-volumed.rules.yml 's/< 14 \* 86400 >= 0/< 15 * 86400 >= 0/'
+expect_fail "test rules catches a moved certificate expiry threshold" \
+  "alertname: GrooveTlsCertificateExpiresSoon, time: 5m" \
+  "$promtool" test rules "$scratch/groove-volumed.rules.test.yml"
+
 if [ "$failures" -ne 0 ]; then
   echo "prometheus_check: $failures failure(s)" >&2
   exit 1
 fi
-echo "prometheus_check: config, rules and rule tests pass; 5 mistakes rejected"
+echo "prometheus_check: config, rules and rule tests pass; 6 mistakes rejected"

@@ -551,6 +551,14 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
   const std::string cert = "--tls-cert=" + pki + "/server.pem";
   const std::string key = "--tls-key=" + pki + "/server.key";
+  // Not a key, in a file only its owner may read (as a key must be).
+  const std::string not_pem_key =
+      WriteTextFile(pki + "/not_pem.key", "not a PEM file\n");
+  // The server's key in files whose modes let others read it.
+  const std::string loose_key = WriteTextFile(
+      pki + "/loose.key", ReadTextFile(pki + "/server.key"), 0644);
+  const std::string group_writable_key = WriteTextFile(
+      pki + "/group_writable.key", ReadTextFile(pki + "/server.key"), 0660);
   const std::vector<FlagCase> cases = {
       {"pool without name", {"--pool=backing=normal"}, 2, "name: required"},
       {"pool volume_size not a power of two",
@@ -718,13 +726,25 @@ TEST(ServerBadInputTest, EveryBadFlagStopsTheServerBeforeItListens) {
        2,
        "--tls-key (tls.key_file) /nonexistent/key.pem: cannot read"},
       {"tls-key not PEM",
-       {cert, "--tls-key=" + not_pem},
+       {cert, "--tls-key=" + not_pem_key},
        2,
-       "--tls-key (tls.key_file) " + not_pem + ": holds no unencrypted PEM"},
+       "--tls-key (tls.key_file) " + not_pem_key +
+           ": holds no unencrypted PEM"},
       {"tls-key of another certificate",
        {cert, "--tls-key=" + pki + "/client.key"},
        2,
        "/client.key: is not the key of the certificate in --tls-cert"},
+      {"tls-key readable by others",
+       {cert, "--tls-key=" + loose_key},
+       2,
+       "--tls-key (tls.key_file) " + loose_key +
+           ": is accessible to others (mode 0644); chmod 600 " + loose_key},
+      {"tls-key writable by its group",
+       {cert, "--tls-key=" + group_writable_key},
+       2,
+       "--tls-key (tls.key_file) " + group_writable_key +
+           ": is writable or executable by its group (mode 0660); chmod 600 " +
+           group_writable_key},
       {"tls-key without tls-cert",
        {key},
        2,

@@ -29,6 +29,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -199,6 +200,39 @@ TEST(ServerTlsTest, MutualTlsNeedsAClientCertificateOfTheCa) {
   // The same CA's client again, on a fresh connection: still accepted.
   EXPECT_TRUE(ListPoolsWith(channel("client")).ok());
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// A TLS key others may read is as good as leaked: the server refuses it
+// at start-up by the token files' rule (groove/v1/token_file.h), exit 2
+// (server_api_test's table: 0644, 0660). These are the modes it takes:
+// owner-only, and group read on a root-owned file (a Kubernetes Secret
+// under the pod's fsGroup, 0440).
+TEST(ServerTlsTest, AKeyOnlyItsOwnerOrARootGroupMayReadIsServed) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTestPki(dir.path()).ok()) << MakeTestPki(dir.path());
+  const std::string key = ReadTextFile(dir.path() + "/server.key");
+  for (const mode_t mode : {0600, 0400, 0440}) {
+    SCOPED_TRACE(absl::StrFormat("mode %04o", mode));
+    const std::string path = WriteTextFile(
+        absl::StrFormat("%s/key-%04o.pem", dir.path(), mode), key, mode);
+    struct stat st {};
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    // Group read is accepted only on a root-owned file.
+    if ((mode & 040) != 0) {
+      ASSERT_EQ(chown(path.c_str(), 0, st.st_gid), 0)
+          << "making the file root-owned needs root: " << strerror(errno);
+    }
+    TempDir data;
+    std::vector<std::string> args = OnePool(data);
+    args.push_back("--tls-cert=" + dir.path() + "/server.pem");
+    args.push_back("--tls-key=" + path);
+    auto server =
+        ServerProcess::Start(args, absl::Seconds(30),
+                             TlsClient(dir.path(), "ca.pem"), TlsChannelArgs());
+    ASSERT_NE(server, nullptr);
+    EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+    EXPECT_EQ(server->Stop(), 0);
+  }
 }
 
 // ---- Tokens
@@ -393,13 +427,15 @@ class SecretVolume {
     std::filesystem::create_directories(dir_);
   }
 
-  // Write makes `files` (name, text) the volume's content.
-  void Write(const std::vector<std::pair<std::string, std::string>>& files) {
+  // Write makes `files` (name, text) the volume's content, each file of
+  // `mode` from its creation on (the kubelet's defaultMode). The default,
+  // owner-only, is what the server wants of a token file and a TLS key.
+  void Write(const std::vector<std::pair<std::string, std::string>>& files,
+             mode_t mode = 0600) {
     const std::string version = absl::StrCat("..v", ++versions_);
     std::filesystem::create_directory(dir_ + "/" + version);
     for (const auto& [name, text] : files) {
-      // Owner-only, as the server wants a token file to be.
-      WriteTextFile(dir_ + "/" + version + "/" + name, text);
+      WriteTextFile(dir_ + "/" + version + "/" + name, text, mode);
     }
     const std::string tmp = dir_ + "/..data_tmp";
     std::filesystem::create_directory_symlink(version, tmp);
@@ -702,15 +738,24 @@ std::unique_ptr<ServerProcess> StartReloadingTls(
                               TlsChannelArgs());
 }
 
+// StartOnTlsSecret writes `pki`'s server certificate and key into
+// `secret` (tls.crt, tls.key) and starts a server of one pool in `dir`
+// that reads its TLS files from there every 100 ms (StartReloadingTls).
+std::unique_ptr<ServerProcess> StartOnTlsSecret(const TempDir& dir,
+                                                const std::string& pki,
+                                                SecretVolume& secret) {
+  secret.Write(TlsSecret(pki, "server", "server"));
+  return StartReloadingTls(dir, pki,
+                           {"--tls-cert=" + secret.path("tls.crt"),
+                            "--tls-key=" + secret.path("tls.key")});
+}
+
 TEST(ServerCredentialsReloadTest, ARotatedCertificateServesNewConnections) {
   TempDir dir;
   const std::string pki = MakePki(dir);
   ASSERT_NE(pki, "");
   SecretVolume secret(dir.path() + "/tls");
-  secret.Write(TlsSecret(pki, "server", "server"));
-  auto server = StartReloadingTls(dir, pki,
-                                  {"--tls-cert=" + secret.path("tls.crt"),
-                                   "--tls-key=" + secret.path("tls.key")});
+  auto server = StartOnTlsSecret(dir, pki, secret);
   ASSERT_NE(server, nullptr);
   EXPECT_TRUE(ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem")).ok());
   EXPECT_EQ(
@@ -792,10 +837,7 @@ TEST(ServerCredentialsReloadTest, BadTlsFilesAreNeverServed) {
   const std::string pki = MakePki(dir);
   ASSERT_NE(pki, "");
   SecretVolume secret(dir.path() + "/tls");
-  secret.Write(TlsSecret(pki, "server", "server"));
-  auto server = StartReloadingTls(dir, pki,
-                                  {"--tls-cert=" + secret.path("tls.crt"),
-                                   "--tls-key=" + secret.path("tls.key")});
+  auto server = StartOnTlsSecret(dir, pki, secret);
   ASSERT_NE(server, nullptr);
   const auto trusting = [&](const std::string& ca) {
     return ListPoolsWith(FreshTlsChannel(*server, pki, ca));
@@ -924,6 +966,344 @@ TEST(ServerCredentialsReloadTest,
   EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
   // Nothing is stuck: SIGTERM stops the server at once.
   EXPECT_EQ(server->Stop(absl::Seconds(20)), 0);
+}
+
+// A rotated TLS key that others may read is refused like any bad TLS
+// file: logged, counted, and the certificates in use kept; made
+// owner-only, the same files are taken.
+TEST(ServerCredentialsReloadTest, ARotatedKeyOthersMayReadIsRefused) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  SecretVolume secret(dir.path() + "/tls");
+  auto server = StartOnTlsSecret(dir, pki, secret);
+  ASSERT_NE(server, nullptr);
+  const std::string key = ReadTextFile(pki + "/server.key");
+  ASSERT_EQ(ServedTlsFile(server->pid(), "key"), key);
+
+  // The next version's files are 0644.
+  secret.Write(TlsSecret(pki, "other_server", "other_server"), 0644);
+  const std::string key_file = secret.path("tls.key");
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"level=error", "event=credentials_reload_failed", "what=tls",
+       "--tls-key (tls.key_file) " + key_file +
+           ": is accessible to others (mode 0644); chmod 600 " + key_file,
+       "kept=\"the certificates in use\""},
+      1));
+  EXPECT_EQ(ReloadCount(*server, "tls", "failed"), "1");
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "0");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "1");
+  EXPECT_EQ(ServedTlsFile(server->pid(), "key"), key);
+  EXPECT_TRUE(ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem")).ok());
+
+  // Owner-only: taken.
+  ASSERT_EQ(chmod(key_file.c_str(), 0600), 0) << strerror(errno);
+  EXPECT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 1));
+  EXPECT_EQ(ServedTlsFile(server->pid(), "key"),
+            ReadTextFile(pki + "/other_server.key"));
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "0");
+  EXPECT_TRUE(PollUntil([&] {
+    return ListPoolsWith(FreshTlsChannel(*server, pki, "other_ca.pem")).ok();
+  }));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// ---- Certificate validity
+// -----------------------------------------------------
+
+// An expired or not yet valid certificate does not stop the server or a
+// reload (clients decide; docs/SERVER.md §10, "Certificate validity"): it
+// is logged at error, one soon to expire at warn, once per load, and the
+// dates of the certificate in use are exported. The dates the tests expect
+// are those `openssl x509` reads from the files.
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// CertificateTime formats a certificate date as the server's lines do:
+// RFC 3339, UTC, whole seconds.
+std::string CertificateTime(absl::Time time) {
+  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%SZ", time, absl::UTCTimeZone());
+}
+
+// CertificateFields returns the fields, after `time`, of the line the
+// server logs at `level` as `event` for the first certificate of the PEM
+// file `pem` of subject `subject`, configured as `file` of `what`, ending
+// with `last` (reason, or days_left).
+Fields CertificateFields(const std::string& level, const std::string& event,
+                         const std::string& what, const std::string& file,
+                         const std::string& pem, const std::string& subject,
+                         const std::pair<std::string, std::string>& last) {
+  return {{"level", level},
+          {"event", event},
+          {"what", what},
+          {"file", file},
+          {"subject", subject},
+          {"not_before", CertificateTime(CertificateDate(pem, "startdate"))},
+          {"not_after", CertificateTime(CertificateDate(pem, "enddate"))},
+          last};
+}
+
+// EventLines returns the fields, after `time`, of every line of `event`
+// in the server's log so far.
+std::vector<Fields> EventLines(ServerProcess& server,
+                               const std::string& event) {
+  std::vector<Fields> lines;
+  for (const std::string& line : server.LogLines()) {
+    std::optional<Fields> fields = LogfmtFields(line);
+    if (!fields.has_value() || (*fields)[2].second != event) continue;
+    fields->erase(fields->begin());  // time
+    lines.push_back(*std::move(fields));
+  }
+  return lines;
+}
+
+// TlsDates is what /metrics says of the certificate dates of `what`:
+// each series' subject, and the dates of `subject` (-1 when absent).
+struct TlsDates {
+  std::vector<std::string> subjects;  // of not_after's series
+  int64_t not_before = -1;
+  int64_t not_after = -1;
+};
+
+TlsDates ScrapeTlsDates(const ServerProcess& server, const std::string& what,
+                        const std::string& subject) {
+  TlsDates dates;
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_TRUE(scrape.ok()) << scrape.status();
+  if (!scrape.ok()) return dates;
+  // Labels are exposed sorted by name: subject, then what.
+  const std::string of_what = absl::StrCat("\",what=\"", what, "\"}");
+  for (absl::string_view line : absl::StrSplit(*scrape, '\n')) {
+    if (absl::ConsumePrefix(
+            &line, "groove_tls_certificate_not_after_seconds{subject=\"") &&
+        absl::StrContains(line, of_what)) {
+      dates.subjects.emplace_back(line.substr(0, line.find('"')));
+    }
+  }
+  const std::string labels = absl::StrCat("{subject=\"", subject, of_what);
+  for (auto [bound, value] : {std::pair{"before", &dates.not_before},
+                              std::pair{"after", &dates.not_after}}) {
+    double seconds = 0;
+    if (absl::SimpleAtod(
+            MetricValue(*scrape, absl::StrCat("groove_tls_certificate_not_",
+                                              bound, "_seconds", labels)),
+            &seconds)) {
+      *value = static_cast<int64_t>(seconds);
+    }
+  }
+  return dates;
+}
+
+// UnixSeconds returns the date `which` ("startdate", "enddate") of `pem`
+// as openssl reads it, in UNIX seconds.
+int64_t UnixSeconds(const std::string& pem, const std::string& which) {
+  return absl::ToUnixSeconds(CertificateDate(pem, which));
+}
+
+// ExpectTlsDates checks that the server's /metrics has one series of the
+// certificate dates of `what`, that of `subject`, holding the dates
+// `openssl x509` reads from `pem`.
+void ExpectTlsDates(const ServerProcess& server, const std::string& what,
+                    const std::string& subject, const std::string& pem) {
+  const TlsDates dates = ScrapeTlsDates(server, what, subject);
+  EXPECT_THAT(dates.subjects, ::testing::ElementsAre(subject)) << what;
+  EXPECT_EQ(dates.not_after, UnixSeconds(pem, "enddate")) << what;
+  EXPECT_EQ(dates.not_before, UnixSeconds(pem, "startdate")) << what;
+}
+
+constexpr char kCaExtensions[] =
+    "basicConstraints=critical,CA:TRUE\n"
+    "keyUsage=critical,keyCertSign,cRLSign";
+
+TEST(ServerTlsValidityTest,
+     AnExpiredOrNotYetValidCertificateIsServedAndLogged) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  const absl::Time now = absl::Now();
+  struct Case {
+    std::string name;
+    absl::Time not_before;
+    absl::Time not_after;
+  };
+  for (const Case& c :
+       {Case{"expired", now - absl::Hours(30 * 24), now - absl::Hours(24)},
+        Case{"not_yet_valid", now + absl::Hours(24),
+             now + absl::Hours(30 * 24)}}) {
+    SCOPED_TRACE(c.name);
+    ASSERT_TRUE(MakeDatedCertificate(pki, c.name, "ca", "groove-" + c.name,
+                                     c.not_before, c.not_after)
+                    .ok());
+    const std::string pem = pki + "/" + c.name + ".pem";
+    const std::string subject = "CN=groove-" + c.name;
+    TempDir data;
+    std::vector<std::string> args = OnePool(data);
+    args.push_back("--tls-cert=" + pem);
+    args.push_back("--tls-key=" + pki + "/" + c.name + ".key");
+    // It serves: Start's health checks come from a client that does not
+    // check dates.
+    auto server = ServerProcess::Start(args, absl::Seconds(30),
+                                       DateBlindTlsClient(pki, "ca.pem"),
+                                       TlsChannelArgs());
+    ASSERT_NE(server, nullptr);
+    EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+    // A client that checks refuses the certificate.
+    EXPECT_EQ(
+        ListPoolsWith(FreshTlsChannel(*server, pki, "ca.pem")).error_code(),
+        grpc::StatusCode::UNAVAILABLE);
+    // Logged once (before `listening`, which Start waited for).
+    EXPECT_THAT(EventLines(*server, "tls_certificate_invalid"),
+                ::testing::ElementsAre(CertificateFields(
+                    "error", "tls_certificate_invalid", "cert", pem, pem,
+                    subject, {"reason", c.name})));
+    EXPECT_THAT(EventLines(*server, "tls_certificate_expiring"),
+                ::testing::IsEmpty());
+    ExpectTlsDates(*server, "cert", subject, pem);
+    EXPECT_EQ(server->Stop(), 0);
+  }
+}
+
+// Within 14 days of its end a certificate is a warning, with the whole
+// days left; further away, nothing is logged, but its dates are exported.
+TEST(ServerTlsValidityTest,
+     ACertificateNearItsEndIsAWarningAndOneFarFromItNot) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  const absl::Time now = absl::Now();
+  ASSERT_TRUE(MakeDatedCertificate(pki, "fortnight", "ca", "groove-fortnight",
+                                   now - absl::Hours(1),
+                                   now + absl::Hours(13 * 24 + 12))
+                  .ok());
+  ASSERT_TRUE(MakeDatedCertificate(pki, "month", "ca", "groove-month",
+                                   now - absl::Hours(1),
+                                   now + absl::Hours(30 * 24))
+                  .ok());
+  struct Case {
+    std::string name;       // NAME.pem, NAME.key
+    std::string subject;    // its subject
+    std::string days_left;  // "" when no line is due
+  };
+  // server.pem (MakeTestPki) is valid for one day: 0 whole days left.
+  for (const Case& c : {Case{"server", "CN=localhost", "0"},
+                        Case{"fortnight", "CN=groove-fortnight", "13"},
+                        Case{"month", "CN=groove-month", ""}}) {
+    SCOPED_TRACE(c.name);
+    const std::string pem = pki + "/" + c.name + ".pem";
+    TempDir data;
+    std::vector<std::string> args = OnePool(data);
+    args.push_back("--tls-cert=" + pem);
+    args.push_back("--tls-key=" + pki + "/" + c.name + ".key");
+    auto server = ServerProcess::Start(
+        args, absl::Seconds(30), TlsClient(pki, "ca.pem"), TlsChannelArgs());
+    ASSERT_NE(server, nullptr);
+    std::vector<Fields> expected;
+    if (!c.days_left.empty()) {
+      expected.push_back(CertificateFields("warn", "tls_certificate_expiring",
+                                           "cert", pem, pem, c.subject,
+                                           {"days_left", c.days_left}));
+    }
+    EXPECT_EQ(EventLines(*server, "tls_certificate_expiring"), expected);
+    EXPECT_THAT(EventLines(*server, "tls_certificate_invalid"),
+                ::testing::IsEmpty());
+    ExpectTlsDates(*server, "cert", c.subject, pem);
+    EXPECT_EQ(server->Stop(), 0);
+  }
+}
+
+// Every certificate of the --tls-client-ca bundle is judged; the metrics
+// show the one that expires first (one series, however large the bundle).
+TEST(ServerTlsValidityTest, EveryClientCaIsJudgedAndTheFirstToExpireExported) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  const absl::Time now = absl::Now();
+  ASSERT_TRUE(MakeDatedCertificate(pki, "old_ca", "ca", "groove-old-ca",
+                                   now - absl::Hours(60 * 24),
+                                   now - absl::Hours(2 * 24), kCaExtensions)
+                  .ok());
+  ASSERT_TRUE(MakeDatedCertificate(pki, "long_ca", "ca", "groove-long-ca",
+                                   now - absl::Hours(1),
+                                   now + absl::Hours(365 * 24), kCaExtensions)
+                  .ok());
+  // The test CA (one day left), the expired one, the long one.
+  const std::string bundle =
+      WriteTextFile(dir.path() + "/client_cas.pem",
+                    absl::StrCat(ReadTextFile(pki + "/ca.pem"),
+                                 ReadTextFile(pki + "/old_ca.pem"),
+                                 ReadTextFile(pki + "/long_ca.pem")));
+  const std::string cert = pki + "/server.pem";
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--tls-cert=" + cert);
+  args.push_back("--tls-key=" + pki + "/server.key");
+  args.push_back("--tls-client-ca=" + bundle);
+  auto server = ServerProcess::Start(args, absl::Seconds(30),
+                                     TlsClient(pki, "ca.pem", "client"),
+                                     TlsChannelArgs());
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(ListPoolsWith(server->channel()).ok());
+  EXPECT_THAT(
+      EventLines(*server, "tls_certificate_invalid"),
+      ::testing::ElementsAre(CertificateFields(
+          "error", "tls_certificate_invalid", "client_ca", bundle,
+          pki + "/old_ca.pem", "CN=groove-old-ca", {"reason", "expired"})));
+  EXPECT_THAT(
+      EventLines(*server, "tls_certificate_expiring"),
+      ::testing::ElementsAre(
+          CertificateFields("warn", "tls_certificate_expiring", "cert", cert,
+                            cert, "CN=localhost", {"days_left", "0"}),
+          CertificateFields("warn", "tls_certificate_expiring", "client_ca",
+                            bundle, pki + "/ca.pem", "CN=groove-test-ca",
+                            {"days_left", "0"})));
+  ExpectTlsDates(*server, "client_ca", "CN=groove-old-ca", pki + "/old_ca.pem");
+  ExpectTlsDates(*server, "cert", "CN=localhost", cert);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// A rotation to an expired certificate is served (the rotation is not
+// refused), logged once however many intervals the files stay, and its
+// dates replace the old certificate's: the old subject's series goes.
+TEST(ServerTlsValidityTest, ARotationToAnExpiredCertificateIsLoggedOnce) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  const absl::Time now = absl::Now();
+  ASSERT_TRUE(MakeDatedCertificate(pki, "expired", "ca", "groove-expired",
+                                   now - absl::Hours(30 * 24),
+                                   now - absl::Hours(24))
+                  .ok());
+  SecretVolume secret(dir.path() + "/tls");
+  auto server = StartOnTlsSecret(dir, pki, secret);
+  const std::string file = secret.path("tls.crt");
+  ASSERT_NE(server, nullptr);
+  ExpectTlsDates(*server, "cert", "CN=localhost", pki + "/server.pem");
+
+  secret.Write(TlsSecret(pki, "expired", "expired"));
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=tls_certificate_invalid", "reason=expired"}, 1));
+  EXPECT_THAT(
+      EventLines(*server, "tls_certificate_invalid"),
+      ::testing::ElementsAre(CertificateFields(
+          "error", "tls_certificate_invalid", "cert", file,
+          pki + "/expired.pem", "CN=groove-expired", {"reason", "expired"})));
+  // Installed, not refused.
+  EXPECT_EQ(ReloadCount(*server, "tls", "ok"), "1");
+  EXPECT_EQ(ReloadFailing(*server, "tls"), "0");
+  EXPECT_EQ(ServedTlsFile(server->pid(), "cert"),
+            ReadTextFile(pki + "/expired.pem"));
+  ExpectTlsDates(*server, "cert", "CN=groove-expired", pki + "/expired.pem");
+
+  // The next rotation, to a good certificate, comes many 100 ms intervals
+  // later: the expired one was logged once all the same.
+  secret.Write(TlsSecret(pki, "other_server", "other_server"));
+  ASSERT_TRUE(
+      server->WaitForLogCount({"event=credentials_reloaded", "what=tls"}, 2));
+  EXPECT_EQ(server->LogCount({"event=tls_certificate_invalid"}), 1u);
+  ExpectTlsDates(*server, "cert", "CN=localhost", pki + "/other_server.pem");
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 // ---- Resource limits

@@ -1,8 +1,10 @@
 // groove/v1/token_file.h: the mode a file holding bearer tokens must have,
 // one rule for both ends: groove-volumed's `--auth-tokens` file (every
 // client's token, admins' included) and a client's `--token-file`
-// (groove::client, groovectl). Hand-written, like call_metadata.h: the
-// server and the client library share no other library.
+// (groove::client, groovectl). groove-volumed applies it to its TLS
+// private key (`--tls-key`) too: a secret of the same weight. Hand-written,
+// like call_metadata.h: the server and the client library share no other
+// library.
 //
 // Example:
 //   struct stat st;

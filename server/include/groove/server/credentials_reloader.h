@@ -19,8 +19,11 @@
 //     (CheckTlsFiles) on each change. Files that pass are copied into the
 //     ServedTlsFiles below, which gRPC's FileWatcherCertificateProvider
 //     re-reads on its own thread (server.cc), and logged
-//     `event=credentials_reloaded what=tls`; files that do not (a key that
-//     is not the certificate's, a file that is not PEM, one missing) are
+//     `event=credentials_reloaded what=tls`, after the certificates'
+//     validity (ReportTlsCertificates, security.h: the date metrics set,
+//     an expired, not yet valid or soon expiring certificate logged);
+//     files that do not (a key that is not the certificate's, a key
+//     others may read, a file that is not PEM, one missing) are
 //     logged `level=error event=credentials_reload_failed what=tls` with
 //     the start-up check's message, and gRPC keeps serving the last good
 //     ones. (Watching the configured files itself, gRPC 1.51 would take a

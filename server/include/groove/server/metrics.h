@@ -37,6 +37,17 @@
 //                                      result="ok"|"failed"}
 //     groove_credentials_reload_failing{what}: 1 while the newest change
 //       of those files was refused (the server serves older ones), else 0
+//   per TLS certificate file, set when the files are loaded at start-up
+//   and at each reload that installs them (SetTlsCertificate; security.h,
+//   ReportTlsCertificates):
+//     groove_tls_certificate_not_after_seconds{what="cert"|"client_ca",
+//                                              subject}
+//     groove_tls_certificate_not_before_seconds{what, subject}
+//       the UNIX time of the certificate's notAfter / notBefore: for cert,
+//       the server's own certificate (the first of --tls-cert); for
+//       client_ca, the certificate of the --tls-client-ca bundle that
+//       expires first. At most one series per `what` (two per metric):
+//       `subject` is replaced, not added to, when the certificate changes.
 //
 // Status codes are labelled with their canonical upper-case names
 // ("INVALID_ARGUMENT"), the same names the logs use.
@@ -104,6 +115,14 @@ inline constexpr int kCredentialsCount = 2;
 // CredentialsName returns "auth_tokens" or "tls".
 absl::string_view CredentialsName(Credentials what);
 
+// The TLS files whose certificates' dates the server exports
+// (SetTlsCertificate): --tls-cert, --tls-client-ca.
+enum class TlsCertificateFile : int { kCert, kClientCa };
+inline constexpr int kTlsCertificateFileCount = 2;
+
+// TlsCertificateFileName returns "cert" or "client_ca".
+absl::string_view TlsCertificateFileName(TlsCertificateFile what);
+
 // LatencyHistogram is a lock-free histogram of durations in seconds, with
 // fixed buckets fit for RPCs from 1 us to a minute: the handlers of
 // ListPools, Inspect (summary) and RemoveVolume take about a microsecond,
@@ -168,6 +187,17 @@ class ServerMetrics {
   // Thread safety: lock-free. Cost: O(1).
   void RecordCredentialsReload(Credentials what, bool ok);
 
+  // SetTlsCertificate makes groove_tls_certificate_not_before_seconds and
+  // groove_tls_certificate_not_after_seconds{what, subject} hold
+  // `not_before` and `not_after` (UNIX seconds) of the certificate
+  // `subject` of file `what`, and removes the series of the subject set
+  // before for `what` if it was another: a rotated-away certificate leaves
+  // no stale series. REQUIRES: one thread at a time calls it (start-up,
+  // then the reloader's). Thread safety: safe concurrently with scrapes
+  // (prometheus-cpp's family lock). Cost: O(1).
+  void SetTlsCertificate(TlsCertificateFile what, const std::string& subject,
+                         absl::Time not_before, absl::Time not_after);
+
   // collectables returns what an Exposer must collect from. The Exposer
   // keeps weak pointers: keep this object alive while it serves.
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables() const;
@@ -185,6 +215,18 @@ class ServerMetrics {
       credentials_reloads_{};
   // credentials_failing_[what]; every entry is set.
   std::array<prometheus::Gauge*, kCredentialsCount> credentials_failing_{};
+  // The TLS certificate dates: families registered at construction, and
+  // per file the series set last (null gauges until the first
+  // SetTlsCertificate of that file). Only SetTlsCertificate's thread
+  // touches tls_series_.
+  prometheus::Family<prometheus::Gauge>* tls_not_before_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* tls_not_after_ = nullptr;
+  struct TlsSeries {
+    std::string subject;
+    prometheus::Gauge* not_before = nullptr;
+    prometheus::Gauge* not_after = nullptr;
+  };
+  std::array<TlsSeries, kTlsCertificateFileCount> tls_series_;
   // The histograms and the scrape-time collectors.
   std::shared_ptr<prometheus::Collectable> latency_collector_;
   std::array<LatencyHistogram, kRpcMethodCount>* latency_ = nullptr;

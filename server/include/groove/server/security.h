@@ -58,6 +58,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "groove/server/metrics.h"
 #include "groove/v1/config.pb.h"
@@ -247,21 +248,72 @@ struct TlsFiles {
 
 // ReadTlsFiles reads the files `tls` names, as they are now. Each must be
 // a regular file (after symlinks): a FIFO or device is refused without
-// waiting on it or reading it.
+// waiting on it or reading it. The private key (key_file) must also be a
+// file others may not read, by the rule of token files (ReadTokenFile,
+// groove/v1/token_file.h: 0600, 0400, root-owned 0640 or 0440): whoever
+// reads it can pose as the server.
 // Errors: INVALID_ARGUMENT "TLS needs both --tls-cert ..." when cert_file
 // or key_file is empty; INVALID_ARGUMENT "--tls-cert (tls.cert_file)
 // PATH: cannot read: REASON" (likewise --tls-key, --tls-client-ca) when a
-// file cannot be read or is not a regular file. Changes nothing.
+// file cannot be read or is not a regular file; INVALID_ARGUMENT
+// "--tls-key (tls.key_file) PATH: is accessible to others (mode 0644);
+// chmod 600 PATH" (likewise the rule's other problems). Never puts the
+// key's text in a message. Changes nothing.
 absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls);
+
+// TlsCertificate is who a certificate of the TLS files names and when it
+// is valid: what ReportTlsCertificates reports.
+struct TlsCertificate {
+  TlsCertificateFile what = TlsCertificateFile::kCert;  // the file it is in
+  std::string subject;    // RFC 2253, e.g. "CN=localhost,O=Example"
+  absl::Time not_before;  // not valid before (UTC, whole seconds)
+  absl::Time not_after;   // not valid after
+};
 
 // CheckTlsFiles checks, with OpenSSL, that `files` (read from the paths of
 // `tls`) hold what they should: at least one certificate (cert_file,
-// client_ca_file), every PEM certificate valid, an unencrypted private key
-// (key_file) that matches the first certificate of cert_file.
+// client_ca_file), every PEM certificate valid with dates OpenSSL can
+// read, an unencrypted private key (key_file) that matches the first
+// certificate of cert_file. It does not judge the dates against the
+// clock: an expired or not yet valid certificate passes (reported by
+// ReportTlsCertificates). Returns the certificates whose validity the
+// server reports: the first of cert_file (the server's own; the rest of
+// the chain is its issuers'), then every one of client_ca_file, in order.
 // Errors: INVALID_ARGUMENT "--tls-key (tls.key_file) PATH: <problem>"
 // (likewise --tls-cert, --tls-client-ca). Thread safety: pure (OpenSSL's
 // error queue is per thread). Cost: parses every certificate.
-absl::Status CheckTlsFiles(const v1::TlsConfig& tls, const TlsFiles& files);
+absl::StatusOr<std::vector<TlsCertificate>> CheckTlsFiles(
+    const v1::TlsConfig& tls, const TlsFiles& files);
+
+// kTlsExpiryWarning: a certificate that expires within this time of a
+// load is logged at warn (ReportTlsCertificates); the alert
+// GrooveTlsCertificateExpiresSoon (deploy/prometheus) uses the same 14
+// days: time for a renewal that failed on its own to be noticed and made
+// by hand (cert-manager renews at two thirds of a 90-day life, 30 days
+// before the end).
+inline constexpr absl::Duration kTlsExpiryWarning = absl::Hours(14 * 24);
+
+// ReportTlsCertificates tells the operator about the validity of
+// `certificates` (CheckTlsFiles' result for `tls`) at `now`: the files
+// were just loaded, at start-up or by a reload that installs a change.
+// Each certificate that is not valid at `now` is logged
+//   level=error event=tls_certificate_invalid what=cert|client_ca
+//     file=PATH subject=... not_before=RFC3339 not_after=RFC3339
+//     reason=expired|not_yet_valid
+// and each that expires within kTlsExpiryWarning
+//   level=warn event=tls_certificate_expiring what file subject
+//     not_before not_after days_left=N   (whole days, rounded down)
+// Nothing is logged for the others. The server still serves such files
+// (docs/SERVER.md §10, "Certificate validity": clients decide, and
+// refusing them would turn a late renewal into an outage). It also sets
+// the metrics (ServerMetrics::SetTlsCertificate) of the cert file's
+// certificate and of the client CA that expires first. Called once per
+// load, so a file that stays is not logged again every interval.
+// REQUIRES: the caller is the one thread that sets the TLS metrics
+// (start-up, then the reloader's). Cost: O(certificates).
+void ReportTlsCertificates(const v1::TlsConfig& tls,
+                           const std::vector<TlsCertificate>& certificates,
+                           absl::Time now, ServerMetrics* metrics);
 
 // LoadTlsCredentials reads (ReadTlsFiles) and checks (CheckTlsFiles) the
 // PEM files named by `tls` and returns the options of
