@@ -387,6 +387,37 @@ CommandResult BufCurl(const ServerProcess& server,
   return RunCommand(argv, "", absl::Seconds(60));
 }
 
+// A client looping on a wrong token (UNAUTHENTICATED, before any pool is
+// looked up) cannot flood the log: its refusals are lines only up to the
+// refusal line budget (default 100 a second), the rest counted.
+TEST(ServerAuthTest, WrongTokenRefusalsAreLinesOnlyUpToTheirBudget) {
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  WriteTextFile(tokens, absl::StrCat(kAdminToken, " admin\n"));
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + tokens);
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  constexpr uint64_t kRefusals = 1000;
+  const absl::Time start = absl::Now();
+  for (uint64_t i = 0; i < kRefusals; ++i) {
+    ASSERT_EQ(ListPoolsWith(server->channel(), kUnknownToken).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  const absl::Time end = absl::Now();
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(CounterValue(
+                *metrics, "grpc_server_handled_total",
+                {"grpc_method=\"ListPools\"", "grpc_code=\"UNAUTHENTICATED\""}),
+            kRefusals);
+  EXPECT_EQ(server->Stop(), 0);
+  ASSERT_TRUE(server->WaitForLog("event=stopped").has_value());
+  ExpectRefusalLinesWithinBudget(server->LogLines(), kRefusals, 100, start, end,
+                                 *metrics);
+}
+
 TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {
   ASSERT_EQ(access(GROOVE_BUF_BIN, X_OK), 0)
       << GROOVE_BUF_BIN << " is missing: run script/bootstrap";
