@@ -408,6 +408,7 @@ int main(int argc, char** argv) {
     if (!loaded.ok()) {
       return Fail(kExitBadConfig, "bad_config", loaded.status());
     }
+    groove::server::LogTokenLikeComments(*loaded, config->auth_tokens_file());
     tokens = *std::move(loaded);
   }
 

@@ -609,6 +609,46 @@ TEST(ServerCredentialsReloadTest,
   }
 }
 
+// A token that starts with '#' can only be a comment in the server's
+// token file, so its client is refused (UNAUTHENTICATED) with no clue. The
+// server says so when it reads such a file, at start-up and at each
+// reload: a comment that reads as a whole `TOKEN ROLE` line is named (by
+// line, never by token). A plain comment, or a token line commented out
+// with '# ' (a space), is not.
+TEST(ServerCredentialsReloadTest, ACommentThatReadsAsATokenLineIsNamed) {
+  TempDir dir;
+  const std::string hash_token = absl::StrCat("#", kUnknownToken);
+  SecretVolume secret(dir.path() + "/tokens");
+  secret.Write({{"tokens", absl::StrCat("# test tokens\n", kAdminToken,
+                                        " admin\n", hash_token, " reader\n# ",
+                                        kReaderToken, " reader\n")}});
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + secret.path("tokens"));
+  args.push_back("--credentials-refresh=100ms");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "auth_tokens=1"}), 1u);
+  EXPECT_EQ(ListPoolsWith(server->channel(), hash_token).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  const std::vector<std::string> named = {
+      "level=warn", "event=auth_tokens_comment_reads_as_token",
+      "file=" + secret.path("tokens"), "lines=3 "};
+  EXPECT_EQ(server->LogCount(named), 1u) << server->LogText();
+  // A reload names them again, from the new file.
+  secret.Write({{"tokens", absl::StrCat(hash_token, " admin\n", kAdminToken,
+                                        " admin\n")}});
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reloaded", "what=auth_tokens", "tokens=1"}, 1));
+  EXPECT_EQ(server->LogCount({"level=warn",
+                              "event=auth_tokens_comment_reads_as_token",
+                              "lines=1 "}),
+            1u)
+      << server->LogText();
+  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_THAT(server->LogText(), Not(HasSubstr(kUnknownToken)));
+  EXPECT_THAT(server->LogText(), Not(HasSubstr(kReaderToken)));
+}
+
 TEST(ServerCredentialsReloadTest, RefreshZeroKeepsTheStartUpTokens) {
   TempDir dir;
   SecretVolume secret(dir.path() + "/tokens");

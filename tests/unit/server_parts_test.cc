@@ -1054,6 +1054,24 @@ TEST(TokenTableTest, ParsesPairsCommentsBlankLinesAndCrLf) {
   EXPECT_EQ(one->Lookup(longest), Role::kAdmin);
 }
 
+// A comment stays a comment, but one that reads as a whole `TOKEN ROLE`
+// line ('#' then a valid token and role) is listed: it may be a token
+// that starts with '#', which no client can use. Not listed: a plain
+// comment, a token line commented out with '# ', or '#' then a line that
+// would not parse.
+TEST(TokenTableTest, CommentsThatReadAsTokenLinesAreListed) {
+  absl::StatusOr<TokenTable> table = TokenTable::Parse(
+      absl::StrCat("# operators\n#", kReaderToken, " reader\n", kAdminToken,
+                   " admin\n# ", kReaderToken, " reader\n  #", kReaderToken,
+                   "\tadmin\r\n#short admin\n#", kReaderToken, " root\n"),
+      "test");
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->size(), 1u);
+  EXPECT_EQ(table->Lookup(absl::StrCat("#", kReaderToken)), Role::kNone);
+  EXPECT_THAT(table->token_like_comments(), ::testing::ElementsAre(2, 5));
+  EXPECT_THAT(TwoTokens().token_like_comments(), ::testing::IsEmpty());
+}
+
 TEST(TokenTableTest, LookupMatchesOnlyTheWholeToken) {
   const TokenTable table = TwoTokens();
   const std::string admin = kAdminToken;
