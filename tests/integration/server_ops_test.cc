@@ -448,32 +448,23 @@ TEST(ServerLogTest, RefusalsBeyondTheirBudgetAreCountedNotWritten) {
   quarantined.set_pool("b");
   v1::InspectResponse inspected;
   v1::ReclaimVolumeResponse reclaimed;
-  const absl::Time start = absl::Now();
-  for (uint64_t i = 0; i < kRefusals; ++i) {
-    if (i % kFaultEvery == kFaultEvery / 2) {
-      ASSERT_EQ(Inspect(*stub, quarantined, &inspected).error_code(),
-                grpc::StatusCode::DATA_LOSS);
-      ++faults;
-    }
-    if (i % 2 == 0) {
-      ASSERT_EQ(Inspect(*stub, missing, &inspected).error_code(),
-                grpc::StatusCode::NOT_FOUND);
-    } else {
-      // No index: refused before the pool is touched.
-      ASSERT_EQ(Reclaim(*stub, "a", std::nullopt, &reclaimed).error_code(),
-                grpc::StatusCode::INVALID_ARGUMENT);
-    }
-  }
-  const absl::Time end = absl::Now();
-  // Every call is done: the metrics already count every call and every
-  // refused line.
-  absl::StatusOr<std::string> metrics =
-      HttpGet(server->metrics_address(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  EXPECT_EQ(server->Stop(), 0);
-  ASSERT_TRUE(server->WaitForLog("event=stopped").has_value());
-  ExpectRefusalLinesWithinBudget(server->LogLines(), kRefusals, 100, start, end,
-                                 *metrics);
+  const std::string metrics =
+      RunRefusalBurst(*server, kRefusals, 100, [&](uint64_t i) {
+        if (i % kFaultEvery == kFaultEvery / 2) {
+          ASSERT_EQ(Inspect(*stub, quarantined, &inspected).error_code(),
+                    grpc::StatusCode::DATA_LOSS);
+          ++faults;
+        }
+        if (i % 2 == 0) {
+          ASSERT_EQ(Inspect(*stub, missing, &inspected).error_code(),
+                    grpc::StatusCode::NOT_FOUND);
+        } else {
+          // No index: refused before the pool is touched.
+          ASSERT_EQ(Reclaim(*stub, "a", std::nullopt, &reclaimed).error_code(),
+                    grpc::StatusCode::INVALID_ARGUMENT);
+        }
+      });
+  ASSERT_FALSE(HasFatalFailure());
   EXPECT_EQ(TallyLog(server->LogLines()).fault_lines, faults)
       << server->LogText();
   EXPECT_EQ(server->LogCount(
@@ -481,7 +472,7 @@ TEST(ServerLogTest, RefusalsBeyondTheirBudgetAreCountedNotWritten) {
             faults);
   auto handled = [&](const char* code, const char* method) {
     return MetricValue(
-        *metrics,
+        metrics,
         absl::StrCat("grpc_server_handled_total{grpc_code=\"", code,
                      "\",grpc_method=\"", method,
                      "\",grpc_service=\"groove.v1.VolumePoolService\"}"));
@@ -492,7 +483,7 @@ TEST(ServerLogTest, RefusalsBeyondTheirBudgetAreCountedNotWritten) {
   EXPECT_EQ(handled("DATA_LOSS", "Inspect"), absl::StrCat(faults));
   EXPECT_EQ(
       MetricValue(
-          *metrics,
+          metrics,
           R"(groove_pool_errors_total{code="INVALID_ARGUMENT",op="reclaim",pool="a"})"),
       absl::StrCat(kRefusals / 2));
 }
@@ -506,23 +497,13 @@ TEST(ServerLogTest, ARefusalBudgetOfZeroWritesEveryLine) {
   auto server = ServerProcess::Start(args);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
-  constexpr uint64_t kRefusals = 300;
   v1::InspectRequest missing;
   missing.set_pool("no-such-pool");
   v1::InspectResponse inspected;
-  const absl::Time start = absl::Now();
-  for (uint64_t i = 0; i < kRefusals; ++i) {
+  RunRefusalBurst(*server, 300, 0, [&](uint64_t) {
     ASSERT_EQ(Inspect(*stub, missing, &inspected).error_code(),
               grpc::StatusCode::NOT_FOUND);
-  }
-  const absl::Time end = absl::Now();
-  absl::StatusOr<std::string> metrics =
-      HttpGet(server->metrics_address(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  EXPECT_EQ(server->Stop(), 0);
-  ASSERT_TRUE(server->WaitForLog("event=stopped").has_value());
-  ExpectRefusalLinesWithinBudget(server->LogLines(), kRefusals, 0, start, end,
-                                 *metrics);
+  });
 }
 
 // ---- A volume quarantined by RemoveVolume -----------------------------------

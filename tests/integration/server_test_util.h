@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -26,6 +27,7 @@
 #include "groove/v1/volume_pool.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "support/server_process.h"
+#include "support/subprocess.h"
 
 namespace groove::testing {
 
@@ -270,6 +272,35 @@ inline void ExpectRefusalLinesWithinBudget(
   EXPECT_EQ(MetricValue(metrics,
                         R"(groove_log_lines_suppressed_total{kind="refusal"})"),
             absl::StrCat(suppressed));
+}
+
+// RunRefusalBurst makes `refusals` refused calls of the client's doing
+// against `server`, one after another (`call(i)` makes call i and checks
+// its code), scrapes its metrics, stops it and checks its log with
+// ExpectRefusalLinesWithinBudget under `per_second`. Returns the scrape
+// for the caller's own checks ("" when a step failed, with a failure
+// recorded).
+inline std::string RunRefusalBurst(ServerProcess& server, uint64_t refusals,
+                                   uint64_t per_second,
+                                   const std::function<void(uint64_t)>& call) {
+  const absl::Time start = absl::Now();
+  for (uint64_t i = 0; i < refusals && !::testing::Test::HasFatalFailure();
+       ++i) {
+    call(i);
+  }
+  const absl::Time end = absl::Now();
+  if (::testing::Test::HasFatalFailure()) return "";
+  // Every call is done: the metrics already count every call and every
+  // refused line.
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(server.Stop(), 0);
+  EXPECT_TRUE(server.WaitForLog("event=stopped").has_value());
+  if (!metrics.ok()) return "";
+  ExpectRefusalLinesWithinBudget(server.LogLines(), refusals, per_second, start,
+                                 end, *metrics);
+  return *std::move(metrics);
 }
 
 }  // namespace groove::testing
