@@ -75,6 +75,15 @@ DEFAULT_PROTO_DIR = os.path.join(HERE, "..", "..", "proto")
 # The server's token rule (server/include/groove/server/security.h).
 MIN_TOKEN_BYTES = 16
 MAX_TOKEN_BYTES = 256
+# A line of the server's token file that starts with it is a comment, so
+# no token may start with it; the C++ clients' rule, with their message
+# (proto/include/groove/v1/token_file.h: kTokenFileComment,
+# TokenStartProblem).
+TOKEN_FILE_COMMENT = b"#"
+TOKEN_START_PROBLEM = ("the token starts with '#', which makes its line in "
+                       "the server's token file a comment: no server can "
+                       "accept it; generate another (e.g. openssl rand -hex "
+                       "32)")
 
 
 class UsageError(Exception):
@@ -156,6 +165,8 @@ def read_token_file(path):
                              (flag, path, problem,
                               stat.S_IMODE(st.st_mode), path))
     token = read_file(path, flag).split(b"\n", 1)[0].strip()
+    if token.startswith(TOKEN_FILE_COMMENT):
+        raise UsageError("%s %s: %s" % (flag, path, TOKEN_START_PROBLEM))
     if not MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES:
         raise UsageError("%s %s: the token is %d bytes; tokens are %d to %d "
                          "bytes" % (flag, path, len(token), MIN_TOKEN_BYTES,

@@ -62,11 +62,18 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
 }
 
 // CheckToken checks the server's token rule: kMinTokenBytes to
-// kMaxTokenBytes printable ASCII characters other than space. `from_file`:
-// the token is a token file's first line, where a space or tab most often
-// means a line copied from the server's `TOKEN ROLE` file: say so.
+// kMaxTokenBytes printable ASCII characters other than space, not
+// starting with '#' (v1::TokenStartProblem: the server's file can only
+// hold such a token as a comment). `from_file`: the token is a token
+// file's first line, where a space or tab most often means a line copied
+// from the server's `TOKEN ROLE` file: say so.
 absl::Status CheckToken(absl::string_view token, absl::string_view what,
                         bool from_file) {
+  if (const char* problem =
+          v1::TokenStartProblem(std::string_view(token.data(), token.size()));
+      *problem != '\0') {
+    return Bad(what, problem);
+  }
   if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
     return Bad(
         what, absl::StrCat("the token is ", token.size(), " bytes; tokens are ",

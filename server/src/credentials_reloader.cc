@@ -154,6 +154,7 @@ void CredentialsReloader::CheckTokens() {
     absl::StatusOr<TokenTable> table = TokenTable::Parse(
         *read, absl::StrCat("--auth-tokens=", options_.auth_tokens_file));
     if (table.ok()) {
+      LogTokenLikeComments(*table, options_.auth_tokens_file);
       const size_t tokens = table->size();
       const size_t admins = table->RoleCount(Role::kAdmin);
       options_.tokens->Install(*std::move(table));

@@ -142,11 +142,29 @@ static_assert(std::is_trivially_destructible_v<std::atomic<Batching*>>);
 constinit LineBudget routine_budget(0);
 static_assert(std::is_trivially_destructible_v<LineBudget>);
 
+// The budget of refused calls' lines, likewise (log.h, "A budget for the
+// lines of refused calls").
+constinit LineBudget refusal_budget(0);
+
+// AppendSuppressed has `append` the log_lines_suppressed line of `budget`
+// (of `kind`, its flag `flag`) when it refused lines not yet reported.
+template <typename Append>
+void AppendSuppressed(LineBudget& budget, absl::string_view kind,
+                      absl::string_view flag, const Append& append) {
+  if (const uint64_t n = budget.TakeSuppressed(); n > 0) {
+    append(FormatLogLine(absl::Now(), LogLevel::kWarn, "log_lines_suppressed",
+                         {{"kind", kind},
+                          {"count", n},
+                          {"reason", absl::StrCat("over ", flag)}}));
+  }
+}
+
 // WriteQueuedThen writes every queued line, then `last` (may be empty), in
 // writes of at most PIPE_BUF bytes that end at line ends (a longer line
 // is written alone). Two threads draining at once each write the lines
-// they took.
-void WriteQueuedThen(absl::string_view last) {
+// they took. With `report_suppressed`, the log_lines_suppressed line of
+// each budget with refused lines not yet reported comes first.
+void WriteQueuedThen(absl::string_view last, bool report_suppressed = true) {
   Batching* const batching = started_batching.load(std::memory_order_acquire);
   std::string out;
   const auto append = [&](absl::string_view line) {
@@ -156,10 +174,11 @@ void WriteQueuedThen(absl::string_view last) {
     }
     out.append(line.data(), line.size());
   };
-  if (const uint64_t n = routine_budget.TakeSuppressed(); n > 0) {
-    append(FormatLogLine(
-        absl::Now(), LogLevel::kWarn, "log_lines_suppressed",
-        {{"count", n}, {"reason", "over --log_routine_lines_per_second"}}));
+  if (report_suppressed) {
+    AppendSuppressed(routine_budget, "routine",
+                     "--log_routine_lines_per_second", append);
+    AppendSuppressed(refusal_budget, "refusal",
+                     "--log_refusal_lines_per_second", append);
   }
   std::string* queued = nullptr;
   while (batching != nullptr && batching->queue.pop(queued)) {
@@ -206,12 +225,13 @@ void RouteProtobufLogs() {
 
 namespace {
 
-// LogRoutine writes a routine line under the budget: LogDeferred when
-// `may_queue`, else at once (after the queued lines) once admitted.
-void LogRoutine(bool may_queue, LogLevel level, absl::string_view event,
-                std::initializer_list<LogField> fields) {
+// LogBudgeted writes a line under `budget`: once admitted, queued as
+// LogDeferred's when `may_queue`, else at once (after the queued lines).
+void LogBudgeted(LineBudget& budget, bool may_queue, LogLevel level,
+                 absl::string_view event,
+                 std::initializer_list<LogField> fields) {
   const absl::Time now = absl::Now();
-  if (!routine_budget.Admit(absl::ToUnixSeconds(now))) {
+  if (!budget.Admit(absl::ToUnixSeconds(now))) {
     return;  // counted; reported by the next write of the log
   }
   Batching* const batching = started_batching.load(std::memory_order_acquire);
@@ -232,7 +252,12 @@ void LogRoutine(bool may_queue, LogLevel level, absl::string_view event,
 
 void LogDeferred(LogLevel level, absl::string_view event,
                  std::initializer_list<LogField> fields) {
-  LogRoutine(/*may_queue=*/true, level, event, fields);
+  LogBudgeted(routine_budget, /*may_queue=*/true, level, event, fields);
+}
+
+void LogRefusal(LogLevel level, absl::string_view event,
+                std::initializer_list<LogField> fields) {
+  LogBudgeted(refusal_budget, /*may_queue=*/false, level, event, fields);
 }
 
 void RouteGrpcLogs() {
@@ -255,11 +280,11 @@ void RouteGrpcLogs() {
     const absl::string_view message =
         args->message != nullptr ? args->message : "";
     if (args->severity == GPR_LOG_SEVERITY_ERROR) {
-      LogRoutine(/*may_queue=*/false, LogLevel::kWarn, "grpc_log",
-                 {{"source", source}, {"message", message}});
+      LogBudgeted(routine_budget, /*may_queue=*/false, LogLevel::kWarn,
+                  "grpc_log", {{"source", source}, {"message", message}});
     } else {
-      LogRoutine(/*may_queue=*/true, LogLevel::kInfo, "grpc_log",
-                 {{"source", source}, {"message", message}});
+      LogBudgeted(routine_budget, /*may_queue=*/true, LogLevel::kInfo,
+                  "grpc_log", {{"source", source}, {"message", message}});
     }
   });
 }
@@ -311,14 +336,30 @@ void SetRoutineLineBudget(uint64_t per_second) {
   routine_budget.Reset(per_second);
 }
 
+uint64_t RefusalLinesSuppressedTotal() {
+  return refusal_budget.suppressed_total();
+}
+
+void SetRefusalLineBudget(uint64_t per_second) {
+  refusal_budget.Reset(per_second);
+}
+
 void StartLogBatching(absl::Duration interval) {
   // Relaxed: only this function, on this one thread, stores it.
   Batching* batching = started_batching.load(std::memory_order_relaxed);
   if (batching == nullptr) batching = new Batching;  // never deleted
   batching->stop = std::make_unique<absl::Notification>();
   batching->flusher = std::thread([interval, stop = batching->stop.get()] {
+    // The counts of suppressed lines at most once a second from here:
+    // under a flood every flush would have some (ten lines a second at
+    // the default interval), and once a second says as much. Any other
+    // write still reports what is pending, so the count is never lost.
+    absl::Time last_report = absl::InfinitePast();
     while (!stop->WaitForNotificationWithTimeout(interval)) {
-      WriteQueuedThen("");
+      const absl::Time now = absl::Now();
+      const bool report = now - last_report >= absl::Seconds(1);
+      if (report) last_report = now;
+      WriteQueuedThen("", report);
     }
   });
   batching->on.store(true, std::memory_order_relaxed);

@@ -82,7 +82,16 @@ ABSL_FLAG(int64_t, log_routine_lines_per_second, 100,
           "at most this many lines of routine events (each add and remove, "
           "and libprotobuf's and gRPC's own lines, which a peer can cause) "
           "a second; the rest are counted in one log_lines_suppressed line "
-          "per flush. 0: every line. The server's other warnings and errors "
+          "per flush. 0: every line. Refused calls' lines have a budget of "
+          "their own (--log_refusal_lines_per_second); the server's other "
+          "warnings and errors are never limited");
+ABSL_FLAG(int64_t, log_refusal_lines_per_second, 100,
+          "at most this many rpc_error lines a second of calls refused for "
+          "their client's own doing (INVALID_ARGUMENT, NOT_FOUND, "
+          "UNAUTHENTICATED, PERMISSION_DENIED, ...), which a client looping "
+          "on a bad call could make by the thousand; the rest are counted in "
+          "one log_lines_suppressed kind=refusal line per flush. 0: every "
+          "line. Server faults (DATA_LOSS, INTERNAL, UNKNOWN, UNAVAILABLE) "
           "are never limited");
 ABSL_FLAG(int, add_workers_per_pool, 4,
           "threads per pool that take memory for AddVolume (1 to 64)");
@@ -299,6 +308,15 @@ int main(int argc, char** argv) {
                     " is negative; use 0 for no limit")));
   }
   groove::server::SetRoutineLineBudget(static_cast<uint64_t>(routine_lines));
+  const int64_t refusal_lines =
+      absl::GetFlag(FLAGS_log_refusal_lines_per_second);
+  if (refusal_lines < 0) {
+    return Fail(kExitBadConfig, "bad_flags",
+                absl::InvalidArgumentError(absl::StrCat(
+                    "--log_refusal_lines_per_second: ", refusal_lines,
+                    " is negative; use 0 for no limit")));
+  }
+  groove::server::SetRefusalLineBudget(static_cast<uint64_t>(refusal_lines));
   groove::server::RouteProtobufLogs();
   groove::server::RouteGrpcLogs();
   const absl::Duration drain_grace = absl::GetFlag(FLAGS_drain_grace);
@@ -390,6 +408,7 @@ int main(int argc, char** argv) {
     if (!loaded.ok()) {
       return Fail(kExitBadConfig, "bad_config", loaded.status());
     }
+    groove::server::LogTokenLikeComments(*loaded, config->auth_tokens_file());
     tokens = *std::move(loaded);
   }
 

@@ -319,19 +319,27 @@ class ProcessCollector final : public prometheus::Collectable {
   }
 };
 
-// LogCollector exposes how many routine log lines the budget refused
-// (log.h), so a flood that thins the audit trail shows on a dashboard.
+// LogCollector exposes how many log lines each budget refused (log.h),
+// so a flood that thins the audit trail, or a client looping on refused
+// calls, shows on a dashboard.
 class LogCollector final : public prometheus::Collectable {
  public:
   std::vector<MetricFamily> Collect() const override {
     MetricFamily family = Family(
         "groove_log_lines_suppressed_total",
-        "Routine log lines (adds, removes) not written because they were "
-        "over --log_routine_lines_per_second; the log counts them in "
+        "Log lines not written because they were over their budget: "
+        "kind=routine, adds and removes over "
+        "--log_routine_lines_per_second; kind=refusal, rpc_error lines of "
+        "calls refused for their client's doing over "
+        "--log_refusal_lines_per_second. The log counts them in "
         "log_lines_suppressed lines.",
         MetricType::Counter);
     family.metric.push_back(Sample(
-        {}, static_cast<double>(RoutineLinesSuppressedTotal()), family.type));
+        {{"kind", "routine"}},
+        static_cast<double>(RoutineLinesSuppressedTotal()), family.type));
+    family.metric.push_back(Sample(
+        {{"kind", "refusal"}},
+        static_cast<double>(RefusalLinesSuppressedTotal()), family.type));
     return {std::move(family)};
   }
 };

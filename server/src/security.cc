@@ -13,12 +13,15 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/civil_time.h"
@@ -180,6 +183,57 @@ Role RequiredRole(RpcMethod method, bool verify) {
   return Role::kAdmin;
 }
 
+namespace {
+
+// TokenLine is a `TOKEN ROLE` line's fields.
+struct TokenLine {
+  absl::string_view token;
+  Role role = Role::kNone;
+};
+
+// ParseTokenLine reads `content` (a line, stripped, not blank) as `TOKEN
+// ROLE`; on failure, *problem says why, never holding the token.
+std::optional<TokenLine> ParseTokenLine(absl::string_view content,
+                                        std::string* problem) {
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  if (fields.size() != 2) {
+    *problem = absl::StrCat("expected `TOKEN ROLE` (2 fields), found ",
+                            fields.size(), " fields");
+    return std::nullopt;
+  }
+  TokenLine line{fields[0]};
+  const absl::string_view role_name = fields[1];
+  if (role_name == "reader") {
+    line.role = Role::kReader;
+  } else if (role_name == "admin") {
+    line.role = Role::kAdmin;
+  } else {
+    // The role field is not secret, but a line whose fields were swapped
+    // would put the token here: name neither.
+    *problem = "the role is neither `reader` nor `admin`";
+    return std::nullopt;
+  }
+  if (line.token.size() < kMinTokenBytes ||
+      line.token.size() > kMaxTokenBytes) {
+    *problem =
+        absl::StrCat("the token is ", line.token.size(), " bytes; tokens are ",
+                     kMinTokenBytes, " to ", kMaxTokenBytes,
+                     " bytes (e.g. `openssl rand -hex 32`)");
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < line.token.size(); ++i) {
+    if (!IsTokenByte(line.token[i])) {
+      *problem =
+          absl::StrCat("byte ", i + 1, " of the token is not printable ASCII");
+      return std::nullopt;
+    }
+  }
+  return line;
+}
+
+}  // namespace
+
 absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
                                              absl::string_view source) {
   TokenTable table;
@@ -187,53 +241,37 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
   // token itself, but only line numbers ever reach a message.
   absl::flat_hash_map<std::string, int> first_line;
   int line_number = 0;
+  std::string problem;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     absl::ConsumeSuffix(&line, "\r");
     const absl::string_view content = absl::StripAsciiWhitespace(line);
-    if (content.empty() || content.front() == '#') continue;
-    auto bad = [&](absl::string_view problem) {
+    if (content.empty()) continue;
+    if (content.front() == v1::kTokenFileComment) {
+      // A comment, always; but one that reads as a whole `TOKEN ROLE`
+      // line may be a token that starts with '#', which no client can
+      // use: say so (the clients refuse such tokens, v1::TokenStartProblem).
+      if (ParseTokenLine(content, &problem).has_value()) {
+        table.token_like_comments_.push_back(line_number);
+      }
+      continue;
+    }
+    std::optional<TokenLine> parsed = ParseTokenLine(content, &problem);
+    if (!parsed.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": line ", line_number, ": ", problem));
-    };
-    std::vector<absl::string_view> fields =
-        absl::StrSplit(content, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (fields.size() != 2) {
-      return bad(absl::StrCat("expected `TOKEN ROLE` (2 fields), found ",
-                              fields.size(), " fields"));
     }
-    const absl::string_view token = fields[0];
-    const absl::string_view role_name = fields[1];
-    Role role = Role::kNone;
-    if (role_name == "reader") {
-      role = Role::kReader;
-    } else if (role_name == "admin") {
-      role = Role::kAdmin;
-    } else {
-      // The role field is not secret, but a line whose fields were swapped
-      // would put the token here: name neither.
-      return bad("the role is neither `reader` nor `admin`");
-    }
-    if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
-      return bad(absl::StrCat(
-          "the token is ", token.size(), " bytes; tokens are ", kMinTokenBytes,
-          " to ", kMaxTokenBytes, " bytes (e.g. `openssl rand -hex 32`)"));
-    }
-    for (size_t i = 0; i < token.size(); ++i) {
-      if (!IsTokenByte(token[i])) {
-        return bad(absl::StrCat("byte ", i + 1,
-                                " of the token is not printable ASCII"));
-      }
-    }
-    auto [it, inserted] = first_line.emplace(std::string(token), line_number);
+    auto [it, inserted] =
+        first_line.emplace(std::string(parsed->token), line_number);
     if (!inserted) {
-      return bad(absl::StrCat("the token is already on line ", it->second,
-                              "; each token has one role"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": line ", line_number, ": the token is already on line ",
+          it->second, "; each token has one role"));
     }
     Entry entry;
-    std::memcpy(entry.bytes.data(), token.data(), token.size());
-    entry.length = static_cast<uint32_t>(token.size());
-    entry.role = role;
+    std::memcpy(entry.bytes.data(), parsed->token.data(), parsed->token.size());
+    entry.length = static_cast<uint32_t>(parsed->token.size());
+    entry.role = parsed->role;
     table.entries_.push_back(entry);
   }
   if (table.entries_.empty()) {
@@ -243,6 +281,19 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
                      "per client (roles: reader, admin)"));
   }
   return table;
+}
+
+void LogTokenLikeComments(const TokenTable& table, const std::string& path) {
+  if (table.token_like_comments().empty()) return;
+  Log(LogLevel::kWarn, "auth_tokens_comment_reads_as_token",
+      {{"file", path},
+       {"lines", absl::StrJoin(table.token_like_comments(), ",")},
+       {"note",
+        "these lines start with '#', so they are comments, yet read as "
+        "`TOKEN ROLE` lines: a token that starts with '#' is never "
+        "accepted; give its client another token (e.g. openssl rand -hex "
+        "32), or write '# ' (a space after the '#') to keep a "
+        "commented-out token line without this warning"}});
 }
 
 absl::StatusOr<std::string> ReadNamedFile(const std::string& path,

@@ -63,6 +63,32 @@ bool IsServerFault(absl::StatusCode code) {
          code == absl::StatusCode::kUnknown;
 }
 
+// IsClientFault says whether a call refused with `code` was refused for
+// its client's own doing (a bad argument or token, a pool or index that
+// is not there or not in that state, a full pool, its own deadline or
+// cancellation): a client can repeat those in a loop, so their lines go
+// under the refusal line budget (LogRefusal). Every other code is the
+// server's state or fault (DATA_LOSS, INTERNAL, UNKNOWN; UNAVAILABLE:
+// shutting down, an add queue full; UNIMPLEMENTED) and is always written.
+bool IsClientFault(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kDeadlineExceeded:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 v1::PoolSummary ToProtoSummary(const PoolSummary& s) {
@@ -175,7 +201,11 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Finish(
       metrics_->RecordPoolError(static_cast<size_t>(call.pool), call.op,
                                 status.code());
     }
-    Log(IsServerFault(status.code()) ? LogLevel::kError : LogLevel::kWarn,
+    // A client's refusals under their budget (a client looping on a bad
+    // call must not flood the log; the metrics above count every call),
+    // the server's own faults always.
+    (IsClientFault(status.code()) ? LogRefusal : Log)(
+        IsServerFault(status.code()) ? LogLevel::kError : LogLevel::kWarn,
         "rpc_error",
         {{"method", RpcMethodName(call.method)},
          {"pool", call.pool >= 0 ? pools_[call.pool].pool->config().name

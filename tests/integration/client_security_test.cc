@@ -190,11 +190,20 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   // A line copied from the server's token file: `TOKEN ROLE`.
   const std::string server_line = WriteTextFile(
       s.path("server_line.token"), absl::StrCat(kAdminToken, " admin\n"));
+  // A token no server can accept: its line in the server's file would be a
+  // comment.
+  const std::string hash =
+      WriteTextFile(s.path("hash.token"), absl::StrCat("#", kAdminToken, "\n"));
   struct Case {
     std::vector<std::string> args;
     std::string message;
   };
   const std::vector<Case> cases = {
+      {{ca, "--token-file=" + hash},
+       "token_file (--token-file) " + hash +
+           ": the token starts with '#', which makes its line in the "
+           "server's token file a comment: no server can accept it; "
+           "generate another (e.g. openssl rand -hex 32)"},
       {{ca, "--token-file=" + s.path("missing.token")},
        "token_file (--token-file) " + s.path("missing.token") +
            ": cannot read: No such file or directory"},
@@ -556,6 +565,15 @@ TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   s.token = kAdminToken;
   EXPECT_EQ(create("127.0.0.1:1", s).code(),
             absl::StatusCode::kInvalidArgument);
+  // A token given directly is held to the same rule as one in a file: one
+  // that starts with '#' can never be in a server's token file.
+  s.token_file.clear();
+  s.token = absl::StrCat("#", kAdminToken);
+  status = create("127.0.0.1:1", s);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("token: the token starts with '#'"));
+  EXPECT_THAT(status.message(), Not(HasSubstr(kAdminToken)));
+  s.token_file = good;
   s.token.clear();
   // A plaintext token goes to loopback addresses only, unless allowed.
   for (const char* address :
@@ -675,11 +693,18 @@ TEST(PythonExampleSecurityTest, BadSecurityOptionsAreUsageErrors) {
       WriteTextFile(s.path("loose.token"), kAdminToken, 0644);
   const std::string server_line = WriteTextFile(
       s.path("server_line.token"), absl::StrCat(kAdminToken, "\tadmin\n"));
+  const std::string hash =
+      WriteTextFile(s.path("hash.token"), absl::StrCat("#", kAdminToken, "\n"));
   struct Case {
     std::vector<std::string> args;
     std::string message;
   };
   const std::vector<Case> cases = {
+      {{"--tls-ca", s.path("ca.pem"), "--token-file", hash},
+       "error: --token-file " + hash +
+           ": the token starts with '#', which makes its line in the "
+           "server's token file a comment: no server can accept it; "
+           "generate another (e.g. openssl rand -hex 32)"},
       {{"--tls-ca", s.path("ca.pem"), "--token-file", server_line},
        "error: --token-file " + server_line + ": byte " +
            std::to_string(std::string(kAdminToken).size() + 1) +

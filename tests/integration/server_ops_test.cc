@@ -57,6 +57,18 @@ std::vector<std::string> TwoPools(const TempDir& dir) {
           "--pool=name=b,backing=normal,volume_size=64KiB,max_volumes=8"};
 }
 
+// CorruptPoolMagic overwrites the metadata magic of pool `pool` in `dir`
+// (after the 1536-byte pool header): the next start quarantines the pool,
+// and every call naming it fails with DATA_LOSS.
+void CorruptPoolMagic(const TempDir& dir, const std::string& pool) {
+  std::fstream file(dir.path() + "/" + pool + ".pool",
+                    std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(file.is_open());
+  file.seekp(1536);
+  file.write("garbage!", 8);
+  ASSERT_TRUE(file.good());
+}
+
 bool Executable(const std::string& path) {
   return access(path.c_str(), X_OK) == 0;
 }
@@ -396,24 +408,102 @@ TEST(ServerLogTest, AddsBeyondTheLineBudgetAreCountedNotLost) {
   ASSERT_TRUE(server->WaitForLog("event=stopped").has_value());
   const uint64_t written =
       server->LogCount({"event=add "}) + server->LogCount({"event=remove "});
-  uint64_t suppressed = 0;
-  for (absl::string_view line :
-       absl::StrSplit(server->LogText(), '\n', absl::SkipEmpty())) {
-    if (!absl::StrContains(line, "event=log_lines_suppressed")) continue;
-    EXPECT_TRUE(absl::StrContains(line, "level=warn")) << line;
-    const size_t at = line.find("count=");
-    ASSERT_NE(at, absl::string_view::npos) << line;
-    uint64_t count = 0;
-    ASSERT_TRUE(absl::SimpleAtoi(
-        line.substr(at + 6, line.find(' ', at) - at - 6), &count))
-        << line;
-    suppressed += count;
-  }
+  const LogTally tally = TallyLog(server->LogLines());
+  const uint64_t suppressed = tally.suppressed.count("routine") != 0
+                                  ? tally.suppressed.at("routine")
+                                  : 0;
   EXPECT_GE(written, 1u) << server->LogText();
   EXPECT_GT(suppressed, 0u) << server->LogText();
   EXPECT_EQ(written + suppressed, 2 * kPairs) << server->LogText();
-  EXPECT_EQ(MetricValue(*metrics, "groove_log_lines_suppressed_total"),
+  EXPECT_EQ(MetricValue(*metrics,
+                        R"(groove_log_lines_suppressed_total{kind="routine"})"),
             absl::StrCat(suppressed));
+}
+
+// A client that loops on calls refused for its own doing (a pool that does
+// not exist, a missing argument) gets a line per call only up to
+// --log_refusal_lines_per_second (default 100) in each second: the rest are
+// counted, in log_lines_suppressed kind=refusal lines and in the metric,
+// while the call metrics count every call. The server faults among them
+// (DATA_LOSS: a quarantined pool) are never suppressed. Holds whatever
+// seconds the burst straddles (ExpectRefusalLinesWithinBudget).
+TEST(ServerLogTest, RefusalsBeyondTheirBudgetAreCountedNotWritten) {
+  TempDir dir;
+  {
+    auto first = ServerProcess::Start(TwoPools(dir));
+    ASSERT_NE(first, nullptr);
+    EXPECT_EQ(first->Stop(), 0);
+  }
+  ASSERT_NO_FATAL_FAILURE(CorruptPoolMagic(dir, "b"));
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(server->WaitForLog("event=pool_quarantined pool=b").has_value());
+  auto stub = server->Stub();
+  constexpr uint64_t kRefusals = 1000;  // >> the default budget of 100
+  constexpr uint64_t kFaultEvery = 50;
+  uint64_t faults = 0;
+  v1::InspectRequest missing;
+  missing.set_pool("no-such-pool");
+  v1::InspectRequest quarantined;
+  quarantined.set_pool("b");
+  v1::InspectResponse inspected;
+  v1::ReclaimVolumeResponse reclaimed;
+  const std::string metrics =
+      RunRefusalBurst(*server, kRefusals, 100, [&](uint64_t i) {
+        if (i % kFaultEvery == kFaultEvery / 2) {
+          ASSERT_EQ(Inspect(*stub, quarantined, &inspected).error_code(),
+                    grpc::StatusCode::DATA_LOSS);
+          ++faults;
+        }
+        if (i % 2 == 0) {
+          ASSERT_EQ(Inspect(*stub, missing, &inspected).error_code(),
+                    grpc::StatusCode::NOT_FOUND);
+        } else {
+          // No index: refused before the pool is touched.
+          ASSERT_EQ(Reclaim(*stub, "a", std::nullopt, &reclaimed).error_code(),
+                    grpc::StatusCode::INVALID_ARGUMENT);
+        }
+      });
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(TallyLog(server->LogLines()).fault_lines, faults)
+      << server->LogText();
+  EXPECT_EQ(server->LogCount(
+                {"level=error", "event=rpc_error", "code=DATA_LOSS", "pool=-"}),
+            faults);
+  auto handled = [&](const char* code, const char* method) {
+    return MetricValue(
+        metrics,
+        absl::StrCat("grpc_server_handled_total{grpc_code=\"", code,
+                     "\",grpc_method=\"", method,
+                     "\",grpc_service=\"groove.v1.VolumePoolService\"}"));
+  };
+  EXPECT_EQ(handled("NOT_FOUND", "Inspect"), absl::StrCat(kRefusals / 2));
+  EXPECT_EQ(handled("INVALID_ARGUMENT", "ReclaimVolume"),
+            absl::StrCat(kRefusals / 2));
+  EXPECT_EQ(handled("DATA_LOSS", "Inspect"), absl::StrCat(faults));
+  EXPECT_EQ(
+      MetricValue(
+          metrics,
+          R"(groove_pool_errors_total{code="INVALID_ARGUMENT",op="reclaim",pool="a"})"),
+      absl::StrCat(kRefusals / 2));
+}
+
+// With --log_refusal_lines_per_second=0 every refusal has its line, and
+// nothing is counted as suppressed.
+TEST(ServerLogTest, ARefusalBudgetOfZeroWritesEveryLine) {
+  TempDir dir;
+  std::vector<std::string> args = TwoPools(dir);
+  args.push_back("--log_refusal_lines_per_second=0");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::InspectRequest missing;
+  missing.set_pool("no-such-pool");
+  v1::InspectResponse inspected;
+  RunRefusalBurst(*server, 300, 0, [&](uint64_t) {
+    ASSERT_EQ(Inspect(*stub, missing, &inspected).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  });
 }
 
 // ---- A volume quarantined by RemoveVolume -----------------------------------
@@ -797,14 +887,8 @@ TEST(ServerRestartTest, ACorruptPoolIsQuarantinedAndTheOthersServe) {
     a = TakeSnapshot(*stub, "a");
     EXPECT_EQ(server->Stop(), 0);
   }
-  // Overwrite pool b's metadata magic (after the 1536-byte pool header).
+  ASSERT_NO_FATAL_FAILURE(CorruptPoolMagic(dir, "b"));
   const std::string b_path = dir.path() + "/b.pool";
-  {
-    std::fstream b(b_path, std::ios::in | std::ios::out | std::ios::binary);
-    ASSERT_TRUE(b.is_open());
-    b.seekp(1536);
-    b.write("garbage!", 8);
-  }
   std::ifstream before_in(b_path, std::ios::binary);
   const std::string before((std::istreambuf_iterator<char>(before_in)),
                            std::istreambuf_iterator<char>());

@@ -387,6 +387,29 @@ CommandResult BufCurl(const ServerProcess& server,
   return RunCommand(argv, "", absl::Seconds(60));
 }
 
+// A client looping on a wrong token (UNAUTHENTICATED, before any pool is
+// looked up) cannot flood the log: its refusals are lines only up to the
+// refusal line budget (default 100 a second), the rest counted.
+TEST(ServerAuthTest, WrongTokenRefusalsAreLinesOnlyUpToTheirBudget) {
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  WriteTextFile(tokens, absl::StrCat(kAdminToken, " admin\n"));
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + tokens);
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  constexpr uint64_t kRefusals = 1000;
+  const std::string metrics =
+      RunRefusalBurst(*server, kRefusals, 100, [&](uint64_t) {
+        ASSERT_EQ(ListPoolsWith(server->channel(), kUnknownToken).error_code(),
+                  grpc::StatusCode::UNAUTHENTICATED);
+      });
+  EXPECT_EQ(CounterValue(
+                metrics, "grpc_server_handled_total",
+                {"grpc_method=\"ListPools\"", "grpc_code=\"UNAUTHENTICATED\""}),
+            kRefusals);
+}
+
 TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {
   ASSERT_EQ(access(GROOVE_BUF_BIN, X_OK), 0)
       << GROOVE_BUF_BIN << " is missing: run script/bootstrap";
@@ -576,6 +599,46 @@ TEST(ServerCredentialsReloadTest,
   for (const char* token : {kAdminToken, kReaderToken}) {
     EXPECT_THAT(log, Not(HasSubstr(std::string(token).substr(0, 10))));
   }
+}
+
+// A token that starts with '#' can only be a comment in the server's
+// token file, so its client is refused (UNAUTHENTICATED) with no clue. The
+// server says so when it reads such a file, at start-up and at each
+// reload: a comment that reads as a whole `TOKEN ROLE` line is named (by
+// line, never by token). A plain comment, or a token line commented out
+// with '# ' (a space), is not.
+TEST(ServerCredentialsReloadTest, ACommentThatReadsAsATokenLineIsNamed) {
+  TempDir dir;
+  const std::string hash_token = absl::StrCat("#", kUnknownToken);
+  SecretVolume secret(dir.path() + "/tokens");
+  secret.Write({{"tokens", absl::StrCat("# test tokens\n", kAdminToken,
+                                        " admin\n", hash_token, " reader\n# ",
+                                        kReaderToken, " reader\n")}});
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + secret.path("tokens"));
+  args.push_back("--credentials-refresh=100ms");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->LogCount({"event=listening", "auth_tokens=1"}), 1u);
+  EXPECT_EQ(ListPoolsWith(server->channel(), hash_token).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  const std::vector<std::string> named = {
+      "level=warn", "event=auth_tokens_comment_reads_as_token",
+      "file=" + secret.path("tokens"), "lines=3 "};
+  EXPECT_EQ(server->LogCount(named), 1u) << server->LogText();
+  // A reload names them again, from the new file.
+  secret.Write({{"tokens", absl::StrCat(hash_token, " admin\n", kAdminToken,
+                                        " admin\n")}});
+  EXPECT_TRUE(server->WaitForLogCount(
+      {"event=credentials_reloaded", "what=auth_tokens", "tokens=1"}, 1));
+  EXPECT_EQ(server->LogCount({"level=warn",
+                              "event=auth_tokens_comment_reads_as_token",
+                              "lines=1 "}),
+            1u)
+      << server->LogText();
+  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_THAT(server->LogText(), Not(HasSubstr(kUnknownToken)));
+  EXPECT_THAT(server->LogText(), Not(HasSubstr(kReaderToken)));
 }
 
 TEST(ServerCredentialsReloadTest, RefreshZeroKeepsTheStartUpTokens) {

@@ -8,18 +8,26 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "groove/v1/volume_pool.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "support/server_process.h"
+#include "support/subprocess.h"
 
 namespace groove::testing {
 
@@ -185,6 +193,114 @@ inline std::vector<uint64_t> Indices(const Snapshot& snapshot) {
   std::vector<uint64_t> indices;
   for (const v1::Volume& v : snapshot.volumes) indices.push_back(v.index());
   return indices;
+}
+
+// LogTally is what a server's log says about refused calls and
+// suppressed lines (docs/SERVER.md §7), from TallyLog.
+struct LogTally {
+  // rpc_error lines at level=warn (refusals, not server faults).
+  uint64_t refusal_lines = 0;
+  // Of them, how many fall in each second of their `time`
+  // ("2026-11-27T19:55:01").
+  std::map<std::string, uint64_t> refusal_lines_per_second;
+  // rpc_error lines at level=error (server faults).
+  uint64_t fault_lines = 0;
+  // The counts of the log_lines_suppressed lines, summed by their `kind`
+  // ("routine", "refusal"), and how many such lines there are.
+  std::map<std::string, uint64_t> suppressed;
+  std::map<std::string, uint64_t> suppressed_lines;
+};
+
+// TallyLog tallies `lines`, a server's log; a log_lines_suppressed line
+// without a numeric count fails the test.
+inline LogTally TallyLog(const std::vector<std::string>& lines) {
+  LogTally tally;
+  for (const std::string& line : lines) {
+    if (absl::StrContains(line, " event=rpc_error ")) {
+      if (absl::StrContains(line, " level=error ")) {
+        ++tally.fault_lines;
+      } else {
+        ++tally.refusal_lines;
+        // time=YYYY-MM-DDTHH:MM:SS.ffffffZ: the second is its first 19.
+        ++tally.refusal_lines_per_second[LogValue(line, "time").substr(0, 19)];
+      }
+    } else if (absl::StrContains(line, " event=log_lines_suppressed ")) {
+      EXPECT_TRUE(absl::StrContains(line, " level=warn ")) << line;
+      uint64_t count = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(LogValue(line, "count"), &count)) << line;
+      tally.suppressed[LogValue(line, "kind")] += count;
+      ++tally.suppressed_lines[LogValue(line, "kind")];
+    }
+  }
+  return tally;
+}
+
+// ExpectRefusalLinesWithinBudget checks the log `lines` of a stopped
+// server that refused `refusals` calls of the client's doing, made one
+// after another between `start` and `end` (the client's clock), under a
+// refusal line budget of `per_second` (0: none), and `metrics`, a scrape
+// taken after the calls: each second of the log holds at most the budget
+// of rpc_error lines at warn; those lines and the counts of the
+// log_lines_suppressed kind=refusal lines add up to the calls, and the
+// metric of suppressed refusal lines equals the counts. Holds whatever
+// seconds the calls straddle; with a budget, at least the calls beyond
+// `per_second` times the seconds spanned were suppressed.
+inline void ExpectRefusalLinesWithinBudget(
+    const std::vector<std::string>& lines, uint64_t refusals,
+    uint64_t per_second, absl::Time start, absl::Time end,
+    const std::string& metrics) {
+  const LogTally tally = TallyLog(lines);
+  const uint64_t seconds = static_cast<uint64_t>(absl::ToUnixSeconds(end) -
+                                                 absl::ToUnixSeconds(start)) +
+                           1;
+  const uint64_t suppressed =
+      tally.suppressed.count("refusal") ? tally.suppressed.at("refusal") : 0;
+  EXPECT_EQ(tally.refusal_lines + suppressed, refusals)
+      << "rpc_error lines " << tally.refusal_lines << ", suppressed "
+      << suppressed;
+  if (per_second == 0) {
+    EXPECT_EQ(tally.refusal_lines, refusals);
+    EXPECT_EQ(tally.suppressed_lines.count("refusal"), 0u);
+  } else {
+    EXPECT_LE(tally.refusal_lines, per_second * seconds)
+        << refusals << " refusals in " << seconds << " seconds";
+    for (const auto& [second, count] : tally.refusal_lines_per_second) {
+      EXPECT_LE(count, per_second) << "in " << second;
+    }
+    EXPECT_GE(suppressed, refusals - std::min(refusals, per_second * seconds));
+  }
+  EXPECT_EQ(MetricValue(metrics,
+                        R"(groove_log_lines_suppressed_total{kind="refusal"})"),
+            absl::StrCat(suppressed));
+}
+
+// RunRefusalBurst makes `refusals` refused calls of the client's doing
+// against `server`, one after another (`call(i)` makes call i and checks
+// its code), scrapes its metrics, stops it and checks its log with
+// ExpectRefusalLinesWithinBudget under `per_second`. Returns the scrape
+// for the caller's own checks ("" when a step failed, with a failure
+// recorded).
+inline std::string RunRefusalBurst(ServerProcess& server, uint64_t refusals,
+                                   uint64_t per_second,
+                                   const std::function<void(uint64_t)>& call) {
+  const absl::Time start = absl::Now();
+  for (uint64_t i = 0; i < refusals && !::testing::Test::HasFatalFailure();
+       ++i) {
+    call(i);
+  }
+  const absl::Time end = absl::Now();
+  if (::testing::Test::HasFatalFailure()) return "";
+  // Every call is done: the metrics already count every call and every
+  // refused line.
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(server.Stop(), 0);
+  EXPECT_TRUE(server.WaitForLog("event=stopped").has_value());
+  if (!metrics.ok()) return "";
+  ExpectRefusalLinesWithinBudget(server.LogLines(), refusals, per_second, start,
+                                 end, *metrics);
+  return *std::move(metrics);
 }
 
 }  // namespace groove::testing

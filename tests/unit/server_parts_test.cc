@@ -681,6 +681,50 @@ TEST(LineBudgetTest, RoutineLinesSuppressedTotalFollowsTheBudgetInUse) {
   EXPECT_EQ(RoutineLinesSuppressedTotal(), 0u);
 }
 
+// LogRefusal's budget is its own: a flood of routine lines that spends
+// the routine budget leaves the refusal budget whole, and the reason
+// each kind's lines are refused is counted and reported apart.
+TEST(LineBudgetTest, RefusalLinesHaveABudgetOfTheirOwn) {
+  StderrToFile err;
+  SetRoutineLineBudget(1);
+  SetRefusalLineBudget(1);
+  constexpr uint64_t kLines = 10;
+  for (uint64_t i = 0; i < kLines; ++i) {
+    LogDeferred(LogLevel::kInfo, "add", {{"i", i}});
+  }
+  for (uint64_t i = 0; i < kLines; ++i) {
+    LogRefusal(LogLevel::kWarn, "rpc_error", {{"i", i}});
+  }
+  // All ten of each fall in one or two seconds: one or two are written.
+  EXPECT_GE(RefusalLinesSuppressedTotal(), kLines - 2);
+  EXPECT_LE(RefusalLinesSuppressedTotal(), kLines - 1);
+  Log(LogLevel::kInfo, "flush");  // reports both kinds
+  SetRoutineLineBudget(0);        // no limit again, for the other tests
+  SetRefusalLineBudget(0);
+  EXPECT_EQ(RefusalLinesSuppressedTotal(), 0u);
+  uint64_t written[2] = {0, 0};     // add, rpc_error
+  uint64_t suppressed[2] = {0, 0};  // kind=routine, kind=refusal
+  for (absl::string_view line :
+       absl::StrSplit(err.Text(), '\n', absl::SkipEmpty())) {
+    if (absl::StrContains(line, "event=add ")) ++written[0];
+    if (absl::StrContains(line, "event=rpc_error ")) ++written[1];
+    if (!absl::StrContains(line, "event=log_lines_suppressed ")) continue;
+    const bool refusal = absl::StrContains(line, " kind=refusal ");
+    EXPECT_TRUE(refusal || absl::StrContains(line, " kind=routine ")) << line;
+    EXPECT_THAT(line, HasSubstr(refusal ? "--log_refusal_lines_per_second"
+                                        : "--log_routine_lines_per_second"));
+    const size_t at = line.find("count=");
+    ASSERT_NE(at, absl::string_view::npos) << line;
+    suppressed[refusal ? 1 : 0] +=
+        std::stoull(std::string(line.substr(at + 6)));
+  }
+  for (int kind = 0; kind < 2; ++kind) {
+    EXPECT_GE(written[kind], 1u) << kind << "\n" << err.Text();
+    EXPECT_EQ(written[kind] + suppressed[kind], kLines) << kind << "\n"
+                                                        << err.Text();
+  }
+}
+
 // The budget in LogDeferred: one line a second is written, the others of
 // that second are counted, and the next write of the log reports them in
 // one line before its own. The lines go out in well under a second, so at
@@ -1008,6 +1052,24 @@ TEST(TokenTableTest, ParsesPairsCommentsBlankLinesAndCrLf) {
       TokenTable::Parse(absl::StrCat(longest, " admin"), "test");
   ASSERT_TRUE(one.ok()) << one.status();
   EXPECT_EQ(one->Lookup(longest), Role::kAdmin);
+}
+
+// A comment stays a comment, but one that reads as a whole `TOKEN ROLE`
+// line ('#' then a valid token and role) is listed: it may be a token
+// that starts with '#', which no client can use. Not listed: a plain
+// comment, a token line commented out with '# ', or '#' then a line that
+// would not parse.
+TEST(TokenTableTest, CommentsThatReadAsTokenLinesAreListed) {
+  absl::StatusOr<TokenTable> table = TokenTable::Parse(
+      absl::StrCat("# operators\n#", kReaderToken, " reader\n", kAdminToken,
+                   " admin\n# ", kReaderToken, " reader\n  #", kReaderToken,
+                   "\tadmin\r\n#short admin\n#", kReaderToken, " root\n"),
+      "test");
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->size(), 1u);
+  EXPECT_EQ(table->Lookup(absl::StrCat("#", kReaderToken)), Role::kNone);
+  EXPECT_THAT(table->token_like_comments(), ::testing::ElementsAre(2, 5));
+  EXPECT_THAT(TwoTokens().token_like_comments(), ::testing::IsEmpty());
 }
 
 TEST(TokenTableTest, LookupMatchesOnlyTheWholeToken) {

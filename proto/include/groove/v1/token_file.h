@@ -1,10 +1,12 @@
-// groove/v1/token_file.h: the mode a file holding bearer tokens must have,
-// one rule for both ends: groove-volumed's `--auth-tokens` file (every
-// client's token, admins' included) and a client's `--token-file`
-// (groove::client, groovectl). groove-volumed applies it to its TLS
-// private key (`--tls-key`) too: a secret of the same weight. Hand-written,
-// like call_metadata.h: the server and the client library share no other
-// library.
+// groove/v1/token_file.h: the rules of files holding bearer tokens, one
+// for both ends: groove-volumed's `--auth-tokens` file (every client's
+// token, admins' included) and a client's `--token-file` (groove::client,
+// groovectl): the mode such a file must have, and the byte no token may
+// start with. groove-volumed applies the mode rule to its TLS private key
+// (`--tls-key`) too: a secret of the same weight. Hand-written, like
+// call_metadata.h: the server and the client library share no other
+// library. clients/python/groove_example.py mirrors them, naming this
+// file.
 //
 // Example:
 //   struct stat st;
@@ -17,6 +19,8 @@
 #define GROOVE_V1_TOKEN_FILE_H_
 
 #include <sys/types.h>
+
+#include <string_view>
 
 namespace groove::v1 {
 
@@ -40,6 +44,28 @@ inline const char* TokenFileModeProblem(mode_t mode, uid_t uid) {
     return "is readable by its group and not owned by root (group read is "
            "accepted only on a root-owned file, such as a Kubernetes Secret "
            "under fsGroup)";
+  }
+  return "";
+}
+
+// kTokenFileComment starts a comment line of the server's token file: a
+// line whose first non-blank byte it is is never read as `TOKEN ROLE`.
+// So a token that starts with it can never be accepted: its line in the
+// server's file is a comment, and its client gets UNAUTHENTICATED with no
+// word of why. The clients refuse such a token (TokenStartProblem); the
+// server warns of a comment that reads as a `TOKEN ROLE` line
+// (TokenTable::Parse).
+inline constexpr char kTokenFileComment = '#';
+
+// TokenStartProblem returns why `token` can never be accepted for how it
+// starts, or "" when it may be: a token that starts with
+// kTokenFileComment. The message never holds the token.
+// Thread safety: pure. Cost: O(1).
+inline const char* TokenStartProblem(std::string_view token) {
+  if (!token.empty() && token.front() == kTokenFileComment) {
+    return "the token starts with '#', which makes its line in the "
+           "server's token file a comment: no server can accept it; "
+           "generate another (e.g. openssl rand -hex 32)";
   }
   return "";
 }

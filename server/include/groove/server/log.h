@@ -19,13 +19,14 @@
 //   groove::server::Log(groove::server::LogLevel::kWarn, "rpc_error",
 //                       {{"method", "AddVolume"}, {"code", "NOT_FOUND"}});
 //
-// Lifetime: Log, LogDeferred, RoutineLinesSuppressedTotal and the lines
+// Lifetime: Log, LogDeferred, LogRefusal, RoutineLinesSuppressedTotal,
+// RefusalLinesSuppressedTotal and the lines
 // routed by RouteGrpcLogs and RouteProtobufLogs are safe from any thread
 // until the process ends, static destruction included. They have to be:
 // gRPC's threads and libprotobuf log at any time, after main returns too
 // (gRPC 1.51 can finish its shutdown on a thread of its own). So the state
-// behind them is never destroyed: the routine line budget is a
-// constant-initialized, trivially destructible global, and the batching
+// behind them is never destroyed: the routine and refusal line budgets are
+// constant-initialized, trivially destructible globals, and the batching
 // queue and its flusher are made once and never freed, yet stay reachable
 // from a global, so LeakSanitizer reports no leak without a suppression
 // (log.cc, Batching). Tested by LogAtExitTest in
@@ -126,14 +127,16 @@ inline constexpr size_t kLogQueueLines = 8192;
 // fifth of its p99 and 4 MB of log a second (docs/PERFORMANCE.md section
 // 9). So LogDeferred writes at
 // most a budget of lines per second of the wall clock; it counts the rest,
-// and the next write of the log (the flusher's, or any Log's) starts with
+// and the next write of the log (any Log's, or the flusher's, which reports
+// counts at most once a second) starts with
 //
-//   time=... level=warn event=log_lines_suppressed count=N
+//   time=... level=warn event=log_lines_suppressed kind=routine count=N
 //
 // for the lines refused since the last such line. The exact number of
 // adds and removes stays in the metrics (groove_pool_volumes_added_total
 // and the rest), and so does the number of lines refused
-// (groove_log_lines_suppressed_total, from RoutineLinesSuppressedTotal).
+// (groove_log_lines_suppressed_total{kind="routine"}, from
+// RoutineLinesSuppressedTotal).
 
 // LineBudget admits at most `per_second` lines in each second, give or
 // take the lines of threads that race the turn of a second (each may be
@@ -197,6 +200,56 @@ void SetRoutineLineBudget(uint64_t per_second);
 // refused under the budget (0 with no budget). Never decreases.
 // Thread safety: lock-free; safe from any thread (a metrics scrape).
 uint64_t RoutineLinesSuppressedTotal();
+
+// ---- A budget for the lines of refused calls
+// ---------------------------------
+//
+// Every RPC that fails is logged (event=rpc_error), which is what an
+// operator reads to see who is refused and why. But a client can fail
+// every call of its own doing, in a loop: a wrong token (UNAUTHENTICATED,
+// before any pool is looked up), a pool that does not exist, a bad
+// argument, at tens of thousands of calls a second. A line each would
+// flood the log (and the journal or disk behind it) and bury the line an
+// operator needs. So the lines of those refusals (the service decides
+// which: IsClientFault in service.cc) have a budget of their own,
+// separate from the routine one, so that neither flood can silence the
+// other: LogRefusal writes at most a budget of lines per second of the
+// wall clock; it counts the rest, and the next write of the log (any
+// Log's, an admitted LogRefusal's, or the flusher's, at most once a
+// second) starts with
+//
+//   time=... level=warn event=log_lines_suppressed kind=refusal count=N
+//
+// for the lines refused since the last such line (the routine budget's
+// line says kind=routine). The exact number of calls stays in the metrics
+// (grpc_server_handled_total, groove_pool_errors_total), and so does the
+// number of lines refused (groove_log_lines_suppressed_total{kind=
+// "refusal"}, from RefusalLinesSuppressedTotal). The lines of server
+// faults are never budgeted: the service writes them with Log.
+
+// SetRefusalLineBudget limits LogRefusal to `per_second` lines a second
+// (0: no limit, the default). As SetRoutineLineBudget: a new budget starts
+// its count of refused lines at zero, and it may be called again (tests
+// do).
+// REQUIRES: called before any LogRefusal and before any
+// RefusalLinesSuppressedTotal (main, at start-up): lines racing it are no
+// data race, but may be counted under either budget.
+void SetRefusalLineBudget(uint64_t per_second);
+
+// RefusalLinesSuppressedTotal returns how many lines LogRefusal has
+// refused under the budget (0 with no budget). Never decreases.
+// Thread safety: lock-free; safe from any thread (a metrics scrape).
+uint64_t RefusalLinesSuppressedTotal();
+
+// LogRefusal is Log for the line of a call refused for its client's own
+// doing: written at once (after the queued lines), as Log writes, if the
+// refusal budget admits it; else only counted.
+// Thread safety: safe from any thread, until the process ends
+// ("Lifetime", above). Takes no lock: a line over the budget costs a
+// clock read and the budget's relaxed atomics (LineBudget::Admit); it is
+// neither formatted nor written.
+void LogRefusal(LogLevel level, absl::string_view event,
+                std::initializer_list<LogField> fields = {});
 
 // ---- libprotobuf's own messages ---------------------------------------------
 //

@@ -29,8 +29,8 @@
 //     process_cpu_seconds_total, process_resident_memory_bytes,
 //     process_virtual_memory_bytes, process_open_fds, process_max_fds,
 //     process_start_time_seconds
-//   per process, from the log's budget (log.h) at scrape time:
-//     groove_log_lines_suppressed_total
+//   per process, from the log's budgets (log.h) at scrape time:
+//     groove_log_lines_suppressed_total{kind="routine"|"refusal"}
 //   per credential file set, counted by the reloader
 //   (RecordCredentialsReload; credentials_reloader.h):
 //     groove_credentials_reloads_total{what="auth_tokens"|"tls",

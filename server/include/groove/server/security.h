@@ -96,14 +96,15 @@ class TokenTable {
  public:
   // Parse reads a token file's text. Lines: `TOKEN ROLE`, separated by
   // spaces or tabs; `#` as the first non-blank character makes a comment
-  // line; blank lines are skipped. TOKEN: kMinTokenBytes to kMaxTokenBytes
-  // printable ASCII characters other than space (so it is a valid HTTP
-  // header value); ROLE: `reader` or `admin`. Tokens must be unique.
-  // Errors: INVALID_ARGUMENT "<source>: line N: <problem>" for the first
-  // bad line (a wrong field count, a bad role, a token of the wrong length
-  // or with a forbidden byte, a token already on line M), and for a file
-  // without any token. No message contains a token or part of one.
-  // Cost: O(text size).
+  // line (so no token can start with '#': token_like_comments() lists the
+  // comments that read as such a line); blank lines are skipped. TOKEN:
+  // kMinTokenBytes to kMaxTokenBytes printable ASCII characters other than
+  // space (so it is a valid HTTP header value); ROLE: `reader` or `admin`.
+  // Tokens must be unique. Errors: INVALID_ARGUMENT "<source>: line N:
+  // <problem>" for the first bad line (a wrong field count, a bad role, a token
+  // of the wrong length or with a forbidden byte, a token already on line M),
+  // and for a file without any token. No message contains a token or part of
+  // one. Cost: O(text size).
   static absl::StatusOr<TokenTable> Parse(absl::string_view text,
                                           absl::string_view source);
 
@@ -127,6 +128,14 @@ class TokenTable {
 
   // size returns the number of tokens.
   size_t size() const { return entries_.size(); }
+  // token_like_comments returns the numbers (from 1, ascending) of the
+  // comment lines that read as whole `TOKEN ROLE` lines (`#` then a valid
+  // token and role, no blank between): a token that starts with '#'
+  // (v1::kTokenFileComment) would be one, and is never accepted. Such a
+  // line is a comment all the same (it may be a token commented out).
+  const std::vector<int>& token_like_comments() const {
+    return token_like_comments_;
+  }
   // RoleCount returns how many tokens have `role`.
   size_t RoleCount(Role role) const;
 
@@ -139,7 +148,16 @@ class TokenTable {
     Role role = Role::kNone;  // never kNone once parsed
   };
   std::vector<Entry> entries_;
+  std::vector<int> token_like_comments_;
 };
+
+// LogTokenLikeComments writes one `level=warn
+// event=auth_tokens_comment_reads_as_token file=PATH lines=N,M note=...`
+// line when `table` (read from `path`) has token_like_comments(), so that
+// a token starting with '#', which the file can only hold as a comment,
+// is seen rather than refused in silence; nothing otherwise. The line
+// never holds a token. Thread safety: as Log.
+void LogTokenLikeComments(const TokenTable& table, const std::string& path);
 
 // ReadTokenFile returns the whole text of the token file at `path`, which
 // must be a regular file (after symlinks) that others may not access: its
