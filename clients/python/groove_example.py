@@ -32,7 +32,8 @@ docs/SECURITY.md):
                            (without it: plaintext)
     --tls-cert FILE        mutual TLS: the client's PEM certificate chain
     --tls-key FILE           and its unencrypted PEM key (both or neither;
-                           each needs --tls-ca)
+                           each needs --tls-ca; the key's FILE mode as
+                           --token-file's)
     --tls-server-name NAME the name the server's certificate must carry,
                            when it is not --addr's host (needs --tls-ca)
     --token-file FILE      the bearer token on FILE's first line (16 to 256
@@ -90,20 +91,32 @@ class UsageError(Exception):
     """A bad option or a bad file it names: exit 2, "error: MESSAGE"."""
 
 
-def read_file(path, flag):
+def read_file(path, flag, secret=False):
     """Returns the bytes of the regular file `path`, named by `flag`.
 
     Refuses what is not a regular file (judged on the file opened, without
     blocking: a FIFO would block the read forever), as the C++ client's
-    ReadWholeFile does. Raises UsageError "FLAG PATH: ..." naming both.
+    ReadWholeFile does; with `secret` (a token file, a private key), also
+    one that others may read (token_file_mode_problem, judged on the file
+    opened), as its ReadSecretFile does. Raises UsageError "FLAG PATH: ..."
+    naming both.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise UsageError("%s %s: cannot read: %s" % (flag, path, e.strerror))
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UsageError("%s %s: is not a regular file" % (flag, path))
+    problem = ""
+    if secret:
+        problem = token_file_mode_problem(st.st_mode, st.st_uid)
+    if problem:
+        os.close(fd)
+        raise UsageError("%s %s: %s (mode %04o); chmod 600 %s" %
+                         (flag, path, problem, stat.S_IMODE(st.st_mode),
+                          path))
     with os.fdopen(fd, "rb") as f:
         try:
             return f.read()
@@ -118,7 +131,8 @@ def read_pem(path, flag, kind):
     OpenSSL's full checks (does the key match the certificate?) happen in
     the handshake, whose failure the first call reports as UNAVAILABLE.
     """
-    text = read_file(path, flag)
+    # A private key is a secret: whoever reads it can pose as this client.
+    text = read_file(path, flag, secret=(kind == "PRIVATE KEY"))
     if b"-----BEGIN " not in text or (kind + "-----").encode() not in text:
         raise UsageError("%s %s: holds no PEM %s (-----BEGIN %s-----)" %
                          (flag, path, kind, kind))
@@ -154,17 +168,7 @@ def read_token_file(path):
     Messages never contain the token.
     """
     flag = "--token-file"
-    try:
-        st = os.stat(path)
-    except OSError:
-        st = None  # read_file says why
-    if st is not None and stat.S_ISREG(st.st_mode):
-        problem = token_file_mode_problem(st.st_mode, st.st_uid)
-        if problem:
-            raise UsageError("%s %s: %s (mode %04o); chmod 600 %s" %
-                             (flag, path, problem,
-                              stat.S_IMODE(st.st_mode), path))
-    token = read_file(path, flag).split(b"\n", 1)[0].strip()
+    token = read_file(path, flag, secret=True).split(b"\n", 1)[0].strip()
     if token.startswith(TOKEN_FILE_COMMENT):
         raise UsageError("%s %s: %s" % (flag, path, TOKEN_START_PROBLEM))
     if not MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES:

@@ -25,12 +25,34 @@ absl::Status Bad(absl::string_view what, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": ", problem));
 }
 
+// ReadSecretFile reads a file that holds a secret (the token file, the
+// TLS private key) and refuses it when others may read it, judged on the
+// file as opened by the one rule of such files, the server's too
+// (v1::TokenFileModeProblem): "WHAT: is accessible to others (mode 0644);
+// chmod 600 PATH". Never puts the file's text in a message.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path,
+                                           absl::string_view what) {
+  struct stat st {};
+  absl::StatusOr<std::string> text = ReadWholeFile(path, what, &st);
+  if (!text.ok()) return text.status();
+  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
+      *problem != '\0') {
+    return Bad(what, absl::StrFormat("%s (mode %04o); chmod 600 %s", problem,
+                                     st.st_mode & 07777, path));
+  }
+  return text;
+}
+
 // ReadPem reads a PEM file that must hold a block of `kind`
 // ("CERTIFICATE", "PRIVATE KEY": "-----BEGIN EC PRIVATE KEY-----" counts).
+// A private key is a secret (ReadSecretFile): whoever reads it can pose
+// as this client.
 absl::StatusOr<std::string> ReadPem(const std::string& path,
                                     absl::string_view what,
                                     absl::string_view kind) {
-  absl::StatusOr<std::string> text = ReadWholeFile(path, what);
+  absl::StatusOr<std::string> text = kind == "PRIVATE KEY"
+                                         ? ReadSecretFile(path, what)
+                                         : ReadWholeFile(path, what);
   if (!text.ok()) return text.status();
   if (!absl::StrContains(*text, "-----BEGIN ") ||
       !absl::StrContains(*text, absl::StrCat(kind, "-----"))) {
@@ -46,15 +68,7 @@ absl::StatusOr<std::string> ReadPem(const std::string& path,
 // ReadTokenFile returns the first line of the token file, stripped.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
                                           absl::string_view what) {
-  struct stat st;
-  if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-    if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
-        *problem != '\0') {
-      return Bad(what, absl::StrFormat("%s (mode %04o); chmod 600 %s", problem,
-                                       st.st_mode & 07777, path));
-    }
-  }
-  absl::StatusOr<std::string> text = ReadWholeFile(path, what);
+  absl::StatusOr<std::string> text = ReadSecretFile(path, what);
   if (!text.ok()) return text.status();
   absl::string_view first = *text;
   first = first.substr(0, first.find('\n'));

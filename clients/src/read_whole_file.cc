@@ -12,7 +12,8 @@
 namespace groove {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
-                                          absl::string_view what) {
+                                          absl::string_view what,
+                                          struct stat* opened) {
   v1::RegularFile file = v1::ReadRegularFile(path);
   if (file.error != 0) {
     return absl::InvalidArgumentError(
@@ -22,6 +23,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": is not a regular file"));
   }
+  if (opened != nullptr) *opened = file.opened;
   return std::move(file.text);
 }
 

@@ -7,6 +7,8 @@
 #ifndef GROOVE_CLIENTS_SRC_READ_WHOLE_FILE_H_
 #define GROOVE_CLIENTS_SRC_READ_WHOLE_FILE_H_
 
+#include <sys/stat.h>
+
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -23,12 +25,16 @@ namespace groove {
 // A read error is an error, never contents cut short.
 // `what` names the file in the message, e.g. "--info file /x/info.txt" or
 // "tls_ca_file (--tls-ca) /x/ca.pem".
+// `opened`, when not null, receives the file's status as opened (on
+// success), for a caller that judges the file itself (its mode) without a
+// second lookup of the path that could find another file.
 // Errors: INVALID_ARGUMENT "WHAT: cannot read: <strerror>" (missing,
 // unreadable) or "WHAT: is not a regular file".
 // Thread safety: reads the file only; safe concurrently.
 // Cost: the file's size.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
-                                          absl::string_view what);
+                                          absl::string_view what,
+                                          struct stat* opened = nullptr);
 
 }  // namespace groove
 

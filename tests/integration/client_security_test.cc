@@ -194,11 +194,21 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   // comment.
   const std::string hash =
       WriteTextFile(s.path("hash.token"), absl::StrCat("#", kAdminToken, "\n"));
+  // The client's own key, readable by anyone: whoever reads it can pose
+  // as this client.
+  const std::string loose_key = WriteTextFile(
+      s.path("loose.key"), ReadTextFile(s.path("client.key")), 0644);
+  // A certificate given as the key, in a file only its owner may read.
+  const std::string not_a_key = WriteTextFile(
+      s.path("not_a_key.pem"), ReadTextFile(s.path("client.pem")));
   struct Case {
     std::vector<std::string> args;
     std::string message;
   };
   const std::vector<Case> cases = {
+      {{ca, "--tls-cert=" + s.path("client.pem"), "--tls-key=" + loose_key},
+       "tls_key_file (--tls-key) " + loose_key +
+           ": is accessible to others (mode 0644); chmod 600 " + loose_key},
       {{ca, "--token-file=" + hash},
        "token_file (--token-file) " + hash +
            ": the token starts with '#', which makes its line in the "
@@ -220,10 +230,8 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
       {{"--tls-ca=" + s.path("server.key")}, "holds no PEM CERTIFICATE"},
       {{ca, "--tls-cert=" + s.path("client.pem")},
        "needs both tls_cert_file (--tls-cert) and tls_key_file (--tls-key)"},
-      {{ca, "--tls-cert=" + s.path("client.pem"),
-        "--tls-key=" + s.path("client.pem")},
-       "tls_key_file (--tls-key) " + s.path("client.pem") +
-           ": holds no PEM PRIVATE KEY"},
+      {{ca, "--tls-cert=" + s.path("client.pem"), "--tls-key=" + not_a_key},
+       "tls_key_file (--tls-key) " + not_a_key + ": holds no PEM PRIVATE KEY"},
       {{"--tls-server-name=localhost"}, "needs TLS: also give"},
       {{"--tls-key=" + s.path("client.key")}, "needs TLS"},
       {{"--addr=192.0.2.1:50051", "--token-file=" + s.path("admin.token")},
@@ -246,6 +254,13 @@ TEST(GroovectlSecurityTest, BadSecurityFilesAreUsageErrors) {
   chmod(loose.c_str(), 0600);
   const CommandResult fixed = s.Ctl({ca, "--token-file=" + loose, "pools"});
   EXPECT_EQ(fixed.exit_code, 0) << Show(fixed);
+  // So is the same key in a 0600 file (this server does not ask for a
+  // client certificate: the call goes through with it offered).
+  chmod(loose_key.c_str(), 0600);
+  const CommandResult key_fixed =
+      s.Ctl({ca, "--tls-cert=" + s.path("client.pem"), "--tls-key=" + loose_key,
+             "--token-file=" + s.path("admin.token"), "pools"});
+  EXPECT_EQ(key_fixed.exit_code, 0) << Show(key_fixed);
 }
 
 // A Kubernetes Secret mounted for a non-root client under the pod's
@@ -695,11 +710,17 @@ TEST(PythonExampleSecurityTest, BadSecurityOptionsAreUsageErrors) {
       s.path("server_line.token"), absl::StrCat(kAdminToken, "\tadmin\n"));
   const std::string hash =
       WriteTextFile(s.path("hash.token"), absl::StrCat("#", kAdminToken, "\n"));
+  const std::string loose_key = WriteTextFile(
+      s.path("loose.key"), ReadTextFile(s.path("client.key")), 0644);
   struct Case {
     std::vector<std::string> args;
     std::string message;
   };
   const std::vector<Case> cases = {
+      {{"--tls-ca", s.path("ca.pem"), "--tls-cert", s.path("client.pem"),
+        "--tls-key", loose_key},
+       "error: --tls-key " + loose_key +
+           ": is accessible to others (mode 0644); chmod 600 " + loose_key},
       {{"--tls-ca", s.path("ca.pem"), "--token-file", hash},
        "error: --token-file " + hash +
            ": the token starts with '#', which makes its line in the "
