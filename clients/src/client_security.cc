@@ -9,7 +9,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "groove/v1/token_file.h"
 #include "read_whole_file.h"
@@ -35,10 +34,9 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path,
   struct stat st {};
   absl::StatusOr<std::string> text = ReadWholeFile(path, what, &st);
   if (!text.ok()) return text.status();
-  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
-      *problem != '\0') {
-    return Bad(what, absl::StrFormat("%s (mode %04o); chmod 600 %s", problem,
-                                     st.st_mode & 07777, path));
+  if (std::string refusal = v1::SecretFileModeRefusal(st, path);
+      !refusal.empty()) {
+    return Bad(what, refusal);
   }
   return text;
 }

@@ -20,7 +20,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -83,11 +82,9 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path,
   struct stat st {};
   absl::StatusOr<std::string> text = ReadFile(path, what, &st);
   if (!text.ok()) return text.status();
-  if (const char* problem = v1::TokenFileModeProblem(st.st_mode, st.st_uid);
-      *problem != '\0') {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: %s (mode %04o); chmod 600 %s", what, problem,
-                        st.st_mode & 07777, path));
+  if (std::string refusal = v1::SecretFileModeRefusal(st, path);
+      !refusal.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", refusal));
   }
   return text;
 }

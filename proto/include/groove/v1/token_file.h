@@ -11,15 +11,17 @@
 // Example:
 //   struct stat st;
 //   fstat(fd, &st);
-//   if (const char* problem = groove::v1::TokenFileModeProblem(st.st_mode,
-//                                                              st.st_uid);
-//       *problem != '\0') { /* refuse: "PATH: <problem> (mode 0644)" */ }
+//   if (std::string refusal = groove::v1::SecretFileModeRefusal(st, path);
+//       !refusal.empty()) { /* refuse: "--token-file PATH: " + refusal */ }
 
 #ifndef GROOVE_V1_TOKEN_FILE_H_
 #define GROOVE_V1_TOKEN_FILE_H_
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
+#include <cstdio>
+#include <string>
 #include <string_view>
 
 namespace groove::v1 {
@@ -46,6 +48,21 @@ inline const char* TokenFileModeProblem(mode_t mode, uid_t uid) {
            "under fsGroup)";
   }
   return "";
+}
+
+// SecretFileModeRefusal is the message that refuses a secret file (a
+// token file, a TLS private key) at `path` whose status as opened is
+// `opened`, by TokenFileModeProblem: "PROBLEM (mode 0644); chmod 600
+// PATH", which the caller prefixes with the option that named the file;
+// "" when its mode passes. Thread safety: pure. Cost: O(path).
+inline std::string SecretFileModeRefusal(const struct stat& opened,
+                                         const std::string& path) {
+  const char* problem = TokenFileModeProblem(opened.st_mode, opened.st_uid);
+  if (*problem == '\0') return "";
+  char mode[8];
+  std::snprintf(mode, sizeof(mode), "%04o",
+                static_cast<unsigned>(opened.st_mode & 07777));
+  return std::string(problem) + " (mode " + mode + "); chmod 600 " + path;
 }
 
 // kTokenFileComment starts a comment line of the server's token file: a
