@@ -248,6 +248,11 @@ absl::Status VolumePoolClient::Call(
   // at the request_id, e.g. after a restart with another configuration,
   // says nothing of the first).
   std::vector<int> unknown_attempts;  // their numbers, 1 for the first
+  // A read-only call's last retried failure (OK before any): what the call
+  // reports when a later attempt only runs into the deadline, whose bare
+  // DEADLINE_EXCEEDED would hide that the server answered (a draining
+  // server's UNAVAILABLE, say).
+  absl::Status last_retried;
   // Failed returns the call's failure `status` after n attempts, with the
   // client's notes: `progress` ("gave up after N attempts", ...: may be
   // empty) and whether the outcome is unknown (marked OutcomeUnknown).
@@ -328,6 +333,12 @@ absl::Status VolumePoolClient::Call(
       }
     }
     if (status.ok()) return status;
+    if (!rules.changes_pool && absl::IsDeadlineExceeded(status) &&
+        !last_retried.ok()) {
+      return failed(last_retried, n,
+                    absl::StrCat(n, " attempts, the last cut off by the ",
+                                 absl::FormatDuration(timeout), " deadline"));
+    }
     if (!retryable || n >= max_attempts) {
       return failed(status, n,
                     retryable && n > 1
@@ -359,6 +370,7 @@ absl::Status VolumePoolClient::Call(
               : status,
           wait});
     }
+    if (!rules.changes_pool) last_retried = status;
     absl::SleepFor(wait);
     backoff =
         std::min(options_.max_backoff, backoff * options_.backoff_multiplier);

@@ -41,6 +41,7 @@
 #include "groove/volume.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
+#include "support/fake_server.h"
 #include "support/server_process.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
@@ -790,15 +791,10 @@ void ExpectEachEndlessServerStops(
         EndlessPages::Mode::kEmptyPages}) {
     SCOPED_TRACE(static_cast<int>(mode));
     EndlessPages service(mode);
-    int port = 0;
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(&service);
-    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    std::string address;
+    std::unique_ptr<grpc::Server> server = StartFakeServer(&service, &address);
     ASSERT_NE(server, nullptr);
-    const CommandResult r = RunCommand(client(absl::StrCat("127.0.0.1:", port)),
-                                       "", absl::Seconds(10));
+    const CommandResult r = RunCommand(client(address), "", absl::Seconds(10));
     EXPECT_FALSE(r.timed_out) << "the client was still paging after 10 s and "
                               << service.calls() << " pages";
     EXPECT_EQ(r.exit_code, 1) << r.err;

@@ -92,7 +92,12 @@
 // server ...)": the message before it is the last attempt's),
 // and for AddVolume with a request_id, "; request_id ID". UNAVAILABLE when
 // the server cannot be reached within the retry budget; DEADLINE_EXCEEDED
-// when the call's deadline passed.
+// when the call's deadline passed, except that a read-only call whose
+// last attempt runs into the deadline after earlier attempts were retried
+// returns the last retried failure with "(METHOD: N attempts, the last
+// cut off by the D deadline)": what the server answered (a draining
+// server's UNAVAILABLE, say) says more than that time ran out. A change's
+// DEADLINE_EXCEEDED is always returned: its outcome is unknown.
 //
 // Security (client_security.h): ClientOptions::security names the TLS
 // files and the bearer token; every VolumePoolService call then carries
