@@ -43,44 +43,17 @@ absl::Status CannotRead(absl::string_view what, int err,
   return absl::InvalidArgumentError(message);
 }
 
-// ReadFile reads the whole of the regular file at `path` (after
-// symlinks; v1::ReadRegularFile), and returns its status as opened in
-// `*opened` when that is not null. A directory, FIFO, socket or device is
-// refused without waiting on it or reading it. Why: the server reads
-// these files before it binds and, in the reloader, every interval; a
-// FIFO's open would wait for a writer forever (at start-up SIGTERM cannot
-// stop that wait, and in the reloader it blocks every later read and the
-// shutdown that joins it), and a device such as /dev/zero never ends.
-// `what` prefixes the message (CannotRead's codes).
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     absl::string_view what,
-                                     struct stat* opened = nullptr) {
-  v1::RegularFile file = v1::ReadRegularFile(path);
-  if (file.error != 0) {
-    return CannotRead(what, file.error, std::strerror(file.error));
-  }
-  if (!file.regular()) {
-    return CannotRead(what, 0,
-                      S_ISDIR(file.opened.st_mode)
-                          ? "it is a directory"
-                          : "it is not a regular file (a FIFO, socket or "
-                            "device); name the file itself");
-  }
-  if (opened != nullptr) *opened = file.opened;
-  return std::move(file.text);
-}
-
-// ReadSecretFile is ReadFile for a file that holds a secret (the token
+// ReadSecretFile is ReadNamedFile for a file that holds a secret (the token
 // file, the TLS private key): after reading it, it refuses one that others
 // may read by the one rule of such files, v1::TokenFileModeProblem (its
 // status as opened, so nothing can be swapped in between). Errors: as
-// ReadFile; INVALID_ARGUMENT "WHAT: is accessible to others (mode 0644);
+// ReadNamedFile; INVALID_ARGUMENT "WHAT: is accessible to others (mode 0644);
 // chmod 600 PATH" (and the rule's other problems). Never puts any of the
 // file's text in a message.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path,
                                            absl::string_view what) {
   struct stat st {};
-  absl::StatusOr<std::string> text = ReadFile(path, what, &st);
+  absl::StatusOr<std::string> text = ReadNamedFile(path, what, &st);
   if (!text.ok()) return text.status();
   if (std::string refusal = v1::SecretFileModeRefusal(st, path);
       !refusal.empty()) {
@@ -294,8 +267,21 @@ void LogTokenLikeComments(const TokenTable& table, const std::string& path) {
 }
 
 absl::StatusOr<std::string> ReadNamedFile(const std::string& path,
-                                          absl::string_view what) {
-  return ReadFile(path, what);
+                                          absl::string_view what,
+                                          struct stat* opened) {
+  v1::RegularFile file = v1::ReadRegularFile(path);
+  if (file.error != 0) {
+    return CannotRead(what, file.error, std::strerror(file.error));
+  }
+  if (!file.regular()) {
+    return CannotRead(what, 0,
+                      S_ISDIR(file.opened.st_mode)
+                          ? "it is a directory"
+                          : "it is not a regular file (a FIFO, socket or "
+                            "device); name the file itself");
+  }
+  if (opened != nullptr) *opened = file.opened;
+  return std::move(file.text);
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
@@ -436,7 +422,7 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const v1::TlsConfig& tls) {
   auto read = [](const std::string& path, absl::string_view what, bool secret,
                  std::string* out) -> absl::Status {
     absl::StatusOr<std::string> text =
-        secret ? ReadSecretFile(path, what) : ReadFile(path, what);
+        secret ? ReadSecretFile(path, what) : ReadNamedFile(path, what);
     if (!text.ok()) return absl::InvalidArgumentError(text.status().message());
     *out = *std::move(text);
     return absl::OkStatus();

@@ -3,8 +3,9 @@
 // (`--credentials-refresh`, docs/SERVER.md section 10).
 //
 // One thread, started by VolumeServer::Start when the refresh interval is
-// above zero and tokens or TLS are configured, wakes every interval and
-// reads the files again:
+// above zero and tokens or TLS are configured, wakes every interval (or at
+// once when ReloadNow asks: SIGHUP, stop_signals.h) and reads the files
+// again:
 //   - the --auth-tokens file: when its text differs from the last text
 //     (or read error) it saw, it parses it; a table that parses is
 //     installed in the LiveTokenTable (security.h), which the next RPC

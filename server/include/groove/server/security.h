@@ -46,6 +46,7 @@
 #define GROOVE_SERVER_SECURITY_H_
 
 #include <grpcpp/security/server_credentials.h>
+#include <sys/stat.h>
 
 #include <array>
 #include <atomic>
@@ -176,15 +177,20 @@ void LogTokenLikeComments(const TokenTable& table, const std::string& path);
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // ReadNamedFile reads the whole of a file an operator named (the --config
-// file; the credential files go through ReadTokenFile and ReadTlsFiles),
-// after symlinks. A directory, FIFO, socket or device is refused without
-// waiting on it or reading it (v1::ReadRegularFile): the server reads its
-// files before it handles signals, where a FIFO's open would hang it past
-// SIGTERM. Errors: NOT_FOUND (missing), PERMISSION_DENIED (not readable
-// by the server) or INVALID_ARGUMENT (anything else), with "WHAT: cannot
-// read: REASON". Thread safety: reads the file only. Cost: its size.
+// file, and under ReadTokenFile and ReadTlsFiles the credential files),
+// after symlinks, and returns its status as opened in `*opened` when that
+// is not null. A directory, FIFO, socket or device is refused without
+// waiting on it or reading it (v1::ReadRegularFile). Why: the server reads
+// these files before it handles signals and, in the reloader, every
+// interval; a FIFO's open would wait for a writer forever (at start-up
+// past SIGTERM; in the reloader blocking every later read and the
+// shutdown that joins it), and a device such as /dev/zero never ends.
+// Errors: NOT_FOUND (missing), PERMISSION_DENIED (not readable by the
+// server) or INVALID_ARGUMENT (anything else), with "WHAT: cannot read:
+// REASON". Thread safety: reads the file only. Cost: its size.
 absl::StatusOr<std::string> ReadNamedFile(const std::string& path,
-                                          absl::string_view what);
+                                          absl::string_view what,
+                                          struct stat* opened = nullptr);
 
 // LiveTokenTable is the token table in use, replaceable while RPCs read
 // it: the server's start-up table, then each table the reloader installs
