@@ -194,8 +194,10 @@ absl::Status VolumePoolServiceImpl::Begin(Call* call,
 }
 
 grpc::ServerUnaryReactor* VolumePoolServiceImpl::Finish(
-    const Call& call, const absl::Status& status) {
-  metrics_->RecordRpc(call.method, status.code(), absl::Now() - call.start);
+    const Call& call, const absl::Status& status,
+    std::optional<absl::StatusCode> counted_as) {
+  metrics_->RecordRpc(call.method, counted_as.value_or(status.code()),
+                      absl::Now() - call.start);
   if (!status.ok()) {
     if (call.pool >= 0) {
       metrics_->RecordPoolError(static_cast<size_t>(call.pool), call.op,
@@ -358,6 +360,35 @@ VolumePoolServiceImpl::Gone VolumePoolServiceImpl::CallGone(
   return Gone::kNo;
 }
 
+std::optional<absl::Status> VolumePoolServiceImpl::RefusalIfGone(
+    const Call& call, absl::string_view change) const {
+  switch (CallGone(call)) {
+    case Gone::kNo:
+      return std::nullopt;
+    case Gone::kShutdownDeadline:
+      return NothingChanged(absl::UnavailableError(absl::StrCat(
+          change,
+          ": groove-volumed is shutting down and its shutdown "
+          "deadline passed before the call started; nothing was changed; "
+          "retry with backoff (against its next start)")));
+    case Gone::kDeadlineExceeded:
+      return absl::DeadlineExceededError(absl::StrCat(
+          change, ": its deadline passed before the server started it (",
+          absl::FormatDuration(absl::Now() -
+                               absl::FromChrono(call.context->deadline())),
+          " ago; the call arrived ",
+          absl::FormatDuration(absl::Now() - call.start),
+          " ago); nothing was changed; give ", RpcMethodName(call.method),
+          " a longer deadline"));
+    case Gone::kCancelled:
+      return absl::CancelledError(absl::StrCat(
+          change,
+          ": the client cancelled the call (or its connection "
+          "closed) before the server started it; nothing was changed"));
+  }
+  return std::nullopt;
+}
+
 void VolumePoolServiceImpl::RunAdd(
     const Call& call, const v1::AddVolumeRequest* request,
     v1::AddVolumeResponse* response,
@@ -445,7 +476,17 @@ void VolumePoolServiceImpl::RunAdd(
           request->request_id().empty() ? "-" : request->request_id()},
          {"peer", call.context->peer()}});
   }
-  Finish(call, absl::OkStatus());
+  // Counted as its client saw it: an error-rate alert must not read an
+  // add whose client timed out as served. At the shutdown deadline the
+  // answer races gRPC's cancellation, so what the client saw is not known
+  // and the add is counted as answered.
+  std::optional<absl::StatusCode> counted_as;
+  if (gone == Gone::kDeadlineExceeded) {
+    counted_as = absl::StatusCode::kDeadlineExceeded;
+  } else if (gone == Gone::kCancelled) {
+    counted_as = absl::StatusCode::kCancelled;
+  }
+  Finish(call, absl::OkStatus(), counted_as);
 }
 
 grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
@@ -467,6 +508,14 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
                             "remove volumes from pool '", pool.config().name,
                             "': count ", request->count(), " is outside [1, ",
                             kMaxVolumesPerRequest, "]")));
+  }
+  // A call whose client is gone by now would remove volumes nobody hears
+  // of (their info lost with the answer): refused, nothing removed.
+  if (std::optional<absl::Status> gone = RefusalIfGone(
+          call,
+          absl::StrCat("remove volumes from pool '", pool.config().name, "'"));
+      gone.has_value()) {
+    return Finish(call, *gone);
   }
   absl::StatusOr<std::vector<RemovedVolume>> removed =
       pool.RemoveVolumes(request->count());
@@ -605,6 +654,12 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::ReclaimVolume(
   // punch, lock-free, on this callback thread. It decides every refusal,
   // with messages that name the pool and the index (OUT_OF_RANGE;
   // FAILED_PRECONDITION saying what is at the index instead).
+  if (std::optional<absl::Status> gone =
+          RefusalIfGone(call, absl::StrCat("reclaim volume ", request->index(),
+                                           " of pool '", name, "'"));
+      gone.has_value()) {
+    return Finish(call, *gone);
+  }
   absl::StatusOr<ReclaimedVolume> reclaimed =
       pool.ReclaimVolume(request->index());
   if (!reclaimed.ok()) return Finish(call, reclaimed.status());

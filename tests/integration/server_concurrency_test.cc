@@ -758,7 +758,8 @@ TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
 // reaches nobody: the server says so, at warn, naming the volumes, why,
 // and the request_id that learns them, so that an operator can match a
 // client's DEADLINE_EXCEEDED to the add it made (the routine `add` line
-// alone reads as answered). The add is held inside its allocation by the
+// alone reads as answered), and /metrics counts it as its client saw it.
+// The add is held inside its allocation by the
 // stall hook until a sentinel health Watch, sent after the add started
 // and with a longer deadline, has seen its own deadline pass.
 TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
@@ -793,6 +794,20 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
   v1::AddVolumeResponse learned;
   ASSERT_TRUE(Add(*stub, add.request, &learned).ok());
   EXPECT_THAT(learned.volume_indices(), ElementsAre(0, 1));
+  // Counted as its client saw it (an error-rate alert must not read it as
+  // served); the replay that learned it is the one OK.
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const auto handled = [&](absl::string_view code) {
+    return MetricValue(
+        *metrics,
+        absl::StrCat(
+            R"(grpc_server_handled_total{grpc_code=")", code,
+            R"(",grpc_method="AddVolume",grpc_service="groove.v1.VolumePoolService"})"));
+  };
+  EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
+  EXPECT_EQ(handled("OK"), "1");
   EXPECT_EQ(server->Stop(), 0);
 }
 

@@ -617,6 +617,42 @@ TEST_F(ServerQuarantineTest, RemoveSaysWhatIsWrongAndCountsQuarantinedApart) {
   EXPECT_EQ(server_->Stop(), 0);
 }
 
+// CallWithItsDeadlinePassed sends `request` to `method` (its path,
+// "/groove.v1.VolumePoolService/RemoveVolume") of the server at
+// `address` (plaintext HTTP/2) as a call whose deadline passes as it
+// arrives: `grpc-timeout: 0n`, sent with nghttp (Debian nghttp2-client),
+// since gRPC's own clients fail such a call before sending it. gRPC sets
+// the call's deadline to its arrival and still hands the call to its
+// handler. Returns the grpc-status the client received (gRPC answers its
+// own DEADLINE_EXCEEDED, whatever the handler did), or an error carrying
+// nghttp's output when it printed none.
+inline absl::StatusOr<int> CallWithItsDeadlinePassed(
+    const std::string& address, absl::string_view method,
+    const google::protobuf::Message& request) {
+  const std::string message = request.SerializeAsString();
+  std::string framed(5, '\0');  // not compressed, then the length (BE)
+  for (int i = 0; i < 4; ++i) {
+    framed[1 + i] = static_cast<char>((message.size() >> (8 * (3 - i))) & 0xff);
+  }
+  framed += message;
+  const CommandResult r = RunCommand(
+      {GROOVE_NGHTTP_BIN, "-v", "-H", ":method: POST", "-H",
+       "content-type: application/grpc", "-H", "te: trailers", "-H",
+       "grpc-timeout: 0n", "-d", "-", absl::StrCat("http://", address, method)},
+      framed, absl::Seconds(30));
+  for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+    const size_t at = line.find("grpc-status: ");
+    int code = 0;
+    if (at != absl::string_view::npos &&
+        absl::SimpleAtoi(line.substr(at + 13), &code)) {
+      return code;
+    }
+  }
+  return absl::InternalError(
+      absl::StrCat("nghttp printed no grpc-status (exit ", r.exit_code,
+                   "): ", r.out, r.err));
+}
+
 // ---- ReclaimVolume: freeing a quarantined volume ----------------------------
 
 // QuarantineVolume1 has a RemoveVolume of pool "a" (as StartWithCorruptVolume1
@@ -785,6 +821,70 @@ TEST_F(ServerReclaimTest, RefusedReclaimsChangeNothing) {
   }
   EXPECT_EQ((*join)->pool().Release(held), PoolError::kSuccess);
   EXPECT_EQ(server_->Stop(), 0);
+}
+
+// A RemoveVolume or ReclaimVolume whose deadline has passed when the
+// server comes to start it changes nothing: its answer can reach nobody,
+// so the volumes it removed (their info with them) or the quarantine it
+// lifted would be lost to every client. It is refused with
+// DEADLINE_EXCEEDED, saying nothing was changed, logged and counted as
+// such, and the pool is exactly as it was. (Until the nineteenth session
+// each such call ran and was counted OK while its client saw
+// DEADLINE_EXCEEDED: the pool lost a volume per remove.) gRPC hands every
+// call whose request arrived with its headers to its handler; one it
+// dropped before (a request read apart from its headers) reaches no
+// handler, changing nothing either, so the counts below are the calls the
+// handlers refused, at least one.
+TEST_F(ServerReclaimTest,
+       ChangesWhoseDeadlinePassedBeforeTheyStartChangeNothing) {
+  ASSERT_NO_FATAL_FAILURE(QuarantineVolume1(*stub_));
+  const Snapshot before = TakeSnapshot(*stub_, "a");
+  ASSERT_EQ(before.summary.volumes_empty(), 2u);
+  v1::RemoveVolumeRequest remove;
+  remove.set_pool("a");
+  remove.set_count(1);
+  v1::ReclaimVolumeRequest reclaim;
+  reclaim.set_pool("a");
+  reclaim.set_index(1);
+  constexpr int kCalls = 5;
+  for (int i = 0; i < kCalls; ++i) {
+    for (const auto& [method, request] :
+         std::vector<std::pair<std::string, const google::protobuf::Message*>>{
+             {"RemoveVolume", &remove}, {"ReclaimVolume", &reclaim}}) {
+      absl::StatusOr<int> code = CallWithItsDeadlinePassed(
+          server_->grpc_address(),
+          absl::StrCat("/groove.v1.VolumePoolService/", method), *request);
+      ASSERT_TRUE(code.ok()) << code.status();
+      EXPECT_EQ(*code, grpc::StatusCode::DEADLINE_EXCEEDED) << method;
+    }
+  }
+  const Snapshot after = TakeSnapshot(*stub_, "a");
+  EXPECT_EQ(after, before) << "before " << before.DebugString() << "\nafter "
+                           << after.DebugString();
+
+  absl::StatusOr<std::string> m =
+      HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(server_->Stop(), 0);
+  for (const std::string method : {"RemoveVolume", "ReclaimVolume"}) {
+    SCOPED_TRACE(method);
+    const size_t refused =
+        server_->LogCount({"event=rpc_error", absl::StrCat("method=", method),
+                           "code=DEADLINE_EXCEEDED",
+                           "its deadline passed before the server started it",
+                           "nothing was changed"});
+    EXPECT_GE(refused, 1u) << server_->LogText();
+    EXPECT_LE(refused, static_cast<size_t>(kCalls));
+    EXPECT_EQ(
+        MetricValue(
+            *m,
+            absl::StrCat(
+                R"(grpc_server_handled_total{grpc_code="DEADLINE_EXCEEDED",grpc_method=")",
+                method, R"(",grpc_service="groove.v1.VolumePoolService"})")),
+        absl::StrCat(refused));
+  }
+  EXPECT_EQ(server_->LogCount({"event=reclaim "}), 0u);
+  EXPECT_EQ(server_->LogCount({"event=remove "}), 0u);
 }
 
 // A quarantine is kept across a restart of the server (volumes_in_quarantine

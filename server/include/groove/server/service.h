@@ -7,7 +7,9 @@
 //   - ListPools, Inspect, RemoveVolume and ReclaimVolume call the core
 //     inline: reading summaries and headers is wait-free or lock-free, a
 //     remove pops (lock-free) and a reclaim CASes one slot, and both punch
-//     holes (milliseconds). Inspect with `verify`
+//     holes (milliseconds); a remove or reclaim whose call can no longer
+//     be answered (its deadline passed, or it was cancelled, before it
+//     started) changes nothing (RefusalIfGone). Inspect with `verify`
 //     walks the stack, O(empty volumes), without a lock, one verify per
 //     pool at a time (another fails with ABORTED).
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
@@ -156,9 +158,12 @@ class VolumePoolServiceImpl final
                      bool verify = false);
   // Finish records the RPC's metrics, logs it if it failed, and finishes
   // it with `status`. Returns the reactor, for handlers to return.
-  grpc::ServerUnaryReactor* Finish(const Call& call,
-                                   const absl::Status& status);
-  // Gone is why an AddVolume call can no longer be answered, if it can't.
+  // `counted_as`: the code the metrics count instead of status's (an add
+  // answered OK after its client had gone counts as what the client saw).
+  grpc::ServerUnaryReactor* Finish(
+      const Call& call, const absl::Status& status,
+      std::optional<absl::StatusCode> counted_as = std::nullopt);
+  // Gone is why a call can no longer be answered, if it can't.
   enum class Gone {
     kNo,
     // The shutdown deadline (StopAddsAt) passed: gRPC cancels every call
@@ -171,6 +176,18 @@ class VolumePoolServiceImpl final
   // with the clock, since gRPC marks such calls cancelled asynchronously
   // (IsCancelled), and without saying why. Thread safety: any thread.
   Gone CallGone(const Call& call) const;
+  // RefusalIfGone returns, for a call that changes a pool inline
+  // (RemoveVolume, ReclaimVolume) and has not changed it yet, the refusal
+  // to finish it with when it can no longer be answered (CallGone):
+  // DEADLINE_EXCEEDED (its deadline passed before it started: in transit,
+  // or behind other work of the server), CANCELLED, or UNAVAILABLE
+  // marked NothingChanged past the shutdown deadline; nullopt when it can
+  // be answered. `change` names the change for the message ("remove
+  // volumes from pool 'p'"). A change made anyway would be lost with its
+  // answer. Cost: two clock reads and an atomic load; no lock.
+  // Thread safety: any thread.
+  std::optional<absl::Status> RefusalIfGone(const Call& call,
+                                            absl::string_view change) const;
   // RunAdd is AddVolume's second half, on a worker thread.
   // `ticket`: the request_id log entry to complete, for calls with an id.
   void RunAdd(const Call& call, const v1::AddVolumeRequest* request,
