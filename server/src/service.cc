@@ -360,11 +360,9 @@ VolumePoolServiceImpl::Gone VolumePoolServiceImpl::CallGone(
   return Gone::kNo;
 }
 
-std::optional<absl::Status> VolumePoolServiceImpl::RefusalIfGone(
-    const Call& call, absl::string_view change) const {
-  switch (CallGone(call)) {
-    case Gone::kNo:
-      return std::nullopt;
+absl::Status VolumePoolServiceImpl::GoneRefusal(
+    const Call& call, Gone gone, absl::string_view change) const {
+  switch (gone) {
     case Gone::kShutdownDeadline:
       return NothingChanged(absl::UnavailableError(absl::StrCat(
           change,
@@ -385,8 +383,11 @@ std::optional<absl::Status> VolumePoolServiceImpl::RefusalIfGone(
           change,
           ": the client cancelled the call (or its connection "
           "closed) before the server started it; nothing was changed"));
+    case Gone::kNo:
+      break;
   }
-  return std::nullopt;
+  return absl::InternalError(
+      absl::StrCat(change, ": GoneRefusal of a call that is not gone"));
 }
 
 void VolumePoolServiceImpl::RunAdd(
@@ -414,6 +415,13 @@ void VolumePoolServiceImpl::RunAdd(
           "backoff (against its next start)"))));
       return;
     case Gone::kDeadlineExceeded:
+      if (absl::FromChrono(call.context->deadline()) <= call.start) {
+        // It arrived with its deadline passed: the queue is not why.
+        refuse(GoneRefusal(
+            call, Gone::kDeadlineExceeded,
+            absl::StrCat("add volumes to pool '", pool.config().name, "'")));
+        return;
+      }
       refuse(absl::DeadlineExceededError(absl::StrCat(
           "add volumes to pool '", pool.config().name,
           "': its deadline passed while it waited in the add queue (",
@@ -511,11 +519,10 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
   }
   // A call whose client is gone by now would remove volumes nobody hears
   // of (their info lost with the answer): refused, nothing removed.
-  if (std::optional<absl::Status> gone = RefusalIfGone(
-          call,
-          absl::StrCat("remove volumes from pool '", pool.config().name, "'"));
-      gone.has_value()) {
-    return Finish(call, *gone);
+  if (const Gone gone = CallGone(call); gone != Gone::kNo) {
+    return Finish(call, GoneRefusal(call, gone,
+                                    absl::StrCat("remove volumes from pool '",
+                                                 pool.config().name, "'")));
   }
   absl::StatusOr<std::vector<RemovedVolume>> removed =
       pool.RemoveVolumes(request->count());
@@ -650,16 +657,18 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::ReclaimVolume(
                             "': index is unset; give the index of the "
                             "quarantined volume (Inspect lists it CORRUPT)")));
   }
+  // Like a remove, a reclaim whose client is gone would be lost with its
+  // answer: refused, nothing changed.
+  if (const Gone gone = CallGone(call); gone != Gone::kNo) {
+    return Finish(call,
+                  GoneRefusal(call, gone,
+                              absl::StrCat("reclaim volume ", request->index(),
+                                           " of pool '", name, "'")));
+  }
   // Straight to the core, like RemoveVolume: one CAS of the slot and a
   // punch, lock-free, on this callback thread. It decides every refusal,
   // with messages that name the pool and the index (OUT_OF_RANGE;
   // FAILED_PRECONDITION saying what is at the index instead).
-  if (std::optional<absl::Status> gone =
-          RefusalIfGone(call, absl::StrCat("reclaim volume ", request->index(),
-                                           " of pool '", name, "'"));
-      gone.has_value()) {
-    return Finish(call, *gone);
-  }
   absl::StatusOr<ReclaimedVolume> reclaimed =
       pool.ReclaimVolume(request->index());
   if (!reclaimed.ok()) return Finish(call, reclaimed.status());

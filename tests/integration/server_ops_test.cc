@@ -823,14 +823,15 @@ TEST_F(ServerReclaimTest, RefusedReclaimsChangeNothing) {
   EXPECT_EQ(server_->Stop(), 0);
 }
 
-// A RemoveVolume or ReclaimVolume whose deadline has passed when the
-// server comes to start it changes nothing: its answer can reach nobody,
-// so the volumes it removed (their info with them) or the quarantine it
+// A RemoveVolume, ReclaimVolume or AddVolume whose deadline has passed
+// when the server comes to start it changes nothing: its answer can reach
+// nobody, so the volumes it removed (their info with them) or the quarantine it
 // lifted would be lost to every client. It is refused with
 // DEADLINE_EXCEEDED, saying nothing was changed, logged and counted as
 // such, and the pool is exactly as it was. (Until the nineteenth session
 // each such call ran and was counted OK while its client saw
-// DEADLINE_EXCEEDED: the pool lost a volume per remove.) gRPC hands every
+// DEADLINE_EXCEEDED: the pool lost a volume per remove; such an add was
+// refused, but blamed on the add queue.) gRPC hands every
 // call whose request arrived with its headers to its handler; one it
 // dropped before (a request read apart from its headers) reaches no
 // handler, changing nothing either, so the counts below are the calls the
@@ -846,11 +847,14 @@ TEST_F(ServerReclaimTest,
   v1::ReclaimVolumeRequest reclaim;
   reclaim.set_pool("a");
   reclaim.set_index(1);
+  const v1::AddVolumeRequest add = AddRequest("a", 1, "late");
+  const std::vector<std::pair<std::string, const google::protobuf::Message*>>
+      calls = {{"RemoveVolume", &remove},
+               {"ReclaimVolume", &reclaim},
+               {"AddVolume", &add}};
   constexpr int kCalls = 5;
   for (int i = 0; i < kCalls; ++i) {
-    for (const auto& [method, request] :
-         std::vector<std::pair<std::string, const google::protobuf::Message*>>{
-             {"RemoveVolume", &remove}, {"ReclaimVolume", &reclaim}}) {
+    for (const auto& [method, request] : calls) {
       absl::StatusOr<int> code = CallWithItsDeadlinePassed(
           server_->grpc_address(),
           absl::StrCat("/groove.v1.VolumePoolService/", method), *request);
@@ -866,7 +870,7 @@ TEST_F(ServerReclaimTest,
       HttpGet(server_->metrics_address(), "/metrics");
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(server_->Stop(), 0);
-  for (const std::string method : {"RemoveVolume", "ReclaimVolume"}) {
+  for (const auto& [method, request] : calls) {
     SCOPED_TRACE(method);
     const size_t refused =
         server_->LogCount({"event=rpc_error", absl::StrCat("method=", method),
@@ -885,6 +889,11 @@ TEST_F(ServerReclaimTest,
   }
   EXPECT_EQ(server_->LogCount({"event=reclaim "}), 0u);
   EXPECT_EQ(server_->LogCount({"event=remove "}), 0u);
+  EXPECT_EQ(server_->LogCount({"event=add ", "count=1 "}), 0u);  // 3: setup
+  // An add that arrived dead was not held up by the add queue: its
+  // message does not send the operator to the add workers.
+  EXPECT_EQ(server_->LogCount({"method=AddVolume", "add queue"}), 0u)
+      << server_->LogText();
 }
 
 // A quarantine is kept across a restart of the server (volumes_in_quarantine

@@ -9,9 +9,9 @@
 //     remove pops (lock-free) and a reclaim CASes one slot, and both punch
 //     holes (milliseconds); a remove or reclaim whose call can no longer
 //     be answered (its deadline passed, or it was cancelled, before it
-//     started) changes nothing (RefusalIfGone). Inspect with `verify`
-//     walks the stack, O(empty volumes), without a lock, one verify per
-//     pool at a time (another fails with ABORTED).
+//     started) changes nothing (CallGone, GoneRefusal). Inspect with
+//     `verify` walks the stack, O(empty volumes), without a lock, one
+//     verify per pool at a time (another fails with ABORTED).
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
 //     of hugepages), so the handler queues it on the pool's add WorkerPool
 //     and returns; a worker calls the core and finishes the RPC.
@@ -176,18 +176,19 @@ class VolumePoolServiceImpl final
   // with the clock, since gRPC marks such calls cancelled asynchronously
   // (IsCancelled), and without saying why. Thread safety: any thread.
   Gone CallGone(const Call& call) const;
-  // RefusalIfGone returns, for a call that changes a pool inline
-  // (RemoveVolume, ReclaimVolume) and has not changed it yet, the refusal
-  // to finish it with when it can no longer be answered (CallGone):
-  // DEADLINE_EXCEEDED (its deadline passed before it started: in transit,
-  // or behind other work of the server), CANCELLED, or UNAVAILABLE
-  // marked NothingChanged past the shutdown deadline; nullopt when it can
-  // be answered. `change` names the change for the message ("remove
-  // volumes from pool 'p'"). A change made anyway would be lost with its
-  // answer. Cost: two clock reads and an atomic load; no lock.
-  // Thread safety: any thread.
-  std::optional<absl::Status> RefusalIfGone(const Call& call,
-                                            absl::string_view change) const;
+  // GoneRefusal returns the refusal that finishes a change (`change`
+  // names it for the message: "remove volumes from pool 'p'") which has
+  // not started and will not, because its call is `gone` (CallGone, not
+  // kNo): its answer could reach nobody, so the change would be lost with
+  // it. DEADLINE_EXCEEDED (the deadline passed before the server started
+  // it: in transit, or behind other work), CANCELLED, or UNAVAILABLE
+  // marked NothingChanged past the shutdown deadline. Used by
+  // RemoveVolume and ReclaimVolume before they change the pool, and by
+  // RunAdd for an add that arrived with its deadline passed (its other
+  // refusals say how long it waited in the add queue). Cost: on the
+  // refusal path only. Thread safety: any thread.
+  absl::Status GoneRefusal(const Call& call, Gone gone,
+                           absl::string_view change) const;
   // RunAdd is AddVolume's second half, on a worker thread.
   // `ticket`: the request_id log entry to complete, for calls with an id.
   void RunAdd(const Call& call, const v1::AddVolumeRequest* request,
