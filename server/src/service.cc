@@ -360,29 +360,39 @@ VolumePoolServiceImpl::Gone VolumePoolServiceImpl::CallGone(
   return Gone::kNo;
 }
 
-absl::Status VolumePoolServiceImpl::GoneRefusal(
-    const Call& call, Gone gone, absl::string_view change) const {
+absl::Status VolumePoolServiceImpl::GoneRefusal(const Call& call, Gone gone,
+                                                absl::string_view change,
+                                                absl::string_view queue) const {
   switch (gone) {
     case Gone::kShutdownDeadline:
       return NothingChanged(absl::UnavailableError(absl::StrCat(
           change,
-          ": groove-volumed is shutting down and its shutdown "
-          "deadline passed before the call started; nothing was changed; "
-          "retry with backoff (against its next start)")));
-    case Gone::kDeadlineExceeded:
+          ": groove-volumed is shutting down and its shutdown deadline "
+          "passed before the call started; nothing was changed; retry with "
+          "backoff (against its next start)")));
+    case Gone::kDeadlineExceeded: {
+      // What the deadline left the call when it arrived (less its time in
+      // transit), and how long it waited here: which of the two was short.
+      const absl::Time now = absl::Now();
+      const absl::Duration left_on_arrival =
+          absl::FromChrono(call.context->deadline()) - call.start;
       return absl::DeadlineExceededError(absl::StrCat(
           change, ": its deadline passed before the server started it (",
-          absl::FormatDuration(absl::Now() -
-                               absl::FromChrono(call.context->deadline())),
-          " ago; the call arrived ",
-          absl::FormatDuration(absl::Now() - call.start),
-          " ago); nothing was changed; give ", RpcMethodName(call.method),
-          " a longer deadline"));
+          left_on_arrival > absl::ZeroDuration()
+              ? absl::StrCat("it arrived with ",
+                             absl::FormatDuration(left_on_arrival), " left")
+              : absl::StrCat("it arrived ",
+                             absl::FormatDuration(-left_on_arrival),
+                             " after its deadline"),
+          " and waited ", absl::FormatDuration(now - call.start),
+          queue.empty() ? "" : " ", queue, "); nothing was changed; give ",
+          RpcMethodName(call.method), " a longer deadline"));
+    }
     case Gone::kCancelled:
       return absl::CancelledError(absl::StrCat(
           change,
-          ": the client cancelled the call (or its connection "
-          "closed) before the server started it; nothing was changed"));
+          ": the client cancelled the call (or its connection closed) "
+          "before the server started it; nothing was changed"));
     case Gone::kNo:
       break;
   }
@@ -398,46 +408,22 @@ void VolumePoolServiceImpl::RunAdd(
   // An add that has not started is refused, adding nothing and forgetting
   // its request_id, when its call can no longer be answered, saying why
   // for the log and the metrics (the client has gone already).
-  const auto refuse = [&](absl::Status refusal) {
+  if (const Gone gone = CallGone(call); gone != Gone::kNo) {
+    // Past the shutdown deadline, starting now could keep the server
+    // (hugepages: seconds per add) past its watchdog; past its own
+    // deadline or cancelled, adding would only leave volumes the client
+    // never hears of.
     if (ticket.has_value()) requests_->Failed(*ticket);
-    Finish(call, refusal);
-  };
-  switch (CallGone(call)) {
-    case Gone::kNo:
-      break;
-    case Gone::kShutdownDeadline:
-      // Starting now could keep the server (hugepages: seconds per add)
-      // past its watchdog.
-      refuse(NothingChanged(absl::UnavailableError(absl::StrCat(
-          "add volumes to pool '", pool.config().name,
-          "': groove-volumed is shutting down and its shutdown deadline "
-          "passed before the add started; nothing was added; retry with "
-          "backoff (against its next start)"))));
-      return;
-    case Gone::kDeadlineExceeded:
-      if (absl::FromChrono(call.context->deadline()) <= call.start) {
-        // It arrived with its deadline passed: the queue is not why.
-        refuse(GoneRefusal(
-            call, Gone::kDeadlineExceeded,
-            absl::StrCat("add volumes to pool '", pool.config().name, "'")));
-        return;
-      }
-      refuse(absl::DeadlineExceededError(absl::StrCat(
-          "add volumes to pool '", pool.config().name,
-          "': its deadline passed while it waited in the add queue (",
-          absl::FormatDuration(absl::Now() - call.start),
-          " behind the pool's other adds; add workers: ",
-          pools_[call.pool].add_workers->threads(),
-          ", --add_workers_per_pool); nothing was added; give AddVolume a "
-          "longer deadline")));
-      return;
-    case Gone::kCancelled:
-      // Adding now would only leave volumes the client never hears of.
-      refuse(absl::CancelledError(absl::StrCat(
-          "add volumes to pool '", pool.config().name,
-          "': the client cancelled the call while it waited in the add queue "
-          "(or its connection closed); nothing was added")));
-      return;
+    Finish(
+        call,
+        GoneRefusal(
+            call, gone,
+            absl::StrCat("add volumes to pool '", pool.config().name, "'"),
+            absl::StrCat("in the add queue behind the pool's other adds (add "
+                         "workers: ",
+                         pools_[call.pool].add_workers->threads(),
+                         ", --add_workers_per_pool)")));
+    return;
   }
   std::optional<uint64_t> first_index;
   if (request->has_first_index()) first_index = request->first_index();

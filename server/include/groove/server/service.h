@@ -180,15 +180,16 @@ class VolumePoolServiceImpl final
   // names it for the message: "remove volumes from pool 'p'") which has
   // not started and will not, because its call is `gone` (CallGone, not
   // kNo): its answer could reach nobody, so the change would be lost with
-  // it. DEADLINE_EXCEEDED (the deadline passed before the server started
-  // it: in transit, or behind other work), CANCELLED, or UNAVAILABLE
-  // marked NothingChanged past the shutdown deadline. Used by
-  // RemoveVolume and ReclaimVolume before they change the pool, and by
-  // RunAdd for an add that arrived with its deadline passed (its other
-  // refusals say how long it waited in the add queue). Cost: on the
-  // refusal path only. Thread safety: any thread.
+  // it. DEADLINE_EXCEEDED, saying what the deadline left the call when it
+  // arrived and how long it waited since (`queue`, when not empty, says
+  // where: the add queue), so that a client's too short deadline and a
+  // slow server show apart; CANCELLED; or UNAVAILABLE marked
+  // NothingChanged past the shutdown deadline. Used by RunAdd, and by
+  // RemoveVolume and ReclaimVolume before they change the pool. Cost: on
+  // the refusal path only. Thread safety: any thread.
   absl::Status GoneRefusal(const Call& call, Gone gone,
-                           absl::string_view change) const;
+                           absl::string_view change,
+                           absl::string_view queue = "") const;
   // RunAdd is AddVolume's second half, on a worker thread.
   // `ticket`: the request_id log entry to complete, for calls with an id.
   void RunAdd(const Call& call, const v1::AddVolumeRequest* request,
