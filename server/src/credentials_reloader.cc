@@ -105,7 +105,19 @@ CredentialsReloader::CredentialsReloader(Options options,
     : options_(std::move(options)),
       metrics_(metrics),
       last_tokens_(options_.tokens_text),
-      last_tls_(options_.tls_files) {}
+      last_tls_(options_.tls_files) {
+  if (!options_.tls.has_value()) return;
+  // The start-up files passed CheckTlsFiles (main), and the server
+  // reported them a moment ago: judged again now, they are the baseline.
+  absl::StatusOr<std::vector<TlsCertificate>> certificates =
+      CheckTlsFiles(*options_.tls, options_.tls_files);
+  if (!certificates.ok()) return;
+  const absl::Time now = absl::Now();
+  for (const TlsCertificate& cert : *certificates) {
+    tls_validity_.push_back(JudgeTlsCertificate(cert, now));
+  }
+  tls_certificates_ = *std::move(certificates);
+}
 
 CredentialsReloader::~CredentialsReloader() { Stop(); }
 
@@ -184,6 +196,9 @@ void CredentialsReloader::CheckTokens() {
 
 void CredentialsReloader::CheckTls() {
   const v1::TlsConfig& tls = *options_.tls;
+  // What the clock did to the certificates served (before any change
+  // below replaces them, which reports its own).
+  ReportTlsValidityChanges(tls, tls_certificates_, absl::Now(), &tls_validity_);
   absl::StatusOr<TlsFiles> read = ReadTlsFiles(tls);
   if (read == last_tls_) return;
   last_tls_ = read;
@@ -202,7 +217,9 @@ void CredentialsReloader::CheckTls() {
   if (check.ok()) {
     // Once per change that is installed: the dates of what is served
     // now, set and logged before the line that says it is served.
-    ReportTlsCertificates(tls, *certificates, absl::Now(), metrics_);
+    tls_validity_ =
+        ReportTlsCertificates(tls, *certificates, absl::Now(), metrics_);
+    tls_certificates_ = *std::move(certificates);
     Log(LogLevel::kInfo, "credentials_reloaded",
         {{"what", "tls"},
          {"cert_file", tls.cert_file()},

@@ -548,9 +548,62 @@ absl::StatusOr<std::vector<TlsCertificate>> CheckTlsFiles(
   return reported;
 }
 
-void ReportTlsCertificates(const v1::TlsConfig& tls,
-                           const std::vector<TlsCertificate>& certificates,
-                           absl::Time now, ServerMetrics* metrics) {
+TlsValidity JudgeTlsCertificate(const TlsCertificate& cert, absl::Time now) {
+  if (now < cert.not_before) return {TlsValidity::kNotYetValid};
+  if (now > cert.not_after) return {TlsValidity::kExpired};
+  if (cert.not_after - now >= kTlsExpiryWarning) return {TlsValidity::kValid};
+  return {TlsValidity::kExpiring,
+          absl::ToInt64Hours(cert.not_after - now) / 24};
+}
+
+namespace {
+
+// LogTlsValidity writes the line that says `cert` (of a file of `tls`)
+// is `validity` (ReportTlsCertificates, ReportTlsValidityChanges).
+void LogTlsValidity(const v1::TlsConfig& tls, const TlsCertificate& cert,
+                    const TlsValidity& validity) {
+  const LogField what("what", TlsCertificateFileName(cert.what));
+  const LogField file("file", cert.what == TlsCertificateFile::kCert
+                                  ? tls.cert_file()
+                                  : tls.client_ca_file());
+  const LogField subject("subject", cert.subject);
+  const LogField not_before("not_before",
+                            FormatCertificateTime(cert.not_before));
+  const LogField not_after("not_after", FormatCertificateTime(cert.not_after));
+  switch (validity.kind) {
+    case TlsValidity::kValid:
+      Log(LogLevel::kInfo, "tls_certificate_valid",
+          {what, file, subject, not_before, not_after});
+      return;
+    case TlsValidity::kExpiring:
+      Log(LogLevel::kWarn, "tls_certificate_expiring",
+          {what,
+           file,
+           subject,
+           not_before,
+           not_after,
+           {"days_left", validity.days_left}});
+      return;
+    case TlsValidity::kExpired:
+    case TlsValidity::kNotYetValid:
+      Log(LogLevel::kError, "tls_certificate_invalid",
+          {what,
+           file,
+           subject,
+           not_before,
+           not_after,
+           {"reason", validity.kind == TlsValidity::kExpired
+                          ? "expired"
+                          : "not_yet_valid"}});
+      return;
+  }
+}
+
+}  // namespace
+
+std::vector<TlsValidity> ReportTlsCertificates(
+    const v1::TlsConfig& tls, const std::vector<TlsCertificate>& certificates,
+    absl::Time now, ServerMetrics* metrics) {
   // The certificate each file's metrics show: cert's own, and the client
   // CA that expires first (the first such in the file): one series per
   // file whatever the bundle's size, and the one an alert must see first.
@@ -566,27 +619,25 @@ void ReportTlsCertificates(const v1::TlsConfig& tls,
     metrics->SetTlsCertificate(cert->what, cert->subject, cert->not_before,
                                cert->not_after);
   }
+  std::vector<TlsValidity> judged;
   for (const TlsCertificate& cert : certificates) {
-    const std::string& file = cert.what == TlsCertificateFile::kCert
-                                  ? tls.cert_file()
-                                  : tls.client_ca_file();
-    const absl::string_view what = TlsCertificateFileName(cert.what);
-    // X.509 validity is inclusive at both ends (RFC 5280 4.1.2.5).
-    const bool invalid = now < cert.not_before || now > cert.not_after;
-    if (!invalid && cert.not_after - now >= kTlsExpiryWarning) continue;
-    const LogField last =
-        invalid ? LogField("reason",
-                           now < cert.not_before ? "not_yet_valid" : "expired")
-                : LogField("days_left",
-                           absl::ToInt64Hours(cert.not_after - now) / 24);
-    Log(invalid ? LogLevel::kError : LogLevel::kWarn,
-        invalid ? "tls_certificate_invalid" : "tls_certificate_expiring",
-        {{"what", what},
-         {"file", file},
-         {"subject", cert.subject},
-         {"not_before", FormatCertificateTime(cert.not_before)},
-         {"not_after", FormatCertificateTime(cert.not_after)},
-         last});
+    judged.push_back(JudgeTlsCertificate(cert, now));
+    if (judged.back().kind != TlsValidity::kValid) {
+      LogTlsValidity(tls, cert, judged.back());
+    }
+  }
+  return judged;
+}
+
+void ReportTlsValidityChanges(const v1::TlsConfig& tls,
+                              const std::vector<TlsCertificate>& certificates,
+                              absl::Time now,
+                              std::vector<TlsValidity>* judged) {
+  for (size_t i = 0; i < certificates.size(); ++i) {
+    const TlsValidity validity = JudgeTlsCertificate(certificates[i], now);
+    if (validity == (*judged)[i]) continue;
+    (*judged)[i] = validity;
+    LogTlsValidity(tls, certificates[i], validity);
   }
 }
 

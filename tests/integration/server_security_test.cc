@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -1093,19 +1094,25 @@ std::string CertificateTime(absl::Time time) {
 // CertificateFields returns the fields, after `time`, of the line the
 // server logs at `level` as `event` for the first certificate of the PEM
 // file `pem` of subject `subject`, configured as `file` of `what`, ending
-// with `last` (reason, or days_left).
+// with `last` (reason, or days_left; none for tls_certificate_valid).
 Fields CertificateFields(const std::string& level, const std::string& event,
                          const std::string& what, const std::string& file,
-                         const std::string& pem, const std::string& subject,
-                         const std::pair<std::string, std::string>& last) {
+                         const std::string& pem, const std::string& subject) {
   return {{"level", level},
           {"event", event},
           {"what", what},
           {"file", file},
           {"subject", subject},
           {"not_before", CertificateTime(CertificateDate(pem, "startdate"))},
-          {"not_after", CertificateTime(CertificateDate(pem, "enddate"))},
-          last};
+          {"not_after", CertificateTime(CertificateDate(pem, "enddate"))}};
+}
+Fields CertificateFields(const std::string& level, const std::string& event,
+                         const std::string& what, const std::string& file,
+                         const std::string& pem, const std::string& subject,
+                         const std::pair<std::string, std::string>& last) {
+  Fields fields = CertificateFields(level, event, what, file, pem, subject);
+  fields.push_back(last);
+  return fields;
 }
 
 // EventLines returns the fields, after `time`, of every line of `event`
@@ -1367,6 +1374,115 @@ TEST(ServerTlsValidityTest, ARotationToAnExpiredCertificateIsLoggedOnce) {
   EXPECT_EQ(server->LogCount({"event=tls_certificate_invalid"}), 1u);
   ExpectTlsDates(*server, "cert", "CN=localhost", pki + "/other_server.pem");
   EXPECT_EQ(server->Stop(), 0);
+}
+
+// Files that stay the same are judged again against the clock every
+// round of the reloader: a certificate that becomes valid, comes within
+// 14 days of its end, loses a day of the 14, or expires while it is
+// served is logged then, once, not only when its file is loaded. One
+// server, its client CA bundle holding one CA for each of the four (and
+// the test CA its client's certificate needs), all crossing at the same
+// whole second, 12 s after the PKI is made: time for openssl and a
+// start-up under the sanitizers, so that the start-up sees each before
+// its crossing (checked). Until the nineteenth session only a load logged
+// (helper-57's note): nothing was said when a served certificate expired.
+TEST(ServerTlsValidityTest, ServedCertificatesAreJudgedAgainAsTimePasses) {
+  TempDir dir;
+  const std::string pki = MakePki(dir);
+  ASSERT_NE(pki, "");
+  const absl::Time now = absl::Now();
+  // Whole seconds, as certificates keep their dates.
+  const absl::Time crossing =
+      absl::FromUnixSeconds(absl::ToUnixSeconds(now) + 12);
+  const absl::Duration day = absl::Hours(24);
+  struct Line {
+    std::string level;
+    std::string event;
+    std::optional<std::pair<std::string, std::string>> last;
+  };
+  struct Case {
+    std::string name;
+    absl::Time not_before;
+    absl::Time not_after;
+    std::optional<Line> at_start_up;
+    Line at_crossing;
+  };
+  const std::vector<Case> cases = {
+      {"becomes_valid", crossing, crossing + 30 * day,
+       Line{"error", "tls_certificate_invalid",
+            std::pair{"reason", "not_yet_valid"}},
+       Line{"info", "tls_certificate_valid", std::nullopt}},
+      {"comes_near_its_end", now - absl::Hours(1), crossing + 14 * day,
+       std::nullopt,
+       Line{"warn", "tls_certificate_expiring", std::pair{"days_left", "13"}}},
+      {"loses_a_day", now - absl::Hours(1), crossing + day,
+       Line{"warn", "tls_certificate_expiring", std::pair{"days_left", "1"}},
+       Line{"warn", "tls_certificate_expiring", std::pair{"days_left", "0"}}},
+      {"expires", now - absl::Hours(1), crossing,
+       Line{"warn", "tls_certificate_expiring", std::pair{"days_left", "0"}},
+       Line{"error", "tls_certificate_invalid",
+            std::pair{"reason", "expired"}}},
+  };
+  std::string bundle_text = ReadTextFile(pki + "/ca.pem");
+  for (const Case& c : cases) {
+    ASSERT_TRUE(MakeDatedCertificate(pki, c.name, "ca", "groove-" + c.name,
+                                     c.not_before, c.not_after, kCaExtensions)
+                    .ok());
+    bundle_text += ReadTextFile(pki + "/" + c.name + ".pem");
+  }
+  const std::string bundle =
+      WriteTextFile(dir.path() + "/client_cas.pem", bundle_text);
+  const std::string cert = pki + "/server.pem";
+  auto server = StartReloadingTls(
+      dir, pki,
+      {"--tls-cert=" + cert, "--tls-key=" + pki + "/server.key",
+       "--tls-client-ca=" + bundle},
+      "client");
+  ASSERT_NE(server, nullptr);
+  ASSERT_LT(absl::Now(), crossing)
+      << "the set-up took longer than the 12 s before the crossing";
+
+  // What each event's lines should be: the start-up's (the server's
+  // certificate and the test CA have a day of life: 0 days left, all
+  // along), then the crossing's, in the bundle's order.
+  std::map<std::string, std::vector<Fields>> expected;
+  const auto line = [&](const Line& l, const std::string& what,
+                        const std::string& file, const std::string& name,
+                        const std::string& subject) {
+    Fields fields = CertificateFields(l.level, l.event, what, file,
+                                      pki + "/" + name + ".pem", subject);
+    if (l.last.has_value()) fields.push_back(*l.last);
+    expected[l.event].push_back(std::move(fields));
+  };
+  const Line zero_days_left{"warn", "tls_certificate_expiring",
+                            std::pair{"days_left", "0"}};
+  line(zero_days_left, "cert", cert, "server", "CN=localhost");
+  line(zero_days_left, "client_ca", bundle, "ca", "CN=groove-test-ca");
+  for (const Case& c : cases) {
+    if (c.at_start_up.has_value()) {
+      line(*c.at_start_up, "client_ca", bundle, c.name, "CN=groove-" + c.name);
+    }
+  }
+  for (const auto& [event, lines] : expected) {
+    EXPECT_EQ(EventLines(*server, event), lines) << "at start-up: " << event;
+  }
+  EXPECT_THAT(EventLines(*server, "tls_certificate_valid"),
+              ::testing::IsEmpty());
+  for (const Case& c : cases) {
+    line(c.at_crossing, "client_ca", bundle, c.name, "CN=groove-" + c.name);
+  }
+  for (const auto& [event, lines] : expected) {
+    ASSERT_TRUE(server->WaitForLogCount({"event=" + event}, lines.size(),
+                                        absl::Seconds(60)))
+        << event << "\n"
+        << server->LogText();
+  }
+  EXPECT_EQ(server->Stop(), 0);
+  // Each once: ~120 rounds ran before the crossing, and the ones after it
+  // until the stop, with nothing more to say.
+  for (const auto& [event, lines] : expected) {
+    EXPECT_EQ(EventLines(*server, event), lines) << event;
+  }
 }
 
 // ---- Resource limits

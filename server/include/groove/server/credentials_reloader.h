@@ -23,6 +23,10 @@
 //     `event=credentials_reloaded what=tls`, after the certificates'
 //     validity (ReportTlsCertificates, security.h: the date metrics set,
 //     an expired, not yet valid or soon expiring certificate logged);
+//     Every round also judges the served certificates again against the
+//     clock (ReportTlsValidityChanges): one that expires, becomes valid,
+//     or comes within 14 days of its end while its files stay the same is
+//     logged then, and an expiring one once a day after;
 //     files that do not (a key that is not the certificate's, a key
 //     others may read, a file that is not PEM, one missing) are
 //     logged `level=error event=credentials_reload_failed what=tls` with
@@ -55,6 +59,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -173,6 +178,12 @@ class CredentialsReloader {
   absl::StatusOr<std::string> last_tokens_;
   // Likewise for the TLS files.
   absl::StatusOr<TlsFiles> last_tls_;
+  // The certificates gRPC serves (CheckTlsFiles of the files installed
+  // last, or of the start-up files) and what each was when last reported:
+  // every round judges them again (ReportTlsValidityChanges), so that a
+  // certificate that expires while its files stay the same is logged.
+  std::vector<TlsCertificate> tls_certificates_;
+  std::vector<TlsValidity> tls_validity_;
   // std::mutex, not absl::Mutex: Debian's Abseil is not instrumented for
   // ThreadSanitizer, which would not see it order the two flags.
   std::mutex mu_;

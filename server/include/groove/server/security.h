@@ -317,6 +317,24 @@ absl::StatusOr<std::vector<TlsCertificate>> CheckTlsFiles(
 // before the end).
 inline constexpr absl::Duration kTlsExpiryWarning = absl::Hours(14 * 24);
 
+// TlsValidity is what a certificate is at a given time, as the server
+// reports it (JudgeTlsCertificate).
+struct TlsValidity {
+  enum Kind {
+    kValid,        // valid, and not within kTlsExpiryWarning of its end
+    kExpiring,     // valid, and within kTlsExpiryWarning of its end
+    kExpired,      // past not_after
+    kNotYetValid,  // before not_before
+  };
+  Kind kind = kValid;
+  int64_t days_left = 0;  // kExpiring: whole days left, rounded down
+  bool operator==(const TlsValidity&) const = default;
+};
+
+// JudgeTlsCertificate says what `cert` is at `now`. X.509 validity is
+// inclusive at both ends (RFC 5280 4.1.2.5). Pure.
+TlsValidity JudgeTlsCertificate(const TlsCertificate& cert, absl::Time now);
+
 // ReportTlsCertificates tells the operator about the validity of
 // `certificates` (CheckTlsFiles' result for `tls`) at `now`: the files
 // were just loaded, at start-up or by a reload that installs a change.
@@ -331,13 +349,31 @@ inline constexpr absl::Duration kTlsExpiryWarning = absl::Hours(14 * 24);
 // (docs/SERVER.md §10, "Certificate validity": clients decide, and
 // refusing them would turn a late renewal into an outage). It also sets
 // the metrics (ServerMetrics::SetTlsCertificate) of the cert file's
-// certificate and of the client CA that expires first. Called once per
-// load, so a file that stays is not logged again every interval.
+// certificate and of the client CA that expires first. Returns what each
+// certificate is at `now` (JudgeTlsCertificate), in order: the baseline
+// of ReportTlsValidityChanges.
 // REQUIRES: the caller is the one thread that sets the TLS metrics
 // (start-up, then the reloader's). Cost: O(certificates).
-void ReportTlsCertificates(const v1::TlsConfig& tls,
-                           const std::vector<TlsCertificate>& certificates,
-                           absl::Time now, ServerMetrics* metrics);
+std::vector<TlsValidity> ReportTlsCertificates(
+    const v1::TlsConfig& tls, const std::vector<TlsCertificate>& certificates,
+    absl::Time now, ServerMetrics* metrics);
+
+// ReportTlsValidityChanges tells the operator what the passing of time
+// did to `certificates`, served since ReportTlsCertificates reported them
+// (the same vector): each whose validity at `now` differs from
+// `*judged` (what the last report found, in the same order) is logged as
+// ReportTlsCertificates would log it now (an expiring one once a day, as
+// its days_left falls; one that expired, once, at error), and one that
+// became valid (its not_before passed) at info:
+//   level=info event=tls_certificate_valid what file subject not_before
+//     not_after
+// `*judged` is updated. So files that stay unchanged for weeks are still
+// heard of when they expire, not only by the metrics' alerts.
+// REQUIRES: judged->size() == certificates.size(); one thread (the
+// reloader's). Cost: O(certificates), no I/O unless a line is due.
+void ReportTlsValidityChanges(const v1::TlsConfig& tls,
+                              const std::vector<TlsCertificate>& certificates,
+                              absl::Time now, std::vector<TlsValidity>* judged);
 
 // LoadTlsCredentials reads (ReadTlsFiles) and checks (CheckTlsFiles) the
 // PEM files named by `tls` and returns the options of
