@@ -79,8 +79,10 @@ class LatencyCollector final : public prometheus::Collectable {
 // scrape, so they show what data-plane processes did too.
 class PoolCollector final : public prometheus::Collectable {
  public:
-  explicit PoolCollector(std::vector<const NamedPool*> pools)
+  PoolCollector(std::vector<const NamedPool*> pools,
+                std::vector<const WorkerPool*> add_workers)
       : pools_(std::move(pools)),
+        add_workers_(std::move(add_workers)),
         store_deleted_logged_(
             std::make_unique<std::atomic<bool>[]>(pools_.size())) {}
 
@@ -161,6 +163,24 @@ class PoolCollector final : public prometheus::Collectable {
         "1 when the pool's volume store file was deleted under the running "
         "server: its volumes live only until the server stops.",
         MetricType::Gauge);
+    MetricFamily adds_queued = Family(
+        "groove_pool_adds_queued",
+        "AddVolume calls waiting in the pool's add queue for an add worker.",
+        MetricType::Gauge);
+    MetricFamily adds_running =
+        Family("groove_pool_adds_running",
+               "AddVolume calls the pool's add workers run now (taking "
+               "memory from the kernel).",
+               MetricType::Gauge);
+    MetricFamily add_queue_limit = Family(
+        "groove_pool_add_queue_limit",
+        "AddVolume calls the pool's add queue holds: beyond them AddVolume "
+        "answers UNAVAILABLE at once.",
+        MetricType::Gauge);
+    MetricFamily add_workers = Family(
+        "groove_pool_add_workers",
+        "Threads that run the pool's AddVolume calls (--add_workers_per_pool).",
+        MetricType::Gauge);
     MetricFamily info = Family(
         "groove_pool_info",
         "Always 1: the backing the pool's memory comes from and its page "
@@ -210,6 +230,13 @@ class PoolCollector final : public prometheus::Collectable {
               "its volumes live only until the server stops, new data-plane "
               "joins fail, and the next start finds the pool empty"}});
       }
+      if (i < add_workers_.size()) {
+        const WorkerPool& workers = *add_workers_[i];
+        gauge(adds_queued, static_cast<double>(workers.queued()));
+        gauge(adds_running, static_cast<double>(workers.running()));
+        gauge(add_queue_limit, static_cast<double>(workers.max_queued()));
+        gauge(add_workers, static_cast<double>(workers.threads()));
+      }
       info.metric.push_back(
           Sample({{"backing", std::string(BackingKindName(s.backing_in_use))},
                   {"page_size_bytes", absl::StrCat(s.page_size_bytes)},
@@ -218,9 +245,13 @@ class PoolCollector final : public prometheus::Collectable {
     }
     std::vector<MetricFamily> families;
     for (MetricFamily* f :
-         {&volumes, &max_volumes, &volume_size, &capacity, &empty, &releasing,
-          &added, &removed, &acquires, &releases, &quarantined, &in_quarantine,
-          &reclaimed, &not_given_back, &locked, &store_deleted, &info}) {
+         {&volumes,    &max_volumes,    &volume_size,  &capacity,
+          &empty,      &releasing,      &added,        &removed,
+          &acquires,   &releases,       &quarantined,  &in_quarantine,
+          &reclaimed,  &not_given_back, &locked,       &store_deleted,
+          &info,       &adds_queued,    &adds_running, &add_queue_limit,
+          &add_workers}) {
+      if (f->metric.empty()) continue;  // no add workers given
       families.push_back(std::move(*f));
     }
     return families;
@@ -228,6 +259,7 @@ class PoolCollector final : public prometheus::Collectable {
 
  private:
   std::vector<const NamedPool*> pools_;
+  std::vector<const WorkerPool*> add_workers_;  // empty, or pools_[i]'s
   // Whether a scrape has logged event=store_deleted for pools_[i].
   std::unique_ptr<std::atomic<bool>[]> store_deleted_logged_;
 };
@@ -432,7 +464,8 @@ void LatencyHistogram::Fill(prometheus::ClientMetric* metric) const {
 }
 
 ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
-                             std::vector<std::string> quarantined_pools)
+                             std::vector<std::string> quarantined_pools,
+                             std::vector<const WorkerPool*> add_workers)
     : registry_(std::make_shared<prometheus::Registry>()) {
   auto& quarantined =
       prometheus::BuildGauge()
@@ -535,7 +568,8 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
   auto latency = std::make_shared<LatencyCollector>();
   latency_ = &latency->histograms;
   latency_collector_ = std::move(latency);
-  pool_collector_ = std::make_shared<PoolCollector>(std::move(pools));
+  pool_collector_ =
+      std::make_shared<PoolCollector>(std::move(pools), std::move(add_workers));
   process_collector_ = std::make_shared<ProcessCollector>();
   log_collector_ = std::make_shared<LogCollector>();
 }

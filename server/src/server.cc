@@ -295,12 +295,14 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
   if (absl::Status s = server->OpenPools(); !s.ok()) return s;
   std::vector<const NamedPool*> pools;
   std::vector<VolumePoolServiceImpl::ServedPool> served;
+  std::vector<const WorkerPool*> add_workers;
   for (const std::unique_ptr<NamedPool>& pool : server->pools_) {
     auto workers =
         std::make_unique<WorkerPool>(absl::StrCat("add:", pool->config().name),
                                      server->options_.add_workers_per_pool,
                                      server->options_.add_queue_per_pool);
     served.push_back({pool.get(), workers.get()});
+    add_workers.push_back(workers.get());
     server->add_workers_.push_back(std::move(workers));
     pools.push_back(pool.get());
   }
@@ -316,8 +318,8 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
     quarantined_names.push_back(q.name);
     never_serving.push_back(PoolHealthName(q.name));
   }
-  server->metrics_ =
-      std::make_unique<ServerMetrics>(std::move(pools), quarantined_names);
+  server->metrics_ = std::make_unique<ServerMetrics>(
+      std::move(pools), quarantined_names, std::move(add_workers));
   if (server->options_.tokens.has_value()) {
     server->tokens_ =
         std::make_unique<LiveTokenTable>(*std::move(server->options_.tokens));

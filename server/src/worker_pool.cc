@@ -72,10 +72,12 @@ void WorkerPool::Run() {
     permits_.Acquire();
     Task* task = nullptr;
     if (queue_.pop(task)) {
+      running_.fetch_add(1, std::memory_order_relaxed);
       queued_.fetch_sub(1, std::memory_order_relaxed);
       // A task may take seconds: nothing is held while it runs.
       std::move (*task)();
       delete task;
+      running_.fetch_sub(1, std::memory_order_relaxed);
       continue;
     }
     // No task for this permit: it was one of Stop's, and since no push can

@@ -214,6 +214,72 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// /metrics shows each pool's add queue: the adds its workers run, those
+// waiting for a worker, the queue's limit and the workers. One add of
+// pool "slow" (one worker) is held inside its allocation, two more wait
+// behind it; pool "fast" is idle. Once the held add is let go, all three
+// run and the gauges fall back to 0.
+TEST(ServerConcurrencyTest, MetricsShowEachPoolsAddQueue) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = PoolArgs(dir);
+  args.insert(args.end(),
+              {"--testonly_stall_add_fifo=" + fifo.path(),
+               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  std::vector<std::unique_ptr<AsyncAdd>> adds;
+  for (int i = 0; i < 3; ++i) {
+    adds.push_back(std::make_unique<AsyncAdd>());
+    adds.back()->request = AddRequest("slow", 1, absl::StrCat("add-", i));
+    adds.back()->Start(*stub);
+    if (i == 0) {
+      ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
+    }
+  }
+  // Scrape returns pool `pool`'s four add queue gauges, in the order of
+  // `names`.
+  const std::vector<std::string> names = {
+      "groove_pool_adds_running", "groove_pool_adds_queued",
+      "groove_pool_add_queue_limit", "groove_pool_add_workers"};
+  const auto scrape = [&](const std::string& pool) {
+    std::vector<std::string> values;
+    absl::StatusOr<std::string> m =
+        HttpGet(server->metrics_address(), "/metrics");
+    EXPECT_TRUE(m.ok()) << m.status();
+    for (const std::string& name : names) {
+      values.push_back(
+          m.ok() ? MetricValue(*m, absl::StrCat(name, "{pool=\"", pool, "\"}"))
+                 : "");
+    }
+    return values;
+  };
+  // The two later adds reach the queue when their handlers run: scraped
+  // until they show (each scrape one HTTP request, bounded).
+  const std::vector<std::string> busy = {"1", "2", "256", "1"};
+  std::vector<std::string> seen;
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(20);
+       (seen = scrape("slow")) != busy && absl::Now() < give_up;) {
+  }
+  EXPECT_EQ(seen, busy);
+  EXPECT_EQ(scrape("fast"), (std::vector<std::string>{"0", "0", "256", "1"}));
+
+  fifo.Release(3);
+  for (auto& add : adds) {
+    ASSERT_TRUE(add->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    EXPECT_TRUE(add->status.ok()) << add->status.error_message();
+  }
+  // A worker counts its add done after it answered it: the gauges fall
+  // to 0 within an instant of the last answer.
+  const std::vector<std::string> idle = {"0", "0", "256", "1"};
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(20);
+       (seen = scrape("slow")) != idle && absl::Now() < give_up;) {
+  }
+  EXPECT_EQ(seen, idle);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // An add the configuration refuses is answered at once, not queued behind
 // a pool's slow adds: with the pool's one add worker held inside an
 // allocation, an add beyond max_volumes, out of range or over a volume

@@ -25,6 +25,12 @@
 //     restarts), groove_pool_volumes_not_given_back_total (failed hole
 //     punches, per volume; this process since it started),
 //     groove_pool_info{pool,backing,page_size_bytes} (always 1)
+//   per pool, read from its add WorkerPool at scrape time:
+//     groove_pool_adds_queued{pool} (AddVolume calls waiting for a worker),
+//     groove_pool_adds_running{pool} (core calls the workers run now),
+//     groove_pool_add_queue_limit{pool} (the calls the queue holds, 256:
+//     beyond it AddVolume answers UNAVAILABLE),
+//     groove_pool_add_workers{pool} (--add_workers_per_pool)
 //   per process, read from /proc/self at scrape time (ProcessCollector):
 //     process_cpu_seconds_total, process_resident_memory_bytes,
 //     process_virtual_memory_bytes, process_open_fds, process_max_fds,
@@ -82,6 +88,7 @@
 #include "absl/time/time.h"
 #include "groove/named_pool.h"
 #include "groove/server/grpc_status.h"
+#include "groove/server/worker_pool.h"
 
 namespace groove::server {
 
@@ -164,9 +171,12 @@ class ServerMetrics {
   // object and every Exposer that collects from it. The pools' indices in
   // `pools` are the `pool` arguments of RecordPoolError.
   // `quarantined_pools`: names of the configured pools not served because
-  // they are corrupt (groove_pool_quarantined).
+  // they are corrupt (groove_pool_quarantined). `add_workers`: empty, or
+  // pools[i]'s AddVolume WorkerPool at [i] (the groove_pool_add* series;
+  // REQUIRES: they outlive this object too).
   explicit ServerMetrics(std::vector<const NamedPool*> pools,
-                         std::vector<std::string> quarantined_pools = {});
+                         std::vector<std::string> quarantined_pools = {},
+                         std::vector<const WorkerPool*> add_workers = {});
 
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;

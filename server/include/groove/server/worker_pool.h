@@ -90,6 +90,10 @@ class WorkerPool {
   // while it is read). Thread safety: wait-free.
   size_t queued() const { return queued_.load(std::memory_order_relaxed); }
 
+  // running returns how many tasks workers run now (a hint, as queued).
+  // Thread safety: wait-free.
+  size_t running() const { return running_.load(std::memory_order_relaxed); }
+
   // is_lock_free says whether the queue is lock-free on this platform
   // (boost::lockfree falls back to locks where it has no CAS of its
   // tagged 32-bit node handles). Tests assert it.
@@ -113,6 +117,8 @@ class WorkerPool {
   // Tasks queued or being pushed: the bound. Relaxed: a count, not a
   // publication (the queue and the semaphore order the task itself).
   std::atomic<size_t> queued_{0};
+  // Tasks a worker runs now (relaxed: a statistic, for the metrics).
+  std::atomic<size_t> running_{0};
   // TrySchedule calls between their check of stopping_ and their last use
   // of the queue: Stop waits for them to leave before it wakes the workers
   // for the last time.
