@@ -415,8 +415,7 @@ function check(text, ctx) {
   // no group ("the user will have only the specified group membership";
   // the Dockerfile reference). The hugetlbfs group would then be lost.
   if (user && user.words[0].includes(':')) {
-    err(`runtime stage: USER ${
-            user.words[0]} names a group, so the container gets ` +
+    err(`runtime stage: USER ${user.words[0]} names a group, so the container gets ` +
         'no supplementary group and the user\'s hugetlbfs group does not apply; ' +
         'give the uid alone (its groups then come from /etc/passwd and /etc/group)');
   }
@@ -451,93 +450,44 @@ function check(text, ctx) {
 // Known mistakes, each applied to the real Dockerfile, and a fragment of
 // the finding each must produce.
 const MISTAKES = [
-  [
-    'a runtime library package left out',
-    (t) => t.replace(' libprotobuf32 ', ' '),
-    'from package libprotobuf32, which the runtime stage'
-  ],
-  [
-    'a package no binary needs',
-    (t) => t.replace(' libc-ares2 ', ' libc-ares2 curl '),
-    'installs curl, which provides no library'
-  ],
-  [
-    'an unknown instruction (lint)',
-    (t) => t.replace('\nSTOPSIGNAL', '\nSTOPSIGNL'),
-    'Unknown instruction: STOPSIGNL'
-  ],
-  [
-    'a bad port (lint)',
-    (t) => t.replace('EXPOSE 50051 9464', 'EXPOSE 50051 94x64'),
-    'Invalid containerPort'
-  ],
-  [
-    'a binary copied from the wrong build dir',
-    (t) => t.replace(
-        '/src/build/release/bin/groove-volumed',
-        '/src/build/default/bin/groove-volumed'),
-    'the release preset puts groove-volumed at /src/build/release/bin/groove-volumed'
-  ],
-  [
-    'a preset that does not exist',
-    (t) => t.replace('cmake --preset release', 'cmake --preset relase'),
-    'cmake --preset relase: no such configure preset'
-  ],
-  [
-    'a test preset that does not exist',
-    (t) => t.replace('ctest --preset release', 'ctest --preset unit'),
-    'ctest --preset unit: no such test preset'
-  ],
-  [
-    'no bootstrap', (t) => t.replace('RUN script/bootstrap', 'RUN true'),
-    'no RUN of script/bootstrap'
-  ],
-  [
-    'the runtime stage on another base',
-    (t) => t.replace('FROM debian:bookworm-slim', 'FROM ubuntu:22.04'),
-    'stages: want'
-  ],
-  [
-    'root', (t) => t.replace(/\nUSER [^\n]*/, '\nUSER root'), 'no non-root USER'
-  ],
-  [
-    'no hugetlbfs group', (t) => t.replace('--groups hugetlbfs', ''),
-    'not in the supplementary group hugetlbfs'
-  ],
-  [
-    'USER with a group, which drops the supplementary groups',
-    (t) => t.replace(/\nUSER (\d+)\n/, '\nUSER $1:$1\n'),
-    'names a group, so the container gets'
-  ],
-  [
-    'metrics port not exposed',
-    (t) => t.replace('EXPOSE 50051 9464', 'EXPOSE 50051'), 'EXPOSE lacks 9464'
-  ],
-  [
-    'wrong stop signal',
-    (t) => t.replace('STOPSIGNAL SIGTERM', 'STOPSIGNAL SIGINT'),
-    'STOPSIGNAL is not SIGTERM'
-  ],
-  [
-    'loopback-only default',
-    (t) => t.replace(
-        '"--listen", "0.0.0.0:50051"', '"--listen", "127.0.0.1:50051"'),
-    'lacks --listen 0.0.0.0:50051'
-  ],
-  [
-    'health check through something else',
-    (t) => t.replace(
-        'CMD ["groovectl", "--addr", "127.0.0.1:50051", "health"]',
-        'CMD ["true"]'),
-    'HEALTHCHECK is not'
-  ],
-  [
-    'a binary nobody checks',
-    (t) => t.replace(
-        /(COPY --from=build \/src\/build\/release\/bin\/groovectl [^\n]*\n)/,
-        '$1COPY --from=build /src/build/release/bin/volume_pool_bench /usr/local/bin/\n'),
-    'copies volume_pool_bench, which is neither checked'
-  ],
+  ['a runtime library package left out', (t) => t.replace(' libprotobuf32 ', ' '),
+   'from package libprotobuf32, which the runtime stage'],
+  ['a package no binary needs', (t) => t.replace(' libc-ares2 ', ' libc-ares2 curl '),
+   'installs curl, which provides no library'],
+  ['an unknown instruction (lint)', (t) => t.replace('\nSTOPSIGNAL', '\nSTOPSIGNL'),
+   'Unknown instruction: STOPSIGNL'],
+  ['a bad port (lint)', (t) => t.replace('EXPOSE 50051 9464', 'EXPOSE 50051 94x64'),
+   'Invalid containerPort'],
+  ['a binary copied from the wrong build dir',
+   (t) => t.replace('/src/build/release/bin/groove-volumed', '/src/build/default/bin/groove-volumed'),
+   'the release preset puts groove-volumed at /src/build/release/bin/groove-volumed'],
+  ['a preset that does not exist', (t) => t.replace('cmake --preset release', 'cmake --preset relase'),
+   'cmake --preset relase: no such configure preset'],
+  ['a test preset that does not exist',
+   (t) => t.replace('ctest --preset release', 'ctest --preset unit'),
+   'ctest --preset unit: no such test preset'],
+  ['no bootstrap', (t) => t.replace('RUN script/bootstrap', 'RUN true'),
+   'no RUN of script/bootstrap'],
+  ['the runtime stage on another base', (t) => t.replace('FROM debian:bookworm-slim', 'FROM ubuntu:22.04'),
+   'stages: want'],
+  ['root', (t) => t.replace(/\nUSER [^\n]*/, '\nUSER root'), 'no non-root USER'],
+  ['no hugetlbfs group', (t) => t.replace('--groups hugetlbfs', ''),
+   'not in the supplementary group hugetlbfs'],
+  ['USER with a group, which drops the supplementary groups',
+   (t) => t.replace(/\nUSER (\d+)\n/, '\nUSER $1:$1\n'), 'names a group, so the container gets'],
+  ['metrics port not exposed', (t) => t.replace('EXPOSE 50051 9464', 'EXPOSE 50051'),
+   'EXPOSE lacks 9464'],
+  ['wrong stop signal', (t) => t.replace('STOPSIGNAL SIGTERM', 'STOPSIGNAL SIGINT'),
+   'STOPSIGNAL is not SIGTERM'],
+  ['loopback-only default', (t) => t.replace('"--listen", "0.0.0.0:50051"', '"--listen", "127.0.0.1:50051"'),
+   'lacks --listen 0.0.0.0:50051'],
+  ['health check through something else',
+   (t) => t.replace('CMD ["groovectl", "--addr", "127.0.0.1:50051", "health"]', 'CMD ["true"]'),
+   'HEALTHCHECK is not'],
+  ['a binary nobody checks', (t) => t.replace(
+      /(COPY --from=build \/src\/build\/release\/bin\/groovectl [^\n]*\n)/,
+      '$1COPY --from=build /src/build/release/bin/volume_pool_bench /usr/local/bin/\n'),
+   'copies volume_pool_bench, which is neither checked'],
 ];
 
 async function main() {

@@ -235,10 +235,7 @@ function quantityBytes(q) {
   if (!m) return NaN;
   return Number(m[1]) * 2 ** ({Ki: 10, Mi: 20, Gi: 30, Ti: 40}[m[2]] || 0);
 }
-const HUGEPAGE_BYTES = {
-  'hugepages-2Mi': 2 ** 21,
-  'hugepages-1Gi': 2 ** 30
-};
+const HUGEPAGE_BYTES = {'hugepages-2Mi': 2 ** 21, 'hugepages-1Gi': 2 ** 30};
 
 // documentedReservations(text): the hugepage reservations docs/DEPLOY.md §1
 // tells the operator to make, as [{pageBytes, count, where}]: the run-time
@@ -248,21 +245,15 @@ const HUGEPAGE_BYTES = {
 // requesting more than the documented reservation stays Pending.
 function documentedReservations(text) {
   const found = [];
-  for (
-      const m of text.matchAll(
-          /echo\s+(\d+)\s*>\s*\/sys\/kernel\/mm\/hugepages\/hugepages-(\d+)kB\/nr_hugepages/g)) {
-    found.push(
-        {pageBytes: Number(m[2]) * 1024, count: Number(m[1]), where: m[0]});
+  const echo = /echo\s+(\d+)\s*>\s*\/sys\/kernel\/mm\/hugepages\/hugepages-(\d+)kB\/nr_hugepages/g;
+  for (const m of text.matchAll(echo)) {
+    found.push({pageBytes: Number(m[2]) * 1024, count: Number(m[1]), where: m[0]});
   }
   for (const m of text.matchAll(/vm\.nr_hugepages\s*=\s*(\d+)/g)) {
     found.push({pageBytes: 2 ** 21, count: Number(m[1]), where: m[0]});
   }
   for (const m of text.matchAll(/hugepagesz=(2M|1G)\s+hugepages=(\d+)/g)) {
-    found.push({
-      pageBytes: m[1] === '2M' ? 2 ** 21 : 2 ** 30,
-      count: Number(m[2]),
-      where: m[0]
-    });
+    found.push({pageBytes: m[1] === '2M' ? 2 ** 21 : 2 ** 30, count: Number(m[2]), where: m[0]});
   }
   return found;
 }
@@ -353,18 +344,12 @@ function check(objects, ctx) {
   // stays Pending.
   for (const k of hugeKeys) {
     const want = quantityBytes(req[k]);
-    const made =
-        ctx.reservations.filter((r) => r.pageBytes === HUGEPAGE_BYTES[k]);
-    if (made.length === 0)
-      err(`DaemonSet: docs/DEPLOY.md §1 shows no reservation of the pages of ${
-          k}`);
+    const made = ctx.reservations.filter((r) => r.pageBytes === HUGEPAGE_BYTES[k]);
+    if (made.length === 0) err(`DaemonSet: docs/DEPLOY.md §1 shows no reservation of the pages of ${k}`);
     for (const r of made) {
       if (!(r.count * r.pageBytes >= want)) {
-        err(`DaemonSet: ${k} request ${
-                req[k]} exceeds the node reservation docs/DEPLOY.md §1 ` +
-            `shows (\`${r.where}\`: ${
-                r.count * r.pageBytes / 2 **
-                20} MiB): the pod would stay Pending`);
+        err(`DaemonSet: ${k} request ${req[k]} exceeds the node reservation docs/DEPLOY.md §1 ` +
+            `shows (\`${r.where}\`: ${r.count * r.pageBytes / 2 ** 20} MiB): the pod would stay Pending`);
       }
     }
   }
@@ -443,160 +428,63 @@ function check(objects, ctx) {
 const find = (kind) => (objs) => objs.find((o) => o.kind === kind);
 const container = (objs) => find('DaemonSet')(objs).spec.template.spec.containers[0];
 const MISTAKES = [
-  [
-    'probe port as a string (schema)',
-    (o) => {
-      container(o).livenessProbe.grpc.port = 'grpc';
-    },
-    'livenessProbe/grpc/port must be integer'
-  ],
-  [
-    'DaemonSet without selector (schema)',
-    (o) => {
-      delete find('DaemonSet')(o).spec.selector;
-    },
-    'spec must have required property selector'
-  ],
-  [
-    'ServiceMonitor interval as a number (schema)',
-    (o) => {
-      find('ServiceMonitor')(o).spec.endpoints[0].interval = 15;
-    },
-    'interval must be string'
-  ],
-  [
-    'unknown internalTrafficPolicy value (schema)',
-    (o) => {
-      find('Service')(o).spec.internalTrafficPolicy = 'Node';
-    },
-    'internalTrafficPolicy must be equal to one of the allowed values'
-  ],
-  [
-    'a misspelt kind',
-    (o) => {
-      find('Namespace')(o).kind = 'Namespce';
-    },
-    'is not a kind this deployment uses'
-  ],
-  [
-    'hugepage limit != request',
-    (o) => {
-      container(o).resources.limits['hugepages-2Mi'] = '2Gi';
-    },
-    'hugepages-2Mi request 4Gi != limit 2Gi'
-  ],
-  [
-    'no memory request',
-    (o) => {
-      delete container(o).resources.requests.memory;
-    },
-    'no memory request'
-  ],
-  [
-    'more hugepages than the documented node reservation',
-    (o) => {
-      container(o).resources.requests['hugepages-2Mi'] = '64Gi';
-      container(o).resources.limits['hugepages-2Mi'] = '64Gi';
-    },
-    'hugepages-2Mi request 64Gi exceeds the node reservation'
-  ],
-  [
-    'backing that does not match the pages',
-    (o) => {
-      container(o).args[3] =
-          container(o).args[3].replace('backing=huge', 'backing=gigantic');
-    },
-    'backing must be huge'
-  ],
-  [
-    'data dir on tmpfs',
-    (o) => {
-      find('DaemonSet')(o).spec.template.spec.volumes[0].emptyDir.medium =
-          'Memory';
-    },
-    'is not an emptyDir with medium HugePages'
-  ],
-  [
-    'HTTP liveness probe',
-    (o) => {
-      container(o).livenessProbe = {httpGet: {port: 9464, path: '/metrics'}};
-    },
-    'livenessProbe is not a gRPC health probe'
-  ],
-  [
-    'probe on the metrics port',
-    (o) => {
-      container(o).readinessProbe.grpc.port = 9464;
-    },
-    'readinessProbe is not a gRPC health probe'
-  ],
-  [
-    'cluster-wide traffic policy',
-    (o) => {
-      find('Service')(o).spec.internalTrafficPolicy = 'Cluster';
-    },
-    'internalTrafficPolicy is not Local'
-  ],
-  [
-    'writable root filesystem',
-    (o) => {
-      container(o).securityContext.readOnlyRootFilesystem = false;
-    },
-    'readOnlyRootFilesystem is not true'
-  ],
-  [
-    'privilege escalation',
-    (o) => {
-      delete container(o).securityContext.allowPrivilegeEscalation;
-    },
-    'allowPrivilegeEscalation is not false'
-  ],
-  [
-    'capabilities kept',
-    (o) => {
-      container(o).securityContext.capabilities.drop = [];
-    },
-    'do not drop ALL'
-  ],
-  [
-    'root allowed',
-    (o) => {
-      delete find('DaemonSet')(o)
-          .spec.template.spec.securityContext.runAsNonRoot;
-      delete container(o).securityContext.runAsNonRoot;
-    },
-    'runAsNonRoot is not true'
-  ],
-  [
-    'no hugetlbfs group',
-    (o) => {
-      find('DaemonSet')(o)
-          .spec.template.spec.securityContext.supplementalGroups = [];
-    },
-    'supplementalGroups lack'
-  ],
-  [
-    'Service selecting nothing',
-    (o) => {
-      find('Service')(o).spec.selector = {app: 'other'};
-    },
-    'does not select the DaemonSet'
-  ],
-  [
-    'ServiceMonitor on the wrong port',
-    (o) => {
-      find('ServiceMonitor')(o).spec.endpoints[0].port = 'grpc';
-    },
-    'is not the Service\'s metrics port'
-  ],
-  [
-    'PrometheusRule drifted from the rules file',
-    (o) => {
-      const r = find('PrometheusRule')(o).spec.groups[0].rules[0];
-      r.expr = r.expr.replace('0.1', '0.2');
-    },
-    'PrometheusRule: spec.groups differ'
-  ],
+  ['probe port as a string (schema)',
+   (o) => { container(o).livenessProbe.grpc.port = 'grpc'; }, 'livenessProbe/grpc/port must be integer'],
+  ['DaemonSet without selector (schema)',
+   (o) => { delete find('DaemonSet')(o).spec.selector; }, 'spec must have required property selector'],
+  ['ServiceMonitor interval as a number (schema)',
+   (o) => { find('ServiceMonitor')(o).spec.endpoints[0].interval = 15; }, 'interval must be string'],
+  ['unknown internalTrafficPolicy value (schema)',
+   (o) => { find('Service')(o).spec.internalTrafficPolicy = 'Node'; },
+   'internalTrafficPolicy must be equal to one of the allowed values'],
+  ['a misspelt kind', (o) => { find('Namespace')(o).kind = 'Namespce'; }, 'is not a kind this deployment uses'],
+  ['hugepage limit != request',
+   (o) => { container(o).resources.limits['hugepages-2Mi'] = '2Gi'; }, 'hugepages-2Mi request 4Gi != limit 2Gi'],
+  ['no memory request', (o) => { delete container(o).resources.requests.memory; }, 'no memory request'],
+  ['more hugepages than the documented node reservation',
+   (o) => {
+     container(o).resources.requests['hugepages-2Mi'] = '64Gi';
+     container(o).resources.limits['hugepages-2Mi'] = '64Gi';
+   },
+   'hugepages-2Mi request 64Gi exceeds the node reservation'],
+  ['backing that does not match the pages',
+   (o) => { container(o).args[3] = container(o).args[3].replace('backing=huge', 'backing=gigantic'); },
+   'backing must be huge'],
+  ['data dir on tmpfs',
+   (o) => { find('DaemonSet')(o).spec.template.spec.volumes[0].emptyDir.medium = 'Memory'; },
+   'is not an emptyDir with medium HugePages'],
+  ['HTTP liveness probe',
+   (o) => { container(o).livenessProbe = {httpGet: {port: 9464, path: '/metrics'}}; },
+   'livenessProbe is not a gRPC health probe'],
+  ['probe on the metrics port',
+   (o) => { container(o).readinessProbe.grpc.port = 9464; }, 'readinessProbe is not a gRPC health probe'],
+  ['cluster-wide traffic policy',
+   (o) => { find('Service')(o).spec.internalTrafficPolicy = 'Cluster'; }, 'internalTrafficPolicy is not Local'],
+  ['writable root filesystem',
+   (o) => { container(o).securityContext.readOnlyRootFilesystem = false; }, 'readOnlyRootFilesystem is not true'],
+  ['privilege escalation',
+   (o) => { delete container(o).securityContext.allowPrivilegeEscalation; }, 'allowPrivilegeEscalation is not false'],
+  ['capabilities kept',
+   (o) => { container(o).securityContext.capabilities.drop = []; }, 'do not drop ALL'],
+  ['root allowed',
+   (o) => {
+     delete find('DaemonSet')(o).spec.template.spec.securityContext.runAsNonRoot;
+     delete container(o).securityContext.runAsNonRoot;
+   },
+   'runAsNonRoot is not true'],
+  ['no hugetlbfs group',
+   (o) => { find('DaemonSet')(o).spec.template.spec.securityContext.supplementalGroups = []; },
+   'supplementalGroups lack'],
+  ['Service selecting nothing',
+   (o) => { find('Service')(o).spec.selector = {app: 'other'}; }, 'does not select the DaemonSet'],
+  ['ServiceMonitor on the wrong port',
+   (o) => { find('ServiceMonitor')(o).spec.endpoints[0].port = 'grpc'; }, 'is not the Service\'s metrics port'],
+  ['PrometheusRule drifted from the rules file',
+   (o) => {
+     const r = find('PrometheusRule')(o).spec.groups[0].rules[0];
+     r.expr = r.expr.replace('0.1', '0.2');
+   },
+   'PrometheusRule: spec.groups differ'],
 ];
 
 async function main() {
@@ -618,8 +506,7 @@ async function main() {
     models,
     image: {uid: uid && Number(uid[1]), hugetlbfsGid: gid && Number(gid[1])},
     rules: YAML.parse(fs.readFileSync(
-        path.join(args.source, 'deploy/prometheus/groove-volumed.rules.yml'),
-        'utf8')),
+        path.join(args.source, 'deploy/prometheus/groove-volumed.rules.yml'), 'utf8')),
     reservations: documentedReservations(
         fs.readFileSync(path.join(args.source, 'docs/DEPLOY.md'), 'utf8')),
   };
