@@ -1041,13 +1041,12 @@ TEST(ServerRestartTest, AMissingRequestJournalOfAPoolWithAddsIsWarnedAbout) {
   TempDir dir;
   v1::AddVolumeRequest add = AddRequest("a", 1, "before the restart");
   add.set_request_id("00000000-0000-4000-8000-0000000000bb");
-  v1::AddVolumeResponse response;
-  {
-    auto server = ServerProcess::Start(TwoPools(dir));
-    ASSERT_NE(server, nullptr);
-    auto stub = server->Stub();
-    ASSERT_TRUE(Add(*stub, add, &response).ok());
-    EXPECT_EQ(server->Stop(), 0);
+  if (auto first = ServerProcess::Start(TwoPools(dir)); first != nullptr) {
+    v1::AddVolumeResponse response;
+    ASSERT_TRUE(Add(*first->Stub(), add, &response).ok());
+    EXPECT_EQ(first->Stop(), 0);
+  } else {
+    FAIL() << "the first server did not start";
   }
   const std::string journal = dir.path() + "/a.requests";
   ASSERT_EQ(unlink(journal.c_str()), 0) << journal << ": " << strerror(errno);
