@@ -59,7 +59,10 @@ RUN groupadd --system --gid 10001 groove \
 COPY --from=build /src/build/release/bin/groove-volumed /usr/local/bin/groove-volumed
 COPY --from=build /src/build/release/bin/groovectl /usr/local/bin/groovectl
 
-USER 10001:10001
+# The uid alone: Docker takes the user's groups from /etc/passwd and
+# /etc/group (10001, and hugetlbfs 10002) only when USER names no group;
+# `USER 10001:10001` would run the server without the hugetlbfs group.
+USER 10001
 WORKDIR /var/lib/groove
 VOLUME ["/var/lib/groove"]
 # gRPC (groove.v1.VolumePoolService, grpc.health.v1.Health, reflection) and

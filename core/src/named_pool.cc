@@ -561,6 +561,21 @@ absl::Status NamedPool::OpenJournal() {
     return absl::OkStatus();
   }
   journal_ = std::move(*journal);
+  // A pool that has made adds (batch ids are drawn by every add) whose
+  // journal is gone: removed by hand, or kept in a /dev/shm that did not
+  // outlive the hugetlbfs data directory (a container's: docs/DEPLOY.md
+  // §3). The ids of its earlier adds are lost as with a journal emptied,
+  // and a repeat of one adds again: say so rather than take the missing
+  // file for a new pool's.
+  // Relaxed: recovery's stores, this thread's.
+  if (!recovery_.created && recovery_.request_journal.created &&
+      meta_->next_batch.load(std::memory_order_relaxed) > 1) {
+    recovery_.request_journal.reset_reason = absl::StrCat(
+        "it was missing (", path,
+        ") though the pool has made adds: the request ids of its earlier "
+        "adds are forgotten, and a repeat of one adds again; keep the "
+        "journal with the data directory");
+  }
   return absl::OkStatus();
 }
 

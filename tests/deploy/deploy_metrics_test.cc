@@ -34,6 +34,7 @@
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 #include "support/test_pki.h"
+#include "support/tmpfs_mount.h"
 
 #ifndef GROOVE_SOURCE_DIR
 #error "GROOVE_SOURCE_DIR must name the source tree"
@@ -352,6 +353,51 @@ TEST_F(DeployMetricsTest, FastRpcsLandInBucketsBelow100Microseconds) {
                         "\"ListPools\",grpc_service=\"groove.v1."
                         "VolumePoolService\"}"),
             absl::StrCat(kCalls));
+}
+
+// GroovePoolAddsRefusedForMemory (deploy/prometheus) rests on what the
+// server exports when the memory behind a pool runs out below max_volumes
+// (a pod's hugepage limit; here a full tmpfs, the same refusal):
+// groove_pool_errors_total{op="add",code="RESOURCE_EXHAUSTED"} rises while
+// the pool's volumes stay under groove_pool_max_volumes, so that
+// GroovePoolAtMaxVolumes stays silent. The rules' unit test feeds exactly
+// these series to the alert.
+TEST(DeployAlertPremiseTest, AddsRefusedForMemoryCountAsAddResourceExhausted) {
+  TmpfsMount tmpfs("256k");
+  ASSERT_TRUE(tmpfs.ok()) << tmpfs.error();
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + tmpfs.path() + "/data",
+       "--pool=name=m,backing=normal,volume_size=64KiB,max_volumes=64"});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  // 256 KiB hold fewer than 4 volumes of 64 KiB beside the metadata.
+  v1::AddVolumeResponse added;
+  const grpc::Status refused = Add(*stub, AddRequest("m", 4), &added);
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_message();
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  EXPECT_EQ(MetricValue(*scrape,
+                        "groove_pool_errors_total{code=\"RESOURCE_"
+                        "EXHAUSTED\",op=\"add\",pool=\"m\"}"),
+            "1")
+      << *scrape;
+  int64_t volumes = 0;
+  for (const char* state : {"empty", "in_use"}) {
+    int64_t n = -1;
+    ASSERT_TRUE(absl::SimpleAtoi(
+        MetricValue(*scrape, absl::StrCat("groove_pool_volumes{pool=\"m\","
+                                          "state=\"",
+                                          state, "\"}")),
+        &n))
+        << *scrape;
+    volumes += n;
+  }
+  EXPECT_LT(volumes, 64) << *scrape;
+  EXPECT_EQ(MetricValue(*scrape, "groove_pool_max_volumes{pool=\"m\"}"), "64")
+      << *scrape;
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 // The checks above would catch a wrong dashboard: the reader finds the

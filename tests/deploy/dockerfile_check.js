@@ -410,6 +410,15 @@ function check(text, ctx) {
   if (!/useradd\s[^&]*--groups\s+hugetlbfs\b/.test(runText)) {
     err('runtime stage: the user is not in the supplementary group hugetlbfs');
   }
+  // `USER uid:gid` gives the process that one group and no other: Docker
+  // (runc) reads /etc/group for supplementary groups only when USER names
+  // no group ("the user will have only the specified group membership";
+  // the Dockerfile reference). The hugetlbfs group would then be lost.
+  if (user && user.words[0].includes(':')) {
+    err(`runtime stage: USER ${user.words[0]} names a group, so the container gets ` +
+        'no supplementary group and the user\'s hugetlbfs group does not apply; ' +
+        'give the uid alone (its groups then come from /etc/passwd and /etc/group)');
+  }
   const exposed = new Set(runtime.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.words));
   for (const port of ['50051', '9464']) {
     if (!exposed.has(port)) err(`runtime stage: EXPOSE lacks ${port}`);
@@ -464,6 +473,8 @@ const MISTAKES = [
   ['root', (t) => t.replace(/\nUSER [^\n]*/, '\nUSER root'), 'no non-root USER'],
   ['no hugetlbfs group', (t) => t.replace('--groups hugetlbfs', ''),
    'not in the supplementary group hugetlbfs'],
+  ['USER with a group, which drops the supplementary groups',
+   (t) => t.replace(/\nUSER (\d+)\n/, '\nUSER $1:$1\n'), 'names a group, so the container gets'],
   ['metrics port not exposed', (t) => t.replace('EXPOSE 50051 9464', 'EXPOSE 50051'),
    'EXPOSE lacks 9464'],
   ['wrong stop signal', (t) => t.replace('STOPSIGNAL SIGTERM', 'STOPSIGNAL SIGINT'),

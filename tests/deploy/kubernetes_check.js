@@ -16,7 +16,8 @@
 //      does not have is an error (TS2353), so a misspelt field anywhere
 //      fails, as `kubectl apply` with strict field validation would;
 //   3. checks what docs/DEPLOY.md promises: the DaemonSet's hugepage
-//      requests equal its limits and match its pools' backing, memory is
+//      requests equal its limits, fit in the node reservation §1 shows,
+//      and match its pools' backing, memory is
 //      requested, CPU and memory limited; the data directory is an emptyDir
 //      of medium HugePages; gRPC probes on the --listen port; a non-root,
 //      read-only, unprivileged container with the Dockerfile's uid and
@@ -228,6 +229,35 @@ const flagValue = (args, flag) => {
 const portOf = (address) => address && Number(address.split(':').pop());
 const subset = (small, big) => Object.entries(small || {}).every(([k, v]) => (big || {})[k] === v);
 
+// Bytes of a Kubernetes quantity with a binary suffix ("4Gi"), or NaN.
+function quantityBytes(q) {
+  const m = /^(\d+)(Ki|Mi|Gi|Ti)?$/.exec(String(q));
+  if (!m) return NaN;
+  return Number(m[1]) * 2 ** ({Ki: 10, Mi: 20, Gi: 30, Ti: 40}[m[2]] || 0);
+}
+const HUGEPAGE_BYTES = {'hugepages-2Mi': 2 ** 21, 'hugepages-1Gi': 2 ** 30};
+
+// documentedReservations(text): the hugepage reservations docs/DEPLOY.md §1
+// tells the operator to make, as [{pageBytes, count, where}]: the run-time
+// `echo N > .../hugepages-SIZEkB/nr_hugepages`, the sysctl (2 MiB pages)
+// and the kernel command line's `hugepagesz=S hugepages=N` pairs. The
+// kubelet offers a node's reservation as its hugepage resource, so a pod
+// requesting more than the documented reservation stays Pending.
+function documentedReservations(text) {
+  const found = [];
+  const echo = /echo\s+(\d+)\s*>\s*\/sys\/kernel\/mm\/hugepages\/hugepages-(\d+)kB\/nr_hugepages/g;
+  for (const m of text.matchAll(echo)) {
+    found.push({pageBytes: Number(m[2]) * 1024, count: Number(m[1]), where: m[0]});
+  }
+  for (const m of text.matchAll(/vm\.nr_hugepages\s*=\s*(\d+)/g)) {
+    found.push({pageBytes: 2 ** 21, count: Number(m[1]), where: m[0]});
+  }
+  for (const m of text.matchAll(/hugepagesz=(2M|1G)\s+hugepages=(\d+)/g)) {
+    found.push({pageBytes: m[1] === '2M' ? 2 ** 21 : 2 ** 30, count: Number(m[2]), where: m[0]});
+  }
+  return found;
+}
+
 function check(objects, ctx) {
   const errors = [];
   const err = (m) => errors.push(m);
@@ -306,6 +336,21 @@ function check(objects, ctx) {
     const want = hugeKeys.map((k) => backings[k]);
     if (!backing || !want.includes(backing[1])) {
       err(`DaemonSet: ${pool}: backing must be ${want.join(' or ')} for the pod's ${hugeKeys.join(', ')}`);
+    }
+  }
+
+  // The node reservation docs/DEPLOY.md §1 has the operator make must hold
+  // what the pod requests, or the kubelet never offers it and the pod
+  // stays Pending.
+  for (const k of hugeKeys) {
+    const want = quantityBytes(req[k]);
+    const made = ctx.reservations.filter((r) => r.pageBytes === HUGEPAGE_BYTES[k]);
+    if (made.length === 0) err(`DaemonSet: docs/DEPLOY.md §1 shows no reservation of the pages of ${k}`);
+    for (const r of made) {
+      if (!(r.count * r.pageBytes >= want)) {
+        err(`DaemonSet: ${k} request ${req[k]} exceeds the node reservation docs/DEPLOY.md §1 ` +
+            `shows (\`${r.where}\`: ${r.count * r.pageBytes / 2 ** 20} MiB): the pod would stay Pending`);
+      }
     }
   }
 
@@ -396,6 +441,12 @@ const MISTAKES = [
   ['hugepage limit != request',
    (o) => { container(o).resources.limits['hugepages-2Mi'] = '2Gi'; }, 'hugepages-2Mi request 4Gi != limit 2Gi'],
   ['no memory request', (o) => { delete container(o).resources.requests.memory; }, 'no memory request'],
+  ['more hugepages than the documented node reservation',
+   (o) => {
+     container(o).resources.requests['hugepages-2Mi'] = '64Gi';
+     container(o).resources.limits['hugepages-2Mi'] = '64Gi';
+   },
+   'hugepages-2Mi request 64Gi exceeds the node reservation'],
   ['backing that does not match the pages',
    (o) => { container(o).args[3] = container(o).args[3].replace('backing=huge', 'backing=gigantic'); },
    'backing must be huge'],
@@ -456,6 +507,8 @@ async function main() {
     image: {uid: uid && Number(uid[1]), hugetlbfsGid: gid && Number(gid[1])},
     rules: YAML.parse(fs.readFileSync(
         path.join(args.source, 'deploy/prometheus/groove-volumed.rules.yml'), 'utf8')),
+    reservations: documentedReservations(
+        fs.readFileSync(path.join(args.source, 'docs/DEPLOY.md'), 'utf8')),
   };
   const errors = [];
   if (!uid || !gid) errors.push('cannot read the uid and the hugetlbfs gid from the Dockerfile');

@@ -7,8 +7,9 @@
 # then proves each check bites: a config with a misspelt field, a rule with
 # a PromQL syntax error, and rules with a moved threshold (10% -> 15%: the
 # `edge` pool at 10% would fire; 14 -> 15 days: a certificate with 14 days
-# left would), a dropped `for` and client errors counted as failures must
-# each fail, with the finding named.
+# left would), a dropped `for`, client errors counted as failures and
+# refused adds of a full pool taken for lack of memory must each fail, with
+# the finding named.
 #
 # Usage: prometheus_check.sh PROMTOOL SOURCE_DIR
 set -euo pipefail
@@ -113,6 +114,11 @@ mutate groove-volumed.rules.yml 's/UNKNOWN|INTERNAL|UNAVAILABLE/UNKNOWN|INTERNAL
 expect_fail "test rules catches client errors counted as failures" "RemoveVolume" \
   "$promtool" test rules "$scratch/groove-volumed.rules.test.yml"
 
+mutate groove-volumed.rules.yml '/unless on (job, instance, pool)/,+1d'
+expect_fail "test rules catches refused adds of a pool at max_volumes counted as lack of memory" \
+  "pool=\"max\"" \
+  "$promtool" test rules "$scratch/groove-volumed.rules.test.yml"
+
 mutate groove-volumed.rules.yml 's/< 14 \* 86400 >= 0/< 15 * 86400 >= 0/'
 expect_fail "test rules catches a moved certificate expiry threshold" \
   "alertname: GrooveTlsCertificateExpiresSoon, time: 5m" \
@@ -122,4 +128,4 @@ if [ "$failures" -ne 0 ]; then
   echo "prometheus_check: $failures failure(s)" >&2
   exit 1
 fi
-echo "prometheus_check: config, rules and rule tests pass; 6 mistakes rejected"
+echo "prometheus_check: config, rules and rule tests pass; 7 mistakes rejected"

@@ -1136,6 +1136,42 @@ TEST(ServerRestartTest, RequestIdsAreAnsweredAcrossRestartsAndKills) {
   EXPECT_EQ(TakeSnapshot(*stub, "b").summary.volumes_mapped(), 0u);
 }
 
+// A pool that has made adds but whose request journal is gone forgets the
+// ids of those adds: a repeat adds again. That is what a container restart
+// does to a pool whose data directory is a hugetlbfs mount (a Kubernetes
+// hostPath, a docker bind mount) when nothing keeps the journal, which
+// then lives in the container's own /dev/shm (docs/DEPLOY.md §3). The
+// server used to take the missing file for a new pool's and say nothing;
+// it warns now, naming what was lost. A pool without adds (b) has nothing
+// to lose and is not warned about.
+TEST(ServerRestartTest, AMissingRequestJournalOfAPoolWithAddsIsWarnedAbout) {
+  TempDir dir;
+  v1::AddVolumeRequest add = AddRequest("a", 1, "before the restart");
+  add.set_request_id("00000000-0000-4000-8000-0000000000bb");
+  if (auto first = ServerProcess::Start(TwoPools(dir)); first != nullptr) {
+    v1::AddVolumeResponse response;
+    ASSERT_TRUE(Add(*first->Stub(), add, &response).ok());
+    EXPECT_EQ(first->Stop(), 0);
+  } else {
+    FAIL() << "the first server did not start";
+  }
+  const std::string journal = dir.path() + "/a.requests";
+  ASSERT_EQ(unlink(journal.c_str()), 0) << journal << ": " << strerror(errno);
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  const std::string a =
+      server->WaitForLog("event=pool_recovered pool=a").value_or("");
+  EXPECT_THAT(a, HasSubstr("level=warn")) << server->LogText();
+  EXPECT_THAT(a, HasSubstr("request_ids_recorded=0"));
+  EXPECT_THAT(a, HasSubstr("request_journal_reset=\"it was missing"));
+  EXPECT_THAT(a, HasSubstr(journal));
+  const std::string b =
+      server->WaitForLog("event=pool_recovered pool=b").value_or("");
+  EXPECT_THAT(b, HasSubstr("level=info")) << server->LogText();
+  EXPECT_THAT(b, HasSubstr("request_journal_reset=\"\""));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // Two servers with their own data directories (not tmpfs, so `normal`
 // stores go to /dev/shm/groove-volumed, which they share) and a pool of
 // the same name: the second's start used to cut the first's store to its

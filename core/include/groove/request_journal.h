@@ -122,7 +122,9 @@ class RequestJournal {
     bool created = false;  // there was no journal: a new, empty one
     // Why an existing journal was emptied: of another size or layout, its
     // creation not completed, or another metadata object's (a re-created
-    // pool). Empty when it was kept (or created).
+    // pool). Empty when it was kept (or created). NamedPool::Open also
+    // sets it when the journal was missing (created) for a pool that had
+    // made adds: their ids are lost the same way.
     std::string reset_reason;
     uint64_t committed = 0;           // adds found committed (kept)
     uint64_t resolved_committed = 0;  // of them, PENDING ones rolled forward
