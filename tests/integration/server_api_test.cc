@@ -14,15 +14,18 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
+#include "support/build_expectation.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
 #include "support/test_pki.h"
@@ -30,6 +33,7 @@
 namespace groove::testing {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
@@ -857,6 +861,114 @@ TEST(ServerFlagsTest, HelpListsEveryFlagAndExitsZero) {
     EXPECT_THAT(result.err, ::testing::Not(HasSubstr("event=listening")));
   }
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
+}
+
+// ---- Which build is running -------------------------------------------------
+
+// VersionOutput runs `groove-volumed --version` and returns its parsed
+// line, recording a failure (with the output) when it is not one build
+// line on stdout with exit status 0.
+std::optional<BuildLineParts> VersionOutput(const std::string& data_dir) {
+  const CommandResult result =
+      ServerProcess::RunToExit({"--data-dir=" + data_dir, "--version"});
+  EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+  std::optional<BuildLineParts> parts = ParseBuildLine(result.out);
+  EXPECT_TRUE(parts.has_value())
+      << "not one build line on stdout: '" << result.out << "'; stderr: '"
+      << result.err << "'";
+  return parts;
+}
+
+// --version prints the build and exits 0, having opened and bound
+// nothing: the project version, the git revision this tree is at (HEAD's
+// short hash, "-dirty" only if the tree has changes; "unknown" outside
+// git), the preset's build type and gRPC's version. (Before, it printed
+// Abseil's "groove-volumed / Debug build (NDEBUG not #defined)".)
+TEST(ServerBuildTest, VersionPrintsTheBuildAndExitsZero) {
+  TempDir dir;
+  const std::optional<BuildLineParts> build =
+      VersionOutput(dir.path() + "/data");
+  ASSERT_TRUE(build.has_value());
+  EXPECT_EQ(build->program, "groove-volumed");
+  EXPECT_EQ(build->version, kExpectedVersion);
+  EXPECT_THAT(AcceptedRevisions(), Contains(build->revision));
+  EXPECT_EQ(build->build_type, kExpectedBuildType);
+  EXPECT_EQ(build->grpc_version, kExpectedGrpcVersion);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
+}
+
+// The `starting` line names the build, as --version does.
+TEST(ServerBuildTest, TheStartingLineNamesTheBuild) {
+  TempDir dir;
+  const std::optional<BuildLineParts> build =
+      VersionOutput(dir.path() + "/data");
+  ASSERT_TRUE(build.has_value());
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path() + "/data",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  const std::optional<std::string> starting =
+      server->WaitForLog("event=starting");
+  ASSERT_TRUE(starting.has_value());
+  EXPECT_EQ(LogValue(*starting, "version"), build->version) << *starting;
+  EXPECT_EQ(LogValue(*starting, "revision"), build->revision) << *starting;
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// /metrics has one groove_build_info series, a gauge of value 1 whose
+// labels are the build --version prints (the Prometheus convention for
+// *_build_info).
+TEST(ServerBuildTest, MetricsHaveOneBuildInfoSeriesOfOne) {
+  TempDir dir;
+  const std::optional<BuildLineParts> build =
+      VersionOutput(dir.path() + "/data");
+  ASSERT_TRUE(build.has_value());
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path() + "/data",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  std::vector<std::string> samples;
+  for (absl::string_view line : absl::StrSplit(*scrape, '\n')) {
+    if (absl::StartsWith(line, "groove_build_info")) {
+      samples.emplace_back(line);
+    }
+  }
+  EXPECT_THAT(*scrape, HasSubstr("# TYPE groove_build_info gauge\n"));
+  // prometheus-cpp writes labels sorted by name.
+  EXPECT_THAT(samples,
+              ElementsAre(absl::StrCat(
+                  "groove_build_info{build_type=\"", build->build_type,
+                  "\",grpc_version=\"", build->grpc_version, "\",revision=\"",
+                  build->revision, "\",version=\"", build->version, "\"} 1")))
+      << *scrape;
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// ListPools says which build answered: every field as --version says it.
+TEST(ServerBuildTest, ListPoolsNamesTheServersBuild) {
+  TempDir dir;
+  const std::optional<BuildLineParts> build =
+      VersionOutput(dir.path() + "/data");
+  ASSERT_TRUE(build.has_value());
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path() + "/data",
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::ListPoolsResponse pools;
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());
+  ASSERT_TRUE(pools.has_server_build()) << pools.ShortDebugString();
+  const v1::BuildInfo& served = pools.server_build();
+  EXPECT_EQ(served.version(), build->version);
+  EXPECT_EQ(served.revision(), build->revision);
+  EXPECT_EQ(served.build_type(), build->build_type);
+  EXPECT_EQ(served.grpc_version(), build->grpc_version);
+  EXPECT_EQ(served.protobuf_version(), build->protobuf_version);
+  EXPECT_EQ(served.abseil_version(), build->abseil_version);
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 TEST(ServerBadInputTest, PoolThatCannotBeOpenedStopsTheServer) {
