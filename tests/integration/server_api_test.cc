@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -884,7 +885,7 @@ std::optional<BuildLineParts> VersionOutput(const std::string& data_dir) {
 // short hash, "-dirty" only if the tree has changes; "unknown" outside
 // git), the preset's build type and gRPC's version. (Before, it printed
 // Abseil's "groove-volumed / Debug build (NDEBUG not #defined)".)
-TEST(ServerBuildTest, VersionPrintsTheBuildAndExitsZero) {
+TEST(ServerFlagsTest, VersionPrintsTheBuildAndExitsZero) {
   TempDir dir;
   const std::optional<BuildLineParts> build =
       VersionOutput(dir.path() + "/data");
@@ -897,38 +898,45 @@ TEST(ServerBuildTest, VersionPrintsTheBuildAndExitsZero) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
 }
 
+// A server, and the build its --version prints, which each test finds
+// where an operator would look.
+class ServerBuildTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::optional<BuildLineParts> build = VersionOutput(dir_.path() + "/data");
+    ASSERT_TRUE(build.has_value());
+    build_ = *std::move(build);
+    server_ = ServerProcess::Start(
+        {"--data-dir=" + dir_.path() + "/data",
+         "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0);
+    }
+  }
+
+  TempDir dir_;
+  BuildLineParts build_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
 // The `starting` line names the build, as --version does.
-TEST(ServerBuildTest, TheStartingLineNamesTheBuild) {
-  TempDir dir;
-  const std::optional<BuildLineParts> build =
-      VersionOutput(dir.path() + "/data");
-  ASSERT_TRUE(build.has_value());
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path() + "/data",
-       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
-  ASSERT_NE(server, nullptr);
+TEST_F(ServerBuildTest, TheStartingLineNamesTheBuild) {
   const std::optional<std::string> starting =
-      server->WaitForLog("event=starting");
+      server_->WaitForLog("event=starting");
   ASSERT_TRUE(starting.has_value());
-  EXPECT_EQ(LogValue(*starting, "version"), build->version) << *starting;
-  EXPECT_EQ(LogValue(*starting, "revision"), build->revision) << *starting;
-  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(LogValue(*starting, "version"), build_.version) << *starting;
+  EXPECT_EQ(LogValue(*starting, "revision"), build_.revision) << *starting;
 }
 
 // /metrics has one groove_build_info series, a gauge of value 1 whose
 // labels are the build --version prints (the Prometheus convention for
 // *_build_info).
-TEST(ServerBuildTest, MetricsHaveOneBuildInfoSeriesOfOne) {
-  TempDir dir;
-  const std::optional<BuildLineParts> build =
-      VersionOutput(dir.path() + "/data");
-  ASSERT_TRUE(build.has_value());
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path() + "/data",
-       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
-  ASSERT_NE(server, nullptr);
+TEST_F(ServerBuildTest, MetricsHaveOneBuildInfoSeriesOfOne) {
   absl::StatusOr<std::string> scrape =
-      HttpGet(server->metrics_address(), "/metrics");
+      HttpGet(server_->metrics_address(), "/metrics");
   ASSERT_TRUE(scrape.ok()) << scrape.status();
   std::vector<std::string> samples;
   for (absl::string_view line : absl::StrSplit(*scrape, '\n')) {
@@ -940,35 +948,25 @@ TEST(ServerBuildTest, MetricsHaveOneBuildInfoSeriesOfOne) {
   // prometheus-cpp writes labels sorted by name.
   EXPECT_THAT(samples,
               ElementsAre(absl::StrCat(
-                  "groove_build_info{build_type=\"", build->build_type,
-                  "\",grpc_version=\"", build->grpc_version, "\",revision=\"",
-                  build->revision, "\",version=\"", build->version, "\"} 1")))
+                  "groove_build_info{build_type=\"", build_.build_type,
+                  "\",grpc_version=\"", build_.grpc_version, "\",revision=\"",
+                  build_.revision, "\",version=\"", build_.version, "\"} 1")))
       << *scrape;
-  EXPECT_EQ(server->Stop(), 0);
 }
 
 // ListPools says which build answered: every field as --version says it.
-TEST(ServerBuildTest, ListPoolsNamesTheServersBuild) {
-  TempDir dir;
-  const std::optional<BuildLineParts> build =
-      VersionOutput(dir.path() + "/data");
-  ASSERT_TRUE(build.has_value());
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path() + "/data",
-       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
-  ASSERT_NE(server, nullptr);
-  auto stub = server->Stub();
+TEST_F(ServerBuildTest, ListPoolsNamesTheServersBuild) {
+  auto stub = server_->Stub();
   v1::ListPoolsResponse pools;
   ASSERT_TRUE(ListPools(*stub, &pools).ok());
   ASSERT_TRUE(pools.has_server_build()) << pools.ShortDebugString();
   const v1::BuildInfo& served = pools.server_build();
-  EXPECT_EQ(served.version(), build->version);
-  EXPECT_EQ(served.revision(), build->revision);
-  EXPECT_EQ(served.build_type(), build->build_type);
-  EXPECT_EQ(served.grpc_version(), build->grpc_version);
-  EXPECT_EQ(served.protobuf_version(), build->protobuf_version);
-  EXPECT_EQ(served.abseil_version(), build->abseil_version);
-  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(served.version(), build_.version);
+  EXPECT_EQ(served.revision(), build_.revision);
+  EXPECT_EQ(served.build_type(), build_.build_type);
+  EXPECT_EQ(served.grpc_version(), build_.grpc_version);
+  EXPECT_EQ(served.protobuf_version(), build_.protobuf_version);
+  EXPECT_EQ(served.abseil_version(), build_.abseil_version);
 }
 
 TEST(ServerBadInputTest, PoolThatCannotBeOpenedStopsTheServer) {
