@@ -12,7 +12,8 @@
 # bookworm-slim has), the COPY --from paths are what the build produces,
 # the presets and scripts exist; and it lints it (dockerfile-utils).
 #
-#   docker build -t groove-volumed .
+#   docker build -t groove-volumed \
+#     --build-arg GROOVE_REVISION="$(git rev-parse --short HEAD)" .
 #   docker run --rm -p 127.0.0.1:50051:50051 -p 127.0.0.1:9464:9464 \
 #     --shm-size=2g groove-volumed
 #
@@ -26,7 +27,12 @@ WORKDIR /src
 COPY script/bootstrap script/bootstrap
 RUN script/bootstrap --no-npm-tools && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cmake --preset release \
+# The git revision the binaries report (--version, /metrics'
+# groove_build_info, `groovectl version`): the build context holds no .git
+# (.dockerignore), so the build cannot ask git; without this argument they
+# report "unknown".
+ARG GROOVE_REVISION=""
+RUN cmake --preset release -DGROOVE_REVISION="${GROOVE_REVISION}" \
     && cmake --build --preset release -j "$(nproc)" \
     && ctest --preset release -j "$(nproc)"
 

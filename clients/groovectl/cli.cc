@@ -75,6 +75,16 @@ constexpr CommandSpec kCommands[] = {
      "Redraw POOL's summary every DURATION (default 1s) until interrupted\n"
      "(Ctrl-C). With --output json, print one JSON object per line.\n"
      "  --count N   stop after N redraws\n"},
+    {Command::kVersion, "version", 0, "", "version",
+     "Print groovectl's build (version, git revision, build type, gRPC,\n"
+     "protobuf and Abseil versions), then the server's, which ListPools\n"
+     "reports (with tokens: a reader token is enough). When the server's\n"
+     "build cannot be learnt the line says `server: unknown`, the error\n"
+     "follows on stderr, and the exit code is the call's (3 unreachable,\n"
+     "1 e.g. UNAUTHENTICATED); a server too old to report it is exit 0.\n"
+     "With --output json: {\"client\":{...},\"server\":{...} or null}.\n"
+     "`groovectl --version` prints groovectl's build alone, calling no\n"
+     "server.\n"},
 };
 
 const CommandSpec* FindCommand(absl::string_view name) {
@@ -160,6 +170,8 @@ std::string Usage(std::optional<Command> command) {
       "                       command lines are visible in ps\n"
       "  --help, -h           this help; `groovectl COMMAND --help` for a\n"
       "                       command's\n"
+      "  --version            groovectl's build (`groovectl version` adds\n"
+      "                       the server's)\n"
       "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
       "message`),\n"
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
@@ -183,6 +195,10 @@ absl::StatusOr<Invocation> ParseCommandLine(
     absl::string_view arg = args[i];
     if (arg == "-h" || arg == "--help") {
       inv.help = true;
+      continue;
+    }
+    if (arg == "--version") {
+      inv.version = true;
       continue;
     }
     // A negative number ("-1") is an argument, not a flag: COUNT's check
@@ -307,7 +323,7 @@ absl::StatusOr<Invocation> ParseCommandLine(
     }
     if (!status.ok()) return status;
   }
-  if (inv.help) return inv;
+  if (inv.help || inv.version) return inv;
   if (spec == nullptr) return Bad("missing command");
   if (positionals.size() < static_cast<size_t>(spec->positionals)) {
     return Bad(absl::StrCat("'", spec->name, "' needs ", spec->operands,

@@ -14,6 +14,7 @@
 //   GLOBAL:  --addr HOST:PORT   --output table|json   --timeout DURATION
 //            --tls-ca PEM   --tls-cert PEM   --tls-key PEM
 //            --tls-server-name NAME   --token-file FILE   --help, -h
+//            --version
 //   pools
 //   add POOL COUNT [--first-index N] [--info TEXT|@FILE]
 //   remove POOL COUNT
@@ -21,6 +22,7 @@
 //   inspect POOL [--volumes] [--verify]
 //   health [--service NAME]
 //   watch POOL [--interval DURATION] [--count N]
+//   version
 // Flags take `--flag VALUE` or `--flag=VALUE`; DURATION is absl's form
 // ("500ms", "2s", "1m").
 
@@ -53,7 +55,8 @@ enum class Command {
   kReclaim,
   kInspect,
   kHealth,
-  kWatch
+  kWatch,
+  kVersion
 };
 enum class OutputFormat { kTable, kJson };
 
@@ -75,7 +78,11 @@ struct Invocation {
   // help: print Usage(command) on stdout and exit 0; `command` is unset
   // for the general usage.
   bool help = false;
-  std::optional<Command> command;  // set unless help without a command
+  // version: print groovectl's build on stdout and exit 0 (--version;
+  // `help` wins when both are given).
+  bool version = false;
+  std::optional<Command> command;  // set unless help or version without a
+                                   // command
 
   // Positional arguments.
   std::string pool;    // add, remove, reclaim, inspect, watch
@@ -94,6 +101,11 @@ struct Invocation {
   absl::Duration interval = absl::Seconds(1);  // watch: positive
   std::optional<uint64_t> watch_count;         // watch --count: >= 1
 };
+
+// kAllCommands lists every command, in the order the usage shows them.
+inline constexpr Command kAllCommands[] = {
+    Command::kPools,   Command::kAdd,    Command::kRemove, Command::kReclaim,
+    Command::kInspect, Command::kHealth, Command::kWatch,  Command::kVersion};
 
 // ParseCommandLine parses `args` (argv without argv[0]).
 // Errors: INVALID_ARGUMENT, with a one-line message naming the offending

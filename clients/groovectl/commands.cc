@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "groove/build_info.h"
 #include "groove/client/client_security.h"
 #include "groove/client/inspect_pages.h"
 #include "groove/client/volume_pool_client.h"
@@ -538,7 +539,41 @@ int RunWatch(const Invocation& inv, const VolumePoolClient& client,
   }
 }
 
+// RunVersion prints groovectl's build, then the server's (ListPools'
+// server_build), and returns the call's exit code (ReportError) when the
+// server's cannot be learnt. The client's line is printed (and flushed)
+// before the call, so it shows even while an unreachable server makes the
+// call wait out --timeout.
+int RunVersion(const Invocation& inv, const VolumePoolClient& client,
+               std::ostream& out, std::ostream& err) {
+  if (inv.output == OutputFormat::kTable) {
+    out << "client: " << ClientBuildLine() << "\n" << std::flush;
+  }
+  const absl::StatusOr<v1::ListPoolsResponse> r = client.ListPools();
+  const int exit_code = r.ok() ? kExitOk : ReportError(r.status(), client, err);
+  const v1::BuildInfo* server =
+      r.ok() && r->has_server_build() ? &r->server_build() : nullptr;
+  if (inv.output == OutputFormat::kJson) {
+    out << "{\"client\":" << ToJson(ThisBuild())
+        << ",\"server\":" << (server != nullptr ? ToJson(*server) : "null")
+        << "}\n";
+  } else if (server != nullptr) {
+    out << "server: " << BuildLine("groove-volumed", *server) << " at "
+        << inv.address << "\n";
+  } else {
+    out << "server: unknown"
+        << (r.ok() ? absl::StrCat(" (groove-volumed at ", inv.address,
+                                  " answered without its build: a server "
+                                  "older than ListPoolsResponse.server_build)")
+                   : "")
+        << "\n";
+  }
+  return exit_code;
+}
+
 }  // namespace
+
+std::string ClientBuildLine() { return BuildLine("groovectl", ThisBuild()); }
 
 std::string HumanBytes(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B",   "KiB", "MiB",
@@ -627,6 +662,8 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
       return RunHealth(inv, **client, out, err);
     case Command::kWatch:
       return RunWatch(inv, **client, stop_signals, out, err, terminal);
+    case Command::kVersion:
+      return RunVersion(inv, **client, out, err);
   }
   return kExitUsage;
 }

@@ -11,6 +11,9 @@
 // again, more pages than the pool can have: groove::InspectPageGuard)
 // stops it with `error: INTERNAL: the server misbehaves: ...` and exit 1.
 // Errors go to stderr as `error: <GRPC_CODE>: <message>`.
+// `version` prints groovectl's build (groove/build_info.h) and the
+// server's, from ListPools (`server: unknown` when the call fails, with
+// the call's exit code; exit 0 from a server too old to report it).
 
 #ifndef GROOVE_CLIENTS_GROOVECTL_COMMANDS_H_
 #define GROOVE_CLIENTS_GROOVECTL_COMMANDS_H_
@@ -74,6 +77,10 @@ struct CallTarget {
 // Cost: O(message).
 int ReportCallError(const absl::Status& status, const CallTarget& target,
                     std::ostream& err);
+
+// ClientBuildLine returns groovectl's build on one line, as --version
+// prints it: "groovectl 0.1.0 (revision 3561dfd, ...)" (BuildLine).
+std::string ClientBuildLine();
 
 // HumanBytes formats a byte count with binary units: "0 B", "512 B",
 // "4 KiB", "1.5 GiB" (at most one decimal, dropped when zero).

@@ -1,6 +1,7 @@
 // groovectl: the command line tool of groove-volumed. main only parses the
 // command line (cli.h), runs the command (commands.h) and exits through
-// ExitNow; `groovectl --help` prints the usage.
+// ExitNow; `groovectl --help` prints the usage, `groovectl --version` the
+// build.
 
 #include <unistd.h>
 
@@ -55,9 +56,7 @@ int Main(const std::vector<std::string>& args) {
     // Show the usage of the command when it was recognised.
     std::optional<Command> command;
     for (const std::string& a : args) {
-      for (Command c :
-           {Command::kPools, Command::kAdd, Command::kRemove, Command::kReclaim,
-            Command::kInspect, Command::kHealth, Command::kWatch}) {
+      for (Command c : kAllCommands) {
         if (a == CommandName(c) && !command.has_value()) command = c;
       }
     }
@@ -67,6 +66,10 @@ int Main(const std::vector<std::string>& args) {
   }
   if (inv->help) {
     std::cout << Usage(inv->command);
+    return kExitOk;
+  }
+  if (inv->version) {
+    std::cout << ClientBuildLine() << "\n";
     return kExitOk;
   }
   return Run(*inv, std::cout, std::cerr,

@@ -8,7 +8,8 @@
 // 2 for bad flags or configuration (nothing was opened or bound); 1 when a
 // pool cannot be opened or an address cannot be bound; 3 when shutdown
 // overran its deadline by the watchdog's grace (pools are recovered at the
-// next start). --help lists every flag and exits 0.
+// next start). --help lists every flag and exits 0; --version prints the
+// build (groove/build_info.h) and exits 0.
 
 #include <openssl/crypto.h>
 #include <sys/resource.h>
@@ -41,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "groove/build_info.h"
 #include "groove/server/config.h"
 #include "groove/server/log.h"
 #include "groove/server/security.h"
@@ -256,6 +258,11 @@ int main(int argc, char** argv) {
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = IsServerFlagFile;
   usage_config.contains_helpshort_flags = IsServerFlagFile;
+  // --version: Abseil's own prints only "Debug build (NDEBUG not
+  // #defined)" or nothing; ParseCommandLine prints this and exits 0.
+  usage_config.version_string = [] {
+    return groove::BuildLine("groove-volumed", groove::ThisBuild()) + "\n";
+  };
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "owns pools of fixed-size memory volumes and serves "
@@ -264,7 +271,9 @@ int main(int argc, char** argv) {
       "[--listen=HOST:PORT|unix:PATH] "
       "[--metrics-listen=HOST:PORT] [--data-dir=DIR] [--tls-cert=PEM "
       "--tls-key=PEM [--tls-client-ca=PEM]] [--auth-tokens=FILE] "
-      "[--credentials-refresh=DURATION] [--insecure]");
+      "[--credentials-refresh=DURATION] [--insecure]\n"
+      "       groove-volumed --version   (the build: version, git revision, "
+      "build type, gRPC, protobuf and Abseil versions)");
   std::vector<std::string> args(argv + 1, argv + argc);
   absl::StatusOr<std::vector<std::string>> pool_flags =
       groove::server::ExtractRepeatedFlag(&args, "pool");
@@ -449,7 +458,9 @@ int main(int argc, char** argv) {
         {{"reason", open_files.status().message()}});
   }
   Log(LogLevel::kInfo, "starting",
-      {{"pid", getpid()},
+      {{"version", groove::ThisBuild().version()},
+       {"revision", groove::ThisBuild().revision()},
+       {"pid", getpid()},
        {"max_open_files",
         open_files.ok() ? absl::StrCat(*open_files) : std::string("-")},
        {"config", options.config.ShortDebugString()},

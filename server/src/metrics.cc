@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "groove/backing.h"
+#include "groove/build_info.h"
 #include "groove/server/log.h"
 
 namespace groove::server {
@@ -467,6 +468,20 @@ ServerMetrics::ServerMetrics(std::vector<const NamedPool*> pools,
                              std::vector<std::string> quarantined_pools,
                              std::vector<const WorkerPool*> add_workers)
     : registry_(std::make_shared<prometheus::Registry>()) {
+  // The build never changes while the process runs: one series, set once.
+  const v1::BuildInfo& build = ThisBuild();
+  prometheus::BuildGauge()
+      .Name("groove_build_info")
+      .Help(
+          "Always 1: the build this server runs, in its labels: version, git "
+          "revision (short hash, -dirty for uncommitted changes, unknown "
+          "when built outside git), CMake build type, gRPC version.")
+      .Register(*registry_)
+      .Add({{"version", build.version()},
+            {"revision", build.revision()},
+            {"build_type", build.build_type()},
+            {"grpc_version", build.grpc_version()}})
+      .Set(1);
   auto& quarantined =
       prometheus::BuildGauge()
           .Name("groove_pool_quarantined")

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "groove/build_info.h"
 #include "groove/server/config.h"
 #include "groove/server/grpc_status.h"
 #include "groove/server/log.h"
@@ -237,6 +238,9 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::ListPools(
     out->set_name(q.name);
     out->set_reason(std::string(q.reason.message()));
   }
+  // After Begin: a caller refused there (no or an unknown token) learns
+  // nothing of the build either (docs/SECURITY.md).
+  *response->mutable_server_build() = ThisBuild();
   return Finish(call, absl::OkStatus());
 }
 

@@ -272,13 +272,13 @@ TEST_F(DeployMetricsTest, DashboardShowsWhatOperatorsNeed) {
   }
   EXPECT_THAT(
       used,
-      IsSupersetOf({"groove_pool_capacity_bytes", "groove_pool_empty_bytes",
-                    "groove_pool_volumes", "groove_pool_max_volumes",
-                    "groove_pool_volumes_added_total",
-                    "groove_pool_volumes_removed_total",
-                    "groove_pool_errors_total", "grpc_server_handled_total",
-                    "grpc_server_handling_seconds_bucket",
-                    "process_resident_memory_bytes", "up"}));
+      IsSupersetOf(
+          {"groove_pool_capacity_bytes", "groove_pool_empty_bytes",
+           "groove_pool_volumes", "groove_pool_max_volumes",
+           "groove_pool_volumes_added_total",
+           "groove_pool_volumes_removed_total", "groove_pool_errors_total",
+           "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
+           "process_resident_memory_bytes", "groove_build_info", "up"}));
   EXPECT_TRUE(quantiles) << "no p99 latency (histogram_quantile) panel";
 }
 

@@ -14,15 +14,18 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
+#include "support/build_expectation.h"
 #include "support/cut_proxy.h"
 #include "support/server_process.h"
 #include "support/stall_fifo.h"
@@ -33,6 +36,7 @@ namespace groove::testing {
 namespace {
 
 using ::testing::AnyOf;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -110,8 +114,8 @@ TEST(GroovectlUsageTest, CountBelowOneIsAUsageError) {
 TEST(GroovectlUsageTest, HelpOnEveryCommand) {
   CommandResult r = Ctl({"--help"});
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* command :
-       {"pools", "add", "remove", "reclaim", "inspect", "health", "watch"}) {
+  for (const char* command : {"pools", "add", "remove", "reclaim", "inspect",
+                              "health", "watch", "version"}) {
     EXPECT_THAT(r.out, HasSubstr(absl::StrCat("  ", command)));
     CommandResult c = Ctl({command, "--help"});
     EXPECT_EQ(c.exit_code, 0) << command;
@@ -172,6 +176,102 @@ TEST(GroovectlUnreachableTest,
   EXPECT_THAT(r.err, Not(HasSubstr("TLS handshake")));
   server->Signal(SIGTERM);  // ends the grace
   EXPECT_EQ(server->WaitForExit(), 0);
+}
+
+// ---- version --------------------------------------------------------------
+
+// ExpectThisTreesBuild checks a build line's fields against what this
+// tree's build must say (support/build_expectation.h).
+void ExpectThisTreesBuild(const BuildLineParts& build,
+                          const std::string& program) {
+  EXPECT_EQ(build.program, program);
+  EXPECT_EQ(build.version, kExpectedVersion);
+  EXPECT_THAT(AcceptedRevisions(), Contains(build.revision));
+  EXPECT_EQ(build.build_type, kExpectedBuildType);
+  EXPECT_EQ(build.grpc_version, kExpectedGrpcVersion);
+}
+
+// --version prints groovectl's build and exits 0, calling no server (here
+// none listens: a call would exit 3), even after a command. (Before, it
+// was "unknown flag", exit 2.)
+TEST(GroovectlVersionTest, VersionFlagPrintsTheClientsBuildAndExitsZero) {
+  RefusingLoopbackPort nobody;
+  ASSERT_NE(nobody.port(), 0);
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"--version"},
+           {"--addr=" + nobody.address(), "pools", "--version"}}) {
+    const CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 0) << absl::StrJoin(args, " ") << "\n" << r.err;
+    EXPECT_EQ(r.err, "");
+    const std::optional<BuildLineParts> build = ParseBuildLine(r.out);
+    ASSERT_TRUE(build.has_value()) << "not one build line: '" << r.out << "'";
+    ExpectThisTreesBuild(*build, "groovectl");
+  }
+}
+
+// `version` against a live server shows both builds: groovectl's, and the
+// server's as ListPools reports it, in a table and in JSON.
+TEST_F(GroovectlTest, VersionShowsTheClientsAndTheServersBuild) {
+  const CommandResult r = Run({"version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  absl::string_view client = lines[0];
+  absl::string_view server = lines[1];
+  ASSERT_TRUE(absl::ConsumePrefix(&client, "client: ")) << r.out;
+  ASSERT_TRUE(absl::ConsumePrefix(&server, "server: ")) << r.out;
+  ASSERT_TRUE(absl::ConsumeSuffix(
+      &server, absl::StrCat(" at ", server_->grpc_address())))
+      << r.out;
+  const std::optional<BuildLineParts> client_build = ParseBuildLine(client);
+  const std::optional<BuildLineParts> server_build = ParseBuildLine(server);
+  ASSERT_TRUE(client_build.has_value()) << r.out;
+  ASSERT_TRUE(server_build.has_value()) << r.out;
+  ExpectThisTreesBuild(*client_build, "groovectl");
+  ExpectThisTreesBuild(*server_build, "groove-volumed");
+
+  const CommandResult json = Run({"--output=json", "version"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  // One object; each side a groove.v1.BuildInfo in the proto3 JSON
+  // mapping (fields in their numbers' order).
+  EXPECT_EQ(std::count(json.out.begin(), json.out.end(), '\n'), 1);
+  for (const auto& [side, build] : {std::pair{"{\"client\"", *client_build},
+                                    std::pair{",\"server\"", *server_build}}) {
+    EXPECT_THAT(json.out, HasSubstr(absl::StrCat(
+                              side, ":{\"version\":\"", build.version,
+                              "\",\"revision\":\"", build.revision,
+                              "\",\"build_type\":\"", build.build_type, "\",")))
+        << json.out;
+  }
+}
+
+// `version` without a server still prints groovectl's build, says the
+// server's is unknown, and exits 3 as every command does when the server
+// cannot be reached; in JSON the server is null.
+TEST(GroovectlVersionTest, AnUnreachableServersBuildIsUnknownAndExits3) {
+  RefusingLoopbackPort nobody;
+  ASSERT_NE(nobody.port(), 0);
+  const std::string addr = "--addr=" + nobody.address();
+  const CommandResult r = Ctl({addr, "--timeout=3s", "version"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot reach groove-volumed"));
+  const std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  absl::string_view client = lines[0];
+  ASSERT_TRUE(absl::ConsumePrefix(&client, "client: ")) << r.out;
+  const std::optional<BuildLineParts> build = ParseBuildLine(client);
+  ASSERT_TRUE(build.has_value()) << r.out;
+  ExpectThisTreesBuild(*build, "groovectl");
+  EXPECT_EQ(lines[1], "server: unknown");
+
+  const CommandResult json =
+      Ctl({addr, "--timeout=3s", "--output=json", "version"});
+  EXPECT_EQ(json.exit_code, 3) << json.err;
+  EXPECT_THAT(json.out, HasSubstr(R"("client":{"version":")"));
+  EXPECT_THAT(json.out, HasSubstr(R"(,"server":null})"));
 }
 
 // reclaim frees quarantined volumes (table and JSON output, exit 0), shows

@@ -14,15 +14,19 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
+#include "support/build_expectation.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
 #include "support/test_pki.h"
@@ -30,6 +34,7 @@
 namespace groove::testing {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
@@ -857,6 +862,111 @@ TEST(ServerFlagsTest, HelpListsEveryFlagAndExitsZero) {
     EXPECT_THAT(result.err, ::testing::Not(HasSubstr("event=listening")));
   }
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
+}
+
+// ---- Which build is running -------------------------------------------------
+
+// VersionOutput runs `groove-volumed --version` and returns its parsed
+// line, recording a failure (with the output) when it is not one build
+// line on stdout with exit status 0.
+std::optional<BuildLineParts> VersionOutput(const std::string& data_dir) {
+  const CommandResult result =
+      ServerProcess::RunToExit({"--data-dir=" + data_dir, "--version"});
+  EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+  std::optional<BuildLineParts> parts = ParseBuildLine(result.out);
+  EXPECT_TRUE(parts.has_value())
+      << "not one build line on stdout: '" << result.out << "'; stderr: '"
+      << result.err << "'";
+  return parts;
+}
+
+// --version prints the build and exits 0, having opened and bound
+// nothing: the project version, the git revision this tree is at (HEAD's
+// short hash, "-dirty" only if the tree has changes; "unknown" outside
+// git), the preset's build type and gRPC's version. (Before, it printed
+// Abseil's "groove-volumed / Debug build (NDEBUG not #defined)".)
+TEST(ServerFlagsTest, VersionPrintsTheBuildAndExitsZero) {
+  TempDir dir;
+  const std::optional<BuildLineParts> build =
+      VersionOutput(dir.path() + "/data");
+  ASSERT_TRUE(build.has_value());
+  EXPECT_EQ(build->program, "groove-volumed");
+  EXPECT_EQ(build->version, kExpectedVersion);
+  EXPECT_THAT(AcceptedRevisions(), Contains(build->revision));
+  EXPECT_EQ(build->build_type, kExpectedBuildType);
+  EXPECT_EQ(build->grpc_version, kExpectedGrpcVersion);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data"));
+}
+
+// A server, and the build its --version prints, which each test finds
+// where an operator would look.
+class ServerBuildTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::optional<BuildLineParts> build = VersionOutput(dir_.path() + "/data");
+    ASSERT_TRUE(build.has_value());
+    build_ = *std::move(build);
+    server_ = ServerProcess::Start(
+        {"--data-dir=" + dir_.path() + "/data",
+         "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0);
+    }
+  }
+
+  TempDir dir_;
+  BuildLineParts build_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+// The `starting` line names the build, as --version does.
+TEST_F(ServerBuildTest, TheStartingLineNamesTheBuild) {
+  const std::optional<std::string> starting =
+      server_->WaitForLog("event=starting");
+  ASSERT_TRUE(starting.has_value());
+  EXPECT_EQ(LogValue(*starting, "version"), build_.version) << *starting;
+  EXPECT_EQ(LogValue(*starting, "revision"), build_.revision) << *starting;
+}
+
+// /metrics has one groove_build_info series, a gauge of value 1 whose
+// labels are the build --version prints (the Prometheus convention for
+// *_build_info).
+TEST_F(ServerBuildTest, MetricsHaveOneBuildInfoSeriesOfOne) {
+  absl::StatusOr<std::string> scrape =
+      HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  std::vector<std::string> samples;
+  for (absl::string_view line : absl::StrSplit(*scrape, '\n')) {
+    if (absl::StartsWith(line, "groove_build_info")) {
+      samples.emplace_back(line);
+    }
+  }
+  EXPECT_THAT(*scrape, HasSubstr("# TYPE groove_build_info gauge\n"));
+  // prometheus-cpp writes labels sorted by name.
+  EXPECT_THAT(samples,
+              ElementsAre(absl::StrCat(
+                  "groove_build_info{build_type=\"", build_.build_type,
+                  "\",grpc_version=\"", build_.grpc_version, "\",revision=\"",
+                  build_.revision, "\",version=\"", build_.version, "\"} 1")))
+      << *scrape;
+}
+
+// ListPools says which build answered: every field as --version says it.
+TEST_F(ServerBuildTest, ListPoolsNamesTheServersBuild) {
+  auto stub = server_->Stub();
+  v1::ListPoolsResponse pools;
+  ASSERT_TRUE(ListPools(*stub, &pools).ok());
+  ASSERT_TRUE(pools.has_server_build()) << pools.ShortDebugString();
+  const v1::BuildInfo& served = pools.server_build();
+  EXPECT_EQ(served.version(), build_.version);
+  EXPECT_EQ(served.revision(), build_.revision);
+  EXPECT_EQ(served.build_type(), build_.build_type);
+  EXPECT_EQ(served.grpc_version(), build_.grpc_version);
+  EXPECT_EQ(served.protobuf_version(), build_.protobuf_version);
+  EXPECT_EQ(served.abseil_version(), build_.abseil_version);
 }
 
 TEST(ServerBadInputTest, PoolThatCannotBeOpenedStopsTheServer) {

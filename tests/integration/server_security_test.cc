@@ -38,6 +38,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_test_util.h"
+#include "support/build_expectation.h"
 #include "support/server_process.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
@@ -50,6 +51,7 @@
 namespace groove::testing {
 namespace {
 
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -409,6 +411,37 @@ TEST(ServerAuthTest, WrongTokenRefusalsAreLinesOnlyUpToTheirBudget) {
                 metrics, "grpc_server_handled_total",
                 {"grpc_method=\"ListPools\"", "grpc_code=\"UNAUTHENTICATED\""}),
             kRefusals);
+}
+
+// ListPools tells its callers which build answers (server_build), so with
+// tokens a reader learns it, while a caller without a token, or with an
+// unknown one, is refused before (UNAUTHENTICATED) and learns nothing of it
+// (docs/SECURITY.md).
+TEST(ServerAuthTest, TheBuildIsToldToReadersNotToCallersWithoutAToken) {
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  WriteTextFile(tokens, absl::StrCat(kReaderToken, " reader\n"));
+  std::vector<std::string> args = OnePool(dir);
+  args.push_back("--auth-tokens=" + tokens);
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  for (const std::string token : {"", kUnknownToken}) {
+    SCOPED_TRACE(token.empty() ? "no token" : "an unknown token");
+    v1::ListPoolsResponse refused;
+    EXPECT_EQ(stub->ListPools(WithToken(token).get(), v1::ListPoolsRequest(),
+                              &refused)
+                  .error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_FALSE(refused.has_server_build());
+  }
+  v1::ListPoolsResponse told;
+  ASSERT_TRUE(stub->ListPools(WithToken(kReaderToken).get(),
+                              v1::ListPoolsRequest(), &told)
+                  .ok());
+  EXPECT_EQ(told.server_build().version(), kExpectedVersion);
+  EXPECT_THAT(AcceptedRevisions(), Contains(told.server_build().revision()));
+  EXPECT_EQ(server->Stop(), 0);
 }
 
 TEST(ServerAuthTest, ReflectionNeedsNoTokenAndFollowsItsFlag) {

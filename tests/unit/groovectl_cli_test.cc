@@ -219,6 +219,27 @@ TEST(GroovectlCliTest, HelpNeedsNothingElse) {
   EXPECT_THAT(Usage(std::nullopt), HasSubstr("exit codes"));
 }
 
+// --version, like --help, needs no command and no argument, and wins over
+// a command's missing ones; `version` is a command of no arguments.
+TEST(GroovectlCliTest, VersionFlagNeedsNothingElseAndVersionIsACommand) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"--version"}, {"add", "--version"}, {"--addr=h:1", "--version"}}) {
+    auto inv = ParseCommandLine(args);
+    ASSERT_TRUE(inv.ok()) << inv.status();
+    EXPECT_TRUE(inv->version);
+    EXPECT_FALSE(inv->help);
+  }
+  auto version = ParseCommandLine({"version", "--output=json"});
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_FALSE(version->version);
+  EXPECT_EQ(version->command, Command::kVersion);
+  EXPECT_EQ(version->output, OutputFormat::kJson);
+  EXPECT_EQ(CodeOf({"version", "extra"}), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Usage(std::nullopt), HasSubstr("--version"));
+  EXPECT_THAT(Usage(std::nullopt), HasSubstr("  version\n"));
+}
+
 TEST(GroovectlFormatTest, HumanBytesUsesBinaryUnits) {
   EXPECT_EQ(HumanBytes(0), "0 B");
   EXPECT_EQ(HumanBytes(1023), "1023 B");

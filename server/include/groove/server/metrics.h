@@ -4,6 +4,10 @@
 // from small fixed sets: pool names from the config, RPC methods, ops,
 // canonical status codes; never a volume index or a request's text):
 //
+//   per process, set once at start-up (groove/build_info.h, ThisBuild):
+//     groove_build_info{version,revision,build_type,grpc_version} (always
+//     1; the Prometheus convention for *_build_info: join on it to
+//     see which build each instance runs)
 //   per RPC (RecordRpc, on every call of VolumePoolService):
 //     grpc_server_handled_total{grpc_service,grpc_method,grpc_code}
 //     grpc_server_handling_seconds{grpc_service,grpc_method} (histogram)
