@@ -278,7 +278,8 @@ TEST_F(DeployMetricsTest, DashboardShowsWhatOperatorsNeed) {
            "groove_pool_volumes_added_total",
            "groove_pool_volumes_removed_total", "groove_pool_errors_total",
            "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
-           "process_resident_memory_bytes", "groove_build_info", "up"}));
+           "process_resident_memory_bytes", "groove_build_info",
+           "groove_pool_adds_queued", "up"}));
   EXPECT_TRUE(quantiles) << "no p99 latency (histogram_quantile) panel";
 }
 
