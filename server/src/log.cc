@@ -349,20 +349,26 @@ void StartLogBatching(absl::Duration interval) {
   Batching* batching = started_batching.load(std::memory_order_relaxed);
   if (batching == nullptr) batching = new Batching;  // never deleted
   batching->stop = std::make_unique<absl::Notification>();
-  batching->flusher = std::thread([interval, stop = batching->stop.get()] {
+  // Without batching (interval 0) the thread only reports the counts of
+  // suppressed lines, once a second: nothing else would write them while
+  // the log is quiet.
+  const absl::Duration wake =
+      interval > absl::ZeroDuration() ? interval : absl::Seconds(1);
+  batching->flusher = std::thread([wake, stop = batching->stop.get()] {
     // The counts of suppressed lines at most once a second from here:
     // under a flood every flush would have some (ten lines a second at
     // the default interval), and once a second says as much. Any other
     // write still reports what is pending, so the count is never lost.
     absl::Time last_report = absl::InfinitePast();
-    while (!stop->WaitForNotificationWithTimeout(interval)) {
+    while (!stop->WaitForNotificationWithTimeout(wake)) {
       const absl::Time now = absl::Now();
       const bool report = now - last_report >= absl::Seconds(1);
       if (report) last_report = now;
       WriteQueuedThen("", report);
     }
   });
-  batching->on.store(true, std::memory_order_relaxed);
+  batching->on.store(interval > absl::ZeroDuration(),
+                     std::memory_order_relaxed);
   // Release: whoever finds the pointer finds the queue constructed.
   started_batching.store(batching, std::memory_order_release);
 }

@@ -441,9 +441,7 @@ int main(int argc, char** argv) {
   // Stopped (every queued line written) on every return from here on.
   struct LogBatchingScope {
     explicit LogBatchingScope(absl::Duration interval) {
-      if (interval > absl::ZeroDuration()) {
-        groove::server::StartLogBatching(interval);
-      }
+      groove::server::StartLogBatching(interval);
     }
     ~LogBatchingScope() { groove::server::StopLogBatching(); }
   } log_batching(log_flush_interval);

@@ -506,6 +506,49 @@ TEST(ServerLogTest, ARefusalBudgetOfZeroWritesEveryLine) {
   });
 }
 
+// With --log_flush_interval=0 (no batching) the counts of suppressed
+// lines still reach the log within a second of a burst that ends in
+// silence. Before, nothing wrote them until the next line of the log,
+// here the shutdown's: the log said nothing of the burst's last second
+// for as long as the server stayed quiet.
+TEST(ServerLogTest, SuppressedLinesAreReportedWithoutBatchingToo) {
+  TempDir dir;
+  std::vector<std::string> args = TwoPools(dir);
+  args.push_back("--log_flush_interval=0");
+  args.push_back("--log_refusal_lines_per_second=5");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::InspectRequest missing;
+  missing.set_pool("no-such-pool");
+  v1::InspectResponse inspected;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(Inspect(*stub, missing, &inspected).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // Every call is done: the metric counts every suppressed line.
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  uint64_t suppressed = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      MetricValue(*metrics,
+                  R"(groove_log_lines_suppressed_total{kind="refusal"})"),
+      &suppressed));
+  ASSERT_GT(suppressed, 0u);  // 100 calls, at most 5 lines a second
+  // The server is quiet from here on, until the test stops it.
+  EXPECT_TRUE(server->WaitForLogLines(
+      [&](const std::vector<std::string>& lines) {
+        const LogTally tally = TallyLog(lines);
+        return tally.suppressed.count("refusal") > 0 &&
+               tally.suppressed.at("refusal") == suppressed;
+      },
+      absl::Seconds(10)))
+      << "suppressed " << suppressed << "\n"
+      << server->LogText();
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // ---- A volume quarantined by RemoveVolume -----------------------------------
 
 // StartWithCorruptVolume1 starts a server whose pool "a" holds volumes 0,

@@ -47,6 +47,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -311,6 +312,18 @@ class ServerProcess {
       return CountLocked(needles) >= count || eof_;
     });
     return CountLocked(needles) >= count;
+  }
+
+  // WaitForLogLines waits until `done` holds of every line so far (called
+  // with mu_ held, on each new line: it must not call back into this
+  // object); returns whether it did within `timeout`.
+  bool WaitForLogLines(
+      const std::function<bool(const std::vector<std::string>&)>& done,
+      absl::Duration timeout = absl::Seconds(20)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                 [&] { return done(lines_) || eof_; });
+    return done(lines_);
   }
 
   // WaitForLog waits for the first line that contains `needle`.

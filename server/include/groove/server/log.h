@@ -97,7 +97,11 @@ void Log(LogLevel level, absl::string_view event,
 // call makes the queue (kLogQueueLines lines, about 0.5 MiB), which is
 // never freed; later calls reuse it. Should the process end with batching
 // on, the flusher runs on to the end, and the lines still queued are lost.
-// REQUIRES: interval > 0; batching is off. Call from one thread (main).
+// `interval` 0: no line is queued (LogDeferred writes at once), and the
+// thread wakes once a second only to write the counts of suppressed lines
+// (the budgets below), which a quiet log would otherwise hold back until
+// its next line.
+// REQUIRES: interval >= 0; batching is off. Call from one thread (main).
 void StartLogBatching(absl::Duration interval);
 
 // StopLogBatching stops the flusher and writes every queued line; from then
