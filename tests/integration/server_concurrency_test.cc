@@ -96,11 +96,15 @@ std::vector<std::string> PoolArgs(const TempDir& dir) {
           "--pool=name=fast,backing=normal,volume_size=4KiB,max_volumes=64"};
 }
 
-std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo) {
+// StallArgs adds to PoolArgs the stall hook on pool "slow" (its adds wait
+// for `fifo`) and `add_workers` add workers per pool.
+std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo,
+                                   int add_workers = 4) {
   std::vector<std::string> args = PoolArgs(dir);
   args.insert(args.end(),
               {"--testonly_stall_add_fifo=" + fifo.path(),
-               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=4"});
+               "--testonly_stall_add_pools=slow",
+               absl::StrCat("--add_workers_per_pool=", add_workers)});
   return args;
 }
 
@@ -222,11 +226,7 @@ TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
 TEST(ServerConcurrencyTest, MetricsShowEachPoolsAddQueue) {
   TempDir dir;
   StallFifo fifo(dir);
-  std::vector<std::string> args = PoolArgs(dir);
-  args.insert(args.end(),
-              {"--testonly_stall_add_fifo=" + fifo.path(),
-               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
-  auto server = ServerProcess::Start(args);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo, 1));
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   std::vector<std::unique_ptr<AsyncAdd>> adds;
@@ -289,11 +289,7 @@ TEST(ServerConcurrencyTest, MetricsShowEachPoolsAddQueue) {
 TEST(ServerConcurrencyTest, AddsTheConfigRefusesDoNotWaitForAStalledAdd) {
   TempDir dir;
   StallFifo fifo(dir);
-  std::vector<std::string> args = PoolArgs(dir);
-  args.insert(args.end(),
-              {"--testonly_stall_add_fifo=" + fifo.path(),
-               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
-  auto server = ServerProcess::Start(args);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo, 1));
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
 
@@ -735,11 +731,7 @@ TEST(ServerConcurrencyTest, StopSignalDuringStartUpStopsBeforeServing) {
 TEST(ServerConcurrencyTest, AnAddQueuedPastItsDeadlineIsDeadlineExceeded) {
   TempDir dir;
   StallFifo fifo(dir);
-  std::vector<std::string> args = PoolArgs(dir);
-  args.insert(args.end(),
-              {"--testonly_stall_add_fifo=" + fifo.path(),
-               "--testonly_stall_add_pools=slow", "--add_workers_per_pool=1"});
-  auto server = ServerProcess::Start(args);
+  auto server = ServerProcess::Start(StallArgs(dir, fifo, 1));
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
 
