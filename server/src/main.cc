@@ -144,6 +144,9 @@ ABSL_FLAG(std::vector<std::string>, testonly_stall_add_pools, {},
 ABSL_FLAG(std::vector<std::string>, testonly_fail_punch_pools, {},
           "TESTS ONLY: every hole punch (the memory of removed volumes given "
           "back) of these pools fails with EIO");
+ABSL_FLAG(std::vector<std::string>, testonly_stall_punch_pools, {},
+          "TESTS ONLY: every hole punch of these pools waits, like an "
+          "allocation, to read one byte from --testonly_stall_add_fifo");
 ABSL_FLAG(std::string, testonly_stall_verify_fifo, "",
           "TESTS ONLY: every walk of an Inspect with verify waits, in the "
           "middle, to read one byte from this FIFO");
@@ -438,6 +441,8 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_testonly_stall_verify_fifo);
   options.testonly_fail_punch_pools =
       absl::GetFlag(FLAGS_testonly_fail_punch_pools);
+  options.testonly_stall_punch_pools =
+      absl::GetFlag(FLAGS_testonly_stall_punch_pools);
   // Stopped (every queued line written) on every return from here on.
   struct LogBatchingScope {
     explicit LogBatchingScope(absl::Duration interval) {

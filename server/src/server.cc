@@ -346,6 +346,11 @@ absl::Status VolumeServer::OpenPools() {
     Log(LogLevel::kWarn, absl::StrCat("testonly_stall_", hook, "_enabled"),
         {{"fifo", *fifo}});
   }
+  if (!options_.testonly_stall_punch_pools.empty() && stall_gate_ == nullptr) {
+    return absl::InvalidArgumentError(
+        "--testonly_stall_punch_pools needs --testonly_stall_add_fifo, the "
+        "FIFO the punches wait on");
+  }
   std::vector<RecordedPoolAdd> recorded;
   for (const v1::PoolConfig& pool_config : config.pools()) {
     if (options_.stop_requested && options_.stop_requested()) {
@@ -364,12 +369,16 @@ absl::Status VolumeServer::OpenPools() {
                                    named(options_.testonly_stall_add_pools))) {
       faults.stall_allocations = stall_gate_;
     }
+    if (named(options_.testonly_stall_punch_pools)) {
+      faults.stall_punches = stall_gate_;
+    }
     faults.fail_punches = named(options_.testonly_fail_punch_pools);
     if (faults.fail_punches) {
       Log(LogLevel::kWarn, "testonly_fail_punches_enabled",
           {{"pool", pool_config.name()}});
     }
-    if (faults.stall_allocations != nullptr || faults.fail_punches) {
+    if (faults.stall_allocations != nullptr || faults.fail_punches ||
+        faults.stall_punches != nullptr) {
       open_options.wrap_store = [faults, name = pool_config.name()](
                                     std::unique_ptr<VolumeStore> store) {
         return std::make_unique<TestonlyVolumeStore>(std::move(store), faults,

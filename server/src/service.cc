@@ -453,38 +453,43 @@ void VolumePoolServiceImpl::RunAdd(
                {"indices", IndexList(*added)},
                {"volumes_mapped", response->summary().volumes_mapped()}});
   // The add ran to its end (once started it always does), but its client
-  // may have gone meanwhile: the answer is then lost (at the shutdown
-  // deadline it races gRPC's cancellation), and the routine line above
-  // reads as answered. Said at warn, never budgeted, so that a client's
-  // DEADLINE_EXCEEDED or CANCELLED can be matched to the volumes it made
-  // (and to the request_id that learns them).
+  // may have gone meanwhile (the request_id learns the volumes).
+  Finish(call, absl::OkStatus(),
+         ReportIfUnanswered(
+             call, "add_unanswered", *added,
+             request->request_id().empty() ? "-" : request->request_id()));
+}
+
+std::optional<absl::StatusCode> VolumePoolServiceImpl::ReportIfUnanswered(
+    const Call& call, absl::string_view event,
+    const std::vector<uint64_t>& indices, absl::string_view request_id) const {
   const Gone gone = CallGone(call);
-  const char* unanswered = gone == Gone::kShutdownDeadline ? "shutdown_deadline"
-                           : gone == Gone::kDeadlineExceeded
-                               ? "deadline_exceeded"
-                           : gone == Gone::kCancelled ? "cancelled"
-                                                      : nullptr;
-  if (unanswered != nullptr) {
-    Log(LogLevel::kWarn, "add_unanswered",
-        {{"pool", pool.config().name},
-         {"count", added->size()},
-         {"indices", IndexList(*added)},
-         {"reason", unanswered},
-         {"request_id",
-          request->request_id().empty() ? "-" : request->request_id()},
-         {"peer", call.context->peer()}});
+  if (gone == Gone::kNo) return std::nullopt;
+  const char* reason = gone == Gone::kShutdownDeadline   ? "shutdown_deadline"
+                       : gone == Gone::kDeadlineExceeded ? "deadline_exceeded"
+                                                         : "cancelled";
+  const LogField pool("pool", pools_[call.pool].pool->config().name);
+  const LogField count("count", indices.size());
+  const LogField listed("indices", IndexList(indices));
+  const LogField peer("peer", call.context->peer());
+  if (request_id.empty()) {
+    Log(LogLevel::kWarn, event,
+        {pool, count, listed, {"reason", reason}, peer});
+  } else {
+    Log(LogLevel::kWarn, event,
+        {pool,
+         count,
+         listed,
+         {"reason", reason},
+         {"request_id", request_id},
+         peer});
   }
-  // Counted as its client saw it: an error-rate alert must not read an
-  // add whose client timed out as served. At the shutdown deadline the
-  // answer races gRPC's cancellation, so what the client saw is not known
-  // and the add is counted as answered.
-  std::optional<absl::StatusCode> counted_as;
-  if (gone == Gone::kDeadlineExceeded) {
-    counted_as = absl::StatusCode::kDeadlineExceeded;
-  } else if (gone == Gone::kCancelled) {
-    counted_as = absl::StatusCode::kCancelled;
-  }
-  Finish(call, absl::OkStatus(), counted_as);
+  // At the shutdown deadline the answer races gRPC's cancellation: what
+  // the client saw is not known, and the call is counted as answered.
+  if (gone == Gone::kDeadlineExceeded)
+    return absl::StatusCode::kDeadlineExceeded;
+  if (gone == Gone::kCancelled) return absl::StatusCode::kCancelled;
+  return std::nullopt;
 }
 
 grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
@@ -530,7 +535,10 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::RemoveVolume(
                {"count", removed->size()},
                {"indices", IndexList(indices)},
                {"volumes_mapped", response->summary().volumes_mapped()}});
-  return Finish(call, absl::OkStatus());
+  // Its deadline may have passed while it ran (a punch of hugepages takes
+  // milliseconds): the volumes are gone, their info with the answer.
+  return Finish(call, absl::OkStatus(),
+                ReportIfUnanswered(call, "remove_unanswered", indices, ""));
 }
 
 grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(

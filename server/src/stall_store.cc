@@ -78,6 +78,13 @@ absl::Status TestonlyVolumeStore::Allocate(uint64_t offset, uint64_t length) {
 }
 
 absl::Status TestonlyVolumeStore::Deallocate(uint64_t offset, uint64_t length) {
+  if (faults_.stall_punches != nullptr) {
+    Log(LogLevel::kInfo, "testonly_stall_punch_wait",
+        {{"pool", pool_name_}, {"offset", offset}});
+    faults_.stall_punches->Wait();
+    Log(LogLevel::kInfo, "testonly_stall_punch_released",
+        {{"pool", pool_name_}, {"offset", offset}});
+  }
   if (faults_.fail_punches) {
     return absl::InternalError(absl::StrCat(
         "deallocate ", length, " bytes at ", offset, " of pool '", pool_name_,

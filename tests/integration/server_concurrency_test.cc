@@ -52,6 +52,24 @@ struct AsyncAdd {
   }
 };
 
+// AsyncRemove is a RemoveVolume call in flight.
+struct AsyncRemove {
+  grpc::ClientContext context;
+  v1::RemoveVolumeRequest request;
+  v1::RemoveVolumeResponse response;
+  grpc::Status status;
+  Notification done;
+
+  void Start(Stub& stub, absl::Duration timeout) {
+    SetDeadline(&context, timeout);
+    stub.async()->RemoveVolume(&context, &request, &response,
+                               [this](grpc::Status s) {
+                                 status = std::move(s);
+                                 done.Notify();
+                               });
+  }
+};
+
 // AsyncInspect is an Inspect call in flight.
 struct AsyncInspect {
   grpc::ClientContext context;
@@ -869,6 +887,62 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
   };
   EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
   EXPECT_EQ(handled("OK"), "1");
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// A remove whose deadline passes while it punches its volume's hole runs
+// to its end (the volume is gone from the pool), but its answer, with the
+// volume's info, reaches nobody: the server says so at warn, naming the
+// volume, as for adds, and counts the call as its client saw it. The
+// remove is held inside its punch by the stall hook
+// (--testonly_stall_punch_pools) until a sentinel health Watch has seen
+// the remove's deadline pass.
+TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = StallArgs(dir, fifo);
+  args.push_back("--testonly_stall_punch_pools=fast");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("fast", 2, "kept"), &added).ok());
+
+  constexpr absl::Duration kDeadline = absl::Seconds(1);
+  AsyncRemove remove;
+  remove.request.set_pool("fast");
+  remove.request.set_count(1);
+  remove.Start(*stub, kDeadline);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_punch_wait"));
+  WaitForAHealthWatchToOutlive(*server, kDeadline);
+  ASSERT_TRUE(remove.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(remove.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  fifo.Release(1);
+  const std::optional<std::string> line =
+      server->WaitForLog("event=remove_unanswered");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
+  EXPECT_EQ(LogValue(*line, "pool"), "fast") << *line;
+  EXPECT_EQ(LogValue(*line, "count"), "1") << *line;
+  EXPECT_EQ(LogValue(*line, "indices"), "0")
+      << *line;  // a batch's first is on top
+  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
+  EXPECT_THAT(*line, ::testing::Not(::testing::HasSubstr("request_id=")));
+  // Removed all the same: only volume 1 is left.
+  EXPECT_THAT(Indices(TakeSnapshot(*stub, "fast")), ElementsAre(1));
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const auto handled = [&](absl::string_view code) {
+    return MetricValue(
+        *metrics,
+        absl::StrCat(
+            R"(grpc_server_handled_total{grpc_code=")", code,
+            R"(",grpc_method="RemoveVolume",grpc_service="groove.v1.VolumePoolService"})"));
+  };
+  EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
+  EXPECT_EQ(handled("OK"), "0");
   EXPECT_EQ(server->Stop(), 0);
 }
 

@@ -136,6 +136,10 @@ class VolumeServer {
     // Test hook (stall_store.h): the pools whose hole punches all fail
     // (EIO), so that a remove's memory is not given back.
     std::vector<std::string> testonly_fail_punch_pools;
+    // Test hook (stall_store.h): the pools whose hole punches wait on the
+    // testonly_stall_add_fifo (REQUIRES it), so that a remove can be held
+    // inside its punch.
+    std::vector<std::string> testonly_stall_punch_pools;
     // Polled by Create, on its own thread, at its safe points: before
     // opening each pool and before each call that adds initial volumes
     // (at most kInitialAddBytesPerCall of them at a time). Once it returns

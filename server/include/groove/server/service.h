@@ -190,6 +190,22 @@ class VolumePoolServiceImpl final
   absl::Status GoneRefusal(const Call& call, Gone gone,
                            absl::string_view change,
                            absl::string_view queue = "") const;
+  // ReportIfUnanswered is for a change that ran to its end (an add, a
+  // remove) whose call may have gone meanwhile (CallGone): its answer then
+  // reaches nobody, and the routine line of the change reads as answered.
+  // So it logs, at warn and never budgeted,
+  //   event=EVENT pool= count= indices= reason=deadline_exceeded|
+  //     cancelled|shutdown_deadline [request_id=] peer=
+  // (`request_id` empty: no such field), so that a client's
+  // DEADLINE_EXCEEDED or CANCELLED can be matched to the volumes the change
+  // made or removed, and returns the code its client saw, for Finish's
+  // metrics (nullopt: answered, or at the shutdown deadline, where the
+  // answer races gRPC's cancellation and what the client saw is not
+  // known). Cost when answered: CallGone's clock reads. Thread safety: any
+  // thread.
+  std::optional<absl::StatusCode> ReportIfUnanswered(
+      const Call& call, absl::string_view event,
+      const std::vector<uint64_t>& indices, absl::string_view request_id) const;
   // RunAdd is AddVolume's second half, on a worker thread.
   // `ticket`: the request_id log entry to complete, for calls with an id.
   void RunAdd(const Call& call, const v1::AddVolumeRequest* request,

@@ -12,6 +12,9 @@
 //   decides. The server keeps the FIFO open for reading and writing, so
 //   opening it never blocks either side and a reader never sees
 //   end-of-file.
+// - with stall_punches (--testonly_stall_punch_pools, on the same FIFO),
+//   its Deallocate waits likewise (`event=testonly_stall_punch_wait`), so
+//   that a remove can be held inside its hole punch;
 // - with fail_punches, its Deallocate punches nothing and fails as a
 //   failing file system would (INTERNAL, "Input/output error"), so the
 //   pool takes the path of a failed give-back (volumes_not_given_back).
@@ -80,6 +83,10 @@ class TestonlyVolumeStore final : public VolumeStore {
     std::shared_ptr<StallGate> stall_allocations;
     // Each Deallocate fails (INTERNAL, EIO's message) and punches nothing.
     bool fail_punches = false;
+    // Non-null: each Deallocate waits on this gate first (a punch slow in
+    // the kernel), logging event=testonly_stall_punch_wait and
+    // testonly_stall_punch_released as Allocate does for adds.
+    std::shared_ptr<StallGate> stall_punches;
   };
 
   TestonlyVolumeStore(std::unique_ptr<VolumeStore> store, Faults faults,
