@@ -246,14 +246,17 @@ class PoolCollector final : public prometheus::Collectable {
     }
     std::vector<MetricFamily> families;
     for (MetricFamily* f :
-         {&volumes,    &max_volumes,    &volume_size,  &capacity,
-          &empty,      &releasing,      &added,        &removed,
-          &acquires,   &releases,       &quarantined,  &in_quarantine,
-          &reclaimed,  &not_given_back, &locked,       &store_deleted,
-          &info,       &adds_queued,    &adds_running, &add_queue_limit,
-          &add_workers}) {
-      if (f->metric.empty()) continue;  // no add workers given
+         {&volumes, &max_volumes, &volume_size, &capacity, &empty, &releasing,
+          &added, &removed, &acquires, &releases, &quarantined, &in_quarantine,
+          &reclaimed, &not_given_back, &locked, &store_deleted, &info}) {
       families.push_back(std::move(*f));
+    }
+    // The add queue's, only with add workers to read.
+    if (!add_workers_.empty()) {
+      for (MetricFamily* f :
+           {&adds_queued, &adds_running, &add_queue_limit, &add_workers}) {
+        families.push_back(std::move(*f));
+      }
     }
     return families;
   }

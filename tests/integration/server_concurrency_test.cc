@@ -879,11 +879,7 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
       HttpGet(server->metrics_address(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   const auto handled = [&](absl::string_view code) {
-    return MetricValue(
-        *metrics,
-        absl::StrCat(
-            R"(grpc_server_handled_total{grpc_code=")", code,
-            R"(",grpc_method="AddVolume",grpc_service="groove.v1.VolumePoolService"})"));
+    return MetricValue(*metrics, HandledSeries("AddVolume", code));
   };
   EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
   EXPECT_EQ(handled("OK"), "1");
@@ -935,11 +931,7 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
       HttpGet(server->metrics_address(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   const auto handled = [&](absl::string_view code) {
-    return MetricValue(
-        *metrics,
-        absl::StrCat(
-            R"(grpc_server_handled_total{grpc_code=")", code,
-            R"(",grpc_method="RemoveVolume",grpc_service="groove.v1.VolumePoolService"})"));
+    return MetricValue(*metrics, HandledSeries("RemoveVolume", code));
   };
   EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
   EXPECT_EQ(handled("OK"), "0");

@@ -204,9 +204,7 @@ TEST(ServerToolsTest, MetricsPassPromtoolAndCountEverything) {
       "0");
   // Per RPC: counts by code, and the latency histogram.
   auto series = [](const char* code, const char* method) {
-    return absl::StrCat("grpc_server_handled_total{grpc_code=\"", code,
-                        "\",grpc_method=\"", method,
-                        "\",grpc_service=\"groove.v1.VolumePoolService\"}");
+    return HandledSeries(method, code);
   };
   EXPECT_EQ(MetricValue(m, series("OK", "AddVolume")), "1");
   EXPECT_EQ(MetricValue(m, series("INVALID_ARGUMENT", "AddVolume")), "1");
@@ -471,11 +469,7 @@ TEST(ServerLogTest, RefusalsBeyondTheirBudgetAreCountedNotWritten) {
                 {"level=error", "event=rpc_error", "code=DATA_LOSS", "pool=-"}),
             faults);
   auto handled = [&](const char* code, const char* method) {
-    return MetricValue(
-        metrics,
-        absl::StrCat("grpc_server_handled_total{grpc_code=\"", code,
-                     "\",grpc_method=\"", method,
-                     "\",grpc_service=\"groove.v1.VolumePoolService\"}"));
+    return MetricValue(metrics, HandledSeries(method, code));
   };
   EXPECT_EQ(handled("NOT_FOUND", "Inspect"), absl::StrCat(kRefusals / 2));
   EXPECT_EQ(handled("INVALID_ARGUMENT", "ReclaimVolume"),
@@ -924,13 +918,8 @@ TEST_F(ServerReclaimTest,
          " and waited ", "nothing was changed"});
     EXPECT_GE(refused, 1u) << server_->LogText();
     EXPECT_LE(refused, static_cast<size_t>(kCalls));
-    EXPECT_EQ(
-        MetricValue(
-            *m,
-            absl::StrCat(
-                R"(grpc_server_handled_total{grpc_code="DEADLINE_EXCEEDED",grpc_method=")",
-                method, R"(",grpc_service="groove.v1.VolumePoolService"})")),
-        absl::StrCat(refused));
+    EXPECT_EQ(MetricValue(*m, HandledSeries(method, "DEADLINE_EXCEEDED")),
+              absl::StrCat(refused));
   }
   EXPECT_EQ(server_->LogCount({"event=reclaim "}), 0u);
   EXPECT_EQ(server_->LogCount({"event=remove "}), 0u);

@@ -168,6 +168,16 @@ inline std::string MetricValue(const std::string& text,
   return "";
 }
 
+// HandledSeries is the grpc_server_handled_total series of `method` of
+// groove.v1.VolumePoolService ("AddVolume") and status `code`
+// ("DEADLINE_EXCEEDED"), as the server exposes it, for MetricValue.
+inline std::string HandledSeries(absl::string_view method,
+                                 absl::string_view code) {
+  return absl::StrCat("grpc_server_handled_total{grpc_code=\"", code,
+                      "\",grpc_method=\"", method,
+                      "\",grpc_service=\"groove.v1.VolumePoolService\"}");
+}
+
 // CorruptMagic overwrites the magic of 4 KiB volume `index` of pool `pool`
 // (normal backing, its store in the data directory `data_dir`, a tmpfs)
 // with "GARBAGE!", as a data-plane process writing past its volume might:
