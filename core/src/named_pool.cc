@@ -2896,7 +2896,8 @@ absl::StatusOr<ReclaimedVolume> NamedPool::ReclaimVolume(uint64_t index) {
 }
 
 absl::Status NamedPool::WalkStack(uint64_t top, std::vector<bool>* on_stack,
-                                  std::optional<uint64_t> still_top) const {
+                                  std::optional<uint64_t> still_top,
+                                  const VolumePool::StopCheck* stop) const {
   const uint64_t n = config_.max_volumes;
   uint64_t steps = 0;
   for (uint64_t i = top; i != kNullIndex;
@@ -2907,6 +2908,12 @@ absl::Status NamedPool::WalkStack(uint64_t top, std::vector<bool>* on_stack,
         pool_->header()->ver_top.load(std::memory_order_relaxed) !=
             *still_top) {
       return absl::OkStatus();
+    }
+    if (stop != nullptr &&
+        steps % VolumePool::kVerifyStopCheckSteps ==
+            VolumePool::kVerifyStopCheckSteps - 1 &&
+        (*stop)()) {
+      return absl::OkStatus();  // void: Verify asks `stop` again
     }
     if (i >= n || ++steps > n) {
       return absl::DataLossError(absl::StrCat(
@@ -2935,14 +2942,22 @@ absl::Status NamedPool::WalkStack(uint64_t top, std::vector<bool>* on_stack,
 }
 
 absl::StatusOr<VerifyReport> NamedPool::Verify() const {
+  return Verify([] { return false; });
+}
+
+absl::StatusOr<VerifyReport> NamedPool::Verify(
+    VolumePool::StopCheck stop) const {
   // The slot walk reads the link table, which only a push writes, and slot
   // words, which change for a volume on the stack only from PUSHING to
   // MAPPED: inside the pool's still window (see VolumePool::Verify) both
   // are as the stack's last push or pop left them.
-  return pool_->Verify([this](uint64_t ver_top) {
-    Step("verify:walk");  // in the window: a walk held here holds nobody
-    return WalkStack(TopIndex(ver_top), /*on_stack=*/nullptr, ver_top);
-  });
+  return pool_->Verify(
+      [this, &stop](uint64_t ver_top) {
+        Step("verify:walk");  // in the window: a walk held here holds nobody
+        return WalkStack(TopIndex(ver_top), /*on_stack=*/nullptr, ver_top,
+                         &stop);
+      },
+      stop);
 }
 
 }  // namespace groove

@@ -325,6 +325,15 @@ uint64_t SumShards(const PoolHeader* header, Counter counter) {
   return sum;
 }
 
+// VerifyStopped is Verify's answer when its caller's StopCheck said stop,
+// `volumes_walked` into the walk it stopped.
+absl::Status VerifyStopped(uint64_t volumes_walked) {
+  return absl::CancelledError(absl::StrCat(
+      "verify pool: stopped at its caller's request after walking ",
+      volumes_walked,
+      " volumes of the stack; nothing wrong was found on the way"));
+}
+
 }  // namespace
 
 void VolumePool::Format(PoolHeader* header) {
@@ -961,9 +970,15 @@ absl::StatusOr<VerifyReport> VolumePool::Verify() const {
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check) const {
+  return Verify(also_check, [] { return false; });
+}
+
+absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check,
+                                                StopCheck stop) const {
   bool locked = false;
   CasBackoff backoff;
   for (uint64_t walk = 1; walk <= kVerifyWalks; ++walk) {
+    if (stop()) return VerifyStopped(0);
     if (walk > 1) backoff.AfterLostCas();
     // Acquire: the walk reads each header on the stack as the push that
     // put it there published it.
@@ -981,8 +996,12 @@ absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check) const {
           " was announced and cannot complete: its link is out of range"));
     }
     absl::Status also = also_check(ver_top);
+    if (stop()) return VerifyStopped(0);
     absl::StatusOr<VerifyReport> report =
-        also.ok() ? WalkStack(ver_top, /*stop_when_moved=*/true) : also;
+        also.ok() ? WalkStack(ver_top, /*stop_when_moved=*/true, stop) : also;
+    if (report.status().code() == absl::StatusCode::kCancelled) {
+      return report;  // stopped (VerifyStopped)
+    }
     // A walk the stack moved under may have read anything: only a still
     // one is believed, problems included.
     if (TopMovedSince(ver_top)) continue;
@@ -1026,13 +1045,14 @@ absl::StatusOr<VerifyReport> VolumePool::VerifyLocked() const {
         " was announced and cannot complete: its link is out of range"));
   }
   absl::StatusOr<VerifyReport> report =
-      WalkStack(ver_top, /*stop_when_moved=*/false);
+      WalkStack(ver_top, /*stop_when_moved=*/false, [] { return false; });
   if (report.ok()) report->walks = 1;
   return report;
 }
 
 absl::StatusOr<VerifyReport> VolumePool::WalkStack(uint64_t ver_top,
-                                                   bool stop_when_moved) const {
+                                                   bool stop_when_moved,
+                                                   StopCheck stop) const {
   const uint64_t magic = header_->magic.load(std::memory_order_relaxed);
   if (magic != kPoolMagic) {
     return absl::DataLossError(absl::StrCat("verify pool: header magic is 0x",
@@ -1042,6 +1062,11 @@ absl::StatusOr<VerifyReport> VolumePool::WalkStack(uint64_t ver_top,
   VerifyReport report;
   uint64_t index = TopIndex(ver_top);
   while (index != kNullIndex) {
+    if (report.empty_volumes % kVerifyStopCheckSteps ==
+            kVerifyStopCheckSteps - 1 &&
+        stop()) {
+      return VerifyStopped(report.empty_volumes);
+    }
     if (stop_when_moved) {
       CallTestHook(TestPoint::kVerifyStep);
       // Relaxed: only a hint to stop early; Verify's own check decides.

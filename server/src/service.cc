@@ -46,6 +46,20 @@ std::string IndexList(const std::vector<uint64_t>& indices) {
       ",...,", indices.back(), " (", indices.size(), " indices)");
 }
 
+// ArrivedWith says what a call's `deadline` left it when it arrived at
+// `start` (less its time in transit), for the messages of calls whose
+// deadline passed: "it arrived with 1.5s left" or "it arrived 2ms after
+// its deadline". With how long the call ran since, it shows a client's
+// too short deadline and a slow server apart.
+std::string ArrivedWith(absl::Time deadline, absl::Time start) {
+  const absl::Duration left = deadline - start;
+  return left > absl::ZeroDuration()
+             ? absl::StrCat("it arrived with ", absl::FormatDuration(left),
+                            " left")
+             : absl::StrCat("it arrived ", absl::FormatDuration(-left),
+                            " after its deadline");
+}
+
 v1::VolumeState ToProtoState(VolumeStatus status) {
   switch (status) {
     case VolumeStatus::kEmpty:
@@ -376,24 +390,13 @@ absl::Status VolumePoolServiceImpl::GoneRefusal(const Call& call, Gone gone,
           ": groove-volumed is shutting down and its shutdown deadline "
           "passed before the call started; nothing was changed; retry with "
           "backoff (against its next start)")));
-    case Gone::kDeadlineExceeded: {
-      // What the deadline left the call when it arrived (less its time in
-      // transit), and how long it waited here: which of the two was short.
-      const absl::Time now = absl::Now();
-      const absl::Duration left_on_arrival =
-          absl::FromChrono(call.context->deadline()) - call.start;
+    case Gone::kDeadlineExceeded:
       return absl::DeadlineExceededError(absl::StrCat(
           change, ": its deadline passed before the server started it (",
-          left_on_arrival > absl::ZeroDuration()
-              ? absl::StrCat("it arrived with ",
-                             absl::FormatDuration(left_on_arrival), " left")
-              : absl::StrCat("it arrived ",
-                             absl::FormatDuration(-left_on_arrival),
-                             " after its deadline"),
-          " and waited ", absl::FormatDuration(now - call.start),
+          ArrivedWith(absl::FromChrono(call.context->deadline()), call.start),
+          " and waited ", absl::FormatDuration(absl::Now() - call.start),
           queue.empty() ? "" : " ", queue, "); nothing was changed; give ",
           RpcMethodName(call.method), " a longer deadline"));
-    }
     case Gone::kCancelled:
       return absl::CancelledError(absl::StrCat(
           change,
@@ -404,6 +407,42 @@ absl::Status VolumePoolServiceImpl::GoneRefusal(const Call& call, Gone gone,
   }
   return absl::InternalError(
       absl::StrCat(change, ": GoneRefusal of a call that is not gone"));
+}
+
+absl::Status VolumePoolServiceImpl::VerifyStopped(
+    const Call& call, Gone gone, absl::string_view name,
+    const absl::Status& stopped) const {
+  const std::string what =
+      absl::StrCat("inspect pool '", name, "' with verify");
+  switch (gone) {
+    case Gone::kShutdownDeadline:
+      return absl::UnavailableError(absl::StrCat(
+          what,
+          ": groove-volumed is shutting down and its shutdown deadline "
+          "passed while it walked the pool's stack (",
+          stopped.message(), "); retry against its next start"));
+    case Gone::kDeadlineExceeded:
+      return absl::DeadlineExceededError(absl::StrCat(
+          what,
+          ": its deadline passed while the server walked the pool's "
+          "stack (",
+          ArrivedWith(absl::FromChrono(call.context->deadline()), call.start),
+          " and ran for ", absl::FormatDuration(absl::Now() - call.start), "; ",
+          stopped.message(),
+          "); give Inspect a longer deadline: a walk "
+          "reads the header of every empty volume"));
+    case Gone::kCancelled:
+      return absl::CancelledError(absl::StrCat(
+          what,
+          ": the client cancelled the call (or its connection closed) "
+          "while the server walked the pool's stack (",
+          stopped.message(), ")"));
+    case Gone::kNo:
+      break;
+  }
+  return absl::InternalError(
+      absl::StrCat(what, ": the walk stopped but the call is not gone (",
+                   stopped.message(), ")"));
 }
 
 void VolumePoolServiceImpl::RunAdd(
@@ -587,8 +626,15 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::Inspect(
                               "is running (one at a time per pool); retry "
                               "when it has finished")));
     }
-    absl::StatusOr<VerifyReport> report = pool.Verify();
+    // Stops as soon as the answer could reach nobody (or the server must
+    // stop): a walk of a large pool takes seconds on this gRPC thread.
+    absl::StatusOr<VerifyReport> report =
+        pool.Verify([&] { return CallGone(call) != Gone::kNo; });
     verifying.store(false, std::memory_order_relaxed);
+    if (report.status().code() == absl::StatusCode::kCancelled) {
+      return Finish(call,
+                    VerifyStopped(call, CallGone(call), name, report.status()));
+    }
     if (report.status().code() == absl::StatusCode::kAborted) {
       // Not a finding: pool users kept the stack moving. The call fails so
       // that nobody reads ok=false as corruption.

@@ -78,8 +78,8 @@ struct AsyncInspect {
   grpc::Status status;
   Notification done;
 
-  void Start(Stub& stub) {
-    SetDeadline(&context, absl::Seconds(60));
+  void Start(Stub& stub, absl::Duration deadline = absl::Seconds(60)) {
+    SetDeadline(&context, deadline);
     stub.async()->Inspect(&context, &request, &response,
                           [this](grpc::Status s) {
                             status = std::move(s);
@@ -935,6 +935,66 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
   };
   EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
   EXPECT_EQ(handled("OK"), "0");
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// An Inspect with verify whose deadline passes while it walks the pool's
+// stack stops there (a walk of a large pool takes seconds on a gRPC
+// thread) instead of walking on for an answer nobody reads: the server
+// answers and counts it DEADLINE_EXCEEDED, saying what the deadline left
+// it and that nothing wrong was found, and the pool's verify slot is free
+// again. The walk is held by the stall hook until a sentinel health Watch
+// has seen the deadline pass.
+TEST(ServerConcurrencyTest, AVerifyWhoseDeadlinePassesStopsItsWalk) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=v,backing=normal,volume_size=4KiB,max_volumes=64,"
+       "initial_volumes=8",
+       "--testonly_stall_verify_fifo=" + fifo.path()});
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+
+  constexpr absl::Duration kDeadline = absl::Seconds(1);
+  AsyncInspect late;
+  late.request.set_pool("v");
+  late.request.set_verify(true);
+  late.Start(*stub, kDeadline);
+  ASSERT_TRUE(server->WaitForLogCount(
+      {"event=testonly_stall_verify_wait", "pool=v"}, 1))
+      << server->LogText();
+  WaitForAHealthWatchToOutlive(*server, kDeadline);
+  ASSERT_TRUE(late.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  fifo.Release(1);
+  const std::optional<std::string> line = server->WaitForLog(
+      "its deadline passed while the server walked the pool's stack");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_EQ(LogValue(*line, "event"), "rpc_error") << *line;
+  EXPECT_EQ(LogValue(*line, "method"), "Inspect") << *line;
+  EXPECT_EQ(LogValue(*line, "code"), "DEADLINE_EXCEEDED") << *line;
+  EXPECT_THAT(*line, ::testing::HasSubstr("it arrived with "));
+  EXPECT_THAT(*line, ::testing::HasSubstr("nothing wrong was found"));
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(
+      MetricValue(*metrics, HandledSeries("Inspect", "DEADLINE_EXCEEDED")),
+      "1");
+  EXPECT_EQ(MetricValue(*metrics, HandledSeries("Inspect", "OK")), "0");
+
+  // Its slot is free: the next verify runs to the end (the byte is ready).
+  fifo.Release(1);
+  v1::InspectRequest verify;
+  verify.set_pool("v");
+  verify.set_verify(true);
+  v1::InspectResponse next;
+  const grpc::Status s = Inspect(*stub, verify, &next);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(next.verify_result().ok()) << next.verify_result().message();
+  EXPECT_EQ(next.verify_result().empty_volumes_walked(), 8u);
   EXPECT_EQ(server->Stop(), 0);
 }
 

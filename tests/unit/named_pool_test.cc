@@ -1053,6 +1053,51 @@ TEST(NamedPoolTest, AddTakesTheLowestFreeIndicesAndRealMemory) {
   EXPECT_EQ(report->empty_volumes, 7u);
 }
 
+// A verify told to stop (its RPC's deadline passed) stops at the next ask,
+// in either walk (the slot walk and the header walk each ask every
+// kVerifyStopCheckSteps volumes), says how far it got, and leaves the pool
+// as it was.
+TEST(NamedPoolTest, AVerifyToldToStopStopsAtItsNextAsk) {
+  TempDir dir;
+  PoolConfig config = SmallConfig("main", 5000);
+  config.volume_size_bytes = 4096;
+  auto pool = OpenOrDie(dir.path(), config);
+  for (uint64_t added = 0; added < 5000; added += 1000) {
+    ASSERT_TRUE(pool->AddVolumes(1000, std::nullopt, "v").ok());
+  }
+  uint64_t full_asks = 0;
+  absl::StatusOr<VerifyReport> full = pool->Verify([&] {
+    ++full_asks;
+    return false;
+  });
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->empty_volumes, 5000u);
+  // Asked before the walk, 4 times in each of its two walks of 5000 and
+  // between them.
+  EXPECT_EQ(full_asks, 10u);
+  for (uint64_t stop_at = 1; stop_at <= full_asks; ++stop_at) {
+    uint64_t asks = 0;
+    absl::StatusOr<VerifyReport> stopped =
+        pool->Verify([&] { return ++asks >= stop_at; });
+    EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled)
+        << "stop at ask " << stop_at << ": " << stopped.status();
+    // The slot walk's stop is asked once more after it, and said again.
+    EXPECT_LE(asks, stop_at + 1) << stop_at;
+    EXPECT_THAT(stopped.status().message(),
+                HasSubstr("nothing wrong was found on the way"));
+  }
+  // Stopped in the header walk, after its first ask (1023 volumes walked).
+  uint64_t asks = 0;
+  absl::StatusOr<VerifyReport> stopped =
+      pool->Verify([&] { return ++asks >= 7; });
+  EXPECT_THAT(stopped.status().message(),
+              HasSubstr("after walking 1023 volumes"));
+  full = pool->Verify();
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->empty_volumes, 5000u);
+  EXPECT_EQ(pool->Summary().volumes_empty, 5000u);
+}
+
 TEST(NamedPoolTest, ListVolumesNamesTheWrongHeaderFieldOfACorruptVolume) {
   TempDir dir;
   auto pool = OpenOrDie(dir.path(), SmallConfig());

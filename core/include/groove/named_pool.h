@@ -594,7 +594,13 @@ class NamedPool {
   // store (tmpfs: memory held; hugetlbfs: a hugepage taken, or SIGBUS);
   // pread reads the hole as zeros and allocates nothing.
   // Cost: O(empty volumes) header preads per walk.
+  // With `stop` (VolumePool::StopCheck), asked before each walk and every
+  // VolumePool::kVerifyStopCheckSteps volumes of each, Verify returns
+  // CANCELLED as soon as it says stop: how long it runs is then the
+  // caller's to bound (a walk of a million empty volumes takes about a
+  // second).
   absl::StatusOr<VerifyReport> Verify() const;
+  absl::StatusOr<VerifyReport> Verify(VolumePool::StopCheck stop) const;
 
   // pool is the lock-free pool, for Acquire/Release.
   const VolumePool& pool() const { return *pool_; }
@@ -679,9 +685,11 @@ class NamedPool {
   // the maintenance lock is held, or the caller believes the result only
   // if the stack stayed still (VolumePool::Verify's StackCheck: then
   // `still_top` is the top word the walk started from, and the walk stops
-  // early, OK, once it sees the top moved).
+  // early, OK, once it sees the top moved, or once `stop`, if given, says
+  // stop: Verify asks it again).
   absl::Status WalkStack(uint64_t top, std::vector<bool>* on_stack,
-                         std::optional<uint64_t> still_top = {}) const;
+                         std::optional<uint64_t> still_top = {},
+                         const VolumePool::StopCheck* stop = nullptr) const;
   // ClaimSlots claims `count` FREE slots (CAS to `slot_value`): those of
   // [*first, *first + count), or the lowest free ones, appending them to
   // *out; on failure it frees what it claimed. ALREADY_EXISTS (an index of

@@ -668,6 +668,14 @@ class VolumePool {
   // is void anyway (its result is then ignored).
   using StackCheck = absl::FunctionRef<absl::Status(uint64_t ver_top)>;
 
+  // StopCheck is a Verify caller's own reason to give up (its RPC's
+  // deadline passed, its client went away): Verify asks it before each
+  // walk and every kVerifyStopCheckSteps volumes of a walk, and once it
+  // returns true Verify returns CANCELLED at once. It must be cheap and,
+  // once true, stay true.
+  using StopCheck = absl::FunctionRef<bool()>;
+  static constexpr uint64_t kVerifyStopCheckSteps = 1024;
+
   // Verify checks the pool without pausing anyone: it takes no lock, so
   // pushes and pops (Acquire, Release, Add, Remove) by other threads and
   // processes go on while it walks. The one thing it may write is the
@@ -687,7 +695,10 @@ class VolumePool {
   // Returns the report; DATA_LOSS naming the first problem found; ABORTED
   // when pool users (or a recovery holding the maintenance lock) moved the
   // stack during every walk: nothing was found wrong, retry when the pool
-  // is quieter.
+  // is quieter; CANCELLED as soon as `stop` says so (see StopCheck),
+  // naming how far the walk got: nothing was found wrong on the way.
+  // `also_check` may ask `stop` too and, when it says stop, return OK
+  // early: Verify asks `stop` again after it.
   // Headers are read through the join's read hook when it has one (see
   // ReadHeaderHook), in place otherwise.
   // Thread safety: lock-free, never blocks other pool users; safe from any
@@ -696,6 +707,8 @@ class VolumePool {
   // walk stops at its next step).
   absl::StatusOr<VerifyReport> Verify() const;
   absl::StatusOr<VerifyReport> Verify(StackCheck also_check) const;
+  absl::StatusOr<VerifyReport> Verify(StackCheck also_check,
+                                      StopCheck stop) const;
 
   // TopMovedSince returns true when the stack's top word is no longer
   // `ver_top`: a push, pop, announce or lock happened since it was read.
@@ -845,9 +858,10 @@ class VolumePool {
   // WalkStack makes Verify's checks of the pool magic and of the stack
   // headed by `ver_top`, walking it once. With stop_when_moved it calls the
   // test hook (kVerifyStep) before each step and returns what it has when
-  // the top moved (the caller discards that walk).
-  absl::StatusOr<VerifyReport> WalkStack(uint64_t ver_top,
-                                         bool stop_when_moved) const;
+  // the top moved (the caller discards that walk). It asks `stop` every
+  // kVerifyStopCheckSteps steps and returns CANCELLED when it says so.
+  absl::StatusOr<VerifyReport> WalkStack(uint64_t ver_top, bool stop_when_moved,
+                                         StopCheck stop) const;
 
   // HeaderToRead returns where to read volume `index`'s header: in place
   // on a join with volume0; else `scratch`, filled by the read hook, or

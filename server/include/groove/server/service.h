@@ -11,7 +11,8 @@
 //     be answered (its deadline passed, or it was cancelled, before it
 //     started) changes nothing (CallGone, GoneRefusal). Inspect with
 //     `verify` walks the stack, O(empty volumes), without a lock, one
-//     verify per pool at a time (another fails with ABORTED).
+//     verify per pool at a time (another fails with ABORTED), and stops
+//     as soon as its call is gone (VerifyStopped).
 //   - AddVolume's core call takes memory from the kernel (seconds per GiB
 //     of hugepages), so the handler queues it on the pool's add WorkerPool
 //     and returns; a worker calls the core and finishes the RPC.
@@ -191,6 +192,17 @@ class VolumePoolServiceImpl final
   absl::Status GoneRefusal(const Call& call, Gone gone,
                            absl::string_view change,
                            absl::string_view queue = "") const;
+  // VerifyStopped returns the answer of an Inspect with verify of pool
+  // `name` whose walk stopped (NamedPool::Verify's CANCELLED, `stopped`)
+  // because its call is `gone` (CallGone, not kNo): DEADLINE_EXCEEDED
+  // saying what the deadline left the call when it arrived and how long it
+  // ran (a walk reads every empty volume's header), CANCELLED, or
+  // UNAVAILABLE past the shutdown deadline; each with `stopped`'s message
+  // (how far the walk got; nothing wrong found). Cost: on that path only.
+  // Thread safety: any thread.
+  absl::Status VerifyStopped(const Call& call, Gone gone,
+                             absl::string_view name,
+                             const absl::Status& stopped) const;
   // ReportIfUnanswered is for a change that ran to its end (an add, a
   // remove) whose call may have gone meanwhile (CallGone): its answer then
   // reaches nobody, and the routine line of the change reads as answered.
