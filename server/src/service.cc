@@ -729,7 +729,10 @@ grpc::ServerUnaryReactor* VolumePoolServiceImpl::ReclaimVolume(
        {"corruption", reclaimed->corruption},
        {"volumes_in_quarantine", response->summary().volumes_in_quarantine()},
        {"peer", context->peer()}});
-  return Finish(call, absl::OkStatus());
+  // As a remove's: its deadline may have passed inside its punch.
+  return Finish(
+      call, absl::OkStatus(),
+      ReportIfUnanswered(call, "reclaim_unanswered", {reclaimed->index}, ""));
 }
 
 }  // namespace groove::server

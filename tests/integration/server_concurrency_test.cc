@@ -34,17 +34,22 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
 
-// AsyncAdd is an AddVolume call in flight (gRPC's callback client API).
-struct AsyncAdd {
+// AsyncCall is one call of VolumePoolService in flight (gRPC's callback
+// client API): `Method` is the stub's async method it starts.
+template <typename Request, typename Response,
+          void (v1::VolumePoolService::Stub::async_interface::*Method)(
+              grpc::ClientContext*, const Request*, Response*,
+              std::function<void(grpc::Status)>)>
+struct AsyncCall {
   grpc::ClientContext context;
-  v1::AddVolumeRequest request;
-  v1::AddVolumeResponse response;
+  Request request;
+  Response response;
   grpc::Status status;
   Notification done;  // not absl's: TSan must see it (support/notification.h)
 
   void Start(Stub& stub, absl::Duration timeout = absl::Seconds(60)) {
     SetDeadline(&context, timeout);
-    stub.async()->AddVolume(&context, &request, &response,
+    (stub.async()->*Method)(&context, &request, &response,
                             [this](grpc::Status s) {
                               status = std::move(s);
                               done.Notify();
@@ -52,41 +57,18 @@ struct AsyncAdd {
   }
 };
 
-// AsyncRemove is a RemoveVolume call in flight.
-struct AsyncRemove {
-  grpc::ClientContext context;
-  v1::RemoveVolumeRequest request;
-  v1::RemoveVolumeResponse response;
-  grpc::Status status;
-  Notification done;
-
-  void Start(Stub& stub, absl::Duration timeout) {
-    SetDeadline(&context, timeout);
-    stub.async()->RemoveVolume(&context, &request, &response,
-                               [this](grpc::Status s) {
-                                 status = std::move(s);
-                                 done.Notify();
-                               });
-  }
-};
-
-// AsyncInspect is an Inspect call in flight.
-struct AsyncInspect {
-  grpc::ClientContext context;
-  v1::InspectRequest request;
-  v1::InspectResponse response;
-  grpc::Status status;
-  Notification done;
-
-  void Start(Stub& stub, absl::Duration deadline = absl::Seconds(60)) {
-    SetDeadline(&context, deadline);
-    stub.async()->Inspect(&context, &request, &response,
-                          [this](grpc::Status s) {
-                            status = std::move(s);
-                            done.Notify();
-                          });
-  }
-};
+using AsyncAdd =
+    AsyncCall<v1::AddVolumeRequest, v1::AddVolumeResponse,
+              &v1::VolumePoolService::Stub::async_interface::AddVolume>;
+using AsyncRemove =
+    AsyncCall<v1::RemoveVolumeRequest, v1::RemoveVolumeResponse,
+              &v1::VolumePoolService::Stub::async_interface::RemoveVolume>;
+using AsyncReclaim =
+    AsyncCall<v1::ReclaimVolumeRequest, v1::ReclaimVolumeResponse,
+              &v1::VolumePoolService::Stub::async_interface::ReclaimVolume>;
+using AsyncInspect =
+    AsyncCall<v1::InspectRequest, v1::InspectResponse,
+              &v1::VolumePoolService::Stub::async_interface::Inspect>;
 
 // WaitForAHealthWatchToOutlive returns once a health Watch sent now with
 // a deadline 200 ms beyond `timeout` has seen that deadline pass (a Watch
@@ -935,6 +917,59 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
   };
   EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
   EXPECT_EQ(handled("OK"), "0");
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// A reclaim whose deadline passes while it punches the volume's hole runs
+// to its end (the quarantined volume leaves the pool), but its answer
+// reaches nobody: logged and counted as a remove's is (reclaim_unanswered,
+// besides its own event=reclaim line).
+TEST(ServerConcurrencyTest, AReclaimThatOutlivesItsDeadlineIsLoggedUnanswered) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  std::vector<std::string> args = StallArgs(dir, fifo);
+  args.push_back("--testonly_stall_punch_pools=fast");
+  auto server = ServerProcess::Start(args);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("fast", 3, "kept"), &added).ok());
+  CorruptMagic(dir.path(), "fast", 1);
+  // Pops volume 0 (put back) and quarantines volume 1; nothing is punched.
+  v1::RemoveVolumeResponse removed;
+  ASSERT_EQ(Remove(*stub, "fast", 3, &removed).error_code(),
+            grpc::StatusCode::DATA_LOSS);
+  ASSERT_EQ(TakeSnapshot(*stub, "fast").summary.volumes_in_quarantine(), 1u);
+
+  constexpr absl::Duration kDeadline = absl::Seconds(1);
+  AsyncReclaim reclaim;
+  reclaim.request.set_pool("fast");
+  reclaim.request.set_index(1);
+  reclaim.Start(*stub, kDeadline);
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_punch_wait"));
+  WaitForAHealthWatchToOutlive(*server, kDeadline);
+  ASSERT_TRUE(reclaim.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(reclaim.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  fifo.Release(1);
+  const std::optional<std::string> line =
+      server->WaitForLog("event=reclaim_unanswered");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
+  EXPECT_EQ(LogValue(*line, "pool"), "fast") << *line;
+  EXPECT_EQ(LogValue(*line, "indices"), "1") << *line;
+  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
+  // Reclaimed all the same.
+  const Snapshot after = TakeSnapshot(*stub, "fast");
+  EXPECT_THAT(Indices(after), ElementsAre(0, 2));
+  EXPECT_EQ(after.summary.volumes_in_quarantine(), 0u);
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(MetricValue(*metrics,
+                        HandledSeries("ReclaimVolume", "DEADLINE_EXCEEDED")),
+            "1");
+  EXPECT_EQ(MetricValue(*metrics, HandledSeries("ReclaimVolume", "OK")), "0");
   EXPECT_EQ(server->Stop(), 0);
 }
 

@@ -204,9 +204,9 @@ class VolumePoolServiceImpl final
                              absl::string_view name,
                              const absl::Status& stopped) const;
   // ReportIfUnanswered is for a change that ran to its end (an add, a
-  // remove) whose call may have gone meanwhile (CallGone): its answer then
-  // reaches nobody, and the routine line of the change reads as answered.
-  // So it logs, at warn and never budgeted,
+  // remove, a reclaim) whose call may have gone meanwhile (CallGone): its
+  // answer then reaches nobody, and the routine line of the change reads as
+  // answered. So it logs, at warn and never budgeted,
   //   event=EVENT pool= count= indices= reason=deadline_exceeded|
   //     cancelled|shutdown_deadline [request_id=] peer=
   // (`request_id` empty: no such field), so that a client's
