@@ -1,5 +1,6 @@
 #include "groove/named_pool.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/memfd.h>
@@ -262,6 +263,16 @@ absl::Status LockStore(int fd, absl::string_view pool,
   return ErrnoError(absl::StrCat("lock volume store ", description));
 }
 
+// SharedJournalPathOf is the request journal of pool `name` whose id is
+// `pool_id` in the shared tmpfs directory, where the pools of a hugetlbfs
+// data directory keep theirs (NamedPool::OpenJournal).
+std::string SharedJournalPathOf(absl::string_view name,
+                                const RequestJournal::Identity& pool_id) {
+  return absl::StrCat(kShmStoreDir, "/", name, "@",
+                      absl::Hex(pool_id.high, absl::kZeroPad16),
+                      absl::Hex(pool_id.low, absl::kZeroPad16), ".requests");
+}
+
 std::string HumanBytes(uint64_t bytes) {
   if (bytes >= (uint64_t{1} << 30) && bytes % (uint64_t{1} << 30) == 0) {
     return absl::StrCat(bytes >> 30, " GiB");
@@ -497,9 +508,91 @@ bool NamedPool::DataDirIsHugetlbfs() const {
 
 std::string NamedPool::SharedJournalPath(
     const RequestJournal::Identity& pool_id) const {
-  return absl::StrCat(kShmStoreDir, "/", config_.name, "@",
-                      absl::Hex(pool_id.high, absl::kZeroPad16),
-                      absl::Hex(pool_id.low, absl::kZeroPad16), ".requests");
+  return SharedJournalPathOf(config_.name, pool_id);
+}
+
+uint64_t PoolFiles::held_bytes() const {
+  uint64_t held = 0;
+  for (const File& file : files) held += file.bytes;
+  return held;
+}
+
+absl::StatusOr<std::vector<PoolFiles>> NamedPool::FindPools(
+    const std::string& data_dir) {
+  std::vector<std::string> names;
+  DIR* dir = opendir(data_dir.c_str());
+  if (dir == nullptr) return ErrnoError(absl::StrCat("list ", data_dir));
+  while (const struct dirent* entry = readdir(dir)) {
+    absl::string_view name = entry->d_name;
+    if (absl::ConsumeSuffix(&name, ".pool") && ValidatePoolName(name).ok()) {
+      names.emplace_back(name);
+    }
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+
+  // AddIfThere appends `path` to `files`, with the memory it holds, when
+  // it exists.
+  auto add_if_there = [](const std::string& path,
+                         std::vector<PoolFiles::File>* files) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return false;
+    files->push_back({path, static_cast<uint64_t>(st.st_blocks) * 512});
+    return true;
+  };
+  std::vector<PoolFiles> pools;
+  for (const std::string& name : names) {
+    PoolFiles& pool = pools.emplace_back();
+    pool.name = name;
+    const std::string meta_path = absl::StrCat(data_dir, "/", name, ".pool");
+    add_if_there(meta_path, &pool.files);
+    // The fields read, each where Metadata has it (a pread each: the object
+    // is an owner's shared mapping, never mapped here).
+    uint64_t magic = 0;
+    uint64_t layout_version = 0;
+    uint64_t pool_id[2] = {0, 0};
+    char store_path[sizeof(Metadata::store_path)] = {};
+    const int fd = open(meta_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      pool.unreadable = std::string(ErrnoError("open it").message());
+      continue;
+    }
+    auto read_field = [fd](void* out, size_t size, size_t offset) {
+      return pread(fd, out, size, static_cast<off_t>(offset)) ==
+             static_cast<ssize_t>(size);
+    };
+    const bool read =
+        read_field(&magic, sizeof(magic), offsetof(Metadata, magic)) &&
+        read_field(&layout_version, sizeof(layout_version),
+                   offsetof(Metadata, layout_version)) &&
+        read_field(&pool.volumes_mapped, sizeof(pool.volumes_mapped),
+                   offsetof(Metadata, volumes_mapped)) &&
+        read_field(store_path, sizeof(store_path),
+                   offsetof(Metadata, store_path)) &&
+        read_field(pool_id, sizeof(pool_id), offsetof(Metadata, pool_id));
+    close(fd);
+    if (!read || magic != kMetadataMagic) {
+      pool.unreadable =
+          "it is not a finished pool's metadata (cut short, or a creation "
+          "that never finished)";
+      continue;
+    }
+    if (layout_version != kLayoutVersion) {
+      pool.unreadable = absl::StrCat("its layout version is ", layout_version,
+                                     "; this build reads ", kLayoutVersion);
+      continue;
+    }
+    store_path[sizeof(store_path) - 1] = '\0';
+    if (store_path[0] != '\0') add_if_there(store_path, &pool.files);
+    // DATA_DIR/NAME.requests, or the shared one of a hugetlbfs data
+    // directory (OpenJournal).
+    if (!add_if_there(absl::StrCat(data_dir, "/", name, ".requests"),
+                      &pool.files)) {
+      add_if_there(SharedJournalPathOf(name, {pool_id[0], pool_id[1]}),
+                   &pool.files);
+    }
+  }
+  return pools;
 }
 
 absl::Status NamedPool::OpenJournal() {

@@ -4,6 +4,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <utility>
 
@@ -512,6 +513,21 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfig(
 
 absl::Status ValidateServerConfig(const v1::ServerConfig& config) {
   return ValidateWithOrigins(config, Origins());
+}
+
+absl::StatusOr<std::vector<PoolFiles>> UnconfiguredPools(
+    const v1::ServerConfig& config) {
+  absl::StatusOr<std::vector<PoolFiles>> found =
+      NamedPool::FindPools(config.data_dir());
+  if (!found.ok()) return found.status();
+  std::vector<PoolFiles> unconfigured;
+  for (PoolFiles& pool : *found) {
+    const bool configured = std::any_of(
+        config.pools().begin(), config.pools().end(),
+        [&](const v1::PoolConfig& p) { return p.name() == pool.name; });
+    if (!configured) unconfigured.push_back(std::move(pool));
+  }
+  return unconfigured;
 }
 
 PoolConfig CorePoolConfig(const v1::PoolConfig& pool) {

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "groove/backing.h"
 #include "groove/build_info.h"
+#include "groove/server/config.h"
 #include "groove/server/log.h"
 
 namespace groove::server {
@@ -355,6 +356,38 @@ class ProcessCollector final : public prometheus::Collectable {
   }
 };
 
+// UnconfiguredPoolCollector exports, at each scrape, the memory held by
+// the files of the pools in the data directory that the configuration
+// does not name (UnconfiguredPools).
+class UnconfiguredPoolCollector final : public prometheus::Collectable {
+ public:
+  explicit UnconfiguredPoolCollector(v1::ServerConfig config)
+      : config_(std::move(config)) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    MetricFamily family = Family(
+        "groove_unconfigured_pool_bytes",
+        "Memory held by the files (metadata, volume store, request journal) "
+        "of a pool in the data directory that this server's configuration "
+        "does not name, so nobody serves it: add it back to the "
+        "configuration, or delete its files (the start-up line "
+        "event=pool_not_configured names them).",
+        MetricType::Gauge);
+    absl::StatusOr<std::vector<PoolFiles>> pools = UnconfiguredPools(config_);
+    if (pools.ok()) {
+      for (const PoolFiles& pool : *pools) {
+        family.metric.push_back(Sample({{"pool", pool.name}},
+                                       static_cast<double>(pool.held_bytes()),
+                                       MetricType::Gauge));
+      }
+    }
+    return {std::move(family)};
+  }
+
+ private:
+  const v1::ServerConfig config_;
+};
+
 // LogCollector exposes how many log lines each budget refused (log.h),
 // so a flood that thins the audit trail, or a client looping on refused
 // calls, shows on a dashboard.
@@ -638,10 +671,20 @@ void ServerMetrics::SetTlsCertificate(TlsCertificateFile what,
   series.not_after->Set(static_cast<double>(absl::ToUnixSeconds(not_after)));
 }
 
+void ServerMetrics::ExportUnconfiguredPools(v1::ServerConfig config) {
+  unconfigured_pools_collector_ =
+      std::make_shared<UnconfiguredPoolCollector>(std::move(config));
+}
+
 std::vector<std::shared_ptr<prometheus::Collectable>>
 ServerMetrics::collectables() const {
-  return {registry_, latency_collector_, pool_collector_, process_collector_,
-          log_collector_};
+  std::vector<std::shared_ptr<prometheus::Collectable>> all = {
+      registry_, latency_collector_, pool_collector_, process_collector_,
+      log_collector_};
+  if (unconfigured_pools_collector_ != nullptr) {
+    all.push_back(unconfigured_pools_collector_);
+  }
+  return all;
 }
 
 }  // namespace groove::server

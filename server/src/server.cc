@@ -20,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -231,6 +232,36 @@ void ApplyLimits(const VolumeServer::Limits& limits,
   }
 }
 
+// ReportUnconfiguredPools warns of each pool in the data directory that
+// `config` does not name (UnconfiguredPools): dropped from the
+// configuration, its files keep their memory until someone deletes them.
+void ReportUnconfiguredPools(const v1::ServerConfig& config) {
+  absl::StatusOr<std::vector<PoolFiles>> unconfigured =
+      UnconfiguredPools(config);
+  if (!unconfigured.ok()) {
+    Log(LogLevel::kWarn, "pools_not_listed",
+        {{"data_dir", config.data_dir()},
+         {"reason", unconfigured.status().message()}});
+    return;
+  }
+  for (const PoolFiles& pool : *unconfigured) {
+    std::vector<std::string> paths;
+    for (const PoolFiles::File& file : pool.files) paths.push_back(file.path);
+    Log(LogLevel::kWarn, "pool_not_configured",
+        {{"pool", pool.name},
+         {"data_dir", config.data_dir()},
+         {"volumes_mapped", pool.volumes_mapped},
+         {"held_bytes", pool.held_bytes()},
+         {"files", absl::StrJoin(paths, ",")},
+         {"unreadable", pool.unreadable.empty() ? "-" : pool.unreadable},
+         {"effect",
+          "this server does not serve it, and its files keep their memory "
+          "(hugepages included); add it back to the configuration to serve "
+          "it, or stop every process that joined it and delete these files "
+          "to free the memory"}});
+  }
+}
+
 void LogOpened(const NamedPool& pool) {
   const RecoveryReport& r = pool.recovery();
   const PoolSummary s = pool.Summary();
@@ -320,6 +351,7 @@ absl::StatusOr<std::unique_ptr<VolumeServer>> VolumeServer::Create(
   }
   server->metrics_ = std::make_unique<ServerMetrics>(
       std::move(pools), quarantined_names, std::move(add_workers));
+  server->metrics_->ExportUnconfiguredPools(server->options_.config);
   if (server->options_.tokens.has_value()) {
     server->tokens_ =
         std::make_unique<LiveTokenTable>(*std::move(server->options_.tokens));
@@ -443,6 +475,7 @@ absl::Status VolumeServer::OpenPools() {
     }
     pools_.push_back(*std::move(pool));
   }
+  ReportUnconfiguredPools(config);
   // The adds with request ids the pools' journals held: a repeat of one
   // after this restart is answered as before it (RequestLog, "Restarts").
   if (!recorded.empty()) {

@@ -205,13 +205,22 @@ std::vector<std::string> Unexported(const std::vector<std::string>& queries,
 // A live scrape of a server whose pool has had an add, a remove and an
 // error, shared by the tests below (one server start for the file). It
 // serves mutual TLS (test_pki.h), so that the TLS certificate series
-// (cert and client_ca) are exported too.
+// (cert and client_ca) are exported too, and its data directory holds a
+// pool of an earlier configuration (groove_unconfigured_pool_bytes).
 class DeployMetricsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     const absl::Status pki = MakeTestPki(dir_->path());
     ASSERT_TRUE(pki.ok()) << pki;
+    {
+      auto earlier = ServerProcess::Start(
+          {"--data-dir=" + dir_->path() + "/data",
+           "--pool=name=old,backing=normal,volume_size=4KiB,max_volumes=4,"
+           "initial_volumes=1"});
+      ASSERT_NE(earlier, nullptr);
+      EXPECT_EQ(earlier->Stop(), 0);
+    }
     server_ = ServerProcess::Start(
                   {"--data-dir=" + dir_->path() + "/data",
                    "--pool=name=a,backing=normal,volume_size=4KiB,"

@@ -1204,6 +1204,85 @@ TEST(ServerRestartTest, AMissingRequestJournalOfAPoolWithAddsIsWarnedAbout) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// A pool dropped from the configuration keeps its files, and with them
+// its memory: the server names it at start-up (event=pool_not_configured,
+// its files and the bytes they hold) and /metrics exports those bytes
+// until the files are deleted. Put back in the configuration, it is served
+// with its volumes, and nothing is reported. Before, nothing said so.
+TEST(ServerRestartTest,
+     APoolDroppedFromTheConfigurationIsReportedWithItsMemory) {
+  TempDir dir;
+  if (auto first = ServerProcess::Start(TwoPools(dir)); first != nullptr) {
+    v1::AddVolumeResponse added;
+    ASSERT_TRUE(Add(*first->Stub(), AddRequest("b", 3, "kept"), &added).ok());
+    EXPECT_EQ(first->Stop(), 0);
+  } else {
+    FAIL() << "the first server did not start";
+  }
+  std::vector<std::string> only_a = TwoPools(dir);
+  only_a.pop_back();  // pool b
+  auto server = ServerProcess::Start(only_a);
+  ASSERT_NE(server, nullptr);
+  const std::optional<std::string> line =
+      server->WaitForLog("event=pool_not_configured");
+  ASSERT_TRUE(line.has_value()) << server->LogText();
+  EXPECT_THAT(*line, HasSubstr("level=warn"));
+  EXPECT_EQ(LogValue(*line, "pool"), "b") << *line;
+  EXPECT_EQ(LogValue(*line, "volumes_mapped"), "3") << *line;
+  const std::string store = dir.path() + "/b.volumes";
+  EXPECT_EQ(LogValue(*line, "files"),
+            absl::StrCat(dir.path(), "/b.pool,", store, ",", dir.path(),
+                         "/b.requests"))
+      << *line;
+  // At least the three 64 KiB volumes' memory.
+  uint64_t held = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(LogValue(*line, "held_bytes"), &held)) << *line;
+  EXPECT_GE(held, 3u * 65536) << *line;
+  EXPECT_EQ(server->LogCount({"event=pool_not_configured"}), 1u);
+  const std::string series = R"(groove_unconfigured_pool_bytes{pool="b"})";
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(MetricValue(*metrics, series), absl::StrCat(held));
+  // Its files deleted, the series leaves at the next scrape.
+  for (const char* suffix : {".pool", ".volumes", ".requests"}) {
+    const std::string path = absl::StrCat(dir.path(), "/b", suffix);
+    ASSERT_EQ(unlink(path.c_str()), 0) << path << ": " << strerror(errno);
+  }
+  metrics = HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_THAT(*metrics, Not(HasSubstr("groove_unconfigured_pool_bytes{")));
+  EXPECT_EQ(server->Stop(), 0);
+}
+
+// A pool in the configuration again is served, with its volumes, and not
+// reported.
+TEST(ServerRestartTest, APoolBackInTheConfigurationIsServedNotReported) {
+  TempDir dir;
+  std::vector<std::string> only_a = TwoPools(dir);
+  only_a.pop_back();
+  if (auto first = ServerProcess::Start(TwoPools(dir)); first != nullptr) {
+    v1::AddVolumeResponse added;
+    ASSERT_TRUE(Add(*first->Stub(), AddRequest("b", 2, "kept"), &added).ok());
+    EXPECT_EQ(first->Stop(), 0);
+  } else {
+    FAIL() << "the first server did not start";
+  }
+  if (auto without_b = ServerProcess::Start(only_a); without_b != nullptr) {
+    EXPECT_TRUE(without_b->WaitForLog("event=pool_not_configured pool=b"))
+        << without_b->LogText();
+    EXPECT_EQ(without_b->Stop(), 0);
+  } else {
+    FAIL() << "the server without pool b did not start";
+  }
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(TakeSnapshot(*server->Stub(), "b").summary.volumes_mapped(), 2u);
+  EXPECT_EQ(server->Stop(), 0);
+  EXPECT_EQ(server->LogCount({"event=pool_not_configured"}), 0u)
+      << server->LogText();
+}
+
 // Two servers with their own data directories (not tmpfs, so `normal`
 // stores go to /dev/shm/groove-volumed, which they share) and a pool of
 // the same name: the second's start used to cut the first's store to its

@@ -1053,6 +1053,50 @@ TEST(NamedPoolTest, AddTakesTheLowestFreeIndicesAndRealMemory) {
   EXPECT_EQ(report->empty_volumes, 7u);
 }
 
+// FindPools lists the pools of a data directory from their files alone,
+// with the memory each file holds: a pool's metadata, store and journal;
+// a metadata object that is not a finished pool's (here cut short) is
+// listed as unreadable, with itself as its only file; other files, and
+// names no pool can have, are not pools.
+TEST(NamedPoolTest, FindPoolsListsEachPoolsFilesWithoutOpeningIt) {
+  TempDir dir;
+  auto pool = OpenOrDie(dir.path(), SmallConfig("main"));
+  ASSERT_TRUE(pool->AddVolumes(2, std::nullopt, "x").ok());
+  auto write = [&](const std::string& name, const std::string& content) {
+    std::ofstream(dir.path() + "/" + name) << content;
+  };
+  write("cut.pool", "short");
+  write("no pool here.pool", "x");  // a space: not a pool name
+  write("notes.txt", "x");
+  absl::StatusOr<std::vector<PoolFiles>> found =
+      NamedPool::FindPools(dir.path());
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->size(), 2u);
+
+  const PoolFiles& cut = (*found)[0];
+  EXPECT_EQ(cut.name, "cut");
+  EXPECT_THAT(cut.unreadable, HasSubstr("not a finished pool's metadata"));
+  ASSERT_EQ(cut.files.size(), 1u);
+  EXPECT_EQ(cut.files[0].path, dir.path() + "/cut.pool");
+
+  const PoolFiles& main = (*found)[1];
+  EXPECT_EQ(main.name, "main");
+  EXPECT_EQ(main.unreadable, "");
+  EXPECT_EQ(main.volumes_mapped, 2u);
+  ASSERT_EQ(main.files.size(), 3u);
+  EXPECT_EQ(main.files[0].path, dir.path() + "/main.pool");
+  EXPECT_EQ(main.files[1].path, pool->StorePath());
+  EXPECT_EQ(main.files[2].path, dir.path() + "/main.requests");
+  // The store holds the two volumes' memory, no more (it is sparse).
+  EXPECT_EQ(main.files[1].bytes, 2 * kVolumeBytes);
+  uint64_t sum = 0;
+  for (const PoolFiles::File& file : main.files) sum += file.bytes;
+  EXPECT_EQ(main.held_bytes(), sum);
+
+  EXPECT_EQ(NamedPool::FindPools(dir.path() + "/missing").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 // A verify told to stop (its RPC's deadline passed) stops at the next ask,
 // in either walk (the slot walk and the header walk each ask every
 // kVerifyStopCheckSteps volumes), says how far it got, and leaves the pool

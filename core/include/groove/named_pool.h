@@ -118,6 +118,31 @@ absl::Status CheckOwnerMemfd(absl::string_view pool_name, int64_t owner_pid,
                              int64_t memfd, uint64_t fs_type,
                              absl::string_view link_name);
 
+// PoolFiles is what the files of a pool in a data directory say of it,
+// read without opening, joining or locking the pool
+// (NamedPool::FindPools): which
+// files it has and how much memory each holds now.
+struct PoolFiles {
+  std::string name;  // NAME of DATA_DIR/NAME.pool
+  // A file of the pool and the bytes it holds (its allocated blocks, not
+  // its size: stores and journals are sparse).
+  struct File {
+    std::string path;
+    uint64_t bytes = 0;
+  };
+  // The metadata object, then the volume store the metadata records and
+  // the request journal, each if it exists. A memfd store (hugepages
+  // without a hugetlbfs mount) is no file: it died with its owner.
+  std::vector<File> files;
+  uint64_t volumes_mapped = 0;  // as the metadata last counted them
+  // Not empty when the metadata could not be read as a pool's (cut short,
+  // another layout version, unreadable): then `files` holds the metadata
+  // object alone, and this says why.
+  std::string unreadable;
+  // held_bytes is the memory all of `files` hold.
+  uint64_t held_bytes() const;
+};
+
 // VolumeStatus is a mapped volume's state as its header says.
 enum class VolumeStatus { kEmpty, kInUse, kCorrupt };
 
@@ -332,6 +357,18 @@ class NamedPool {
       const std::string& data_dir, const PoolConfig& config) {
     return Open(data_dir, config, OpenOptions());
   }
+
+  // FindPools lists the pools in `data_dir` (every DATA_DIR/NAME.pool whose
+  // NAME is a valid pool name), in name order, with their files
+  // (PoolFiles): a server lists those it does not serve, whose files keep
+  // their memory (hugepages included) until they are deleted. It reads the
+  // metadata with pread and stats the files; it never maps, locks or
+  // changes anything, so it is safe beside the pools' owners and joins
+  // (a pool being created may show as unreadable). Errors: the data
+  // directory cannot be listed (NOT_FOUND when it does not exist).
+  // Thread safety: any thread. Cost: O(pools) system calls.
+  static absl::StatusOr<std::vector<PoolFiles>> FindPools(
+      const std::string& data_dir);
 
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or

@@ -140,6 +140,16 @@ absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
 // ValidateServerConfig).
 absl::StatusOr<v1::PoolConfig> ParsePoolFlag(absl::string_view text);
 
+// UnconfiguredPools returns the pools in `config`'s data directory
+// (NamedPool::FindPools) that `config` does not name: a pool dropped from
+// the configuration keeps its files, and with them its memory (hugepages
+// included), until someone deletes them; nothing else says so. The server
+// warns of each at start-up (event=pool_not_configured) and exports the
+// memory they hold (groove_unconfigured_pool_bytes). Errors: FindPools's.
+// Thread safety: any thread. Cost: FindPools's.
+absl::StatusOr<std::vector<PoolFiles>> UnconfiguredPools(
+    const v1::ServerConfig& config);
+
 // CorePoolConfig turns a validated pool of a complete configuration into
 // the core's PoolConfig. REQUIRES: ValidateServerConfig accepted the
 // configuration holding `pool`.

@@ -93,6 +93,7 @@
 #include "groove/named_pool.h"
 #include "groove/server/grpc_status.h"
 #include "groove/server/worker_pool.h"
+#include "groove/v1/config.pb.h"
 
 namespace groove::server {
 
@@ -212,6 +213,15 @@ class ServerMetrics {
   void SetTlsCertificate(TlsCertificateFile what, const std::string& subject,
                          absl::Time not_before, absl::Time not_after);
 
+  // ExportUnconfiguredPools makes every scrape export
+  // groove_unconfigured_pool_bytes{pool}: the memory the files of each
+  // pool in `config`'s data directory that `config` does not name hold
+  // now (UnconfiguredPools, run at the scrape: the series leaves once its
+  // files are deleted). REQUIRES: called once, before collectables().
+  // Cost per scrape: UnconfiguredPools's (a directory listing, a few
+  // preads and stats per pool), off every RPC path.
+  void ExportUnconfiguredPools(v1::ServerConfig config);
+
   // collectables returns what an Exposer must collect from. The Exposer
   // keeps weak pointers: keep this object alive while it serves.
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables() const;
@@ -247,6 +257,7 @@ class ServerMetrics {
   std::shared_ptr<prometheus::Collectable> pool_collector_;
   std::shared_ptr<prometheus::Collectable> process_collector_;
   std::shared_ptr<prometheus::Collectable> log_collector_;
+  std::shared_ptr<prometheus::Collectable> unconfigured_pools_collector_;
 };
 
 }  // namespace groove::server
