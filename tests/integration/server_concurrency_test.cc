@@ -88,6 +88,33 @@ void WaitForAHealthWatchToOutlive(const ServerProcess& server,
   EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
+// HoldPastItsDeadline starts `call` with deadline `deadline`, waits until
+// the stall hook holds it (the server logs `stall_event`) and until a
+// sentinel health Watch has seen the deadline pass, then checks that its
+// client got DEADLINE_EXCEEDED. The call is still held on the server: the
+// test releases it.
+template <typename Call>
+void HoldPastItsDeadline(ServerProcess& server, Stub& stub, Call* call,
+                         absl::string_view stall_event,
+                         absl::Duration deadline) {
+  call->Start(stub, deadline);
+  ASSERT_TRUE(server.WaitForLog(stall_event)) << server.LogText();
+  WaitForAHealthWatchToOutlive(server, deadline);
+  ASSERT_TRUE(call->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(call->status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+// StartWithVerifyStall starts a server whose pool "v" has 8 empty volumes
+// and whose walks of Inspect with verify wait for `fifo`.
+std::unique_ptr<ServerProcess> StartWithVerifyStall(const TempDir& dir,
+                                                    const StallFifo& fifo) {
+  return ServerProcess::Start(
+      {"--data-dir=" + dir.path(),
+       "--pool=name=v,backing=normal,volume_size=4KiB,max_volumes=64,"
+       "initial_volumes=8",
+       "--testonly_stall_verify_fifo=" + fifo.path()});
+}
+
 // PoolArgs are the data directory and the two pools, "slow" and "fast",
 // of the stall tests (and of the restarts that check what they left).
 std::vector<std::string> PoolArgs(const TempDir& dir) {
@@ -372,11 +399,7 @@ TEST(ServerConcurrencyTest, AddsTheConfigRefusesDoNotWaitForAStalledAdd) {
 TEST(ServerConcurrencyTest, AVerifyInProgressHoldsNobodyUpAndRunsAlone) {
   TempDir dir;
   StallFifo fifo(dir);
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path(),
-       "--pool=name=v,backing=normal,volume_size=4KiB,max_volumes=64,"
-       "initial_volumes=8",
-       "--testonly_stall_verify_fifo=" + fifo.path()});
+  auto server = StartWithVerifyStall(dir, fifo);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
 
@@ -835,11 +858,8 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
   AsyncAdd add;
   add.request = AddRequest("slow", 2, "outlived");
   add.request.set_request_id(kRequestId);
-  add.Start(*stub, kDeadline);
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait"));
-  WaitForAHealthWatchToOutlive(*server, kDeadline);
-  ASSERT_TRUE(add.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  EXPECT_EQ(add.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_NO_FATAL_FAILURE(HoldPastItsDeadline(
+      *server, *stub, &add, "event=testonly_stall_add_wait", kDeadline));
 
   fifo.Release(1);
   const std::optional<std::string> line =
@@ -857,14 +877,8 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
   EXPECT_THAT(learned.volume_indices(), ElementsAre(0, 1));
   // Counted as its client saw it (an error-rate alert must not read it as
   // served); the replay that learned it is the one OK.
-  absl::StatusOr<std::string> metrics =
-      HttpGet(server->metrics_address(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  const auto handled = [&](absl::string_view code) {
-    return MetricValue(*metrics, HandledSeries("AddVolume", code));
-  };
-  EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
-  EXPECT_EQ(handled("OK"), "1");
+  EXPECT_EQ(HandledNow(*server, "AddVolume", "DEADLINE_EXCEEDED"), "1");
+  EXPECT_EQ(HandledNow(*server, "AddVolume", "OK"), "1");
   EXPECT_EQ(server->Stop(), 0);
 }
 
@@ -890,11 +904,8 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
   AsyncRemove remove;
   remove.request.set_pool("fast");
   remove.request.set_count(1);
-  remove.Start(*stub, kDeadline);
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_punch_wait"));
-  WaitForAHealthWatchToOutlive(*server, kDeadline);
-  ASSERT_TRUE(remove.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  EXPECT_EQ(remove.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_NO_FATAL_FAILURE(HoldPastItsDeadline(
+      *server, *stub, &remove, "event=testonly_stall_punch_wait", kDeadline));
 
   fifo.Release(1);
   const std::optional<std::string> line =
@@ -909,14 +920,8 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
   EXPECT_THAT(*line, ::testing::Not(::testing::HasSubstr("request_id=")));
   // Removed all the same: only volume 1 is left.
   EXPECT_THAT(Indices(TakeSnapshot(*stub, "fast")), ElementsAre(1));
-  absl::StatusOr<std::string> metrics =
-      HttpGet(server->metrics_address(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  const auto handled = [&](absl::string_view code) {
-    return MetricValue(*metrics, HandledSeries("RemoveVolume", code));
-  };
-  EXPECT_EQ(handled("DEADLINE_EXCEEDED"), "1");
-  EXPECT_EQ(handled("OK"), "0");
+  EXPECT_EQ(HandledNow(*server, "RemoveVolume", "DEADLINE_EXCEEDED"), "1");
+  EXPECT_EQ(HandledNow(*server, "RemoveVolume", "OK"), "0");
   EXPECT_EQ(server->Stop(), 0);
 }
 
@@ -945,11 +950,8 @@ TEST(ServerConcurrencyTest, AReclaimThatOutlivesItsDeadlineIsLoggedUnanswered) {
   AsyncReclaim reclaim;
   reclaim.request.set_pool("fast");
   reclaim.request.set_index(1);
-  reclaim.Start(*stub, kDeadline);
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_punch_wait"));
-  WaitForAHealthWatchToOutlive(*server, kDeadline);
-  ASSERT_TRUE(reclaim.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  EXPECT_EQ(reclaim.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_NO_FATAL_FAILURE(HoldPastItsDeadline(
+      *server, *stub, &reclaim, "event=testonly_stall_punch_wait", kDeadline));
 
   fifo.Release(1);
   const std::optional<std::string> line =
@@ -963,13 +965,8 @@ TEST(ServerConcurrencyTest, AReclaimThatOutlivesItsDeadlineIsLoggedUnanswered) {
   const Snapshot after = TakeSnapshot(*stub, "fast");
   EXPECT_THAT(Indices(after), ElementsAre(0, 2));
   EXPECT_EQ(after.summary.volumes_in_quarantine(), 0u);
-  absl::StatusOr<std::string> metrics =
-      HttpGet(server->metrics_address(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  EXPECT_EQ(MetricValue(*metrics,
-                        HandledSeries("ReclaimVolume", "DEADLINE_EXCEEDED")),
-            "1");
-  EXPECT_EQ(MetricValue(*metrics, HandledSeries("ReclaimVolume", "OK")), "0");
+  EXPECT_EQ(HandledNow(*server, "ReclaimVolume", "DEADLINE_EXCEEDED"), "1");
+  EXPECT_EQ(HandledNow(*server, "ReclaimVolume", "OK"), "0");
   EXPECT_EQ(server->Stop(), 0);
 }
 
@@ -983,11 +980,7 @@ TEST(ServerConcurrencyTest, AReclaimThatOutlivesItsDeadlineIsLoggedUnanswered) {
 TEST(ServerConcurrencyTest, AVerifyWhoseDeadlinePassesStopsItsWalk) {
   TempDir dir;
   StallFifo fifo(dir);
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path(),
-       "--pool=name=v,backing=normal,volume_size=4KiB,max_volumes=64,"
-       "initial_volumes=8",
-       "--testonly_stall_verify_fifo=" + fifo.path()});
+  auto server = StartWithVerifyStall(dir, fifo);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
 
@@ -995,13 +988,8 @@ TEST(ServerConcurrencyTest, AVerifyWhoseDeadlinePassesStopsItsWalk) {
   AsyncInspect late;
   late.request.set_pool("v");
   late.request.set_verify(true);
-  late.Start(*stub, kDeadline);
-  ASSERT_TRUE(server->WaitForLogCount(
-      {"event=testonly_stall_verify_wait", "pool=v"}, 1))
-      << server->LogText();
-  WaitForAHealthWatchToOutlive(*server, kDeadline);
-  ASSERT_TRUE(late.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_NO_FATAL_FAILURE(HoldPastItsDeadline(
+      *server, *stub, &late, "event=testonly_stall_verify_wait", kDeadline));
 
   fifo.Release(1);
   const std::optional<std::string> line = server->WaitForLog(
@@ -1012,13 +1000,8 @@ TEST(ServerConcurrencyTest, AVerifyWhoseDeadlinePassesStopsItsWalk) {
   EXPECT_EQ(LogValue(*line, "code"), "DEADLINE_EXCEEDED") << *line;
   EXPECT_THAT(*line, ::testing::HasSubstr("it arrived with "));
   EXPECT_THAT(*line, ::testing::HasSubstr("nothing wrong was found"));
-  absl::StatusOr<std::string> metrics =
-      HttpGet(server->metrics_address(), "/metrics");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  EXPECT_EQ(
-      MetricValue(*metrics, HandledSeries("Inspect", "DEADLINE_EXCEEDED")),
-      "1");
-  EXPECT_EQ(MetricValue(*metrics, HandledSeries("Inspect", "OK")), "0");
+  EXPECT_EQ(HandledNow(*server, "Inspect", "DEADLINE_EXCEEDED"), "1");
+  EXPECT_EQ(HandledNow(*server, "Inspect", "OK"), "0");
 
   // Its slot is free: the next verify runs to the end (the byte is ready).
   fifo.Release(1);

@@ -178,6 +178,19 @@ inline std::string HandledSeries(absl::string_view method,
                       "\",grpc_service=\"groove.v1.VolumePoolService\"}");
 }
 
+// HandledNow scrapes `server`'s /metrics and returns the value of
+// HandledSeries(method, code) ("" when the scrape or the series is
+// missing, with a test failure for the scrape).
+inline std::string HandledNow(const ServerProcess& server,
+                              absl::string_view method,
+                              absl::string_view code) {
+  absl::StatusOr<std::string> metrics =
+      HttpGet(server.metrics_address(), "/metrics");
+  EXPECT_TRUE(metrics.ok()) << metrics.status();
+  return metrics.ok() ? MetricValue(*metrics, HandledSeries(method, code))
+                      : std::string();
+}
+
 // CorruptMagic overwrites the magic of 4 KiB volume `index` of pool `pool`
 // (normal backing, its store in the data directory `data_dir`, a tmpfs)
 // with "GARBAGE!", as a data-plane process writing past its volume might:
