@@ -104,6 +104,24 @@ void HoldPastItsDeadline(ServerProcess& server, Stub& stub, Call* call,
   EXPECT_EQ(call->status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
+// ExpectUnanswered waits for the line `event` (add_unanswered,
+// remove_unanswered, reclaim_unanswered) of a change whose deadline passed
+// while it ran, checks what every such line says (warn, `pool`, `indices`,
+// reason=deadline_exceeded) and returns it ("" if it never came).
+std::string ExpectUnanswered(ServerProcess& server, absl::string_view event,
+                             absl::string_view pool,
+                             absl::string_view indices) {
+  const std::optional<std::string> line =
+      server.WaitForLog(absl::StrCat("event=", event));
+  EXPECT_TRUE(line.has_value()) << server.LogText();
+  if (!line.has_value()) return "";
+  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
+  EXPECT_EQ(LogValue(*line, "pool"), pool) << *line;
+  EXPECT_EQ(LogValue(*line, "indices"), indices) << *line;
+  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
+  return *line;
+}
+
 // StartWithVerifyStall starts a server whose pool "v" has 8 empty volumes
 // and whose walks of Inspect with verify wait for `fifo`.
 std::unique_ptr<ServerProcess> StartWithVerifyStall(const TempDir& dir,
@@ -133,6 +151,15 @@ std::vector<std::string> StallArgs(const TempDir& dir, const StallFifo& fifo,
                "--testonly_stall_add_pools=slow",
                absl::StrCat("--add_workers_per_pool=", add_workers)});
   return args;
+}
+
+// StartWithPunchStall starts StallArgs's server whose pool "fast" punches
+// holes only once `fifo` lets them (--testonly_stall_punch_pools).
+std::unique_ptr<ServerProcess> StartWithPunchStall(const TempDir& dir,
+                                                   const StallFifo& fifo) {
+  std::vector<std::string> args = StallArgs(dir, fifo);
+  args.push_back("--testonly_stall_punch_pools=fast");
+  return ServerProcess::Start(args);
 }
 
 TEST(ServerConcurrencyTest, StalledAddsDoNotHoldUpOtherRpcs) {
@@ -862,14 +889,9 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
       *server, *stub, &add, "event=testonly_stall_add_wait", kDeadline));
 
   fifo.Release(1);
-  const std::optional<std::string> line =
-      server->WaitForLog("event=add_unanswered");
-  ASSERT_TRUE(line.has_value()) << server->LogText();
-  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
-  EXPECT_EQ(LogValue(*line, "pool"), "slow") << *line;
-  EXPECT_EQ(LogValue(*line, "indices"), "0,1") << *line;
-  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
-  EXPECT_EQ(LogValue(*line, "request_id"), kRequestId) << *line;
+  const std::string line =
+      ExpectUnanswered(*server, "add_unanswered", "slow", "0,1");
+  EXPECT_EQ(LogValue(line, "request_id"), kRequestId) << line;
   // Completed, whole: both volumes are the pool's, and the id learns them.
   EXPECT_THAT(Indices(TakeSnapshot(*stub, "slow")), ElementsAre(0, 1));
   v1::AddVolumeResponse learned;
@@ -892,9 +914,7 @@ TEST(ServerConcurrencyTest, AnAddThatOutlivesItsDeadlineIsLoggedUnanswered) {
 TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
   TempDir dir;
   StallFifo fifo(dir);
-  std::vector<std::string> args = StallArgs(dir, fifo);
-  args.push_back("--testonly_stall_punch_pools=fast");
-  auto server = ServerProcess::Start(args);
+  auto server = StartWithPunchStall(dir, fifo);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   v1::AddVolumeResponse added;
@@ -908,16 +928,11 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
       *server, *stub, &remove, "event=testonly_stall_punch_wait", kDeadline));
 
   fifo.Release(1);
-  const std::optional<std::string> line =
-      server->WaitForLog("event=remove_unanswered");
-  ASSERT_TRUE(line.has_value()) << server->LogText();
-  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
-  EXPECT_EQ(LogValue(*line, "pool"), "fast") << *line;
-  EXPECT_EQ(LogValue(*line, "count"), "1") << *line;
-  EXPECT_EQ(LogValue(*line, "indices"), "0")
-      << *line;  // a batch's first is on top
-  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
-  EXPECT_THAT(*line, ::testing::Not(::testing::HasSubstr("request_id=")));
+  // A batch's first is on top.
+  const std::string line =
+      ExpectUnanswered(*server, "remove_unanswered", "fast", "0");
+  EXPECT_EQ(LogValue(line, "count"), "1") << line;
+  EXPECT_THAT(line, ::testing::Not(::testing::HasSubstr("request_id=")));
   // Removed all the same: only volume 1 is left.
   EXPECT_THAT(Indices(TakeSnapshot(*stub, "fast")), ElementsAre(1));
   EXPECT_EQ(HandledNow(*server, "RemoveVolume", "DEADLINE_EXCEEDED"), "1");
@@ -932,9 +947,7 @@ TEST(ServerConcurrencyTest, ARemoveThatOutlivesItsDeadlineIsLoggedUnanswered) {
 TEST(ServerConcurrencyTest, AReclaimThatOutlivesItsDeadlineIsLoggedUnanswered) {
   TempDir dir;
   StallFifo fifo(dir);
-  std::vector<std::string> args = StallArgs(dir, fifo);
-  args.push_back("--testonly_stall_punch_pools=fast");
-  auto server = ServerProcess::Start(args);
+  auto server = StartWithPunchStall(dir, fifo);
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   v1::AddVolumeResponse added;
@@ -954,13 +967,7 @@ TEST(ServerConcurrencyTest, AReclaimThatOutlivesItsDeadlineIsLoggedUnanswered) {
       *server, *stub, &reclaim, "event=testonly_stall_punch_wait", kDeadline));
 
   fifo.Release(1);
-  const std::optional<std::string> line =
-      server->WaitForLog("event=reclaim_unanswered");
-  ASSERT_TRUE(line.has_value()) << server->LogText();
-  EXPECT_THAT(*line, ::testing::HasSubstr("level=warn"));
-  EXPECT_EQ(LogValue(*line, "pool"), "fast") << *line;
-  EXPECT_EQ(LogValue(*line, "indices"), "1") << *line;
-  EXPECT_EQ(LogValue(*line, "reason"), "deadline_exceeded") << *line;
+  ExpectUnanswered(*server, "reclaim_unanswered", "fast", "1");
   // Reclaimed all the same.
   const Snapshot after = TakeSnapshot(*stub, "fast");
   EXPECT_THAT(Indices(after), ElementsAre(0, 2));
