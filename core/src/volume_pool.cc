@@ -328,10 +328,13 @@ uint64_t SumShards(const PoolHeader* header, Counter counter) {
 // VerifyStopped is Verify's answer when its caller's StopCheck said stop,
 // `volumes_walked` into the walk it stopped.
 absl::Status VerifyStopped(uint64_t volumes_walked) {
-  return absl::CancelledError(absl::StrCat(
-      "verify pool: stopped at its caller's request after walking ",
-      volumes_walked,
-      " volumes of the stack; nothing wrong was found on the way"));
+  return absl::CancelledError(
+      absl::StrCat("verify pool: stopped at its caller's request ",
+                   volumes_walked == 0
+                       ? std::string("before it read the stack's headers")
+                       : absl::StrCat("after reading the headers of ",
+                                      volumes_walked, " volumes of the stack"),
+                   "; nothing wrong was found on the way"));
 }
 
 }  // namespace

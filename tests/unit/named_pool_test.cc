@@ -1135,7 +1135,7 @@ TEST(NamedPoolTest, AVerifyToldToStopStopsAtItsNextAsk) {
   absl::StatusOr<VerifyReport> stopped =
       pool->Verify([&] { return ++asks >= 7; });
   EXPECT_THAT(stopped.status().message(),
-              HasSubstr("after walking 1023 volumes"));
+              HasSubstr("after reading the headers of 1023 volumes"));
   full = pool->Verify();
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_EQ(full->empty_volumes, 5000u);
