@@ -73,7 +73,10 @@ constexpr CommandSpec kCommands[] = {
     {Command::kWatch, "watch", 1, "POOL",
      "watch POOL [--interval DURATION] [--count N]",
      "Redraw POOL's summary every DURATION (default 1s) until interrupted\n"
-     "(Ctrl-C). With --output json, print one JSON object per line.\n"
+     "(Ctrl-C or SIGTERM, exit 0, also while a redraw waits for the\n"
+     "server). With --output json, print one JSON object per line. Stops\n"
+     "with exit 1 when its output cannot be written (a reader gone from\n"
+     "the pipe under an ignored SIGPIPE).\n"
      "  --count N   stop after N redraws\n"},
     {Command::kVersion, "version", 0, "", "version",
      "Print groovectl's build (version, git revision, build type, gRPC,\n"
@@ -173,7 +176,9 @@ std::string Usage(std::optional<Command> command) {
       "  --version            groovectl's build (`groovectl version` adds\n"
       "                       the server's)\n"
       "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
-      "message`),\n"
+      "message`;\n"
+      "also an answer that could not be written out: `error: cannot write\n"
+      "the output: ...`),\n"
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
       "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
