@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -108,13 +109,27 @@ absl::Status Bad(absl::string_view message) {
   return absl::InvalidArgumentError(message);
 }
 
+// ParseNumber parses a decimal uint64, at least 1 when `positive`.
+// Errors: INVALID_ARGUMENT "WHAT must be a non-negative integer, got
+// 'TEXT'" ("a positive integer" when `positive`), or "WHAT is out of range
+// (above 18446744073709551615), got 'TEXT'" for digits beyond 64 bits.
 absl::StatusOr<uint64_t> ParseNumber(absl::string_view what,
-                                     absl::string_view text) {
+                                     absl::string_view text,
+                                     bool positive = false) {
   uint64_t value = 0;
-  if (text.empty() || text[0] == '-' || text[0] == '+' ||
-      !absl::SimpleAtoi(text, &value)) {
-    return Bad(absl::StrCat(what, " must be a non-negative integer, got '",
+  const bool digits =
+      !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+        return absl::ascii_isdigit(c);
+      });
+  if (digits && !absl::SimpleAtoi(text, &value)) {
+    return Bad(absl::StrCat(what, " is out of range (above ",
+                            std::numeric_limits<uint64_t>::max(), "), got '",
                             text, "'"));
+  }
+  if (!digits || (positive && value == 0)) {
+    return Bad(absl::StrCat(what, " must be a ",
+                            positive ? "positive" : "non-negative",
+                            " integer, got '", text, "'"));
   }
   return value;
 }
@@ -351,11 +366,9 @@ absl::StatusOr<Invocation> ParseCommandLine(
   } else if (spec->positionals >= 2) {
     // The server refuses a count of 0 (INVALID_ARGUMENT, exit 1); it is a
     // usage error here, said before any connection.
-    absl::StatusOr<uint64_t> n = ParseNumber("COUNT", positionals[1]);
-    if (!n.ok() || *n == 0) {
-      return Bad(absl::StrCat("COUNT must be a positive integer, got '",
-                              positionals[1], "'"));
-    }
+    absl::StatusOr<uint64_t> n =
+        ParseNumber("COUNT", positionals[1], /*positive=*/true);
+    if (!n.ok()) return n.status();
     inv.count = *n;
   }
   return inv;
