@@ -108,10 +108,19 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
     return absl::InvalidArgumentError("address must not be empty");
   }
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
-  if (options.credentials != nullptr && !options.security.tls_ca_file.empty()) {
+  // Any TLS option, not only the CA: LoadClientSecurity would refuse a
+  // server name or client certificate alone as wanting tls_ca_file, which
+  // this would then refuse.
+  const ClientSecurity& tls = options.security;
+  if (options.credentials != nullptr &&
+      (!tls.tls_ca_file.empty() || !tls.tls_cert_file.empty() ||
+       !tls.tls_key_file.empty() || !tls.tls_server_name.empty())) {
     return absl::InvalidArgumentError(
-        "give TLS either as credentials or as security.tls_ca_file "
-        "(--tls-ca), not both");
+        "give TLS either as credentials or as security's TLS options "
+        "(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name), not "
+        "both; for a server name with hand-built credentials, set "
+        "GRPC_SSL_TARGET_NAME_OVERRIDE_ARG on a channel of your own "
+        "(CreateWithChannel)");
   }
   ClientSecurity checked = options.security;
   // Hand-built credentials may well be TLS: the plaintext-token rule,

@@ -158,7 +158,9 @@ struct ClientOptions {
   ClientSecurity security;
 
   // credentials, when not null, secure the channel instead of the TLS part
-  // of `security` (which must then be empty): for credentials built by
+  // of `security` (which must then be empty: tls_ca_file, tls_cert_file,
+  // tls_key_file and tls_server_name; else Create fails INVALID_ARGUMENT
+  // "... not both"): for credentials built by
   // hand (e.g. grpc::experimental::TlsCredentials). The token of
   // `security` is still sent, to any address (whether these credentials
   // encrypt is the caller's to know). Null: built from `security`.
