@@ -193,7 +193,7 @@ std::string Usage(std::optional<Command> command) {
       "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
       "message`;\n"
       "also an answer that could not be written out: `error: cannot write\n"
-      "the output: ...`),\n"
+      "the output: ...`, but 4 for an add, remove or reclaim),\n"
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
       "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
@@ -202,7 +202,8 @@ std::string Usage(std::optional<Command> command) {
       "not mark as changing nothing): it may have taken effect; look\n"
       "before repeating it (an add is repeated by groovectl with its\n"
       "request_id until --timeout or its attempts run out, and is 4 only\n"
-      "then).\n");
+      "then); also an add, remove or reclaim made whose answer could not\n"
+      "be written out.\n");
   return text;
 }
 

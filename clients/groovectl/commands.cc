@@ -747,8 +747,18 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
   // A command that succeeded but whose answer did not reach its reader
   // failed: a script would take the missing output for success. (A failed
   // one keeps its code; ExitNow flushes what it printed.)
-  if (code == kExitOk && !FlushOutput(out, err)) return kExitServerError;
-  return code;
+  if (code != kExitOk || FlushOutput(out, err)) return code;
+  if (inv.command == Command::kAdd || inv.command == Command::kRemove ||
+      inv.command == Command::kReclaim) {
+    // Made, its answer lost: to the script as one cut off (exit 4), whose
+    // advice fits; exit 1 says nothing changed, and a repeat would add or
+    // remove again.
+    err << "error: the " << CommandName(*inv.command)
+        << " was made; only its answer is lost: look (groovectl inspect "
+        << inv.pool << " --volumes) before repeating it\n";
+    return kExitOutcomeUnknown;
+  }
+  return kExitServerError;
 }
 
 }  // namespace groove::ctl

@@ -41,7 +41,9 @@ struct Terminal {
 // What the command printed on `out` is flushed (FlushOutput): a command
 // that succeeded but whose output could not be written (a full disk, a
 // reader gone from the pipe) returns kExitServerError, saying so on
-// `err`; a failed command keeps its own code.
+// `err`, or kExitOutcomeUnknown for an add, remove or reclaim (made, its
+// answer lost: look before repeating it); a failed command keeps its own
+// code.
 // REQUIRES: inv came from ParseCommandLine, inv.command is set, !inv.help;
 // `out` and `err` live until the process ends (std::cout, std::cerr).
 // `watch` blocks SIGINT and SIGTERM in the calling thread (before any gRPC

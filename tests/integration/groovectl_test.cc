@@ -774,7 +774,8 @@ TEST(GroovectlWatchTest, StopsOnASignalWhileTheServerDoesNotAnswer) {
 
 // A command whose output cannot be written (a full disk: /dev/full) once
 // exited 0, its output lost: a script took the missing JSON for success.
-// It is an error (exit 1) saying so; the call's own failure keeps its code.
+// It is an error (exit 1; 4 for a change, which was made) saying so; the
+// call's own failure keeps its code.
 TEST_F(GroovectlTest, OutputThatCannotBeWrittenIsAnError) {
   const std::string addr = "--addr=" + server_->grpc_address();
   for (const std::string& command :
@@ -794,6 +795,19 @@ TEST_F(GroovectlTest, OutputThatCannotBeWrittenIsAnError) {
                                              " inspect nope >/dev/full")});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
+  // A change made whose answer is lost is exit 4, as one cut off: look
+  // before repeating it (a script's repeat on exit 1 would add again).
+  r = RunCommand({"/bin/sh", "-c",
+                  absl::StrCat("exec ", GROOVECTL_BIN, " ", addr,
+                               " --output=json add a 1 >/dev/full")});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("error: cannot write the output: No space "
+                               "left on device"));
+  EXPECT_THAT(r.err, HasSubstr("error: the add was made; only its answer "
+                               "is lost: look (groovectl inspect a "
+                               "--volumes) before repeating it"));
+  r = Run({"inspect", "a"});
+  EXPECT_THAT(r.out, HasSubstr("3 of 16 mapped"));
 }
 
 // watch piped into a reader that goes away (`| head -1`) under an ignored
