@@ -2,7 +2,10 @@
 
 #include "groove/client/volume_pool_client.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <random>
 #include <utility>
@@ -18,7 +21,8 @@ namespace groove {
 namespace {
 
 // Generator returns this thread's random generator (no lock: one per
-// thread), seeded once from std::random_device.
+// thread), seeded once from std::random_device: the backoffs' jitter.
+// Not for request ids (NewRequestId): fork copies it.
 std::mt19937_64& Generator() {
   thread_local std::mt19937_64 generator = [] {
     std::random_device device;
@@ -92,9 +96,26 @@ bool OutcomeUnknown(const absl::Status& status) {
 }
 
 std::string NewRequestId() {
-  std::uniform_int_distribution<uint64_t> dist;
-  uint64_t hi = dist(Generator());
-  uint64_t lo = dist(Generator());
+  // From the kernel, each time: a generator in the process (Generator's)
+  // is copied by fork, and a parent and the workers it forked would make
+  // the same ids, each add answered as a repeat of another.
+  uint64_t words[2] = {0, 0};
+  size_t got = 0;
+  while (got < sizeof(words)) {
+    const ssize_t n =
+        getrandom(reinterpret_cast<char*>(words) + got, sizeof(words) - got, 0);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      // No getrandom (a kernel before 3.17): the OS's generator through
+      // libstdc++, a fresh instance (no state a fork could copy).
+      std::random_device device;
+      for (uint64_t& w : words) w = (uint64_t{device()} << 32) | device();
+      break;
+    }
+  }
+  uint64_t hi = words[0];
+  uint64_t lo = words[1];
   hi = (hi & ~uint64_t{0xf000}) | 0x4000;                    // version 4
   lo = (lo & ~(uint64_t{0xc} << 60)) | (uint64_t{8} << 60);  // variant 10
   return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32,

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -326,6 +327,40 @@ TEST(ClientOptionsTest, NewRequestIdIsARandomUuidV4) {
   EXPECT_THAT(a, MatchesRegex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-"
                               "[89ab][0-9a-f]{3}-[0-9a-f]{12}"));
   EXPECT_NE(a, NewRequestId());
+}
+
+// A process forked after its parent made a request_id makes other ids
+// than the parent: the ids came from a per-thread generator, copied by
+// fork, so a parent and its forked workers made the same ids, and the
+// server took the second process's add for a repeat of the first's (its
+// volumes answered twice, added once).
+TEST(ClientOptionsTest, NewRequestIdDiffersAcrossFork) {
+  const std::string before_fork = NewRequestId();
+  int ids[2];
+  ASSERT_EQ(pipe(ids), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string id = NewRequestId();
+    const ssize_t written = write(ids[1], id.data(), id.size());
+    _exit(written == static_cast<ssize_t>(id.size()) ? 0 : 1);
+  }
+  close(ids[1]);
+  const std::string parent = NewRequestId();
+  std::string child(36, '\0');
+  size_t got = 0;
+  while (got < child.size()) {
+    const ssize_t n = read(ids[0], child.data() + got, child.size() - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(ids[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, child.size());
+  EXPECT_NE(child, parent) << "the forked child made its parent's next id";
+  EXPECT_NE(child, before_fork);
 }
 
 TEST_F(ClientTest, CallsReturnTheServersStatusCodes) {

@@ -227,8 +227,10 @@ bool OutcomeUnknown(const absl::Status& status);
 
 // NewRequestId returns a random (version 4) UUID in its 36-character
 // lowercase text form, e.g. "5f0c6a3e-8d1b-4f6e-9a27-1c3b5d7e9f10".
-// Thread safety: safe to call concurrently (a per-thread generator seeded
-// from std::random_device). Cost: O(1).
+// Each id's 122 random bits come from the kernel (getrandom), so that a
+// process forked after making ids makes other ids than its parent.
+// Thread safety: safe to call concurrently, and in a forked child. Cost:
+// O(1), one system call.
 std::string NewRequestId();
 
 // VolumePoolClient calls one groove-volumed server.
