@@ -378,15 +378,16 @@ absl::Status VolumePoolClient::Call(
     std::uniform_real_distribution<double> factor(1.0 - options_.jitter,
                                                   1.0 + options_.jitter);
     const absl::Duration wait = backoff * factor(Generator());
-    if (absl::Now() + wait >= deadline) {
-      // The next attempt could not start before the deadline: report the
-      // failure we have rather than a bare DEADLINE_EXCEEDED.
+    // The next attempt could not start before the deadline: report the
+    // failure we have rather than a bare DEADLINE_EXCEEDED.
+    const auto no_time_left = [&] {
       return failed(status, n,
                     absl::StrCat(n,
                                  " attempts, no time left for another before "
                                  "the ",
                                  absl::FormatDuration(timeout), " deadline"));
-    }
+    };
+    if (absl::Now() + wait >= deadline) return no_time_left();
     if (options_.on_retry) {
       // The event's status says why the attempt is retried: an attempt
       // whose outcome is unknown carries OutcomeUnknown.
@@ -401,6 +402,12 @@ absl::Status VolumePoolClient::Call(
           wait});
     }
     if (!rules.changes_pool) last_retried = status;
+    // Again: on_retry's time is the call's too (a slow callback must not
+    // carry the call past its deadline, into an attempt that can only
+    // expire).
+    if (options_.on_retry && absl::Now() + wait >= deadline) {
+      return no_time_left();
+    }
     absl::SleepFor(wait);
     backoff =
         std::min(options_.max_backoff, backoff * options_.backoff_multiplier);

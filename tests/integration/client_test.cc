@@ -747,6 +747,35 @@ TEST_F(ClientTest, BackoffGrowsByItsMultiplierUpToItsMaximum) {
                          absl::Milliseconds(40), absl::Milliseconds(40)));
 }
 
+// A slow on_retry (logging to a slow sink, a call of its own) does not
+// carry a call past its deadline: the client once slept the whole backoff
+// after it, though the deadline had passed meanwhile, and then made an
+// attempt that could only expire. It returns once on_retry does, saying
+// no time was left. (on_retry sleeps: it is the slow callback under test,
+// not a wait for the client.)
+TEST_F(ClientTest, ASlowOnRetryDoesNotCarryTheCallPastItsDeadline) {
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  ClientOptions options;
+  options.address = nobody.address();
+  options.timeout = absl::Seconds(1);
+  options.initial_backoff = absl::Milliseconds(900);
+  options.max_backoff = absl::Milliseconds(900);
+  options.jitter = 0;
+  options.on_retry = [](const RetryEvent&) {
+    absl::SleepFor(absl::Milliseconds(300));
+  };
+  auto client = VolumePoolClient::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const absl::Time start = absl::Now();
+  const absl::Status status = (*client)->ListPools().status();
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_LT(took, absl::Seconds(1)) << status;
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("no time left for another before the 1s deadline"));
+}
+
 // A generated request_id is given back in a failed call's message, for
 // the caller to repeat the add with it.
 TEST_F(ClientTest, AFailedAddNamesItsGeneratedRequestId) {

@@ -191,7 +191,10 @@ struct ClientOptions {
 
   // on_retry, when set, is called (on the calling thread) before each
   // backoff. It must be safe to call from every thread that uses the
-  // client concurrently.
+  // client concurrently. It may call the client (it holds no lock). Its
+  // time counts against the call's deadline: when the backoff no longer
+  // fits after it, the call returns (the retry it announced is not made,
+  // "no time left for another before the D deadline").
   std::function<void(const RetryEvent&)> on_retry;
 };
 
