@@ -44,7 +44,9 @@ constexpr CommandSpec kCommands[] = {
      "                    the server gone for the whole --timeout) prints\n"
      "                    its id; the same add with that id later answers\n"
      "                    what the first did, also after a restart\n"
-     "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
+     "The deadline grows with the work: --timeout plus 8 s per GiB added;\n"
+     "the repeats go on until it passes (one cut off while the server\n"
+     "still makes it is answered ABORTED until the first is done).\n"
      "On a terminal (and not with --output json) a progress line shows the\n"
      "elapsed time on stderr.\n"},
     {Command::kRemove, "remove", 2, "POOL COUNT", "remove POOL COUNT",
@@ -201,8 +203,8 @@ std::string Usage(std::optional<Command> command) {
       "reached the server (a CANCELLED, or an UNAVAILABLE the server did\n"
       "not mark as changing nothing): it may have taken effect; look\n"
       "before repeating it (an add is repeated by groovectl with its\n"
-      "request_id until --timeout or its attempts run out, and is 4 only\n"
-      "then); also an add, remove or reclaim made whose answer could not\n"
+      "request_id until its deadline passes, and is 4 only then); also\n"
+      "an add, remove or reclaim made whose answer could not\n"
       "be written out.\n");
   return text;
 }

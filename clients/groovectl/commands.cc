@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -350,6 +351,13 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
   CallOptions call;
   call.timeout =
       absl::Ceil(inv.timeout + absl::Seconds(8) * gib, absl::Milliseconds(1));
+  // The deadline, not a count of attempts, ends the repeats: an add cut
+  // off while the server still makes it is answered ABORTED ("still in
+  // progress") until the first attempt is done, which may take most of
+  // that deadline; the client's default 10 attempts (~11 s of backoffs)
+  // would give up on it long before. Attempts are bounded all the same:
+  // one per backoff, and backoffs grow to 2 s.
+  call.max_attempts = std::numeric_limits<int>::max();
   // An id of our own rather than generate_request_id: the hint below
   // names it.
   request.set_request_id(inv.request_id.empty() ? NewRequestId()

@@ -468,8 +468,8 @@ TEST(GroovectlOutcomeTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
   CutProxy proxy(server->grpc_address());
   ASSERT_NE(proxy.address(), "");
   CommandResult r;
-  // --timeout 60s: its 10 attempts' backoffs (8.9-13.3 s), not the
-  // deadline, bound the time the restart below may take.
+  // --timeout 60s: the time the restart below may take (groovectl repeats
+  // the add until its deadline).
   std::jthread ctl([&] {
     r = Ctl({"--addr=" + proxy.address(), "--timeout=60s", "add", "a", "2"});
   });
@@ -493,6 +493,44 @@ TEST(GroovectlOutcomeTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
   r = Ctl({"--addr=" + server->grpc_address(), "inspect", "a"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("2 of 4 mapped"));
+}
+
+// An add cut off while the server still makes it is repeated with its
+// request_id, which the server answers ABORTED ("still in progress")
+// until the first is done: groovectl waits for that as long as its
+// deadline (--timeout, plus 8 s per GiB) lasts. It gave up after the
+// client's default 10 attempts instead (their backoffs ~11 s), exit 4,
+// though its deadline had most of its time left and the add went on: the
+// deadline it had grown for the work was cut short by any connection
+// lost on the way. Here the first attempt is parked (StallFifo) and its
+// connection cut; it is released once 10 repeats were refused ABORTED.
+TEST(GroovectlOutcomeTest, AnAddStillRunningIsWaitedForUntilItsDeadline) {
+  TempDir dir;
+  StallFifo fifo(dir);
+  auto server = ServerProcess::Start(
+      {"--data-dir=" + dir.path(), "--testonly_stall_add_fifo=" + fifo.path(),
+       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
+  ASSERT_NE(server, nullptr);
+  CutProxy proxy(server->grpc_address());
+  ASSERT_NE(proxy.address(), "");
+  CommandResult r;
+  std::jthread ctl([&] {
+    r = Ctl({"--addr=" + proxy.address(), "--timeout=120s", "add", "a", "1"});
+  });
+  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
+      << "the add never reached the stalled allocation";
+  proxy.Cut();
+  proxy.Resume(server->grpc_address());
+  const bool refused = server->WaitForLogCount(
+      {"event=rpc_error", "method=AddVolume", "code=ABORTED"}, 10,
+      absl::Seconds(45));
+  fifo.Release(1);
+  ctl.join();
+  EXPECT_TRUE(refused) << "groovectl stopped repeating the add; its "
+                          "stderr:\n"
+                       << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("added 1 volume to a: indices 0"));
 }
 
 // `--info @FILE` with FILE a directory once stored empty info and exited
