@@ -450,47 +450,71 @@ TEST(GroovectlOutcomeTest, AnAddCutOffUntilItsTimeoutRunsOutExits4) {
   EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
 }
 
+// GroovectlCutOffTest's server parks adds on a FIFO (StallFifo) until the
+// test releases them, and groovectl reaches it through a CutProxy, so
+// that a test can cut an add's connection while the server makes it.
+class GroovectlCutOffTest : public ::testing::Test {
+ protected:
+  static constexpr char kPool[] =
+      "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4";
+
+  void SetUp() override {
+    server_ = ServerProcess::Start({"--data-dir=" + dir_.path(),
+                                    "--testonly_stall_add_fifo=" + fifo_.path(),
+                                    kPool});
+    ASSERT_NE(server_, nullptr);
+    proxy_ = std::make_unique<CutProxy>(server_->grpc_address());
+    ASSERT_NE(proxy_->address(), "");
+  }
+
+  // StartAdd runs `groovectl --addr=PROXY --timeout=TIMEOUT add a COUNT`
+  // on ctl_ (its result in result_) and returns once the server has
+  // parked the add in its allocation.
+  void StartAdd(const std::string& timeout, const std::string& count) {
+    ctl_ = std::jthread([this, timeout, count] {
+      result_ = Ctl({"--addr=" + proxy_->address(), "--timeout=" + timeout,
+                     "add", "a", count});
+    });
+    ASSERT_TRUE(
+        server_->WaitForLog("event=testonly_stall_add_wait").has_value())
+        << "the add never reached the stalled allocation";
+  }
+
+  TempDir dir_;
+  StallFifo fifo_{dir_};
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<CutProxy> proxy_;
+  CommandResult result_;  // groovectl's, once ctl_ is joined
+  std::jthread ctl_;      // last: joined before the rest goes
+};
+
 // An add whose answer was lost (its connection cut while the add was in
 // its allocation, which then completed; the server then killed and
 // restarted on the same data directory, behind a proxy that groovectl
 // reaches it through) is repeated by groovectl with its request_id: the
 // restarted server answers with the volumes the first attempt added, and
 // groovectl exits 0. The pool holds them once.
-TEST(GroovectlOutcomeTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
-  TempDir dir;
-  StallFifo fifo(dir);
-  const std::string pool =
-      "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4";
-  auto server =
-      ServerProcess::Start({"--data-dir=" + dir.path(),
-                            "--testonly_stall_add_fifo=" + fifo.path(), pool});
-  ASSERT_NE(server, nullptr);
-  CutProxy proxy(server->grpc_address());
-  ASSERT_NE(proxy.address(), "");
-  CommandResult r;
+TEST_F(GroovectlCutOffTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
   // --timeout 60s: the time the restart below may take (groovectl repeats
   // the add until its deadline).
-  std::jthread ctl([&] {
-    r = Ctl({"--addr=" + proxy.address(), "--timeout=60s", "add", "a", "2"});
-  });
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
-      << "the add never reached the stalled allocation";
+  ASSERT_NO_FATAL_FAILURE(StartAdd("60s", "2"));
   // Once Cut returns, no answer can reach groovectl through the old
   // connection: let the add complete.
-  proxy.Cut();
-  fifo.Release(1);
-  ASSERT_TRUE(server->WaitForLog("event=add ").has_value())
+  proxy_->Cut();
+  fifo_.Release(1);
+  ASSERT_TRUE(server_->WaitForLog("event=add ").has_value())
       << "the first attempt's add was not made";
-  server->Kill();
-  server = ServerProcess::Start({"--data-dir=" + dir.path(), pool});
-  ASSERT_NE(server, nullptr);
-  proxy.Resume(server->grpc_address());
-  ctl.join();
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("added 2 volumes to a: indices 0, 1"));
-  EXPECT_TRUE(server->WaitForLog("event=add_replayed").has_value())
-      << server->LogText();
-  r = Ctl({"--addr=" + server->grpc_address(), "inspect", "a"});
+  server_->Kill();
+  server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPool});
+  ASSERT_NE(server_, nullptr);
+  proxy_->Resume(server_->grpc_address());
+  ctl_.join();
+  ASSERT_EQ(result_.exit_code, 0) << result_.err;
+  EXPECT_THAT(result_.out, HasSubstr("added 2 volumes to a: indices 0, 1"));
+  EXPECT_TRUE(server_->WaitForLog("event=add_replayed").has_value())
+      << server_->LogText();
+  const CommandResult r =
+      Ctl({"--addr=" + server_->grpc_address(), "inspect", "a"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("2 of 4 mapped"));
 }
@@ -502,35 +526,22 @@ TEST(GroovectlOutcomeTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
 // client's default 10 attempts instead (their backoffs ~11 s), exit 4,
 // though its deadline had most of its time left and the add went on: the
 // deadline it had grown for the work was cut short by any connection
-// lost on the way. Here the first attempt is parked (StallFifo) and its
-// connection cut; it is released once 10 repeats were refused ABORTED.
-TEST(GroovectlOutcomeTest, AnAddStillRunningIsWaitedForUntilItsDeadline) {
-  TempDir dir;
-  StallFifo fifo(dir);
-  auto server = ServerProcess::Start(
-      {"--data-dir=" + dir.path(), "--testonly_stall_add_fifo=" + fifo.path(),
-       "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4"});
-  ASSERT_NE(server, nullptr);
-  CutProxy proxy(server->grpc_address());
-  ASSERT_NE(proxy.address(), "");
-  CommandResult r;
-  std::jthread ctl([&] {
-    r = Ctl({"--addr=" + proxy.address(), "--timeout=120s", "add", "a", "1"});
-  });
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
-      << "the add never reached the stalled allocation";
-  proxy.Cut();
-  proxy.Resume(server->grpc_address());
-  const bool refused = server->WaitForLogCount(
+// lost on the way. Here the first attempt's connection is cut while it is
+// parked; it is released once 10 repeats were refused ABORTED.
+TEST_F(GroovectlCutOffTest, AnAddStillRunningIsWaitedForUntilItsDeadline) {
+  ASSERT_NO_FATAL_FAILURE(StartAdd("120s", "1"));
+  proxy_->Cut();
+  proxy_->Resume(server_->grpc_address());
+  const bool refused = server_->WaitForLogCount(
       {"event=rpc_error", "method=AddVolume", "code=ABORTED"}, 10,
       absl::Seconds(45));
-  fifo.Release(1);
-  ctl.join();
+  fifo_.Release(1);
+  ctl_.join();
   EXPECT_TRUE(refused) << "groovectl stopped repeating the add; its "
                           "stderr:\n"
-                       << r.err;
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("added 1 volume to a: indices 0"));
+                       << result_.err;
+  EXPECT_EQ(result_.exit_code, 0) << result_.err;
+  EXPECT_THAT(result_.out, HasSubstr("added 1 volume to a: indices 0"));
 }
 
 // `--info @FILE` with FILE a directory once stored empty info and exited
