@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -43,7 +44,9 @@ constexpr CommandSpec kCommands[] = {
      "                    the server gone for the whole --timeout) prints\n"
      "                    its id; the same add with that id later answers\n"
      "                    what the first did, also after a restart\n"
-     "The deadline grows with the work: --timeout plus 8 s per GiB added.\n"
+     "The deadline grows with the work: --timeout plus 8 s per GiB added;\n"
+     "the repeats go on until it passes (one cut off while the server\n"
+     "still makes it is answered ABORTED until the first is done).\n"
      "On a terminal (and not with --output json) a progress line shows the\n"
      "elapsed time on stderr.\n"},
     {Command::kRemove, "remove", 2, "POOL COUNT", "remove POOL COUNT",
@@ -73,7 +76,10 @@ constexpr CommandSpec kCommands[] = {
     {Command::kWatch, "watch", 1, "POOL",
      "watch POOL [--interval DURATION] [--count N]",
      "Redraw POOL's summary every DURATION (default 1s) until interrupted\n"
-     "(Ctrl-C). With --output json, print one JSON object per line.\n"
+     "(Ctrl-C or SIGTERM, exit 0, also while a redraw waits for the\n"
+     "server). With --output json, print one JSON object per line. Stops\n"
+     "with exit 1 when its output cannot be written (a reader gone from\n"
+     "the pipe under an ignored SIGPIPE).\n"
      "  --count N   stop after N redraws\n"},
     {Command::kVersion, "version", 0, "", "version",
      "Print groovectl's build (version, git revision, build type, gRPC,\n"
@@ -105,13 +111,27 @@ absl::Status Bad(absl::string_view message) {
   return absl::InvalidArgumentError(message);
 }
 
+// ParseNumber parses a decimal uint64, at least 1 when `positive`.
+// Errors: INVALID_ARGUMENT "WHAT must be a non-negative integer, got
+// 'TEXT'" ("a positive integer" when `positive`), or "WHAT is out of range
+// (above 18446744073709551615), got 'TEXT'" for digits beyond 64 bits.
 absl::StatusOr<uint64_t> ParseNumber(absl::string_view what,
-                                     absl::string_view text) {
+                                     absl::string_view text,
+                                     bool positive = false) {
   uint64_t value = 0;
-  if (text.empty() || text[0] == '-' || text[0] == '+' ||
-      !absl::SimpleAtoi(text, &value)) {
-    return Bad(absl::StrCat(what, " must be a non-negative integer, got '",
+  const bool digits =
+      !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+        return absl::ascii_isdigit(c);
+      });
+  if (digits && !absl::SimpleAtoi(text, &value)) {
+    return Bad(absl::StrCat(what, " is out of range (above ",
+                            std::numeric_limits<uint64_t>::max(), "), got '",
                             text, "'"));
+  }
+  if (!digits || (positive && value == 0)) {
+    return Bad(absl::StrCat(what, " must be a ",
+                            positive ? "positive" : "non-negative",
+                            " integer, got '", text, "'"));
   }
   return value;
 }
@@ -173,7 +193,9 @@ std::string Usage(std::optional<Command> command) {
       "  --version            groovectl's build (`groovectl version` adds\n"
       "                       the server's)\n"
       "\nexit codes: 0 ok, 1 server error (printed as `error: CODE: "
-      "message`),\n"
+      "message`;\n"
+      "also an answer that could not be written out: `error: cannot write\n"
+      "the output: ...`, but 4 for an add, remove or reclaim),\n"
       "2 usage error (also a bad TLS or token file), 3 server unreachable\n"
       "(also a failed TLS handshake: no connection was made) or answering\n"
       "UNAVAILABLE or CANCELLED (draining, stopping, its add queue full:\n"
@@ -181,8 +203,9 @@ std::string Usage(std::optional<Command> command) {
       "reached the server (a CANCELLED, or an UNAVAILABLE the server did\n"
       "not mark as changing nothing): it may have taken effect; look\n"
       "before repeating it (an add is repeated by groovectl with its\n"
-      "request_id until --timeout or its attempts run out, and is 4 only\n"
-      "then).\n");
+      "request_id until its deadline passes, and is 4 only then); also\n"
+      "an add, remove or reclaim made whose answer could not\n"
+      "be written out.\n");
   return text;
 }
 
@@ -346,11 +369,9 @@ absl::StatusOr<Invocation> ParseCommandLine(
   } else if (spec->positionals >= 2) {
     // The server refuses a count of 0 (INVALID_ARGUMENT, exit 1); it is a
     // usage error here, said before any connection.
-    absl::StatusOr<uint64_t> n = ParseNumber("COUNT", positionals[1]);
-    if (!n.ok() || *n == 0) {
-      return Bad(absl::StrCat("COUNT must be a positive integer, got '",
-                              positionals[1], "'"));
-    }
+    absl::StatusOr<uint64_t> n =
+        ParseNumber("COUNT", positionals[1], /*positive=*/true);
+    if (!n.ok()) return n.status();
     inv.count = *n;
   }
   return inv;

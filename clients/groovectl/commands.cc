@@ -8,7 +8,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <iostream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -29,6 +34,10 @@
 #include "groove/client/inspect_pages.h"
 #include "groove/client/volume_pool_client.h"
 #include "read_whole_file.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 
 namespace groove::ctl {
 namespace {
@@ -342,6 +351,13 @@ int RunAdd(const Invocation& inv, const VolumePoolClient& client,
   CallOptions call;
   call.timeout =
       absl::Ceil(inv.timeout + absl::Seconds(8) * gib, absl::Milliseconds(1));
+  // The deadline, not a count of attempts, ends the repeats: an add cut
+  // off while the server still makes it is answered ABORTED ("still in
+  // progress") until the first attempt is done, which may take most of
+  // that deadline; the client's default 10 attempts (~11 s of backoffs)
+  // would give up on it long before. Attempts are bounded all the same:
+  // one per backoff, and backoffs grow to 2 s.
+  call.max_attempts = std::numeric_limits<int>::max();
   // An id of our own rather than generate_request_id: the hint below
   // names it.
   request.set_request_id(inv.request_id.empty() ? NewRequestId()
@@ -509,13 +525,48 @@ int RunHealth(const Invocation& inv, const VolumePoolClient& client,
              : kExitServerError;
 }
 
+// WatchStop is what watch's signal thread and its redraw loop share
+// (RunWatch): whether a stop signal came, and whether the loop waits for
+// a call's answer. std::mutex, not absl::Mutex: ThreadSanitizer must see
+// the lock (Debian's Abseil is not instrumented).
+struct WatchStop {
+  std::mutex mu;
+  std::condition_variable cv;  // signalled when `stopped` is set
+  bool stopped = false;        // guarded by mu
+  bool in_call = false;        // guarded by mu
+};
+
 int RunWatch(const Invocation& inv, const VolumePoolClient& client,
              const sigset_t& stop_signals, std::ostream& out, std::ostream& err,
              Terminal terminal) {
+  // The signals are blocked in every thread (Run), so sigwait here takes
+  // them. A call cannot be stopped: a signal that comes while the loop
+  // waits for one ends the process here (the loop prints nothing
+  // meanwhile); else the loop sees `stopped` and returns. Detached, and
+  // sharing `stop`: it outlives RunWatch until the process ends.
+  auto stop = std::make_shared<WatchStop>();
+  std::thread([stop, stop_signals] {
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) != 0) return;  // EINVAL: cannot be
+    std::lock_guard<std::mutex> lock(stop->mu);
+    stop->stopped = true;
+    if (stop->in_call) ExitNow(kExitOk);  // SIGINT or SIGTERM: a normal stop
+    stop->cv.notify_all();
+  }).detach();
   v1::InspectRequest request;
   request.set_pool(inv.pool);
   for (uint64_t n = 1;; ++n) {
+    {
+      std::lock_guard<std::mutex> lock(stop->mu);
+      if (stop->stopped) return kExitOk;
+      stop->in_call = true;
+    }
     absl::StatusOr<v1::InspectResponse> r = client.Inspect(request);
+    {
+      std::lock_guard<std::mutex> lock(stop->mu);
+      stop->in_call = false;
+      if (stop->stopped) return kExitOk;
+    }
     if (!r.ok()) return ReportError(r.status(), client, err);
     if (inv.output == OutputFormat::kJson) {
       out << ToJson(r->summary()) << "\n";
@@ -528,14 +579,21 @@ int RunWatch(const Invocation& inv, const VolumePoolClient& client,
       PrintSummary(r->summary(), out);
       out << "\n";
     }
-    out.flush();
+    // A reader gone (`| head` under an ignored SIGPIPE) or a full disk:
+    // redrawing on would ask the server for ever, for nobody.
+    if (!FlushOutput(out, err)) return kExitServerError;
     if (inv.watch_count.has_value() && n >= *inv.watch_count) return kExitOk;
-    const timespec wait = absl::ToTimespec(inv.interval);
-    int sig;
-    do {
-      sig = sigtimedwait(&stop_signals, nullptr, &wait);
-    } while (sig < 0 && errno == EINTR);
-    if (sig > 0) return kExitOk;  // SIGINT or SIGTERM: a normal stop
+    // In steps of at most a day: a condition variable's wait_for of an
+    // --interval of centuries would overflow its clock.
+    const absl::Time next = absl::Now() + inv.interval;
+    std::unique_lock<std::mutex> lock(stop->mu);
+    for (absl::Duration left = inv.interval;
+         !stop->stopped && left > absl::ZeroDuration();
+         left = next - absl::Now()) {
+      stop->cv.wait_for(
+          lock, absl::ToChronoNanoseconds(std::min(left, absl::Hours(24))));
+    }
+    if (stop->stopped) return kExitOk;  // SIGINT or SIGTERM: a normal stop
   }
 }
 
@@ -571,7 +629,53 @@ int RunVersion(const Invocation& inv, const VolumePoolClient& client,
   return exit_code;
 }
 
+// Dispatch runs the command of `inv` through `client`.
+int Dispatch(const Invocation& inv, const VolumePoolClient& client,
+             std::ostream& out, std::ostream& err, Terminal terminal,
+             const sigset_t& stop_signals) {
+  switch (*inv.command) {
+    case Command::kPools:
+      return RunPools(inv, client, out, err);
+    case Command::kAdd:
+      return RunAdd(inv, client, out, err, terminal);
+    case Command::kRemove:
+      return RunRemove(inv, client, out, err);
+    case Command::kReclaim:
+      return RunReclaim(inv, client, out, err);
+    case Command::kInspect:
+      return RunInspect(inv, client, out, err);
+    case Command::kHealth:
+      return RunHealth(inv, client, out, err);
+    case Command::kWatch:
+      return RunWatch(inv, client, stop_signals, out, err, terminal);
+    case Command::kVersion:
+      return RunVersion(inv, client, out, err);
+  }
+  return kExitUsage;
+}
+
 }  // namespace
+
+bool FlushOutput(std::ostream& out, std::ostream& err) {
+  errno = 0;
+  if (out.flush()) return true;
+  // The failed write's errno (stdio's, under std::cout) is still set.
+  const int error = errno;
+  err << "error: cannot write the output: "
+      << (error != 0 ? std::strerror(error) : "write failed") << "\n";
+  return false;
+}
+
+void ExitNow(int code) {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);  // std::cout writes through C's stdout buffer
+#if defined(__SANITIZE_ADDRESS__)
+  // LeakSanitizer checks from an atexit handler, which std::_Exit skips.
+  __lsan_do_leak_check();
+#endif
+  std::_Exit(code);
+}
 
 std::string ClientBuildLine() { return BuildLine("groovectl", ThisBuild()); }
 
@@ -647,25 +751,22 @@ int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
            "localhost or unix:)\n";
     return kExitUsage;
   }
-  switch (*inv.command) {
-    case Command::kPools:
-      return RunPools(inv, **client, out, err);
-    case Command::kAdd:
-      return RunAdd(inv, **client, out, err, terminal);
-    case Command::kRemove:
-      return RunRemove(inv, **client, out, err);
-    case Command::kReclaim:
-      return RunReclaim(inv, **client, out, err);
-    case Command::kInspect:
-      return RunInspect(inv, **client, out, err);
-    case Command::kHealth:
-      return RunHealth(inv, **client, out, err);
-    case Command::kWatch:
-      return RunWatch(inv, **client, stop_signals, out, err, terminal);
-    case Command::kVersion:
-      return RunVersion(inv, **client, out, err);
+  const int code = Dispatch(inv, **client, out, err, terminal, stop_signals);
+  // A command that succeeded but whose answer did not reach its reader
+  // failed: a script would take the missing output for success. (A failed
+  // one keeps its code; ExitNow flushes what it printed.)
+  if (code != kExitOk || FlushOutput(out, err)) return code;
+  if (inv.command == Command::kAdd || inv.command == Command::kRemove ||
+      inv.command == Command::kReclaim) {
+    // Made, its answer lost: to the script as one cut off (exit 4), whose
+    // advice fits; exit 1 says nothing changed, and a repeat would add or
+    // remove again.
+    err << "error: the " << CommandName(*inv.command)
+        << " was made; only its answer is lost: look (groovectl inspect "
+        << inv.pool << " --volumes) before repeating it\n";
+    return kExitOutcomeUnknown;
   }
-  return kExitUsage;
+  return kExitServerError;
 }
 
 }  // namespace groove::ctl

@@ -38,10 +38,20 @@ struct Terminal {
 
 // Run runs `inv` and returns groovectl's exit code (kExitOk,
 // kExitServerError, kExitUsage, kExitUnreachable, kExitOutcomeUnknown).
-// REQUIRES: inv came from ParseCommandLine, inv.command is set, !inv.help.
+// What the command printed on `out` is flushed (FlushOutput): a command
+// that succeeded but whose output could not be written (a full disk, a
+// reader gone from the pipe) returns kExitServerError, saying so on
+// `err`, or kExitOutcomeUnknown for an add, remove or reclaim (made, its
+// answer lost: look before repeating it); a failed command keeps its own
+// code.
+// REQUIRES: inv came from ParseCommandLine, inv.command is set, !inv.help;
+// `out` and `err` live until the process ends (std::cout, std::cerr).
 // `watch` blocks SIGINT and SIGTERM in the calling thread (before any gRPC
-// thread starts, so they inherit the mask) and waits for them with
-// sigtimedwait between redraws: call Run from the main thread.
+// thread starts, so they inherit the mask) and waits for them on a thread
+// of its own, which stops the watch between redraws (Run returns
+// kExitOk) and, while a redraw's call waits for the server (which no
+// call of the client can be made to stop), ends the process itself with
+// kExitOk (ExitNow): call Run from the main thread.
 int Run(const Invocation& inv, std::ostream& out, std::ostream& err,
         Terminal terminal);
 
@@ -77,6 +87,33 @@ struct CallTarget {
 // Cost: O(message).
 int ReportCallError(const absl::Status& status, const CallTarget& target,
                     std::ostream& err);
+
+// FlushOutput flushes `out` and says whether everything written to it
+// so far was written out. When not, it prints `error: cannot write the
+// output: <strerror>` (e.g. "No space left on device", "Broken pipe"
+// under an ignored SIGPIPE) to `err`. Cost: the flush.
+bool FlushOutput(std::ostream& out, std::ostream& err);
+
+// ExitNow flushes stdout and stderr and ends the process with `code`
+// without running atexit handlers or static destructors (std::_Exit).
+//
+// Why not return from main: gRPC 1.51's EventEngine pool threads are
+// detached, and grpc_shutdown (run when the last channel goes) waits only
+// until each has counted itself out of the pool, not until it has exited.
+// A pool thread that made a TLS handshake (a reconnection after a failed
+// one runs there: a wrong --tls-server-name, or no --tls-cert for a mutual
+// TLS server) still has OpenSSL's per-thread destructor to run. If it is
+// descheduled at that point (a loaded machine), exit() runs OpenSSL's
+// atexit cleanup (OPENSSL_cleanup, which frees and clears OpenSSL's locks)
+// concurrently with it, and the thread dies on a NULL or freed lock:
+// SIGSEGV in pthread_rwlock_wrlock, after groovectl had printed its whole
+// answer. OpenSSL requires that no other thread use it during
+// OPENSSL_cleanup; a process cannot join gRPC's detached threads, so
+// groovectl runs no exit-time teardown at all. It needs none: its output
+// is flushed here, and it holds no other state that outlives the process.
+// Thread safety: may be called from any thread (watch's signal thread
+// does), once.
+[[noreturn]] void ExitNow(int code);
 
 // ClientBuildLine returns groovectl's build on one line, as --version
 // prints it: "groovectl 0.1.0 (revision 3561dfd, ...)" (BuildLine).

@@ -2,7 +2,10 @@
 
 #include "groove/client/volume_pool_client.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <random>
 #include <utility>
@@ -18,7 +21,8 @@ namespace groove {
 namespace {
 
 // Generator returns this thread's random generator (no lock: one per
-// thread), seeded once from std::random_device.
+// thread), seeded once from std::random_device: the backoffs' jitter.
+// Not for request ids (NewRequestId): fork copies it.
 std::mt19937_64& Generator() {
   thread_local std::mt19937_64 generator = [] {
     std::random_device device;
@@ -92,9 +96,26 @@ bool OutcomeUnknown(const absl::Status& status) {
 }
 
 std::string NewRequestId() {
-  std::uniform_int_distribution<uint64_t> dist;
-  uint64_t hi = dist(Generator());
-  uint64_t lo = dist(Generator());
+  // From the kernel, each time: a generator in the process (Generator's)
+  // is copied by fork, and a parent and the workers it forked would make
+  // the same ids, each add answered as a repeat of another.
+  uint64_t words[2] = {0, 0};
+  size_t got = 0;
+  while (got < sizeof(words)) {
+    const ssize_t n =
+        getrandom(reinterpret_cast<char*>(words) + got, sizeof(words) - got, 0);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      // No getrandom (a kernel before 3.17): the OS's generator through
+      // libstdc++, a fresh instance (no state a fork could copy).
+      std::random_device device;
+      for (uint64_t& w : words) w = (uint64_t{device()} << 32) | device();
+      break;
+    }
+  }
+  uint64_t hi = words[0];
+  uint64_t lo = words[1];
   hi = (hi & ~uint64_t{0xf000}) | 0x4000;                    // version 4
   lo = (lo & ~(uint64_t{0xc} << 60)) | (uint64_t{8} << 60);  // variant 10
   return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32,
@@ -108,10 +129,19 @@ absl::StatusOr<std::unique_ptr<VolumePoolClient>> VolumePoolClient::Create(
     return absl::InvalidArgumentError("address must not be empty");
   }
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
-  if (options.credentials != nullptr && !options.security.tls_ca_file.empty()) {
+  // Any TLS option, not only the CA: LoadClientSecurity would refuse a
+  // server name or client certificate alone as wanting tls_ca_file, which
+  // this would then refuse.
+  const ClientSecurity& tls = options.security;
+  if (options.credentials != nullptr &&
+      (!tls.tls_ca_file.empty() || !tls.tls_cert_file.empty() ||
+       !tls.tls_key_file.empty() || !tls.tls_server_name.empty())) {
     return absl::InvalidArgumentError(
-        "give TLS either as credentials or as security.tls_ca_file "
-        "(--tls-ca), not both");
+        "give TLS either as credentials or as security's TLS options "
+        "(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name), not "
+        "both; for a server name with hand-built credentials, set "
+        "GRPC_SSL_TARGET_NAME_OVERRIDE_ARG on a channel of your own "
+        "(CreateWithChannel)");
   }
   ClientSecurity checked = options.security;
   // Hand-built credentials may well be TLS: the plaintext-token rule,
@@ -348,15 +378,16 @@ absl::Status VolumePoolClient::Call(
     std::uniform_real_distribution<double> factor(1.0 - options_.jitter,
                                                   1.0 + options_.jitter);
     const absl::Duration wait = backoff * factor(Generator());
-    if (absl::Now() + wait >= deadline) {
-      // The next attempt could not start before the deadline: report the
-      // failure we have rather than a bare DEADLINE_EXCEEDED.
+    // The next attempt could not start before the deadline: report the
+    // failure we have rather than a bare DEADLINE_EXCEEDED.
+    const auto no_time_left = [&] {
       return failed(status, n,
                     absl::StrCat(n,
                                  " attempts, no time left for another before "
                                  "the ",
                                  absl::FormatDuration(timeout), " deadline"));
-    }
+    };
+    if (absl::Now() + wait >= deadline) return no_time_left();
     if (options_.on_retry) {
       // The event's status says why the attempt is retried: an attempt
       // whose outcome is unknown carries OutcomeUnknown.
@@ -371,6 +402,12 @@ absl::Status VolumePoolClient::Call(
           wait});
     }
     if (!rules.changes_pool) last_retried = status;
+    // Again: on_retry's time is the call's too (a slow callback must not
+    // carry the call past its deadline, into an attempt that can only
+    // expire).
+    if (options_.on_retry && absl::Now() + wait >= deadline) {
+      return no_time_left();
+    }
     absl::SleepFor(wait);
     backoff =
         std::min(options_.max_backoff, backoff * options_.backoff_multiplier);

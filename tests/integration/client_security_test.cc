@@ -617,6 +617,33 @@ TEST(ClientSecurityTest, CreateRefusesBadSecurityNamingTheFile) {
   EXPECT_THAT(status.message(), HasSubstr("not both"));
 }
 
+// Any TLS option of `security` beside hand-built credentials is refused
+// as "both", since the header says the TLS part must then be empty. A
+// --tls-server-name (or a client certificate) alone was refused with
+// "needs TLS: also give tls_ca_file (--tls-ca)", advice that Create then
+// refuses ("not both").
+TEST(ClientSecurityTest, ATlsOptionBesideHandBuiltCredentialsIsRefusedAsBoth) {
+  TempDir dir;
+  const std::string pem = WriteTextFile(dir.path() + "/x.pem", "x\n");
+  ClientSecurity name;
+  name.tls_server_name = "volumes.internal";
+  ClientSecurity client_certificate;
+  client_certificate.tls_cert_file = pem;
+  client_certificate.tls_key_file = pem;
+  for (const ClientSecurity& security : {name, client_certificate}) {
+    ClientOptions options;
+    options.address = "127.0.0.1:1";
+    options.security = security;
+    options.credentials = grpc::SslCredentials(grpc::SslCredentialsOptions());
+    const absl::Status status =
+        VolumePoolClient::Create(std::move(options)).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("not both"));
+    EXPECT_THAT(std::string(status.message()),
+                Not(HasSubstr("also give tls_ca_file")));
+  }
+}
+
 // ---- The Python example
 // ----------------------------------------------------------
 

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -326,6 +327,40 @@ TEST(ClientOptionsTest, NewRequestIdIsARandomUuidV4) {
   EXPECT_THAT(a, MatchesRegex("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-"
                               "[89ab][0-9a-f]{3}-[0-9a-f]{12}"));
   EXPECT_NE(a, NewRequestId());
+}
+
+// A process forked after its parent made a request_id makes other ids
+// than the parent: the ids came from a per-thread generator, copied by
+// fork, so a parent and its forked workers made the same ids, and the
+// server took the second process's add for a repeat of the first's (its
+// volumes answered twice, added once).
+TEST(ClientOptionsTest, NewRequestIdDiffersAcrossFork) {
+  const std::string before_fork = NewRequestId();
+  int ids[2];
+  ASSERT_EQ(pipe(ids), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string id = NewRequestId();
+    const ssize_t written = write(ids[1], id.data(), id.size());
+    _exit(written == static_cast<ssize_t>(id.size()) ? 0 : 1);
+  }
+  close(ids[1]);
+  const std::string parent = NewRequestId();
+  std::string child(36, '\0');
+  size_t got = 0;
+  while (got < child.size()) {
+    const ssize_t n = read(ids[0], child.data() + got, child.size() - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(ids[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, child.size());
+  EXPECT_NE(child, parent) << "the forked child made its parent's next id";
+  EXPECT_NE(child, before_fork);
 }
 
 TEST_F(ClientTest, CallsReturnTheServersStatusCodes) {
@@ -710,6 +745,35 @@ TEST_F(ClientTest, BackoffGrowsByItsMultiplierUpToItsMaximum) {
   EXPECT_THAT(waits, ::testing::ElementsAre(
                          absl::Milliseconds(10), absl::Milliseconds(20),
                          absl::Milliseconds(40), absl::Milliseconds(40)));
+}
+
+// A slow on_retry (logging to a slow sink, a call of its own) does not
+// carry a call past its deadline: the client once slept the whole backoff
+// after it, though the deadline had passed meanwhile, and then made an
+// attempt that could only expire. It returns once on_retry does, saying
+// no time was left. (on_retry sleeps: it is the slow callback under test,
+// not a wait for the client.)
+TEST_F(ClientTest, ASlowOnRetryDoesNotCarryTheCallPastItsDeadline) {
+  RefusingLoopbackPort nobody;  // nobody listens there, nor can bind it
+  ASSERT_NE(nobody.port(), 0);
+  ClientOptions options;
+  options.address = nobody.address();
+  options.timeout = absl::Seconds(1);
+  options.initial_backoff = absl::Milliseconds(900);
+  options.max_backoff = absl::Milliseconds(900);
+  options.jitter = 0;
+  options.on_retry = [](const RetryEvent&) {
+    absl::SleepFor(absl::Milliseconds(300));
+  };
+  auto client = VolumePoolClient::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const absl::Time start = absl::Now();
+  const absl::Status status = (*client)->ListPools().status();
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_LT(took, absl::Seconds(1)) << status;
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("no time left for another before the 1s deadline"));
 }
 
 // A generated request_id is given back in a failed call's message, for

@@ -5,13 +5,17 @@
 // sets (the real server is NOT_SERVING only in the instant before it refuses
 // calls).
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <poll.h>
 #include <pty.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -27,6 +31,8 @@
 #include "server_test_util.h"
 #include "support/build_expectation.h"
 #include "support/cut_proxy.h"
+#include "support/fake_server.h"
+#include "support/notification.h"
 #include "support/server_process.h"
 #include "support/stall_fifo.h"
 #include "support/subprocess.h"
@@ -444,49 +450,98 @@ TEST(GroovectlOutcomeTest, AnAddCutOffUntilItsTimeoutRunsOutExits4) {
   EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
 }
 
+// GroovectlCutOffTest's server parks adds on a FIFO (StallFifo) until the
+// test releases them, and groovectl reaches it through a CutProxy, so
+// that a test can cut an add's connection while the server makes it.
+class GroovectlCutOffTest : public ::testing::Test {
+ protected:
+  static constexpr char kPool[] =
+      "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4";
+
+  void SetUp() override {
+    server_ = ServerProcess::Start({"--data-dir=" + dir_.path(),
+                                    "--testonly_stall_add_fifo=" + fifo_.path(),
+                                    kPool});
+    ASSERT_NE(server_, nullptr);
+    proxy_ = std::make_unique<CutProxy>(server_->grpc_address());
+    ASSERT_NE(proxy_->address(), "");
+  }
+
+  // StartAdd runs `groovectl --addr=PROXY --timeout=TIMEOUT add a COUNT`
+  // on ctl_ (its result in result_) and returns once the server has
+  // parked the add in its allocation.
+  void StartAdd(const std::string& timeout, const std::string& count) {
+    ctl_ = std::jthread([this, timeout, count] {
+      result_ = Ctl({"--addr=" + proxy_->address(), "--timeout=" + timeout,
+                     "add", "a", count});
+    });
+    ASSERT_TRUE(
+        server_->WaitForLog("event=testonly_stall_add_wait").has_value())
+        << "the add never reached the stalled allocation";
+  }
+
+  TempDir dir_;
+  StallFifo fifo_{dir_};
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<CutProxy> proxy_;
+  CommandResult result_;  // groovectl's, once ctl_ is joined
+  std::jthread ctl_;      // last: joined before the rest goes
+};
+
 // An add whose answer was lost (its connection cut while the add was in
 // its allocation, which then completed; the server then killed and
 // restarted on the same data directory, behind a proxy that groovectl
 // reaches it through) is repeated by groovectl with its request_id: the
 // restarted server answers with the volumes the first attempt added, and
 // groovectl exits 0. The pool holds them once.
-TEST(GroovectlOutcomeTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
-  TempDir dir;
-  StallFifo fifo(dir);
-  const std::string pool =
-      "--pool=name=a,backing=normal,volume_size=4KiB,max_volumes=4";
-  auto server =
-      ServerProcess::Start({"--data-dir=" + dir.path(),
-                            "--testonly_stall_add_fifo=" + fifo.path(), pool});
-  ASSERT_NE(server, nullptr);
-  CutProxy proxy(server->grpc_address());
-  ASSERT_NE(proxy.address(), "");
-  CommandResult r;
-  // --timeout 60s: its 10 attempts' backoffs (8.9-13.3 s), not the
-  // deadline, bound the time the restart below may take.
-  std::jthread ctl([&] {
-    r = Ctl({"--addr=" + proxy.address(), "--timeout=60s", "add", "a", "2"});
-  });
-  ASSERT_TRUE(server->WaitForLog("event=testonly_stall_add_wait").has_value())
-      << "the add never reached the stalled allocation";
+TEST_F(GroovectlCutOffTest, AnAddWhoseAnswerWasLostIsRepeatedAndExits0) {
+  // --timeout 60s: the time the restart below may take (groovectl repeats
+  // the add until its deadline).
+  ASSERT_NO_FATAL_FAILURE(StartAdd("60s", "2"));
   // Once Cut returns, no answer can reach groovectl through the old
   // connection: let the add complete.
-  proxy.Cut();
-  fifo.Release(1);
-  ASSERT_TRUE(server->WaitForLog("event=add ").has_value())
+  proxy_->Cut();
+  fifo_.Release(1);
+  ASSERT_TRUE(server_->WaitForLog("event=add ").has_value())
       << "the first attempt's add was not made";
-  server->Kill();
-  server = ServerProcess::Start({"--data-dir=" + dir.path(), pool});
-  ASSERT_NE(server, nullptr);
-  proxy.Resume(server->grpc_address());
-  ctl.join();
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("added 2 volumes to a: indices 0, 1"));
-  EXPECT_TRUE(server->WaitForLog("event=add_replayed").has_value())
-      << server->LogText();
-  r = Ctl({"--addr=" + server->grpc_address(), "inspect", "a"});
+  server_->Kill();
+  server_ = ServerProcess::Start({"--data-dir=" + dir_.path(), kPool});
+  ASSERT_NE(server_, nullptr);
+  proxy_->Resume(server_->grpc_address());
+  ctl_.join();
+  ASSERT_EQ(result_.exit_code, 0) << result_.err;
+  EXPECT_THAT(result_.out, HasSubstr("added 2 volumes to a: indices 0, 1"));
+  EXPECT_TRUE(server_->WaitForLog("event=add_replayed").has_value())
+      << server_->LogText();
+  const CommandResult r =
+      Ctl({"--addr=" + server_->grpc_address(), "inspect", "a"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("2 of 4 mapped"));
+}
+
+// An add cut off while the server still makes it is repeated with its
+// request_id, which the server answers ABORTED ("still in progress")
+// until the first is done: groovectl waits for that as long as its
+// deadline (--timeout, plus 8 s per GiB) lasts. It gave up after the
+// client's default 10 attempts instead (their backoffs ~11 s), exit 4,
+// though its deadline had most of its time left and the add went on: the
+// deadline it had grown for the work was cut short by any connection
+// lost on the way. Here the first attempt's connection is cut while it is
+// parked; it is released once 10 repeats were refused ABORTED.
+TEST_F(GroovectlCutOffTest, AnAddStillRunningIsWaitedForUntilItsDeadline) {
+  ASSERT_NO_FATAL_FAILURE(StartAdd("120s", "1"));
+  proxy_->Cut();
+  proxy_->Resume(server_->grpc_address());
+  const bool refused = server_->WaitForLogCount(
+      {"event=rpc_error", "method=AddVolume", "code=ABORTED"}, 10,
+      absl::Seconds(45));
+  fifo_.Release(1);
+  ctl_.join();
+  EXPECT_TRUE(refused) << "groovectl stopped repeating the add; its "
+                          "stderr:\n"
+                       << result_.err;
+  EXPECT_EQ(result_.exit_code, 0) << result_.err;
+  EXPECT_THAT(result_.out, HasSubstr("added 1 volume to a: indices 0"));
 }
 
 // `--info @FILE` with FILE a directory once stored empty info and exited
@@ -616,35 +671,209 @@ TEST_F(GroovectlTest, WatchRedrawsCountTimes) {
   EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
 }
 
+// CtlInBackground runs groovectl with `args` in the background, its
+// stdout on a pipe the test reads (stderr inherited), for the tests that
+// signal it while it runs. The destructor kills it (SIGKILL) if it still
+// runs, and reaps it.
+class CtlInBackground {
+ public:
+  explicit CtlInBackground(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {GROOVECTL_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ExecArgv exec_argv(argv);
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      execv(exec_argv.path(), exec_argv.get());
+      _exit(127);
+    }
+    close(out[1]);
+    out_ = out[0];
+  }
+  CtlInBackground(const CtlInBackground&) = delete;
+  CtlInBackground& operator=(const CtlInBackground&) = delete;
+  ~CtlInBackground() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_ >= 0) close(out_);
+  }
+
+  bool started() const { return pid_ > 0 && out_ >= 0; }
+  void Signal(int sig) { kill(pid_, sig); }
+
+  // ReadUntil reads stdout until what was read so far contains `needle`
+  // (blocking: no sleep) and returns it; false on EOF first.
+  bool ReadUntil(const std::string& needle) {
+    char buf[4096];
+    while (out_text_.find(needle) == std::string::npos) {
+      const ssize_t n = read(out_, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      out_text_.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // WaitForExit reads stdout to its end (groovectl exited) within
+  // `timeout` and returns the exit status (waitpid's), or nullopt when
+  // groovectl still runs at the timeout.
+  std::optional<int> WaitForExit(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    char buf[4096];
+    for (;;) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return std::nullopt;
+      pollfd readable{.fd = out_, .events = POLLIN, .revents = 0};
+      const int ready =
+          poll(&readable, 1, static_cast<int>(absl::ToInt64Milliseconds(left)));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) return std::nullopt;
+      const ssize_t n = read(out_, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // EOF: groovectl (its last writer) exited
+      out_text_.append(buf, static_cast<size_t>(n));
+    }
+    int status = 0;
+    if (waitpid(pid_, &status, 0) != pid_) return std::nullopt;
+    reaped_ = true;
+    return status;
+  }
+
+  const std::string& out() const { return out_text_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;  // the read end of groovectl's stdout
+  bool reaped_ = false;
+  std::string out_text_;  // what was read from stdout so far
+};
+
 // watch stops cleanly on SIGINT: it is started with a long interval, the
 // test waits for its first redraw on the pipe, then interrupts it.
 TEST_F(GroovectlTest, WatchStopsOnSigint) {
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
+  CtlInBackground ctl(
+      {"--addr=" + server_->grpc_address(), "watch", "a", "--interval", "1h"});
+  ASSERT_TRUE(ctl.started());
+  ASSERT_TRUE(ctl.ReadUntil("locked")) << ctl.out();
+  ctl.Signal(SIGINT);
+  const std::optional<int> status = ctl.WaitForExit(absl::Seconds(30));
+  ASSERT_TRUE(status.has_value()) << "still running after SIGINT";
+  ASSERT_TRUE(WIFEXITED(*status)) << "killed by the signal";
+  EXPECT_EQ(WEXITSTATUS(*status), 0);
+  EXPECT_THAT(ctl.out(), HasSubstr("every 1h: a"));
+}
+
+// AnswersOnceThenHangs is a VolumePoolService whose Inspect answers its
+// first call (pool "a") and holds every later one until `release` (a
+// server that stopped answering: the fault), notifying `held` when the
+// second call arrives.
+class AnswersOnceThenHangs final : public v1::VolumePoolService::Service {
+ public:
+  grpc::Status Inspect(grpc::ServerContext*, const v1::InspectRequest*,
+                       v1::InspectResponse* response) override {
+    if (calls_.fetch_add(1) == 0) {
+      response->mutable_summary()->set_name("a");
+      return grpc::Status::OK;
+    }
+    held.Notify();
+    release.WaitForNotificationWithTimeout(absl::Minutes(2));
+    return grpc::Status::OK;
+  }
+  Notification held;
+  Notification release;
+
+ private:
+  std::atomic<int> calls_{0};
+};
+
+// watch stops on SIGINT or SIGTERM also while a redraw's call waits for a
+// server that does not answer. It once blocked the signals and looked for
+// them only between redraws, so a Ctrl-C went unheeded for the whole
+// --timeout (here a minute), after which watch exited 1 (the call's
+// DEADLINE_EXCEEDED) instead of 0.
+TEST(GroovectlWatchTest, StopsOnASignalWhileTheServerDoesNotAnswer) {
+  for (const int sig : {SIGINT, SIGTERM}) {
+    AnswersOnceThenHangs service;
+    std::string address;
+    std::unique_ptr<grpc::Server> server = StartFakeServer(&service, &address);
+    ASSERT_NE(server, nullptr);
+    CtlInBackground ctl({"--addr=" + address, "--timeout=60s", "--output=json",
+                         "watch", "a", "--interval=1ms"});
+    ASSERT_TRUE(ctl.started());
+    ASSERT_TRUE(service.held.WaitForNotificationWithTimeout(absl::Seconds(30)))
+        << "the second redraw's call never came";
+    ctl.Signal(sig);
+    const std::optional<int> status = ctl.WaitForExit(absl::Seconds(20));
+    service.release.Notify();
+    server->Shutdown();
+    ASSERT_TRUE(status.has_value())
+        << strsignal(sig) << " did not stop watch within 20 s while its call "
+        << "waited for the server";
+    ASSERT_TRUE(WIFEXITED(*status)) << "killed by " << strsignal(sig);
+    EXPECT_EQ(WEXITSTATUS(*status), 0) << strsignal(sig);
+    // The first redraw, whole.
+    EXPECT_EQ(ctl.out().find('\n'), ctl.out().size() - 1) << ctl.out();
+    EXPECT_THAT(ctl.out(), HasSubstr(R"("name":"a")"));
+  }
+}
+
+// A command whose output cannot be written (a full disk: /dev/full) once
+// exited 0, its output lost: a script took the missing JSON for success.
+// It is an error (exit 1; 4 for a change, which was made) saying so; the
+// call's own failure keeps its code.
+TEST_F(GroovectlTest, OutputThatCannotBeWrittenIsAnError) {
   const std::string addr = "--addr=" + server_->grpc_address();
-  ExecArgv argv({GROOVECTL_BIN, addr, "watch", "a", "--interval", "1h"});
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    execv(argv.path(), argv.get());
-    _exit(127);
+  for (const std::string& command :
+       {std::string("pools"), std::string("--output=json inspect a --volumes"),
+        std::string("--help")}) {
+    CommandResult r =
+        RunCommand({"/bin/sh", "-c",
+                    absl::StrCat("exec ", GROOVECTL_BIN, " ", addr, " ",
+                                 command, " >/dev/full")});
+    EXPECT_EQ(r.exit_code, 1) << command << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr("error: cannot write the output: No space "
+                                 "left on device"))
+        << command;
   }
-  close(out[1]);
-  std::string first;
-  char buf[4096];
-  while (first.find("locked") == std::string::npos) {
-    const ssize_t n = read(out[0], buf, sizeof(buf));  // blocks: no sleep
-    ASSERT_GT(n, 0) << first;
-    first.append(buf, static_cast<size_t>(n));
-  }
-  kill(pid, SIGINT);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  close(out[0]);
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal";
-  EXPECT_EQ(WEXITSTATUS(status), 0);
-  EXPECT_THAT(first, HasSubstr("every 1h: a"));
+  CommandResult r = RunCommand({"/bin/sh", "-c",
+                                absl::StrCat("exec ", GROOVECTL_BIN, " ", addr,
+                                             " inspect nope >/dev/full")});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: "));
+  // A change made whose answer is lost is exit 4, as one cut off: look
+  // before repeating it (a script's repeat on exit 1 would add again).
+  r = RunCommand({"/bin/sh", "-c",
+                  absl::StrCat("exec ", GROOVECTL_BIN, " ", addr,
+                               " --output=json add a 1 >/dev/full")});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("error: cannot write the output: No space "
+                               "left on device"));
+  EXPECT_THAT(r.err, HasSubstr("error: the add was made; only its answer "
+                               "is lost: look (groovectl inspect a "
+                               "--volumes) before repeating it"));
+  r = Run({"inspect", "a"});
+  EXPECT_THAT(r.out, HasSubstr("3 of 16 mapped"));
+}
+
+// watch piped into a reader that goes away (`| head -1`) under an ignored
+// SIGPIPE (a shell's `trap '' PIPE`, a CI runner's default) once redrew
+// into the broken pipe for ever, asking the server every interval. Its
+// writes fail with EPIPE: it stops, exit 1, saying so.
+TEST_F(GroovectlTest, WatchStopsWhenItsOutputIsGone) {
+  CommandResult r = RunCommand(
+      {"/bin/sh", "-c",
+       absl::StrCat("trap '' PIPE; (", GROOVECTL_BIN,
+                    " --addr=", server_->grpc_address(),
+                    " --output=json watch a --interval=1ms; "
+                    "echo \"groovectl exit $?\" >&2) | head -c 1 >/dev/null")},
+      "", absl::Seconds(20));
+  EXPECT_FALSE(r.timed_out) << "watch still redraws into a broken pipe";
+  EXPECT_THAT(r.err, HasSubstr("error: cannot write the output: Broken pipe"));
+  EXPECT_THAT(r.err, HasSubstr("groovectl exit 1"));
 }
 
 // RunOnTerminal runs groovectl with its stderr on a pseudo-terminal and

@@ -131,6 +131,32 @@ TEST(GroovectlCliTest, CountMustBePositive) {
   EXPECT_EQ(one->count, 1u);
 }
 
+// A number beyond 64 bits (COUNT, INDEX, --first-index, --count) is out
+// of range, and the message says so: it once said "COUNT must be a
+// positive integer" of 18446744073709551616, which is one.
+TEST(GroovectlCliTest, NumbersBeyond64BitsAreOutOfRange) {
+  constexpr char kTooLarge[] = "18446744073709551616";  // 2^64
+  for (const auto& [args, what] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"add", "p", kTooLarge}, "COUNT"},
+           {{"remove", "p", kTooLarge}, "COUNT"},
+           {{"reclaim", "p", kTooLarge}, "INDEX"},
+           {{"add", "p", "1", "--first-index", kTooLarge}, "--first-index"},
+           {{"watch", "p", "--count", kTooLarge}, "--count"}}) {
+    SCOPED_TRACE(args[0]);
+    const auto inv = ParseCommandLine(args);
+    EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(std::string(inv.status().message()),
+              absl::StrCat(what,
+                           " is out of range (above 18446744073709551615), "
+                           "got '",
+                           kTooLarge, "'"));
+  }
+  auto largest = ParseCommandLine({"reclaim", "p", "18446744073709551615"});
+  ASSERT_TRUE(largest.ok()) << largest.status();
+  EXPECT_EQ(largest->index, ~uint64_t{0});
+}
+
 // Exit codes of failed calls (clients/README.md's table).
 TEST(GroovectlExitCodeTest, CancelledByTheServerIsRetryLater) {
   CallTarget target;

@@ -158,7 +158,9 @@ struct ClientOptions {
   ClientSecurity security;
 
   // credentials, when not null, secure the channel instead of the TLS part
-  // of `security` (which must then be empty): for credentials built by
+  // of `security` (which must then be empty: tls_ca_file, tls_cert_file,
+  // tls_key_file and tls_server_name; else Create fails INVALID_ARGUMENT
+  // "... not both"): for credentials built by
   // hand (e.g. grpc::experimental::TlsCredentials). The token of
   // `security` is still sent, to any address (whether these credentials
   // encrypt is the caller's to know). Null: built from `security`.
@@ -189,7 +191,10 @@ struct ClientOptions {
 
   // on_retry, when set, is called (on the calling thread) before each
   // backoff. It must be safe to call from every thread that uses the
-  // client concurrently.
+  // client concurrently. It may call the client (it holds no lock). Its
+  // time counts against the call's deadline: when the backoff no longer
+  // fits after it, the call returns (the retry it announced is not made,
+  // "no time left for another before the D deadline").
   std::function<void(const RetryEvent&)> on_retry;
 };
 
@@ -225,8 +230,10 @@ bool OutcomeUnknown(const absl::Status& status);
 
 // NewRequestId returns a random (version 4) UUID in its 36-character
 // lowercase text form, e.g. "5f0c6a3e-8d1b-4f6e-9a27-1c3b5d7e9f10".
-// Thread safety: safe to call concurrently (a per-thread generator seeded
-// from std::random_device). Cost: O(1).
+// Each id's 122 random bits come from the kernel (getrandom), so that a
+// process forked after making ids makes other ids than its parent.
+// Thread safety: safe to call concurrently, and in a forked child. Cost:
+// O(1), one system call.
 std::string NewRequestId();
 
 // VolumePoolClient calls one groove-volumed server.
