@@ -45,6 +45,9 @@ constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
 // removes announce their pops in the stack top (RemoveAnnounced), which a
 // layout-2 join would read as a corrupt stack.
 constexpr uint64_t kLayoutVersion = 3;
+// Metadata::replaced of a metadata object a re-creation replaced (or is
+// replacing): "replaced".
+constexpr uint64_t kReplacedMark = 0x7265706c61636564ULL;
 // Layout 1 (before the pool header grew its counter shards, 256 -> 1536
 // bytes) kept its metadata magic at this offset. Its files must be refused,
 // not mistaken for a creation that never finished: layout 2's magic offset
@@ -293,7 +296,13 @@ struct NamedPool::Metadata {
   std::atomic<int64_t> store_memfd;   // the owner's memfd number, or -1
   std::atomic<uint64_t> next_batch;   // batch ids for adds
   std::atomic<uint64_t> volumes_mapped;  // slots PUSHING or MAPPED, approx.
-  uint64_t reserved;                  // layout 2's owner_pop_intent
+  // kReplacedMark once an owner that re-creates the pool (ReplaceMetadata)
+  // is about to unlink the store this object records, where its
+  // replacement's store may be made at the same path; 0 otherwise (layout
+  // 2's owner_pop_intent, never read by layout 3 before). A join checks it
+  // after it opened the store: set, the store it opened may be the new
+  // pool's, which must never be paired with this object's stack.
+  std::atomic<uint64_t> replaced;
   char name[72];
   char backing_file_path[1024];       // file:PATH as configured
   char store_path[1024];              // named store file; empty for memfd
@@ -1180,7 +1189,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   m->volumes_mapped.store(0, std::memory_order_relaxed);
   m->volumes_in_quarantine.store(0, std::memory_order_relaxed);
   m->volumes_reclaimed.store(0, std::memory_order_relaxed);
-  m->reserved = 0;
+  m->replaced.store(0, std::memory_order_relaxed);
   m->pool_id[0] = m->pool_id[1] = 0;  // drawn by OpenJournal
   CopyField(m->name, config_.name);
   CopyField(m->backing_file_path, config_.backing.file_path);
@@ -1427,6 +1436,14 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
       old_bytes >= sizeof(Metadata) ? old->pool_id[1] : 0};
   meta_ = static_cast<Metadata*>(p);
   meta_bytes_ = bytes;
+  // Marked before the old store's path can name the new pool's store: a
+  // join that opened the old object and then opens that path refuses the
+  // pair (Map). Restored if the replacement fails, when the old object
+  // stays the pool. Seq_cst, as the join's load: ordered before the
+  // unlink and the store's creation below, which the join's open sees.
+  const bool old_has_mark = old_bytes >= sizeof(Metadata);
+  const uint64_t old_mark =
+      old_has_mark ? old->replaced.exchange(kReplacedMark) : 0;
   // A store the creation would reuse in place is the old pool's, which
   // its joins map: the new pool gets a new file.
   absl::Status s = UnlinkStoresReusedInPlace();
@@ -1445,6 +1462,7 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     munmap(meta_, meta_bytes_);
     meta_ = old;
     meta_bytes_ = old_bytes;
+    if (old_has_mark) old->replaced.store(old_mark);
     close(fd);
     unlink(temp.c_str());
     RemoveAbandonedStore(made);  // a tagged name of this pool's only
@@ -1471,6 +1489,15 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   return absl::OkStatus();
 }
 
+absl::Status NamedPool::CheckNotReplaced() const {
+  if (meta_->replaced.load() != kReplacedMark) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "pool '", config_.name, "' in ", data_dir_,
+      " was re-created (or its lost volume store replaced) by its owner as "
+      "this process joined it: the metadata it opened is the old pool's, "
+      "and the store it found may be the new one's; join again"));
+}
+
 absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
   const std::string store_path = FieldString(meta_->store_path);
   const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
@@ -1485,7 +1512,26 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
   }
   if (!store_path.empty()) {
     fd = open(store_path.c_str(), O_RDWR | O_CLOEXEC);
+    const int open_errno = errno;
+    if (!owner) {
+      // After the open: a re-creation marks this object before the path
+      // can name its new store (ReplaceMetadata).
+      if (absl::Status s = CheckNotReplaced(); !s.ok()) {
+        if (fd >= 0) close(fd);
+        return s;
+      }
+      if (fd < 0 && open_errno == ENOENT) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "' in ", data_dir_, ": its volume store ",
+            store_path,
+            " is gone (deleted under its owner, or its directory was "
+            "cleared), and its volumes with it; drain the pool's users and "
+            "restart its owner (groove-volumed), which starts the pool "
+            "empty, then join again"));
+      }
+    }
     if (fd < 0) {
+      errno = open_errno;
       if (errno != ENOENT || !owner) {
         return ErrnoError(absl::StrCat("open volume store ", store_path));
       }
@@ -1561,6 +1607,13 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
     // build owns the pool (RecordQuarantine), nothing is read through them.
     meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
     meta_->quarantine_owner_pid.store(getpid(), std::memory_order_relaxed);
+    // A mark a re-creation killed before its rename left on the object
+    // it was replacing, which this owner serves: joins may pair it with
+    // its store again. Relaxed: joins find the object through the file
+    // system after Open returns.
+    if (meta_->replaced.load(std::memory_order_relaxed) != 0) {
+      meta_->replaced.store(0, std::memory_order_relaxed);
+    }
   }
   RememberStoreFile(fd);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,

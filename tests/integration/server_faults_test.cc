@@ -436,6 +436,38 @@ TEST(ServerStoreDeletedTest, AStoreDeletedUnderTheServerIsShownAndLoggedOnce) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// A data-plane process that joins the pool once its store was deleted under
+// the server cannot map its volumes (the file is gone): its Join says so,
+// with what to do, as FAILED_PRECONDITION (the pool exists: NOT_FOUND says
+// there is no such pool), and changes nothing. The data-plane example
+// prints the join's status and exits 2.
+TEST(ServerStoreDeletedTest, ANewJoinSaysTheStoreIsGoneAndWhatToDo) {
+  TempDir dir;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 2), &added).ok());
+  ASSERT_TRUE(std::filesystem::remove(dir.path() + "/a.volumes"));
+  const Snapshot before = TakeSnapshot(*stub, "a");
+
+  const CommandResult joined =
+      RunCommand({GROOVE_DATA_PLANE_BIN, "--data-dir", dir.path(), "--pool",
+                  "a", "--acquires", "1"});
+  EXPECT_EQ(joined.exit_code, 2) << joined.out << joined.err;
+  EXPECT_THAT(joined.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(joined.err,
+              HasSubstr("its volume store " + dir.path() + "/a.volumes"));
+  EXPECT_THAT(joined.err, HasSubstr("is gone"));
+  EXPECT_THAT(joined.err, HasSubstr("restart its owner"));
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  EXPECT_EQ(after.summary.SerializeAsString(),
+            before.summary.SerializeAsString());
+  EXPECT_EQ(after.volumes.size(), before.volumes.size());
+  ExpectPoolVerifies(*stub, "a", 2);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // ---- Punches that fail ----------------------------------------------------
 
 // AllocatedBytes is what the file at `path` holds in memory or on disk.

@@ -2447,6 +2447,73 @@ TEST(NamedPoolTest, AJoinHoldingAVolumeAcrossALostStoreCannotReachTheNewPool) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool.new"));
 }
 
+// A join opens the metadata object at DIR/NAME.pool, then the store that
+// metadata names. A re-creation (--recreate, or a lost store replaced)
+// unlinks the store at DIR/NAME.volumes, makes the new pool's store at that
+// same path, then renames the new metadata over the old. A join that opened
+// the old metadata before the rename and the store after the new one was
+// made paired the old pool's stack with the new pool's volumes: its Acquire
+// took the new pool's volume 0, which the new pool hands out too. Stood for
+// here, deterministically, by a hard link that keeps the old metadata object
+// where a join finds it, as it is found in that window.
+TEST(NamedPoolTest,
+     AJoinRacingARecreationNeverPairsTheOldStackWithTheNewStore) {
+  TempDir dir;
+  const std::string window = dir.path() + "/window";
+  ASSERT_EQ(mkdir(window.c_str(), 0700), 0);
+  {
+    auto owner = OpenOrDie(dir.path(), SmallConfig("main", 16));
+    ASSERT_NE(owner, nullptr);
+    ASSERT_TRUE(owner->AddVolumes(4, std::nullopt, "old").ok());
+  }
+  ASSERT_EQ(link((dir.path() + "/main.pool").c_str(),
+                 (window + "/main.pool").c_str()),
+            0);
+  NamedPool::OpenOptions recreate;
+  recreate.recreate = true;
+  auto owner = OpenOrDie(dir.path(), SmallConfig("main", 32), recreate);
+  ASSERT_NE(owner, nullptr);
+  ASSERT_TRUE(owner->recovery().created);
+  ASSERT_EQ(owner->StorePath(), dir.path() + "/main.volumes");
+  ASSERT_TRUE(owner->AddVolumes(4, std::nullopt, "new").ok());
+  const Observed before = Observe(*owner);
+
+  absl::StatusOr<std::unique_ptr<NamedPool>> late =
+      NamedPool::Join(window, "main");
+  if (late.ok()) {
+    VolumeHeader* v = nullptr;
+    const PoolError e = (*late)->pool().Acquire(&v);
+    ADD_FAILURE() << "the join paired the old metadata with the new store: "
+                     "its Acquire returned "
+                  << PoolErrorName(e) << " and volume "
+                  << (v != nullptr ? (*late)->pool().IndexOf(v) : kNullIndex)
+                  << " carrying '" << (v != nullptr ? VolumeInfo(*v) : "")
+                  << "', a volume of the new pool, which hands it out too";
+    late->reset();
+  }
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable)
+      << late.status();
+  EXPECT_THAT(late.status().message(), HasSubstr("was re-created"));
+  EXPECT_THAT(late.status().message(), HasSubstr("join again"));
+  // The refusal changed nothing, and a join made now joins the new pool.
+  EXPECT_EQ(Observe(*owner), before);
+  absl::StatusOr<VerifyReport> verified = owner->Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, 4u);
+  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*v), "new");
+  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+  // An owner that opens the pool again serves it as any pool, joins too.
+  owner.reset();
+  owner = OpenOrDie(dir.path(), SmallConfig("main", 32));
+  ASSERT_NE(owner, nullptr);
+  EXPECT_TRUE(NamedPool::Join(dir.path(), "main").ok());
+}
+
 TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
   TempDir dir;
   auto owner = OpenOrDie(dir.path(), SmallConfig());
