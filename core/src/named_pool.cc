@@ -265,6 +265,26 @@ absl::Status LockStore(int fd, absl::string_view pool,
   return ErrnoError(absl::StrCat("lock volume store ", description));
 }
 
+// JoinPermissionError is a data-plane join's PERMISSION_DENIED for `path`,
+// a file of pool `pool` in `data_dir` that open(2) refused with `err`: the
+// pool's files are its owner's alone (a 0700 data directory, objects 0600:
+// docs/SECURITY.md section 3), so it names the owner's uid (the data
+// directory's) and says to join as that uid.
+absl::Status JoinPermissionError(absl::string_view pool,
+                                 const std::string& data_dir,
+                                 const std::string& path, int err) {
+  struct stat dir;
+  const std::string owner = stat(data_dir.c_str(), &dir) == 0
+                                ? absl::StrCat("uid ", dir.st_uid)
+                                : "the uid that runs it";
+  return absl::PermissionDeniedError(absl::StrCat(
+      "pool '", pool, "' in ", data_dir, ": this process (uid ", geteuid(),
+      ") may not open ", path, " (", std::strerror(err),
+      "): a pool's files are its owner's, ", owner,
+      " (a 0700 data directory, objects 0600); run the data plane as that "
+      "uid (docs/DEPLOY.md, data-plane pods)"));
+}
+
 std::string HumanBytes(uint64_t bytes) {
   if (bytes >= (uint64_t{1} << 30) && bytes % (uint64_t{1} << 30) == 0) {
     return absl::StrCat(bytes >> 30, " GiB");
@@ -632,6 +652,9 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
       return absl::NotFoundError(absl::StrCat(
           "no pool '", config_.name, "' in ", data_dir_, " (", meta_path,
           " does not exist)"));
+    }
+    if (!owner && (errno == EACCES || errno == EPERM)) {
+      return JoinPermissionError(config_.name, data_dir_, meta_path, errno);
     }
     return ErrnoError(absl::StrCat("open ", meta_path));
   }
@@ -1519,6 +1542,10 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
       if (absl::Status s = CheckNotReplaced(); !s.ok()) {
         if (fd >= 0) close(fd);
         return s;
+      }
+      if (fd < 0 && (open_errno == EACCES || open_errno == EPERM)) {
+        return JoinPermissionError(config_.name, data_dir_, store_path,
+                                   open_errno);
       }
       if (fd < 0 && open_errno == ENOENT) {
         return absl::FailedPreconditionError(absl::StrCat(

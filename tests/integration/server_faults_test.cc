@@ -468,6 +468,38 @@ TEST(ServerStoreDeletedTest, ANewJoinSaysTheStoreIsGoneAndWhatToDo) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// A data-plane process of another uid cannot open the pool's files (a 0700
+// data directory, objects 0600: docs/SECURITY.md §3). Its Join says that
+// it is another uid's pool and how to join it (run as the server's uid,
+// docs/DEPLOY.md), not only the errno of an open, and changes nothing.
+// The data-plane example runs as nobody (setpriv) and prints the status.
+TEST(ServerDataPlaneJoinTest, AJoinOfAnotherUidSaysWhoseThePoolIsAndWhatToDo) {
+  ASSERT_EQ(geteuid(), 0u) << "the test switches the joiner's uid";
+  TempDir dir;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  ASSERT_TRUE(Add(*stub, AddRequest("a", 2), &added).ok());
+  const Snapshot before = TakeSnapshot(*stub, "a");
+
+  const CommandResult joined =
+      RunCommand({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                  "--clear-groups", GROOVE_DATA_PLANE_BIN, "--data-dir",
+                  dir.path(), "--pool", "a", "--acquires", "1"});
+  EXPECT_EQ(joined.exit_code, 2) << joined.out << joined.err;
+  EXPECT_THAT(joined.err, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(joined.err, HasSubstr("this process (uid 65534) may not open " +
+                                    dir.path() + "/a.pool"));
+  EXPECT_THAT(joined.err, HasSubstr("its owner's, uid 0"));
+  EXPECT_THAT(joined.err, HasSubstr("run the data plane as that uid"));
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  EXPECT_EQ(after.summary.SerializeAsString(),
+            before.summary.SerializeAsString());
+  ExpectPoolVerifies(*stub, "a", 2);
+  EXPECT_EQ(server->Stop(), 0);
+}
+
 // ---- Punches that fail ----------------------------------------------------
 
 // AllocatedBytes is what the file at `path` holds in memory or on disk.

@@ -347,8 +347,11 @@ class NamedPool {
   // cleared, says to restart the owner), UNAVAILABLE (the owner re-created
   // the pool, or replaced its lost store, as this call joined it: the
   // metadata it opened is the old pool's, which must not be paired with
-  // the store it found, perhaps the new pool's; join again). A refusal
-  // changes nothing in the pool.
+  // the store it found, perhaps the new pool's; join again),
+  // PERMISSION_DENIED (this process may not open the metadata or the store:
+  // a pool's files are its owner's, a 0700 directory and objects 0600;
+  // names the owner's uid and says to join as it), INTERNAL (other system
+  // calls). A refusal changes nothing in the pool.
   // Thread safety: safe to call from any thread. Cost: O(1) system calls
   // (the mappings are made lazily by the kernel).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
