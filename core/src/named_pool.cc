@@ -966,6 +966,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     // as zeros (shmem and hugetlbfs read_iter alike) and allocates
     // nothing; Acquire and Release keep using the mapping.
     hooks.read_header = &NamedPool::ReadHeaderHook;
+    // Release refuses a volume whose slot says it has no memory (FREE,
+    // ADDING, REMOVING) before it reads its header (see Hooks).
+    static_assert(VolumePool::kVolumeStateBits == kSlotStateBits);
+    hooks.volume_states = &Slot(0);
+    hooks.releasable_states = (uint64_t{1} << kSlotPushing) |
+                              (uint64_t{1} << kSlotMapped) |
+                              (uint64_t{1} << kSlotQuarantined);
   } else {
     hooks.read_header = &NamedPool::ReadHeaderHook;
     hooks.write_header = &NamedPool::WriteHeaderHook;

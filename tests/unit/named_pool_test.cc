@@ -2514,6 +2514,34 @@ TEST(NamedPoolTest,
   EXPECT_TRUE(NamedPool::Join(dir.path(), "main").ok());
 }
 
+// Release's contract: a volume that is not in use (a double release) is
+// refused, kInvalid, with nothing changed. A data plane that releases a
+// volume twice, the owner having removed it in between (it was on the
+// stack), or releases the address of an index never added, must not fault
+// memory into the store: on tmpfs a page the pool never accounts for, on
+// hugetlbfs a hugepage taken, or SIGBUS when none is free.
+TEST(NamedPoolTest, ARefusedReleaseFaultsNoMemoryIntoTheStore) {
+  TempDir dir;
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(owner->AddVolumes(1, std::nullopt, "x").ok());
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  const VolumePool& pool = (*join)->pool();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  ASSERT_TRUE(owner->RemoveVolumes(1).ok());
+  ASSERT_EQ(*owner->AllocatedBytes(), 0u);
+
+  EXPECT_EQ(pool.Release(v), PoolError::kInvalid);
+  EXPECT_EQ(*owner->AllocatedBytes(), 0u)
+      << "the refused double release faulted the removed volume back in";
+  EXPECT_EQ(pool.Release(pool.VolumeAt(3)), PoolError::kInvalid);
+  EXPECT_EQ(*owner->AllocatedBytes(), 0u)
+      << "the refused release of a never-added index faulted it in";
+}
+
 TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
   TempDir dir;
   auto owner = OpenOrDie(dir.path(), SmallConfig());
