@@ -835,8 +835,9 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   } else {
     meta_bytes_ = static_cast<uint64_t>(st.st_size);
     if (meta_bytes_ < kSlotTableOffset) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(meta_path, " is not a pool (too small)"));
+      return absl::FailedPreconditionError(IncompleteJoinMessage(
+          meta_path,
+          absl::StrCat("it is ", meta_bytes_, " bytes, not yet sized")));
     }
   }
 
@@ -858,8 +859,8 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   } else {
     if (!owner) {
       if (meta_->magic.load(std::memory_order_acquire) != kMetadataMagic) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            meta_path, " is not a complete groove-volumed pool"));
+        return absl::FailedPreconditionError(IncompleteJoinMessage(
+            meta_path, "its metadata magic is not written yet"));
       }
       // Checked before anything else is read: another layout gives the
       // fields and the stack other meanings (layouts 2 and 3 share the
@@ -1517,6 +1518,15 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   close(meta_fd_);  // the old object's lock: nobody can open it any more
   meta_fd_ = fd;
   return absl::OkStatus();
+}
+
+std::string NamedPool::IncompleteJoinMessage(const std::string& meta_path,
+                                             absl::string_view what) const {
+  return absl::StrCat(
+      "pool '", config_.name, "' in ", data_dir_,
+      " is being created: ", meta_path, " is not complete (", what,
+      "); join again once its owner (groove-volumed) serves the pool (if "
+      "none is running, its creation never finished: start it)");
 }
 
 absl::Status NamedPool::CheckNotReplaced() const {

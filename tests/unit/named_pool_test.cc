@@ -2542,6 +2542,28 @@ TEST(NamedPoolTest, ARefusedReleaseFaultsNoMemoryIntoTheStore) {
       << "the refused release of a never-added index faulted it in";
 }
 
+// An owner creates a pool's metadata object empty (O_EXCL), sizes it, and
+// writes its magic last. A join in between finds a pool being created: it
+// is refused, saying so and to join again once the owner serves the pool
+// (it said the file was "not a pool (too small)", or "not a complete
+// groove-volumed pool", with nothing to do), and the object is left as
+// it was.
+TEST(NamedPoolTest, AJoinOfAPoolBeingCreatedSaysToJoinAgain) {
+  TempDir dir;
+  const std::string meta = dir.path() + "/main.pool";
+  { std::ofstream made(meta); }  // as the owner's O_EXCL open left it
+  for (const off_t size : {off_t{0}, off_t{8192}}) {  // empty; then sized
+    ASSERT_EQ(truncate(meta.c_str(), size), 0);
+    const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("is being created"));
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("join again once its owner"));
+    EXPECT_EQ(std::filesystem::file_size(meta), static_cast<uint64_t>(size));
+    EXPECT_EQ(ReadFile(meta), std::string(static_cast<size_t>(size), '\0'));
+  }
+}
+
 TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {
   TempDir dir;
   auto owner = OpenOrDie(dir.path(), SmallConfig());

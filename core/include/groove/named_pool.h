@@ -336,8 +336,10 @@ class NamedPool {
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or
   // recovers. Errors: NOT_FOUND (no such pool), FAILED_PRECONDITION (bad
-  // metadata: incomplete, of another layout version than this build's
-  // (an owner of another version: says to run a data plane of the owner's
+  // metadata: incomplete, a pool its owner is creating, or whose creation
+  // never finished: says to join again once the owner serves it; of
+  // another layout version than this build's (an owner of another
+  // version: says to run a data plane of the owner's
   // version), recording another pool name than `name` (a renamed or copied
   // file: names the recorded one), or a geometry, backing or page size no
   // pool has; a volume store shorter than the pool; a memfd store whose
@@ -637,6 +639,11 @@ class NamedPool {
   // re-creating the pool marked the metadata object this join mapped as
   // replaced, else OK. REQUIRES: meta_ mapped. Cost: one load.
   absl::Status CheckNotReplaced() const;
+  // IncompleteJoinMessage is a join's FAILED_PRECONDITION message for the
+  // metadata object `meta_path`, which `what` says is not complete yet:
+  // its owner is creating the pool (or died doing so).
+  std::string IncompleteJoinMessage(const std::string& meta_path,
+                                    absl::string_view what) const;
   // ReplaceMetadata replaces a pool whose object has content (its store
   // lost, or re-created: --recreate, a creation that never finished) with
   // a new, empty one of config_: a new metadata object (written beside the
