@@ -2329,6 +2329,23 @@ TEST(RequestJournalTest, ConcurrentAddsWithKeysAreEachRecorded) {
 // max_volumes) builds the new pool beside the old one, as for a lost store:
 // new metadata and a new store file, even at the same path. The old joins
 // keep the old pair; nothing they do reaches the new pool.
+// ExpectTheNewPoolJoined checks pool "main" in `dir` after a re-creation
+// whose new pool `owner` serves with `empty` volumes carrying "new": its
+// stack verifies with that many, and a join made now takes a "new" one.
+void ExpectTheNewPoolJoined(const std::string& dir, const NamedPool& owner,
+                            uint64_t empty) {
+  absl::StatusOr<VerifyReport> verified = owner.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, empty);
+  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
+      NamedPool::Join(dir, "main");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*v), "new");
+  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+}
+
 TEST(NamedPoolTest, AJoinAcrossARecreationCannotReachTheNewPool) {
   TempDir dir;
   const std::string store = dir.path() + "/main.volumes";
@@ -2368,15 +2385,7 @@ TEST(NamedPoolTest, AJoinAcrossARecreationCannotReachTheNewPool) {
     EXPECT_EQ(plane->pool().Release(t), PoolError::kSuccess);
   }
   // The new pool is untouched: eight "new" volumes, and a sound stack.
-  absl::StatusOr<VerifyReport> verified = owner->Verify();
-  ASSERT_TRUE(verified.ok()) << verified.status();
-  EXPECT_EQ(verified->empty_volumes, 8u);
-  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
-      NamedPool::Join(dir.path(), "main");
-  ASSERT_TRUE(fresh.ok()) << fresh.status();
-  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
-  EXPECT_EQ(VolumeInfo(*v), "new");
-  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+  ExpectTheNewPoolJoined(dir.path(), *owner, 8);
   // And it reopens as any pool does.
   owner.reset();
   owner = OpenOrDie(dir.path(), SmallConfig("main", 16));
@@ -2497,16 +2506,7 @@ TEST(NamedPoolTest,
   EXPECT_THAT(late.status().message(), HasSubstr("join again"));
   // The refusal changed nothing, and a join made now joins the new pool.
   EXPECT_EQ(Observe(*owner), before);
-  absl::StatusOr<VerifyReport> verified = owner->Verify();
-  ASSERT_TRUE(verified.ok()) << verified.status();
-  EXPECT_EQ(verified->empty_volumes, 4u);
-  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
-      NamedPool::Join(dir.path(), "main");
-  ASSERT_TRUE(fresh.ok()) << fresh.status();
-  VolumeHeader* v = nullptr;
-  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
-  EXPECT_EQ(VolumeInfo(*v), "new");
-  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+  ExpectTheNewPoolJoined(dir.path(), *owner, 4);
   // An owner that opens the pool again serves it as any pool, joins too.
   owner.reset();
   owner = OpenOrDie(dir.path(), SmallConfig("main", 32));
