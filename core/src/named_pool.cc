@@ -1474,7 +1474,9 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   // unlink and the store's creation below, which the join's open sees.
   const bool old_has_mark = old_bytes >= sizeof(Metadata);
   const uint64_t old_mark =
-      old_has_mark ? old->replaced.exchange(kReplacedMark) : 0;
+      old_has_mark
+          ? old->replaced.exchange(kReplacedMark, std::memory_order_seq_cst)
+          : 0;
   // A store the creation would reuse in place is the old pool's, which
   // its joins map: the new pool gets a new file.
   absl::Status s = UnlinkStoresReusedInPlace();
@@ -1493,7 +1495,10 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     munmap(meta_, meta_bytes_);
     meta_ = old;
     meta_bytes_ = old_bytes;
-    if (old_has_mark) old->replaced.store(old_mark);
+    // Seq_cst: as the mark (a join that sees the old object whole again).
+    if (old_has_mark) {
+      old->replaced.store(old_mark, std::memory_order_seq_cst);
+    }
     close(fd);
     unlink(temp.c_str());
     RemoveAbandonedStore(made);  // a tagged name of this pool's only
@@ -1530,7 +1535,11 @@ std::string NamedPool::IncompleteJoinMessage(const std::string& meta_path,
 }
 
 absl::Status NamedPool::CheckNotReplaced() const {
-  if (meta_->replaced.load() != kReplacedMark) return absl::OkStatus();
+  // Seq_cst: pairs with ReplaceMetadata's mark, which comes before the
+  // unlink and the creation of a store this join's open may have found.
+  if (meta_->replaced.load(std::memory_order_seq_cst) != kReplacedMark) {
+    return absl::OkStatus();
+  }
   return absl::UnavailableError(absl::StrCat(
       "pool '", config_.name, "' in ", data_dir_,
       " was re-created (or its lost volume store replaced) by its owner as "
