@@ -46,6 +46,9 @@ constexpr uint64_t kMetadataMagic = 0x67726f6f76656d32ULL;  // "groovem2"
 // removes announce their pops in the stack top (RemoveAnnounced), which a
 // layout-2 join would read as a corrupt stack.
 constexpr uint64_t kLayoutVersion = 3;
+// Metadata::replaced of a metadata object a re-creation replaced (or is
+// replacing): "replaced".
+constexpr uint64_t kReplacedMark = 0x7265706c61636564ULL;
 // Layout 1 (before the pool header grew its counter shards, 256 -> 1536
 // bytes) kept its metadata magic at this offset. Its files must be refused,
 // not mistaken for a creation that never finished: layout 2's magic offset
@@ -273,6 +276,26 @@ std::string SharedJournalPathOf(absl::string_view name,
                       absl::Hex(pool_id.low, absl::kZeroPad16), ".requests");
 }
 
+// JoinPermissionError is a data-plane join's PERMISSION_DENIED for `path`,
+// a file of pool `pool` in `data_dir` that open(2) refused with `err`: the
+// pool's files are its owner's alone (a 0700 data directory, objects 0600:
+// docs/SECURITY.md section 3), so it names the owner's uid (the data
+// directory's) and says to join as that uid.
+absl::Status JoinPermissionError(absl::string_view pool,
+                                 const std::string& data_dir,
+                                 const std::string& path, int err) {
+  struct stat dir;
+  const std::string owner = stat(data_dir.c_str(), &dir) == 0
+                                ? absl::StrCat("uid ", dir.st_uid)
+                                : "the uid that runs it";
+  return absl::PermissionDeniedError(absl::StrCat(
+      "pool '", pool, "' in ", data_dir, ": this process (uid ", geteuid(),
+      ") may not open ", path, " (", std::strerror(err),
+      "): a pool's files are its owner's, ", owner,
+      " (a 0700 data directory, objects 0600); run the data plane as that "
+      "uid (docs/DEPLOY.md, data-plane pods)"));
+}
+
 std::string HumanBytes(uint64_t bytes) {
   if (bytes >= (uint64_t{1} << 30) && bytes % (uint64_t{1} << 30) == 0) {
     return absl::StrCat(bytes >> 30, " GiB");
@@ -304,7 +327,13 @@ struct NamedPool::Metadata {
   std::atomic<int64_t> store_memfd;   // the owner's memfd number, or -1
   std::atomic<uint64_t> next_batch;   // batch ids for adds
   std::atomic<uint64_t> volumes_mapped;  // slots PUSHING or MAPPED, approx.
-  uint64_t reserved;                  // layout 2's owner_pop_intent
+  // kReplacedMark once an owner that re-creates the pool (ReplaceMetadata)
+  // is about to unlink the store this object records, where its
+  // replacement's store may be made at the same path; 0 otherwise (layout
+  // 2's owner_pop_intent, never read by layout 3 before). A join checks it
+  // after it opened the store: set, the store it opened may be the new
+  // pool's, which must never be paired with this object's stack.
+  std::atomic<uint64_t> replaced;
   char name[72];
   char backing_file_path[1024];       // file:PATH as configured
   char store_path[1024];              // named store file; empty for memfd
@@ -717,6 +746,9 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
           "no pool '", config_.name, "' in ", data_dir_, " (", meta_path,
           " does not exist)"));
     }
+    if (!owner && (errno == EACCES || errno == EPERM)) {
+      return JoinPermissionError(config_.name, data_dir_, meta_path, errno);
+    }
     return ErrnoError(absl::StrCat("open ", meta_path));
   }
   if (owner && flock(meta_fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -896,8 +928,9 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   } else {
     meta_bytes_ = static_cast<uint64_t>(st.st_size);
     if (meta_bytes_ < kSlotTableOffset) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(meta_path, " is not a pool (too small)"));
+      return absl::FailedPreconditionError(IncompleteJoinMessage(
+          meta_path,
+          absl::StrCat("it is ", meta_bytes_, " bytes, not yet sized")));
     }
   }
 
@@ -919,8 +952,8 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
   } else {
     if (!owner) {
       if (meta_->magic.load(std::memory_order_acquire) != kMetadataMagic) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            meta_path, " is not a complete groove-volumed pool"));
+        return absl::FailedPreconditionError(IncompleteJoinMessage(
+            meta_path, "its metadata magic is not written yet"));
       }
       // Checked before anything else is read: another layout gives the
       // fields and the stack other meanings (layouts 2 and 3 share the
@@ -1027,6 +1060,13 @@ absl::Status NamedPool::Map(const std::string& meta_path, bool owner,
     // as zeros (shmem and hugetlbfs read_iter alike) and allocates
     // nothing; Acquire and Release keep using the mapping.
     hooks.read_header = &NamedPool::ReadHeaderHook;
+    // Release refuses a volume whose slot says it has no memory (FREE,
+    // ADDING, REMOVING) before it reads its header (see Hooks).
+    static_assert(VolumePool::kVolumeStateBits == kSlotStateBits);
+    hooks.volume_states = &Slot(0);
+    hooks.releasable_states = (uint64_t{1} << kSlotPushing) |
+                              (uint64_t{1} << kSlotMapped) |
+                              (uint64_t{1} << kSlotQuarantined);
   } else {
     hooks.read_header = &NamedPool::ReadHeaderHook;
     hooks.write_header = &NamedPool::WriteHeaderHook;
@@ -1273,7 +1313,7 @@ absl::Status NamedPool::CreateStore(const OpenOptions& options) {
   m->volumes_mapped.store(0, std::memory_order_relaxed);
   m->volumes_in_quarantine.store(0, std::memory_order_relaxed);
   m->volumes_reclaimed.store(0, std::memory_order_relaxed);
-  m->reserved = 0;
+  m->replaced.store(0, std::memory_order_relaxed);
   m->pool_id[0] = m->pool_id[1] = 0;  // drawn by OpenJournal
   CopyField(m->name, config_.name);
   CopyField(m->backing_file_path, config_.backing.file_path);
@@ -1520,6 +1560,16 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
       old_bytes >= sizeof(Metadata) ? old->pool_id[1] : 0};
   meta_ = static_cast<Metadata*>(p);
   meta_bytes_ = bytes;
+  // Marked before the old store's path can name the new pool's store: a
+  // join that opened the old object and then opens that path refuses the
+  // pair (Map). Restored if the replacement fails, when the old object
+  // stays the pool. Seq_cst, as the join's load: ordered before the
+  // unlink and the store's creation below, which the join's open sees.
+  const bool old_has_mark = old_bytes >= sizeof(Metadata);
+  const uint64_t old_mark =
+      old_has_mark
+          ? old->replaced.exchange(kReplacedMark, std::memory_order_seq_cst)
+          : 0;
   // A store the creation would reuse in place is the old pool's, which
   // its joins map: the new pool gets a new file.
   absl::Status s = UnlinkStoresReusedInPlace();
@@ -1538,6 +1588,10 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
     munmap(meta_, meta_bytes_);
     meta_ = old;
     meta_bytes_ = old_bytes;
+    // Seq_cst: as the mark (a join that sees the old object whole again).
+    if (old_has_mark) {
+      old->replaced.store(old_mark, std::memory_order_seq_cst);
+    }
     close(fd);
     unlink(temp.c_str());
     RemoveAbandonedStore(made);  // a tagged name of this pool's only
@@ -1564,6 +1618,28 @@ absl::Status NamedPool::ReplaceMetadata(const std::string& meta_path,
   return absl::OkStatus();
 }
 
+std::string NamedPool::IncompleteJoinMessage(const std::string& meta_path,
+                                             absl::string_view what) const {
+  return absl::StrCat(
+      "pool '", config_.name, "' in ", data_dir_,
+      " is being created: ", meta_path, " is not complete (", what,
+      "); join again once its owner (groove-volumed) serves the pool (if "
+      "none is running, its creation never finished: start it)");
+}
+
+absl::Status NamedPool::CheckNotReplaced() const {
+  // Seq_cst: pairs with ReplaceMetadata's mark, which comes before the
+  // unlink and the creation of a store this join's open may have found.
+  if (meta_->replaced.load(std::memory_order_seq_cst) != kReplacedMark) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "pool '", config_.name, "' in ", data_dir_,
+      " was re-created (or its lost volume store replaced) by its owner as "
+      "this process joined it: the metadata it opened is the old pool's, "
+      "and the store it found may be the new one's; join again"));
+}
+
 absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
   const std::string store_path = FieldString(meta_->store_path);
   const auto kind = static_cast<BackingKind>(meta_->backing_in_use);
@@ -1578,7 +1654,30 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
   }
   if (!store_path.empty()) {
     fd = open(store_path.c_str(), O_RDWR | O_CLOEXEC);
+    const int open_errno = errno;
+    if (!owner) {
+      // After the open: a re-creation marks this object before the path
+      // can name its new store (ReplaceMetadata).
+      if (absl::Status s = CheckNotReplaced(); !s.ok()) {
+        if (fd >= 0) close(fd);
+        return s;
+      }
+      if (fd < 0 && (open_errno == EACCES || open_errno == EPERM)) {
+        return JoinPermissionError(config_.name, data_dir_, store_path,
+                                   open_errno);
+      }
+      if (fd < 0 && open_errno == ENOENT) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool '", config_.name, "' in ", data_dir_, ": its volume store ",
+            store_path,
+            " is gone (deleted under its owner, or its directory was "
+            "cleared), and its volumes with it; drain the pool's users and "
+            "restart its owner (groove-volumed), which starts the pool "
+            "empty, then join again"));
+      }
+    }
     if (fd < 0) {
+      errno = open_errno;
       if (errno != ENOENT || !owner) {
         return ErrnoError(absl::StrCat("open volume store ", store_path));
       }
@@ -1654,6 +1753,13 @@ absl::Status NamedPool::OpenStore(bool owner, const OpenOptions* options) {
     // build owns the pool (RecordQuarantine), nothing is read through them.
     meta_->owner_pid.store(getpid(), std::memory_order_relaxed);
     meta_->quarantine_owner_pid.store(getpid(), std::memory_order_relaxed);
+    // A mark a re-creation killed before its rename left on the object
+    // it was replacing, which this owner serves: joins may pair it with
+    // its store again. Relaxed: joins find the object through the file
+    // system after Open returns.
+    if (meta_->replaced.load(std::memory_order_relaxed) != 0) {
+      meta_->replaced.store(0, std::memory_order_relaxed);
+    }
   }
   RememberStoreFile(fd);
   store_ = std::make_unique<FdVolumeStore>(fd, page, description,

@@ -865,8 +865,17 @@ PoolError VolumePool::Acquire(VolumeHeader** volume, Wait wait) const {
 PoolError VolumePool::Release(VolumeHeader* volume, Wait wait) const {
   if (volume0_ == nullptr) return PoolError::kInvalid;
   const uint64_t index = IndexOf(volume);
-  if (index == kNullIndex ||
-      volume->idx.load(std::memory_order_relaxed) != index ||
+  if (index == kNullIndex) return PoolError::kInvalid;
+  // Relaxed: the state only says whether the volume has memory behind it;
+  // the header checks below decide, as they always did (see Hooks).
+  if (hooks_.volume_states != nullptr &&
+      ((hooks_.releasable_states >>
+        (hooks_.volume_states[index].load(std::memory_order_relaxed) &
+         ((uint64_t{1} << kVolumeStateBits) - 1))) &
+       1) == 0) [[unlikely]] {
+    return PoolError::kInvalid;
+  }
+  if (volume->idx.load(std::memory_order_relaxed) != index ||
       volume->magic.load(std::memory_order_relaxed) != kVolumeMagic) {
     return PoolError::kInvalid;
   }

@@ -436,6 +436,75 @@ TEST(ServerStoreDeletedTest, AStoreDeletedUnderTheServerIsShownAndLoggedOnce) {
   EXPECT_EQ(server->Stop(), 0);
 }
 
+// RunRefusedJoin starts the server on TwoPools(dir), adds two volumes to
+// pool a, calls `prepare` (what makes a join fail), then runs the
+// data-plane example (after `prefix`, a command that runs it, or nothing)
+// to join pool a, which must fail (exit 2), and checks that the refusal
+// changed nothing the server shows of the pool. Returns the example's
+// result, whose stderr holds the join's status.
+CommandResult RunRefusedJoin(const TempDir& dir,
+                             const std::function<void()>& prepare,
+                             std::vector<std::string> prefix = {}) {
+  CommandResult joined;
+  auto server = ServerProcess::Start(TwoPools(dir));
+  EXPECT_NE(server, nullptr);
+  if (server == nullptr) return joined;
+  auto stub = server->Stub();
+  v1::AddVolumeResponse added;
+  EXPECT_TRUE(Add(*stub, AddRequest("a", 2), &added).ok());
+  prepare();
+  const Snapshot before = TakeSnapshot(*stub, "a");
+  for (const std::string arg :
+       {GROOVE_DATA_PLANE_BIN, "--data-dir", dir.path().c_str(), "--pool", "a",
+        "--acquires", "1"}) {
+    prefix.push_back(arg);
+  }
+  joined = RunCommand(prefix);
+  EXPECT_EQ(joined.exit_code, 2) << joined.out << joined.err;
+  const Snapshot after = TakeSnapshot(*stub, "a");
+  EXPECT_EQ(after.summary.SerializeAsString(),
+            before.summary.SerializeAsString());
+  EXPECT_EQ(after.volumes.size(), before.volumes.size());
+  ExpectPoolVerifies(*stub, "a", 2);
+  EXPECT_EQ(server->Stop(), 0);
+  return joined;
+}
+
+// A data-plane process that joins the pool once its store was deleted under
+// the server cannot map its volumes (the file is gone): its Join says so,
+// with what to do, as FAILED_PRECONDITION (the pool exists: NOT_FOUND says
+// there is no such pool), and changes nothing. The data-plane example
+// prints the join's status and exits 2.
+TEST(ServerStoreDeletedTest, ANewJoinSaysTheStoreIsGoneAndWhatToDo) {
+  TempDir dir;
+  const CommandResult joined = RunRefusedJoin(dir, [&] {
+    ASSERT_TRUE(std::filesystem::remove(dir.path() + "/a.volumes"));
+  });
+  EXPECT_THAT(joined.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(joined.err,
+              HasSubstr("its volume store " + dir.path() + "/a.volumes"));
+  EXPECT_THAT(joined.err, HasSubstr("is gone"));
+  EXPECT_THAT(joined.err, HasSubstr("restart its owner"));
+}
+
+// A data-plane process of another uid cannot open the pool's files (a 0700
+// data directory, objects 0600: docs/SECURITY.md §3). Its Join says that
+// it is another uid's pool and how to join it (run as the server's uid,
+// docs/DEPLOY.md), not only the errno of an open, and changes nothing.
+// The data-plane example runs as nobody (setpriv) and prints the status.
+TEST(ServerDataPlaneJoinTest, AJoinOfAnotherUidSaysWhoseThePoolIsAndWhatToDo) {
+  ASSERT_EQ(geteuid(), 0u) << "the test switches the joiner's uid";
+  TempDir dir;
+  const CommandResult joined = RunRefusedJoin(
+      dir, [] {},
+      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+  EXPECT_THAT(joined.err, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(joined.err, HasSubstr("this process (uid 65534) may not open " +
+                                    dir.path() + "/a.pool"));
+  EXPECT_THAT(joined.err, HasSubstr("its owner's, uid 0"));
+  EXPECT_THAT(joined.err, HasSubstr("run the data plane as that uid"));
+}
+
 // ---- Punches that fail ----------------------------------------------------
 
 // AllocatedBytes is what the file at `path` holds in memory or on disk.

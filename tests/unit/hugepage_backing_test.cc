@@ -8,6 +8,7 @@
 // they change a machine-wide setting.
 
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -106,6 +107,53 @@ TEST(HugepageBackingTest, HugeVolumesTakeAndGiveBackRealHugepages) {
   }
   ASSERT_TRUE((*pool)->RemoveVolumes(2).ok());
   EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before);
+}
+
+// A data-plane process releases a volume twice, the owner having removed
+// it in between, while every reserved hugepage is taken: Release must
+// refuse it (kInvalid) without touching its memory. Read through the
+// join's mapping, the removed volume's header faulted a hugepage in, and
+// with none free the kernel raised SIGBUS. The release runs in a forked
+// child (the join's mapping inherited), so that a SIGBUS shows as such.
+TEST(HugepageBackingTest, ADoubleReleaseOfARemovedVolumeTakesNoHugepage) {
+  HugepageReservation reservation(kHugePageBytes, 2);
+  if (!reservation.ok()) GTEST_SKIP() << reservation.reason();
+  const uint64_t free_before = FreeHugepages(kHugePageBytes);
+  TempDir dir;
+  auto pool = NamedPool::Open(dir.path() + "/data",
+                              HugeConfig(BackingKind::kHuge, kHugePageBytes),
+                              NoMountOptions(dir));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->AddVolumes(2, std::nullopt, "hp").ok());  // 0 and 1
+  auto join = NamedPool::Join(dir.path() + "/data", "huge");
+  ASSERT_TRUE(join.ok()) << join.status();
+  const VolumePool& data_plane = (*join)->pool();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(data_plane.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(data_plane.IndexOf(v), 0u);
+  ASSERT_EQ(data_plane.Release(v), PoolError::kSuccess);
+  // The remove takes volume 0 (on top) and gives its page back; an add at
+  // index 2 takes that page: none is free.
+  absl::StatusOr<std::vector<RemovedVolume>> removed =
+      (*pool)->RemoveVolumes(1);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(removed->front().index, 0u);
+  ASSERT_TRUE((*pool)->AddVolumes(1, 2, "hp").ok());
+  ASSERT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
+
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    _exit(data_plane.Release(v) == PoolError::kInvalid ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_FALSE(WIFSIGNALED(status))
+      << "the double release was killed by signal " << WTERMSIG(status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the double release was not refused";
+  EXPECT_EQ(FreeHugepages(kHugePageBytes), free_before - 2);
+  EXPECT_EQ(*(*pool)->AllocatedBytes(), 2 * kHugePageBytes);
 }
 
 TEST(HugepageBackingTest, ExhaustionIsResourceExhaustedAndLeaksNoPage) {

@@ -2418,6 +2418,23 @@ TEST(RequestJournalTest, ConcurrentAddsWithKeysAreEachRecorded) {
 // max_volumes) builds the new pool beside the old one, as for a lost store:
 // new metadata and a new store file, even at the same path. The old joins
 // keep the old pair; nothing they do reaches the new pool.
+// ExpectTheNewPoolJoined checks pool "main" in `dir` after a re-creation
+// whose new pool `owner` serves with `empty` volumes carrying "new": its
+// stack verifies with that many, and a join made now takes a "new" one.
+void ExpectTheNewPoolJoined(const std::string& dir, const NamedPool& owner,
+                            uint64_t empty) {
+  absl::StatusOr<VerifyReport> verified = owner.Verify();
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->empty_volumes, empty);
+  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
+      NamedPool::Join(dir, "main");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
+  EXPECT_EQ(VolumeInfo(*v), "new");
+  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+}
+
 TEST(NamedPoolTest, AJoinAcrossARecreationCannotReachTheNewPool) {
   TempDir dir;
   const std::string store = dir.path() + "/main.volumes";
@@ -2457,15 +2474,7 @@ TEST(NamedPoolTest, AJoinAcrossARecreationCannotReachTheNewPool) {
     EXPECT_EQ(plane->pool().Release(t), PoolError::kSuccess);
   }
   // The new pool is untouched: eight "new" volumes, and a sound stack.
-  absl::StatusOr<VerifyReport> verified = owner->Verify();
-  ASSERT_TRUE(verified.ok()) << verified.status();
-  EXPECT_EQ(verified->empty_volumes, 8u);
-  absl::StatusOr<std::unique_ptr<NamedPool>> fresh =
-      NamedPool::Join(dir.path(), "main");
-  ASSERT_TRUE(fresh.ok()) << fresh.status();
-  ASSERT_EQ((*fresh)->pool().Acquire(&v), PoolError::kSuccess);
-  EXPECT_EQ(VolumeInfo(*v), "new");
-  EXPECT_EQ((*fresh)->pool().Release(v), PoolError::kSuccess);
+  ExpectTheNewPoolJoined(dir.path(), *owner, 8);
   // And it reopens as any pool does.
   owner.reset();
   owner = OpenOrDie(dir.path(), SmallConfig("main", 16));
@@ -2534,6 +2543,114 @@ TEST(NamedPoolTest, AJoinHoldingAVolumeAcrossALostStoreCannotReachTheNewPool) {
   EXPECT_FALSE(owner->recovery().store_lost);
   EXPECT_EQ(owner->recovery().volumes_recovered, 1u);
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/main.pool.new"));
+}
+
+// A join opens the metadata object at DIR/NAME.pool, then the store that
+// metadata names. A re-creation (--recreate, or a lost store replaced)
+// unlinks the store at DIR/NAME.volumes, makes the new pool's store at that
+// same path, then renames the new metadata over the old. A join that opened
+// the old metadata before the rename and the store after the new one was
+// made paired the old pool's stack with the new pool's volumes: its Acquire
+// took the new pool's volume 0, which the new pool hands out too. Stood for
+// here, deterministically, by a hard link that keeps the old metadata object
+// where a join finds it, as it is found in that window.
+TEST(NamedPoolTest,
+     AJoinRacingARecreationNeverPairsTheOldStackWithTheNewStore) {
+  TempDir dir;
+  const std::string window = dir.path() + "/window";
+  ASSERT_EQ(mkdir(window.c_str(), 0700), 0);
+  {
+    auto owner = OpenOrDie(dir.path(), SmallConfig("main", 16));
+    ASSERT_NE(owner, nullptr);
+    ASSERT_TRUE(owner->AddVolumes(4, std::nullopt, "old").ok());
+  }
+  ASSERT_EQ(link((dir.path() + "/main.pool").c_str(),
+                 (window + "/main.pool").c_str()),
+            0);
+  NamedPool::OpenOptions recreate;
+  recreate.recreate = true;
+  auto owner = OpenOrDie(dir.path(), SmallConfig("main", 32), recreate);
+  ASSERT_NE(owner, nullptr);
+  ASSERT_TRUE(owner->recovery().created);
+  ASSERT_EQ(owner->StorePath(), dir.path() + "/main.volumes");
+  ASSERT_TRUE(owner->AddVolumes(4, std::nullopt, "new").ok());
+  const Observed before = Observe(*owner);
+
+  absl::StatusOr<std::unique_ptr<NamedPool>> late =
+      NamedPool::Join(window, "main");
+  if (late.ok()) {
+    VolumeHeader* v = nullptr;
+    const PoolError e = (*late)->pool().Acquire(&v);
+    ADD_FAILURE() << "the join paired the old metadata with the new store: "
+                     "its Acquire returned "
+                  << PoolErrorName(e) << " and volume "
+                  << (v != nullptr ? (*late)->pool().IndexOf(v) : kNullIndex)
+                  << " carrying '" << (v != nullptr ? VolumeInfo(*v) : "")
+                  << "', a volume of the new pool, which hands it out too";
+    late->reset();
+  }
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable)
+      << late.status();
+  EXPECT_THAT(late.status().message(), HasSubstr("was re-created"));
+  EXPECT_THAT(late.status().message(), HasSubstr("join again"));
+  // The refusal changed nothing, and a join made now joins the new pool.
+  EXPECT_EQ(Observe(*owner), before);
+  ExpectTheNewPoolJoined(dir.path(), *owner, 4);
+  // An owner that opens the pool again serves it as any pool, joins too.
+  owner.reset();
+  owner = OpenOrDie(dir.path(), SmallConfig("main", 32));
+  ASSERT_NE(owner, nullptr);
+  EXPECT_TRUE(NamedPool::Join(dir.path(), "main").ok());
+}
+
+// Release's contract: a volume that is not in use (a double release) is
+// refused, kInvalid, with nothing changed. A data plane that releases a
+// volume twice, the owner having removed it in between (it was on the
+// stack), or releases the address of an index never added, must not fault
+// memory into the store: on tmpfs a page the pool never accounts for, on
+// hugetlbfs a hugepage taken, or SIGBUS when none is free.
+TEST(NamedPoolTest, ARefusedReleaseFaultsNoMemoryIntoTheStore) {
+  TempDir dir;
+  auto owner = OpenOrDie(dir.path(), SmallConfig());
+  ASSERT_TRUE(owner->AddVolumes(1, std::nullopt, "x").ok());
+  absl::StatusOr<std::unique_ptr<NamedPool>> join =
+      NamedPool::Join(dir.path(), "main");
+  ASSERT_TRUE(join.ok()) << join.status();
+  const VolumePool& pool = (*join)->pool();
+  VolumeHeader* v = nullptr;
+  ASSERT_EQ(pool.Acquire(&v), PoolError::kSuccess);
+  ASSERT_EQ(pool.Release(v), PoolError::kSuccess);
+  ASSERT_TRUE(owner->RemoveVolumes(1).ok());
+  ASSERT_EQ(*owner->AllocatedBytes(), 0u);
+
+  EXPECT_EQ(pool.Release(v), PoolError::kInvalid);
+  EXPECT_EQ(*owner->AllocatedBytes(), 0u)
+      << "the refused double release faulted the removed volume back in";
+  EXPECT_EQ(pool.Release(pool.VolumeAt(3)), PoolError::kInvalid);
+  EXPECT_EQ(*owner->AllocatedBytes(), 0u)
+      << "the refused release of a never-added index faulted it in";
+}
+
+// An owner creates a pool's metadata object empty (O_EXCL), sizes it, and
+// writes its magic last. A join in between finds a pool being created: it
+// is refused, saying so and to join again once the owner serves the pool
+// (it said the file was "not a pool (too small)", or "not a complete
+// groove-volumed pool", with nothing to do), and the object is left as
+// it was.
+TEST(NamedPoolTest, AJoinOfAPoolBeingCreatedSaysToJoinAgain) {
+  TempDir dir;
+  const std::string meta = dir.path() + "/main.pool";
+  { std::ofstream made(meta); }  // as the owner's O_EXCL open left it
+  for (const off_t size : {off_t{0}, off_t{8192}}) {  // empty; then sized
+    ASSERT_EQ(truncate(meta.c_str(), size), 0);
+    const absl::Status s = NamedPool::Join(dir.path(), "main").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("is being created"));
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("join again once its owner"));
+    EXPECT_EQ(std::filesystem::file_size(meta), static_cast<uint64_t>(size));
+    EXPECT_EQ(ReadFile(meta), std::string(static_cast<size_t>(size), '\0'));
+  }
 }
 
 TEST(NamedPoolTest, DataPlaneJoinSeesVolumesAddedAfterItJoined) {

@@ -373,13 +373,24 @@ class NamedPool {
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or
   // recovers. Errors: NOT_FOUND (no such pool), FAILED_PRECONDITION (bad
-  // metadata: incomplete, of another layout version than this build's
-  // (an owner of another version: says to run a data plane of the owner's
+  // metadata: incomplete, a pool its owner is creating, or whose creation
+  // never finished: says to join again once the owner serves it; of
+  // another layout version than this build's (an owner of another
+  // version: says to run a data plane of the owner's
   // version), recording another pool name than `name` (a renamed or copied
   // file: names the recorded one), or a geometry, backing or page size no
   // pool has; a volume store shorter than the pool; a memfd store whose
   // owner is gone: /proc/PID/fd/N cannot be opened, or is no longer the
-  // owner's hugetlb memfd because the pid was reused, CheckOwnerMemfd).
+  // owner's hugetlb memfd because the pid was reused, CheckOwnerMemfd; a
+  // store file that is gone: deleted under its owner, or its directory
+  // cleared, says to restart the owner), UNAVAILABLE (the owner re-created
+  // the pool, or replaced its lost store, as this call joined it: the
+  // metadata it opened is the old pool's, which must not be paired with
+  // the store it found, perhaps the new pool's; join again),
+  // PERMISSION_DENIED (this process may not open the metadata or the store:
+  // a pool's files are its owner's, a 0700 directory and objects 0600;
+  // names the owner's uid and says to join as it), INTERNAL (other system
+  // calls). A refusal changes nothing in the pool.
   // Thread safety: safe to call from any thread. Cost: O(1) system calls
   // (the mappings are made lazily by the kernel).
   static absl::StatusOr<std::unique_ptr<NamedPool>> Join(
@@ -661,7 +672,21 @@ class NamedPool {
   // OpenStore opens the store the metadata records. The owner sets
   // recovery_.store_lost, opening nothing, when it is gone (a hugetlb
   // memfd always is, once its owner has exited).
+  // A data-plane join's store is what the path its metadata records names
+  // when it opens it: the joined object's own store, or, when the pool is
+  // being re-created and the path is reused in place, the new pool's. So
+  // it is refused (UNAVAILABLE) once the object is marked replaced
+  // (ReplaceMetadata), or when it is gone (FAILED_PRECONDITION).
   absl::Status OpenStore(bool owner, const OpenOptions* options);
+  // CheckNotReplaced returns UNAVAILABLE (join again) when an owner
+  // re-creating the pool marked the metadata object this join mapped as
+  // replaced, else OK. REQUIRES: meta_ mapped. Cost: one load.
+  absl::Status CheckNotReplaced() const;
+  // IncompleteJoinMessage is a join's FAILED_PRECONDITION message for the
+  // metadata object `meta_path`, which `what` says is not complete yet:
+  // its owner is creating the pool (or died doing so).
+  std::string IncompleteJoinMessage(const std::string& meta_path,
+                                    absl::string_view what) const;
   // ReplaceMetadata replaces a pool whose object has content (its store
   // lost, or re-created: --recreate, a creation that never finished) with
   // a new, empty one of config_: a new metadata object (written beside the

@@ -365,6 +365,19 @@ class VolumePool {
   // ignored), with their argument.
   // A pool that is ever pushed with PushRangeTagged or popped with
   // RemoveAnnounced needs the same pop hooks on every join.
+  //
+  // `volume_states`, when set on a join with volume0, is an array of
+  // max_volumes words shared like the header, one per volume, whose low
+  // kVolumeStateBits bits are a state the caller defines (NamedPool: its
+  // slot table), and `releasable_states` the set of those states (bit s
+  // for state s) in which a volume may be held by a data-plane user.
+  // Release reads the word before anything of the volume and refuses
+  // (kInvalid) one in another state without touching its memory: a
+  // volume released twice after the owner removed it, or an index never
+  // added, has no memory behind it, and a read of its header through the
+  // mapping would fault memory into the store (tmpfs: a page nobody
+  // accounts for; hugetlbfs: a hugepage, or SIGBUS when none is free).
+  static constexpr int kVolumeStateBits = 3;
   struct Hooks {
     TaggedPopHook on_tagged_pop = nullptr;
     AnnouncedPopHook on_announced_pop = nullptr;
@@ -372,6 +385,8 @@ class VolumePool {
     ReadHeaderHook read_header = nullptr;
     WriteHeaderHook write_header = nullptr;
     void* arg = nullptr;
+    const std::atomic<uint64_t>* volume_states = nullptr;
+    uint64_t releasable_states = 0;
   };
 
   // Format writes an empty pool into `header`: an empty stack (version 0,
@@ -606,7 +621,10 @@ class VolumePool {
   // longer touches it. Returns kSuccess; kInvalid when `volume` is not a
   // volume address of this pool or is not in use (e.g. a double release),
   // with nothing changed; kAgain (kNoBlock and locked); kCorrupt when the
-  // stack top is out of range.
+  // stack top is out of range. A join with volume states (Hooks) refuses a
+  // volume whose state is not releasable before it reads its header, so a
+  // release of a removed or never-added volume touches none of its memory
+  // (a NamedPool join has them); without, the header is read in place.
   // Thread safety: lock-free; backs off after a lost CAS (CasBackoff).
   // Cost: O(1).
   PoolError Release(VolumeHeader* volume, Wait wait = Wait::kBlock) const;
