@@ -48,6 +48,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -184,8 +185,19 @@ class Ledger {
     std::map<std::string, uint64_t> removed_by_info;
     for (const auto& [index, info] : removed_) ++removed_by_info[info];
     // Volumes that must be there but are not: only a lost remove may
-    // explain them, one volume per volume it asked for.
+    // explain them, one volume per volume it asked for. `gone` names them
+    // (with what the server has at the index) for the failure message.
     uint64_t missing = 0;
+    std::vector<std::string> gone;
+    auto note_gone = [&](uint64_t index, const std::string& info,
+                         absl::string_view why) {
+      auto it = server.find(index);
+      gone.push_back(
+          absl::StrCat(index, " (", info, ", ", why, "; the server has ",
+                       it == server.end() ? std::string("no volume")
+                                          : absl::StrCat("'", it->second, "'"),
+                       " there)"));
+    };
 
     for (const auto& [index, info] : known_) {
       if (removed_.count({index, info})) {
@@ -194,6 +206,7 @@ class Ledger {
         }
       } else if (!on_server(index, info)) {
         ++missing;
+        note_gone(index, info, "there at the last check");
       }
     }
     for (const auto& [info, add] : adds_) {
@@ -215,6 +228,7 @@ class Ledger {
               }
             } else if (!on_server(index, info)) {
               ++missing;
+              note_gone(index, info, "an acknowledged add's");
             }
           }
           break;
@@ -232,6 +246,10 @@ class Ledger {
           } else if (seen > 0) {
             ++totals_.lost_adds_happened;
             missing += add.count - seen;  // happened whole; some removed
+            if (seen < add.count) {
+              gone.push_back(absl::StrCat("lost add '", info, "' left ", seen,
+                                          " of its ", add.count, " volumes"));
+            }
           }
           // What its repeat must be answered with (AddRepeated).
           settled_[info] = present;
@@ -281,7 +299,9 @@ class Ledger {
       fail(missing,
            " acknowledged volumes are gone, but lost removes asked "
            "for only ",
-           lost_remove_budget_);
+           lost_remove_budget_, ": ", absl::StrJoin(gone, ", "),
+           " (removes acknowledged since the last check: ", removed_.size(),
+           ")");
     }
     totals_.volumes_checked += server.size();
     known_ = server;
