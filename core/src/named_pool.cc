@@ -548,12 +548,19 @@ uint64_t PoolFiles::held_bytes() const {
 
 absl::StatusOr<std::vector<PoolFiles>> NamedPool::FindPools(
     const std::string& data_dir) {
+  return FindPools(data_dir, [](absl::string_view) { return true; });
+}
+
+absl::StatusOr<std::vector<PoolFiles>> NamedPool::FindPools(
+    const std::string& data_dir,
+    absl::FunctionRef<bool(absl::string_view name)> wanted) {
   std::vector<std::string> names;
   DIR* dir = opendir(data_dir.c_str());
   if (dir == nullptr) return ErrnoError(absl::StrCat("list ", data_dir));
   while (const struct dirent* entry = readdir(dir)) {
     absl::string_view name = entry->d_name;
-    if (absl::ConsumeSuffix(&name, ".pool") && ValidatePoolName(name).ok()) {
+    if (absl::ConsumeSuffix(&name, ".pool") && ValidatePoolName(name).ok() &&
+        wanted(name)) {
       names.emplace_back(name);
     }
   }

@@ -978,11 +978,8 @@ void VolumePool::RestartCountsLocked(uint64_t empty_volumes) const {
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify() const {
-  return Verify([](uint64_t) { return absl::OkStatus(); });
-}
-
-absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check) const {
-  return Verify(also_check, [] { return false; });
+  return Verify([](uint64_t) { return absl::OkStatus(); },
+                [] { return false; });
 }
 
 absl::StatusOr<VerifyReport> VolumePool::Verify(StackCheck also_check,

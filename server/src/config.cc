@@ -517,17 +517,12 @@ absl::Status ValidateServerConfig(const v1::ServerConfig& config) {
 
 absl::StatusOr<std::vector<PoolFiles>> UnconfiguredPools(
     const v1::ServerConfig& config) {
-  absl::StatusOr<std::vector<PoolFiles>> found =
-      NamedPool::FindPools(config.data_dir());
-  if (!found.ok()) return found.status();
-  std::vector<PoolFiles> unconfigured;
-  for (PoolFiles& pool : *found) {
-    const bool configured = std::any_of(
+  // The configured pools' files are not even read (a scrape runs this).
+  return NamedPool::FindPools(config.data_dir(), [&](absl::string_view name) {
+    return std::none_of(
         config.pools().begin(), config.pools().end(),
-        [&](const v1::PoolConfig& p) { return p.name() == pool.name; });
-    if (!configured) unconfigured.push_back(std::move(pool));
-  }
-  return unconfigured;
+        [&](const v1::PoolConfig& p) { return p.name() == name; });
+  });
 }
 
 PoolConfig CorePoolConfig(const v1::PoolConfig& pool) {

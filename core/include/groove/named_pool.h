@@ -71,6 +71,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -366,9 +367,14 @@ class NamedPool {
   // changes anything, so it is safe beside the pools' owners and joins
   // (a pool being created may show as unreadable). Errors: the data
   // directory cannot be listed (NOT_FOUND when it does not exist).
-  // Thread safety: any thread. Cost: O(pools) system calls.
+  // With `wanted`, only the pools whose name it accepts are read (the
+  // others are not listed). Thread safety: any thread. Cost: a directory
+  // listing, then O(1) system calls per pool read.
   static absl::StatusOr<std::vector<PoolFiles>> FindPools(
       const std::string& data_dir);
+  static absl::StatusOr<std::vector<PoolFiles>> FindPools(
+      const std::string& data_dir,
+      absl::FunctionRef<bool(absl::string_view name)> wanted);
 
   // Join joins an existing pool as a data-plane process: it maps the
   // metadata and the whole volume store and never adds, removes, locks or

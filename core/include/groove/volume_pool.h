@@ -724,7 +724,6 @@ class VolumePool {
   // hook call per volume, when set), at most kVerifyWalks walks (a moved
   // walk stops at its next step).
   absl::StatusOr<VerifyReport> Verify() const;
-  absl::StatusOr<VerifyReport> Verify(StackCheck also_check) const;
   absl::StatusOr<VerifyReport> Verify(StackCheck also_check,
                                       StopCheck stop) const;
 
